@@ -1,0 +1,146 @@
+"""Reads the cited catalogs (YAML/JSON under catalogs/) into typed objects: the I/O edge of hwmodels.
+
+Unknown names raise InputError with the nearest known names. Results are cached per process because
+the catalogs are read-only package data.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from catalogs import CATALOG_DIR
+from hwmodels.deployment import Price
+from hwmodels.errors import InputError, nearest_names
+from hwmodels.hardware import ClusterUnit, Device, Figure
+from hwmodels.model_arch import ModelArch, arch_from_config
+
+
+def _read_yaml(name: str) -> dict:
+    with open(CATALOG_DIR / name, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+@lru_cache(maxsize=None)
+def _devices_yaml() -> dict:
+    return _read_yaml("devices.yaml")
+
+
+def device_names() -> tuple[str, ...]:
+    return tuple(_devices_yaml()["devices"])
+
+
+def _figure(raw: Any, sources: Mapping[str, str]) -> tuple[float | None, Figure | None]:
+    if raw is None:
+        return None, None
+    src = raw.get("source", "")
+    return float(raw["value"]), Figure(sources.get(src, src), bool(raw.get("unverified", False)), raw.get("note", ""))
+
+
+@lru_cache(maxsize=None)
+def load_device(name: str) -> Device:
+    data = _devices_yaml()
+    if name not in data["devices"]:
+        raise InputError("device", f"unknown device '{name}'", nearest_names(name, data["devices"]))
+    raw, sources = data["devices"][name], data["sources"]
+    provenance: dict[str, Figure] = {}
+    values: dict[str, float | None] = {}
+    for key in ("hbm_bytes", "hbm_bytes_per_s", "scaleup_bytes_per_s", "scaleout_bytes_per_s", "power_w"):
+        values[key], fig = _figure(raw.get(key), sources)
+        if fig:
+            provenance[key] = fig
+    peaks = {}
+    for dtype_peak, fig_raw in raw["peak_flops_per_s"].items():
+        peaks[dtype_peak], provenance[f"peak_flops_per_s.{dtype_peak}"] = _figure(fig_raw, sources)
+    attainable = {}
+    for key, fig_raw in raw.items():
+        if key.startswith("attainable_"):
+            attainable[key.removeprefix("attainable_")], provenance[key] = _figure(fig_raw, sources)
+    return Device(
+        name=name,
+        vendor=raw["vendor"],
+        display_name=raw["display_name"],
+        peak_flops_per_s=peaks,
+        attainable=attainable,
+        provenance=provenance,
+        **values,
+    )
+
+
+@lru_cache(maxsize=None)
+def _clusters_yaml() -> dict:
+    return _read_yaml("clusters.yaml")
+
+
+def unit_names() -> tuple[str, ...]:
+    return tuple(_clusters_yaml()["units"])
+
+
+@lru_cache(maxsize=None)
+def load_unit(name: str) -> ClusterUnit:
+    units = _clusters_yaml()["units"]
+    if name not in units:
+        raise InputError("cluster.unit", f"unknown cluster unit '{name}'", nearest_names(name, units))
+    raw = dict(units[name])
+    return ClusterUnit(name=name, device=load_device(raw.pop("device")), **raw)
+
+
+def units_for_device(device: str) -> tuple[str, ...]:
+    return tuple(n for n, u in _clusters_yaml()["units"].items() if u["device"] == device)
+
+
+@lru_cache(maxsize=None)
+def catalog_prices() -> Mapping[str, Price]:
+    raw = _read_yaml("prices.yaml")["prices_usd_per_device_hour"]
+    return {d: Price(float(p["value"]), p["source"]) for d, p in raw.items()}
+
+
+@lru_cache(maxsize=None)
+def _models_yaml() -> dict:
+    return _read_yaml("models.yaml")
+
+
+def model_names() -> tuple[str, ...]:
+    return tuple(_models_yaml()["models"])
+
+
+def model_entry(name: str) -> Mapping[str, str]:
+    models = _models_yaml()["models"]
+    if name not in models:
+        raise InputError("model", f"unknown model '{name}'", nearest_names(name, models) + " (or give a path to a config.json)")
+    return models[name]
+
+
+def load_model(name_or_path: str, field: str = "model", base_dir: Path | None = None) -> ModelArch:
+    """A catalog model by name, or any HuggingFace config.json on disk (a file or a folder holding one)."""
+    looks_like_path = name_or_path.endswith(".json") or "/" in name_or_path or name_or_path.startswith(".")
+    if not looks_like_path:
+        entry = model_entry(name_or_path)
+        return _load_config(CATALOG_DIR / entry["config"], name_or_path, field)
+    path = Path(name_or_path).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise InputError(field, f"no config.json at '{name_or_path}'", "give a catalog model name (moeplan models) or an existing config.json path")
+    return _load_config(path, path.parent.name if path.name == "config.json" else path.stem, field)
+
+
+def _load_config(path: Path, name: str, field: str) -> ModelArch:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(field, f"cannot read '{path}': {e}", "check the path and permissions") from None
+    except json.JSONDecodeError as e:
+        raise InputError(field, f"'{path}' is not valid JSON (line {e.lineno}: {e.msg})", "fix the file") from None
+    return arch_from_config(config, name, where=str(path))
+
+
+@lru_cache(maxsize=None)
+def workloads() -> Mapping[str, Mapping[str, Any]]:
+    return _read_yaml("workloads.yaml")["workloads"]

@@ -1,0 +1,58 @@
+"""A resolved deployment question: model and precision, cluster, workload, SLOs, price.
+
+This is the typed, validated core input the planner, simulator and fit check take; the spec YAML
+(moeplan.spec) is only its file form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hwmodels.hardware import Cluster
+from hwmodels.model_arch import ModelArch
+from hwmodels.precision import PrecisionPlan
+
+
+@dataclass(frozen=True)
+class Workload:
+    input_tokens: int  # mean prompt length
+    output_tokens: int  # mean generated length
+    requests_per_s: float | None  # traffic volume; None: not stated (capacity questions need it)
+    source: str = ""
+
+    @property
+    def context_tokens(self) -> int:
+        """The longest context a request reaches: its prompt plus everything it generates."""
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class SLO:
+    ttft_s: float
+    tpot_s: float
+    percentile: float
+
+
+@dataclass(frozen=True)
+class Price:
+    usd_per_device_hour: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Serving:
+    hbm_utilization: float  # fraction of HBM the engine may use for weights, activations and KV
+    tokens_per_step: int  # tokens one forward step processes (chunked-prefill size)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    model: ModelArch
+    model_display_name: str
+    precision: PrecisionPlan
+    cluster: Cluster
+    workload: Workload
+    slo: SLO
+    price: Price | None
+    serving: Serving

@@ -1,0 +1,80 @@
+"""Does a model fit a cluster? Weights per device for each candidate layout, HBM left for KV cache,
+and how many sequences of the workload's context length fit at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from hwmodels.arithmetic import weight_bytes
+from hwmodels.deployment import Deployment
+from hwmodels.hardware import Cluster, make_cluster
+from hwmodels.memory import DeviceMemory, candidate_layouts, device_memory
+from hwmodels.units import format_bytes
+
+
+@dataclass(frozen=True)
+class FitReport:
+    deployment: Deployment
+    model_weight_bytes: float
+    layouts: tuple[DeviceMemory, ...]  # best first: most concurrent sequences, then least weight per device
+    smallest_fitting_cluster: Cluster | None  # when nothing fits: the fewest devices of this unit that would
+
+    @property
+    def fits(self) -> bool:
+        return bool(self.layouts) and self.layouts[0].fits
+
+    @property
+    def best(self) -> DeviceMemory | None:
+        return self.layouts[0] if self.layouts else None
+
+    def headline(self) -> str:
+        d = self.deployment
+        c = d.cluster
+        need = f"{d.model_display_name} {d.precision.label()} needs {format_bytes(self.model_weight_bytes)} of weights"
+        hold = f"{c.num_devices} x {c.device.name} hold {format_bytes(c.hbm_bytes_total)} ({format_bytes(c.device.hbm_bytes)} each)"
+        if self.fits:
+            b = self.best
+            return (f"{need}; {hold}. Best layout {b.layout_name}: {format_bytes(b.weight_bytes)} of weights per device, "
+                    f"{format_bytes(b.kv_capacity_bytes)} left for KV cache, {b.concurrent_sequences:,} concurrent "
+                    f"sequences of {b.context_tokens:,} tokens")
+        return f"{need}; {hold}"
+
+    def fix(self) -> str:
+        d = self.deployment
+        options = []
+        if self.smallest_fitting_cluster is not None:
+            s = self.smallest_fitting_cluster
+            options.append(f"use at least {s.num_devices} x {s.device.name} (cluster.devices: {s.num_devices})")
+        if d.model.is_moe and d.precision.of("routed_experts").dtype.bytes_per_element > 0.5:
+            options.append("or 4-bit experts (precision.routed_experts: int4 or nvfp4)")
+        options.append("or a device with more HBM")
+        return ", ".join(options)
+
+
+def fit(deployment: Deployment) -> FitReport:
+    layouts = _rank(deployment, deployment.cluster)
+    smallest = None
+    if not (layouts and layouts[0].fits):
+        smallest = _smallest_fitting(deployment)
+    return FitReport(deployment, weight_bytes(deployment.model, deployment.precision), layouts, smallest)
+
+
+def _rank(d: Deployment, cluster: Cluster) -> tuple[DeviceMemory, ...]:
+    rows = [
+        device_memory(d.model, d.precision, cluster, layout, d.workload.context_tokens,
+                      d.serving.hbm_utilization, d.serving.tokens_per_step)
+        for layout in candidate_layouts(d.model, cluster)
+    ]
+    return tuple(sorted(rows, key=lambda m: (-m.concurrent_sequences, -m.kv_capacity_bytes)))
+
+
+def _smallest_fitting(d: Deployment, max_nodes: int = 512) -> Cluster | None:
+    unit = d.cluster.unit
+    for nodes in range(d.cluster.num_nodes + 1, max_nodes + 1):
+        cluster = make_cluster(unit, devices=nodes * unit.devices_per_node)
+        if cluster.hbm_bytes_total * d.serving.hbm_utilization < weight_bytes(d.model, d.precision):
+            continue
+        ranked = _rank(replace(d, cluster=cluster), cluster)
+        if ranked and ranked[0].fits:
+            return cluster
+    return None

@@ -1,0 +1,192 @@
+"""Memory per device for a parallel layout: weights by part, activation workspace, KV cache capacity.
+
+A layout spreads one model over `tp * dp * pp` devices:
+- attention (and the dense MLPs, shared experts, embedding and LM head) is tensor-parallel over `tp`
+  and replicated over `dp` data-parallel attention groups;
+- routed experts are expert-parallel over all `tp * dp` devices of a pipeline stage, each device
+  holding ceil((experts + redundant) / ep) expert slots per MoE layer;
+- `pp` pipeline stages split the layers; the embedding sits on the first stage, the LM head on the last.
+MLA caches one latent per token that every tensor-parallel rank needs, so attention TP does not
+shard the KV cache (the reason large MLA deployments use data-parallel attention); GQA shards it
+over min(tp, kv_heads).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+from hwmodels.arithmetic import kv_bytes_per_token, unit_sizes
+from hwmodels.hardware import Cluster
+from hwmodels.model_arch import GQAAttention, MLAAttention, ModelArch
+from hwmodels.precision import PrecisionPlan
+
+
+@dataclass(frozen=True)
+class MemoryLayout:
+    tp: int  # attention tensor parallel
+    dp: int  # attention data parallel groups per stage
+    pp: int  # pipeline stages
+    redundant_experts: int = 0  # extra expert slots per MoE layer over the EP group
+
+    @property
+    def devices(self) -> int:
+        return self.tp * self.dp * self.pp
+
+    @property
+    def ep(self) -> int:
+        return self.tp * self.dp
+
+    def name(self, is_moe: bool = True) -> str:
+        parts = [f"TP{self.tp}" if self.tp > 1 or self.dp == 1 else "", f"DP{self.dp}" if self.dp > 1 else ""]
+        attention = " x ".join(p for p in parts if p) + " attention"
+        experts = f" + EP{self.ep}" + (f" (+{self.redundant_experts} redundant)" if self.redundant_experts else "") if is_moe and self.ep > 1 else ""
+        stages = f", PP{self.pp}" if self.pp > 1 else ""
+        return attention + experts + stages
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """Bytes on the most loaded device of a layout, and how many sequences of a context length fit."""
+
+    layout: MemoryLayout
+    layout_name: str
+    weights_by_part: dict[str, float]
+    weight_bytes: float
+    workspace_bytes: float
+    usable_bytes: float  # HBM x utilisation
+    kv_capacity_bytes: float  # usable - weights - workspace; negative when the layout does not fit
+    kv_bytes_per_sequence: float  # on one device, at the given context length
+    context_tokens: int
+    concurrent_sequences: int  # whole layout (all DP groups)
+
+    @property
+    def fits(self) -> bool:
+        return self.kv_capacity_bytes > 0 and self.concurrent_sequences > 0
+
+    @property
+    def shortfall_bytes(self) -> float:
+        return max(0.0, -self.kv_capacity_bytes)
+
+
+def stage_layers(num_layers: int, pp: int) -> list[range]:
+    """Layer ranges of each pipeline stage, as even as possible (earlier stages take the remainder)."""
+    base, extra = divmod(num_layers, pp)
+    out, start = [], 0
+    for s in range(pp):
+        n = base + (1 if s < extra else 0)
+        out.append(range(start, start + n))
+        start += n
+    return out
+
+
+def weights_per_device(arch: ModelArch, plan: PrecisionPlan, layout: MemoryLayout) -> dict[str, float]:
+    """Weight bytes by part on the device of the heaviest pipeline stage."""
+    u = unit_sizes(arch, plan)
+    moe_layers = set(arch.moe_layers)
+    n_experts = arch.moe.num_experts if arch.moe else 0
+    slots = math.ceil((n_experts + layout.redundant_experts) / layout.ep) if n_experts else 0
+    best: dict[str, float] = {}
+    for s, layers in enumerate(stage_layers(arch.num_layers, layout.pp)):
+        n_moe = sum(1 for i in layers if i in moe_layers)
+        n_dense = len(layers) - n_moe
+        parts = {
+            "attention": u.attention_per_layer * len(layers) / layout.tp,
+            "dense_mlp": u.dense_mlp_per_dense_layer * n_dense / layout.tp,
+            "shared_experts": u.shared_per_moe_layer * n_moe / layout.tp,
+            "routed_experts": u.expert * slots * n_moe,
+            "router": u.router_per_moe_layer * n_moe,
+            "norms": u.norms_per_layer * len(layers),
+            "embedding": u.embedding / layout.tp if s == 0 else 0.0,
+            "lm_head": u.lm_head / layout.tp if s == layout.pp - 1 else 0.0,
+        }
+        if sum(parts.values()) > sum(best.values()):
+            best = parts
+    return best
+
+
+def workspace_bytes(arch: ModelArch, plan: PrecisionPlan, layout: MemoryLayout, tokens_per_step: int) -> float:
+    """Live activations of the widest layer for one step of `tokens_per_step` tokens on one device.
+
+    Residual stream and its normed copy, plus the larger of: MoE (tokens x top_k rows received in
+    the dispatch dtype, gate/up outputs and combine inputs) and attention (prefill form: q, k, v
+    expanded per local head). Allocator slack and CUDA graphs are in (1 - hbm_utilization).
+    """
+    act = plan.combine.bytes_per_element  # activations travel in the combine dtype (bf16 for fp8 checkpoints)
+    d = arch.hidden_size
+    residual = 2 * d * act
+    if arch.moe:
+        k, width = arch.moe.top_k, arch.moe.expert_intermediate_size
+        mlp = k * (d * plan.dispatch.bytes_per_element + 2 * width * act + d * plan.combine.bytes_per_element)
+    else:
+        mlp = 2 * arch.dense_intermediate_size / layout.tp * act
+    att = arch.attention
+    if isinstance(att, MLAAttention):
+        per_head = 2 * (att.qk_nope_head_dim + att.qk_rope_head_dim) + att.v_head_dim
+        attention = att.num_heads / layout.tp * per_head * act
+    else:
+        attention = (att.num_heads + 2 * att.num_kv_heads) / layout.tp * att.head_dim * act
+    return tokens_per_step * (residual + max(mlp, attention))
+
+
+def kv_bytes_per_token_per_device(arch: ModelArch, plan: PrecisionPlan, layout: MemoryLayout) -> float:
+    heaviest_stage_layers = len(stage_layers(arch.num_layers, layout.pp)[0])
+    per_token = kv_bytes_per_token(arch, plan) * heaviest_stage_layers / arch.num_layers
+    if isinstance(arch.attention, GQAAttention):
+        per_token /= min(layout.tp, arch.attention.num_kv_heads)
+    return per_token
+
+
+def device_memory(
+    arch: ModelArch,
+    plan: PrecisionPlan,
+    cluster: Cluster,
+    layout: MemoryLayout,
+    context_tokens: int,
+    hbm_utilization: float,
+    tokens_per_step: int,
+) -> DeviceMemory:
+    by_part = weights_per_device(arch, plan, layout)
+    weights = sum(by_part.values())
+    workspace = workspace_bytes(arch, plan, layout, tokens_per_step)
+    usable = cluster.device.hbm_bytes * hbm_utilization
+    kv_capacity = usable - weights - workspace
+    per_sequence = kv_bytes_per_token_per_device(arch, plan, layout) * context_tokens
+    per_group = max(0, math.floor(kv_capacity / per_sequence)) if kv_capacity > 0 else 0
+    return DeviceMemory(
+        layout=layout,
+        layout_name=layout.name(arch.is_moe),
+        weights_by_part=by_part,
+        weight_bytes=weights,
+        workspace_bytes=workspace,
+        usable_bytes=usable,
+        kv_capacity_bytes=kv_capacity,
+        kv_bytes_per_sequence=per_sequence,
+        context_tokens=context_tokens,
+        concurrent_sequences=per_group * layout.dp,
+    )
+
+
+def candidate_layouts(arch: ModelArch, cluster: Cluster) -> Iterator[MemoryLayout]:
+    """Layouts worth checking on a cluster: attention TP dividing the heads inside one scale-up domain
+    (or pure TP over the whole cluster), pipeline stages of whole scale-up domains (pipelines cross
+    the slow fabric, tensor and expert parallelism do not need to), and the remaining devices as
+    data-parallel attention groups, expert-parallel for an MoE."""
+    n, domain = cluster.num_devices, cluster.scaleup_domain_devices
+    heads = arch.attention.num_heads
+    for pp in _divisors(cluster.num_scaleup_domains if n % domain == 0 else 1):
+        if pp > arch.num_layers:
+            continue
+        stage = n // pp
+        for tp in _divisors(stage):
+            dp = stage // tp
+            if heads % tp or (tp > domain and not (dp == 1 and pp == 1)):
+                continue
+            if not arch.is_moe and dp > 1:
+                continue  # a dense model's data-parallel replicas are separate deployments
+            yield MemoryLayout(tp=tp, dp=dp, pp=pp)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]

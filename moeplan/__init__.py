@@ -1,0 +1,14 @@
+"""moeplan: a hardware-aware deployment planner and simulator for serving giant MoE language models.
+
+Notebook API (the CLI and the dashboard are thin shells over it):
+
+    import moeplan
+    report = moeplan.check("catalogs/examples/kimi-k2-h200.yaml")
+    print(report.headline())
+    moeplan.model_summary("kimi-k2")["active_params"]
+"""
+
+from moeplan.api import check, deployment, model_summary
+from moeplan.spec import Spec, example_path, load_spec, parse_spec
+
+__all__ = ["check", "deployment", "model_summary", "Spec", "example_path", "load_spec", "parse_spec"]

@@ -1,0 +1,34 @@
+"""The notebook API: every number the CLI and the dashboard show is one call here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from hwmodels import arithmetic, catalog
+from hwmodels.deployment import Deployment
+from hwmodels.fit import FitReport, fit
+from hwmodels.precision import default_plan
+from moeplan.spec import Spec, load_spec, resolve
+
+
+def deployment(spec: str | Path | Spec | Deployment, base_dir: Path | None = None) -> Deployment:
+    """A Deployment from a spec path, a parsed Spec, or a Deployment (returned as is)."""
+    if isinstance(spec, Deployment):
+        return spec
+    if isinstance(spec, Spec):
+        return resolve(spec, base_dir)
+    parsed, folder = load_spec(spec)
+    return resolve(parsed, folder)
+
+
+def check(spec: str | Path | Spec | Deployment) -> FitReport:
+    """Does the model fit the cluster: weights per device per layout, KV room, concurrent sequences."""
+    return fit(deployment(spec))
+
+
+def model_summary(name_or_path: str, precision: Mapping[str, str] | None = None, context_tokens: int = 4096) -> dict:
+    """Parameters, weight bytes, KV bytes per token and FLOPs per token of a catalog model or config.json."""
+    arch = catalog.load_model(name_or_path)
+    plan = default_plan(arch.quantization_config, arch.torch_dtype).with_overrides(precision or {}, "--precision")
+    return dict(arithmetic.summary(arch, plan, context_tokens))

@@ -1,0 +1,275 @@
+"""`moeplan` console command: a thin shell over the notebook API (moeplan.api).
+
+Exit status: 0 success; 1 a valid question whose answer is "no" (the model does not fit);
+2 bad input (one line on stderr naming the field and the fix, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from hwmodels import catalog
+from hwmodels.errors import InputError
+from hwmodels.units import GB, TFLOPS, format_bytes, format_count
+from moeplan import api
+from moeplan.spec import example_path
+
+EXIT_NO = 1
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return args.run(args) or 0
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="moeplan", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    s = sub.add_parser("models", help="list the catalog models")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(run=_models)
+
+    s = sub.add_parser("devices", help="list the catalog devices with their cited figures")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(run=_devices)
+
+    s = sub.add_parser("clusters", help="list the cluster units (nodes, racks, supernodes)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(run=_clusters)
+
+    s = sub.add_parser("model", help="parameters, weight bytes, FLOPs and KV bytes of one model")
+    s.add_argument("name", help="catalog model name or path to a HuggingFace config.json")
+    s.add_argument("--context", type=_positive_int, default=4096, help="context length in tokens for FLOPs per token (default 4096)")
+    s.add_argument("--precision", action="append", default=[], metavar="PART=FORMAT",
+                   help="override a part's format, e.g. routed_experts=nvfp4 or kv_cache=fp8 (repeatable)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(run=_model)
+
+    s = sub.add_parser("check", help="does the model of a spec fit its cluster, and how much KV cache is left")
+    s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.add_argument("--all", action="store_true", help="show every candidate layout, not the best 8")
+    s.set_defaults(run=_check)
+    return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _console() -> Console:
+    # Piped output gets a wide table rather than rich's 80-column default.
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=float))
+
+
+def _models(args) -> int:
+    rows = []
+    for name in catalog.model_names():
+        s = api.model_summary(name)
+        rows.append({"name": name, "display_name": catalog.model_entry(name)["display_name"]} | {
+            k: s[k] for k in ("total_params", "active_params", "experts", "experts_per_token", "layers", "attention", "weight_bytes", "kv_bytes_per_token")
+        } | {"precision": s["precision"]["routed_experts"], "source": catalog.model_entry(name)["source"]})
+    if args.json:
+        _print_json(rows)
+        return 0
+    t = Table(title="Catalog models (catalogs/models.yaml)")
+    for col in ("name", "model", "total", "active", "experts", "layers", "attention", "weights", "format", "KV/token"):
+        t.add_column(col, justify="right" if col in ("total", "active", "experts", "layers", "weights", "KV/token") else "left")
+    for r in rows:
+        experts = f"{r['experts']} (top-{r['experts_per_token']})" if r["experts"] else "dense"
+        t.add_row(r["name"], r["display_name"], format_count(r["total_params"]), format_count(r["active_params"]), experts,
+                  str(r["layers"]), r["attention"].upper(), format_bytes(r["weight_bytes"]), r["precision"], f"{r['kv_bytes_per_token']:,.0f} B")
+    _console().print(t)
+    return 0
+
+
+def _device_record(name: str) -> dict:
+    d = catalog.load_device(name)
+    price = catalog.catalog_prices().get(name)
+    return {
+        "name": name,
+        "display_name": d.display_name,
+        "vendor": d.vendor,
+        "peak_flops_per_s": dict(d.peak_flops_per_s),
+        "hbm_bytes": d.hbm_bytes,
+        "hbm_bytes_per_s": d.hbm_bytes_per_s,
+        "scaleup_bytes_per_s": d.scaleup_bytes_per_s,
+        "scaleout_bytes_per_s": d.scaleout_bytes_per_s,
+        "power_w": d.power_w,
+        "attainable": dict(d.attainable),
+        "price_usd_per_hour": price.usd_per_device_hour if price else None,
+        "unverified": list(d.unverified_fields()),
+        "sources": {k: f.source for k, f in d.provenance.items()},
+    }
+
+
+def _devices(args) -> int:
+    rows = [_device_record(n) for n in catalog.device_names()]
+    if args.json:
+        _print_json(rows)
+        return 0
+    t = Table(title="Catalog devices (dense peaks; * = unverified, from a third-party summary)")
+    for col in ("name", "bf16 TFLOP/s", "fp8", "fp4", "int8", "HBM GB", "HBM TB/s", "scale-up GB/s", "scale-out GB/s", "USD/h"):
+        t.add_column(col, justify="left" if col == "name" else "right")
+    for r in rows:
+        unverified = set(r["unverified"])
+
+        def cell(value, key, scale, fmt="{:,.0f}"):
+            if value is None:
+                return "-"
+            return fmt.format(value / scale) + ("*" if key in unverified else "")
+
+        peaks = r["peak_flops_per_s"]
+        t.add_row(
+            r["name"],
+            *(cell(peaks.get(p), f"peak_flops_per_s.{p}", TFLOPS) for p in ("bf16", "fp8", "fp4", "int8")),
+            cell(r["hbm_bytes"], "hbm_bytes", GB, "{:,.1f}"),
+            cell(r["hbm_bytes_per_s"], "hbm_bytes_per_s", 1e12, "{:.2f}"),
+            cell(r["scaleup_bytes_per_s"], "scaleup_bytes_per_s", GB),
+            cell(r["scaleout_bytes_per_s"], "scaleout_bytes_per_s", GB),
+            "-" if r["price_usd_per_hour"] is None else f"{r['price_usd_per_hour']:.2f}",
+        )
+    _console().print(t)
+    print("Sources: catalogs/devices.yaml and catalogs/prices.yaml (moeplan devices --json lists each figure's source).")
+    return 0
+
+
+def _clusters(args) -> int:
+    rows = []
+    for name in catalog.unit_names():
+        u = catalog.load_unit(name)
+        rows.append({"name": name, "display_name": u.display_name, "device": u.device.name, "devices": u.devices,
+                     "devices_per_node": u.devices_per_node, "scaleup_domain_devices": u.scaleup_domain_devices,
+                     "scaleup_fabric": u.scaleup_fabric, "scaleout_fabric": u.scaleout_fabric, "source": u.source})
+    if args.json:
+        _print_json(rows)
+        return 0
+    t = Table(title="Cluster units (catalogs/clusters.yaml): a cluster is N units plus the scale-out fabric")
+    for col in ("name", "device", "devices", "per node", "scale-up domain", "scale-up fabric", "scale-out fabric"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], r["device"], str(r["devices"]), str(r["devices_per_node"]), str(r["scaleup_domain_devices"]),
+                  r["scaleup_fabric"], r["scaleout_fabric"])
+    _console().print(t)
+    return 0
+
+
+def _model(args) -> int:
+    overrides = {}
+    for item in args.precision:
+        part, sep, fmt = item.partition("=")
+        if not sep:
+            raise InputError("--precision", f"expected PART=FORMAT, got {item!r}", "e.g. --precision routed_experts=nvfp4")
+        overrides[part.strip()] = fmt.strip()
+    s = api.model_summary(args.name, overrides, args.context)
+    if args.json:
+        _print_json(s)
+        return 0
+    c = _console()
+    c.print(f"[bold]{s['model']}[/bold] ({s['model_type']}, {s['attention'].upper()} attention, "
+            f"{s['experts']} experts top-{s['experts_per_token']}, {s['layers']} layers of which {s['moe_layers']} MoE)")
+    c.print(f"parameters: {format_count(s['total_params'])} total, {format_count(s['active_params'])} active per token"
+            + (f" (+{format_count(s['mtp_params'])} in the MTP module, not counted)" if s["mtp_params"] else ""))
+    c.print(f"precision: {s['precision_source']}")
+    t = Table(title="Weights by part")
+    for col in ("part", "params", "format", "bytes"):
+        t.add_column(col, justify="left" if col in ("part", "format") else "right")
+    for part, n in s["params_by_part"].items():
+        if n:
+            t.add_row(part, format_count(n), s["precision"][part], format_bytes(s["weight_bytes_by_part"][part]))
+    t.add_row("total", format_count(s["total_params"]), "", format_bytes(s["weight_bytes"]))
+    c.print(t)
+    c.print(f"KV cache: {s['kv_bytes_per_token']:,.0f} bytes per token ({s['precision']['kv_cache']})")
+    c.print(f"FLOPs per token at {s['context_tokens']:,} tokens of context: prefill {s['prefill_flops_per_token'] / 1e9:,.1f} GFLOP, "
+            f"decode {s['decode_flops_per_token'] / 1e9:,.1f} GFLOP")
+    return 0
+
+
+def _check(args) -> int:
+    report = api.check(args.spec)
+    d = report.deployment
+    rows = report.layouts if args.all else report.layouts[:8]
+    if args.json:
+        _print_json(_check_json(report))
+    else:
+        c = _console()
+        c.print(f"[bold]{d.name}[/bold]: {d.model_display_name} ({d.precision.label()}) on {d.cluster.describe()}, "
+                f"workload {d.workload.input_tokens:,} in + {d.workload.output_tokens:,} out tokens")
+        t = Table(title=f"Memory per device by layout (HBM x {d.serving.hbm_utilization:g} usable = {format_bytes(d.cluster.device.hbm_bytes * d.serving.hbm_utilization)})")
+        for col in ("layout", "weights/device", "workspace", "KV room/device", "KV/sequence", "sequences", "fits"):
+            t.add_column(col, justify="left" if col == "layout" else "right")
+        for m in rows:
+            t.add_row(m.layout_name, format_bytes(m.weight_bytes), format_bytes(m.workspace_bytes),
+                      format_bytes(m.kv_capacity_bytes) if m.kv_capacity_bytes > 0 else f"-{format_bytes(-m.kv_capacity_bytes)}",
+                      format_bytes(m.kv_bytes_per_sequence), f"{m.concurrent_sequences:,}", "yes" if m.fits else "no")
+        c.print(t)
+        if len(report.layouts) > len(rows):
+            c.print(f"({len(report.layouts) - len(rows)} more layouts: --all)")
+        unverified = d.cluster.device.unverified_fields()
+        if unverified:
+            c.print(f"[yellow]unverified figures for {d.cluster.device.name} (third-party summaries): {', '.join(unverified)}[/yellow]")
+        print(report.headline())
+    if not report.fits:
+        print(f"error: cluster: {report.headline()}; fix: {report.fix()}", file=sys.stderr)
+        return EXIT_NO
+    return 0
+
+
+def _check_json(report) -> dict:
+    d = report.deployment
+
+    def layout(m):
+        return {"layout": m.layout_name, "tp": m.layout.tp, "dp": m.layout.dp, "pp": m.layout.pp, "ep": m.layout.ep,
+                "weight_bytes": m.weight_bytes, "weights_by_part": m.weights_by_part, "workspace_bytes": m.workspace_bytes,
+                "usable_bytes": m.usable_bytes, "kv_capacity_bytes": m.kv_capacity_bytes,
+                "kv_bytes_per_sequence": m.kv_bytes_per_sequence, "concurrent_sequences": m.concurrent_sequences, "fits": m.fits}
+
+    return {
+        "name": d.name,
+        "fits": report.fits,
+        "headline": report.headline(),
+        "fix": None if report.fits else report.fix(),
+        "model": d.model.name,
+        "precision": d.precision.label(),
+        "model_weight_bytes": report.model_weight_bytes,
+        "devices": d.cluster.num_devices,
+        "device": d.cluster.device.name,
+        "cluster_hbm_bytes": d.cluster.hbm_bytes_total,
+        "context_tokens": d.workload.context_tokens,
+        "unverified": list(d.cluster.device.unverified_fields()),
+        "best": layout(report.best) if report.fits else None,
+        "layouts": [layout(m) for m in report.layouts],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

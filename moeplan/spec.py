@@ -1,0 +1,185 @@
+"""The deployment spec YAML: pydantic validation at load, then resolution against the catalogs.
+
+Every field has help text; unknown keys are errors (a typo must not be silently ignored). Errors
+come out as one InputError line naming the field path, e.g. `workload.input_tokens`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hwmodels import catalog
+from hwmodels.deployment import SLO, Deployment, Price, Serving, Workload
+from hwmodels.errors import InputError, nearest_names
+from hwmodels.hardware import make_cluster
+from hwmodels.precision import default_plan
+
+SCHEMA_VERSION = 1
+DEFAULT_EXAMPLE = "kimi-k2-h200.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClusterSpec(_Strict):
+    unit: str = Field(description="cluster unit from catalogs/clusters.yaml: hgx-h200, gb200-nvl72, cloudmatrix384, ...")
+    units: int | None = Field(None, gt=0, description="how many units (nodes, racks, supernodes)")
+    devices: int | None = Field(None, gt=0, description="or a device count that is a whole number of nodes (trays)")
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        if (self.units is None) == (self.devices is None):
+            raise ValueError("give exactly one of units or devices")
+        return self
+
+
+class WorkloadSpec(_Strict):
+    name: str | None = Field(None, description="a named workload from catalogs/workloads.yaml; the fields below override it")
+    input_tokens: int | None = Field(None, gt=0, description="mean prompt length in tokens")
+    output_tokens: int | None = Field(None, gt=0, description="mean generated length in tokens")
+    requests_per_s: float | None = Field(None, gt=0, description="traffic volume in requests per second")
+
+
+class SLOSpec(_Strict):
+    ttft_s: float = Field(gt=0, description="time to first token, seconds, at the percentile below")
+    tpot_s: float = Field(gt=0, description="time per output token after the first, seconds")
+    percentile: float = Field(99.0, gt=0, le=100, description="percentile the SLOs apply to")
+
+
+class ServingSpec(_Strict):
+    hbm_utilization: float = Field(
+        0.90, gt=0, le=1,
+        description="fraction of HBM the engine uses for weights, activations and KV (vLLM's default gpu_memory_utilization is 0.9)",
+    )
+    tokens_per_step: int = Field(8192, gt=0, description="tokens one forward step processes (chunked-prefill size)")
+
+
+class Spec(_Strict):
+    schema_version: Literal[1] = Field(description="spec format version; this moeplan reads 1")
+    name: str | None = Field(None, description="a label for reports")
+    model: str = Field(description="catalog model name (moeplan models) or a path to a HuggingFace config.json")
+    cluster: ClusterSpec
+    precision: dict[str, str] = Field(
+        default_factory=dict,
+        description="per-part formats overriding the checkpoint's: routed_experts, shared_experts, dense_mlp, attention, "
+        "embedding, lm_head, kv_cache, dispatch, combine -> bf16, fp8, int8, int4, mxfp4, nvfp4",
+    )
+    workload: WorkloadSpec
+    slo: SLOSpec
+    prices: dict[str, float] = Field(default_factory=dict, description="USD per device-hour by device name, overriding catalogs/prices.yaml")
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+
+
+def example_path(name: str = DEFAULT_EXAMPLE) -> Path:
+    from catalogs import CATALOG_DIR
+
+    return CATALOG_DIR / "examples" / name
+
+
+def load_spec(path: str | Path) -> tuple[Spec, Path]:
+    """Parse and validate a spec file; returns the spec and the folder relative paths resolve against."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("SPEC", f"no file '{path}'", f"give a spec YAML, e.g. {example_path()}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError("SPEC", f"cannot read '{path}': {e}", "check the path") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "malformed YAML"
+        raise InputError(str(path), f"malformed YAML{where}: {problem}", "fix the YAML syntax") from None
+    return parse_spec(raw, str(path)), path.resolve().parent
+
+
+def parse_spec(raw: object, where: str = "spec") -> Spec:
+    if not isinstance(raw, dict):
+        raise InputError(where, "is not a YAML mapping of spec fields", f"start from {example_path()}")
+    if "schema_version" in raw and raw["schema_version"] != SCHEMA_VERSION:
+        raise InputError(f"{where}: schema_version", f"version {raw['schema_version']!r} is not supported", f"use schema_version: {SCHEMA_VERSION}")
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as e:
+        raise _one_line(e, where) from None
+
+
+def _one_line(error: ValidationError, where: str) -> InputError:
+    first = error.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    kind = first["type"]
+    if kind == "missing":
+        return InputError(f"{where}: {loc}", "missing", f"add it (see {example_path()})")
+    if kind == "extra_forbidden":
+        parent = _model_at(first["loc"][:-1])
+        known = parent.model_fields if parent else {}
+        return InputError(f"{where}: {loc}", "unknown field", nearest_names(str(first["loc"][-1]), known))
+    got = first.get("input")
+    message = first["msg"].removeprefix("Value error, ")
+    return InputError(f"{where}: {loc}" if loc else where, f"{message} (got {got!r})" if loc else message, "fix the value")
+
+
+def _model_at(loc) -> type[BaseModel] | None:
+    model: type[BaseModel] = Spec
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
+    """Look the spec's names up in the catalogs and build the typed Deployment."""
+    arch = catalog.load_model(spec.model, "model", base_dir)
+    display = catalog.model_entry(spec.model)["display_name"] if spec.model in catalog.model_names() else arch.name
+    plan = default_plan(arch.quantization_config, arch.torch_dtype).with_overrides(spec.precision)
+    unit = catalog.load_unit(spec.cluster.unit)
+    cluster = make_cluster(unit, spec.cluster.units, spec.cluster.devices)
+    return Deployment(
+        name=spec.name or f"{spec.model} on {cluster.describe()}",
+        model=arch,
+        model_display_name=display,
+        precision=plan,
+        cluster=cluster,
+        workload=_workload(spec.workload),
+        slo=SLO(spec.slo.ttft_s, spec.slo.tpot_s, spec.slo.percentile),
+        price=_price(cluster.device.name, spec.prices),
+        serving=Serving(spec.serving.hbm_utilization, spec.serving.tokens_per_step),
+    )
+
+
+def _workload(w: WorkloadSpec) -> Workload:
+    base: dict = {}
+    source = "spec"
+    if w.name is not None:
+        named = catalog.workloads()
+        if w.name not in named:
+            raise InputError("workload.name", f"unknown workload '{w.name}'", nearest_names(w.name, named))
+        base = dict(named[w.name])
+        source = base["source"]
+    values = {k: getattr(w, k) if getattr(w, k) is not None else base.get(k) for k in ("input_tokens", "output_tokens", "requests_per_s")}
+    for key in ("input_tokens", "output_tokens"):
+        if values[key] is None:
+            raise InputError(f"workload.{key}", "missing", "set it, or name a workload from catalogs/workloads.yaml")
+    return Workload(int(values["input_tokens"]), int(values["output_tokens"]), values["requests_per_s"], source)
+
+
+def _price(device: str, overrides: dict[str, float]) -> Price | None:
+    for name, value in overrides.items():
+        if name not in catalog.device_names():
+            raise InputError(f"prices.{name}", "unknown device", nearest_names(name, catalog.device_names()))
+        if value <= 0:
+            raise InputError(f"prices.{name}", f"must be positive, got {value}", "give USD per device-hour")
+    if device in overrides:
+        return Price(overrides[device], "spec")
+    listed = catalog.catalog_prices().get(device)
+    return listed

@@ -1,0 +1,1 @@
+"""SimPy discrete-event replay of request and routing traces through a Plan; see DESIGN.md section 6."""

@@ -1,0 +1,81 @@
+"""The `moeplan` command as a user runs it: the installed console script, from a folder that is not
+the checkout (so an installed, non-editable package must find its own catalogs)."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from moeplan import example_path
+
+
+def moeplan(*args, cwd):
+    exe = shutil.which("moeplan")
+    cmd = [exe, *args] if exe else [sys.executable, "-m", "moeplan.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_models_and_devices(tmp_path):
+    r = moeplan("models", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    names = {m["name"] for m in json.loads(r.stdout)}
+    assert {"kimi-k2", "deepseek-v3", "mixtral-8x7b"} <= names
+    r = moeplan("devices", cwd=tmp_path)
+    assert r.returncode == 0 and "ascend-910c" in r.stdout and "752*" in r.stdout  # unverified figures are marked
+    r = moeplan("devices", "--json", cwd=tmp_path)
+    d = {x["name"]: x for x in json.loads(r.stdout)}
+    assert "peak_flops_per_s.bf16" in d["ascend-910b"]["unverified"]
+
+
+def test_model_json_contract(tmp_path):
+    r = moeplan("model", "kimi-k2", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["kv_bytes_per_token"] == 70272
+    assert s["total_params"] == pytest.approx(1.0264e12, rel=1e-3)
+    assert {"active_params", "weight_bytes"} <= set(s)
+    r = moeplan("model", "kimi-k2", "--json", "--precision", "kv_cache=fp8", cwd=tmp_path)
+    assert json.loads(r.stdout)["kv_bytes_per_token"] == 35136
+
+
+def test_check_default_example(tmp_path):
+    r = moeplan("check", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Kimi K2 Instruct fp8 needs 1.03 TB of weights; 16 x h200-sxm hold 2.42 TB" in r.stdout
+    r = moeplan("check", str(example_path()), "--json", cwd=tmp_path)
+    out = json.loads(r.stdout)
+    assert out["fits"] and out["devices"] == 16 and out["best"]["concurrent_sequences"] > 0
+
+
+def test_check_that_does_not_fit_exits_1_with_one_error_line(tmp_path):
+    r = moeplan("check", str(example_path("kimi-k2-h100-8.yaml")), cwd=tmp_path)
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line]
+    assert len(errors) == 1 and errors[0].startswith("error: cluster: Kimi K2 Instruct fp8 needs 1.03 TB")
+    assert "fix: use at least 16 x h100-sxm" in errors[0]
+
+
+@pytest.mark.parametrize(
+    "content, field",
+    [
+        ("schema_version: 1\nmodel: [unclosed\n", "malformed YAML at line"),
+        ("schema_version: 1\nmodel: kimi-k2\ncluster: {unit: hgx-h999, units: 1}\nworkload: {input_tokens: 1, output_tokens: 1}\nslo: {ttft_s: 1, tpot_s: 1}\n", "cluster.unit"),
+        ("schema_version: 1\nmodel: kimi-k2\ncluster: {unit: hgx-h200, units: -1}\nworkload: {input_tokens: 1, output_tokens: 1}\nslo: {ttft_s: 1, tpot_s: 1}\n", "cluster.units"),
+    ],
+)
+def test_bad_spec_is_one_line_exit_2_no_traceback(tmp_path, content, field):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(content)
+    r = moeplan("check", str(spec), cwd=tmp_path)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line]
+    assert len(lines) == 1 and field in lines[0]
+    assert spec.read_text() == content  # the user's file is untouched
+
+
+def test_bad_model_argument(tmp_path):
+    r = moeplan("model", "deepsek-v3", cwd=tmp_path)
+    assert r.returncode == 2 and "did you mean deepseek-v3" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,47 @@
+"""Precision plans: the checkpoint's own format by default, user overrides per part."""
+
+import pytest
+from hypothesis import given, strategies as st
+
+from hwmodels.errors import InputError
+from hwmodels.precision import DTYPES, SCHEMES, default_plan
+
+
+def test_one_dtype_table_with_fractional_bytes():
+    assert DTYPES["fp4"].bytes_per_element == 0.5
+    assert DTYPES["int4"].bytes_per_element == 0.5
+    assert DTYPES["bf16"].bytes_per_element == 2.0
+
+
+def test_fp8_block_checkpoint_defaults():
+    plan = default_plan({"quant_method": "fp8", "weight_block_size": [128, 128]})
+    assert plan.of("routed_experts").name == plan.of("attention").name == "fp8"
+    assert plan.of("embedding").name == plan.of("lm_head").name == "bf16"
+    assert (plan.kv_cache.name, plan.dispatch.name, plan.combine.name) == ("bf16", "fp8", "bf16")
+
+
+def test_unquantised_checkpoint_and_overrides():
+    plan = default_plan(None).with_overrides({"routed_experts": "nvfp4", "kv_cache": "fp8"})
+    assert plan.of("routed_experts").name == "nvfp4" and plan.kv_cache.name == "fp8"
+    assert "overridden" in plan.source
+
+
+def test_bad_overrides_name_the_part():
+    with pytest.raises(InputError, match="precision.routed_experts.*unknown number format 'fp3'"):
+        default_plan(None).with_overrides({"routed_experts": "fp3"})
+    with pytest.raises(InputError, match="precision.experts.*not a part"):
+        default_plan(None).with_overrides({"experts": "fp8"})
+
+
+def test_unsupported_quant_method_is_refused():
+    with pytest.raises(InputError, match="quant_method"):
+        default_plan({"quant_method": "awq"})
+
+
+@given(st.integers(1, 5000), st.integers(1, 5000))
+def test_scaled_formats_cost_at_least_their_elements_and_less_than_bf16(rows, cols):
+    for name in ("fp8", "int4", "mxfp4", "nvfp4", "int8"):
+        s = SCHEMES[name]
+        size = s.matrix_bytes(rows, cols)
+        assert size >= rows * cols * s.dtype.bytes_per_element
+        assert size <= SCHEMES["bf16"].matrix_bytes(rows, cols) + 4 * rows  # a scale per row at most on top

@@ -1,0 +1,100 @@
+"""Spec validation: every bad input is one InputError naming the field and the fix."""
+
+import pytest
+import yaml
+
+from hwmodels.errors import InputError
+from moeplan import api, example_path, load_spec, parse_spec
+from moeplan.spec import resolve
+
+
+def good():
+    return yaml.safe_load(example_path().read_text())
+
+
+def test_every_example_resolves():
+    for path in sorted(example_path().parent.glob("*.yaml")):
+        api.deployment(path)
+
+
+def test_named_workload_fills_in_and_fields_override():
+    d = api.deployment(example_path())
+    assert (d.workload.input_tokens, d.workload.output_tokens) == (12035, 343)
+    raw = good()
+    raw["workload"] = {"name": "mooncake-conversation", "output_tokens": 1000}
+    assert resolve(parse_spec(raw)).workload.output_tokens == 1000
+
+
+@pytest.mark.parametrize(
+    "mutate, pattern",
+    [
+        (lambda r: r.pop("model"), r"model: missing; fix: add it"),
+        (lambda r: r["cluster"].update(units=-2), r"cluster.units: Input should be greater than 0 \(got -2\)"),
+        (lambda r: r["cluster"].update(units=0), r"cluster.units: Input should be greater than 0"),
+        (lambda r: r["cluster"].update(devices=8), r"cluster: give exactly one of units or devices"),
+        (lambda r: r["workload"].update(input_tokens=0), r"workload.input_tokens"),
+        (lambda r: r["slo"].update(tpot_ms=50), r"slo.tpot_ms: unknown field; fix: did you mean tpot_s"),
+        (lambda r: r.update(schema_version=2), r"schema_version.*version 2 is not supported"),
+        (lambda r: r.update(serving={"hbm_utilization": 1.5}), r"serving.hbm_utilization"),
+    ],
+)
+def test_invalid_fields_are_named(mutate, pattern):
+    raw = good()
+    mutate(raw)
+    with pytest.raises(InputError, match=pattern):
+        parse_spec(raw)
+
+
+@pytest.mark.parametrize(
+    "mutate, pattern",
+    [
+        (lambda r: r.update(model="kimi-k3"), r"model: unknown model 'kimi-k3'; fix: did you mean kimi-k2"),
+        (lambda r: r["cluster"].update(unit="hgx-h20"), r"cluster.unit: unknown cluster unit 'hgx-h20'; fix: did you mean hgx-h200"),
+        (lambda r: r.update(precision={"routed_experts": "fp5"}), r"precision.routed_experts: unknown number format"),
+        (lambda r: r.update(prices={"h20-sxm": 1.0}), r"prices.h20-sxm: unknown device; fix: did you mean h200-sxm"),
+        (lambda r: r.update(workload={"name": "mooncake"}), r"workload.name: unknown workload"),
+        (lambda r: r.update(workload={"input_tokens": 100}), r"workload.output_tokens: missing"),
+        (lambda r: r.update(cluster={"unit": "gb200-nvl72", "devices": 10}), r"cluster.devices: 10 is not a whole number of gb200-nvl72 nodes of 4"),
+        (lambda r: r.update(model="./nowhere/config.json"), r"model: no config.json at"),
+    ],
+)
+def test_unknown_names_get_suggestions(mutate, pattern):
+    raw = good()
+    mutate(raw)
+    with pytest.raises(InputError, match=pattern):
+        resolve(parse_spec(raw))
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    bad = tmp_path / "spec.yaml"
+    bad.write_text("schema_version: 1\nmodel: kimi-k2\ncluster: {unit: hgx-h200, units: 2\n")
+    with pytest.raises(InputError, match=r"malformed YAML at line \d+"):
+        load_spec(bad)
+
+
+def test_not_a_mapping_and_missing_file(tmp_path):
+    f = tmp_path / "list.yaml"
+    f.write_text("- 1\n- 2\n")
+    with pytest.raises(InputError, match="is not a YAML mapping"):
+        load_spec(f)
+    with pytest.raises(InputError, match="no file"):
+        load_spec(tmp_path / "absent.yaml")
+
+
+def test_model_path_is_relative_to_the_spec(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text((example_path().parents[1] / "models" / "qwen3-30b-a3b.json").read_text())
+    raw = good()
+    raw["model"] = "./m/config.json"
+    raw["cluster"] = {"unit": "hgx-h100", "units": 1}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    assert api.deployment(spec).model.hidden_size == 2048
+
+
+def test_price_comes_from_spec_or_catalog():
+    assert api.deployment(example_path()).price.usd_per_device_hour == 2.3
+    raw = good()
+    raw["prices"] = {"h200-sxm": 3.1}
+    assert resolve(parse_spec(raw)).price.source == "spec"
+    assert api.deployment(example_path("kimi-k2.5-cloudmatrix384.yaml")).price.usd_per_device_hour == 2.0
