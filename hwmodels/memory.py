@@ -19,38 +19,16 @@ from typing import Iterator
 
 from hwmodels.arithmetic import kv_bytes_per_token, unit_sizes
 from hwmodels.hardware import Cluster
+from hwmodels.layout import Layout
 from hwmodels.model_arch import GQAAttention, MLAAttention, ModelArch
 from hwmodels.precision import PrecisionPlan
-
-
-@dataclass(frozen=True)
-class MemoryLayout:
-    tp: int  # attention tensor parallel
-    dp: int  # attention data parallel groups per stage
-    pp: int  # pipeline stages
-    redundant_experts: int = 0  # extra expert slots per MoE layer over the EP group
-
-    @property
-    def devices(self) -> int:
-        return self.tp * self.dp * self.pp
-
-    @property
-    def ep(self) -> int:
-        return self.tp * self.dp
-
-    def name(self, is_moe: bool = True) -> str:
-        parts = [f"TP{self.tp}" if self.tp > 1 or self.dp == 1 else "", f"DP{self.dp}" if self.dp > 1 else ""]
-        attention = " x ".join(p for p in parts if p) + " attention"
-        experts = f" + EP{self.ep}" + (f" (+{self.redundant_experts} redundant)" if self.redundant_experts else "") if is_moe and self.ep > 1 else ""
-        stages = f", PP{self.pp}" if self.pp > 1 else ""
-        return attention + experts + stages
 
 
 @dataclass(frozen=True)
 class DeviceMemory:
     """Bytes on the most loaded device of a layout, and how many sequences of a context length fit."""
 
-    layout: MemoryLayout
+    layout: Layout
     layout_name: str
     weights_by_part: dict[str, float]
     weight_bytes: float
@@ -81,7 +59,7 @@ def stage_layers(num_layers: int, pp: int) -> list[range]:
     return out
 
 
-def weights_per_device(arch: ModelArch, plan: PrecisionPlan, layout: MemoryLayout) -> dict[str, float]:
+def weights_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout) -> dict[str, float]:
     """Weight bytes by part on the device of the heaviest pipeline stage."""
     u = unit_sizes(arch, plan)
     moe_layers = set(arch.moe_layers)
@@ -106,7 +84,7 @@ def weights_per_device(arch: ModelArch, plan: PrecisionPlan, layout: MemoryLayou
     return best
 
 
-def workspace_bytes(arch: ModelArch, plan: PrecisionPlan, layout: MemoryLayout, tokens_per_step: int) -> float:
+def workspace_bytes(arch: ModelArch, plan: PrecisionPlan, layout: Layout, tokens_per_step: int) -> float:
     """Live activations of the widest layer for one step of `tokens_per_step` tokens on one device.
 
     Residual stream and its normed copy, plus the larger of: MoE (tokens x top_k rows received in
@@ -130,7 +108,7 @@ def workspace_bytes(arch: ModelArch, plan: PrecisionPlan, layout: MemoryLayout, 
     return tokens_per_step * (residual + max(mlp, attention))
 
 
-def kv_bytes_per_token_per_device(arch: ModelArch, plan: PrecisionPlan, layout: MemoryLayout) -> float:
+def kv_bytes_per_token_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout) -> float:
     heaviest_stage_layers = len(stage_layers(arch.num_layers, layout.pp)[0])
     per_token = kv_bytes_per_token(arch, plan) * heaviest_stage_layers / arch.num_layers
     if isinstance(arch.attention, GQAAttention):
@@ -142,7 +120,7 @@ def device_memory(
     arch: ModelArch,
     plan: PrecisionPlan,
     cluster: Cluster,
-    layout: MemoryLayout,
+    layout: Layout,
     context_tokens: int,
     hbm_utilization: float,
     tokens_per_step: int,
@@ -168,7 +146,7 @@ def device_memory(
     )
 
 
-def candidate_layouts(arch: ModelArch, cluster: Cluster) -> Iterator[MemoryLayout]:
+def candidate_layouts(arch: ModelArch, cluster: Cluster) -> Iterator[Layout]:
     """Layouts worth checking on a cluster: attention TP dividing the heads inside one scale-up domain
     (or pure TP over the whole cluster), pipeline stages of whole scale-up domains (pipelines cross
     the slow fabric, tensor and expert parallelism do not need to), and the remaining devices as
@@ -185,7 +163,7 @@ def candidate_layouts(arch: ModelArch, cluster: Cluster) -> Iterator[MemoryLayou
                 continue
             if not arch.is_moe and dp > 1:
                 continue  # a dense model's data-parallel replicas are separate deployments
-            yield MemoryLayout(tp=tp, dp=dp, pp=pp)
+            yield Layout(tp=tp, dp=dp, pp=pp)
 
 
 def _divisors(n: int) -> list[int]:

@@ -9,7 +9,8 @@ from hwmodels import arithmetic as A
 from hwmodels.catalog import load_model, load_unit
 from hwmodels.fit import fit
 from hwmodels.hardware import make_cluster
-from hwmodels.memory import MemoryLayout, device_memory, kv_bytes_per_token_per_device, stage_layers, weights_per_device
+from hwmodels.layout import Layout
+from hwmodels.memory import device_memory, kv_bytes_per_token_per_device, stage_layers, weights_per_device
 from hwmodels.precision import default_plan
 from moeplan import api, example_path
 
@@ -41,12 +42,12 @@ def test_default_example_kimi_k2_on_16_h200_fits_with_hand_checked_numbers():
 
 def test_mla_cache_is_not_sharded_by_attention_tp_but_gqa_is():
     arch, plan = kimi()
-    assert kv_bytes_per_token_per_device(arch, plan, MemoryLayout(tp=8, dp=1, pp=1)) == 70_272
+    assert kv_bytes_per_token_per_device(arch, plan, Layout(tp=8, dp=1, pp=1)) == 70_272
     qwen = load_model("qwen3-235b-a22b")
     qplan = default_plan(None)
     full = A.kv_bytes_per_token(qwen, qplan)
-    assert kv_bytes_per_token_per_device(qwen, qplan, MemoryLayout(tp=2, dp=4, pp=1)) == full / 2
-    assert kv_bytes_per_token_per_device(qwen, qplan, MemoryLayout(tp=8, dp=1, pp=1)) == full / 4  # 4 KV heads
+    assert kv_bytes_per_token_per_device(qwen, qplan, Layout(tp=2, dp=4, pp=1)) == full / 2
+    assert kv_bytes_per_token_per_device(qwen, qplan, Layout(tp=8, dp=1, pp=1)) == full / 4  # 4 KV heads
 
 
 def test_kimi_k2_on_8_h100_does_not_fit_and_says_what_would():
@@ -60,8 +61,8 @@ def test_kimi_k2_on_8_h100_does_not_fit_and_says_what_would():
 
 def test_redundant_experts_add_slots():
     arch, plan = kimi()
-    base = weights_per_device(arch, plan, MemoryLayout(tp=1, dp=16, pp=1))
-    more = weights_per_device(arch, plan, MemoryLayout(tp=1, dp=16, pp=1, redundant_experts=32))
+    base = weights_per_device(arch, plan, Layout(tp=1, dp=16, pp=1))
+    more = weights_per_device(arch, plan, Layout(tp=1, dp=16, pp=1, redundant_experts=32))
     assert more["routed_experts"] == pytest.approx(base["routed_experts"] * 26 / 24)
 
 
@@ -77,7 +78,7 @@ def test_stages_cover_every_layer_once(layers, pp):
 def test_weights_spread_over_a_layout_never_lose_bytes(layout):
     arch, plan = kimi()
     tp, dp, pp = layout
-    per_device = sum(weights_per_device(arch, plan, MemoryLayout(tp, dp, pp)).values())
+    per_device = sum(weights_per_device(arch, plan, Layout(tp, dp, pp)).values())
     assert per_device * tp * dp * pp >= A.weight_bytes(arch, plan) * 0.999
 
 

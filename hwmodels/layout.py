@@ -1,0 +1,43 @@
+"""A parallel layout of one serving role (an aggregated instance, or a prefill or decode pool)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Layout:
+    """`tp * dp * pp` devices: attention tensor-parallel over `tp`, `dp` data-parallel attention groups
+    per pipeline stage, routed experts expert-parallel over the `tp * dp` devices of a stage.
+
+    redundant_experts: extra expert slots per MoE layer over the EP group (EPLB replicas of hot experts).
+    two_batch_overlap: split each step into two micro-batches so one computes while the other communicates.
+    """
+
+    tp: int
+    dp: int
+    pp: int = 1
+    redundant_experts: int = 0
+    two_batch_overlap: bool = False
+
+    def __post_init__(self):
+        if min(self.tp, self.dp, self.pp) < 1 or self.redundant_experts < 0:
+            raise ValueError(f"invalid layout {self}")
+
+    @property
+    def devices(self) -> int:
+        return self.tp * self.dp * self.pp
+
+    @property
+    def ep(self) -> int:
+        return self.tp * self.dp
+
+    def name(self, is_moe: bool = True) -> str:
+        parts = [f"TP{self.tp}" if self.tp > 1 or self.dp == 1 else "", f"DP{self.dp}" if self.dp > 1 else ""]
+        attention = " x ".join(p for p in parts if p) + " attention"
+        experts = ""
+        if is_moe and self.ep > 1:
+            experts = f" + EP{self.ep}" + (f" (+{self.redundant_experts} redundant)" if self.redundant_experts else "")
+        stages = f", PP{self.pp}" if self.pp > 1 else ""
+        overlap = ", two-batch overlap" if self.two_batch_overlap else ""
+        return attention + experts + stages + overlap
