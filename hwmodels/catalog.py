@@ -144,3 +144,13 @@ def _load_config(path: Path, name: str, field: str) -> ModelArch:
 @lru_cache(maxsize=None)
 def workloads() -> Mapping[str, Mapping[str, Any]]:
     return _read_yaml("workloads.yaml")["workloads"]
+
+
+@lru_cache(maxsize=None)
+def _routing_skew_yaml() -> dict:
+    return _read_yaml("routing_skew.yaml")["models"]
+
+
+def routing_skew(model: str) -> Mapping[str, Any] | None:
+    """The measured contiguous-placement imbalance table that applies to a model, if one was published."""
+    return next((entry for entry in _routing_skew_yaml().values() if model in entry["applies_to"]), None)

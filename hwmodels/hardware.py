@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Mapping
 
 from hwmodels.errors import InputError
@@ -31,6 +32,15 @@ class Device:
     power_w: float | None
     attainable: Mapping[str, float] = field(default_factory=dict)  # measured derates, e.g. 'scaleup_bytes_per_s'
     provenance: Mapping[str, Figure] = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        # the figures that set a cost: devices key the operator-cost caches of the step model
+        return hash((self.name, self.hbm_bytes, self.hbm_bytes_per_s, self.scaleup_bytes_per_s, self.scaleout_bytes_per_s,
+                     tuple(sorted(self.peak_flops_per_s.items())), tuple(sorted(self.attainable.items()))))
 
     def unverified_fields(self) -> tuple[str, ...]:
         return tuple(k for k, f in self.provenance.items() if f.unverified)

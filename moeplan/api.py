@@ -9,6 +9,7 @@ from hwmodels import arithmetic, catalog
 from hwmodels.deployment import Deployment
 from hwmodels.fit import FitReport, fit
 from hwmodels.precision import default_plan
+from hwmodels.validation import ValidationRow, validate as _validate
 from moeplan.spec import Spec, load_spec, resolve
 
 
@@ -32,3 +33,8 @@ def model_summary(name_or_path: str, precision: Mapping[str, str] | None = None,
     arch = catalog.load_model(name_or_path)
     plan = default_plan(arch.quantization_config, arch.torch_dtype).with_overrides(precision or {}, "--precision")
     return dict(arithmetic.summary(arch, plan, context_tokens))
+
+
+def validate(deployments: str | Path | None = None) -> list[ValidationRow]:
+    """Predicted vs published for each scenario of a deployments YAML (default: the project's published set)."""
+    return _validate(deployments)

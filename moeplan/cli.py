@@ -19,6 +19,9 @@ from hwmodels.errors import InputError
 from hwmodels.units import GB, TFLOPS, format_bytes, format_count
 from moeplan import api
 from moeplan.spec import example_path
+from hwmodels.collectives import deepep_report
+from hwmodels.efficiency import fit_report, fit_report_table
+from hwmodels.validation import summary as validation_summary
 
 EXIT_NO = 1
 EXIT_BAD_INPUT = 2
@@ -69,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument("--all", action="store_true", help="show every candidate layout, not the best 8")
     s.set_defaults(run=_check)
+
+    s = sub.add_parser("validate", help="reproduce published deployments and print predicted vs published")
+    s.add_argument("--deployments", metavar="PATH", help="a deployments YAML (default: the project's copy of the published set)")
+    s.add_argument("--json", action="store_true", help="print a JSON list of {id, predicted, published, error, ...}")
+    s.add_argument("--kernels", action="store_true",
+                   help="also print the kernel-level fits: DeepGEMM rows (with leave-one-out error) and DeepEP rows")
+    s.set_defaults(run=_validate)
     return p
 
 
@@ -269,6 +279,37 @@ def _check_json(report) -> dict:
         "best": layout(report.best) if report.fits else None,
         "layouts": [layout(m) for m in report.layouts],
     }
+
+
+def _validate(args) -> int:
+    rows = api.validate(args.deployments)
+    if args.json:
+        out = [r.to_json() for r in rows]
+        if args.kernels:
+            out = {"deployments": out, "deepgemm": fit_report(), "deepep": deepep_report()}
+        _print_json(out)
+        return 0
+    if args.kernels:
+        print("DeepGEMM fp8 GEMMs on H800 (deepseek-ai/DeepGEMM README at 55ab91f): published vs fitted, with leave-one-out error")
+        print(fit_report_table())
+        t = Table(title="DeepEP all-to-all (deepseek-ai/DeepEP docs/legacy.md; DeepEP-Ascend: sgl-project/sgl-kernel-npu)")
+        for col in ("table", "EP", "metric", "published", "predicted", "error"):
+            t.add_column(col, justify="left" if col in ("table", "metric") else "right")
+        for r in deepep_report():
+            t.add_row(r["table"], str(r["ep"]), r["metric"], f"{r['published']:,.0f}", f"{r['predicted']:,.0f}", f"{r['error']:+.1%}")
+        _console().print(t)
+    t = Table(title="Published deployments reproduced from moeplan's catalogs (error = predicted / published - 1)")
+    for col in ("id", "metric", "published", "predicted", "error", "assumed"):
+        t.add_column(col, justify="right" if col in ("published", "predicted", "error") else "left")
+    for r in rows:
+        t.add_row(r.id, r.metric, f"{r.published:,.0f}", "-" if r.predicted is None else f"{r.predicted:,.0f}",
+                  f"not modelled: {r.reason}" if r.error is None else f"{r.error:+.1%}", "; ".join(r.assumptions))
+    c = _console()
+    c.print(t)
+    s = validation_summary(rows)
+    c.print(f"{s['modelled']} of {s['scenarios']} scenarios modelled; median |error| {s['median_abs_error']:.1%}, "
+            f"max |error| {s['max_abs_error']:.1%}" if s["modelled"] else "no scenario modelled")
+    return 0
 
 
 if __name__ == "__main__":

@@ -79,3 +79,14 @@ def test_bad_spec_is_one_line_exit_2_no_traceback(tmp_path, content, field):
 def test_bad_model_argument(tmp_path):
     r = moeplan("model", "deepsek-v3", cwd=tmp_path)
     assert r.returncode == 2 and "did you mean deepseek-v3" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_validate_json_contract(tmp_path):
+    r = moeplan("validate", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert len(rows) >= 9
+    for row in rows:
+        assert {"id", "predicted", "published", "error"} <= set(row)
+    r = moeplan("validate", "--deployments", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -1,0 +1,79 @@
+"""Step cost of a layout: structure, monotonicity, overlap, skew, and serving metrics by hand."""
+
+import numpy as np
+import pytest
+
+from hwmodels.catalog import load_model, load_unit
+from hwmodels.hardware import make_cluster
+from hwmodels.layout import Layout
+from hwmodels.precision import default_plan
+from hwmodels.serving import aggregated_performance, decode_performance, prefill_performance, usd_per_million_tokens
+from hwmodels.step import COMPONENTS, ExpertLoad, step_cost
+
+
+@pytest.fixture(scope="module")
+def kimi_128_h200():
+    arch = load_model("kimi-k2")
+    plan = default_plan(arch.quantization_config, arch.torch_dtype)
+    return arch, plan, make_cluster(load_unit("hgx-h200"), units=16)
+
+
+def test_breakdown_adds_up_and_says_where_load_came_from(kimi_128_h200):
+    arch, plan, cluster = kimi_128_h200
+    for overlap in (False, True):
+        s = step_cost(arch, plan, cluster, Layout(1, 128, two_batch_overlap=overlap), "decode", 64, 4096)
+        assert set(s.breakdown_s) == set(COMPONENTS)
+        assert sum(s.breakdown_s.values()) - s.overlap_hidden_s == pytest.approx(s.time_s)
+        assert sum(s.by_layer_type_s.values()) == pytest.approx(s.time_s)
+        assert "uniform" in s.load_source
+        assert s.sources and all(s.sources)
+    assert s.overlap_hidden_s > 0
+
+
+@pytest.mark.parametrize("phase", ["decode", "prefill"])
+def test_more_work_takes_longer(kimi_128_h200, phase):
+    arch, plan, cluster = kimi_128_h200
+    layout = Layout(1, 128)
+    small = step_cost(arch, plan, cluster, layout, phase, 32 if phase == "decode" else 2048, 2048).time_s
+    bigger_batch = step_cost(arch, plan, cluster, layout, phase, 128 if phase == "decode" else 8192, 2048).time_s
+    longer_context = step_cost(arch, plan, cluster, layout, phase, 32 if phase == "decode" else 2048, 16384).time_s
+    assert bigger_batch > small and longer_context > small
+
+
+def test_skewed_load_slows_the_moe_layers(kimi_128_h200):
+    arch, plan, cluster = kimi_128_h200
+    layout = Layout(1, 128)
+    n_moe = len(arch.moe_layers)
+    uniform = step_cost(arch, plan, cluster, layout, "prefill", 8192, 4096)
+    shares = np.full((n_moe, 128), 1.0)
+    shares[:, 0] = 3.0  # one device gets 3x the mean of the others on every layer
+    skewed = step_cost(arch, plan, cluster, layout, "prefill", 8192, 4096,
+                       ExpertLoad(shares / shares.sum(axis=1, keepdims=True), "test skew"))
+    assert skewed.breakdown_s["expert_gemm"] > 2 * uniform.breakdown_s["expert_gemm"]
+    assert skewed.breakdown_s["dispatch"] > uniform.breakdown_s["dispatch"]
+    assert skewed.time_s > uniform.time_s and skewed.load_source == "test skew"
+
+
+def test_load_shape_is_checked(kimi_128_h200):
+    arch, plan, cluster = kimi_128_h200
+    with pytest.raises(ValueError, match="load shares"):
+        step_cost(arch, plan, cluster, Layout(1, 128), "decode", 8, 1024, ExpertLoad.uniform(64, 60))
+
+
+def test_serving_metrics_follow_from_the_step(kimi_128_h200):
+    arch, plan, cluster = kimi_128_h200
+    layout = Layout(1, 128)
+    d = decode_performance(arch, plan, cluster, layout, 64, 4096, 0.9, 8192)
+    step = d.steps[0]
+    assert d.tokens_per_s_per_device == pytest.approx(64 / step.time_s)
+    assert d.tokens_per_s_per_user == pytest.approx(1 / step.time_s)
+    p = prefill_performance(arch, plan, cluster, layout, 8192, 4096, 0.9)
+    assert p.tokens_per_s_per_device == pytest.approx(8192 / p.steps[0].time_s)
+    a = aggregated_performance(arch, plan, cluster, layout, 64, 1024, 1024, 0.9, 8192)
+    dec, pre = a.steps
+    assert 1 / a.tokens_per_s_per_device == pytest.approx(dec.time_s / 64 + pre.time_s / 8192)
+
+
+def test_cost_per_million_tokens_by_hand():
+    # 2.30 USD per device-hour at 1,000 tokens/s per device: 2.3 / 3.6e6 tokens x 1e6
+    assert usd_per_million_tokens(2.3, 1000.0) == pytest.approx(0.6389, rel=1e-3)

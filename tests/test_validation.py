@@ -1,0 +1,73 @@
+"""Validation against published deployments (catalogs/published/deployments.yaml, each with its source).
+
+Bars from the hwmodels issue: median absolute error at most 12% and every modelled scenario within 30%,
+with no constant tuned to one scenario. For reference, Alibaba InferSim over-predicts DeepSeek-V3 on
+H800 by 15%; NVIDIA AIConfigurator has open reports of 40% errors on prefill-heavy layouts.
+"""
+
+import json
+
+import pytest
+import yaml
+
+from hwmodels.errors import InputError
+from hwmodels.validation import DEFAULT_DEPLOYMENTS, summary, validate
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return validate()
+
+
+def test_every_scenario_is_reported(rows):
+    ids = [d["id"] for d in yaml.safe_load(DEFAULT_DEPLOYMENTS.read_text())["deployments"]]
+    assert [r.id for r in rows] == ids
+    for r in rows:
+        assert r.predicted is not None or r.reason
+
+
+# Where the model stands today (moeplan validate): the SGLang and DeepSeek H100/H800 scenarios within 20%,
+# three outside the issue's 30% (DeepSeek prefill +32%, TensorRT-LLM aggregated +67%, GB200 decode at the
+# largest batch that fits +69%). These guard against regressions; the issue's bar is the strict xfail below.
+WITHIN_20_PERCENT = ("sglang-h100-prefill-1k", "sglang-h100-prefill-2k", "sglang-h100-prefill-4k",
+                     "sglang-h100-decode", "deepseek-profile-decode-h800")
+
+
+def test_error_today(rows):
+    by_id = {r.id: r for r in rows}
+    for rid in WITHIN_20_PERCENT:
+        assert abs(by_id[rid].error) <= 0.20, f"{rid}: {by_id[rid].error:+.1%}"
+    assert summary(rows)["median_abs_error"] <= 0.135
+
+
+@pytest.mark.xfail(strict=True, reason="issue bar not met yet: DeepSeek H800 prefill +32%, TensorRT-LLM H200 aggregated "
+                   "+67%, GB200 decode +69%; median 13.0% (bar 12%)")
+def test_issue_error_bars(rows):
+    for r in rows:
+        if r.error is not None:
+            assert abs(r.error) <= 0.30, f"{r.id}: predicted {r.predicted:,.0f} vs published {r.published:,.0f}"
+    assert summary(rows)["median_abs_error"] <= 0.12
+
+
+def test_assumptions_are_stated(rows):
+    by_id = {r.id: r for r in rows}
+    assert any("SGLang's default --max-prefill-tokens" in a for a in by_id["sglang-h100-prefill-1k"].assumptions)
+    assert any("largest" in a for a in by_id["sglang-gb200-decode"].assumptions)
+
+
+def test_shared_published_file_reads_the_same(shared_data, rows):
+    shared = validate(shared_data / "published" / "deployments.yaml")
+    assert [r.id for r in shared] == [r.id for r in rows]
+
+
+def test_bad_deployments_file(tmp_path):
+    bad = tmp_path / "d.yaml"
+    bad.write_text("deployments: 3\n")
+    with pytest.raises(InputError, match="deployments: missing or not a list"):
+        validate(bad)
+
+
+def test_json_contract(rows):
+    for r in rows:
+        j = json.loads(json.dumps(rows[0].to_json()))
+        assert {"id", "predicted", "published", "error"} <= set(j)
