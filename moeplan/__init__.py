@@ -8,7 +8,7 @@ Notebook API (the CLI and the dashboard are thin shells over it):
     moeplan.model_summary("kimi-k2")["active_params"]
 """
 
-from moeplan.api import check, deployment, model_summary, validate
+from moeplan.api import check, deployment, model_summary, plan, validate
 from moeplan.spec import Spec, example_path, load_spec, parse_spec
 
-__all__ = ["check", "deployment", "model_summary", "validate", "Spec", "example_path", "load_spec", "parse_spec"]
+__all__ = ["check", "deployment", "model_summary", "plan", "validate", "Spec", "example_path", "load_spec", "parse_spec"]

@@ -11,6 +11,7 @@ from hwmodels.fit import FitReport, fit
 from hwmodels.precision import default_plan
 from hwmodels.validation import ValidationRow, validate as _validate
 from moeplan.spec import Spec, load_spec, resolve
+from planner.search import PlanResult, plan as _plan
 
 
 def deployment(spec: str | Path | Spec | Deployment, base_dir: Path | None = None) -> Deployment:
@@ -38,3 +39,8 @@ def model_summary(name_or_path: str, precision: Mapping[str, str] | None = None,
 def validate(deployments: str | Path | None = None) -> list[ValidationRow]:
     """Predicted vs published for each scenario of a deployments YAML (default: the project's published set)."""
     return _validate(deployments)
+
+
+def plan(spec: str | Path | Spec | Deployment) -> PlanResult:
+    """Search layouts for the spec's model, cluster, workload and SLOs; recommend the cheapest that meets them."""
+    return _plan(deployment(spec))

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
@@ -19,6 +22,7 @@ from hwmodels.errors import InputError
 from hwmodels.units import GB, TFLOPS, format_bytes, format_count
 from moeplan import api
 from moeplan.spec import example_path
+from planner.plan_json import plan_json
 from hwmodels.collectives import deepep_report
 from hwmodels.efficiency import fit_report, fit_report_table
 from hwmodels.validation import summary as validation_summary
@@ -72,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument("--all", action="store_true", help="show every candidate layout, not the best 8")
     s.set_defaults(run=_check)
+
+    s = sub.add_parser("plan", help="search layouts and recommend the cheapest deployment that meets the SLOs")
+    s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
+    s.add_argument("-o", "--output", metavar="DIR", help="write plan.json into DIR (refused if DIR is not empty, unless --force)")
+    s.add_argument("--force", action="store_true", help="write into a non-empty DIR, replacing plan.json")
+    s.add_argument("--json", action="store_true", help="print plan.json to stdout")
+    s.set_defaults(run=_plan)
 
     s = sub.add_parser("validate", help="reproduce published deployments and print predicted vs published")
     s.add_argument("--deployments", metavar="PATH", help="a deployments YAML (default: the project's copy of the published set)")
@@ -279,6 +290,77 @@ def _check_json(report) -> dict:
         "best": layout(report.best) if report.fits else None,
         "layouts": [layout(m) for m in report.layouts],
     }
+
+
+def _plan(args) -> int:
+    out_dir = _output_dir(args.output, args.force) if args.output else None
+    result = api.plan(args.spec)
+    doc = plan_json(result)
+    if out_dir is not None:
+        _write_atomic(out_dir / "plan.json", json.dumps(doc, indent=2, default=float))
+    if args.json:
+        _print_json(doc)
+    else:
+        _print_plan(result, out_dir)
+    if result.recommendation is None:
+        print(f"error: slo: {result.infeasible}", file=sys.stderr)
+        return EXIT_NO
+    return 0
+
+
+def _output_dir(path: str, force: bool) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InputError("-o", f"'{out}' exists and is not a directory", "give a new or empty directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise InputError("-o", f"'{out}' is not empty", "give a new or empty directory, or --force to replace plan.json there")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write beside the target and rename over it: a crash never leaves a half-written file."""
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        f.write(text)
+        tmp = Path(f.name)
+    tmp.chmod(0o644)  # the temporary file's private mode is not what a report should carry
+    os.replace(tmp, path)
+
+
+def _print_plan(result, out_dir) -> None:
+    d, r, c = result.deployment, result.recommendation, _console()
+    w = d.workload
+    rate = f" at {w.requests_per_s:g} requests/s" if w.requests_per_s else ""
+    c.print(f"[bold]{d.name}[/bold]: {d.model_display_name} ({d.precision.label()}) on up to {d.cluster.describe()}; "
+            f"{w.input_tokens:,} in + {w.output_tokens:,} out tokens{rate}; SLO TTFT {d.slo.ttft_s:g} s, "
+            f"TPOT {d.slo.tpot_s * 1e3:g} ms (p{d.slo.percentile:g})")
+    c.print(f"{result.candidates_scored:,} configurations scored in {result.seconds:.1f} s")
+    if r is not None:
+        is_moe = d.model.is_moe
+        c.print(f"[bold green]Recommendation[/bold green]: {r.mode}, {r.devices} devices")
+        if r.prefill:
+            c.print(f"  prefill: {r.prefill_instances} x [{r.prefill.describe(is_moe)}]")
+        c.print(f"  {'decode' if r.prefill else 'instances'}: {r.decode_instances} x [{r.decode.describe(is_moe)}]")
+        c.print(f"  TPOT {r.tpot_s * 1e3:.1f} ms, TTFT {r.ttft_s:.2f} s; {r.decode.tokens_per_s_per_device:,.0f} output tokens/s "
+                f"per device, {r.decode.tokens_per_s_per_user:,.1f} tokens/s per user")
+        if r.usd_per_hour is not None:
+            c.print(f"  cost: ${r.usd_per_hour:,.2f}/hour; ${r.usd_per_million_input:,.3f} per million input tokens, "
+                    f"${r.usd_per_million_output:,.3f} per million output tokens ({d.cluster.device.name} at "
+                    f"${d.price.usd_per_device_hour:.2f}/h: {d.price.source})")
+        step = r.decode.perf.steps[0]
+        parts = ", ".join(f"{k.replace('_', ' ')} {v * 1e3:.1f}" for k, v in step.breakdown_s.items() if v > 0)
+        c.print(f"  decode step {step.time_s * 1e3:.1f} ms: {parts} ms (overlap hides {step.overlap_hidden_s * 1e3:.1f} ms)")
+    t = Table(title="Pareto frontier of decode layouts: output tokens/s per device vs tokens/s per user")
+    for col in ("devices", "layout", "batch/device", "TPOT ms", "tok/s/device", "tok/s/user"):
+        t.add_column(col, justify="left" if col == "layout" else "right")
+    for f in result.frontier:
+        t.add_row(str(f.instance_devices), f.layout.name(d.model.is_moe), str(f.work_per_device), f"{f.step_s * 1e3:.1f}",
+                  f"{f.tokens_per_s_per_device:,.0f}", f"{f.tokens_per_s_per_user:,.1f}")
+    c.print(t)
+    for a in result.assumptions:
+        c.print(f"[dim]assumed: {a}[/dim]")
+    if out_dir is not None:
+        c.print(f"wrote {out_dir / 'plan.json'}")
 
 
 def _validate(args) -> int:

@@ -90,3 +90,17 @@ def test_validate_json_contract(tmp_path):
         assert {"id", "predicted", "published", "error"} <= set(row)
     r = moeplan("validate", "--deployments", str(tmp_path / "nope.yaml"), cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_plan_writes_plan_json_and_never_overwrites(tmp_path):
+    out = tmp_path / "out"
+    r = moeplan("plan", str(example_path()), "-o", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "plan.json").read_text())
+    assert doc["feasible"] and doc["recommendation"]["devices"] <= 16
+    assert {"layout", "batch_per_device", "memory_per_device", "step_s"} <= set(doc["recommendation"]["decode"])
+    assert doc["provenance"]["price"]["usd_per_device_hour"] == 2.3 and doc["assumptions"]
+    before = (out / "plan.json").read_text()
+    r = moeplan("plan", str(example_path()), "-o", str(out), cwd=tmp_path)
+    assert r.returncode == 2 and "not empty" in r.stderr and (out / "plan.json").read_text() == before
+    assert moeplan("plan", str(example_path()), "-o", str(out), "--force", cwd=tmp_path).returncode == 0

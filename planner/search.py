@@ -1,0 +1,333 @@
+"""Layout search: enumerate feasible layouts, score them with hwmodels, keep the Pareto frontier,
+apply the SLOs and recommend the cheapest deployment that carries the traffic.
+
+Roles are scored independently and combined:
+- decode pools: instance size x attention TP x redundant slots x two-batch overlap x batch per device;
+  TPOT = the decode step time at that batch;
+- prefill pools: instance size x attention TP x redundant slots x overlap x tokens per step; TTFT = queueing
+  (M/M/1 tail at the pool's utilisation, a stated approximation the simulator refines) + the prompt's
+  prefill steps + the KV transfer to the decode pool over the scale-out NIC;
+- aggregated instances (prefill and decode on the same devices): hwmodels.serving.aggregated_performance.
+A deployment is disaggregated (prefill pool + decode pool) or aggregated; the cheapest one that meets
+both SLOs at the spec's traffic (requests/s x tokens) within the cluster's devices wins.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from hwmodels import catalog
+from hwmodels.arithmetic import kv_bytes_per_token, weight_bytes
+from hwmodels.deployment import Deployment
+from hwmodels.hardware import Cluster, make_cluster
+from hwmodels.layout import Layout
+from hwmodels.memory import device_memory
+from hwmodels.serving import (Performance, aggregated_performance, decode_performance, largest_batch_that_fits,
+                              prefill_performance, usd_per_million_tokens)
+from hwmodels.step import ExpertLoad
+
+DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+PREFILL_TOKENS_PER_DEVICE = (1024, 2048, 4096, 8192, 16384)
+SLO_UTILISATION_CAP = 0.95  # never plan a pool hotter than this: queues explode as utilisation -> 1
+
+
+@dataclass(frozen=True)
+class Candidate:
+    role: str  # "decode", "prefill" or "aggregated"
+    instance_devices: int
+    layout: Layout
+    work_per_device: int  # decode / aggregated: sequences per device; prefill: tokens per device per step
+    perf: Performance
+
+    @property
+    def step_s(self) -> float:
+        return self.perf.steps[0].time_s
+
+    @property
+    def tokens_per_s_per_device(self) -> float:
+        return self.perf.tokens_per_s_per_device
+
+    @property
+    def tokens_per_s_per_user(self) -> float:
+        return self.perf.tokens_per_s_per_user
+
+    def describe(self, is_moe: bool) -> str:
+        unit = "sequences" if self.role != "prefill" else "tokens per step"
+        return f"{self.instance_devices} devices, {self.layout.name(is_moe)}, {self.work_per_device} {unit} per device"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    mode: str  # "disaggregated" or "aggregated"
+    decode: Candidate  # the aggregated instance in aggregated mode
+    decode_instances: int
+    prefill: Candidate | None
+    prefill_instances: int
+    ttft_s: float
+    tpot_s: float
+    usd_per_hour: float | None
+    usd_per_million_input: float | None
+    usd_per_million_output: float | None
+
+    @property
+    def devices(self) -> int:
+        return self.decode.instance_devices * self.decode_instances + (
+            self.prefill.instance_devices * self.prefill_instances if self.prefill else 0)
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    deployment: Deployment
+    recommendation: Recommendation | None
+    frontier: tuple[Candidate, ...]  # decode candidates: output tokens/s per device vs tokens/s per user
+    candidates_scored: int
+    infeasible: str  # why nothing was recommended ("" when something was)
+    assumptions: tuple[str, ...]
+    seconds: float
+    alternatives: tuple[Recommendation, ...] = field(default=())
+
+
+def instance_sizes(d: Deployment) -> list[int]:
+    """Whole nodes, from the fewest that hold the weights up to the cluster."""
+    unit = d.cluster.unit
+    need = weight_bytes(d.model, d.precision) / (d.cluster.device.hbm_bytes * d.serving.hbm_utilization)
+    first = max(1, math.ceil(need / unit.devices_per_node))
+    return [n * unit.devices_per_node for n in range(first, d.cluster.num_nodes + 1)]
+
+
+def layouts_for(d: Deployment, devices: int) -> list[Layout]:
+    """Attention TP inside a scale-up domain dividing the heads; redundant slots that spread the experts
+    evenly (the fewest, and one more slot per device); two-batch overlap off and on for an MoE."""
+    arch, domain = d.model, min(d.cluster.unit.scaleup_domain_devices, devices)
+    out = []
+    for tp in (t for t in (1, 2, 4, 8, 16) if devices % t == 0 and t <= domain and arch.attention.num_heads % t == 0):
+        if not arch.is_moe:
+            out.append(Layout(tp=tp, dp=devices // tp))
+            continue
+        fewest = -arch.moe.num_experts % devices
+        for redundant in sorted({fewest, fewest + devices}):
+            for overlap in (False, True):
+                out.append(Layout(tp=tp, dp=devices // tp, redundant_experts=redundant, two_batch_overlap=overlap))
+    return out
+
+
+def _load(d: Deployment, layout: Layout, phase: str) -> ExpertLoad | None:
+    """Measured skew where published (EPLB placement on earlier statistics), else uniform (labelled)."""
+    if not d.model.is_moe:
+        return None
+    skew = catalog.routing_skew(d.model.name)
+    if skew is None:
+        return ExpertLoad.uniform(layout.ep, len(d.model.moe_layers))
+    return ExpertLoad.measured_eplb(skew, phase, layout.ep, len(d.model.moe_layers))
+
+
+def score_decode(d: Deployment, sizes: list[int]) -> list[Candidate]:
+    w, s, out = d.workload, d.serving, []
+    context = w.input_tokens + w.output_tokens / 2  # a decoding sequence is halfway through its output on average
+    for size in sizes:
+        cluster = _sub_cluster(d, size)
+        for layout in layouts_for(d, size):
+            limit = largest_batch_that_fits(d.model, d.precision, cluster, layout, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
+            load = _load(d, layout, "decode")
+            for batch in (b for b in DECODE_BATCHES if b <= limit):
+                perf = decode_performance(d.model, d.precision, cluster, layout, batch, context, s.hbm_utilization, s.tokens_per_step, load)
+                out.append(Candidate("decode", size, layout, batch, perf))
+    return out
+
+
+def score_prefill(d: Deployment, sizes: list[int]) -> list[Candidate]:
+    w, s, out = d.workload, d.serving, []
+    for size in sizes:
+        cluster = _sub_cluster(d, size)
+        for layout in layouts_for(d, size):
+            load = _load(d, layout, "prefill")
+            for tokens in PREFILL_TOKENS_PER_DEVICE:
+                mem = device_memory(d.model, d.precision, cluster, layout, w.input_tokens, s.hbm_utilization, tokens)
+                if not mem.fits:
+                    continue
+                perf = prefill_performance(d.model, d.precision, cluster, layout, tokens, w.input_tokens, s.hbm_utilization, load)
+                out.append(Candidate("prefill", size, layout, tokens, perf))
+    return out
+
+
+def score_aggregated(d: Deployment, sizes: list[int]) -> list[Candidate]:
+    w, s, out = d.workload, d.serving, []
+    for size in sizes:
+        cluster = _sub_cluster(d, size)
+        for layout in layouts_for(d, size):
+            limit = largest_batch_that_fits(d.model, d.precision, cluster, layout, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
+            load = _load(d, layout, "decode")
+            for batch in (b for b in DECODE_BATCHES if b <= limit):
+                perf = aggregated_performance(d.model, d.precision, cluster, layout, batch, w.input_tokens, w.output_tokens,
+                                              s.hbm_utilization, s.tokens_per_step, load)
+                out.append(Candidate("aggregated", size, layout, batch, perf))
+    return out
+
+
+def _sub_cluster(d: Deployment, devices: int) -> Cluster:
+    return make_cluster(d.cluster.unit, devices=devices)
+
+
+def pareto_frontier(candidates: list[Candidate]) -> tuple[Candidate, ...]:
+    """Candidates no other beats on both tokens/s per device and tokens/s per user."""
+    ranked = sorted(candidates, key=lambda c: (-c.tokens_per_s_per_user, -c.tokens_per_s_per_device))
+    frontier, best = [], -1.0
+    for c in ranked:
+        if c.tokens_per_s_per_device > best:
+            frontier.append(c)
+            best = c.tokens_per_s_per_device
+    return tuple(frontier)
+
+
+def _queue_p_wait_s(service_s: float, utilisation: float, percentile: float) -> float:
+    """Waiting time at a percentile of an M/M/1 queue: P(W > t) = rho exp(-(1 - rho) t / service)."""
+    tail = 1.0 - percentile / 100.0
+    if utilisation <= tail:
+        return 0.0
+    return service_s * math.log(utilisation / tail) / (1.0 - utilisation)
+
+
+def _prefill_latency_s(d: Deployment, c: Candidate) -> float:
+    """One prompt's prefill steps plus moving its KV cache to the decode pool over the NIC."""
+    prompt = d.workload.input_tokens
+    steps = math.ceil(prompt / (c.work_per_device * c.layout.tp))
+    nic = d.cluster.device.scaleout_bytes_per_s or d.cluster.device.scaleup_bytes_per_s
+    kv_transfer = prompt * kv_bytes_per_token(d.model, d.precision) / nic
+    return steps * c.step_s + kv_transfer
+
+
+def _max_utilisation_for_ttft(d: Deployment, c: Candidate) -> float:
+    """The busiest a prefill pool may run while a prompt's TTFT at the SLO percentile stays in budget."""
+    base = _prefill_latency_s(d, c)
+    if base > d.slo.ttft_s:
+        return 0.0
+    lo, hi = 0.0, SLO_UTILISATION_CAP
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if base + _queue_p_wait_s(c.step_s, mid, d.slo.percentile) <= d.slo.ttft_s:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _price(d: Deployment) -> float | None:
+    return d.price.usd_per_device_hour if d.price else None
+
+
+def _disaggregated(d: Deployment, decode: list[Candidate], prefill: list[Candidate]) -> list[Recommendation]:
+    w, rate, price = d.workload, d.workload.requests_per_s, _price(d)
+    decode_ok = _best_per_size([(c, c.tokens_per_s_per_device) for c in decode if c.step_s <= d.slo.tpot_s])
+    # a prefill candidate's useful capacity is its throughput at the utilisation its TTFT budget allows
+    prefill_ok = _best_per_size([(c, c.tokens_per_s_per_device * u) for c in prefill
+                                 if (u := _max_utilisation_for_ttft(d, c)) > 0])
+    out = []
+    for dc, dc_rate in decode_ok:
+        # no traffic volume given: one decode instance, and the requests it can serve
+        req_rate = rate if rate is not None else dc_rate * dc.instance_devices / w.output_tokens
+        n_decode = math.ceil(req_rate * w.output_tokens / (dc_rate * dc.instance_devices))
+        for pc, pc_rate in prefill_ok:
+            n_prefill = math.ceil(req_rate * w.input_tokens / (pc_rate * pc.instance_devices))
+            utilisation = req_rate * w.input_tokens / (pc.tokens_per_s_per_device * pc.instance_devices * n_prefill)
+            ttft = _prefill_latency_s(d, pc) + _queue_p_wait_s(pc.step_s, utilisation, d.slo.percentile)
+            out.append(_recommend(d, "disaggregated", dc, n_decode, pc, n_prefill, ttft, dc.step_s, req_rate, price))
+    return out
+
+
+def _best_per_size(scored: list[tuple[Candidate, float]]) -> list[tuple[Candidate, float]]:
+    """The most productive candidate of each instance size (the others cost more for the same work)."""
+    best: dict[int, tuple[Candidate, float]] = {}
+    for c, rate in sorted(scored, key=lambda x: -x[1]):
+        best.setdefault(c.instance_devices, (c, rate))
+    return list(best.values())
+
+
+def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendation]:
+    w, price, out = d.workload, _price(d), []
+    for c in aggregated:
+        decode_step, prefill_step = c.perf.steps
+        tpot = 1.0 / c.tokens_per_s_per_user
+        steps = math.ceil(w.input_tokens / (d.serving.tokens_per_step * c.layout.tp))
+        ttft = steps * (prefill_step.time_s + decode_step.time_s)
+        if tpot > d.slo.tpot_s or ttft > d.slo.ttft_s:
+            continue
+        rate = w.requests_per_s
+        if rate is None:
+            n, req_rate = 1, c.tokens_per_s_per_device * c.instance_devices / w.output_tokens
+        else:
+            n, req_rate = math.ceil(rate * w.output_tokens / (c.tokens_per_s_per_device * c.instance_devices)), rate
+        out.append(_recommend(d, "aggregated", c, n, None, 0, ttft, tpot, req_rate, price))
+    return out
+
+
+def _recommend(d, mode, dc, n_decode, pc, n_prefill, ttft, tpot, req_rate, price) -> Recommendation:
+    w = d.workload
+    devices_decode = dc.instance_devices * n_decode
+    devices_prefill = pc.instance_devices * n_prefill if pc else 0
+    per_hour = None if price is None else price * (devices_decode + devices_prefill)
+    if price is None:
+        usd_in = usd_out = None
+    elif mode == "disaggregated":
+        usd_out = usd_per_million_tokens(price * devices_decode, req_rate * w.output_tokens)
+        usd_in = usd_per_million_tokens(price * devices_prefill, req_rate * w.input_tokens)
+    else:  # aggregated: split the bill by the time each kind of work takes on the devices
+        decode_step, prefill_step = dc.perf.steps
+        decode_s = decode_step.time_s / dc.work_per_device * w.output_tokens
+        prefill_s = prefill_step.time_s / d.serving.tokens_per_step * w.input_tokens
+        share_out = decode_s / (decode_s + prefill_s)
+        usd_out = usd_per_million_tokens(price * devices_decode * share_out, req_rate * w.output_tokens)
+        usd_in = usd_per_million_tokens(price * devices_decode * (1 - share_out), req_rate * w.input_tokens)
+    return Recommendation(mode, dc, n_decode, pc, n_prefill, ttft, tpot, per_hour, usd_in, usd_out)
+
+
+def _total_usd_per_hour(r: Recommendation) -> float:
+    return r.usd_per_hour if r.usd_per_hour is not None else float(r.devices)
+
+
+def plan(d: Deployment) -> PlanResult:
+    start = time.perf_counter()
+    assumptions = [
+        "TPOT = decode step time at the batch; TTFT = p-th percentile M/M/1 queueing + prefill steps + KV transfer over the NIC "
+        "(the simulator gives the distributions)",
+    ]
+    if d.model.is_moe:
+        skew = catalog.routing_skew(d.model.name)
+        assumptions.append("expert load: " + ("EPLB on earlier statistics at the measured held-out imbalance of " + skew["source"]
+                                              if skew else "uniform (no routing statistics for this model)"))
+    if d.workload.requests_per_s is None:
+        assumptions.append("no traffic volume (workload.requests_per_s): sized one decode instance and the prefill it needs")
+    if d.price is None:
+        assumptions.append(f"no price for {d.cluster.device.name}: set prices.{d.cluster.device.name} for costs")
+    sizes = instance_sizes(d)
+    decode, prefill, aggregated = score_decode(d, sizes), score_prefill(d, sizes), score_aggregated(d, sizes)
+    scored = len(decode) + len(prefill) + len(aggregated)
+    options = [r for r in _disaggregated(d, decode, prefill) + _aggregated(d, aggregated) if r.devices <= d.cluster.num_devices]
+    options.sort(key=lambda r: (_total_usd_per_hour(r), r.ttft_s))
+    best = options[0] if options else None
+    reason = "" if best else explain_infeasible(d, decode, prefill, sizes)
+    return PlanResult(d, best, pareto_frontier(decode), scored, reason, tuple(assumptions), time.perf_counter() - start,
+                      tuple(options[1:6]))
+
+
+def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Candidate], sizes: list[int]) -> str:
+    c = d.cluster
+    where = f"on {c.num_devices} x {c.device.name}"
+    if not sizes or not decode:
+        return f"{d.model_display_name} {d.precision.label()} does not fit {where}: see moeplan check"
+    fastest = min(decode, key=lambda x: x.step_s)
+    if fastest.step_s > d.slo.tpot_s:
+        step = fastest.perf.steps[0]
+        bound = max(step.breakdown_s, key=step.breakdown_s.get)
+        hint = "a device with more HBM bandwidth or lower-precision experts (precision.routed_experts: nvfp4 or int4) would help" \
+            if bound in ("expert_gemm", "attention", "shared_expert", "dense_mlp") else \
+            "a larger scale-up domain (NVL72, CloudMatrix384) would help"
+        return (f"no layout meets TPOT {d.slo.tpot_s * 1e3:.0f} ms {where}: the best reaches {fastest.step_s * 1e3:.0f} ms "
+                f"at batch {fastest.work_per_device} ({fastest.layout.name(d.model.is_moe)}, {bound.replace('_', ' ')}-bound); {hint}")
+    fastest_prompt = min((_prefill_latency_s(d, p) for p in prefill), default=math.inf)
+    if fastest_prompt > d.slo.ttft_s:
+        return (f"no layout meets TTFT {d.slo.ttft_s:g} s {where}: a {d.workload.input_tokens:,}-token prompt takes at least "
+                f"{fastest_prompt:.2f} s to prefill and transfer; more devices per prefill instance or a shorter prompt would help")
+    return (f"the traffic ({d.workload.requests_per_s} requests/s) needs more than the cluster's {c.num_devices} devices "
+            f"at these SLOs; grow cluster.units")

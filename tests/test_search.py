@@ -1,0 +1,67 @@
+"""Layout search: candidates, Pareto frontier, SLOs, capacity and the infeasibility explanation."""
+
+from dataclasses import replace
+
+import pytest
+
+from hwmodels.deployment import SLO, Workload
+from moeplan import api, example_path
+from planner.search import PlanResult, pareto_frontier, plan
+
+
+@pytest.fixture(scope="module")
+def kimi_16():
+    return api.deployment(example_path())
+
+
+@pytest.fixture(scope="module")
+def kimi_16_plan(kimi_16) -> PlanResult:
+    return plan(kimi_16)
+
+
+def test_recommendation_meets_the_slos_and_carries_the_traffic(kimi_16, kimi_16_plan):
+    r = kimi_16_plan.recommendation
+    assert r is not None and r.devices <= kimi_16.cluster.num_devices
+    assert r.tpot_s <= kimi_16.slo.tpot_s and r.ttft_s <= kimi_16.slo.ttft_s
+    w = kimi_16.workload
+    capacity = r.decode.tokens_per_s_per_device * r.decode.instance_devices * r.decode_instances
+    assert capacity >= w.requests_per_s * w.output_tokens
+    assert r.usd_per_hour == pytest.approx(2.3 * r.devices)
+
+
+def test_frontier_is_not_dominated(kimi_16_plan):
+    f = kimi_16_plan.frontier
+    assert f
+    for a in f:
+        for b in f:
+            assert not (b.tokens_per_s_per_device > a.tokens_per_s_per_device and b.tokens_per_s_per_user > a.tokens_per_s_per_user)
+    assert pareto_frontier(list(f)) == f
+
+
+def test_cost_follows_from_the_price(kimi_16_plan):
+    r = kimi_16_plan.recommendation
+    w = kimi_16_plan.deployment.workload
+    # aggregated: the bill is split between input and output work, so both together pay for the devices
+    hourly = (r.usd_per_million_input * w.input_tokens + r.usd_per_million_output * w.output_tokens) * w.requests_per_s * 3600 / 1e6
+    assert hourly == pytest.approx(r.usd_per_hour, rel=1e-6)
+
+
+def test_more_traffic_needs_more_devices(kimi_16):
+    heavy = replace(kimi_16, cluster=api.deployment(example_path("kimi-k2-h200-128.yaml")).cluster,
+                    workload=replace(kimi_16.workload, requests_per_s=20.0))
+    light = plan(kimi_16).recommendation
+    r = plan(heavy).recommendation
+    assert r is not None and r.devices > light.devices
+
+
+def test_unreachable_tpot_is_explained(kimi_16):
+    tight = replace(kimi_16, slo=SLO(ttft_s=2.0, tpot_s=0.005, percentile=99))
+    result = plan(tight)
+    assert result.recommendation is None
+    assert result.infeasible.startswith("no layout meets TPOT 5 ms on 16 x h200-sxm: the best reaches")
+    assert "would help" in result.infeasible
+
+
+def test_traffic_beyond_the_cluster_is_explained(kimi_16):
+    result = plan(replace(kimi_16, workload=Workload(12035, 343, 500.0)))
+    assert result.recommendation is None and "needs more than the cluster's 16 devices" in result.infeasible
