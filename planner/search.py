@@ -123,7 +123,8 @@ def _load(d: Deployment, layout: Layout, phase: str) -> ExpertLoad | None:
     return ExpertLoad.measured_eplb(skew, phase, layout.ep, len(d.model.moe_layers))
 
 
-def score_decode(d: Deployment, sizes: list[int]) -> list[Candidate]:
+def _score_batched(d: Deployment, sizes: list[int], role: str) -> list[Candidate]:
+    """Decode pools or aggregated instances at every batch per device their KV cache admits."""
     w, s, out = d.workload, d.serving, []
     context = w.input_tokens + w.output_tokens / 2  # a decoding sequence is halfway through its output on average
     for size in sizes:
@@ -132,9 +133,22 @@ def score_decode(d: Deployment, sizes: list[int]) -> list[Candidate]:
             limit = largest_batch_that_fits(d.model, d.precision, cluster, layout, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
             load = _load(d, layout, "decode")
             for batch in (b for b in DECODE_BATCHES if b <= limit):
-                perf = decode_performance(d.model, d.precision, cluster, layout, batch, context, s.hbm_utilization, s.tokens_per_step, load)
-                out.append(Candidate("decode", size, layout, batch, perf))
+                if role == "decode":
+                    perf = decode_performance(d.model, d.precision, cluster, layout, batch, context, s.hbm_utilization,
+                                              s.tokens_per_step, load)
+                else:
+                    perf = aggregated_performance(d.model, d.precision, cluster, layout, batch, w.input_tokens, w.output_tokens,
+                                                  s.hbm_utilization, s.tokens_per_step, load)
+                out.append(Candidate(role, size, layout, batch, perf))
     return out
+
+
+def score_decode(d: Deployment, sizes: list[int]) -> list[Candidate]:
+    return _score_batched(d, sizes, "decode")
+
+
+def score_aggregated(d: Deployment, sizes: list[int]) -> list[Candidate]:
+    return _score_batched(d, sizes, "aggregated")
 
 
 def score_prefill(d: Deployment, sizes: list[int]) -> list[Candidate]:
@@ -149,20 +163,6 @@ def score_prefill(d: Deployment, sizes: list[int]) -> list[Candidate]:
                     continue
                 perf = prefill_performance(d.model, d.precision, cluster, layout, tokens, w.input_tokens, s.hbm_utilization, load)
                 out.append(Candidate("prefill", size, layout, tokens, perf))
-    return out
-
-
-def score_aggregated(d: Deployment, sizes: list[int]) -> list[Candidate]:
-    w, s, out = d.workload, d.serving, []
-    for size in sizes:
-        cluster = _sub_cluster(d, size)
-        for layout in layouts_for(d, size):
-            limit = largest_batch_that_fits(d.model, d.precision, cluster, layout, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
-            load = _load(d, layout, "decode")
-            for batch in (b for b in DECODE_BATCHES if b <= limit):
-                perf = aggregated_performance(d.model, d.precision, cluster, layout, batch, w.input_tokens, w.output_tokens,
-                                              s.hbm_utilization, s.tokens_per_step, load)
-                out.append(Candidate("aggregated", size, layout, batch, perf))
     return out
 
 
