@@ -117,10 +117,22 @@ def model_entry(name: str) -> Mapping[str, str]:
 
 def load_model(name_or_path: str, field: str = "model", base_dir: Path | None = None) -> ModelArch:
     """A catalog model by name, or any HuggingFace config.json on disk (a file or a folder holding one)."""
+    config, name, where = _config_of(name_or_path, field, base_dir)
+    return arch_from_config(config, name, where)
+
+
+def model_config(name_or_path: str, field: str = "model") -> dict:
+    """The config.json fields of a model (a multimodal wrapper's text_config), as kernels_ref takes them."""
+    config, _, _ = _config_of(name_or_path, field, None)
+    return dict(config.get("text_config") or config) if "hidden_size" not in config else dict(config)
+
+
+def _config_of(name_or_path: str, field: str, base_dir: Path | None) -> tuple[Any, str, str]:
     looks_like_path = name_or_path.endswith(".json") or "/" in name_or_path or name_or_path.startswith(".")
     if not looks_like_path:
         entry = model_entry(name_or_path)
-        return _load_config(CATALOG_DIR / entry["config"], name_or_path, field)
+        path = CATALOG_DIR / entry["config"]
+        return _read_config(path, field), name_or_path, str(path)
     path = Path(name_or_path).expanduser()
     if base_dir is not None and not path.is_absolute():
         path = base_dir / path
@@ -128,17 +140,16 @@ def load_model(name_or_path: str, field: str = "model", base_dir: Path | None = 
         path = path / "config.json"
     if not path.is_file():
         raise InputError(field, f"no config.json at '{name_or_path}'", "give a catalog model name (moeplan models) or an existing config.json path")
-    return _load_config(path, path.parent.name if path.name == "config.json" else path.stem, field)
+    return _read_config(path, field), path.parent.name if path.name == "config.json" else path.stem, str(path)
 
 
-def _load_config(path: Path, name: str, field: str) -> ModelArch:
+def _read_config(path: Path, field: str) -> Any:
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(field, f"cannot read '{path}': {e}", "check the path and permissions") from None
     except json.JSONDecodeError as e:
         raise InputError(field, f"'{path}' is not valid JSON (line {e.lineno}: {e.msg})", "fix the file") from None
-    return arch_from_config(config, name, where=str(path))
 
 
 @lru_cache(maxsize=None)

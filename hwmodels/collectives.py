@@ -119,7 +119,7 @@ def link_classes(device: Device, fit: CollectiveFit = DEEPEP_FIT) -> dict[str, L
 def _link(links: Mapping[str, LinkClass], cls: str, device: Device) -> LinkClass:
     if cls not in links:
         raise InputError(f"device.{cls}_bytes_per_s", f"not published for {device.name}, needed for this collective",
-                         "set it in the spec's device_overrides")
+                         f"add {cls}_bytes_per_s for {device.name} to catalogs/devices.yaml with its source")
     return links[cls]
 
 

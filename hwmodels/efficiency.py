@@ -313,7 +313,7 @@ def _peak(device: Device, dtype: str) -> tuple[str, float, str]:
     while used not in device.peak_flops_per_s:
         if used not in WIDER_PEAK:
             raise InputError("dtype", f"{device.name} has no {want} peak nor a wider one to run {dtype} at",
-                             f"add peak_flops_per_s.{want} for {device.name} (device_overrides)")
+                             f"add peak_flops_per_s.{want} for {device.name} to catalogs/devices.yaml with its source")
         used = WIDER_PEAK[used]
     note = "" if used == want else f"; no {want} peak on {device.name}, ran at its {used} peak"
     return used, device.peak_flops_per_s[used], note

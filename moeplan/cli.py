@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print plan.json to stdout")
     s.set_defaults(run=_plan)
 
+    s = sub.add_parser("bench-kernels", help="benchmark the reference fp8 MoE kernels on a model's layer shapes (needs torch)")
+    s.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
+    s.add_argument("--model", default="kimi-k2", help="catalog model or config.json whose layer shapes to run (default kimi-k2)")
+    s.add_argument("--quick", action="store_true", help="fewer, smaller shapes (seconds, not minutes)")
+    s.add_argument("-o", "--output", metavar="FILE.csv", help="CSV path (default: kernels-<device>.csv; never overwritten)")
+    s.set_defaults(run=_bench_kernels)
+
     s = sub.add_parser("validate", help="reproduce published deployments and print predicted vs published")
     s.add_argument("--deployments", metavar="PATH", help="a deployments YAML (default: the project's copy of the published set)")
     s.add_argument("--json", action="store_true", help="print a JSON list of {id, predicted, published, error, ...}")
@@ -361,6 +368,38 @@ def _print_plan(result, out_dir) -> None:
         c.print(f"[dim]assumed: {a}[/dim]")
     if out_dir is not None:
         c.print(f"wrote {out_dir / 'plan.json'}")
+
+
+def _bench_kernels(args) -> int:
+    try:
+        from kernels_ref import bench
+    except ImportError:
+        raise InputError("bench-kernels", "PyTorch is not installed", "pip install 'moeplan[kernels]'") from None
+    config = catalog.model_config(args.model, "--model")
+    output = Path(args.output or bench.default_csv_name(args.device))
+    if output.exists():
+        raise InputError("-o", f"'{output}' exists", "give a new file name")
+    if args.device == "cuda" and not bench.torch.cuda.is_available():
+        raise InputError("--device", "no CUDA device is visible", "use --device cpu")
+    try:
+        rows = bench.run_benchmarks(args.device, config, args.quick)
+    except ValueError as e:
+        raise InputError("--model", str(e), "give a MoE model") from None
+    print(bench.format_table(rows))
+    _write_atomic(output, _csv_text(rows, bench.COLUMNS))
+    print(f"wrote {output}")
+    return 0
+
+
+def _csv_text(rows, columns) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def _validate(args) -> int:
