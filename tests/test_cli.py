@@ -104,3 +104,17 @@ def test_plan_writes_plan_json_and_never_overwrites(tmp_path):
     r = moeplan("plan", str(example_path()), "-o", str(out), cwd=tmp_path)
     assert r.returncode == 2 and "not empty" in r.stderr and (out / "plan.json").read_text() == before
     assert moeplan("plan", str(example_path()), "-o", str(out), "--force", cwd=tmp_path).returncode == 0
+
+
+def test_bench_kernels_quick_writes_a_csv_calibration_reads(tmp_path):
+    pytest.importorskip("torch")
+    from hwmodels.calibration import load_measured, report
+
+    out = tmp_path / "k.csv"
+    r = moeplan("bench-kernels", "--quick", "-o", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    table = load_measured(out)
+    assert {"grouped_swiglu_fp8", "dispatch_fp8", "combine_bf16"} <= {k.split(":")[0] for k in table.kernels()}
+    assert all(row["predicted_s"] > 0 for row in report(table))
+    r = moeplan("bench-kernels", "--quick", "-o", str(out), cwd=tmp_path)
+    assert r.returncode == 2 and "exists" in r.stderr  # never overwrites

@@ -1,0 +1,318 @@
+"""Benchmarks of the kernels on the shapes of one MoE layer of a real model (Kimi K2 by default).
+
+Each row is one kernel at one shape: median seconds, FLOP/s, bytes/s and the fraction of the
+roofline of the machine it ran on. The roofline probes (a bf16 or fp32 matmul, a large copy
+and a large reduction) are timed interleaved with the kernel, so the ratios compare rates
+measured under the same conditions (a shared or burstable machine can change speed by 2x
+between one minute and the next); the copy also flushes the caches before each kernel call. A
+fraction a little above 1 means the kernel outran the probe, a 2048 x 2048 PyTorch matmul, in
+that window. The first rows are the probes on their own: the machine's peaks.
+
+Shapes: the routed experts of one device (a few experts; decode 1 to 256 tokens per expert,
+prefill 512 and 2048, i.e. up to 8192 token rows), dispatch and combine of 256 and 8192
+tokens, and absorbed MLA decode for 1 to 64 sequences of 4096 to 8192 cached tokens.
+
+The CSV (one per device) is what hwmodels' calibration reads. Run standalone with
+`python -m kernels_ref.bench [--device cpu|cuda] [--quick] [--config config.json] [-o FILE]`.
+"""
+
+import argparse
+import csv
+import datetime
+import functools
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kernels_ref.dispatch import combine, dispatch, plan_dispatch
+from kernels_ref.fp8 import BLOCK, ceil_div, quantize_activation_groups
+from kernels_ref.fp8_gemm import choose_gemm_path
+from kernels_ref.generators import (
+    cast_mla_decode_inputs,
+    offsets_from_counts,
+    random_expert_weights,
+    random_mla_decode_inputs,
+)
+from kernels_ref.grouped_gemm import grouped_swiglu_fp8, masked_swiglu_fp8, quantize_expert_weights
+from kernels_ref.mla_decode import mla_decode_absorbed
+from kernels_ref.roofline import Probe, Roofline, device_name, make_probes, roofline_from
+from kernels_ref.timing import interleaved_median_seconds
+
+# HuggingFace config.json fields of Kimi K2 (moonshotai/Kimi-K2-Instruct) that the shapes use:
+# the MoE ones are required of any model, the MLA ones only for the MLA rows.
+MOE_FIELDS = ("hidden_size", "moe_intermediate_size", "n_routed_experts", "num_experts_per_tok")
+MLA_FIELDS = ("num_attention_heads", "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")
+KIMI_K2_CONFIG = {
+    "hidden_size": 7168,
+    "moe_intermediate_size": 2048,
+    "n_routed_experts": 384,
+    "num_experts_per_tok": 8,
+    "num_attention_heads": 64,
+    "kv_lora_rank": 512,
+    "qk_rope_head_dim": 64,
+    "qk_nope_head_dim": 128,
+    "v_head_dim": 128,
+}
+
+COLUMNS = (
+    # where and when
+    "device", "device_type", "threads", "torch_version", "numpy_version", "date",
+    # what: impl is the GEMM path (native_cpu, tiles) or torch; dtype is the matmul peak the
+    # kernel's FLOPs are held to (an fp8 GEMM multiplies in bf16 on every device here)
+    "kernel", "phase", "impl", "dtype",
+    # shape: a grouped GEMM has groups x m_per_group token rows through experts of
+    # hidden x intermediate; MLA has batch sequences of context cached tokens and heads
+    "groups", "m_per_group", "tokens", "hidden", "intermediate", "top_k", "experts",
+    "batch", "context", "heads",
+    # measured
+    "flops", "bytes", "seconds", "flops_per_s", "bytes_per_s",
+    # the roofline measured alongside: roofline_fraction = roofline_seconds / seconds, where
+    # roofline_seconds = max(flops / peak_flops_per_s, bytes / peak_bytes_per_s) and bound
+    # names the larger term
+    "peak_flops_per_s", "peak_bytes_per_s", "roofline_seconds", "roofline_fraction", "bound",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    kernel: str
+    phase: str | None  # "decode" or "prefill"; None for the roofline probes
+    impl: str
+    dtype: str | None  # the matmul peak for its FLOPs; None for pure data movement
+    shape: dict[str, int]
+    flops: float
+    bytes_moved: float
+    fn: Callable[[], object]
+
+
+def _fp8_activation_bytes(tokens: int, hidden: int) -> int:
+    return tokens * (hidden + 4 * ceil_div(hidden, BLOCK))  # codes + fp32 group scales
+
+
+def _grouped_swiglu_cases(
+    config: dict, device: str, phase: str, groups: int, m_values: Sequence[int], masked: bool = False
+) -> Iterator[BenchCase]:
+    """The routed experts of one device: groups experts, m_per_group tokens each."""
+    hidden, intermediate = config["hidden_size"], config["moe_intermediate_size"]
+    generator = torch.Generator().manual_seed(0)
+    weights = quantize_expert_weights(random_expert_weights(groups, hidden, intermediate, generator, device))
+    weight_bytes = sum(t.numel() * t.element_size() for t in vars(weights).values())
+    for m in m_values:
+        tokens = groups * m
+        x_q, x_scale = quantize_activation_groups(torch.randn(tokens, hidden, generator=generator).to(device))
+        if masked:
+            counts = torch.full((groups,), m, dtype=torch.int64)
+            x_q, x_scale = x_q.view(groups, m, hidden), x_scale.view(groups, m, -1)
+            fn = functools.partial(masked_swiglu_fp8, x_q, x_scale, counts, weights)
+        else:
+            fn = functools.partial(grouped_swiglu_fp8, x_q, x_scale, offsets_from_counts([m] * groups), weights)
+        yield BenchCase(
+            kernel="masked_swiglu_fp8" if masked else "grouped_swiglu_fp8",
+            phase=phase,
+            impl=choose_gemm_path(m, device).value,
+            dtype="bf16",
+            shape={
+                "groups": groups,
+                "m_per_group": m,
+                "tokens": tokens,
+                "hidden": hidden,
+                "intermediate": intermediate,
+            },
+            flops=6.0 * tokens * hidden * intermediate,  # gate/up: 2 x 2I x D, down: 2 x D x I per token
+            bytes_moved=weight_bytes + _fp8_activation_bytes(tokens, hidden) + 2 * tokens * hidden,
+            fn=fn,
+        )
+
+
+def _dispatch_both(x_q: torch.Tensor, x_scale: torch.Tensor, topk_ids: torch.Tensor, experts: int) -> None:
+    """Plan the permutation and move the fp8 codes and their scales, as a layer does."""
+    plan = plan_dispatch(topk_ids, experts)
+    dispatch(x_q, plan)
+    dispatch(x_scale, plan)
+
+
+def _dispatch_cases(config: dict, device: str, phase: str, token_counts: Sequence[int]) -> Iterator[BenchCase]:
+    """Permute fp8 tokens (codes and scales) to their top-k experts, and combine bf16 outputs."""
+    hidden, experts, top_k = config["hidden_size"], config["n_routed_experts"], config["num_experts_per_tok"]
+    generator = torch.Generator().manual_seed(0)
+    for tokens in token_counts:
+        topk_ids = torch.rand(tokens, experts, generator=generator).topk(top_k, dim=-1).indices.to(device)
+        topk_weights = torch.rand(tokens, top_k, generator=generator).to(device)
+        x_q, x_scale = quantize_activation_groups(torch.randn(tokens, hidden, generator=generator).to(device))
+        plan = plan_dispatch(topk_ids, experts)
+        y = torch.randn(tokens * top_k, hidden, generator=generator).to(device, torch.bfloat16)
+        shape = {"tokens": tokens, "hidden": hidden, "top_k": top_k, "experts": experts}
+        yield BenchCase(
+            kernel="dispatch_fp8",
+            phase=phase,
+            impl="torch",
+            dtype=None,
+            shape=shape,
+            flops=0.0,
+            bytes_moved=(1 + top_k) * _fp8_activation_bytes(tokens, hidden),
+            fn=functools.partial(_dispatch_both, x_q, x_scale, topk_ids, experts),
+        )
+        yield BenchCase(
+            kernel="combine_bf16",
+            phase=phase,
+            impl="torch",
+            dtype="fp32",
+            shape=shape,
+            flops=2.0 * tokens * top_k * hidden,
+            bytes_moved=2.0 * (top_k + 1) * tokens * hidden,
+            fn=functools.partial(combine, y, plan, topk_weights),
+        )
+
+
+def _mla_cases(config: dict, device: str, batches_contexts: Sequence[tuple[int, int]]) -> Iterator[BenchCase]:
+    """Absorbed MLA decode in bf16 over a bf16 latent cache, all heads on one device."""
+    heads, rank, rope = config["num_attention_heads"], config["kv_lora_rank"], config["qk_rope_head_dim"]
+    nope, v = config["qk_nope_head_dim"], config["v_head_dim"]
+    generator = torch.Generator().manual_seed(0)
+    for batch, context in batches_contexts:
+        exact = random_mla_decode_inputs([context] * batch, heads, nope, rope, v, rank, generator, device)
+        inputs = cast_mla_decode_inputs(exact, torch.bfloat16)
+        del exact
+        yield BenchCase(
+            kernel="mla_decode_absorbed",
+            phase="decode",
+            impl="torch",
+            dtype="bf16",
+            shape={"batch": batch, "context": context, "heads": heads},
+            # absorb W_UK, scores (latent + rope), P @ latent, W_UV
+            flops=2.0 * batch * heads * (nope * rank + context * (rank + rope) + context * rank + rank * v),
+            # the latent cache, W_UK and W_UV, the queries and the output, all bf16
+            bytes_moved=2.0 * (batch * context * (rank + rope) + heads * (nope + v) * rank)
+            + 2.0 * batch * heads * (nope + rope + v),
+            fn=functools.partial(mla_decode_absorbed, inputs),
+        )
+
+
+def _cases(config: dict, device: str, quick: bool) -> Iterator[BenchCase]:
+    """Each family builds its inputs lazily, so only one family's tensors are alive at a time."""
+    if quick:
+        yield from _grouped_swiglu_cases(config, device, "decode", groups=4, m_values=(1, 4))
+        yield from _grouped_swiglu_cases(config, device, "prefill", groups=2, m_values=(512,))
+        yield from _dispatch_cases(config, device, "decode", (256,))
+        if _has_mla(config):
+            yield from _mla_cases(config, device, ((4, 1024),))
+        return
+    yield from _grouped_swiglu_cases(config, device, "decode", groups=4, m_values=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+    yield from _grouped_swiglu_cases(config, device, "decode", groups=4, m_values=(1, 32), masked=True)
+    yield from _grouped_swiglu_cases(config, device, "prefill", groups=4, m_values=(512, 2048))
+    yield from _dispatch_cases(config, device, "decode", (256,))
+    yield from _dispatch_cases(config, device, "prefill", (8192,))
+    if _has_mla(config):
+        yield from _mla_cases(config, device, ((1, 8192), (16, 4096), (64, 4096)))
+
+
+def _has_mla(config: dict) -> bool:
+    return all(config.get(field) for field in MLA_FIELDS)
+
+
+def _row(case: BenchCase, seconds: float, roofline: Roofline) -> dict:
+    roofline_s, bound = roofline.seconds(case.flops, case.bytes_moved, case.dtype)
+    return {"kernel": case.kernel, "phase": case.phase, "impl": case.impl, "dtype": case.dtype, **case.shape,
+            "flops": case.flops, "bytes": case.bytes_moved, "seconds": seconds,
+            "flops_per_s": case.flops / seconds, "bytes_per_s": case.bytes_moved / seconds,
+            "peak_flops_per_s": roofline.matmul_flops_per_s.get(case.dtype),
+            "peak_bytes_per_s": roofline.memory_bytes_per_s,
+            "roofline_seconds": roofline_s, "roofline_fraction": roofline_s / seconds, "bound": bound}  # fmt: skip
+
+
+def _probe_rows(probes: dict[str, Probe], device: str, repeats: int) -> list[dict]:
+    """The probes timed on their own, as rows: the machine's peaks."""
+    seconds = interleaved_median_seconds([probe.fn for probe in probes.values()], device, repeats=repeats)
+    roofline = roofline_from(dict(zip(probes, seconds, strict=True)), probes)
+    rows = []
+    for (name, probe), probe_s in zip(probes.items(), seconds, strict=True):
+        dtype = name.removeprefix("matmul_") if probe.flops else None
+        case = BenchCase(name, None, "torch", dtype, {}, probe.flops, probe.bytes_moved, probe.fn)
+        rows.append(_row(case, probe_s, roofline))
+    return rows
+
+
+def _case_row(case: BenchCase, probes: dict[str, Probe], device: str, repeats: int) -> dict:
+    """The kernel timed interleaved with the probes it is compared with; memory_copy runs last,
+    right before the kernel, and flushes the caches."""
+    names = ([f"matmul_{case.dtype}"] if case.dtype else []) + ["memory_sum", "memory_copy"]
+    seconds = interleaved_median_seconds([probes[n].fn for n in names] + [case.fn], device, repeats=repeats)
+    return _row(case, seconds[-1], roofline_from(dict(zip(names, seconds[:-1], strict=True)), probes))
+
+
+def run_benchmarks(device: str = "cpu", model_config: dict | None = None, quick: bool = False) -> list[dict]:
+    """Benchmark every kernel on the shapes of one layer of the model.
+
+    model_config: a model's HuggingFace config.json fields (default: KIMI_K2_CONFIG); it must
+    have MOE_FIELDS, and the MLA rows need MLA_FIELDS; other fields are ignored. quick: fewer
+    and smaller shapes, for tests (well under 20 s on a 2-core CPU). Returns one dict per row
+    with the keys of COLUMNS.
+    """
+    config = KIMI_K2_CONFIG if model_config is None else model_config
+    missing = [field for field in MOE_FIELDS if not config.get(field)]
+    if missing:
+        raise ValueError(f"model_config lacks the MoE fields {missing}")
+    repeats = 3 if quick else 5
+    meta = {
+        "device": device_name(device),
+        "device_type": torch.device(device).type,
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "date": datetime.datetime.now(datetime.UTC).date().isoformat(),
+    }
+    probes = make_probes(device)
+    rows = _probe_rows(probes, device, repeats)
+    rows += [_case_row(case, probes, device, repeats) for case in _cases(config, device, quick)]
+    return [{column: {**meta, **row}.get(column) for column in COLUMNS} for row in rows]
+
+
+def write_csv(rows: Sequence[dict], path: str | Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def default_csv_name(device: str) -> str:
+    """kernels-<device name as a slug>.csv, e.g. kernels-nvidia-h100-80gb-hbm3.csv."""
+    return "kernels-" + re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-") + ".csv"
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """DeepGEMM-style lines: kernel, shape, us | TFLOP/s | GB/s | x roofline (bound)."""
+    shape_keys = ("groups", "m_per_group", "tokens", "batch", "context")
+    lines = []
+    for row in rows:
+        shape = " ".join(f"{k}={row[k]}" for k in shape_keys if row.get(k) is not None)
+        lines.append(
+            f"{row['kernel']:<20} {row['impl'] or '':<10} {shape:<36} {row['seconds'] * 1e6:>10.0f} us | "
+            f"{row['flops_per_s'] / 1e12:6.3f} TFLOP/s | {row['bytes_per_s'] / 1e9:7.1f} GB/s | "
+            f"{row['roofline_fraction']:.2f}x roofline ({row['bound']})"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kernels_ref.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--quick", action="store_true", help="fewer, smaller shapes (seconds, not minutes)")
+    parser.add_argument("--config", type=Path, help="a HuggingFace config.json (default: Kimi K2's shapes)")
+    parser.add_argument("-o", "--output", type=Path, help="CSV path (default: kernels-<device>.csv)")
+    args = parser.parse_args(argv)
+    config = json.loads(args.config.read_text()) if args.config else None
+    rows = run_benchmarks(args.device, config, args.quick)
+    print(format_table(rows))
+    output = args.output or Path(default_csv_name(args.device))
+    write_csv(rows, output)
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""Random inputs of realistic scale and their fp32 references, after DeepGEMM's
+tests/generators.py: every generate_* returns (inputs, reference) with the reference computed
+in fp32 from the unquantised tensors BEFORE anything is quantised.
+
+Scale: weights ~ N(0, 0.02) (the initializer_range of the DeepSeek-V3 and Kimi K2 configs),
+activations ~ N(0, 1) (what RMSNorm hands the layer).
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+from kernels_ref.fp8 import quantize_activation_groups, quantize_weight_blocks
+from kernels_ref.grouped_gemm import (
+    ExpertWeights,
+    Fp8ExpertWeights,
+    grouped_swiglu_reference,
+    quantize_expert_weights,
+)
+from kernels_ref.mla_decode import MlaDecodeInputs, mla_decode_reference
+from kernels_ref.moe_layer import Router, moe_layer_reference
+
+WEIGHT_STD = 0.02
+
+
+def _normal(shape, std: float, generator: torch.Generator, device) -> torch.Tensor:
+    return (torch.randn(shape, generator=generator) * std).to(device)
+
+
+def random_expert_weights(
+    experts: int, hidden: int, intermediate: int, generator: torch.Generator, device="cpu"
+) -> ExpertWeights:
+    """w13: [E, 2I, D], w2: [E, D, I], fp32 ~ N(0, 0.02)."""
+    return ExpertWeights(
+        w13=_normal((experts, 2 * intermediate, hidden), WEIGHT_STD, generator, device),
+        w2=_normal((experts, hidden, intermediate), WEIGHT_STD, generator, device),
+    )
+
+
+def offsets_from_counts(counts: Sequence[int], device="cpu") -> torch.Tensor:
+    """[E] rows per expert -> [E + 1] int64 offsets of the contiguous layout."""
+    return F.pad(torch.tensor(counts, dtype=torch.int64).cumsum(0), (1, 0)).to(device)
+
+
+@dataclass(frozen=True)
+class Fp8GemmInputs:
+    x_q: torch.Tensor  # [M, K] fp8
+    x_scale: torch.Tensor  # [M, ceil(K/128)]
+    w_q: torch.Tensor  # [N, K] fp8
+    w_scale: torch.Tensor  # [ceil(N/128), ceil(K/128)]
+
+
+def generate_fp8_gemm(m: int, n: int, k: int, seed: int = 0, device="cpu") -> tuple[Fp8GemmInputs, torch.Tensor]:
+    """Reference: [M, N] = x @ w.T in fp32."""
+    generator = torch.Generator().manual_seed(seed)
+    x = _normal((m, k), 1.0, generator, device)
+    w = _normal((n, k), WEIGHT_STD, generator, device)
+    return Fp8GemmInputs(*quantize_activation_groups(x), *quantize_weight_blocks(w)), x @ w.T
+
+
+@dataclass(frozen=True)
+class GroupedSwigluInputs:
+    x_q: torch.Tensor  # [T, D] fp8, rows sorted by expert
+    x_scale: torch.Tensor  # [T, ceil(D/128)]
+    offsets: torch.Tensor  # [E + 1]
+    weights: Fp8ExpertWeights
+
+
+def generate_grouped_swiglu(
+    counts: Sequence[int], hidden: int, intermediate: int, seed: int = 0, device="cpu"
+) -> tuple[GroupedSwigluInputs, torch.Tensor]:
+    """counts: [E] tokens per expert (zeros allowed). Reference: [T, D] fp32."""
+    generator = torch.Generator().manual_seed(seed)
+    weights = random_expert_weights(len(counts), hidden, intermediate, generator, device)
+    x = _normal((sum(counts), hidden), 1.0, generator, device)
+    offsets = offsets_from_counts(counts, device)
+    reference = grouped_swiglu_reference(x, offsets, weights)
+    return GroupedSwigluInputs(*quantize_activation_groups(x), offsets, quantize_expert_weights(weights)), reference
+
+
+def random_mla_decode_inputs(
+    seq_lens: Sequence[int],
+    heads: int,
+    qk_nope_head_dim: int,
+    qk_rope_head_dim: int,
+    v_head_dim: int,
+    kv_lora_rank: int,
+    generator: torch.Generator,
+    device="cpu",
+) -> MlaDecodeInputs:
+    """fp32 inputs for a batch of sequences of the given cache lengths. The latent is ~ N(0, 1)
+    as after kv_a_layernorm; the softmax scale is 1 / sqrt(qk_nope_head_dim + qk_rope_head_dim)."""
+    batch, length = len(seq_lens), max(seq_lens)
+    return MlaDecodeInputs(
+        q_nope=_normal((batch, heads, qk_nope_head_dim), 1.0, generator, device),
+        q_rope=_normal((batch, heads, qk_rope_head_dim), 1.0, generator, device),
+        c_kv=_normal((batch, length, kv_lora_rank), 1.0, generator, device),
+        k_rope=_normal((batch, length, qk_rope_head_dim), 1.0, generator, device),
+        seq_lens=torch.tensor(seq_lens, dtype=torch.int64, device=device),
+        w_uk=_normal((heads, qk_nope_head_dim, kv_lora_rank), WEIGHT_STD, generator, device),
+        w_uv=_normal((heads, v_head_dim, kv_lora_rank), WEIGHT_STD, generator, device),
+        softmax_scale=(qk_nope_head_dim + qk_rope_head_dim) ** -0.5,
+    )
+
+
+def cast_mla_decode_inputs(inputs: MlaDecodeInputs, dtype: torch.dtype) -> MlaDecodeInputs:
+    """Every floating-point tensor in dtype (the lengths and the softmax scale unchanged)."""
+    names = ("q_nope", "q_rope", "c_kv", "k_rope", "w_uk", "w_uv")
+    return replace(inputs, **{name: getattr(inputs, name).to(dtype) for name in names})
+
+
+def generate_mla_decode(
+    seq_lens: Sequence[int],
+    heads: int,
+    qk_nope_head_dim: int,
+    qk_rope_head_dim: int,
+    v_head_dim: int,
+    kv_lora_rank: int,
+    dtype: torch.dtype = torch.bfloat16,
+    seed: int = 0,
+    device="cpu",
+) -> tuple[MlaDecodeInputs, torch.Tensor]:
+    """Inputs in dtype; reference: [B, H, V] fp32, from the fp32 tensors before the cast."""
+    generator = torch.Generator().manual_seed(seed)
+    exact = random_mla_decode_inputs(
+        seq_lens, heads, qk_nope_head_dim, qk_rope_head_dim, v_head_dim, kv_lora_rank, generator, device
+    )
+    return cast_mla_decode_inputs(exact, dtype), mla_decode_reference(exact)
+
+
+@dataclass(frozen=True)
+class MoeLayerInputs:
+    x: torch.Tensor  # [T, D] fp32
+    router: Router
+    experts: Fp8ExpertWeights
+    shared: Fp8ExpertWeights  # E = 1
+
+
+def generate_moe_layer(
+    tokens: int,
+    hidden: int,
+    intermediate: int,
+    experts: int,
+    top_k: int,
+    routed_scaling_factor: float = 2.827,
+    seed: int = 0,
+    device="cpu",
+) -> tuple[MoeLayerInputs, torch.Tensor]:
+    """Reference: [T, D] fp32. routed_scaling_factor defaults to Kimi K2's."""
+    generator = torch.Generator().manual_seed(seed)
+    router = Router(
+        weight=_normal((experts, hidden), WEIGHT_STD, generator, device),
+        e_score_correction_bias=_normal((experts,), 0.1, generator, device),
+        top_k=top_k,
+        routed_scaling_factor=routed_scaling_factor,
+    )
+    routed = random_expert_weights(experts, hidden, intermediate, generator, device)
+    shared = random_expert_weights(1, hidden, intermediate, generator, device)
+    x = _normal((tokens, hidden), 1.0, generator, device)
+    reference = moe_layer_reference(x, router, routed, shared)
+    inputs = MoeLayerInputs(x, router, quantize_expert_weights(routed), quantize_expert_weights(shared))
+    return inputs, reference

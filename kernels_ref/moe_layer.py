@@ -1,0 +1,73 @@
+"""A DeepSeek-V3 / Kimi K2 MoE layer built from the kernels: route, dispatch, grouped experts,
+shared expert, combine.
+
+# T = tokens, E = routed experts, K = top-k, D = hidden, I = expert intermediate size
+Routing is DeepSeek-V3's "noaux_tc" with a single group (n_group = 1, as Kimi K2): sigmoid
+scores, top-k on the scores plus the load-balancing bias, gates = the chosen (bias-free) scores
+normalised to sum to 1, times routed_scaling_factor.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from kernels_ref.dispatch import combine, dispatch, plan_dispatch
+from kernels_ref.fp8 import quantize_activation_groups
+from kernels_ref.grouped_gemm import (
+    ExpertWeights,
+    Fp8ExpertWeights,
+    grouped_swiglu_fp8,
+    swiglu_reference,
+)
+
+
+@dataclass(frozen=True)
+class Router:
+    weight: torch.Tensor  # [E, D]
+    e_score_correction_bias: torch.Tensor  # [E]
+    top_k: int
+    routed_scaling_factor: float
+
+
+def route_noaux_tc(x: torch.Tensor, router: Router) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: [T, D] -> (topk_weights [T, K] float32, topk_ids [T, K] int64), in fp32."""
+    scores = torch.sigmoid(x.float() @ router.weight.float().T)  # [T, E]
+    # The bias steers which experts are chosen, never how much they weigh.
+    topk_ids = torch.topk(scores + router.e_score_correction_bias.float(), router.top_k, dim=-1).indices
+    gates = scores.gather(1, topk_ids)
+    gates = gates / gates.sum(dim=-1, keepdim=True)
+    return gates * router.routed_scaling_factor, topk_ids
+
+
+def moe_layer_reference(x: torch.Tensor, router: Router, experts: ExpertWeights, shared: ExpertWeights) -> torch.Tensor:
+    """Expert by expert in fp32 from unquantised weights. x: [T, D] -> [T, D] float32.
+    shared: the shared expert(s) as one ExpertWeights with E = 1."""
+    topk_weights, topk_ids = route_noaux_tc(x, router)
+    out = swiglu_reference(x, shared.w13[0], shared.w2[0])
+    for e in range(experts.w13.shape[0]):
+        token, k = torch.nonzero(topk_ids == e, as_tuple=True)
+        if token.numel():
+            expert_out = swiglu_reference(x[token], experts.w13[e], experts.w2[e])
+            out.index_add_(0, token, expert_out * topk_weights[token, k, None])
+    return out
+
+
+def moe_layer_fp8(
+    x: torch.Tensor,
+    router: Router,
+    experts: Fp8ExpertWeights,
+    shared: Fp8ExpertWeights,
+    out_dtype: torch.dtype = torch.bfloat16,
+) -> torch.Tensor:
+    """fp8 experts, fp8 activations, fp32 router. x: [T, D] -> [T, D] out_dtype."""
+    # 1. Route (fp32) and quantise the tokens once; dispatch moves fp8 codes, as DeepEP does.
+    topk_weights, topk_ids = route_noaux_tc(x, router)
+    x_q, x_scale = quantize_activation_groups(x)  # [T, D] fp8, [T, ceil(D/128)]
+    plan = plan_dispatch(topk_ids, num_experts=experts.w13.shape[0])
+    # 2. Routed experts over the expert-sorted rows: [T * K, D].
+    routed = grouped_swiglu_fp8(dispatch(x_q, plan), dispatch(x_scale, plan), plan.offsets, experts, torch.float32)
+    # 3. Combine with the gates and add the shared expert (one group of all T tokens).
+    all_tokens = torch.tensor([0, x.shape[0]])
+    out = combine(routed, plan, topk_weights, torch.float32)
+    out += grouped_swiglu_fp8(x_q, x_scale, all_tokens, shared, torch.float32)
+    return out.to(out_dtype)
