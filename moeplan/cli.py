@@ -84,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print plan.json to stdout")
     s.set_defaults(run=_plan)
 
+    s = sub.add_parser("place", help="place experts on an EP group: contiguous, EPLB and the robust ILP, compared")
+    s.add_argument("--loads", required=True, metavar="FILE", help="routing statistics to evaluate on (logical_count JSON, SGLang CSV dump, moeplan JSON)")
+    s.add_argument("--fit-loads", nargs="+", metavar="FILE", help="windows to place on (default: --loads itself, in-sample)")
+    s.add_argument("--ep", type=_positive_int, required=True, help="devices in the EP group")
+    s.add_argument("--redundant", type=int, default=0, help="redundant expert slots over the group (experts + R must divide by EP)")
+    s.add_argument("--nodes", type=_positive_int, default=1, help="nodes the EP group spans (EPLB's hierarchical policy needs it)")
+    s.add_argument("--time-limit", type=float, default=60.0, metavar="S", help="ILP time limit in seconds (default 60)")
+    s.add_argument("-o", "--output", metavar="FILE", help="write the ILP placement as SGLang's --init-expert-location JSON (new file only)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(run=_place)
+
     s = sub.add_parser("bench-kernels", help="benchmark the reference fp8 MoE kernels on a model's layer shapes (needs torch)")
     s.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
     s.add_argument("--model", default="kimi-k2", help="catalog model or config.json whose layer shapes to run (default kimi-k2)")
@@ -368,6 +379,42 @@ def _print_plan(result, out_dir) -> None:
         c.print(f"[dim]assumed: {a}[/dim]")
     if out_dir is not None:
         c.print(f"wrote {out_dir / 'plan.json'}")
+
+
+def _place(args) -> int:
+    from planner.loads import load_counts
+    from planner.placement import compare
+
+    if args.redundant < 0:
+        raise InputError("--redundant", f"must be >= 0, got {args.redundant}", "give 0 or more slots")
+    output = Path(args.output) if args.output else None
+    if output is not None and output.exists():
+        raise InputError("-o", f"'{output}' exists", "give a new file name")
+    eval_loads = load_counts(args.loads)
+    windows = [load_counts(f) for f in args.fit_loads] if args.fit_loads else [eval_loads]
+    if (eval_loads.shape[1] + args.redundant) % args.ep:
+        raise InputError("--redundant", f"{eval_loads.shape[1]} experts + {args.redundant} slots do not divide over {args.ep} devices",
+                         f"use --redundant {-eval_loads.shape[1] % args.ep} (or that plus a multiple of {args.ep})")
+    result = compare(windows, eval_loads, args.ep, args.redundant, args.nodes, time_limit_s=args.time_limit)
+    location = result.pop("expert_location")
+    if output is not None:
+        _write_atomic(output, json.dumps(location))
+    if args.json:
+        _print_json(result)
+        return 0
+    t = Table(title=f"Expert placement on EP{args.ep} + {args.redundant} redundant slots, evaluated on {args.loads}"
+                    f"{' (in-sample)' if not args.fit_loads else ''}")
+    for col in ("method", "step cost", "mean imbalance", "worst layer", "seconds"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for name, m in result["methods"].items():
+        t.add_row(name, f"{m['step_cost']:.3f}", f"{m['mean_imbalance']:.3f}", f"{m['worst_layer_imbalance']:.3f}", f"{m['seconds']:.1f}")
+    c = _console()
+    c.print(t)
+    c.print(f"ILP ({result['solver']}, robust rule '{result['robust']}'): proven lower bound {result['lp_bound']:.4f}, "
+            f"gap {result['gap']:.2%}" if result["lp_bound"] is not None else f"ILP ({result['solver']})")
+    if output is not None:
+        c.print(f"wrote {output} (SGLang --init-expert-location)")
+    return 0
 
 
 def _bench_kernels(args) -> int:

@@ -118,3 +118,19 @@ def test_bench_kernels_quick_writes_a_csv_calibration_reads(tmp_path):
     assert all(row["predicted_s"] > 0 for row in report(table))
     r = moeplan("bench-kernels", "--quick", "-o", str(out), cwd=tmp_path)
     assert r.returncode == 2 and "exists" in r.stderr  # never overwrites
+
+
+def test_place_json_contract_and_deployable_file(tmp_path, shared_data):
+    loads = shared_data / "routing" / "deepseek-v3-sglang-eplb" / "prefill_in1024.json"
+    out = tmp_path / "location.json"
+    r = moeplan("place", "--loads", str(loads), "--ep", "8", "--redundant", "8", "--time-limit", "3", "--json", "-o", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    for method in ("contiguous", "eplb", "ilp"):
+        assert {"mean_imbalance", "worst_layer_imbalance", "step_cost", "seconds"} <= set(result["methods"][method])
+    assert result["methods"]["ilp"]["step_cost"] <= result["methods"]["eplb"]["step_cost"] + 1e-9  # in-sample
+    assert result["lp_bound"] is not None
+    phy2log = json.loads(out.read_text())["physical_to_logical_map"]
+    assert len(phy2log) == 61 and len(phy2log[5]) == 264
+    r = moeplan("place", "--loads", str(loads), "--ep", "8", "--redundant", "3", cwd=tmp_path)
+    assert r.returncode == 2 and "fix: use --redundant 0" in r.stderr
