@@ -70,9 +70,10 @@ def _rank(d: Deployment, cluster: Cluster) -> tuple[DeviceMemory, ...]:
 
 def _smallest_fitting(d: Deployment, max_nodes: int = 512) -> Cluster | None:
     unit = d.cluster.unit
+    needed = weight_bytes(d.model, d.precision)
     for nodes in range(d.cluster.num_nodes + 1, max_nodes + 1):
         cluster = make_cluster(unit, devices=nodes * unit.devices_per_node)
-        if cluster.hbm_bytes_total * d.serving.hbm_utilization < weight_bytes(d.model, d.precision):
+        if cluster.hbm_bytes_total * d.serving.hbm_utilization < needed:
             continue
         ranked = _rank(replace(d, cluster=cluster), cluster)
         if ranked and ranked[0].fits:
