@@ -31,7 +31,7 @@ import numpy as np
 from hwmodels import collectives, efficiency
 from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
-from hwmodels.model_arch import GQAAttention, MLAAttention, ModelArch
+from hwmodels.model_arch import MLAAttention, ModelArch
 from hwmodels.precision import PrecisionPlan, QuantScheme
 from hwmodels.roofline import OpCost
 

@@ -6,11 +6,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from hwmodels import arithmetic as A
-from hwmodels.catalog import load_model, load_unit
+from hwmodels.catalog import load_model
 from hwmodels.fit import fit
-from hwmodels.hardware import make_cluster
 from hwmodels.layout import Layout
-from hwmodels.memory import device_memory, kv_bytes_per_token_per_device, stage_layers, weights_per_device
+from hwmodels.memory import kv_bytes_per_token_per_device, stage_layers, weights_per_device
 from hwmodels.precision import default_plan
 from moeplan import api, example_path
 
