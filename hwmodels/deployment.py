@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from hwmodels.hardware import Cluster
 from hwmodels.model_arch import ModelArch
 from hwmodels.precision import PrecisionPlan
@@ -45,6 +47,34 @@ class Serving:
     tokens_per_step: int  # tokens one forward step processes (chunked-prefill size)
 
 
+@dataclass(frozen=True, eq=False)
+class PhaseRouting:
+    """Routing statistics of one phase in the model's shape ([layers, experts] tokens per logical expert):
+    the expert placement is decided on the `fit` windows (yesterday's statistics) and scored on
+    `evaluate` (the traffic it will serve)."""
+
+    phase: str  # "decode" or "prefill"
+    fit: tuple[np.ndarray, ...]
+    evaluate: np.ndarray
+    fit_on: tuple[str, ...]
+    evaluated_on: str
+    mapping: str = ""  # how another model's statistics were mapped onto this model, "" for its own
+
+    @property
+    def in_sample(self) -> bool:
+        return self.fit_on == (self.evaluated_on,)
+
+
+@dataclass(frozen=True)
+class Routing:
+    phases: tuple[PhaseRouting, ...]
+    placement: str = "ilp"  # "ilp" (planner.placement) or "eplb" (the greedy baseline)
+    time_limit_s: float = 5.0  # per placement solve
+
+    def for_phase(self, phase: str) -> PhaseRouting | None:
+        return next((p for p in self.phases if p.phase == phase), None)
+
+
 @dataclass(frozen=True)
 class Deployment:
     name: str
@@ -56,3 +86,4 @@ class Deployment:
     slo: SLO
     price: Price | None
     serving: Serving
+    routing: Routing | None = None  # None: no routing statistics (the planner uses catalog skew or uniform load)

@@ -6,6 +6,7 @@ come out as one InputError line naming the field path, e.g. `workload.input_toke
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -13,10 +14,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hwmodels import catalog
-from hwmodels.deployment import SLO, Deployment, Price, Serving, Workload
+from hwmodels.deployment import SLO, Deployment, PhaseRouting, Price, Routing, Serving, Workload
 from hwmodels.errors import InputError, nearest_names
 from hwmodels.hardware import make_cluster
+from hwmodels.model_arch import ModelArch
 from hwmodels.precision import default_plan
+from planner.loads import fit_to_model, load_counts
 
 SCHEMA_VERSION = 1
 DEFAULT_EXAMPLE = "kimi-k2-h200.yaml"
@@ -59,6 +62,26 @@ class ServingSpec(_Strict):
     tokens_per_step: int = Field(8192, gt=0, description="tokens one forward step processes (chunked-prefill size)")
 
 
+class RoutingPhaseSpec(_Strict):
+    evaluate: str = Field(description="routing statistics the placement serves (today's traffic): EPLB/SGLang logical_count "
+                          "JSON, an SGLang expert-distribution CSV or moeplan loads JSON; relative to the spec's folder")
+    fit: list[str] = Field(default_factory=list, description="statistics the placement is decided on (yesterday's windows); "
+                           "empty: `evaluate` itself, an in-sample (optimistic) score that the plan labels")
+
+
+class RoutingSpec(_Strict):
+    decode: RoutingPhaseSpec | None = Field(None, description="statistics of the decode phase")
+    prefill: RoutingPhaseSpec | None = Field(None, description="statistics of the prefill phase")
+    placement: Literal["ilp", "eplb"] = Field("ilp", description="placement method: the robust ILP, or EPLB's greedy policy")
+    time_limit_s: float = Field(5.0, gt=0, description="time limit of each placement solve (one per EP size, slot count and phase scored)")
+
+    @model_validator(mode="after")
+    def _a_phase(self):
+        if self.decode is None and self.prefill is None:
+            raise ValueError("give decode or prefill statistics (or leave routing out)")
+        return self
+
+
 class Spec(_Strict):
     schema_version: Literal[1] = Field(description="spec format version; this moeplan reads 1")
     name: str | None = Field(None, description="a label for reports")
@@ -73,6 +96,8 @@ class Spec(_Strict):
     slo: SLOSpec
     prices: dict[str, float] = Field(default_factory=dict, description="USD per device-hour by device name, overriding catalogs/prices.yaml")
     serving: ServingSpec = Field(default_factory=ServingSpec)
+    routing: RoutingSpec | None = Field(None, description="routing statistics: the planner places experts on them and scores "
+                                        "layouts with the placement's per-device loads (without: catalog skew or uniform load)")
 
 
 def example_path(name: str = DEFAULT_EXAMPLE) -> Path:
@@ -131,9 +156,10 @@ def _model_at(loc) -> type[BaseModel] | None:
     for part in loc:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        models = [a for a in typing.get_args(annotation) or (annotation,) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not models:
             return None
-        model = annotation
+        model = models[0]
     return model
 
 
@@ -154,7 +180,36 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
         slo=SLO(spec.slo.ttft_s, spec.slo.tpot_s, spec.slo.percentile),
         price=_price(cluster.device.name, spec.prices),
         serving=Serving(spec.serving.hbm_utilization, spec.serving.tokens_per_step),
+        routing=_routing(spec.routing, arch, base_dir),
     )
+
+
+def _routing(r: RoutingSpec | None, arch: ModelArch, base_dir: Path | None) -> Routing | None:
+    if r is None:
+        return None
+    if not arch.is_moe:
+        raise InputError("routing", f"{arch.name} has no experts to place", "remove routing from the spec")
+    phases = []
+    for phase in ("decode", "prefill"):
+        files: RoutingPhaseSpec | None = getattr(r, phase)
+        if files is None:
+            continue
+        evaluate, mapping = _statistics(files.evaluate, f"routing.{phase}.evaluate", arch, base_dir)
+        fit = [_statistics(f, f"routing.{phase}.fit[{i}]", arch, base_dir)[0] for i, f in enumerate(files.fit)]
+        phases.append(PhaseRouting(phase, tuple(fit) or (evaluate,), evaluate, tuple(files.fit) or (files.evaluate,),
+                                   files.evaluate, mapping))
+    return Routing(tuple(phases), r.placement, r.time_limit_s)
+
+
+def _statistics(name: str, field: str, arch: ModelArch, base_dir: Path | None):
+    path = Path(name) if base_dir is None or Path(name).is_absolute() else base_dir / name
+    if not path.is_file():
+        raise InputError(field, f"no file '{path}'", "give a routing statistics file (relative paths start at the spec's folder)")
+    try:
+        counts = load_counts(path, arch.moe.num_experts)
+    except InputError as e:
+        raise InputError(f"{field}: {e.field}", e.problem, e.fix) from None
+    return fit_to_model(counts, arch.num_layers, arch.moe_layers, arch.moe.num_experts)
 
 
 def _workload(w: WorkloadSpec) -> Workload:

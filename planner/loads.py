@@ -112,3 +112,36 @@ def _checked(path: Path, loads: np.ndarray) -> np.ndarray:
     if loads.ndim != 2 or loads.shape[1] < 1 or not loads.any():
         raise InputError(str(path), f"holds no routed tokens (shape {loads.shape})", "pass statistics of a MoE model")
     return loads
+
+
+def fit_to_model(loads: np.ndarray, num_layers: int, moe_layers: tuple[int, ...] | list[int],
+                 num_experts: int) -> tuple[np.ndarray, str]:
+    """Routing statistics of one model replayed on another's shape: [L_src, E_src] -> [num_layers, num_experts].
+
+    Statistics of the model itself (same experts, same MoE layers) come back unchanged, with note "".
+    Otherwise (e.g. Kimi K2's 384 experts and 60 MoE layers from DeepSeek-V3's 256 and 58) the mapping is:
+    - layers by relative depth: target MoE layer i replays source MoE layer round(i (n_src - 1) / (n_tgt - 1));
+    - experts by tiling: target expert j replays source expert j mod E_src, so every target expert's load
+      is a real expert's load (the per-expert load distribution, hence the skew, is kept; averaging
+      experts would flatten it), and experts j and j + E_src are correlated, which the note says;
+    - each target layer is rescaled to its source layer's total routed pairs.
+    Dense layers of the target are zero rows. The returned note names the mapping for every report.
+    """
+    loads = np.asarray(loads, dtype=float)
+    source_moe = np.nonzero(loads.sum(axis=1) > 0)[0]
+    target_moe = list(moe_layers)
+    if loads.shape == (num_layers, num_experts) and list(source_moe) == target_moe:
+        return loads, ""
+    if not len(source_moe) or not target_moe:
+        raise InputError("routing", "no MoE layer to map", "pass routing statistics of a MoE model")
+    n_src, n_tgt, e_src = len(source_moe), len(target_moe), loads.shape[1]
+    out = np.zeros((num_layers, num_experts))
+    for i, layer in enumerate(target_moe):
+        src = source_moe[round(i * (n_src - 1) / (n_tgt - 1)) if n_tgt > 1 else 0]
+        row = loads[src, np.arange(num_experts) % e_src]
+        out[layer] = row * loads[src].sum() / row.sum() if row.sum() > 0 else loads[src].sum() / num_experts
+    note = (f"statistics of {n_src} MoE layers x {e_src} experts mapped to {n_tgt} x {num_experts}: layers by relative "
+            f"depth, expert j replays source expert j mod {e_src}"
+            + (f" (experts j and j+{e_src} are correlated copies)" if num_experts > e_src else "")
+            + ", each layer rescaled to its source total")
+    return out, note

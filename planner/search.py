@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 
 from hwmodels import catalog
 from hwmodels.arithmetic import kv_bytes_per_token, weight_bytes
-from hwmodels.deployment import Deployment
+from hwmodels.deployment import Deployment, PhaseRouting
 from hwmodels.hardware import Cluster, make_cluster
 from hwmodels.layout import Layout
 from hwmodels.memory import device_memory
 from hwmodels.serving import (Performance, aggregated_performance, decode_performance, largest_batch_that_fits,
                               prefill_performance, usd_per_million_tokens)
 from hwmodels.step import ExpertLoad
+from planner.eplb import Policy, eplb_placement
+from planner.placement import Placement, device_loads, ilp_placement
 
 DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 PREFILL_TOKENS_PER_DEVICE = (1024, 2048, 4096, 8192, 16384)
@@ -40,6 +42,8 @@ class Candidate:
     layout: Layout
     work_per_device: int  # decode / aggregated: sequences per device; prefill: tokens per device per step
     perf: Performance
+    load: ExpertLoad | None = field(default=None, compare=False)  # the per-device expert load it was scored with
+    placement: Placement | None = field(default=None, compare=False)  # the expert placement behind it (None: no routing data)
 
     @property
     def step_s(self) -> float:
@@ -113,17 +117,49 @@ def layouts_for(d: Deployment, devices: int) -> list[Layout]:
     return out
 
 
-def _load(d: Deployment, layout: Layout, phase: str) -> ExpertLoad | None:
-    """Measured skew where published (EPLB placement on earlier statistics), else uniform (labelled)."""
-    if not d.model.is_moe:
-        return None
-    skew = catalog.routing_skew(d.model.name)
-    if skew is None:
-        return ExpertLoad.uniform(layout.ep, len(d.model.moe_layers))
-    return ExpertLoad.measured_eplb(skew, phase, layout.ep, len(d.model.moe_layers))
+class ExpertLoads:
+    """Per-device expert load of each layout the search scores, one placement per (phase, EP size, slots).
+
+    With routing statistics for the phase: the spec's placement method (the robust ILP by default) fitted on
+    the `fit` windows, its per-device loads measured on the `evaluate` statistics under the runtime even
+    split. Without: the measured held-out EPLB skew of the catalog where published, else uniform (labelled).
+    Placements are solved once and shared by every candidate with the same EP size and slots.
+    """
+
+    def __init__(self, d: Deployment):
+        self.d = d
+        self.placements: dict[tuple[str, int, int], Placement] = {}
+
+    def __call__(self, layout: Layout, phase: str) -> tuple[ExpertLoad | None, Placement | None]:
+        d = self.d
+        if not d.model.is_moe:
+            return None, None
+        routing = d.routing.for_phase(phase) if d.routing else None
+        if routing is None:
+            skew = catalog.routing_skew(d.model.name)
+            if skew is None:
+                return ExpertLoad.uniform(layout.ep, len(d.model.moe_layers)), None
+            return ExpertLoad.measured_eplb(skew, phase, layout.ep, len(d.model.moe_layers)), None
+        placement = self.placement(routing, layout.ep, layout.redundant_experts)
+        shares = device_loads(placement, routing.evaluate)
+        fitted = "fitted on it (in sample)" if routing.in_sample else f"fitted on {', '.join(routing.fit_on)}"
+        source = f"{placement.method} placement {fitted}, loads of {routing.evaluated_on}" + \
+            (f"; {routing.mapping}" if routing.mapping else "")
+        return ExpertLoad(shares, source), placement
+
+    def placement(self, routing: PhaseRouting, ep: int, redundant: int) -> Placement:
+        key = (routing.phase, ep, redundant)
+        if key not in self.placements:
+            d, slots = self.d, self.d.model.moe.num_experts + redundant
+            if d.routing.placement == "eplb":
+                found = eplb_placement(sum(routing.fit), slots, ep, 1, Policy.GLOBAL)
+            else:
+                found = ilp_placement(list(routing.fit), slots, ep, time_limit_s=d.routing.time_limit_s)
+            self.placements[key] = found
+        return self.placements[key]
 
 
-def _score_batched(d: Deployment, sizes: list[int], role: str) -> list[Candidate]:
+def _score_batched(d: Deployment, sizes: list[int], role: str, loads: ExpertLoads) -> list[Candidate]:
     """Decode pools or aggregated instances at every batch per device their KV cache admits."""
     w, s, out = d.workload, d.serving, []
     context = w.input_tokens + w.output_tokens / 2  # a decoding sequence is halfway through its output on average
@@ -131,7 +167,7 @@ def _score_batched(d: Deployment, sizes: list[int], role: str) -> list[Candidate
         cluster = _sub_cluster(d, size)
         for layout in layouts_for(d, size):
             limit = largest_batch_that_fits(d.model, d.precision, cluster, layout, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
-            load = _load(d, layout, "decode")
+            load, placement = loads(layout, "decode")
             for batch in (b for b in DECODE_BATCHES if b <= limit):
                 if role == "decode":
                     perf = decode_performance(d.model, d.precision, cluster, layout, batch, context, s.hbm_utilization,
@@ -139,30 +175,30 @@ def _score_batched(d: Deployment, sizes: list[int], role: str) -> list[Candidate
                 else:
                     perf = aggregated_performance(d.model, d.precision, cluster, layout, batch, w.input_tokens, w.output_tokens,
                                                   s.hbm_utilization, s.tokens_per_step, load)
-                out.append(Candidate(role, size, layout, batch, perf))
+                out.append(Candidate(role, size, layout, batch, perf, load, placement))
     return out
 
 
-def score_decode(d: Deployment, sizes: list[int]) -> list[Candidate]:
-    return _score_batched(d, sizes, "decode")
+def score_decode(d: Deployment, sizes: list[int], loads: ExpertLoads | None = None) -> list[Candidate]:
+    return _score_batched(d, sizes, "decode", loads or ExpertLoads(d))
 
 
-def score_aggregated(d: Deployment, sizes: list[int]) -> list[Candidate]:
-    return _score_batched(d, sizes, "aggregated")
+def score_aggregated(d: Deployment, sizes: list[int], loads: ExpertLoads | None = None) -> list[Candidate]:
+    return _score_batched(d, sizes, "aggregated", loads or ExpertLoads(d))
 
 
-def score_prefill(d: Deployment, sizes: list[int]) -> list[Candidate]:
-    w, s, out = d.workload, d.serving, []
+def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = None) -> list[Candidate]:
+    w, s, out, loads = d.workload, d.serving, [], loads or ExpertLoads(d)
     for size in sizes:
         cluster = _sub_cluster(d, size)
         for layout in layouts_for(d, size):
-            load = _load(d, layout, "prefill")
+            load, placement = loads(layout, "prefill")
             for tokens in PREFILL_TOKENS_PER_DEVICE:
                 mem = device_memory(d.model, d.precision, cluster, layout, w.input_tokens, s.hbm_utilization, tokens)
                 if not mem.fits:
                     continue
                 perf = prefill_performance(d.model, d.precision, cluster, layout, tokens, w.input_tokens, s.hbm_utilization, load)
-                out.append(Candidate("prefill", size, layout, tokens, perf))
+                out.append(Candidate("prefill", size, layout, tokens, perf, load, placement))
     return out
 
 
@@ -293,15 +329,13 @@ def plan(d: Deployment) -> PlanResult:
         "(the simulator gives the distributions)",
     ]
     if d.model.is_moe:
-        skew = catalog.routing_skew(d.model.name)
-        assumptions.append("expert load: " + ("EPLB on earlier statistics at the measured held-out imbalance of " + skew["source"]
-                                              if skew else "uniform (no routing statistics for this model)"))
+        assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in ("decode", "prefill")]
     if d.workload.requests_per_s is None:
         assumptions.append("no traffic volume (workload.requests_per_s): sized one decode instance and the prefill it needs")
     if d.price is None:
         assumptions.append(f"no price for {d.cluster.device.name}: set prices.{d.cluster.device.name} for costs")
-    sizes = instance_sizes(d)
-    decode, prefill, aggregated = score_decode(d, sizes), score_prefill(d, sizes), score_aggregated(d, sizes)
+    sizes, loads = instance_sizes(d), ExpertLoads(d)
+    decode, prefill, aggregated = score_decode(d, sizes, loads), score_prefill(d, sizes, loads), score_aggregated(d, sizes, loads)
     scored = len(decode) + len(prefill) + len(aggregated)
     options = [r for r in _disaggregated(d, decode, prefill) + _aggregated(d, aggregated) if r.devices <= d.cluster.num_devices]
     options.sort(key=lambda r: (_total_usd_per_hour(r), r.ttft_s))
@@ -309,6 +343,17 @@ def plan(d: Deployment) -> PlanResult:
     reason = "" if best else explain_infeasible(d, decode, prefill, sizes)
     return PlanResult(d, best, pareto_frontier(decode), scored, reason, tuple(assumptions), time.perf_counter() - start,
                       tuple(options[1:6]))
+
+
+def _load_assumption(d: Deployment, phase: str) -> str:
+    routing = d.routing.for_phase(phase) if d.routing else None
+    if routing is not None:
+        how = "in sample: fitted and scored on the same statistics, optimistic" if routing.in_sample else \
+            f"fitted on {', '.join(routing.fit_on)}, scored on {routing.evaluated_on}"
+        return f"per-device loads of the {d.routing.placement} placement ({how})" + (f"; {routing.mapping}" if routing.mapping else "")
+    skew = catalog.routing_skew(d.model.name)
+    return ("EPLB on earlier statistics at the measured held-out imbalance of " + skew["source"]) if skew else \
+        "uniform (no routing statistics for this model)"
 
 
 def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Candidate], sizes: list[int]) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hwmodels.errors import InputError
-from planner.loads import load_counts, save_counts
+from planner.loads import fit_to_model, load_counts, save_counts
 
 
 def test_reads_the_sglang_deepseek_v3_statistics(shared_data):
@@ -61,3 +61,35 @@ def test_binary_torch_dump_is_refused_not_unpickled(tmp_path):
     path.write_bytes(b"\x80\x02}q\x00(X\r\x00\x00\x00logical_countq\x01")  # a pickle header
     with pytest.raises(InputError, match="cannot read"):
         load_counts(path)
+
+
+def test_statistics_of_the_model_itself_are_not_mapped():
+    loads = np.zeros((4, 8))
+    loads[1:] = np.arange(1, 9)
+    same, note = fit_to_model(loads, 4, (1, 2, 3), 8)
+    assert note == "" and same is loads
+
+
+def test_mapping_to_more_experts_keeps_real_expert_loads_and_layer_totals():
+    rng = np.random.default_rng(0)
+    source = np.zeros((61, 256))
+    source[3:] = rng.gamma(0.8, 100.0, size=(58, 256))  # DeepSeek-V3's shape: 3 dense layers
+    target, note = fit_to_model(source, 61, tuple(range(1, 61)), 384)  # Kimi K2's shape: 1 dense layer
+    assert target.shape == (61, 384) and not target[0].any()
+    assert "58 MoE layers x 256 experts mapped to 60 x 384" in note and "correlated" in note
+    # first and last MoE layers replay the source's first and last; every layer keeps its source's total
+    src_first, src_last = source[3], source[60]
+    assert target[1].sum() == pytest.approx(src_first.sum()) and target[60].sum() == pytest.approx(src_last.sum())
+    scale = src_first.sum() / src_first[np.arange(384) % 256].sum()
+    np.testing.assert_allclose(target[1], src_first[np.arange(384) % 256] * scale)
+    # the skew survives: the per-expert coefficient of variation stays near the source's
+    cv = lambda row: row.std() / row.mean()  # noqa: E731
+    assert cv(target[30]) == pytest.approx(cv(source[3 + round(29 * 57 / 59)]), rel=0.15)
+
+
+def test_mapping_to_fewer_experts_subsamples():
+    source = np.zeros((3, 16))
+    source[1:] = np.arange(1, 17)
+    target, note = fit_to_model(source, 2, (0, 1), 8)
+    np.testing.assert_allclose(target[0], np.arange(1, 9) * source[1].sum() / np.arange(1, 9).sum())
+    assert "correlated" not in note
