@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from hwmodels import arithmetic, catalog
 from hwmodels.deployment import Deployment
 from hwmodels.fit import FitReport, fit
 from hwmodels.precision import default_plan
 from hwmodels.validation import ValidationRow, validate as _validate
+from moeplan import study
 from moeplan.spec import Spec, load_spec, resolve
-from planner.search import PlanResult, plan as _plan
+from moeplan.study import Plan, Sweep
+from planner.search import plan as _plan
 
 
 def deployment(spec: str | Path | Spec | Deployment, base_dir: Path | None = None) -> Deployment:
@@ -41,6 +43,20 @@ def validate(deployments: str | Path | None = None) -> list[ValidationRow]:
     return _validate(deployments)
 
 
-def plan(spec: str | Path | Spec | Deployment) -> PlanResult:
-    """Search layouts for the spec's model, cluster, workload and SLOs; recommend the cheapest that meets them."""
-    return _plan(deployment(spec))
+def plan(spec: str | Path | Spec | Deployment) -> Plan:
+    """Search layouts for the spec's model, cluster, workload and SLOs; recommend the cheapest that meets them.
+    The Plan reads like a PlanResult (.recommendation, .frontier, .infeasible) and adds .to_frame(table),
+    .figure(name) and .to_json() (plan.json)."""
+    return Plan(_plan(deployment(spec)))
+
+
+def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), models: Sequence[str] = (),
+            engine: str = "local", processes: int | None = None, progress=None) -> Sweep:
+    """The same workload and SLOs across devices (at the spec's device count, whole nodes) and/or models."""
+    return study.compare(spec, devices, models, engine, processes, progress)
+
+
+def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engine: str = "local",
+          processes: int | None = None, progress=None) -> Sweep:
+    """Plan the spec at every combination of the varied fields (dotted spec paths, or device / model)."""
+    return study.sweep(spec, vary, engine, processes, progress)

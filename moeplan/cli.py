@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
+import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hwmodels import catalog
 from hwmodels.errors import InputError
 from hwmodels.units import GB, TFLOPS, format_bytes, format_count
-from moeplan import api
+from moeplan import api, report
 from moeplan.spec import example_path
-from planner.plan_json import plan_json
+from moeplan.sweep_file import load_sweep
 from hwmodels.collectives import deepep_report
 from hwmodels.efficiency import fit_report, fit_report_table
 from hwmodels.validation import summary as validation_summary
@@ -79,10 +80,28 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("plan", help="search layouts and recommend the cheapest deployment that meets the SLOs")
     s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
-    s.add_argument("-o", "--output", metavar="DIR", help="write plan.json into DIR (refused if DIR is not empty, unless --force)")
-    s.add_argument("--force", action="store_true", help="write into a non-empty DIR, replacing plan.json")
+    s.add_argument("-o", "--output", metavar="DIR",
+                   help="write report.html, summary.md, plan.json and CSVs into DIR (refused if DIR is not empty, unless --force)")
+    s.add_argument("--force", action="store_true", help="write into a non-empty DIR, replacing the report files")
     s.add_argument("--json", action="store_true", help="print plan.json to stdout")
     s.set_defaults(run=_plan)
+
+    s = sub.add_parser("compare", help="the same workload and SLOs across devices and/or models, with a report")
+    s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
+    s.add_argument("--devices", type=_names, default=[], metavar="A,B,...", help="devices, e.g. h200-sxm,b200-sxm,gb200,ascend-910c")
+    s.add_argument("--models", type=_names, default=[], metavar="A,B,...", help="catalog models, e.g. kimi-k2,deepseek-v3")
+    _study_args(s)
+    s.set_defaults(run=_compare)
+
+    s = sub.add_parser("sweep", help="plan a spec over the product of varied fields (SWEEP.yaml), with a report")
+    s.add_argument("sweep", metavar="SWEEP.yaml", help="{spec: PATH or mapping, vary: {field.path: [values]}, y: metric, title: ...}")
+    _study_args(s)
+    s.set_defaults(run=_sweep)
+
+    s = sub.add_parser("app", help="start the Streamlit capacity-planning dashboard")
+    s.add_argument("--port", type=_positive_int, default=8501, help="port to serve on (default 8501)")
+    s.add_argument("--headless", action="store_true", help="do not open a browser")
+    s.set_defaults(run=_app)
 
     s = sub.add_parser("place", help="place experts on an EP group: contiguous, EPLB and the robust ILP, compared")
     s.add_argument("--loads", required=True, metavar="FILE", help="routing statistics to evaluate on (logical_count JSON, SGLang CSV dump, moeplan JSON)")
@@ -109,6 +128,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="also print the kernel-level fits: DeepGEMM rows (with leave-one-out error) and DeepEP rows")
     s.set_defaults(run=_validate)
     return p
+
+
+def _study_args(s) -> None:
+    s.add_argument("-o", "--output", metavar="DIR", help="write report.html, summary.md and points.csv into DIR")
+    s.add_argument("--force", action="store_true", help="write into a non-empty DIR, replacing the report files")
+    s.add_argument("--processes", type=_positive_int, help="worker processes (default: the CPUs available)")
+    s.add_argument("--json", action="store_true", help="print the points as JSON")
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def _positive_int(text: str) -> int:
@@ -311,38 +341,70 @@ def _check_json(report) -> dict:
 
 
 def _plan(args) -> int:
-    out_dir = _output_dir(args.output, args.force) if args.output else None
-    result = api.plan(args.spec)
-    doc = plan_json(result)
+    out_dir = report.output_dir(args.output, args.force) if args.output else None
+    plan = api.plan(args.spec)
     if out_dir is not None:
-        _write_atomic(out_dir / "plan.json", json.dumps(doc, indent=2, default=float))
+        report.write_files(out_dir, report.plan_report(plan))
     if args.json:
-        _print_json(doc)
+        _print_json(plan.to_json())
     else:
-        _print_plan(result, out_dir)
-    if result.recommendation is None:
-        print(f"error: slo: {result.infeasible}", file=sys.stderr)
+        _print_plan(plan, out_dir)
+    if plan.recommendation is None:
+        print(f"error: slo: {plan.infeasible}", file=sys.stderr)
         return EXIT_NO
     return 0
 
 
-def _output_dir(path: str, force: bool) -> Path:
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise InputError("-o", f"'{out}' exists and is not a directory", "give a new or empty directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError("-o", f"'{out}' is not empty", "give a new or empty directory, or --force to replace plan.json there")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def _run_study(args, run, title: str, y: str = "usd_per_million_output_tokens") -> int:
+    out_dir = report.output_dir(args.output, args.force) if args.output else None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True, disable=args.json) as bar:
+        task = bar.add_task(title, total=None)
+        result = run(lambda done, total: bar.update(task, completed=done, total=total))
+    frame = result.to_frame()
+    if out_dir is not None:
+        report.write_files(out_dir, report.sweep_report(result, title, y))
+    if args.json:
+        _print_json(json.loads(frame.to_json(orient="records")))
+        return 0
+    t = Table(title=title)
+    shown = [c for c in list(result.varied) + ["feasible", "devices", "decode_layout", "tpot_s", "ttft_s",
+                                                 "usd_per_million_output_tokens", "reason"] if c in frame.columns]
+    for col in shown:
+        t.add_column(col, justify="left" if frame[col].dtype == object else "right")
+    for _, row in frame.iterrows():
+        t.add_row(*(_cell(row[c]) for c in shown))
+    c = _console()
+    c.print(t)
+    if out_dir is not None:
+        c.print(f"wrote {out_dir / 'report.html'}, summary.md, points.csv")
+    return 0
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write beside the target and rename over it: a crash never leaves a half-written file."""
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
-        f.write(text)
-        tmp = Path(f.name)
-    tmp.chmod(0o644)  # the temporary file's private mode is not what a report should carry
-    os.replace(tmp, path)
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:,.4g}" if isinstance(value, float) else str(value)
+
+
+def _compare(args) -> int:
+    what = ", ".join(args.devices + args.models)
+    return _run_study(args, lambda progress: api.compare(args.spec, args.devices, args.models, processes=args.processes,
+                                                         progress=progress), f"compare {what}")
+
+
+def _sweep(args) -> int:
+    sweep = load_sweep(args.sweep)
+    return _run_study(args, lambda progress: api.sweep(sweep.spec, sweep.vary, processes=args.processes, progress=progress),
+                      sweep.title, sweep.y)
+
+
+def _app(args) -> int:
+    from app import APP_PATH
+
+    command = [sys.executable, "-m", "streamlit", "run", str(APP_PATH), "--server.port", str(args.port),
+               "--server.headless", "true" if args.headless else "false", "--browser.gatherUsageStats", "false"]
+    return subprocess.call(command)
 
 
 def _print_plan(result, out_dir) -> None:
@@ -378,7 +440,7 @@ def _print_plan(result, out_dir) -> None:
     for a in result.assumptions:
         c.print(f"[dim]assumed: {a}[/dim]")
     if out_dir is not None:
-        c.print(f"wrote {out_dir / 'plan.json'}")
+        c.print(f"wrote {out_dir / 'report.html'}, summary.md, plan.json and CSVs")
 
 
 def _place(args) -> int:
@@ -398,7 +460,7 @@ def _place(args) -> int:
     result = compare(windows, eval_loads, args.ep, args.redundant, args.nodes, time_limit_s=args.time_limit)
     location = result.pop("expert_location")
     if output is not None:
-        _write_atomic(output, json.dumps(location))
+        report.write_atomic(output, json.dumps(location))
     if args.json:
         _print_json(result)
         return 0
@@ -433,7 +495,7 @@ def _bench_kernels(args) -> int:
     except ValueError as e:
         raise InputError("--model", str(e), "give a MoE model") from None
     print(bench.format_table(rows))
-    _write_atomic(output, _csv_text(rows, bench.COLUMNS))
+    report.write_atomic(output, _csv_text(rows, bench.COLUMNS))
     print(f"wrote {output}")
     return 0
 

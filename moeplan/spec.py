@@ -133,17 +133,18 @@ def parse_spec(raw: object, where: str = "spec") -> Spec:
     try:
         return Spec.model_validate(raw)
     except ValidationError as e:
-        raise _one_line(e, where) from None
+        raise one_line_error(e, where) from None
 
 
-def _one_line(error: ValidationError, where: str) -> InputError:
+def one_line_error(error: ValidationError, where: str, root: type[BaseModel] | None = None) -> InputError:
+    """The first validation error as one InputError naming the field path (`root`: the model validated, Spec by default)."""
     first = error.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     kind = first["type"]
     if kind == "missing":
         return InputError(f"{where}: {loc}", "missing", f"add it (see {example_path()})")
     if kind == "extra_forbidden":
-        parent = _model_at(first["loc"][:-1])
+        parent = _model_at(first["loc"][:-1], root or Spec)
         known = parent.model_fields if parent else {}
         return InputError(f"{where}: {loc}", "unknown field", nearest_names(str(first["loc"][-1]), known))
     got = first.get("input")
@@ -151,8 +152,8 @@ def _one_line(error: ValidationError, where: str) -> InputError:
     return InputError(f"{where}: {loc}" if loc else where, f"{message} (got {got!r})" if loc else message, "fix the value")
 
 
-def _model_at(loc) -> type[BaseModel] | None:
-    model: type[BaseModel] = Spec
+def _model_at(loc, root: type[BaseModel]) -> type[BaseModel] | None:
+    model = root
     for part in loc:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)

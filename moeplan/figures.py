@@ -1,0 +1,74 @@
+"""Named plotly figures over moeplan's tables: the same charts in report.html, the dashboard and notebooks."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from hwmodels.units import GB
+from moeplan import tables
+from planner.search import PlanResult
+
+_LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50))
+
+
+def frontier_figure(result: PlanResult) -> go.Figure:
+    """Output tokens/s per device against tokens/s per user; the recommended decode point is a star."""
+    f = tables.frontier_frame(result)
+    fig = go.Figure()
+    if not f.empty:
+        fig.add_scatter(x=f["tokens_per_s_per_user"], y=f["output_tokens_per_s_per_device"], mode="lines+markers",
+                        name="Pareto frontier", text=f["layout"] + ", batch " + f["batch_per_device"].astype(str),
+                        hovertemplate="%{text}<br>%{x:.1f} tok/s/user<br>%{y:,.0f} tok/s/device<extra></extra>")
+        chosen = f[f["chosen"]]
+        fig.add_scatter(x=chosen["tokens_per_s_per_user"], y=chosen["output_tokens_per_s_per_device"], mode="markers",
+                        marker=dict(symbol="star", size=16, color="crimson"), name="recommended")
+    d = result.deployment
+    fig.add_vline(x=1.0 / d.slo.tpot_s, line_dash="dot", annotation_text=f"TPOT SLO {d.slo.tpot_s * 1e3:g} ms")
+    fig.update_layout(title="Decode layouts: throughput per device vs speed per user",
+                      xaxis_title="output tokens/s per user", yaxis_title="output tokens/s per device", **_LAYOUT)
+    return fig
+
+
+def breakdown_figure(result: PlanResult) -> go.Figure:
+    """Step time per component of each role (ms); overlap's saving is a negative bar."""
+    b = tables.breakdown_frame(result)
+    b = b[b["seconds"] != 0].assign(ms=lambda x: x["seconds"] * 1e3, bar=lambda x: x["role"] + " " + x["step"] + " step")
+    fig = px.bar(b, x="bar", y="ms", color="component", title="Step time by component")
+    fig.update_layout(barmode="relative", xaxis_title="", yaxis_title="ms per step", **_LAYOUT)
+    return fig
+
+
+def memory_figure(result: PlanResult) -> go.Figure:
+    """HBM of the busiest device per role, stacked by part, against the device's HBM."""
+    m = tables.memory_frame(result).assign(gb=lambda x: x["bytes"] / GB)
+    fig = px.bar(m, x="role", y="gb", color="part", title="Memory per device")
+    hbm = result.deployment.cluster.device.hbm_bytes / GB
+    fig.add_hline(y=hbm, line_dash="dot", annotation_text=f"HBM {hbm:.0f} GB")
+    fig.update_layout(barmode="stack", yaxis_title="GB", xaxis_title="", **_LAYOUT)
+    return fig
+
+
+def placement_figure(result: PlanResult, role: str | None = None) -> go.Figure:
+    """Expert load of every device in every MoE layer relative to the mean device (1.0 = balanced)."""
+    p = tables.placement_frame(result)
+    role = role or (p["role"].iloc[0] if not p.empty else "")
+    p = p[p["role"] == role]
+    grid = p.pivot(index="device", columns="layer", values="relative_load") if not p.empty else pd.DataFrame()
+    fig = go.Figure(go.Heatmap(z=grid.values, x=grid.columns, y=grid.index, colorscale="RdBu_r", zmid=1.0,
+                               colorbar=dict(title="load / mean")))
+    source = p["source"].iloc[0] if not p.empty else "no MoE layers"
+    fig.update_layout(title=f"Expert load per device and layer ({role})<br><sup>{source[:160]}</sup>",
+                      xaxis_title="layer", yaxis_title="device", **_LAYOUT)
+    return fig
+
+
+def comparison_figure(frame: pd.DataFrame, x: str, y: str = "usd_per_million_output_tokens", color: str | None = None,
+                      title: str = "") -> go.Figure:
+    """A metric of a sweep or comparison against one varied field, one line per value of another."""
+    f = frame.dropna(subset=[y])
+    fig = px.line(f, x=x, y=y, color=color, markers=True, title=title) if f[x].dtype.kind in "if" else \
+        px.bar(f, x=x, y=y, color=color, barmode="group", title=title)
+    fig.update_layout(yaxis_title=y.replace("_", " "), xaxis_title=x, **_LAYOUT)
+    return fig

@@ -1,0 +1,203 @@
+"""What-if studies: a plan with its tables and figures, and sweeps of any spec field.
+
+A sweep varies fields of a spec by their dotted path (`workload.input_tokens`, `slo.tpot_s`,
+`cluster.units`, `precision.routed_experts`, `prices.h200-sxm`, ...) over the cartesian product of
+the given values, plans every point and returns one row per point. Two names are shorthands:
+`device` (the catalog cluster unit built from that device, at the spec's device count rounded up to
+whole nodes) and `model`. `compare` is a sweep over devices and/or models.
+
+Points are independent, so they run in worker processes (`engine="local"`, the default); a point that
+is bad input or infeasible is a row saying why, not a lost sweep.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+import yaml
+
+from hwmodels import catalog
+from hwmodels.errors import InputError, nearest_names
+from moeplan import figures, tables
+from moeplan.spec import Spec, load_spec, parse_spec, resolve
+from planner.plan_json import plan_json
+from planner.search import PlanResult, plan as _search
+
+ENGINES = ("local",)
+SHORTHANDS = ("device", "model")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A PlanResult (its fields read through: .recommendation, .frontier, .infeasible, ...) with its tables
+    (`to_frame(name)`, names in moeplan.tables.TABLES) and figures (`figure(name)`)."""
+
+    result: PlanResult
+
+    def __getattr__(self, name: str):
+        if name == "result":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.result, name)
+
+    def to_frame(self, table: str = "recommendation") -> pd.DataFrame:
+        if table not in tables.TABLES:
+            raise InputError("table", f"unknown table '{table}'", nearest_names(table, tables.TABLES))
+        return tables.TABLES[table](self.result)
+
+    def figure(self, name: str = "frontier") -> go.Figure:
+        plots = {"frontier": figures.frontier_figure, "breakdown": figures.breakdown_figure,
+                 "memory": figures.memory_figure, "placement": figures.placement_figure}
+        if name not in plots:
+            raise InputError("figure", f"unknown figure '{name}'", nearest_names(name, plots))
+        return plots[name](self.result)
+
+    def to_json(self) -> dict[str, Any]:
+        return plan_json(self.result)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One row per point: the varied fields (by their dotted names), then what the plan predicts."""
+
+    varied: tuple[str, ...]
+    rows: tuple[dict[str, Any], ...]
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(list(self.rows))
+
+    def figure(self, x: str | None = None, y: str = "usd_per_million_output_tokens", color: str | None = None) -> go.Figure:
+        """y against the first varied field, one line per value of the second (if any)."""
+        x = x or self.varied[0]
+        color = color or next((v for v in self.varied if v != x), None)
+        return figures.comparison_figure(self.to_frame(), x, y, color, title=f"{y.replace('_', ' ')} by {x}")
+
+
+# ------------------------------------------------------------------------------------------- points
+
+def raw_spec(spec: str | Path | Spec | Mapping) -> tuple[dict, Path | None]:
+    """The spec as a plain dict (what a sweep edits) and the folder its relative paths start at."""
+    if isinstance(spec, Spec):
+        return spec.model_dump(exclude_none=True), None
+    if isinstance(spec, Mapping):
+        return copy.deepcopy(dict(spec)), None
+    _, folder = load_spec(spec)  # validates, and names a bad file before any point runs
+    return yaml.safe_load(Path(spec).read_text(encoding="utf-8")), folder
+
+
+def _set(raw: dict, dotted: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise InputError(dotted, f"'{part}' is not a mapping in the spec", "vary a field inside a mapping")
+    node[leaf] = value
+
+
+def apply(raw: dict, point: Mapping[str, Any]) -> dict:
+    """A copy of `raw` with every field of `point` set; `device` and `model` are shorthands."""
+    out = copy.deepcopy(raw)
+    for name, value in point.items():
+        if name == "device":
+            _set_device(out, str(value))
+        else:
+            _set(out, name, value)
+    return out
+
+
+def _set_device(raw: dict, device: str) -> None:
+    matching = catalog.units_for_device(device)
+    if not matching:
+        raise InputError("device", f"no cluster unit is built from '{device}'", nearest_names(device, catalog.device_names()))
+    cluster = raw.get("cluster") or {}
+    current = catalog.load_unit(cluster.get("unit", matching[0]))
+    devices = cluster.get("devices") or cluster.get("units", 1) * current.devices
+    unit = catalog.load_unit(matching[0])
+    raw["cluster"] = {"unit": unit.name, "devices": math.ceil(devices / unit.devices_per_node) * unit.devices_per_node}
+
+
+def evaluate_point(raw: dict, base_dir: Path | None) -> dict[str, Any]:
+    """Plan one spec dict; bad input or no feasible layout is a row saying why, not an exception."""
+    try:
+        d = resolve(parse_spec(raw), base_dir)
+        result = _search(d)
+    except InputError as e:
+        return {"feasible": False, "reason": str(e)}
+    r = result.recommendation
+    row: dict[str, Any] = {"feasible": r is not None, "reason": result.infeasible or None,
+                           "device": d.cluster.device.name, "cluster_devices": d.cluster.num_devices}
+    if r is not None:
+        row |= {"mode": r.mode, "devices": r.devices, "decode_layout": r.decode.layout.name(d.model.is_moe),
+                "batch_per_device": r.decode.work_per_device, "ttft_s": r.ttft_s, "tpot_s": r.tpot_s,
+                "output_tokens_per_s_per_device": r.decode.tokens_per_s_per_device, "usd_per_hour": r.usd_per_hour,
+                "usd_per_million_input_tokens": r.usd_per_million_input,
+                "usd_per_million_output_tokens": r.usd_per_million_output}
+    return row
+
+
+def _run_point(args: tuple[dict, Path | None]) -> dict[str, Any]:
+    return evaluate_point(*args)
+
+
+def points(vary: Mapping[str, Sequence]) -> list[dict[str, Any]]:
+    """The cartesian product of the varied values, in the order given."""
+    if not vary:
+        raise InputError("vary", "nothing to vary", "give at least one field and its values, e.g. workload.input_tokens: [2048, 8192]")
+    for name, values in vary.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable) or not list(values):
+            raise InputError(f"vary.{name}", f"needs a list of values, got {values!r}", f"e.g. {name}: [a, b]")
+    names = list(vary)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(list(vary[n]) for n in names))]
+
+
+def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engine: str = "local",
+          processes: int | None = None, progress: Callable[[int, int], None] | None = None) -> Sweep:
+    """Plan the spec at every combination of the varied fields; one row per point, in order.
+
+    processes: worker processes (default: the CPUs this process may use; 1 runs in this process).
+    progress: called with (points done, points in all) as results come back.
+    """
+    if engine not in ENGINES:
+        raise InputError("engine", f"unknown engine '{engine}'", f"one of {', '.join(ENGINES)}")
+    raw, base_dir = raw_spec(spec)
+    grid = points(vary)
+    jobs = [(apply(raw, p), base_dir) for p in grid]
+    parse_spec(jobs[0][0], "sweep point 1")  # a misspelt field fails here, once, not as N identical rows
+    workers = max(1, min(processes or len(os.sched_getaffinity(0)), len(jobs)))
+    rows: list[dict[str, Any]] = []
+    if workers == 1:
+        for job in jobs:
+            rows.append(_run_point(job))
+            if progress:
+                progress(len(rows), len(jobs))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            for row in pool.map(_run_point, jobs):
+                rows.append(row)
+                if progress:
+                    progress(len(rows), len(jobs))
+    return Sweep(tuple(grid[0]), tuple(p | r for p, r in zip(grid, rows)))
+
+
+def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), models: Sequence[str] = (),
+            engine: str = "local", processes: int | None = None,
+            progress: Callable[[int, int], None] | None = None) -> Sweep:
+    """The same workload and SLOs across devices (each at the spec's device count, whole nodes) and/or models."""
+    vary: dict[str, Sequence] = {}
+    if devices:
+        vary["device"] = list(devices)
+    if models:
+        vary["model"] = list(models)
+    if not vary:
+        raise InputError("--devices", "nothing to compare", "give devices (e.g. h200-sxm,b200-sxm) or models")
+    return sweep(spec, vary, engine, processes, progress)

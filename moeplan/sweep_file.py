@@ -1,0 +1,58 @@
+"""SWEEP.yaml: which spec to plan and which of its fields to vary (moeplan.study.sweep's file form).
+
+    spec: kimi-k2-h200.yaml          # a spec path relative to this file, or a spec mapping inline
+    vary:                            # dotted spec fields (or `device`, `model`) -> values
+      device: [h200-sxm, b200-sxm, gb200]
+      workload.input_tokens: [2048, 8192, 32768]
+    y: usd_per_million_output_tokens # the metric the report charts
+    title: Kimi K2 cost by device and context
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hwmodels.errors import InputError
+from moeplan.spec import one_line_error
+
+METRICS = ("usd_per_million_output_tokens", "usd_per_million_input_tokens", "tpot_s", "ttft_s", "devices",
+           "output_tokens_per_s_per_device", "usd_per_hour")
+
+
+class SweepFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    spec: str | dict[str, Any] = Field(description="a spec YAML path (relative to this file) or a spec mapping")
+    vary: dict[str, list[Any]] = Field(description="dotted spec field (or device, model) -> the values to plan at")
+    y: str = Field("usd_per_million_output_tokens", description=f"the metric the report charts: {', '.join(METRICS)}")
+    title: str = Field("sweep", description="the report's title")
+
+
+def load_sweep(path: str | Path) -> SweepFile:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("SWEEP", f"no file '{path}'", "give a sweep YAML (see moeplan sweep --help)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError("SWEEP", f"cannot read '{path}': {e}", "check the path") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(str(path), f"malformed YAML{where}", "fix the YAML syntax") from None
+    if not isinstance(raw, dict):
+        raise InputError(str(path), "is not a mapping", "give spec: and vary:")
+    try:
+        sweep = SweepFile.model_validate(raw)
+    except ValidationError as e:
+        raise one_line_error(e, str(path), SweepFile) from None
+    if sweep.y not in METRICS:
+        raise InputError(f"{path}: y", f"unknown metric '{sweep.y}'", f"one of {', '.join(METRICS)}")
+    if isinstance(sweep.spec, str):
+        spec_path = Path(sweep.spec)
+        sweep = sweep.model_copy(update={"spec": str(spec_path if spec_path.is_absolute() else path.resolve().parent / spec_path)})
+    return sweep

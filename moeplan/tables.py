@@ -1,0 +1,116 @@
+"""A plan's tables as pandas DataFrames: what report.html charts, the CSVs hold and the dashboard shows.
+
+One function per table, each a pure function of a PlanResult; column names carry their units.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from planner.search import Candidate, PlanResult, Recommendation
+
+
+def _roles(r: Recommendation | None) -> list[tuple[str, Candidate]]:
+    if r is None:
+        return []
+    first = "decode" if r.prefill is not None else "aggregated"
+    return [(first, r.decode)] + ([("prefill", r.prefill)] if r.prefill is not None else [])
+
+
+def recommendation_frame(result: PlanResult) -> pd.DataFrame:
+    """One row per option considered best (the recommendation first, then the alternatives)."""
+    d, rows = result.deployment, []
+    for rank, r in enumerate(([result.recommendation] if result.recommendation else []) + list(result.alternatives)):
+        rows.append({
+            "rank": rank, "mode": r.mode, "devices": r.devices,
+            "decode_layout": r.decode.layout.name(d.model.is_moe), "decode_instances": r.decode_instances,
+            "batch_per_device": r.decode.work_per_device,
+            "prefill_layout": r.prefill.layout.name(d.model.is_moe) if r.prefill else None,
+            "prefill_instances": r.prefill_instances,
+            "ttft_s": r.ttft_s, "tpot_s": r.tpot_s,
+            "output_tokens_per_s_per_device": r.decode.tokens_per_s_per_device,
+            "usd_per_hour": r.usd_per_hour, "usd_per_million_input_tokens": r.usd_per_million_input,
+            "usd_per_million_output_tokens": r.usd_per_million_output,
+        })
+    return pd.DataFrame(rows)
+
+
+def frontier_frame(result: PlanResult) -> pd.DataFrame:
+    """The Pareto frontier of decode layouts; `chosen` marks the recommendation's decode point."""
+    d, r = result.deployment, result.recommendation
+    chosen = (r.decode.instance_devices, r.decode.layout, r.decode.work_per_device) if r else None
+    return pd.DataFrame([{
+        "devices": c.instance_devices, "layout": c.layout.name(d.model.is_moe), "batch_per_device": c.work_per_device,
+        "tpot_s": c.step_s, "output_tokens_per_s_per_device": c.tokens_per_s_per_device,
+        "tokens_per_s_per_user": c.tokens_per_s_per_user,
+        "chosen": (c.instance_devices, c.layout, c.work_per_device) == chosen,
+    } for c in result.frontier])
+
+
+def breakdown_frame(result: PlanResult) -> pd.DataFrame:
+    """Step time per component of each role's step, before and after two-batch overlap."""
+    rows = []
+    for role, c in _roles(result.recommendation):
+        for step in c.perf.steps:
+            for component, seconds in step.breakdown_s.items():
+                rows.append({"role": role, "step": step.phase, "component": component, "seconds": seconds})
+            rows.append({"role": role, "step": step.phase, "component": "hidden by overlap", "seconds": -step.overlap_hidden_s})
+    return pd.DataFrame(rows, columns=["role", "step", "component", "seconds"])
+
+
+def memory_frame(result: PlanResult) -> pd.DataFrame:
+    """HBM of the busiest device of each role: weights by part, workspace, KV capacity."""
+    rows = []
+    for role, c in _roles(result.recommendation):
+        m = c.perf.memory
+        for part, size in m.weights_by_part.items():
+            rows.append({"role": role, "part": f"weights: {part}", "bytes": size})
+        rows.append({"role": role, "part": "workspace", "bytes": m.workspace_bytes})
+        rows.append({"role": role, "part": "KV cache capacity", "bytes": max(m.kv_capacity_bytes, 0.0)})
+    return pd.DataFrame(rows, columns=["role", "part", "bytes"])
+
+
+def placement_frame(result: PlanResult) -> pd.DataFrame:
+    """Expert load per (role, MoE layer, device) relative to the mean device (1.0 = perfect balance), as
+    scored: the placement's measured loads, the catalog skew, or uniform (see `source`)."""
+    d, rows = result.deployment, []
+    for role, c in _roles(result.recommendation):
+        if c.load is None:
+            continue
+        ep = c.load.shares.shape[1]
+        for i, layer in enumerate(d.model.moe_layers):
+            for device in range(ep):
+                rows.append({"role": role, "layer": layer, "device": device,
+                             "relative_load": float(c.load.shares[i, device] * ep), "source": c.load.source})
+    return pd.DataFrame(rows, columns=["role", "layer", "device", "relative_load", "source"])
+
+
+def cost_frame(result: PlanResult) -> pd.DataFrame:
+    """Cost per million tokens with every input it follows from."""
+    d, r = result.deployment, result.recommendation
+    if r is None:
+        return pd.DataFrame(columns=["quantity", "value", "source"])
+    w = d.workload
+    rows = [
+        ("device", d.cluster.device.name, "spec"),
+        ("usd_per_device_hour", d.price.usd_per_device_hour if d.price else None, d.price.source if d.price else "no price"),
+        ("devices", r.devices, "planner"),
+        ("usd_per_hour", r.usd_per_hour, "devices x price"),
+        ("requests_per_s", w.requests_per_s, w.source or "spec"),
+        ("input_tokens_per_request", w.input_tokens, w.source or "spec"),
+        ("output_tokens_per_request", w.output_tokens, w.source or "spec"),
+        ("output_tokens_per_s_per_device", r.decode.tokens_per_s_per_device, "step model"),
+        ("usd_per_million_input_tokens", r.usd_per_million_input, "prefill devices' share of the bill / input tokens"),
+        ("usd_per_million_output_tokens", r.usd_per_million_output, "decode devices' share of the bill / output tokens"),
+    ]
+    return pd.DataFrame([{"quantity": q, "value": v, "source": s} for q, v, s in rows])
+
+
+TABLES = {
+    "recommendation": recommendation_frame,
+    "frontier": frontier_frame,
+    "breakdown": breakdown_frame,
+    "memory": memory_frame,
+    "placement": placement_frame,
+    "cost": cost_frame,
+}
