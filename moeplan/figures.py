@@ -21,9 +21,10 @@ def frontier_figure(result: PlanResult) -> go.Figure:
         fig.add_scatter(x=f["tokens_per_s_per_user"], y=f["output_tokens_per_s_per_device"], mode="lines+markers",
                         name="Pareto frontier", text=f["layout"] + ", batch " + f["batch_per_device"].astype(str),
                         hovertemplate="%{text}<br>%{x:.1f} tok/s/user<br>%{y:,.0f} tok/s/device<extra></extra>")
-        chosen = f[f["chosen"]]
-        fig.add_scatter(x=chosen["tokens_per_s_per_user"], y=chosen["output_tokens_per_s_per_device"], mode="markers",
-                        marker=dict(symbol="star", size=16, color="crimson"), name="recommended")
+    r = result.recommendation
+    if r is not None:  # an aggregated instance is not on the decode frontier: mark it wherever it is
+        fig.add_scatter(x=[r.decode.tokens_per_s_per_user], y=[r.decode.tokens_per_s_per_device], mode="markers",
+                        marker=dict(symbol="star", size=16, color="crimson"), name=f"recommended ({r.mode})")
     d = result.deployment
     fig.add_vline(x=1.0 / d.slo.tpot_s, line_dash="dot", annotation_text=f"TPOT SLO {d.slo.tpot_s * 1e3:g} ms")
     fig.update_layout(title="Decode layouts: throughput per device vs speed per user",

@@ -74,6 +74,7 @@ class Recommendation:
     usd_per_hour: float | None
     usd_per_million_input: float | None
     usd_per_million_output: float | None
+    requests_per_s: float  # the traffic it is sized for (the workload's, or what one instance serves)
 
     @property
     def devices(self) -> int:
@@ -315,11 +316,14 @@ def _recommend(d, mode, dc, n_decode, pc, n_prefill, ttft, tpot, req_rate, price
         share_out = decode_s / (decode_s + prefill_s)
         usd_out = usd_per_million_tokens(price * devices_decode * share_out, req_rate * w.output_tokens)
         usd_in = usd_per_million_tokens(price * devices_decode * (1 - share_out), req_rate * w.input_tokens)
-    return Recommendation(mode, dc, n_decode, pc, n_prefill, ttft, tpot, per_hour, usd_in, usd_out)
+    return Recommendation(mode, dc, n_decode, pc, n_prefill, ttft, tpot, per_hour, usd_in, usd_out, req_rate)
 
 
-def _total_usd_per_hour(r: Recommendation) -> float:
-    return r.usd_per_hour if r.usd_per_hour is not None else float(r.devices)
+def _cost_per_request(r: Recommendation) -> float:
+    """What the search minimises: the bill per request served (device-hours where there is no price). With the
+    workload's traffic fixed this is the cheapest deployment; without it, the most cost-efficient instance."""
+    per_hour = r.usd_per_hour if r.usd_per_hour is not None else float(r.devices)
+    return per_hour / r.requests_per_s
 
 
 def plan(d: Deployment) -> PlanResult:
@@ -331,14 +335,15 @@ def plan(d: Deployment) -> PlanResult:
     if d.model.is_moe:
         assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in ("decode", "prefill")]
     if d.workload.requests_per_s is None:
-        assumptions.append("no traffic volume (workload.requests_per_s): sized one decode instance and the prefill it needs")
+        assumptions.append("no traffic volume (workload.requests_per_s): recommends the instance with the lowest cost per "
+                           "request, sized as one decode instance and the prefill it needs")
     if d.price is None:
         assumptions.append(f"no price for {d.cluster.device.name}: set prices.{d.cluster.device.name} for costs")
     sizes, loads = instance_sizes(d), ExpertLoads(d)
     decode, prefill, aggregated = score_decode(d, sizes, loads), score_prefill(d, sizes, loads), score_aggregated(d, sizes, loads)
     scored = len(decode) + len(prefill) + len(aggregated)
     options = [r for r in _disaggregated(d, decode, prefill) + _aggregated(d, aggregated) if r.devices <= d.cluster.num_devices]
-    options.sort(key=lambda r: (_total_usd_per_hour(r), r.ttft_s))
+    options.sort(key=lambda r: (_cost_per_request(r), r.ttft_s))
     best = options[0] if options else None
     reason = "" if best else explain_infeasible(d, decode, prefill, sizes)
     return PlanResult(d, best, pareto_frontier(decode), scored, reason, tuple(assumptions), time.perf_counter() - start,
@@ -374,5 +379,8 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
     if fastest_prompt > d.slo.ttft_s:
         return (f"no layout meets TTFT {d.slo.ttft_s:g} s {where}: a {d.workload.input_tokens:,}-token prompt takes at least "
                 f"{fastest_prompt:.2f} s to prefill and transfer; more devices per prefill instance or a shorter prompt would help")
-    return (f"the traffic ({d.workload.requests_per_s} requests/s) needs more than the cluster's {c.num_devices} devices "
-            f"at these SLOs; grow cluster.units")
+    if d.workload.requests_per_s is None:
+        return (f"no instance of {d.model_display_name} fits within the cluster's {c.num_devices} devices at these SLOs; "
+                f"grow the cluster (cluster.units or cluster.devices)")
+    return (f"the traffic ({d.workload.requests_per_s:g} requests/s) needs more than the cluster's {c.num_devices} devices "
+            f"at these SLOs; grow the cluster (cluster.units or cluster.devices)")

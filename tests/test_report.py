@@ -1,0 +1,81 @@
+"""Reports on disk: report.html and friends, never overwriting a user's files, and the CLI around them."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import moeplan
+from moeplan import example_path
+from moeplan.report import output_dir, plan_report, write_files
+from hwmodels.errors import InputError
+
+
+def run(*args, cwd):
+    exe = shutil.which("moeplan")
+    cmd = [exe, *args] if exe else [sys.executable, "-m", "moeplan.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def files():
+    return plan_report(moeplan.plan(example_path()))
+
+
+def test_plan_report_is_self_contained_with_every_table(files):
+    assert {"report.html", "summary.md", "plan.json", "frontier.csv", "breakdown.csv", "memory.csv", "placement.csv",
+            "cost.csv", "recommendation.csv"} <= set(files)
+    page = files["report.html"]
+    assert "<script src=" not in page and len(page) > 3_000_000  # plotly.js inline: it opens offline, alone
+    for heading in ("Pareto frontier", "Step time by component", "Memory per device", "Expert placement", "Cost per million tokens"):
+        assert f"<h2>{heading}</h2>" in page
+    assert json.loads(files["plan.json"])["feasible"] is True
+    assert "per million output tokens" in files["summary.md"]
+
+
+def test_output_dir_refuses_a_non_empty_dir_and_a_file(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not empty"):
+        output_dir(tmp_path, force=False)
+    with pytest.raises(InputError, match="not a directory"):
+        output_dir(tmp_path / "mine.txt", force=True)
+
+
+def test_write_files_stages_a_new_dir_and_replaces_with_force(tmp_path):
+    out = tmp_path / "new" / "report"
+    write_files(out, {"a.txt": "1", "b.txt": "2"})
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt"]
+    assert [p.name for p in out.parent.iterdir()] == ["report"]  # no staging left behind
+    (out / "mine.txt").write_text("keep me")
+    write_files(out, {"a.txt": "3"})
+    assert (out / "a.txt").read_text() == "3" and (out / "mine.txt").read_text() == "keep me"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_compare_and_sweep_write_reports(tmp_path):
+    small = example_path("qwen3-235b-h100.yaml")
+    r = run("compare", str(small), "--devices", "h100-sxm,h200-sxm", "-o", str(tmp_path / "cmp"), "--processes", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "h200-sxm" in r.stdout and (tmp_path / "cmp" / "report.html").exists()
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"spec: {small}\nvary:\n  slo.tpot_s: [0.03, 0.1]\ny: tpot_s\ntitle: tpot sweep\n")
+    r = run("sweep", str(sweep), "--json", "--processes", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [row["slo.tpot_s"] for row in rows] == [0.03, 0.1]
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("spec: x.yaml\nvary: {slo.tpot_s: [0.1]}\nz: 1\n", r"sweep.yaml: z: unknown field"),
+    ("spec: x.yaml\nvary: {slo.tpot_s: [0.1]}\ny: speed\n", r"y: unknown metric 'speed'"),
+    ("spec: [x\n", r"malformed YAML"),
+    ("spec: missing.yaml\nvary: {slo.tpot_s: [0.1]}\n", r"SPEC: no file"),
+])
+def test_bad_sweep_files_are_one_line(tmp_path, text, pattern):
+    import re
+    (tmp_path / "sweep.yaml").write_text(text)
+    r = run("sweep", "sweep.yaml", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and re.search(pattern, r.stderr), r.stderr

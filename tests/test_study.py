@@ -1,0 +1,79 @@
+"""The notebook API's what-if surface: Plan tables and figures, sweeps and comparisons."""
+
+import plotly.graph_objects as go
+import pytest
+
+import moeplan
+from hwmodels.errors import InputError
+from moeplan import example_path
+from moeplan.study import apply, points
+from planner.plan_json import plan_json
+
+SMALL = {"schema_version": 1, "model": "qwen3-30b-a3b", "cluster": {"unit": "hgx-h100", "units": 1},
+         "workload": {"input_tokens": 2000, "output_tokens": 400, "requests_per_s": 4.0},
+         "slo": {"ttft_s": 3.0, "tpot_s": 0.05}}
+
+
+@pytest.fixture(scope="module")
+def kimi_plan():
+    return moeplan.plan(example_path())
+
+
+def test_plan_reads_like_its_result_and_adds_tables_and_figures(kimi_plan):
+    assert kimi_plan.recommendation is kimi_plan.result.recommendation and kimi_plan.infeasible == ""
+    assert kimi_plan.to_json() == plan_json(kimi_plan.result)
+    frontier = kimi_plan.to_frame("frontier")
+    assert frontier["chosen"].sum() <= 1 and len(frontier) == len(kimi_plan.frontier)
+    rec = kimi_plan.to_frame()
+    assert rec.loc[0, "usd_per_million_output_tokens"] == pytest.approx(kimi_plan.recommendation.usd_per_million_output)
+    breakdown = kimi_plan.to_frame("breakdown")
+    decode = breakdown[(breakdown["step"] == "decode") & (breakdown["component"] != "hidden by overlap")]
+    hidden = breakdown[(breakdown["step"] == "decode") & (breakdown["component"] == "hidden by overlap")]
+    assert decode["seconds"].sum() + hidden["seconds"].sum() == pytest.approx(kimi_plan.recommendation.decode.step_s)
+    placement = kimi_plan.to_frame("placement")
+    assert placement.groupby(["role", "layer"])["relative_load"].mean().round(9).eq(1.0).all()
+    for name in ("frontier", "breakdown", "memory", "placement"):
+        fig = kimi_plan.figure(name)
+        assert isinstance(fig, go.Figure) and fig.data
+    with pytest.raises(InputError, match="unknown table"):
+        kimi_plan.to_frame("frontiers")
+
+
+def test_sweep_is_the_cartesian_product_in_order_and_the_same_in_processes():
+    vary = {"workload.input_tokens": [1000, 4000], "slo.tpot_s": [0.03, 0.08]}
+    serial = moeplan.sweep(SMALL, vary, processes=1)
+    seen = []
+    parallel = moeplan.sweep(SMALL, vary, processes=2, progress=lambda done, total: seen.append((done, total)))
+    assert serial.rows == parallel.rows and seen[-1] == (4, 4)
+    frame = serial.to_frame()
+    assert frame[["workload.input_tokens", "slo.tpot_s"]].values.tolist() == [[1000, 0.03], [1000, 0.08], [4000, 0.03], [4000, 0.08]]
+    assert (frame.loc[frame["feasible"], "tpot_s"] <= frame.loc[frame["feasible"], "slo.tpot_s"]).all()
+    assert isinstance(serial.figure(), go.Figure)
+
+
+def test_a_bad_point_is_a_row_and_a_misspelt_field_fails_once():
+    sweep = moeplan.sweep(SMALL, {"slo.tpot_s": [0.05, 0.0005]}, processes=1)
+    good, impossible = sweep.rows
+    assert good["feasible"] and not impossible["feasible"] and "no layout meets TPOT" in impossible["reason"]
+    with pytest.raises(InputError, match="workload.input_tokns"):
+        moeplan.sweep(SMALL, {"workload.input_tokns": [1, 2]}, processes=1)
+    with pytest.raises(InputError, match="vary.slo.tpot_s"):
+        points({"slo.tpot_s": 0.05})
+
+
+def test_device_shorthand_swaps_the_unit_in_whole_nodes():
+    raw = apply(SMALL, {"device": "gb200"})
+    assert raw["cluster"] == {"unit": "gb200-nvl72", "devices": 8}
+    raw = apply({**SMALL, "cluster": {"unit": "hgx-h100", "devices": 12}}, {"device": "ascend-910c"})
+    assert raw["cluster"]["unit"] == "cloudmatrix384" and raw["cluster"]["devices"] % 8 == 0
+    with pytest.raises(InputError, match="device"):
+        apply(SMALL, {"device": "h300"})
+
+
+def test_compare_devices_keeps_the_workload():
+    cmp = moeplan.compare(SMALL, devices=["h100-sxm", "h200-sxm"], processes=1)
+    frame = cmp.to_frame()
+    assert frame["device"].tolist() == ["h100-sxm", "h200-sxm"] and frame["feasible"].all()
+    # more HBM bandwidth at the same TPOT bound: H200 serves each output token for no more than H100
+    h100, h200 = frame["usd_per_million_output_tokens"]
+    assert h200 < h100
