@@ -1,0 +1,473 @@
+"""Request traces: what arrives, when, how long it is, and which prefix blocks it shares.
+
+Loaders for the public trace formats (../shared/data/SOURCES.md) return one `RequestTrace`;
+`load_trace` tells them apart by content:
+- Mooncake JSONL (kvcache-ai/Mooncake `FAST25-release/traces/`): one object per line,
+  `{"timestamp": ms since the start, "input_length", "output_length", "hash_ids": [...]}`, each hash id
+  one PREFIX_BLOCK_TOKENS-token prompt block;
+- Azure LLM inference CSV (Azure/AzurePublicDataset `data/AzureLLMInferenceTrace_*.csv`, Patel et al.,
+  "Splitwise", ISCA 2024): `TIMESTAMP,ContextTokens,GeneratedTokens`, TIMESTAMP an absolute datetime
+  with up to 7 fractional digits (100 ns);
+- length-only CSV (microsoft/sarathi-serve and microsoft/vidur `data/processed_traces/`):
+  `num_prefill_tokens,num_decode_tokens,...` without times; arrivals come from a chosen process;
+- ServeGen (alibaba/ServeGen `data/<category>/<model>/`, arXiv:2505.09999): `chunk-N-trace.csv` (no
+  header: `window_start_s,rate_rps,cv,dist_name,param1,param2`) and `chunk-N-dataset.json` (per
+  6-hour window, `input_tokens` / `output_tokens` pdfs as Python dict-literal strings); one chunk is
+  one client, a directory is all its clients together.
+`synthetic_trace` generates requests from mean lengths and an arrival process.
+
+Arrival processes (`arrival`): "poisson" (exponential gaps, CV 1), "gamma" and "weibull" with the
+given coefficient of variation `cv` of the gaps; cv = 0 gives evenly spaced arrivals (the limit of
+both families).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import re
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from hwmodels.errors import InputError
+from sim.safe_load import json_document, json_lines, line_of, literal_mapping, read_text
+
+PREFIX_BLOCK_TOKENS = 512  # Mooncake's hash_ids: one id per 512-token prompt block
+ARRIVAL_PROCESSES = ("poisson", "gamma", "weibull")
+
+_AZURE_HEADER = ["timestamp", "contexttokens", "generatedtokens"]
+_SERVEGEN_FILE = re.compile(r"chunk-(\d+)-(trace\.csv|dataset\.json)")
+_SERVEGEN_FAMILIES = ("gamma", "weibull", "exponential")
+_DATETIME = re.compile(r"(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?\s*(Z|[+-]\d\d:?\d\d)?")
+
+
+@dataclass(frozen=True)
+class RequestTrace:
+    """Requests in arrival order. Times in seconds from the first arrival.
+
+    arrival_s: float64 [R], non-decreasing, arrival_s[0] == 0.
+    input_tokens, output_tokens: int64 [R], >= 1.
+    prefix_blocks: per request, the hash ids of its PREFIX_BLOCK_TOKENS-token prompt blocks (equal ids
+      are reusable KV), or None where the trace does not say.
+    source: where the requests came from (file, or generator and its parameters), for every report.
+    """
+
+    arrival_s: np.ndarray
+    input_tokens: np.ndarray
+    output_tokens: np.ndarray
+    prefix_blocks: tuple[tuple[int, ...], ...] | None
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.arrival_s[-1]) if len(self) else 0.0
+
+    @property
+    def rate_per_s(self) -> float:
+        """Mean arrival rate: requests after the first over the span they arrive in (0 for one request)."""
+        return (len(self) - 1) / self.duration_s if self.duration_s > 0 else 0.0
+
+    def speedup(self, factor: float) -> "RequestTrace":
+        """The same requests arriving `factor` times faster (factor 2: replay at twice the rate)."""
+        if factor <= 0:
+            raise ValueError("speedup factor must be > 0")
+        return replace(self, arrival_s=self.arrival_s / factor, source=f"{self.source}, {factor:g}x faster")
+
+    def subsample(self, fraction: float, seed: int = 0) -> "RequestTrace":
+        """Each request kept with probability `fraction` (seeded), arrival times unchanged."""
+        if not 0 < fraction <= 1:
+            raise ValueError("subsample fraction must be in (0, 1]")
+        keep = np.sort(np.random.default_rng(seed).choice(len(self), max(1, round(fraction * len(self))), replace=False))
+        return self.take(keep, f"{self.source}, {fraction:g} subsample (seed {seed})")
+
+    def take(self, index: np.ndarray, source: str | None = None) -> "RequestTrace":
+        """The requests at `index` (sorted), times re-based to the first of them."""
+        index = np.asarray(index)
+        arrival = self.arrival_s[index]
+        return RequestTrace(arrival - (arrival[0] if len(arrival) else 0.0), self.input_tokens[index],
+                            self.output_tokens[index],
+                            None if self.prefix_blocks is None else tuple(self.prefix_blocks[i] for i in index),
+                            source or self.source)
+
+
+def load_trace(path, *, arrival: str = "poisson", rate_per_s: float | None = None, cv: float = 1.0,
+               seed: int = 0, limit: int | None = None) -> RequestTrace:
+    """The requests of one trace file (or a ServeGen folder), the first `limit` of them in arrival order.
+
+    arrival, rate_per_s, cv: the arrival process for a length-only CSV (rate_per_s required there);
+      traces with their own times refuse them (use RequestTrace.speedup to replay faster).
+    seed: for the generated parts (length-only arrivals, ServeGen arrivals and lengths); same seed, same trace.
+    """
+    path = Path(path)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError("limit", f"is {limit!r}", "a whole number of requests >= 1, or None for all")
+    if path.is_dir() or _SERVEGEN_FILE.fullmatch(path.name):
+        _own_times(path, "ServeGen", arrival, rate_per_s, cv)
+        return _cut(_servegen(path, seed), limit)
+    text = read_text(path, "request trace")
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    header = [h.strip().lower() for h in first.split(",")]
+    if first.lstrip().startswith("{"):
+        _own_times(path, "Mooncake JSONL", arrival, rate_per_s, cv)
+        return _cut(_mooncake(path, text), limit)
+    if header == _AZURE_HEADER:
+        _own_times(path, "Azure CSV", arrival, rate_per_s, cv)
+        return _cut(_azure(path, text), limit)
+    if "num_prefill_tokens" in header and "num_decode_tokens" in header:
+        return _lengths_csv(path, text, arrival, rate_per_s, cv, seed, limit)
+    raise InputError(f"{path} line 1", f"is not a known request trace (starts {first[:60]!r})",
+                     "pass Mooncake JSONL, an Azure LLM inference CSV (TIMESTAMP,ContextTokens,GeneratedTokens), "
+                     "a length CSV (num_prefill_tokens,num_decode_tokens,...) or a ServeGen chunk or folder")
+
+
+def synthetic_trace(num_requests: int, rate_per_s: float, input_tokens: float, output_tokens: float, *,
+                    arrival: str = "poisson", cv: float = 1.0, length_cv: float = 0.0, seed: int = 0) -> RequestTrace:
+    """num_requests requests at rate_per_s from the arrival process, with mean lengths input_tokens and
+    output_tokens: fixed lengths at length_cv = 0, else lognormal with that coefficient of variation (the
+    shape of measured prompt and output lengths), rounded, at least 1 token."""
+    if isinstance(num_requests, bool) or not isinstance(num_requests, int) or num_requests < 1:
+        raise InputError("num_requests", f"is {num_requests!r}", "a whole number >= 1")
+    for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+        if not value >= 1:
+            raise InputError(name, f"is {value!r}", "a mean length >= 1 token")
+    if not length_cv >= 0:
+        raise InputError("length_cv", f"is {length_cv!r}", "a coefficient of variation >= 0")
+    rng = np.random.default_rng(seed)
+    arrival_s = _arrivals(num_requests, rate_per_s, arrival, cv, rng)
+    lengths = [_lognormal(mean, length_cv, num_requests, rng) for mean in (input_tokens, output_tokens)]
+    shape = f"cv {cv:g} " if arrival != "poisson" else ""
+    return RequestTrace(arrival_s, lengths[0], lengths[1], None,
+                        f"synthetic: {num_requests} requests, {arrival} {shape}arrivals at {rate_per_s:g}/s, "
+                        f"mean {input_tokens:g} in / {output_tokens:g} out tokens, length cv {length_cv:g}, seed {seed}")
+
+
+# --- arrival processes ----------------------------------------------------------------------------------
+
+def _arrivals(n: int, rate_per_s, process: str, cv: float, rng: np.random.Generator) -> np.ndarray:
+    """[n] arrival times from 0 of a renewal process with mean gap 1 / rate_per_s."""
+    if rate_per_s is None or isinstance(rate_per_s, bool) or not rate_per_s > 0 or not math.isfinite(rate_per_s):
+        raise InputError("rate_per_s", f"is {rate_per_s!r}; requests without times need an arrival rate",
+                         "pass rate_per_s (--rate requests per second) > 0")
+    family, shape = _family(process, cv)
+    return np.concatenate(([0.0], np.cumsum(_gaps(n - 1, 1.0 / rate_per_s, family, shape, rng))))
+
+
+def _family(process: str, cv: float) -> tuple[str, float]:
+    """(gap family, its shape parameter) for an arrival process and CV; family "fixed" for cv 0."""
+    if process not in ARRIVAL_PROCESSES:
+        raise InputError("arrival", f"is {process!r}", f"one of {', '.join(ARRIVAL_PROCESSES)}")
+    if isinstance(cv, bool) or not isinstance(cv, (int, float)) or not 0 <= cv < 50:
+        raise InputError("cv", f"is {cv!r}", "a coefficient of variation of the gaps in [0, 50)")
+    if process == "poisson":
+        if cv != 1:
+            raise InputError("cv", f"is {cv:g}, but Poisson arrivals have CV 1",
+                             "use arrival gamma or weibull for another CV")
+        return "exponential", 1.0
+    if cv == 0:
+        return "fixed", 0.0
+    return process, (1 / cv**2 if process == "gamma" else _weibull_shape(cv))
+
+
+def _weibull_shape(cv: float) -> float:
+    """Weibull shape k whose CV is `cv`: CV^2 = Gamma(1 + 2/k) / Gamma(1 + 1/k)^2 - 1, decreasing in k."""
+    def cv_of(k):
+        return math.sqrt(math.expm1(math.lgamma(1 + 2 / k) - 2 * math.lgamma(1 + 1 / k)))
+
+    lo, hi = math.log(0.05), math.log(1000.0)  # CV from about 1e7 down to 0.0013
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cv_of(math.exp(mid)) > cv else (lo, mid)
+    return math.exp((lo + hi) / 2)
+
+
+def _gaps(n: int, mean_s: float, family: str, shape: float, rng: np.random.Generator) -> np.ndarray:
+    """[n] inter-arrival gaps with mean `mean_s` from the family with that shape (scale set by the mean)."""
+    if family == "fixed":
+        return np.full(n, mean_s)
+    if family == "exponential":
+        return rng.exponential(mean_s, n)
+    if family == "gamma":
+        return rng.gamma(shape, mean_s / shape, n)
+    return mean_s / math.gamma(1 + 1 / shape) * rng.weibull(shape, n)
+
+
+def _lognormal(mean: float, cv: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    if cv == 0:
+        return np.full(n, max(1, round(mean)), dtype=np.int64)
+    sigma2 = math.log1p(cv**2)
+    draws = rng.lognormal(math.log(mean) - sigma2 / 2, math.sqrt(sigma2), n)
+    return np.maximum(1, np.rint(draws)).astype(np.int64)
+
+
+# --- trace files ----------------------------------------------------------------------------------------
+
+def _own_times(path: Path, kind: str, arrival: str, rate_per_s, cv: float) -> None:
+    if rate_per_s is not None or arrival != "poisson" or cv != 1.0:
+        raise InputError("rate_per_s" if rate_per_s is not None else "arrival",
+                         f"{path} is a {kind} trace with its own arrival times",
+                         "leave the arrival process out; replay faster with RequestTrace.speedup")
+
+
+def _count(text: str, where: str, what: str) -> int:
+    """A token count >= 0 from a CSV or JSON field ("74", "74.0" or 74)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(text, bool) or not math.isfinite(value) or value < 0 or value != int(value):
+        raise InputError(where, f"{what} is {text!r}, not a token count", "counts are whole numbers >= 0")
+    return int(value)
+
+
+def _cut(trace: RequestTrace, limit: int | None) -> RequestTrace:
+    return trace if limit is None or limit >= len(trace) else trace.take(np.arange(limit), f"{trace.source}, first {limit}")
+
+
+def _trace(arrival_s, input_tokens, output_tokens, prefix_blocks, source: str) -> RequestTrace:
+    """A RequestTrace in arrival order (ties keep file order), times from the first arrival; zero-length
+    prompts or outputs (a request that failed, say) count as one token, and the source says how many."""
+    arrival_s = np.asarray(arrival_s, dtype=float)
+    order = np.argsort(arrival_s, kind="stable")
+    inputs = np.asarray(input_tokens, dtype=np.int64)[order]
+    outputs = np.asarray(output_tokens, dtype=np.int64)[order]
+    zeros = int((inputs == 0).sum() + (outputs == 0).sum())
+    if zeros:
+        source += f"; {zeros} zero-token lengths counted as 1"
+    blocks = None if prefix_blocks is None else tuple(prefix_blocks[i] for i in order)
+    arrival_s = arrival_s[order]
+    return RequestTrace(arrival_s - arrival_s[0], np.maximum(inputs, 1), np.maximum(outputs, 1), blocks, source)
+
+
+def _mooncake(path: Path, text: str) -> RequestTrace:
+    times_ms, inputs, outputs, blocks = [], [], [], []
+    has_blocks = None
+    for line_no, row in json_lines(path, text):
+        where = f"{path} line {line_no}"
+        missing = [k for k in ("timestamp", "input_length", "output_length") if k not in row]
+        if missing:
+            raise InputError(where, f"has no {', '.join(missing)}",
+                             "Mooncake rows hold timestamp (ms), input_length, output_length and hash_ids")
+        stamp = row["timestamp"]
+        if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not math.isfinite(stamp) or stamp < 0:
+            raise InputError(where, f"timestamp is {stamp!r}", "milliseconds since the trace start, >= 0")
+        times_ms.append(stamp)
+        inputs.append(_count(row["input_length"], where, "input_length"))
+        outputs.append(_count(row["output_length"], where, "output_length"))
+        ids = row.get("hash_ids")
+        if has_blocks is None:
+            has_blocks = ids is not None
+        if (ids is not None) != has_blocks:
+            raise InputError(where, "has hash_ids where earlier rows have none, or the reverse",
+                             "every row needs hash_ids, or none")
+        if ids is not None:
+            if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                raise InputError(where, f"hash_ids is {str(ids)[:40]!r}, not a list of integers")
+            blocks.append(tuple(ids))
+    if not times_ms:
+        raise InputError(str(path), "holds no requests")
+    return _trace(np.asarray(times_ms, dtype=float) / 1000.0, inputs, outputs, blocks if has_blocks else None,
+                  f"{path} (Mooncake JSONL)")
+
+
+def _azure(path: Path, text: str) -> RequestTrace:
+    whole_s, fraction_s, inputs, outputs = [], [], [], []
+    rows = csv.reader(text.splitlines())
+    next(rows)
+    for line_no, fields in enumerate(rows, start=2):
+        if not fields or not "".join(fields).strip():
+            continue
+        where = f"{path} line {line_no}"
+        if len(fields) != 3:
+            raise InputError(where, f"has {len(fields)} fields, expected TIMESTAMP,ContextTokens,GeneratedTokens",
+                             "the file is corrupt or truncated; fetch it again")
+        whole, fraction = _parse_datetime(fields[0], where)
+        whole_s.append(whole)
+        fraction_s.append(fraction)
+        inputs.append(_count(fields[1], where, "ContextTokens"))
+        outputs.append(_count(fields[2], where, "GeneratedTokens"))
+    if not whole_s:
+        raise InputError(str(path), "holds no requests")
+    # Integer seconds and their fraction separately: epoch seconds (~1.7e9) in one float64 would lose the 100 ns digits.
+    whole = np.asarray(whole_s, dtype=np.int64)
+    arrival_s = (whole - whole.min()).astype(float) + np.asarray(fraction_s)
+    return _trace(arrival_s, inputs, outputs, None, f"{path} (Azure LLM inference CSV)")
+
+
+def _parse_datetime(text: str, where: str) -> tuple[int, float]:
+    """(whole epoch seconds, fraction) of "2023-11-16 18:15:46.6805900" (any digits, optional zone; naive is UTC)."""
+    match = _DATETIME.fullmatch(text.strip())
+    try:
+        if not match:
+            raise ValueError("not YYYY-MM-DD HH:MM:SS[.fraction][zone]")
+        stamp = datetime.fromisoformat(match[1] + (match[3] or ""))
+    except ValueError as e:
+        raise InputError(where, f"TIMESTAMP {text!r} is not a datetime ({e})",
+                         "expected YYYY-MM-DD HH:MM:SS[.fraction], as in the Azure traces") from e
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    digits = match[2] or "0"
+    return int(stamp.timestamp()), int(digits) / 10 ** len(digits)
+
+
+def _lengths_csv(path: Path, text: str, arrival: str, rate_per_s, cv: float, seed: int,
+                 limit: int | None) -> RequestTrace:
+    rows = csv.reader(text.splitlines())
+    header = [h.strip().lower() for h in next(rows)]
+    prefill, decode = header.index("num_prefill_tokens"), header.index("num_decode_tokens")
+    inputs, outputs = [], []
+    for line_no, fields in enumerate(rows, start=2):
+        if not fields or not "".join(fields).strip():
+            continue
+        where = f"{path} line {line_no}"
+        if len(fields) != len(header):
+            raise InputError(where, f"has {len(fields)} fields, the header {len(header)}",
+                             "the file is corrupt or truncated; fetch it again")
+        inputs.append(_count(fields[prefill], where, "num_prefill_tokens"))
+        outputs.append(_count(fields[decode], where, "num_decode_tokens"))
+        if limit is not None and len(inputs) >= limit:
+            break
+    if not inputs:
+        raise InputError(str(path), "holds no requests")
+    arrival_s = _arrivals(len(inputs), rate_per_s, arrival, cv, np.random.default_rng(seed))
+    shape = f" cv {cv:g}" if arrival != "poisson" else ""
+    return _trace(arrival_s, inputs, outputs, None,
+                  f"{path} (lengths in file order; {arrival}{shape} arrivals at {rate_per_s:g}/s, seed {seed})")
+
+
+# --- ServeGen -------------------------------------------------------------------------------------------
+
+def _servegen(path: Path, seed: int) -> RequestTrace:
+    """All requests of one ServeGen client (a chunk file) or of every client in a folder, merged in time.
+
+    Per 10-minute window with rate > 0, arrivals are a renewal process restarted at the window start whose
+    gaps have the window's fitted family (Gamma, Weibull; param1 its shape) and mean 1 / rate_rps. The rate
+    column sets the scale because the fitted scale parameters do not always reproduce it (in the DeepSeek-R1
+    chunks Gamma's shape x scale x rate ranges from 0.0002 to 1.08); for Gamma the fitted shape is exactly
+    1 / cv^2. Each request's input and output lengths are drawn independently from the pdfs of the dataset
+    window (6 hours there) it falls in; reason_ratio is not used (output_tokens already counts reasoning).
+    Each client draws from its own stream seeded with (seed, chunk number).
+    """
+    if path.is_dir():
+        chunks = sorted((int(m[1]), path / m[0]) for p in path.iterdir()
+                        if (m := _SERVEGEN_FILE.fullmatch(p.name)) and m[2] == "trace.csv")
+        if not chunks:
+            raise InputError(str(path), "is a folder without ServeGen chunk-N-trace.csv files",
+                             "pass a ServeGen model folder, a chunk file, or a trace file")
+    else:
+        number = int(_SERVEGEN_FILE.fullmatch(path.name)[1])
+        chunks = [(number, path.with_name(f"chunk-{number}-trace.csv"))]
+    parts = [_servegen_chunk(trace_path, np.random.default_rng([seed, number])) for number, trace_path in chunks]
+    arrival_s = np.concatenate([p[0] for p in parts])
+    if not len(arrival_s):
+        raise InputError(str(path), "has no window with requests (every rate is 0)")
+    clients = f"{len(chunks)} clients" if path.is_dir() else "1 client"
+    return _trace(arrival_s, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), None,
+                  f"{path} (ServeGen, {clients}, arrivals and lengths drawn with seed {seed})")
+
+
+def _servegen_chunk(trace_path: Path, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(absolute arrival s, input tokens, output tokens) of one client."""
+    windows = _servegen_windows(trace_path)
+    dataset_path = trace_path.with_name(trace_path.name.replace("trace.csv", "dataset.json"))
+    starts = np.array([w[0] for w in windows])
+    length_s = np.diff(starts, append=starts[-1] + (np.median(np.diff(starts)) if len(starts) > 1 else 600.0))
+    arrivals = [start + _renewal(length, rate, family, shape, rng)
+                for (start, rate, family, shape, _), length in zip(windows, length_s) if rate > 0]
+    arrival_s = np.concatenate(arrivals) if arrivals else np.zeros(0)
+    if not len(arrival_s):
+        return arrival_s, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pdf_starts, pdfs = _servegen_pdfs(dataset_path)
+    window = np.maximum(np.searchsorted(pdf_starts, arrival_s, side="right") - 1, 0)
+    inputs, outputs = np.zeros(len(arrival_s), np.int64), np.zeros(len(arrival_s), np.int64)
+    for w in np.unique(window):
+        at = window == w
+        for out, field in ((inputs, "input_tokens"), (outputs, "output_tokens")):
+            values, probs, where = pdfs[w][field]
+            if values is None:
+                raise InputError(where, "is an empty pdf, but requests arrive in this window",
+                                 "the dataset does not match its trace.csv; fetch both again")
+            out[at] = rng.choice(values, size=int(at.sum()), p=probs)
+    return arrival_s, inputs, outputs
+
+
+def _servegen_windows(trace_path: Path) -> list[tuple[float, float, str, float, int]]:
+    """(window start s, rate per s, gap family, shape, line) per row of a chunk-N-trace.csv."""
+    text = read_text(trace_path, "ServeGen trace.csv")
+    windows = []
+    for line_no, fields in enumerate(csv.reader(text.splitlines()), start=1):
+        if not fields or not "".join(fields).strip():
+            continue
+        where = f"{trace_path} line {line_no}"
+        if len(fields) != 6:
+            raise InputError(where, f"has {len(fields)} fields, expected window_start_s,rate_rps,cv,dist,param1,param2",
+                             "the file is corrupt or truncated; fetch it again")
+        try:
+            start, rate, shape = float(fields[0]), float(fields[1]), float(fields[4] or 0)
+        except ValueError as e:
+            raise InputError(where, f"{','.join(fields)!r} has a non-number where a number belongs") from e
+        family = fields[3].strip().lower()
+        if not (math.isfinite(start) and math.isfinite(rate) and rate >= 0):
+            raise InputError(where, f"window start {fields[0]!r} or rate {fields[1]!r} is not a number >= 0")
+        if rate > 0 and (family not in _SERVEGEN_FAMILIES or (family != "exponential" and not shape > 0)):
+            raise InputError(where, f"rate {rate:g}/s with inter-arrival distribution {fields[3]!r} shape {fields[4]!r}",
+                             f"distributions read: {', '.join(_SERVEGEN_FAMILIES)} with param1 (shape) > 0")
+        windows.append((start, rate, family, shape, line_no))
+    if not windows:
+        raise InputError(str(trace_path), "has no windows")
+    bad = next((b for a, b in itertools.pairwise(windows) if b[0] <= a[0]), None)
+    if bad:
+        raise InputError(f"{trace_path} line {bad[4]}", f"window start {bad[0]:g} s is not after the previous one")
+    return windows
+
+
+def _renewal(window_s: float, rate: float, family: str, shape: float, rng: np.random.Generator) -> np.ndarray:
+    """Arrival offsets in [0, window_s) of a renewal process started at 0 with mean gap 1 / rate."""
+    expected = rate * window_s
+    times = np.cumsum(_gaps(int(expected + 5 * math.sqrt(expected) + 10), 1 / rate, family, shape, rng))
+    while times[-1] < window_s:  # bursty gaps (CV >> 1) can need more draws than the mean suggests
+        times = np.concatenate((times, times[-1] + np.cumsum(_gaps(len(times), 1 / rate, family, shape, rng))))
+    return times[times < window_s]
+
+
+def _servegen_pdfs(dataset_path: Path) -> tuple[np.ndarray, list[dict]]:
+    """Sorted window starts and, per window, {field: (values, probabilities, where)} ((None, None, where) if empty)."""
+    text = read_text(dataset_path, "ServeGen dataset.json")
+    doc = json_document(dataset_path, text)
+    if not isinstance(doc, dict) or not doc:
+        raise InputError(str(dataset_path), "is not a JSON object of windows {window_start_s: {...}}")
+    windows = []
+    for key, entry in doc.items():
+        quoted_key = f'"{key}"'
+        where = f"{dataset_path} line {line_of(text, quoted_key)}"
+        try:
+            start = float(key)
+        except ValueError as e:
+            raise InputError(where, f"window key {key!r} is not a start time in seconds") from e
+        if not isinstance(entry, dict):
+            raise InputError(where, f"window {key} is a {type(entry).__name__}, not an object of pdfs")
+        pdfs = {}
+        for field in ("input_tokens", "output_tokens"):
+            quoted_field = f'"{field}"'
+            at = f"{dataset_path} line {line_of(text, quoted_key, quoted_field)}"
+            if field not in entry:
+                raise InputError(at, f"window {key} has no {field}", "ServeGen windows hold input_tokens and output_tokens")
+            pdf = literal_mapping(entry[field], at)
+            pdfs[field] = _pdf(pdf, at) if pdf else (None, None, at)
+        windows.append((start, pdfs))
+    windows.sort(key=lambda w: w[0])
+    return np.array([w[0] for w in windows]), [w[1] for w in windows]
+
+
+def _pdf(pdf: dict, where: str) -> tuple[np.ndarray, np.ndarray, str]:
+    values = np.array(list(pdf), dtype=float)
+    probs = np.array(list(pdf.values()), dtype=float)
+    if (values < 0).any() or (values != np.round(values)).any() or (probs < 0).any() or not probs.sum() > 0:
+        raise InputError(where, "is not a pdf of token counts (negative or fractional lengths, or probabilities)")
+    return values.astype(np.int64), probs / probs.sum(), where
