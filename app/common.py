@@ -1,0 +1,243 @@
+"""What the dashboard pages share: the session's spec, cached calls into the notebook API, size-limited
+uploads parsed with the safe loaders from a temporary file, and bad input shown as one line in the page.
+
+The session's spec is the last one the Capacity planner page planned (the built-in example until then):
+the other pages study that deployment. Every computation goes through `moeplan`'s notebook API; results
+are cached by the plain spec dict and the uploaded files' bytes, so revisiting a page costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+import streamlit as st
+import yaml
+
+import moeplan
+import moeplan.api
+from hwmodels import catalog
+from hwmodels.errors import InputError
+from moeplan.spec import example_path, parse_spec, resolve
+from planner import placement
+from planner.loads import load_counts
+from sim.traces import RequestTrace, load_trace
+
+MAX_UPLOAD_MB = 50  # st.file_uploader(max_upload_size=...) enforces it in the browser, upload_bytes() again here
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
+SPEC_KEY = "spec"  # session_state: the spec dict last planned
+FILES_KEY = "spec_files"  # session_state: the routing statistics files (Files) that spec names
+
+Files = tuple[tuple[str, bytes], ...]  # hashable {name: bytes}, what the cached functions take
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+@contextlib.contextmanager
+def shown_errors() -> Iterator[None]:
+    """Bad input (InputError: a spec field, a catalog name, a file) becomes one line in the page, never a traceback."""
+    try:
+        yield
+    except InputError as e:
+        st.error(str(e), icon=":material/error:")
+
+
+# ------------------------------------------------------------------------------------------- uploads
+
+def upload_bytes(uploaded) -> bytes:
+    """The bytes of an st.file_uploader file, refused over MAX_UPLOAD_MB (the widget's own limit can be
+    configured away; this one cannot)."""
+    data = uploaded.getvalue()
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise InputError(uploaded.name, f"is {len(data) / 2**20:.1f} MB, over the dashboard's {MAX_UPLOAD_MB} MB limit",
+                         "upload a smaller file, or use the moeplan command on the full file")
+    return data
+
+
+def safe_name(name: str) -> str:
+    """A file name that stays inside the temporary folder: the last path part, no leading dots, plain characters."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name).lstrip(".") or "upload"
+
+
+@contextlib.contextmanager
+def temp_files(files: Mapping[str, bytes]) -> Iterator[Path]:
+    """A temporary folder holding `files` under their safe names, removed afterwards: the loaders read paths."""
+    with tempfile.TemporaryDirectory(prefix="moeplan-app-") as folder:
+        for name, data in files.items():
+            (Path(folder) / safe_name(name)).write_bytes(data)
+        try:
+            yield Path(folder)
+        except InputError as e:  # name the upload, not the temporary folder the loader read it from
+            raise InputError(*(part.replace(f"{folder}/", "") for part in (e.field, e.problem, e.fix))) from None
+
+
+def spec_from_upload(data: bytes, name: str = "uploaded spec") -> dict:
+    """A spec dict from uploaded YAML bytes: yaml.safe_load, then the spec's own validation (moeplan.parse_spec).
+
+    The dashboard plans catalog models only: a config.json path would be a file on the server, not the user's."""
+    try:
+        raw = yaml.safe_load(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(name, "is not UTF-8 text", "upload a spec YAML") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InputError(name, f"malformed YAML{where}: {getattr(e, 'problem', None) or 'syntax error'}",
+                         "fix the YAML syntax") from None
+    spec = parse_spec(raw, name)
+    if spec.model not in catalog.model_names():
+        raise InputError(f"{name}: model", f"'{spec.model}' is not a catalog model",
+                         f"one of {', '.join(catalog.model_names())} (plan a config.json with `moeplan plan`)")
+    return raw
+
+
+def routing_on_uploads(raw: dict) -> dict:
+    """The spec with every routing statistics path replaced by its safe file name: in the dashboard those
+    files are uploads, written into the temporary folder the spec resolves against."""
+    routing = raw.get("routing")
+    if not routing:
+        return raw
+    out = copy.deepcopy(raw)
+    for phase in ("decode", "prefill"):
+        files = out["routing"].get(phase)
+        if isinstance(files, dict):
+            if isinstance(files.get("evaluate"), str):
+                files["evaluate"] = safe_name(files["evaluate"])
+            if isinstance(files.get("fit"), list):
+                files["fit"] = [safe_name(f) if isinstance(f, str) else f for f in files["fit"]]
+    return out
+
+
+def routing_names(raw: dict) -> list[str]:
+    """The routing statistics files a spec names (evaluate and fit, every phase)."""
+    names = []
+    for phase in ("decode", "prefill"):
+        files = (raw.get("routing") or {}).get(phase) or {}
+        names += [files["evaluate"]] if files.get("evaluate") else []
+        names += list(files.get("fit") or [])
+    return names
+
+
+# ------------------------------------------------------------------------------------------- session
+
+@st.cache_data(show_spinner=False)
+def default_spec() -> dict:
+    """The built-in example spec (catalogs/examples/kimi-k2-h200.yaml) as a dict."""
+    return yaml.safe_load(example_path().read_text(encoding="utf-8"))
+
+
+def current_spec() -> tuple[dict, Files]:
+    """The spec the planner last planned (or the built-in example) and the routing files it names."""
+    return st.session_state.get(SPEC_KEY) or default_spec(), st.session_state.get(FILES_KEY, ())
+
+
+def set_current_spec(raw: dict, files: Files) -> None:
+    st.session_state[SPEC_KEY] = raw
+    st.session_state[FILES_KEY] = files
+
+
+def spec_caption(raw: dict) -> str:
+    """One line naming the deployment a page studies."""
+    cluster = raw["cluster"]
+    size = f"{cluster['devices']} devices" if cluster.get("devices") else f"{cluster.get('units')} units"
+    return f"{raw['model']} on {cluster['unit']} ({size}); change it on the Capacity planner page"
+
+
+# ------------------------------------------------------------------------------------------- cached API calls
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def plan(raw: dict, files: Files = ()) -> moeplan.Plan:
+    """moeplan.plan of a spec dict whose routing statistics are the uploaded `files` (name, bytes)."""
+    with temp_files(dict(files)) as folder:
+        return moeplan.plan(resolve(parse_spec(raw), folder))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def compare(raw: dict, files: Files, devices: tuple[str, ...]) -> moeplan.Sweep:
+    """moeplan.compare of the spec across devices. In this process (processes=1): the dashboard's script
+    runs in a thread of the Streamlit server, and forking a threaded server is not safe."""
+    with temp_files(dict(files)) as folder:
+        return moeplan.compare(_with_absolute_routing(raw, folder), devices=devices, processes=1)
+
+
+def _with_absolute_routing(raw: dict, folder: Path) -> dict:
+    """A sweep plans spec dicts without a folder to resolve against: name the uploaded files by full path."""
+    out = copy.deepcopy(raw)
+    for phase in ("decode", "prefill"):
+        files = (out.get("routing") or {}).get(phase)
+        if files:
+            files["evaluate"] = str(folder / files["evaluate"])
+            files["fit"] = [str(folder / f) for f in files.get("fit") or []]
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def routing_counts(data: bytes, name: str) -> np.ndarray:
+    """[L, E] token counts of one uploaded routing statistics file (planner.loads.load_counts: json / csv only)."""
+    with temp_files({name: data}) as folder:
+        return load_counts(folder / safe_name(name))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def compare_placements(fit: Files, evaluate: Files, ep: int, redundant: int, nodes: int, time_limit_s: float) -> dict:
+    """planner.placement.compare: contiguous, EPLB and the ILP placed on the `fit` windows and scored on
+    `evaluate` (none: the fit windows summed, an in-sample score). One process (workers=1), as in compare()."""
+    windows = [routing_counts(data, name) for name, data in fit]
+    if not windows:
+        raise InputError("fit", "no routing statistics uploaded", "upload one or more statistics files to place on")
+    shapes = {w.shape for w in windows}
+    if len(shapes) > 1:
+        raise InputError("fit", f"the files differ in shape ({', '.join(map(str, sorted(shapes)))})",
+                         "upload statistics of one model: the same layers and experts")
+    today = routing_counts(evaluate[0][1], evaluate[0][0]) if evaluate else np.sum(windows, axis=0)
+    return placement.compare(windows, today, ep, redundant, nodes, time_limit_s=time_limit_s, workers=1)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def simulate(raw: dict, files: Files, trace_files: Files, trace_rate_per_s: float | None, requests: int,
+             speedup: float, router: str, kv_policy: str, prefix_cache: bool, seed: int):
+    """moeplan.api.simulate: replay a trace (the uploaded `trace_files`, or none: synthetic arrivals at the
+    workload's rate and means) through the session's plan, its routing statistics included. Returns a sim.SimResult."""
+    from sim import KVPolicy, Router, SimConfig
+
+    config = SimConfig(router=Router(router), kv_policy=KVPolicy(kv_policy), prefix_cache=prefix_cache)
+    planned = plan(raw, files).to_json()  # the plan this session shows, not a second search
+    requests_trace = trace(trace_files, trace_rate_per_s) if trace_files else None
+    with temp_files(dict(files)) as folder:
+        return moeplan.api.simulate(resolve(parse_spec(raw), folder), planned, requests_trace, requests=requests,
+                                    speedup=speedup, seed=seed, config=config)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def trace(files: Files, rate_per_s: float | None = None) -> RequestTrace:
+    """The requests of an uploaded trace (sim.traces.load_trace): one file, or the chunk-N-trace.csv and
+    chunk-N-dataset.json files of a ServeGen folder. rate_per_s: arrivals for a length-only CSV."""
+    if not files:
+        raise InputError("trace", "no file uploaded", "upload a Mooncake JSONL, Azure CSV, length CSV or ServeGen chunk")
+    with temp_files(dict(files)) as folder:
+        path = folder / safe_name(files[0][0]) if len(files) == 1 else folder
+        return load_trace(path, rate_per_s=rate_per_s) if rate_per_s else load_trace(path)
+
+
+def trace_workload(t: RequestTrace) -> dict:
+    """The spec workload a trace stands for: its mean request shape and mean arrival rate."""
+    return {"input_tokens": round(float(np.mean(t.input_tokens))), "output_tokens": round(float(np.mean(t.output_tokens))),
+            "requests_per_s": t.rate_per_s}
+
+
+@st.cache_data(show_spinner=False)
+def validate(data: bytes | None = None, name: str = "deployments.yaml") -> list:
+    """moeplan.validate on the published set, or on an uploaded deployments YAML (read with yaml.safe_load)."""
+    if data is None:
+        return moeplan.validate()
+    with temp_files({name: data}) as folder:
+        try:
+            return moeplan.validate(folder / safe_name(name))
+        except (KeyError, TypeError) as e:  # an entry without a field the validator reads, or of the wrong type
+            raise InputError(name, f"a deployment lacks a field or has one of the wrong type ({e!r})",
+                             "follow the schema of catalogs/published/deployments.yaml") from None

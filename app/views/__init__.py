@@ -1,0 +1,1 @@
+"""The dashboard's pages, run by app/app.py's st.navigation; a package so that `pip install .` ships them."""

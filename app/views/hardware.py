@@ -1,0 +1,34 @@
+"""Hardware comparison: moeplan.compare plans the session's spec (same model, workload, SLOs and device
+count, whole nodes) on each chosen device; a chart of one metric and the table of every point."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import common  # app/common.py: the script folder is on sys.path (`import app` would find app/app.py)
+from hwmodels import catalog
+
+DEVICES = tuple(d for d in catalog.device_names() if catalog.units_for_device(d))
+DEFAULT = ("h200-sxm", "b200-sxm", "gb200", "ascend-910c")
+METRICS = ("usd_per_million_output_tokens", "usd_per_million_input_tokens", "output_tokens_per_s_per_device",
+           "tpot_s", "ttft_s", "devices", "usd_per_hour")
+
+st.title("Hardware comparison")
+raw, files = common.current_spec()
+st.caption(common.spec_caption(raw))
+with st.form("hardware_form"):
+    devices = st.multiselect("Devices", DEVICES, default=[d for d in DEFAULT if d in DEVICES], key="hardware_devices")
+    metric = st.selectbox("Chart", METRICS, format_func=lambda m: m.replace("_", " "), key="hardware_metric")
+    st.form_submit_button("Compare", type="primary")
+with common.shown_errors():
+    if not devices:
+        st.info("Choose at least one device.")
+    else:
+        with st.spinner(f"Planning on {len(devices)} devices..."):
+            sweep = common.compare(raw, files, tuple(devices))
+        st.plotly_chart(sweep.figure(y=metric), key="hardware_chart")
+        frame = sweep.to_frame()
+        infeasible = frame[~frame["feasible"]]
+        for _, row in infeasible.iterrows():
+            st.warning(f"{row['device']}: {row['reason']}", icon=":material/warning:")
+        st.dataframe(frame, hide_index=True, key="hardware_table")

@@ -1,0 +1,272 @@
+"""Capacity planner: model, hardware, cluster size, workload (a catalog workload, custom means or an uploaded
+request trace), SLOs, price and optional routing statistics -> moeplan.plan: the recommendation, the Pareto
+frontier with the chosen point, the step-time breakdown, memory per device and the cost with its inputs.
+
+A spec YAML upload fills the inputs (and plans it); fields without an input here (serving, other precision
+parts) are carried over from it. What this page plans becomes the session's spec, which the other pages study.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import streamlit as st
+import yaml
+
+import common  # app/common.py: the script folder is on sys.path (`import app` would find app/app.py)
+from hwmodels import catalog
+from hwmodels.errors import InputError
+from hwmodels.precision import DTYPES, SCHEMES
+from moeplan.report import headline_text
+from moeplan.spec import parse_spec, resolve
+
+CHECKPOINT = "checkpoint's own"
+SOURCES = ("Catalog workload", "Custom", "Trace file")
+DEVICES = tuple(d for d in catalog.device_names() if catalog.units_for_device(d))
+BASE_KEY = "planner_base"  # an uploaded spec not planned yet: the fields without an input come from it
+PENDING_KEY = "planner_pending"  # plan on this run without a button press (a spec was just uploaded)
+UPLOAD_ERROR_KEY = "planner_upload_error"
+
+
+# ------------------------------------------------------------------------------------------- spec <-> inputs
+
+def _inputs_from_spec(raw: dict) -> None:
+    """Set every input's session state from a spec dict (before the inputs are drawn on this run)."""
+    s = st.session_state
+    cluster = raw["cluster"]
+    unit = catalog.load_unit(cluster["unit"])
+    s.planner_model = raw["model"]
+    s.planner_device = unit.device.name
+    s.planner_unit = unit.name
+    s.planner_devices = cluster.get("devices") or cluster["units"] * unit.devices
+    precision = raw.get("precision") or {}
+    s.planner_experts = precision.get("routed_experts", CHECKPOINT)
+    s.planner_kv = precision.get("kv_cache", CHECKPOINT)
+    w = raw["workload"]
+    named = catalog.workloads().get(w.get("name"), {})
+    shape_overridden = any(w.get(k) is not None for k in ("input_tokens", "output_tokens"))
+    s.planner_source = SOURCES[0] if named and not shape_overridden else SOURCES[1]
+    s.planner_workload = w["name"] if named else next(iter(catalog.workloads()))
+    s.planner_rate_override = w.get("requests_per_s") if named else None
+    s.planner_input_tokens = int(w.get("input_tokens") or named.get("input_tokens") or 1)
+    s.planner_output_tokens = int(w.get("output_tokens") or named.get("output_tokens") or 1)
+    s.planner_requests_per_s = w.get("requests_per_s") or named.get("requests_per_s")
+    s.planner_ttft_s = float(raw["slo"]["ttft_s"])
+    s.planner_tpot_ms = float(raw["slo"]["tpot_s"]) * 1e3  # the dashboard shows TPOT in ms
+    s.planner_percentile = float(raw["slo"].get("percentile", 99.0))
+    s.planner_price = (raw.get("prices") or {}).get(unit.device.name)
+
+
+def _on_spec_upload() -> None:
+    """A spec YAML was uploaded: validate it whole, fill the inputs, and plan it on this run."""
+    uploaded = st.session_state.get("planner_spec_upload")
+    st.session_state.pop(UPLOAD_ERROR_KEY, None)
+    if uploaded is None:
+        return
+    try:
+        raw = common.routing_on_uploads(common.spec_from_upload(common.upload_bytes(uploaded), uploaded.name))
+        resolve(parse_spec({k: v for k, v in raw.items() if k != "routing"}, uploaded.name))  # names, sizes
+        _inputs_from_spec(raw)
+    except InputError as e:
+        st.session_state[UPLOAD_ERROR_KEY] = str(e)
+        return
+    st.session_state[BASE_KEY] = raw
+    st.session_state[PENDING_KEY] = True
+
+
+def _on_device_change() -> None:
+    """A new device: its first cluster unit, and its catalog price (an override was for the old device)."""
+    st.session_state.planner_unit = catalog.units_for_device(st.session_state.planner_device)[0]
+    st.session_state.planner_price = None
+
+
+def _spec_from_inputs(base: dict, workload: dict, routing: dict | None, files: common.Files) -> tuple[dict, common.Files]:
+    s = st.session_state
+    raw = copy.deepcopy(base)
+    raw["model"] = s.planner_model
+    raw["cluster"] = {"unit": s.planner_unit, "devices": int(s.planner_devices)}
+    precision = {k: v for k, v in (raw.get("precision") or {}).items() if k not in ("routed_experts", "kv_cache")}
+    for part, key in (("routed_experts", "planner_experts"), ("kv_cache", "planner_kv")):
+        if s[key] != CHECKPOINT:
+            precision[part] = s[key]
+    raw["precision"] = precision
+    raw["workload"] = workload
+    raw["slo"] = {"ttft_s": s.planner_ttft_s, "tpot_s": s.planner_tpot_ms / 1e3, "percentile": s.planner_percentile}
+    prices = {k: v for k, v in (raw.get("prices") or {}).items() if k != s.planner_device}
+    if s.planner_price is not None:
+        prices[s.planner_device] = s.planner_price
+    raw["prices"] = prices
+    raw.pop("routing", None)
+    if routing:
+        raw["routing"] = routing
+    parse_spec(raw, "inputs")  # a bad value is named here, before any search
+    return raw, files
+
+
+# ------------------------------------------------------------------------------------------- inputs
+
+def _workload_inputs() -> dict:
+    """The spec's workload from the chosen source; a trace file contributes its means."""
+    s = st.session_state
+    source = st.radio("Workload", SOURCES, key="planner_source", horizontal=True)
+    if source == SOURCES[0]:
+        named = catalog.workloads()
+        name = st.selectbox("Catalog workload", list(named), key="planner_workload",
+                            help="mean request shape and rate of a public trace (catalogs/workloads.yaml)")
+        w = named[name]
+        rate = f"{w['requests_per_s']:g} requests/s" if w.get("requests_per_s") else "no arrival rate"
+        st.caption(f"{w['description']}: {w['input_tokens']:,} in / {w['output_tokens']:,} out tokens, {rate}")
+        st.number_input("Requests/s (blank: the workload's)", min_value=0.0, value=None, key="planner_rate_override",
+                        format="%.3f")
+        return {"name": name} | ({"requests_per_s": s.planner_rate_override} if s.planner_rate_override else {})
+    if source == SOURCES[1]:
+        c1, c2, c3 = st.columns(3)
+        c1.number_input("Input tokens", min_value=1, step=256, key="planner_input_tokens")
+        c2.number_input("Output tokens", min_value=1, step=64, key="planner_output_tokens")
+        c3.number_input("Requests/s", min_value=0.0, value=None, key="planner_requests_per_s", format="%.3f",
+                        help="blank: no traffic volume, the planner sizes one instance")
+        return {"input_tokens": int(s.planner_input_tokens), "output_tokens": int(s.planner_output_tokens)} | (
+            {"requests_per_s": s.planner_requests_per_s} if s.planner_requests_per_s else {})
+    uploads = st.file_uploader(
+        "Request trace: Mooncake JSONL, Azure CSV, length CSV, or a ServeGen chunk's two files", accept_multiple_files=True,
+        type=["jsonl", "json", "csv"], max_upload_size=common.MAX_UPLOAD_MB, key="planner_trace")
+    rate = st.number_input("Requests/s for a length-only CSV (traces with times keep theirs)", min_value=0.0, value=None,
+                           key="planner_trace_rate", format="%.3f")
+    if not uploads:
+        raise InputError("workload", "no trace uploaded", "upload a request trace, or pick a catalog or custom workload")
+    trace = common.trace(tuple((u.name, common.upload_bytes(u)) for u in uploads), rate or None)
+    workload = common.trace_workload(trace)
+    st.caption(f"{len(trace):,} requests over {trace.duration_s:,.0f} s: mean {workload['input_tokens']:,} in / "
+               f"{workload['output_tokens']:,} out tokens, {workload['requests_per_s']:.3g} requests/s ({trace.source})")
+    return {k: v for k, v in workload.items() if v}
+
+
+def _routing_inputs(base: dict) -> tuple[dict | None, common.Files]:
+    """Routing statistics: uploaded files and how to use them; without uploads, the base spec's routing with
+    the files planned before (the placement is then fitted and scored on them)."""
+    uploads = st.file_uploader("Expert routing statistics (EPLB/SGLang logical_count JSON, SGLang CSV, moeplan loads JSON)",
+                               type=["json", "csv"], accept_multiple_files=True, max_upload_size=common.MAX_UPLOAD_MB,
+                               key="planner_routing")
+    if not uploads:
+        names = common.routing_names(base)
+        if names:
+            st.caption(f"the spec places experts on {', '.join(names)}")
+        kept = tuple((n, b) for n, b in common.current_spec()[1] if n in names)
+        return base.get("routing"), kept
+    files = tuple((common.safe_name(u.name), common.upload_bytes(u)) for u in uploads)
+    names = [n for n, _ in files]
+    evaluate = st.selectbox("Score on (today's traffic)", names, key="planner_routing_evaluate")
+    fit = st.multiselect("Place on (yesterday's windows; none: in sample)", [n for n in names if n != evaluate],
+                         key="planner_routing_fit")
+    method = st.radio("Placement", ["ilp", "eplb"], horizontal=True, key="planner_routing_method",
+                      help="the robust ILP (HiGHS) or deepseek-ai/EPLB's greedy policy")
+    limit = st.number_input("Time limit per placement solve (s)", min_value=0.5, value=2.0, key="planner_routing_limit")
+    return {"decode": {"evaluate": evaluate, "fit": fit}, "placement": method, "time_limit_s": limit}, files
+
+
+def _inputs(base: dict) -> tuple[dict, common.Files] | None:
+    """Draw the inputs; returns the spec they describe when Plan is pressed (or a spec was just uploaded)."""
+    s = st.session_state
+    with st.expander("Load a spec YAML"):
+        st.file_uploader("Spec YAML", type=["yaml", "yml"], max_upload_size=common.MAX_UPLOAD_MB,
+                         key="planner_spec_upload", on_change=_on_spec_upload)
+        if UPLOAD_ERROR_KEY in s:
+            st.error(s[UPLOAD_ERROR_KEY], icon=":material/error:")
+    st.selectbox("Model", catalog.model_names(), key="planner_model")
+    c1, c2 = st.columns(2)
+    c1.selectbox("Device", DEVICES, key="planner_device", on_change=_on_device_change)
+    c2.selectbox("Cluster unit", catalog.units_for_device(s.planner_device), key="planner_unit")
+    unit = catalog.load_unit(s.planner_unit)
+    c1.number_input("Devices", min_value=1, step=unit.devices_per_node, key="planner_devices",
+                    help=f"a whole number of {unit.name} nodes of {unit.devices_per_node}")
+    listed = catalog.catalog_prices().get(s.planner_device)
+    c2.number_input("USD per device-hour", min_value=0.0, value=None, key="planner_price", format="%.2f",
+                    placeholder=f"{listed.usd_per_device_hour:.2f} (catalog)" if listed else "no catalog price",
+                    help=listed.source if listed else "without a price the plan has no cost")
+    c1.selectbox("Routed experts", [CHECKPOINT, *SCHEMES], key="planner_experts")
+    c2.selectbox("KV cache", [CHECKPOINT, *DTYPES], key="planner_kv")
+    workload, workload_error = None, None
+    try:
+        workload = _workload_inputs()
+    except InputError as e:
+        workload_error = e
+        st.error(str(e), icon=":material/error:")
+    st.markdown("**Service-level objectives**")
+    c1, c2, c3 = st.columns(3)
+    c1.number_input("TTFT (s)", min_value=0.0, step=0.5, key="planner_ttft_s")
+    c2.number_input("TPOT (ms)", min_value=0.0, step=5.0, key="planner_tpot_ms")
+    c3.number_input("Percentile", min_value=0.0, max_value=100.0, step=1.0, key="planner_percentile")
+    with st.expander("Routing statistics (optional)"):
+        routing, files = _routing_inputs(base)
+    pressed = st.button("Plan", type="primary", key="planner_plan", width="stretch")
+    if not (pressed or s.pop(PENDING_KEY, False)):
+        return None
+    if workload_error is not None:
+        raise workload_error
+    return _spec_from_inputs(base, workload, routing, files)
+
+
+# ------------------------------------------------------------------------------------------- results
+
+def _show(plan) -> None:
+    result = plan.result
+    r = result.recommendation
+    if r is None:
+        st.warning(headline_text(result), icon=":material/warning:")
+    else:
+        st.success(headline_text(result), icon=":material/check_circle:")
+        cols = st.columns(5)
+        cols[0].metric("Devices", r.devices, help=f"{r.mode}: {r.devices} x {result.deployment.cluster.device.name}")
+        cols[1].metric("TPOT", f"{r.tpot_s * 1e3:.1f} ms")
+        cols[2].metric("TTFT", f"{r.ttft_s:.2f} s")
+        for col, label, usd in ((cols[3], "output", r.usd_per_million_output), (cols[4], "input", r.usd_per_million_input)):
+            col.metric(f"USD/M {label}", "no price" if usd is None else f"{usd:,.3f}", help=f"USD per million {label} tokens")
+    tabs = st.tabs(["Frontier", "Step time", "Memory", "Cost", "Options", "Assumptions"])
+    with tabs[0]:
+        st.plotly_chart(plan.figure("frontier"), key="planner_frontier")
+        st.dataframe(plan.to_frame("frontier"), hide_index=True)
+    with tabs[1]:
+        st.plotly_chart(plan.figure("breakdown"), key="planner_breakdown")
+    with tabs[2]:
+        st.plotly_chart(plan.figure("memory"), key="planner_memory")
+        st.dataframe(plan.to_frame("memory"), hide_index=True)
+    with tabs[3]:
+        cost = plan.to_frame("cost")
+        # one column mixes names and numbers: shown as text, numbers to 4 significant digits
+        cost["value"] = [f"{v:,.4g}" if isinstance(v, float) else "" if v is None else str(v) for v in cost["value"]]
+        st.dataframe(cost, hide_index=True)
+    with tabs[4]:
+        st.caption("The recommendation (rank 0) and the next-cheapest deployments that meet the SLOs")
+        st.dataframe(plan.to_frame("recommendation"), hide_index=True)
+    with tabs[5]:
+        st.caption(f"{result.candidates_scored:,} candidates scored in {result.seconds:.2f} s")
+        st.markdown("\n".join(f"- {a}" for a in result.assumptions))
+    c1, c2 = st.columns(2)
+    c1.download_button("plan.json", json.dumps(plan.to_json(), indent=1, default=float), "plan.json", "application/json")
+    raw, _ = common.current_spec()
+    c2.download_button("spec.yaml", yaml.safe_dump(raw, sort_keys=False), "spec.yaml", "application/yaml")
+
+
+# ------------------------------------------------------------------------------------------- page
+
+st.title("Capacity planner")
+left, right = st.columns([1, 2], gap="large")
+requested, error = None, None
+with left:
+    if "planner_model" not in st.session_state:  # first visit, or back from another page: show the session's spec
+        _inputs_from_spec(common.current_spec()[0])
+    try:
+        requested = _inputs(st.session_state.get(BASE_KEY) or common.current_spec()[0])
+    except InputError as e:
+        error = e
+with right:
+    with common.shown_errors():
+        if error is not None:
+            raise error  # shown where the result would be, instead of a result of other inputs
+        raw, files = requested or common.current_spec()
+        with st.spinner("Searching layouts..."):
+            planned = common.plan(raw, files)
+        common.set_current_spec(raw, files)
+        st.session_state.pop(BASE_KEY, None)
+        _show(planned)

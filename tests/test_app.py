@@ -1,0 +1,236 @@
+"""The Streamlit dashboard through streamlit.testing's AppTest: every page renders without an exception and
+shows its key elements; the planner's inputs drive the plan; bad input is one error line, never a traceback.
+
+Uploads use small files written here (the dashboard's loaders are the project's own, tested in their modules)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import common
+from hwmodels.errors import InputError
+from moeplan.spec import example_path
+
+APP = Path(__file__).resolve().parents[1] / "app" / "app.py"
+TIMEOUT_S = 120  # a run plans, places or simulates; 2 slow CI cores
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _page(name: str) -> AppTest:
+    at = _app()
+    at.switch_page(f"views/{name}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def _routing_json(layers: int = 4, experts: int = 16, seed: int = 0) -> bytes:
+    """EPLB/SGLang logical_count statistics with skewed (gamma) expert loads."""
+    counts = np.random.default_rng(seed).gamma(0.5, 100.0, size=(layers, experts)).round() + 1
+    return json.dumps({"logical_count": counts.tolist()}).encode()
+
+
+def _mooncake_jsonl(requests: int = 40) -> bytes:
+    """Mooncake trace lines: 2,000 input and 200 output tokens, one request every 250 ms (4 requests/s)."""
+    return "\n".join(json.dumps({"timestamp": 250 * i, "input_length": 2000, "output_length": 200, "hash_ids": [i, i + 1]})
+                     for i in range(requests)).encode()
+
+
+# ------------------------------------------------------------------------------------------- planner
+
+def test_planner_shows_the_example_plan_on_first_visit():
+    at = _app()
+    assert at.title[0].value == "Capacity planner"
+    assert "16 x h200-sxm" in at.success[0].value and "per million output tokens" in at.success[0].value
+    assert at.get("plotly_chart"), "the frontier chart"
+    assert [m.label for m in at.metric][:3] == ["Devices", "TPOT", "TTFT"]
+    assert at.selectbox(key="planner_model").value == "kimi-k2"
+    assert at.number_input(key="planner_devices").value == 16
+
+
+def test_planner_inputs_drive_the_plan():
+    at = _app()
+    at.selectbox(key="planner_device").set_value("b200-sxm").run()
+    assert at.selectbox(key="planner_unit").value == "hgx-b200"
+    at.number_input(key="planner_tpot_ms").set_value(40.0)
+    at.button(key="planner_plan").click().run()
+    assert not at.exception and not _errors(at)
+    assert "b200-sxm" in at.success[0].value
+    frontier = at.get("plotly_chart")[0].proto.spec
+    assert "TPOT SLO 40 ms" in frontier
+    assert float(at.metric[1].value.removesuffix(" ms")) <= 40.0
+
+
+def test_planner_bad_values_show_an_error_not_a_traceback():
+    at = _app()
+    at.number_input(key="planner_devices").set_value(12)  # not a whole number of 8-GPU nodes
+    at.button(key="planner_plan").click().run()
+    assert not at.exception
+    assert any("cluster.devices" in e and "whole number" in e for e in _errors(at))
+    assert not at.success, "no stale result beside the error"
+    at.number_input(key="planner_devices").set_value(16)
+    at.number_input(key="planner_tpot_ms").set_value(0.0)
+    at.button(key="planner_plan").click().run()
+    assert not at.exception
+    assert any("slo.tpot_s" in e for e in _errors(at))
+
+
+def test_planner_infeasible_slo_says_why():
+    at = _app()
+    at.number_input(key="planner_tpot_ms").set_value(1.0)
+    at.button(key="planner_plan").click().run()
+    assert not at.exception
+    assert at.warning and "No deployment meets the SLOs" in at.warning[0].value
+
+
+def test_planner_spec_upload_fills_the_inputs_and_plans():
+    at = _app()
+    spec = example_path("qwen3-235b-h100.yaml")
+    at.file_uploader(key="planner_spec_upload").set_value((spec.name, spec.read_bytes(), "application/yaml")).run()
+    assert not at.exception and not _errors(at)
+    assert at.selectbox(key="planner_model").value == "qwen3-235b-a22b"
+    assert "h100-sxm" in at.success[0].value
+    at.file_uploader(key="planner_spec_upload").set_value(("bad.yaml", b"model: [kimi-k2\n", "application/yaml")).run()
+    assert not at.exception
+    assert any("bad.yaml" in e and "malformed YAML" in e for e in _errors(at))
+    at.file_uploader(key="planner_spec_upload").set_value(
+        ("typo.yaml", spec.read_bytes() + b"\nslos: {}\n", "application/yaml")).run()
+    assert any("slos" in e and "unknown field" in e for e in _errors(at))
+
+
+def test_planner_trace_upload_sets_the_workload_means():
+    at = _app()
+    at.radio(key="planner_source").set_value("Trace file").run()
+    assert any("no trace uploaded" in e for e in _errors(at))
+    at.file_uploader(key="planner_trace").set_value(("conv.jsonl", _mooncake_jsonl(), "application/json")).run()
+    assert not _errors(at)
+    assert any("40 requests" in c.value and "2,000 in / 200 out" in c.value for c in at.caption)
+    at.button(key="planner_plan").click().run()
+    assert not at.exception and not _errors(at)
+    assert at.success
+    at.file_uploader(key="planner_trace").set_value(("x.jsonl", b"{not json\n", "application/json")).run()
+    assert not at.exception
+    assert any(e.startswith("x.jsonl") for e in _errors(at)), "the upload named, not the temporary folder"
+
+
+def test_planner_routing_upload_places_experts_on_it():
+    at = _app()
+    at.file_uploader(key="planner_routing").set_value(
+        [("mon.json", _routing_json(seed=1), "application/json"), ("tue.json", _routing_json(seed=2), "application/json")]).run()
+    at.selectbox(key="planner_routing_evaluate").set_value("tue.json")
+    at.multiselect(key="planner_routing_fit").set_value(["mon.json"])
+    at.radio(key="planner_routing_method").set_value("eplb")  # the ILP's own tests cover it; this one stays fast
+    at.button(key="planner_plan").click().run()
+    assert not at.exception and not _errors(at)
+    at.switch_page("views/placement.py").run()
+    assert not at.exception
+    assert any("fitted on mon.json, scored on tue.json" in c.value for c in at.caption)
+    assert at.get("download_button")
+
+
+# ------------------------------------------------------------------------------------------- other pages
+
+def test_placement_page_shows_the_plan_load_and_compares_methods():
+    at = _page("placement")
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2 and "Expert load per device and layer" in charts[0].proto.spec
+    at.file_uploader(key="placement_fit").set_value(("mon.json", _routing_json(seed=1), "application/json"))
+    at.file_uploader(key="placement_evaluate").set_value(("tue.json", _routing_json(seed=2), "application/json"))
+    at.number_input(key="placement_ep").set_value(4)
+    at.number_input(key="placement_redundant").set_value(4)
+    at.number_input(key="placement_nodes").set_value(1)
+    at.slider(key="placement_limit").set_value(1)
+    at.button(key="placement_run").click().run()
+    assert not at.exception and not _errors(at)
+    methods = at.dataframe[-1].value
+    assert list(methods["method"]) == ["contiguous", "eplb-global", "ilp"]
+    assert (methods["step_cost"] >= 1.0).all()
+    at.number_input(key="placement_redundant").set_value(3)  # 19 slots do not divide over 4 devices
+    at.button(key="placement_run").click().run()
+    assert not at.exception
+    assert any("redundant" in e for e in _errors(at))
+
+
+def test_simulation_page_replays_synthetic_and_uploaded_traces():
+    at = _page("simulation")
+    assert "500 of 500 requests served" in at.info[0].value
+    titles = " ".join(c.proto.spec for c in at.get("plotly_chart"))
+    for title in ("Time to first token", "Time per output token", "End-to-end latency", "Throughput over time",
+                  "KV cache occupancy", "Utilisation"):
+        assert title in titles
+    assert [m.label for m in at.metric][:2] == ["TTFT p99", "TPOT p99"]
+    at.radio(key="sim_source").set_value("Trace file")
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("no file uploaded" in e for e in _errors(at))
+    at.file_uploader(key="sim_trace").set_value(("conv.jsonl", _mooncake_jsonl(), "application/json"))
+    at.button[0].click().run()
+    assert not at.exception and not _errors(at)
+    assert "40 of 40 requests served" in at.info[0].value
+
+
+def test_hardware_page_compares_devices():
+    at = _page("hardware")
+    assert at.get("plotly_chart")
+    assert {"h200-sxm", "b200-sxm"} <= set(at.dataframe[0].value["device"])
+    at.multiselect(key="hardware_devices").set_value(["h100-sxm", "h200-sxm"])
+    at.selectbox(key="hardware_metric").set_value("tpot_s")
+    at.button[0].click().run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["device"]) == ["h100-sxm", "h200-sxm"]
+
+
+def test_validation_page_shows_predicted_vs_published():
+    at = _page("validation")
+    assert at.get("plotly_chart")
+    table = at.dataframe[0].value
+    assert {"scenario", "published", "predicted", "error"} <= set(table.columns)
+    assert "sglang-h100-decode" in set(table["scenario"])
+    assert at.metric[0].label == "Scenarios"
+    at.file_uploader(key="validation_upload").set_value(
+        ("mine.yaml", b"deployments:\n  - id: x\n    model: deepseek-v3\n", "application/yaml")).run()
+    assert not at.exception
+    assert any(e.startswith("mine.yaml") for e in _errors(at))
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+class _Upload:
+    def __init__(self, name: str, size: int):
+        self.name, self.size = name, size
+
+    def getvalue(self) -> bytes:
+        return bytes(self.size)
+
+
+def test_uploads_over_the_limit_are_refused():
+    assert common.upload_bytes(_Upload("ok.json", 10)) == bytes(10)
+    with pytest.raises(InputError, match="over the dashboard's 50 MB limit"):
+        common.upload_bytes(_Upload("big.json", common.MAX_UPLOAD_BYTES + 1))
+
+
+def test_upload_names_stay_inside_the_temporary_folder():
+    assert common.safe_name("../../etc/passwd") == "passwd"
+    assert common.safe_name("..") == "upload"
+    assert common.safe_name("my stats (1).json") == "my_stats__1_.json"
+    with common.temp_files({"../x.json": b"{}"}) as folder:
+        assert [p.name for p in folder.iterdir()] == ["x.json"]
+
+
+def test_spec_uploads_plan_catalog_models_only():
+    with pytest.raises(InputError, match="not a catalog model"):
+        common.spec_from_upload(example_path().read_bytes().replace(b"model: kimi-k2 ", b"model: /etc/config.json "))
+    with pytest.raises(InputError, match="not UTF-8"):
+        common.spec_from_upload(b"\xff\xfe")
