@@ -51,12 +51,90 @@ def plan(spec: str | Path | Spec | Deployment) -> Plan:
 
 
 def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), models: Sequence[str] = (),
-            engine: str = "local", processes: int | None = None, progress=None) -> Sweep:
-    """The same workload and SLOs across devices (at the spec's device count, whole nodes) and/or models."""
-    return study.compare(spec, devices, models, engine, processes, progress)
+            engine: str = "local", processes: int | None = None, progress=None, address: str | None = None) -> Sweep:
+    """The same workload and SLOs across devices (at the spec's device count, whole nodes) and/or models.
+    engine="ray" runs the points on Ray (address: an existing cluster, e.g. ray://head:10001)."""
+    return study.compare(spec, devices, models, engine, processes, progress, address)
 
 
 def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engine: str = "local",
-          processes: int | None = None, progress=None) -> Sweep:
-    """Plan the spec at every combination of the varied fields (dotted spec paths, or device / model)."""
-    return study.sweep(spec, vary, engine, processes, progress)
+          processes: int | None = None, progress=None, address: str | None = None) -> Sweep:
+    """Plan the spec at every combination of the varied fields (dotted spec paths, or device / model).
+    engine="ray" runs the points on Ray (address: an existing cluster, e.g. ray://head:10001)."""
+    return study.sweep(spec, vary, engine, processes, progress, address)
+
+
+
+SYNTHETIC_REQUESTS = 1000  # requests of the synthetic trace when neither a trace nor a count is given
+
+
+def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routing=None, *, prefill_routing=None,
+             requests: int | None = None, speedup: float = 1.0, subsample: float | None = None,
+             rate_per_s: float | None = None, seed: int = 0, config=None):
+    """Replay a request trace through a plan of the spec (sim, SimPy): per-request TTFT / TPOT / end-to-end
+    latency, percentiles, throughput and goodput over time, utilisation, KV occupancy, cost per million
+    output tokens. Returns a sim.SimResult (.to_json(), .summary()).
+
+    plan: a plan.json path, its parsed dict, a sim.Plan, or None (plan the spec now, as `plan` does).
+    trace: a request trace file (Mooncake JSONL, Azure CSV, length CSV, ServeGen chunk or folder), a
+      sim.traces.RequestTrace, or None: synthetic Poisson arrivals at the workload's requests_per_s with its
+      mean lengths (`requests` of them, default SYNTHETIC_REQUESTS).
+    routing: decode routing statistics (a file, a list of files replayed in order, or a RoutingTrace), also
+      used for prefill unless prefill_routing is given. None: the spec's routing statistics
+      (routing.<phase>.evaluate) where it has them, else uniform expert load (labelled).
+    requests: keep the first N requests; subsample: keep each with probability F (seeded), before `requests`;
+      speedup: arrivals X times faster; rate_per_s: arrival rate for a length-only CSV; seed: the synthetic
+      parts and the sub-sample. config: a sim.SimConfig (router, KV policy, batch limit, placement fallback).
+    """
+    # sim is imported on first use: planning and checking never need SimPy
+    from hwmodels.errors import InputError
+    from sim import SimConfig, concat_routing, plan_from_json, read_plan, simulate as replay
+    from sim.plan import Plan as SimPlan
+    from sim.routing import RoutingTrace, load_routing
+    from sim.traces import RequestTrace, load_trace, synthetic_trace
+
+    d = deployment(spec)
+    if plan is None:
+        plan = plan_from_json(Plan(_plan(d)).to_json(), d, "moeplan plan (this spec)")
+    elif isinstance(plan, Mapping):
+        plan = plan_from_json(plan, d)
+    elif not isinstance(plan, SimPlan):
+        plan = read_plan(plan, d)
+    for name, value, ok, fix in (("speedup", speedup, speedup > 0, "a factor > 0 (2: arrivals twice as fast)"),
+                                 ("subsample", subsample, subsample is None or 0 < subsample <= 1, "a fraction in (0, 1]"),
+                                 ("requests", requests, requests is None or requests >= 1, "a whole number >= 1")):
+        if not ok:
+            raise InputError(name, f"is {value!r}", fix)
+    if trace is None:
+        w = d.workload
+        if w.requests_per_s is None:
+            raise InputError("workload.requests_per_s", "a synthetic trace needs an arrival rate",
+                             "set workload.requests_per_s in the spec, or pass a request trace (--trace)")
+        trace = synthetic_trace(requests or SYNTHETIC_REQUESTS, w.requests_per_s, w.input_tokens, w.output_tokens, seed=seed)
+    elif not isinstance(trace, RequestTrace):
+        trace = load_trace(trace, rate_per_s=rate_per_s, seed=seed, limit=None if subsample is not None else requests)
+    if subsample is not None:
+        trace = trace.subsample(subsample, seed)
+    if requests is not None and requests < len(trace):
+        trace = trace.take(range(requests))
+    if speedup != 1.0:
+        trace = trace.speedup(speedup)
+
+    arch = d.model
+
+    def routing_trace(given, phase: str) -> RoutingTrace | None:
+        if isinstance(given, RoutingTrace):
+            return given
+        if given is None:  # the statistics the spec's plan was scored on, if any
+            stats = d.routing.for_phase(phase) if d.routing is not None else None
+            return None if stats is None else RoutingTrace(stats.evaluate[None], arch.moe.top_k, stats.evaluated_on,
+                                                           stats.mapping)
+        if not arch.is_moe:
+            raise InputError("--routing", f"{arch.name} has no experts", "leave routing out for a dense model")
+        files = [given] if isinstance(given, (str, Path)) else list(given)
+        return concat_routing([load_routing(f, arch.num_layers, arch.moe_layers, arch.moe.num_experts, arch.moe.top_k)
+                               for f in files])
+
+    decode = routing_trace(routing, "decode")
+    prefill = decode if routing is not None and prefill_routing is None else routing_trace(prefill_routing, "prefill")
+    return replay(plan, trace, config or SimConfig(), decode, prefill)

@@ -24,6 +24,8 @@ from hwmodels.units import GB, TFLOPS, format_bytes, format_count
 from moeplan import api, report
 from moeplan.spec import example_path
 from moeplan.sweep_file import load_sweep
+from sim import KVPolicy, Router, SimConfig
+from hwmodels import calibration
 from hwmodels.collectives import deepep_report
 from hwmodels.efficiency import fit_report, fit_report_table
 from hwmodels.validation import summary as validation_summary
@@ -127,13 +129,40 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--kernels", action="store_true",
                    help="also print the kernel-level fits: DeepGEMM rows (with leave-one-out error) and DeepEP rows")
     s.set_defaults(run=_validate)
+
+    s = sub.add_parser("simulate", help="replay a request trace through a plan: TTFT/TPOT percentiles, goodput, cost")
+    s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
+    s.add_argument("--plan", metavar="plan.json", help="a plan of this spec (moeplan plan SPEC -o DIR); default: plan the spec now")
+    s.add_argument("--trace", metavar="FILE", help="request trace: Mooncake JSONL, Azure CSV, length CSV (with --rate), ServeGen "
+                   "chunk or folder; default: Poisson arrivals at the spec's requests_per_s with its mean lengths")
+    s.add_argument("--routing", nargs="+", metavar="FILE", help="routing statistics replayed in order (decode, and prefill "
+                   "unless --prefill-routing); default: the spec's routing statistics, else uniform expert load")
+    s.add_argument("--prefill-routing", nargs="+", metavar="FILE", help="routing statistics of the prefill phase")
+    s.add_argument("--requests", type=_positive_int, metavar="N", help="the first N requests (synthetic default 1000)")
+    s.add_argument("--subsample", type=float, metavar="F", help="keep each request with probability F (seeded)")
+    s.add_argument("--speedup", type=float, default=1.0, metavar="X", help="replay arrivals X times faster (default 1)")
+    s.add_argument("--rate", type=float, metavar="R", help="requests per second for a length CSV without arrival times")
+    s.add_argument("--seed", type=int, default=0, help="seed of the synthetic trace and the sub-sample (default 0)")
+    s.add_argument("--router", choices=[r.value for r in Router], default=SimConfig.router.value,
+                   help=f"how prompts pick a DP rank (default {SimConfig.router.value})")
+    s.add_argument("--kv-policy", choices=[k.value for k in KVPolicy], default=SimConfig.kv_policy.value,
+                   help="when the KV cache is full: queue new sequences, or preempt and recompute (default queue)")
+    s.add_argument("--max-batch", type=_positive_int, metavar="B",
+                   help="running sequences per device (default: the plan's batch per device)")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    s.set_defaults(run=_simulate)
     return p
 
 
 def _study_args(s) -> None:
     s.add_argument("-o", "--output", metavar="DIR", help="write report.html, summary.md and points.csv into DIR")
     s.add_argument("--force", action="store_true", help="write into a non-empty DIR, replacing the report files")
-    s.add_argument("--processes", type=_positive_int, help="worker processes (default: the CPUs available)")
+    s.add_argument("--processes", type=_positive_int,
+                   help="worker processes (default: the CPUs available), or the CPUs of a local Ray instance")
+    s.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="run the points in local processes (default) or on Ray (needs: pip install 'moeplan[ray]')")
+    s.add_argument("--address", metavar="ADDR",
+                   help="with --engine ray, an existing cluster (ray://host:10001, host:6379); default: a local instance")
     s.add_argument("--json", action="store_true", help="print the points as JSON")
 
 
@@ -389,20 +418,22 @@ def _cell(value) -> str:
 
 def _compare(args) -> int:
     what = ", ".join(args.devices + args.models)
-    return _run_study(args, lambda progress: api.compare(args.spec, args.devices, args.models, processes=args.processes,
-                                                         progress=progress), f"compare {what}")
+    return _run_study(args, lambda progress: api.compare(args.spec, args.devices, args.models, engine=args.engine,
+                                                         processes=args.processes, progress=progress,
+                                                         address=args.address), f"compare {what}")
 
 
 def _sweep(args) -> int:
     sweep = load_sweep(args.sweep)
-    return _run_study(args, lambda progress: api.sweep(sweep.spec, sweep.vary, processes=args.processes, progress=progress),
-                      sweep.title, sweep.y)
+    return _run_study(args, lambda progress: api.sweep(sweep.spec, sweep.vary, engine=args.engine, processes=args.processes,
+                                                       progress=progress, address=args.address), sweep.title, sweep.y)
 
 
 def _app(args) -> int:
     from app import APP_PATH
 
-    command = [sys.executable, "-m", "streamlit", "run", str(APP_PATH), "--server.port", str(args.port),
+    # -P: the current folder must not shadow moeplan's packages (a stray sim.py there would)
+    command = [sys.executable, "-P", "-m", "streamlit", "run", str(APP_PATH), "--server.port", str(args.port),
                "--server.headless", "true" if args.headless else "false", "--browser.gatherUsageStats", "false"]
     return subprocess.call(command)
 
@@ -511,12 +542,19 @@ def _csv_text(rows, columns) -> str:
     return buffer.getvalue()
 
 
+def _measured_kernels() -> list[dict]:
+    """The calibration of each committed kernels_ref CSV (catalogs/measured/)."""
+    tables = [calibration.load_measured(path) for path in calibration.measured_csvs()]
+    return [{"summary": calibration.summary(t), "rows": calibration.report(t), "layers": calibration.layer_report(t)}
+            for t in tables]
+
+
 def _validate(args) -> int:
     rows = api.validate(args.deployments)
     if args.json:
         out = [r.to_json() for r in rows]
         if args.kernels:
-            out = {"deployments": out, "deepgemm": fit_report(), "deepep": deepep_report()}
+            out = {"deployments": out, "deepgemm": fit_report(), "deepep": deepep_report(), "measured": _measured_kernels()}
         _print_json(out)
         return 0
     if args.kernels:
@@ -528,6 +566,10 @@ def _validate(args) -> int:
         for r in deepep_report():
             t.add_row(r["table"], str(r["ep"]), r["metric"], f"{r['published']:,.0f}", f"{r['predicted']:,.0f}", f"{r['error']:+.1%}")
         _console().print(t)
+        for path in calibration.measured_csvs():
+            table = calibration.load_measured(path)
+            print(f"Measured kernels and the whole MoE layer ({table.source}): measured vs fitted, with leave-one-out error")
+            print(calibration.report_table(table))
     t = Table(title="Published deployments reproduced from moeplan's catalogs (error = predicted / published - 1)")
     for col in ("id", "metric", "published", "predicted", "error", "assumed"):
         t.add_column(col, justify="right" if col in ("published", "predicted", "error") else "left")
@@ -539,6 +581,18 @@ def _validate(args) -> int:
     s = validation_summary(rows)
     c.print(f"{s['modelled']} of {s['scenarios']} scenarios modelled; median |error| {s['median_abs_error']:.1%}, "
             f"max |error| {s['max_abs_error']:.1%}" if s["modelled"] else "no scenario modelled")
+    return 0
+
+
+def _simulate(args) -> int:
+    config = SimConfig(router=Router(args.router), kv_policy=KVPolicy(args.kv_policy), max_batch_per_device=args.max_batch)
+    result = api.simulate(args.spec, args.plan, args.trace, args.routing, prefill_routing=args.prefill_routing,
+                          requests=args.requests, speedup=args.speedup, subsample=args.subsample, rate_per_s=args.rate,
+                          seed=args.seed, config=config)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(result.summary())
     return 0
 
 

@@ -6,8 +6,9 @@ the given values, plans every point and returns one row per point. Two names are
 `device` (the catalog cluster unit built from that device, at the spec's device count rounded up to
 whole nodes) and `model`. `compare` is a sweep over devices and/or models.
 
-Points are independent, so they run in worker processes (`engine="local"`, the default); a point that
-is bad input or infeasible is a row saying why, not a lost sweep.
+Points are independent, so they run as tasks (moeplan.engines): in worker processes (`engine="local"`, the
+default) or on a Ray cluster (`engine="ray"`). A point that is bad input or infeasible is a row saying why,
+and so is one whose task failed on every attempt: never a lost sweep.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -28,12 +26,11 @@ import yaml
 
 from hwmodels import catalog
 from hwmodels.errors import InputError, nearest_names
-from moeplan import figures, tables
+from moeplan import engines, figures, tables
 from moeplan.spec import Spec, load_spec, parse_spec, resolve
 from planner.plan_json import plan_json
 from planner.search import PlanResult, plan as _search
 
-ENGINES = ("local",)
 SHORTHANDS = ("device", "model")
 
 
@@ -145,8 +142,10 @@ def evaluate_point(raw: dict, base_dir: Path | None) -> dict[str, Any]:
     return row
 
 
-def _run_point(args: tuple[dict, Path | None]) -> dict[str, Any]:
-    return evaluate_point(*args)
+def _plan_point(spec: tuple[dict, Path | None], point: dict[str, Any]) -> dict[str, Any]:
+    """A task's work for one point: the spec travels once per sweep (engines), the point with its task."""
+    raw, base_dir = spec
+    return evaluate_point(apply(raw, point), base_dir)
 
 
 def points(vary: Mapping[str, Sequence]) -> list[dict[str, Any]]:
@@ -161,37 +160,31 @@ def points(vary: Mapping[str, Sequence]) -> list[dict[str, Any]]:
 
 
 def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engine: str = "local",
-          processes: int | None = None, progress: Callable[[int, int], None] | None = None) -> Sweep:
+          processes: int | None = None, progress: Callable[[int, int], None] | None = None,
+          address: str | None = None) -> Sweep:
     """Plan the spec at every combination of the varied fields; one row per point, in order.
 
-    processes: worker processes (default: the CPUs this process may use; 1 runs in this process).
+    engine: "local" (worker processes) or "ray" (moeplan.engines; the same rows either way).
+    processes: worker processes (default: the CPUs this process may use; 1 runs in this process), or the CPUs
+        of a local Ray instance the sweep starts.
     progress: called with (points done, points in all) as results come back.
+    address: with engine="ray", the cluster to run on (e.g. ray://head:10001); default a local instance.
     """
-    if engine not in ENGINES:
-        raise InputError("engine", f"unknown engine '{engine}'", f"one of {', '.join(ENGINES)}")
     raw, base_dir = raw_spec(spec)
     grid = points(vary)
-    jobs = [(apply(raw, p), base_dir) for p in grid]
-    parse_spec(jobs[0][0], "sweep point 1")  # a misspelt field fails here, once, not as N identical rows
-    workers = max(1, min(processes or len(os.sched_getaffinity(0)), len(jobs)))
-    rows: list[dict[str, Any]] = []
-    if workers == 1:
-        for job in jobs:
-            rows.append(_run_point(job))
-            if progress:
-                progress(len(rows), len(jobs))
-    else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            for row in pool.map(_run_point, jobs):
-                rows.append(row)
-                if progress:
-                    progress(len(rows), len(jobs))
+    for name, values in vary.items():  # a bad value (an unknown device) fails here, once, not as N rows
+        for value in values:
+            apply(raw, {name: value})
+    parse_spec(apply(raw, grid[0]), "sweep point 1")  # so does a misspelt field
+    results = engines.run_tasks(_plan_point, (raw, base_dir), grid, engine, address=address, processes=processes,
+                                progress=progress)
+    rows = [{"feasible": False, "reason": f"failed: {r.error}"} if isinstance(r, engines.Failed) else r for r in results]
     return Sweep(tuple(grid[0]), tuple(p | r for p, r in zip(grid, rows)))
 
 
 def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), models: Sequence[str] = (),
             engine: str = "local", processes: int | None = None,
-            progress: Callable[[int, int], None] | None = None) -> Sweep:
+            progress: Callable[[int, int], None] | None = None, address: str | None = None) -> Sweep:
     """The same workload and SLOs across devices (each at the spec's device count, whole nodes) and/or models."""
     vary: dict[str, Sequence] = {}
     if devices:
@@ -200,4 +193,4 @@ def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), mode
         vary["model"] = list(models)
     if not vary:
         raise InputError("--devices", "nothing to compare", "give devices (e.g. h200-sxm,b200-sxm) or models")
-    return sweep(spec, vary, engine, processes, progress)
+    return sweep(spec, vary, engine, processes, progress, address)
