@@ -4,15 +4,20 @@
   1 / step_time tokens/s per user.
 - prefill pool: the prompt tokens of a step per step time.
 - aggregated (prefill and decode on the same devices, in-flight batching): every output token also
-  carries input/output prompt tokens of prefill work, so the time per output token per device is
-  decode_step / B + (input / output) x prefill_time_per_token.
+  carries input/output prompt tokens of prefill work. An instance's DP attention ranks step in lockstep
+  (the all-to-all synchronises them) and each schedules on its own, so a rank prefilling a chunk holds
+  the whole group for a prefill step while the other ranks decode one token in it (SGLang's DP attention;
+  sim/ replays exactly this). Taking prefills on different ranks not to coincide (the rule at moderate
+  load; it is exact with one rank), a chunk costs the group one step t_p1 (`one_rank_prefill_step`) in
+  which (dp - 1) / dp of the sequences still advance, and per output token per device
+      decode_step / B + dp x input / (output x chunk_tokens) x (t_p1 - decode_step x (dp - 1) / dp).
 Cost per million tokens = price per device-hour / (tokens/s per device x 3600) x 1e6.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
@@ -36,6 +41,7 @@ class Performance:
     tokens_per_s_per_user: float  # decode speed one request sees (prefill: prompt tokens per second of one prompt)
     steps: tuple[StepCost, ...]
     memory: DeviceMemory
+    prefill_share: float = 0.0  # aggregated: the fraction of device time spent on prefill
 
 
 def decode_performance(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, batch_per_device: int,
@@ -55,17 +61,42 @@ def prefill_performance(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, 
     return Performance("prefill", layout, step.tokens_per_s_per_device, prompt_tokens / (steps_per_prompt * step.time_s), (step,), mem)
 
 
+def one_rank_prefill_step(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, chunk_tokens_per_device: int,
+                          prompt_tokens: int, load: ExpertLoad | None = None) -> StepCost:
+    """A prefill step in which one DP attention rank prefills a chunk (its devices `chunk_tokens_per_device` each):
+    attention, dispatch and combine at that rank's tokens (the group waits for it), the routed experts at the
+    group's mean tokens (they serve every rank). With two-batch overlap the expert saving is scaled by the
+    fraction of the step overlap leaves. With one rank (dp 1) this is step_cost itself."""
+    busiest = step_cost(arch, plan, cluster, layout, "prefill", chunk_tokens_per_device, prompt_tokens, load)
+    if layout.dp == 1 or not arch.is_moe:
+        return busiest
+    mean = step_cost(arch, plan, cluster, layout, "prefill", max(1, round(chunk_tokens_per_device / layout.dp)), prompt_tokens, load)
+    remaining = busiest.time_s / sum(busiest.breakdown_s.values())
+    saved = remaining * (busiest.breakdown_s["expert_gemm"] - mean.breakdown_s["expert_gemm"])
+    breakdown = dict(busiest.breakdown_s, expert_gemm=mean.breakdown_s["expert_gemm"])
+    time_s = busiest.time_s - saved
+    return replace(busiest, time_s=time_s, tokens_per_device=chunk_tokens_per_device / layout.dp, breakdown_s=breakdown,
+                   overlap_hidden_s=sum(breakdown.values()) - time_s)
+
+
 def aggregated_performance(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, batch_per_device: int,
                            input_tokens: int, output_tokens: int, hbm_utilization: float, tokens_per_step: int,
                            load: ExpertLoad | None = None) -> Performance:
+    """Steps: (decode step, one rank's prefill step); `prefill_share` is the fraction of device time prefill takes."""
     # a sequence's KV grows from input to input + output while it decodes: its mean context is the middle
     decode = step_cost(arch, plan, cluster, layout, "decode", batch_per_device, input_tokens + output_tokens / 2, load)
-    prefill = step_cost(arch, plan, cluster, layout, "prefill", tokens_per_step, input_tokens, load)
-    per_output_token_s = decode.time_s / batch_per_device + input_tokens / output_tokens * prefill.time_s / tokens_per_step
+    prefill = one_rank_prefill_step(arch, plan, cluster, layout, tokens_per_step, input_tokens, load)
+    dp = layout.dp
+    decode_s = decode.time_s / batch_per_device
+    # per device: dp x input / tokens_per_step rank chunks per output token's share of a prompt, each costing the
+    # group its step less the decode tokens the other ranks still make in it
+    prefill_s = dp * input_tokens / (tokens_per_step * output_tokens) * max(prefill.time_s - decode.time_s * (dp - 1) / dp, 0.0)
+    per_output_token_s = decode_s + prefill_s
     mem = device_memory(arch, plan, cluster, layout, input_tokens + output_tokens, hbm_utilization, tokens_per_step)
-    # a user's tokens arrive once per decode step, and prefill steps interleaved with decode delay them
+    # at capacity a user's tokens arrive at the group's output rate over its sequences
     per_user = 1.0 / (per_output_token_s * batch_per_device)
-    return Performance("aggregated", layout, 1.0 / per_output_token_s, per_user, (decode, prefill), mem)
+    return Performance("aggregated", layout, 1.0 / per_output_token_s, per_user, (decode, prefill), mem,
+                       prefill_s / per_output_token_s)
 
 
 def largest_batch_that_fits(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, context_tokens: int,

@@ -310,10 +310,7 @@ def _recommend(d, mode, dc, n_decode, pc, n_prefill, ttft, tpot, req_rate, price
         usd_out = usd_per_million_tokens(price * devices_decode, req_rate * w.output_tokens)
         usd_in = usd_per_million_tokens(price * devices_prefill, req_rate * w.input_tokens)
     else:  # aggregated: split the bill by the time each kind of work takes on the devices
-        decode_step, prefill_step = dc.perf.steps
-        decode_s = decode_step.time_s / dc.work_per_device * w.output_tokens
-        prefill_s = prefill_step.time_s / d.serving.tokens_per_step * w.input_tokens
-        share_out = decode_s / (decode_s + prefill_s)
+        share_out = 1.0 - dc.perf.prefill_share
         usd_out = usd_per_million_tokens(price * devices_decode * share_out, req_rate * w.output_tokens)
         usd_in = usd_per_million_tokens(price * devices_decode * (1 - share_out), req_rate * w.input_tokens)
     return Recommendation(mode, dc, n_decode, pc, n_prefill, ttft, tpot, per_hour, usd_in, usd_out, req_rate)

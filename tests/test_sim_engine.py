@@ -101,6 +101,8 @@ def small_kv():
     raw = {"schema_version": 1, "model": "kimi-k2", "cluster": {"unit": "hgx-h200", "units": 2},
            "workload": {"input_tokens": 2000, "output_tokens": 1000, "requests_per_s": 4}, "slo": {"ttft_s": 2.0, "tpot_s": 0.05}}
     doc = api.plan(parse_spec(raw)).to_json()
+    # pinned to DP16 attention (whatever the planner prefers), the layout the HBM fraction below is sized for
+    doc["recommendation"]["decode"]["layout"] |= {"attention_tp": 1, "attention_dp": 16}
     d = api.deployment(parse_spec(raw | {"serving": {"hbm_utilization": 0.53}}))
     return plan_from_json(doc, d), synthetic_trace(120, 8.0, 2000, 1000, seed=1)
 

@@ -71,7 +71,15 @@ def test_serving_metrics_follow_from_the_step(kimi_128_h200):
     assert p.tokens_per_s_per_device == pytest.approx(8192 / p.steps[0].time_s)
     a = aggregated_performance(arch, plan, cluster, layout, 64, 1024, 1024, 0.9, 8192)
     dec, pre = a.steps
-    assert 1 / a.tokens_per_s_per_device == pytest.approx(dec.time_s / 64 + pre.time_s / 8192)
+    # 128 DP ranks: a rank's prefill chunk holds the group for a step in which the other ranks still decode
+    dp = layout.dp
+    prefill_s = dp * 1024 / (8192 * 1024) * (pre.time_s - dec.time_s * (dp - 1) / dp)
+    assert 1 / a.tokens_per_s_per_device == pytest.approx(dec.time_s / 64 + prefill_s)
+    assert a.prefill_share == pytest.approx(prefill_s * a.tokens_per_s_per_device)
+    # one rank's chunk: its attention at the full chunk, the experts at the group's mean tokens
+    full = prefill_performance(arch, plan, cluster, layout, 8192, 1024, 0.9).steps[0]
+    assert pre.breakdown_s["attention"] == pytest.approx(full.breakdown_s["attention"])
+    assert pre.breakdown_s["expert_gemm"] < full.breakdown_s["expert_gemm"] and pre.time_s < full.time_s
 
 
 def test_cost_per_million_tokens_by_hand():
