@@ -12,6 +12,7 @@ from hwmodels.precision import default_plan
 from hwmodels.validation import ValidationRow, validate as _validate
 from moeplan import study
 from moeplan.spec import Spec, load_spec, resolve
+from moeplan.simulation import Simulation
 from moeplan.study import Plan, Sweep
 from planner.search import plan as _plan
 
@@ -73,7 +74,8 @@ def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routin
              rate_per_s: float | None = None, seed: int = 0, config=None):
     """Replay a request trace through a plan of the spec (sim, SimPy): per-request TTFT / TPOT / end-to-end
     latency, percentiles, throughput and goodput over time, utilisation, KV occupancy, cost per million
-    output tokens. Returns a sim.SimResult (.to_json(), .summary()).
+    output tokens. Returns a Simulation: a sim.SimResult (its fields read through; .to_json(), .summary())
+    with .to_frame(table) and .figure(name).
 
     plan: a plan.json path, its parsed dict, a sim.Plan, or None (plan the spec now, as `plan` does).
     trace: a request trace file (Mooncake JSONL, Azure CSV, length CSV, ServeGen chunk or folder), a
@@ -86,7 +88,6 @@ def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routin
       speedup: arrivals X times faster; rate_per_s: arrival rate for a length-only CSV; seed: the synthetic
       parts and the sub-sample. config: a sim.SimConfig (router, KV policy, batch limit, placement fallback).
     """
-    # sim is imported on first use: planning and checking never need SimPy
     from hwmodels.errors import InputError
     from sim import SimConfig, concat_routing, plan_from_json, read_plan, simulate as replay
     from sim.plan import Plan as SimPlan
@@ -137,4 +138,4 @@ def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routin
 
     decode = routing_trace(routing, "decode")
     prefill = decode if routing is not None and prefill_routing is None else routing_trace(prefill_routing, "prefill")
-    return replay(plan, trace, config or SimConfig(), decode, prefill)
+    return Simulation(replay(plan, trace, config or SimConfig(), decode, prefill))

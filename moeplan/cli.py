@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="write report.html, summary.md, plan.json and CSVs into DIR (refused if DIR is not empty, unless --force)")
     s.add_argument("--force", action="store_true", help="write into a non-empty DIR, replacing the report files")
     s.add_argument("--json", action="store_true", help="print plan.json to stdout")
+    s.add_argument("--no-simulate", action="store_true",
+                   help="leave the simulation out of the report (by default -o replays synthetic requests through the plan)")
+    s.add_argument("--requests", type=_positive_int, default=1000, help="synthetic requests the report's simulation replays (default 1000)")
     s.set_defaults(run=_plan)
 
     s = sub.add_parser("compare", help="the same workload and SLOs across devices and/or models, with a report")
@@ -373,7 +376,7 @@ def _plan(args) -> int:
     out_dir = report.output_dir(args.output, args.force) if args.output else None
     plan = api.plan(args.spec)
     if out_dir is not None:
-        report.write_files(out_dir, report.plan_report(plan))
+        report.write_files(out_dir, report.plan_report(plan, _report_simulation(args, plan)))
     if args.json:
         _print_json(plan.to_json())
     else:
@@ -382,6 +385,18 @@ def _plan(args) -> int:
         print(f"error: slo: {plan.infeasible}", file=sys.stderr)
         return EXIT_NO
     return 0
+
+
+def _report_simulation(args, plan):
+    """The replay the report shows: synthetic arrivals at the workload's rate through the recommendation."""
+    if args.no_simulate or plan.recommendation is None:
+        return None
+    try:
+        with Console(stderr=True).status(f"simulating {args.requests:,} requests through the plan"):
+            return api.simulate(plan.deployment, plan.to_json(), requests=args.requests)
+    except InputError as e:
+        _console().print(f"[yellow]no simulation in the report[/yellow]: {e}")
+        return None
 
 
 def _run_study(args, run, title: str, y: str = "usd_per_million_output_tokens") -> int:

@@ -223,6 +223,9 @@ def _workload(w: WorkloadSpec) -> Workload:
         base = dict(named[w.name])
         source = base["source"]
     values = {k: getattr(w, k) if getattr(w, k) is not None else base.get(k) for k in ("input_tokens", "output_tokens", "requests_per_s")}
+    overridden = [k for k in ("input_tokens", "output_tokens", "requests_per_s") if getattr(w, k) is not None]
+    if w.name is not None and overridden:
+        source = f"{source}; {', '.join(overridden)} from the spec"
     for key in ("input_tokens", "output_tokens"):
         if values[key] is None:
             raise InputError(f"workload.{key}", "missing", "set it, or name a workload from catalogs/workloads.yaml")

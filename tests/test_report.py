@@ -79,3 +79,19 @@ def test_bad_sweep_files_are_one_line(tmp_path, text, pattern):
     r = run("sweep", "sweep.yaml", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and re.search(pattern, r.stderr), r.stderr
+
+
+def test_plan_report_carries_the_simulation(tmp_path):
+    plan = moeplan.plan(example_path())
+    sim = moeplan.simulate(plan.deployment, plan.to_json(), requests=200)
+    assert isinstance(sim, moeplan.Simulation) and sim.completed == 200  # SimResult fields read through
+    summary = sim.to_frame("summary")
+    assert summary.set_index("metric").loc["tpot", "p50_s"] == pytest.approx(sim.percentile("tpot", 50))
+    assert len(sim.to_frame("requests")) == 200 and "output_tokens_per_s" in sim.to_frame("timeline")
+    files = plan_report(plan, sim)
+    assert "<h2>Latency distributions (simulated)</h2>" in files["report.html"]
+    assert {"simulation.json", "simulation_summary.csv", "simulation_requests.csv", "simulation_timeline.csv"} <= set(files)
+    assert "## Simulation" in files["summary.md"]
+    r = run("plan", str(example_path()), "-o", str(tmp_path / "out"), "--requests", "100", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "out" / "simulation.json").read_text())["requests"] == 100
