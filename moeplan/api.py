@@ -71,7 +71,8 @@ SYNTHETIC_REQUESTS = 1000  # requests of the synthetic trace when neither a trac
 
 def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routing=None, *, prefill_routing=None,
              requests: int | None = None, speedup: float = 1.0, subsample: float | None = None,
-             rate_per_s: float | None = None, seed: int = 0, config=None):
+             rate_per_s: float | None = None, seed: int = 0, config=None, shards: int | None = None,
+             shard_by: str = "auto", engine: str = "local", address: str | None = None):
     """Replay a request trace through a plan of the spec (sim, SimPy): per-request TTFT / TPOT / end-to-end
     latency, percentiles, throughput and goodput over time, utilisation, KV occupancy, cost per million
     output tokens. Returns a Simulation: a sim.SimResult (its fields read through; .to_json(), .summary())
@@ -87,6 +88,9 @@ def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routin
     requests: keep the first N requests; subsample: keep each with probability F (seeded), before `requests`;
       speedup: arrivals X times faster; rate_per_s: arrival rate for a length-only CSV; seed: the synthetic
       parts and the sub-sample. config: a sim.SimConfig (router, KV policy, batch limit, placement fallback).
+    shards / shard_by / engine / address: replay in shards (moeplan.sharding: by instance where that is exact,
+      else by time window, approximate at the boundaries) on local processes or Ray; the Simulation's
+      `sharding` says which and whether it is exact. None and engine "local": one replay in this process.
     """
     from hwmodels.errors import InputError
     from sim import SimConfig, concat_routing, plan_from_json, read_plan, simulate as replay
@@ -138,4 +142,11 @@ def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routin
 
     decode = routing_trace(routing, "decode")
     prefill = decode if routing is not None and prefill_routing is None else routing_trace(prefill_routing, "prefill")
-    return Simulation(replay(plan, trace, config or SimConfig(), decode, prefill))
+    if shards is None and engine == "local":
+        return Simulation(replay(plan, trace, config or SimConfig(), decode, prefill))
+    from moeplan.sharding import simulate_sharded
+
+    run = simulate_sharded(plan, trace, config or SimConfig(), decode, prefill, by=shard_by, shards=shards, engine=engine,
+                           address=address)
+    exactness = "" if run.note.startswith(("exact", "approximate")) else ("exact; " if run.exact else "approximate; ")
+    return Simulation(run.result, f"{run.shards} shards by {run.by}, {exactness}{run.note}")

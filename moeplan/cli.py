@@ -153,6 +153,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-batch", type=_positive_int, metavar="B",
                    help="running sequences per device (default: the plan's batch per device)")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
+    s.add_argument("--shards", type=_positive_int, help="replay in N shards (exact by instance where possible, else by time window)")
+    s.add_argument("--shard-by", choices=("auto", "instance", "window"), default="auto", help="how to cut a sharded replay (default auto)")
+    s.add_argument("--engine", choices=("local", "ray"), default="local", help="where shards run: local processes (default) or Ray")
+    s.add_argument("--address", metavar="ADDR", help="with --engine ray, an existing cluster (ray://host:10001); default: a local instance")
     s.set_defaults(run=_simulate)
     return p
 
@@ -603,7 +607,8 @@ def _simulate(args) -> int:
     config = SimConfig(router=Router(args.router), kv_policy=KVPolicy(args.kv_policy), max_batch_per_device=args.max_batch)
     result = api.simulate(args.spec, args.plan, args.trace, args.routing, prefill_routing=args.prefill_routing,
                           requests=args.requests, speedup=args.speedup, subsample=args.subsample, rate_per_s=args.rate,
-                          seed=args.seed, config=config)
+                          seed=args.seed, config=config, shards=args.shards, shard_by=args.shard_by, engine=args.engine,
+                          address=args.address)
     if args.json:
         _print_json(result.to_json())
     else:

@@ -83,6 +83,7 @@ class Simulation:
     """A sim.SimResult (fields read through) with `to_frame(table)`, `figure(name)` and `to_json()`."""
 
     result: SimResult
+    sharding: str = ""  # how a sharded replay was cut and whether it is exact ("" for one replay)
     tables = ("summary", "requests", "timeline")
     figures = ("latency", "timeline")
     figure_titles = {"latency": "Latency distributions (simulated)", "timeline": "Throughput and occupancy over time"}
@@ -105,4 +106,7 @@ class Simulation:
         return plots[name](self.result)
 
     def to_json(self) -> dict[str, Any]:
-        return self.result.to_json()
+        return self.result.to_json() | ({"sharding": self.sharding} if self.sharding else {})
+
+    def summary(self) -> str:
+        return self.result.summary() + (f"\nsharded: {self.sharding}" if self.sharding else "")

@@ -99,3 +99,12 @@ def test_a_rejected_request_makes_instance_sharding_approximate(plan, trace):
     sharded = sharding.simulate_sharded(plan, long, ROUND_ROBIN, processes=1)
     assert not sharded.exact and "1 requests longer than a rank's KV cache were rejected" in sharded.note
     assert sharded.result.rejected.sum() == 1 and sharded.result.rejected[5]
+
+
+def test_api_and_cli_simulate_in_shards_say_how(tmp_path):
+    from moeplan import api, example_path
+
+    sim = api.simulate(example_path(), requests=200, shards=2, shard_by="window")
+    assert sim.completed == 200 and sim.sharding.startswith("2 shards by window, approximate")
+    assert sim.to_json()["sharding"] == sim.sharding and "sharded: 2 shards" in sim.summary()
+    assert api.simulate(example_path(), requests=50).sharding == ""
