@@ -8,20 +8,38 @@ model every operator in hwmodels uses, with its efficiencies fitted to its own r
 
 three parameters per kernel, fitted by least squares on log time over a grid (efficiencies in
 (0, 1], overhead >= 0), so no modelled time is below the roofline. The fit is reported per row, with
-leave-one-out error where a kernel has at least four rows. Predicting a whole MoE layer from the
-per-kernel fits, and comparing with the layer measured end to end, proves the method composes.
+leave-one-out error where a kernel has at least four rows.
+
+peak is each row's own matmul probe, timed alongside it. bandwidth is one figure for the whole run,
+the median of the memory probes timed alongside every row: on the 2-core VM this was built on, the
+copy and reduction probes swung between about 25 and 50 GB/s from one second to the next while a
+whole MoE layer reading 1.3 GB of expert weights took 60 to 110 ms (about 20 GB/s) with no relation
+to what they read, so a row's own memory probe carries noise into its prediction, not the machine.
+
+A composite row (the whole MoE layer, measured end to end) is not fitted: its `composition` lists the
+kernels it runs with the FLOPs and bytes each has in the layer (the grouped GEMM at the tokens per
+expert its router produced), and layer_report predicts it as the sum of those kernels' fitted times
+under the matmul peak measured alongside the layer. That the sum lands within CALIBRATION_BAR of the
+measured layer shows the per-kernel method composes; nothing in it is fitted to the layer.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from catalogs import CATALOG_DIR
 from hwmodels.errors import InputError
+
+# Committed kernels_ref CSVs, one per device (catalogs/measured/kernels-<device>.csv).
+MEASURED_DIR = CATALOG_DIR / "measured"
+# Issue 4's bar: every benchmarked shape, and the whole layer, within 25% of the fitted model.
+CALIBRATION_BAR = 0.25
 
 _EFFICIENCY_GRID = np.geomspace(0.01, 1.0, 61)
 _OVERHEAD_GRID_S = np.concatenate(([0.0], np.geomspace(1e-6, 1e-2, 41)))
@@ -29,13 +47,15 @@ _OVERHEAD_GRID_S = np.concatenate(([0.0], np.geomspace(1e-6, 1e-2, 41)))
 
 @dataclass(frozen=True)
 class MeasuredRow:
-    kernel: str
+    kernel: str  # "kernel:phase:impl", the key its fit goes by
     shape: dict
     flops: float
     bytes: float
     seconds: float
     peak_flops_per_s: float | None  # the run's measured matmul peak for the kernel's dtype (None: data movement)
     peak_bytes_per_s: float
+    dtype: str | None = None  # the matmul peak its FLOPs are held to
+    composition: dict | None = None  # a composite row's tokens_per_expert and parts (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -56,12 +76,18 @@ class MeasuredTable:
     device: str
     source: str  # the CSV path, date and library versions
     rows: tuple[MeasuredRow, ...]
+    peaks: dict  # the matmul probes timed on their own: FLOP/s by dtype ("bf16", "fp32")
+    bandwidth: float  # the run's bytes/s: the median of the memory probes timed alongside the rows
 
     def kernels(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(r.kernel for r in self.rows))
+        """The fitted kernels: every key but the composite rows'."""
+        return tuple(dict.fromkeys(r.kernel for r in self.rows if r.composition is None))
 
     def of(self, kernel: str) -> tuple[MeasuredRow, ...]:
         return tuple(r for r in self.rows if r.kernel == kernel)
+
+    def composites(self) -> tuple[MeasuredRow, ...]:
+        return tuple(r for r in self.rows if r.composition is not None)
 
 
 _SHAPE_KEYS = ("groups", "m_per_group", "tokens", "hidden", "intermediate", "top_k", "experts", "batch", "context", "heads")
@@ -75,17 +101,20 @@ def load_measured(path: str | Path) -> MeasuredTable:
             raw = list(csv.DictReader(f))
     except OSError as e:
         raise InputError(str(path), f"cannot read: {e}", "give a CSV written by moeplan bench-kernels") from None
-    rows = []
+    rows, peaks = [], {}
     for line, r in enumerate(raw, start=2):
-        if r.get("phase") in (None, ""):
-            continue  # a roofline probe
         try:
+            if r.get("phase") in (None, ""):  # a roofline probe: the machine's peak, not a kernel
+                if r["kernel"].startswith("matmul_"):
+                    peaks[r["kernel"].removeprefix("matmul_")] = float(r["flops_per_s"])
+                continue
             peak = float(r["peak_flops_per_s"]) if r.get("peak_flops_per_s") else None
             rows.append(MeasuredRow(
                 kernel=f"{r['kernel']}:{r['phase']}:{r['impl']}",
                 shape={k: int(float(r[k])) for k in _SHAPE_KEYS if r.get(k)},
                 flops=float(r["flops"]), bytes=float(r["bytes"]), seconds=float(r["seconds"]),
-                peak_flops_per_s=peak, peak_bytes_per_s=float(r["peak_bytes_per_s"]),
+                peak_flops_per_s=peak, peak_bytes_per_s=float(r["peak_bytes_per_s"]), dtype=r.get("dtype") or None,
+                composition=_composition(r.get("composition")),
             ))
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{path} line {line}", f"not a kernels_ref benchmark row ({e})", "regenerate it with moeplan bench-kernels") from None
@@ -93,15 +122,27 @@ def load_measured(path: str | Path) -> MeasuredTable:
         raise InputError(str(path), "no kernel rows", "give a CSV written by moeplan bench-kernels")
     first = raw[0]
     source = f"{path.name}: measured {first.get('date')} on {first.get('device')}, torch {first.get('torch_version')}"
-    return MeasuredTable(first.get("device", ""), source, tuple(rows))
+    bandwidth = float(np.median([r.peak_bytes_per_s for r in rows]))
+    return MeasuredTable(first.get("device", ""), source, tuple(rows), peaks, bandwidth)
 
 
-def fit_kernel(rows: Sequence[MeasuredRow]) -> KernelFit:
-    """Least squares on log time over the efficiency and overhead grids (exhaustive: 61 x 61 x 42)."""
+def _composition(text: str | None) -> dict | None:
+    """The composition cell: None for a kernel row; raises ValueError or KeyError if malformed."""
+    if not text:
+        return None
+    composition = json.loads(text)
+    parts = [{**p, "kernel": str(p["kernel"]), "impl": str(p["impl"]), "flops": float(p["flops"]), "bytes": float(p["bytes"])}
+             for p in composition["parts"]]
+    return {**composition, "parts": parts}
+
+
+def fit_kernel(rows: Sequence[MeasuredRow], bandwidth: float | None = None) -> KernelFit:
+    """Least squares on log time over the efficiency and overhead grids (exhaustive: 61 x 61 x 42).
+    bandwidth: the run's bytes/s (MeasuredTable.bandwidth); None takes each row's own probe."""
     flops = np.array([r.flops for r in rows])
     peak = np.array([r.peak_flops_per_s or np.inf for r in rows])
     bytes_ = np.array([r.bytes for r in rows])
-    bw = np.array([r.peak_bytes_per_s for r in rows])
+    bw = np.array([bandwidth or r.peak_bytes_per_s for r in rows])
     measured = np.log(np.array([r.seconds for r in rows]))
     compute = (flops / peak)[None, None, None, :] / _EFFICIENCY_GRID[:, None, None, None]  # [c, 1, 1, rows]
     memory = (bytes_ / bw)[None, None, None, :] / _EFFICIENCY_GRID[None, :, None, None]  # [1, m, 1, rows]
@@ -112,7 +153,7 @@ def fit_kernel(rows: Sequence[MeasuredRow]) -> KernelFit:
 
 
 def fits(table: MeasuredTable) -> dict[str, KernelFit]:
-    return {k: fit_kernel(table.of(k)) for k in table.kernels()}
+    return {k: fit_kernel(table.of(k), table.bandwidth) for k in table.kernels()}
 
 
 def report(table: MeasuredTable) -> list[dict]:
@@ -121,13 +162,107 @@ def report(table: MeasuredTable) -> list[dict]:
     for kernel, fit in fits(table).items():
         rows = table.of(kernel)
         for i, r in enumerate(rows):
-            predicted = fit.seconds(r.flops, r.bytes, r.peak_flops_per_s, r.peak_bytes_per_s)
+            predicted = fit.seconds(r.flops, r.bytes, r.peak_flops_per_s, table.bandwidth)
             loo = None
             if len(rows) >= 4:
-                held = fit_kernel(rows[:i] + rows[i + 1:])
-                loo = held.seconds(r.flops, r.bytes, r.peak_flops_per_s, r.peak_bytes_per_s) / r.seconds - 1
+                held = fit_kernel(rows[:i] + rows[i + 1:], table.bandwidth)
+                loo = held.seconds(r.flops, r.bytes, r.peak_flops_per_s, table.bandwidth) / r.seconds - 1
             out.append({"kernel": kernel, **r.shape, "measured_s": r.seconds, "predicted_s": predicted,
                         "error": predicted / r.seconds - 1, "loo_error": loo,
                         "compute_efficiency": fit.compute_efficiency, "memory_efficiency": fit.memory_efficiency,
                         "overhead_s": fit.overhead_s})
     return out
+
+
+def _fit_for(fitted: dict[str, KernelFit], kernel: str, phase: str, impl: str, where: str) -> KernelFit:
+    """The fit of kernel:phase:impl, else of the same kernel and implementation in another phase
+    (the GEMM paths are chosen per expert by tokens, not by phase), the one with the most rows."""
+    if f"{kernel}:{phase}:{impl}" in fitted:
+        return fitted[f"{kernel}:{phase}:{impl}"]
+    same = [f for key, f in fitted.items() if key.split(":")[0] == kernel and key.split(":")[2] == impl]
+    if not same:
+        raise InputError(where, f"no measured rows of {kernel} ({impl}) to predict the layer from",
+                         "regenerate the CSV with moeplan bench-kernels")
+    return max(same, key=lambda f: f.rows)
+
+
+def predict_composite(row: MeasuredRow, table: MeasuredTable, fitted: dict[str, KernelFit] | None = None) -> list[dict]:
+    """Each part of a composite row: its fitted seconds at its shape in the layer, under the matmul
+    peak measured alongside the layer (a part in another dtype takes that dtype's probe of the run)
+    and the run's bandwidth."""
+    fitted = fits(table) if fitted is None else fitted
+    phase = row.kernel.split(":")[1]
+    out = []
+    for part in row.composition["parts"]:
+        fit = _fit_for(fitted, part["kernel"], phase, part["impl"], table.source)
+        dtype = part.get("dtype")
+        if dtype is None:
+            peak = None
+        elif dtype == row.dtype:
+            peak = row.peak_flops_per_s
+        elif dtype in table.peaks:
+            peak = table.peaks[dtype]
+        else:
+            raise InputError(table.source, f"no {dtype} matmul probe to predict {part['kernel']} with",
+                             "regenerate the CSV with moeplan bench-kernels")
+        out.append({"part": part.get("part", part["kernel"]), "kernel": fit.kernel,
+                    "predicted_s": fit.seconds(part["flops"], part["bytes"], peak, table.bandwidth)})
+    return out
+
+
+def layer_report(table: MeasuredTable) -> list[dict]:
+    """Per composite row (the MoE layer end to end): measured vs the sum of its parts' fitted
+    times, error = predicted / measured - 1, and the predicted seconds of each part."""
+    fitted = fits(table)
+    out = []
+    for r in table.composites():
+        parts = predict_composite(r, table, fitted)
+        predicted = sum(p["predicted_s"] for p in parts)
+        out.append({"kernel": r.kernel, **r.shape, "experts_of_model": r.composition.get("experts_of_model"),
+                    "tokens_per_expert": r.composition.get("tokens_per_expert"),
+                    "measured_s": r.seconds, "predicted_s": predicted, "error": predicted / r.seconds - 1,
+                    "parts": {p["part"]: p["predicted_s"] for p in parts}})
+    return out
+
+
+def summary(table: MeasuredTable, rows: list[dict] | None = None, layers: list[dict] | None = None) -> dict:
+    """The bars: largest |error| over the fitted rows and over the layer rows, against CALIBRATION_BAR.
+    rows, layers: report(table) and layer_report(table) where already computed."""
+    rows = report(table) if rows is None else rows
+    layers = layer_report(table) if layers is None else layers
+    row_max = max(abs(r["error"]) for r in rows)
+    loo = [abs(r["loo_error"]) for r in rows if r["loo_error"] is not None]
+    layer_max = max((abs(r["error"]) for r in layers), default=None)
+    return {"source": table.source, "bandwidth": table.bandwidth, "bar": CALIBRATION_BAR,
+            "rows": len(rows), "max_abs_error": row_max, "max_abs_loo_error": max(loo, default=None),
+            "rows_within_bar": row_max <= CALIBRATION_BAR, "layers": len(layers), "layer_max_abs_error": layer_max,
+            "layers_within_bar": None if layer_max is None else layer_max <= CALIBRATION_BAR}
+
+
+def measured_csvs() -> list[Path]:
+    """The committed kernels_ref CSVs, one per measured device."""
+    return sorted(MEASURED_DIR.glob("*.csv"))
+
+
+def report_table(table: MeasuredTable) -> str:
+    """report(), layer_report() and summary() as text, e.g. for `print`."""
+    rows, layers = report(table), layer_report(table)
+    shape_keys = ("groups", "m_per_group", "tokens", "batch", "context")
+    lines = [f"{'kernel:phase:impl':<40}{'shape':<28}{'measured':>11}{'predicted':>11}{'error':>8}{'LOO':>8}",
+             f"{'':<68}{'ms':>11}{'ms':>11}"]
+    for r in rows:
+        shape = " ".join(f"{k}={r[k]}" for k in shape_keys if r.get(k) is not None)
+        loo = "" if r["loo_error"] is None else f"{r['loo_error']:+.1%}"
+        lines.append(f"{r['kernel']:<40}{shape:<28}{r['measured_s'] * 1e3:>11.2f}{r['predicted_s'] * 1e3:>11.2f}"
+                     f"{r['error']:>+8.1%}{loo:>8}")
+    for r in layers:
+        shape = f"tokens={r.get('tokens')} experts={r.get('experts')}/{r.get('experts_of_model')}"
+        lines.append(f"{r['kernel']:<40}{shape:<28}{r['measured_s'] * 1e3:>11.2f}{r['predicted_s'] * 1e3:>11.2f}"
+                     f"{r['error']:>+8.1%}    (sum of its parts' fits)")
+    s = summary(table, rows, layers)
+    loo = "" if s["max_abs_loo_error"] is None else f", |LOO| max {s['max_abs_loo_error']:.1%}"
+    lines.append(f"{s['rows']} kernel rows: |error| max {s['max_abs_error']:.1%}{loo}; "
+                 + (f"{s['layers']} whole-layer rows: |error| max {s['layer_max_abs_error']:.1%}"
+                    if s["layers"] else "no whole-layer rows")
+                 + f" (bar {s['bar']:.0%})")
+    return "\n".join(lines)

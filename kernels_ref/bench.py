@@ -8,9 +8,19 @@ between one minute and the next); the copy also flushes the caches before each k
 fraction a little above 1 means the kernel outran the probe, a 2048 x 2048 PyTorch matmul, in
 that window. The first rows are the probes on their own: the machine's peaks.
 
-Shapes: the routed experts of one device (a few experts; decode 1 to 256 tokens per expert,
-prefill 512 and 2048, i.e. up to 8192 token rows), dispatch and combine of 256 and 8192
-tokens, and absorbed MLA decode for 1 to 64 sequences of 4096 to 8192 cached tokens.
+Shapes: the routed experts of one device (4 experts, and 1 and 16 at decode; decode 1 to 256
+tokens per expert, prefill 384 to 2048, i.e. up to 8192 token rows); the router, the activation
+quantisation, dispatch and combine of 1 to 8192 tokens; absorbed MLA decode for 1 to 64
+sequences of 4096 to 8192 cached tokens; and the whole MoE layer (moe_layer_fp8) end to end.
+
+The layer runs on one device's share of the experts, as under expert parallelism: 4 x top_k of
+them (Kimi K2: 32 of 384, an EP12 shard; the row's `experts` says how many, and its
+`composition` how many the model has), routed top_k of those by the layer's own router, so each
+expert gets about a quarter of the tokens: 1 to 2048 tokens reach decode and prefill loads per
+expert that all 384 experts would need 12 times as many tokens for. `composition` lists the
+tokens per expert the router produced and each kernel the layer runs, at the shape it runs in
+the layer, with its FLOPs and bytes counted as its own rows count them: hwmodels.calibration
+predicts the layer from those parts and the per-kernel fits.
 
 The CSV (one per device) is what hwmodels' calibration reads. Run standalone with
 `python -m kernels_ref.bench [--device cpu|cuda] [--quick] [--config config.json] [-o FILE]`.
@@ -35,11 +45,13 @@ from kernels_ref.fp8_gemm import choose_gemm_path
 from kernels_ref.generators import (
     cast_mla_decode_inputs,
     offsets_from_counts,
-    random_expert_weights,
+    random_fp8_expert_weights,
     random_mla_decode_inputs,
+    random_router,
 )
-from kernels_ref.grouped_gemm import grouped_swiglu_fp8, masked_swiglu_fp8, quantize_expert_weights
+from kernels_ref.grouped_gemm import grouped_swiglu_fp8, masked_swiglu_fp8
 from kernels_ref.mla_decode import mla_decode_absorbed
+from kernels_ref.moe_layer import moe_layer_fp8, route_noaux_tc
 from kernels_ref.roofline import Probe, Roofline, device_name, make_probes, roofline_from
 from kernels_ref.timing import interleaved_median_seconds
 
@@ -69,6 +81,9 @@ COLUMNS = (
     # hidden x intermediate; MLA has batch sequences of context cached tokens and heads
     "groups", "m_per_group", "tokens", "hidden", "intermediate", "top_k", "experts",
     "batch", "context", "heads",
+    # a composite row (the whole MoE layer) as JSON: tokens_per_expert the router produced, and
+    # parts, each a kernel benchmarked on its own with the shape, FLOPs and bytes it has in the layer
+    "composition",
     # measured
     "flops", "bytes", "seconds", "flops_per_s", "bytes_per_s",
     # the roofline measured alongside: roofline_fraction = roofline_seconds / seconds, where
@@ -88,10 +103,43 @@ class BenchCase:
     flops: float
     bytes_moved: float
     fn: Callable[[], object]
+    composition: dict | None = None
 
 
 def _fp8_activation_bytes(tokens: int, hidden: int) -> int:
     return tokens * (hidden + 4 * ceil_div(hidden, BLOCK))  # codes + fp32 group scales
+
+
+# (FLOPs, bytes) of each kernel, shared by its own rows and the layer's parts.
+
+
+def _grouped_swiglu_cost(counts: Sequence[int], hidden: int, intermediate: int) -> tuple[float, float]:
+    """counts: tokens per expert; an empty expert reads no weights."""
+    tokens, groups = sum(counts), sum(1 for c in counts if c)
+    weight_bytes = 3 * intermediate * hidden + 4 * ceil_div(hidden, BLOCK) * (
+        ceil_div(2 * intermediate, BLOCK) + ceil_div(intermediate, BLOCK)
+    )  # fp8 w13 and w2, and their fp32 block scales
+    flops = 6.0 * tokens * hidden * intermediate  # gate/up: 2 x 2I x D, down: 2 x D x I per token
+    return flops, groups * weight_bytes + _fp8_activation_bytes(tokens, hidden) + 2.0 * tokens * hidden
+
+
+def _router_cost(tokens: int, hidden: int, experts: int, top_k: int) -> tuple[float, float]:
+    """bf16 tokens, fp32 router weight and scores, int64 ids and fp32 gates out."""
+    bytes_moved = 2.0 * tokens * hidden + 4.0 * (experts * hidden + tokens * experts) + 12.0 * tokens * top_k
+    return 2.0 * tokens * hidden * experts, bytes_moved
+
+
+def _quantize_cost(tokens: int, hidden: int) -> tuple[float, float]:
+    return 0.0, 2.0 * tokens * hidden + _fp8_activation_bytes(tokens, hidden)
+
+
+def _dispatch_cost(tokens: int, hidden: int, top_k: int) -> tuple[float, float]:
+    return 0.0, (1 + top_k) * _fp8_activation_bytes(tokens, hidden)
+
+
+def _combine_cost(tokens: int, hidden: int, top_k: int) -> tuple[float, float]:
+    """bf16 expert outputs in, fp32 sums out."""
+    return 2.0 * tokens * top_k * hidden, 2.0 * top_k * tokens * hidden + 4.0 * tokens * hidden
 
 
 def _grouped_swiglu_cases(
@@ -100,8 +148,7 @@ def _grouped_swiglu_cases(
     """The routed experts of one device: groups experts, m_per_group tokens each."""
     hidden, intermediate = config["hidden_size"], config["moe_intermediate_size"]
     generator = torch.Generator().manual_seed(0)
-    weights = quantize_expert_weights(random_expert_weights(groups, hidden, intermediate, generator, device))
-    weight_bytes = sum(t.numel() * t.element_size() for t in vars(weights).values())
+    weights = random_fp8_expert_weights(groups, hidden, intermediate, generator, device)
     for m in m_values:
         tokens = groups * m
         x_q, x_scale = quantize_activation_groups(torch.randn(tokens, hidden, generator=generator).to(device))
@@ -111,6 +158,7 @@ def _grouped_swiglu_cases(
             fn = functools.partial(masked_swiglu_fp8, x_q, x_scale, counts, weights)
         else:
             fn = functools.partial(grouped_swiglu_fp8, x_q, x_scale, offsets_from_counts([m] * groups), weights)
+        flops, bytes_moved = _grouped_swiglu_cost([m] * groups, hidden, intermediate)
         yield BenchCase(
             kernel="masked_swiglu_fp8" if masked else "grouped_swiglu_fp8",
             phase=phase,
@@ -123,8 +171,8 @@ def _grouped_swiglu_cases(
                 "hidden": hidden,
                 "intermediate": intermediate,
             },
-            flops=6.0 * tokens * hidden * intermediate,  # gate/up: 2 x 2I x D, down: 2 x D x I per token
-            bytes_moved=weight_bytes + _fp8_activation_bytes(tokens, hidden) + 2 * tokens * hidden,
+            flops=flops,
+            bytes_moved=bytes_moved,
             fn=fn,
         )
 
@@ -147,25 +195,91 @@ def _dispatch_cases(config: dict, device: str, phase: str, token_counts: Sequenc
         plan = plan_dispatch(topk_ids, experts)
         y = torch.randn(tokens * top_k, hidden, generator=generator).to(device, torch.bfloat16)
         shape = {"tokens": tokens, "hidden": hidden, "top_k": top_k, "experts": experts}
+        yield BenchCase("dispatch_fp8", phase, "torch", None, shape, *_dispatch_cost(tokens, hidden, top_k),
+                        fn=functools.partial(_dispatch_both, x_q, x_scale, topk_ids, experts))
+        # fp32 out, as the layer adds the shared expert to it
+        yield BenchCase("combine_bf16", phase, "torch", "fp32", shape, *_combine_cost(tokens, hidden, top_k),
+                        fn=functools.partial(combine, y, plan, topk_weights, torch.float32))
+
+
+def _layer_experts(config: dict) -> int:
+    """The layer's share of the experts on one device: see the module docstring."""
+    return min(config["n_routed_experts"], 4 * config["num_experts_per_tok"])
+
+
+def _router_quantize_cases(config: dict, device: str, phase: str, token_counts: Sequence[int]) -> Iterator[BenchCase]:
+    """The layer's router over its share of the experts, and the fp8 quantisation of its bf16 input."""
+    hidden, top_k, experts = config["hidden_size"], config["num_experts_per_tok"], _layer_experts(config)
+    generator = torch.Generator().manual_seed(0)
+    router = random_router(experts, hidden, top_k, generator, device=device)
+    for tokens in token_counts:
+        x = torch.randn(tokens, hidden, generator=generator).to(device, torch.bfloat16)
+        yield BenchCase("router_noaux_tc", phase, "torch", "fp32",
+                        {"tokens": tokens, "hidden": hidden, "top_k": top_k, "experts": experts},
+                        *_router_cost(tokens, hidden, experts, top_k), fn=functools.partial(route_noaux_tc, x, router))
+        yield BenchCase("quantize_fp8", phase, "torch", None, {"tokens": tokens, "hidden": hidden},
+                        *_quantize_cost(tokens, hidden), fn=functools.partial(quantize_activation_groups, x))
+
+
+def _moe_layer_parts(
+    tokens: int, counts: Sequence[int], hidden: int, intermediate: int, top_k: int, device: str
+) -> list[dict]:
+    """What moe_layer_fp8 runs, in order, each named as its own rows name it."""
+    experts = len(counts)
+    by_path: dict[str, list[int]] = {}
+    for count in counts:  # fp8_grouped_gemm picks each expert's path from its own token count
+        by_path.setdefault(choose_gemm_path(count, device).value, []).append(count)
+
+    def part(name: str, kernel: str, impl: str, dtype: str | None, shape: dict, cost: tuple[float, float]) -> dict:
+        return {"part": name, "kernel": kernel, "impl": impl, "dtype": dtype, **shape, "flops": cost[0], "bytes": cost[1]}
+
+    parts = [
+        part("router", "router_noaux_tc", "torch", "fp32", {"tokens": tokens, "experts": experts},
+             _router_cost(tokens, hidden, experts, top_k)),
+        part("quantize", "quantize_fp8", "torch", None, {"tokens": tokens}, _quantize_cost(tokens, hidden)),
+        part("dispatch", "dispatch_fp8", "torch", None, {"tokens": tokens}, _dispatch_cost(tokens, hidden, top_k)),
+    ]
+    parts += [
+        part(f"routed experts ({path})", "grouped_swiglu_fp8", path, "bf16",
+             {"groups": sum(1 for c in path_counts if c), "tokens": sum(path_counts)},
+             _grouped_swiglu_cost(path_counts, hidden, intermediate))
+        for path, path_counts in sorted(by_path.items()) if sum(path_counts)
+    ]  # fmt: skip
+    parts += [
+        part("combine", "combine_bf16", "torch", "fp32", {"tokens": tokens}, _combine_cost(tokens, hidden, top_k)),
+        part("shared expert", "grouped_swiglu_fp8", choose_gemm_path(tokens, device).value, "bf16",
+             {"groups": 1, "tokens": tokens}, _grouped_swiglu_cost([tokens], hidden, intermediate)),
+    ]  # fmt: skip
+    return parts
+
+
+def _moe_layer_cases(
+    config: dict, device: str, phases: Sequence[tuple[str, Sequence[int]]]
+) -> Iterator[BenchCase]:
+    """moe_layer_fp8 end to end on the layer's share of the experts, with one shared expert.
+    phases: (phase, token counts) pairs, all run on one set of weights (32 random Kimi K2 experts
+    take about 20 s to draw and quantise on 2 cores)."""
+    hidden, intermediate = config["hidden_size"], config["moe_intermediate_size"]
+    top_k, experts = config["num_experts_per_tok"], _layer_experts(config)
+    generator = torch.Generator().manual_seed(0)
+    router = random_router(experts, hidden, top_k, generator, device=device)
+    routed = random_fp8_expert_weights(experts, hidden, intermediate, generator, device)
+    shared = random_fp8_expert_weights(1, hidden, intermediate, generator, device)
+    for phase, tokens in ((phase, tokens) for phase, token_counts in phases for tokens in token_counts):
+        x = torch.randn(tokens, hidden, generator=generator).to(device, torch.bfloat16)
+        counts = torch.bincount(route_noaux_tc(x, router)[1].view(-1), minlength=experts).tolist()
+        parts = _moe_layer_parts(tokens, counts, hidden, intermediate, top_k, device)
+        gemm_paths = sorted({p["impl"] for p in parts if p["kernel"] == "grouped_swiglu_fp8"})
         yield BenchCase(
-            kernel="dispatch_fp8",
+            kernel="moe_layer",
             phase=phase,
-            impl="torch",
-            dtype=None,
-            shape=shape,
-            flops=0.0,
-            bytes_moved=(1 + top_k) * _fp8_activation_bytes(tokens, hidden),
-            fn=functools.partial(_dispatch_both, x_q, x_scale, topk_ids, experts),
-        )
-        yield BenchCase(
-            kernel="combine_bf16",
-            phase=phase,
-            impl="torch",
-            dtype="fp32",
-            shape=shape,
-            flops=2.0 * tokens * top_k * hidden,
-            bytes_moved=2.0 * (top_k + 1) * tokens * hidden,
-            fn=functools.partial(combine, y, plan, topk_weights),
+            impl="+".join(gemm_paths),
+            dtype="bf16",
+            shape={"tokens": tokens, "hidden": hidden, "intermediate": intermediate, "top_k": top_k, "experts": experts},
+            flops=sum(p["flops"] for p in parts),
+            bytes_moved=sum(p["bytes"] for p in parts),
+            fn=functools.partial(moe_layer_fp8, x, router, routed, shared),
+            composition={"experts_of_model": config["n_routed_experts"], "tokens_per_expert": counts, "parts": parts},
         )
 
 
@@ -198,17 +312,24 @@ def _cases(config: dict, device: str, quick: bool) -> Iterator[BenchCase]:
     if quick:
         yield from _grouped_swiglu_cases(config, device, "decode", groups=4, m_values=(1, 4))
         yield from _grouped_swiglu_cases(config, device, "prefill", groups=2, m_values=(512,))
+        yield from _router_quantize_cases(config, device, "decode", (16,))
         yield from _dispatch_cases(config, device, "decode", (256,))
+        yield from _moe_layer_cases(config, device, (("decode", (16,)),))
         if _has_mla(config):
             yield from _mla_cases(config, device, ((4, 1024),))
         return
     yield from _grouped_swiglu_cases(config, device, "decode", groups=4, m_values=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+    # 1 and 16 experts: the weight bytes vary, so a fit tells reading them from a fixed cost per call
+    yield from _grouped_swiglu_cases(config, device, "decode", groups=1, m_values=(1,))
+    yield from _grouped_swiglu_cases(config, device, "decode", groups=16, m_values=(1, 4))
     yield from _grouped_swiglu_cases(config, device, "decode", groups=4, m_values=(1, 32), masked=True)
-    yield from _grouped_swiglu_cases(config, device, "prefill", groups=4, m_values=(512, 2048))
-    yield from _dispatch_cases(config, device, "decode", (256,))
-    yield from _dispatch_cases(config, device, "prefill", (8192,))
+    yield from _grouped_swiglu_cases(config, device, "prefill", groups=4, m_values=(384, 512, 1024, 2048))
+    for phase, token_counts in (("decode", (1, 16, 128, 256)), ("prefill", (1024, 2048, 8192))):
+        yield from _router_quantize_cases(config, device, phase, token_counts)
+        yield from _dispatch_cases(config, device, phase, token_counts)
     if _has_mla(config):
         yield from _mla_cases(config, device, ((1, 8192), (16, 4096), (64, 4096)))
+    yield from _moe_layer_cases(config, device, (("decode", (1, 16, 128)), ("prefill", (1024, 2048))))
 
 
 def _has_mla(config: dict) -> bool:
@@ -218,6 +339,7 @@ def _has_mla(config: dict) -> bool:
 def _row(case: BenchCase, seconds: float, roofline: Roofline) -> dict:
     roofline_s, bound = roofline.seconds(case.flops, case.bytes_moved, case.dtype)
     return {"kernel": case.kernel, "phase": case.phase, "impl": case.impl, "dtype": case.dtype, **case.shape,
+            "composition": json.dumps(case.composition) if case.composition else None,
             "flops": case.flops, "bytes": case.bytes_moved, "seconds": seconds,
             "flops_per_s": case.flops / seconds, "bytes_per_s": case.bytes_moved / seconds,
             "peak_flops_per_s": roofline.matmul_flops_per_s.get(case.dtype),
@@ -237,11 +359,13 @@ def _probe_rows(probes: dict[str, Probe], device: str, repeats: int) -> list[dic
     return rows
 
 
-def _case_row(case: BenchCase, probes: dict[str, Probe], device: str, repeats: int) -> dict:
+def _case_row(case: BenchCase, probes: dict[str, Probe], device: str, repeats: int, min_seconds: float) -> dict:
     """The kernel timed interleaved with the probes it is compared with; memory_copy runs last,
     right before the kernel, and flushes the caches."""
     names = ([f"matmul_{case.dtype}"] if case.dtype else []) + ["memory_sum", "memory_copy"]
-    seconds = interleaved_median_seconds([probes[n].fn for n in names] + [case.fn], device, repeats=repeats)
+    seconds = interleaved_median_seconds(
+        [probes[n].fn for n in names] + [case.fn], device, repeats=repeats, min_seconds=min_seconds
+    )
     return _row(case, seconds[-1], roofline_from(dict(zip(names, seconds[:-1], strict=True)), probes))
 
 
@@ -250,14 +374,14 @@ def run_benchmarks(device: str = "cpu", model_config: dict | None = None, quick:
 
     model_config: a model's HuggingFace config.json fields (default: KIMI_K2_CONFIG); it must
     have MOE_FIELDS, and the MLA rows need MLA_FIELDS; other fields are ignored. quick: fewer
-    and smaller shapes, for tests (well under 20 s on a 2-core CPU). Returns one dict per row
-    with the keys of COLUMNS.
+    and smaller shapes, for tests (on a 2-core CPU: 5 s for a small model, 30 s for Kimi K2, most
+    of it drawing the layer's 32 experts). Returns one dict per row with the keys of COLUMNS.
     """
     config = KIMI_K2_CONFIG if model_config is None else model_config
     missing = [field for field in MOE_FIELDS if not config.get(field)]
     if missing:
         raise ValueError(f"model_config lacks the MoE fields {missing}")
-    repeats = 3 if quick else 5
+    repeats, min_seconds = (3, 0.0) if quick else (5, 1.0)
     meta = {
         "device": device_name(device),
         "device_type": torch.device(device).type,
@@ -268,12 +392,14 @@ def run_benchmarks(device: str = "cpu", model_config: dict | None = None, quick:
     }
     probes = make_probes(device)
     rows = _probe_rows(probes, device, repeats)
-    rows += [_case_row(case, probes, device, repeats) for case in _cases(config, device, quick)]
+    rows += [_case_row(case, probes, device, repeats, min_seconds) for case in _cases(config, device, quick)]
     return [{column: {**meta, **row}.get(column) for column in COLUMNS} for row in rows]
 
 
 def write_csv(rows: Sequence[dict], path: str | Path) -> None:
-    with open(path, "w", newline="") as f:
+    """Write a new CSV; an existing file is never overwritten (FileExistsError): measurements
+    are not reproducible, so a lost one is lost."""
+    with open(path, "x", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
@@ -286,12 +412,12 @@ def default_csv_name(device: str) -> str:
 
 def format_table(rows: Sequence[dict]) -> str:
     """DeepGEMM-style lines: kernel, shape, us | TFLOP/s | GB/s | x roofline (bound)."""
-    shape_keys = ("groups", "m_per_group", "tokens", "batch", "context")
+    shape_keys = ("groups", "m_per_group", "tokens", "experts", "batch", "context")
     lines = []
     for row in rows:
         shape = " ".join(f"{k}={row[k]}" for k in shape_keys if row.get(k) is not None)
         lines.append(
-            f"{row['kernel']:<20} {row['impl'] or '':<10} {shape:<36} {row['seconds'] * 1e6:>10.0f} us | "
+            f"{row['kernel']:<20} {row['impl'] or '':<16} {shape:<36} {row['seconds'] * 1e6:>10.0f} us | "
             f"{row['flops_per_s'] / 1e12:6.3f} TFLOP/s | {row['bytes_per_s'] / 1e9:7.1f} GB/s | "
             f"{row['roofline_fraction']:.2f}x roofline ({row['bound']})"
         )
@@ -306,9 +432,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, help="CSV path (default: kernels-<device>.csv)")
     args = parser.parse_args(argv)
     config = json.loads(args.config.read_text()) if args.config else None
+    output = args.output or Path(default_csv_name(args.device))
+    if output.exists():
+        parser.error(f"{output} exists; give a new file name")
     rows = run_benchmarks(args.device, config, args.quick)
     print(format_table(rows))
-    output = args.output or Path(default_csv_name(args.device))
     write_csv(rows, output)
     print(f"wrote {output}")
     return 0

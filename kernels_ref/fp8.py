@@ -15,6 +15,8 @@ BLOCK = 128
 AMAX_FLOOR = 1e-4
 # fp8_e4m3_to_bf16 returns q * 2**-120; multiply by this to undo it.
 BF16_BITS_UNSCALE = 2.0**120
+# Tokens quantised at a time by quantize_activation_groups.
+ACTIVATION_CHUNK_ROWS = 256
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -61,11 +63,20 @@ def quantize_activation_groups(x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     """
     *lead, k = x.shape
     kb = ceil_div(k, BLOCK)
-    groups = _pad_to_blocks(x.float(), (-1,)).view(*lead, kb, BLOCK)
-    amax = groups.abs().amax(dim=-1, keepdim=True).clamp(min=AMAX_FLOOR)
-    q = (groups * (FP8_E4M3_MAX / amax)).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)
-    q = q.to(torch.float8_e4m3fn).view(*lead, kb * BLOCK)[..., :k].contiguous()
-    return q, (amax / FP8_E4M3_MAX).view(*lead, kb)
+    rows = x.reshape(-1, k)
+    q = torch.empty(rows.shape, dtype=torch.float8_e4m3fn, device=x.device)
+    scale = torch.empty(rows.shape[0], kb, dtype=torch.float32, device=x.device)
+    # Chunks of tokens keep the fp32 temporaries small: on a CPU, fresh buffers of hundreds of
+    # megabytes cost page faults that took longer than the arithmetic (8192 Kimi K2 tokens: 35 us
+    # per token in one piece, 8 in chunks; the results are the same, token by token).
+    for r0 in range(0, rows.shape[0], ACTIVATION_CHUNK_ROWS):
+        chunk = slice(r0, r0 + ACTIVATION_CHUNK_ROWS)
+        groups = _pad_to_blocks(rows[chunk].float(), (-1,)).view(-1, kb, BLOCK)
+        amax = groups.abs().amax(dim=-1, keepdim=True).clamp(min=AMAX_FLOOR)
+        q_chunk = (groups * (FP8_E4M3_MAX / amax)).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)
+        q[chunk] = q_chunk.to(torch.float8_e4m3fn).view(-1, kb * BLOCK)[:, :k]
+        scale[chunk] = (amax / FP8_E4M3_MAX).view(-1, kb)
+    return q.view(*lead, k), scale.view(*lead, kb)
 
 
 def dequantize_activation_groups(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,32 @@ def random_expert_weights(
     )
 
 
+def random_fp8_expert_weights(
+    experts: int, hidden: int, intermediate: int, generator: torch.Generator, device="cpu", chunk: int = 4
+) -> Fp8ExpertWeights:
+    """quantize_expert_weights(random_expert_weights(...)), chunk experts at a time: the fp32
+    weights of a device's share of a large layer never exist at once (32 Kimi K2 experts: 5.6 GB)."""
+    parts = [
+        quantize_expert_weights(random_expert_weights(min(chunk, experts - e), hidden, intermediate, generator, device))
+        for e in range(0, experts, chunk)
+    ]
+    names = ("w13", "w13_scale", "w2", "w2_scale")
+    return Fp8ExpertWeights(**{name: torch.cat([getattr(p, name) for p in parts]) for name in names})
+
+
+def random_router(
+    experts: int, hidden: int, top_k: int, generator: torch.Generator, routed_scaling_factor: float = 2.827, device="cpu"
+) -> Router:
+    """A noaux_tc router: weight ~ N(0, 0.02), load-balancing bias ~ N(0, 0.1).
+    routed_scaling_factor defaults to Kimi K2's."""
+    return Router(
+        weight=_normal((experts, hidden), WEIGHT_STD, generator, device),
+        e_score_correction_bias=_normal((experts,), 0.1, generator, device),
+        top_k=top_k,
+        routed_scaling_factor=routed_scaling_factor,
+    )
+
+
 def offsets_from_counts(counts: Sequence[int], device="cpu") -> torch.Tensor:
     """[E] rows per expert -> [E + 1] int64 offsets of the contiguous layout."""
     return F.pad(torch.tensor(counts, dtype=torch.int64).cumsum(0), (1, 0)).to(device)
@@ -150,12 +176,7 @@ def generate_moe_layer(
 ) -> tuple[MoeLayerInputs, torch.Tensor]:
     """Reference: [T, D] fp32. routed_scaling_factor defaults to Kimi K2's."""
     generator = torch.Generator().manual_seed(seed)
-    router = Router(
-        weight=_normal((experts, hidden), WEIGHT_STD, generator, device),
-        e_score_correction_bias=_normal((experts,), 0.1, generator, device),
-        top_k=top_k,
-        routed_scaling_factor=routed_scaling_factor,
-    )
+    router = random_router(experts, hidden, top_k, generator, routed_scaling_factor, device)
     routed = random_expert_weights(experts, hidden, intermediate, generator, device)
     shared = random_expert_weights(1, hidden, intermediate, generator, device)
     x = _normal((tokens, hidden), 1.0, generator, device)

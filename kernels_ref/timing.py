@@ -13,19 +13,29 @@ def synchronize(device: torch.device | str) -> None:
 
 
 def interleaved_median_seconds(
-    fns: Sequence[Callable[[], object]], device: torch.device | str, warmup: int = 1, repeats: int = 5
+    fns: Sequence[Callable[[], object]],
+    device: torch.device | str,
+    warmup: int = 1,
+    repeats: int = 5,
+    min_seconds: float = 0.0,
+    max_repeats: int = 25,
 ) -> list[float]:
     """Median wall time of each fn, timed round-robin (fns[0], fns[1], ..., fns[0], ...).
 
     Interleaving puts a kernel and the roofline probes it is compared with under the same
     conditions: shared and burstable machines change speed by 2x within seconds (a 2-core VM
-    measured 400 GFLOP/s for 12 s of load, then 190).
+    measured 400 GFLOP/s for 12 s of load, then 190). At least `repeats` rounds, and more (up to
+    `max_repeats`) until the rounds span `min_seconds`: a stall of a few hundred milliseconds
+    (seen there) moves the median of five one-millisecond calls, not of a second's worth.
     """
     for _ in range(warmup):
         for fn in fns:
             fn()
     samples: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
+    began = time.perf_counter()
+    rounds = 0
+    while rounds < repeats or (time.perf_counter() - began < min_seconds and rounds < max_repeats):
+        rounds += 1
         for fn, fn_samples in zip(fns, samples, strict=True):
             synchronize(device)
             start = time.perf_counter()

@@ -564,8 +564,11 @@ def _csv_text(rows, columns) -> str:
 def _measured_kernels() -> list[dict]:
     """The calibration of each committed kernels_ref CSV (catalogs/measured/)."""
     tables = [calibration.load_measured(path) for path in calibration.measured_csvs()]
-    return [{"summary": calibration.summary(t), "rows": calibration.report(t), "layers": calibration.layer_report(t)}
-            for t in tables]
+    out = []
+    for t in tables:
+        rows, layers = calibration.report(t), calibration.layer_report(t)
+        out.append({"summary": calibration.summary(t, rows, layers), "rows": rows, "layers": layers})
+    return out
 
 
 def _validate(args) -> int:

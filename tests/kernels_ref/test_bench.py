@@ -31,7 +31,8 @@ def rows():
 def test_rows_have_the_schema_and_sane_ratios(rows):
     kernels = {row["kernel"] for row in rows}
     assert {"matmul_bf16", "matmul_fp32", "memory_copy", "memory_sum"} <= kernels
-    assert {"grouped_swiglu_fp8", "dispatch_fp8", "combine_bf16", "mla_decode_absorbed"} <= kernels
+    assert {"grouped_swiglu_fp8", "dispatch_fp8", "combine_bf16", "mla_decode_absorbed", "router_noaux_tc",
+            "quantize_fp8", "moe_layer"} <= kernels
     for row in rows:
         assert tuple(row) == bench.COLUMNS
         assert row["device"] and row["device_type"] == "cpu" and row["torch_version"] == torch.__version__
@@ -43,6 +44,23 @@ def test_rows_have_the_schema_and_sane_ratios(rows):
     assert {("grouped_swiglu_fp8", "decode"), ("grouped_swiglu_fp8", "prefill")} <= phases
 
 
+def test_the_layer_row_lists_the_kernels_it_runs(rows):
+    (layer,) = [row for row in rows if row["kernel"] == "moe_layer"]
+    composition = json.loads(layer["composition"])
+    counts, parts = composition["tokens_per_expert"], composition["parts"]
+    assert len(counts) == layer["experts"] == 4 * SMALL_MODEL["num_experts_per_tok"]
+    assert sum(counts) == layer["tokens"] * layer["top_k"] and 0 in counts  # ragged, with empty experts
+    routed = [p for p in parts if p["part"].startswith("routed experts")]
+    assert sum(p["tokens"] for p in routed) == sum(counts)
+    assert sum(p["groups"] for p in routed) == sum(1 for c in counts if c)
+    assert [p["part"] for p in parts if not p["part"].startswith("routed")] == [
+        "router", "quantize", "dispatch", "combine", "shared expert"]
+    assert layer["flops"] == pytest.approx(sum(p["flops"] for p in parts))
+    assert layer["bytes"] == pytest.approx(sum(p["bytes"] for p in parts))
+    benchmarked = {(row["kernel"], row["impl"]) for row in rows if row["composition"] is None}
+    assert {(p["kernel"], p["impl"]) for p in parts} <= benchmarked  # calibration can predict every part
+
+
 def test_csv_round_trip(rows, tmp_path):
     path = tmp_path / "kernels.csv"
     bench.write_csv(rows, path)
@@ -50,6 +68,9 @@ def test_csv_round_trip(rows, tmp_path):
         read = list(csv.DictReader(f))
     assert len(read) == len(rows) and tuple(read[0]) == bench.COLUMNS
     assert float(read[-1]["seconds"]) == pytest.approx(rows[-1]["seconds"])
+    with pytest.raises(FileExistsError):
+        bench.write_csv(rows[:1], path)
+    assert len(path.read_text().splitlines()) == len(rows) + 1  # a measurement is never overwritten
 
 
 def test_main_reads_a_config_and_writes_the_csv(rows, tmp_path, monkeypatch, capsys):
@@ -66,6 +87,9 @@ def test_main_reads_a_config_and_writes_the_csv(rows, tmp_path, monkeypatch, cap
     assert bench.main(["--quick", "--config", str(config), "-o", str(output)]) == 0
     assert seen == {"device": "cpu", "model_config": {**SMALL_MODEL, "model_type": "kimi_k2"}, "quick": True}
     assert output.exists() and "x roofline" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "-o", str(output)])
+    assert "exists" in capsys.readouterr().err
 
 
 def test_a_model_without_the_moe_fields_is_refused():
