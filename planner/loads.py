@@ -116,7 +116,8 @@ def _checked(path: Path, loads: np.ndarray) -> np.ndarray:
 
 def fit_to_model(loads: np.ndarray, num_layers: int, moe_layers: tuple[int, ...] | list[int],
                  num_experts: int) -> tuple[np.ndarray, str]:
-    """Routing statistics of one model replayed on another's shape: [L_src, E_src] -> [num_layers, num_experts].
+    """Routing statistics of one model replayed on another's shape: [L_src, E_src] -> [num_layers, num_experts],
+    or windows [W, L_src, E_src] -> [W, num_layers, num_experts].
 
     Statistics of the model itself (same experts, same MoE layers) come back unchanged, with note "".
     Otherwise (e.g. Kimi K2's 384 experts and 60 MoE layers from DeepSeek-V3's 256 and 58) the mapping is:
@@ -124,24 +125,29 @@ def fit_to_model(loads: np.ndarray, num_layers: int, moe_layers: tuple[int, ...]
     - experts by tiling: target expert j replays source expert j mod E_src, so every target expert's load
       is a real expert's load (the per-expert load distribution, hence the skew, is kept; averaging
       experts would flatten it), and experts j and j + E_src are correlated, which the note says;
-    - each target layer is rescaled to its source layer's total routed pairs.
-    Dense layers of the target are zero rows. The returned note names the mapping for every report.
+    - each target layer is rescaled to its source layer's total routed pairs (per window).
+    Which source layers are MoE is decided on the windows' sum, so a window in which a layer routed nothing
+    keeps its place. Dense layers of the target are zero rows. The note names the mapping for every report.
     """
     loads = np.asarray(loads, dtype=float)
-    source_moe = np.nonzero(loads.sum(axis=1) > 0)[0]
+    windows = loads[None] if loads.ndim == 2 else loads
+    total = windows.sum(axis=0)
+    source_moe = np.nonzero(total.sum(axis=1) > 0)[0]
     target_moe = list(moe_layers)
-    if loads.shape == (num_layers, num_experts) and list(source_moe) == target_moe:
+    if total.shape == (num_layers, num_experts) and list(source_moe) == target_moe:
         return loads, ""
     if not len(source_moe) or not target_moe:
         raise InputError("routing", "no MoE layer to map", "pass routing statistics of a MoE model")
-    n_src, n_tgt, e_src = len(source_moe), len(target_moe), loads.shape[1]
-    out = np.zeros((num_layers, num_experts))
-    for i, layer in enumerate(target_moe):
-        src = source_moe[round(i * (n_src - 1) / (n_tgt - 1)) if n_tgt > 1 else 0]
-        row = loads[src, np.arange(num_experts) % e_src]
-        out[layer] = row * loads[src].sum() / row.sum() if row.sum() > 0 else loads[src].sum() / num_experts
+    n_src, n_tgt, e_src = len(source_moe), len(target_moe), total.shape[1]
+    rows = [source_moe[round(i * (n_src - 1) / (n_tgt - 1)) if n_tgt > 1 else 0] for i in range(n_tgt)]
+    source_rows = windows[:, rows]  # [W, n_tgt, E_src]
+    tiled = source_rows[:, :, np.arange(num_experts) % e_src]  # [W, n_tgt, E]
+    layer_total, tiled_total = source_rows.sum(axis=2, keepdims=True), tiled.sum(axis=2, keepdims=True)
+    even = np.broadcast_to(layer_total / num_experts, tiled.shape).copy()
+    out = np.zeros((len(windows), num_layers, num_experts))
+    out[:, target_moe] = np.divide(tiled * layer_total, tiled_total, out=even, where=tiled_total > 0)
     note = (f"statistics of {n_src} MoE layers x {e_src} experts mapped to {n_tgt} x {num_experts}: layers by relative "
             f"depth, expert j replays source expert j mod {e_src}"
             + (f" (experts j and j+{e_src} are correlated copies)" if num_experts > e_src else "")
             + ", each layer rescaled to its source total")
-    return out, note
+    return (out[0] if loads.ndim == 2 else out), note

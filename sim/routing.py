@@ -120,7 +120,7 @@ def load_routing(path, num_layers: int, moe_layers, num_experts: int, top_k: int
     if recorded_k is not None and source_top_k is not None and recorded_k != source_top_k:
         raise InputError("source_top_k", f"is {source_top_k}, but {path} records top-{recorded_k}",
                          "leave source_top_k out for this file")
-    windows, note = _fit_windows(windows, num_layers, moe_layers, num_experts)
+    windows, note = fit_to_model(windows, num_layers, moe_layers, num_experts)
     k_src = recorded_k or source_top_k or top_k
     if k_src != top_k:
         windows = windows * (top_k / k_src)
@@ -188,32 +188,6 @@ def _check_model(num_layers, moe_layers, num_experts, top_k) -> tuple[int, ...]:
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= num_experts:
         raise InputError("top_k", f"is {top_k!r}", f"a whole number in 1..{num_experts}")
     return tuple(sorted(layers))
-
-
-def _fit_windows(windows: np.ndarray, num_layers: int, moe_layers: tuple[int, ...],
-                 num_experts: int) -> tuple[np.ndarray, str]:
-    """[W, L_src, E_src] -> [W, num_layers, num_experts] and fit_to_model's note.
-
-    fit_to_model decides on the whole trace (its note, and which source layers are MoE); every window is
-    then mapped the same way (layer by relative depth, expert j from source expert j mod E_src, each layer
-    rescaled to its source total in that window), so a window in which a layer happened to route nothing
-    keeps its place instead of shifting the layer map.
-    """
-    total = windows.sum(axis=0)
-    _, note = fit_to_model(total, num_layers, moe_layers, num_experts)
-    if not note:
-        return windows, note
-    source_moe = np.nonzero(total.sum(axis=1) > 0)[0]
-    n_src, n_tgt = len(source_moe), len(moe_layers)
-    rows = [source_moe[round(i * (n_src - 1) / (n_tgt - 1)) if n_tgt > 1 else 0] for i in range(n_tgt)]
-    source_rows = windows[:, rows]  # [W, n_tgt, E_src]
-    tiled = source_rows[:, :, np.arange(num_experts) % windows.shape[2]]  # [W, n_tgt, E]
-    layer_total = source_rows.sum(axis=2, keepdims=True)
-    tiled_total = tiled.sum(axis=2, keepdims=True)
-    even = np.broadcast_to(layer_total / num_experts, tiled.shape)
-    out = np.zeros((len(windows), num_layers, num_experts))
-    out[:, list(moe_layers)] = np.divide(tiled * layer_total, tiled_total, out=even.copy(), where=tiled_total > 0)
-    return out, note
 
 
 # --- formats --------------------------------------------------------------------------------------------
