@@ -119,7 +119,7 @@ def plan_report(plan, simulation=None) -> dict[str, str]:
     """report.html, summary.md, plan.json and one CSV per table of a moeplan.study.Plan (and of its
     simulation, when given: anything with `to_frame(name)`, `figure(name)` and `tables`)."""
     result = plan.result
-    d, r = result.deployment, result.recommendation
+    d = result.deployment
     w = d.workload
     subtitle = (f"{d.model_display_name} ({d.precision.label()}) on up to {d.cluster.describe()}; {w.input_tokens:,} in + "
                 f"{w.output_tokens:,} out tokens" + (f" at {w.requests_per_s:g} requests/s" if w.requests_per_s else "")
