@@ -459,11 +459,7 @@ def _app(args) -> int:
 
 def _print_plan(result, out_dir) -> None:
     d, r, c = result.deployment, result.recommendation, _console()
-    w = d.workload
-    rate = f" at {w.requests_per_s:g} requests/s" if w.requests_per_s else ""
-    c.print(f"[bold]{d.name}[/bold]: {d.model_display_name} ({d.precision.label()}) on up to {d.cluster.describe()}; "
-            f"{w.input_tokens:,} in + {w.output_tokens:,} out tokens{rate}; SLO TTFT {d.slo.ttft_s:g} s, "
-            f"TPOT {d.slo.tpot_s * 1e3:g} ms (p{d.slo.percentile:g})")
+    c.print(f"[bold]{d.name}[/bold]: {report.question_text(d)}")
     c.print(f"{result.candidates_scored:,} configurations scored in {result.seconds:.1f} s")
     if r is not None:
         is_moe = d.model.is_moe

@@ -120,10 +120,7 @@ def plan_report(plan, simulation=None) -> dict[str, str]:
     simulation, when given: anything with `to_frame(name)`, `figure(name)` and `tables`)."""
     result = plan.result
     d = result.deployment
-    w = d.workload
-    subtitle = (f"{d.model_display_name} ({d.precision.label()}) on up to {d.cluster.describe()}; {w.input_tokens:,} in + "
-                f"{w.output_tokens:,} out tokens" + (f" at {w.requests_per_s:g} requests/s" if w.requests_per_s else "")
-                + f"; SLO TTFT {d.slo.ttft_s:g} s, TPOT {d.slo.tpot_s * 1e3:g} ms (p{d.slo.percentile:g})")
+    subtitle = question_text(d)
     frames = {name: plan.to_frame(name) for name in ("recommendation", "frontier", "breakdown", "memory", "placement", "cost")}
     headline = headline_text(result)
     sections = [
@@ -150,6 +147,15 @@ def plan_report(plan, simulation=None) -> dict[str, str]:
         files |= {f"simulation_{name}.csv": simulation.to_frame(name).to_csv(index=False) for name in simulation.tables}
         files["simulation.json"] = json_text(simulation.to_json())
     return files
+
+
+def question_text(d) -> str:
+    """What a Deployment asks: model, hardware, workload and SLOs, in one line."""
+    w = d.workload
+    rate = f" at {w.requests_per_s:g} requests/s" if w.requests_per_s else ""
+    return (f"{d.model_display_name} ({d.precision.label()}) on up to {d.cluster.describe()}; {w.input_tokens:,} in + "
+            f"{w.output_tokens:,} out tokens{rate}; SLO TTFT {d.slo.ttft_s:g} s, TPOT {d.slo.tpot_s * 1e3:g} ms "
+            f"(p{d.slo.percentile:g})")
 
 
 def headline_text(result) -> str:
