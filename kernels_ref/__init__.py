@@ -23,6 +23,7 @@ from kernels_ref.fp8_gemm import GemmPath, choose_gemm_path, fp8_block_gemm, fp8
 from kernels_ref.grouped_gemm import (
     ExpertWeights,
     Fp8ExpertWeights,
+    dequantize_expert_weights,
     grouped_swiglu_fp8,
     grouped_swiglu_reference,
     masked_swiglu_fp8,
@@ -39,6 +40,7 @@ __all__ = [
     "DispatchPlan",
     "ExpertWeights",
     "Fp8ExpertWeights",
+    "dequantize_expert_weights",
     "GemmPath",
     "MlaDecodeInputs",
     "Router",

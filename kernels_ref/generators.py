@@ -1,6 +1,8 @@
 """Random inputs of realistic scale and their fp32 references, after DeepGEMM's
 tests/generators.py: every generate_* returns (inputs, reference) with the reference computed
-in fp32 from the unquantised tensors BEFORE anything is quantised.
+in fp32 from the unquantised activations. Expert weights are referenced as a checkpoint stores
+them (`reference="checkpoint"`: the fp8 blocks dequantised, the model being served) or before any
+rounding (`"unquantised"`: what converting a bf16 model to fp8 costs on top).
 
 Scale: weights ~ N(0, 0.02) (the initializer_range of the DeepSeek-V3 and Kimi K2 configs),
 activations ~ N(0, 1) (what RMSNorm hands the layer).
@@ -8,6 +10,7 @@ activations ~ N(0, 1) (what RMSNorm hands the layer).
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +19,7 @@ from kernels_ref.fp8 import quantize_activation_groups, quantize_weight_blocks
 from kernels_ref.grouped_gemm import (
     ExpertWeights,
     Fp8ExpertWeights,
+    dequantize_expert_weights,
     grouped_swiglu_reference,
     quantize_expert_weights,
 )
@@ -94,16 +98,27 @@ class GroupedSwigluInputs:
     weights: Fp8ExpertWeights
 
 
+Reference = Literal["checkpoint", "unquantised"]
+
+
+def _reference_weights(weights: ExpertWeights, stored: Fp8ExpertWeights, reference: Reference) -> ExpertWeights:
+    if reference not in ("checkpoint", "unquantised"):
+        raise ValueError(f"reference must be 'checkpoint' or 'unquantised', got {reference!r}")
+    return dequantize_expert_weights(stored) if reference == "checkpoint" else weights
+
+
 def generate_grouped_swiglu(
-    counts: Sequence[int], hidden: int, intermediate: int, seed: int = 0, device="cpu"
+    counts: Sequence[int], hidden: int, intermediate: int, seed: int = 0, device="cpu",
+    reference: Reference = "checkpoint",
 ) -> tuple[GroupedSwigluInputs, torch.Tensor]:
     """counts: [E] tokens per expert (zeros allowed). Reference: [T, D] fp32."""
     generator = torch.Generator().manual_seed(seed)
     weights = random_expert_weights(len(counts), hidden, intermediate, generator, device)
     x = _normal((sum(counts), hidden), 1.0, generator, device)
     offsets = offsets_from_counts(counts, device)
-    reference = grouped_swiglu_reference(x, offsets, weights)
-    return GroupedSwigluInputs(*quantize_activation_groups(x), offsets, quantize_expert_weights(weights)), reference
+    stored = quantize_expert_weights(weights)
+    expected = grouped_swiglu_reference(x, offsets, _reference_weights(weights, stored, reference))
+    return GroupedSwigluInputs(*quantize_activation_groups(x), offsets, stored), expected
 
 
 def random_mla_decode_inputs(
@@ -173,6 +188,7 @@ def generate_moe_layer(
     routed_scaling_factor: float = 2.827,
     seed: int = 0,
     device="cpu",
+    reference: Reference = "checkpoint",
 ) -> tuple[MoeLayerInputs, torch.Tensor]:
     """Reference: [T, D] fp32. routed_scaling_factor defaults to Kimi K2's."""
     generator = torch.Generator().manual_seed(seed)
@@ -180,6 +196,7 @@ def generate_moe_layer(
     routed = random_expert_weights(experts, hidden, intermediate, generator, device)
     shared = random_expert_weights(1, hidden, intermediate, generator, device)
     x = _normal((tokens, hidden), 1.0, generator, device)
-    reference = moe_layer_reference(x, router, routed, shared)
     inputs = MoeLayerInputs(x, router, quantize_expert_weights(routed), quantize_expert_weights(shared))
-    return inputs, reference
+    expected = moe_layer_reference(x, router, _reference_weights(routed, inputs.experts, reference),
+                                   _reference_weights(shared, inputs.shared, reference))
+    return inputs, expected

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kernels_ref.fp8 import quantize_activation_groups, quantize_weight_blocks
+from kernels_ref.fp8 import dequantize_weight_blocks, quantize_activation_groups, quantize_weight_blocks
 from kernels_ref.fp8_gemm import GemmPath, fp8_grouped_gemm
 
 
@@ -42,6 +42,12 @@ def quantize_expert_weights(weights: ExpertWeights) -> Fp8ExpertWeights:
     w13, w13_scale = quantize_weight_blocks(weights.w13)
     w2, w2_scale = quantize_weight_blocks(weights.w2)
     return Fp8ExpertWeights(w13, w13_scale, w2, w2_scale)
+
+
+def dequantize_expert_weights(weights: Fp8ExpertWeights) -> ExpertWeights:
+    """The fp32 weights a checkpoint's fp8 blocks stand for: each code times its block's scale."""
+    return ExpertWeights(dequantize_weight_blocks(weights.w13, weights.w13_scale),
+                         dequantize_weight_blocks(weights.w2, weights.w2_scale))
 
 
 def swiglu_reference(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:

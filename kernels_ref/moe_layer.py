@@ -55,8 +55,8 @@ def route_noaux_tc(x: torch.Tensor, router: Router) -> tuple[torch.Tensor, torch
 
 
 def moe_layer_reference(x: torch.Tensor, router: Router, experts: ExpertWeights, shared: ExpertWeights) -> torch.Tensor:
-    """Expert by expert in fp32 from unquantised weights. x: [T, D] -> [T, D] float32.
-    shared: the shared expert(s) as one ExpertWeights with E = 1."""
+    """Expert by expert in fp32 (weights: a checkpoint's dequantised, or never rounded).
+    x: [T, D] -> [T, D] float32. shared: the shared expert(s) as one ExpertWeights with E = 1."""
     topk_weights, topk_ids = route_noaux_tc(x, router)
     out = swiglu_reference(x, shared.w13[0], shared.w2[0])
     for e in range(experts.w13.shape[0]):

@@ -21,14 +21,29 @@ def test_router_gates_sum_to_the_scaling_factor_and_the_bias_only_picks():
     assert torch.allclose(gates, 2.5 * chosen / chosen.sum(-1, keepdim=True))  # the bias never weighs
 
 
+# Kimi K2's hidden and expert sizes (the 1e-3 bar is an expectation: see test_grouped_gemm), few experts
+HIDDEN, INTERMEDIATE = 7168, 2048
+
+
 def test_fp8_layer_matches_fp32_reference():
-    inputs, reference = generate_moe_layer(tokens=24, hidden=256, intermediate=128, experts=16, top_k=4)
+    inputs, reference = generate_moe_layer(tokens=24, hidden=HIDDEN, intermediate=INTERMEDIATE, experts=8, top_k=4)
     out = moe_layer_fp8(inputs.x, inputs.router, inputs.experts, inputs.shared, torch.float32)
     assert out.shape == reference.shape
     assert calc_diff(out, reference) < TOLERANCE["fp8_swiglu"]
 
 
 def test_single_token_bf16_output():
-    inputs, reference = generate_moe_layer(tokens=1, hidden=128, intermediate=256, experts=8, top_k=2, seed=3)
-    out = moe_layer_fp8(inputs.x, inputs.router, inputs.experts, inputs.shared)
-    assert out.dtype == torch.bfloat16 and calc_diff(out, reference) < TOLERANCE["fp8_swiglu"]
+    # one token per call; the bar on the mean of 8 calls (one token's error alone swings by +-10%)
+    inputs, reference = generate_moe_layer(tokens=8, hidden=HIDDEN, intermediate=INTERMEDIATE, experts=4, top_k=2, seed=3)
+    errors = []
+    for t in range(8):
+        out = moe_layer_fp8(inputs.x[t : t + 1], inputs.router, inputs.experts, inputs.shared)
+        assert out.dtype == torch.bfloat16 and out.shape == (1, HIDDEN)
+        errors.append(calc_diff(out, reference[t : t + 1]))
+    assert sum(errors) / len(errors) < TOLERANCE["fp8_swiglu"] and max(errors) < 2 * TOLERANCE["fp8_swiglu"]
+
+
+def test_fp8_layer_against_unrounded_weights():
+    inputs, reference = generate_moe_layer(tokens=24, hidden=256, intermediate=128, experts=16, top_k=4, reference="unquantised")
+    out = moe_layer_fp8(inputs.x, inputs.router, inputs.experts, inputs.shared, torch.float32)
+    assert calc_diff(out, reference) < TOLERANCE["fp8_swiglu_with_weight_rounding"]
