@@ -6,7 +6,8 @@ and a large reduction) are timed interleaved with the kernel, so the ratios comp
 measured under the same conditions (a shared or burstable machine can change speed by 2x
 between one minute and the next); the copy also flushes the caches before each kernel call. A
 fraction a little above 1 means the kernel outran the probe, a 2048 x 2048 PyTorch matmul, in
-that window. The first rows are the probes on their own: the machine's peaks.
+that window. The first rows are the probes on their own: the machine's peaks. On a CPU, freed
+memory is kept for reuse (timing.keep_freed_memory), as the CUDA caching allocator keeps it.
 
 Shapes: the routed experts of one device (4 experts, and 1 and 16 at decode; decode 1 to 256
 tokens per expert, prefill 384 to 2048, i.e. up to 8192 token rows); the router, the activation
@@ -53,7 +54,7 @@ from kernels_ref.grouped_gemm import grouped_swiglu_fp8, masked_swiglu_fp8
 from kernels_ref.mla_decode import mla_decode_absorbed
 from kernels_ref.moe_layer import moe_layer_fp8, route_noaux_tc
 from kernels_ref.roofline import Probe, Roofline, device_name, make_probes, roofline_from
-from kernels_ref.timing import interleaved_median_seconds
+from kernels_ref.timing import interleaved_median_seconds, keep_freed_memory
 
 # HuggingFace config.json fields of Kimi K2 (moonshotai/Kimi-K2-Instruct) that the shapes use:
 # the MoE ones are required of any model, the MLA ones only for the MLA rows.
@@ -390,6 +391,8 @@ def run_benchmarks(device: str = "cpu", model_config: dict | None = None, quick:
         "numpy_version": np.__version__,
         "date": datetime.datetime.now(datetime.UTC).date().isoformat(),
     }
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()
     probes = make_probes(device)
     rows = _probe_rows(probes, device, repeats)
     rows += [_case_row(case, probes, device, repeats, min_seconds) for case in _cases(config, device, quick)]

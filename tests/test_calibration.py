@@ -133,25 +133,11 @@ def test_a_layer_part_without_measured_rows_is_a_one_line_error(tmp_path):
 # 2026-11-24, nothing else running), held to issue 4's bars: every benchmarked shape, and the whole
 # MoE layer predicted from the per-kernel fits, within 25% of measured.
 COMMITTED = measured_csvs()
-# Bars a committed measurement misses, by file, with the numbers: strict, so a re-measurement that
-# meets them fails here until its entry goes.
-ROW_BAR_MISSED = {
-    "kernels-amd-epyc-2-threads.csv": (
-        "45 of 49 kernel rows within 25% of their fits; over it: mla_decode_absorbed batch 16 +28.3%, "
-        "combine_bf16 prefill 1024 tokens +28.0%, quantize_fp8 prefill 2048 tokens +26.4% and 8192 -25.8% "
-        "(each fitted on three rows; on this VM such rows moved up to 1.5x between runs: quantize_fp8 at "
-        "8192 tokens took 57 to 85 ms in three runs of the same code)"
-    ),
-}
-
-
 def test_a_measured_csv_is_committed():
     assert COMMITTED, "catalogs/measured/ holds no kernels_ref CSV"
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, id=p.name, marks=[pytest.mark.xfail(strict=True, reason=ROW_BAR_MISSED[p.name])]
-                 if p.name in ROW_BAR_MISSED else []) for p in COMMITTED])  # fmt: skip
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
 def test_committed_csv_every_shape_within_the_bar(path):
     table = load_measured(path)
     worst = max(report(table), key=lambda r: abs(r["error"]))

@@ -1,6 +1,7 @@
 """Round-robin timing: rounds, interleaving and the minimum span, on a fake clock (no real timing)."""
 
 import itertools
+import platform
 
 import pytest
 
@@ -24,3 +25,8 @@ def test_max_repeats_bounds_the_rounds(monkeypatch):
     calls = []
     timing.interleaved_median_seconds([lambda: calls.append(1)], "cpu", warmup=0, repeats=2, min_seconds=10.0, max_repeats=7)
     assert len(calls) == 7
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_keep_freed_memory_takes_on_glibc():
+    assert timing.keep_freed_memory() is True
