@@ -129,9 +129,14 @@ def validate_one(d: Mapping[str, Any]) -> ValidationRow:
     skew = catalog.routing_skew(d["model"])
     load_phase = "prefill" if phase == "prefill" else "decode"  # an aggregated deployment mostly decodes
     eplb = layout_raw.get("eplb")
-    if eplb is None:
+    routing = d.get("routing")
+    if routing not in (None, "balanced"):
+        raise InputError(f"{did}.routing", f"unknown routing '{routing}'", "write 'balanced' or leave it out")
+    if eplb is None and routing is None:
         assumptions.append("EPLB not stated: assumed off (contiguous expert placement)")
-    if skew is None:
+    if routing == "balanced":
+        assumptions.append("every expert equally loaded, as the source measured")
+    elif skew is None:
         assumptions.append("no published routing skew for this model: uniform expert load (optimistic)")
     else:
         load = (ExpertLoad.measured_eplb if eplb else ExpertLoad.measured_contiguous)(skew, load_phase, layout.ep, len(arch.moe_layers))
