@@ -17,19 +17,15 @@ def keep_freed_memory() -> bool:
     """Make glibc reuse freed memory for large tensors instead of unmapping it; True if it took.
 
     By default glibc maps each large allocation afresh and unmaps it on free, so every call of a
-    kernel that allocates its output pays a page fault and the kernel's zero-fill per 4 KiB page
-    it writes: on the 2-core VM, quantising 8192 tokens (a 59 MB output) took 85 ms instead of
-    56, 1.5x the time per token of 2048 tokens, whose output glibc kept. PyTorch's CUDA caching
-    allocator keeps freed blocks the same way, so a CPU run without this would time the operating
-    system, not the kernel. Call once, before benchmarking (it lasts for the process).
+    kernel that allocates its output pays a page fault and the operating system's zero-fill per
+    4 KiB page it writes: on the 2-core VM, quantising 8192 tokens (a 59 MB output) took 85 ms
+    instead of 56, 1.5x the time per token of 2048 tokens, whose output glibc kept. PyTorch's CUDA
+    caching allocator keeps freed blocks the same way, so a CPU run without this would time the
+    operating system, not the kernel. Call once, before benchmarking (it lasts for the process).
     """
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
-        return False
-    if mallopt is None:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):  # no C library found, or not glibc (musl, macOS, Windows)
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
