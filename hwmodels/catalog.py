@@ -56,6 +56,9 @@ def load_device(name: str) -> Device:
     peaks = {}
     for dtype_peak, fig_raw in raw["peak_flops_per_s"].items():
         peaks[dtype_peak], provenance[f"peak_flops_per_s.{dtype_peak}"] = _figure(fig_raw, sources)
+    ranks, fig = _figure(raw.get("ranks_per_device"), sources)
+    if fig:
+        provenance["ranks_per_device"] = fig
     attainable = {}
     for key, fig_raw in raw.items():
         if key.startswith("attainable_"):
@@ -65,6 +68,7 @@ def load_device(name: str) -> Device:
         vendor=raw["vendor"],
         display_name=raw["display_name"],
         peak_flops_per_s=peaks,
+        ranks_per_device=int(ranks or 1),
         attainable=attainable,
         provenance=provenance,
         **values,

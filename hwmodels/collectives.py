@@ -6,14 +6,20 @@ T = tokens per device, b = bytes per token on the wire.
 Link model (per device, per path class c in {"scaleup", "scaleout"}):
     bytes_per_s[c] = efficiency[c] x catalog bandwidth   (scale-up: device.attainable derate if measured)
     latency_s[c]   = NCCL's per-hop latency of that link type
-A collective's time is that of its busiest device on its busiest link class:
-    time = overhead + max_c (latency_s[c] + bytes[c] / bytes_per_s[c])
-`overhead` is the all-to-all kernel's fixed cost (fitted) or NCCL's ring base latency.
+A collective's time is that of its busiest rank on its busiest link class:
+    time = overhead + fixed + max(copies x per_copy_s, max_c (latency_s[c] + bytes[c] / bytes_per_s[c]))
+`overhead` is the all-to-all kernel's fixed cost (fitted) or NCCL's ring base latency; `fixed` and
+the per-copy term are the handling of kernels that move tokens on the device's own cores (zero on
+H800, where the tables are explained by the links alone). A device of r ranks (a 910C: two dies, each
+its own rank) is r ranks of the group, each with 1/r of its tokens and of its links.
 
 Global parameters, each with its source:
     DEEPEP_FIT.scaleup_efficiency, .scaleout_efficiency, .alltoall_latency_s
         least-squares fit (log error) of this model to the 20 H800 rows of the DeepEP normal and
         low-latency tables (deepseek-ai/DeepEP docs/legacy.md); `fit_deepep()` reruns it.
+    DEEPEP_ASCEND_FIT (Huawei NPUs: collective_fit(device))
+        least-squares fit (log error) of the handling terms to the 16 timed rows of the DeepEP-Ascend
+        tables (sgl-project/sgl-kernel-npu README, A3 SuperPoD); `fit_deepep_ascend()` reruns it.
     HOP_LATENCY_S, RING_BASE_LATENCY_S
         NVIDIA/nccl src/graph/tuning.cc, Ring algorithm, LL protocol (the one NCCL picks for
         latency-bound sizes): hwLat NVLink 0.6 us, NET 2.7 us per hop; baseLat 6.6 us.
@@ -31,7 +37,7 @@ Combine is the exact reverse of dispatch (the same bytes per class, bf16 instead
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Mapping
 
@@ -57,12 +63,23 @@ DEEPEP_SOURCE = "deepseek-ai/DeepEP docs/legacy.md (H800 normal and low-latency 
 
 @dataclass(frozen=True)
 class CollectiveFit:
-    """The global fitted parameters: one bandwidth efficiency per link class, one all-to-all overhead."""
+    """The global fitted parameters of one device family's all-to-all kernels.
+
+    Every fit has one bandwidth efficiency per link class and one fixed kernel overhead. Kernels that
+    handle tokens on the device's own cores (DeepEP-Ascend: quantise, lay out and copy each token on
+    the vector cores) also pay per token and per token copy, and normal-mode kernels pay per peer rank:
+    both synchronise with every peer, and dispatch first tells every peer how many tokens to expect
+    (combine reuses that layout). Low-latency kernels write into fixed-size buffers and skip both.
+    """
 
     scaleup_efficiency: float  # of device.attainable['scaleup_bytes_per_s'], else of the nominal figure
     scaleout_efficiency: float  # of the NIC's nominal bytes/s
     alltoall_latency_s: float  # fixed cost of one dispatch or combine kernel (launch, signalling)
     source: str
+    per_token_s: float = 0.0  # per token a rank sends from
+    per_copy_s: float = 0.0  # per token copy a rank sends or receives
+    normal_per_peer_s: float = 0.0  # per rank of the group, normal-mode dispatch and combine
+    notify_per_peer_s: float = 0.0  # per rank of the group, normal-mode dispatch on top
 
 
 # Rounded output of fit_deepep() (rerun in tests/test_collectives.py). Over all 32 published H800 numbers
@@ -73,6 +90,27 @@ DEEPEP_FIT = CollectiveFit(
     alltoall_latency_s=24.0 * us,
     source=f"least-squares log-error fit to the 20 H800 rows of {DEEPEP_SOURCE}",
 )
+
+DEEPEP_ASCEND_SOURCE = "sgl-project/sgl-kernel-npu README (DeepEP-Ascend normal and low-latency tables, A3 SuperPoD, pure HCCS)"
+# Rounded output of fit_deepep_ascend() (rerun in tests/test_collectives.py): the UB link at its catalog
+# rate (no derate measured) never binds in these tables; the vector cores' handling does. Normal-mode
+# times grow with the peers far faster than their dedup volume (dispatch EP8 -> EP128: x2.6 in time,
+# x1.5 in copies): the per-peer terms. Scale-out is not in the tables: H800's NIC efficiency is kept.
+DEEPEP_ASCEND_FIT = CollectiveFit(
+    scaleup_efficiency=1.0,
+    scaleout_efficiency=DEEPEP_FIT.scaleout_efficiency,
+    alltoall_latency_s=0.0,
+    per_token_s=0.33 * us,
+    per_copy_s=0.095 * us,
+    normal_per_peer_s=12.9 * us,
+    notify_per_peer_s=12.8 * us,
+    source=f"least-squares log-error fit to the 16 timed rows of {DEEPEP_ASCEND_SOURCE}, per rank (die)",
+)
+
+
+def collective_fit(device: Device) -> CollectiveFit:
+    """The fit measured on the device's own family: DeepEP-Ascend for Huawei NPUs, DeepEP on H800 otherwise."""
+    return DEEPEP_ASCEND_FIT if device.vendor == "huawei" else DEEPEP_FIT
 
 
 @dataclass(frozen=True)
@@ -109,8 +147,9 @@ def _link_classes(scaleup_bytes_per_s: float | None, scaleup_derate: bool, scale
     return links
 
 
-def link_classes(device: Device, fit: CollectiveFit = DEEPEP_FIT) -> dict[str, LinkClass]:
+def link_classes(device: Device, fit: CollectiveFit | None = None) -> dict[str, LinkClass]:
     """'scaleup' and 'scaleout' links of one device, derated; a class whose bandwidth is unpublished is absent."""
+    fit = fit or collective_fit(device)
     attainable = device.attainable.get("scaleup_bytes_per_s")
     scaleup = attainable if attainable is not None else device.scaleup_bytes_per_s
     return dict(_link_classes(scaleup, attainable is not None, device.scaleout_bytes_per_s, fit))
@@ -222,61 +261,91 @@ def _uniform_alltoall_bytes(n: int, domain_devices: int, tokens_per_device: floa
 
 
 def _timed(name: str, bytes_by_class: dict[str, float], links: Mapping[str, LinkClass], device: Device,
-           overhead_s: float, source: str) -> CommCost:
-    """time = overhead + max over used classes of (hop latency + bytes / bandwidth)."""
+           overhead_s: float, source: str, fixed_s: float = 0.0, copy_s: float = 0.0) -> CommCost:
+    """time = overhead + fixed + max(copy handling, max over used classes of (hop latency + bytes / bandwidth)):
+    the cores that copy tokens and the links that carry them work at once, the slower sets the pace."""
     terms = {c: _link(links, c, device).latency_s + bytes_by_class[c] / links[c].bytes_per_s
              for c in LINK_CLASSES if bytes_by_class.get(c, 0.0) > 0.0}
     if not terms:
-        return CommCost(name, bytes_by_class, 0.0, 0.0, "device", source)
+        return CommCost(name, bytes_by_class, fixed_s + copy_s, 0.0, "device", source)
     bottleneck = max(terms, key=terms.get)
-    return CommCost(name, bytes_by_class, overhead_s + terms[bottleneck], overhead_s + links[bottleneck].latency_s, bottleneck, source)
+    wire_s = terms[bottleneck]
+    return CommCost(name, bytes_by_class, overhead_s + fixed_s + max(wire_s, copy_s),
+                    overhead_s + links[bottleneck].latency_s, bottleneck if wire_s >= copy_s else "copy", source)
+
+
+def _rank_bytes(cluster: Cluster, ep_devices: int, tokens_per_device: float, top_k: int, num_experts: int, token_bytes: float,
+                dest_probability: np.ndarray | None, max_domains_per_token: int | None, mode: str) -> dict[str, float]:
+    """Bytes per path class on the busiest RANK: a device of r ranks (a 910C's two dies) is r ranks of the
+    group, each with 1/r of its tokens and of its expert share (DeepEP dedups and routes per rank)."""
+    r = cluster.device.ranks_per_device
+    domains = np.repeat(ep_group_domains(cluster, ep_devices), r)  # raises if the group does not fit the cluster
+    if dest_probability is None:
+        return dict(_uniform_alltoall_bytes(ep_devices * r, cluster.unit.scaleup_domain_devices * r, float(tokens_per_device) / r,
+                                            top_k, num_experts, token_bytes, max_domains_per_token, mode))
+    p = np.asarray(dest_probability, float)
+    if p.shape != (ep_devices,) or (p < 0).any() or p.sum() <= 0:
+        raise InputError("dest_probability", f"need {ep_devices} non-negative shares, got shape {p.shape}", "one share per EP device")
+    return _alltoall_bytes(np.repeat(p / p.sum() / r, r), domains, tokens_per_device / r, top_k, num_experts, token_bytes,
+                           max_domains_per_token, mode)
+
+
+def _rank_time(name: str, rank_bytes: dict[str, float], device: Device, fit: CollectiveFit, ranks: int,
+               tokens_per_rank: float, token_bytes: float, mode: str, notify: bool, source: str) -> CommCost:
+    """One rank's all-to-all: its share of the device's links (1 / ranks_per_device) and the fit's
+    handling: per token it sends from and per peer rank (normal mode; more if it notifies), then its
+    token copies, which overlap with the wire."""
+    links = {c: replace(link, bytes_per_s=link.bytes_per_s / device.ranks_per_device)
+             for c, link in link_classes(device, fit).items()}
+    per_peer_s = (fit.normal_per_peer_s + (fit.notify_per_peer_s if notify else 0.0)) if mode == "normal" else 0.0
+    fixed_s = fit.per_token_s * tokens_per_rank + per_peer_s * ranks
+    copy_s = fit.per_copy_s * sum(rank_bytes.values()) / token_bytes
+    return _timed(name, rank_bytes, links, device, fit.alltoall_latency_s, source, fixed_s, copy_s)
 
 
 def _alltoall_cost(cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int, num_experts: int,
                    bytes_per_element: float, scale_bytes_per_token: float, dest_probability: np.ndarray | None,
-                   max_domains_per_token: int | None, mode: str, name: str, fit: CollectiveFit) -> CommCost:
+                   max_domains_per_token: int | None, mode: str, name: str, fit: CollectiveFit | None,
+                   notify: bool) -> CommCost:
+    """The busiest rank's time over its share of the device's links; bytes reported per device (x ranks)."""
     if mode not in MODES:
         raise InputError("mode", f"unknown all-to-all mode '{mode}'", f"use one of {', '.join(MODES)}")
     if not 1 <= top_k <= num_experts:
         raise InputError("top_k", f"{top_k} is not in 1..num_experts ({num_experts})", "check the model config")
-    domains = ep_group_domains(cluster, ep_devices)
+    device, r = cluster.device, cluster.device.ranks_per_device
+    fit = fit or collective_fit(device)
     token_bytes = hidden * bytes_per_element + scale_bytes_per_token
-    if dest_probability is None:
-        bytes_by_class = dict(_uniform_alltoall_bytes(ep_devices, cluster.unit.scaleup_domain_devices, float(tokens_per_device),
-                                                      top_k, num_experts, token_bytes, max_domains_per_token, mode))
-    else:
-        p = np.asarray(dest_probability, float)
-        if p.shape != (ep_devices,) or (p < 0).any() or p.sum() <= 0:
-            raise InputError("dest_probability", f"need {ep_devices} non-negative shares, got shape {p.shape}", "one share per EP device")
-        bytes_by_class = _alltoall_bytes(p / p.sum(), domains, tokens_per_device, top_k, num_experts, token_bytes,
-                                         max_domains_per_token, mode)
-    source = f"alpha-beta, DeepEP {mode} algorithm; {fit.source}"
-    return _timed(name, bytes_by_class, link_classes(cluster.device, fit), cluster.device, fit.alltoall_latency_s, source)
+    rank_bytes = _rank_bytes(cluster, ep_devices, tokens_per_device, top_k, num_experts, token_bytes, dest_probability,
+                             max_domains_per_token, mode)
+    cost = _rank_time(name, rank_bytes, device, fit, ep_devices * r, tokens_per_device / r, token_bytes, mode, notify,
+                      f"alpha-beta, DeepEP {mode} algorithm; {fit.source}")
+    return replace(cost, bytes_by_class={c: b * r for c, b in rank_bytes.items()})
 
 
 def dispatch_cost(cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int, num_experts: int,
                   bytes_per_element: float = 1.0, scale_bytes_per_token: float = 0.0,
                   dest_probability: np.ndarray | None = None, max_domains_per_token: int | None = None,
-                  mode: str = "normal", name: str = "dispatch", fit: CollectiveFit = DEEPEP_FIT) -> CommCost:
+                  mode: str = "normal", name: str = "dispatch", fit: CollectiveFit | None = None) -> CommCost:
     """MoE dispatch over an EP group of `ep_devices` laid out contiguously (module docstring: the model).
 
     bytes on the wire per token = hidden x bytes_per_element + scale_bytes_per_token (fp8 with 1x128
     fp32 scales: 1.0 and hidden / 128 x 4). dest_probability: [ep_devices] share of routed (token,
     expert) pairs on each device (a placement + routing stats); None = uniform. The time is the busiest
     device's, so skew shows up as a hot receiver. max_domains_per_token (DeepSeek-V3: 4) sets the
-    normal mode's dedup; low-latency bytes go per pair and do not depend on it.
+    normal mode's dedup; low-latency bytes go per pair and do not depend on it. Normal mode first
+    tells every peer how many tokens to expect (the fit's per-peer term, zero on H800).
     """
     return _alltoall_cost(cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element,
-                          scale_bytes_per_token, dest_probability, max_domains_per_token, mode, name, fit)
+                          scale_bytes_per_token, dest_probability, max_domains_per_token, mode, name, fit, notify=True)
 
 
 def combine_cost(cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int, num_experts: int,
                  bytes_per_element: float = 2.0, scale_bytes_per_token: float = 0.0,
                  dest_probability: np.ndarray | None = None, max_domains_per_token: int | None = None,
-                 mode: str = "normal", name: str = "combine", fit: CollectiveFit = DEEPEP_FIT) -> CommCost:
-    """MoE combine: the reverse of dispatch (same paths and dedup), bf16 by default."""
+                 mode: str = "normal", name: str = "combine", fit: CollectiveFit | None = None) -> CommCost:
+    """MoE combine: the reverse of dispatch (same paths and dedup, the layout dispatch set up), bf16 by default."""
     return _alltoall_cost(cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element,
-                          scale_bytes_per_token, dest_probability, max_domains_per_token, mode, name, fit)
+                          scale_bytes_per_token, dest_probability, max_domains_per_token, mode, name, fit, notify=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,14 +369,14 @@ def _ring_cost(cluster: Cluster, group_devices: int, steps: int, bytes_moved: fl
 
 
 def allreduce_cost(cluster: Cluster, group_devices: int, bytes_per_device: float, name: str = "allreduce",
-                   fit: CollectiveFit = DEEPEP_FIT) -> CommCost:
+                   fit: CollectiveFit | None = None) -> CommCost:
     """Ring all-reduce of a `bytes_per_device` buffer: 2(n-1) steps, 2(n-1)/n x bytes sent per device."""
     n = group_devices
     return _ring_cost(cluster, n, 2 * (n - 1), 2.0 * (n - 1) / n * bytes_per_device, name, fit)
 
 
 def allgather_cost(cluster: Cluster, group_devices: int, bytes_per_device: float, name: str = "allgather",
-                   fit: CollectiveFit = DEEPEP_FIT) -> CommCost:
+                   fit: CollectiveFit | None = None) -> CommCost:
     """Ring all-gather of one `bytes_per_device` shard per device: n-1 steps, (n-1) x shard sent per device."""
     n = group_devices
     return _ring_cost(cluster, n, n - 1, (n - 1) * float(bytes_per_device), name, fit)
@@ -383,10 +452,11 @@ def _counted_bytes(bench: _Bench, cluster: Cluster, ep: int, token_bytes: float)
 @dataclass(frozen=True)
 class _Case:
     table: str
-    ep: int
+    ep: int  # ranks, as the table counts them
     kind: str  # dispatch or combine
     counted_bytes: float
-    bytes_by_class: dict[str, float]
+    bytes_by_class: dict[str, float]  # on the busiest rank
+    token_bytes: float
     cluster: Cluster
     source: str
     published_bottleneck: str  # the table's own label, where it has one
@@ -403,13 +473,15 @@ def _case(table: str, ep: int, kind: str, published_bottleneck: str) -> _Case:
 
     bench = _BENCHES[table]
     unit = load_unit(bench.unit)
-    cluster = make_cluster(unit, devices=max(ep, unit.devices_per_node))
+    r = unit.device.ranks_per_device
+    devices = ep // r  # a table's EP counts ranks: on A3, dies, two per 910C
+    cluster = make_cluster(unit, devices=max(devices, unit.devices_per_node))
     token_bytes = bench.dispatch_token_bytes if kind == "dispatch" else bench.combine_token_bytes
-    domains = ep_group_domains(cluster, ep)
-    bytes_by_class = _alltoall_bytes(np.full(ep, 1.0 / ep), domains, bench.tokens, bench.top_k, bench.num_experts,
-                                     token_bytes, _domain_limit(bench, domains), bench.mode)
-    return _Case(table, ep, kind, _counted_bytes(bench, cluster, ep, token_bytes), bytes_by_class, cluster, bench.source,
-                 published_bottleneck)
+    limit = _domain_limit(bench, ep_group_domains(cluster, devices))
+    bytes_by_class = _rank_bytes(cluster, devices, bench.tokens * r, bench.top_k, bench.num_experts, token_bytes, None,
+                                 limit, bench.mode)
+    return _Case(table, ep, kind, _counted_bytes(bench, cluster, ep, token_bytes), bytes_by_class, token_bytes, cluster,
+                 bench.source, published_bottleneck)
 
 
 def _published_cases(tables: tuple[str, ...]) -> list[tuple[_Case, str, float, str]]:
@@ -429,22 +501,33 @@ def _published_cases(tables: tuple[str, ...]) -> list[tuple[_Case, str, float, s
     return out
 
 
-def _predict(case: _Case, metric: str, fit: CollectiveFit) -> tuple[CommCost, float]:
+def _predict(case: _Case, metric: str, fit: CollectiveFit | None = None) -> tuple[CommCost, float]:
     """The model's cost of one benchmark case and the published metric as its script would print it."""
-    cost = _timed(case.kind, case.bytes_by_class, link_classes(case.cluster.device, fit), case.cluster.device,
-                  fit.alltoall_latency_s, case.source)
+    device = case.cluster.device
+    bench = _BENCHES[case.table]
+    cost = _rank_time(case.kind, case.bytes_by_class, device, fit or collective_fit(device), case.ep, bench.tokens,
+                      case.token_bytes, bench.mode, case.kind == "dispatch", case.source)
     return cost, (cost.time_s / us if "latency" in metric else case.counted_bytes / cost.time_s / GB)
 
 
+def _published_times_us(tables: tuple[str, ...]) -> list[tuple[_Case, float]]:
+    """Each timed row once: its latency, or counted bytes / published GB/s (normal tables); the
+    low-latency GB/s columns restate the latencies and are left out."""
+    return [(c, v if "latency" in m else c.counted_bytes / (v * GB) / us)
+            for c, m, v, _ in _published_cases(tables) if "latency" in m or _BENCHES[c.table].mode == "normal"]
+
+
 _H800_TABLES = ("deepep_normal", "deepep_low_latency")
-_ALL_TABLES = _H800_TABLES + ("deepep_ascend_normal", "deepep_ascend_low_latency")
+_ASCEND_TABLES = ("deepep_ascend_normal", "deepep_ascend_low_latency")
+_ALL_TABLES = _H800_TABLES + _ASCEND_TABLES
 
 
-def deepep_report(fit: CollectiveFit = DEEPEP_FIT) -> list[dict]:
+def deepep_report(fit: CollectiveFit | None = None) -> list[dict]:
     """Per published DeepEP (and DeepEP-Ascend) number: table, ep, metric, published, predicted, error.
 
     error = predicted / published - 1. GB/s are predicted the way each benchmark script counts them
-    (its bytes over the predicted kernel time), not as link utilisation.
+    (its bytes over the predicted kernel time), not as link utilisation. Each table is predicted with
+    its device family's fit unless `fit` is given.
     """
     rows = []
     for case, metric, published, unit in _published_cases(_ALL_TABLES):
@@ -458,12 +541,10 @@ def deepep_report(fit: CollectiveFit = DEEPEP_FIT) -> list[dict]:
 def fit_deepep() -> CollectiveFit:
     """Refit DEEPEP_FIT: minimise sum of log(predicted / published time)^2 over the H800 rows.
 
-    Each row's published time is its latency (low-latency table) or counted bytes / published GB/s
-    (normal table); the low-latency GB/s columns restate the latencies and are left out. Grid search:
+    Each timed row once (_published_times_us). Grid search:
     efficiencies 0.50..1.20 by 0.01, overhead 0..60 us by 0.5 us.
     """
-    cases = [(c, v if "latency" in m else c.counted_bytes / (v * GB) / us)
-             for c, m, v, _ in _published_cases(_H800_TABLES) if "latency" in m or c.table == "deepep_normal"]
+    cases = _published_times_us(_H800_TABLES)
     device = cases[0][0].cluster.device
     nominal = link_classes(device, CollectiveFit(1.0, 1.0, 0.0, "nominal"))
     eta = np.round(np.arange(0.50, 1.2001, 0.01), 2)
@@ -479,3 +560,31 @@ def fit_deepep() -> CollectiveFit:
         loss += np.log((oh + t) / published_us) ** 2
     i, j, k = np.unravel_index(np.argmin(loss), loss.shape)
     return CollectiveFit(float(eta[i]), float(eta[j]), float(overhead_us[k]) * us, DEEPEP_FIT.source)
+
+
+def fit_deepep_ascend(exclude: int | None = None) -> CollectiveFit:
+    """Refit DEEPEP_ASCEND_FIT: minimise sum of log(predicted / published time)^2 over the 16 timed
+    DeepEP-Ascend rows (Gauss-Newton from the linear least-squares start).
+
+    The UB link keeps its catalog rate (efficiency 1, no measured derate) and no fixed overhead is
+    fitted. In every row the copy handling outlasts the wire (tests check it), so each time is linear in
+    the four handling terms: per token sent from, per token copy, per peer of a normal-mode kernel, per
+    peer of a normal dispatch's notify. `exclude`: index of a timed row to leave out (leave-one-out).
+    """
+    x, t = [], []
+    for i, (case, published_us) in enumerate(_published_times_us(_ASCEND_TABLES)):
+        if i == exclude:
+            continue
+        bench = _BENCHES[case.table]
+        normal = bench.mode == "normal"
+        x.append([bench.tokens, sum(case.bytes_by_class.values()) / case.token_bytes, case.ep if normal else 0.0,
+                  case.ep if normal and case.kind == "dispatch" else 0.0])
+        t.append(published_us)
+    x, t = np.array(x), np.array(t)
+    theta = np.linalg.lstsq(x / t[:, None], np.ones(len(t)), rcond=None)[0]
+    for _ in range(30):
+        predicted = x @ theta
+        theta = theta + np.linalg.lstsq(x / predicted[:, None], -np.log(predicted / t), rcond=None)[0]
+    per_token, per_copy, per_peer, notify = theta * us
+    return CollectiveFit(1.0, DEEPEP_FIT.scaleout_efficiency, 0.0, DEEPEP_ASCEND_FIT.source, per_token_s=per_token,
+                         per_copy_s=per_copy, normal_per_peer_s=per_peer, notify_per_peer_s=notify)
