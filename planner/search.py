@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hwmodels import catalog
@@ -226,6 +227,32 @@ def _queue_p_wait_s(service_s: float, utilisation: float, percentile: float) -> 
     return service_s * math.log(utilisation / tail) / (1.0 - utilisation)
 
 
+def _erlang_c(servers: int, offered: float) -> float:
+    """P(an arrival waits) in M/M/c with `offered` = arrival rate x mean holding time (Erlang C), from Erlang B's
+    recursion B(k) = a B(k-1) / (k + a B(k-1)), which stays in [0, 1] for any c."""
+    if offered >= servers:
+        return 1.0
+    b = 1.0
+    for k in range(1, servers + 1):
+        b = offered * b / (k + offered * b)
+    return servers * b / (servers - offered * (1.0 - b))
+
+
+def _slot_p_wait_s(slots: int, holding_s: float, arrivals_per_s: float, percentile: float) -> float:
+    """Waiting time for a free batch slot at a percentile, M/M/c: P(W > t) = C(c, a) exp(-(c / h - lambda) t).
+
+    An aggregated instance admits a request only into a free sequence slot, which it holds from its
+    prefill to its last token: the slots are the servers, the request's lifetime the holding time.
+    """
+    if arrivals_per_s * holding_s >= slots:
+        return math.inf
+    waits = _erlang_c(slots, arrivals_per_s * holding_s)
+    tail = 1.0 - percentile / 100.0
+    if waits <= tail:
+        return 0.0
+    return math.log(waits / tail) / (slots / holding_s - arrivals_per_s)
+
+
 def _prefill_latency_s(d: Deployment, c: Candidate) -> float:
     """One prompt's prefill steps plus moving its KV cache to the decode pool over the NIC."""
     prompt = d.workload.input_tokens
@@ -283,20 +310,41 @@ def _best_per_size(scored: list[tuple[Candidate, float]]) -> list[tuple[Candidat
 
 def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendation]:
     w, price, out = d.workload, _price(d), []
+    max_devices = d.cluster.num_devices
     for c in aggregated:
         decode_step, prefill_step = c.perf.steps
         tpot = 1.0 / c.tokens_per_s_per_user
         steps = math.ceil(w.input_tokens / (d.serving.tokens_per_step * c.layout.tp))
-        ttft = steps * (prefill_step.time_s + decode_step.time_s)
-        if tpot > d.slo.tpot_s or ttft > d.slo.ttft_s:
+        prefill_s = steps * (prefill_step.time_s + decode_step.time_s)
+        if tpot > d.slo.tpot_s or prefill_s > d.slo.ttft_s:
             continue
-        rate = w.requests_per_s
-        if rate is None:
-            n, req_rate = 1, c.tokens_per_s_per_device * c.instance_devices / w.output_tokens
+        slots, holding_s = c.work_per_device * c.instance_devices, prefill_s + w.output_tokens * tpot
+        capacity = c.tokens_per_s_per_device * c.instance_devices / w.output_tokens  # requests/s at full load
+
+        def ttft(per_instance_rate: float) -> float:
+            return prefill_s + _slot_p_wait_s(slots, holding_s, per_instance_rate, d.slo.percentile)
+        if w.requests_per_s is None:  # one instance, at the busiest its TTFT budget allows
+            n, req_rate = 1, _max_rate(lambda r: ttft(r) <= d.slo.ttft_s, min(capacity, slots / holding_s))
+            if req_rate <= 0.0:
+                continue
         else:
-            n, req_rate = math.ceil(rate * w.output_tokens / (c.tokens_per_s_per_device * c.instance_devices)), rate
-        out.append(_recommend(d, "aggregated", c, n, None, 0, ttft, tpot, req_rate, price))
+            req_rate = w.requests_per_s
+            n = math.ceil(req_rate / capacity)
+            while n * c.instance_devices <= max_devices and ttft(req_rate / n) > d.slo.ttft_s:
+                n += 1
+            if n * c.instance_devices > max_devices:
+                continue
+        out.append(_recommend(d, "aggregated", c, n, None, 0, ttft(req_rate / n), tpot, req_rate, price))
     return out
+
+
+def _max_rate(meets: Callable[[float], bool], upper: float) -> float:
+    """The largest arrival rate in [0, upper) that `meets` accepts (bisection; meets is monotone)."""
+    lo, hi = 0.0, upper
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if meets(mid) else (lo, mid)
+    return lo
 
 
 def _recommend(d, mode, dc, n_decode, pc, n_prefill, ttft, tpot, req_rate, price) -> Recommendation:
@@ -326,8 +374,9 @@ def _cost_per_request(r: Recommendation) -> float:
 def plan(d: Deployment) -> PlanResult:
     start = time.perf_counter()
     assumptions = [
-        "TPOT = decode step time at the batch; TTFT = p-th percentile M/M/1 queueing + prefill steps + KV transfer over the NIC "
-        "(the simulator gives the distributions)",
+        "TPOT = decode step time at the batch; TTFT = prefill steps (+ KV transfer over the NIC, disaggregated) + the p-th "
+        "percentile wait: M/M/1 on the prefill step (disaggregated), M/M/c for a free batch slot (aggregated); the simulator "
+        "gives the distributions",
     ]
     if d.model.is_moe:
         assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in ("decode", "prefill")]

@@ -1,11 +1,13 @@
 """Layout search: candidates, Pareto frontier, SLOs, capacity and the infeasibility explanation."""
 
+import math
 from dataclasses import replace
 
 import pytest
 
 from hwmodels.deployment import SLO, Workload
 from moeplan import api, example_path
+from planner import search
 from planner.search import PlanResult, pareto_frontier, plan
 
 
@@ -65,3 +67,15 @@ def test_unreachable_tpot_is_explained(kimi_16):
 def test_traffic_beyond_the_cluster_is_explained(kimi_16):
     result = plan(replace(kimi_16, workload=Workload(12035, 343, 500.0)))
     assert result.recommendation is None and "needs more than the cluster's 16 devices" in result.infeasible
+
+
+def test_erlang_c_matches_known_values_and_reduces_to_mm1():
+    """Erlang C(2 servers, 1 Erlang) = 1/3; with one server the slot wait is the M/M/1 wait on the same service."""
+    assert search._erlang_c(2, 1.0) == pytest.approx(1.0 / 3.0)
+    assert search._erlang_c(4, 4.0) == 1.0
+    for rho in (0.3, 0.7, 0.95):
+        holding_s = 2.0
+        assert search._slot_p_wait_s(1, holding_s, rho / holding_s, 99) == pytest.approx(
+            search._queue_p_wait_s(holding_s, rho, 99))
+    assert search._slot_p_wait_s(64, 20.0, 1.0, 99) == 0.0  # 20 of 64 slots busy: almost never a wait
+    assert search._slot_p_wait_s(32, 20.0, 1.6, 99) == math.inf  # offered load 32 Erlangs on 32 slots
