@@ -267,14 +267,8 @@ def _max_utilisation_for_ttft(d: Deployment, c: Candidate) -> float:
     base = _prefill_latency_s(d, c)
     if base > d.slo.ttft_s:
         return 0.0
-    lo, hi = 0.0, SLO_UTILISATION_CAP
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if base + _queue_p_wait_s(c.step_s, mid, d.slo.percentile) <= d.slo.ttft_s:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return _largest_accepted(lambda u: base + _queue_p_wait_s(c.step_s, u, d.slo.percentile) <= d.slo.ttft_s,
+                             SLO_UTILISATION_CAP)
 
 
 def _price(d: Deployment) -> float | None:
@@ -324,7 +318,7 @@ def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendati
         def ttft(per_instance_rate: float) -> float:
             return prefill_s + _slot_p_wait_s(slots, holding_s, per_instance_rate, d.slo.percentile)
         if w.requests_per_s is None:  # one instance, at the busiest its TTFT budget allows
-            n, req_rate = 1, _max_rate(lambda r: ttft(r) <= d.slo.ttft_s, min(capacity, slots / holding_s))
+            n, req_rate = 1, _largest_accepted(lambda r: ttft(r) <= d.slo.ttft_s, min(capacity, slots / holding_s))
             if req_rate <= 0.0:
                 continue
         else:
@@ -338,12 +332,12 @@ def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendati
     return out
 
 
-def _max_rate(meets: Callable[[float], bool], upper: float) -> float:
-    """The largest arrival rate in [0, upper) that `meets` accepts (bisection; meets is monotone)."""
+def _largest_accepted(accepts: Callable[[float], bool], upper: float) -> float:
+    """The largest load in [0, upper) that `accepts` (monotone: true below some load) takes, by bisection."""
     lo, hi = 0.0, upper
     for _ in range(40):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if meets(mid) else (lo, mid)
+        lo, hi = (mid, hi) if accepts(mid) else (lo, mid)
     return lo
 
 
