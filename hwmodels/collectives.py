@@ -295,8 +295,9 @@ def _rank_time(name: str, rank_bytes: dict[str, float], device: Device, fit: Col
     """One rank's all-to-all: its share of the device's links (1 / ranks_per_device) and the fit's
     handling: per token it sends from and per peer rank (normal mode; more if it notifies), then its
     token copies, which overlap with the wire."""
-    links = {c: replace(link, bytes_per_s=link.bytes_per_s / device.ranks_per_device)
-             for c, link in link_classes(device, fit).items()}
+    links = link_classes(device, fit)
+    if device.ranks_per_device > 1:  # the step model's hot path: only multi-rank devices pay for the copy
+        links = {c: replace(link, bytes_per_s=link.bytes_per_s / device.ranks_per_device) for c, link in links.items()}
     per_peer_s = (fit.normal_per_peer_s + (fit.notify_per_peer_s if notify else 0.0)) if mode == "normal" else 0.0
     fixed_s = fit.per_token_s * tokens_per_rank + per_peer_s * ranks
     copy_s = fit.per_copy_s * sum(rank_bytes.values()) / token_bytes
