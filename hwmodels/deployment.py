@@ -21,6 +21,7 @@ class Workload:
     output_tokens: int  # mean generated length
     requests_per_s: float | None  # traffic volume; None: not stated (capacity questions need it)
     source: str = ""
+    max_input_tokens: int | None = None  # the longest prompt to admit; a pool whose KV cache cannot hold it drops it
 
     @property
     def context_tokens(self) -> int:

@@ -417,6 +417,15 @@ def attention_prefill_cost(device: Device, tokens: int, context_tokens: float, n
                                 f"{_scaled(device, 'h800-sxm')}{note}")
 
 
+def quantize_activations_cost(device: Device, rows: float, cols: int, in_bytes_per_element: float,
+                              out_bytes_per_element: float, name: str = "quantize_activations") -> OpCost:
+    """Per-token-group quantisation of a GEMM's input (SGLang's and DeepSeek's per_token_group_quant_fp8,
+    one fp32 scale per 128 channels, as DeepGEMM's fp8 kernels take their left operand): read the
+    activations, write them narrow with their scales. Memory-bound."""
+    bytes_moved = rows * cols * (in_bytes_per_element + out_bytes_per_element) + rows * cols / SCALE_BLOCK * 4
+    return elementwise_cost(device, bytes_moved, name)
+
+
 def elementwise_cost(device: Device, bytes_moved: float, name: str = "elementwise") -> OpCost:
     """A memory-bound kernel (norms, activations, residual adds, rope, router top-k): bytes at the GEMM
     fit's HBM efficiency eta_m, plus its launch overhead."""

@@ -59,8 +59,10 @@ def stage_layers(num_layers: int, pp: int) -> list[range]:
     return out
 
 
-def weights_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout) -> dict[str, float]:
-    """Weight bytes by part on the device of the heaviest pipeline stage."""
+def weights_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout, mtp_module: bool = False) -> dict[str, float]:
+    """Weight bytes by part on the device of the heaviest pipeline stage; with `mtp_module`, the
+    speculative-decoding MTP modules too (each an MoE layer, sharded like one, and its [D, 2D]
+    projection), on the last stage, which holds the LM head they share."""
     u = unit_sizes(arch, plan)
     moe_layers = set(arch.moe_layers)
     n_experts = arch.moe.num_experts if arch.moe else 0
@@ -79,6 +81,11 @@ def weights_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout) -> 
             "embedding": u.embedding / layout.tp if s == 0 else 0.0,
             "lm_head": u.lm_head / layout.tp if s == layout.pp - 1 else 0.0,
         }
+        if mtp_module and s == layout.pp - 1:
+            one_moe_layer = (u.attention_per_layer / layout.tp + u.shared_per_moe_layer / layout.tp + u.expert * slots
+                             + u.router_per_moe_layer + u.norms_per_layer)
+            projection = plan.of("attention").matrix_bytes(arch.hidden_size, 2 * arch.hidden_size) / layout.tp
+            parts["mtp_module"] = arch.num_mtp_layers * (one_moe_layer + projection)
         if sum(parts.values()) > sum(best.values()):
             best = parts
     return best
@@ -108,8 +115,10 @@ def workspace_bytes(arch: ModelArch, plan: PrecisionPlan, layout: Layout, tokens
     return tokens_per_step * (residual + max(mlp, attention))
 
 
-def kv_bytes_per_token_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout) -> float:
+def kv_bytes_per_token_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout, mtp_module: bool = False) -> float:
     heaviest_stage_layers = len(stage_layers(arch.num_layers, layout.pp)[0])
+    if mtp_module:  # each MTP module's layer caches its own keys and values
+        heaviest_stage_layers += arch.num_mtp_layers
     per_token = kv_bytes_per_token(arch, plan) * heaviest_stage_layers / arch.num_layers
     if isinstance(arch.attention, GQAAttention):
         per_token /= min(layout.tp, arch.attention.num_kv_heads)
@@ -124,13 +133,14 @@ def device_memory(
     context_tokens: int,
     hbm_utilization: float,
     tokens_per_step: int,
+    mtp_module: bool = False,
 ) -> DeviceMemory:
-    by_part = weights_per_device(arch, plan, layout)
+    by_part = weights_per_device(arch, plan, layout, mtp_module)
     weights = sum(by_part.values())
     workspace = workspace_bytes(arch, plan, layout, tokens_per_step)
     usable = cluster.device.hbm_bytes * hbm_utilization
     kv_capacity = usable - weights - workspace
-    per_sequence = kv_bytes_per_token_per_device(arch, plan, layout) * context_tokens
+    per_sequence = kv_bytes_per_token_per_device(arch, plan, layout, mtp_module) * context_tokens
     per_group = max(0, math.floor(kv_capacity / per_sequence)) if kv_capacity > 0 else 0
     return DeviceMemory(
         layout=layout,

@@ -1,7 +1,8 @@
 """Serving metrics of a layout: throughput per device, tokens/s per user, cost per million tokens.
 
 - decode pool: B sequences per device advance one token per step: B / step_time tokens/s per device,
-  1 / step_time tokens/s per user.
+  1 / step_time tokens/s per user. With MTP speculative decoding (`Speculation`) a step verifies
+  1 + n tokens per sequence and advances it by the expected accepted run 1 + a + ... + a^n.
 - prefill pool: the prompt tokens of a step per step time.
 - aggregated (prefill and decode on the same devices, in-flight batching): every output token also
   carries input/output prompt tokens of prefill work. An instance's DP attention ranks step in lockstep
@@ -34,6 +35,25 @@ def usd_per_million_tokens(usd_per_device_hour: float, tokens_per_s_per_device: 
 
 
 @dataclass(frozen=True)
+class Speculation:
+    """Speculative decoding with the model's MTP module: `draft_tokens` drafted per sequence per step, each
+    accepted with probability `acceptance` when the ones before it were (the chain stops at the first miss)."""
+
+    draft_tokens: int
+    acceptance: float
+    source: str = ""
+
+    def __post_init__(self):
+        if self.draft_tokens < 1 or not 0.0 <= self.acceptance <= 1.0:
+            raise ValueError(f"invalid speculation {self}")
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Expected tokens a sequence advances per verify step."""
+        return sum(self.acceptance ** i for i in range(self.draft_tokens + 1))
+
+
+@dataclass(frozen=True)
 class Performance:
     role: str  # "decode", "prefill" or "aggregated"
     layout: Layout
@@ -46,10 +66,13 @@ class Performance:
 
 def decode_performance(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, batch_per_device: int,
                        context_tokens: float, hbm_utilization: float, tokens_per_step: int,
-                       load: ExpertLoad | None = None) -> Performance:
-    step = step_cost(arch, plan, cluster, layout, "decode", batch_per_device, context_tokens, load)
-    mem = device_memory(arch, plan, cluster, layout, int(context_tokens), hbm_utilization, tokens_per_step)
-    return Performance("decode", layout, step.tokens_per_s_per_device, 1.0 / step.time_s, (step,), mem)
+                       load: ExpertLoad | None = None, speculation: Speculation | None = None) -> Performance:
+    draft = speculation.draft_tokens if speculation else 0
+    advance = speculation.tokens_per_step if speculation else 1.0
+    step = step_cost(arch, plan, cluster, layout, "decode", batch_per_device, context_tokens, load, draft)
+    mem = device_memory(arch, plan, cluster, layout, int(context_tokens), hbm_utilization, tokens_per_step,
+                        mtp_module=bool(draft))
+    return Performance("decode", layout, step.tokens_per_s_per_device * advance, advance / step.time_s, (step,), mem)
 
 
 def prefill_performance(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, tokens_per_device: int,

@@ -21,10 +21,11 @@ from hwmodels import catalog
 from hwmodels.errors import InputError
 from hwmodels.hardware import Cluster, make_cluster
 from hwmodels.layout import Layout
-from hwmodels.precision import default_plan
+from hwmodels.model_arch import ModelArch
+from hwmodels.precision import PrecisionPlan, default_plan
 from hwmodels.step import ExpertLoad
-from hwmodels.serving import (Performance, aggregated_performance, decode_performance, largest_batch_that_fits,
-                              prefill_performance)
+from hwmodels.serving import (Performance, Speculation, aggregated_performance, decode_performance,
+                              largest_batch_that_fits, prefill_performance)
 
 DEFAULT_DEPLOYMENTS = CATALOG_DIR / "published" / "deployments.yaml"
 # SGLang's default --max-prefill-tokens: the most prompt tokens one prefill step takes per device.
@@ -104,14 +105,23 @@ def _parallel(spec: str | None, prefix: str) -> int | None:
     return int(m.group(1))
 
 
-def validate_one(d: Mapping[str, Any]) -> ValidationRow:
-    did = str(d.get("id", "?"))
-    metric = d["metric"]["name"]
-    published = float(d["metric"]["value"])
-    layout_raw, workload = d.get("layout", {}), d.get("workload", {})
-    assumptions: list[str] = []
-    base = dict(id=did, metric=metric, published=published, source=d.get("source", ""))
+@dataclass(frozen=True)
+class Scenario:
+    """A published scenario rebuilt from the catalogs: what the step model needs, and what was assumed."""
 
+    arch: ModelArch
+    plan: PrecisionPlan
+    cluster: Cluster
+    layout: Layout
+    load: ExpertLoad | None
+    assumptions: tuple[str, ...]
+
+
+def build_scenario(d: Mapping[str, Any]) -> Scenario:
+    """Model, precision, cluster, layout and expert load of a deployments-schema entry."""
+    did = str(d.get("id", "?"))
+    layout_raw = d.get("layout", {})
+    assumptions: list[str] = []
     arch = catalog.load_model(d["model"], f"{did}.model")
     plan = default_plan(arch.quantization_config, arch.torch_dtype)
     if d.get("precision"):  # optional: formats that differ from the checkpoint's, e.g. a W8A8 deployment
@@ -124,10 +134,9 @@ def validate_one(d: Mapping[str, Any]) -> ValidationRow:
     cluster = _cluster(d["hardware"], devices, did)
     redundant = int(layout_raw.get("redundant_experts", 0))
     layout = Layout(tp=devices // dp, dp=dp, redundant_experts=redundant, two_batch_overlap=bool(layout_raw.get("two_batch_overlap", False)))
-    phase = d["phase"]
     load = None
     skew = catalog.routing_skew(d["model"])
-    load_phase = "prefill" if phase == "prefill" else "decode"  # an aggregated deployment mostly decodes
+    load_phase = "prefill" if d["phase"] == "prefill" else "decode"  # an aggregated deployment mostly decodes
     eplb = layout_raw.get("eplb")
     routing = d.get("routing")
     if routing not in (None, "balanced"):
@@ -141,6 +150,19 @@ def validate_one(d: Mapping[str, Any]) -> ValidationRow:
     else:
         load = (ExpertLoad.measured_eplb if eplb else ExpertLoad.measured_contiguous)(skew, load_phase, layout.ep, len(arch.moe_layers))
         assumptions.append(load.source)
+    return Scenario(arch, plan, cluster, layout, load, tuple(assumptions))
+
+
+def validate_one(d: Mapping[str, Any]) -> ValidationRow:
+    did = str(d.get("id", "?"))
+    metric = d["metric"]["name"]
+    published = float(d["metric"]["value"])
+    workload = d.get("workload", {})
+    base = dict(id=did, metric=metric, published=published, source=d.get("source", ""))
+    sc = build_scenario(d)
+    arch, plan, cluster, layout, load = sc.arch, sc.plan, sc.cluster, sc.layout, sc.load
+    assumptions = list(sc.assumptions)
+    phase, devices = d["phase"], layout.devices
     per = cluster.unit.devices_per_node if metric.endswith("_per_node") else 1
 
     if phase == "prefill":
@@ -170,8 +192,12 @@ def validate_one(d: Mapping[str, Any]) -> ValidationRow:
             if batch is None:
                 batch = largest_batch_that_fits(arch, plan, cluster, layout, int(context), HBM_UTILIZATION, SGLANG_MAX_PREFILL_TOKENS)
                 assumptions.append(f"batch not stated: {batch} per device, the largest that fits in KV memory")
+            speculation = _speculation(workload.get("speculative"), did)
+            if speculation:
+                assumptions.append(f"MTP speculative decoding: {speculation.draft_tokens} draft token(s) per step, "
+                                   f"{speculation.tokens_per_step:.2f} tokens accepted per step")
             perf = decode_performance(arch, plan, cluster, layout, int(batch), float(context), HBM_UTILIZATION,
-                                      SGLANG_MAX_PREFILL_TOKENS, load)
+                                      SGLANG_MAX_PREFILL_TOKENS, load, speculation)
     elif phase == "aggregated":
         batch = workload.get("max_batch_per_device") or workload.get("batch_per_device")
         if workload.get("concurrency"):
@@ -186,6 +212,16 @@ def validate_one(d: Mapping[str, Any]) -> ValidationRow:
     if not perf.memory.fits:
         assumptions.append("the stated batch does not fit moeplan's memory model")
     return ValidationRow(**base, predicted=perf.tokens_per_s_per_device * per, assumptions=tuple(assumptions))
+
+
+def _speculation(raw: Any, did: str) -> Speculation | None:
+    if raw is None:
+        return None
+    where = f"{did}.workload.speculative"
+    try:
+        return Speculation(int(raw["draft_tokens"]), float(raw["acceptance"]))
+    except (TypeError, KeyError, ValueError):
+        raise InputError(where, f"cannot read {raw!r}", "write {draft_tokens: N >= 1, acceptance: 0..1}") from None
 
 
 def _largest_batch_meeting_tpot(arch, plan, cluster, layout, context: int, tpot_s: float, load) -> Performance | None:

@@ -46,6 +46,7 @@ class WorkloadSpec(_Strict):
     input_tokens: int | None = Field(None, gt=0, description="mean prompt length in tokens")
     output_tokens: int | None = Field(None, gt=0, description="mean generated length in tokens")
     requests_per_s: float | None = Field(None, gt=0, description="traffic volume in requests per second")
+    max_input_tokens: int | None = Field(None, gt=0, description="longest prompt every pool must admit into its KV cache")
 
 
 class SLOSpec(_Strict):
@@ -222,14 +223,20 @@ def _workload(w: WorkloadSpec) -> Workload:
             raise InputError("workload.name", f"unknown workload '{w.name}'", nearest_names(w.name, named))
         base = dict(named[w.name])
         source = base["source"]
-    values = {k: getattr(w, k) if getattr(w, k) is not None else base.get(k) for k in ("input_tokens", "output_tokens", "requests_per_s")}
-    overridden = [k for k in ("input_tokens", "output_tokens", "requests_per_s") if getattr(w, k) is not None]
+    keys = ("input_tokens", "output_tokens", "requests_per_s", "max_input_tokens")
+    values = {k: getattr(w, k) if getattr(w, k) is not None else base.get(k) for k in keys}
+    overridden = [k for k in keys if getattr(w, k) is not None]
     if w.name is not None and overridden:
         source = f"{source}; {', '.join(overridden)} from the spec"
     for key in ("input_tokens", "output_tokens"):
         if values[key] is None:
             raise InputError(f"workload.{key}", "missing", "set it, or name a workload from catalogs/workloads.yaml")
-    return Workload(int(values["input_tokens"]), int(values["output_tokens"]), values["requests_per_s"], source)
+    longest = values["max_input_tokens"]
+    if longest is not None and longest < values["input_tokens"]:
+        raise InputError("workload.max_input_tokens", f"{longest} is below the mean prompt {values['input_tokens']}",
+                         "give the longest prompt, at least input_tokens")
+    return Workload(int(values["input_tokens"]), int(values["output_tokens"]), values["requests_per_s"], source,
+                    int(longest) if longest is not None else None)
 
 
 def _price(device: str, overrides: dict[str, float]) -> Price | None:

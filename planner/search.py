@@ -168,6 +168,8 @@ def _score_batched(d: Deployment, sizes: list[int], role: str, loads: ExpertLoad
     for size in sizes:
         cluster = _sub_cluster(d, size)
         for layout in layouts_for(d, size):
+            if not _admits_longest(d, cluster, layout, w.output_tokens):
+                continue
             limit = largest_batch_that_fits(d.model, d.precision, cluster, layout, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
             load, placement = loads(layout, "decode")
             for batch in (b for b in DECODE_BATCHES if b <= limit):
@@ -194,6 +196,8 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
     for size in sizes:
         cluster = _sub_cluster(d, size)
         for layout in layouts_for(d, size):
+            if not _admits_longest(d, cluster, layout, 0):
+                continue
             load, placement = loads(layout, "prefill")
             for tokens in PREFILL_TOKENS_PER_DEVICE:
                 mem = device_memory(d.model, d.precision, cluster, layout, w.input_tokens, s.hbm_utilization, tokens)
@@ -202,6 +206,16 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
                 perf = prefill_performance(d.model, d.precision, cluster, layout, tokens, w.input_tokens, s.hbm_utilization, load)
                 out.append(Candidate("prefill", size, layout, tokens, perf, load, placement))
     return out
+
+
+def _admits_longest(d: Deployment, cluster: Cluster, layout: Layout, output_tokens: int) -> bool:
+    """Every attention group's KV cache holds the workload's longest prompt (plus `output_tokens`), when it is known."""
+    longest = d.workload.max_input_tokens
+    if longest is None:
+        return True
+    mem = device_memory(d.model, d.precision, cluster, layout, longest + output_tokens, d.serving.hbm_utilization,
+                        d.serving.tokens_per_step)
+    return mem.concurrent_sequences >= layout.dp
 
 
 def _sub_cluster(d: Deployment, devices: int) -> Cluster:

@@ -132,7 +132,7 @@ def test_planner_routing_upload_places_experts_on_it():
     at.selectbox(key="planner_routing_evaluate").set_value("tue.json")
     at.multiselect(key="planner_routing_fit").set_value(["mon.json"])
     at.radio(key="planner_routing_method").set_value("eplb")  # the ILP's own tests cover it; this one stays fast
-    # the synthetic statistics are skewed: 16 H200 meet the TTFT tail of the example's 1.2 requests/s only without skew
+    # the synthetic statistics are skewed: 16 H200 meet the TTFT tail of the example's 1.1 requests/s only without skew
     at.number_input(key="planner_rate_override").set_value(0.8)
     at.button(key="planner_plan").click().run()
     assert not at.exception and not _errors(at)

@@ -79,3 +79,13 @@ def test_erlang_c_matches_known_values_and_reduces_to_mm1():
             search._queue_p_wait_s(holding_s, rho, 99))
     assert search._slot_p_wait_s(64, 20.0, 1.0, 99) == 0.0  # 20 of 64 slots busy: almost never a wait
     assert search._slot_p_wait_s(32, 20.0, 1.6, 99) == math.inf  # offered load 32 Erlangs on 32 slots
+
+
+def test_every_pool_admits_the_longest_prompt(kimi_16):
+    """A pool whose attention group cannot hold the workload's longest prompt would drop it: never recommended."""
+    longest = replace(kimi_16, workload=replace(kimi_16.workload, requests_per_s=None, max_input_tokens=2_000_000))
+    assert plan(longest).recommendation is None
+    r = plan(kimi_16).recommendation
+    for pool in (r.decode, r.prefill):
+        if pool is not None:
+            assert search._admits_longest(kimi_16, search._sub_cluster(kimi_16, pool.instance_devices), pool.layout, 0)

@@ -25,7 +25,7 @@ def test_simulate_the_default_spec(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert all(k in out for k in KEYS) and out["requests"] == out["completed"] == 60
-    assert out["trace"].startswith("synthetic: 60 requests, poisson arrivals at 1.2/s")
+    assert out["trace"].startswith("synthetic: 60 requests, poisson arrivals at 1.1/s")
     r = moeplan("simulate", "--requests", "60", cwd=tmp_path)
     assert r.returncode == 0 and "TTFT p50" in r.stdout and "per million output tokens" in r.stdout
 

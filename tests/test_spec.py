@@ -23,6 +23,7 @@ def test_named_workload_fills_in_and_fields_override():
     raw = good()
     raw["workload"] = {"name": "mooncake-conversation", "output_tokens": 1000}
     assert resolve(parse_spec(raw)).workload.output_tokens == 1000
+    assert d.workload.max_input_tokens == 126195  # the Mooncake conversation trace's longest prompt
 
 
 @pytest.mark.parametrize(
@@ -56,6 +57,8 @@ def test_invalid_fields_are_named(mutate, pattern):
         (lambda r: r.update(workload={"input_tokens": 100}), r"workload.output_tokens: missing"),
         (lambda r: r.update(cluster={"unit": "gb200-nvl72", "devices": 10}), r"cluster.devices: 10 is not a whole number of gb200-nvl72 nodes of 4"),
         (lambda r: r.update(model="./nowhere/config.json"), r"model: no config.json at"),
+        (lambda r: r.update(workload={"name": "mooncake-conversation", "max_input_tokens": 100}),
+         r"workload.max_input_tokens: 100 is below the mean prompt"),
     ],
 )
 def test_unknown_names_get_suggestions(mutate, pattern):

@@ -7,7 +7,8 @@ from hwmodels.catalog import load_model, load_unit
 from hwmodels.hardware import make_cluster
 from hwmodels.layout import Layout
 from hwmodels.precision import default_plan
-from hwmodels.serving import aggregated_performance, decode_performance, prefill_performance, usd_per_million_tokens
+from hwmodels.serving import (Speculation, aggregated_performance, decode_performance, prefill_performance,
+                              usd_per_million_tokens)
 from hwmodels.step import COMPONENTS, ExpertLoad, step_cost
 
 
@@ -85,3 +86,69 @@ def test_serving_metrics_follow_from_the_step(kimi_128_h200):
 def test_cost_per_million_tokens_by_hand():
     # 2.30 USD per device-hour at 1,000 tokens/s per device: 2.3 / 3.6e6 tokens x 1e6
     assert usd_per_million_tokens(2.3, 1000.0) == pytest.approx(0.6389, rel=1e-3)
+
+
+@pytest.fixture(scope="module")
+def deepseek_128_h800():
+    arch = load_model("deepseek-v3")
+    plan = default_plan(arch.quantization_config, arch.torch_dtype)
+    return arch, plan, make_cluster(load_unit("hgx-h800"), units=16)
+
+
+def test_mtp_verifies_more_rows_and_adds_one_draft_layer(deepseek_128_h800):
+    arch, plan, cluster = deepseek_128_h800
+    layout = Layout(1, 128, two_batch_overlap=True)
+    plain = step_cost(arch, plan, cluster, layout, "decode", 128, 4096)
+    spec = step_cost(arch, plan, cluster, layout, "decode", 128, 4096, draft_tokens=1)
+    doubled_rows = step_cost(arch, plan, cluster, layout, "decode", 256, 4096)
+    assert spec.tokens_per_device == 128
+    # two query rows per sequence cost more than one, and no more than twice the sequences (each cache is read
+    # once; at 4K context with 128 heads FlashMLA is compute-bound, so the saving hides under the FLOPs)
+    main_layers = spec.time_s - spec.by_layer_type_s["mtp_draft"]
+    assert plain.time_s < main_layers <= doubled_rows.time_s
+    # the draft: one MoE layer (plus projection and LM head) at one row per sequence
+    one_layer = plain.by_layer_type_s["moe_layers"] / len(arch.moe_layers)
+    assert one_layer < spec.by_layer_type_s["mtp_draft"] < one_layer + plain.by_layer_type_s["embedding_lm_head"] * 2
+    assert sum(spec.breakdown_s.values()) - spec.overlap_hidden_s == pytest.approx(spec.time_s)
+
+
+def test_mtp_needs_a_model_with_an_mtp_module(kimi_128_h200, deepseek_128_h800):
+    arch, plan, cluster = kimi_128_h200
+    if not arch.num_mtp_layers:
+        with pytest.raises(ValueError, match="MTP module"):
+            step_cost(arch, plan, cluster, Layout(1, 128), "decode", 64, 4096, draft_tokens=1)
+    arch, plan, cluster = deepseek_128_h800
+    with pytest.raises(ValueError, match="decode"):
+        step_cost(arch, plan, cluster, Layout(1, 128), "prefill", 4096, 4096, draft_tokens=1)
+
+
+def test_speculation_advances_the_accepted_run(deepseek_128_h800):
+    arch, plan, cluster = deepseek_128_h800
+    layout = Layout(1, 128, two_batch_overlap=True)
+    spec = Speculation(draft_tokens=2, acceptance=0.5)
+    assert spec.tokens_per_step == pytest.approx(1 + 0.5 + 0.25)
+    d = decode_performance(arch, plan, cluster, layout, 64, 4096, 0.9, 8192, speculation=spec)
+    step = d.steps[0]
+    assert d.tokens_per_s_per_device == pytest.approx(64 * 1.75 / step.time_s)
+    assert d.tokens_per_s_per_user == pytest.approx(1.75 / step.time_s)
+    # the MTP module's weights and its layer's cache take memory
+    plain = decode_performance(arch, plan, cluster, layout, 64, 4096, 0.9, 8192)
+    assert d.memory.weights_by_part["mtp_module"] > 0
+    assert d.memory.kv_bytes_per_sequence > plain.memory.kv_bytes_per_sequence
+    with pytest.raises(ValueError):
+        Speculation(draft_tokens=0, acceptance=0.5)
+
+
+def test_overlap_hides_only_part_of_the_shorter_stage(deepseek_128_h800):
+    arch, plan, cluster = deepseek_128_h800
+    layout = Layout(1, 32, two_batch_overlap=True)
+    times = [step_cost(arch, plan, cluster, layout, "prefill", 8192, 4096, overlap_efficiency=e).time_s for e in (0.0, 0.5, 1.0)]
+    assert times[0] > times[1] > times[2]
+
+
+def test_fp8_gemm_inputs_are_quantised_first(deepseek_128_h800):
+    """Quantisation and the prefill permutes are memory-bound kernels: they show as time at fixed FLOPs."""
+    from hwmodels import efficiency
+    arch, plan, cluster = deepseek_128_h800
+    q = efficiency.quantize_activations_cost(cluster.device, 8192, 7168, 2.0, 1.0)
+    assert q.flops == 0 and q.bytes == pytest.approx(8192 * 7168 * 3 + 8192 * 7168 / 128 * 4)

@@ -26,32 +26,46 @@ def test_every_scenario_is_reported(rows):
         assert r.predicted is not None or r.reason
 
 
-# Where the model stands today (moeplan validate): the SGLang and DeepSeek H100/H800 scenarios and TensorRT-LLM's
-# aggregated H200 run (+20%, since aggregated serving prices a DP rank's prefill as holding its lockstep group)
-# within 20%, two outside the issue's 30% (DeepSeek prefill +32% with every expert equally loaded as its source
-# measured, GB200 decode at the largest batch that fits +69%). These guard against regressions; the issue's bar
+# Where the model stands today (moeplan validate): DeepSeek's two H800 profiles, SGLang's H100 decode and
+# TensorRT-LLM's aggregated H200 run within 20%; SGLang's H100 prefill runs (EPLB on, as their source states)
+# within 25%; GB200 decode outside the issue's 30% (+66%). These guard against regressions; the issue's bar
 # is the strict xfail below.
-WITHIN_20_PERCENT = ("sglang-h100-prefill-1k", "sglang-h100-prefill-2k", "sglang-h100-prefill-4k",
-                     "sglang-h100-decode", "deepseek-profile-decode-h800", "trtllm-h200-max-throughput")
+WITHIN_20_PERCENT = ("sglang-h100-decode", "deepseek-profile-prefill-h800", "deepseek-profile-decode-h800",
+                     "trtllm-h200-max-throughput")
+WITHIN_25_PERCENT = ("sglang-h100-prefill-1k", "sglang-h100-prefill-2k", "sglang-h100-prefill-4k")
 
 
 def test_error_today(rows):
     by_id = {r.id: r for r in rows}
     for rid in WITHIN_20_PERCENT:
         assert abs(by_id[rid].error) <= 0.20, f"{rid}: {by_id[rid].error:+.1%}"
-    assert summary(rows)["median_abs_error"] <= 0.135
+    for rid in WITHIN_25_PERCENT:
+        assert abs(by_id[rid].error) <= 0.25, f"{rid}: {by_id[rid].error:+.1%}"
+    assert summary(rows)["median_abs_error"] <= 0.18
     # DeepSeek's profiles were taken with perfectly balanced routing (deepseek-ai/profile-data README)
     for rid in ("deepseek-profile-prefill-h800", "deepseek-profile-decode-h800"):
         assert "every expert equally loaded, as the source measured" in by_id[rid].assumptions
+    # the decode profile runs DeepSeek's MTP module; LMSYS converts it at 60% acceptance
+    assert any("1.60 tokens accepted per step" in a for a in by_id["deepseek-profile-decode-h800"].assumptions)
+    assert any("EPLB" in a for a in by_id["sglang-h100-prefill-4k"].assumptions)
 
 
-@pytest.mark.xfail(strict=True, reason="issue bar not met yet: DeepSeek H800 prefill +32%, GB200 decode +69%; "
-                   "median 13.3% (bar 12%)")
+@pytest.mark.xfail(strict=True, reason="issue bar not met yet: GB200 decode +66%; median 17.6% (bar 12%), set by "
+                   "SGLang's H100 prefill at +20-23% with EPLB")
 def test_issue_error_bars(rows):
     for r in rows:
         if r.error is not None:
             assert abs(r.error) <= 0.30, f"{r.id}: predicted {r.predicted:,.0f} vs published {r.published:,.0f}"
     assert summary(rows)["median_abs_error"] <= 0.12
+
+
+def test_bad_speculation_is_refused(tmp_path):
+    entry = next(d for d in yaml.safe_load(DEFAULT_DEPLOYMENTS.read_text())["deployments"] if d["phase"] == "decode")
+    entry = dict(entry, workload=dict(entry["workload"], speculative={"draft_tokens": 0, "acceptance": 0.6}))
+    bad = tmp_path / "d.yaml"
+    bad.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [entry]}))
+    with pytest.raises(InputError, match="speculative"):
+        validate(bad)
 
 
 def test_assumptions_are_stated(rows):
