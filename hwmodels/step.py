@@ -240,7 +240,7 @@ def _dense_mlp(layer: _Layer, arch: ModelArch, plan: PrecisionPlan, cluster: Clu
     _quantize_input(layer, "dense_mlp", dev, b, width, w, act)
     layer.op("dense_mlp", _gemm(dev, b, d, width, w, "dense_down"))
     if layout.tp > 1:
-        ar = collectives.allreduce_cost(cluster, layout.tp, b * d * plan.combine.bytes_per_element)
+        ar = collectives.allreduce_cost(cluster, layout.tp, b * d * act)
         layer.communicate("dense_mlp", ar.time_s, ar.source)
 
 
@@ -289,7 +289,7 @@ def _moe(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout,
             # DeepEP's normal dispatch delivers tokens in arrival order: a permute into expert-major rows
             # for the contiguous grouped GEMM, then a gather that sums each token's expert outputs before
             # the combine (the LMSYS 2025-05-05 blog's Triton permutation kernel; DeepEP README)
-            permute = _memory_op(dev, 2 * pairs * f * (d * plan.dispatch.bytes_per_element + d / 128 * 4), "expert_permute")
+            permute = _memory_op(dev, 2 * pairs * f * (d * plan.dispatch.bytes_per_element + d / efficiency.SCALE_BLOCK * 4), "expert_permute")
             gather = _memory_op(dev, 2 * pairs * f * d * act, "expert_gather")
             permutes_s = permute.total_s + gather.total_s
         expert_s.append((f, gate_up.total_s + down.total_s + swiglu.total_s + permutes_s))

@@ -182,8 +182,13 @@ def validate_one(d: Mapping[str, Any]) -> ValidationRow:
             assumptions.append(f"KV tokens per sequence not stated: {context} (input + output tokens)")
         batch = workload.get("batch_per_device")
         slo = d.get("slo", {})
+        speculation = _speculation(workload.get("speculative"), did)
+        if speculation:
+            assumptions.append(f"MTP speculative decoding: {speculation.draft_tokens} draft token(s) per step, "
+                               f"{speculation.tokens_per_step:.2f} tokens accepted per step")
         if batch is None and "tpot_s" in slo:
-            perf = _largest_batch_meeting_tpot(arch, plan, cluster, layout, int(context), float(slo["tpot_s"]), load)
+            perf = _largest_batch_meeting_tpot(arch, plan, cluster, layout, int(context), float(slo["tpot_s"]), load,
+                                               speculation)
             if perf is None:
                 return ValidationRow(**base, predicted=None, assumptions=tuple(assumptions),
                                      reason=f"no batch meets TPOT {slo['tpot_s']} s")
@@ -192,10 +197,6 @@ def validate_one(d: Mapping[str, Any]) -> ValidationRow:
             if batch is None:
                 batch = largest_batch_that_fits(arch, plan, cluster, layout, int(context), HBM_UTILIZATION, SGLANG_MAX_PREFILL_TOKENS)
                 assumptions.append(f"batch not stated: {batch} per device, the largest that fits in KV memory")
-            speculation = _speculation(workload.get("speculative"), did)
-            if speculation:
-                assumptions.append(f"MTP speculative decoding: {speculation.draft_tokens} draft token(s) per step, "
-                                   f"{speculation.tokens_per_step:.2f} tokens accepted per step")
             perf = decode_performance(arch, plan, cluster, layout, int(batch), float(context), HBM_UTILIZATION,
                                       SGLANG_MAX_PREFILL_TOKENS, load, speculation)
     elif phase == "aggregated":
@@ -224,13 +225,15 @@ def _speculation(raw: Any, did: str) -> Speculation | None:
         raise InputError(where, f"cannot read {raw!r}", "write {draft_tokens: N >= 1, acceptance: 0..1}") from None
 
 
-def _largest_batch_meeting_tpot(arch, plan, cluster, layout, context: int, tpot_s: float, load) -> Performance | None:
+def _largest_batch_meeting_tpot(arch, plan, cluster, layout, context: int, tpot_s: float, load,
+                                speculation: Speculation | None) -> Performance | None:
     """Binary search on the decode batch: step time grows with the batch."""
     limit = largest_batch_that_fits(arch, plan, cluster, layout, context, HBM_UTILIZATION, SGLANG_MAX_PREFILL_TOKENS)
     lo, hi, best = 1, max(limit, 1), None
     while lo <= hi:
         mid = (lo + hi) // 2
-        perf = decode_performance(arch, plan, cluster, layout, mid, float(context), HBM_UTILIZATION, SGLANG_MAX_PREFILL_TOKENS, load)
+        perf = decode_performance(arch, plan, cluster, layout, mid, float(context), HBM_UTILIZATION, SGLANG_MAX_PREFILL_TOKENS,
+                                  load, speculation)
         if 1.0 / perf.tokens_per_s_per_user <= tpot_s:
             best, lo = perf, mid + 1
         else:
