@@ -12,6 +12,9 @@
   load; it is exact with one rank), a chunk costs the group one step t_p1 (`one_rank_prefill_step`) in
   which (dp - 1) / dp of the sequences still advance, and per output token per device
       decode_step / B + dp x input / (output x chunk_tokens) x (t_p1 - decode_step x (dp - 1) / dp).
+  A closed-loop benchmark of equal-length requests that keeps every rank's batch full (trtllm-bench,
+  bench_serving at a fixed concurrency) is the opposite case: every slot frees in the same step on every
+  rank, so all ranks prefill in the same steps (`lockstep_aggregated_performance`).
 Cost per million tokens = price per device-hour / (tokens/s per device x 3600) x 1e6.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from hwmodels.errors import InputError
 from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
 from hwmodels.memory import DeviceMemory, device_memory
@@ -120,6 +124,42 @@ def aggregated_performance(arch: ModelArch, plan: PrecisionPlan, cluster: Cluste
     per_user = 1.0 / (per_output_token_s * batch_per_device)
     return Performance("aggregated", layout, 1.0 / per_output_token_s, per_user, (decode, prefill), mem,
                        prefill_s / per_output_token_s)
+
+
+def lockstep_aggregated_performance(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout,
+                                    batch_per_device: int, input_tokens: int, output_tokens: int, hbm_utilization: float,
+                                    step_token_budget: int, load: ExpertLoad | None = None) -> Performance:
+    """Steady state of a closed loop of equal-length requests with every rank's batch full.
+
+    A rank admits a request when a slot frees; a step carries at most `step_token_budget` tokens per rank,
+    its decode tokens included (TensorRT-LLM's max_num_tokens). So k = (budget - B) // (input - 1) prompts
+    enter per step, or, when none fits whole, one prompt in chunks over several steps. Slots started in
+    the same step finish in the same step, and every rank runs the same schedule: per slot lifetime
+    (prefill steps + output - 1 steps) the group makes `mixed` steps that prefill on every rank while the
+    other sequences decode, and plain decode steps otherwise. A mixed step is priced as a prefill step
+    plus a decode step of the sequences still decoding: an upper bound, as both read the expert weights.
+    """
+    batch, budget = batch_per_device, step_token_budget
+    if budget <= batch:
+        raise InputError("tokens_per_device_per_step", f"a step budget of {budget} tokens per rank leaves no room to "
+                         f"prefill next to {batch} decoding sequences", f"allow more than {batch} tokens per step")
+    whole = min(batch, (budget - batch) // max(input_tokens - 1, 1))
+    if whole:  # k whole prompts per mixed step
+        prompts, chunk, steps_per_prompt = whole, whole * input_tokens, 1
+    else:  # one prompt at a time, in chunks of what the decode tokens leave
+        prompts, chunk = 1, budget - (batch - 1)
+        steps_per_prompt = math.ceil(input_tokens / chunk)
+    lifetime = steps_per_prompt + output_tokens - 1  # steps a slot is held
+    mixed = min(math.ceil(batch / prompts) * steps_per_prompt, lifetime)
+    context = input_tokens + output_tokens / 2
+    decode = step_cost(arch, plan, cluster, layout, "decode", batch, context, load)
+    prefill = step_cost(arch, plan, cluster, layout, "prefill", chunk, input_tokens, load)
+    decode_beside = step_cost(arch, plan, cluster, layout, "decode", batch - prompts, context, load) if batch > prompts else None
+    mixed_s = prefill.time_s + (decode_beside.time_s if decode_beside else 0.0)
+    cycle_s = mixed * mixed_s + (lifetime - mixed) * decode.time_s
+    mem = device_memory(arch, plan, cluster, layout, input_tokens + output_tokens, hbm_utilization, budget)
+    return Performance("aggregated", layout, batch * output_tokens / cycle_s, output_tokens / cycle_s, (decode, prefill), mem,
+                       mixed * prefill.time_s / cycle_s)
 
 
 def largest_batch_that_fits(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, context_tokens: int,

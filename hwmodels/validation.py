@@ -25,7 +25,7 @@ from hwmodels.model_arch import ModelArch
 from hwmodels.precision import PrecisionPlan, default_plan
 from hwmodels.step import ExpertLoad
 from hwmodels.serving import (Performance, Speculation, aggregated_performance, decode_performance,
-                              largest_batch_that_fits, prefill_performance)
+                              largest_batch_that_fits, lockstep_aggregated_performance, prefill_performance)
 
 DEFAULT_DEPLOYMENTS = CATALOG_DIR / "published" / "deployments.yaml"
 # SGLang's default --max-prefill-tokens: the most prompt tokens one prefill step takes per device.
@@ -201,13 +201,20 @@ def validate_one(d: Mapping[str, Any]) -> ValidationRow:
                                       SGLANG_MAX_PREFILL_TOKENS, load, speculation)
     elif phase == "aggregated":
         batch = workload.get("max_batch_per_device") or workload.get("batch_per_device")
-        if workload.get("concurrency"):
-            batch = min(int(batch or 1 << 30), int(workload["concurrency"]) // devices)
+        concurrency = workload.get("concurrency")
+        if concurrency:
+            batch = min(int(batch or 1 << 30), int(concurrency) // devices)
         tokens = workload.get("tokens_per_device_per_step", 8192)
         if "tokens_per_device_per_step" not in workload:
-            assumptions.append(f"prefill tokens per step not stated: {tokens} (TensorRT-LLM's default max_num_tokens)")
-        perf = aggregated_performance(arch, plan, cluster, layout, int(batch), int(workload["input_tokens"]),
-                                      int(workload["output_tokens"]), HBM_UTILIZATION, int(tokens), load)
+            assumptions.append(f"tokens per step not stated: {tokens} (TensorRT-LLM's default max_num_tokens)")
+        lengths = int(workload["input_tokens"]), int(workload["output_tokens"])
+        if concurrency and int(concurrency) >= batch * layout.dp:
+            assumptions.append(f"closed loop of {concurrency} equal-length requests keeps every rank's {batch} slots full: "
+                               "all ranks admit and prefill in the same steps")
+            perf = lockstep_aggregated_performance(arch, plan, cluster, layout, int(batch), *lengths, HBM_UTILIZATION,
+                                                   int(tokens), load)
+        else:
+            perf = aggregated_performance(arch, plan, cluster, layout, int(batch), *lengths, HBM_UTILIZATION, int(tokens), load)
     else:
         return ValidationRow(**base, predicted=None, assumptions=tuple(assumptions), reason=f"phase '{phase}' is not modelled")
     if not perf.memory.fits:

@@ -7,8 +7,9 @@ from hwmodels.catalog import load_model, load_unit
 from hwmodels.hardware import make_cluster
 from hwmodels.layout import Layout
 from hwmodels.precision import default_plan
-from hwmodels.serving import (Speculation, aggregated_performance, decode_performance, prefill_performance,
-                              usd_per_million_tokens)
+from hwmodels.errors import InputError
+from hwmodels.serving import (Speculation, aggregated_performance, decode_performance, lockstep_aggregated_performance,
+                              prefill_performance, usd_per_million_tokens)
 from hwmodels.step import COMPONENTS, ExpertLoad, step_cost
 
 
@@ -81,6 +82,30 @@ def test_serving_metrics_follow_from_the_step(kimi_128_h200):
     full = prefill_performance(arch, plan, cluster, layout, 8192, 1024, 0.9).steps[0]
     assert pre.breakdown_s["attention"] == pytest.approx(full.breakdown_s["attention"])
     assert pre.breakdown_s["expert_gemm"] < full.breakdown_s["expert_gemm"] and pre.time_s < full.time_s
+
+
+def test_lockstep_closed_loop_by_hand(kimi_128_h200):
+    """trtllm-bench's shape: 128 slots per rank, a step budget of 1151 tokens (one 1024-token prompt beside 127
+    decoding sequences): 128 mixed steps per 2048-step slot lifetime, in which every rank prefills."""
+    arch, plan, cluster = kimi_128_h200
+    layout = Layout(1, 128)
+    a = lockstep_aggregated_performance(arch, plan, cluster, layout, 128, 1024, 2048, 0.9, 1151)
+    decode = step_cost(arch, plan, cluster, layout, "decode", 128, 1024 + 1024).time_s
+    prefill = step_cost(arch, plan, cluster, layout, "prefill", 1024, 1024).time_s
+    beside = step_cost(arch, plan, cluster, layout, "decode", 127, 1024 + 1024).time_s
+    cycle_s = 128 * (prefill + beside) + (2048 - 128) * decode
+    assert a.tokens_per_s_per_device == pytest.approx(128 * 2048 / cycle_s)
+    assert a.tokens_per_s_per_user == pytest.approx(2048 / cycle_s)
+    assert a.prefill_share == pytest.approx(128 * prefill / cycle_s)
+    # a budget of 8 prompts' worth admits 7 per mixed step (the decode tokens share it): fewer, bigger steps
+    wide = lockstep_aggregated_performance(arch, plan, cluster, layout, 128, 1024, 2048, 0.9, 8192)
+    assert wide.steps[1].tokens_per_device == 7 * 1024
+    # a budget below one prompt chunks it: 1024 - 127 = 897 prompt tokens per step, two steps per prompt
+    chunked = lockstep_aggregated_performance(arch, plan, cluster, layout, 128, 1024, 2048, 0.9, 1024)
+    assert chunked.steps[1].tokens_per_device == 897
+    assert chunked.tokens_per_s_per_device < a.tokens_per_s_per_device
+    with pytest.raises(InputError, match="tokens_per_device_per_step"):
+        lockstep_aggregated_performance(arch, plan, cluster, layout, 128, 1024, 2048, 0.9, 128)
 
 
 def test_cost_per_million_tokens_by_hand():
