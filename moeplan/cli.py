@@ -386,7 +386,7 @@ def _plan(args) -> int:
     else:
         _print_plan(plan, out_dir)
     if plan.recommendation is None:
-        print(f"error: slo: {plan.infeasible}", file=sys.stderr)
+        print(f"error: {plan.infeasible_field}: {plan.infeasible}", file=sys.stderr)
         return EXIT_NO
     return 0
 

@@ -83,6 +83,7 @@ def plan_json(result: PlanResult) -> dict[str, Any]:
         "name": d.name,
         "feasible": result.recommendation is not None,
         "infeasible_reason": result.infeasible or None,
+        "infeasible_field": result.infeasible_field or None,
         "model": {"name": d.model.name, "display_name": d.model_display_name, "precision": d.precision.label(),
                   "precision_source": d.precision.source},
         "cluster": {"unit": d.cluster.unit.name, "device": device.name, "devices": d.cluster.num_devices,

@@ -84,7 +84,9 @@ def test_erlang_c_matches_known_values_and_reduces_to_mm1():
 def test_every_pool_admits_the_longest_prompt(kimi_16):
     """A pool whose attention group cannot hold the workload's longest prompt would drop it: never recommended."""
     longest = replace(kimi_16, workload=replace(kimi_16.workload, requests_per_s=None, max_input_tokens=2_000_000))
-    assert plan(longest).recommendation is None
+    refused = plan(longest)
+    assert refused.recommendation is None
+    assert refused.infeasible_field == "workload.max_input_tokens" and "(2,000,000 tokens)" in refused.infeasible
     r = plan(kimi_16).recommendation
     for pool in (r.decode, r.prefill):
         if pool is not None:
