@@ -163,7 +163,8 @@ def lockstep_aggregated_performance(arch: ModelArch, plan: PrecisionPlan, cluste
 
 
 def largest_batch_that_fits(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, context_tokens: int,
-                            hbm_utilization: float, tokens_per_step: int) -> int:
-    """Sequences per device the KV cache holds at `context_tokens` each (what an engine admits at most)."""
-    mem = device_memory(arch, plan, cluster, layout, context_tokens, hbm_utilization, tokens_per_step)
+                            hbm_utilization: float, tokens_per_step: int, mtp_module: bool = False) -> int:
+    """Sequences per device the KV cache holds at `context_tokens` each (what an engine admits at most); with
+    `mtp_module` the MTP weights and their KV layer are held too."""
+    mem = device_memory(arch, plan, cluster, layout, context_tokens, hbm_utilization, tokens_per_step, mtp_module=mtp_module)
     return mem.concurrent_sequences // layout.devices if mem.fits else 0

@@ -195,7 +195,8 @@ def validate_one(d: Mapping[str, Any]) -> ValidationRow:
             assumptions.append(f"batch not stated: {perf.steps[0].tokens_per_device:.0f} per device, the largest meeting TPOT {slo['tpot_s']} s")
         else:
             if batch is None:
-                batch = largest_batch_that_fits(arch, plan, cluster, layout, int(context), HBM_UTILIZATION, SGLANG_MAX_PREFILL_TOKENS)
+                batch = largest_batch_that_fits(arch, plan, cluster, layout, int(context), HBM_UTILIZATION, SGLANG_MAX_PREFILL_TOKENS,
+                                                mtp_module=speculation is not None)
                 assumptions.append(f"batch not stated: {batch} per device, the largest that fits in KV memory")
             perf = decode_performance(arch, plan, cluster, layout, int(batch), float(context), HBM_UTILIZATION,
                                       SGLANG_MAX_PREFILL_TOKENS, load, speculation)
@@ -235,7 +236,8 @@ def _speculation(raw: Any, did: str) -> Speculation | None:
 def _largest_batch_meeting_tpot(arch, plan, cluster, layout, context: int, tpot_s: float, load,
                                 speculation: Speculation | None) -> Performance | None:
     """Binary search on the decode batch: step time grows with the batch."""
-    limit = largest_batch_that_fits(arch, plan, cluster, layout, context, HBM_UTILIZATION, SGLANG_MAX_PREFILL_TOKENS)
+    limit = largest_batch_that_fits(arch, plan, cluster, layout, context, HBM_UTILIZATION, SGLANG_MAX_PREFILL_TOKENS,
+                                    mtp_module=speculation is not None)
     lo, hi, best = 1, max(limit, 1), None
     while lo <= hi:
         mid = (lo + hi) // 2

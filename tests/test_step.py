@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from hwmodels.catalog import load_model, load_unit
+from hwmodels.errors import InputError
 from hwmodels.hardware import make_cluster
 from hwmodels.layout import Layout
 from hwmodels.precision import default_plan
-from hwmodels.errors import InputError
-from hwmodels.serving import (Speculation, aggregated_performance, decode_performance, lockstep_aggregated_performance,
-                              prefill_performance, usd_per_million_tokens)
+from hwmodels.serving import (Speculation, aggregated_performance, decode_performance, largest_batch_that_fits,
+                              lockstep_aggregated_performance, prefill_performance, usd_per_million_tokens)
 from hwmodels.step import COMPONENTS, ExpertLoad, step_cost
 
 
@@ -160,6 +160,9 @@ def test_speculation_advances_the_accepted_run(deepseek_128_h800):
     plain = decode_performance(arch, plan, cluster, layout, 64, 4096, 0.9, 8192)
     assert d.memory.weights_by_part["mtp_module"] > 0
     assert d.memory.kv_bytes_per_sequence > plain.memory.kv_bytes_per_sequence
+    # so an engine running MTP admits fewer sequences
+    assert largest_batch_that_fits(arch, plan, cluster, layout, 4096, 0.9, 8192, mtp_module=True) < \
+        largest_batch_that_fits(arch, plan, cluster, layout, 4096, 0.9, 8192)
     with pytest.raises(ValueError):
         Speculation(draft_tokens=0, acceptance=0.5)
 
