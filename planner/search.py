@@ -400,9 +400,9 @@ def plan(d: Deployment) -> PlanResult:
     options = [r for r in _disaggregated(d, decode, prefill) + _aggregated(d, aggregated) if r.devices <= d.cluster.num_devices]
     options.sort(key=lambda r: (_cost_per_request(r), r.ttft_s))
     best = options[0] if options else None
-    where, reason = ("", "") if best else explain_infeasible(d, decode, prefill, sizes)
+    field_name, reason = ("", "") if best else explain_infeasible(d, decode, prefill, sizes)
     return PlanResult(d, best, pareto_frontier(decode), scored, reason, tuple(assumptions), time.perf_counter() - start,
-                      tuple(options[1:6]), where)
+                      tuple(options[1:6]), field_name)
 
 
 def _load_assumption(d: Deployment, phase: str) -> str:
@@ -424,9 +424,10 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
         longest = d.workload.max_input_tokens
         if sizes and longest and not any(_admits_longest(d, _sub_cluster(d, n), layout, 0)
                                          for n in sizes for layout in layouts_for(d, n)):
-            return "workload.max_input_tokens", (f"no layout {where} holds the longest prompt ({longest:,} tokens) in one "
-                    "attention group's KV cache; lower workload.max_input_tokens, store the KV cache in fewer bytes "
-                    "(precision.kv_cache: fp8) or use devices with more memory")
+            return "workload.max_input_tokens", (
+                f"no layout {where} holds the longest prompt ({longest:,} tokens) in one attention group's KV cache; "
+                "lower workload.max_input_tokens, store the KV cache in fewer bytes (precision.kv_cache: fp8) or use "
+                "devices with more memory")
         return "cluster", f"{d.model_display_name} {d.precision.label()} does not fit {where}: see moeplan check"
     fastest = min(decode, key=lambda x: x.step_s)
     if fastest.step_s > d.slo.tpot_s:
@@ -435,14 +436,18 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
         hint = "a device with more HBM bandwidth or lower-precision experts (precision.routed_experts: nvfp4 or int4) would help" \
             if bound in ("expert_gemm", "attention", "shared_expert", "dense_mlp") else \
             "a larger scale-up domain (NVL72, CloudMatrix384) would help"
-        return "slo.tpot_s", (f"no layout meets TPOT {d.slo.tpot_s * 1e3:.0f} ms {where}: the best reaches {fastest.step_s * 1e3:.0f} ms "
-                f"at batch {fastest.work_per_device} ({fastest.layout.name(d.model.is_moe)}, {bound.replace('_', ' ')}-bound); {hint}")
+        return "slo.tpot_s", (
+            f"no layout meets TPOT {d.slo.tpot_s * 1e3:.0f} ms {where}: the best reaches {fastest.step_s * 1e3:.0f} ms "
+            f"at batch {fastest.work_per_device} ({fastest.layout.name(d.model.is_moe)}, {bound.replace('_', ' ')}-bound); {hint}")
     fastest_prompt = min((_prefill_latency_s(d, p) for p in prefill), default=math.inf)
     if fastest_prompt > d.slo.ttft_s:
-        return "slo.ttft_s", (f"no layout meets TTFT {d.slo.ttft_s:g} s {where}: a {d.workload.input_tokens:,}-token prompt takes at least "
-                f"{fastest_prompt:.2f} s to prefill and transfer; more devices per prefill instance or a shorter prompt would help")
+        return "slo.ttft_s", (
+            f"no layout meets TTFT {d.slo.ttft_s:g} s {where}: a {d.workload.input_tokens:,}-token prompt takes at least "
+            f"{fastest_prompt:.2f} s to prefill and transfer; more devices per prefill instance or a shorter prompt would help")
     if d.workload.requests_per_s is None:
-        return "cluster.units", (f"no instance of {d.model_display_name} fits within the cluster's {c.num_devices} devices at these SLOs; "
-                f"grow the cluster (cluster.units or cluster.devices)")
-    return "workload.requests_per_s", (f"the traffic ({d.workload.requests_per_s:g} requests/s) needs more than the cluster's {c.num_devices} devices "
-            f"at these SLOs; grow the cluster (cluster.units or cluster.devices)")
+        return "cluster.units", (
+            f"no instance of {d.model_display_name} fits within the cluster's {c.num_devices} devices at these SLOs; "
+            f"grow the cluster (cluster.units or cluster.devices)")
+    return "workload.requests_per_s", (
+        f"the traffic ({d.workload.requests_per_s:g} requests/s) needs more than the cluster's {c.num_devices} devices "
+        f"at these SLOs; grow the cluster (cluster.units or cluster.devices)")
