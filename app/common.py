@@ -24,7 +24,7 @@ import moeplan.api
 from hwmodels import catalog
 from hwmodels.errors import InputError
 from moeplan.spec import example_path, parse_spec, resolve
-from planner import placement
+from planner.compare_placements import compare_placements
 from planner.loads import load_counts
 from sim.traces import RequestTrace, load_trace
 
@@ -185,7 +185,7 @@ def routing_counts(data: bytes, name: str) -> np.ndarray:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def compare_placements(fit: Files, evaluate: Files, ep: int, redundant: int, nodes: int, time_limit_s: float) -> dict:
-    """planner.placement.compare: contiguous, EPLB and the ILP placed on the `fit` windows and scored on
+    """planner.compare_placements: contiguous, EPLB and the ILP placed on the `fit` windows and scored on
     `evaluate` (none: the fit windows summed, an in-sample score). One process (workers=1), as in compare()."""
     windows = [routing_counts(data, name) for name, data in fit]
     if not windows:
@@ -195,7 +195,7 @@ def compare_placements(fit: Files, evaluate: Files, ep: int, redundant: int, nod
         raise InputError("fit", f"the files differ in shape ({', '.join(map(str, sorted(shapes)))})",
                          "upload statistics of one model: the same layers and experts")
     today = routing_counts(evaluate[0][1], evaluate[0][0]) if evaluate else np.sum(windows, axis=0)
-    return placement.compare(windows, today, ep, redundant, nodes, time_limit_s=time_limit_s, workers=1)
+    return compare_placements(windows, today, ep, redundant, nodes, time_limit_s=time_limit_s, workers=1)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

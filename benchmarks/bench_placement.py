@@ -24,7 +24,8 @@ import numpy as np
 
 from planner.eplb import Policy, eplb_placement
 from planner.loads import load_counts
-from planner.placement import evaluate, ilp_placement
+from planner.ilp import ilp_placement
+from planner.placement import evaluate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "deepseek-v3-sglang-eplb"
 CONFIGS = ((72, 32), (72, 104), (144, 32), (144, 176))  # (EP, redundant slots)

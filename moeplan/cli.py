@@ -491,7 +491,7 @@ def _print_plan(result, out_dir) -> None:
 
 def _place(args) -> int:
     from planner.loads import load_counts
-    from planner.placement import compare
+    from planner.compare_placements import compare_placements
 
     if args.redundant < 0:
         raise InputError("--redundant", f"must be >= 0, got {args.redundant}", "give 0 or more slots")
@@ -503,7 +503,7 @@ def _place(args) -> int:
     if (eval_loads.shape[1] + args.redundant) % args.ep:
         raise InputError("--redundant", f"{eval_loads.shape[1]} experts + {args.redundant} slots do not divide over {args.ep} devices",
                          f"use --redundant {-eval_loads.shape[1] % args.ep} (or that plus a multiple of {args.ep})")
-    result = compare(windows, eval_loads, args.ep, args.redundant, args.nodes, time_limit_s=args.time_limit)
+    result = compare_placements(windows, eval_loads, args.ep, args.redundant, args.nodes, time_limit_s=args.time_limit)
     location = result.pop("expert_location")
     if output is not None:
         report.write_atomic(output, json.dumps(location))

@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hwmodels.errors import InputError
-
-if TYPE_CHECKING:
-    from planner.placement import Placement
+from planner.placement import Placement, build_placement, check_slots
 
 
 class Policy(enum.Enum):
@@ -119,8 +116,6 @@ def eplb_placement(loads: np.ndarray, num_slots: int, num_devices: int, num_node
     """EPLB's placement of `loads` ([L, E], tokens per layer and logical expert) on `num_slots` slots over
     `num_devices` devices in `num_nodes` nodes. `num_groups` (the model's expert groups, DeepSeek-V3's
     n_group = 8) is needed by the hierarchical policy only."""
-    from planner.placement import build_placement, check_slots  # not at the top: placement.py builds on this module
-
     start = time.perf_counter()
     loads = np.asarray(loads, dtype=float)
     num_layers, num_experts = loads.shape
@@ -141,8 +136,6 @@ def contiguous_placement(num_layers: int, num_experts: int, num_slots: int, num_
     """No load balancing: slot p holds expert p (device i: experts i*S .. i*S + S - 1); redundant slots, if
     any, follow with second copies of experts 0, 1, ... in order, as a deployment without statistics
     would fill them."""
-    from planner.placement import build_placement, check_slots
-
     check_slots(num_layers, num_experts, num_slots, num_devices)
     # each expert's first copy in order; extra copies after the originals, cycling over the experts
     row = np.concatenate([np.arange(num_experts), np.arange(num_slots - num_experts) % num_experts])

@@ -29,7 +29,8 @@ from hwmodels.serving import (Performance, aggregated_performance, decode_perfor
                               prefill_performance, usd_per_million_tokens)
 from hwmodels.step import ExpertLoad
 from planner.eplb import Policy, eplb_placement
-from planner.placement import Placement, device_loads, ilp_placement
+from planner.ilp import ilp_placement
+from planner.placement import Placement, device_loads
 
 DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 PREFILL_TOKENS_PER_DEVICE = (1024, 2048, 4096, 8192, 16384)

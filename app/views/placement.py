@@ -1,5 +1,5 @@
 """Placement: the session plan's expert load per device and MoE layer (heatmap) and its imbalance per layer,
-then contiguous vs EPLB vs the robust ILP (planner.placement.compare) on uploaded routing statistics."""
+then contiguous vs EPLB vs the robust ILP (planner.compare_placements) on uploaded routing statistics."""
 
 from __future__ import annotations
 

@@ -1,0 +1,141 @@
+"""The robust placement MILP: its invariants, its lower bound, its solver-status handling, and its results
+against EPLB on real routing statistics (in and out of sample)."""
+
+import numpy as np
+import pulp
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwmodels.errors import InputError
+from placement_checks import assert_valid, exact_busiest
+from planner import ilp, milp_solver
+from planner.compare_placements import compare_placements
+from planner.eplb import Policy, eplb_placement
+from planner.ilp import HbmBudget, ilp_placement
+from planner.loads import load_counts
+from planner.placement import evaluate
+
+STATS = ("routing", "deepseek-v3-sglang-eplb")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0.0, 10.0), min_size=2, max_size=4), st.sampled_from([(2, 2), (2, 3), (3, 2)]))
+def test_lower_bound_never_exceeds_the_exact_optimum(weights, shape):
+    num_devices, per_device = shape
+    num_slots = num_devices * per_device
+    w = np.array(weights)
+    if w.sum() == 0 or len(w) > num_slots:
+        return
+    w = w * num_devices / w.sum()  # unit loads: the mean device carries 1
+    exact = exact_busiest(w, num_slots, num_devices)
+    assert ilp._layer_bound(w, num_slots, num_devices, exact) <= exact + 1e-9
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(1, 2), st.integers(1, 2), st.sampled_from([(4, 2, 3), (6, 3, 3), (8, 4, 3), (5, 2, 4)]),
+       st.sampled_from(["mean", "worst"]), st.data())
+def test_ilp_invariants_and_never_worse_than_eplb_in_sample(num_layers, num_windows, shape, rule, data):
+    num_experts, num_devices, per_device = shape
+    num_slots = num_devices * per_device
+    counts = st.lists(st.integers(0, 1000), min_size=num_experts, max_size=num_experts)
+    windows = [np.array([data.draw(counts) for _ in range(num_layers)], dtype=float) for _ in range(num_windows)]
+    if not any(w.any() for w in windows):
+        with pytest.raises(InputError, match="no layer"):
+            ilp_placement(windows, num_slots, num_devices, workers=1)
+        return
+    p = ilp_placement(windows, num_slots, num_devices, time_limit_s=0.5, robust=rule, workers=1)
+    assert_valid(p, windows[0])
+    assert p.lp_bound <= p.objective + 1e-9 and 0 <= p.gap < 1
+    if num_windows == 1 and windows[0].any():
+        eplb = eplb_placement(windows[0], num_slots, num_devices, 1, Policy.GLOBAL)
+        assert evaluate(p, windows[0])["step_cost"] <= evaluate(eplb, windows[0])["step_cost"] + 1e-9
+
+
+def test_a_whole_layer_milp_reaches_the_exact_optimum():
+    w = np.array([5.0, 3.0, 2.0, 1.0, 1.0])
+    p = ilp_placement(w[None], 6, 2, time_limit_s=5.0, workers=1)
+    exact = exact_busiest(w * 2 / w.sum(), 6, 2)
+    assert evaluate(p, w[None])["step_cost"] == pytest.approx(exact)
+
+
+def test_no_solution_from_the_solver_keeps_the_incumbent(monkeypatch):
+    """The solver's status is read before its values: MILPs that found nothing change nothing."""
+    calls = []
+
+    def fail(self, *args, **kwargs):
+        calls.append(self.name)
+        self.status, self.sol_status = pulp.LpStatusNotSolved, pulp.LpSolutionNoSolutionFound
+        return self.status
+
+    monkeypatch.setattr(pulp.LpProblem, "solve", fail)
+    loads = np.array([[9.0, 1, 1, 1, 1, 1, 1, 1]])
+    p = ilp_placement(loads, 12, 4, time_limit_s=1.0, workers=1)
+    assert calls and "stalled" in p.notes
+    assert_valid(p, loads)
+    assert p.objective <= evaluate(eplb_placement(loads, 12, 4, 1, Policy.GLOBAL), loads)["step_cost"] + 1e-9
+
+
+@pytest.mark.skipif(not pulp.PULP_CBC_CMD().available(), reason="PuLP's bundled CBC is not available")
+def test_cbc_runs_where_highs_is_missing(monkeypatch):
+    monkeypatch.setattr(milp_solver, "_HiGHS", None)
+    loads = np.array([[9.0, 5, 1, 1, 1, 1, 1, 1]])
+    p = ilp_placement(loads, 12, 4, time_limit_s=1.0, workers=1)
+    assert_valid(p, loads)
+    assert p.solver.startswith("CBC") and "optimal" in p.notes
+
+
+def test_scaleout_term_keeps_groups_on_fewer_domains():
+    rng = np.random.default_rng(1)
+    loads = rng.gamma(0.7, 100, size=(2, 16))
+    kwargs = dict(num_slots=24, num_devices=8, num_nodes=4, time_limit_s=1.0, num_groups=4, workers=1)
+    plain = ilp_placement(loads, **kwargs)
+    local = ilp_placement(loads, scaleout_weight=0.5, **kwargs)
+    assert_valid(local, loads)
+
+    def spread(p):  # (group, domain) pairs holding a replica
+        domain = (np.arange(24) // 3) // 2
+        return sum(len(set(zip((row // 4).tolist(), domain.tolist()))) for row in p.phy2log)
+
+    assert spread(local) < spread(plain)
+    with pytest.raises(InputError, match="num_groups"):
+        ilp_placement(loads, 24, 8, 4, scaleout_weight=0.5, workers=1)
+
+
+def test_bad_input_is_named():
+    with pytest.raises(InputError, match="robust"):
+        ilp_placement(np.ones((1, 4)), 4, 2, robust="median")
+    with pytest.raises(InputError, match="fit_loads"):
+        ilp_placement([np.ones((1, 4)), np.ones((2, 4))], 4, 2)
+    with pytest.raises(InputError, match="redundant"):
+        ilp_placement(np.ones((1, 4)), 5, 2)
+    with pytest.raises(InputError, match="hbm_bytes.*by 1e\\+09 B"):
+        ilp_placement(np.ones((1, 4)), 4, 2, hbm=HbmBudget(hbm_bytes=5e9, expert_bytes=2e9, kv_bytes=2e9))
+
+
+def test_in_sample_real_layers_beat_eplb_with_a_small_gap(shared_data):
+    loads = load_counts(shared_data.joinpath(*STATS, "prefill_in2048.json"))[20:24]
+    p = ilp_placement(loads, 288, 72, 9, time_limit_s=2.0, workers=1)
+    assert_valid(p, loads)
+    eplb = evaluate(eplb_placement(loads, 288, 72, 9, Policy.GLOBAL), loads)["step_cost"]
+    assert evaluate(p, loads)["step_cost"] < eplb
+    assert p.gap < 0.01 and p.solver.startswith(("HiGHS", "CBC"))
+
+
+def test_out_of_sample_real_layers_beat_eplb_fitted_on_the_same_windows(shared_data):
+    """Fitted on two decode runs (EPLB on their summed counts), served on a third: 8 MoE layers, EP72."""
+    folder = shared_data.joinpath(*STATS)
+    fit = [load_counts(folder / f)[3:11] for f in ("decode_in1000out1000.json", "decode_in2000out100.json")]
+    held_out = load_counts(folder / "decode_in1800out100.json")[3:11]
+    result = compare_placements(fit, held_out, ep=72, redundant=32, nodes=9, time_limit_s=1.5, workers=1)
+    methods = result["methods"]
+    assert set(methods) == {"contiguous", "eplb", "ilp"}
+    assert methods["ilp"]["step_cost"] < 0.9 * methods["eplb"]["step_cost"] < methods["contiguous"]["step_cost"]
+    assert result["lp_bound"] <= result["objective"] and result["fit_windows"] == 2
+
+
+def test_parallel_workers_give_a_valid_placement(shared_data):
+    loads = load_counts(shared_data.joinpath(*STATS, "decode_in2000out100.json"))
+    p = ilp_placement(loads[:9], 288, 72, 9, time_limit_s=1.5, workers=2)  # 6 MoE layers over two processes
+    assert_valid(p, loads[:9])
+    assert (p.phy2log[:3] == eplb_placement(loads[:9], 288, 72, 9, Policy.GLOBAL).phy2log[:3]).all()  # dense rows
