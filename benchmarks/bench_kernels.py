@@ -9,7 +9,7 @@ Decode shapes with enough tokens per expert to be compute-bound are listed but n
 is the single expert: a calibration row (the fit needs the weight bytes to vary), not a device's
 share of a layer, where a fixed cost per call (about 0.6 ms here) is a third of the 2 ms it takes.
 
-Then hwmodels.calibration fits the run: every kernel row against its fitted roofline model, and
+Then hwmodels.calibrate.kernels_measured fits the run: every kernel row against its fitted roofline model, and
 the whole MoE layer against the sum of its parts' fits (bar: 25%, reported, not judged here;
 tests/test_calibration.py holds the committed CSV to it).
 
@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hwmodels.calibration import load_measured, report_table
+from hwmodels.calibrate.kernels_measured import load_measured, report_table
 from kernels_ref.bench import run_benchmarks, write_csv
 
 TARGET_FRACTION = 0.5

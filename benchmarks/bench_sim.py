@@ -59,7 +59,7 @@ def grid_error(plan, trace, decode, prefill, samples: int = 300) -> dict[str, tu
     for phase in ("decode", "prefill"):
         queries = [q for q in _Recording.queries if q[1] == phase]
         picked = [queries[i] for i in rng.choice(len(queries), min(samples, len(queries)), replace=False)]
-        errors = [abs(q[0].time_s(*q[1:]) / q[0].model.exact_s(*q[1:]) - 1) for q in picked]
+        errors = [abs(q[0].time_s(*q[1:]) / q[0].exact_s(*q[1:]) - 1) for q in picked]
         out[phase] = (float(np.mean(errors)), float(np.max(errors)))
     return out
 

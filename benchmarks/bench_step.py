@@ -13,7 +13,7 @@ from hwmodels.catalog import load_model, load_unit
 from hwmodels.hardware import make_cluster
 from hwmodels.layout import Layout
 from hwmodels.precision import default_plan
-from hwmodels.step import step_cost
+from hwmodels.step import StepContext
 
 TARGET_PER_S = 2000
 
@@ -26,8 +26,9 @@ def main() -> int:
     start = time.perf_counter()
     for tp, overlap, redundant, batch in grid:
         layout = Layout(tp=tp, dp=cluster.num_devices // tp, redundant_experts=redundant, two_batch_overlap=overlap)
-        step_cost(arch, plan, cluster, layout, "decode", batch, 4096)
-        step_cost(arch, plan, cluster, layout, "prefill", 32 * batch, 4096)
+        ctx = StepContext(arch, plan, cluster, layout)
+        ctx.step("decode", batch, 4096)
+        ctx.step("prefill", 32 * batch, 4096)
     elapsed = time.perf_counter() - start
     rate = len(grid) / elapsed
     print(f"{len(grid)} distinct layouts of Kimi K2 on 128 x H200 scored (decode + prefill step, 61 layers) in "

@@ -56,9 +56,11 @@ def load_device(name: str) -> Device:
     peaks = {}
     for dtype_peak, fig_raw in raw["peak_flops_per_s"].items():
         peaks[dtype_peak], provenance[f"peak_flops_per_s.{dtype_peak}"] = _figure(fig_raw, sources)
-    ranks, fig = _figure(raw.get("ranks_per_device"), sources)
-    if fig:
-        provenance["ranks_per_device"] = fig
+    counts = {}
+    for key in ("ranks_per_device", "num_sms"):
+        counts[key], fig = _figure(raw.get(key), sources)
+        if fig:
+            provenance[key] = fig
     attainable = {}
     for key, fig_raw in raw.items():
         if key.startswith("attainable_"):
@@ -68,7 +70,8 @@ def load_device(name: str) -> Device:
         vendor=raw["vendor"],
         display_name=raw["display_name"],
         peak_flops_per_s=peaks,
-        ranks_per_device=int(ranks or 1),
+        ranks_per_device=int(counts["ranks_per_device"] or 1),
+        num_sms=None if counts["num_sms"] is None else int(counts["num_sms"]),
         attainable=attainable,
         provenance=provenance,
         **values,
@@ -154,6 +157,18 @@ def _read_config(path: Path, field: str) -> Any:
         raise InputError(field, f"cannot read '{path}': {e}", "check the path and permissions") from None
     except json.JSONDecodeError as e:
         raise InputError(field, f"'{path}' is not valid JSON (line {e.lineno}: {e.msg})", "fix the file") from None
+
+
+@lru_cache(maxsize=None)
+def published_kernels() -> Mapping[str, Any]:
+    """catalogs/published/kernels.yaml: the published kernel tables the operator models are fitted to."""
+    return _read_yaml("published/kernels.yaml")
+
+
+@lru_cache(maxsize=None)
+def stored_fit(name: str) -> Mapping[str, Any]:
+    """catalogs/fits/<name>.yaml: a fit hwmodels.calibrate made, its parameters and its report."""
+    return _read_yaml(f"fits/{name}.yaml")
 
 
 @lru_cache(maxsize=None)

@@ -32,6 +32,7 @@ class Device:
     power_w: float | None
     # ranks the software runs per device: 2 on a 910C package (one per die), whose collectives run per die
     ranks_per_device: int = 1
+    num_sms: int | None = None  # streaming multiprocessors (GEMM wave quantisation); None: not in the catalog
     attainable: Mapping[str, float] = field(default_factory=dict)  # measured derates, e.g. 'scaleup_bytes_per_s'
     provenance: Mapping[str, Figure] = field(default_factory=dict)
 
@@ -42,6 +43,7 @@ class Device:
     def _hash(self) -> int:
         # the figures that set a cost: devices key the operator-cost caches of the step model
         return hash((self.name, self.hbm_bytes, self.hbm_bytes_per_s, self.scaleup_bytes_per_s, self.scaleout_bytes_per_s, self.ranks_per_device,
+                     self.num_sms,
                      tuple(sorted(self.peak_flops_per_s.items())), tuple(sorted(self.attainable.items()))))
 
     def unverified_fields(self) -> tuple[str, ...]:

@@ -20,18 +20,24 @@ Cost per million tokens = price per device-hour / (tokens/s per device x 3600) x
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, replace
 
 from hwmodels.errors import InputError
-from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
 from hwmodels.memory import DeviceMemory, device_memory
-from hwmodels.model_arch import ModelArch
-from hwmodels.precision import PrecisionPlan
-from hwmodels.step import ExpertLoad, StepCost, step_cost
+from hwmodels.step import Phase, StepContext, StepCost, lockstep_time_s
 
 SECONDS_PER_HOUR = 3600.0
+
+
+class Role(enum.StrEnum):
+    """What a pool of instances serves."""
+
+    DECODE = "decode"
+    PREFILL = "prefill"
+    AGGREGATED = "aggregated"  # prefill and decode on the same devices
 
 
 def usd_per_million_tokens(usd_per_device_hour: float, tokens_per_s_per_device: float) -> float:
@@ -59,7 +65,7 @@ class Speculation:
 
 @dataclass(frozen=True)
 class Performance:
-    role: str  # "decode", "prefill" or "aggregated"
+    role: Role
     layout: Layout
     tokens_per_s_per_device: float  # output tokens (decode, aggregated) or input tokens (prefill)
     tokens_per_s_per_user: float  # decode speed one request sees (prefill: prompt tokens per second of one prompt)
@@ -68,67 +74,67 @@ class Performance:
     prefill_share: float = 0.0  # aggregated: the fraction of device time spent on prefill
 
 
-def decode_performance(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, batch_per_device: int,
-                       context_tokens: float, hbm_utilization: float, tokens_per_step: int,
-                       load: ExpertLoad | None = None, speculation: Speculation | None = None) -> Performance:
+def _memory(ctx: StepContext, context_tokens: int, hbm_utilization: float, tokens_per_step: int,
+            mtp_module: bool = False) -> DeviceMemory:
+    return device_memory(ctx.arch, ctx.precision, ctx.cluster, ctx.layout, context_tokens, hbm_utilization, tokens_per_step,
+                         mtp_module=mtp_module)
+
+
+def decode_performance(ctx: StepContext, batch_per_device: int, context_tokens: float, hbm_utilization: float,
+                       tokens_per_step: int, speculation: Speculation | None = None) -> Performance:
     draft = speculation.draft_tokens if speculation else 0
     advance = speculation.tokens_per_step if speculation else 1.0
-    step = step_cost(arch, plan, cluster, layout, "decode", batch_per_device, context_tokens, load, draft)
-    mem = device_memory(arch, plan, cluster, layout, int(context_tokens), hbm_utilization, tokens_per_step,
-                        mtp_module=bool(draft))
-    return Performance("decode", layout, step.tokens_per_s_per_device * advance, advance / step.time_s, (step,), mem)
+    step = ctx.step(Phase.DECODE, batch_per_device, context_tokens, draft)
+    mem = _memory(ctx, int(context_tokens), hbm_utilization, tokens_per_step, mtp_module=bool(draft))
+    return Performance(Role.DECODE, ctx.layout, step.tokens_per_s_per_device * advance, advance / step.time_s, (step,), mem)
 
 
-def prefill_performance(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, tokens_per_device: int,
-                        prompt_tokens: int, hbm_utilization: float, load: ExpertLoad | None = None) -> Performance:
-    step = step_cost(arch, plan, cluster, layout, "prefill", tokens_per_device, prompt_tokens, load)
-    mem = device_memory(arch, plan, cluster, layout, prompt_tokens, hbm_utilization, tokens_per_device)
+def prefill_performance(ctx: StepContext, tokens_per_device: int, prompt_tokens: int, hbm_utilization: float) -> Performance:
+    step = ctx.step(Phase.PREFILL, tokens_per_device, prompt_tokens)
+    mem = _memory(ctx, prompt_tokens, hbm_utilization, tokens_per_device)
     # a prompt longer than one step's tokens of its attention group takes several (chunked prefill) steps
-    steps_per_prompt = math.ceil(prompt_tokens / (tokens_per_device * layout.tp))
-    return Performance("prefill", layout, step.tokens_per_s_per_device, prompt_tokens / (steps_per_prompt * step.time_s), (step,), mem)
+    steps_per_prompt = math.ceil(prompt_tokens / (tokens_per_device * ctx.layout.tp))
+    return Performance(Role.PREFILL, ctx.layout, step.tokens_per_s_per_device, prompt_tokens / (steps_per_prompt * step.time_s),
+                       (step,), mem)
 
 
-def one_rank_prefill_step(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, chunk_tokens_per_device: int,
-                          prompt_tokens: int, load: ExpertLoad | None = None) -> StepCost:
-    """A prefill step in which one DP attention rank prefills a chunk (its devices `chunk_tokens_per_device` each):
-    attention, dispatch and combine at that rank's tokens (the group waits for it), the routed experts at the
-    group's mean tokens (they serve every rank). With two-batch overlap the expert saving is scaled by the
-    fraction of the step overlap leaves. With one rank (dp 1) this is step_cost itself."""
-    busiest = step_cost(arch, plan, cluster, layout, "prefill", chunk_tokens_per_device, prompt_tokens, load)
-    if layout.dp == 1 or not arch.is_moe:
+def one_rank_prefill_step(ctx: StepContext, chunk_tokens_per_device: int, prompt_tokens: int) -> StepCost:
+    """A prefill step in which one DP attention rank prefills a chunk (its devices `chunk_tokens_per_device` each)
+    while the other ranks have no prompt tokens: hwmodels.step.lockstep_time_s at the group's mean tokens. With
+    one rank (dp 1) this is the step itself."""
+    busiest = ctx.step(Phase.PREFILL, chunk_tokens_per_device, prompt_tokens)
+    layout = ctx.layout
+    if layout.dp == 1 or not ctx.arch.is_moe:
         return busiest
-    mean = step_cost(arch, plan, cluster, layout, "prefill", max(1, round(chunk_tokens_per_device / layout.dp)), prompt_tokens, load)
-    remaining = busiest.time_s / sum(busiest.breakdown_s.values())
-    saved = remaining * (busiest.breakdown_s["expert_gemm"] - mean.breakdown_s["expert_gemm"])
+    mean = ctx.step(Phase.PREFILL, max(1, round(chunk_tokens_per_device / layout.dp)), prompt_tokens)
+    time_s = lockstep_time_s(busiest.time_s, busiest.breakdown_s["expert_gemm"], busiest.overlap_ratio,
+                             mean.breakdown_s["expert_gemm"])
     breakdown = dict(busiest.breakdown_s, expert_gemm=mean.breakdown_s["expert_gemm"])
-    time_s = busiest.time_s - saved
     return replace(busiest, time_s=time_s, tokens_per_device=chunk_tokens_per_device / layout.dp, breakdown_s=breakdown,
                    overlap_hidden_s=sum(breakdown.values()) - time_s)
 
 
-def aggregated_performance(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, batch_per_device: int,
-                           input_tokens: int, output_tokens: int, hbm_utilization: float, tokens_per_step: int,
-                           load: ExpertLoad | None = None) -> Performance:
+def aggregated_performance(ctx: StepContext, batch_per_device: int, input_tokens: int, output_tokens: int,
+                           hbm_utilization: float, tokens_per_step: int) -> Performance:
     """Steps: (decode step, one rank's prefill step); `prefill_share` is the fraction of device time prefill takes."""
     # a sequence's KV grows from input to input + output while it decodes: its mean context is the middle
-    decode = step_cost(arch, plan, cluster, layout, "decode", batch_per_device, input_tokens + output_tokens / 2, load)
-    prefill = one_rank_prefill_step(arch, plan, cluster, layout, tokens_per_step, input_tokens, load)
-    dp = layout.dp
+    decode = ctx.step(Phase.DECODE, batch_per_device, input_tokens + output_tokens / 2)
+    prefill = one_rank_prefill_step(ctx, tokens_per_step, input_tokens)
+    dp = ctx.layout.dp
     decode_s = decode.time_s / batch_per_device
     # per device: dp x input / tokens_per_step rank chunks per output token's share of a prompt, each costing the
     # group its step less the decode tokens the other ranks still make in it
     prefill_s = dp * input_tokens / (tokens_per_step * output_tokens) * max(prefill.time_s - decode.time_s * (dp - 1) / dp, 0.0)
     per_output_token_s = decode_s + prefill_s
-    mem = device_memory(arch, plan, cluster, layout, input_tokens + output_tokens, hbm_utilization, tokens_per_step)
+    mem = _memory(ctx, input_tokens + output_tokens, hbm_utilization, tokens_per_step)
     # at capacity a user's tokens arrive at the group's output rate over its sequences
     per_user = 1.0 / (per_output_token_s * batch_per_device)
-    return Performance("aggregated", layout, 1.0 / per_output_token_s, per_user, (decode, prefill), mem,
+    return Performance(Role.AGGREGATED, ctx.layout, 1.0 / per_output_token_s, per_user, (decode, prefill), mem,
                        prefill_s / per_output_token_s)
 
 
-def lockstep_aggregated_performance(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout,
-                                    batch_per_device: int, input_tokens: int, output_tokens: int, hbm_utilization: float,
-                                    step_token_budget: int, load: ExpertLoad | None = None) -> Performance:
+def lockstep_aggregated_performance(ctx: StepContext, batch_per_device: int, input_tokens: int, output_tokens: int,
+                                    hbm_utilization: float, step_token_budget: int) -> Performance:
     """Steady state of a closed loop of equal-length requests with every rank's batch full.
 
     A rank admits a request when a slot frees; a step carries at most `step_token_budget` tokens per rank,
@@ -152,19 +158,19 @@ def lockstep_aggregated_performance(arch: ModelArch, plan: PrecisionPlan, cluste
     lifetime = steps_per_prompt + output_tokens - 1  # steps a slot is held
     mixed = min(math.ceil(batch / prompts) * steps_per_prompt, lifetime)
     context = input_tokens + output_tokens / 2
-    decode = step_cost(arch, plan, cluster, layout, "decode", batch, context, load)
-    prefill = step_cost(arch, plan, cluster, layout, "prefill", chunk, input_tokens, load)
-    decode_beside = step_cost(arch, plan, cluster, layout, "decode", batch - prompts, context, load) if batch > prompts else None
+    decode = ctx.step(Phase.DECODE, batch, context)
+    prefill = ctx.step(Phase.PREFILL, chunk, input_tokens)
+    decode_beside = ctx.step(Phase.DECODE, batch - prompts, context) if batch > prompts else None
     mixed_s = prefill.time_s + (decode_beside.time_s if decode_beside else 0.0)
     cycle_s = mixed * mixed_s + (lifetime - mixed) * decode.time_s
-    mem = device_memory(arch, plan, cluster, layout, input_tokens + output_tokens, hbm_utilization, budget)
-    return Performance("aggregated", layout, batch * output_tokens / cycle_s, output_tokens / cycle_s, (decode, prefill), mem,
-                       mixed * prefill.time_s / cycle_s)
+    mem = _memory(ctx, input_tokens + output_tokens, hbm_utilization, budget)
+    return Performance(Role.AGGREGATED, ctx.layout, batch * output_tokens / cycle_s, output_tokens / cycle_s, (decode, prefill),
+                       mem, mixed * prefill.time_s / cycle_s)
 
 
-def largest_batch_that_fits(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, context_tokens: int,
-                            hbm_utilization: float, tokens_per_step: int, mtp_module: bool = False) -> int:
+def largest_batch_that_fits(ctx: StepContext, context_tokens: int, hbm_utilization: float, tokens_per_step: int,
+                            mtp_module: bool = False) -> int:
     """Sequences per device the KV cache holds at `context_tokens` each (what an engine admits at most); with
     `mtp_module` the MTP weights and their KV layer are held too."""
-    mem = device_memory(arch, plan, cluster, layout, context_tokens, hbm_utilization, tokens_per_step, mtp_module=mtp_module)
-    return mem.concurrent_sequences // layout.devices if mem.fits else 0
+    mem = _memory(ctx, context_tokens, hbm_utilization, tokens_per_step, mtp_module=mtp_module)
+    return mem.concurrent_sequences // ctx.layout.devices if mem.fits else 0

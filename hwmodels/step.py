@@ -4,13 +4,21 @@ Per layer, on the slowest device (a step of an expert-parallel group waits for i
   attention (projections, MLA core, TP all-reduce) -> router -> dispatch (all-to-all, fp8)
   -> grouped expert GEMMs (gate/up, SwiGLU, down) + shared expert -> combine (all-to-all, bf16).
 The MoE term takes per-layer device loads (`ExpertLoad`, from a placement and routing data); without
-routing data it assumes uniform load and says so in `StepCost.load_source`.
+routing data it assumes uniform load and says so in `StepCost.load_source`. Each MoE layer is priced at its
+busiest device: its routed GEMMs at that device's share of the pairs, and its dispatch and combine as one hot
+device at that share over evenly loaded others. Layers whose busiest device agrees to
+`StepContext.imbalance_decimals` share one evaluation.
+
+A `StepContext` is everything a step's time depends on besides its batch: the model and its precision, the
+instance's cluster and layout, the expert load, and where operator times come from
+(hwmodels.calibrate.OperatorCosts). An expert-parallel group steps in lockstep: `lockstep_time_s` prices a
+step whose ranks carry different batches.
 
 Two-batch overlap (DeepSeek's schedule, deepseek-ai/profile-data) splits the step into two
 micro-batches and pairs each compute stage of one with a communication stage of the other:
 attention with dispatch, MoE experts with combine. A layer then costs
 2 x (max(attention, dispatch) + max(experts, combine)) of a half batch instead of the sum of all four
-(less the share of each overlap that real kernels do not achieve, `TBO_OVERLAP_EFFICIENCY`),
+(less the share of each overlap that real kernels do not achieve, `OperatorCosts.overlap_efficiency`),
 and the halves run their GEMMs at half the batch, which costs efficiency at small batches. DeepEP's
 normal (prefill) kernels occupy SMs while they run (`Buffer.num_sms`, 20 by default), so compute
 overlapped with them runs on the remaining SMs; its low-latency (decode) kernels occupy none while
@@ -29,14 +37,16 @@ H = heads on this device, E = routed experts, K = top-k, I = expert intermediate
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Mapping
+from functools import cached_property, lru_cache
 
 import numpy as np
 
-from hwmodels import collectives, efficiency
+from hwmodels.calibrate.operator_costs import OperatorCosts, fitted_costs
+from hwmodels.efficiency import HOPPER_NUM_SMS, SCALE_BLOCK
+from hwmodels.expert_load import ExpertLoad
 from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
 from hwmodels.model_arch import MLAAttention, ModelArch
@@ -45,70 +55,17 @@ from hwmodels.roofline import OpCost
 
 COMPONENTS = ("attention", "dense_mlp", "expert_gemm", "shared_expert", "dispatch", "combine", "other")
 DEEPEP_NORMAL_SMS = 20  # deepseek-ai/DeepEP deep_ep/buffer.py: Buffer.num_sms, SMs its normal kernels occupy
-# Two-batch overlap hides only this fraction of the shorter of each overlapped (compute, communication)
-# pair: LMSYS measured kernels running slower under overlap than alone (SM sharing, noisy neighbours,
-# CPU-blocking launches). Fitted to its published prefill ablation (catalogs/published/overlap.yaml,
-# hwmodels.overlap_fit); its decode ablation is the held-out check.
-TBO_OVERLAP_EFFICIENCY = 0.71
+_SCALE_BYTES = DTYPES["fp32"].bytes_per_element  # fp8 activations carry one fp32 scale per SCALE_BLOCK channels
 
 
-@dataclass(frozen=True)
-class ExpertLoad:
-    """Share of routed (token, expert) pairs each device of the EP group receives, per MoE layer.
-
-    shares: [moe_layers, ep] rows summing to 1. `source` says where it came from (a placement of
-    which routing statistics). `uniform(ep, layers)` is the no-data assumption.
-    """
-
-    shares: np.ndarray
-    source: str
-
-    @staticmethod
-    def uniform(ep: int, moe_layers: int) -> "ExpertLoad":
-        return ExpertLoad(np.full((moe_layers, ep), 1.0 / ep), "uniform load (no routing data)")
-
-    @staticmethod
-    def from_imbalance(factor: float, ep: int, moe_layers: int, source: str) -> "ExpertLoad":
-        """Every layer's busiest device receives `factor` times the mean; the others share the rest evenly."""
-        factor = min(max(factor, 1.0), float(ep))
-        busiest = factor / ep
-        rest = (1.0 - busiest) / (ep - 1) if ep > 1 else 0.0
-        shares = np.full((moe_layers, ep), rest)
-        shares[:, 0] = busiest
-        return ExpertLoad(shares, source)
-
-    @staticmethod
-    def measured_contiguous(skew: Mapping, phase: str, ep: int, moe_layers: int) -> "ExpertLoad":
-        """Contiguous placement (no EPLB) at the imbalance measured on real routing statistics (a
-        catalogs/routing_skew.yaml entry), interpolated log-log in the EP size."""
-        table = sorted((int(k), float(v)) for k, v in skew["contiguous_imbalance"][phase].items())
-        sizes, factors = np.log([t[0] for t in table]), np.log([t[1] for t in table])
-        factor = float(np.exp(np.interp(np.log(ep), sizes, factors)))
-        return ExpertLoad.from_imbalance(factor, ep, moe_layers,
-                                         f"contiguous placement at the measured {phase} imbalance {factor:.2f} ({skew['source']})")
-
-    @staticmethod
-    def measured_eplb(skew: Mapping, phase: str, ep: int, moe_layers: int) -> "ExpertLoad":
-        """EPLB placement serving traffic it was not fitted on, at the measured held-out imbalance; the
-        excess over perfect balance follows a power law in the EP size through the measured points
-        (more devices, fewer experts each, less room to even out)."""
-        held_out = skew["eplb_held_out_imbalance"]
-        points = sorted((int(k), float(v)) for k, v in held_out[phase].items())
-        (e0, f0), (e1, f1) = points[0], points[-1]
-        slope = np.log((f1 - 1) / (f0 - 1)) / np.log(e1 / e0)
-        factor = 1 + (f0 - 1) * (ep / e0) ** slope
-        return ExpertLoad.from_imbalance(factor, ep, moe_layers,
-                                         f"EPLB on earlier statistics at the measured held-out {phase} imbalance {factor:.2f} ({held_out['source']})")
-
-    @property
-    def imbalance(self) -> np.ndarray:
-        """Per layer: the busiest device's load over the mean (1.0 is perfect balance)."""
-        return self.shares.max(axis=1) * self.shares.shape[1]
+class Phase(enum.StrEnum):
+    DECODE = "decode"  # one new token (plus drafts) per running sequence
+    PREFILL = "prefill"  # prompt tokens
 
 
 @dataclass(frozen=True)
 class StepCost:
-    phase: str  # "decode" or "prefill"
+    phase: Phase
     time_s: float
     tokens_per_device: float  # tokens one device completes per step (decode: sequences; prefill: prompt tokens)
     breakdown_s: dict[str, float]  # per component, summed over layers, before overlap
@@ -121,6 +78,78 @@ class StepCost:
     def tokens_per_s_per_device(self) -> float:
         return self.tokens_per_device / self.time_s
 
+    @property
+    def overlap_ratio(self) -> float:
+        """Fraction of the summed components the step takes after two-batch overlap (1 without it)."""
+        total = sum(self.breakdown_s.values())
+        return self.time_s / total if total > 0 else 1.0
+
+
+def lockstep_time_s(step_s: float, expert_gemm_s: float, overlap_ratio: float, mean_expert_gemm_s: float) -> float:
+    """The step of an expert-parallel group whose ranks carry different batches. The group steps in lockstep:
+    attention, dispatch and combine run at its busiest rank's batch (the all-to-all waits for it), while the
+    routed experts process every rank's tokens, so they run at the group's mean batch. From the busiest rank's
+    step (`step_s`, its routed-expert GEMMs `expert_gemm_s`, its `overlap_ratio`) and the routed-expert GEMMs at
+    the mean batch, the saving scaled by the fraction of the step two-batch overlap leaves."""
+    return step_s - overlap_ratio * (expert_gemm_s - mean_expert_gemm_s)
+
+
+@dataclass(frozen=True, eq=False)
+class StepContext:
+    """What sets a step's time besides its batch (everything is per instance: one expert-parallel group).
+
+    load: the per-device expert load of each MoE layer (None: uniform, labelled so); unused for a dense model.
+    costs: where operator times come from (default: the stored fits).
+    imbalance_decimals: each MoE layer's busiest-device load is read to this many decimals, so layers that agree
+      share one evaluation (the simulator reads 2 to evaluate fewer distinct layers).
+    """
+
+    arch: ModelArch
+    precision: PrecisionPlan
+    cluster: Cluster
+    layout: Layout
+    load: ExpertLoad | None = None
+    costs: OperatorCosts = field(default_factory=fitted_costs)
+    imbalance_decimals: int = 3
+
+    @cached_property
+    def expert_load(self) -> ExpertLoad | None:
+        """The load the MoE layers are priced at: `load`, or uniform where none was given; None for a dense model."""
+        if not self.arch.is_moe:
+            return None
+        n_moe, ep = len(self.arch.moe_layers), self.layout.ep
+        load = self.load if self.load is not None else ExpertLoad.uniform(ep, n_moe)
+        if load.shares.shape != (n_moe, ep):
+            raise ValueError(f"load shares must be [{n_moe}, {ep}], got {load.shares.shape}")
+        return load
+
+    @cached_property
+    def layer_factors(self) -> tuple[float, ...]:
+        """Per MoE layer: the busiest device's load over the mean (1.0 is perfect balance), to imbalance_decimals."""
+        load = self.expert_load
+        return () if load is None else tuple(np.round(load.imbalance, self.imbalance_decimals).tolist())
+
+    def step(self, phase: Phase | str, tokens_per_device: float, context_tokens: float, draft_tokens: int = 0) -> StepCost:
+        """One forward step of the whole model on a pp = 1 layout, on its slowest device.
+
+        decode: `tokens_per_device` sequences per device, each with `context_tokens` in its KV cache, each
+        verifying 1 + `draft_tokens` tokens (speculative decoding with the model's MTP module).
+        prefill: `tokens_per_device` prompt tokens per device per step, prompts of `context_tokens` tokens.
+        """
+        return _step(self, Phase(phase), tokens_per_device, context_tokens, draft_tokens)
+
+    def lockstep_s(self, phase: Phase | str, busiest_tokens: float, mean_tokens: float, context_tokens: float) -> float:
+        """`lockstep_time_s` of a group whose busiest rank's devices carry `busiest_tokens` each and whose ranks
+        carry `mean_tokens` on average (per device), evaluated exactly."""
+        busiest = self.step(phase, busiest_tokens, context_tokens)
+        if not self.arch.is_moe or mean_tokens >= busiest_tokens:
+            return busiest.time_s
+        mean = self.step(phase, mean_tokens, context_tokens)
+        return lockstep_time_s(busiest.time_s, busiest.breakdown_s["expert_gemm"], busiest.overlap_ratio,
+                               mean.breakdown_s["expert_gemm"])
+
+
+# ---------------------------------------------------------------------------------------------------- operators
 
 def _weight_bytes_per_element(scheme: QuantScheme, rows: int, cols: int) -> float:
     return scheme.matrix_bytes(rows, cols) / (rows * cols)
@@ -131,34 +160,34 @@ def _compute_dtype(scheme: QuantScheme) -> str:
     return "bf16" if scheme.dtype.name == "int4" else scheme.dtype.name
 
 
-def _quantize_input(layer: "_Layer", component: str, device, rows: float, cols: int, scheme: QuantScheme,
-                    act_bytes: float) -> None:
-    """A GEMM computing in a narrower dtype than the activations first quantises its input (a kernel of its own)."""
-    narrow = DTYPES[_compute_dtype(scheme)].bytes_per_element
-    if narrow < act_bytes:
-        layer.op(component, _quantize_op(device, rows, cols, act_bytes, narrow))
-
-
-def _gemm(device, m, n, k, scheme: QuantScheme, name, groups=1, layout="dense") -> OpCost:
-    return _gemm_cached(device, max(int(math.ceil(m)), 1), n, k, scheme, name, groups, layout)
+def _gemm(ctx: StepContext, m, n, k, scheme: QuantScheme, name, groups=1, layout="dense") -> OpCost:
+    return _gemm_cached(ctx.costs, ctx.cluster.device, max(int(math.ceil(m)), 1), n, k, scheme, name, groups, layout)
 
 
 @lru_cache(maxsize=1 << 16)
-def _gemm_cached(device, m: int, n: int, k: int, scheme: QuantScheme, name: str, groups: int, layout: str) -> OpCost:
+def _gemm_cached(costs: OperatorCosts, device, m: int, n: int, k: int, scheme: QuantScheme, name: str, groups: int,
+                 layout: str) -> OpCost:
     # a layout search evaluates the same GEMM shapes across many layouts and batch sizes
-    return efficiency.gemm_cost(device, m, n, k, dtype=_compute_dtype(scheme), groups=groups, layout=layout,
-                                weight_bytes_per_element=_weight_bytes_per_element(scheme, n, k), name=name)
+    return costs.gemm(device, m, n, k, _compute_dtype(scheme), groups, layout,
+                      weight_bytes_per_element=_weight_bytes_per_element(scheme, n, k), name=name)
 
 
 # memory-bound kernels recur with the same sizes across the layouts a search scores, like the GEMM shapes
-_memory_op = lru_cache(maxsize=1 << 16)(efficiency.elementwise_cost)
-_quantize_op = lru_cache(maxsize=1 << 16)(efficiency.quantize_activations_cost)
+@lru_cache(maxsize=1 << 16)
+def _memory_op(costs: OperatorCosts, device, bytes_moved: float, name: str) -> OpCost:
+    return costs.elementwise(device, bytes_moved, name)
+
+
+@lru_cache(maxsize=1 << 16)
+def _quantize_op(costs: OperatorCosts, device, rows: float, cols: int, in_bytes: float, out_bytes: float) -> OpCost:
+    return costs.quantize(device, rows, cols, in_bytes, out_bytes)
 
 
 @dataclass
 class _Layer:
     """Accumulates one layer's operators into compute and communication time per component."""
 
+    ctx: StepContext
     compute: dict[str, float] = field(default_factory=lambda: {c: 0.0 for c in COMPONENTS})
     comm: dict[str, float] = field(default_factory=lambda: {c: 0.0 for c in COMPONENTS})
     sources: set[str] = field(default_factory=set)
@@ -167,9 +196,23 @@ class _Layer:
         self.compute[component] += cost.total_s
         self.sources.add(cost.source)
 
-    def communicate(self, component: str, time_s: float, source: str) -> None:
-        self.comm[component] += time_s
-        self.sources.add(source)
+    def gemm(self, component: str, m, n, k, scheme: QuantScheme, name: str, groups: int = 1, layout: str = "dense") -> None:
+        self.op(component, _gemm(self.ctx, m, n, k, scheme, name, groups, layout))
+
+    def memory(self, component: str, bytes_moved: float, name: str) -> None:
+        self.op(component, _memory_op(self.ctx.costs, self.ctx.cluster.device, bytes_moved, name))
+
+    def quantize_input(self, component: str, rows: float, cols: int, scheme: QuantScheme) -> None:
+        """A GEMM computing in a narrower dtype than the activations first quantises its input (a kernel of its own)."""
+        act = self.ctx.precision.combine.bytes_per_element
+        narrow = DTYPES[_compute_dtype(scheme)].bytes_per_element
+        if narrow < act:
+            self.op(component, _quantize_op(self.ctx.costs, self.ctx.cluster.device, rows, cols, act, narrow))
+
+    def allreduce(self, component: str, group_devices: int, bytes_per_device: float) -> None:
+        cost = self.ctx.costs.allreduce(self.ctx.cluster, group_devices, bytes_per_device)
+        self.comm[component] += cost.time_s
+        self.sources.add(cost.source)
 
     @property
     def compute_s(self) -> float:
@@ -180,68 +223,70 @@ class _Layer:
         return sum(self.comm.values())
 
 
-def _attention(layer: _Layer, arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout,
-               b: float, context: float, phase: str, queries_per_sequence: int = 1) -> None:
+# ---------------------------------------------------------------------------------------------------- layers
+
+def _attention(layer: _Layer, b: float, context: float, phase: Phase, queries_per_sequence: int = 1) -> None:
     """Attention of one TP group for `b` query tokens (decode: b / queries_per_sequence sequences of
     `context`; prefill: b tokens, causal average context given)."""
-    dev, att, d, t = cluster.device, arch.attention, arch.hidden_size, layout.tp
+    ctx = layer.ctx
+    arch, plan, dev, t = ctx.arch, ctx.precision, ctx.cluster.device, ctx.layout.tp
+    att, d = arch.attention, arch.hidden_size
     w = plan.of("attention")
     act = plan.combine.bytes_per_element
-    _quantize_input(layer, "attention", dev, b, d, w, act)  # the normed hidden state, shared by the input projections
+    layer.quantize_input("attention", b, d, w)  # the normed hidden state, shared by the input projections
     if isinstance(att, MLAAttention):
         h = att.num_heads // t
         qk = att.qk_nope_head_dim + att.qk_rope_head_dim
         if att.q_lora_rank:  # q_a and kv_a are replicated across TP ranks; the rest is column/row parallel
-            layer.op("attention", _gemm(dev, b, att.q_lora_rank, d, w, "q_a_proj"))
-            _quantize_input(layer, "attention", dev, b, att.q_lora_rank, w, act)
-            layer.op("attention", _gemm(dev, b, h * qk, att.q_lora_rank, w, "q_b_proj"))
+            layer.gemm("attention", b, att.q_lora_rank, d, w, "q_a_proj")
+            layer.quantize_input("attention", b, att.q_lora_rank, w)
+            layer.gemm("attention", b, h * qk, att.q_lora_rank, w, "q_b_proj")
         else:
-            layer.op("attention", _gemm(dev, b, h * qk, d, w, "q_proj"))
-        layer.op("attention", _gemm(dev, b, att.kv_lora_rank + att.qk_rope_head_dim, d, w, "kv_a_proj"))
-        if phase == "decode":  # absorbed: W_UK into q, attention over the latent, W_UV out of it
-            layer.op("attention", _gemm(dev, b, att.kv_lora_rank, att.qk_nope_head_dim, w, "w_uk", groups=h, layout="masked"))
-            layer.op("attention", efficiency.mla_decode_cost(
+            layer.gemm("attention", b, h * qk, d, w, "q_proj")
+        layer.gemm("attention", b, att.kv_lora_rank + att.qk_rope_head_dim, d, w, "kv_a_proj")
+        if phase == Phase.DECODE:  # absorbed: W_UK into q, attention over the latent, W_UV out of it
+            layer.gemm("attention", b, att.kv_lora_rank, att.qk_nope_head_dim, w, "w_uk", groups=h, layout="masked")
+            layer.op("attention", ctx.costs.mla_decode(
                 dev, int(b / queries_per_sequence), context, h * queries_per_sequence, att.kv_lora_rank,
                 att.qk_rope_head_dim, plan.kv_cache.bytes_per_element))
-            layer.op("attention", _gemm(dev, b, att.v_head_dim, att.kv_lora_rank, w, "w_uv", groups=h, layout="masked"))
+            layer.gemm("attention", b, att.v_head_dim, att.kv_lora_rank, w, "w_uv", groups=h, layout="masked")
         else:  # non-absorbed: expand the latent to per-head keys and values
-            _quantize_input(layer, "attention", dev, b, att.kv_lora_rank, w, act)
-            layer.op("attention", _gemm(dev, b, h * (att.qk_nope_head_dim + att.v_head_dim), att.kv_lora_rank, w, "kv_b_proj"))
+            layer.quantize_input("attention", b, att.kv_lora_rank, w)
+            layer.gemm("attention", b, h * (att.qk_nope_head_dim + att.v_head_dim), att.kv_lora_rank, w, "kv_b_proj")
             # per-head keys = [k_nope, the shared k_rope]: written out whole for the attention kernel
             # (SGLang's MLA prefill path; sgl-project/sglang issue #11989 names this concatenation)
-            layer.op("attention", _memory_op(
-                dev, b * h * (att.qk_nope_head_dim + qk) * act + b * att.qk_rope_head_dim * act, "mla_key_concat"))
-            layer.op("attention", efficiency.attention_prefill_cost(dev, int(b), context, h, qk, att.v_head_dim))
-        _quantize_input(layer, "attention", dev, b, h * att.v_head_dim, w, act)
-        layer.op("attention", _gemm(dev, b, d, h * att.v_head_dim, w, "o_proj"))
+            layer.memory("attention", b * h * (att.qk_nope_head_dim + qk) * act + b * att.qk_rope_head_dim * act,
+                         "mla_key_concat")
+            layer.op("attention", ctx.costs.attention_prefill(dev, int(b), context, h, qk, att.v_head_dim))
+        layer.quantize_input("attention", b, h * att.v_head_dim, w)
+        layer.gemm("attention", b, d, h * att.v_head_dim, w, "o_proj")
     else:
         h, kv = att.num_heads // t, max(att.num_kv_heads // t, 1)
-        layer.op("attention", _gemm(dev, b, (h + 2 * kv) * att.head_dim, d, w, "qkv_proj"))
-        if phase == "decode":
+        layer.gemm("attention", b, (h + 2 * kv) * att.head_dim, d, w, "qkv_proj")
+        if phase == Phase.DECODE:
             kv_bytes = b / queries_per_sequence * context * 2 * kv * att.head_dim * plan.kv_cache.bytes_per_element
-            layer.op("attention", _memory_op(dev, kv_bytes, "gqa_decode_kv_read"))
+            layer.memory("attention", kv_bytes, "gqa_decode_kv_read")
         else:
-            layer.op("attention", efficiency.attention_prefill_cost(dev, int(b), context, h, att.head_dim, att.head_dim))
-        _quantize_input(layer, "attention", dev, b, h * att.head_dim, w, act)
-        layer.op("attention", _gemm(dev, b, d, h * att.head_dim, w, "o_proj"))
+            layer.op("attention", ctx.costs.attention_prefill(dev, int(b), context, h, att.head_dim, att.head_dim))
+        layer.quantize_input("attention", b, h * att.head_dim, w)
+        layer.gemm("attention", b, d, h * att.head_dim, w, "o_proj")
     # RMSNorms, residual adds and rope: a few reads and writes of the hidden state per token
-    layer.op("other", _memory_op(dev, 6 * b * d * act, "norms_residual"))
+    layer.memory("other", 6 * b * d * act, "norms_residual")
     if t > 1:
-        ar = collectives.allreduce_cost(cluster, t, b * d * act)
-        layer.communicate("attention", ar.time_s, ar.source)
+        layer.allreduce("attention", t, b * d * act)
 
 
-def _dense_mlp(layer: _Layer, arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, b: float) -> None:
-    dev, d, width, w = cluster.device, arch.hidden_size, arch.dense_intermediate_size // layout.tp, plan.of("dense_mlp")
-    act = plan.combine.bytes_per_element
-    _quantize_input(layer, "dense_mlp", dev, b, d, w, act)
-    layer.op("dense_mlp", _gemm(dev, b, 2 * width, d, w, "dense_gate_up"))
-    layer.op("dense_mlp", _memory_op(dev, b * 3 * width * act, "swiglu"))
-    _quantize_input(layer, "dense_mlp", dev, b, width, w, act)
-    layer.op("dense_mlp", _gemm(dev, b, d, width, w, "dense_down"))
-    if layout.tp > 1:
-        ar = collectives.allreduce_cost(cluster, layout.tp, b * d * act)
-        layer.communicate("dense_mlp", ar.time_s, ar.source)
+def _dense_mlp(layer: _Layer, b: float) -> None:
+    ctx = layer.ctx
+    d, width, w = ctx.arch.hidden_size, ctx.arch.dense_intermediate_size // ctx.layout.tp, ctx.precision.of("dense_mlp")
+    act = ctx.precision.combine.bytes_per_element
+    layer.quantize_input("dense_mlp", b, d, w)
+    layer.gemm("dense_mlp", b, 2 * width, d, w, "dense_gate_up")
+    layer.memory("dense_mlp", b * 3 * width * act, "swiglu")
+    layer.quantize_input("dense_mlp", b, width, w)
+    layer.gemm("dense_mlp", b, d, width, w, "dense_down")
+    if ctx.layout.tp > 1:
+        layer.allreduce("dense_mlp", ctx.layout.tp, b * d * act)
 
 
 @dataclass(frozen=True)
@@ -254,107 +299,91 @@ class _MoETerms:
     sources: frozenset
 
 
-def _moe(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, tokens_per_device: float,
-         phase: str, load: ExpertLoad) -> _MoETerms:
-    """MoE of one layer on every device; the routed part scaled per layer by the busiest device's load."""
-    dev, moe, d = cluster.device, arch.moe, arch.hidden_size
-    ep = layout.ep
-    slots = math.ceil((moe.num_experts + layout.redundant_experts) / ep)
+def _moe(ctx: StepContext, tokens_per_device: float, phase: Phase) -> _MoETerms:
+    """MoE of one layer on every device; the routed part priced per layer at its busiest device's load."""
+    arch, plan, cluster, dev = ctx.arch, ctx.precision, ctx.cluster, ctx.cluster.device
+    moe, d, ep = arch.moe, arch.hidden_size, ctx.layout.ep
+    slots = math.ceil((moe.num_experts + ctx.layout.redundant_experts) / ep)
     pairs = tokens_per_device * moe.top_k  # (token, expert) pairs each device receives on average
-    imbalance = load.imbalance
-    fixed = _Layer()
-    fixed.op("other", _gemm(dev, tokens_per_device, moe.num_experts, d, plan.of("router"), "router"))
+    fixed = _Layer(ctx)
+    fixed.gemm("other", tokens_per_device, moe.num_experts, d, plan.of("router"), "router")
     router_s = fixed.compute_s
     if moe.shared_intermediate_size:
         ws, width, act = plan.of("shared_experts"), moe.shared_intermediate_size, plan.combine.bytes_per_element
-        _quantize_input(fixed, "shared_expert", dev, tokens_per_device, d, ws, act)
-        fixed.op("shared_expert", _gemm(dev, tokens_per_device, 2 * width, d, ws, "shared_gate_up"))
-        fixed.op("shared_expert", _memory_op(dev, tokens_per_device * 3 * width * act, "shared_swiglu"))
-        _quantize_input(fixed, "shared_expert", dev, tokens_per_device, width, ws, act)
-        fixed.op("shared_expert", _gemm(dev, tokens_per_device, d, width, ws, "shared_down"))
-    # routed experts on the busiest device: `slots` experts sharing its pairs
+        fixed.quantize_input("shared_expert", tokens_per_device, d, ws)
+        fixed.gemm("shared_expert", tokens_per_device, 2 * width, d, ws, "shared_gate_up")
+        fixed.memory("shared_expert", tokens_per_device * 3 * width * act, "shared_swiglu")
+        fixed.quantize_input("shared_expert", tokens_per_device, width, ws)
+        fixed.gemm("shared_expert", tokens_per_device, d, width, ws, "shared_down")
+    # routed experts on the busiest device: `slots` experts sharing its pairs; layers of one factor share an evaluation
     we, width = plan.of("routed_experts"), moe.expert_intermediate_size
-    grouped = "masked" if phase == "decode" else "contiguous"
+    grouped = "masked" if phase == Phase.DECODE else "contiguous"
     act = plan.combine.bytes_per_element
-    rounded = np.round(imbalance, 3).tolist()  # layers of equal imbalance share one evaluation
-    factors = sorted(set(rounded))
-    expert_s = []
+    factors = sorted(set(ctx.layer_factors))
+    expert_s = {}
     for f in factors:
         m = pairs * f / slots
-        gate_up = _gemm(dev, m, 2 * width, d, we, "experts_gate_up", groups=slots, layout=grouped)
-        down = _gemm(dev, m, d, width, we, "experts_down", groups=slots, layout=grouped)
-        swiglu = _memory_op(dev, pairs * f * 3 * width * act, "swiglu")
+        gate_up = _gemm(ctx, m, 2 * width, d, we, "experts_gate_up", groups=slots, layout=grouped)
+        down = _gemm(ctx, m, d, width, we, "experts_down", groups=slots, layout=grouped)
+        swiglu = _memory_op(ctx.costs, dev, pairs * f * 3 * width * act, "swiglu")
         permutes_s = 0.0
         if grouped == "contiguous":
             # DeepEP's normal dispatch delivers tokens in arrival order: a permute into expert-major rows
             # for the contiguous grouped GEMM, then a gather that sums each token's expert outputs before
             # the combine (the LMSYS 2025-05-05 blog's Triton permutation kernel; DeepEP README)
-            permute = _memory_op(dev, 2 * pairs * f * (d * plan.dispatch.bytes_per_element + d / efficiency.SCALE_BLOCK * 4), "expert_permute")
-            gather = _memory_op(dev, 2 * pairs * f * d * act, "expert_gather")
+            permute = _memory_op(ctx.costs, dev, 2 * pairs * f * (d * plan.dispatch.bytes_per_element
+                                                                  + d / SCALE_BLOCK * _SCALE_BYTES), "expert_permute")
+            gather = _memory_op(ctx.costs, dev, 2 * pairs * f * d * act, "expert_gather")
             permutes_s = permute.total_s + gather.total_s
-        expert_s.append((f, gate_up.total_s + down.total_s + swiglu.total_s + permutes_s))
+        expert_s[f] = gate_up.total_s + down.total_s + swiglu.total_s + permutes_s
         fixed.sources.update((gate_up.source, down.source))
-    lookup = dict(expert_s)
-    expert_gemm = np.array([lookup[f] for f in rounded])
 
-    mode = "low_latency" if phase == "decode" else "normal"
-    scale_bytes = d / 128 * 4 if plan.dispatch.name == "fp8" else 0.0  # fp32 scale per 128 channels
-    kw = dict(cluster=cluster, ep_devices=ep, tokens_per_device=tokens_per_device, hidden=d, top_k=moe.top_k,
-              num_experts=moe.num_experts, mode=mode)
+    mode = "low_latency" if phase == Phase.DECODE else "normal"
+    scale_bytes = d / SCALE_BLOCK * _SCALE_BYTES if plan.dispatch.name == "fp8" else 0.0  # fp32 scale per 128 channels
     dispatch, combine, comm_sources = {}, {}, set()
     for f in factors:
         # the busiest device draws f / ep of the routed pairs; DeepEP dedups a token per destination device
         dest = None if f == 1.0 else ExpertLoad.from_imbalance(float(f), ep, 1, "").shares[0]
-        disp = collectives.dispatch_cost(bytes_per_element=plan.dispatch.bytes_per_element, scale_bytes_per_token=scale_bytes,
-                                         dest_probability=dest, **kw)
-        comb = collectives.combine_cost(bytes_per_element=plan.combine.bytes_per_element, dest_probability=dest, **kw)
+        disp = ctx.costs.dispatch(cluster, ep, tokens_per_device, d, moe.top_k, moe.num_experts,
+                                  plan.dispatch.bytes_per_element, scale_bytes, dest, mode)
+        comb = ctx.costs.combine(cluster, ep, tokens_per_device, d, moe.top_k, moe.num_experts,
+                                 plan.combine.bytes_per_element, dest, mode)
         dispatch[f], combine[f] = disp.time_s, comb.time_s
         comm_sources |= {disp.source, comb.source}
-    dispatch_s = np.array([dispatch[f] for f in rounded])
-    combine_s = np.array([combine[f] for f in rounded])
-    return _MoETerms(router_s, fixed.compute_s - router_s, expert_gemm, dispatch_s, combine_s,
+    per_layer = ctx.layer_factors
+    return _MoETerms(router_s, fixed.compute_s - router_s, np.array([expert_s[f] for f in per_layer]),
+                     np.array([dispatch[f] for f in per_layer]), np.array([combine[f] for f in per_layer]),
                      frozenset(fixed.sources | comm_sources))
 
 
-def step_cost(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, phase: str,
-              tokens_per_device: float, context_tokens: float, load: ExpertLoad | None = None,
-              draft_tokens: int = 0, *, overlap_efficiency: float = TBO_OVERLAP_EFFICIENCY) -> StepCost:
-    """One forward step of the whole model on a pp = 1 layout, on its slowest device.
+# ---------------------------------------------------------------------------------------------------- the step
 
-    decode: `tokens_per_device` sequences per device, each with `context_tokens` in its KV cache, each
-    verifying 1 + `draft_tokens` tokens (speculative decoding with the model's MTP module).
-    prefill: `tokens_per_device` prompt tokens per device per step, prompts of `context_tokens` tokens.
-    """
-    if phase not in ("decode", "prefill"):
-        raise ValueError(f"phase must be decode or prefill, got {phase!r}")
+def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_tokens: float, draft_tokens: int) -> StepCost:
+    arch, layout = ctx.arch, ctx.layout
     if layout.pp != 1:
-        raise ValueError("step_cost models pp = 1 layouts; pipeline stages are not modelled yet")
-    if draft_tokens and (phase != "decode" or not arch.num_mtp_layers):
+        raise ValueError("the step model prices pp = 1 layouts; pipeline stages are not modelled yet")
+    if draft_tokens and (phase != Phase.DECODE or not arch.num_mtp_layers):
         raise ValueError("draft tokens need the decode phase and a model with an MTP module (num_nextn_predict_layers)")
+    load = ctx.expert_load
     n_moe = len(arch.moe_layers)
-    if arch.is_moe and load is None:
-        load = ExpertLoad.uniform(layout.ep, n_moe)
-    if load is not None and load.shares.shape != (n_moe, layout.ep):
-        raise ValueError(f"load shares must be [{n_moe}, {layout.ep}], got {load.shares.shape}")
 
     queries = 1 + draft_tokens
-    layers = _layers(arch, plan, cluster, layout, phase, tokens_per_device * queries, context_tokens, load, queries,
-                     overlap_efficiency)
+    layers = _layers(ctx, phase, tokens_per_device * queries, context_tokens, queries)
     breakdown, by_type, sources = dict(layers.breakdown_s), dict(layers.by_type_s), set(layers.sources)
 
     # Embedding lookup, final norm and the LM head: decode samples every row, prefill the last token of each prompt
     rows = tokens_per_device * queries * layout.tp
-    head_s, head_sources = _head(arch, plan, cluster, layout, rows if phase == "decode" else max(rows / context_tokens, 1.0), rows)
+    head_s, head_sources = _head(ctx, rows if phase == Phase.DECODE else max(rows / context_tokens, 1.0), rows)
     by_type["embedding_lm_head"] = head_s
     breakdown["other"] += head_s
     sources |= head_sources
 
     if draft_tokens:  # the MTP module drafts one token per sequence per draft: one MoE layer, its projection, the LM head
-        draft = _layers(arch, plan, cluster, layout, phase, tokens_per_device, context_tokens, load, 1, overlap_efficiency)
+        draft = _layers(ctx, phase, tokens_per_device, context_tokens, 1)
         rows = tokens_per_device * layout.tp
         d = arch.hidden_size
-        eh_proj = _gemm(cluster.device, rows, d, 2 * d, plan.of("attention"), "mtp_eh_proj")
-        draft_head_s, _ = _head(arch, plan, cluster, layout, rows, rows)
+        eh_proj = _gemm(ctx, rows, d, 2 * d, ctx.precision.of("attention"), "mtp_eh_proj")
+        draft_head_s, _ = _head(ctx, rows, rows)
         per_draft = draft.moe_layer_s + eh_proj.total_s + draft_head_s
         by_type["mtp_draft"] = draft_tokens * per_draft
         for c in COMPONENTS:
@@ -386,21 +415,21 @@ class _Layers:
     sources: frozenset
 
 
-def _layers(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, phase: str, rows_per_device: float,
-            context_tokens: float, load: ExpertLoad | None, queries: int, overlap_efficiency: float) -> _Layers:
+def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_tokens: float, queries: int) -> _Layers:
+    arch, layout = ctx.arch, ctx.layout
     overlap = layout.two_batch_overlap
     halves = 2 if overlap else 1
     b_group = rows_per_device * layout.tp / halves  # per micro-batch, per attention group
     b_dev = rows_per_device / halves
-    attn_context = context_tokens if phase == "decode" else (context_tokens + 1) / 2
+    attn_context = context_tokens if phase == Phase.DECODE else (context_tokens + 1) / 2
     # compute overlapped with DeepEP's normal kernels runs on the SMs they leave free
-    num_sms = efficiency.NUM_SMS.get(cluster.device.name, efficiency.HOPPER_NUM_SMS)
-    slowdown = num_sms / (num_sms - DEEPEP_NORMAL_SMS) if overlap and phase == "prefill" and arch.is_moe else 1.0
+    num_sms = ctx.cluster.device.num_sms or HOPPER_NUM_SMS
+    slowdown = num_sms / (num_sms - DEEPEP_NORMAL_SMS) if overlap and phase == Phase.PREFILL and arch.is_moe else 1.0
 
-    attention = _Layer()
-    _attention(attention, arch, plan, cluster, layout, b_group, attn_context, phase, queries)
-    dense = _Layer()
-    _dense_mlp(dense, arch, plan, cluster, layout, b_group)
+    attention = _Layer(ctx)
+    _attention(attention, b_group, attn_context, phase, queries)
+    dense = _Layer(ctx)
+    _dense_mlp(dense, b_group)
     sources = set(attention.sources | dense.sources)
 
     breakdown = {c: 0.0 for c in COMPONENTS}
@@ -415,13 +444,15 @@ def _layers(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layo
 
     moe_layer_s = 0.0
     if n_moe:
-        m = _moe(arch, plan, cluster, layout, b_dev, phase, load)
+        m = _moe(ctx, b_dev, phase)
         sources |= m.sources
         attention_stage = (attention.compute_s + m.router_s) * slowdown + attention.comm_s
         expert_stage = (m.shared_expert_s + m.expert_gemm_s) * slowdown
         if overlap:
+            efficiency = ctx.costs.overlap_efficiency
+
             def overlapped(a, b):
-                return np.maximum(a, b) + (1.0 - overlap_efficiency) * np.minimum(a, b)
+                return np.maximum(a, b) + (1.0 - efficiency) * np.minimum(a, b)
             layer_s = halves * (overlapped(attention_stage, m.dispatch_s) + overlapped(expert_stage, m.combine_s))
         else:
             layer_s = attention_stage + m.dispatch_s + expert_stage + m.combine_s
@@ -439,9 +470,10 @@ def _layers(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layo
     return _Layers(by_type, breakdown, moe_breakdown, moe_layer_s, frozenset(sources))
 
 
-def _head(arch: ModelArch, plan: PrecisionPlan, cluster: Cluster, layout: Layout, head_rows: float,
-          embed_rows: float) -> tuple[float, set[str]]:
+def _head(ctx: StepContext, head_rows: float, embed_rows: float) -> tuple[float, set[str]]:
     """LM head over `head_rows` rows and the embedding lookup of `embed_rows`, on one device of a TP group."""
-    head = _gemm(cluster.device, head_rows, arch.vocab_size // layout.tp, arch.hidden_size, plan.of("lm_head"), "lm_head")
-    embed = _memory_op(cluster.device, 2 * embed_rows * arch.hidden_size * plan.combine.bytes_per_element, "embedding")
+    arch = ctx.arch
+    head = _gemm(ctx, head_rows, arch.vocab_size // ctx.layout.tp, arch.hidden_size, ctx.precision.of("lm_head"), "lm_head")
+    embed = _memory_op(ctx.costs, ctx.cluster.device, 2 * embed_rows * arch.hidden_size * ctx.precision.combine.bytes_per_element,
+                       "embedding")
     return head.total_s + embed.total_s, {head.source, embed.source}

@@ -20,7 +20,7 @@ them (Kimi K2: 32 of 384, an EP12 shard; the row's `experts` says how many, and 
 expert gets about a quarter of the tokens: 1 to 2048 tokens reach decode and prefill loads per
 expert that all 384 experts would need 12 times as many tokens for. `composition` lists the
 tokens per expert the router produced and each kernel the layer runs, at the shape it runs in
-the layer, with its FLOPs and bytes counted as its own rows count them: hwmodels.calibration
+the layer, with its FLOPs and bytes counted as its own rows count them: hwmodels.calibrate.kernels_measured
 predicts the layer from those parts and the per-kernel fits.
 
 The CSV (one per device) is what hwmodels' calibration reads. Run standalone with

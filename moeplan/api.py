@@ -8,8 +8,11 @@ from typing import Mapping, Sequence
 from hwmodels import arithmetic, catalog
 from hwmodels.deployment import Deployment
 from hwmodels.fit import FitReport, fit
+from hwmodels.calibrate import deployments, kernels_measured
+from hwmodels.calibrate.deepep_fit import deepep_report
+from hwmodels.calibrate.deployments import ValidationRow
+from hwmodels.calibrate.gemm_fit import fit_report_table
 from hwmodels.precision import default_plan
-from hwmodels.validation import ValidationRow, validate as _validate
 from moeplan import study
 from moeplan.spec import Spec, load_spec, resolve
 from moeplan.simulation import Simulation
@@ -39,9 +42,33 @@ def model_summary(name_or_path: str, precision: Mapping[str, str] | None = None,
     return dict(arithmetic.summary(arch, plan, context_tokens))
 
 
-def validate(deployments: str | Path | None = None) -> list[ValidationRow]:
+def validate(deployments_yaml: str | Path | None = None) -> list[ValidationRow]:
     """Predicted vs published for each scenario of a deployments YAML (default: the project's published set)."""
-    return _validate(deployments)
+    return deployments.validate(deployments_yaml)
+
+
+def validation_summary(rows: Sequence[ValidationRow]) -> dict:
+    """Scenarios, how many are modelled, median and largest |error|, and which are not modelled."""
+    return deployments.summary(list(rows))
+
+
+DEFAULT_DEPLOYMENTS = deployments.DEFAULT_DEPLOYMENTS
+
+
+def kernel_fits() -> dict:
+    """The kernel-level fits and how well each reproduces what was published or measured: the DeepGEMM fit's
+    stored report (with leave-one-out errors), every published DeepEP and DeepEP-Ascend number against the stored
+    all-to-all fits, the two-batch-overlap ablations, and each committed kernels_ref CSV fitted kernel by kernel
+    and composed into the whole MoE layer."""
+    measured = []
+    for path in kernels_measured.measured_csvs():
+        table = kernels_measured.load_measured(path)
+        rows, layers = kernels_measured.report(table), kernels_measured.layer_report(table)
+        measured.append({"summary": kernels_measured.summary(table, rows, layers), "rows": rows, "layers": layers,
+                         "text": kernels_measured.report_table(table, rows, layers)})
+    deepgemm = list(catalog.stored_fit("deepgemm-h800")["report"])
+    return {"deepgemm": deepgemm, "deepgemm_text": fit_report_table(deepgemm), "deepep": deepep_report(),
+            "overlap": list(catalog.stored_fit("overlap")["report"]), "measured": measured}
 
 
 def plan(spec: str | Path | Spec | Deployment) -> Plan:

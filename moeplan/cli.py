@@ -25,10 +25,6 @@ from moeplan import api, report
 from moeplan.spec import example_path
 from moeplan.sweep_file import load_sweep
 from sim import KVPolicy, Router, SimConfig
-from hwmodels import calibration
-from hwmodels.collectives import deepep_report
-from hwmodels.efficiency import fit_report, fit_report_table
-from hwmodels.validation import summary as validation_summary
 
 EXIT_NO = 1
 EXIT_BAD_INPUT = 2
@@ -557,37 +553,28 @@ def _csv_text(rows, columns) -> str:
     return buffer.getvalue()
 
 
-def _measured_kernels() -> list[dict]:
-    """The calibration of each committed kernels_ref CSV (catalogs/measured/)."""
-    tables = [calibration.load_measured(path) for path in calibration.measured_csvs()]
-    out = []
-    for t in tables:
-        rows, layers = calibration.report(t), calibration.layer_report(t)
-        out.append({"summary": calibration.summary(t, rows, layers), "rows": rows, "layers": layers})
-    return out
-
-
 def _validate(args) -> int:
     rows = api.validate(args.deployments)
+    fits = api.kernel_fits() if args.kernels else None
     if args.json:
         out = [r.to_json() for r in rows]
-        if args.kernels:
-            out = {"deployments": out, "deepgemm": fit_report(), "deepep": deepep_report(), "measured": _measured_kernels()}
+        if fits is not None:
+            measured = [{k: v for k, v in m.items() if k != "text"} for m in fits["measured"]]
+            out = {"deployments": out, "deepgemm": fits["deepgemm"], "deepep": fits["deepep"], "measured": measured}
         _print_json(out)
         return 0
-    if args.kernels:
+    if fits is not None:
         print("DeepGEMM fp8 GEMMs on H800 (deepseek-ai/DeepGEMM README at 55ab91f): published vs fitted, with leave-one-out error")
-        print(fit_report_table())
+        print(fits["deepgemm_text"])
         t = Table(title="DeepEP all-to-all (deepseek-ai/DeepEP docs/legacy.md; DeepEP-Ascend: sgl-project/sgl-kernel-npu)")
         for col in ("table", "EP", "metric", "published", "predicted", "error"):
             t.add_column(col, justify="left" if col in ("table", "metric") else "right")
-        for r in deepep_report():
+        for r in fits["deepep"]:
             t.add_row(r["table"], str(r["ep"]), r["metric"], f"{r['published']:,.0f}", f"{r['predicted']:,.0f}", f"{r['error']:+.1%}")
         _console().print(t)
-        for path in calibration.measured_csvs():
-            table = calibration.load_measured(path)
-            print(f"Measured kernels and the whole MoE layer ({table.source}): measured vs fitted, with leave-one-out error")
-            print(calibration.report_table(table))
+        for m in fits["measured"]:
+            print(f"Measured kernels and the whole MoE layer ({m['summary']['source']}): measured vs fitted, with leave-one-out error")
+            print(m["text"])
     t = Table(title="Published deployments reproduced from moeplan's catalogs (error = predicted / published - 1)")
     for col in ("id", "metric", "published", "predicted", "error", "assumed"):
         t.add_column(col, justify="right" if col in ("published", "predicted", "error") else "left")
@@ -596,7 +583,7 @@ def _validate(args) -> int:
                   f"not modelled: {r.reason}" if r.error is None else f"{r.error:+.1%}", "; ".join(r.assumptions))
     c = _console()
     c.print(t)
-    s = validation_summary(rows)
+    s = api.validation_summary(rows)
     c.print(f"{s['modelled']} of {s['scenarios']} scenarios modelled; median |error| {s['median_abs_error']:.1%}, "
             f"max |error| {s['max_abs_error']:.1%}" if s["modelled"] else "no scenario modelled")
     return 0

@@ -6,7 +6,6 @@ come out as one InputError line naming the field path, e.g. `workload.input_toke
 
 from __future__ import annotations
 
-import typing
 from pathlib import Path
 from typing import Literal
 
@@ -15,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hwmodels import catalog
 from hwmodels.deployment import SLO, Deployment, PhaseRouting, Price, Routing, Serving, Workload
-from hwmodels.errors import InputError, nearest_names
+from hwmodels.errors import InputError, nearest_names, validation_error
 from hwmodels.hardware import make_cluster
 from hwmodels.model_arch import ModelArch
 from hwmodels.precision import default_plan
@@ -137,32 +136,9 @@ def parse_spec(raw: object, where: str = "spec") -> Spec:
         raise one_line_error(e, where) from None
 
 
-def one_line_error(error: ValidationError, where: str, root: type[BaseModel] | None = None) -> InputError:
-    """The first validation error as one InputError naming the field path (`root`: the model validated, Spec by default)."""
-    first = error.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    kind = first["type"]
-    if kind == "missing":
-        return InputError(f"{where}: {loc}", "missing", f"add it (see {example_path()})")
-    if kind == "extra_forbidden":
-        parent = _model_at(first["loc"][:-1], root or Spec)
-        known = parent.model_fields if parent else {}
-        return InputError(f"{where}: {loc}", "unknown field", nearest_names(str(first["loc"][-1]), known))
-    got = first.get("input")
-    message = first["msg"].removeprefix("Value error, ")
-    return InputError(f"{where}: {loc}" if loc else where, f"{message} (got {got!r})" if loc else message, "fix the value")
-
-
-def _model_at(loc, root: type[BaseModel]) -> type[BaseModel] | None:
-    model = root
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        models = [a for a in typing.get_args(annotation) or (annotation,) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not models:
-            return None
-        model = models[0]
-    return model
+def one_line_error(error: ValidationError, where: str, root: type[BaseModel] = Spec) -> InputError:
+    """The first validation error as one InputError naming the field path (`root`: the model validated)."""
+    return validation_error(error, where, root, f"add it (see {example_path()})")
 
 
 def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:

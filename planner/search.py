@@ -25,9 +25,10 @@ from hwmodels.deployment import Deployment, PhaseRouting
 from hwmodels.hardware import Cluster, make_cluster
 from hwmodels.layout import Layout
 from hwmodels.memory import device_memory
+from hwmodels.expert_load import ExpertLoad
 from hwmodels.serving import (Performance, aggregated_performance, decode_performance, largest_batch_that_fits,
                               prefill_performance, usd_per_million_tokens)
-from hwmodels.step import ExpertLoad
+from hwmodels.step import StepContext
 from planner.eplb import Policy, eplb_placement
 from planner.ilp import ilp_placement
 from planner.placement import Placement, device_loads
@@ -172,15 +173,15 @@ def _score_batched(d: Deployment, sizes: list[int], role: str, loads: ExpertLoad
         for layout in layouts_for(d, size):
             if not _admits_longest(d, cluster, layout, w.output_tokens):
                 continue
-            limit = largest_batch_that_fits(d.model, d.precision, cluster, layout, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
             load, placement = loads(layout, "decode")
+            ctx = StepContext(d.model, d.precision, cluster, layout, load)
+            limit = largest_batch_that_fits(ctx, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
             for batch in (b for b in DECODE_BATCHES if b <= limit):
                 if role == "decode":
-                    perf = decode_performance(d.model, d.precision, cluster, layout, batch, context, s.hbm_utilization,
-                                              s.tokens_per_step, load)
+                    perf = decode_performance(ctx, batch, context, s.hbm_utilization, s.tokens_per_step)
                 else:
-                    perf = aggregated_performance(d.model, d.precision, cluster, layout, batch, w.input_tokens, w.output_tokens,
-                                                  s.hbm_utilization, s.tokens_per_step, load)
+                    perf = aggregated_performance(ctx, batch, w.input_tokens, w.output_tokens, s.hbm_utilization,
+                                                  s.tokens_per_step)
                 out.append(Candidate(role, size, layout, batch, perf, load, placement))
     return out
 
@@ -201,11 +202,12 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
             if not _admits_longest(d, cluster, layout, 0):
                 continue
             load, placement = loads(layout, "prefill")
+            ctx = StepContext(d.model, d.precision, cluster, layout, load)
             for tokens in PREFILL_TOKENS_PER_DEVICE:
                 mem = device_memory(d.model, d.precision, cluster, layout, w.input_tokens, s.hbm_utilization, tokens)
                 if not mem.fits:
                     continue
-                perf = prefill_performance(d.model, d.precision, cluster, layout, tokens, w.input_tokens, s.hbm_utilization, load)
+                perf = prefill_performance(ctx, tokens, w.input_tokens, s.hbm_utilization)
                 out.append(Candidate("prefill", size, layout, tokens, perf, load, placement))
     return out
 

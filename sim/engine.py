@@ -57,11 +57,12 @@ from hwmodels.arithmetic import kv_bytes_per_token
 from hwmodels.errors import InputError
 from hwmodels.hardware import make_cluster
 from hwmodels.memory import device_memory, kv_bytes_per_token_per_device
-from sim.loads import PlacementFallback, RoleLoads, role_loads
+from hwmodels.step import StepContext
+from sim.loads import IMBALANCE_DECIMALS, PlacementFallback, RoleLoads, role_loads
 from sim.plan import Plan, RolePlan
 from sim.results import RoleStats, SimResult
 from sim.routing import RoutingTrace
-from sim.steps import StepModel, StepTimes
+from sim.steps import StepTimes
 from sim.traces import PREFIX_BLOCK_TOKENS, RequestTrace
 
 
@@ -189,7 +190,8 @@ class _Pool:
         self.role, self.loads = role, loads
         lay = role.layout
         cluster = make_cluster(d.cluster.unit, devices=role.instance_devices)
-        self.steps = StepTimes(StepModel(d.model, d.precision, cluster, lay, loads.loads))
+        self.steps = StepTimes(tuple(StepContext(d.model, d.precision, cluster, lay, load, imbalance_decimals=IMBALANCE_DECIMALS)
+                                     for load in loads.loads))
         workspace_tokens = role.chunk_tokens_per_device if role.role == "prefill" else d.serving.tokens_per_step
         mem = device_memory(d.model, d.precision, cluster, lay, d.workload.context_tokens, d.serving.hbm_utilization,
                             workspace_tokens)

@@ -9,10 +9,10 @@ or contiguous (no balancing). Without routing data every window is uniform load,
 Each window's statistics are the expected load over its traffic: the sampling noise of a small batch's
 actual top-k choices is not replayed.
 
-hwmodels.step reads a load through each MoE layer's busiest device (`ExpertLoad.imbalance`, which it
-rounds to 0.001) and costs every distinct value once; the step model here gets that figure rounded to
-IMBALANCE_STEP, which leaves a window a handful of distinct layer loads and makes a step evaluation
-about three times cheaper, for at most 0.4% of step time (tests/test_sim_steps.py).
+The loads go to the step model as they are (per device, per layer); it reads each MoE layer at its busiest
+device and costs every distinct value once. The simulator's step contexts read that figure to
+IMBALANCE_DECIMALS (the planner's to 3), which leaves a window a handful of distinct layer loads and makes a
+step evaluation about three times cheaper, for at most 0.4% of step time (tests/test_sim_steps.py).
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import numpy as np
 from hwmodels.errors import InputError
 from hwmodels.layout import Layout
 from hwmodels.model_arch import ModelArch
-from hwmodels.step import ExpertLoad
+from hwmodels.expert_load import ExpertLoad
 from planner.eplb import Policy, contiguous_placement, eplb_placement
 from planner.placement import Placement, device_loads
 from sim.routing import RoutingTrace
 
 
-IMBALANCE_STEP = 0.01
+IMBALANCE_DECIMALS = 2
 
 
 class PlacementFallback(enum.Enum):
@@ -44,8 +44,8 @@ class PlacementFallback(enum.Enum):
 
 @dataclass(frozen=True, eq=False)
 class RoleLoads:
-    """loads: per routing window (in time order) the ExpertLoad [MoE layers, EP] the step model reads (each layer's
-    busiest device, rounded to IMBALANCE_STEP); (None,) for a dense model.
+    """loads: per routing window (in time order) the ExpertLoad [MoE layers, EP] of the role's EP group; (None,) for a
+    dense model.
     mean_imbalance: per window, the mean over MoE layers of the busiest device's load over the mean device's
     (1.0 is perfect balance), before rounding. label: where the load came from, for every report; mapping: how
     another model's statistics were mapped onto this model ("" for its own, or no routing data)."""
@@ -54,14 +54,6 @@ class RoleLoads:
     mean_imbalance: tuple[float, ...]
     label: str
     mapping: str = ""
-
-
-def step_model_load(load: ExpertLoad) -> ExpertLoad:
-    """`load` as the step model reads it, each layer's imbalance rounded to IMBALANCE_STEP."""
-    factors = np.round(load.imbalance / IMBALANCE_STEP) * IMBALANCE_STEP
-    ep = load.shares.shape[1]
-    shares = np.stack([ExpertLoad.from_imbalance(float(f), ep, 1, "").shares[0] for f in factors])
-    return ExpertLoad(shares, load.source)
 
 
 def role_loads(arch: ModelArch, layout: Layout, routing: RoutingTrace | None, placement: Placement | None,
@@ -100,7 +92,7 @@ def role_loads(arch: ModelArch, layout: Layout, routing: RoutingTrace | None, pl
         loads.append(ExpertLoad(shares, f"{placement_label}, window {w} of {routing.source}"))
     imbalance = tuple(float(load.imbalance.mean()) for load in loads)
     label = f"{routing.source} ({len(loads)} window{'s' if len(loads) > 1 else ''} in time order) through {placement_label}"
-    return RoleLoads(tuple(step_model_load(load) for load in loads), imbalance, label, routing.note)
+    return RoleLoads(tuple(loads), imbalance, label, routing.note)
 
 
 def concat_routing(traces: list[RoutingTrace]) -> RoutingTrace:

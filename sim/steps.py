@@ -1,13 +1,10 @@
 """Step times of one expert-parallel group, memoised on a quantised key for the simulator.
 
 A group steps in lockstep: every DP attention group ("rank") runs attention on its own batch and the
-all-to-all waits for the slowest, while the routed experts process the tokens of every rank. So a step
-costs step_cost at the busiest rank's batch, with its routed-expert GEMM time (StepCost.breakdown_s
-"expert_gemm") replaced by that at the group's mean batch; with two-batch overlap the difference is
-scaled by the fraction of the step left after overlap (time / sum of the breakdown). With every rank
-equally busy this is step_cost itself.
+all-to-all waits for the slowest, while the routed experts process the tokens of every rank, so a step
+costs hwmodels.step.lockstep_time_s of its busiest rank's batch and the group's mean batch.
 
-hwmodels.step.step_cost takes about 0.2 ms (uniform load) to 10 ms (a skewed per-layer load) per call
+A step evaluation (StepContext.step) takes about 0.2 ms (uniform load) to 10 ms (a skewed per-layer load)
 and a replay takes hundreds of thousands of steps, so the simulator evaluates it on a grid and
 interpolates. The key is (phase, work grid point, context grid point, routing window):
 - work x (sequences per DP attention group for decode, prompt tokens per group for prefill): exact up
@@ -19,7 +16,7 @@ interpolates. The key is (phase, work grid point, context grid point, routing wi
   grid of ratio Y_RATIO, linear in between. Attention reads the KV once per step, so step time is affine
   in the context (exactly so without two-batch overlap, whose max() of overlapped stages bends it);
 - the routing window: exact.
-Error against step_cost: decode steps of up to 32 sequences per group and full prefill chunks are exact
+Error against the exact step: decode steps of up to 32 sequences per group and full prefill chunks are exact
 in x. On random points of Kimi K2 layouts with a skewed load (tests/test_sim_steps.py) the mean error is
 0.002-0.04% and the worst 0.5% (decode) and 3% (prefill): a skewed layer's routed-expert GEMM gains a
 tile at a batch size of its own, inside a segment. benchmarks/bench_sim.py measures it over the steps
@@ -31,49 +28,12 @@ Shape legend: W = routing windows, L = MoE layers, D = devices of the EP group.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-from hwmodels.hardware import Cluster
-from hwmodels.layout import Layout
-from hwmodels.model_arch import ModelArch
-from hwmodels.precision import PrecisionPlan
-from hwmodels.step import ExpertLoad, StepCost, step_cost
+from hwmodels.step import StepContext, StepCost, lockstep_time_s
 
 X_SEGMENT = 32  # work exact up to here, then interpolated over segments of this many
 Y_RATIO = 2 ** (1 / 4)  # context grid every 19%
 _LOG_Y = math.log(Y_RATIO)
-
-
-@dataclass(frozen=True, eq=False)
-class StepModel:
-    """What sets one instance's step time: model, precision, the instance's cluster and layout, and the
-    per-layer expert load of each routing window (loads: [W] of ExpertLoad [L, D]; (None,) for a dense model)."""
-
-    arch: ModelArch
-    precision: PrecisionPlan
-    cluster: Cluster
-    layout: Layout
-    loads: tuple[ExpertLoad | None, ...]
-
-    def exact(self, phase: str, work: float, context: float, window: int) -> StepCost:
-        """step_cost of `work` sequences (decode) or prompt tokens (prefill) on every DP attention group."""
-        return step_cost(self.arch, self.precision, self.cluster, self.layout, phase, work / self.layout.tp, context,
-                         self.loads[window])
-
-    def exact_s(self, phase: str, work: float, context: float, window: int, mean_work: float | None = None) -> float:
-        """The lockstep step (module docstring) of a group whose busiest rank has `work` and whose ranks have
-        `mean_work` on average (None: all equal), evaluated without the grid."""
-        busiest = self.exact(phase, work, context, window)
-        if mean_work is None or mean_work >= work:
-            return busiest.time_s
-        mean = self.exact(phase, mean_work, context, window)
-        return busiest.time_s - _overlap_ratio(busiest) * (busiest.breakdown_s["expert_gemm"] - mean.breakdown_s["expert_gemm"])
-
-
-def _overlap_ratio(cost: StepCost) -> float:
-    """Fraction of the summed components a step takes after two-batch overlap (1 without it)."""
-    total = sum(cost.breakdown_s.values())
-    return cost.time_s / total if total > 0 else 1.0
 
 
 def _x_grid(x: int) -> tuple[int, int, float]:
@@ -86,25 +46,40 @@ def _x_grid(x: int) -> tuple[int, int, float]:
 
 
 class StepTimes:
-    """Memoised, interpolated step times of one StepModel (mutable: it fills its cache as the replay asks)."""
+    """Memoised, interpolated step times of one instance (mutable: it fills its cache as the replay asks).
 
-    def __init__(self, model: StepModel):
-        self.model = model
+    contexts: the instance's StepContext in each routing window, in time order (the windows differ in expert load).
+    """
+
+    def __init__(self, contexts: tuple[StepContext, ...]):
+        self.contexts = contexts
         self._cache: dict[tuple[str, int, int, int], tuple[float, float, float]] = {}
         self._expert: dict[tuple[str, int, int], float] = {}
 
     @property
     def evaluations(self) -> int:
-        """step_cost calls made so far."""
+        """Step evaluations made so far."""
         return len(self._cache)
+
+    def exact(self, phase: str, work: float, context: float, window: int) -> StepCost:
+        """The step of `work` sequences (decode) or prompt tokens (prefill) on every DP attention group."""
+        ctx = self.contexts[window]
+        return ctx.step(phase, work / ctx.layout.tp, context)
+
+    def exact_s(self, phase: str, work: float, context: float, window: int, mean_work: float | None = None) -> float:
+        """time_s evaluated without the grid: the lockstep step of a group whose busiest rank has `work` and whose
+        ranks have `mean_work` on average (None: all equal)."""
+        ctx = self.contexts[window]
+        tp = ctx.layout.tp
+        return ctx.lockstep_s(phase, work / tp, work / tp if mean_work is None else mean_work / tp, context)
 
     def _at(self, phase: str, x: int, j: int, window: int) -> tuple[float, float, float]:
         """(step time, routed-expert GEMM time, overlap ratio) at grid point (x, Y_RATIO ** j)."""
         key = (phase, x, j, window)
         cell = self._cache.get(key)
         if cell is None:
-            cost = self.model.exact(phase, x, Y_RATIO ** j, window)
-            cell = self._cache[key] = (cost.time_s, cost.breakdown_s["expert_gemm"], _overlap_ratio(cost))
+            cost = self.exact(phase, x, Y_RATIO ** j, window)
+            cell = self._cache[key] = (cost.time_s, cost.breakdown_s["expert_gemm"], cost.overlap_ratio)
         return cell
 
     def _interpolate(self, phase: str, work: int, context: float, window: int) -> tuple[float, float, float]:
@@ -137,4 +112,4 @@ class StepTimes:
         time, expert, ratio = self._interpolate(phase, work, context, window)
         if mean_work is None or mean_work >= work:
             return time
-        return time - ratio * (expert - self._expert_s(phase, max(round(mean_work), 1), window))
+        return lockstep_time_s(time, expert, ratio, self._expert_s(phase, max(round(mean_work), 1), window))

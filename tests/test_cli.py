@@ -108,7 +108,7 @@ def test_plan_writes_plan_json_and_never_overwrites(tmp_path):
 
 def test_bench_kernels_quick_writes_a_csv_calibration_reads(tmp_path):
     pytest.importorskip("torch")
-    from hwmodels.calibration import load_measured, report
+    from hwmodels.calibrate.kernels_measured import load_measured, report
 
     out = tmp_path / "k.csv"
     r = moeplan("bench-kernels", "--quick", "-o", str(out), cwd=tmp_path)

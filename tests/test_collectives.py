@@ -1,4 +1,5 @@
-"""Alpha-beta collectives: DeepEP reproduction, routing dedup, domain containment, skew, ring formulas."""
+"""Alpha-beta collectives at the stored fits: routing dedup, domain containment, skew, ranks per device, ring
+formulas. The reproduction of the published DeepEP tables and the fits are in test_deepep_fit.py."""
 
 import dataclasses
 import math
@@ -9,102 +10,45 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwmodels.catalog import load_device, load_unit
 from hwmodels import collectives
-from hwmodels.collectives import (
-    DEEPEP_ASCEND_FIT,
-    DEEPEP_FIT,
-    HOP_LATENCY_S,
-    RING_BASE_LATENCY_S,
-    allgather_cost,
-    allreduce_cost,
-    collective_fit,
-    combine_cost,
-    deepep_report,
-    destination_hits,
-    dispatch_cost,
-    ep_group_domains,
-    fit_deepep,
-    fit_deepep_ascend,
-    link_classes,
-)
+from hwmodels.calibrate.operator_costs import fitted_costs
+from hwmodels.catalog import load_device, load_unit
+from hwmodels.collectives import HOP_LATENCY_S, RING_BASE_LATENCY_S, destination_hits, ep_group_domains
 from hwmodels.errors import InputError
 from hwmodels.hardware import make_cluster
-from hwmodels.units import GB
 
 H, T_PREFILL, K, E = 7168, 4096, 8, 256
 FP8_TOKEN_BYTES = H + H / 128 * 4  # fp8 + one fp32 scale per 128 channels
+COSTS = fitted_costs()
+DEEPEP_FIT, DEEPEP_ASCEND_FIT = COSTS.deepep, COSTS.deepep_ascend
 
-REPORT = deepep_report()
-H800_ROWS = [r for r in REPORT if r["table"] in ("deepep_normal", "deepep_low_latency")]
-ASCEND_ROWS = [r for r in REPORT if r["table"].startswith("deepep_ascend")]
+
+def _fit(cluster_or_device):
+    return COSTS.collective_fit(getattr(cluster_or_device, "device", cluster_or_device))
+
+
+def dispatch_cost(cluster, *args, **kwargs):
+    return collectives.dispatch_cost(cluster, *args, fit=_fit(cluster), **kwargs)
+
+
+def combine_cost(cluster, *args, **kwargs):
+    return collectives.combine_cost(cluster, *args, fit=_fit(cluster), **kwargs)
+
+
+def allreduce_cost(cluster, *args, **kwargs):
+    return collectives.allreduce_cost(cluster, *args, fit=_fit(cluster), **kwargs)
+
+
+def allgather_cost(cluster, *args, **kwargs):
+    return collectives.allgather_cost(cluster, *args, fit=_fit(cluster), **kwargs)
+
+
+def link_classes(device):
+    return collectives.link_classes(device, _fit(device))
 
 
 def _cluster(unit: str, devices: int):
     return make_cluster(load_unit(unit), devices=devices)
-
-
-@pytest.mark.parametrize("row", H800_ROWS, ids=lambda r: f"{r['table']}-ep{r['ep']}-{r['metric']}")
-def test_deepep_h800_row_within_20_percent(row):
-    """deepseek-ai/DeepEP docs/legacy.md, normal (EP 8-64, 4096 tokens) and low-latency (EP 8-256, 128
-    tokens) tables on H800: every published number within 20%, counted the way DeepEP's tests count."""
-    assert abs(row["error"]) <= 0.20, row
-
-
-def test_deepep_report_covers_every_published_number():
-    counts = {t: sum(r["table"] == t for r in REPORT) for t in {r["table"] for r in REPORT}}
-    assert counts == {"deepep_normal": 8, "deepep_low_latency": 24, "deepep_ascend_normal": 10, "deepep_ascend_low_latency": 12}
-    assert all(np.isfinite(r["predicted"]) and r["predicted"] > 0 for r in REPORT)
-
-
-def test_deepep_bottlenecks_follow_the_tables():
-    """EP8 is NVLink-bound, EP32/64 RDMA-bound (the tables' labels). EP16 is labelled RDMA, but the model
-    finds the NVLink forwarding of 2-node dispatch the slower leg; its error stays under 10%."""
-    normal = {(r["ep"], r["metric"]): r for r in REPORT if r["table"] == "deepep_normal"}
-    for (ep, _), r in normal.items():
-        if ep != 16:
-            assert r["bottleneck"] == {"nvlink": "scaleup", "rdma": "scaleout"}[r["published_bottleneck"]]
-    assert all(abs(normal[(16, m)]["error"]) < 0.10 for m in ("dispatch_gb_per_s", "combine_gb_per_s"))
-
-
-@pytest.mark.parametrize("row", ASCEND_ROWS, ids=lambda r: f"{r['table']}-ep{r['ep']}-{r['metric']}")
-def test_deepep_ascend_row_within_20_percent(row):
-    """sgl-project/sgl-kernel-npu README (DeepEP-Ascend) normal and low-latency tables on an A3 SuperPoD,
-    EP counted in ranks (dies), predicted on 910C packages of two ranks each."""
-    assert abs(row["error"]) <= 0.20, row
-
-
-def test_ascend_tables_are_bound_by_token_handling_not_the_link():
-    """The fit's premise: in every published row the vector cores' copy work outlasts the UB wire at
-    the catalog's 392 GB/s per 910C, so the fitted terms are not a disguised link efficiency."""
-    assert {r["bottleneck"] for r in ASCEND_ROWS} == {"copy"}
-
-
-def test_fitted_ascend_parameters_are_the_fit():
-    """DEEPEP_ASCEND_FIT is the rounded least-squares fit to the DeepEP-Ascend tables, not hand-tuned."""
-    refit = fit_deepep_ascend()
-    for name, tolerance in (("per_token_s", 0.006e-6), ("per_copy_s", 0.0006e-6), ("normal_per_peer_s", 0.06e-6),
-                            ("notify_per_peer_s", 0.06e-6)):
-        assert getattr(refit, name) == pytest.approx(getattr(DEEPEP_ASCEND_FIT, name), abs=tolerance), name
-    assert (refit.scaleup_efficiency, refit.alltoall_latency_s) == (1.0, 0.0)
-
-
-def test_ascend_fit_holds_out_of_sample():
-    """Leave one timed row out, refit the four terms on the other 15, predict it: within 25%."""
-    rows = [(case, t) for case, t in collectives._published_times_us(collectives._ASCEND_TABLES)]
-    for i, (case, published_us) in enumerate(rows):
-        fit = collectives.fit_deepep_ascend(exclude=i)
-        assert 0.75 < _predict_time_us(case, fit) / published_us < 1.25, (case.table, case.ep, case.kind)
-
-
-def _predict_time_us(case, fit):
-    cost, _ = collectives._predict(case, "latency_us", fit)
-    return cost.time_s / 1e-6
-
-
-def test_collective_fit_follows_the_device_family():
-    assert collective_fit(load_device("ascend-910c")) is DEEPEP_ASCEND_FIT
-    assert collective_fit(load_device("h200-sxm")) is DEEPEP_FIT
 
 
 def test_a_910c_runs_its_two_dies_as_ranks():
@@ -120,14 +64,6 @@ def test_a_910c_runs_its_two_dies_as_ranks():
         one = dispatch_cost(single, 128, 4096, H, K, E, 1.0, mode=mode)
         assert two.time_s == pytest.approx(one.time_s, rel=1e-9)
         assert two.bytes_by_class["scaleup"] == pytest.approx(2 * one.bytes_by_class["scaleup"])
-
-
-def test_fitted_parameters_are_the_fit():
-    """DEEPEP_FIT is the rounded least-squares fit to the H800 tables, not hand-tuned."""
-    refit = fit_deepep()
-    assert refit.scaleup_efficiency == pytest.approx(DEEPEP_FIT.scaleup_efficiency, abs=0.0101)
-    assert refit.scaleout_efficiency == pytest.approx(DEEPEP_FIT.scaleout_efficiency, abs=0.0101)
-    assert refit.alltoall_latency_s == pytest.approx(DEEPEP_FIT.alltoall_latency_s, abs=0.51e-6)
 
 
 @pytest.mark.parametrize("groups", [1, 2, 4, 8, 16, 32, 64, 256])
@@ -303,13 +239,6 @@ def test_input_errors():
         dispatch_cost(cluster, 16, 100, H, K, E, dest_probability=np.ones(8))
     with pytest.raises(InputError, match="top_k"):
         dispatch_cost(cluster, 16, 100, H, 300, E)
-
-
-def test_deepep_h800_bandwidths_are_physical():
-    """The fitted link bandwidths stay below the hardware: NVLink ~160 GB/s, CX7 ~50 GB/s (DeepEP docs)."""
-    links = link_classes(load_device("h800-sxm"))
-    assert links["scaleup"].bytes_per_s < 160 * GB and links["scaleout"].bytes_per_s < 50 * GB
-    assert 0 < DEEPEP_FIT.alltoall_latency_s < 50e-6
 
 
 def test_derate_override_flows_through():

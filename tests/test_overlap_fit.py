@@ -1,9 +1,13 @@
-"""Two-batch overlap efficiency: fitted to the published prefill TBO ablation, checked on the held-out decode one."""
+"""Two-batch overlap efficiency: fitted to the published prefill TBO ablation, checked on the held-out decode one,
+and stored (catalogs/fits/overlap.yaml) as the fit gives it, rounded."""
 
 import pytest
 
-from hwmodels.overlap_fit import fit_overlap_efficiency, load_ablations, overlap_report
-from hwmodels.step import TBO_OVERLAP_EFFICIENCY
+from hwmodels import catalog
+from hwmodels.calibrate.operator_costs import fitted_costs
+from hwmodels.calibrate.overlap_fit import fit_overlap_efficiency, load_ablations, overlap_report
+
+STORED = catalog.stored_fit("overlap")
 
 
 @pytest.fixture(scope="module")
@@ -11,8 +15,15 @@ def report():
     return {r["id"]: r for r in overlap_report()}
 
 
-def test_the_constant_is_the_fit():
-    assert TBO_OVERLAP_EFFICIENCY == pytest.approx(fit_overlap_efficiency(), abs=0.01)
+def test_the_stored_constant_is_the_fit():
+    fitted = fit_overlap_efficiency()
+    assert STORED["unrounded"]["overlap_efficiency"] == pytest.approx(fitted, rel=1e-9)
+    assert fitted_costs().overlap_efficiency == pytest.approx(fitted, abs=0.01)
+
+
+def test_the_stored_report_is_the_report(report):
+    for row in STORED["report"]:
+        assert report[row["id"]] == pytest.approx(row)
 
 
 def test_fit_row_lands_in_its_published_range(report):
@@ -33,4 +44,4 @@ def test_small_batch_decode_loss_is_a_known_gap(report):
 
 
 def test_every_row_says_its_role():
-    assert {r["role"] for r in load_ablations()} <= {"fit", "check"}
+    assert {r.role for r in load_ablations()} <= {"fit", "check"}

@@ -11,6 +11,7 @@ import simpy
 
 from hwmodels.hardware import make_cluster
 from hwmodels.serving import decode_performance
+from hwmodels.step import StepContext
 from moeplan import api, parse_spec
 from sim import KVPolicy, Router, SimConfig, concat_routing, plan_from_json, simulate
 from sim import engine
@@ -40,8 +41,8 @@ def test_fixed_batch_throughput_matches_the_analytic_step_model(kimi):
     role = plan.decode
     batch, inp, out = role.batch_per_device, 1000, 200
     per_rank = batch * role.layout.tp
-    analytic = decode_performance(d.model, d.precision, make_cluster(d.cluster.unit, devices=role.instance_devices),
-                                  role.layout, batch, inp + out / 2, d.serving.hbm_utilization, d.serving.tokens_per_step)
+    ctx = StepContext(d.model, d.precision, make_cluster(d.cluster.unit, devices=role.instance_devices), role.layout)
+    analytic = decode_performance(ctx, batch, inp + out / 2, d.serving.hbm_utilization, d.serving.tokens_per_step)
     # evenly spaced arrivals (no variance) well above what decode drains, so every rank runs a full batch
     capacity_rps = analytic.tokens_per_s_per_device * role.devices / out
     n = 40 * per_rank * role.layout.dp

@@ -1,4 +1,4 @@
-"""Step times for the replay (sim.steps, sim.loads): the grid's quantisation error against step_cost, the
+"""Step times for the replay (sim.steps, sim.loads): the grid's quantisation error against the exact step, the
 imbalance rounding, the lockstep rule, and skew never making a step shorter."""
 
 import numpy as np
@@ -6,13 +6,14 @@ import pytest
 
 from hwmodels.hardware import make_cluster
 from hwmodels.layout import Layout
-from hwmodels.step import ExpertLoad, step_cost
+from hwmodels.expert_load import ExpertLoad
+from hwmodels.step import StepContext
 from moeplan import api, parse_spec
 from planner.eplb import Policy, contiguous_placement, eplb_placement
 from planner.placement import device_loads
-from sim.loads import IMBALANCE_STEP, PlacementFallback, role_loads, step_model_load
+from sim.loads import IMBALANCE_DECIMALS, PlacementFallback, role_loads
 from sim.routing import synthetic_routing
-from sim.steps import X_SEGMENT, Y_RATIO, StepModel, StepTimes
+from sim.steps import X_SEGMENT, Y_RATIO, StepTimes
 
 KIMI = {"schema_version": 1, "model": "kimi-k2", "cluster": {"unit": "hgx-h200", "units": 3},
         "workload": {"name": "mooncake-conversation"}, "slo": {"ttft_s": 2.0, "tpot_s": 0.05}}
@@ -31,16 +32,18 @@ def kimi():
     return d, routing
 
 
-def _model(d, layout, loads) -> StepModel:
-    return StepModel(d.model, d.precision, make_cluster(d.cluster.unit, devices=layout.devices), layout, loads)
+def _model(d, layout, loads) -> StepTimes:
+    """Step times of one instance of `layout`, one context per routing window, read as the simulator reads them."""
+    cluster = make_cluster(d.cluster.unit, devices=layout.devices)
+    return StepTimes(tuple(StepContext(d.model, d.precision, cluster, layout, load, imbalance_decimals=IMBALANCE_DECIMALS)
+                           for load in loads))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=["tp2-dp8", "dp16-overlap"])
 def test_grid_error_against_step_cost_is_small(kimi, layout):
     d, routing = kimi
     loads = role_loads(d.model, layout, routing, None, "", PlacementFallback.EPLB).loads
-    model = _model(d, layout, loads)
-    times = StepTimes(model)
+    times = model = _model(d, layout, loads)
     rng = np.random.default_rng(1)
     errors = {"decode": [], "prefill": []}
     for phase, most in (("decode", 256), ("prefill", 16384)):
@@ -59,8 +62,7 @@ def test_grid_error_against_step_cost_is_small(kimi, layout):
 def test_grid_points_and_full_chunks_are_exact(kimi):
     d, _ = kimi
     layout = LAYOUTS[0]
-    model = _model(d, layout, (ExpertLoad.uniform(layout.ep, len(d.model.moe_layers)),))
-    times = StepTimes(model)
+    times = model = _model(d, layout, (ExpertLoad.uniform(layout.ep, len(d.model.moe_layers)),))
     for phase, work in (("decode", 1), ("decode", X_SEGMENT), ("prefill", 2048), ("prefill", 16384)):
         for context in (Y_RATIO ** 30, Y_RATIO ** 41):
             assert times.time_s(phase, work, context, 0) == pytest.approx(model.exact_s(phase, work, context, 0), rel=1e-12)
@@ -79,18 +81,19 @@ def test_rounded_imbalance_costs_what_the_measured_load_costs(kimi):
                       contiguous_placement(arch.num_layers, arch.moe.num_experts, arch.moe.num_experts, layout.ep))
         for placement in placements:
             measured = ExpertLoad(device_loads(placement, routing.windows[1]), "measured")
-            rounded = step_model_load(measured)
-            assert np.allclose(rounded.imbalance, np.round(measured.imbalance / IMBALANCE_STEP) * IMBALANCE_STEP)
+            planner = StepContext(arch, d.precision, cluster, layout, measured)
+            simulator = StepContext(arch, d.precision, cluster, layout, measured, imbalance_decimals=IMBALANCE_DECIMALS)
+            assert np.allclose(simulator.layer_factors, np.round(measured.imbalance, IMBALANCE_DECIMALS))
+            assert len(set(simulator.layer_factors)) <= len(set(planner.layer_factors))
             for phase, work in (("decode", 64), ("prefill", 4096)):
-                exact = step_cost(arch, d.precision, cluster, layout, phase, work, 8000, measured).time_s
-                assert step_cost(arch, d.precision, cluster, layout, phase, work, 8000, rounded).time_s == \
-                    pytest.approx(exact, rel=0.005)
+                exact = planner.step(phase, work, 8000).time_s
+                assert simulator.step(phase, work, 8000).time_s == pytest.approx(exact, rel=0.005)
 
 
 def test_lockstep_step_waits_for_the_busiest_rank_and_shares_the_experts(kimi):
     d, _ = kimi
     layout = LAYOUTS[0]
-    times = StepTimes(_model(d, layout, (ExpertLoad.uniform(layout.ep, len(d.model.moe_layers)),)))
+    times = _model(d, layout, (ExpertLoad.uniform(layout.ep, len(d.model.moe_layers)),))
     for phase, busiest, context in (("prefill", 2048, 6000.0), ("decode", 24, 12000.0)):
         equal = times.time_s(phase, busiest, context, 0)
         assert times.time_s(phase, busiest, context, 0, mean_work=busiest) == equal

@@ -8,9 +8,14 @@ from hwmodels.errors import InputError
 from hwmodels.hardware import make_cluster
 from hwmodels.layout import Layout
 from hwmodels.precision import default_plan
+from dataclasses import replace
+
+from hwmodels.calibrate.operator_costs import fitted_costs
+from hwmodels.expert_load import ExpertLoad
 from hwmodels.serving import (Speculation, aggregated_performance, decode_performance, largest_batch_that_fits,
-                              lockstep_aggregated_performance, prefill_performance, usd_per_million_tokens)
-from hwmodels.step import COMPONENTS, ExpertLoad, step_cost
+                              lockstep_aggregated_performance, one_rank_prefill_step, prefill_performance,
+                              usd_per_million_tokens)
+from hwmodels.step import COMPONENTS, StepContext, lockstep_time_s
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +28,7 @@ def kimi_128_h200():
 def test_breakdown_adds_up_and_says_where_load_came_from(kimi_128_h200):
     arch, plan, cluster = kimi_128_h200
     for overlap in (False, True):
-        s = step_cost(arch, plan, cluster, Layout(1, 128, two_batch_overlap=overlap), "decode", 64, 4096)
+        s = StepContext(arch, plan, cluster, Layout(1, 128, two_batch_overlap=overlap)).step("decode", 64, 4096)
         assert set(s.breakdown_s) == set(COMPONENTS)
         assert sum(s.breakdown_s.values()) - s.overlap_hidden_s == pytest.approx(s.time_s)
         assert sum(s.by_layer_type_s.values()) == pytest.approx(s.time_s)
@@ -35,10 +40,10 @@ def test_breakdown_adds_up_and_says_where_load_came_from(kimi_128_h200):
 @pytest.mark.parametrize("phase", ["decode", "prefill"])
 def test_more_work_takes_longer(kimi_128_h200, phase):
     arch, plan, cluster = kimi_128_h200
-    layout = Layout(1, 128)
-    small = step_cost(arch, plan, cluster, layout, phase, 32 if phase == "decode" else 2048, 2048).time_s
-    bigger_batch = step_cost(arch, plan, cluster, layout, phase, 128 if phase == "decode" else 8192, 2048).time_s
-    longer_context = step_cost(arch, plan, cluster, layout, phase, 32 if phase == "decode" else 2048, 16384).time_s
+    ctx = StepContext(arch, plan, cluster, Layout(1, 128))
+    small = ctx.step(phase, 32 if phase == "decode" else 2048, 2048).time_s
+    bigger_batch = ctx.step(phase, 128 if phase == "decode" else 8192, 2048).time_s
+    longer_context = ctx.step(phase, 32 if phase == "decode" else 2048, 16384).time_s
     assert bigger_batch > small and longer_context > small
 
 
@@ -46,11 +51,11 @@ def test_skewed_load_slows_the_moe_layers(kimi_128_h200):
     arch, plan, cluster = kimi_128_h200
     layout = Layout(1, 128)
     n_moe = len(arch.moe_layers)
-    uniform = step_cost(arch, plan, cluster, layout, "prefill", 8192, 4096)
+    uniform = StepContext(arch, plan, cluster, layout).step("prefill", 8192, 4096)
     shares = np.full((n_moe, 128), 1.0)
     shares[:, 0] = 3.0  # one device gets 3x the mean of the others on every layer
-    skewed = step_cost(arch, plan, cluster, layout, "prefill", 8192, 4096,
-                       ExpertLoad(shares / shares.sum(axis=1, keepdims=True), "test skew"))
+    skew = ExpertLoad(shares / shares.sum(axis=1, keepdims=True), "test skew")
+    skewed = StepContext(arch, plan, cluster, layout, skew).step("prefill", 8192, 4096)
     assert skewed.breakdown_s["expert_gemm"] > 2 * uniform.breakdown_s["expert_gemm"]
     assert skewed.breakdown_s["dispatch"] > uniform.breakdown_s["dispatch"]
     assert skewed.time_s > uniform.time_s and skewed.load_source == "test skew"
@@ -59,19 +64,20 @@ def test_skewed_load_slows_the_moe_layers(kimi_128_h200):
 def test_load_shape_is_checked(kimi_128_h200):
     arch, plan, cluster = kimi_128_h200
     with pytest.raises(ValueError, match="load shares"):
-        step_cost(arch, plan, cluster, Layout(1, 128), "decode", 8, 1024, ExpertLoad.uniform(64, 60))
+        StepContext(arch, plan, cluster, Layout(1, 128), ExpertLoad.uniform(64, 60)).step("decode", 8, 1024)
 
 
 def test_serving_metrics_follow_from_the_step(kimi_128_h200):
     arch, plan, cluster = kimi_128_h200
     layout = Layout(1, 128)
-    d = decode_performance(arch, plan, cluster, layout, 64, 4096, 0.9, 8192)
+    ctx = StepContext(arch, plan, cluster, layout)
+    d = decode_performance(ctx, 64, 4096, 0.9, 8192)
     step = d.steps[0]
     assert d.tokens_per_s_per_device == pytest.approx(64 / step.time_s)
     assert d.tokens_per_s_per_user == pytest.approx(1 / step.time_s)
-    p = prefill_performance(arch, plan, cluster, layout, 8192, 4096, 0.9)
+    p = prefill_performance(ctx, 8192, 4096, 0.9)
     assert p.tokens_per_s_per_device == pytest.approx(8192 / p.steps[0].time_s)
-    a = aggregated_performance(arch, plan, cluster, layout, 64, 1024, 1024, 0.9, 8192)
+    a = aggregated_performance(ctx, 64, 1024, 1024, 0.9, 8192)
     dec, pre = a.steps
     # 128 DP ranks: a rank's prefill chunk holds the group for a step in which the other ranks still decode
     dp = layout.dp
@@ -79,7 +85,7 @@ def test_serving_metrics_follow_from_the_step(kimi_128_h200):
     assert 1 / a.tokens_per_s_per_device == pytest.approx(dec.time_s / 64 + prefill_s)
     assert a.prefill_share == pytest.approx(prefill_s * a.tokens_per_s_per_device)
     # one rank's chunk: its attention at the full chunk, the experts at the group's mean tokens
-    full = prefill_performance(arch, plan, cluster, layout, 8192, 1024, 0.9).steps[0]
+    full = prefill_performance(ctx, 8192, 1024, 0.9).steps[0]
     assert pre.breakdown_s["attention"] == pytest.approx(full.breakdown_s["attention"])
     assert pre.breakdown_s["expert_gemm"] < full.breakdown_s["expert_gemm"] and pre.time_s < full.time_s
 
@@ -88,24 +94,24 @@ def test_lockstep_closed_loop_by_hand(kimi_128_h200):
     """trtllm-bench's shape: 128 slots per rank, a step budget of 1151 tokens (one 1024-token prompt beside 127
     decoding sequences): 128 mixed steps per 2048-step slot lifetime, in which every rank prefills."""
     arch, plan, cluster = kimi_128_h200
-    layout = Layout(1, 128)
-    a = lockstep_aggregated_performance(arch, plan, cluster, layout, 128, 1024, 2048, 0.9, 1151)
-    decode = step_cost(arch, plan, cluster, layout, "decode", 128, 1024 + 1024).time_s
-    prefill = step_cost(arch, plan, cluster, layout, "prefill", 1024, 1024).time_s
-    beside = step_cost(arch, plan, cluster, layout, "decode", 127, 1024 + 1024).time_s
+    ctx = StepContext(arch, plan, cluster, Layout(1, 128))
+    a = lockstep_aggregated_performance(ctx, 128, 1024, 2048, 0.9, 1151)
+    decode = ctx.step("decode", 128, 1024 + 1024).time_s
+    prefill = ctx.step("prefill", 1024, 1024).time_s
+    beside = ctx.step("decode", 127, 1024 + 1024).time_s
     cycle_s = 128 * (prefill + beside) + (2048 - 128) * decode
     assert a.tokens_per_s_per_device == pytest.approx(128 * 2048 / cycle_s)
     assert a.tokens_per_s_per_user == pytest.approx(2048 / cycle_s)
     assert a.prefill_share == pytest.approx(128 * prefill / cycle_s)
     # a budget of 8 prompts' worth admits 7 per mixed step (the decode tokens share it): fewer, bigger steps
-    wide = lockstep_aggregated_performance(arch, plan, cluster, layout, 128, 1024, 2048, 0.9, 8192)
+    wide = lockstep_aggregated_performance(ctx, 128, 1024, 2048, 0.9, 8192)
     assert wide.steps[1].tokens_per_device == 7 * 1024
     # a budget below one prompt chunks it: 1024 - 127 = 897 prompt tokens per step, two steps per prompt
-    chunked = lockstep_aggregated_performance(arch, plan, cluster, layout, 128, 1024, 2048, 0.9, 1024)
+    chunked = lockstep_aggregated_performance(ctx, 128, 1024, 2048, 0.9, 1024)
     assert chunked.steps[1].tokens_per_device == 897
     assert chunked.tokens_per_s_per_device < a.tokens_per_s_per_device
     with pytest.raises(InputError, match="tokens_per_device_per_step"):
-        lockstep_aggregated_performance(arch, plan, cluster, layout, 128, 1024, 2048, 0.9, 128)
+        lockstep_aggregated_performance(ctx, 128, 1024, 2048, 0.9, 128)
 
 
 def test_cost_per_million_tokens_by_hand():
@@ -122,10 +128,10 @@ def deepseek_128_h800():
 
 def test_mtp_verifies_more_rows_and_adds_one_draft_layer(deepseek_128_h800):
     arch, plan, cluster = deepseek_128_h800
-    layout = Layout(1, 128, two_batch_overlap=True)
-    plain = step_cost(arch, plan, cluster, layout, "decode", 128, 4096)
-    spec = step_cost(arch, plan, cluster, layout, "decode", 128, 4096, draft_tokens=1)
-    doubled_rows = step_cost(arch, plan, cluster, layout, "decode", 256, 4096)
+    ctx = StepContext(arch, plan, cluster, Layout(1, 128, two_batch_overlap=True))
+    plain = ctx.step("decode", 128, 4096)
+    spec = ctx.step("decode", 128, 4096, draft_tokens=1)
+    doubled_rows = ctx.step("decode", 256, 4096)
     assert spec.tokens_per_device == 128
     # two query rows per sequence cost more than one, and no more than twice the sequences (each cache is read
     # once; at 4K context with 128 heads FlashMLA is compute-bound, so the saving hides under the FLOPs)
@@ -141,28 +147,27 @@ def test_mtp_needs_a_model_with_an_mtp_module(kimi_128_h200, deepseek_128_h800):
     arch, plan, cluster = kimi_128_h200
     if not arch.num_mtp_layers:
         with pytest.raises(ValueError, match="MTP module"):
-            step_cost(arch, plan, cluster, Layout(1, 128), "decode", 64, 4096, draft_tokens=1)
+            StepContext(arch, plan, cluster, Layout(1, 128)).step("decode", 64, 4096, draft_tokens=1)
     arch, plan, cluster = deepseek_128_h800
     with pytest.raises(ValueError, match="decode"):
-        step_cost(arch, plan, cluster, Layout(1, 128), "prefill", 4096, 4096, draft_tokens=1)
+        StepContext(arch, plan, cluster, Layout(1, 128)).step("prefill", 4096, 4096, draft_tokens=1)
 
 
 def test_speculation_advances_the_accepted_run(deepseek_128_h800):
     arch, plan, cluster = deepseek_128_h800
-    layout = Layout(1, 128, two_batch_overlap=True)
+    ctx = StepContext(arch, plan, cluster, Layout(1, 128, two_batch_overlap=True))
     spec = Speculation(draft_tokens=2, acceptance=0.5)
     assert spec.tokens_per_step == pytest.approx(1 + 0.5 + 0.25)
-    d = decode_performance(arch, plan, cluster, layout, 64, 4096, 0.9, 8192, speculation=spec)
+    d = decode_performance(ctx, 64, 4096, 0.9, 8192, speculation=spec)
     step = d.steps[0]
     assert d.tokens_per_s_per_device == pytest.approx(64 * 1.75 / step.time_s)
     assert d.tokens_per_s_per_user == pytest.approx(1.75 / step.time_s)
     # the MTP module's weights and its layer's cache take memory
-    plain = decode_performance(arch, plan, cluster, layout, 64, 4096, 0.9, 8192)
+    plain = decode_performance(ctx, 64, 4096, 0.9, 8192)
     assert d.memory.weights_by_part["mtp_module"] > 0
     assert d.memory.kv_bytes_per_sequence > plain.memory.kv_bytes_per_sequence
     # so an engine running MTP admits fewer sequences
-    assert largest_batch_that_fits(arch, plan, cluster, layout, 4096, 0.9, 8192, mtp_module=True) < \
-        largest_batch_that_fits(arch, plan, cluster, layout, 4096, 0.9, 8192)
+    assert largest_batch_that_fits(ctx, 4096, 0.9, 8192, mtp_module=True) < largest_batch_that_fits(ctx, 4096, 0.9, 8192)
     with pytest.raises(ValueError):
         Speculation(draft_tokens=0, acceptance=0.5)
 
@@ -170,13 +175,42 @@ def test_speculation_advances_the_accepted_run(deepseek_128_h800):
 def test_overlap_hides_only_part_of_the_shorter_stage(deepseek_128_h800):
     arch, plan, cluster = deepseek_128_h800
     layout = Layout(1, 32, two_batch_overlap=True)
-    times = [step_cost(arch, plan, cluster, layout, "prefill", 8192, 4096, overlap_efficiency=e).time_s for e in (0.0, 0.5, 1.0)]
+    costs = [replace(fitted_costs(), overlap_efficiency=e) for e in (0.0, 0.5, 1.0)]
+    times = [StepContext(arch, plan, cluster, layout, costs=c).step("prefill", 8192, 4096).time_s for c in costs]
     assert times[0] > times[1] > times[2]
 
 
 def test_fp8_gemm_inputs_are_quantised_first(deepseek_128_h800):
     """Quantisation and the prefill permutes are memory-bound kernels: they show as time at fixed FLOPs."""
-    from hwmodels import efficiency
     arch, plan, cluster = deepseek_128_h800
-    q = efficiency.quantize_activations_cost(cluster.device, 8192, 7168, 2.0, 1.0)
+    q = fitted_costs().quantize(cluster.device, 8192, 7168, 2.0, 1.0)
     assert q.flops == 0 and q.bytes == pytest.approx(8192 * 7168 * 3 + 8192 * 7168 / 128 * 4)
+
+
+def test_one_formula_prices_a_lockstep_group(kimi_128_h200):
+    """A rank prefilling a chunk while the other ranks have none: the busiest rank's step with the routed experts
+    at the group's mean tokens, the saving scaled by what overlap leaves; the same formula prices the simulator's
+    steps (StepContext.lockstep_s) and the planner's one-rank prefill step."""
+    arch, plan, cluster = kimi_128_h200
+    ctx = StepContext(arch, plan, cluster, Layout(1, 128, two_batch_overlap=True))
+    busiest, mean = ctx.step("prefill", 4096, 4096), ctx.step("prefill", 32, 4096)
+    expected = busiest.time_s - busiest.time_s / sum(busiest.breakdown_s.values()) * (
+        busiest.breakdown_s["expert_gemm"] - mean.breakdown_s["expert_gemm"])
+    assert lockstep_time_s(busiest.time_s, busiest.breakdown_s["expert_gemm"], busiest.overlap_ratio,
+                           mean.breakdown_s["expert_gemm"]) == pytest.approx(expected, rel=1e-15)
+    assert ctx.lockstep_s("prefill", 4096, 32, 4096) == pytest.approx(expected, rel=1e-15)
+    assert one_rank_prefill_step(ctx, 4096, 4096).time_s == pytest.approx(expected, rel=1e-15)
+    assert busiest.time_s > expected and ctx.lockstep_s("prefill", 4096, 4096, 4096) == busiest.time_s
+
+
+def test_layers_that_agree_share_one_evaluation(kimi_128_h200):
+    """The busiest device of each MoE layer is read to imbalance_decimals: loads that agree there cost the same."""
+    arch, plan, cluster = kimi_128_h200
+    layout = Layout(1, 128)
+    n_moe = len(arch.moe_layers)
+    a = ExpertLoad.from_imbalance(1.2341, 128, n_moe, "a")
+    b = ExpertLoad.from_imbalance(1.2338, 128, n_moe, "b")
+    at = lambda load, decimals: StepContext(arch, plan, cluster, layout, load, imbalance_decimals=decimals).step(
+        "decode", 64, 4096).time_s
+    assert at(a, 3) == at(b, 3) and at(a, 4) != at(b, 4)
+    assert StepContext(arch, plan, cluster, layout, a, imbalance_decimals=2).layer_factors == (1.23,) * n_moe

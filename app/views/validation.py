@@ -8,7 +8,7 @@ import plotly.express as px
 import streamlit as st
 
 import common  # app/common.py: the script folder is on sys.path (`import app` would find app/app.py)
-from hwmodels.validation import DEFAULT_DEPLOYMENTS, summary
+from moeplan import api
 
 
 def _frame(rows) -> pd.DataFrame:
@@ -18,7 +18,7 @@ def _frame(rows) -> pd.DataFrame:
 
 
 st.title("Validation: predicted vs published")
-st.caption(f"Published deployments ({DEFAULT_DEPLOYMENTS.name}, each with its source) rebuilt from moeplan's catalogs; "
+st.caption(f"Published deployments ({api.DEFAULT_DEPLOYMENTS.name}, each with its source) rebuilt from moeplan's catalogs; "
            "inputs a source does not state are completed as a serving engine would run them and listed. "
            "No constant is tuned to these rows.")
 with common.shown_errors():
@@ -26,7 +26,7 @@ with common.shown_errors():
                               max_upload_size=common.MAX_UPLOAD_MB, key="validation_upload")
     with st.spinner("Rebuilding the deployments..."):
         rows = common.validate(common.upload_bytes(upload), upload.name) if upload else common.validate()
-    s = summary(rows)
+    s = api.validation_summary(rows)
     c = st.columns(4)
     c[0].metric("Scenarios", s["scenarios"])
     c[1].metric("Modelled", s["modelled"])

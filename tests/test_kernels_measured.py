@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hwmodels.calibration import (
+from hwmodels.calibrate.kernels_measured import (
     CALIBRATION_BAR,
     fit_kernel,
     layer_report,

@@ -244,9 +244,10 @@ def measured_csvs() -> list[Path]:
     return sorted(MEASURED_DIR.glob("*.csv"))
 
 
-def report_table(table: MeasuredTable) -> str:
-    """report(), layer_report() and summary() as text, e.g. for `print`."""
-    rows, layers = report(table), layer_report(table)
+def report_table(table: MeasuredTable, rows: list[dict] | None = None, layers: list[dict] | None = None) -> str:
+    """report(), layer_report() and summary() as text, e.g. for `print` (rows, layers: where already computed)."""
+    rows = report(table) if rows is None else rows
+    layers = layer_report(table) if layers is None else layers
     shape_keys = ("groups", "m_per_group", "tokens", "batch", "context")
     lines = [f"{'kernel:phase:impl':<40}{'shape':<28}{'measured':>11}{'predicted':>11}{'error':>8}{'LOO':>8}",
              f"{'':<68}{'ms':>11}{'ms':>11}"]
