@@ -1,5 +1,5 @@
-"""Does a model fit a cluster? Weights per device for each candidate layout, HBM left for KV cache,
-and how many sequences of the workload's context length fit at once."""
+"""Does a model fit a cluster? Weights per device for each layout the planner prices (hwmodels.layouts), HBM left
+for KV cache, and how many sequences of the workload's context length fit at once."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from dataclasses import dataclass, replace
 from hwmodels.arithmetic import weight_bytes
 from hwmodels.deployment import Deployment
 from hwmodels.hardware import Cluster, make_cluster
-from hwmodels.memory import DeviceMemory, candidate_layouts, device_memory
+from hwmodels.layouts import layout_space
+from hwmodels.memory import DeviceMemory, device_memory
 from hwmodels.units import format_bytes
 
 
@@ -60,10 +61,11 @@ def fit(deployment: Deployment) -> FitReport:
 
 
 def _rank(d: Deployment, cluster: Cluster) -> tuple[DeviceMemory, ...]:
+    """The memory of each layout the planner prices on `cluster` (overlap changes no memory: one of each)."""
     rows = [
         device_memory(d.model, d.precision, cluster, layout, d.workload.context_tokens,
                       d.serving.hbm_utilization, d.serving.tokens_per_step)
-        for layout in candidate_layouts(d.model, cluster)
+        for layout in layout_space(d.model, cluster) if not layout.two_batch_overlap
     ]
     return tuple(sorted(rows, key=lambda m: (-m.concurrent_sequences, -m.kv_capacity_bytes)))
 

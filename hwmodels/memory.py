@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
 
 from hwmodels.arithmetic import kv_bytes_per_token, unit_sizes
 from hwmodels.hardware import Cluster
@@ -43,9 +42,6 @@ class DeviceMemory:
     def fits(self) -> bool:
         return self.kv_capacity_bytes > 0 and self.concurrent_sequences > 0
 
-    @property
-    def shortfall_bytes(self) -> float:
-        return max(0.0, -self.kv_capacity_bytes)
 
 
 def stage_layers(num_layers: int, pp: int) -> list[range]:
@@ -154,27 +150,3 @@ def device_memory(
         context_tokens=context_tokens,
         concurrent_sequences=per_group * layout.dp,
     )
-
-
-def candidate_layouts(arch: ModelArch, cluster: Cluster) -> Iterator[Layout]:
-    """Layouts worth checking on a cluster: attention TP dividing the heads inside one scale-up domain
-    (or pure TP over the whole cluster), pipeline stages of whole scale-up domains (pipelines cross
-    the slow fabric, tensor and expert parallelism do not need to), and the remaining devices as
-    data-parallel attention groups, expert-parallel for an MoE."""
-    n, domain = cluster.num_devices, cluster.scaleup_domain_devices
-    heads = arch.attention.num_heads
-    for pp in _divisors(cluster.num_scaleup_domains if n % domain == 0 else 1):
-        if pp > arch.num_layers:
-            continue
-        stage = n // pp
-        for tp in _divisors(stage):
-            dp = stage // tp
-            if heads % tp or (tp > domain and not (dp == 1 and pp == 1)):
-                continue
-            if not arch.is_moe and dp > 1:
-                continue  # a dense model's data-parallel replicas are separate deployments
-            yield Layout(tp=tp, dp=dp, pp=pp)
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]

@@ -24,6 +24,7 @@ from hwmodels.arithmetic import kv_bytes_per_token, weight_bytes
 from hwmodels.deployment import Deployment, PhaseRouting
 from hwmodels.hardware import Cluster, make_cluster
 from hwmodels.layout import Layout
+from hwmodels.layouts import layout_space
 from hwmodels.memory import device_memory
 from hwmodels.expert_load import ExpertLoad
 from hwmodels.serving import (Performance, aggregated_performance, decode_performance, largest_batch_that_fits,
@@ -106,22 +107,6 @@ def instance_sizes(d: Deployment) -> list[int]:
     return [n * unit.devices_per_node for n in range(first, d.cluster.num_nodes + 1)]
 
 
-def layouts_for(d: Deployment, devices: int) -> list[Layout]:
-    """Attention TP inside a scale-up domain dividing the heads; redundant slots that spread the experts
-    evenly (the fewest, and one more slot per device); two-batch overlap off and on for an MoE."""
-    arch, domain = d.model, min(d.cluster.unit.scaleup_domain_devices, devices)
-    out = []
-    for tp in (t for t in (1, 2, 4, 8, 16) if devices % t == 0 and t <= domain and arch.attention.num_heads % t == 0):
-        if not arch.is_moe:
-            out.append(Layout(tp=tp, dp=devices // tp))
-            continue
-        fewest = -arch.moe.num_experts % devices
-        for redundant in sorted({fewest, fewest + devices}):
-            for overlap in (False, True):
-                out.append(Layout(tp=tp, dp=devices // tp, redundant_experts=redundant, two_batch_overlap=overlap))
-    return out
-
-
 class ExpertLoads:
     """Per-device expert load of each layout the search scores, one placement per (phase, EP size, slots).
 
@@ -170,7 +155,7 @@ def _score_batched(d: Deployment, sizes: list[int], role: str, loads: ExpertLoad
     context = w.input_tokens + w.output_tokens / 2  # a decoding sequence is halfway through its output on average
     for size in sizes:
         cluster = _sub_cluster(d, size)
-        for layout in layouts_for(d, size):
+        for layout in layout_space(d.model, cluster):
             if not _admits_longest(d, cluster, layout, w.output_tokens):
                 continue
             load, placement = loads(layout, "decode")
@@ -198,7 +183,7 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
     w, s, out, loads = d.workload, d.serving, [], loads or ExpertLoads(d)
     for size in sizes:
         cluster = _sub_cluster(d, size)
-        for layout in layouts_for(d, size):
+        for layout in layout_space(d.model, cluster):
             if not _admits_longest(d, cluster, layout, 0):
                 continue
             load, placement = loads(layout, "prefill")
@@ -426,7 +411,7 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
     if not sizes or not decode:
         longest = d.workload.max_input_tokens
         if sizes and longest and not any(_admits_longest(d, _sub_cluster(d, n), layout, 0)
-                                         for n in sizes for layout in layouts_for(d, n)):
+                                         for n in sizes for layout in layout_space(d.model, _sub_cluster(d, n))):
             return "workload.max_input_tokens", (
                 f"no layout {where} holds the longest prompt ({longest:,} tokens) in one attention group's KV cache; "
                 "lower workload.max_input_tokens, store the KV cache in fewer bytes (precision.kv_cache: fp8) or use "

@@ -9,8 +9,10 @@ from hwmodels import arithmetic as A
 from hwmodels.catalog import load_model
 from hwmodels.fit import fit
 from hwmodels.layout import Layout
+from hwmodels.layouts import layout_space
 from hwmodels.memory import kv_bytes_per_token_per_device, stage_layers, weights_per_device
 from hwmodels.precision import default_plan
+from hwmodels.step import StepContext
 from moeplan import api, example_path
 
 
@@ -86,3 +88,17 @@ def test_more_hbm_utilisation_means_more_sequences():
     lo = fit(replace(d, serving=replace(d.serving, hbm_utilization=0.8))).best.concurrent_sequences
     hi = fit(d).best.concurrent_sequences
     assert hi > lo
+
+
+@pytest.mark.parametrize("spec", ["kimi-k2-h200.yaml", "qwen3-235b-h100.yaml", "deepseek-v3-gb200-nvl72.yaml"])
+def test_check_ranks_only_layouts_the_planner_and_the_simulator_price(spec):
+    """One layout space (hwmodels.layouts): every layout `check` lists is one the search scores on the same devices,
+    and the step model prices it (no pipeline stages)."""
+    d = api.deployment(example_path(spec))
+    report = fit(d)
+    planned = {(l.tp, l.dp, l.pp, l.redundant_experts) for l in layout_space(d.model, d.cluster)}
+    assert report.layouts and all((m.layout.tp, m.layout.dp, m.layout.pp, m.layout.redundant_experts) in planned
+                                  for m in report.layouts)
+    best = report.best.layout
+    assert best.pp == 1
+    assert StepContext(d.model, d.precision, d.cluster, best).step("decode", 8, 4096).time_s > 0
