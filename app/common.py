@@ -24,7 +24,7 @@ import moeplan.api
 from hwmodels import catalog
 from hwmodels.errors import InputError
 from moeplan.spec import example_path, parse_spec, resolve
-from planner.compare_placements import compare_placements
+from planner import compare_placements as placement_methods
 from planner.loads import load_counts
 from sim.traces import RequestTrace, load_trace
 
@@ -195,7 +195,7 @@ def compare_placements(fit: Files, evaluate: Files, ep: int, redundant: int, nod
         raise InputError("fit", f"the files differ in shape ({', '.join(map(str, sorted(shapes)))})",
                          "upload statistics of one model: the same layers and experts")
     today = routing_counts(evaluate[0][1], evaluate[0][0]) if evaluate else np.sum(windows, axis=0)
-    return compare_placements(windows, today, ep, redundant, nodes, time_limit_s=time_limit_s, workers=1)
+    return placement_methods.compare_placements(windows, today, ep, redundant, nodes, time_limit_s=time_limit_s, workers=1)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -206,7 +206,7 @@ def simulate(raw: dict, files: Files, trace_files: Files, trace_rate_per_s: floa
     from sim import KVPolicy, Router, SimConfig
 
     config = SimConfig(router=Router(router), kv_policy=KVPolicy(kv_policy), prefix_cache=prefix_cache)
-    planned = plan(raw, files).to_json()  # the plan this session shows, not a second search
+    planned = plan(raw, files)  # the plan this session shows, not a second search
     requests_trace = trace(trace_files, trace_rate_per_s) if trace_files else None
     with temp_files(dict(files)) as folder:
         return moeplan.api.simulate(resolve(parse_spec(raw), folder), planned, requests_trace, requests=requests,

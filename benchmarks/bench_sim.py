@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from moeplan import api, parse_spec
-from sim import PlacementFallback, SimConfig, concat_routing, plan_from_json, simulate
+from sim import PlacementFallback, SimConfig, concat_routing, simulate
 from sim import engine
 from sim.routing import load_routing
 from sim.steps import StepTimes
@@ -66,7 +66,7 @@ def grid_error(plan, trace, decode, prefill, samples: int = 300) -> dict[str, tu
 
 def main() -> int:
     d = api.deployment(parse_spec(SPEC))
-    plan = plan_from_json(api.plan(d).to_json(), d, "moeplan plan")
+    plan = api.plan(d).plan
     print(f"plan: {plan.describe()}")
     trace = load_trace(DATA / "requests" / "mooncake" / "conversation_trace.jsonl")
     arch = d.model

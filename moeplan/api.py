@@ -16,7 +16,9 @@ from hwmodels.precision import default_plan
 from moeplan import study
 from moeplan.spec import Spec, load_spec, resolve
 from moeplan.simulation import Simulation
-from moeplan.study import Plan, Sweep
+from moeplan.study import PlanView, Sweep
+from planner.plan import Plan
+from planner.plan_json import plan_from_json, read_plan
 from planner.search import plan as _plan
 
 
@@ -71,11 +73,17 @@ def kernel_fits() -> dict:
             "overlap": list(catalog.stored_fit("overlap")["report"]), "measured": measured}
 
 
-def plan(spec: str | Path | Spec | Deployment) -> Plan:
+def plan(spec: str | Path | Spec | Deployment) -> PlanView:
     """Search layouts for the spec's model, cluster, workload and SLOs; recommend the cheapest that meets them.
-    The Plan reads like a PlanResult (.recommendation, .frontier, .infeasible) and adds .to_frame(table),
-    .figure(name) and .to_json() (plan.json)."""
-    return Plan(_plan(deployment(spec)))
+    The PlanView reads like the planner's Plan (.recommendation, .frontier, .infeasible; `.plan` is the Plan
+    itself) and adds .to_frame(table), .figure(name) and .to_json() (plan.json)."""
+    return PlanView(_plan(deployment(spec)))
+
+
+def load_plan(source: str | Path | Mapping, spec: str | Path | Spec | Deployment) -> PlanView:
+    """A plan.json (a path, or its parsed document) of the spec, read back to the Plan it was written from."""
+    d = deployment(spec)
+    return PlanView(plan_from_json(source, d) if isinstance(source, Mapping) else read_plan(source, d))
 
 
 def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), models: Sequence[str] = (),
@@ -105,7 +113,7 @@ def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routin
     output tokens. Returns a Simulation: a sim.SimResult (its fields read through; .to_json(), .summary())
     with .to_frame(table) and .figure(name).
 
-    plan: a plan.json path, its parsed dict, a sim.Plan, or None (plan the spec now, as `plan` does).
+    plan: a Plan (or the PlanView `plan` returns), a plan.json path or its parsed dict, or None (plan the spec now).
     trace: a request trace file (Mooncake JSONL, Azure CSV, length CSV, ServeGen chunk or folder), a
       sim.traces.RequestTrace, or None: synthetic Poisson arrivals at the workload's requests_per_s with its
       mean lengths (`requests` of them, default SYNTHETIC_REQUESTS).
@@ -115,23 +123,26 @@ def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routin
     requests: keep the first N requests; subsample: keep each with probability F (seeded), before `requests`;
       speedup: arrivals X times faster; rate_per_s: arrival rate for a length-only CSV; seed: the synthetic
       parts and the sub-sample. config: a sim.SimConfig (router, KV policy, batch limit, placement fallback).
-    shards / shard_by / engine / address: replay in shards (moeplan.sharding: by instance where that is exact,
+    shards / shard_by / engine / address: replay in shards (sim.sharding: by instance where that is exact,
       else by time window, approximate at the boundaries) on local processes or Ray; the Simulation's
       `sharding` says which and whether it is exact. None and engine "local": one replay in this process.
     """
     from hwmodels.errors import InputError
-    from sim import SimConfig, concat_routing, plan_from_json, read_plan, simulate as replay
-    from sim.plan import Plan as SimPlan
+    from sim import SimConfig, concat_routing, simulate as replay
     from sim.routing import RoutingTrace, load_routing
     from sim.traces import RequestTrace, load_trace, synthetic_trace
 
     d = deployment(spec)
     if plan is None:
-        plan = plan_from_json(Plan(_plan(d)).to_json(), d, "moeplan plan (this spec)")
-    elif isinstance(plan, Mapping):
-        plan = plan_from_json(plan, d)
-    elif not isinstance(plan, SimPlan):
-        plan = read_plan(plan, d)
+        plan = _plan(d)
+    elif isinstance(plan, PlanView):
+        plan = plan.plan
+    elif not isinstance(plan, Plan):
+        plan = load_plan(plan, d).plan
+    if plan.deployment is not d and (plan.deployment.model.name, plan.deployment.cluster.describe()) != \
+            (d.model.name, d.cluster.describe()):
+        raise InputError("plan", f"was made for {plan.deployment.name}, the spec is {d.name}",
+                         "simulate with the spec the plan was made for, or plan the spec again")
     for name, value, ok, fix in (("speedup", speedup, speedup > 0, "a factor > 0 (2: arrivals twice as fast)"),
                                  ("subsample", subsample, subsample is None or 0 < subsample <= 1, "a fraction in (0, 1]"),
                                  ("requests", requests, requests is None or requests >= 1, "a whole number >= 1")):
@@ -171,9 +182,12 @@ def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routin
     prefill = decode if routing is not None and prefill_routing is None else routing_trace(prefill_routing, "prefill")
     if shards is None and engine == "local":
         return Simulation(replay(plan, trace, config or SimConfig(), decode, prefill))
-    from moeplan.sharding import simulate_sharded
+    from moeplan import engines
+    from sim.sharding import simulate_sharded
 
-    run = simulate_sharded(plan, trace, config or SimConfig(), decode, prefill, by=shard_by, shards=shards, engine=engine,
-                           address=address)
+    def tasks(fn, shared, items):
+        return engines.run_tasks(fn, shared, items, engine, address=address, chunk_items=1)
+
+    run = simulate_sharded(plan, trace, config or SimConfig(), decode, prefill, by=shard_by, shards=shards, tasks=tasks)
     exactness = "" if run.note.startswith(("exact", "approximate")) else ("exact; " if run.exact else "approximate; ")
     return Simulation(run.result, f"{run.shards} shards by {run.by}, {exactness}{run.note}")

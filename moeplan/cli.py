@@ -376,7 +376,7 @@ def _plan(args) -> int:
     out_dir = report.output_dir(args.output, args.force) if args.output else None
     plan = api.plan(args.spec)
     if out_dir is not None:
-        report.write_files(out_dir, report.plan_report(plan, _report_simulation(args, plan)))
+        report.write_files(out_dir, report.plan_report(plan.plan, _report_simulation(args, plan)))
     if args.json:
         _print_json(plan.to_json())
     else:
@@ -393,7 +393,7 @@ def _report_simulation(args, plan):
         return None
     try:
         with Console(stderr=True).status(f"simulating {args.requests:,} requests through the plan"):
-            return api.simulate(plan.deployment, plan.to_json(), requests=args.requests)
+            return api.simulate(plan.deployment, plan, requests=args.requests)
     except InputError as e:
         _console().print(f"[yellow]no simulation in the report[/yellow]: {e}")
         return None

@@ -8,12 +8,12 @@ import plotly.graph_objects as go
 
 from hwmodels.units import GB
 from moeplan import tables
-from planner.search import PlanResult
+from planner.plan import Plan
 
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50))
 
 
-def frontier_figure(result: PlanResult) -> go.Figure:
+def frontier_figure(result: Plan) -> go.Figure:
     """Output tokens/s per device against tokens/s per user; the recommended decode point is a star."""
     f = tables.frontier_frame(result)
     fig = go.Figure()
@@ -32,7 +32,7 @@ def frontier_figure(result: PlanResult) -> go.Figure:
     return fig
 
 
-def breakdown_figure(result: PlanResult) -> go.Figure:
+def breakdown_figure(result: Plan) -> go.Figure:
     """Step time per component of each role (ms); overlap's saving is a negative bar."""
     b = tables.breakdown_frame(result)
     b = b[b["seconds"] != 0].assign(ms=lambda x: x["seconds"] * 1e3, bar=lambda x: x["role"] + " " + x["step"] + " step")
@@ -41,7 +41,7 @@ def breakdown_figure(result: PlanResult) -> go.Figure:
     return fig
 
 
-def memory_figure(result: PlanResult) -> go.Figure:
+def memory_figure(result: Plan) -> go.Figure:
     """HBM of the busiest device per role, stacked by part, against the device's HBM."""
     m = tables.memory_frame(result).assign(gb=lambda x: x["bytes"] / GB)
     fig = px.bar(m, x="role", y="gb", color="part", title="Memory per device")
@@ -51,7 +51,7 @@ def memory_figure(result: PlanResult) -> go.Figure:
     return fig
 
 
-def placement_figure(result: PlanResult, role: str | None = None) -> go.Figure:
+def placement_figure(result: Plan, role: str | None = None) -> go.Figure:
     """Expert load of every device in every MoE layer relative to the mean device (1.0 = balanced)."""
     p = tables.placement_frame(result)
     role = role or (p["role"].iloc[0] if not p.empty else "")
@@ -73,3 +73,11 @@ def comparison_figure(frame: pd.DataFrame, x: str, y: str = "usd_per_million_out
         px.bar(f, x=x, y=y, color=color, barmode="group", title=title)
     fig.update_layout(yaxis_title=y.replace("_", " "), xaxis_title=x, **_LAYOUT)
     return fig
+
+
+FIGURES = {
+    "frontier": frontier_figure,
+    "breakdown": breakdown_figure,
+    "memory": memory_figure,
+    "placement": placement_figure,
+}

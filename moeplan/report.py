@@ -20,6 +20,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from hwmodels.errors import InputError
+from moeplan import figures, tables
+from planner.plan import Plan
+from planner.plan_json import plan_to_json
 
 def output_dir(path: str | Path, force: bool) -> Path:
     """Check an output directory: new, empty, or `force`; never a file."""
@@ -115,33 +118,33 @@ def json_text(doc: Any) -> str:
 
 # ------------------------------------------------------------------------------------------- reports
 
-def plan_report(plan, simulation=None) -> dict[str, str]:
-    """report.html, summary.md, plan.json and one CSV per table of a moeplan.study.Plan (and of its
-    simulation, when given: anything with `to_frame(name)`, `figure(name)` and `tables`)."""
-    result = plan.result
-    d = result.deployment
+def plan_report(plan: Plan, simulation=None) -> dict[str, str]:
+    """report.html, summary.md, plan.json and one CSV per table of a Plan (and of its simulation, when given:
+    anything with `to_frame(name)`, `figure(name)` and `tables`)."""
+    d = plan.deployment
     subtitle = question_text(d)
-    frames = {name: plan.to_frame(name) for name in ("recommendation", "frontier", "breakdown", "memory", "placement", "cost")}
-    headline = headline_text(result)
+    frames = {name: tables.TABLES[name](plan) for name in ("recommendation", "frontier", "breakdown", "memory", "placement", "cost")}
+    headline = headline_text(plan)
+    figure = {name: make(plan) for name, make in figures.FIGURES.items()}
     sections = [
         ("Recommendation", headline, None, frames["recommendation"]),
         ("Pareto frontier", "Decode layouts no other beats on both throughput per device and speed per user; "
-         "the star is the recommendation.", plan.figure("frontier"), frames["frontier"]),
+         "the star is the recommendation.", figure["frontier"], frames["frontier"]),
         ("Step time by component", "One step of each role, per component, summed over layers; two-batch overlap's "
-         "saving is the negative bar.", plan.figure("breakdown"), None),
-        ("Memory per device", "The busiest device of each role.", plan.figure("memory"), frames["memory"]),
+         "saving is the negative bar.", figure["breakdown"], None),
+        ("Memory per device", "The busiest device of each role.", figure["memory"], frames["memory"]),
     ]
     if not frames["placement"].empty:
         sections.append(("Expert placement", "Each device's share of routed tokens per MoE layer over the mean device.",
-                         plan.figure("placement"), None))
+                         figure["placement"], None))
     if simulation is not None:
         for name in simulation.figures:
             sections.append((simulation.figure_titles[name], "", simulation.figure(name), None))
     sections.append(("Cost per million tokens", "", None, frames["cost"]))
-    sections.append(("Assumptions", "; ".join(result.assumptions), None, None))
+    sections.append(("Assumptions", "; ".join(plan.assumptions), None, None))
     files = {"report.html": html_page(d.name, subtitle, sections),
-             "summary.md": _summary_md(d.name, subtitle, headline, frames, result.assumptions, simulation),
-             "plan.json": json_text(plan.to_json())}
+             "summary.md": _summary_md(d.name, subtitle, headline, frames, plan.assumptions, simulation),
+             "plan.json": json_text(plan_to_json(plan))}
     files |= {f"{name}.csv": frame.to_csv(index=False) for name, frame in frames.items()}
     if simulation is not None:
         files |= {f"simulation_{name}.csv": simulation.to_frame(name).to_csv(index=False) for name in simulation.tables}
@@ -158,10 +161,10 @@ def question_text(d) -> str:
             f"(p{d.slo.percentile:g})")
 
 
-def headline_text(result) -> str:
-    r, d = result.recommendation, result.deployment
+def headline_text(plan: Plan) -> str:
+    r, d = plan.recommendation, plan.deployment
     if r is None:
-        return f"No deployment meets the SLOs: {result.infeasible}"
+        return f"No deployment meets the SLOs: {plan.infeasible}"
     cost = "" if r.usd_per_million_output is None else \
         f"; ${r.usd_per_million_output:,.3f} per million output tokens, ${r.usd_per_million_input:,.3f} per million input tokens"
     return (f"{r.mode}, {r.devices} x {d.cluster.device.name}: TPOT {r.tpot_s * 1e3:.1f} ms, TTFT {r.ttft_s:.2f} s, "

@@ -28,38 +28,37 @@ from hwmodels import catalog
 from hwmodels.errors import InputError, nearest_names
 from moeplan import engines, figures, tables
 from moeplan.spec import Spec, load_spec, parse_spec, resolve
-from planner.plan_json import plan_json
-from planner.search import PlanResult, plan as _search
-
-SHORTHANDS = ("device", "model")
+from planner.plan import Plan
+from planner.plan_json import plan_to_json
+from planner.search import plan as _search
 
 
 @dataclass(frozen=True)
-class Plan:
-    """A PlanResult (its fields read through: .recommendation, .frontier, .infeasible, ...) with its tables
-    (`to_frame(name)`, names in moeplan.tables.TABLES) and figures (`figure(name)`)."""
+class PlanView:
+    """A planner.plan.Plan as a notebook shows it: its fields read through (.recommendation, .frontier,
+    .infeasible, ...), its tables (`to_frame(name)`, names in moeplan.tables.TABLES), its figures (`figure(name)`)
+    and plan.json (`to_json()`)."""
 
-    result: PlanResult
+    plan: Plan
 
     def __getattr__(self, name: str):
-        if name == "result":  # not set yet (unpickling): no recursion
+        if name == "plan":  # not set yet (unpickling): no recursion
             raise AttributeError(name)
-        return getattr(self.result, name)
+        return getattr(self.plan, name)
 
     def to_frame(self, table: str = "recommendation") -> pd.DataFrame:
         if table not in tables.TABLES:
             raise InputError("table", f"unknown table '{table}'", nearest_names(table, tables.TABLES))
-        return tables.TABLES[table](self.result)
+        return tables.TABLES[table](self.plan)
 
-    def figure(self, name: str = "frontier") -> go.Figure:
-        plots = {"frontier": figures.frontier_figure, "breakdown": figures.breakdown_figure,
-                 "memory": figures.memory_figure, "placement": figures.placement_figure}
-        if name not in plots:
-            raise InputError("figure", f"unknown figure '{name}'", nearest_names(name, plots))
-        return plots[name](self.result)
+    def figure(self, name: str = "frontier", **options) -> go.Figure:
+        """A figure of moeplan.figures.FIGURES; `options` go to it (placement: role="prefill")."""
+        if name not in figures.FIGURES:
+            raise InputError("figure", f"unknown figure '{name}'", nearest_names(name, figures.FIGURES))
+        return figures.FIGURES[name](self.plan, **options)
 
     def to_json(self) -> dict[str, Any]:
-        return plan_json(self.result)
+        return plan_to_json(self.plan)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
 """A plan's tables as pandas DataFrames: what report.html charts, the CSVs hold and the dashboard shows.
 
-One function per table, each a pure function of a PlanResult; column names carry their units.
+One function per table, each a pure function of a Plan; column names carry their units.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from planner.search import Candidate, PlanResult, Recommendation
+from planner.plan import Candidate, Plan, Recommendation
 
 
 def _roles(r: Recommendation | None) -> list[tuple[str, Candidate]]:
@@ -17,7 +17,7 @@ def _roles(r: Recommendation | None) -> list[tuple[str, Candidate]]:
     return [(first, r.decode)] + ([("prefill", r.prefill)] if r.prefill is not None else [])
 
 
-def recommendation_frame(result: PlanResult) -> pd.DataFrame:
+def recommendation_frame(result: Plan) -> pd.DataFrame:
     """One row per option considered best (the recommendation first, then the alternatives)."""
     d, rows = result.deployment, []
     for rank, r in enumerate(([result.recommendation] if result.recommendation else []) + list(result.alternatives)):
@@ -35,7 +35,7 @@ def recommendation_frame(result: PlanResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def frontier_frame(result: PlanResult) -> pd.DataFrame:
+def frontier_frame(result: Plan) -> pd.DataFrame:
     """The Pareto frontier of decode layouts; `chosen` marks the recommendation's decode point."""
     d, r = result.deployment, result.recommendation
     chosen = (r.decode.instance_devices, r.decode.layout, r.decode.work_per_device) if r else None
@@ -47,7 +47,7 @@ def frontier_frame(result: PlanResult) -> pd.DataFrame:
     } for c in result.frontier])
 
 
-def breakdown_frame(result: PlanResult) -> pd.DataFrame:
+def breakdown_frame(result: Plan) -> pd.DataFrame:
     """Step time per component of each role's step, before and after two-batch overlap."""
     rows = []
     for role, c in _roles(result.recommendation):
@@ -58,7 +58,7 @@ def breakdown_frame(result: PlanResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["role", "step", "component", "seconds"])
 
 
-def memory_frame(result: PlanResult) -> pd.DataFrame:
+def memory_frame(result: Plan) -> pd.DataFrame:
     """HBM of the busiest device of each role: weights by part, workspace, KV capacity."""
     rows = []
     for role, c in _roles(result.recommendation):
@@ -70,7 +70,7 @@ def memory_frame(result: PlanResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["role", "part", "bytes"])
 
 
-def placement_frame(result: PlanResult) -> pd.DataFrame:
+def placement_frame(result: Plan) -> pd.DataFrame:
     """Expert load per (role, MoE layer, device) relative to the mean device (1.0 = perfect balance), as
     scored: the placement's measured loads, the catalog skew, or uniform (see `source`)."""
     d, rows = result.deployment, []
@@ -85,7 +85,7 @@ def placement_frame(result: PlanResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["role", "layer", "device", "relative_load", "source"])
 
 
-def cost_frame(result: PlanResult) -> pd.DataFrame:
+def cost_frame(result: Plan) -> pd.DataFrame:
     """Cost per million tokens with every input it follows from."""
     d, r = result.deployment, result.recommendation
     if r is None:

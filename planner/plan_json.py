@@ -1,89 +1,49 @@
-"""A PlanResult as the plain JSON of plan.json: layout, predictions, memory, assumptions, provenance."""
+"""plan.json: the one serialisation of a Plan. `plan_to_json` writes it, `plan_from_json` reads it back (to the
+same Plan: tests/test_plan_json.py round-trips it), `read_plan` reads a file.
+
+A plan is written for a Deployment (the spec) and read back against one: the model, precision and cluster it
+names must be the spec's. Every field is checked as it is read; a malformed or mismatched document is one
+InputError naming the field and the fix, never a traceback. Schema version 2 added, per candidate, its steps
+(`steps`), its `prefill_share` and its whole memory, and for the recommendation's pools their per-device expert
+loads (`expert_load_shares`): everything the Plan holds, so a plan read back is the plan that was written.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
 
 from hwmodels import catalog
-from hwmodels.deployment import PhaseRouting, Routing
-from planner.search import Candidate, PlanResult, Recommendation
+from hwmodels.deployment import Deployment
+from hwmodels.errors import InputError
+from hwmodels.expert_load import ExpertLoad
+from hwmodels.layout import Layout
+from hwmodels.memory import DeviceMemory
+from hwmodels.serving import Performance, Role
+from hwmodels.step import COMPONENTS, Phase, StepCost
+from planner.placement import Placement, build_placement
+from planner.plan import Candidate, Mode, PlacementSummary, Plan, Recommendation
 
-PLAN_SCHEMA_VERSION = 1
-
-
-def _layout(c: Candidate) -> dict[str, Any]:
-    lay = c.layout
-    return {"attention_tp": lay.tp, "attention_dp": lay.dp, "expert_parallel": lay.ep, "pipeline_stages": lay.pp,
-            "redundant_experts": lay.redundant_experts, "two_batch_overlap": lay.two_batch_overlap}
-
-
-def candidate_json(c: Candidate, is_moe: bool, routing: Routing | None = None, maps: bool = False) -> dict[str, Any]:
-    """maps: include the placement's phy2log / log2phy (the recommendation's; the frontier's would be megabytes)."""
-    step = c.perf.steps[0]
-    mem = c.perf.memory
-    work = "tokens_per_step_per_device" if c.role == "prefill" else "batch_per_device"
-    return {
-        "role": c.role,
-        "instance_devices": c.instance_devices,
-        "layout": _layout(c) | {"name": c.layout.name(is_moe)},
-        work: c.work_per_device,
-        "step_s": step.time_s,
-        "tokens_per_s_per_device": c.tokens_per_s_per_device,
-        "tokens_per_s_per_user": c.tokens_per_s_per_user,
-        "breakdown_s": step.breakdown_s,
-        "overlap_hidden_s": step.overlap_hidden_s,
-        "by_layer_type_s": step.by_layer_type_s,
-        "expert_load": step.load_source,
-        "memory_per_device": {
-            "weights_by_part_bytes": mem.weights_by_part,
-            "weight_bytes": mem.weight_bytes,
-            "workspace_bytes": mem.workspace_bytes,
-            "kv_capacity_bytes": mem.kv_capacity_bytes,
-            "kv_bytes_per_sequence": mem.kv_bytes_per_sequence,
-        },
-        "efficiency_sources": list(step.sources),
-        "placement": None if c.placement is None else placement_json(c, routing.for_phase(step.phase), maps),
-    }
+PLAN_SCHEMA_VERSION = 2
+_REPLAN = "plan the spec again (moeplan plan SPEC -o DIR) and pass that plan.json"
 
 
-def placement_json(c: Candidate, routing: PhaseRouting, maps: bool) -> dict[str, Any]:
-    """The expert placement a candidate was scored with, deployable as is: phy2log is SGLang's
-    `--init-expert-location` physical_to_logical_map (one row per model layer; slot p on device
-    p // slots_per_device), log2phy deepseek-ai/EPLB's (-1 padded)."""
-    p, imbalance = c.placement, c.load.imbalance
-    return {"method": p.method, "slots_per_device": p.slots_per_device, "devices": p.num_devices,
-            "fit_on": list(routing.fit_on), "evaluated_on": routing.evaluated_on, "mapping": routing.mapping,
-            "expert_load": c.load.source, "step_cost": float(imbalance.mean()), "mean_imbalance": float(imbalance.mean()),
-            "worst_layer_imbalance": float(imbalance.max()),
-            "objective": p.objective, "lp_bound": p.lp_bound, "gap": p.gap, "solver": p.solver, "seconds": p.seconds} | (
-        {"phy2log": p.phy2log.tolist(), "log2phy": p.log2phy.tolist()} if maps else {})
+# ------------------------------------------------------------------------------------------------- writing
 
-
-def recommendation_json(r: Recommendation, is_moe: bool, routing: Routing | None = None, maps: bool = False) -> dict[str, Any]:
-    return {
-        "mode": r.mode,
-        "devices": r.devices,
-        "decode": candidate_json(r.decode, is_moe, routing, maps) | {"instances": r.decode_instances},
-        "prefill": None if r.prefill is None else
-        candidate_json(r.prefill, is_moe, routing, maps) | {"instances": r.prefill_instances},
-        "ttft_s": r.ttft_s,
-        "tpot_s": r.tpot_s,
-        "usd_per_hour": r.usd_per_hour,
-        "usd_per_million_input_tokens": r.usd_per_million_input,
-        "usd_per_million_output_tokens": r.usd_per_million_output,
-    }
-
-
-def plan_json(result: PlanResult) -> dict[str, Any]:
-    d = result.deployment
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    d = plan.deployment
     is_moe = d.model.is_moe
     device = d.cluster.device
     return {
         "schema_version": PLAN_SCHEMA_VERSION,
         "name": d.name,
-        "feasible": result.recommendation is not None,
-        "infeasible_reason": result.infeasible or None,
-        "infeasible_field": result.infeasible_field or None,
+        "feasible": plan.recommendation is not None,
+        "infeasible_reason": plan.infeasible or None,
+        "infeasible_field": plan.infeasible_field or None,
         "model": {"name": d.model.name, "display_name": d.model_display_name, "precision": d.precision.label(),
                   "precision_source": d.precision.source},
         "cluster": {"unit": d.cluster.unit.name, "device": device.name, "devices": d.cluster.num_devices,
@@ -95,16 +55,329 @@ def plan_json(result: PlanResult) -> dict[str, Any]:
             "placement": d.routing.placement, "time_limit_s": d.routing.time_limit_s,
             "phases": {r.phase: {"fit_on": list(r.fit_on), "evaluated_on": r.evaluated_on, "in_sample": r.in_sample,
                                  "mapping": r.mapping} for r in d.routing.phases}},
-        "recommendation": None if result.recommendation is None else
-        recommendation_json(result.recommendation, is_moe, d.routing, maps=True),
-        "alternatives": [recommendation_json(a, is_moe, d.routing) for a in result.alternatives],
-        "frontier": [candidate_json(c, is_moe, d.routing) for c in result.frontier],
-        "candidates_scored": result.candidates_scored,
-        "search_seconds": result.seconds,
-        "assumptions": list(result.assumptions),
+        "recommendation": None if plan.recommendation is None else _recommendation(plan.recommendation, is_moe),
+        "alternatives": [_recommendation(a, is_moe) for a in plan.alternatives],
+        "frontier": [_candidate(c, is_moe) for c in plan.frontier],
+        "candidates_scored": plan.candidates_scored,
+        "search_seconds": plan.seconds,
+        "assumptions": list(plan.assumptions),
         "provenance": {
             "device_figures": {k: f.source + (" (unverified)" if f.unverified else "") for k, f in device.provenance.items()},
             "price": None if d.price is None else {"usd_per_device_hour": d.price.usd_per_device_hour, "source": d.price.source},
             "model_config": catalog.model_entry(d.model.name)["source"] if d.model.name in catalog.model_names() else d.model.name,
         },
     }
+
+
+def _recommendation(r: Recommendation, is_moe: bool) -> dict[str, Any]:
+    return {
+        "mode": r.mode,
+        "devices": r.devices,
+        "decode": _candidate(r.decode, is_moe) | {"instances": r.decode_instances},
+        "prefill": None if r.prefill is None else _candidate(r.prefill, is_moe) | {"instances": r.prefill_instances},
+        "ttft_s": r.ttft_s,
+        "tpot_s": r.tpot_s,
+        "usd_per_hour": r.usd_per_hour,
+        "usd_per_million_input_tokens": r.usd_per_million_input,
+        "usd_per_million_output_tokens": r.usd_per_million_output,
+        "requests_per_s": r.requests_per_s,
+    }
+
+
+def _candidate(c: Candidate, is_moe: bool) -> dict[str, Any]:
+    """A candidate; its per-device expert load and its placement's maps where it keeps them (the recommendation's)."""
+    lay, step, mem = c.layout, c.perf.steps[0], c.perf.memory
+    work = "tokens_per_step_per_device" if c.role == Role.PREFILL else "batch_per_device"
+    return {
+        "role": c.role,
+        "instance_devices": c.instance_devices,
+        "layout": {"attention_tp": lay.tp, "attention_dp": lay.dp, "expert_parallel": lay.ep, "pipeline_stages": lay.pp,
+                   "redundant_experts": lay.redundant_experts, "two_batch_overlap": lay.two_batch_overlap,
+                   "name": lay.name(is_moe)},
+        work: c.work_per_device,
+        "step_s": step.time_s,
+        "tokens_per_s_per_device": c.tokens_per_s_per_device,
+        "tokens_per_s_per_user": c.tokens_per_s_per_user,
+        "prefill_share": c.perf.prefill_share,
+        "breakdown_s": step.breakdown_s,
+        "overlap_hidden_s": step.overlap_hidden_s,
+        "by_layer_type_s": step.by_layer_type_s,
+        "expert_load": step.load_source,
+        "steps": [_step(s) for s in c.perf.steps],
+        "memory_per_device": {
+            "weights_by_part_bytes": mem.weights_by_part,
+            "weight_bytes": mem.weight_bytes,
+            "workspace_bytes": mem.workspace_bytes,
+            "usable_bytes": mem.usable_bytes,
+            "kv_capacity_bytes": mem.kv_capacity_bytes,
+            "kv_bytes_per_sequence": mem.kv_bytes_per_sequence,
+            "context_tokens": mem.context_tokens,
+            "concurrent_sequences": mem.concurrent_sequences,
+        },
+        "efficiency_sources": list(step.sources),
+        "expert_load_shares": None if c.load is None else {"source": c.load.source, "shares": c.load.shares.tolist()},
+        "placement": None if c.placement_summary is None else _placement(c.placement_summary, c.placement),
+    }
+
+
+def _step(s: StepCost) -> dict[str, Any]:
+    return {"phase": s.phase, "time_s": s.time_s, "tokens_per_device": s.tokens_per_device, "breakdown_s": s.breakdown_s,
+            "overlap_hidden_s": s.overlap_hidden_s, "by_layer_type_s": s.by_layer_type_s, "load_source": s.load_source,
+            "sources": list(s.sources)}
+
+
+def _placement(summary: PlacementSummary, placement: Placement | None) -> dict[str, Any]:
+    """How the placement was made; with its maps where the candidate keeps them, deployable as is: phy2log is
+    SGLang's `--init-expert-location` physical_to_logical_map (one row per model layer; slot p on device
+    p // slots_per_device), log2phy deepseek-ai/EPLB's (-1 padded)."""
+    s = summary
+    return {"method": s.method, "slots_per_device": s.slots_per_device, "devices": s.devices, "fit_on": list(s.fit_on),
+            "evaluated_on": s.evaluated_on, "mapping": s.mapping, "expert_load": s.expert_load,
+            "step_cost": s.mean_imbalance, "mean_imbalance": s.mean_imbalance, "worst_layer_imbalance": s.worst_layer_imbalance,
+            "objective": s.objective, "lp_bound": s.lp_bound, "gap": s.gap, "solver": s.solver, "seconds": s.seconds} | (
+        {} if placement is None else {"phy2log": placement.phy2log.tolist(), "log2phy": placement.log2phy.tolist()})
+
+
+# ------------------------------------------------------------------------------------------------- reading
+
+def read_plan(path: str | Path, deployment: Deployment) -> Plan:
+    """Read a plan.json file and check it was planned for `deployment`'s model and cluster."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("--plan", f"no file '{path}'", "give the plan.json that moeplan plan SPEC -o DIR wrote") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError("--plan", f"cannot read '{path}': {e}", "give a readable plan.json") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} line {e.lineno} column {e.colno}", f"not valid JSON: {e.msg}", _REPLAN) from None
+    return plan_from_json(doc, deployment, str(path))
+
+
+def plan_from_json(doc: Any, deployment: Deployment, source: str = "plan.json") -> Plan:
+    """The Plan of a plan.json document for `deployment`; raises InputError naming the field when the document is
+    malformed or was planned for another model or cluster."""
+    d = deployment
+    if not isinstance(doc, Mapping):
+        raise InputError(source, f"holds a JSON {type(doc).__name__}, not a plan object", _REPLAN)
+    r = _Reader(doc, source)
+    version = doc.get("schema_version")
+    if version != PLAN_SCHEMA_VERSION:
+        raise InputError(f"{source}: schema_version", f"is {version!r}, this moeplan reads {PLAN_SCHEMA_VERSION}", _REPLAN)
+    expected = {"model.name": d.model.name, "model.precision": d.precision.label(), "cluster.unit": d.cluster.unit.name,
+                "cluster.device": d.cluster.device.name, "cluster.devices": d.cluster.num_devices}
+    for key, want in expected.items():
+        got = r.at(key)
+        if got != want:
+            raise InputError(f"{source}: {key}", f"is {got!r} but the spec has {want!r}",
+                             f"use the spec this plan was made for, or {_REPLAN}")
+    rec = None if r.at("recommendation", required=False) is None else _read_recommendation(r, "recommendation", d, True)
+    if rec is not None and rec.devices > d.cluster.num_devices:
+        raise InputError(f"{source}: recommendation", f"uses {rec.devices} devices, the spec's cluster has "
+                         f"{d.cluster.num_devices}", _REPLAN)
+    alternatives = tuple(_read_recommendation(r, f"alternatives.{i}", d, False) for i in range(r.count("alternatives")))
+    frontier = tuple(_read_candidate(r, f"frontier.{i}", d, False) for i in range(r.count("frontier")))
+    return Plan(d, rec, frontier, r.int("candidates_scored", minimum=0), r.text("infeasible_reason", nullable=True),
+                r.strings("assumptions"), r.number("search_seconds"), alternatives,
+                r.text("infeasible_field", nullable=True), source)
+
+
+def _read_recommendation(r: _Reader, key: str, d: Deployment, full: bool) -> Recommendation:
+    mode = r.choice(f"{key}.mode", Mode)
+    decode = _read_candidate(r, f"{key}.decode", d, full, Role.AGGREGATED if mode == Mode.AGGREGATED else Role.DECODE)
+    prefill = None
+    if mode == Mode.DISAGGREGATED:
+        prefill = _read_candidate(r, f"{key}.prefill", d, full, Role.PREFILL)
+    elif r.at(f"{key}.prefill", required=False) is not None:
+        raise InputError(f"{r.source}: {key}.prefill", "is set in an aggregated plan", "expected null")
+    rec = Recommendation(mode, decode, r.int(f"{key}.decode.instances"), prefill,
+                         r.int(f"{key}.prefill.instances") if prefill else 0, r.number(f"{key}.ttft_s"),
+                         r.number(f"{key}.tpot_s"), r.number(f"{key}.usd_per_hour", nullable=True),
+                         r.number(f"{key}.usd_per_million_input_tokens", nullable=True),
+                         r.number(f"{key}.usd_per_million_output_tokens", nullable=True), r.number(f"{key}.requests_per_s"))
+    if r.int(f"{key}.devices") != rec.devices:
+        raise InputError(f"{r.source}: {key}.devices", f"is not the pools' {rec.devices} devices", _REPLAN)
+    return rec
+
+
+def _read_candidate(r: _Reader, key: str, d: Deployment, full: bool, role: Role | None = None) -> Candidate:
+    """full: the recommendation's candidate, which carries its per-device loads and its placement's maps."""
+    got = r.choice(f"{key}.role", Role)
+    if role is not None and got != role:
+        raise InputError(f"{r.source}: {key}.role", f"is {got!r}, expected {role.value!r}", _REPLAN)
+    lay = f"{key}.layout"
+    layout = Layout(tp=r.int(f"{lay}.attention_tp"), dp=r.int(f"{lay}.attention_dp"), pp=r.int(f"{lay}.pipeline_stages"),
+                    redundant_experts=r.int(f"{lay}.redundant_experts", minimum=0),
+                    two_batch_overlap=r.flag(f"{lay}.two_batch_overlap"))
+    if layout.pp != 1:
+        raise InputError(f"{r.source}: {lay}.pipeline_stages", f"is {layout.pp}; the step model prices pp = 1 layouts only",
+                         "plan a layout without pipeline stages")
+    if r.int(f"{lay}.expert_parallel") != layout.ep:
+        raise InputError(f"{r.source}: {lay}.expert_parallel", f"is not attention_tp x attention_dp = {layout.ep}", _REPLAN)
+    devices = r.int(f"{key}.instance_devices")
+    if devices != layout.devices:
+        raise InputError(f"{r.source}: {key}.instance_devices", f"is not the layout's {layout.devices} devices", _REPLAN)
+    work = r.int(f"{key}.tokens_per_step_per_device" if got == Role.PREFILL else f"{key}.batch_per_device")
+    r.number(f"{key}.step_s", positive=True)  # restated from steps[0]; read so a broken file says where
+    steps = tuple(_read_step(r, f"{key}.steps.{i}") for i in range(r.count(f"{key}.steps", minimum=1)))
+    perf = Performance(got, layout, r.number(f"{key}.tokens_per_s_per_device", positive=True),
+                       r.number(f"{key}.tokens_per_s_per_user", positive=True), steps, _read_memory(r, key, layout, d),
+                       r.number(f"{key}.prefill_share"))
+    load = _read_load(r, f"{key}.expert_load_shares", layout, d) if full else None
+    summary, placement = _read_placement(r, f"{key}.placement", layout, d, full)
+    return Candidate(got, devices, layout, work, perf, load, placement, summary)
+
+
+def _read_step(r: _Reader, key: str) -> StepCost:
+    breakdown = r.numbers(f"{key}.breakdown_s")
+    if set(breakdown) != set(COMPONENTS):
+        raise InputError(f"{r.source}: {key}.breakdown_s", f"has components {sorted(breakdown)}, not {list(COMPONENTS)}", _REPLAN)
+    return StepCost(r.choice(f"{key}.phase", Phase), r.number(f"{key}.time_s", positive=True),
+                    r.number(f"{key}.tokens_per_device"), breakdown, r.number(f"{key}.overlap_hidden_s", signed=True),
+                    r.numbers(f"{key}.by_layer_type_s"), r.text(f"{key}.load_source"), r.strings(f"{key}.sources"))
+
+
+def _read_memory(r: _Reader, key: str, layout: Layout, d: Deployment) -> DeviceMemory:
+    m = f"{key}.memory_per_device"
+    return DeviceMemory(layout, layout.name(d.model.is_moe), r.numbers(f"{m}.weights_by_part_bytes"),
+                        r.number(f"{m}.weight_bytes"), r.number(f"{m}.workspace_bytes"), r.number(f"{m}.usable_bytes"),
+                        r.number(f"{m}.kv_capacity_bytes", signed=True), r.number(f"{m}.kv_bytes_per_sequence"),
+                        r.int(f"{m}.context_tokens"), r.int(f"{m}.concurrent_sequences", minimum=0))
+
+
+def _read_load(r: _Reader, key: str, layout: Layout, d: Deployment) -> ExpertLoad | None:
+    if r.at(key, required=False) is None:
+        return None
+    shares = r.array(f"{key}.shares", float)
+    if shares.shape != (len(d.model.moe_layers), layout.ep) or (shares < 0).any():
+        raise InputError(f"{r.source}: {key}.shares", f"has shape {list(shares.shape)}; the layout needs "
+                         f"[{len(d.model.moe_layers)}, {layout.ep}] non-negative shares", _REPLAN)
+    return ExpertLoad(shares, r.text(f"{key}.source"))
+
+
+def _read_placement(r: _Reader, key: str, layout: Layout, d: Deployment,
+                    full: bool) -> tuple[PlacementSummary | None, Placement | None]:
+    if r.at(key, required=False) is None or not d.model.is_moe:
+        return None, None
+    arch = d.model
+    slots = arch.moe.num_experts + layout.redundant_experts
+    slots_per_device = r.int(f"{key}.slots_per_device")
+    if slots_per_device * layout.ep != slots:
+        raise InputError(f"{r.source}: {key}.slots_per_device", f"is {slots_per_device}; the layout holds {slots} slots over "
+                         f"{layout.ep} devices", _REPLAN)
+    phy2log = _read_phy2log(r, key, layout, d, slots_per_device) if full else None
+    summary = PlacementSummary(r.text(f"{key}.method"), slots_per_device, r.int(f"{key}.devices"), r.strings(f"{key}.fit_on"),
+                               r.text(f"{key}.evaluated_on"), r.text(f"{key}.mapping"), r.text(f"{key}.expert_load"),
+                               r.number(f"{key}.mean_imbalance"), r.number(f"{key}.worst_layer_imbalance"),
+                               r.number(f"{key}.objective", nullable=True), r.number(f"{key}.lp_bound", nullable=True),
+                               r.number(f"{key}.gap", nullable=True, signed=True), r.text(f"{key}.solver"),
+                               r.number(f"{key}.seconds"))
+    if phy2log is None:
+        return summary, None
+    return summary, build_placement(phy2log, arch.moe.num_experts, slots_per_device, summary.method, summary.seconds,
+                                    summary.objective, summary.lp_bound, summary.solver)
+
+
+def _read_phy2log(r: _Reader, key: str, layout: Layout, d: Deployment, slots_per_device: int) -> np.ndarray:
+    """The placement's phy2log [layers, slots], checked against the model and layout (dense layers route nothing:
+    a row of theirs that does not hold every expert is replaced by one that does)."""
+    arch = d.model
+    slots = arch.moe.num_experts + layout.redundant_experts
+    phy2log = r.array(f"{key}.phy2log", np.int64)
+    if phy2log.shape != (arch.num_layers, slots):
+        raise InputError(f"{r.source}: {key}.phy2log", f"has shape {list(phy2log.shape)} with {slots_per_device} slots per "
+                         f"device; the layout needs [{arch.num_layers}, {slots}] over {layout.ep} devices", _REPLAN)
+    if phy2log.min() < 0 or phy2log.max() >= arch.moe.num_experts:
+        raise InputError(f"{r.source}: {key}.phy2log", f"names experts outside 0..{arch.moe.num_experts - 1}", _REPLAN)
+    every = np.arange(slots) % arch.moe.num_experts
+    rows = []
+    for layer in range(arch.num_layers):
+        holds_all = len(np.unique(phy2log[layer])) == arch.moe.num_experts
+        if layer in arch.moe_layers and not holds_all:
+            raise InputError(f"{r.source}: {key}.phy2log[{layer}]", "leaves an expert without a slot", _REPLAN)
+        rows.append(phy2log[layer] if holds_all else every)
+    return np.stack(rows)
+
+
+class _Reader:
+    """Typed, checked reads of a plan.json document by dotted path (list items by index: `frontier.3.step_s`)."""
+
+    def __init__(self, doc: Mapping, source: str):
+        self.doc, self.source = doc, source
+
+    def _fail(self, key: str, problem: str):
+        raise InputError(f"{self.source}: {key}", problem, _REPLAN)
+
+    def at(self, key: str, required: bool = True) -> Any:
+        node: Any = self.doc
+        for part in key.split("."):
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, Mapping) and part in node:
+                node = node[part]
+            elif required:
+                self._fail(key, "missing")
+            else:
+                return None
+        return node
+
+    def int(self, key: str, minimum: int = 1) -> int:
+        value = self.at(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self._fail(key, f"is {value!r}, not an integer >= {minimum}")
+        return value
+
+    def number(self, key: str, positive: bool = False, nullable: bool = False, signed: bool = False) -> float | None:
+        value = self.at(key, required=not nullable)
+        if value is None and nullable:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or (positive and not value > 0) or (not signed and not positive and value < 0):
+            self._fail(key, f"is {value!r}, not a {'positive' if positive else 'finite'} number")
+        return float(value)
+
+    def numbers(self, key: str) -> dict[str, float]:
+        value = self.at(key)
+        if not isinstance(value, Mapping):
+            self._fail(key, f"is {value!r}, not an object of numbers")
+        return {k: self.number(f"{key}.{k}", signed=True) for k in value}
+
+    def text(self, key: str, nullable: bool = False) -> str:
+        value = self.at(key, required=not nullable)
+        if value is None and nullable:
+            return ""
+        if not isinstance(value, str):
+            self._fail(key, f"is {value!r}, not a string")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        return tuple(self.text(f"{key}.{i}") for i in range(self.count(key, minimum=0)))
+
+    def flag(self, key: str) -> bool:
+        value = self.at(key)
+        if not isinstance(value, bool):
+            self._fail(key, f"is {value!r}, not true or false")
+        return value
+
+    def choice(self, key: str, enum_type):
+        value = self.at(key)
+        if value not in {m.value for m in enum_type}:
+            self._fail(key, f"is {value!r}, expected one of {', '.join(m.value for m in enum_type)}")
+        return enum_type(value)
+
+    def count(self, key: str, minimum: int = 0) -> int:
+        value = self.at(key)
+        if not isinstance(value, list) or len(value) < minimum:
+            self._fail(key, f"is {str(value)[:40]!r}, not a list of at least {minimum}")
+        return len(value)
+
+    def array(self, key: str, dtype) -> np.ndarray:
+        try:
+            array = np.asarray(self.at(key), dtype=dtype)
+        except (TypeError, ValueError):
+            self._fail(key, "is not a [rows][columns] list of numbers")
+        if array.ndim != 2:
+            self._fail(key, "is not a [rows][columns] list of numbers")
+        return array

@@ -17,86 +17,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from hwmodels import catalog
 from hwmodels.arithmetic import kv_bytes_per_token, weight_bytes
-from hwmodels.deployment import Deployment, PhaseRouting
+from hwmodels.deployment import Deployment
 from hwmodels.hardware import Cluster, make_cluster
 from hwmodels.layout import Layout
 from hwmodels.layouts import layout_space
 from hwmodels.memory import device_memory
-from hwmodels.expert_load import ExpertLoad
-from hwmodels.serving import (Performance, aggregated_performance, decode_performance, largest_batch_that_fits,
+from hwmodels.serving import (Role, aggregated_performance, decode_performance, largest_batch_that_fits,
                               prefill_performance, usd_per_million_tokens)
-from hwmodels.step import StepContext
-from planner.eplb import Policy, eplb_placement
-from planner.ilp import ilp_placement
-from planner.placement import Placement, device_loads
+from hwmodels.step import Phase, StepContext
+from planner.expert_loads import ExpertLoads
+from planner.plan import Candidate, Mode, Plan, Recommendation
 
 DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 PREFILL_TOKENS_PER_DEVICE = (1024, 2048, 4096, 8192, 16384)
 SLO_UTILISATION_CAP = 0.95  # never plan a pool hotter than this: queues explode as utilisation -> 1
-
-
-@dataclass(frozen=True)
-class Candidate:
-    role: str  # "decode", "prefill" or "aggregated"
-    instance_devices: int
-    layout: Layout
-    work_per_device: int  # decode / aggregated: sequences per device; prefill: tokens per device per step
-    perf: Performance
-    load: ExpertLoad | None = field(default=None, compare=False)  # the per-device expert load it was scored with
-    placement: Placement | None = field(default=None, compare=False)  # the expert placement behind it (None: no routing data)
-
-    @property
-    def step_s(self) -> float:
-        return self.perf.steps[0].time_s
-
-    @property
-    def tokens_per_s_per_device(self) -> float:
-        return self.perf.tokens_per_s_per_device
-
-    @property
-    def tokens_per_s_per_user(self) -> float:
-        return self.perf.tokens_per_s_per_user
-
-    def describe(self, is_moe: bool) -> str:
-        unit = "sequences" if self.role != "prefill" else "tokens per step"
-        return f"{self.instance_devices} devices, {self.layout.name(is_moe)}, {self.work_per_device} {unit} per device"
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    mode: str  # "disaggregated" or "aggregated"
-    decode: Candidate  # the aggregated instance in aggregated mode
-    decode_instances: int
-    prefill: Candidate | None
-    prefill_instances: int
-    ttft_s: float
-    tpot_s: float
-    usd_per_hour: float | None
-    usd_per_million_input: float | None
-    usd_per_million_output: float | None
-    requests_per_s: float  # the traffic it is sized for (the workload's, or what one instance serves)
-
-    @property
-    def devices(self) -> int:
-        return self.decode.instance_devices * self.decode_instances + (
-            self.prefill.instance_devices * self.prefill_instances if self.prefill else 0)
-
-
-@dataclass(frozen=True)
-class PlanResult:
-    deployment: Deployment
-    recommendation: Recommendation | None
-    frontier: tuple[Candidate, ...]  # decode candidates: output tokens/s per device vs tokens/s per user
-    candidates_scored: int
-    infeasible: str  # why nothing was recommended ("" when something was)
-    assumptions: tuple[str, ...]
-    seconds: float
-    alternatives: tuple[Recommendation, ...] = field(default=())
-    infeasible_field: str = ""  # the spec field to change when nothing was recommended
 
 
 def instance_sizes(d: Deployment) -> list[int]:
@@ -107,49 +44,7 @@ def instance_sizes(d: Deployment) -> list[int]:
     return [n * unit.devices_per_node for n in range(first, d.cluster.num_nodes + 1)]
 
 
-class ExpertLoads:
-    """Per-device expert load of each layout the search scores, one placement per (phase, EP size, slots).
-
-    With routing statistics for the phase: the spec's placement method (the robust ILP by default) fitted on
-    the `fit` windows, its per-device loads measured on the `evaluate` statistics under the runtime even
-    split. Without: the measured held-out EPLB skew of the catalog where published, else uniform (labelled).
-    Placements are solved once and shared by every candidate with the same EP size and slots.
-    """
-
-    def __init__(self, d: Deployment):
-        self.d = d
-        self.placements: dict[tuple[str, int, int], Placement] = {}
-
-    def __call__(self, layout: Layout, phase: str) -> tuple[ExpertLoad | None, Placement | None]:
-        d = self.d
-        if not d.model.is_moe:
-            return None, None
-        routing = d.routing.for_phase(phase) if d.routing else None
-        if routing is None:
-            skew = catalog.routing_skew(d.model.name)
-            if skew is None:
-                return ExpertLoad.uniform(layout.ep, len(d.model.moe_layers)), None
-            return ExpertLoad.measured_eplb(skew, phase, layout.ep, len(d.model.moe_layers)), None
-        placement = self.placement(routing, layout.ep, layout.redundant_experts)
-        shares = device_loads(placement, routing.evaluate)
-        fitted = "fitted on it (in sample)" if routing.in_sample else f"fitted on {', '.join(routing.fit_on)}"
-        source = f"{placement.method} placement {fitted}, loads of {routing.evaluated_on}" + \
-            (f"; {routing.mapping}" if routing.mapping else "")
-        return ExpertLoad(shares, source), placement
-
-    def placement(self, routing: PhaseRouting, ep: int, redundant: int) -> Placement:
-        key = (routing.phase, ep, redundant)
-        if key not in self.placements:
-            d, slots = self.d, self.d.model.moe.num_experts + redundant
-            if d.routing.placement == "eplb":
-                found = eplb_placement(sum(routing.fit), slots, ep, 1, Policy.GLOBAL)
-            else:
-                found = ilp_placement(list(routing.fit), slots, ep, time_limit_s=d.routing.time_limit_s)
-            self.placements[key] = found
-        return self.placements[key]
-
-
-def _score_batched(d: Deployment, sizes: list[int], role: str, loads: ExpertLoads) -> list[Candidate]:
+def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoads) -> list[Candidate]:
     """Decode pools or aggregated instances at every batch per device their KV cache admits."""
     w, s, out = d.workload, d.serving, []
     context = w.input_tokens + w.output_tokens / 2  # a decoding sequence is halfway through its output on average
@@ -158,25 +53,25 @@ def _score_batched(d: Deployment, sizes: list[int], role: str, loads: ExpertLoad
         for layout in layout_space(d.model, cluster):
             if not _admits_longest(d, cluster, layout, w.output_tokens):
                 continue
-            load, placement = loads(layout, "decode")
-            ctx = StepContext(d.model, d.precision, cluster, layout, load)
+            scored = loads(layout, Phase.DECODE)
+            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load)
             limit = largest_batch_that_fits(ctx, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
             for batch in (b for b in DECODE_BATCHES if b <= limit):
-                if role == "decode":
+                if role == Role.DECODE:
                     perf = decode_performance(ctx, batch, context, s.hbm_utilization, s.tokens_per_step)
                 else:
                     perf = aggregated_performance(ctx, batch, w.input_tokens, w.output_tokens, s.hbm_utilization,
                                                   s.tokens_per_step)
-                out.append(Candidate(role, size, layout, batch, perf, load, placement))
+                out.append(Candidate(role, size, layout, batch, perf, *scored))
     return out
 
 
 def score_decode(d: Deployment, sizes: list[int], loads: ExpertLoads | None = None) -> list[Candidate]:
-    return _score_batched(d, sizes, "decode", loads or ExpertLoads(d))
+    return _score_batched(d, sizes, Role.DECODE, loads or ExpertLoads(d))
 
 
 def score_aggregated(d: Deployment, sizes: list[int], loads: ExpertLoads | None = None) -> list[Candidate]:
-    return _score_batched(d, sizes, "aggregated", loads or ExpertLoads(d))
+    return _score_batched(d, sizes, Role.AGGREGATED, loads or ExpertLoads(d))
 
 
 def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = None) -> list[Candidate]:
@@ -186,14 +81,14 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
         for layout in layout_space(d.model, cluster):
             if not _admits_longest(d, cluster, layout, 0):
                 continue
-            load, placement = loads(layout, "prefill")
-            ctx = StepContext(d.model, d.precision, cluster, layout, load)
+            scored = loads(layout, Phase.PREFILL)
+            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load)
             for tokens in PREFILL_TOKENS_PER_DEVICE:
                 mem = device_memory(d.model, d.precision, cluster, layout, w.input_tokens, s.hbm_utilization, tokens)
                 if not mem.fits:
                     continue
                 perf = prefill_performance(ctx, tokens, w.input_tokens, s.hbm_utilization)
-                out.append(Candidate("prefill", size, layout, tokens, perf, load, placement))
+                out.append(Candidate(Role.PREFILL, size, layout, tokens, perf, *scored))
     return out
 
 
@@ -293,7 +188,7 @@ def _disaggregated(d: Deployment, decode: list[Candidate], prefill: list[Candida
             n_prefill = math.ceil(req_rate * w.input_tokens / (pc_rate * pc.instance_devices))
             utilisation = req_rate * w.input_tokens / (pc.tokens_per_s_per_device * pc.instance_devices * n_prefill)
             ttft = _prefill_latency_s(d, pc) + _queue_p_wait_s(pc.step_s, utilisation, d.slo.percentile)
-            out.append(_recommend(d, "disaggregated", dc, n_decode, pc, n_prefill, ttft, dc.step_s, req_rate, price))
+            out.append(_recommend(d, Mode.DISAGGREGATED, dc, n_decode, pc, n_prefill, ttft, dc.step_s, req_rate, price))
     return out
 
 
@@ -331,7 +226,7 @@ def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendati
                 n += 1
             if n * c.instance_devices > max_devices:
                 continue
-        out.append(_recommend(d, "aggregated", c, n, None, 0, ttft(req_rate / n), tpot, req_rate, price))
+        out.append(_recommend(d, Mode.AGGREGATED, c, n, None, 0, ttft(req_rate / n), tpot, req_rate, price))
     return out
 
 
@@ -351,7 +246,7 @@ def _recommend(d, mode, dc, n_decode, pc, n_prefill, ttft, tpot, req_rate, price
     per_hour = None if price is None else price * (devices_decode + devices_prefill)
     if price is None:
         usd_in = usd_out = None
-    elif mode == "disaggregated":
+    elif mode == Mode.DISAGGREGATED:
         usd_out = usd_per_million_tokens(price * devices_decode, req_rate * w.output_tokens)
         usd_in = usd_per_million_tokens(price * devices_prefill, req_rate * w.input_tokens)
     else:  # aggregated: split the bill by the time each kind of work takes on the devices
@@ -368,7 +263,7 @@ def _cost_per_request(r: Recommendation) -> float:
     return per_hour / r.requests_per_s
 
 
-def plan(d: Deployment) -> PlanResult:
+def plan(d: Deployment) -> Plan:
     start = time.perf_counter()
     assumptions = [
         "TPOT = decode step time at the batch; TTFT = prefill steps (+ KV transfer over the NIC, disaggregated) + the p-th "
@@ -376,7 +271,7 @@ def plan(d: Deployment) -> PlanResult:
         "gives the distributions",
     ]
     if d.model.is_moe:
-        assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in ("decode", "prefill")]
+        assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in Phase]
     if d.workload.requests_per_s is None:
         assumptions.append("no traffic volume (workload.requests_per_s): recommends the instance with the lowest cost per "
                            "request, sized as one decode instance and the prefill it needs")
@@ -389,8 +284,10 @@ def plan(d: Deployment) -> PlanResult:
     options.sort(key=lambda r: (_cost_per_request(r), r.ttft_s))
     best = options[0] if options else None
     field_name, reason = ("", "") if best else explain_infeasible(d, decode, prefill, sizes)
-    return PlanResult(d, best, pareto_frontier(decode), scored, reason, tuple(assumptions), time.perf_counter() - start,
-                      tuple(options[1:6]), field_name)
+    # the recommendation keeps its per-device loads and placement maps; the other options keep their predictions
+    frontier = tuple(c.summarised() for c in pareto_frontier(decode))
+    alternatives = tuple(r.summarised() for r in options[1:6])
+    return Plan(d, best, frontier, scored, reason, tuple(assumptions), time.perf_counter() - start, alternatives, field_name)
 
 
 def _load_assumption(d: Deployment, phase: str) -> str:

@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwmodels.deployment import SLO
+from planner.plan import Plan, Pool
+from sim.loads import RoleLoads
+from sim.request_state import Requests, State
+from sim.traces import RequestTrace
 
 PERCENTILES = (50, 90, 99)
 
@@ -193,3 +197,77 @@ class SimResult:
 
 def _num(x: float) -> float | None:
     return None if math.isnan(x) else x
+
+
+@dataclass(eq=False)
+class PoolTally:
+    """What one pool did over a replay, counted step by step (mutable: the replay adds to it)."""
+
+    pool: Pool
+    capacity: int  # KV tokens one DP group holds
+    cap: int | None  # running sequences per DP group (None: a prefill pool)
+    loads: RoleLoads
+    steps: int = 0
+    busy_s: float = 0.0
+    occupancy_s: float = 0.0  # sum over steps of KV occupancy x duration
+    peak_occupancy: float = 0.0
+    busy_bins: list[float] = field(default_factory=list)  # per timeline bin: step seconds
+    occupancy_bins: list[float] = field(default_factory=list)  # and occupancy x step seconds
+
+    def step(self, timeline_bin: int, duration_s: float, occupancy: float) -> None:
+        self.steps += 1
+        self.busy_s += duration_s
+        self.busy_bins[timeline_bin] += duration_s
+        self.occupancy_s += occupancy * duration_s
+        self.occupancy_bins[timeline_bin] += occupancy * duration_s
+        self.peak_occupancy = max(self.peak_occupancy, occupancy)
+
+
+def assemble(plan: Plan, trace: RequestTrace, req: Requests, tallies: list[PoolTally], evaluations: list[int],
+             tokens_bins: list[float], bin_s: float, waiting_area: float, system_area: float,
+             assumptions: tuple[str, ...], wall_seconds: float) -> SimResult:
+    """The SimResult of a finished replay from what it counted: per request, per pool and over time.
+    waiting_area, system_area: time integrals of the requests waiting and in the system (Little's law)."""
+    d = plan.deployment
+    arrival = np.asarray(req.arrival)
+    first = np.asarray(req.first_token)
+    finish = np.asarray(req.finish)
+    out = np.asarray(req.out)
+    rejected = np.asarray(req.state) == State.REJECTED
+    served = ~rejected
+    makespan = float(np.nanmax(finish) - arrival[0]) if served.any() else 0.0
+    ttft = first - arrival
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(out > 1, (finish - first) / (out - 1), math.nan)
+    waits = np.asarray(req.queue_start)[served] - arrival[served]
+    bins = int(makespan / bin_s) + 1  # every series as long as the replay
+    tokens_bins = tokens_bins + [0.0] * (bins - len(tokens_bins))
+    roles, util_t, occ_t = [], {}, {}
+    for tally, count in zip(tallies, evaluations):
+        role = tally.pool
+        wall = makespan * role.instances
+        roles.append(RoleStats(
+            role=role.role, instances=role.instances, devices=role.devices, steps=tally.steps, busy_s=tally.busy_s,
+            utilisation=tally.busy_s / wall if wall > 0 else 0.0,
+            mean_kv_occupancy=tally.occupancy_s / tally.busy_s if tally.busy_s > 0 else 0.0,
+            peak_kv_occupancy=tally.peak_occupancy, kv_capacity_tokens_per_group=tally.capacity,
+            max_running_per_group=tally.cap, mean_imbalance=float(np.mean(tally.loads.mean_imbalance)),
+            expert_load=tally.loads.label, step_cost_evaluations=count, routing_mapping=tally.loads.mapping))
+        busy = np.asarray(tally.busy_bins + [0.0] * (bins - len(tally.busy_bins)))
+        occupied = np.asarray(tally.occupancy_bins + [0.0] * (bins - len(tally.occupancy_bins)))
+        util_t[role.role] = busy / (bin_s * role.instances)
+        occ_t[role.role] = np.divide(occupied, busy, out=np.zeros(len(busy)), where=busy > 0)
+    price = d.price.usd_per_device_hour if d.price else None
+    observed = max(makespan, 1e-12)
+    return SimResult(
+        plan=plan.describe(), trace=trace.source, slo=d.slo, arrival_s=arrival,
+        input_tokens=np.asarray(req.inp), output_tokens=out, cached_tokens=np.asarray(req.cached),
+        ttft_s=np.where(served, ttft, math.nan), tpot_s=np.where(served, tpot, math.nan),
+        e2e_s=np.where(served, finish - arrival, math.nan), preemptions=np.asarray(req.preempted), rejected=rejected,
+        makespan_s=makespan, devices=plan.devices, usd_per_device_hour=price, roles=tuple(roles),
+        timeline_bin_s=bin_s, output_tokens_per_s_over_time=np.asarray(tokens_bins) / bin_s,
+        utilisation_over_time=util_t, kv_occupancy_over_time=occ_t,
+        mean_queue_length=waiting_area / observed,
+        mean_queue_wait_s=float(waits.mean()) if len(waits) else 0.0,
+        mean_in_system=system_area / observed,
+        assumptions=assumptions, wall_seconds=wall_seconds)

@@ -17,9 +17,9 @@ import yaml
 
 import moeplan
 from hwmodels.errors import InputError
-from moeplan import cli, engines, sharding, study
+from moeplan import cli, engines, study
 from planner.search import plan as search
-from sim import plan_from_json
+from sim import sharding
 from sim.traces import synthetic_trace
 
 SMALL = {"schema_version": 1, "model": "qwen3-30b-a3b", "cluster": {"unit": "hgx-h100", "units": 1},
@@ -132,9 +132,13 @@ def test_cli_sweep_on_ray(ray_cluster, tmp_path, capsys):
 
 def test_replay_shards_on_ray_are_the_local_ones(ray_cluster):
     d = moeplan.deployment(moeplan.parse_spec({**SMALL, "cluster": {"unit": "hgx-h100", "units": 2}}))
-    p = plan_from_json(moeplan.Plan(search(d)).to_json(), d)
-    p = dataclasses.replace(p, decode=dataclasses.replace(p.decode, instances=2))
+    p = search(d)
+    p = dataclasses.replace(p, recommendation=dataclasses.replace(p.recommendation, decode_instances=2))
     trace = synthetic_trace(600, 30.0, 2000, 200, seed=2)  # shipped once to the object store
-    local = sharding.simulate_sharded(p, trace, by="window", shards=3, processes=1)
-    on_ray = sharding.simulate_sharded(p, trace, by="window", shards=3, engine="ray")
+
+    def tasks(engine):
+        return lambda fn, shared, items: engines.run_tasks(fn, shared, items, engine, processes=1, chunk_items=1)
+
+    local = sharding.simulate_sharded(p, trace, by="window", shards=3, tasks=tasks("local"))
+    on_ray = sharding.simulate_sharded(p, trace, by="window", shards=3, tasks=tasks("ray"))
     assert on_ray.note == local.note and np.array_equal(on_ray.result.e2e_s, local.result.e2e_s, equal_nan=True)

@@ -8,7 +8,8 @@ import pytest
 from hwmodels.deployment import SLO, Workload
 from moeplan import api, example_path
 from planner import search
-from planner.search import PlanResult, pareto_frontier, plan
+from planner.plan import Plan
+from planner.search import pareto_frontier, plan
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def kimi_16():
 
 
 @pytest.fixture(scope="module")
-def kimi_16_plan(kimi_16) -> PlanResult:
+def kimi_16_plan(kimi_16) -> Plan:
     return plan(kimi_16)
 
 

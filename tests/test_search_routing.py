@@ -10,7 +10,7 @@ from hwmodels.errors import InputError
 from moeplan import api, example_path, parse_spec
 from moeplan.spec import resolve
 from planner.loads import save_counts
-from planner.plan_json import plan_json
+from planner.plan_json import plan_to_json
 from planner.search import plan
 
 QWEN_LAYERS, QWEN_EXPERTS = 48, 128  # qwen3-30b-a3b: every layer is MoE
@@ -89,7 +89,7 @@ def _spec_dict(d) -> dict:
 
 def test_plan_json_carries_deployable_placement_maps(routed):
     d, result = routed
-    doc = json.loads(json.dumps(plan_json(result)))
+    doc = json.loads(json.dumps(plan_to_json(result)))
     placement = doc["recommendation"]["decode"]["placement"]
     phy2log = np.array(placement["phy2log"])
     assert phy2log.shape[0] == QWEN_LAYERS and phy2log.shape[1] == placement["slots_per_device"] * placement["devices"]

@@ -1,4 +1,4 @@
-"""moeplan.sharding: a replay by instance is the unsharded replay where instances are independent; by time window
+"""sim.sharding: a replay by instance is the unsharded replay where instances are independent; by time window
 it is approximate and says so."""
 
 import dataclasses
@@ -8,9 +8,9 @@ import pytest
 
 import moeplan
 from hwmodels.errors import InputError
-from moeplan import api, sharding
+from moeplan import api, engines
 from planner.search import plan as search
-from sim import Router, SimConfig, plan_from_json, simulate
+from sim import Router, SimConfig, sharding, simulate
 from sim.routing import RoutingTrace
 from sim.traces import RequestTrace, synthetic_trace
 
@@ -25,9 +25,18 @@ PER_REQUEST = ("ttft_s", "tpot_s", "e2e_s", "cached_tokens", "preemptions", "rej
 def plan():
     """The planned aggregated instance (8 x H100), four of them: 32 devices."""
     d = api.deployment(moeplan.parse_spec(SPEC))
-    p = plan_from_json(moeplan.Plan(search(d)).to_json(), d)
-    assert p.prefill is None
-    return dataclasses.replace(p, decode=dataclasses.replace(p.decode, instances=4))
+    p = search(d)
+    assert p.recommendation.prefill is None
+    return _with_instances(p, 4)
+
+
+def _with_instances(plan, instances):
+    return dataclasses.replace(plan, recommendation=dataclasses.replace(plan.recommendation, decode_instances=instances))
+
+
+def _processes(n, progress=None):
+    """Shards run in n local processes (moeplan.engines), as `moeplan simulate --shards` runs them."""
+    return lambda fn, shared, items: engines.run_tasks(fn, shared, items, processes=n, chunk_items=1, progress=progress)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +47,7 @@ def trace():
 def test_by_instance_is_the_unsharded_replay(plan, trace):
     full = simulate(plan, trace, ROUND_ROBIN)
     seen = []
-    sharded = sharding.simulate_sharded(plan, trace, ROUND_ROBIN, processes=2, progress=lambda d, n: seen.append(d))
+    sharded = sharding.simulate_sharded(plan, trace, ROUND_ROBIN, tasks=_processes(2, lambda d, n: seen.append(d)))
     r = sharded.result
     assert (sharded.by, sharded.shards, sharded.exact) == ("instance", 4, True) and sorted(seen) == [1, 2, 3, 4]
     for name in PER_REQUEST:
@@ -58,7 +67,7 @@ def test_by_instance_is_the_unsharded_replay(plan, trace):
     np.testing.assert_allclose(r.utilisation_over_time["aggregated"], full.utilisation_over_time["aggregated"], atol=0.05)
     assert r.assumptions[-1].startswith("replayed in 4 shards by instance: exact")
     # two shards of two instances each: the same requests on the same ranks
-    halves = sharding.simulate_sharded(plan, trace, ROUND_ROBIN, by="instance", shards=2, processes=1)
+    halves = sharding.simulate_sharded(plan, trace, ROUND_ROBIN, by="instance", shards=2, tasks=_processes(1))
     np.testing.assert_allclose(halves.result.e2e_s, full.e2e_s, rtol=1e-9)
 
 
@@ -66,7 +75,7 @@ def test_by_window_is_approximate_and_counts_the_requests_across_boundaries(plan
     full = simulate(plan, trace)  # the prefix-aware router: instances interact, so auto cuts by time
     crossing = {}
     for shards in (2, 3):
-        sharded = sharding.simulate_sharded(plan, trace, shards=shards, processes=2)
+        sharded = sharding.simulate_sharded(plan, trace, shards=shards, tasks=_processes(2))
         assert (sharded.by, sharded.shards, sharded.exact) == ("window", shards, False)
         assert "prefix-aware router looks at every rank" in sharded.note
         crossing[shards] = int(sharded.note.split("approximate: ")[1].split(" of ")[0])
@@ -74,7 +83,7 @@ def test_by_window_is_approximate_and_counts_the_requests_across_boundaries(plan
         # each window starts empty and ends without the next one's arrivals: fewer requests compete
         assert r.completed == full.completed and r.percentile("e2e", 50) < full.percentile("e2e", 50)
     assert 0 < crossing[2] < crossing[3] < len(trace)
-    whole = sharding.simulate_sharded(plan, trace, by="window", shards=1, processes=1)
+    whole = sharding.simulate_sharded(plan, trace, by="window", shards=1, tasks=_processes(1))
     assert whole.exact and np.array_equal(whole.result.e2e_s, full.e2e_s, equal_nan=True)
     with pytest.raises(InputError, match="instance sharding would not be exact: the prefix-aware router"):
         sharding.simulate_sharded(plan, trace, by="instance")
@@ -85,9 +94,9 @@ def test_what_breaks_instance_independence_is_named(plan, trace):
     windows = RoutingTrace(np.ones((4, arch.num_layers, arch.moe.num_experts)), arch.moe.top_k, "uniform, 4 windows")
     assert sharding.instance_blockers(plan, ROUND_ROBIN, windows, None) == [
         "routing windows are spread over the replay's span, which a shard's is not"]
-    one = dataclasses.replace(plan, decode=dataclasses.replace(plan.decode, instances=1))
+    one = _with_instances(plan, 1)
     assert sharding.instance_blockers(one, ROUND_ROBIN, None, None) == ["the plan has one instance"]
-    by_time = sharding.simulate_sharded(plan, trace.take(np.arange(400)), ROUND_ROBIN, windows, shards=2, processes=1)
+    by_time = sharding.simulate_sharded(plan, trace.take(np.arange(400)), ROUND_ROBIN, windows, shards=2, tasks=_processes(1))
     assert by_time.by == "window" and by_time.result.completed == 400
 
 
@@ -96,7 +105,7 @@ def test_a_rejected_request_makes_instance_sharding_approximate(plan, trace):
     inputs = trace.input_tokens[:n].copy()
     inputs[5] = 50_000_000  # longer than any rank's KV cache: rejected, and the round-robin skips it
     long = RequestTrace(trace.arrival_s[:n], inputs, trace.output_tokens[:n], None, "one request too long")
-    sharded = sharding.simulate_sharded(plan, long, ROUND_ROBIN, processes=1)
+    sharded = sharding.simulate_sharded(plan, long, ROUND_ROBIN, tasks=_processes(1))
     assert not sharded.exact and "1 requests longer than a rank's KV cache were rejected" in sharded.note
     assert sharded.result.rejected.sum() == 1 and sharded.result.rejected[5]
 

@@ -13,7 +13,8 @@ from hwmodels.hardware import make_cluster
 from hwmodels.serving import decode_performance
 from hwmodels.step import StepContext
 from moeplan import api, parse_spec
-from sim import KVPolicy, Router, SimConfig, concat_routing, plan_from_json, simulate
+from planner.plan_json import plan_from_json
+from sim import KVPolicy, Router, SimConfig, concat_routing, simulate
 from sim import engine
 from sim.routing import load_routing
 from sim.traces import RequestTrace, load_trace, synthetic_trace
@@ -28,7 +29,7 @@ KIMI_DISAGG = {"schema_version": 1, "model": "kimi-k2", "cluster": {"unit": "hgx
 def kimi():
     d = api.deployment(parse_spec(KIMI_DISAGG))
     plan = plan_from_json(api.plan(d).to_json(), d)
-    assert plan.mode == "disaggregated"
+    assert plan.recommendation.mode == "disaggregated"
     return d, plan
 
 
@@ -38,7 +39,7 @@ def _trace(arrival_s, input_tokens, output_tokens, blocks=None) -> RequestTrace:
 
 def test_fixed_batch_throughput_matches_the_analytic_step_model(kimi):
     d, plan = kimi
-    role = plan.decode
+    role = plan.pools[-1]
     batch, inp, out = role.batch_per_device, 1000, 200
     per_rank = batch * role.layout.tp
     ctx = StepContext(d.model, d.precision, make_cluster(d.cluster.unit, devices=role.instance_devices), role.layout)

@@ -7,7 +7,7 @@ import moeplan
 from hwmodels.errors import InputError
 from moeplan import example_path
 from moeplan.study import apply, points
-from planner.plan_json import plan_json
+from planner.plan_json import plan_to_json
 
 SMALL = {"schema_version": 1, "model": "qwen3-30b-a3b", "cluster": {"unit": "hgx-h100", "units": 1},
          "workload": {"input_tokens": 2000, "output_tokens": 400, "requests_per_s": 4.0},
@@ -20,8 +20,8 @@ def kimi_plan():
 
 
 def test_plan_reads_like_its_result_and_adds_tables_and_figures(kimi_plan):
-    assert kimi_plan.recommendation is kimi_plan.result.recommendation and kimi_plan.infeasible == ""
-    assert kimi_plan.to_json() == plan_json(kimi_plan.result)
+    assert kimi_plan.recommendation is kimi_plan.plan.recommendation and kimi_plan.infeasible == ""
+    assert kimi_plan.to_json() == plan_to_json(kimi_plan.plan)
     frontier = kimi_plan.to_frame("frontier")
     assert frontier["chosen"].sum() <= 1 and len(frontier) == len(kimi_plan.frontier)
     rec = kimi_plan.to_frame()

@@ -21,7 +21,7 @@ def _plan_load(plan) -> None:
         return
     role = st.radio("Role", list(dict.fromkeys(frame["role"])), horizontal=True, key="placement_role")
     frame = frame[frame["role"] == role]
-    st.plotly_chart(figures.placement_figure(plan.result, role), key="placement_heatmap")
+    st.plotly_chart(plan.figure("placement", role=role), key="placement_heatmap")
     # busiest device over the mean device of each layer (relative_load is already load / mean)
     per_layer = frame.groupby("layer", as_index=False)["relative_load"].max().rename(columns={"relative_load": "imbalance"})
     fig = px.line(per_layer, x="layer", y="imbalance", markers=True, title="Imbalance per MoE layer: busiest device / mean")

@@ -210,7 +210,7 @@ def _inputs(base: dict) -> tuple[dict, common.Files] | None:
 # ------------------------------------------------------------------------------------------- results
 
 def _show(plan) -> None:
-    result = plan.result
+    result = plan.plan
     r = result.recommendation
     if r is None:
         st.warning(headline_text(result), icon=":material/warning:")

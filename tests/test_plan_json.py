@@ -1,5 +1,6 @@
-"""plan.json as the simulator reads it (sim.plan): both modes, the plan's placement, and one clear error per
-malformed or mismatched document."""
+"""plan.json, the one serialisation of a Plan (planner.plan_json): what is written reads back to the same plan (both
+modes, the placements, an infeasible plan), the simulator's view of it, and one clear error per malformed or
+mismatched document."""
 
 import copy
 import json
@@ -10,7 +11,10 @@ import pytest
 from hwmodels.errors import InputError
 from moeplan import api, example_path, parse_spec
 from planner.loads import save_counts
-from sim import plan_from_json, read_plan
+from planner.plan import Mode
+from planner.plan_json import PLAN_SCHEMA_VERSION, plan_from_json, plan_to_json, read_plan
+from sim import simulate
+from sim.traces import synthetic_trace
 
 QWEN = {"schema_version": 1, "model": "qwen3-30b-a3b", "cluster": {"unit": "hgx-h100", "units": 1},
         "workload": {"input_tokens": 2000, "output_tokens": 500, "requests_per_s": 2.0}, "slo": {"ttft_s": 3.0, "tpot_s": 0.1}}
@@ -19,25 +23,49 @@ QWEN = {"schema_version": 1, "model": "qwen3-30b-a3b", "cluster": {"unit": "hgx-
 @pytest.fixture(scope="module")
 def aggregated():
     d = api.deployment(example_path())
-    return d, api.plan(d).to_json()
+    return d, json.loads(json.dumps(api.plan(d).to_json()))  # as read back from plan.json
+
+
+def _round_trips(plan):
+    """What plan.json holds reads back to a plan that writes the same plan.json, and the same recommendation."""
+    doc = json.loads(json.dumps(plan_to_json(plan)))
+    back = plan_from_json(doc, plan.deployment)
+    assert json.loads(json.dumps(plan_to_json(back))) == doc and doc["schema_version"] == PLAN_SCHEMA_VERSION
+    if plan.recommendation is not None:
+        for mine, theirs in zip(back.pools, plan.pools):
+            assert mine.option.perf == theirs.option.perf and mine.instances == theirs.instances
+            assert mine.option.placement_summary == theirs.option.placement_summary
+            if theirs.option.load is not None:
+                assert np.array_equal(mine.option.load.shares, theirs.option.load.shares)
+            if theirs.placement is not None:
+                assert np.array_equal(mine.placement.phy2log, theirs.placement.phy2log)
+    return back
 
 
 def test_aggregated_plan(aggregated):
     d, doc = aggregated
     plan = plan_from_json(doc, d)
     rec = doc["recommendation"]
-    assert plan.mode == rec["mode"] == "aggregated" and plan.prefill is None
-    role = plan.decode
+    assert plan.recommendation.mode == rec["mode"] == Mode.AGGREGATED and len(plan.pools) == 1
+    role = plan.pools[0]
     assert role.role == "aggregated" and role.instances == rec["decode"]["instances"]
     assert role.layout.tp == rec["decode"]["layout"]["attention_tp"] and role.layout.ep == rec["decode"]["layout"]["expert_parallel"]
     assert role.batch_per_device == rec["decode"]["batch_per_device"]
     assert role.chunk_tokens_per_device == d.serving.tokens_per_step
     assert plan.devices == rec["devices"] and role.placement is None
     assert "aggregated" in plan.describe()
+    _round_trips(api.plan(d).plan)
+
+
+def test_a_plan_read_back_replays_as_the_plan_it_was_written_from(aggregated):
+    d, doc = aggregated
+    trace = synthetic_trace(60, 1.0, d.workload.input_tokens, d.workload.output_tokens, seed=3)
+    written, read = simulate(api.plan(d).plan, trace), simulate(plan_from_json(doc, d), trace)
+    assert np.array_equal(written.ttft_s, read.ttft_s) and np.array_equal(written.tpot_s, read.tpot_s)
 
 
 def _placements_match(d, doc, plan):
-    for role in plan.roles:
+    for role in plan.pools:
         written = doc["recommendation"]["prefill" if role.role == "prefill" else "decode"]["placement"]
         assert role.placement is not None and role.placement.num_devices == role.layout.ep
         moe = list(d.model.moe_layers)
@@ -54,8 +82,9 @@ def test_aggregated_plan_with_its_placement(tmp_path):
     d = api.deployment(parse_spec(raw))
     doc = json.loads(json.dumps(api.plan(d).to_json()))  # as read back from plan.json
     plan = plan_from_json(doc, d)
-    assert plan.mode == "aggregated"
+    assert plan.recommendation.mode == "aggregated"
     _placements_match(d, doc, plan)
+    _round_trips(plan)
 
 
 def test_disaggregated_plan_with_its_placements(shared_data):
@@ -67,10 +96,12 @@ def test_disaggregated_plan_with_its_placements(shared_data):
                        "prefill": {"evaluate": str(stats / "prefill_in2048.json"), "fit": [str(stats / "prefill_in1024.json")]},
                        "placement": "eplb"}}
     d = api.deployment(parse_spec(raw))
-    doc = json.loads(json.dumps(api.plan(d).to_json()))
+    planned = api.plan(d).plan
+    doc = json.loads(json.dumps(plan_to_json(planned)))
     plan = plan_from_json(doc, d)
-    assert plan.mode == "disaggregated" and [r.role for r in plan.roles] == ["prefill", "decode"]
+    assert plan.recommendation.mode == "disaggregated" and [r.role for r in plan.pools] == ["prefill", "decode"]
     _placements_match(d, doc, plan)
+    _round_trips(planned)
 
 
 def _broken(doc, path, value):
@@ -78,7 +109,7 @@ def _broken(doc, path, value):
     node = out
     *parents, last = path.split(".")
     for p in parents:
-        node = node[p]
+        node = node[int(p)] if p.isdigit() else node[p]
     if value is KeyError:
         del node[last]
     else:
@@ -90,7 +121,11 @@ def _broken(doc, path, value):
     ("model.name", "deepseek-v3", "model.name"),
     ("cluster.devices", 8, "cluster.devices"),
     ("cluster.device", "h100-sxm", "cluster.device"),
-    ("schema_version", 2, "schema_version"),
+    ("schema_version", 1, "schema_version"),
+    ("recommendation.decode.steps", [], "recommendation.decode.steps"),
+    ("recommendation.decode.steps.0.breakdown_s", {"attention": 0.1}, "recommendation.decode.steps.0.breakdown_s"),
+    ("recommendation.decode.memory_per_device.weight_bytes", "big", "recommendation.decode.memory_per_device.weight_bytes"),
+    ("frontier.0.tokens_per_s_per_user", -1.0, "frontier.0.tokens_per_s_per_user"),
     ("recommendation.mode", "mixed", "recommendation.mode"),
     ("recommendation.decode.layout.attention_tp", "two", "recommendation.decode.layout.attention_tp"),
     ("recommendation.decode.layout.expert_parallel", 3, "recommendation.decode.layout.expert_parallel"),
@@ -107,18 +142,24 @@ def test_mismatched_or_malformed_plan_names_the_field(aggregated, path, value, f
     assert e.value.fix
 
 
-def test_infeasible_plan_says_why(aggregated):
+def test_infeasible_plan_reads_back_and_the_simulator_says_why(aggregated):
     d, doc = aggregated
     broken = _broken(doc, "recommendation", None) | {"infeasible_reason": "no layout meets TPOT 1 ms"}
+    plan = plan_from_json(broken, d)
+    assert plan.recommendation is None and plan.infeasible == "no layout meets TPOT 1 ms" and plan.pools == ()
     with pytest.raises(InputError, match="no layout meets TPOT 1 ms"):
-        plan_from_json(broken, d)
+        simulate(plan, synthetic_trace(5, 1.0, 100, 10))
+    tight = api.deployment(parse_spec(QWEN | {"slo": {"ttft_s": 3.0, "tpot_s": 0.0001}}))
+    refused = api.plan(tight).plan
+    assert refused.recommendation is None and refused.infeasible_field == "slo.tpot_s"
+    assert _round_trips(refused).infeasible == refused.infeasible
 
 
 def test_plan_files(aggregated, tmp_path):
     d, doc = aggregated
     good = tmp_path / "plan.json"
     good.write_text(json.dumps(doc))
-    assert read_plan(good, d).mode == "aggregated"
+    assert read_plan(good, d).recommendation.mode == "aggregated"
     corrupt = tmp_path / "corrupt.json"
     corrupt.write_text(json.dumps(doc)[:500])
     with pytest.raises(InputError) as e:

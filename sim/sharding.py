@@ -1,4 +1,5 @@
-"""Long trace replays cut into shards that run as engine tasks (local processes or Ray), merged into one SimResult.
+"""Long trace replays cut into shards that run as independent tasks (the caller says where: in this process, in
+local processes or on Ray, moeplan.engines), merged into one SimResult.
 
 Two cuts, and when each is exact:
 - by instance: the requests of each group of expert-parallel instances, replayed on those instances alone. Exact
@@ -28,18 +29,25 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from hwmodels.errors import InputError
-from moeplan import engines
-from sim import Router, SimConfig, simulate
-from sim.engine import MIN_TIMELINE_BIN_S
-from sim.plan import Plan
+from planner.plan import Mode, Plan
+from sim.config import MIN_TIMELINE_BIN_S, Router, SimConfig
+from sim.engine import simulate
 from sim.results import SimResult
 from sim.routing import RoutingTrace
 from sim.traces import RequestTrace
+
+# How shards run: tasks(fn, shared, items) -> [fn(shared, item) for item in items], in item order; an item whose
+# task failed may come back as anything with an `error` text instead of a SimResult (moeplan.engines.Failed).
+Tasks = Callable[[Callable[[Any, Any], Any], Any, Sequence[Any]], list[Any]]
+
+
+def in_this_process(fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> list[Any]:
+    return [fn(shared, item) for item in items]
 
 CUTS = ("auto", "instance", "window")
 
@@ -60,28 +68,29 @@ def instance_blockers(plan: Plan, config: SimConfig, decode_routing: RoutingTrac
                       prefill_routing: RoutingTrace | None) -> list[str]:
     """Why instances of this replay interact (empty: sharding by instance is exact, bar rejections)."""
     out = []
-    if plan.prefill is not None:
+    if plan.recommendation.mode == Mode.DISAGGREGATED:
         out.append("a disaggregated plan routes each finished prompt across the whole decode pool")
     if config.router is not Router.ROUND_ROBIN:
         out.append(f"the {config.router.value} router looks at every rank (round-robin does not)")
     if any(r is not None and len(r.windows) > 1 for r in (decode_routing, prefill_routing)):
         out.append("routing windows are spread over the replay's span, which a shard's is not")
-    if plan.decode.instances < 2:
+    if plan.recommendation.decode_instances < 2:
         out.append("the plan has one instance")
     return out
 
 
 def simulate_sharded(plan: Plan, trace: RequestTrace, config: SimConfig = SimConfig(),
                      decode_routing: RoutingTrace | None = None, prefill_routing: RoutingTrace | None = None, *,
-                     by: str = "auto", shards: int | None = None, engine: str = "local", address: str | None = None,
-                     processes: int | None = None, progress: Callable[[int, int], None] | None = None) -> ShardedReplay:
-    """sim.simulate's replay in shards on an engine (moeplan.engines); the plan, trace and routing travel once.
+                     by: str = "auto", shards: int | None = None, tasks: Tasks = in_this_process) -> ShardedReplay:
+    """sim.simulate's replay in shards, run by `tasks` (the plan, trace and routing are its shared part).
 
     by: "instance" (exact, where instance_blockers is empty), "window" (approximate at the boundaries), or "auto"
         (instance where exact, else window).
     shards: instance: groups of whole instances (default one per instance); window: slices (default the CPUs
         this process may use).
     """
+    if plan.recommendation is None:
+        raise InputError(f"{plan.source}: recommendation", f"is null ({plan.infeasible})", "plan again")
     if by not in CUTS:
         raise InputError("by", f"unknown cut '{by}'", f"one of {', '.join(CUTS)}")
     if len(trace) == 0:
@@ -94,15 +103,14 @@ def simulate_sharded(plan: Plan, trace: RequestTrace, config: SimConfig = SimCon
                          "use by='window' (approximate at the window boundaries)")
     by = "window" if by == "auto" and blockers else "instance" if by == "auto" else by
     if by == "instance":
-        cuts = _instance_cuts(plan, len(trace), shards or plan.decode.instances)
+        cuts = _instance_cuts(plan, len(trace), shards or plan.recommendation.decode_instances)
     else:
         cuts = _window_cuts(trace, shards or len(os.sched_getaffinity(0)))
     start = time.perf_counter()
-    outcomes = engines.run_tasks(_replay, (plan, trace, config, decode_routing, prefill_routing), cuts, engine,
-                                 address=address, processes=processes, chunk_items=1, progress=progress)
+    outcomes = tasks(_replay, (plan, trace, config, decode_routing, prefill_routing), cuts)
     for cut, outcome in zip(cuts, outcomes):
-        if isinstance(outcome, engines.Failed):
-            raise RuntimeError(f"shard of requests {cut.index[0]}..{cut.index[-1]} failed: {outcome.error}")
+        if not isinstance(outcome, SimResult):
+            raise RuntimeError(f"shard of requests {cut.index[0]}..{cut.index[-1]} failed: {getattr(outcome, 'error', outcome)}")
     merged = _merge(plan, trace, config, cuts, outcomes, time.perf_counter() - start)
     if by == "instance":
         rejected = int(merged.rejected.sum())
@@ -134,9 +142,9 @@ class _Cut:
 def _instance_cuts(plan: Plan, requests: int, shards: int) -> list[_Cut]:
     # Request k goes to rank k mod R, i.e. instance (k mod R) // dp; a shard holds a contiguous group of
     # instances, so its own round-robin over its ranks gives each of its requests the same rank.
-    role = plan.decode
-    groups = np.array_split(np.arange(role.instances), min(shards, role.instances))
-    instance_of = (np.arange(requests) % (role.instances * role.layout.dp)) // role.layout.dp
+    instances, dp = plan.recommendation.decode_instances, plan.recommendation.decode.layout.dp
+    groups = np.array_split(np.arange(instances), min(shards, instances))
+    instance_of = (np.arange(requests) % (instances * dp)) // dp
     cuts = [_Cut(np.nonzero((instance_of >= g[0]) & (instance_of <= g[-1]))[0], len(g), None) for g in groups]
     return [c for c in cuts if len(c.index)]
 
@@ -151,7 +159,7 @@ def _replay(shared, cut: _Cut) -> SimResult:
     """A task: one shard's replay (the plan, trace and routing come from the engine's shared copy)."""
     plan, trace, config, decode_routing, prefill_routing = shared
     if cut.instances is not None:
-        plan = dataclasses.replace(plan, decode=dataclasses.replace(plan.decode, instances=cut.instances))
+        plan = dataclasses.replace(plan, recommendation=dataclasses.replace(plan.recommendation, decode_instances=cut.instances))
     if cut.span is not None:
         decode_routing, prefill_routing = (None if r is None else dataclasses.replace(r, windows=_during(r.windows, *cut.span))
                                            for r in (decode_routing, prefill_routing))
@@ -187,7 +195,7 @@ def _merge(plan: Plan, trace: RequestTrace, config: SimConfig, cuts: list[_Cut],
     bins = int(makespan / bin_s) + 1
 
     roles, util_t, occ_t = [], {}, {}
-    for j, role in enumerate(plan.roles):
+    for j, role in enumerate(plan.pools):
         stats = [p.roles[j] for p in parts]
         busy = sum(s.busy_s for s in stats)
         weights = [s.busy_s / busy if busy > 0 else 1 / len(stats) for s in stats]

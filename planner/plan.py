@@ -1,0 +1,192 @@
+"""The Plan: what the planner recommends for a Deployment, as typed, frozen data.
+
+The search (planner.search) returns it; the simulator replays it, the reports and the dashboard show it, and
+plan.json is its one serialisation (planner.plan_json, which reads back exactly what it writes). A plan holds:
+- the recommendation: a disaggregated deployment (a prefill pool and a decode pool) or an aggregated one
+  (instances that prefill and decode), each pool a scored `Candidate` (layout, operating point, predicted step
+  times and memory, the per-device expert load and expert placement it was scored with) and an instance count;
+- the next-best options and the Pareto frontier of decode candidates, each kept as its predictions (their
+  per-device loads and placement maps are left out: the recommendation's are the ones a deployment uses);
+- what was assumed, and why nothing was recommended when nothing was.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+
+from hwmodels.deployment import Deployment
+from hwmodels.expert_load import ExpertLoad
+from hwmodels.layout import Layout
+from hwmodels.serving import Performance, Role
+from planner.placement import Placement
+
+
+class Mode(enum.StrEnum):
+    DISAGGREGATED = "disaggregated"  # a prefill pool and a decode pool
+    AGGREGATED = "aggregated"  # instances that prefill and decode
+
+
+@dataclass(frozen=True)
+class PlacementSummary:
+    """How a candidate's expert placement was made and how evenly it spread the statistics it was scored on."""
+
+    method: str  # ilp, eplb-global, ...
+    slots_per_device: int
+    devices: int
+    fit_on: tuple[str, ...]  # the routing statistics it was fitted on
+    evaluated_on: str  # and scored on
+    mapping: str  # how another model's statistics were mapped onto this model ("" for its own)
+    expert_load: str  # where the per-device load came from, in words
+    mean_imbalance: float  # busiest device over the mean device, mean over MoE layers
+    worst_layer_imbalance: float
+    objective: float | None  # what the method reached on its fit data (None: it optimises no stated objective)
+    lp_bound: float | None  # a proven lower bound on it
+    gap: float | None
+    solver: str
+    seconds: float
+
+    @property
+    def label(self) -> str:
+        """How the simulator names the placement it replays."""
+        return f"{self.method} placement from the plan" + (f" (fitted on {', '.join(self.fit_on)})" if self.fit_on else "")
+
+
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    """One scored option of one role: `instance_devices` devices in `layout` at `work_per_device`."""
+
+    role: Role
+    instance_devices: int
+    layout: Layout
+    work_per_device: int  # decode / aggregated: sequences per device; prefill: tokens per device per step
+    perf: Performance
+    load: ExpertLoad | None = None  # the per-device expert load it was scored with (dropped by `summarised`)
+    placement: Placement | None = None  # the expert placement behind that load (None: no routing data)
+    placement_summary: PlacementSummary | None = None
+
+    @property
+    def step_s(self) -> float:
+        return self.perf.steps[0].time_s
+
+    @property
+    def tokens_per_s_per_device(self) -> float:
+        return self.perf.tokens_per_s_per_device
+
+    @property
+    def tokens_per_s_per_user(self) -> float:
+        return self.perf.tokens_per_s_per_user
+
+    def describe(self, is_moe: bool) -> str:
+        unit = "sequences" if self.role != Role.PREFILL else "tokens per step"
+        return f"{self.instance_devices} devices, {self.layout.name(is_moe)}, {self.work_per_device} {unit} per device"
+
+    def summarised(self) -> Candidate:
+        """The candidate as its predictions, without its per-device load and placement maps."""
+        return replace(self, load=None, placement=None)
+
+
+@dataclass(frozen=True, eq=False)
+class Recommendation:
+    mode: Mode
+    decode: Candidate  # the aggregated instance in aggregated mode
+    decode_instances: int
+    prefill: Candidate | None
+    prefill_instances: int
+    ttft_s: float
+    tpot_s: float
+    usd_per_hour: float | None
+    usd_per_million_input: float | None
+    usd_per_million_output: float | None
+    requests_per_s: float  # the traffic it is sized for (the workload's, or what one instance serves)
+
+    @property
+    def devices(self) -> int:
+        return self.decode.instance_devices * self.decode_instances + (
+            self.prefill.instance_devices * self.prefill_instances if self.prefill else 0)
+
+    def summarised(self) -> Recommendation:
+        return replace(self, decode=self.decode.summarised(),
+                       prefill=None if self.prefill is None else self.prefill.summarised())
+
+
+@dataclass(frozen=True, eq=False)
+class Pool:
+    """Identical instances of one recommended candidate, as the simulator runs them: each instance is one
+    expert-parallel group stepping in lockstep."""
+
+    option: Candidate
+    instances: int
+    chunk_tokens_per_device: int  # prompt tokens per device per step (a decode pool recomputes preempted KV in it)
+
+    @property
+    def role(self) -> Role:
+        return self.option.role
+
+    @property
+    def layout(self) -> Layout:
+        return self.option.layout
+
+    @property
+    def batch_per_device(self) -> int | None:
+        """The running sequences per device the planner chose (the engine's max-running-requests); None for prefill."""
+        return None if self.role == Role.PREFILL else self.option.work_per_device
+
+    @property
+    def instance_devices(self) -> int:
+        return self.layout.devices
+
+    @property
+    def devices(self) -> int:
+        return self.instances * self.layout.devices
+
+    @property
+    def placement(self) -> Placement | None:
+        return self.option.placement
+
+    @property
+    def placement_label(self) -> str:
+        summary = self.option.placement_summary
+        return "" if summary is None else summary.label
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """What the planner recommends for `deployment`, and how it got there."""
+
+    deployment: Deployment
+    recommendation: Recommendation | None
+    frontier: tuple[Candidate, ...]  # decode candidates: output tokens/s per device vs tokens/s per user
+    candidates_scored: int
+    infeasible: str  # why nothing was recommended ("" when something was)
+    assumptions: tuple[str, ...]
+    seconds: float
+    alternatives: tuple[Recommendation, ...] = field(default=())
+    infeasible_field: str = ""  # the spec field to change when nothing was recommended
+    source: str = "moeplan plan"  # where it came from: the search, or the plan.json it was read from
+
+    @property
+    def pools(self) -> tuple[Pool, ...]:
+        """The recommendation's pools (prefill first when disaggregated); empty when nothing was recommended."""
+        r = self.recommendation
+        if r is None:
+            return ()
+        chunk = self.deployment.serving.tokens_per_step
+        decode = Pool(r.decode, r.decode_instances, chunk)
+        return (decode,) if r.prefill is None else (Pool(r.prefill, r.prefill_instances, r.prefill.work_per_device), decode)
+
+    @property
+    def devices(self) -> int:
+        return self.recommendation.devices if self.recommendation else 0
+
+    def describe(self) -> str:
+        """The recommendation in one line: mode, devices, and every pool."""
+        if self.recommendation is None:
+            return f"no deployment: {self.infeasible}"
+        is_moe = self.deployment.model.is_moe
+        parts = [f"{p.instances} x {p.role} [{p.instance_devices} devices, {p.layout.name(is_moe)}"
+                 + (f", batch {p.batch_per_device}/device" if p.batch_per_device else "")
+                 + (f", {p.chunk_tokens_per_device} prompt tokens/device/step" if p.role != Role.DECODE else "") + "]"
+                 for p in self.pools]
+        return (f"{self.recommendation.mode}, {self.devices} x {self.deployment.cluster.device.name}: "
+                + " + ".join(parts))
