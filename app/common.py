@@ -123,6 +123,22 @@ def routing_names(raw: dict) -> list[str]:
     return names
 
 
+# ------------------------------------------------------------------------------------------- catalogs
+
+@st.cache_data(show_spinner=False)
+def catalog_lists() -> dict:
+    """The catalogs as the notebook API lists them: {"models", "devices", "units": name -> record, "workloads",
+    "formats"} (moeplan.api.models, devices, clusters, workloads, number_formats)."""
+    return {"models": {m["name"]: m for m in moeplan.api.models()}, "devices": {d["name"]: d for d in moeplan.api.devices()},
+            "units": {u["name"]: u for u in moeplan.api.clusters()}, "workloads": moeplan.api.workloads(),
+            "formats": moeplan.api.number_formats()}
+
+
+def planned_devices() -> tuple[str, ...]:
+    """The devices a cluster unit is built from (the ones a spec can name)."""
+    return tuple(name for name, d in catalog_lists()["devices"].items() if d["cluster_units"])
+
+
 # ------------------------------------------------------------------------------------------- session
 
 @st.cache_data(show_spinner=False)

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import csv
+import importlib.util
+import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from hwmodels import arithmetic, catalog
+from hwmodels import arithmetic, catalog, units
 from hwmodels.deployment import Deployment
+from hwmodels.errors import InputError
 from hwmodels.fit import FitReport, fit
 from hwmodels.calibrate import deployments, kernels_measured
 from hwmodels.calibrate.deepep_fit import deepep_report
 from hwmodels.calibrate.deployments import ValidationRow
 from hwmodels.calibrate.gemm_fit import fit_report_table
 from hwmodels.precision import default_plan
-from moeplan import study
+from moeplan import catalog_records, study
 from moeplan.spec import Spec, load_spec, resolve
 from moeplan.simulation import Simulation
 from moeplan.study import PlanView, Sweep
 from planner.plan import Plan
 from planner.plan_json import plan_from_json, read_plan
 from planner.search import plan as _plan
+from sim.config import KVPolicy, Router, SimConfig
+
+__all__ = ["InputError", "KVPolicy", "Plan", "PlanView", "Router", "SimConfig", "Simulation", "Spec", "Sweep",
+           "ValidationRow", "bench_kernels", "check", "clusters", "compare", "default_kernel_csv", "deployment",
+           "devices", "kernel_fits", "load_plan", "model_config", "model_summary", "models", "number_formats", "plan",
+           "simulate", "sweep", "units", "validate", "validation_summary", "workloads", "app_script"]
 
 
 def deployment(spec: str | Path | Spec | Deployment, base_dir: Path | None = None) -> Deployment:
@@ -30,6 +40,36 @@ def deployment(spec: str | Path | Spec | Deployment, base_dir: Path | None = Non
         return resolve(spec, base_dir)
     parsed, folder = load_spec(spec)
     return resolve(parsed, folder)
+
+
+def models() -> list[dict]:
+    """The catalog models: size, experts, layers, attention, weight bytes, format, KV bytes per token, source."""
+    return catalog_records.model_records()
+
+
+def devices() -> list[dict]:
+    """The catalog devices with every cited figure, its listed price and the cluster units built from it."""
+    return catalog_records.device_records()
+
+
+def clusters() -> list[dict]:
+    """The cluster units (nodes, racks, supernodes) a cluster is built from."""
+    return catalog_records.cluster_records()
+
+
+def workloads() -> dict[str, dict]:
+    """The named workloads a spec may use (workload.name)."""
+    return catalog_records.workload_records()
+
+
+def number_formats() -> dict[str, tuple[str, ...]]:
+    """The formats a spec's precision may name (weights; KV cache and activations)."""
+    return catalog_records.number_formats()
+
+
+def model_config(name_or_path: str, field: str = "model") -> dict:
+    """The config.json fields of a catalog model or a config.json on disk (what kernels_ref runs the shapes of)."""
+    return catalog.model_config(name_or_path, field)
 
 
 def check(spec: str | Path | Spec | Deployment) -> FitReport:
@@ -191,3 +231,42 @@ def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routin
     run = simulate_sharded(plan, trace, config or SimConfig(), decode, prefill, by=shard_by, shards=shards, tasks=tasks)
     exactness = "" if run.note.startswith(("exact", "approximate")) else ("exact; " if run.exact else "approximate; ")
     return Simulation(run.result, f"{run.shards} shards by {run.by}, {exactness}{run.note}")
+
+
+def bench_kernels(device: str = "cpu", model: str = "kimi-k2", quick: bool = False) -> tuple[list[dict], str, str]:
+    """Benchmark the reference fp8 MoE kernels (kernels_ref, needs PyTorch) on the model's layer shapes: the rows,
+    their CSV text (what hwmodels.calibrate.kernels_measured reads) and a printable table."""
+    bench = _kernels_bench()
+    config = catalog.model_config(model, "--model")
+    if device == "cuda" and not bench.torch.cuda.is_available():
+        raise InputError("--device", "no CUDA device is visible", "use --device cpu")
+    try:
+        rows = bench.run_benchmarks(device, config, quick)
+    except ValueError as e:
+        raise InputError("--model", str(e), "give a MoE model") from None
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=bench.COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return rows, buffer.getvalue(), bench.format_table(rows)
+
+
+def default_kernel_csv(device: str = "cpu") -> str:
+    """The CSV name `moeplan bench-kernels` writes by default: kernels-<this machine's device, as a slug>.csv."""
+    return _kernels_bench().default_csv_name(device)
+
+
+def _kernels_bench():
+    try:
+        from kernels_ref import bench
+    except ImportError:
+        raise InputError("bench-kernels", "PyTorch is not installed", "pip install 'moeplan[kernels]'") from None
+    return bench
+
+
+def app_script() -> Path:
+    """The dashboard's main script (`moeplan app` hands it to `streamlit run`), found without importing the app."""
+    spec = importlib.util.find_spec("app")
+    if spec is None or spec.origin is None:
+        raise InputError("app", "the dashboard is not installed", "pip install moeplan (it installs the app package)")
+    return Path(spec.origin).with_name("app.py")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +19,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hwmodels import catalog
-from hwmodels.errors import InputError
-from hwmodels.units import GB, TFLOPS, format_bytes, format_count
 from moeplan import api, report
+from moeplan.api import InputError, KVPolicy, Router, SimConfig, units
 from moeplan.spec import example_path
 from moeplan.sweep_file import load_sweep
-from sim import KVPolicy, Router, SimConfig
 
 EXIT_NO = 1
 EXIT_BAD_INPUT = 2
@@ -44,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (moeplan devices --json | head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -193,12 +194,7 @@ def _print_json(obj) -> None:
 
 
 def _models(args) -> int:
-    rows = []
-    for name in catalog.model_names():
-        s = api.model_summary(name)
-        rows.append({"name": name, "display_name": catalog.model_entry(name)["display_name"]} | {
-            k: s[k] for k in ("total_params", "active_params", "experts", "experts_per_token", "layers", "attention", "weight_bytes", "kv_bytes_per_token")
-        } | {"precision": s["precision"]["routed_experts"], "source": catalog.model_entry(name)["source"]})
+    rows = api.models()
     if args.json:
         _print_json(rows)
         return 0
@@ -207,39 +203,19 @@ def _models(args) -> int:
         t.add_column(col, justify="right" if col in ("total", "active", "experts", "layers", "weights", "KV/token") else "left")
     for r in rows:
         experts = f"{r['experts']} (top-{r['experts_per_token']})" if r["experts"] else "dense"
-        t.add_row(r["name"], r["display_name"], format_count(r["total_params"]), format_count(r["active_params"]), experts,
-                  str(r["layers"]), r["attention"].upper(), format_bytes(r["weight_bytes"]), r["precision"], f"{r['kv_bytes_per_token']:,.0f} B")
+        t.add_row(r["name"], r["display_name"], units.format_count(r["total_params"]), units.format_count(r["active_params"]), experts,
+                  str(r["layers"]), r["attention"].upper(), units.format_bytes(r["weight_bytes"]), r["precision"], f"{r['kv_bytes_per_token']:,.0f} B")
     _console().print(t)
     return 0
 
 
-def _device_record(name: str) -> dict:
-    d = catalog.load_device(name)
-    price = catalog.catalog_prices().get(name)
-    return {
-        "name": name,
-        "display_name": d.display_name,
-        "vendor": d.vendor,
-        "peak_flops_per_s": dict(d.peak_flops_per_s),
-        "hbm_bytes": d.hbm_bytes,
-        "hbm_bytes_per_s": d.hbm_bytes_per_s,
-        "scaleup_bytes_per_s": d.scaleup_bytes_per_s,
-        "scaleout_bytes_per_s": d.scaleout_bytes_per_s,
-        "power_w": d.power_w,
-        "attainable": dict(d.attainable),
-        "price_usd_per_hour": price.usd_per_device_hour if price else None,
-        "unverified": list(d.unverified_fields()),
-        "sources": {k: f.source for k, f in d.provenance.items()},
-    }
-
-
 def _devices(args) -> int:
-    rows = [_device_record(n) for n in catalog.device_names()]
+    rows = api.devices()
     if args.json:
         _print_json(rows)
         return 0
     t = Table(title="Catalog devices (dense peaks; * = unverified, from a third-party summary)")
-    for col in ("name", "bf16 TFLOP/s", "fp8", "fp4", "int8", "HBM GB", "HBM TB/s", "scale-up GB/s", "scale-out GB/s", "USD/h"):
+    for col in ("name", "bf16 TFLOP/s", "fp8", "fp4", "int8", "HBM units.GB", "HBM TB/s", "scale-up units.GB/s", "scale-out units.GB/s", "USD/h"):
         t.add_column(col, justify="left" if col == "name" else "right")
     for r in rows:
         unverified = set(r["unverified"])
@@ -252,11 +228,11 @@ def _devices(args) -> int:
         peaks = r["peak_flops_per_s"]
         t.add_row(
             r["name"],
-            *(cell(peaks.get(p), f"peak_flops_per_s.{p}", TFLOPS) for p in ("bf16", "fp8", "fp4", "int8")),
-            cell(r["hbm_bytes"], "hbm_bytes", GB, "{:,.1f}"),
+            *(cell(peaks.get(p), f"peak_flops_per_s.{p}", units.TFLOPS) for p in ("bf16", "fp8", "fp4", "int8")),
+            cell(r["hbm_bytes"], "hbm_bytes", units.GB, "{:,.1f}"),
             cell(r["hbm_bytes_per_s"], "hbm_bytes_per_s", 1e12, "{:.2f}"),
-            cell(r["scaleup_bytes_per_s"], "scaleup_bytes_per_s", GB),
-            cell(r["scaleout_bytes_per_s"], "scaleout_bytes_per_s", GB),
+            cell(r["scaleup_bytes_per_s"], "scaleup_bytes_per_s", units.GB),
+            cell(r["scaleout_bytes_per_s"], "scaleout_bytes_per_s", units.GB),
             "-" if r["price_usd_per_hour"] is None else f"{r['price_usd_per_hour']:.2f}",
         )
     _console().print(t)
@@ -265,12 +241,7 @@ def _devices(args) -> int:
 
 
 def _clusters(args) -> int:
-    rows = []
-    for name in catalog.unit_names():
-        u = catalog.load_unit(name)
-        rows.append({"name": name, "display_name": u.display_name, "device": u.device.name, "devices": u.devices,
-                     "devices_per_node": u.devices_per_node, "scaleup_domain_devices": u.scaleup_domain_devices,
-                     "scaleup_fabric": u.scaleup_fabric, "scaleout_fabric": u.scaleout_fabric, "source": u.source})
+    rows = api.clusters()
     if args.json:
         _print_json(rows)
         return 0
@@ -298,16 +269,16 @@ def _model(args) -> int:
     c = _console()
     c.print(f"[bold]{s['model']}[/bold] ({s['model_type']}, {s['attention'].upper()} attention, "
             f"{s['experts']} experts top-{s['experts_per_token']}, {s['layers']} layers of which {s['moe_layers']} MoE)")
-    c.print(f"parameters: {format_count(s['total_params'])} total, {format_count(s['active_params'])} active per token"
-            + (f" (+{format_count(s['mtp_params'])} in the MTP module, not counted)" if s["mtp_params"] else ""))
+    c.print(f"parameters: {units.format_count(s['total_params'])} total, {units.format_count(s['active_params'])} active per token"
+            + (f" (+{units.format_count(s['mtp_params'])} in the MTP module, not counted)" if s["mtp_params"] else ""))
     c.print(f"precision: {s['precision_source']}")
     t = Table(title="Weights by part")
     for col in ("part", "params", "format", "bytes"):
         t.add_column(col, justify="left" if col in ("part", "format") else "right")
     for part, n in s["params_by_part"].items():
         if n:
-            t.add_row(part, format_count(n), s["precision"][part], format_bytes(s["weight_bytes_by_part"][part]))
-    t.add_row("total", format_count(s["total_params"]), "", format_bytes(s["weight_bytes"]))
+            t.add_row(part, units.format_count(n), s["precision"][part], units.format_bytes(s["weight_bytes_by_part"][part]))
+    t.add_row("total", units.format_count(s["total_params"]), "", units.format_bytes(s["weight_bytes"]))
     c.print(t)
     c.print(f"KV cache: {s['kv_bytes_per_token']:,.0f} bytes per token ({s['precision']['kv_cache']})")
     c.print(f"FLOPs per token at {s['context_tokens']:,} tokens of context: prefill {s['prefill_flops_per_token'] / 1e9:,.1f} GFLOP, "
@@ -325,13 +296,13 @@ def _check(args) -> int:
         c = _console()
         c.print(f"[bold]{d.name}[/bold]: {d.model_display_name} ({d.precision.label()}) on {d.cluster.describe()}, "
                 f"workload {d.workload.input_tokens:,} in + {d.workload.output_tokens:,} out tokens")
-        t = Table(title=f"Memory per device by layout (HBM x {d.serving.hbm_utilization:g} usable = {format_bytes(d.cluster.device.hbm_bytes * d.serving.hbm_utilization)})")
+        t = Table(title=f"Memory per device by layout (HBM x {d.serving.hbm_utilization:g} usable = {units.format_bytes(d.cluster.device.hbm_bytes * d.serving.hbm_utilization)})")
         for col in ("layout", "weights/device", "workspace", "KV room/device", "KV/sequence", "sequences", "fits"):
             t.add_column(col, justify="left" if col == "layout" else "right")
         for m in rows:
-            t.add_row(m.layout_name, format_bytes(m.weight_bytes), format_bytes(m.workspace_bytes),
-                      format_bytes(m.kv_capacity_bytes) if m.kv_capacity_bytes > 0 else f"-{format_bytes(-m.kv_capacity_bytes)}",
-                      format_bytes(m.kv_bytes_per_sequence), f"{m.concurrent_sequences:,}", "yes" if m.fits else "no")
+            t.add_row(m.layout_name, units.format_bytes(m.weight_bytes), units.format_bytes(m.workspace_bytes),
+                      units.format_bytes(m.kv_capacity_bytes) if m.kv_capacity_bytes > 0 else f"-{units.format_bytes(-m.kv_capacity_bytes)}",
+                      units.format_bytes(m.kv_bytes_per_sequence), f"{m.concurrent_sequences:,}", "yes" if m.fits else "no")
         c.print(t)
         if len(report.layouts) > len(rows):
             c.print(f"({len(report.layouts) - len(rows)} more layouts: --all)")
@@ -445,10 +416,8 @@ def _sweep(args) -> int:
 
 
 def _app(args) -> int:
-    from app import APP_PATH
-
     # -P: the current folder must not shadow moeplan's packages (a stray sim.py there would)
-    command = [sys.executable, "-P", "-m", "streamlit", "run", str(APP_PATH), "--server.port", str(args.port),
+    command = [sys.executable, "-P", "-m", "streamlit", "run", str(api.app_script()), "--server.port", str(args.port),
                "--server.headless", "true" if args.headless else "false", "--browser.gatherUsageStats", "false"]
     return subprocess.call(command)
 
@@ -522,35 +491,14 @@ def _place(args) -> int:
 
 
 def _bench_kernels(args) -> int:
-    try:
-        from kernels_ref import bench
-    except ImportError:
-        raise InputError("bench-kernels", "PyTorch is not installed", "pip install 'moeplan[kernels]'") from None
-    config = catalog.model_config(args.model, "--model")
-    output = Path(args.output or bench.default_csv_name(args.device))
+    output = Path(args.output or api.default_kernel_csv(args.device))
     if output.exists():
         raise InputError("-o", f"'{output}' exists", "give a new file name")
-    if args.device == "cuda" and not bench.torch.cuda.is_available():
-        raise InputError("--device", "no CUDA device is visible", "use --device cpu")
-    try:
-        rows = bench.run_benchmarks(args.device, config, args.quick)
-    except ValueError as e:
-        raise InputError("--model", str(e), "give a MoE model") from None
-    print(bench.format_table(rows))
-    report.write_atomic(output, _csv_text(rows, bench.COLUMNS))
+    _, csv_text, table = api.bench_kernels(args.device, args.model, args.quick)
+    print(table)
+    report.write_atomic(output, csv_text)
     print(f"wrote {output}")
     return 0
-
-
-def _csv_text(rows, columns) -> str:
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _validate(args) -> int:

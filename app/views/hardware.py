@@ -6,9 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 import common  # app/common.py: the script folder is on sys.path (`import app` would find app/app.py)
-from hwmodels import catalog
 
-DEVICES = tuple(d for d in catalog.device_names() if catalog.units_for_device(d))
+DEVICES = common.planned_devices()
 DEFAULT = ("h200-sxm", "b200-sxm", "gb200", "ascend-910c")
 METRICS = ("usd_per_million_output_tokens", "usd_per_million_input_tokens", "output_tokens_per_s_per_device",
            "tpot_s", "ttft_s", "devices", "usd_per_hour")

@@ -15,15 +15,14 @@ import streamlit as st
 import yaml
 
 import common  # app/common.py: the script folder is on sys.path (`import app` would find app/app.py)
-from hwmodels import catalog
-from hwmodels.errors import InputError
-from hwmodels.precision import DTYPES, SCHEMES
+from moeplan import api
+from moeplan.api import InputError
 from moeplan.report import headline_text
-from moeplan.spec import parse_spec, resolve
+from moeplan.spec import parse_spec
 
 CHECKPOINT = "checkpoint's own"
 SOURCES = ("Catalog workload", "Custom", "Trace file")
-DEVICES = tuple(d for d in catalog.device_names() if catalog.units_for_device(d))
+DEVICES = common.planned_devices()
 BASE_KEY = "planner_base"  # an uploaded spec not planned yet: the fields without an input come from it
 PENDING_KEY = "planner_pending"  # plan on this run without a button press (a spec was just uploaded)
 UPLOAD_ERROR_KEY = "planner_upload_error"
@@ -35,19 +34,19 @@ def _inputs_from_spec(raw: dict) -> None:
     """Set every input's session state from a spec dict (before the inputs are drawn on this run)."""
     s = st.session_state
     cluster = raw["cluster"]
-    unit = catalog.load_unit(cluster["unit"])
+    unit = common.catalog_lists()["units"][cluster["unit"]]
     s.planner_model = raw["model"]
-    s.planner_device = unit.device.name
-    s.planner_unit = unit.name
-    s.planner_devices = cluster.get("devices") or cluster["units"] * unit.devices
+    s.planner_device = unit["device"]
+    s.planner_unit = unit["name"]
+    s.planner_devices = cluster.get("devices") or cluster["units"] * unit["devices"]
     precision = raw.get("precision") or {}
     s.planner_experts = precision.get("routed_experts", CHECKPOINT)
     s.planner_kv = precision.get("kv_cache", CHECKPOINT)
     w = raw["workload"]
-    named = catalog.workloads().get(w.get("name"), {})
+    named = common.catalog_lists()["workloads"].get(w.get("name"), {})
     shape_overridden = any(w.get(k) is not None for k in ("input_tokens", "output_tokens"))
     s.planner_source = SOURCES[0] if named and not shape_overridden else SOURCES[1]
-    s.planner_workload = w["name"] if named else next(iter(catalog.workloads()))
+    s.planner_workload = w["name"] if named else next(iter(common.catalog_lists()["workloads"]))
     s.planner_rate_override = w.get("requests_per_s") if named else None
     s.planner_input_tokens = int(w.get("input_tokens") or named.get("input_tokens") or 1)
     s.planner_output_tokens = int(w.get("output_tokens") or named.get("output_tokens") or 1)
@@ -55,7 +54,7 @@ def _inputs_from_spec(raw: dict) -> None:
     s.planner_ttft_s = float(raw["slo"]["ttft_s"])
     s.planner_tpot_ms = float(raw["slo"]["tpot_s"]) * 1e3  # the dashboard shows TPOT in ms
     s.planner_percentile = float(raw["slo"].get("percentile", 99.0))
-    s.planner_price = (raw.get("prices") or {}).get(unit.device.name)
+    s.planner_price = (raw.get("prices") or {}).get(unit["device"])
 
 
 def _on_spec_upload() -> None:
@@ -66,7 +65,7 @@ def _on_spec_upload() -> None:
         return
     try:
         raw = common.routing_on_uploads(common.spec_from_upload(common.upload_bytes(uploaded), uploaded.name))
-        resolve(parse_spec({k: v for k, v in raw.items() if k != "routing"}, uploaded.name))  # names, sizes
+        api.deployment(parse_spec({k: v for k, v in raw.items() if k != "routing"}, uploaded.name))  # names, sizes
         _inputs_from_spec(raw)
     except InputError as e:
         st.session_state[UPLOAD_ERROR_KEY] = str(e)
@@ -77,7 +76,7 @@ def _on_spec_upload() -> None:
 
 def _on_device_change() -> None:
     """A new device: its first cluster unit, and its catalog price (an override was for the old device)."""
-    st.session_state.planner_unit = catalog.units_for_device(st.session_state.planner_device)[0]
+    st.session_state.planner_unit = common.catalog_lists()["devices"][st.session_state.planner_device]["cluster_units"][0]
     st.session_state.planner_price = None
 
 
@@ -111,7 +110,7 @@ def _workload_inputs() -> dict:
     s = st.session_state
     source = st.radio("Workload", SOURCES, key="planner_source", horizontal=True)
     if source == SOURCES[0]:
-        named = catalog.workloads()
+        named = common.catalog_lists()["workloads"]
         name = st.selectbox("Catalog workload", list(named), key="planner_workload",
                             help="mean request shape and rate of a public trace (catalogs/workloads.yaml)")
         w = named[name]
@@ -173,19 +172,21 @@ def _inputs(base: dict) -> tuple[dict, common.Files] | None:
                          key="planner_spec_upload", on_change=_on_spec_upload)
         if UPLOAD_ERROR_KEY in s:
             st.error(s[UPLOAD_ERROR_KEY], icon=":material/error:")
-    st.selectbox("Model", catalog.model_names(), key="planner_model")
+    lists = common.catalog_lists()
+    st.selectbox("Model", list(lists["models"]), key="planner_model")
     c1, c2 = st.columns(2)
     c1.selectbox("Device", DEVICES, key="planner_device", on_change=_on_device_change)
-    c2.selectbox("Cluster unit", catalog.units_for_device(s.planner_device), key="planner_unit")
-    unit = catalog.load_unit(s.planner_unit)
-    c1.number_input("Devices", min_value=1, step=unit.devices_per_node, key="planner_devices",
-                    help=f"a whole number of {unit.name} nodes of {unit.devices_per_node}")
-    listed = catalog.catalog_prices().get(s.planner_device)
+    device = lists["devices"][s.planner_device]
+    c2.selectbox("Cluster unit", device["cluster_units"], key="planner_unit")
+    unit = lists["units"][s.planner_unit]
+    c1.number_input("Devices", min_value=1, step=unit["devices_per_node"], key="planner_devices",
+                    help=f"a whole number of {unit['name']} nodes of {unit['devices_per_node']}")
+    listed = device["price_usd_per_hour"]
     c2.number_input("USD per device-hour", min_value=0.0, value=None, key="planner_price", format="%.2f",
-                    placeholder=f"{listed.usd_per_device_hour:.2f} (catalog)" if listed else "no catalog price",
-                    help=listed.source if listed else "without a price the plan has no cost")
-    c1.selectbox("Routed experts", [CHECKPOINT, *SCHEMES], key="planner_experts")
-    c2.selectbox("KV cache", [CHECKPOINT, *DTYPES], key="planner_kv")
+                    placeholder=f"{listed:.2f} (catalog)" if listed is not None else "no catalog price",
+                    help=device["price_source"] if listed is not None else "without a price the plan has no cost")
+    c1.selectbox("Routed experts", [CHECKPOINT, *lists["formats"]["weights"]], key="planner_experts")
+    c2.selectbox("KV cache", [CHECKPOINT, *lists["formats"]["kv_cache"]], key="planner_kv")
     workload, workload_error = None, None
     try:
         workload = _workload_inputs()

@@ -11,8 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import common  # app/common.py: the script folder is on sys.path (`import app` would find app/app.py)
-from hwmodels.errors import InputError
-from sim import KVPolicy, Router
+from moeplan.api import InputError, KVPolicy, Router
 
 SOURCES = ("Synthetic (the workload's rate and means)", "Trace file")
 PREFILL_ROUTERS = tuple(r.value for r in Router)
