@@ -12,6 +12,7 @@ from typing import Mapping
 
 from hwmodels.model_arch import GQAAttention, MLAAttention, ModelArch
 from hwmodels.precision import PrecisionPlan, WEIGHT_PARTS
+from hwmodels.roles import Phase
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ def attention_core_flops_per_token_per_layer(arch: ModelArch, context_tokens: fl
     """
     att = arch.attention
     if isinstance(att, MLAAttention):
-        if phase == "prefill":
+        if phase == Phase.PREFILL:
             per_key = att.qk_nope_head_dim + att.qk_rope_head_dim + att.v_head_dim
         else:
             per_key = 2 * att.kv_lora_rank + att.qk_rope_head_dim
@@ -203,8 +204,7 @@ def flops_per_token(arch: ModelArch, context_tokens: int, phase: str) -> dict[st
     to (L + 1) / 2 keys on average; logits only for the last prompt token (L^-1 of the LM head per token).
     phase 'decode': one new token with `context_tokens` tokens already in the KV cache.
     """
-    if phase not in ("prefill", "decode"):
-        raise ValueError(f"phase must be 'prefill' or 'decode', got {phase!r}")
+    phase = Phase(phase)
     linear = lm_head = 0.0
     for w in weight_matrices(arch):
         if w.part in ("norms", "embedding"):
@@ -215,9 +215,9 @@ def flops_per_token(arch: ModelArch, context_tokens: int, phase: str) -> dict[st
             linear += 2.0 * w.active_params
     if arch.tie_word_embeddings:
         lm_head = 2.0 * arch.vocab_size * arch.hidden_size
-    keys = (context_tokens + 1) / 2 if phase == "prefill" else context_tokens
+    keys = (context_tokens + 1) / 2 if phase == Phase.PREFILL else context_tokens
     attention = attention_core_flops_per_token_per_layer(arch, keys, phase) * arch.num_layers
-    if phase == "prefill":
+    if phase == Phase.PREFILL:
         lm_head /= context_tokens
     return {"linear": linear, "attention": attention, "lm_head": lm_head, "total": linear + attention + lm_head}
 
@@ -245,6 +245,6 @@ def summary(arch: ModelArch, plan: PrecisionPlan, context_tokens: int = 4096) ->
         "weight_bytes_by_part": by_part,
         "kv_bytes_per_token": kv_bytes_per_token(arch, plan),
         "context_tokens": context_tokens,
-        "prefill_flops_per_token": flops_per_token(arch, context_tokens, "prefill")["total"],
-        "decode_flops_per_token": flops_per_token(arch, context_tokens, "decode")["total"],
+        "prefill_flops_per_token": flops_per_token(arch, context_tokens, Phase.PREFILL)["total"],
+        "decode_flops_per_token": flops_per_token(arch, context_tokens, Phase.DECODE)["total"],
     }

@@ -13,6 +13,7 @@ import numpy as np
 from hwmodels.hardware import Cluster
 from hwmodels.model_arch import ModelArch
 from hwmodels.precision import PrecisionPlan
+from hwmodels.roles import Phase
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class PhaseRouting:
     the expert placement is decided on the `fit` windows (yesterday's statistics) and scored on
     `evaluate` (the traffic it will serve)."""
 
-    phase: str  # "decode" or "prefill"
+    phase: Phase
     fit: tuple[np.ndarray, ...]
     evaluate: np.ndarray
     fit_on: tuple[str, ...]

@@ -20,24 +20,16 @@ Cost per million tokens = price per device-hour / (tokens/s per device x 3600) x
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass, replace
 
 from hwmodels.errors import InputError
 from hwmodels.layout import Layout
 from hwmodels.memory import DeviceMemory, device_memory
-from hwmodels.step import Phase, StepContext, StepCost, lockstep_time_s
+from hwmodels.roles import Phase, Role
+from hwmodels.step import StepContext, StepCost, lockstep_time_s
 
 SECONDS_PER_HOUR = 3600.0
-
-
-class Role(enum.StrEnum):
-    """What a pool of instances serves."""
-
-    DECODE = "decode"
-    PREFILL = "prefill"
-    AGGREGATED = "aggregated"  # prefill and decode on the same devices
 
 
 def usd_per_million_tokens(usd_per_device_hour: float, tokens_per_s_per_device: float) -> float:

@@ -37,7 +37,6 @@ H = heads on this device, E = routed experts, K = top-k, I = expert intermediate
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -51,16 +50,12 @@ from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
 from hwmodels.model_arch import MLAAttention, ModelArch
 from hwmodels.precision import DTYPES, PrecisionPlan, QuantScheme
+from hwmodels.roles import Phase
 from hwmodels.roofline import OpCost
 
 COMPONENTS = ("attention", "dense_mlp", "expert_gemm", "shared_expert", "dispatch", "combine", "other")
 DEEPEP_NORMAL_SMS = 20  # deepseek-ai/DeepEP deep_ep/buffer.py: Buffer.num_sms, SMs its normal kernels occupy
 _SCALE_BYTES = DTYPES["fp32"].bytes_per_element  # fp8 activations carry one fp32 scale per SCALE_BLOCK channels
-
-
-class Phase(enum.StrEnum):
-    DECODE = "decode"  # one new token (plus drafts) per running sequence
-    PREFILL = "prefill"  # prompt tokens
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,3 @@ def interleaved_median_seconds(
             synchronize(device)
             fn_samples.append(time.perf_counter() - start)
     return [statistics.median(s) for s in samples]
-
-
-def median_seconds(fn: Callable[[], object], device: torch.device | str, warmup: int = 1, repeats: int = 5) -> float:
-    return interleaved_median_seconds([fn], device, warmup, repeats)[0]

@@ -17,6 +17,7 @@ from hwmodels.calibrate.deepep_fit import deepep_report
 from hwmodels.calibrate.deployments import ValidationRow
 from hwmodels.calibrate.gemm_fit import fit_report_table
 from hwmodels.precision import default_plan
+from hwmodels.roles import Phase
 from moeplan import catalog_records, study
 from moeplan.spec import Spec, load_spec, resolve
 from moeplan.simulation import Simulation
@@ -218,8 +219,8 @@ def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routin
         return concat_routing([load_routing(f, arch.num_layers, arch.moe_layers, arch.moe.num_experts, arch.moe.top_k)
                                for f in files])
 
-    decode = routing_trace(routing, "decode")
-    prefill = decode if routing is not None and prefill_routing is None else routing_trace(prefill_routing, "prefill")
+    decode = routing_trace(routing, Phase.DECODE)
+    prefill = decode if routing is not None and prefill_routing is None else routing_trace(prefill_routing, Phase.PREFILL)
     if shards is None and engine == "local":
         return Simulation(replay(plan, trace, config or SimConfig(), decode, prefill))
     from moeplan import engines

@@ -18,6 +18,7 @@ from hwmodels.errors import InputError, nearest_names, validation_error
 from hwmodels.hardware import make_cluster
 from hwmodels.model_arch import ModelArch
 from hwmodels.precision import default_plan
+from hwmodels.roles import Phase
 from planner.loads import fit_to_model, load_counts
 
 SCHEMA_VERSION = 1
@@ -168,7 +169,7 @@ def _routing(r: RoutingSpec | None, arch: ModelArch, base_dir: Path | None) -> R
     if not arch.is_moe:
         raise InputError("routing", f"{arch.name} has no experts to place", "remove routing from the spec")
     phases = []
-    for phase in ("decode", "prefill"):
+    for phase in Phase:
         files: RoutingPhaseSpec | None = getattr(r, phase)
         if files is None:
             continue

@@ -13,8 +13,7 @@ from planner.plan import Candidate, Plan, Recommendation
 def _roles(r: Recommendation | None) -> list[tuple[str, Candidate]]:
     if r is None:
         return []
-    first = "decode" if r.prefill is not None else "aggregated"
-    return [(first, r.decode)] + ([("prefill", r.prefill)] if r.prefill is not None else [])
+    return [(r.decode.role, r.decode)] + ([(r.prefill.role, r.prefill)] if r.prefill is not None else [])
 
 
 def recommendation_frame(result: Plan) -> pd.DataFrame:

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field, replace
 from hwmodels.deployment import Deployment
 from hwmodels.expert_load import ExpertLoad
 from hwmodels.layout import Layout
-from hwmodels.serving import Performance, Role
+from hwmodels.roles import Role
+from hwmodels.serving import Performance
 from planner.placement import Placement
 
 

@@ -23,8 +23,9 @@ from hwmodels.errors import InputError
 from hwmodels.expert_load import ExpertLoad
 from hwmodels.layout import Layout
 from hwmodels.memory import DeviceMemory
-from hwmodels.serving import Performance, Role
-from hwmodels.step import COMPONENTS, Phase, StepCost
+from hwmodels.roles import Phase, Role
+from hwmodels.serving import Performance
+from hwmodels.step import COMPONENTS, StepCost
 from planner.placement import Placement, build_placement
 from planner.plan import Candidate, Mode, PlacementSummary, Plan, Recommendation
 

@@ -25,9 +25,10 @@ from hwmodels.hardware import Cluster, make_cluster
 from hwmodels.layout import Layout
 from hwmodels.layouts import layout_space
 from hwmodels.memory import device_memory
-from hwmodels.serving import (Role, aggregated_performance, decode_performance, largest_batch_that_fits,
+from hwmodels.roles import Phase, Role
+from hwmodels.serving import (aggregated_performance, decode_performance, largest_batch_that_fits,
                               prefill_performance, usd_per_million_tokens)
-from hwmodels.step import Phase, StepContext
+from hwmodels.step import StepContext
 from planner.expert_loads import ExpertLoads
 from planner.plan import Candidate, Mode, Plan, Recommendation
 

@@ -53,7 +53,7 @@ from hwmodels.arithmetic import kv_bytes_per_token
 from hwmodels.errors import InputError
 from hwmodels.hardware import make_cluster
 from hwmodels.memory import device_memory, kv_bytes_per_token_per_device
-from hwmodels.serving import Role
+from hwmodels.roles import Phase, Role
 from hwmodels.step import StepContext
 from planner.plan import Plan, Pool
 from sim.config import MIN_TIMELINE_BIN_S, KVPolicy, Priority, Router, SimConfig
@@ -315,9 +315,9 @@ class _Sim:
         if prefilling:
             # step_cost's prefill context c gives its tokens a mean attention context (c + 1) / 2
             context = 2 * keys_busiest / busiest - 1
-            duration = pool.steps.time_s("prefill", busiest, context, window, mean)
+            duration = pool.steps.time_s(Phase.PREFILL, busiest, context, window, mean)
         if decoding:
-            duration = max(duration, pool.steps.time_s("decode", n_best, kv_best / n_best, window, mean))
+            duration = max(duration, pool.steps.time_s(Phase.DECODE, n_best, kv_best / n_best, window, mean))
         return duration, prefilling, decoding
 
     def _admit(self, rank: _Rank, pool: _Pool) -> None:

@@ -12,9 +12,23 @@ def good():
     return yaml.safe_load(example_path().read_text())
 
 
-def test_every_example_resolves():
-    for path in sorted(example_path().parent.glob("*.yaml")):
-        api.deployment(path)
+def test_every_example_resolves_to_what_it_says():
+    """Each example spec resolves, and the Deployment holds the model, cluster size, workload and SLOs its YAML names."""
+    paths = sorted(example_path().parent.glob("*.yaml"))
+    assert len(paths) >= 6
+    for path in paths:
+        raw = yaml.safe_load(path.read_text())
+        d = api.deployment(path)
+        assert d.model.name == raw["model"] and d.cluster.unit.name == raw["cluster"]["unit"], path.name
+        unit = d.cluster.unit
+        want = raw["cluster"].get("devices") or raw["cluster"]["units"] * unit.devices
+        assert d.cluster.num_devices == want, path.name
+        assert (d.slo.ttft_s, d.slo.tpot_s) == (raw["slo"]["ttft_s"], raw["slo"]["tpot_s"]), path.name
+        workload = raw["workload"]
+        for key in ("input_tokens", "output_tokens", "requests_per_s"):
+            if key in workload:
+                assert getattr(d.workload, key) == workload[key], (path.name, key)
+        assert d.workload.input_tokens > 0 and d.workload.output_tokens > 0 and d.workload.source
 
 
 def test_named_workload_fills_in_and_fields_override():

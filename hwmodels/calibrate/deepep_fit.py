@@ -20,6 +20,7 @@ from hwmodels import catalog
 from hwmodels.calibrate.operator_costs import fitted_costs
 from hwmodels.collectives import (CollectiveFit, CommCost, destination_hits, ep_group_domains, link_classes, rank_bytes,
                                   rank_time)
+from hwmodels.efficiency import SCALE_BLOCK
 from hwmodels.hardware import Cluster, make_cluster
 from hwmodels.precision import DTYPES
 from hwmodels.units import GB, us
@@ -55,12 +56,12 @@ _LL_HEADER_BYTES = 16  # per-message token metadata that DeepEP's low-latency te
 _BENCHES: Mapping[str, _Bench] = {
     "deepep_normal": _Bench(
         "hgx-h800", 4096, _H, 8, 256, 4, "normal",
-        _H * _FP8 + _H / 128 * _FP32_SCALE_BYTES, _H * _BF16, "deepep_normal",
+        _H * _FP8 + _H / SCALE_BLOCK * _FP32_SCALE_BYTES, _H * _BF16, "deepep_normal",
         "DeepEP tests/test_internode.py (num_experts 256, num_topk_groups min(nodes, 4)); GB/s = NVL receive bytes "
         "(intranode) or RDMA tokens x distinct nodes incl. its own (internode), fp8 counted with 1x128 fp32 scales"),
     "deepep_low_latency": _Bench(
         "hgx-h800", 128, _H, 8, 256, None, "low_latency",
-        _H * _FP8 + _H / 128 * _FP32_SCALE_BYTES + _LL_HEADER_BYTES, _H * _BF16, "pairs",
+        _H * _FP8 + _H / SCALE_BLOCK * _FP32_SCALE_BYTES + _LL_HEADER_BYTES, _H * _BF16, "pairs",
         "DeepEP tests/test_low_latency.py: GB/s = (token, expert) pairs x (hidden + hidden/128 x 4 + 16) or hidden x 2, "
         "over the kernel time"),
     "deepep_ascend_normal": _Bench(

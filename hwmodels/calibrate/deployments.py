@@ -27,6 +27,7 @@ from hwmodels.layout import Layout
 from hwmodels.precision import default_plan
 from hwmodels.serving import (Performance, Speculation, aggregated_performance, decode_performance,
                               largest_batch_that_fits, lockstep_aggregated_performance, prefill_performance)
+from hwmodels.roles import Phase, Role
 from hwmodels.step import StepContext
 
 DEFAULT_DEPLOYMENTS = CATALOG_DIR / "published" / "deployments.yaml"
@@ -208,7 +209,7 @@ def build_scenario(d: ScenarioEntry) -> Scenario:
     layout = Layout(tp=devices // dp, dp=dp, redundant_experts=lay.redundant_experts, two_batch_overlap=lay.two_batch_overlap)
     load = None
     skew = catalog.routing_skew(d.model)
-    load_phase = "prefill" if d.phase == "prefill" else "decode"  # an aggregated deployment mostly decodes
+    load_phase = Phase.PREFILL if d.phase == Role.PREFILL else Phase.DECODE  # an aggregated deployment mostly decodes
     if lay.eplb is None and d.routing is None:
         assumptions.append("EPLB not stated: assumed off (contiguous expert placement)")
     if d.routing == "balanced":
@@ -229,7 +230,7 @@ def validate_one(d: DeploymentEntry) -> ValidationRow:
     layout = ctx.layout
     per = ctx.cluster.unit.devices_per_node if metric.endswith("_per_node") else 1
 
-    if d.phase == "prefill":
+    if d.phase == Role.PREFILL:
         tokens = w.tokens_per_device_per_step
         if tokens is None:
             tokens = SGLANG_MAX_PREFILL_TOKENS
@@ -237,7 +238,7 @@ def validate_one(d: DeploymentEntry) -> ValidationRow:
         if w.input_tokens is None:
             return ValidationRow(**base, predicted=None, assumptions=tuple(assumptions), reason="the prompt length is not stated")
         perf = prefill_performance(ctx, tokens, w.input_tokens, HBM_UTILIZATION)
-    elif d.phase == "decode":
+    elif d.phase == Role.DECODE:
         context = w.kv_tokens_per_sequence
         if context is None:
             context = (w.input_tokens or 0) + (w.output_tokens or 0)
@@ -263,7 +264,7 @@ def validate_one(d: DeploymentEntry) -> ValidationRow:
                                                 mtp_module=speculation is not None)
                 assumptions.append(f"batch not stated: {batch} per device, the largest that fits in KV memory")
             perf = decode_performance(ctx, batch, float(context), HBM_UTILIZATION, SGLANG_MAX_PREFILL_TOKENS, speculation)
-    elif d.phase == "aggregated":
+    elif d.phase == Role.AGGREGATED:
         if w.input_tokens is None or w.output_tokens is None:
             return ValidationRow(**base, predicted=None, assumptions=tuple(assumptions),
                                  reason="the input and output lengths are not both stated")

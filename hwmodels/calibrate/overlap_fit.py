@@ -19,6 +19,7 @@ from pydantic import Field
 from catalogs import CATALOG_DIR
 from hwmodels.calibrate.deployments import ScenarioEntry, _Strict, build_scenario, load_entries
 from hwmodels.calibrate.operator_costs import fitted_costs
+from hwmodels.roles import Phase
 
 OVERLAP_ABLATIONS = CATALOG_DIR / "published" / "overlap.yaml"
 
@@ -52,7 +53,7 @@ def modelled_speedup(row: AblationEntry, overlap_efficiency: float | None = None
     if overlap_efficiency is not None:
         ctx = replace(ctx, costs=replace(ctx.costs, overlap_efficiency=overlap_efficiency))
     w = row.workload
-    if row.phase == "prefill":
+    if row.phase == Phase.PREFILL:
         tokens, context = w.tokens_per_device_per_step, w.input_tokens
     else:
         tokens, context = w.batch_per_device, w.kv_tokens_per_sequence
