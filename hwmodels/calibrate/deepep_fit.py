@@ -71,7 +71,7 @@ _BENCHES: Mapping[str, _Bench] = {
         "(bf16 even for int8 dispatch) over the kernel time"),
     "deepep_ascend_low_latency": _Bench(
         "cloudmatrix384", 128, _H, 8, 256, None, "low_latency",
-        _H * _INT8 + _H / 128 * _FP32_SCALE_BYTES + _LL_HEADER_BYTES, _H * _BF16, "pairs",
+        _H * _INT8 + _H / SCALE_BLOCK * _FP32_SCALE_BYTES + _LL_HEADER_BYTES, _H * _BF16, "pairs",
         "sgl-kernel-npu tests/python/deepep/test_low_latency.py: DeepEP's LL counting"),
 }
 
