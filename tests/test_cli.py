@@ -90,6 +90,13 @@ def test_validate_json_contract(tmp_path):
         assert {"id", "predicted", "published", "error"} <= set(row)
     r = moeplan("validate", "--deployments", str(tmp_path / "nope.yaml"), cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+    # a malformed entry (once a KeyError traceback): one line naming the entry and its field
+    bad = tmp_path / "deployments.yaml"
+    bad.write_text("schema_version: 1\ndeployments:\n  - {id: mine, model: deepseek-v3, hardware: h100-sxm, phase: decode}\n")
+    r = moeplan("validate", "--deployments", str(bad), cwd=tmp_path)
+    lines = [line for line in r.stderr.splitlines() if line]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(lines) == 1
+    assert "mine: metric" in lines[0] and "missing" in lines[0]
 
 
 def test_plan_writes_plan_json_and_never_overwrites(tmp_path):
