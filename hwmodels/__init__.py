@@ -1,5 +1,6 @@
 """Hardware and model arithmetic: specs -> operator cost -> step cost of a layout.
 
-Layering: `catalog` reads the YAML/JSON catalogs (the only I/O here); every other module is pure
-functions over frozen dataclasses in SI units.
+Layering: `catalog` reads the cited YAML/JSON catalogs; `calibrate` fits and validates the operator models
+against published tables and deployments (its fits are stored data the step model reads through
+`calibrate.OperatorCosts`); every other module is pure functions over frozen dataclasses in SI units.
 """

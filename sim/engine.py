@@ -101,7 +101,7 @@ class _Instance:
 
     def __init__(self, sim: "_Sim", pool: "_Pool"):
         self.sim, self.pool = sim, pool
-        self.ranks = [_Rank(self, pool.capacity) for _ in range(pool.role.layout.dp)]
+        self.ranks = [_Rank(self, pool.capacity) for _ in range(pool.planned.layout.dp)]
         self.wake: simpy.Event | None = None
 
     def poke(self) -> None:
@@ -128,31 +128,31 @@ class _Instance:
 class _Pool:
     """The instances of one role and what they share: step times, KV capacity, caps, router state."""
 
-    def __init__(self, sim: "_Sim", role: Pool, loads: RoleLoads, config: SimConfig):
+    def __init__(self, sim: "_Sim", planned: Pool, loads: RoleLoads, config: SimConfig):
         p = sim.plan
         d = p.deployment
-        self.role, self.loads = role, loads
-        lay = role.layout
-        cluster = make_cluster(d.cluster.unit, devices=role.instance_devices)
+        self.planned, self.loads = planned, loads
+        lay = planned.layout
+        cluster = make_cluster(d.cluster.unit, devices=planned.instance_devices)
         self.steps = StepTimes(tuple(StepContext(d.model, d.precision, cluster, lay, load, imbalance_decimals=IMBALANCE_DECIMALS)
                                      for load in loads.loads))
-        workspace_tokens = role.chunk_tokens_per_device if role.role == Role.PREFILL else d.serving.tokens_per_step
+        workspace_tokens = planned.chunk_tokens_per_device if planned.role == Role.PREFILL else d.serving.tokens_per_step
         mem = device_memory(d.model, d.precision, cluster, lay, d.workload.context_tokens, d.serving.hbm_utilization,
                             workspace_tokens)
         if not mem.fits:
-            raise InputError(f"{p.source}: recommendation.{'prefill' if role.role == Role.PREFILL else 'decode'}.layout",
-                             f"{lay.name(d.model.is_moe)} on {role.instance_devices} x {cluster.device.name} leaves no KV cache",
+            raise InputError(f"{p.source}: recommendation.{'prefill' if planned.role == Role.PREFILL else 'decode'}.layout",
+                             f"{lay.name(d.model.is_moe)} on {planned.instance_devices} x {cluster.device.name} leaves no KV cache",
                              "plan again for this spec")
         # every device of a TP group holds its share of each token (MLA: the whole latent), so a group holds
         # as many tokens as one device
         self.capacity = int(mem.kv_capacity_bytes // kv_bytes_per_token_per_device(d.model, d.precision, lay))
         # running sequences per rank; None for a prefill pool, which runs no sequences
-        self.cap = None if role.role == Role.PREFILL else (config.max_batch_per_device or role.batch_per_device) * lay.tp
-        self.chunk = role.chunk_tokens_per_device * lay.tp  # prompt tokens per rank per step
-        self.instances = [_Instance(sim, self) for _ in range(role.instances)]
+        self.cap = None if planned.role == Role.PREFILL else (config.max_batch_per_device or planned.batch_per_device) * lay.tp
+        self.chunk = planned.chunk_tokens_per_device * lay.tp  # prompt tokens per rank per step
+        self.instances = [_Instance(sim, self) for _ in range(planned.instances)]
         self.ranks = [r for inst in self.instances for r in inst.ranks]
         self.rr = 0
-        self.tally = PoolTally(role, self.capacity, self.cap, loads)
+        self.tally = PoolTally(planned, self.capacity, self.cap, loads)
 
 
 class _Sim:

@@ -203,7 +203,7 @@ def _num(x: float) -> float | None:
 class PoolTally:
     """What one pool did over a replay, counted step by step (mutable: the replay adds to it)."""
 
-    pool: Pool
+    planned: Pool  # the plan's pool it ran
     capacity: int  # KV tokens one DP group holds
     cap: int | None  # running sequences per DP group (None: a prefill pool)
     loads: RoleLoads
@@ -244,7 +244,7 @@ def assemble(plan: Plan, trace: RequestTrace, req: Requests, tallies: list[PoolT
     tokens_bins = tokens_bins + [0.0] * (bins - len(tokens_bins))
     roles, util_t, occ_t = [], {}, {}
     for tally, count in zip(tallies, evaluations):
-        role = tally.pool
+        role = tally.planned
         wall = makespan * role.instances
         roles.append(RoleStats(
             role=role.role, instances=role.instances, devices=role.devices, steps=tally.steps, busy_s=tally.busy_s,
