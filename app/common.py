@@ -23,10 +23,10 @@ import moeplan
 import moeplan.api
 from hwmodels import catalog
 from hwmodels.errors import InputError
+from hwmodels.ingest.requests import RequestTrace, load_trace
+from hwmodels.ingest.routing import read_counts
 from moeplan.spec import example_path, parse_spec, resolve
 from planner.compare_placements import compare_placements
-from planner.loads import load_counts
-from sim.traces import RequestTrace, load_trace
 
 MAX_UPLOAD_MB = 50  # st.file_uploader(max_upload_size=...) enforces it in the browser, upload_bytes() again here
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
@@ -178,9 +178,9 @@ def _with_absolute_routing(raw: dict, folder: Path) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def routing_counts(data: bytes, name: str) -> np.ndarray:
-    """[L, E] token counts of one uploaded routing statistics file (planner.loads.load_counts: json / csv only)."""
+    """[L, E] token counts of one uploaded routing statistics file (hwmodels.ingest.routing.read_counts)."""
     with temp_files({name: data}) as folder:
-        return load_counts(folder / safe_name(name))
+        return read_counts(folder / safe_name(name))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -215,7 +215,7 @@ def simulate(raw: dict, files: Files, trace_files: Files, trace_rate_per_s: floa
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def trace(files: Files, rate_per_s: float | None = None) -> RequestTrace:
-    """The requests of an uploaded trace (sim.traces.load_trace): one file, or the chunk-N-trace.csv and
+    """The requests of an uploaded trace (hwmodels.ingest.requests.load_trace): one file, or the chunk-N-trace.csv and
     chunk-N-dataset.json files of a ServeGen folder. rate_per_s: arrivals for a length-only CSV."""
     if not files:
         raise InputError("trace", "no file uploaded", "upload a Mooncake JSONL, Azure CSV, length CSV or ServeGen chunk")

@@ -107,7 +107,7 @@ def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routin
 
     plan: a plan.json path, its parsed dict, a sim.Plan, or None (plan the spec now, as `plan` does).
     trace: a request trace file (Mooncake JSONL, Azure CSV, length CSV, ServeGen chunk or folder), a
-      sim.traces.RequestTrace, or None: synthetic Poisson arrivals at the workload's requests_per_s with its
+      RequestTrace (hwmodels.ingest.requests), or None: synthetic Poisson arrivals at the workload's requests_per_s with its
       mean lengths (`requests` of them, default SYNTHETIC_REQUESTS).
     routing: decode routing statistics (a file, a list of files replayed in order, or a RoutingTrace), also
       used for prefill unless prefill_routing is given. None: the spec's routing statistics
@@ -121,9 +121,9 @@ def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routin
     """
     from hwmodels.errors import InputError
     from sim import SimConfig, concat_routing, plan_from_json, read_plan, simulate as replay
+    from hwmodels.ingest.requests import RequestTrace, load_trace, synthetic_trace
+    from hwmodels.ingest.routing import RoutingTrace, load_routing
     from sim.plan import Plan as SimPlan
-    from sim.routing import RoutingTrace, load_routing
-    from sim.traces import RequestTrace, load_trace, synthetic_trace
 
     d = deployment(spec)
     if plan is None:

@@ -486,7 +486,7 @@ def _print_plan(result, out_dir) -> None:
 
 
 def _place(args) -> int:
-    from planner.loads import load_counts
+    from hwmodels.ingest.routing import read_counts
     from planner.compare_placements import compare_placements
 
     if args.redundant < 0:
@@ -494,8 +494,8 @@ def _place(args) -> int:
     output = Path(args.output) if args.output else None
     if output is not None and output.exists():
         raise InputError("-o", f"'{output}' exists", "give a new file name")
-    eval_loads = load_counts(args.loads)
-    windows = [load_counts(f) for f in args.fit_loads] if args.fit_loads else [eval_loads]
+    eval_loads = read_counts(args.loads)
+    windows = [read_counts(f) for f in args.fit_loads] if args.fit_loads else [eval_loads]
     if (eval_loads.shape[1] + args.redundant) % args.ep:
         raise InputError("--redundant", f"{eval_loads.shape[1]} experts + {args.redundant} slots do not divide over {args.ep} devices",
                          f"use --redundant {-eval_loads.shape[1] % args.ep} (or that plus a multiple of {args.ep})")

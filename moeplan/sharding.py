@@ -38,8 +38,8 @@ from sim import Router, SimConfig, simulate
 from sim.engine import MIN_TIMELINE_BIN_S
 from sim.plan import Plan
 from sim.results import SimResult
-from sim.routing import RoutingTrace
-from sim.traces import RequestTrace
+from hwmodels.ingest.routing import RoutingTrace
+from hwmodels.ingest.requests import RequestTrace
 
 CUTS = ("auto", "instance", "window")
 

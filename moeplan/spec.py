@@ -16,9 +16,9 @@ from hwmodels import catalog
 from hwmodels.deployment import SLO, Deployment, PhaseRouting, Price, Routing, Serving, Workload
 from hwmodels.errors import InputError, nearest_names, validation_error
 from hwmodels.hardware import make_cluster
+from hwmodels.ingest.routing import fit_to_model, read_counts
 from hwmodels.model_arch import ModelArch
 from hwmodels.precision import default_plan
-from planner.loads import fit_to_model, load_counts
 
 SCHEMA_VERSION = 1
 DEFAULT_EXAMPLE = "kimi-k2-h200.yaml"
@@ -184,7 +184,7 @@ def _statistics(name: str, field: str, arch: ModelArch, base_dir: Path | None):
     if not path.is_file():
         raise InputError(field, f"no file '{path}'", "give a routing statistics file (relative paths start at the spec's folder)")
     try:
-        counts = load_counts(path, arch.moe.num_experts)
+        counts = read_counts(path, num_experts=arch.moe.num_experts)
     except InputError as e:
         raise InputError(f"{field}: {e.field}", e.problem, e.fix) from None
     return fit_to_model(counts, arch.num_layers, arch.moe_layers, arch.moe.num_experts)

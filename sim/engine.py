@@ -61,9 +61,9 @@ from hwmodels.step import StepContext
 from sim.loads import IMBALANCE_DECIMALS, PlacementFallback, RoleLoads, role_loads
 from sim.plan import Plan, RolePlan
 from sim.results import RoleStats, SimResult
-from sim.routing import RoutingTrace
+from hwmodels.ingest.routing import RoutingTrace
 from sim.steps import StepTimes
-from sim.traces import PREFIX_BLOCK_TOKENS, RequestTrace
+from hwmodels.ingest.requests import PREFIX_BLOCK_TOKENS, RequestTrace
 
 
 MIN_TIMELINE_BIN_S = 1.0  # a trace whose requests arrive at once still gets a readable timeline

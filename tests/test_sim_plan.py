@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from hwmodels.errors import InputError
+from hwmodels.ingest.routing import save_counts
 from moeplan import api, example_path, parse_spec
-from planner.loads import save_counts
 from sim import plan_from_json, read_plan
 
 QWEN = {"schema_version": 1, "model": "qwen3-30b-a3b", "cluster": {"unit": "hgx-h100", "units": 1},
