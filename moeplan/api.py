@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from hwmodels import arithmetic, catalog
 from hwmodels.deployment import Deployment
 from hwmodels.fit import FitReport, fit
@@ -12,11 +14,14 @@ from hwmodels.calibrate import deployments, kernels_measured
 from hwmodels.calibrate.deepep_fit import deepep_report
 from hwmodels.calibrate.deployments import ValidationRow
 from hwmodels.calibrate.gemm_fit import fit_report_table
+from hwmodels.ingest.routing import read_counts
+from hwmodels.ingest.source import SourceLike
 from hwmodels.precision import default_plan
 from moeplan import study
 from moeplan.spec import Spec, load_spec, resolve
 from moeplan.simulation import Simulation
 from moeplan.study import Plan, Sweep
+from planner.compare_placements import compare_placements as _compare_placements
 from planner.search import plan as _plan
 
 
@@ -91,6 +96,23 @@ def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engin
     engine="ray" runs the points on Ray (address: an existing cluster, e.g. ray://head:10001)."""
     return study.sweep(spec, vary, engine, processes, progress, address)
 
+
+def read_routing_counts(source: SourceLike, *, name: str | None = None, max_bytes: int | None = None) -> np.ndarray:
+    """[L, E] token counts of one routing statistics file (or TensorRT-LLM folder) in its own shape, its windows
+    summed: what `moeplan place` and the dashboard's placement page fit on. Every format `moeplan simulate
+    --routing` and the spec read (hwmodels.ingest.routing_formats), from a path, bytes (name: its file name) or
+    {file name: bytes}; max_bytes: the most bytes read from one file (default hwmodels.ingest.source.MAX_FILE_BYTES)."""
+    return read_counts(source, name=name, max_bytes=max_bytes)
+
+
+def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_loads: np.ndarray, ep: int, redundant: int,
+                       nodes: int = 1, time_limit_s: float = 60.0, workers: int | None = None) -> dict:
+    """Contiguous, EPLB (global policy) and the robust ILP placed on `fit_windows` ([L, E] counts, one or several)
+    over `ep` devices with `redundant` extra slots on `nodes` nodes, each scored on `eval_loads` ([L, E]) under
+    the runtime even split (planner.compare_placements). Returns what `moeplan place --json` prints, with the
+    ILP placement as SGLang's --init-expert-location mapping under `expert_location`. time_limit_s: the ILP's
+    limit; workers: its processes (None: the solver's default)."""
+    return _compare_placements(fit_windows, eval_loads, ep, redundant, nodes, time_limit_s=time_limit_s, workers=workers)
 
 
 SYNTHETIC_REQUESTS = 1000  # requests of the synthetic trace when neither a trace nor a count is given
