@@ -9,10 +9,10 @@ Notebook API (the CLI and the dashboard are thin shells over it):
 """
 
 from moeplan.api import (check, compare, compare_placements, deployment, model_summary, plan, read_routing_counts,
-                         simulate, sweep, validate)
+                         read_trace, simulate, sweep, validate)
 from moeplan.simulation import Simulation
 from moeplan.spec import Spec, example_path, load_spec, parse_spec
 from moeplan.study import Plan, Sweep
 
-__all__ = ["check", "compare", "compare_placements", "deployment", "model_summary", "plan", "read_routing_counts",
+__all__ = ["check", "compare", "compare_placements", "deployment", "model_summary", "plan", "read_routing_counts", "read_trace",
            "simulate", "sweep", "validate", "Plan", "Simulation", "Sweep", "Spec", "example_path", "load_spec", "parse_spec"]

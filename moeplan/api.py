@@ -14,7 +14,8 @@ from hwmodels.calibrate import deployments, kernels_measured
 from hwmodels.calibrate.deepep_fit import deepep_report
 from hwmodels.calibrate.deployments import ValidationRow
 from hwmodels.calibrate.gemm_fit import fit_report_table
-from hwmodels.ingest.routing import read_counts
+from hwmodels.ingest.requests import RequestTrace, load_trace
+from hwmodels.ingest.routing import RoutingTrace, read_counts
 from hwmodels.ingest.source import SourceLike
 from hwmodels.precision import default_plan
 from moeplan import study
@@ -97,6 +98,17 @@ def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engin
     return study.sweep(spec, vary, engine, processes, progress, address)
 
 
+def read_trace(source: SourceLike, *, name: str | None = None, rate_per_s: float | None = None,
+               max_bytes: int | None = None, arrival: str = "poisson", cv: float = 1.0, seed: int = 0,
+               limit: int | None = None) -> RequestTrace:
+    """The requests of a trace (hwmodels.ingest.requests.load_trace: Mooncake JSONL, Azure CSV, length CSV,
+    ServeGen chunk or folder) from a path, the bytes of one file (name: its file name), or {file name: bytes}
+    (a ServeGen chunk's two files). rate_per_s, arrival, cv: arrivals for a length-only CSV; max_bytes: the
+    most bytes read from one file (default hwmodels.ingest.source.MAX_FILE_BYTES); seed, limit: as load_trace."""
+    return load_trace(source, name=name, max_bytes=max_bytes, arrival=arrival, rate_per_s=rate_per_s, cv=cv, seed=seed,
+                      limit=limit)
+
+
 def read_routing_counts(source: SourceLike, *, name: str | None = None, max_bytes: int | None = None) -> np.ndarray:
     """[L, E] token counts of one routing statistics file (or TensorRT-LLM folder) in its own shape, its windows
     summed: what `moeplan place` and the dashboard's placement page fit on. Every format `moeplan simulate
@@ -143,8 +155,8 @@ def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routin
     """
     from hwmodels.errors import InputError
     from sim import SimConfig, concat_routing, plan_from_json, read_plan, simulate as replay
-    from hwmodels.ingest.requests import RequestTrace, load_trace, synthetic_trace
-    from hwmodels.ingest.routing import RoutingTrace, load_routing
+    from hwmodels.ingest.requests import synthetic_trace
+    from hwmodels.ingest.routing import load_routing
     from sim.plan import Plan as SimPlan
 
     d = deployment(spec)
