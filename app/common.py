@@ -1,5 +1,6 @@
 """What the dashboard pages share: the session's spec, cached calls into the notebook API, size-limited
-uploads parsed with the safe loaders from a temporary file, and bad input shown as one line in the page.
+uploads parsed with the safe loaders (traces and routing statistics straight from their bytes; the spec's
+routing files from a temporary folder the spec resolves against), and bad input shown as one line in the page.
 
 The session's spec is the last one the Capacity planner page planned (the built-in example until then):
 the other pages study that deployment. Every computation goes through `moeplan`'s notebook API; results
@@ -23,17 +24,17 @@ import moeplan
 import moeplan.api
 from hwmodels import catalog
 from hwmodels.errors import InputError
+from moeplan.api import RequestTrace
 from moeplan.spec import example_path, parse_spec, resolve
-from planner import compare_placements as placement_methods
-from planner.loads import load_counts
-from sim.traces import RequestTrace, load_trace
 
-MAX_UPLOAD_MB = 50  # st.file_uploader(max_upload_size=...) enforces it in the browser, upload_bytes() again here
+MAX_UPLOAD_MB = 50  # st.file_uploader(max_upload_size=...) enforces it in the browser; upload_bytes() and the readers' max_bytes here
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
 SPEC_KEY = "spec"  # session_state: the spec dict last planned
 FILES_KEY = "spec_files"  # session_state: the routing statistics files (Files) that spec names
 
 Files = tuple[tuple[str, bytes], ...]  # hashable {name: bytes}, what the cached functions take
+ROUTING_TYPES = ["json", "csv", "jsonl", "pt", "pth", "pkl", "pickle"]  # one-file routing formats (not a TensorRT-LLM folder)
+UPLOADED_FOLDER = "uploaded files"  # what a trace of several uploads (a ServeGen chunk's two files) is called
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -51,7 +52,8 @@ def shown_errors() -> Iterator[None]:
 
 def upload_bytes(uploaded) -> bytes:
     """The bytes of an st.file_uploader file, refused over MAX_UPLOAD_MB (the widget's own limit can be
-    configured away; this one cannot)."""
+    configured away; this one cannot). Traces and routing statistics skip it: their readers refuse a file
+    over the same limit (max_bytes), naming it."""
     data = uploaded.getvalue()
     if len(data) > MAX_UPLOAD_BYTES:
         raise InputError(uploaded.name, f"is {len(data) / 2**20:.1f} MB, over the dashboard's {MAX_UPLOAD_MB} MB limit",
@@ -66,7 +68,8 @@ def safe_name(name: str) -> str:
 
 @contextlib.contextmanager
 def temp_files(files: Mapping[str, bytes]) -> Iterator[Path]:
-    """A temporary folder holding `files` under their safe names, removed afterwards: the loaders read paths."""
+    """A temporary folder holding `files` under their safe names, removed afterwards: a spec names its routing
+    files by path (relative to its folder), and the deployments validator reads a path."""
     with tempfile.TemporaryDirectory(prefix="moeplan-app-") as folder:
         for name, data in files.items():
             (Path(folder) / safe_name(name)).write_bytes(data)
@@ -194,14 +197,14 @@ def _with_absolute_routing(raw: dict, folder: Path) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def routing_counts(data: bytes, name: str) -> np.ndarray:
-    """[L, E] token counts of one uploaded routing statistics file (planner.loads.load_counts: json / csv only)."""
-    with temp_files({name: data}) as folder:
-        return load_counts(folder / safe_name(name))
+    """[L, E] token counts of one uploaded routing statistics file, its windows summed (moeplan.api.read_routing_counts:
+    every format the CLI reads), refused over MAX_UPLOAD_MB."""
+    return moeplan.api.read_routing_counts(data, name=name, max_bytes=MAX_UPLOAD_BYTES)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def compare_placements(fit: Files, evaluate: Files, ep: int, redundant: int, nodes: int, time_limit_s: float) -> dict:
-    """planner.compare_placements: contiguous, EPLB and the ILP placed on the `fit` windows and scored on
+    """moeplan.api.compare_placements: contiguous, EPLB and the ILP placed on the `fit` windows and scored on
     `evaluate` (none: the fit windows summed, an in-sample score). One process (workers=1), as in compare()."""
     windows = [routing_counts(data, name) for name, data in fit]
     if not windows:
@@ -211,7 +214,7 @@ def compare_placements(fit: Files, evaluate: Files, ep: int, redundant: int, nod
         raise InputError("fit", f"the files differ in shape ({', '.join(map(str, sorted(shapes)))})",
                          "upload statistics of one model: the same layers and experts")
     today = routing_counts(evaluate[0][1], evaluate[0][0]) if evaluate else np.sum(windows, axis=0)
-    return placement_methods.compare_placements(windows, today, ep, redundant, nodes, time_limit_s=time_limit_s, workers=1)
+    return moeplan.api.compare_placements(windows, today, ep, redundant, nodes, time_limit_s=time_limit_s, workers=1)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -231,13 +234,13 @@ def simulate(raw: dict, files: Files, trace_files: Files, trace_rate_per_s: floa
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def trace(files: Files, rate_per_s: float | None = None) -> RequestTrace:
-    """The requests of an uploaded trace (sim.traces.load_trace): one file, or the chunk-N-trace.csv and
-    chunk-N-dataset.json files of a ServeGen folder. rate_per_s: arrivals for a length-only CSV."""
+    """The requests of an uploaded trace (moeplan.api.read_trace), read from its bytes: one file, or the
+    chunk-N-trace.csv and chunk-N-dataset.json files of a ServeGen folder. rate_per_s: arrivals for a
+    length-only CSV. Each file is refused over MAX_UPLOAD_MB."""
     if not files:
         raise InputError("trace", "no file uploaded", "upload a Mooncake JSONL, Azure CSV, length CSV or ServeGen chunk")
-    with temp_files(dict(files)) as folder:
-        path = folder / safe_name(files[0][0]) if len(files) == 1 else folder
-        return load_trace(path, rate_per_s=rate_per_s) if rate_per_s else load_trace(path)
+    name, data = files[0] if len(files) == 1 else (UPLOADED_FOLDER, dict(files))
+    return moeplan.api.read_trace(data, name=name, rate_per_s=rate_per_s or None, max_bytes=MAX_UPLOAD_BYTES)
 
 
 def trace_workload(t: RequestTrace) -> dict:

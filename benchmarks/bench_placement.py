@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hwmodels.ingest.routing import read_counts
 from planner.eplb import Policy, eplb_placement
-from planner.loads import load_counts
 from planner.ilp import ilp_placement
 from planner.placement import evaluate
 
@@ -112,7 +112,7 @@ def main() -> int:
         return 1
     files = {}
     for path in sorted(DATA.glob("*.json")):
-        loads = load_counts(path)
+        loads = read_counts(path)
         files[path.stem] = loads[loads.sum(axis=1) > 0]  # the 3 dense layers are all-zero rows
     bars = {"(a) in sample never worse than EPLB": in_sample(files, args.in_sample_s, args.workers),
             "(b) out of sample >= 10% lower step cost": out_of_sample(files, args.out_of_sample_s, args.workers),

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hwmodels.ingest.requests import RequestTrace, load_trace
+from hwmodels.ingest.routing import load_routing
 from moeplan import api, parse_spec
 from sim import PlacementFallback, SimConfig, concat_routing, simulate
 from sim import engine
-from sim.routing import load_routing
 from sim.steps import StepTimes
-from sim.traces import RequestTrace, load_trace
 
 TARGET_S = 30.0
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -8,10 +8,12 @@ Notebook API (the CLI and the dashboard are thin shells over it):
     moeplan.model_summary("kimi-k2")["active_params"]
 """
 
-from moeplan.api import check, compare, deployment, model_summary, plan, simulate, sweep, validate
+from moeplan.api import (Plan, PlanView, check, clusters, compare, compare_placements, deployment, devices, load_plan,
+                         model_summary, models, plan, read_routing_counts, read_trace, simulate, sweep, validate)
 from moeplan.simulation import Simulation
 from moeplan.spec import Spec, example_path, load_spec, parse_spec
-from moeplan.study import Plan, Sweep
+from moeplan.study import Sweep
 
-__all__ = ["check", "compare", "deployment", "model_summary", "plan", "simulate", "sweep", "validate", "Plan", "Simulation",
-           "Sweep", "Spec", "example_path", "load_spec", "parse_spec"]
+__all__ = ["check", "clusters", "compare", "compare_placements", "deployment", "devices", "load_plan", "model_summary",
+           "models", "plan", "read_routing_counts", "read_trace", "simulate", "sweep", "validate", "Plan", "PlanView",
+           "Simulation", "Sweep", "Spec", "example_path", "load_spec", "parse_spec"]

@@ -8,29 +8,36 @@ import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from hwmodels import arithmetic, catalog, units
 from hwmodels.deployment import Deployment
 from hwmodels.errors import InputError
-from hwmodels.fit import FitReport, fit
 from hwmodels.calibrate import deployments, kernels_measured
 from hwmodels.calibrate.deepep_fit import deepep_report
 from hwmodels.calibrate.deployments import ValidationRow
 from hwmodels.calibrate.gemm_fit import fit_report_table
+from hwmodels.fit import FitReport, fit
+from hwmodels.ingest.requests import RequestTrace, load_trace
+from hwmodels.ingest.routing import RoutingTrace, read_counts
+from hwmodels.ingest.source import SourceLike
 from hwmodels.precision import default_plan
 from hwmodels.roles import Phase
 from moeplan import catalog_records, study
 from moeplan.spec import Spec, load_spec, resolve
 from moeplan.simulation import Simulation
 from moeplan.study import PlanView, Sweep
+from planner.compare_placements import compare_placements as _compare_placements
 from planner.plan import Plan
 from planner.plan_json import plan_from_json, read_plan
 from planner.search import plan as _plan
 from sim.config import KVPolicy, Router, SimConfig
 
 __all__ = ["InputError", "KVPolicy", "Plan", "PlanView", "Router", "SimConfig", "Simulation", "Spec", "Sweep",
-           "ValidationRow", "bench_kernels", "check", "clusters", "compare", "default_kernel_csv", "deployment",
-           "devices", "kernel_fits", "load_plan", "model_config", "model_summary", "models", "number_formats", "plan",
-           "simulate", "sweep", "units", "validate", "validation_summary", "workloads", "app_script"]
+           "ValidationRow", "app_script", "bench_kernels", "check", "clusters", "compare", "compare_placements",
+           "default_kernel_csv", "deployment", "devices", "kernel_fits", "load_plan", "model_config", "model_summary",
+           "models", "number_formats", "plan", "read_routing_counts", "read_trace", "simulate", "sweep", "units",
+           "validate", "validation_summary", "workloads"]
 
 
 def deployment(spec: str | Path | Spec | Deployment, base_dir: Path | None = None) -> Deployment:
@@ -141,6 +148,34 @@ def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engin
     return study.sweep(spec, vary, engine, processes, progress, address)
 
 
+def read_trace(source: SourceLike, *, name: str | None = None, rate_per_s: float | None = None,
+               max_bytes: int | None = None, arrival: str = "poisson", cv: float = 1.0, seed: int = 0,
+               limit: int | None = None) -> RequestTrace:
+    """The requests of a trace (hwmodels.ingest.requests.load_trace: Mooncake JSONL, Azure CSV, length CSV,
+    ServeGen chunk or folder) from a path, the bytes of one file (name: its file name), or {file name: bytes}
+    (a ServeGen chunk's two files). rate_per_s, arrival, cv: arrivals for a length-only CSV; max_bytes: the
+    most bytes read from one file (default hwmodels.ingest.source.MAX_FILE_BYTES); seed, limit: as load_trace."""
+    return load_trace(source, name=name, max_bytes=max_bytes, arrival=arrival, rate_per_s=rate_per_s, cv=cv, seed=seed,
+                      limit=limit)
+
+
+def read_routing_counts(source: SourceLike, *, name: str | None = None, max_bytes: int | None = None) -> np.ndarray:
+    """[L, E] token counts of one routing statistics file (or TensorRT-LLM folder) in its own shape, its windows
+    summed: what `moeplan place` and the dashboard's placement page fit on. Every format `moeplan simulate
+    --routing` and the spec read (hwmodels.ingest.routing_formats), from a path, bytes (name: its file name) or
+    {file name: bytes}; max_bytes: the most bytes read from one file (default hwmodels.ingest.source.MAX_FILE_BYTES)."""
+    return read_counts(source, name=name, max_bytes=max_bytes)
+
+
+def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_loads: np.ndarray, ep: int, redundant: int,
+                       nodes: int = 1, time_limit_s: float = 60.0, workers: int | None = None) -> dict:
+    """Contiguous, EPLB (global policy) and the robust ILP placed on `fit_windows` ([L, E] counts, one or several)
+    over `ep` devices with `redundant` extra slots on `nodes` nodes, each scored on `eval_loads` ([L, E]) under
+    the runtime even split (planner.compare_placements). Returns what `moeplan place --json` prints, with the
+    ILP placement as SGLang's --init-expert-location mapping under `expert_location`. time_limit_s: the ILP's
+    limit; workers: its processes (None: the solver's default)."""
+    return _compare_placements(fit_windows, eval_loads, ep, redundant, nodes, time_limit_s=time_limit_s, workers=workers)
+
 
 SYNTHETIC_REQUESTS = 1000  # requests of the synthetic trace when neither a trace nor a count is given
 
@@ -156,7 +191,7 @@ def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routin
 
     plan: a Plan (or the PlanView `plan` returns), a plan.json path or its parsed dict, or None (plan the spec now).
     trace: a request trace file (Mooncake JSONL, Azure CSV, length CSV, ServeGen chunk or folder), a
-      sim.traces.RequestTrace, or None: synthetic Poisson arrivals at the workload's requests_per_s with its
+      RequestTrace (hwmodels.ingest.requests), or None: synthetic Poisson arrivals at the workload's requests_per_s with its
       mean lengths (`requests` of them, default SYNTHETIC_REQUESTS).
     routing: decode routing statistics (a file, a list of files replayed in order, or a RoutingTrace), also
       used for prefill unless prefill_routing is given. None: the spec's routing statistics
@@ -170,8 +205,8 @@ def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routin
     """
     from hwmodels.errors import InputError
     from sim import SimConfig, concat_routing, simulate as replay
-    from sim.routing import RoutingTrace, load_routing
-    from sim.traces import RequestTrace, load_trace, synthetic_trace
+    from hwmodels.ingest.requests import synthetic_trace
+    from hwmodels.ingest.routing import load_routing
 
     d = deployment(spec)
     if plan is None:

@@ -106,8 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_app)
 
     s = sub.add_parser("place", help="place experts on an EP group: contiguous, EPLB and the robust ILP, compared")
-    s.add_argument("--loads", required=True, metavar="FILE", help="routing statistics to evaluate on (logical_count JSON, SGLang CSV dump, moeplan JSON)")
-    s.add_argument("--fit-loads", nargs="+", metavar="FILE", help="windows to place on (default: --loads itself, in-sample)")
+    s.add_argument("--loads", required=True, metavar="FILE", help="routing statistics to evaluate on, in any format simulate --routing "
+                   "reads (logical_count JSON, SGLang CSV or .pt dump, moeplan JSON, TensorRT-LLM folder, per-token JSONL, OLMoE .pkl)")
+    s.add_argument("--fit-loads", nargs="+", metavar="FILE", help="windows to place on, each file's windows summed (default: --loads itself, in-sample)")
     s.add_argument("--ep", type=_positive_int, required=True, help="devices in the EP group")
     s.add_argument("--redundant", type=int, default=0, help="redundant expert slots over the group (experts + R must divide by EP)")
     s.add_argument("--nodes", type=_positive_int, default=1, help="nodes the EP group spans (EPLB's hierarchical policy needs it)")
@@ -455,20 +456,17 @@ def _print_plan(result, out_dir) -> None:
 
 
 def _place(args) -> int:
-    from planner.loads import load_counts
-    from planner.compare_placements import compare_placements
-
     if args.redundant < 0:
         raise InputError("--redundant", f"must be >= 0, got {args.redundant}", "give 0 or more slots")
     output = Path(args.output) if args.output else None
     if output is not None and output.exists():
         raise InputError("-o", f"'{output}' exists", "give a new file name")
-    eval_loads = load_counts(args.loads)
-    windows = [load_counts(f) for f in args.fit_loads] if args.fit_loads else [eval_loads]
+    eval_loads = api.read_routing_counts(args.loads)  # each file's windows summed, in its own shape
+    windows = [api.read_routing_counts(f) for f in args.fit_loads] if args.fit_loads else [eval_loads]
     if (eval_loads.shape[1] + args.redundant) % args.ep:
         raise InputError("--redundant", f"{eval_loads.shape[1]} experts + {args.redundant} slots do not divide over {args.ep} devices",
                          f"use --redundant {-eval_loads.shape[1] % args.ep} (or that plus a multiple of {args.ep})")
-    result = compare_placements(windows, eval_loads, args.ep, args.redundant, args.nodes, time_limit_s=args.time_limit)
+    result = api.compare_placements(windows, eval_loads, args.ep, args.redundant, args.nodes, time_limit_s=args.time_limit)
     location = result.pop("expert_location")
     if output is not None:
         report.write_atomic(output, json.dumps(location))

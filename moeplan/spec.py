@@ -16,10 +16,10 @@ from hwmodels import catalog
 from hwmodels.deployment import SLO, Deployment, PhaseRouting, Price, Routing, Serving, Workload
 from hwmodels.errors import InputError, nearest_names, validation_error
 from hwmodels.hardware import make_cluster
+from hwmodels.ingest.routing import fit_to_model, read_routing
 from hwmodels.model_arch import ModelArch
 from hwmodels.precision import default_plan
 from hwmodels.roles import Phase
-from planner.loads import fit_to_model, load_counts
 
 SCHEMA_VERSION = 1
 DEFAULT_EXAMPLE = "kimi-k2-h200.yaml"
@@ -64,8 +64,10 @@ class ServingSpec(_Strict):
 
 
 class RoutingPhaseSpec(_Strict):
-    evaluate: str = Field(description="routing statistics the placement serves (today's traffic): EPLB/SGLang logical_count "
-                          "JSON, an SGLang expert-distribution CSV or moeplan loads JSON; relative to the spec's folder")
+    evaluate: str = Field(description="routing statistics the placement serves (today's traffic), in any format `moeplan "
+                          "simulate --routing` reads (EPLB/SGLang logical_count JSON, SGLang CSV or .pt dump, moeplan loads "
+                          "JSON, a TensorRT-LLM statistics folder, per-token JSON lines, OLMoE pickles), its windows summed; "
+                          "files that do not give the expert count are read as this model's; relative to the spec's folder")
     fit: list[str] = Field(default_factory=list, description="statistics the placement is decided on (yesterday's windows); "
                            "empty: `evaluate` itself, an in-sample (optimistic) score that the plan labels")
 
@@ -181,14 +183,18 @@ def _routing(r: RoutingSpec | None, arch: ModelArch, base_dir: Path | None) -> R
 
 
 def _statistics(name: str, field: str, arch: ModelArch, base_dir: Path | None):
+    """([layers, experts] in the model's shape, how they were mapped): the file's windows summed (what `moeplan
+    place` reads from it), then mapped onto the model. A file that does not say its expert count (SGLang CSV,
+    per-token decisions, pickles) is read as the model's, so an expert without tokens keeps its column."""
     path = Path(name) if base_dir is None or Path(name).is_absolute() else base_dir / name
-    if not path.is_file():
+    if not path.exists():  # a TensorRT-LLM folder is statistics too
         raise InputError(field, f"no file '{path}'", "give a routing statistics file (relative paths start at the spec's folder)")
     try:
-        counts = load_counts(path, arch.moe.num_experts)
+        recorded = read_routing(path, num_experts=arch.moe.num_experts)
     except InputError as e:
         raise InputError(f"{field}: {e.field}", e.problem, e.fix) from None
-    return fit_to_model(counts, arch.num_layers, arch.moe_layers, arch.moe.num_experts)
+    counts, mapping = fit_to_model(recorded.loads, arch.num_layers, arch.moe_layers, arch.moe.num_experts)
+    return counts, "; ".join(filter(None, [recorded.note, mapping]))
 
 
 def _workload(w: WorkloadSpec) -> Workload:

@@ -53,6 +53,8 @@ from hwmodels.arithmetic import kv_bytes_per_token
 from hwmodels.errors import InputError
 from hwmodels.hardware import make_cluster
 from hwmodels.memory import device_memory, kv_bytes_per_token_per_device
+from hwmodels.ingest.requests import PREFIX_BLOCK_TOKENS, RequestTrace
+from hwmodels.ingest.routing import RoutingTrace
 from hwmodels.roles import Phase, Role
 from hwmodels.step import StepContext
 from planner.plan import Plan, Pool
@@ -61,9 +63,7 @@ from sim.kv import RankKV
 from sim.loads import IMBALANCE_DECIMALS, RoleLoads, role_loads
 from sim.request_state import Requests, State
 from sim.results import PoolTally, SimResult, assemble
-from sim.routing import RoutingTrace
 from sim.steps import StepTimes
-from sim.traces import PREFIX_BLOCK_TOKENS, RequestTrace
 
 
 class _Timed(simpy.events.Event):

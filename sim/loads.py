@@ -29,7 +29,7 @@ from hwmodels.model_arch import ModelArch
 from hwmodels.expert_load import ExpertLoad
 from planner.eplb import Policy, contiguous_placement, eplb_placement
 from planner.placement import Placement, device_loads
-from sim.routing import RoutingTrace
+from hwmodels.ingest.routing import RoutingTrace
 
 
 IMBALANCE_DECIMALS = 2
@@ -66,7 +66,7 @@ def role_loads(arch: ModelArch, layout: Layout, routing: RoutingTrace | None, pl
     expected = (arch.num_layers, arch.moe.num_experts)
     if routing.windows.shape[1:] != expected:
         raise InputError("routing", f"{routing.source} has [layers, experts] {list(routing.windows.shape[1:])}, "
-                         f"{arch.name} needs {list(expected)}", "load it for this model (sim.routing maps other models)")
+                         f"{arch.name} needs {list(expected)}", "load it for this model (hwmodels.ingest.routing maps other models)")
     slots = arch.moe.num_experts + layout.redundant_experts
     if placement is None:
         if slots % ep:
@@ -110,7 +110,7 @@ def concat_routing(traces: list[RoutingTrace]) -> RoutingTrace:
 
 
 def _sources(traces: list[RoutingTrace]) -> str:
-    """"folder/{a, b}.json (kind)" for files of one folder, suffix and kind (sim.routing names a file
+    """"folder/{a, b}.json (kind)" for files of one folder, suffix and kind (hwmodels.ingest.routing names a file
     "path (kind)"); the sources joined by "; " otherwise."""
     parts = [t.source.rpartition(" (") for t in traces]
     paths = [Path(path) for path, _, _ in parts]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 
-from sim.traces import RequestTrace
+from hwmodels.ingest.requests import RequestTrace
 
 
 class State(enum.IntEnum):

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwmodels.deployment import SLO
+from hwmodels.ingest.requests import RequestTrace
 from planner.plan import Plan, Pool
 from sim.loads import RoleLoads
 from sim.request_state import Requests, State
-from sim.traces import RequestTrace
 
 PERCENTILES = (50, 90, 99)
 

@@ -34,12 +34,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from hwmodels.errors import InputError
+from hwmodels.ingest.requests import RequestTrace
+from hwmodels.ingest.routing import RoutingTrace
 from planner.plan import Mode, Plan
 from sim.config import MIN_TIMELINE_BIN_S, Router, SimConfig
 from sim.engine import simulate
 from sim.results import SimResult
-from sim.routing import RoutingTrace
-from sim.traces import RequestTrace
 
 # How shards run: tasks(fn, shared, items) -> [fn(shared, item) for item in items], in item order; an item whose
 # task failed may come back as anything with an `error` text instead of a SimResult (moeplan.engines.Failed).

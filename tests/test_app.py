@@ -236,3 +236,18 @@ def test_spec_uploads_plan_catalog_models_only():
         common.spec_from_upload(example_path().read_bytes().replace(b"model: kimi-k2 ", b"model: /etc/config.json "))
     with pytest.raises(InputError, match="not UTF-8"):
         common.spec_from_upload(b"\xff\xfe")
+
+
+def test_trace_and_routing_uploads_are_read_from_their_bytes_up_to_the_limit():
+    trace = common.trace((("conv.jsonl", _mooncake_jsonl()),))
+    assert len(trace) == 40 and trace.source == "conv.jsonl (Mooncake JSONL)"  # the upload named, no temporary folder
+    assert common.routing_counts(_routing_json(), "mon.json").shape == (4, 16)
+    decisions = "\n".join(json.dumps({"problem_id": 0, "layer": layer, "token_idx": t, "experts": [t % 8, (t + layer) % 8 or 1]})
+                          for t in range(64) for layer in range(2) if t % 8 != ((t + layer) % 8 or 1)).encode()
+    result = common.compare_placements((("decisions.jsonl", decisions),), (), 4, 0, 1, 1.0)  # a format beyond JSON/CSV
+    assert set(result["methods"]) == {"contiguous", "eplb", "ilp"}
+    too_big = b" " * (common.MAX_UPLOAD_BYTES + 1)
+    with pytest.raises(InputError, match=r"^big\.jsonl: is 52,428,801 bytes, over the 50 MiB limit"):
+        common.trace((("big.jsonl", too_big),))
+    with pytest.raises(InputError, match=r"^big\.json: is 52,428,801 bytes, over the 50 MiB limit"):
+        common.routing_counts(too_big, "big.json")

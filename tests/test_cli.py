@@ -141,3 +141,23 @@ def test_place_json_contract_and_deployable_file(tmp_path, shared_data):
     assert len(phy2log) == 61 and len(phy2log[5]) == 264
     r = moeplan("place", "--loads", str(loads), "--ep", "8", "--redundant", "3", cwd=tmp_path)
     assert r.returncode == 2 and "fix: use --redundant 0" in r.stderr
+
+
+def test_place_reads_every_routing_format(tmp_path, shared_data):
+    # Per-token JSON lines and OLMoE Counter pickles (once refused: place read JSON and CSV only), each file's
+    # windows summed in its own shape: Mixtral's 32 layers x 8 experts, or the pickles' 3 sampled layers.
+    per_token = shared_data / "routing" / "mixtral-8x7b-per-token"
+    r = moeplan("place", "--loads", str(per_token / "gsm8k_2_routing.jsonl"), "--fit-loads",
+                str(per_token / "humaneval_2_routing.jsonl"), "--ep", "4", "--redundant", "4", "--time-limit", "2", "--json",
+                "-o", str(tmp_path / "location.json"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["fit_windows"] == 1 and json.loads(r.stdout)["slots_per_device"] == 3
+    assert len(json.loads((tmp_path / "location.json").read_text())["physical_to_logical_map"]) == 32
+    counters = shared_data / "routing" / "olmoe-mixtral-counts" / "mistral" / "expert_counts"
+    r = moeplan("place", "--loads", str(counters / "arxiv.pkl"), "--fit-loads", str(counters / "c4.pkl"),
+                str(counters / "book.pkl"), "--ep", "2", "--time-limit", "2", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["fit_windows"] == 2
+    (tmp_path / "bad.pkl").write_bytes(b"\x80\x04K\x01.")  # a pickled int, not Counters
+    r = moeplan("place", "--loads", str(tmp_path / "bad.pkl"), "--ep", "4", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {tmp_path / 'bad.pkl'}: ") and r.stderr.count("\n") == 1

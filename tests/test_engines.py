@@ -17,10 +17,10 @@ import yaml
 
 import moeplan
 from hwmodels.errors import InputError
+from hwmodels.ingest.requests import synthetic_trace
 from moeplan import cli, engines, study
 from planner.search import plan as search
 from sim import sharding
-from sim.traces import synthetic_trace
 
 SMALL = {"schema_version": 1, "model": "qwen3-30b-a3b", "cluster": {"unit": "hgx-h100", "units": 1},
          "workload": {"input_tokens": 2000, "output_tokens": 400, "requests_per_s": 4.0},

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwmodels.errors import InputError
+from hwmodels.ingest.routing import read_counts
 from planner.eplb import Policy, balanced_packing, contiguous_placement, eplb_placement, replicate_experts
-from planner.loads import load_counts
 from planner.placement import evaluate
 
 
@@ -83,7 +83,7 @@ def test_contiguous_keeps_experts_in_order():
 def test_global_policy_balances_its_own_statistics(shared_data):
     """The issue's measurement: EPLB's global policy with redundant slots is within 1-3% of perfect balance
     on the statistics it was fitted on (EP72 + 32 slots: 1.023)."""
-    loads = load_counts(shared_data / "routing" / "deepseek-v3-sglang-eplb" / "prefill_in2048.json")
+    loads = read_counts(shared_data / "routing" / "deepseek-v3-sglang-eplb" / "prefill_in2048.json")
     p = eplb_placement(loads, 288, 72, 9, Policy.GLOBAL)
     assert_valid(p, 61, 256, 288, 72)
     assert evaluate(p, loads)["step_cost"] == pytest.approx(1.023, abs=0.005)

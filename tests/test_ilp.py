@@ -8,12 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwmodels.errors import InputError
+from hwmodels.ingest.routing import read_counts
 from placement_checks import assert_valid, exact_busiest
 from planner import ilp, milp_solver
 from planner.compare_placements import compare_placements
 from planner.eplb import Policy, eplb_placement
 from planner.ilp import HbmBudget, ilp_placement
-from planner.loads import load_counts
 from planner.placement import evaluate
 
 STATS = ("routing", "deepseek-v3-sglang-eplb")
@@ -114,7 +114,7 @@ def test_bad_input_is_named():
 
 
 def test_in_sample_real_layers_beat_eplb_with_a_small_gap(shared_data):
-    loads = load_counts(shared_data.joinpath(*STATS, "prefill_in2048.json"))[20:24]
+    loads = read_counts(shared_data.joinpath(*STATS, "prefill_in2048.json"))[20:24]
     p = ilp_placement(loads, 288, 72, 9, time_limit_s=2.0, workers=1)
     assert_valid(p, loads)
     eplb = evaluate(eplb_placement(loads, 288, 72, 9, Policy.GLOBAL), loads)["step_cost"]
@@ -125,8 +125,8 @@ def test_in_sample_real_layers_beat_eplb_with_a_small_gap(shared_data):
 def test_out_of_sample_real_layers_beat_eplb_fitted_on_the_same_windows(shared_data):
     """Fitted on two decode runs (EPLB on their summed counts), served on a third: 8 MoE layers, EP72."""
     folder = shared_data.joinpath(*STATS)
-    fit = [load_counts(folder / f)[3:11] for f in ("decode_in1000out1000.json", "decode_in2000out100.json")]
-    held_out = load_counts(folder / "decode_in1800out100.json")[3:11]
+    fit = [read_counts(folder / f)[3:11] for f in ("decode_in1000out1000.json", "decode_in2000out100.json")]
+    held_out = read_counts(folder / "decode_in1800out100.json")[3:11]
     result = compare_placements(fit, held_out, ep=72, redundant=32, nodes=9, time_limit_s=1.5, workers=1)
     methods = result["methods"]
     assert set(methods) == {"contiguous", "eplb", "ilp"}
@@ -135,7 +135,7 @@ def test_out_of_sample_real_layers_beat_eplb_fitted_on_the_same_windows(shared_d
 
 
 def test_parallel_workers_give_a_valid_placement(shared_data):
-    loads = load_counts(shared_data.joinpath(*STATS, "decode_in2000out100.json"))
+    loads = read_counts(shared_data.joinpath(*STATS, "decode_in2000out100.json"))
     p = ilp_placement(loads[:9], 288, 72, 9, time_limit_s=1.5, workers=2)  # 6 MoE layers over two processes
     assert_valid(p, loads[:9])
     assert (p.phy2log[:3] == eplb_placement(loads[:9], 288, 72, 9, Policy.GLOBAL).phy2log[:3]).all()  # dense rows

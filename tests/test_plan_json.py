@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from hwmodels.errors import InputError
+from hwmodels.ingest.routing import save_counts
 from moeplan import api, example_path, parse_spec
-from planner.loads import save_counts
+from hwmodels.ingest.requests import synthetic_trace
+from hwmodels.ingest.routing import save_counts
 from planner.plan import Mode
 from planner.plan_json import PLAN_SCHEMA_VERSION, plan_from_json, plan_to_json, read_plan
 from sim import simulate
-from sim.traces import synthetic_trace
 
 QWEN = {"schema_version": 1, "model": "qwen3-30b-a3b", "cluster": {"unit": "hgx-h100", "units": 1},
         "workload": {"input_tokens": 2000, "output_tokens": 500, "requests_per_s": 2.0}, "slo": {"ttft_s": 3.0, "tpot_s": 0.1}}

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from hwmodels.errors import InputError
+from hwmodels.ingest.routing import save_counts
 from moeplan import api, example_path, parse_spec
 from moeplan.spec import resolve
-from planner.loads import save_counts
 from planner.plan_json import plan_to_json
 from planner.search import plan
 

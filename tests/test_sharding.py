@@ -8,11 +8,11 @@ import pytest
 
 import moeplan
 from hwmodels.errors import InputError
+from hwmodels.ingest.requests import RequestTrace, synthetic_trace
+from hwmodels.ingest.routing import RoutingTrace
 from moeplan import api, engines
 from planner.search import plan as search
 from sim import Router, SimConfig, sharding, simulate
-from sim.routing import RoutingTrace
-from sim.traces import RequestTrace, synthetic_trace
 
 SPEC = {"schema_version": 1, "model": "qwen3-30b-a3b", "cluster": {"unit": "hgx-h100", "units": 4},
         "workload": {"input_tokens": 2000, "output_tokens": 300, "requests_per_s": 40.0},

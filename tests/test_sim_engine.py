@@ -10,14 +10,14 @@ import pytest
 import simpy
 
 from hwmodels.hardware import make_cluster
+from hwmodels.ingest.requests import RequestTrace, load_trace, synthetic_trace
+from hwmodels.ingest.routing import load_routing
 from hwmodels.serving import decode_performance
 from hwmodels.step import StepContext
 from moeplan import api, parse_spec
 from planner.plan_json import plan_from_json
 from sim import KVPolicy, Router, SimConfig, concat_routing, simulate
 from sim import engine
-from sim.routing import load_routing
-from sim.traces import RequestTrace, load_trace, synthetic_trace
 
 # Kimi K2 on 16 HGX H200 nodes at Mooncake's conversation traffic; TPOT 20 ms makes the planner pick
 # a disaggregated deployment (prefill TP2 x DP8 + EP16, decode TP2 x DP12 + EP24)

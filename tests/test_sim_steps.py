@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from hwmodels.hardware import make_cluster
+from hwmodels.ingest.routing import synthetic_routing
 from hwmodels.layout import Layout
 from hwmodels.expert_load import ExpertLoad
 from hwmodels.step import StepContext
@@ -12,7 +13,6 @@ from moeplan import api, parse_spec
 from planner.eplb import Policy, contiguous_placement, eplb_placement
 from planner.placement import device_loads
 from sim.loads import IMBALANCE_DECIMALS, PlacementFallback, role_loads
-from sim.routing import synthetic_routing
 from sim.steps import X_SEGMENT, Y_RATIO, StepTimes
 
 KIMI = {"schema_version": 1, "model": "kimi-k2", "cluster": {"unit": "hgx-h200", "units": 3},

@@ -1,5 +1,6 @@
 """Spec validation: every bad input is one InputError naming the field and the fix."""
 
+import numpy as np
 import pytest
 import yaml
 
@@ -115,3 +116,34 @@ def test_price_comes_from_spec_or_catalog():
     raw["prices"] = {"h200-sxm": 3.1}
     assert resolve(parse_spec(raw)).price.source == "spec"
     assert api.deployment(example_path("kimi-k2.5-cloudmatrix384.yaml")).price.usd_per_device_hour == 2.0
+
+
+def _mixtral_spec(routing: dict) -> dict:
+    return {"schema_version": 1, "model": "mixtral-8x7b", "cluster": {"unit": "hgx-h100", "units": 1},
+            "workload": {"input_tokens": 1000, "output_tokens": 200, "requests_per_s": 1.0},
+            "slo": {"ttft_s": 3.0, "tpot_s": 0.05}, "routing": routing}
+
+
+def test_spec_routing_reads_every_format_and_gives_what_place_reads(shared_data, tmp_path):
+    # Per-token JSON lines and an SGLang CSV dump of Mixtral: the spec once read only JSON and CSV statistics.
+    decisions = shared_data / "routing" / "mixtral-8x7b-per-token" / "gsm8k_2_routing.jsonl"
+    counts = api.read_routing_counts(decisions)  # what `moeplan place --loads` fits on
+    dump = tmp_path / "expert_distribution_rank0_timestamp1.csv"
+    dump.write_text("layer_id,expert_id,count\n" + "".join(f"{layer},{expert},{count:g}\n" for layer, row in enumerate(counts)
+                                                             for expert, count in enumerate(row)))
+    d = resolve(parse_spec(_mixtral_spec({"decode": {"evaluate": str(decisions), "fit": [dump.name]}})), tmp_path)
+    decode = d.routing.for_phase("decode")
+    assert counts.shape == (32, 8) and decode.mapping == ""
+    assert np.array_equal(decode.evaluate, counts) and np.array_equal(decode.fit[0], api.read_routing_counts(dump))
+    assert decode.evaluated_on == str(decisions) and decode.fit_on == (dump.name,)
+
+
+def test_spec_routing_keeps_a_files_coverage_note_and_names_the_field(shared_data, tmp_path):
+    pickle = shared_data / "routing" / "olmoe-mixtral-counts" / "mistral" / "expert_counts" / "arxiv.pkl"
+    d = resolve(parse_spec(_mixtral_spec({"decode": {"evaluate": str(pickle)}})))
+    decode = d.routing.for_phase("decode")
+    assert "3 sampled layers" in decode.mapping and "mapped to 32 x 8" in decode.mapping
+    assert decode.evaluate.shape == (32, 8) and decode.in_sample
+    (tmp_path / "dump.pt").write_bytes(b"not a dump")
+    with pytest.raises(InputError, match=r"^routing\.decode\.evaluate: .*dump\.pt: "):
+        resolve(parse_spec(_mixtral_spec({"decode": {"evaluate": "dump.pt"}})), tmp_path)

@@ -1,5 +1,6 @@
 """Placement: the session plan's expert load per device and MoE layer (heatmap) and its imbalance per layer,
-then contiguous vs EPLB vs the robust ILP (planner.compare_placements) on uploaded routing statistics."""
+then contiguous vs EPLB vs the robust ILP (moeplan.api.compare_placements) on uploaded routing statistics in any
+format the CLI reads."""
 
 from __future__ import annotations
 
@@ -46,9 +47,9 @@ def _comparison(plan) -> None:
     st.caption("Each method places the experts on the fit windows (yesterday's statistics) and is scored on the "
                "evaluation file (today's) under SGLang's runtime rule: a replicated expert's tokens split evenly. "
                "Step cost = sum over layers of the busiest device's load over the mean device's.")
-    fit = st.file_uploader("Fit on (one or more windows)", type=["json", "csv"], accept_multiple_files=True,
-                           max_upload_size=common.MAX_UPLOAD_MB, key="placement_fit")
-    evaluate = st.file_uploader("Evaluate on (blank: in sample, on the fit windows)", type=["json", "csv"],
+    fit = st.file_uploader("Fit on (one or more files, each file's windows summed)", type=common.ROUTING_TYPES,
+                           accept_multiple_files=True, max_upload_size=common.MAX_UPLOAD_MB, key="placement_fit")
+    evaluate = st.file_uploader("Evaluate on (blank: in sample, on the fit windows)", type=common.ROUTING_TYPES,
                                 max_upload_size=common.MAX_UPLOAD_MB, key="placement_evaluate")
     r = plan.recommendation
     layout = r.decode.layout if r is not None else None
@@ -61,8 +62,8 @@ def _comparison(plan) -> None:
     limit = c[3].slider("ILP time limit (s)", 1, 60, 5, key="placement_limit")
     if not st.button("Compare placements", type="primary", key="placement_run"):
         return
-    fit_files = tuple((u.name, common.upload_bytes(u)) for u in fit or ())
-    eval_files = ((evaluate.name, common.upload_bytes(evaluate)),) if evaluate else ()
+    fit_files = tuple((u.name, u.getvalue()) for u in fit or ())  # the reader limits the size
+    eval_files = ((evaluate.name, evaluate.getvalue()),) if evaluate else ()
     with st.spinner(f"Placing (the ILP runs up to {limit} s)..."):
         result = common.compare_placements(fit_files, eval_files, int(ep), int(redundant), int(nodes), float(limit))
     methods = [{"method": name} | m for name, m in result["methods"].items()]

@@ -134,7 +134,7 @@ def _workload_inputs() -> dict:
                            key="planner_trace_rate", format="%.3f")
     if not uploads:
         raise InputError("workload", "no trace uploaded", "upload a request trace, or pick a catalog or custom workload")
-    trace = common.trace(tuple((u.name, common.upload_bytes(u)) for u in uploads), rate or None)
+    trace = common.trace(tuple((u.name, u.getvalue()) for u in uploads), rate or None)  # the reader limits the size
     workload = common.trace_workload(trace)
     st.caption(f"{len(trace):,} requests over {trace.duration_s:,.0f} s: mean {workload['input_tokens']:,} in / "
                f"{workload['output_tokens']:,} out tokens, {workload['requests_per_s']:.3g} requests/s ({trace.source})")
@@ -144,8 +144,9 @@ def _workload_inputs() -> dict:
 def _routing_inputs(base: dict) -> tuple[dict | None, common.Files]:
     """Routing statistics: uploaded files and how to use them; without uploads, the base spec's routing with
     the files planned before (the placement is then fitted and scored on them)."""
-    uploads = st.file_uploader("Expert routing statistics (EPLB/SGLang logical_count JSON, SGLang CSV, moeplan loads JSON)",
-                               type=["json", "csv"], accept_multiple_files=True, max_upload_size=common.MAX_UPLOAD_MB,
+    uploads = st.file_uploader("Expert routing statistics (EPLB/SGLang logical_count JSON, SGLang CSV or .pt dump, moeplan "
+                               "loads JSON, per-token JSONL, OLMoE .pkl)", type=common.ROUTING_TYPES,
+                               accept_multiple_files=True, max_upload_size=common.MAX_UPLOAD_MB,
                                key="planner_routing")
     if not uploads:
         names = common.routing_names(base)

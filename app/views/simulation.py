@@ -105,7 +105,7 @@ with st.form("sim_form"):
 with common.shown_errors():
     trace_files = ()
     if source == SOURCES[1]:
-        trace_files = tuple((u.name, common.upload_bytes(u)) for u in uploads or ())
+        trace_files = tuple((u.name, u.getvalue()) for u in uploads or ())  # the reader limits the size
         if not trace_files:
             raise InputError("trace", "no file uploaded", "upload a request trace, or simulate synthetic requests")
     with st.spinner(f"Replaying up to {requests:,} requests..."):

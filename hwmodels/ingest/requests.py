@@ -1,7 +1,9 @@
 """Request traces: what arrives, when, how long it is, and which prefix blocks it shares.
 
 Loaders for the public trace formats (../shared/data/SOURCES.md) return one `RequestTrace`;
-`load_trace` tells them apart by content:
+`load_trace` reads a file or folder on disk or in memory (hwmodels.ingest.source: a path, the bytes of one
+file with its name, or {file name: bytes} for a folder; at most max_bytes per file) and tells the formats
+apart by content:
 - Mooncake JSONL (kvcache-ai/Mooncake `FAST25-release/traces/`): one object per line,
   `{"timestamp": ms since the start, "input_length", "output_length", "hash_ids": [...]}`, each hash id
   one PREFIX_BLOCK_TOKENS-token prompt block;
@@ -29,12 +31,12 @@ import math
 import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 
 from hwmodels.errors import InputError
-from sim.safe_load import json_document, json_lines, line_of, literal_mapping, read_text
+from hwmodels.ingest.safe_load import json_document, json_lines, line_of, literal_mapping
+from hwmodels.ingest.source import Source, SourceLike
 
 PREFIX_BLOCK_TOKENS = 512  # Mooncake's hash_ids: one id per 512-token prompt block
 ARRIVAL_PROCESSES = ("poisson", "gamma", "weibull")
@@ -97,32 +99,36 @@ class RequestTrace:
                             source or self.source)
 
 
-def load_trace(path, *, arrival: str = "poisson", rate_per_s: float | None = None, cv: float = 1.0,
-               seed: int = 0, limit: int | None = None) -> RequestTrace:
+def load_trace(source: SourceLike | Source, *, name: str | None = None, max_bytes: int | None = None,
+               arrival: str = "poisson", rate_per_s: float | None = None, cv: float = 1.0, seed: int = 0,
+               limit: int | None = None) -> RequestTrace:
     """The requests of one trace file (or a ServeGen folder), the first `limit` of them in arrival order.
 
+    source: a path, the bytes of one file (name: its file name, which a ServeGen chunk is known by), or
+      {file name: bytes} for a folder in memory (a ServeGen chunk's two files). max_bytes: the most bytes read
+      from one file (default hwmodels.ingest.source.MAX_FILE_BYTES); a larger file is an InputError.
     arrival, rate_per_s, cv: the arrival process for a length-only CSV (rate_per_s required there);
       traces with their own times refuse them (use RequestTrace.speedup to replay faster).
     seed: for the generated parts (length-only arrivals, ServeGen arrivals and lengths); same seed, same trace.
     """
-    path = Path(path)
+    src = Source.of(source, name=name, max_bytes=max_bytes)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InputError("limit", f"is {limit!r}", "a whole number of requests >= 1, or None for all")
-    if path.is_dir() or _SERVEGEN_FILE.fullmatch(path.name):
-        _own_times(path, "ServeGen", arrival, rate_per_s, cv)
-        return _cut(_servegen(path, seed), limit)
-    text = read_text(path, "request trace")
+    if src.is_dir() or _SERVEGEN_FILE.fullmatch(src.filename):
+        _own_times(src, "ServeGen", arrival, rate_per_s, cv)
+        return _cut(_servegen(src, seed), limit)
+    text = src.read_text("request trace")
     first = next((line for line in text.splitlines() if line.strip()), "")
     header = [h.strip().lower() for h in first.split(",")]
     if first.lstrip().startswith("{"):
-        _own_times(path, "Mooncake JSONL", arrival, rate_per_s, cv)
-        return _cut(_mooncake(path, text), limit)
+        _own_times(src, "Mooncake JSONL", arrival, rate_per_s, cv)
+        return _cut(_mooncake(src, text), limit)
     if header == _AZURE_HEADER:
-        _own_times(path, "Azure CSV", arrival, rate_per_s, cv)
-        return _cut(_azure(path, text), limit)
+        _own_times(src, "Azure CSV", arrival, rate_per_s, cv)
+        return _cut(_azure(src, text), limit)
     if "num_prefill_tokens" in header and "num_decode_tokens" in header:
-        return _lengths_csv(path, text, arrival, rate_per_s, cv, seed, limit)
-    raise InputError(f"{path} line 1", f"is not a known request trace (starts {first[:60]!r})",
+        return _lengths_csv(src, text, arrival, rate_per_s, cv, seed, limit)
+    raise InputError(f"{src.name} line 1", f"is not a known request trace (starts {first[:60]!r})",
                      "pass Mooncake JSONL, an Azure LLM inference CSV (TIMESTAMP,ContextTokens,GeneratedTokens), "
                      "a length CSV (num_prefill_tokens,num_decode_tokens,...) or a ServeGen chunk or folder")
 
@@ -208,10 +214,10 @@ def _lognormal(mean: float, cv: float, n: int, rng: np.random.Generator) -> np.n
 
 # --- trace files ----------------------------------------------------------------------------------------
 
-def _own_times(path: Path, kind: str, arrival: str, rate_per_s, cv: float) -> None:
+def _own_times(src: Source, kind: str, arrival: str, rate_per_s, cv: float) -> None:
     if rate_per_s is not None or arrival != "poisson" or cv != 1.0:
         raise InputError("rate_per_s" if rate_per_s is not None else "arrival",
-                         f"{path} is a {kind} trace with its own arrival times",
+                         f"{src.name} is a {kind} trace with its own arrival times",
                          "leave the arrival process out; replay faster with RequestTrace.speedup")
 
 
@@ -245,11 +251,11 @@ def _trace(arrival_s, input_tokens, output_tokens, prefix_blocks, source: str) -
     return RequestTrace(arrival_s - arrival_s[0], np.maximum(inputs, 1), np.maximum(outputs, 1), blocks, source)
 
 
-def _mooncake(path: Path, text: str) -> RequestTrace:
+def _mooncake(src: Source, text: str) -> RequestTrace:
     times_ms, inputs, outputs, blocks = [], [], [], []
     has_blocks = None
-    for line_no, row in json_lines(path, text):
-        where = f"{path} line {line_no}"
+    for line_no, row in json_lines(src.name, text):
+        where = f"{src.name} line {line_no}"
         missing = [k for k in ("timestamp", "input_length", "output_length") if k not in row]
         if missing:
             raise InputError(where, f"has no {', '.join(missing)}",
@@ -271,19 +277,19 @@ def _mooncake(path: Path, text: str) -> RequestTrace:
                 raise InputError(where, f"hash_ids is {str(ids)[:40]!r}, not a list of integers")
             blocks.append(tuple(ids))
     if not times_ms:
-        raise InputError(str(path), "holds no requests")
+        raise InputError(src.name, "holds no requests")
     return _trace(np.asarray(times_ms, dtype=float) / 1000.0, inputs, outputs, blocks if has_blocks else None,
-                  f"{path} (Mooncake JSONL)")
+                  f"{src.name} (Mooncake JSONL)")
 
 
-def _azure(path: Path, text: str) -> RequestTrace:
+def _azure(src: Source, text: str) -> RequestTrace:
     whole_s, fraction_s, inputs, outputs = [], [], [], []
     rows = csv.reader(text.splitlines())
     next(rows)
     for line_no, fields in enumerate(rows, start=2):
         if not fields or not "".join(fields).strip():
             continue
-        where = f"{path} line {line_no}"
+        where = f"{src.name} line {line_no}"
         if len(fields) != 3:
             raise InputError(where, f"has {len(fields)} fields, expected TIMESTAMP,ContextTokens,GeneratedTokens",
                              "the file is corrupt or truncated; fetch it again")
@@ -293,11 +299,11 @@ def _azure(path: Path, text: str) -> RequestTrace:
         inputs.append(_count(fields[1], where, "ContextTokens"))
         outputs.append(_count(fields[2], where, "GeneratedTokens"))
     if not whole_s:
-        raise InputError(str(path), "holds no requests")
+        raise InputError(src.name, "holds no requests")
     # Integer seconds and their fraction separately: epoch seconds (~1.7e9) in one float64 would lose the 100 ns digits.
     whole = np.asarray(whole_s, dtype=np.int64)
     arrival_s = (whole - whole.min()).astype(float) + np.asarray(fraction_s)
-    return _trace(arrival_s, inputs, outputs, None, f"{path} (Azure LLM inference CSV)")
+    return _trace(arrival_s, inputs, outputs, None, f"{src.name} (Azure LLM inference CSV)")
 
 
 def _parse_datetime(text: str, where: str) -> tuple[int, float]:
@@ -316,7 +322,7 @@ def _parse_datetime(text: str, where: str) -> tuple[int, float]:
     return int(stamp.timestamp()), int(digits) / 10 ** len(digits)
 
 
-def _lengths_csv(path: Path, text: str, arrival: str, rate_per_s, cv: float, seed: int,
+def _lengths_csv(src: Source, text: str, arrival: str, rate_per_s, cv: float, seed: int,
                  limit: int | None) -> RequestTrace:
     rows = csv.reader(text.splitlines())
     header = [h.strip().lower() for h in next(rows)]
@@ -325,7 +331,7 @@ def _lengths_csv(path: Path, text: str, arrival: str, rate_per_s, cv: float, see
     for line_no, fields in enumerate(rows, start=2):
         if not fields or not "".join(fields).strip():
             continue
-        where = f"{path} line {line_no}"
+        where = f"{src.name} line {line_no}"
         if len(fields) != len(header):
             raise InputError(where, f"has {len(fields)} fields, the header {len(header)}",
                              "the file is corrupt or truncated; fetch it again")
@@ -334,16 +340,16 @@ def _lengths_csv(path: Path, text: str, arrival: str, rate_per_s, cv: float, see
         if limit is not None and len(inputs) >= limit:
             break
     if not inputs:
-        raise InputError(str(path), "holds no requests")
+        raise InputError(src.name, "holds no requests")
     arrival_s = _arrivals(len(inputs), rate_per_s, arrival, cv, np.random.default_rng(seed))
     shape = f" cv {cv:g}" if arrival != "poisson" else ""
     return _trace(arrival_s, inputs, outputs, None,
-                  f"{path} (lengths in file order; {arrival}{shape} arrivals at {rate_per_s:g}/s, seed {seed})")
+                  f"{src.name} (lengths in file order; {arrival}{shape} arrivals at {rate_per_s:g}/s, seed {seed})")
 
 
 # --- ServeGen -------------------------------------------------------------------------------------------
 
-def _servegen(path: Path, seed: int) -> RequestTrace:
+def _servegen(src: Source, seed: int) -> RequestTrace:
     """All requests of one ServeGen client (a chunk file) or of every client in a folder, merged in time.
 
     Per 10-minute window with rate > 0, arrivals are a renewal process restarted at the window start whose
@@ -354,28 +360,28 @@ def _servegen(path: Path, seed: int) -> RequestTrace:
     window (6 hours there) it falls in; reason_ratio is not used (output_tokens already counts reasoning).
     Each client draws from its own stream seeded with (seed, chunk number).
     """
-    if path.is_dir():
-        chunks = sorted((int(m[1]), path / m[0]) for p in path.iterdir()
-                        if (m := _SERVEGEN_FILE.fullmatch(p.name)) and m[2] == "trace.csv")
+    if src.is_dir():
+        chunks = sorted(((int(m[1]), src.child(m[0])) for name in src.list("chunk-*-trace.csv")
+                         if (m := _SERVEGEN_FILE.fullmatch(name))), key=lambda chunk: chunk[0])
         if not chunks:
-            raise InputError(str(path), "is a folder without ServeGen chunk-N-trace.csv files",
+            raise InputError(src.name, "is a folder without ServeGen chunk-N-trace.csv files",
                              "pass a ServeGen model folder, a chunk file, or a trace file")
     else:
-        number = int(_SERVEGEN_FILE.fullmatch(path.name)[1])
-        chunks = [(number, path.with_name(f"chunk-{number}-trace.csv"))]
-    parts = [_servegen_chunk(trace_path, np.random.default_rng([seed, number])) for number, trace_path in chunks]
+        number = int(_SERVEGEN_FILE.fullmatch(src.filename)[1])
+        chunks = [(number, src.sibling(f"chunk-{number}-trace.csv"))]
+    parts = [_servegen_chunk(trace_file, np.random.default_rng([seed, number])) for number, trace_file in chunks]
     arrival_s = np.concatenate([p[0] for p in parts])
     if not len(arrival_s):
-        raise InputError(str(path), "has no window with requests (every rate is 0)")
-    clients = f"{len(chunks)} clients" if path.is_dir() else "1 client"
+        raise InputError(src.name, "has no window with requests (every rate is 0)")
+    clients = f"{len(chunks)} client{'s' if len(chunks) > 1 else ''}"
     return _trace(arrival_s, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), None,
-                  f"{path} (ServeGen, {clients}, arrivals and lengths drawn with seed {seed})")
+                  f"{src.name} (ServeGen, {clients}, arrivals and lengths drawn with seed {seed})")
 
 
-def _servegen_chunk(trace_path: Path, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _servegen_chunk(trace_file: Source, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(absolute arrival s, input tokens, output tokens) of one client."""
-    windows = _servegen_windows(trace_path)
-    dataset_path = trace_path.with_name(trace_path.name.replace("trace.csv", "dataset.json"))
+    windows = _servegen_windows(trace_file)
+    dataset_file = trace_file.sibling(trace_file.filename.replace("trace.csv", "dataset.json"))
     starts = np.array([w[0] for w in windows])
     length_s = np.diff(starts, append=starts[-1] + (np.median(np.diff(starts)) if len(starts) > 1 else 600.0))
     arrivals = [start + _renewal(length, rate, family, shape, rng)
@@ -383,7 +389,7 @@ def _servegen_chunk(trace_path: Path, rng: np.random.Generator) -> tuple[np.ndar
     arrival_s = np.concatenate(arrivals) if arrivals else np.zeros(0)
     if not len(arrival_s):
         return arrival_s, np.zeros(0, np.int64), np.zeros(0, np.int64)
-    pdf_starts, pdfs = _servegen_pdfs(dataset_path)
+    pdf_starts, pdfs = _servegen_pdfs(dataset_file)
     window = np.maximum(np.searchsorted(pdf_starts, arrival_s, side="right") - 1, 0)
     inputs, outputs = np.zeros(len(arrival_s), np.int64), np.zeros(len(arrival_s), np.int64)
     for w in np.unique(window):
@@ -397,14 +403,14 @@ def _servegen_chunk(trace_path: Path, rng: np.random.Generator) -> tuple[np.ndar
     return arrival_s, inputs, outputs
 
 
-def _servegen_windows(trace_path: Path) -> list[tuple[float, float, str, float, int]]:
+def _servegen_windows(trace_file: Source) -> list[tuple[float, float, str, float, int]]:
     """(window start s, rate per s, gap family, shape, line) per row of a chunk-N-trace.csv."""
-    text = read_text(trace_path, "ServeGen trace.csv")
+    text = trace_file.read_text("ServeGen trace.csv")
     windows = []
     for line_no, fields in enumerate(csv.reader(text.splitlines()), start=1):
         if not fields or not "".join(fields).strip():
             continue
-        where = f"{trace_path} line {line_no}"
+        where = f"{trace_file.name} line {line_no}"
         if len(fields) != 6:
             raise InputError(where, f"has {len(fields)} fields, expected window_start_s,rate_rps,cv,dist,param1,param2",
                              "the file is corrupt or truncated; fetch it again")
@@ -420,10 +426,10 @@ def _servegen_windows(trace_path: Path) -> list[tuple[float, float, str, float, 
                              f"distributions read: {', '.join(_SERVEGEN_FAMILIES)} with param1 (shape) > 0")
         windows.append((start, rate, family, shape, line_no))
     if not windows:
-        raise InputError(str(trace_path), "has no windows")
+        raise InputError(trace_file.name, "has no windows")
     bad = next((b for a, b in itertools.pairwise(windows) if b[0] <= a[0]), None)
     if bad:
-        raise InputError(f"{trace_path} line {bad[4]}", f"window start {bad[0]:g} s is not after the previous one")
+        raise InputError(f"{trace_file.name} line {bad[4]}", f"window start {bad[0]:g} s is not after the previous one")
     return windows
 
 
@@ -436,16 +442,16 @@ def _renewal(window_s: float, rate: float, family: str, shape: float, rng: np.ra
     return times[times < window_s]
 
 
-def _servegen_pdfs(dataset_path: Path) -> tuple[np.ndarray, list[dict]]:
+def _servegen_pdfs(dataset_file: Source) -> tuple[np.ndarray, list[dict]]:
     """Sorted window starts and, per window, {field: (values, probabilities, where)} ((None, None, where) if empty)."""
-    text = read_text(dataset_path, "ServeGen dataset.json")
-    doc = json_document(dataset_path, text)
+    text = dataset_file.read_text("ServeGen dataset.json")
+    doc = json_document(dataset_file.name, text)
     if not isinstance(doc, dict) or not doc:
-        raise InputError(str(dataset_path), "is not a JSON object of windows {window_start_s: {...}}")
+        raise InputError(dataset_file.name, "is not a JSON object of windows {window_start_s: {...}}")
     windows = []
     for key, entry in doc.items():
         quoted_key = f'"{key}"'
-        where = f"{dataset_path} line {line_of(text, quoted_key)}"
+        where = f"{dataset_file.name} line {line_of(text, quoted_key)}"
         try:
             start = float(key)
         except ValueError as e:
@@ -455,7 +461,7 @@ def _servegen_pdfs(dataset_path: Path) -> tuple[np.ndarray, list[dict]]:
         pdfs = {}
         for field in ("input_tokens", "output_tokens"):
             quoted_field = f'"{field}"'
-            at = f"{dataset_path} line {line_of(text, quoted_key, quoted_field)}"
+            at = f"{dataset_file.name} line {line_of(text, quoted_key, quoted_field)}"
             if field not in entry:
                 raise InputError(at, f"window {key} has no {field}", "ServeGen windows hold input_tokens and output_tokens")
             pdf = literal_mapping(entry[field], at)

@@ -1,5 +1,6 @@
-"""Request traces: the real Mooncake, Azure, length-only and ServeGen files, the synthetic generator,
-time scaling and sub-sampling, and one clear error for every corrupt or truncated input."""
+"""Request traces (hwmodels.ingest.requests): the real Mooncake, Azure, length-only and ServeGen files, read
+from paths, bytes and in-memory folders alike, the synthetic generator, time scaling and sub-sampling, and one
+clear error for every corrupt, truncated or oversized input."""
 
 import csv
 import functools
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from hwmodels.errors import InputError
-from sim.traces import PREFIX_BLOCK_TOKENS, load_trace, synthetic_trace
+from hwmodels.ingest.requests import PREFIX_BLOCK_TOKENS, load_trace, synthetic_trace
 
 MOONCAKE = ("requests", "mooncake", "conversation_trace.jsonl")
 AZURE = ("requests", "azure-2023", "AzureLLMInferenceTrace_conv.csv")
@@ -213,3 +214,48 @@ def test_unreadable_files_are_one_clear_error(tmp_path):
         load_trace(tmp_path)  # a folder without chunks
     with pytest.raises(InputError, match="limit"):
         load_trace(binary, limit=0)
+
+
+# --- paths, bytes and in-memory folders read alike ------------------------------------------------------
+
+def _same(a, b) -> bool:
+    return (np.array_equal(a.arrival_s, b.arrival_s) and np.array_equal(a.input_tokens, b.input_tokens)
+            and np.array_equal(a.output_tokens, b.output_tokens) and a.prefix_blocks == b.prefix_blocks)
+
+
+@pytest.mark.parametrize("parts, options", [(MOONCAKE, {}), (AZURE, {}), (SHAREGPT, {"rate_per_s": 2.0})])
+def test_a_trace_read_from_bytes_is_the_trace_read_from_its_path(shared_data, parts, options):
+    path = shared_data.joinpath(*parts)
+    from_path = load_trace(path, limit=500, **options)
+    from_bytes = load_trace(path.read_bytes(), name=path.name, limit=500, **options)
+    assert _same(from_path, from_bytes) and len(from_bytes) == 500
+    assert from_path.source.replace(str(path), path.name) == from_bytes.source
+
+
+def test_servegen_chunk_read_from_an_in_memory_mapping(shared_data):
+    folder = shared_data.joinpath(*SERVEGEN)
+    files = {name: (folder / name).read_bytes() for name in ("chunk-3-trace.csv", "chunk-3-dataset.json")}
+    on_disk = load_trace(folder / "chunk-3-trace.csv", seed=2)
+    in_memory = load_trace(files, name="upload", seed=2)
+    assert _same(on_disk, in_memory) and len(in_memory) > 0
+    assert in_memory.source == "upload (ServeGen, 1 client, arrivals and lengths drawn with seed 2)"
+    one_file = load_trace(files, seed=2)  # a mapping without a name is called so
+    assert one_file.source.startswith("in-memory folder (ServeGen")
+    with pytest.raises(InputError) as err:  # the trace alone: its dataset is not beside it
+        load_trace(files["chunk-3-trace.csv"], name="chunk-3-trace.csv")
+    assert str(err.value).startswith("chunk-3-trace.csv: ") and "chunk-3-dataset.json" in str(err.value)
+    with pytest.raises(InputError, match="upload/chunk-3-dataset.json line 1"):
+        load_trace(files | {"chunk-3-dataset.json": b'{"0": {"input_tokens": "{1: 1.0}"'}, name="upload")
+
+
+def test_a_trace_over_the_size_limit_is_one_error_naming_file_size_and_limit(tmp_path):
+    path = tmp_path / "trace.jsonl"
+    path.write_text(MOONCAKE_ROW + "\n" + MOONCAKE_ROW.replace('"timestamp": 0', '"timestamp": 5') + "\n")
+    size = path.stat().st_size
+    assert len(load_trace(path, max_bytes=size)) == 2
+    for source, name in ((path, None), (path.read_bytes(), "trace.jsonl")):
+        with pytest.raises(InputError) as err:
+            load_trace(source, name=name, max_bytes=size - 1)
+        message = str(err.value)
+        assert message.startswith(f"{name or path}: is {size:,} bytes, over the {size - 1} bytes limit") and "\n" not in message
+

@@ -1,6 +1,7 @@
-"""Routing traces: the SGLang/EPLB statistics, the Mixtral per-token decisions, the OLMoE/Mixtral Counter
-pickles (restricted unpickler), SGLang .pt dumps, TensorRT-LLM expert statistics, the mapping onto
-another model's shape, the fitted synthetic generator, and one clear error for every bad input."""
+"""Routing statistics (hwmodels.ingest.routing): the SGLang/EPLB statistics, the Mixtral per-token decisions,
+the OLMoE/Mixtral Counter pickles (restricted unpickler), SGLang .pt dumps, TensorRT-LLM expert statistics, read
+from paths, bytes and in-memory folders alike, the mapping onto another model's shape, the fitted synthetic
+generator, and one clear error for every bad input."""
 
 import json
 import os
@@ -12,12 +13,15 @@ import numpy as np
 import pytest
 
 from hwmodels.errors import InputError
-from planner.loads import fit_to_model, load_counts
-from sim.routing import (
+from hwmodels.ingest.routing import (
     JSONL_TOKENS_PER_WINDOW,
     RoutingTrace,
+    fit_to_model,
     layer_cv,
     load_routing,
+    read_counts,
+    read_routing,
+    save_counts,
     synthetic_routing,
 )
 
@@ -32,14 +36,14 @@ def test_deepseek_statistics_on_their_own_model_are_unchanged(shared_data):
     path = shared_data.joinpath(*EPLB_FILE)
     trace = load_routing(path, **DEEPSEEK_V3)
     assert trace.windows.shape == (1, 61, 256) and trace.note == "" and trace.top_k == 8
-    assert np.array_equal(trace.loads, load_counts(path))
+    assert np.array_equal(trace.loads, read_counts(path))
     assert trace.moe_layers == tuple(range(3, 61)) and str(path) in trace.source
 
 
 def test_kimi_k2_gets_deepseek_statistics_through_a_documented_mapping(shared_data):
     path = shared_data.joinpath(*EPLB_FILE)
     trace = load_routing(path, **KIMI_K2)
-    expected, note = fit_to_model(load_counts(path), 61, range(1, 61), 384)
+    expected, note = fit_to_model(read_counts(path), 61, range(1, 61), 384)
     assert trace.windows.shape == (1, 61, 384) and trace.note == note != ""
     assert "58 MoE layers x 256 experts mapped to 60 x 384" in trace.note
     assert np.allclose(trace.windows[0], expected)
@@ -302,3 +306,97 @@ def test_synthetic_routing_without_data_is_uniform_and_seeded():
     assert layer_cv(a.loads)[1:].mean() == pytest.approx(layer_cv(skewed_source)[1:].mean(), rel=0.15)
     with pytest.raises(InputError, match="windows"):
         synthetic_routing(8, range(1, 8), 64, 4, windows=0)
+
+
+# --- shape mapping (fit_to_model) -----------------------------------------------------------------------
+
+def test_statistics_of_the_model_itself_are_not_mapped():
+    loads = np.zeros((4, 8))
+    loads[1:] = np.arange(1, 9)
+    same, note = fit_to_model(loads, 4, (1, 2, 3), 8)
+    assert note == "" and same is loads
+
+
+def test_mapping_to_more_experts_keeps_real_expert_loads_and_layer_totals():
+    rng = np.random.default_rng(0)
+    source = np.zeros((61, 256))
+    source[3:] = rng.gamma(0.8, 100.0, size=(58, 256))  # DeepSeek-V3's shape: 3 dense layers
+    target, note = fit_to_model(source, 61, tuple(range(1, 61)), 384)  # Kimi K2's shape: 1 dense layer
+    assert target.shape == (61, 384) and not target[0].any()
+    assert "58 MoE layers x 256 experts mapped to 60 x 384" in note and "correlated" in note
+    # first and last MoE layers replay the source's first and last; every layer keeps its source's total
+    src_first, src_last = source[3], source[60]
+    assert target[1].sum() == pytest.approx(src_first.sum()) and target[60].sum() == pytest.approx(src_last.sum())
+    scale = src_first.sum() / src_first[np.arange(384) % 256].sum()
+    np.testing.assert_allclose(target[1], src_first[np.arange(384) % 256] * scale)
+    # the skew survives: the per-expert coefficient of variation stays near the source's
+    cv = lambda row: row.std() / row.mean()  # noqa: E731
+    assert cv(target[30]) == pytest.approx(cv(source[3 + round(29 * 57 / 59)]), rel=0.15)
+
+
+def test_mapping_to_fewer_experts_subsamples():
+    source = np.zeros((3, 16))
+    source[1:] = np.arange(1, 17)
+    target, note = fit_to_model(source, 2, (0, 1), 8)
+    np.testing.assert_allclose(target[0], np.arange(1, 9) * source[1].sum() / np.arange(1, 9).sum())
+    assert "correlated" not in note
+
+
+# --- paths, bytes and in-memory folders read alike ------------------------------------------------------
+
+@pytest.mark.parametrize("parts, model", [
+    (EPLB_FILE, KIMI_K2),
+    (GSM8K, MIXTRAL),
+    (("routing", "olmoe-mixtral-counts", "mistral", "expert_counts", "arxiv.pkl"), MIXTRAL),
+])
+def test_a_file_read_from_bytes_is_the_file_read_from_its_path(shared_data, parts, model):
+    path = shared_data.joinpath(*parts)
+    from_path, from_bytes = (load_routing(source, **model, name=name)
+                             for source, name in ((path, None), (path.read_bytes(), path.name)))
+    assert np.array_equal(from_path.windows, from_bytes.windows) and from_path.note == from_bytes.note
+    assert from_path.source.replace(str(path), path.name) == from_bytes.source  # "name (kind)" either way
+    assert np.array_equal(read_counts(path), read_counts(path.read_bytes(), name=path.name))
+
+
+def test_sglang_dumps_read_from_bytes(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "expert_distribution_recorder_1.0_0.pt"
+    _sglang_per_token(torch, path)
+    from_path = read_routing(path)
+    from_bytes = read_routing(path.read_bytes(), name=path.name)
+    assert np.array_equal(from_path.windows, from_bytes.windows) and from_bytes.top_k == from_path.top_k == 2
+    assert from_bytes.source == f"{path.name} ({from_path.kind})"
+
+
+def test_tensorrt_llm_folder_read_from_an_in_memory_mapping(trtllm_folder):
+    files = {p.name: p.read_bytes() for p in trtllm_folder.iterdir()}
+    on_disk = read_routing(trtllm_folder)
+    in_memory = read_routing(files, name="expert_statistic")
+    assert np.array_equal(on_disk.windows, in_memory.windows) and in_memory.top_k == on_disk.top_k == 2
+    assert in_memory.source == "expert_statistic (TensorRT-LLM expert statistics)"
+    mapped = load_routing(files, num_layers=3, moe_layers=(1, 2), num_experts=4, top_k=2)
+    assert mapped.windows[0, 1].tolist() == [4, 4, 2, 2]
+    files["rank1.safetensors"] = files["rank1.safetensors"][:-5]
+    with pytest.raises(InputError, match="expert_statistic/rank1.safetensors"):
+        read_routing(files, name="expert_statistic")
+    with pytest.raises(InputError, match="without meta_info.json"):
+        read_routing({k: v for k, v in files.items() if k != "meta_info.json"})
+
+
+def test_a_file_over_the_size_limit_is_one_error_naming_it(shared_data):
+    path = shared_data.joinpath(*GSM8K)
+    size = path.stat().st_size
+    with pytest.raises(InputError) as err:
+        load_routing(path, **MIXTRAL, max_bytes=size - 1)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and f"{size:,} bytes" in message and "limit" in message and "\n" not in message
+    with pytest.raises(InputError, match=r"gsm8k\.jsonl: .*over the"):
+        read_counts(path.read_bytes(), name="gsm8k.jsonl", max_bytes=1000)
+    assert read_counts(path, max_bytes=size).sum() == load_routing(path, **MIXTRAL).windows.sum()
+
+
+def test_save_counts_reads_back_from_path_and_bytes(tmp_path):
+    loads = np.arange(12.0).reshape(3, 4)
+    save_counts(loads, tmp_path / "w.json", model="toy")
+    assert np.array_equal(read_counts(tmp_path / "w.json"), loads)
+    assert np.array_equal(read_counts((tmp_path / "w.json").read_bytes(), name="w.json"), loads)
