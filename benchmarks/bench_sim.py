@@ -5,7 +5,7 @@ SGLang's DeepSeek-V3 routing statistics mapped to Kimi K2's shape and replayed i
 Prints: the wall time of the full replay (target under 30 s on 2 cores), how wall time grows with the
 number of requests (the trace 1x, 2x and 4x, copies back to back), the TTFT / TPOT percentiles with
 uniform, EPLB-balanced and unbalanced (contiguous) expert load side by side, and the step-time grid's
-error against step_cost over the steps of a replay. Needs ../shared/data beside the checkout.
+error against the exact step over the steps of a replay. Needs ../shared/data beside the checkout.
 
 Run: python benchmarks/bench_sim.py
 """
@@ -112,7 +112,7 @@ def main() -> int:
     for name, r in runs.items():  # where each run's expert load came from (the files are listed above)
         print(f"  {name}: {r.roles[0].expert_load.split(' through ')[-1].split(';')[0]}")
 
-    print("\nstep-time grid vs step_cost over the steps of a replay (10% of the trace, EPLB skew, 300 steps each):")
+    print("\nstep-time grid vs the exact step over the steps of a replay (10% of the trace, EPLB skew, 300 steps each):")
     for phase, (mean, worst) in grid_error(plan, trace.subsample(0.1, seed=0), decode, prefill).items():
         print(f"  {phase}: mean {mean:.4%}, worst {worst:.3%}")
     return 0 if runs["EPLB skew"].wall_seconds < TARGET_S else 1
