@@ -22,10 +22,8 @@ import yaml
 
 import moeplan
 import moeplan.api
-from hwmodels import catalog
-from hwmodels.errors import InputError
-from moeplan.api import RequestTrace
-from moeplan.spec import example_path, parse_spec, resolve
+from moeplan.api import InputError, RequestTrace
+from moeplan.spec import example_path, parse_spec
 
 MAX_UPLOAD_MB = 50  # st.file_uploader(max_upload_size=...) enforces it in the browser; upload_bytes() and the readers' max_bytes here
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
@@ -93,9 +91,10 @@ def spec_from_upload(data: bytes, name: str = "uploaded spec") -> dict:
         raise InputError(name, f"malformed YAML{where}: {getattr(e, 'problem', None) or 'syntax error'}",
                          "fix the YAML syntax") from None
     spec = parse_spec(raw, name)
-    if spec.model not in catalog.model_names():
+    models = list(catalog_lists()["models"])
+    if spec.model not in models:
         raise InputError(f"{name}: model", f"'{spec.model}' is not a catalog model",
-                         f"one of {', '.join(catalog.model_names())} (plan a config.json with `moeplan plan`)")
+                         f"one of {', '.join(models)} (plan a config.json with `moeplan plan`)")
     return raw
 
 
@@ -173,7 +172,7 @@ def spec_caption(raw: dict) -> str:
 def plan(raw: dict, files: Files = ()) -> moeplan.Plan:
     """moeplan.plan of a spec dict whose routing statistics are the uploaded `files` (name, bytes)."""
     with temp_files(dict(files)) as folder:
-        return moeplan.plan(resolve(parse_spec(raw), folder))
+        return moeplan.plan(moeplan.api.deployment(parse_spec(raw), folder))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -228,7 +227,7 @@ def simulate(raw: dict, files: Files, trace_files: Files, trace_rate_per_s: floa
     planned = plan(raw, files)  # the plan this session shows, not a second search
     requests_trace = trace(trace_files, trace_rate_per_s) if trace_files else None
     with temp_files(dict(files)) as folder:
-        return moeplan.api.simulate(resolve(parse_spec(raw), folder), planned, requests_trace, requests=requests,
+        return moeplan.api.simulate(moeplan.api.deployment(parse_spec(raw), folder), planned, requests_trace, requests=requests,
                                     speedup=speedup, seed=seed, config=config)
 
 

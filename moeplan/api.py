@@ -33,7 +33,7 @@ from planner.plan_json import plan_from_json, read_plan
 from planner.search import plan as _plan
 from sim.config import KVPolicy, Router, SimConfig
 
-__all__ = ["InputError", "KVPolicy", "Plan", "PlanView", "Router", "SimConfig", "Simulation", "Spec", "Sweep",
+__all__ = ["InputError", "KVPolicy", "Plan", "PlanView", "RequestTrace", "Router", "SimConfig", "Simulation", "Spec", "Sweep",
            "ValidationRow", "app_script", "bench_kernels", "check", "clusters", "compare", "compare_placements",
            "default_kernel_csv", "deployment", "devices", "kernel_fits", "load_plan", "model_config", "model_summary",
            "models", "number_formats", "plan", "read_routing_counts", "read_trace", "simulate", "sweep", "units",
