@@ -4,7 +4,6 @@ tested in test_gemm_fit.py."""
 
 import math
 
-import numpy as np
 import pytest
 import yaml
 from hypothesis import given, settings, strategies as st

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from hwmodels.errors import InputError
-from hwmodels.ingest.routing import save_counts
-from moeplan import api, example_path, parse_spec
 from hwmodels.ingest.requests import synthetic_trace
 from hwmodels.ingest.routing import save_counts
+from moeplan import api, example_path, parse_spec
 from planner.plan import Mode
 from planner.plan_json import PLAN_SCHEMA_VERSION, plan_from_json, plan_to_json, read_plan
 from sim import simulate
