@@ -66,11 +66,19 @@ def placement_figure(result: Plan, role: str | None = None) -> go.Figure:
 
 
 def comparison_figure(frame: pd.DataFrame, x: str, y: str = "usd_per_million_output_tokens", color: str | None = None,
-                      title: str = "") -> go.Figure:
-    """A metric of a sweep or comparison against one varied field, one line per value of another."""
-    f = frame.dropna(subset=[y])
-    fig = px.line(f, x=x, y=y, color=color, markers=True, title=title) if f[x].dtype.kind in "if" else \
-        px.bar(f, x=x, y=y, color=color, barmode="group", title=title)
+                      title: str = "", series: tuple[str, ...] = ()) -> go.Figure:
+    """A metric of a sweep or comparison against one varied field: one mark per point, never summed. The points
+    that share the values of the other varied fields (`series`) form one series (a line through them where x is a
+    number), coloured by `color` where given, else by the series."""
+    f = frame.dropna(subset=[y]).copy()
+    by = list(dict.fromkeys([*series, *([color] if color else [])]))
+    f["series"] = [", ".join(f"{name}={value}" for name, value in zip(by, row)) for row in f[by].itertuples(index=False)] \
+        if by else "points"
+    numeric_x = f[x].dtype.kind in "if"
+    shape = {"line_group": "series", "markers": True} if numeric_x else {"symbol": "series"} if color else {}
+    fig = (px.line if numeric_x else px.scatter)(f, x=x, y=y, color=color or "series", title=title, hover_data=by, **shape)
+    if not numeric_x:
+        fig.update_traces(marker=dict(size=10))
     fig.update_layout(yaxis_title=y.replace("_", " "), xaxis_title=x, **_LAYOUT)
     return fig
 

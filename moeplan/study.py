@@ -72,10 +72,11 @@ class Sweep:
         return pd.DataFrame(list(self.rows))
 
     def figure(self, x: str | None = None, y: str = "usd_per_million_output_tokens", color: str | None = None) -> go.Figure:
-        """y against the first varied field, one line per value of the second (if any)."""
+        """y against one varied field (the first unless `x`), one mark per point: the points that share the other
+        varied fields' values form a series (`color` names one field to colour by instead of all of them)."""
         x = x or self.varied[0]
-        color = color or next((v for v in self.varied if v != x), None)
-        return figures.comparison_figure(self.to_frame(), x, y, color, title=f"{y.replace('_', ' ')} by {x}")
+        series = tuple(v for v in self.varied if v != x)
+        return figures.comparison_figure(self.to_frame(), x, y, color, title=f"{y.replace('_', ' ')} by {x}", series=series)
 
 
 # ------------------------------------------------------------------------------------------- points

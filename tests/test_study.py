@@ -6,7 +6,7 @@ import pytest
 import moeplan
 from hwmodels.errors import InputError
 from moeplan import example_path
-from moeplan.study import apply, points
+from moeplan.study import Sweep, apply, points
 from planner.plan_json import plan_to_json
 
 SMALL = {"schema_version": 1, "model": "qwen3-30b-a3b", "cluster": {"unit": "hgx-h100", "units": 1},
@@ -77,3 +77,16 @@ def test_compare_devices_keeps_the_workload():
     # more HBM bandwidth at the same TPOT bound: H200 serves each output token for no more than H100
     h100, h200 = frame["usd_per_million_output_tokens"]
     assert h200 < h100
+
+
+def test_a_sweep_chart_draws_one_mark_per_point_never_a_sum():
+    """Three varied fields, one charted: the other two make the series, every point is one mark at its own value
+    (a stacked bar per device once drew the sum of four points)."""
+    rows = [{"device": dev, "workload.input_tokens": it, "slo.tpot_s": tpot,
+             "usd_per_million_output_tokens": 19.0 + it / 4096 + 100 * tpot + (dev == "gb200")}
+            for dev in ("h200-sxm", "gb200") for it in (2048, 32768) for tpot in (0.03, 0.05)]
+    sweep = Sweep(("device", "workload.input_tokens", "slo.tpot_s"), tuple(rows))
+    values = sorted(r["usd_per_million_output_tokens"] for r in rows)
+    for fig in (sweep.figure(), sweep.figure(x="workload.input_tokens", color="device")):
+        drawn = sorted(float(v) for trace in fig.data for v in trace.y)
+        assert drawn == values and all(trace.type == "scatter" for trace in fig.data)
