@@ -40,6 +40,19 @@ class FitReport:
                     f"sequences of {b.context_tokens:,} tokens")
         return f"{need}; {hold}"
 
+    def __repr__(self, shown: int = 5) -> str:
+        """The verdict, the best layouts (at most `shown`; all of them are in `layouts`), and the fix if it does not fit."""
+        lines = [f"FitReport({'fits' if self.fits else 'does not fit'}: {self.headline()})"]
+        for m in self.layouts[:shown]:
+            room = (f"{format_bytes(m.kv_capacity_bytes)} KV room, {m.concurrent_sequences:,} sequences"
+                    if m.fits else "weights do not fit")
+            lines.append(f"  {m.layout_name}: {format_bytes(m.weight_bytes)} weights per device, {room}")
+        if len(self.layouts) > shown:
+            lines.append(f"  ... {len(self.layouts) - shown} more layouts (.layouts)")
+        if not self.fits:
+            lines.append(f"  fix: {self.fix()}")
+        return "\n".join(lines)
+
     def fix(self) -> str:
         d = self.deployment
         options = []

@@ -24,7 +24,7 @@ from hwmodels.ingest.source import SourceLike
 from hwmodels.precision import default_plan
 from hwmodels.roles import Phase
 from moeplan import catalog_records, study
-from moeplan.spec import Spec, load_spec, resolve
+from moeplan.spec import SCHEMA_VERSION, Spec, load_spec, parse_spec, resolve
 from moeplan.simulation import Simulation
 from moeplan.study import PlanView, Sweep
 from planner.compare_placements import compare_placements as _compare_placements
@@ -40,10 +40,16 @@ __all__ = ["InputError", "KVPolicy", "Plan", "PlanView", "RequestTrace", "Router
            "validate", "validation_summary", "workloads"]
 
 
-def deployment(spec: str | Path | Spec | Deployment, base_dir: Path | None = None) -> Deployment:
-    """A Deployment from a spec path, a parsed Spec, or a Deployment (returned as is)."""
+SpecLike = str | Path | Mapping | Spec | Deployment
+
+
+def deployment(spec: SpecLike, base_dir: Path | None = None) -> Deployment:
+    """A Deployment from a spec path, a dict of the spec's YAML fields, a parsed Spec, or a Deployment (returned
+    as is). Relative paths inside a dict or Spec resolve against `base_dir` (the working directory by default)."""
     if isinstance(spec, Deployment):
         return spec
+    if isinstance(spec, Mapping):  # typed in code: the current schema unless it says otherwise
+        spec = parse_spec({"schema_version": SCHEMA_VERSION, **spec})
     if isinstance(spec, Spec):
         return resolve(spec, base_dir)
     parsed, folder = load_spec(spec)
@@ -80,7 +86,7 @@ def model_config(name_or_path: str, field: str = "model") -> dict:
     return catalog.model_config(name_or_path, field)
 
 
-def check(spec: str | Path | Spec | Deployment) -> FitReport:
+def check(spec: SpecLike) -> FitReport:
     """Does the model fit the cluster: weights per device per layout, KV room, concurrent sequences."""
     return fit(deployment(spec))
 
@@ -121,14 +127,14 @@ def kernel_fits() -> dict:
             "overlap": list(catalog.stored_fit("overlap")["report"]), "measured": measured}
 
 
-def plan(spec: str | Path | Spec | Deployment) -> PlanView:
+def plan(spec: SpecLike) -> PlanView:
     """Search layouts for the spec's model, cluster, workload and SLOs; recommend the cheapest that meets them.
     The PlanView reads like the planner's Plan (.recommendation, .frontier, .infeasible; `.plan` is the Plan
     itself) and adds .to_frame(table), .figure(name) and .to_json() (plan.json)."""
     return PlanView(_plan(deployment(spec)))
 
 
-def load_plan(source: str | Path | Mapping, spec: str | Path | Spec | Deployment) -> PlanView:
+def load_plan(source: str | Path | Mapping, spec: SpecLike) -> PlanView:
     """A plan.json (a path, or its parsed document) of the spec, read back to the Plan it was written from."""
     d = deployment(spec)
     return PlanView(plan_from_json(source, d) if isinstance(source, Mapping) else read_plan(source, d))
@@ -180,7 +186,7 @@ def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_load
 SYNTHETIC_REQUESTS = 1000  # requests of the synthetic trace when neither a trace nor a count is given
 
 
-def simulate(spec: str | Path | Spec | Deployment, plan=None, trace=None, routing=None, *, prefill_routing=None,
+def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_routing=None,
              requests: int | None = None, speedup: float = 1.0, subsample: float | None = None,
              rate_per_s: float | None = None, seed: int = 0, config=None, shards: int | None = None,
              shard_by: str = "auto", engine: str = "local", address: str | None = None):

@@ -27,7 +27,7 @@ import yaml
 from hwmodels import catalog
 from hwmodels.errors import InputError, nearest_names
 from moeplan import engines, figures, tables
-from moeplan.spec import Spec, load_spec, parse_spec, resolve
+from moeplan.spec import SCHEMA_VERSION, Spec, load_spec, parse_spec, resolve
 from planner.plan import Plan
 from planner.plan_json import plan_to_json
 from planner.search import plan as _search
@@ -45,6 +45,9 @@ class PlanView:
         if name == "plan":  # not set yet (unpickling): no recursion
             raise AttributeError(name)
         return getattr(self.plan, name)
+
+    def __repr__(self) -> str:
+        return repr(self.plan)
 
     def to_frame(self, table: str = "recommendation") -> pd.DataFrame:
         if table not in tables.TABLES:
@@ -85,8 +88,8 @@ def raw_spec(spec: str | Path | Spec | Mapping) -> tuple[dict, Path | None]:
     """The spec as a plain dict (what a sweep edits) and the folder its relative paths start at."""
     if isinstance(spec, Spec):
         return spec.model_dump(exclude_none=True), None
-    if isinstance(spec, Mapping):
-        return copy.deepcopy(dict(spec)), None
+    if isinstance(spec, Mapping):  # typed in code: the current schema unless it says otherwise
+        return copy.deepcopy({"schema_version": SCHEMA_VERSION, **spec}), None
     _, folder = load_spec(spec)  # validates, and names a bad file before any point runs
     return yaml.safe_load(Path(spec).read_text(encoding="utf-8")), folder
 

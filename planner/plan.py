@@ -86,6 +86,15 @@ class Candidate:
         """The candidate as its predictions, without its per-device load and placement maps."""
         return replace(self, load=None, placement=None)
 
+    def __repr__(self) -> str:
+        """One line: the option and its predictions (the maps are in its `load` and `placement`)."""
+        unit = "prompt tokens" if self.role == Role.PREFILL else "output tokens"
+        placed = f", {self.placement_summary.method} placement" if self.placement_summary else ""
+        return (f"Candidate({self.role}: {self.instance_devices} devices, {self.perf.memory.layout_name}, "
+                f"{self.work_per_device:,} {'tokens per step' if self.role == Role.PREFILL else 'sequences'} per device; "
+                f"{self.tokens_per_s_per_device:,.0f} {unit}/s/device, {self.tokens_per_s_per_user:,.1f} tokens/s/user, "
+                f"step {self.step_s * 1e3:,.1f} ms{placed})")
+
 
 @dataclass(frozen=True, eq=False)
 class Recommendation:
@@ -109,6 +118,19 @@ class Recommendation:
     def summarised(self) -> Recommendation:
         return replace(self, decode=self.decode.summarised(),
                        prefill=None if self.prefill is None else self.prefill.summarised())
+
+    def __repr__(self) -> str:
+        """A few lines (the tables: moeplan.PlanView.to_frame)."""
+        pools = [(self.prefill_instances, self.prefill)] if self.prefill else []
+        lines = [f"Recommendation({self.mode}, {self.devices} devices)"]
+        lines += [f"  {n} x {c!r}" for n, c in [*pools, (self.decode_instances, self.decode)]]
+        lines.append(f"  TTFT {self.ttft_s:,.3f} s, TPOT {self.tpot_s * 1e3:,.1f} ms, sized for {self.requests_per_s:,.3g} requests/s")
+        if self.usd_per_hour is None:
+            lines.append("  cost: no price for this device (prices.usd_per_device_hour sets one)")
+        else:
+            lines.append(f"  ${self.usd_per_hour:,.2f}/h: ${_usd(self.usd_per_million_input)} per million input tokens, "
+                         f"${_usd(self.usd_per_million_output)} per million output tokens")
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,6 +202,20 @@ class Plan:
     def devices(self) -> int:
         return self.recommendation.devices if self.recommendation else 0
 
+    def __repr__(self) -> str:
+        """At most a dozen lines: the answer or why there is none; the detail is in the fields and tables."""
+        d = self.deployment
+        head = (f"Plan({d.model_display_name} on {d.cluster.num_devices} x {d.cluster.device.name}: "
+                f"{self.candidates_scored:,} candidates scored in {self.seconds:,.1f} s, {self.source})")
+        if self.recommendation is None:
+            fix = f" (change {self.infeasible_field})" if self.infeasible_field else ""
+            body = [f"  no deployment: {self.infeasible}{fix}"]
+        else:
+            body = ["  " + line for line in repr(self.recommendation).splitlines()]
+        tail = (f"  {len(self.frontier)} frontier candidates (.frontier), {len(self.alternatives)} alternatives "
+                f"(.alternatives), {len(self.assumptions)} assumptions (.assumptions)")
+        return "\n".join([head, *body, tail])
+
     def describe(self) -> str:
         """The recommendation in one line: mode, devices, and every pool."""
         if self.recommendation is None:
@@ -191,3 +227,7 @@ class Plan:
                  for p in self.pools]
         return (f"{self.recommendation.mode}, {self.devices} x {self.deployment.cluster.device.name}: "
                 + " + ".join(parts))
+
+
+def _usd(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.2f}"

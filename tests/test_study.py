@@ -2,6 +2,7 @@
 
 import plotly.graph_objects as go
 import pytest
+import yaml
 
 import moeplan
 from hwmodels.errors import InputError
@@ -90,3 +91,32 @@ def test_a_sweep_chart_draws_one_mark_per_point_never_a_sum():
     for fig in (sweep.figure(), sweep.figure(x="workload.input_tokens", color="device")):
         drawn = sorted(float(v) for trace in fig.data for v in trace.y)
         assert drawn == values and all(trace.type == "scatter" for trace in fig.data)
+
+
+def test_plan_check_and_simulate_take_a_dict_as_they_take_its_file(kimi_plan):
+    raw = yaml.safe_load(example_path().read_text())
+    from_dict = moeplan.plan(raw)
+    drop = lambda j: {k: v for k, v in j.items() if k != "search_seconds"}  # noqa: E731
+    assert drop(from_dict.to_json()) == drop(kimi_plan.to_json())
+    assert moeplan.check(raw).fits and moeplan.check(raw).layouts == moeplan.check(example_path()).layouts
+    typed = {k: v for k, v in SMALL.items() if k != "schema_version"}  # typed in a notebook: the current schema
+    assert moeplan.plan(typed).recommendation is not None
+    sim = moeplan.simulate(typed, requests=40)
+    assert sim.completed == 40
+    with pytest.raises(InputError, match="workload.input_tokns"):
+        moeplan.plan({**SMALL, "workload": {**SMALL["workload"], "input_tokns": 2}})
+
+
+@pytest.mark.parametrize("example", ["kimi-k2-h200-128.yaml", "kimi-k2-h100-8.yaml"])
+def test_a_plan_and_a_fit_report_print_in_at_most_20_lines(example):
+    """print(plan.recommendation) once dumped ~250 lines (the expert-load arrays); the detail is in the tables."""
+    view = moeplan.plan(example_path(example))
+    report = moeplan.check(example_path(example))
+    shown = [repr(view), repr(report), *([repr(view.recommendation)] if view.recommendation else [])]
+    shown += [repr(c) for c in view.frontier]
+    assert all(1 <= len(text.splitlines()) <= 20 for text in shown)
+    if view.recommendation:  # the disaggregated one: both pools, its latency and its cost
+        assert view.recommendation.mode == "disaggregated" and "prefill" in repr(view) and "TPOT" in repr(view)
+        assert f"${view.recommendation.usd_per_million_output:,.2f} per million output" in repr(view)
+    else:
+        assert "no deployment" in repr(view) and "fix: use at least" in repr(report)
