@@ -435,10 +435,13 @@ def _print_plan(result, out_dir) -> None:
         c.print(f"  {'decode' if r.prefill else 'instances'}: {r.decode_instances} x [{r.decode.describe(is_moe)}]")
         c.print(f"  TPOT {r.tpot_s * 1e3:.1f} ms, TTFT {r.ttft_s:.2f} s; {r.decode.tokens_per_s_per_device:,.0f} output tokens/s "
                 f"per device, {r.decode.tokens_per_s_per_user:,.1f} tokens/s per user")
+        c.print(f"  load: {report.utilization_text(r)}")
         if r.usd_per_hour is not None:
             c.print(f"  cost: ${r.usd_per_hour:,.2f}/hour; ${r.usd_per_million_input:,.3f} per million input tokens, "
                     f"${r.usd_per_million_output:,.3f} per million output tokens ({d.cluster.device.name} at "
                     f"${d.price.usd_per_device_hour:.2f}/h: {d.price.source})")
+            c.print(f"  at capacity: ${r.usd_per_million_input_at_capacity:,.3f} per million input tokens, "
+                    f"${r.usd_per_million_output_at_capacity:,.3f} per million output tokens")
         step = r.decode.perf.steps[0]
         parts = ", ".join(f"{k.replace('_', ' ')} {v * 1e3:.1f}" for k, v in step.breakdown_s.items() if v > 0)
         c.print(f"  decode step {step.time_s * 1e3:.1f} ms: {parts} ms (overlap hides {step.overlap_hidden_s * 1e3:.1f} ms)")

@@ -166,9 +166,16 @@ def headline_text(plan: Plan) -> str:
     if r is None:
         return f"No deployment meets the SLOs: {plan.infeasible}"
     cost = "" if r.usd_per_million_output is None else \
-        f"; ${r.usd_per_million_output:,.3f} per million output tokens, ${r.usd_per_million_input:,.3f} per million input tokens"
+        (f"; ${r.usd_per_million_output:,.3f} per million output tokens, ${r.usd_per_million_input:,.3f} per million input "
+         f"tokens (${r.usd_per_million_output_at_capacity:,.3f} and ${r.usd_per_million_input_at_capacity:,.3f} at capacity)")
     return (f"{r.mode}, {r.devices} x {d.cluster.device.name}: TPOT {r.tpot_s * 1e3:.1f} ms, TTFT {r.ttft_s:.2f} s, "
-            f"{r.decode.tokens_per_s_per_device:,.0f} output tokens/s per device{cost}")
+            f"{r.decode.tokens_per_s_per_device:,.0f} output tokens/s per device; {utilization_text(r)}{cost}")
+
+
+def utilization_text(r) -> str:
+    """Why a cost can look high: how much of the deployment the offered traffic uses."""
+    return (f"{r.requests_per_s:,.3g} requests/s use {r.utilization:.0%} of its capacity "
+            f"({r.capacity_requests_per_s:,.3g} requests/s)")
 
 
 def _summary_md(title, subtitle, headline, frames, assumptions, simulation) -> str:

@@ -141,7 +141,8 @@ def evaluate_point(raw: dict, base_dir: Path | None) -> dict[str, Any]:
                 "batch_per_device": r.decode.work_per_device, "ttft_s": r.ttft_s, "tpot_s": r.tpot_s,
                 "output_tokens_per_s_per_device": r.decode.tokens_per_s_per_device, "usd_per_hour": r.usd_per_hour,
                 "usd_per_million_input_tokens": r.usd_per_million_input,
-                "usd_per_million_output_tokens": r.usd_per_million_output}
+                "usd_per_million_output_tokens": r.usd_per_million_output, "utilization": r.utilization,
+                "usd_per_million_output_tokens_at_capacity": r.usd_per_million_output_at_capacity}
     return row
 
 
