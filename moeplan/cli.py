@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
     s.add_argument("--devices", type=_names, default=[], metavar="A,B,...", help="devices, e.g. h200-sxm,b200-sxm,gb200,ascend-910c")
     s.add_argument("--models", type=_names, default=[], metavar="A,B,...", help="catalog models, e.g. kimi-k2,deepseek-v3")
+    s.add_argument("--keep-devices", action="store_true",
+                   help="plan every device on the spec's device count only (by default a device with too few is "
+                        "sized: planned on as many whole nodes as the workload needs)")
     _study_args(s)
     s.set_defaults(run=_compare)
 
@@ -384,14 +387,17 @@ def _run_study(args, run, title: str, y: str = "usd_per_million_output_tokens") 
         _print_json(json.loads(frame.to_json(orient="records")))
         return 0
     t = Table(title=title)
-    shown = [c for c in list(result.varied) + ["feasible", "devices", "decode_layout", "tpot_s", "ttft_s",
-                                                 "usd_per_million_output_tokens", "reason"] if c in frame.columns]
+    shown = [c for c in list(result.varied) + ["feasible", "devices", "decode_layout", "tpot_s", "ttft_s", "utilization",
+                                                 "usd_per_million_output_tokens", "usd_per_device_hour", "sized", "reason"]
+             if c in frame.columns and frame[c].notna().any()]
     for col in shown:
         t.add_column(col, justify="left" if frame[col].dtype == object else "right")
     for _, row in frame.iterrows():
         t.add_row(*(_cell(row[c]) for c in shown))
     c = _console()
     c.print(t)
+    for warning in result.warnings:
+        c.print(f"[yellow]warning[/yellow]: {warning}")
     if out_dir is not None:
         c.print(f"wrote {out_dir / 'report.html'}, summary.md, points.csv")
     return 0
@@ -407,7 +413,8 @@ def _compare(args) -> int:
     what = ", ".join(args.devices + args.models)
     return _run_study(args, lambda progress: api.compare(args.spec, args.devices, args.models, engine=args.engine,
                                                          processes=args.processes, progress=progress,
-                                                         address=args.address), f"compare {what}")
+                                                         address=args.address, size=not args.keep_devices),
+                      f"compare {what}")
 
 
 def _sweep(args) -> int:
@@ -439,7 +446,7 @@ def _print_plan(result, out_dir) -> None:
         if r.usd_per_hour is not None:
             c.print(f"  cost: ${r.usd_per_hour:,.2f}/hour; ${r.usd_per_million_input:,.3f} per million input tokens, "
                     f"${r.usd_per_million_output:,.3f} per million output tokens ({d.cluster.device.name} at "
-                    f"${d.price.usd_per_device_hour:.2f}/h: {d.price.source})")
+                    f"{d.price.describe()})")
             c.print(f"  at capacity: ${r.usd_per_million_input_at_capacity:,.3f} per million input tokens, "
                     f"${r.usd_per_million_output_at_capacity:,.3f} per million output tokens")
         step = r.decode.perf.steps[0]

@@ -192,7 +192,9 @@ def sweep_report(sweep, title: str, y: str = "usd_per_million_output_tokens") ->
     """report.html, summary.md and points.csv of a moeplan.study.Sweep."""
     frame = sweep.to_frame()
     subtitle = f"{len(frame)} points varying {', '.join(sweep.varied)}"
-    sections = [(y.replace("_", " "), "", sweep.figure(y=y), None), ("Points", "", None, frame)]
+    warnings = " ".join(f"Warning: {w}." for w in sweep.warnings)
+    sections = [(y.replace("_", " "), warnings, sweep.figure(y=y), None), ("Points", "", None, frame)]
     return {"report.html": html_page(title, subtitle, sections),
-            "summary.md": f"# {title}\n\n{subtitle}\n\n" + markdown_table(frame),
+            "summary.md": f"# {title}\n\n{subtitle}\n\n" + "".join(f"> **Warning**: {w}\n\n" for w in sweep.warnings)
+                          + markdown_table(frame),
             "points.csv": frame.to_csv(index=False)}

@@ -94,7 +94,8 @@ def cost_frame(result: Plan) -> pd.DataFrame:
     w = d.workload
     rows = [
         ("device", d.cluster.device.name, "spec"),
-        ("usd_per_device_hour", d.price.usd_per_device_hour if d.price else None, d.price.source if d.price else "no price"),
+        ("usd_per_device_hour", d.price.usd_per_device_hour if d.price else None,
+         d.price.describe() if d.price else "no price: set prices.<device> in the spec"),
         ("devices", r.devices, "planner"),
         ("usd_per_hour", r.usd_per_hour, "devices x price"),
         ("requests_per_s", w.requests_per_s, w.source or "spec"),

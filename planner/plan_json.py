@@ -66,7 +66,8 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "assumptions": list(plan.assumptions),
         "provenance": {
             "device_figures": {k: f.source + (" (unverified)" if f.unverified else "") for k, f in device.provenance.items()},
-            "price": None if d.price is None else {"usd_per_device_hour": d.price.usd_per_device_hour, "source": d.price.source},
+            "price": None if d.price is None else {"usd_per_device_hour": d.price.usd_per_device_hour, "source": d.price.source,
+                                                   "basis": d.price.basis, "date": d.price.date},
             "model_config": catalog.model_entry(d.model.name)["source"] if d.model.name in catalog.model_names() else d.model.name,
         },
     }
