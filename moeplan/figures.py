@@ -65,6 +65,19 @@ def placement_figure(result: Plan, role: str | None = None) -> go.Figure:
     return fig
 
 
+def _mark_missing(fig: go.Figure, frame: pd.DataFrame, x: str, y: str) -> None:
+    """A point without a value (no price, infeasible) stays on the axis, labelled, rather than silently absent."""
+    missing = frame[frame[y].isna()]
+    if missing.empty:
+        return
+    why = ["no price" if y.startswith("usd") and row.get("feasible", True) else "infeasible"
+           for row in missing.to_dict("records")]
+    floor = frame[y].min() if frame[y].notna().any() else 0.0
+    fig.add_trace(go.Scatter(x=missing[x], y=[floor] * len(missing), text=why, mode="text", textposition="top center",
+                             name="no value", hovertext=[str(r.get("reason") or r.get("price_source") or w)
+                                                         for r, w in zip(missing.to_dict("records"), why)]))
+
+
 def comparison_figure(frame: pd.DataFrame, x: str, y: str = "usd_per_million_output_tokens", color: str | None = None,
                       title: str = "", series: tuple[str, ...] = ()) -> go.Figure:
     """A metric of a sweep or comparison against one varied field: one mark per point, never summed. The points
@@ -79,6 +92,7 @@ def comparison_figure(frame: pd.DataFrame, x: str, y: str = "usd_per_million_out
     fig = (px.line if numeric_x else px.scatter)(f, x=x, y=y, color=color or "series", title=title, hover_data=by, **shape)
     if not numeric_x:
         fig.update_traces(marker=dict(size=10))
+        _mark_missing(fig, frame, x, y)
     fig.update_layout(yaxis_title=y.replace("_", " "), xaxis_title=x, **_LAYOUT)
     return fig
 

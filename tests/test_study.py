@@ -152,3 +152,9 @@ def test_a_comparison_names_each_price_and_warns_when_sources_differ_or_are_miss
     assert unpriced.rows[0]["usd_per_million_output_tokens"] is None
     assert unpriced.rows[0]["price_source"] == "no price: set prices.b300-sxm"
     assert any("no price for b300-sxm" in w for w in unpriced.warnings)
+
+
+def test_a_point_without_a_value_stays_on_the_chart_labelled():
+    unpriced = moeplan.compare(SMALL, devices=["h100-sxm", "b300-sxm"], processes=1).figure()
+    labels = [(list(t.x), list(t.text)) for t in unpriced.data if t.mode == "text"]
+    assert labels == [(["b300-sxm"], ["no price"])]
