@@ -392,10 +392,16 @@ def _run_study(args, run, title: str, y: str = "usd_per_million_output_tokens") 
              if c in frame.columns and frame[c].notna().any()]
     for col in shown:
         t.add_column(col, justify="left" if frame[col].dtype == object else "right")
+    notes: dict[str, int] = {}  # a reason is a sentence: below the table, numbered, once per distinct reason
     for _, row in frame.iterrows():
-        t.add_row(*(_cell(row[c]) for c in shown))
+        cells = [_cell(row[c]) for c in shown]
+        if "reason" in shown and cells[-1]:
+            cells[-1] = f"note {notes.setdefault(cells[-1], len(notes) + 1)}"
+        t.add_row(*cells)
     c = _console()
     c.print(t)
+    for note, i in notes.items():
+        c.print(f"note {i}: {note}")
     for warning in result.warnings:
         c.print(f"[yellow]warning[/yellow]: {warning}")
     if out_dir is not None:
