@@ -298,14 +298,16 @@ def _check(args) -> int:
         _print_json(_check_json(report))
     else:
         c = _console()
-        c.print(f"[bold]{d.name}[/bold]: {d.model_display_name} ({d.precision.label()}) on {d.cluster.describe()}, "
+        named = "" if d.name.endswith(d.cluster.describe()) else f"[bold]{d.name}[/bold]: "  # an unnamed spec's name says it all
+        c.print(f"{named}{d.model_display_name} ({d.precision.label()}) on {d.cluster.describe()}, "
                 f"workload {d.workload.input_tokens:,} in + {d.workload.output_tokens:,} out tokens")
         t = Table(title=f"Memory per device by layout (HBM x {d.serving.hbm_utilization:g} usable = {units.format_bytes(d.cluster.device.hbm_bytes * d.serving.hbm_utilization)})")
         for col in ("layout", "weights/device", "workspace", "KV room/device", "KV/sequence", "sequences", "fits"):
             t.add_column(col, justify="left" if col == "layout" else "right")
         for m in rows:
             t.add_row(m.layout_name, units.format_bytes(m.weight_bytes), units.format_bytes(m.workspace_bytes),
-                      units.format_bytes(m.kv_capacity_bytes) if m.kv_capacity_bytes > 0 else f"-{units.format_bytes(-m.kv_capacity_bytes)}",
+                      units.format_bytes(m.kv_capacity_bytes) if m.kv_capacity_bytes > 0 else
+                      f"none: {units.format_bytes(-m.kv_capacity_bytes)} short",
                       units.format_bytes(m.kv_bytes_per_sequence), f"{m.concurrent_sequences:,}", "yes" if m.fits else "no")
         c.print(t)
         if len(report.layouts) > len(rows):
@@ -313,7 +315,8 @@ def _check(args) -> int:
         unverified = d.cluster.device.unverified_fields()
         if unverified:
             c.print(f"[yellow]unverified figures for {d.cluster.device.name} (third-party summaries): {', '.join(unverified)}[/yellow]")
-        print(report.headline())
+        if report.fits:  # otherwise the error line below is the verdict, said once
+            print(report.headline())
     if not report.fits:
         print(f"error: cluster: {report.headline()}; fix: {report.fix()}", file=sys.stderr)
         return EXIT_NO
