@@ -158,3 +158,9 @@ def test_a_point_without_a_value_stays_on_the_chart_labelled():
     unpriced = moeplan.compare(SMALL, devices=["h100-sxm", "b300-sxm"], processes=1).figure()
     labels = [(list(t.x), list(t.text)) for t in unpriced.data if t.mode == "text"]
     assert labels == [(["b300-sxm"], ["no price"])]
+
+
+@pytest.mark.parametrize("example, why", [("kimi-k2-h200.yaml", "also prefills"), ("kimi-k2-h200-128.yaml", "instances of 96+")])
+def test_the_frontier_chart_says_why_the_star_is_below_the_curve(example, why):
+    fig = moeplan.plan(example_path(example)).figure("frontier")
+    assert any(why in a.text for a in fig.layout.annotations)
