@@ -352,3 +352,12 @@ def test_bounded_compares_before_converting():
         with pytest.raises(InputError):
             bounded_text(text, "f", "n", 1e18, "fix")
     assert MAX_EXPERTS == 2**20 and math.log10(MAX_LAYERS) == 5
+
+
+def test_a_pickle_over_the_size_a_pickle_of_counters_needs_is_refused_before_unpickling(tmp_path):
+    from hwmodels.ingest.bounds import MAX_PICKLE_BYTES
+    path = tmp_path / "counts.pkl"
+    path.write_bytes(pickle.dumps([Counter({e: 1 for e in range(64)})]) + b"\x00" * MAX_PICKLE_BYTES)
+    started = time.perf_counter()
+    error = _refused(lambda: read_routing(path), str(path))
+    assert "over the" in error.problem and "JSON" in error.fix and time.perf_counter() - started < 5

@@ -40,6 +40,9 @@ MAX_EXPERTS = 2**20
 MAX_LAYERS = 100_000
 MAX_REQUESTS = 10**7
 MAX_CLIENT_REQUESTS = 2 * 10**6
+# pickles are unpickled by the pure-Python Unpickler (the C one reserves whatever a file claims), at 0.2-0.7 MB/s:
+# 4 MB bounds that to seconds, and holds 100 layers x 4,096 experts of Counters (OLMoE's files are 4 KB)
+MAX_PICKLE_BYTES = 4 * 2**20
 MIN_CELLS = 2**20  # 8 MiB of float64: DeepSeek-V3's [61 layers, 256 experts] 67 times over, whatever the file's size
 CELLS_PER_BYTE = 8  # 64 bytes of counts per byte of file: per-token decisions of a 384-expert model in windows of
 #                     one token need 6 (a 68-byte line per (token, layer), 61 x 384 counts per token)

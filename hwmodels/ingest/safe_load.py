@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from hwmodels.errors import InputError, excerpt
-from hwmodels.ingest.bounds import MAX_COUNT, bounded_text
+from hwmodels.ingest.bounds import MAX_COUNT, MAX_PICKLE_BYTES, bounded_text
 from hwmodels.ingest.source import Source
 
 
@@ -232,6 +232,9 @@ def load_counter_pickle(source: Source) -> tuple[list[dict], int]:
     where = source.name
     fix = "pass an OLMoE expert_counts .pkl (a list of Counter per layer), or JSON statistics"
     data = source.read_bytes("a pickle of expert Counters", "pass a readable .pkl file")
+    if len(data) > MAX_PICKLE_BYTES:
+        raise InputError(where, f"is {len(data):,} bytes, over the {MAX_PICKLE_BYTES:,} a pickle of Counters may be",
+                         "convert the statistics to moeplan loads JSON or an EPLB logical_count JSON")
     try:
         value = _CounterUnpickler(io.BytesIO(data)).load()
     except Exception as e:  # noqa: BLE001 - a corrupt pickle fails in many ways (struct, Overflow, System, Memory...)
