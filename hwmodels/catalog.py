@@ -11,9 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from catalogs import CATALOG_DIR
+from hwmodels import safe_yaml
 from hwmodels.deployment import Price
 from hwmodels.errors import InputError, nearest_names
 from hwmodels.hardware import ClusterUnit, Device, Figure
@@ -21,8 +20,9 @@ from hwmodels.model_arch import ModelArch, arch_from_config
 
 
 def _read_yaml(name: str) -> dict:
-    with open(CATALOG_DIR / name, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    path = CATALOG_DIR / name
+    return safe_yaml.load(safe_yaml.read_text(path, str(path), "reinstall moeplan", safe_yaml.CATALOG), str(path),
+                          safe_yaml.CATALOG)
 
 
 @lru_cache(maxsize=None)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hwmodels import catalog
+from hwmodels import catalog, safe_yaml
 from hwmodels.deployment import SLO, Deployment, PhaseRouting, Price, Routing, Serving, Workload
 from hwmodels.errors import InputError, nearest_names, validation_error
 from hwmodels.hardware import make_cluster
@@ -112,20 +111,14 @@ def example_path(name: str = DEFAULT_EXAMPLE) -> Path:
 def load_spec(path: str | Path) -> tuple[Spec, Path]:
     """Parse and validate a spec file; returns the spec and the folder relative paths resolve against."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("SPEC", f"no file '{path}'", f"give a spec YAML, e.g. {example_path()}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError("SPEC", f"cannot read '{path}': {e}", "check the path") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "malformed YAML"
-        raise InputError(str(path), f"malformed YAML{where}: {problem}", "fix the YAML syntax") from None
-    return parse_spec(raw, str(path)), path.resolve().parent
+    text = safe_yaml.read_text(path, "SPEC", f"give a spec YAML, e.g. {example_path()}")
+    return parse_spec(spec_yaml(text, str(path)), str(path)), path.resolve().parent
+
+
+def spec_yaml(text: str, where: str = "spec") -> object:
+    """A spec's YAML text loaded in bounded work (hwmodels.safe_yaml: no alias bomb, duplicate key or nesting
+    deeper than 32), not yet validated: parse_spec does that."""
+    return safe_yaml.load(text, where)
 
 
 def parse_spec(raw: object, where: str = "spec") -> Spec:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hwmodels import safe_yaml
 from hwmodels.errors import InputError
 from moeplan.spec import one_line_error
 
@@ -34,16 +34,7 @@ class SweepFile(BaseModel):
 
 def load_sweep(path: str | Path) -> SweepFile:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("SWEEP", f"no file '{path}'", "give a sweep YAML (see moeplan sweep --help)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError("SWEEP", f"cannot read '{path}': {e}", "check the path") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise InputError(str(path), f"malformed YAML{where}", "fix the YAML syntax") from None
+    raw = safe_yaml.load(safe_yaml.read_text(path, "SWEEP", "give a sweep YAML (see moeplan sweep --help)"), str(path))
     if not isinstance(raw, dict):
         raise InputError(str(path), "is not a mapping", "give spec: and vary:")
     try:
