@@ -23,7 +23,7 @@ import yaml
 import moeplan
 import moeplan.api
 from moeplan.api import InputError, RequestTrace
-from moeplan.spec import example_path, parse_spec
+from moeplan.spec import example_path, parse_spec, spec_yaml
 
 MAX_UPLOAD_MB = 50  # st.file_uploader(max_upload_size=...) enforces it in the browser; upload_bytes() and the readers' max_bytes here
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
@@ -78,18 +78,15 @@ def temp_files(files: Mapping[str, bytes]) -> Iterator[Path]:
 
 
 def spec_from_upload(data: bytes, name: str = "uploaded spec") -> dict:
-    """A spec dict from uploaded YAML bytes: yaml.safe_load, then the spec's own validation (moeplan.parse_spec).
+    """A spec dict from uploaded YAML bytes: moeplan.spec.spec_yaml (bounded: no alias bomb, duplicate key or deep
+    nesting), then the spec's own validation (moeplan.parse_spec).
 
     The dashboard plans catalog models only: a config.json path would be a file on the server, not the user's."""
     try:
-        raw = yaml.safe_load(data.decode("utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(name, "is not UTF-8 text", "upload a spec YAML") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InputError(name, f"malformed YAML{where}: {getattr(e, 'problem', None) or 'syntax error'}",
-                         "fix the YAML syntax") from None
+    raw = spec_yaml(text, name)
     spec = parse_spec(raw, name)
     models = list(catalog_lists()["models"])
     if spec.model not in models:

@@ -11,18 +11,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from catalogs import CATALOG_DIR
+from hwmodels import safe_yaml
 from hwmodels.deployment import Price
-from hwmodels.errors import InputError, nearest_names
+from hwmodels.errors import InputError, excerpt, nearest_names
 from hwmodels.hardware import ClusterUnit, Device, Figure
 from hwmodels.model_arch import ModelArch, arch_from_config
 
 
 def _read_yaml(name: str) -> dict:
-    with open(CATALOG_DIR / name, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    path = CATALOG_DIR / name
+    return safe_yaml.load(safe_yaml.read_text(path, str(path), "reinstall moeplan", safe_yaml.CATALOG), str(path),
+                          safe_yaml.CATALOG)
 
 
 @lru_cache(maxsize=None)
@@ -130,7 +130,8 @@ def load_model(name_or_path: str, field: str = "model", base_dir: Path | None = 
 
 def model_config(name_or_path: str, field: str = "model") -> dict:
     """The config.json fields of a model (a multimodal wrapper's text_config), as kernels_ref takes them."""
-    config, _, _ = _config_of(name_or_path, field, None)
+    config, name, where = _config_of(name_or_path, field, None)
+    arch_from_config(config, name, where)  # the same checks as planning it: a decoder, sizes within bounds
     return dict(config.get("text_config") or config) if "hidden_size" not in config else dict(config)
 
 
@@ -140,23 +141,58 @@ def _config_of(name_or_path: str, field: str, base_dir: Path | None) -> tuple[An
         entry = model_entry(name_or_path)
         path = CATALOG_DIR / entry["config"]
         return _read_config(path, field), name_or_path, str(path)
-    path = Path(name_or_path).expanduser()
-    if base_dir is not None and not path.is_absolute():
-        path = base_dir / path
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.is_file():
-        raise InputError(field, f"no config.json at '{name_or_path}'", "give a catalog model name (moeplan models) or an existing config.json path")
+    fix = "give a catalog model name (moeplan models) or an existing config.json path"
+    try:
+        path = Path(name_or_path).expanduser()
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        if path.is_dir():
+            path = path / "config.json"
+        found = path.is_file()
+    except (OSError, ValueError, RuntimeError) as e:  # a name too long, a NUL character, ~nobody/
+        raise InputError(field, f"cannot use '{excerpt(name_or_path)[1:-1]}' as a path ({e.__class__.__name__})", fix) from None
+    if not found:
+        raise InputError(field, f"no config.json at '{excerpt(name_or_path)[1:-1]}'", fix)
     return _read_config(path, field), path.parent.name if path.name == "config.json" else path.stem, str(path)
 
 
+MAX_CONFIG_BYTES = 4 * 2**20  # a config.json is a few KB; one that lists every quantised module a few hundred
+MAX_CONFIG_DEPTH = 32  # a config.json nests 6 levels (text_config.quantization_config.config_groups.group_0.weights)
+
+
 def _read_config(path: Path, field: str) -> Any:
+    """The JSON object of a config.json, read in bounded work: at most MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH levels."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(field, f"cannot read '{path}': {e}", "check the path and permissions") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise InputError(field, f"'{path}' is larger than {MAX_CONFIG_BYTES:,} bytes", "give the model's config.json "
+                         "(a few KB), not its weights or tokenizer")
+    try:
+        config = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(field, f"'{path}' is not valid JSON (line {e.lineno}: {e.msg})", "fix the file") from None
+    except (ValueError, RecursionError) as e:  # a number of over 4,300 digits; thousands of nested brackets
+        problem = "nests too deep" if isinstance(e, RecursionError) else f"holds a value that cannot be read ({str(e).split(';')[0]})"
+        raise InputError(field, f"'{path}' {problem}", "give the model's own config.json") from None
+    if _depth_past(config, MAX_CONFIG_DEPTH):
+        raise InputError(field, f"'{path}' nests deeper than {MAX_CONFIG_DEPTH} levels", "give the model's own config.json")
+    return config
+
+
+def _depth_past(value: Any, limit: int) -> bool:
+    """Whether JSON `value` nests more than `limit` objects and arrays (iteratively: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
 
 
 @lru_cache(maxsize=None)

@@ -9,14 +9,28 @@ Understood families, recognised by their fields, not by name:
   `shared_expert_intermediate_size`) or `num_local_experts` (Mixtral); otherwise a dense model.
 - A multimodal wrapper with `text_config` (Kimi K2.5) is read through its text model; the vision
   tower is not counted.
+
+Refused, each as one InputError naming `config.json <field>` and the fix:
+- encoder-decoder models (`is_encoder_decoder: true`, T5, BART, Whisper, Switch Transformers, ...) and known
+  encoder-only families (BERT, RoBERTa, DeBERTa, ...): moeplan serves decoder-only causal LMs;
+- an expert count of 0 (`n_routed_experts`, `num_experts`, `num_local_experts`): the config names an MoE with no
+  experts, which no serving engine loads (Qwen2-MoE's own code would build dense layers, DeepSeek's and
+  Mixtral's break); the fix is to drop the field (or set it to null) for a dense model, never a silent guess;
+- a value of the wrong type (`quantization_config: "fp8"`, `num_hidden_layers: "61"`, `tie_word_embeddings:
+  "false"`), a size <= 0 where a size is needed (`intermediate_size` when a layer is dense), and sizes past
+  `MAX_SIZES`: bounds far above every published decoder that keep the work per config small (per-layer tuples,
+  per-expert arrays), with the reason beside each;
+- `quantization_config.ignore` patterns that nest repetition (`(a+)+`, `(a|b)*`), which Python's regular
+  expressions can take exponential time to match.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from hwmodels.errors import InputError
+from hwmodels.errors import InputError, excerpt
 
 
 @dataclass(frozen=True)
@@ -88,12 +102,46 @@ class ModelArch:
 
 _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
+# The largest value a config.json size may have. Published decoders stay far below: Llama 3.1 405B has
+# hidden_size 16,384, 126 layers, 128 heads and intermediate_size 53,248; Kimi K2 384 routed experts; Gemma 3 a
+# 262,144-token vocabulary; Llama 4 Scout a 10M-token context. Past these a value is a typo or hostile, and the
+# work it would cause (a tuple per layer, an array per expert) is what the bound keeps small.
+_WIDTH = 2**20  # 64 x the widest hidden_size, 20 x the widest MLP
+MAX_SIZES = {
+    "hidden_size": _WIDTH, "intermediate_size": _WIDTH, "moe_intermediate_size": _WIDTH,
+    "shared_expert_intermediate_size": _WIDTH, "head_dim": _WIDTH, "q_lora_rank": _WIDTH, "kv_lora_rank": _WIDTH,
+    "qk_nope_head_dim": _WIDTH, "qk_rope_head_dim": _WIDTH, "v_head_dim": _WIDTH,
+    "num_hidden_layers": 10_000,  # 80 x the deepest (126)
+    "num_nextn_predict_layers": 10_000, "first_k_dense_replace": 10_000, "moe_layer_freq": 10_000,
+    "decoder_sparse_step": 10_000,
+    "num_attention_heads": 65_536, "num_key_value_heads": 65_536,  # 512 x the most heads (128)
+    "n_routed_experts": 100_000, "num_experts": 100_000, "num_local_experts": 100_000,  # 260 x Kimi K2's 384
+    "n_shared_experts": 100_000, "num_experts_per_tok": 100_000,
+    "vocab_size": 10**8,  # 380 x the largest vocabulary (262,144)
+    "max_position_embeddings": 10**9,  # 100 x the longest context (10M)
+}
+ENCODER_DECODER = frozenset({
+    "t5", "mt5", "umt5", "longt5", "t5gemma", "switch_transformers", "bart", "mbart", "plbart", "pegasus", "pegasus_x",
+    "bigbird_pegasus", "marian", "m2m_100", "nllb-moe", "fsmt", "prophetnet", "led", "blenderbot", "blenderbot-small",
+    "whisper", "speech_to_text", "seamless_m4t", "encoder-decoder", "vision-encoder-decoder",
+})
+ENCODER_ONLY = frozenset({
+    "bert", "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "distilbert", "albert", "electra", "deberta",
+    "deberta-v2", "mpnet", "ernie", "modernbert", "nomic_bert", "convbert", "mobilebert", "squeezebert", "rembert",
+    "roformer", "funnel", "longformer", "layoutlm", "esm", "xlm", "flaubert", "megatron-bert", "nystromformer",
+})
+_EXPERT_COUNTS = ("n_routed_experts", "num_experts", "num_local_experts")
+MAX_IGNORE_PATTERNS = 10_000  # quantization_config.ignore entries (real lists name a few hundred modules)
+
 
 def arch_from_config(config: Mapping[str, Any], name: str, where: str = "config.json") -> ModelArch:
     """Build a ModelArch from a config.json dict; `where` names the file in error messages."""
     if not isinstance(config, Mapping):
         raise InputError(where, "is not a JSON object", "point at a HuggingFace config.json")
     if "text_config" in config and "hidden_size" not in config:
+        if not isinstance(config["text_config"], Mapping):
+            raise InputError(f"{where} text_config", f"must be a JSON object, got {excerpt(config['text_config'])}",
+                             "give the text model's fields there, as in a HuggingFace multimodal config.json")
         text = dict(config["text_config"])
         text.setdefault("quantization_config", config.get("quantization_config"))
         text.setdefault("torch_dtype", config.get("torch_dtype"))
@@ -104,9 +152,10 @@ def arch_from_config(config: Mapping[str, Any], name: str, where: str = "config.
         kind = config.get("model_type", "unknown")
         raise InputError(
             f"{where} {missing[0]}",
-            f"missing; model_type '{kind}' is not an MoE or dense decoder transformer moeplan understands",
+            f"missing; model_type {excerpt(kind)} is not an MoE or dense decoder transformer moeplan understands",
             f"give a decoder config with {', '.join(_REQUIRED)}",
         )
+    model_type = _decoder_only(config, where)
     get = _getter(config, where)
     hidden, layers, heads = get("hidden_size"), get("num_hidden_layers"), get("num_attention_heads")
 
@@ -120,62 +169,208 @@ def arch_from_config(config: Mapping[str, Any], name: str, where: str = "config.
             v_head_dim=get("v_head_dim"),
         )
     else:
+        if heads > hidden and config.get("head_dim") is None:
+            raise InputError(f"{where} num_attention_heads", f"{heads} heads leave no width of the {hidden} hidden_size "
+                             "to each", "give head_dim, or fewer heads than hidden_size")
+        kv_heads = get("num_key_value_heads", heads)
+        if kv_heads > heads:
+            raise InputError(f"{where} num_key_value_heads", f"{kv_heads} is more than the {heads} query heads",
+                             "give at most num_attention_heads (grouped-query attention shares a KV head among query heads)")
         attention = GQAAttention(
             num_heads=heads,
-            num_kv_heads=get("num_key_value_heads", heads),
+            num_kv_heads=kv_heads,
             head_dim=get("head_dim", hidden // heads),
-            qk_norm=config.get("model_type", "").startswith("qwen3"),
+            qk_norm=model_type.startswith("qwen3"),
         )
 
-    moe, moe_layers = _moe(config, get, layers)
+    moe, moe_layers = _moe(config, get, layers, where)
+    dense_width = get("intermediate_size", 0, allow_zero=True)
+    if dense_width == 0 and len(moe_layers) < layers:
+        raise InputError(f"{where} intermediate_size", "missing or 0, but the model has dense layers",
+                         "give the dense MLP's width (intermediate_size in the checkpoint's config.json)")
     return ModelArch(
         name=name,
-        model_type=str(config.get("model_type", "")),
+        model_type=model_type,
         hidden_size=hidden,
         num_layers=layers,
         vocab_size=get("vocab_size"),
-        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-        dense_intermediate_size=get("intermediate_size", 0, allow_zero=True),
+        tie_word_embeddings=_flag(config, "tie_word_embeddings", where),
+        dense_intermediate_size=dense_width,
         attention=attention,
         moe=moe,
         moe_layers=moe_layers,
         num_mtp_layers=get("num_nextn_predict_layers", 0, allow_zero=True),
         max_position_embeddings=get("max_position_embeddings", 0, allow_zero=True),
-        torch_dtype=str(config.get("torch_dtype") or "bfloat16"),
-        quantization_config=config.get("quantization_config"),
+        torch_dtype=_text(config, "torch_dtype", where) or "bfloat16",
+        quantization_config=_quantization(config.get("quantization_config"), where),
     )
 
 
-def _moe(config: Mapping[str, Any], get, layers: int) -> tuple[MoE | None, tuple[int, ...]]:
-    if config.get("n_routed_experts"):  # DeepSeek-V2/V3, Kimi K2
+def _decoder_only(config: Mapping[str, Any], where: str) -> str:
+    """The model_type ("" when absent), once the config is known not to be an encoder or an encoder-decoder."""
+    model_type = _text(config, "model_type", where)
+    fix = "give a decoder-only causal LM (Llama, Qwen, DeepSeek, Mixtral, ...): moeplan plans decoder serving"
+    if _flag(config, "is_encoder_decoder", where) or model_type in ENCODER_DECODER:
+        if config.get("is_encoder_decoder"):
+            raise InputError(f"{where} is_encoder_decoder", "is true: an encoder-decoder model", fix)
+        raise InputError(f"{where} model_type", f"'{model_type}' is an encoder-decoder model", fix)
+    if model_type in ENCODER_ONLY:
+        raise InputError(f"{where} model_type", f"'{model_type}' is an encoder-only model (no decoding)", fix)
+    architectures = config.get("architectures") or []
+    if isinstance(architectures, list):
+        masked = [a for a in architectures[:100] if isinstance(a, str) and a.endswith(("ForMaskedLM", "ForSeq2SeqLM"))]
+        if masked:
+            raise InputError(f"{where} architectures", f"{excerpt(masked[0])} is not a causal decoder", fix)
+    return model_type
+
+
+def _text(config: Mapping[str, Any], key: str, where: str) -> str:
+    value = config.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InputError(f"{where} {key}", f"must be a string, got {excerpt(value)}", f"give {key} as a JSON string")
+    return value or ""
+
+
+def _flag(config: Mapping[str, Any], key: str, where: str) -> bool:
+    value = config.get(key, False)
+    if value is not None and not isinstance(value, bool):
+        raise InputError(f"{where} {key}", f"must be true or false, got {excerpt(value)}", "give a JSON boolean, unquoted")
+    return bool(value)
+
+
+def _moe(config: Mapping[str, Any], get, layers: int, where: str) -> tuple[MoE | None, tuple[int, ...]]:
+    for key in _EXPERT_COUNTS:
+        if config.get(key) == 0 and not isinstance(config.get(key), bool):
+            raise InputError(f"{where} {key}", "is 0: an MoE without experts",
+                             f"remove {key} (or set it to null) for a dense model, or give the routed expert count")
+    if config.get("n_routed_experts") is not None:  # DeepSeek-V2/V3, Kimi K2
         first_dense = get("first_k_dense_replace", 0, allow_zero=True)
         freq = get("moe_layer_freq", 1)
         width = get("moe_intermediate_size")
         shared = get("n_shared_experts", 0, allow_zero=True)
-        moe = MoE(get("n_routed_experts"), get("num_experts_per_tok"), width, shared, shared * width, False)
+        moe = MoE(get("n_routed_experts"), _top_k(get, "n_routed_experts", where), width, shared, shared * width, False)
         return moe, tuple(i for i in range(layers) if i >= first_dense and i % freq == 0)
-    if config.get("num_experts"):  # Qwen2/Qwen3-MoE
+    if config.get("num_experts") is not None:  # Qwen2/Qwen3-MoE
         step = get("decoder_sparse_step", 1)
-        dense_only = set(config.get("mlp_only_layers") or [])
+        dense_only = _layer_list(config, "mlp_only_layers", layers, where)
         shared_width = get("shared_expert_intermediate_size", 0, allow_zero=True)
-        moe = MoE(get("num_experts"), get("num_experts_per_tok"), get("moe_intermediate_size"),
+        moe = MoE(get("num_experts"), _top_k(get, "num_experts", where), get("moe_intermediate_size"),
                   1 if shared_width else 0, shared_width, bool(shared_width))
         return moe, tuple(i for i in range(layers) if i not in dense_only and (i + 1) % step == 0)
-    if config.get("num_local_experts"):  # Mixtral
-        moe = MoE(get("num_local_experts"), get("num_experts_per_tok"), get("intermediate_size"), 0, 0, False)
+    if config.get("num_local_experts") is not None:  # Mixtral
+        moe = MoE(get("num_local_experts"), _top_k(get, "num_local_experts", where), get("intermediate_size"), 0, 0, False)
         return moe, tuple(range(layers))
     return None, ()
 
 
+def _top_k(get, experts_key: str, where: str) -> int:
+    top_k, experts = get("num_experts_per_tok"), get(experts_key)
+    if top_k > experts:
+        raise InputError(f"{where} num_experts_per_tok", f"{top_k} is more than the {experts} experts ({experts_key})",
+                         f"give at most {experts} experts per token")
+    return top_k
+
+
+def _layer_list(config: Mapping[str, Any], key: str, layers: int, where: str) -> set[int]:
+    value = config.get(key) or []
+    if not isinstance(value, list) or len(value) > layers or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < layers for i in value):
+        raise InputError(f"{where} {key}", f"must be a list of layer indices in [0, {layers}), got {excerpt(value)}",
+                         "give the indices of the layers with a dense MLP, e.g. [0, 1]")
+    return set(value)
+
+
+def _quantization(qc: Any, where: str) -> Mapping[str, Any] | None:
+    """quantization_config, checked for the shape hwmodels.precision.default_plan reads: a JSON object whose
+    quant_method is a string, weight_block_size a list of integers, config_groups an object of objects (each with
+    an object `weights`) and ignore a list of module names or `re:` patterns that match in bounded time."""
+    field = f"{where} quantization_config"
+    if qc is None:
+        return None
+    if not isinstance(qc, Mapping):
+        raise InputError(field, f"must be a JSON object, got {excerpt(qc)}",
+                         'give the checkpoint\'s object (e.g. {"quant_method": "fp8", "weight_block_size": [128, 128]}), '
+                         "or leave it out for an unquantised checkpoint")
+    _text(qc, "quant_method", field)
+    block = qc.get("weight_block_size")
+    if block is not None and not (isinstance(block, list) and len(block) <= 8 and all(
+            isinstance(b, int) and not isinstance(b, bool) for b in block)):
+        raise InputError(f"{field}.weight_block_size", f"must be a list of integers, got {excerpt(block)}", "e.g. [128, 128]")
+    groups = qc.get("config_groups")
+    if groups is not None and not (isinstance(groups, Mapping) and all(
+            isinstance(g, Mapping) and isinstance(g.get("weights") or {}, Mapping) for g in groups.values())):
+        raise InputError(f"{field}.config_groups", f"must map group names to objects with a `weights` object, got "
+                         f"{excerpt(groups)}", "copy config_groups from the checkpoint's config.json")
+    ignore = qc.get("ignore")
+    if ignore is not None:
+        if not isinstance(ignore, list) or len(ignore) > MAX_IGNORE_PATTERNS or not all(isinstance(i, str) for i in ignore):
+            raise InputError(f"{field}.ignore", f"must be a list of at most {MAX_IGNORE_PATTERNS:,} module names or "
+                             f"re: patterns, got {excerpt(ignore)}", 'e.g. ["lm_head", "re:.*self_attn.*"]')
+        for i, pattern in enumerate(ignore):
+            _bounded_pattern(pattern.removeprefix("re:"), f"{field}.ignore[{i}]")
+    return qc
+
+
+def _bounded_pattern(pattern: str, field: str) -> None:
+    """Refuse a pattern that does not compile, or that repeats a repetition or an alternation (`(a+)+`,
+    `(a|ab)*`): Python's backtracking matcher can take exponential time on those."""
+    import re._parser as sre  # the parser `re` itself uses; public enough for a check that only reads its tree
+
+    fix = "write the pattern without a repeated group that itself repeats or alternates, e.g. re:.*mlp\\.(gate|up)_proj.*"
+    if len(pattern) > 1000:
+        raise InputError(field, f"is {len(pattern):,} characters long", "give a module name or a short re: pattern")
+    try:
+        tree = sre.parse(pattern)
+    except (re.error, RecursionError, OverflowError) as e:
+        raise InputError(field, f"is not a regular expression ({e})", "fix the pattern, or give a plain module name") from None
+
+    def nested(items, inside: bool) -> bool:
+        for op, av in items:
+            if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
+                repeats = av[1] > 1
+                if inside and repeats:
+                    return True
+                if nested(av[2], inside or repeats):
+                    return True
+            elif op is sre.BRANCH:
+                if inside or any(nested(branch, inside) for branch in av[1]):
+                    return True
+            elif op is sre.SUBPATTERN:
+                if nested(av[-1], inside):
+                    return True
+            elif op in (sre.ASSERT, sre.ASSERT_NOT, sre.ATOMIC_GROUP):
+                if nested(av[-1] if op is not sre.ATOMIC_GROUP else av, inside):
+                    return True
+            elif op is sre.GROUPREF_EXISTS:
+                if any(branch is not None and nested(branch, inside) for branch in av[1:]):
+                    return True
+        return False
+
+    try:
+        exponential = nested(tree, False)
+    except RecursionError:
+        exponential = True
+    if exponential:
+        raise InputError(field, f"{excerpt(pattern)} repeats a group that repeats or alternates (matching can take "
+                         "exponential time)", fix)
+
+
 def _getter(config: Mapping[str, Any], where: str):
     def get(key: str, default: int | None = None, allow_zero: bool = False) -> int:
-        value = config.get(key, default)
+        value = config.get(key)
+        if value is None:
+            value = default
         if value is None:
             raise InputError(f"{where} {key}", "missing", f"add {key} to the config")
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"{where} {key}", f"must be an integer, got {value!r}", "fix the config value")
+            raise InputError(f"{where} {key}", f"must be an integer, got {excerpt(value)}", f"give {key} as a whole JSON number, unquoted")
         if value < 0 or (value == 0 and not allow_zero):
-            raise InputError(f"{where} {key}", f"must be positive, got {value}", "fix the config value")
+            raise InputError(f"{where} {key}", f"must be positive, got {value}",
+                             f"give the checkpoint's {key} (a whole number {'>= 0' if allow_zero else '> 0'})")
+        bound = MAX_SIZES.get(key)
+        if bound is not None and value > bound:
+            raise InputError(f"{where} {key}", f"{excerpt(value)} is past the bound of {bound:,} (far above any published "
+                             "decoder: hwmodels.model_arch.MAX_SIZES)", f"give the checkpoint's real {key}")
         return value
 
     return get

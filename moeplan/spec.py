@@ -2,19 +2,24 @@
 
 Every field has help text; unknown keys are errors (a typo must not be silently ignored). Errors
 come out as one InputError line naming the field path, e.g. `workload.input_tokens`.
+
+Numbers are strict and finite: `devices: '1_000'`, `units: 2.0`, `schema_version: true` and `.inf` / `.nan`
+are refused, not coerced. Every size has a bound (the constants below, each with its reason), so an absurd
+but well-formed spec (`units: 10**30`, `input_tokens: 10**400`) is refused before any planning starts; a
+prompt longer than the model's context (config.json max_position_embeddings, where it states one) is too.
 """
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, model_validator
 
-from hwmodels import catalog
+from hwmodels import catalog, safe_yaml
 from hwmodels.deployment import SLO, Deployment, PhaseRouting, Price, Routing, Serving, Workload
-from hwmodels.errors import InputError, nearest_names, validation_error
+from hwmodels.errors import InputError, excerpt, nearest_names, validation_error
 from hwmodels.hardware import make_cluster
 from hwmodels.ingest.routing import fit_to_model, read_routing
 from hwmodels.model_arch import ModelArch
@@ -25,14 +30,44 @@ SCHEMA_VERSION = 1
 DEFAULT_EXAMPLE = "kimi-k2-h200.yaml"
 
 
+# Bounds of a spec: far past any real deployment, low enough that planning stays bounded.
+MAX_DEVICES = 100_000  # the largest GPU clusters built are ~100,000-device training clusters (xAI Colossus, 2024);
+#                        one serving deployment is far smaller, and the planner's search grows with the node count
+MAX_TOKENS = 10**8  # 10x the longest context any model states (Llama 4 Scout, 10M tokens)
+MAX_TOKENS_PER_STEP = 10**7  # 1,000x vLLM's and SGLang's default chunked-prefill sizes (8,192 and 16,384)
+MAX_REQUESTS_PER_S = 10**7  # 100x a large web search engine's peak query rate
+MAX_SLO_S = 86_400.0  # a day: a latency target past that is a typo (seconds for milliseconds)
+MAX_SOLVE_S = 3_600.0  # an hour per placement solve
+MAX_USD_PER_DEVICE_HOUR = 10_000.0  # 1,000x a data-center GPU's hourly price
+MAX_NAME_CHARS = 200  # labels and catalog names (a report prints them)
+MAX_PATH_CHARS = 4_096  # PATH_MAX on Linux
+
+
+def _whole(value):
+    """A numpy integer becomes an int; a string, boolean or float is left for Strict to refuse."""
+    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)) else value
+
+
+def _real(value):
+    """A numpy float or integer becomes a float; a string or boolean is left for Strict to refuse."""
+    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)) else value
+
+
+Whole = Annotated[int, BeforeValidator(_whole), Strict()]  # 1000, not '1_000', 1000.0 or true
+Number = Annotated[float, BeforeValidator(_real), Strict()]  # 0.05 or 2, not '0.05' or true; finite (allow_inf_nan)
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+PathText = Annotated[str, Field(max_length=MAX_PATH_CHARS)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ClusterSpec(_Strict):
-    unit: str = Field(description="cluster unit from catalogs/clusters.yaml: hgx-h200, gb200-nvl72, cloudmatrix384, ...")
-    units: int | None = Field(None, gt=0, description="how many units (nodes, racks, supernodes)")
-    devices: int | None = Field(None, gt=0, description="or a device count that is a whole number of nodes (trays)")
+    unit: Name = Field(description="cluster unit from catalogs/clusters.yaml: hgx-h200, gb200-nvl72, cloudmatrix384, ...")
+    units: Whole | None = Field(None, gt=0, le=MAX_DEVICES, description="how many units (nodes, racks, supernodes)")
+    devices: Whole | None = Field(None, gt=0, le=MAX_DEVICES,
+                                  description="or a device count that is a whole number of nodes (trays)")
 
     @model_validator(mode="after")
     def _one_size(self):
@@ -42,33 +77,35 @@ class ClusterSpec(_Strict):
 
 
 class WorkloadSpec(_Strict):
-    name: str | None = Field(None, description="a named workload from catalogs/workloads.yaml; the fields below override it")
-    input_tokens: int | None = Field(None, gt=0, description="mean prompt length in tokens")
-    output_tokens: int | None = Field(None, gt=0, description="mean generated length in tokens")
-    requests_per_s: float | None = Field(None, gt=0, description="traffic volume in requests per second")
-    max_input_tokens: int | None = Field(None, gt=0, description="longest prompt every pool must admit into its KV cache")
+    name: Name | None = Field(None, description="a named workload from catalogs/workloads.yaml; the fields below override it")
+    input_tokens: Whole | None = Field(None, gt=0, le=MAX_TOKENS, description="mean prompt length in tokens")
+    output_tokens: Whole | None = Field(None, gt=0, le=MAX_TOKENS, description="mean generated length in tokens")
+    requests_per_s: Number | None = Field(None, gt=0, le=MAX_REQUESTS_PER_S, description="traffic volume in requests per second")
+    max_input_tokens: Whole | None = Field(None, gt=0, le=MAX_TOKENS,
+                                           description="longest prompt every pool must admit into its KV cache")
 
 
 class SLOSpec(_Strict):
-    ttft_s: float = Field(gt=0, description="time to first token, seconds, at the percentile below")
-    tpot_s: float = Field(gt=0, description="time per output token after the first, seconds")
-    percentile: float = Field(99.0, gt=0, le=100, description="percentile the SLOs apply to")
+    ttft_s: Number = Field(gt=0, le=MAX_SLO_S, description="time to first token, seconds, at the percentile below")
+    tpot_s: Number = Field(gt=0, le=MAX_SLO_S, description="time per output token after the first, seconds")
+    percentile: Number = Field(99.0, gt=0, le=100, description="percentile the SLOs apply to")
 
 
 class ServingSpec(_Strict):
-    hbm_utilization: float = Field(
+    hbm_utilization: Number = Field(
         0.90, gt=0, le=1,
         description="fraction of HBM the engine uses for weights, activations and KV (vLLM's default gpu_memory_utilization is 0.9)",
     )
-    tokens_per_step: int = Field(8192, gt=0, description="tokens one forward step processes (chunked-prefill size)")
+    tokens_per_step: Whole = Field(8192, gt=0, le=MAX_TOKENS_PER_STEP,
+                                   description="tokens one forward step processes (chunked-prefill size)")
 
 
 class RoutingPhaseSpec(_Strict):
-    evaluate: str = Field(description="routing statistics the placement serves (today's traffic), in any format `moeplan "
+    evaluate: PathText = Field(description="routing statistics the placement serves (today's traffic), in any format `moeplan "
                           "simulate --routing` reads (EPLB/SGLang logical_count JSON, SGLang CSV or .pt dump, moeplan loads "
                           "JSON, a TensorRT-LLM statistics folder, per-token JSON lines, OLMoE pickles), its windows summed; "
                           "files that do not give the expert count are read as this model's; relative to the spec's folder")
-    fit: list[str] = Field(default_factory=list, description="statistics the placement is decided on (yesterday's windows); "
+    fit: list[PathText] = Field(default_factory=list, max_length=100, description="statistics the placement is decided on (yesterday's windows); "
                            "empty: `evaluate` itself, an in-sample (optimistic) score that the plan labels")
 
 
@@ -76,7 +113,7 @@ class RoutingSpec(_Strict):
     decode: RoutingPhaseSpec | None = Field(None, description="statistics of the decode phase")
     prefill: RoutingPhaseSpec | None = Field(None, description="statistics of the prefill phase")
     placement: Literal["ilp", "eplb"] = Field("ilp", description="placement method: the robust ILP, or EPLB's greedy policy")
-    time_limit_s: float = Field(5.0, gt=0, description="time limit of each placement solve (one per EP size, slot count and phase scored)")
+    time_limit_s: Number = Field(5.0, gt=0, le=MAX_SOLVE_S, description="time limit of each placement solve (one per EP size, slot count and phase scored)")
 
     @model_validator(mode="after")
     def _a_phase(self):
@@ -87,17 +124,18 @@ class RoutingSpec(_Strict):
 
 class Spec(_Strict):
     schema_version: Literal[1] = Field(description="spec format version; this moeplan reads 1")
-    name: str | None = Field(None, description="a label for reports")
-    model: str = Field(description="catalog model name (moeplan models) or a path to a HuggingFace config.json")
+    name: Name | None = Field(None, description="a label for reports")
+    model: PathText = Field(description="catalog model name (moeplan models) or a path to a HuggingFace config.json")
     cluster: ClusterSpec
-    precision: dict[str, str] = Field(
-        default_factory=dict,
+    precision: dict[Name, Name] = Field(
+        default_factory=dict, max_length=100,
         description="per-part formats overriding the checkpoint's: routed_experts, shared_experts, dense_mlp, attention, "
         "embedding, lm_head, kv_cache, dispatch, combine -> bf16, fp8, int8, int4, mxfp4, nvfp4",
     )
     workload: WorkloadSpec
     slo: SLOSpec
-    prices: dict[str, float] = Field(default_factory=dict, description="USD per device-hour by device name, overriding catalogs/prices.yaml")
+    prices: dict[Name, Annotated[Number, Field(gt=0, le=MAX_USD_PER_DEVICE_HOUR)]] = Field(
+        default_factory=dict, max_length=100, description="USD per device-hour by device name, overriding catalogs/prices.yaml")
     serving: ServingSpec = Field(default_factory=ServingSpec)
     routing: RoutingSpec | None = Field(None, description="routing statistics: the planner places experts on them and scores "
                                         "layouts with the placement's per-device loads (without: catalog skew or uniform load)")
@@ -112,27 +150,23 @@ def example_path(name: str = DEFAULT_EXAMPLE) -> Path:
 def load_spec(path: str | Path) -> tuple[Spec, Path]:
     """Parse and validate a spec file; returns the spec and the folder relative paths resolve against."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("SPEC", f"no file '{path}'", f"give a spec YAML, e.g. {example_path()}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError("SPEC", f"cannot read '{path}': {e}", "check the path") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "malformed YAML"
-        raise InputError(str(path), f"malformed YAML{where}: {problem}", "fix the YAML syntax") from None
-    return parse_spec(raw, str(path)), path.resolve().parent
+    text = safe_yaml.read_text(path, "SPEC", f"give a spec YAML, e.g. {example_path()}")
+    return parse_spec(spec_yaml(text, str(path)), str(path)), path.resolve().parent
+
+
+def spec_yaml(text: str, where: str = "spec") -> object:
+    """A spec's YAML text loaded in bounded work (hwmodels.safe_yaml: no alias bomb, duplicate key or nesting
+    deeper than 32), not yet validated: parse_spec does that."""
+    return safe_yaml.load(text, where)
 
 
 def parse_spec(raw: object, where: str = "spec") -> Spec:
     if not isinstance(raw, dict):
         raise InputError(where, "is not a YAML mapping of spec fields", f"start from {example_path()}")
-    if "schema_version" in raw and raw["schema_version"] != SCHEMA_VERSION:
-        raise InputError(f"{where}: schema_version", f"version {raw['schema_version']!r} is not supported", f"use schema_version: {SCHEMA_VERSION}")
+    version = raw.get("schema_version", SCHEMA_VERSION)
+    if type(version) is not int or version != SCHEMA_VERSION:  # true == 1 and 1.0 == 1 in Python: refused too
+        raise InputError(f"{where}: schema_version", f"version {excerpt(version)} is not supported",
+                         f"use schema_version: {SCHEMA_VERSION} (a whole number, unquoted)")
     try:
         return Spec.model_validate(raw)
     except ValidationError as e:
@@ -151,13 +185,17 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
     plan = default_plan(arch.quantization_config, arch.torch_dtype).with_overrides(spec.precision)
     unit = catalog.load_unit(spec.cluster.unit)
     cluster = make_cluster(unit, spec.cluster.units, spec.cluster.devices)
+    if cluster.num_devices > MAX_DEVICES:
+        raise InputError("cluster.units", f"{spec.cluster.units:,} x {unit.name} is {cluster.num_devices:,} devices, past "
+                         f"the bound of {MAX_DEVICES:,}", f"plan at most {MAX_DEVICES // unit.devices:,} units "
+                         "(a serving deployment is far smaller than the largest clusters built)")
     return Deployment(
         name=spec.name or f"{spec.model} on {cluster.describe()}",
         model=arch,
         model_display_name=display,
         precision=plan,
         cluster=cluster,
-        workload=_workload(spec.workload),
+        workload=_workload(spec.workload, arch),
         slo=SLO(spec.slo.ttft_s, spec.slo.tpot_s, spec.slo.percentile),
         price=_price(cluster.device.name, spec.prices),
         serving=Serving(spec.serving.hbm_utilization, spec.serving.tokens_per_step),
@@ -197,7 +235,7 @@ def _statistics(name: str, field: str, arch: ModelArch, base_dir: Path | None):
     return counts, "; ".join(filter(None, [recorded.note, mapping]))
 
 
-def _workload(w: WorkloadSpec) -> Workload:
+def _workload(w: WorkloadSpec, arch: ModelArch) -> Workload:
     base: dict = {}
     source = "spec"
     if w.name is not None:
@@ -218,6 +256,21 @@ def _workload(w: WorkloadSpec) -> Workload:
     if longest is not None and longest < values["input_tokens"]:
         raise InputError("workload.max_input_tokens", f"{longest} is below the mean prompt {values['input_tokens']}",
                          "give the longest prompt, at least input_tokens")
+    context = arch.max_position_embeddings  # 0: the config.json does not state it
+    for key in ("input_tokens", "max_input_tokens"):
+        if not context or values[key] is None or values[key] <= context:
+            continue
+        if key == "max_input_tokens" and getattr(w, key) is None:
+            # a named trace's longest prompt: an engine refuses prompts past its max_model_len (vLLM, SGLang), so the
+            # longest this model's pools admit is its context; the capping is named in the workload's source
+            values[key] = longest = context
+            source = f"{source}; max_input_tokens capped at {arch.name}'s context of {context:,} tokens"
+            continue
+        given = "the spec" if getattr(w, key) is not None else f"workload {w.name}"
+        raise InputError(f"workload.{key}", f"{values[key]:,} tokens (from {given}) is longer than {arch.name}'s "
+                         f"context of {context:,} (max_position_embeddings in its config.json)",
+                         f"give at most {context:,}, a model with a longer context, or (a model served with a longer, "
+                         "rope-scaled context) its served length as max_position_embeddings")
     return Workload(int(values["input_tokens"]), int(values["output_tokens"]), values["requests_per_s"], source,
                     int(longest) if longest is not None else None)
 

@@ -6,18 +6,25 @@
       workload.input_tokens: [2048, 8192, 32768]
     y: usd_per_million_output_tokens # the metric the report charts
     title: Kimi K2 cost by device and context
+
+Loaded in bounded work (hwmodels.safe_yaml), and refused before any planning when the product of the value
+counts passes MAX_POINTS.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hwmodels import safe_yaml
 from hwmodels.errors import InputError
 from moeplan.spec import one_line_error
+
+MAX_POINTS = 10_000  # plans per sweep: each takes about a second, so 10,000 is hours of CPU already
+MAX_VARIED = 32  # fields varied at once
 
 METRICS = ("usd_per_million_output_tokens", "usd_per_million_input_tokens", "tpot_s", "ttft_s", "devices",
            "output_tokens_per_s_per_device", "usd_per_hour")
@@ -26,30 +33,29 @@ METRICS = ("usd_per_million_output_tokens", "usd_per_million_input_tokens", "tpo
 class SweepFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    spec: str | dict[str, Any] = Field(description="a spec YAML path (relative to this file) or a spec mapping")
-    vary: dict[str, list[Any]] = Field(description="dotted spec field (or device, model) -> the values to plan at")
-    y: str = Field("usd_per_million_output_tokens", description=f"the metric the report charts: {', '.join(METRICS)}")
-    title: str = Field("sweep", description="the report's title")
+    spec: Annotated[str, Field(max_length=4096)] | dict[str, Any] = Field(
+        description="a spec YAML path (relative to this file) or a spec mapping")
+    vary: dict[Annotated[str, Field(max_length=200)], list[Any]] = Field(
+        max_length=MAX_VARIED, description="dotted spec field (or device, model) -> the values to plan at")
+    y: str = Field("usd_per_million_output_tokens", max_length=200,
+                   description=f"the metric the report charts: {', '.join(METRICS)}")
+    title: str = Field("sweep", max_length=200, description="the report's title")
 
 
 def load_sweep(path: str | Path) -> SweepFile:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("SWEEP", f"no file '{path}'", "give a sweep YAML (see moeplan sweep --help)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError("SWEEP", f"cannot read '{path}': {e}", "check the path") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise InputError(str(path), f"malformed YAML{where}", "fix the YAML syntax") from None
+    raw = safe_yaml.load(safe_yaml.read_text(path, "SWEEP", "give a sweep YAML (see moeplan sweep --help)"), str(path))
     if not isinstance(raw, dict):
         raise InputError(str(path), "is not a mapping", "give spec: and vary:")
     try:
         sweep = SweepFile.model_validate(raw)
     except ValidationError as e:
         raise one_line_error(e, str(path), SweepFile) from None
+    counts = [len(values) for values in sweep.vary.values()]
+    if math.prod(counts) > MAX_POINTS:
+        product = " x ".join(f"{len(v)} {name}" for name, v in sweep.vary.items())
+        raise InputError(f"{path}: vary", f"{product} = {math.prod(counts):,} points, past the bound of {MAX_POINTS:,}",
+                         "vary fewer fields or fewer values, or split the sweep into several files")
     if sweep.y not in METRICS:
         raise InputError(f"{path}: y", f"unknown metric '{sweep.y}'", f"one of {', '.join(METRICS)}")
     if isinstance(sweep.spec, str):

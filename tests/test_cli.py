@@ -163,3 +163,41 @@ def test_place_reads_every_routing_format(tmp_path, shared_data):
     (tmp_path / "bad.pkl").write_bytes(b"\x80\x04K\x01.")  # a pickled int, not Counters
     r = moeplan("place", "--loads", str(tmp_path / "bad.pkl"), "--ep", "4", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith(f"error: {tmp_path / 'bad.pkl'}: ") and r.stderr.count("\n") == 1
+
+
+HOSTILE_SPEC = "schema_version: 1\nmodel: {model}\ncluster: {cluster}\nworkload: {workload}\nslo: {{ttft_s: 2, tpot_s: 0.05}}\n"
+
+
+def hostile_spec(model="deepseek-v3", cluster="{unit: gb200-nvl72, devices: 48}",
+                 workload="{input_tokens: 2000, output_tokens: 100}", extra=""):
+    return HOSTILE_SPEC.format(model=model, cluster=cluster, workload=workload) + extra
+
+
+def alias_bomb():
+    lines = ["l0: &l0 [" + ", ".join(["lol"] * 10) + "]"]
+    lines += [f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 10) + "]" for k in range(1, 9)]
+    return "\n".join(lines) + "\nname: *l8\n"
+
+
+@pytest.mark.parametrize("content, config, field", [  # ids: PYTEST_CURRENT_TEST must stay short for a subprocess
+    (hostile_spec(extra=alias_bomb()), None, "line 10: stands for more than 20,000 values"),
+    (hostile_spec(extra="precision: " + "{a: " * 1000 + "1" + "}" * 1000 + "\n"), None, "nested deeper than 32 levels"),
+    (hostile_spec(extra="model: kimi-k2\n"), None, "key 'model' appears twice"),
+    (hostile_spec(cluster="{unit: gb200-nvl72, units: 1000000000000000000000000000000}"), None, "cluster.units"),
+    (hostile_spec(workload="{input_tokens: 2000, output_tokens: 100, requests_per_s: .inf}"), None, "finite number"),
+    (hostile_spec(workload="{input_tokens: 1000000, output_tokens: 100}"), None, "longer than deepseek-v3's context"),
+    (hostile_spec(model="./config.json"), "[" * 100_000 + "]" * 100_000, "nests too deep"),
+    (hostile_spec(model="./config.json"), '{"model_type": "bert", "hidden_size": 768, "num_hidden_layers": 12, '
+     '"num_attention_heads": 12, "vocab_size": 30522, "intermediate_size": 3072}', "encoder-only"),
+], ids=["alias bomb", "deep", "duplicate key", "units 10^30", "rate inf", "prompt past context", "deep config.json",
+        "bert config.json"])
+def test_hostile_input_is_one_line_exit_2_no_traceback(tmp_path, content, config, field):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(content)
+    if config is not None:
+        (tmp_path / "config.json").write_text(config)
+    r = moeplan("check", str(spec), cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and field in lines[0] and "; fix: " in lines[0], r.stderr
+    assert "fix the value" not in lines[0]

@@ -59,3 +59,84 @@ def test_invalid_json_names_the_line(tmp_path):
     bad.write_text('{"hidden_size": 7168,\n "oops"\n}')
     with pytest.raises(InputError, match="not valid JSON \\(line 3"):
         load_model(str(bad))
+
+
+# --------------------------------------------------------------------------- hostile and absurd config.json files
+
+DEEPSEEK = json.loads((CATALOG_DIR / "models" / "deepseek-v3.json").read_text())
+QWEN = json.loads((CATALOG_DIR / "models" / "qwen3-30b-a3b.json").read_text())
+BERT = {"model_type": "bert", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+        "vocab_size": 30522, "intermediate_size": 3072}
+HOSTILE_CONFIGS = {  # name: (the config.json text or object, the field the error names, words of the problem)
+    "100,000 deep": ("[" * 100_000 + "]" * 100_000, "model", "nests too deep"),
+    "40 deep": (DEEPSEEK | {"x": json.loads("[" * 40 + "]" * 40)}, "model", "deeper than 32 levels"),
+    "5,000 digits": (json.dumps(DEEPSEEK)[:-1] + ', "x": ' + "9" * 5000 + "}", "model", "cannot be read"),
+    "10^12 layers": (DEEPSEEK | {"num_hidden_layers": 10**12}, "num_hidden_layers", "past the bound of 10,000"),
+    "quantization string": (DEEPSEEK | {"quantization_config": "fp8"}, "quantization_config", "must be a JSON object"),
+    "intermediate 0": (DEEPSEEK | {"intermediate_size": 0}, "intermediate_size", "the model has dense layers"),
+    "intermediate negative": (DEEPSEEK | {"intermediate_size": -1}, "intermediate_size", "must be positive"),
+    "bert": (BERT, "model_type", "encoder-only"),
+    "t5": (BERT | {"model_type": "t5"}, "model_type", "encoder-decoder"),
+    "is_encoder_decoder": (DEEPSEEK | {"is_encoder_decoder": True}, "is_encoder_decoder", "encoder-decoder"),
+    "masked LM": (DEEPSEEK | {"architectures": ["MyForMaskedLM"]}, "architectures", "not a causal decoder"),
+    "0 routed experts": (DEEPSEEK | {"n_routed_experts": 0}, "n_routed_experts", "an MoE without experts"),
+    "0 Qwen experts": (QWEN | {"num_experts": 0}, "num_experts", "an MoE without experts"),
+    "hidden 10^9": (DEEPSEEK | {"hidden_size": 10**9}, "hidden_size", "past the bound of 1,048,576"),
+    "200,000 experts": (DEEPSEEK | {"n_routed_experts": 200_000}, "n_routed_experts", "past the bound of 100,000"),
+    "vocab 10^9": (DEEPSEEK | {"vocab_size": 10**9}, "vocab_size", "past the bound of 100,000,000"),
+    "NaN size": (DEEPSEEK | {"hidden_size": float("nan")}, "hidden_size", "must be an integer"),
+    "string size": (DEEPSEEK | {"num_hidden_layers": "61"}, "num_hidden_layers", "must be an integer"),
+    "top-k past experts": (DEEPSEEK | {"num_experts_per_tok": 300}, "num_experts_per_tok", "more than the 256 experts"),
+    "kv heads past heads": (QWEN | {"num_key_value_heads": 64}, "num_key_value_heads", "more than the 32 query heads"),
+    "exponential pattern": (DEEPSEEK | {"quantization_config": {"quant_method": "compressed-tensors",
+                                                                "ignore": ["re:(.*)*x"]}}, "ignore[0]", "exponential"),
+    "block not a list": (DEEPSEEK | {"quantization_config": {"quant_method": "fp8", "weight_block_size": 128}},
+                         "weight_block_size", "list of integers"),
+    "groups not objects": (DEEPSEEK | {"quantization_config": {"quant_method": "compressed-tensors", "config_groups": [1]}},
+                           "config_groups", "must map group names"),
+    "tie as a string": (DEEPSEEK | {"tie_word_embeddings": "false"}, "tie_word_embeddings", "true or false"),
+    "model_type a list": (DEEPSEEK | {"model_type": ["x"]}, "model_type", "must be a string"),
+    "text_config a number": ({"text_config": 5}, "text_config", "must be a JSON object"),
+    "mlp_only_layers a string": (QWEN | {"mlp_only_layers": "abc"}, "mlp_only_layers", "list of layer indices"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_CONFIGS)
+def test_a_hostile_config_is_one_error_naming_its_field(tmp_path, case):
+    import time
+    import tracemalloc
+
+    content, field, problem = HOSTILE_CONFIGS[case]
+    path = tmp_path / "config.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(InputError) as raised:
+        load_model(str(path))
+    seconds = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    e = raised.value
+    assert seconds < 2 and peak < 100e6
+    assert e.field == "model" if field == "model" else (e.field.startswith(str(path)) and e.field.endswith(field))
+    assert problem in e.problem and e.fix and e.fix != "fix the value" and "\n" not in str(e)
+
+
+def test_a_null_size_with_a_default_takes_the_default():
+    arch = arch_from_config(QWEN | {"head_dim": None}, "qwen")  # HuggingFace's own default: hidden / heads
+    assert arch.attention.head_dim == QWEN["hidden_size"] // QWEN["num_attention_heads"]
+
+
+def test_null_experts_is_a_dense_model():
+    dense = {k: v for k, v in DEEPSEEK.items() if k != "quantization_config"} | {"n_routed_experts": None}
+    assert not arch_from_config(dense, "dense").is_moe
+
+
+def test_catalog_quantization_patterns_are_accepted():
+    assert load_model("kimi-k2.5").quantization_config["ignore"][-1] == "re:.*mlp\\.(gate|up|gate_up|down)_proj.*"
+
+
+def test_a_path_that_cannot_be_one_is_an_error(tmp_path):
+    for name in ("x" * 5000 + ".json", "bad\x00/config.json", "~no-such-user-moeplan/config.json"):
+        with pytest.raises(InputError, match="^model: "):
+            load_model(name)

@@ -147,3 +147,87 @@ def test_spec_routing_keeps_a_files_coverage_note_and_names_the_field(shared_dat
     (tmp_path / "dump.pt").write_bytes(b"not a dump")
     with pytest.raises(InputError, match=r"^routing\.decode\.evaluate: .*dump\.pt: "):
         resolve(parse_spec(_mixtral_spec({"decode": {"evaluate": "dump.pt"}})), tmp_path)
+
+
+# ------------------------------------------------------------------ absurd but well-formed values, from real files
+
+ABSURD = {  # name: (change to the example spec, the field the error names, words of its fix)
+    "units 10^30": (lambda r: r["cluster"].update(units=10**30), "cluster.units", "whole number from 1 to 100,000"),
+    "100,000 nodes": (lambda r: r["cluster"].update(units=100_000), "cluster.units", "at most 12,500 units"),
+    "devices as text": (lambda r: r["cluster"].update(units=None, devices="1_000"), "cluster.devices", "unquoted"),
+    "units as a float": (lambda r: r["cluster"].update(units=2.0), "cluster.units", "whole number"),
+    "units true": (lambda r: r["cluster"].update(units=True), "cluster.units", "whole number"),
+    "input 10^400": (lambda r: r["workload"].update(input_tokens=10**400), "workload.input_tokens", "to 100,000,000"),
+    "rate inf": (lambda r: r["workload"].update(requests_per_s=float("inf")), "workload.requests_per_s", "finite number"),
+    "rate nan": (lambda r: r["workload"].update(requests_per_s=float("nan")), "workload.requests_per_s", "finite number"),
+    "rate as text": (lambda r: r["workload"].update(requests_per_s="1.1"), "workload.requests_per_s", "unquoted"),
+    "price nan": (lambda r: r.update(prices={"h200-sxm": float("nan")}), "prices.h200-sxm", "finite number"),
+    "price inf": (lambda r: r.update(prices={"h200-sxm": float("inf")}), "prices.h200-sxm", "finite number"),
+    "price negative": (lambda r: r.update(prices={"h200-sxm": -1.0}), "prices.h200-sxm", "> 0"),
+    "ttft a year": (lambda r: r["slo"].update(ttft_s=3.15e7), "slo.ttft_s", "<= 86,400"),
+    "schema_version true": (lambda r: r.update(schema_version=True), "schema_version", "whole number, unquoted"),
+    "schema_version 1.0": (lambda r: r.update(schema_version=1.0), "schema_version", "whole number, unquoted"),
+    "name 20,000 characters": (lambda r: r.update(name="n" * 20_000), "name", "at most 200 characters"),
+    "model path 10,000 characters": (lambda r: r.update(model="m" * 10_000), "model", "at most 4,096 characters"),
+    "prompt past the context": (lambda r: r["workload"].update(input_tokens=200_000, max_input_tokens=200_000), "workload.input_tokens",
+                                "at most 131,072"),
+    "longest prompt past the context": (lambda r: r["workload"].update(max_input_tokens=1_000_000),
+                                        "workload.max_input_tokens", "at most 131,072"),
+    "tokens per step 10^9": (lambda r: r["serving"].update(tokens_per_step=10**9), "serving.tokens_per_step",
+                             "to 10,000,000"),
+    "a workload list": (lambda r: r.update(workload=[1, 2]), "workload", "mapping of its fields"),
+}
+
+
+@pytest.mark.parametrize("case", ABSURD)
+def test_an_absurd_spec_is_refused_naming_the_field_and_a_fix(tmp_path, case):
+    import time
+    import tracemalloc
+
+    change, field, fix = ABSURD[case]
+    raw = good()
+    change(raw)
+    raw["cluster"] = {k: v for k, v in raw["cluster"].items() if v is not None}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(InputError) as raised:
+        api.check(path)
+    seconds = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    e = raised.value
+    assert seconds < 2 and peak < 100e6
+    assert e.field.removeprefix(f"{path}: ") == field, str(e)
+    assert fix in e.fix and e.fix != "fix the value" and "\n" not in str(e)
+
+
+def test_fixes_say_what_to_give_from_the_error_and_the_field_help():
+    raw = good()
+    raw["cluster"]["units"] = 0
+    with pytest.raises(InputError) as e:
+        parse_spec(raw)
+    assert e.value.fix == "give a whole number from 1 to 100,000: how many units (nodes, racks, supernodes)"
+    raw = good()
+    raw["slo"]["percentile"] = 120
+    with pytest.raises(InputError) as e:
+        parse_spec(raw)
+    assert e.value.fix == "give a finite number > 0 and <= 100: percentile the SLOs apply to"
+
+
+def test_numpy_numbers_still_work_from_a_notebook():
+    raw = good()
+    raw["cluster"]["units"] = np.int64(2)
+    raw["slo"]["tpot_s"] = np.float64(0.05)
+    raw["workload"]["requests_per_s"] = np.int64(1)
+    spec = parse_spec(raw)
+    assert type(spec.cluster.units) is int and spec.slo.tpot_s == 0.05 and spec.workload.requests_per_s == 1.0
+
+
+def test_a_named_traces_longest_prompt_is_capped_at_the_context_and_says_so():
+    raw = good()
+    raw["model"] = "qwen3-30b-a3b"  # 40,960 tokens of context; the Mooncake trace's longest prompt is 126,195
+    raw["cluster"] = {"unit": "hgx-h100", "units": 1}
+    w = resolve(parse_spec(raw)).workload
+    assert w.max_input_tokens == 40_960 and "max_input_tokens capped at qwen3-30b-a3b's context of 40,960" in w.source

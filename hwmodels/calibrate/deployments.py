@@ -15,11 +15,10 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from catalogs import CATALOG_DIR
-from hwmodels import catalog
+from hwmodels import catalog, safe_yaml
 from hwmodels.errors import InputError, validation_error
 from hwmodels.expert_load import ExpertLoad
 from hwmodels.hardware import Cluster, make_cluster
@@ -126,15 +125,8 @@ def load_entries(path: str | Path | None, entry: type[ScenarioEntry] = Deploymen
                  key: str = "deployments") -> list[ScenarioEntry]:
     """The `key` list of a YAML file, each item validated as `entry`; a malformed one is one InputError naming it."""
     path = Path(path) if path else DEFAULT_DEPLOYMENTS
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("--deployments", f"no file '{path}'", f"give a deployments YAML like {DEFAULT_DEPLOYMENTS}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError("--deployments", f"cannot read '{path}': {e}", "check the path") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InputError(str(path), f"malformed YAML{f' at line {mark.line + 1}' if mark else ''}", "fix the YAML syntax") from None
+    text = safe_yaml.read_text(path, "--deployments", f"give a deployments YAML like {DEFAULT_DEPLOYMENTS}")
+    raw = safe_yaml.load(text, str(path))
     if not isinstance(raw, dict) or not isinstance(raw.get(key), list):
         raise InputError(f"{path}: {key}", "missing or not a list", "follow the schema of catalogs/published/deployments.yaml")
     out = []
