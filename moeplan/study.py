@@ -22,12 +22,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
-import yaml
 
 from hwmodels import catalog
-from hwmodels.errors import InputError, nearest_names
+from hwmodels.errors import InputError, excerpt, nearest_names
 from moeplan import engines, figures, tables
-from moeplan.spec import SCHEMA_VERSION, Spec, load_spec, parse_spec, resolve
+from moeplan.spec import SCHEMA_VERSION, Spec, load_spec, parse_spec, resolve, spec_yaml
 from planner.plan import Plan
 from planner.plan_json import plan_to_json
 from planner.search import plan as _search
@@ -92,7 +91,7 @@ def raw_spec(spec: str | Path | Spec | Mapping) -> tuple[dict, Path | None]:
     if isinstance(spec, Mapping):  # typed in code: the current schema unless it says otherwise
         return copy.deepcopy({"schema_version": SCHEMA_VERSION, **spec}), None
     _, folder = load_spec(spec)  # validates, and names a bad file before any point runs
-    return yaml.safe_load(Path(spec).read_text(encoding="utf-8")), folder
+    return spec_yaml(Path(spec).read_text(encoding="utf-8"), str(spec)), folder
 
 
 def _set(raw: dict, dotted: str, value: Any) -> None:
@@ -178,13 +177,26 @@ def _sized_point(spec: tuple[dict, Path | None], point: dict[str, Any]) -> dict[
                   "sized": f"grown from {asked} devices" if grown else None}
 
 
+MAX_POINTS = 10_000  # plans per sweep: each takes about a second, so 10,000 is hours of CPU already
+
+
+def check_grid_size(vary: Mapping[str, Sequence], where: str) -> None:
+    """Refuse a grid of more than MAX_POINTS before it is built, naming the product."""
+    counts = [len(values) for values in vary.values()]
+    if math.prod(counts) > MAX_POINTS:
+        product = " x ".join(f"{n} {name}" for n, name in zip(counts, vary))
+        raise InputError(where, f"{product} = {math.prod(counts):,} points, past the bound of {MAX_POINTS:,}",
+                         "vary fewer fields or fewer values, or split the sweep into several")
+
+
 def points(vary: Mapping[str, Sequence]) -> list[dict[str, Any]]:
     """The cartesian product of the varied values, in the order given."""
     if not vary:
         raise InputError("vary", "nothing to vary", "give at least one field and its values, e.g. workload.input_tokens: [2048, 8192]")
     for name, values in vary.items():
         if isinstance(values, (str, bytes)) or not isinstance(values, Iterable) or not list(values):
-            raise InputError(f"vary.{name}", f"needs a list of values, got {values!r}", f"e.g. {name}: [a, b]")
+            raise InputError(f"vary.{name}", f"needs a list of values, got {excerpt(values)}", f"e.g. {name}: [a, b]")
+    check_grid_size({name: list(values) for name, values in vary.items()}, "vary")
     names = list(vary)
     return [dict(zip(names, combo)) for combo in itertools.product(*(list(vary[n]) for n in names))]
 

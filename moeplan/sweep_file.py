@@ -8,12 +8,11 @@
     title: Kimi K2 cost by device and context
 
 Loaded in bounded work (hwmodels.safe_yaml), and refused before any planning when the product of the value
-counts passes MAX_POINTS.
+counts passes moeplan.study.MAX_POINTS.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hwmodels import safe_yaml
 from hwmodels.errors import InputError
 from moeplan.spec import one_line_error
+from moeplan.study import check_grid_size
 
-MAX_POINTS = 10_000  # plans per sweep: each takes about a second, so 10,000 is hours of CPU already
 MAX_VARIED = 32  # fields varied at once
 
 METRICS = ("usd_per_million_output_tokens", "usd_per_million_input_tokens", "tpot_s", "ttft_s", "devices",
@@ -51,11 +50,7 @@ def load_sweep(path: str | Path) -> SweepFile:
         sweep = SweepFile.model_validate(raw)
     except ValidationError as e:
         raise one_line_error(e, str(path), SweepFile) from None
-    counts = [len(values) for values in sweep.vary.values()]
-    if math.prod(counts) > MAX_POINTS:
-        product = " x ".join(f"{len(v)} {name}" for name, v in sweep.vary.items())
-        raise InputError(f"{path}: vary", f"{product} = {math.prod(counts):,} points, past the bound of {MAX_POINTS:,}",
-                         "vary fewer fields or fewer values, or split the sweep into several files")
+    check_grid_size(sweep.vary, f"{path}: vary")
     if sweep.y not in METRICS:
         raise InputError(f"{path}: y", f"unknown metric '{sweep.y}'", f"one of {', '.join(METRICS)}")
     if isinstance(sweep.spec, str):

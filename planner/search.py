@@ -34,15 +34,20 @@ from planner.plan import Candidate, Mode, Plan, Recommendation, pool_utilization
 
 DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 PREFILL_TOKENS_PER_DEVICE = (1024, 2048, 4096, 8192, 16384)
+# one expert-parallel instance larger than this has no published deployment (the largest: CloudMatrix384's EP320
+# decode, DeepSeek's EP144); it also keeps a plan of a 100,000-device cluster as quick as one of 512 devices
+MAX_INSTANCE_DEVICES = 512
 SLO_UTILISATION_CAP = 0.95  # never plan a pool hotter than this: queues explode as utilisation -> 1
 
 
 def instance_sizes(d: Deployment) -> list[int]:
-    """Whole nodes, from the fewest that hold the weights up to the cluster."""
+    """Whole nodes, from the fewest that hold the weights up to the cluster or MAX_INSTANCE_DEVICES (more traffic
+    takes more instances), whichever is smaller, but never fewer nodes than hold the weights."""
     unit = d.cluster.unit
     need = weight_bytes(d.model, d.precision) / (d.cluster.device.hbm_bytes * d.serving.hbm_utilization)
     first = max(1, math.ceil(need / unit.devices_per_node))
-    return [n * unit.devices_per_node for n in range(first, d.cluster.num_nodes + 1)]
+    last = min(d.cluster.num_nodes, max(first, MAX_INSTANCE_DEVICES // unit.devices_per_node))
+    return [n * unit.devices_per_node for n in range(first, last + 1)]
 
 
 def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoads) -> list[Candidate]:

@@ -122,3 +122,17 @@ def test_a_malformed_entry_is_one_error_naming_its_field(tmp_path, change, field
     with pytest.raises(InputError) as e:
         validate(bad)
     assert e.value.field == f"{bad}: {entry['id']}: {field}" and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"devices": 16384}, "layout.experts"),  # ep32 on 16,384 devices (numpy's "maximum dimension" once)
+    ({"devices": 10**30}, "devices"),
+    ({"layout": {"attention": "dp7", "experts": "ep32"}}, "layout.attention"),
+])
+def test_a_layout_the_step_model_cannot_price_is_one_line(tmp_path, change, field):
+    entry = yaml.safe_load(DEFAULT_DEPLOYMENTS.read_text())["deployments"][0] | change
+    bad = tmp_path / "d.yaml"
+    bad.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [entry]}))
+    with pytest.raises(InputError) as e:
+        validate(bad)
+    assert e.value.field.endswith(f"{entry['id']}.{field}") or e.value.field.endswith(f"{entry['id']}: {field}")

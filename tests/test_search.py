@@ -121,3 +121,16 @@ def test_every_pool_admits_the_longest_prompt(kimi_16):
     for pool in (r.decode, r.prefill):
         if pool is not None:
             assert search._admits_longest(kimi_16, search._sub_cluster(kimi_16, pool.instance_devices), pool.layout, 0)
+
+
+def test_instance_sizes_stop_at_the_largest_published_instance_however_large_the_cluster(kimi_16):
+    """A 100,000-device cluster plans as quickly as a 512-device one: more traffic takes more instances."""
+    huge = replace(kimi_16, cluster=api.deployment({**_spec_of(kimi_16), "cluster": {"unit": "hgx-h200", "devices": 100_000}}).cluster)
+    sizes = search.instance_sizes(huge)
+    assert sizes[0] == search.instance_sizes(kimi_16)[0] and sizes[-1] == search.MAX_INSTANCE_DEVICES
+
+
+def _spec_of(d):
+    return {"model": "kimi-k2", "cluster": {"unit": d.cluster.unit.name, "devices": d.cluster.num_devices},
+            "workload": {"input_tokens": d.workload.input_tokens, "output_tokens": d.workload.output_tokens},
+            "slo": {"ttft_s": d.slo.ttft_s, "tpot_s": d.slo.tpot_s}}

@@ -164,3 +164,8 @@ def test_a_point_without_a_value_stays_on_the_chart_labelled():
 def test_the_frontier_chart_says_why_the_star_is_below_the_curve(example, why):
     fig = moeplan.plan(example_path(example)).figure("frontier")
     assert any(why in a.text for a in fig.layout.annotations)
+
+
+def test_an_api_sweep_past_the_point_bound_is_refused_before_the_grid_is_built():
+    with pytest.raises(InputError, match="100 workload.input_tokens x 101 slo.tpot_s = 10,100 points"):
+        moeplan.sweep(SMALL, {"workload.input_tokens": list(range(1, 101)), "slo.tpot_s": [0.05] * 101})

@@ -6,7 +6,8 @@ import pytest
 
 from hwmodels.errors import InputError
 from moeplan.spec import example_path
-from moeplan.sweep_file import MAX_POINTS, load_sweep
+from moeplan.study import MAX_POINTS
+from moeplan.sweep_file import load_sweep
 
 
 def test_a_sweep_of_too_many_points_is_refused_before_planning_naming_the_product(tmp_path):

@@ -34,6 +34,7 @@ DEFAULT_DEPLOYMENTS = CATALOG_DIR / "published" / "deployments.yaml"
 SGLANG_MAX_PREFILL_TOKENS = 16384
 HBM_UTILIZATION = 0.90  # vLLM's default gpu_memory_utilization (the spec default too)
 TRTLLM_MAX_NUM_TOKENS = 8192  # TensorRT-LLM's default max_num_tokens
+MAX_DEVICES = 100_000  # the largest GPU clusters built (training) are about this size; a spec has the same bound
 
 
 class _Strict(BaseModel):
@@ -61,7 +62,7 @@ class ScenarioEntry(_Strict):
     precision: dict[str, str] = Field(default_factory=dict, description="formats that differ from the checkpoint's")
     hardware: str = Field(description="catalog device or cluster unit")
     phase: str = Field(description="prefill, decode or aggregated (anything else is reported as not modelled)")
-    devices: int | None = Field(None, gt=0)
+    devices: int | None = Field(None, gt=0, le=MAX_DEVICES)
     layout: LayoutEntry = Field(default_factory=LayoutEntry)
     routing: Literal["balanced"] | None = Field(None, description="balanced: the source measured with every expert equally loaded")
 
@@ -167,6 +168,15 @@ def _cluster(hardware: str, devices: int | None, where: str) -> Cluster:
     return make_cluster(unit, devices=devices or unit.devices)
 
 
+def _check_layout(d: ScenarioEntry, devices: int, ep: int | None, dp: int) -> None:
+    """The layouts the step model prices: experts over every device of the scenario, attention groups that divide it."""
+    where = f"{d.id}.layout"
+    if ep is not None and ep != devices:
+        raise InputError(f"{where}.experts", f"ep{ep} on {devices} devices", f"every device holds experts: write ep{devices}")
+    if devices % dp:
+        raise InputError(f"{where}.attention", f"dp{dp} does not divide {devices} devices", "give a divisor of devices")
+
+
 def _parallel(spec: str | None, prefix: str) -> int | None:
     if spec is None:
         return None
@@ -197,6 +207,7 @@ def build_scenario(d: ScenarioEntry) -> Scenario:
     devices = d.devices or ep or dp
     if not d.devices:
         assumptions.append(f"devices not stated: {devices} (the EP group)")
+    _check_layout(d, devices, ep, dp)
     cluster = _cluster(d.hardware, devices, d.id)
     layout = Layout(tp=devices // dp, dp=dp, redundant_experts=lay.redundant_experts, two_batch_overlap=lay.two_batch_overlap)
     load = None
