@@ -1,7 +1,8 @@
 """`moeplan` console command: a thin shell over the notebook API (moeplan.api).
 
 Exit status: 0 success; 1 a valid question whose answer is "no" (the model does not fit);
-2 bad input (one line on stderr naming the field and the fix, never a traceback).
+2 bad input (one line on stderr naming the field and the fix, never a traceback), argparse's errors
+included (moeplan.cli_args: every numeric option is finite and bounded).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +23,7 @@ from rich.table import Table
 
 from moeplan import api, report
 from moeplan.api import InputError, KVPolicy, Router, SimConfig, units
+from moeplan.cli_args import Parser, bounds_help, float_in, int_in, missing_command, names, usage_error
 from moeplan.spec import example_path
 from moeplan.sweep_file import load_sweep
 
@@ -30,11 +33,12 @@ EXIT_BAD_INPUT = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "run", None):
-        parser.print_help()
-        return EXIT_BAD_INPUT
     try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            raise usage_error(getattr(args, "prog", parser.prog), f"unrecognized arguments: {' '.join(extra)}")
+        if not getattr(args, "run", None):
+            raise missing_command(parser)
         return args.run(args) or 0
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -48,8 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="moeplan", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(metavar="COMMAND")
+    p = Parser(prog="moeplan", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(metavar="COMMAND", parser_class=Parser)
+    add_parser = sub.add_parser
+
+    def add(name, **kwargs):  # each command knows its prog, for the errors argparse leaves to main
+        s = add_parser(name, **kwargs)
+        s.set_defaults(prog=s.prog)
+        return s
+
+    sub.add_parser = add
 
     s = sub.add_parser("models", help="list the catalog models")
     s.add_argument("--json", action="store_true", help="print JSON")
@@ -65,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("model", help="parameters, weight bytes, FLOPs and KV bytes of one model")
     s.add_argument("name", help="catalog model name or path to a HuggingFace config.json")
-    s.add_argument("--context", type=_positive_int, default=4096, help="context length in tokens for FLOPs per token (default 4096)")
+    s.add_argument("--context", type=int_in("--context"), default=4096,
+                   help=f"context length in tokens for FLOPs per token ({bounds_help('--context')}, default 4096)")
     s.add_argument("--precision", action="append", default=[], metavar="PART=FORMAT",
                    help="override a part's format, e.g. routed_experts=nvfp4 or kv_cache=fp8 (repeatable)")
     s.add_argument("--json", action="store_true", help="print JSON")
@@ -85,13 +98,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print plan.json to stdout")
     s.add_argument("--no-simulate", action="store_true",
                    help="leave the simulation out of the report (by default -o replays synthetic requests through the plan)")
-    s.add_argument("--requests", type=_positive_int, default=1000, help="synthetic requests the report's simulation replays (default 1000)")
+    s.add_argument("--requests", type=int_in("--requests"), default=1000,
+                   help=f"synthetic requests the report's simulation replays ({bounds_help('--requests')}, default 1000)")
     s.set_defaults(run=_plan)
 
     s = sub.add_parser("compare", help="the same workload and SLOs across devices and/or models, with a report")
     s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
-    s.add_argument("--devices", type=_names, default=[], metavar="A,B,...", help="devices, e.g. h200-sxm,b200-sxm,gb200,ascend-910c")
-    s.add_argument("--models", type=_names, default=[], metavar="A,B,...", help="catalog models, e.g. kimi-k2,deepseek-v3")
+    s.add_argument("--devices", type=names, default=[], metavar="A,B,...", help="devices, e.g. h200-sxm,b200-sxm,gb200,ascend-910c")
+    s.add_argument("--models", type=names, default=[], metavar="A,B,...", help="catalog models, e.g. kimi-k2,deepseek-v3")
     _study_args(s)
     s.set_defaults(run=_compare)
 
@@ -101,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_sweep)
 
     s = sub.add_parser("app", help="start the Streamlit capacity-planning dashboard")
-    s.add_argument("--port", type=_positive_int, default=8501, help="port to serve on (default 8501)")
+    s.add_argument("--port", type=int_in("--port"), default=8501, help=f"port to serve on ({bounds_help('--port')}, default 8501)")
     s.add_argument("--headless", action="store_true", help="do not open a browser")
     s.set_defaults(run=_app)
 
@@ -109,10 +123,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--loads", required=True, metavar="FILE", help="routing statistics to evaluate on, in any format simulate --routing "
                    "reads (logical_count JSON, SGLang CSV or .pt dump, moeplan JSON, TensorRT-LLM folder, per-token JSONL, OLMoE .pkl)")
     s.add_argument("--fit-loads", nargs="+", metavar="FILE", help="windows to place on, each file's windows summed (default: --loads itself, in-sample)")
-    s.add_argument("--ep", type=_positive_int, required=True, help="devices in the EP group")
-    s.add_argument("--redundant", type=int, default=0, help="redundant expert slots over the group (experts + R must divide by EP)")
-    s.add_argument("--nodes", type=_positive_int, default=1, help="nodes the EP group spans (EPLB's hierarchical policy needs it)")
-    s.add_argument("--time-limit", type=float, default=60.0, metavar="S", help="ILP time limit in seconds (default 60)")
+    s.add_argument("--ep", type=int_in("--ep"), required=True, help="devices in the EP group")
+    s.add_argument("--redundant", type=int_in("--redundant"), default=0,
+                   help="redundant expert slots over the group: 0 to the experts' count, experts + R must divide by EP")
+    s.add_argument("--nodes", type=int_in("--nodes"), default=1, help="nodes the EP group spans, dividing it (default 1)")
+    s.add_argument("--time-limit", type=float_in("--time-limit", open_low=True), default=60.0, metavar="S",
+                   help=f"seconds the whole command may take, reading included: finite, > 0 and <= {api.MAX_PLACE_TIME_LIMIT_S:g} "
+                        "(default 60); when it runs out the ILP keeps its best placement so far (at worst the greedy start)")
     s.add_argument("-o", "--output", metavar="FILE", help="write the ILP placement as SGLang's --init-expert-location JSON (new file only)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(run=_place)
@@ -139,19 +156,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--routing", nargs="+", metavar="FILE", help="routing statistics replayed in order (decode, and prefill "
                    "unless --prefill-routing); default: the spec's routing statistics, else uniform expert load")
     s.add_argument("--prefill-routing", nargs="+", metavar="FILE", help="routing statistics of the prefill phase")
-    s.add_argument("--requests", type=_positive_int, metavar="N", help="the first N requests (synthetic default 1000)")
-    s.add_argument("--subsample", type=float, metavar="F", help="keep each request with probability F (seeded)")
-    s.add_argument("--speedup", type=float, default=1.0, metavar="X", help="replay arrivals X times faster (default 1)")
-    s.add_argument("--rate", type=float, metavar="R", help="requests per second for a length CSV without arrival times")
-    s.add_argument("--seed", type=int, default=0, help="seed of the synthetic trace and the sub-sample (default 0)")
+    s.add_argument("--requests", type=int_in("--requests"), metavar="N",
+                   help=f"the first N requests ({bounds_help('--requests')}; synthetic default 1000)")
+    s.add_argument("--subsample", type=float_in("--subsample", open_low=True), metavar="F",
+                   help="keep each request with probability F in (0, 1] (seeded)")
+    s.add_argument("--speedup", type=float_in("--speedup"), default=1.0, metavar="X",
+                   help=f"replay arrivals X times faster ({bounds_help('--speedup')}, default 1)")
+    s.add_argument("--rate", type=float_in("--rate"), metavar="R",
+                   help=f"requests per second for a length CSV without arrival times ({bounds_help('--rate')})")
+    s.add_argument("--seed", type=int_in("--seed"), default=0,
+                   help=f"seed of the synthetic trace and the sub-sample ({bounds_help('--seed')}, default 0)")
     s.add_argument("--router", choices=[r.value for r in Router], default=SimConfig.router.value,
                    help=f"how prompts pick a DP rank (default {SimConfig.router.value})")
     s.add_argument("--kv-policy", choices=[k.value for k in KVPolicy], default=SimConfig.kv_policy.value,
                    help="when the KV cache is full: queue new sequences, or preempt and recompute (default queue)")
-    s.add_argument("--max-batch", type=_positive_int, metavar="B",
-                   help="running sequences per device (default: the plan's batch per device)")
+    s.add_argument("--max-batch", type=int_in("--max-batch"), metavar="B",
+                   help=f"running sequences per device ({bounds_help('--max-batch')}; default: the plan's batch per device)")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
-    s.add_argument("--shards", type=_positive_int, help="replay in N shards (exact by instance where possible, else by time window)")
+    s.add_argument("--shards", type=int_in("--shards"), metavar="N",
+                   help=f"replay in N shards ({bounds_help('--shards')}; exact by instance where possible, else by time window)")
     s.add_argument("--shard-by", choices=("auto", "instance", "window"), default="auto", help="how to cut a sharded replay (default auto)")
     s.add_argument("--engine", choices=("local", "ray"), default="local", help="where shards run: local processes (default) or Ray")
     s.add_argument("--address", metavar="ADDR", help="with --engine ray, an existing cluster (ray://host:10001); default: a local instance")
@@ -162,27 +185,13 @@ def _parser() -> argparse.ArgumentParser:
 def _study_args(s) -> None:
     s.add_argument("-o", "--output", metavar="DIR", help="write report.html, summary.md and points.csv into DIR")
     s.add_argument("--force", action="store_true", help="write into a non-empty DIR, replacing the report files")
-    s.add_argument("--processes", type=_positive_int,
-                   help="worker processes (default: the CPUs available), or the CPUs of a local Ray instance")
+    s.add_argument("--processes", type=int_in("--processes"),
+                   help=f"worker processes ({bounds_help('--processes')}; default: the CPUs available), or the CPUs of a local Ray instance")
     s.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="run the points in local processes (default) or on Ray (needs: pip install 'moeplan[ray]')")
     s.add_argument("--address", metavar="ADDR",
                    help="with --engine ray, an existing cluster (ray://host:10001, host:6379); default: a local instance")
     s.add_argument("--json", action="store_true", help="print the points as JSON")
-
-
-def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def _console() -> Console:
@@ -455,18 +464,23 @@ def _print_plan(result, out_dir) -> None:
         c.print(f"wrote {out_dir / 'report.html'}, summary.md, plan.json and CSVs")
 
 
+_PLACE_OPTIONS = {"ep": "--ep", "redundant": "--redundant", "nodes": "--nodes", "time_limit_s": "--time-limit",
+                  "eval_loads": "--loads", "fit_windows": "--fit-loads"}
+
+
 def _place(args) -> int:
-    if args.redundant < 0:
-        raise InputError("--redundant", f"must be >= 0, got {args.redundant}", "give 0 or more slots")
+    started = time.perf_counter()  # --time-limit bounds the whole command, reading included
     output = Path(args.output) if args.output else None
     if output is not None and output.exists():
         raise InputError("-o", f"'{output}' exists", "give a new file name")
     eval_loads = api.read_routing_counts(args.loads)  # each file's windows summed, in its own shape
+    api.check_placement_args(*eval_loads.shape, args.ep, args.redundant, args.nodes, args.time_limit, names=_PLACE_OPTIONS)
     windows = [api.read_routing_counts(f) for f in args.fit_loads] if args.fit_loads else [eval_loads]
-    if (eval_loads.shape[1] + args.redundant) % args.ep:
-        raise InputError("--redundant", f"{eval_loads.shape[1]} experts + {args.redundant} slots do not divide over {args.ep} devices",
-                         f"use --redundant {-eval_loads.shape[1] % args.ep} (or that plus a multiple of {args.ep})")
-    result = api.compare_placements(windows, eval_loads, args.ep, args.redundant, args.nodes, time_limit_s=args.time_limit)
+    try:
+        result = api.compare_placements(windows, eval_loads, args.ep, args.redundant, args.nodes,
+                                        time_limit_s=max(1e-3, args.time_limit - (time.perf_counter() - started)))
+    except InputError as e:  # the API names its parameters; say the options
+        raise InputError(_PLACE_OPTIONS.get(e.field, e.field), e.problem, e.fix) from None
     location = result.pop("expert_location")
     if output is not None:
         report.write_atomic(output, json.dumps(location))
