@@ -2,7 +2,8 @@
 
 Exit status: 0 success; 1 a valid question whose answer is "no" (the model does not fit);
 2 bad input (one line on stderr naming the field and the fix, never a traceback), argparse's errors
-included (moeplan.cli_args: every numeric option is finite and bounded).
+included (moeplan.cli_args: every numeric option is finite and bounded, output paths are checked before
+any work).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
@@ -93,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("plan", help="search layouts and recommend the cheapest deployment that meets the SLOs")
     s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
     s.add_argument("-o", "--output", metavar="DIR",
-                   help="write report.html, summary.md, plan.json and CSVs into DIR (refused if DIR is not empty, unless --force)")
+                   help="write report.html, summary.md, plan.json and CSVs into DIR (checked before planning; refused if DIR "
+                        "is not empty, unless --force; missing parent folders are created)")
     s.add_argument("--force", action="store_true", help="write into a non-empty DIR, replacing the report files")
     s.add_argument("--json", action="store_true", help="print plan.json to stdout")
     s.add_argument("--no-simulate", action="store_true",
@@ -130,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--time-limit", type=float_in("--time-limit", open_low=True), default=60.0, metavar="S",
                    help=f"seconds the whole command may take, reading included: finite, > 0 and <= {api.MAX_PLACE_TIME_LIMIT_S:g} "
                         "(default 60); when it runs out the ILP keeps its best placement so far (at worst the greedy start)")
-    s.add_argument("-o", "--output", metavar="FILE", help="write the ILP placement as SGLang's --init-expert-location JSON (new file only)")
+    s.add_argument("-o", "--output", metavar="FILE", help="write the ILP placement as SGLang's --init-expert-location JSON "
+                   "(new file only, checked before placing; missing parent folders are created)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(run=_place)
 
@@ -138,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
     s.add_argument("--model", default="kimi-k2", help="catalog model or config.json whose layer shapes to run (default kimi-k2)")
     s.add_argument("--quick", action="store_true", help="fewer, smaller shapes (seconds, not minutes)")
-    s.add_argument("-o", "--output", metavar="FILE.csv", help="CSV path (default: kernels-<device>.csv; never overwritten)")
+    s.add_argument("-o", "--output", metavar="FILE.csv", help="CSV path (default: kernels-<device>.csv; never overwritten; "
+                   "checked before benchmarking; missing parent folders are created)")
     s.set_defaults(run=_bench_kernels)
 
     s = sub.add_parser("validate", help="reproduce published deployments and print predicted vs published")
@@ -183,7 +186,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _study_args(s) -> None:
-    s.add_argument("-o", "--output", metavar="DIR", help="write report.html, summary.md and points.csv into DIR")
+    s.add_argument("-o", "--output", metavar="DIR", help="write report.html, summary.md and points.csv into DIR (checked "
+                   "before the points run; refused if not empty, unless --force; missing parent folders are created)")
     s.add_argument("--force", action="store_true", help="write into a non-empty DIR, replacing the report files")
     s.add_argument("--processes", type=int_in("--processes"),
                    help=f"worker processes ({bounds_help('--processes')}; default: the CPUs available), or the CPUs of a local Ray instance")
@@ -354,7 +358,7 @@ def _check_json(report) -> dict:
 
 
 def _plan(args) -> int:
-    out_dir = report.output_dir(args.output, args.force) if args.output else None
+    out_dir = report.output_dir(args.output, args.force) if args.output is not None else None
     plan = api.plan(args.spec)
     if out_dir is not None:
         report.write_files(out_dir, report.plan_report(plan.plan, _report_simulation(args, plan)))
@@ -381,7 +385,7 @@ def _report_simulation(args, plan):
 
 
 def _run_study(args, run, title: str, y: str = "usd_per_million_output_tokens") -> int:
-    out_dir = report.output_dir(args.output, args.force) if args.output else None
+    out_dir = report.output_dir(args.output, args.force) if args.output is not None else None
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True, disable=args.json) as bar:
         task = bar.add_task(title, total=None)
@@ -470,9 +474,7 @@ _PLACE_OPTIONS = {"ep": "--ep", "redundant": "--redundant", "nodes": "--nodes", 
 
 def _place(args) -> int:
     started = time.perf_counter()  # --time-limit bounds the whole command, reading included
-    output = Path(args.output) if args.output else None
-    if output is not None and output.exists():
-        raise InputError("-o", f"'{output}' exists", "give a new file name")
+    output = report.output_file(args.output) if args.output is not None else None
     eval_loads = api.read_routing_counts(args.loads)  # each file's windows summed, in its own shape
     api.check_placement_args(*eval_loads.shape, args.ep, args.redundant, args.nodes, args.time_limit, names=_PLACE_OPTIONS)
     windows = [api.read_routing_counts(f) for f in args.fit_loads] if args.fit_loads else [eval_loads]
@@ -483,7 +485,7 @@ def _place(args) -> int:
         raise InputError(_PLACE_OPTIONS.get(e.field, e.field), e.problem, e.fix) from None
     location = result.pop("expert_location")
     if output is not None:
-        report.write_atomic(output, json.dumps(location))
+        report.write_atomic(output, json.dumps(location), new=True)
     if args.json:
         _print_json(result)
         return 0
@@ -503,12 +505,10 @@ def _place(args) -> int:
 
 
 def _bench_kernels(args) -> int:
-    output = Path(args.output or api.default_kernel_csv(args.device))
-    if output.exists():
-        raise InputError("-o", f"'{output}' exists", "give a new file name")
+    output = report.output_file(args.output if args.output is not None else api.default_kernel_csv(args.device))
     _, csv_text, table = api.bench_kernels(args.device, args.model, args.quick)
     print(table)
-    report.write_atomic(output, csv_text)
+    report.write_atomic(output, csv_text, new=True)
     print(f"wrote {output}")
     return 0
 
