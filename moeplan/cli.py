@@ -23,7 +23,8 @@ from rich.table import Table
 
 from moeplan import api, report
 from moeplan.api import InputError, KVPolicy, Router, SimConfig, units
-from moeplan.cli_args import Parser, bounds_help, float_in, int_in, missing_command, names, usage_error
+from moeplan.cli_args import (Parser, bounds_help, check_argv, check_together, float_in, int_in, missing_command, names,
+                             one_line, usage_error)
 from moeplan.spec import example_path
 from moeplan.sweep_file import load_sweep
 
@@ -34,14 +35,15 @@ EXIT_BAD_INPUT = 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     try:
-        args, extra = parser.parse_known_args(argv)
+        args, extra = parser.parse_known_args(check_argv(argv))
         if extra:
             raise usage_error(getattr(args, "prog", parser.prog), f"unrecognized arguments: {' '.join(extra)}")
         if not getattr(args, "run", None):
             raise missing_command(parser)
+        check_together(args)
         return args.run(args) or 0
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -387,7 +389,7 @@ def _report_simulation(args, plan):
 def _run_study(args, run, title: str, y: str = "usd_per_million_output_tokens") -> int:
     out_dir = report.output_dir(args.output, args.force) if args.output is not None else None
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True, disable=args.json) as bar:
+                  console=Console(stderr=True), transient=True, disable=args.json or not sys.stderr.isatty()) as bar:
         task = bar.add_task(title, total=None)
         result = run(lambda done, total: bar.update(task, completed=done, total=total))
     frame = result.to_frame()

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
-from typing import Callable
+import sys
+from typing import Callable, Sequence
 
 from hwmodels.errors import InputError, excerpt, nearest_names
 from moeplan import api
 
 # option -> (least, most) value; the help text of each option names its bounds
 BOUNDS = {
-    "--requests": (1, api.MAX_REQUESTS),  # a replay of a million requests is hours of simulation; more is a typo
+    "--requests": (1, api.MAX_REQUESTS),  # a million requests replay in about a quarter of an hour
     "--context": (1, 100_000_000),  # the longest context any catalog model could claim, with room to spare
     "--port": (1, 65_535),
     "--speedup": api.SPEEDUP_RANGE,
@@ -81,6 +83,15 @@ def names(text: str) -> list[str]:
 
 # ------------------------------------------------------------------------------------------- parser
 
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")  # controls, C1 controls (NEL) and Unicode line breaks
+
+
+def one_line(error: Exception) -> str:
+    """An error's message as one terminal line: what str.splitlines would break on, and C1 controls a terminal
+    would act on, become a space (hwmodels.errors.one_line leaves NEL, U+2028 and U+2029)."""
+    return _BREAKS.sub(" ", str(error))
+
+
 _ARGUMENT = re.compile(r"^argument (?P<field>[^:]+): (?P<rest>.*)$", re.S)
 _CHOICE = re.compile(r"^invalid choice: (?P<value>.*) \(choose from (?P<choices>.*)\)$", re.S)
 
@@ -125,3 +136,24 @@ def usage_error(prog: str, message: str) -> InputError:
 def missing_command(parser: argparse.ArgumentParser) -> InputError:
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     return InputError("COMMAND", "missing", f"give one of {', '.join(commands)}; see {parser.prog} --help")
+
+
+def check_together(args: argparse.Namespace) -> None:
+    """Options that mean something only with another (once silently ignored)."""
+    if getattr(args, "address", None) is not None and getattr(args, "engine", "local") != "ray":
+        raise InputError("--address", "is used only with --engine ray", "add --engine ray, or leave --address out")
+
+
+def check_argv(argv: Sequence[str] | None) -> list[str]:
+    """The arguments, as strings a path can be made of: no NUL, nothing the file system encoding cannot encode
+    (no shell can pass either; a caller of main() can, and every path reader would raise on it)."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    for i, a in enumerate(argv):
+        try:
+            if "\x00" in a:
+                raise ValueError("holds a NUL character")
+            os.fsencode(a)
+        except (ValueError, UnicodeError) as e:
+            problem = str(e) if isinstance(e, ValueError) and not isinstance(e, UnicodeError) else "is not encodable text"
+            raise InputError(f"argument {i + 1}", f"{excerpt(a)} {problem}", "remove the character") from None
+    return argv

@@ -198,6 +198,10 @@ def one_error_line(r, *needles):
     (["place", "--loads", "x", "--ep", "8", "--time-limit", "-1"], ["--time-limit"]),
     (["place", "--loads", "x", "--ep", "8", "--redundant", "-1"], ["--redundant"]),
     (["place", "--loads", "x", "--ep", "9" * 5000], ["--ep", "whole number"]),
+    (["models", "\x85\u2028"], ["unrecognized arguments"]),  # line breaks str.splitlines knows: one line still
+    (["check", "a\x00b"], ["argument 2", "NUL"]), (["check", "\ud800"], ["argument 2", "not encodable"]),
+    (["simulate", "--address", "ray://head:10001"], ["--address: is used only with --engine ray"]),
+    (["compare", "--devices", ",,,", "--processes", "1"], ["--devices: nothing to compare"]),  # no blank progress line
 ])
 def test_bad_arguments_are_one_line_naming_the_option(capsys, args, needles):
     """argparse's usage block (4-10 lines) is gone: every argument error is one line, exit 2, naming the option
