@@ -78,10 +78,11 @@ def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_load
     the best placement found so far and its notes say so.
     Returns what `moeplan place --json` prints, with the ILP placement as SGLang's `--init-expert-location`
     mapping under `expert_location`."""
-    deadline = time.perf_counter() + (time_limit_s if isinstance(time_limit_s, (int, float)) else 0.0)
+    started = time.perf_counter()
     windows = windows_of(fit_windows)
     num_windows, num_layers, num_experts = windows.shape
     check_arguments(num_layers, num_experts, ep, redundant, nodes, time_limit_s)
+    deadline = started + float(time_limit_s)
     eval_loads = np.asarray(eval_loads, dtype=float)
     if eval_loads.shape != (num_layers, num_experts):
         raise InputError("eval_loads", f"shape {eval_loads.shape} differs from the fit windows' {(num_layers, num_experts)}",

@@ -80,4 +80,4 @@ def layer_bound_by(w: np.ndarray, num_slots: int, num_devices: int, upper: float
             mid = 0.5 * (lo + hi)
             lo, hi = (lo, mid) if _pigeonhole_feasible(w, num_slots, num_devices, j, mid, deadline) else (mid, hi)
         lower = lo  # the condition fails at lo and, being monotone in t, everywhere below it
-    return lower, True
+    return lower, deadline is None or time.perf_counter() <= deadline  # a cut-short bisection is not whole
