@@ -24,7 +24,7 @@ from rich.table import Table
 from moeplan import api, report
 from moeplan.api import InputError, KVPolicy, Router, SimConfig, units
 from moeplan.cli_args import (Parser, bounds_help, check_argv, check_together, float_in, int_in, missing_command, names,
-                             one_line, usage_error)
+                             number, one_line, usage_error)
 from moeplan.spec import example_path
 from moeplan.sweep_file import load_sweep
 
@@ -163,9 +163,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--prefill-routing", nargs="+", metavar="FILE", help="routing statistics of the prefill phase")
     s.add_argument("--requests", type=int_in("--requests"), metavar="N",
                    help=f"the first N requests ({bounds_help('--requests')}; synthetic default 1000)")
-    s.add_argument("--subsample", type=float_in("--subsample", open_low=True), metavar="F",
+    s.add_argument("--subsample", type=number("--subsample"), metavar="F",
                    help="keep each request with probability F in (0, 1] (seeded)")
-    s.add_argument("--speedup", type=float_in("--speedup"), default=1.0, metavar="X",
+    s.add_argument("--speedup", type=number("--speedup"), default=1.0, metavar="X",
                    help=f"replay arrivals X times faster ({bounds_help('--speedup')}, default 1)")
     s.add_argument("--rate", type=float_in("--rate"), metavar="R",
                    help=f"requests per second for a length CSV without arrival times ({bounds_help('--rate')})")

@@ -72,6 +72,21 @@ def float_in(option: str, open_low: bool = False) -> Callable[[str], float]:
     return parse
 
 
+def number(option: str) -> Callable[[str], float]:
+    """An argparse type: any number, for an option whose bounds the notebook API checks (and names as its
+    argument: `speedup: is 0.0`, before any work), as `moeplan simulate` always has."""
+    lo, hi = BOUNDS[option]
+
+    def parse(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {excerpt(text)}; "
+                                             f"fix: give {option} X with X finite, {lo:g} to {hi:g}") from None
+
+    return parse
+
+
 def bounds_help(option: str) -> str:
     lo, hi = BOUNDS[option]
     return f"{lo:,}..{hi:,}" if isinstance(lo, int) else f"{lo:g}..{hi:g}"

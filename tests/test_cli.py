@@ -183,8 +183,10 @@ def one_error_line(r, *needles):
     (["model", "kimi-k2", "--context", str(10**12)], ["--context", "100,000,000"]),
     (["simulate", "--requests", str(10**12)], ["--requests", "1,000,000"]),
     (["plan", "--requests", "0"], ["--requests"]),
-    (["simulate", "--speedup", "nan"], ["--speedup", "finite"]),
-    (["simulate", "--subsample", "2"], ["--subsample", "(0, 1]"]),
+    (["simulate", "--speedup", "nan"], ["speedup: is nan", "finite"]),  # checked by api.simulate, before planning
+    (["simulate", "--speedup", "1e7"], ["speedup: is 10000000.0", "1e+06"]),
+    (["simulate", "--speedup", "fast"], ["--speedup: must be a number"]),
+    (["simulate", "--subsample", "2"], ["subsample: is 2.0", "(0, 1]"]),
     (["simulate", "--shards", str(10**9)], ["--shards", "4,096"]),
     (["simulate", "--rate", "inf"], ["--rate", "finite"]),
     (["simulate", "--seed", "-1"], ["--seed"]),
@@ -216,7 +218,7 @@ def test_bad_arguments_are_one_line_naming_the_option(capsys, args, needles):
 
 def test_bad_arguments_in_a_real_run(tmp_path):
     cases = [([], "COMMAND: missing"), (["place", "--ep", "0", "--loads", "x"], "--ep: must be from 1"),
-             (["simulate", "--speedup", "nan"], "--speedup"), (["nosuch"], "COMMAND: unknown command")]
+             (["simulate", "--speedup", "nan"], "speedup: is nan"), (["nosuch"], "COMMAND: unknown command")]
     exe = shutil.which("moeplan")
     runs = [subprocess.Popen([exe, *args] if exe else [sys.executable, "-m", "moeplan.cli", *args], cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for args, _ in cases]
