@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -27,6 +28,8 @@ from moeplan import catalog_records, study
 from moeplan.spec import SCHEMA_VERSION, Spec, load_spec, parse_spec, resolve
 from moeplan.simulation import Simulation
 from moeplan.study import PlanView, Sweep
+from planner.compare_placements import MAX_TIME_LIMIT_S as MAX_PLACE_TIME_LIMIT_S
+from planner.compare_placements import check_arguments as _check_placement_args
 from planner.compare_placements import compare_placements as _compare_placements
 from planner.plan import Plan
 from planner.plan_json import plan_from_json, read_plan
@@ -181,12 +184,31 @@ def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_load
     """Contiguous, EPLB (global policy) and the robust ILP placed on `fit_windows` ([L, E] counts, one or several)
     over `ep` devices with `redundant` extra slots on `nodes` nodes, each scored on `eval_loads` ([L, E]) under
     the runtime even split (planner.compare_placements). Returns what `moeplan place --json` prints, with the
-    ILP placement as SGLang's --init-expert-location mapping under `expert_location`. time_limit_s: the ILP's
-    limit; workers: its processes (None: the solver's default)."""
+    ILP placement as SGLang's --init-expert-location mapping under `expert_location`. time_limit_s: the limit
+    of the whole call, in (0, MAX_PLACE_TIME_LIMIT_S] seconds (when it runs out, the ILP keeps the best placement
+    found so far and its notes say so); workers: the ILP's processes (None: the solver's default).
+    Bounds: 0 <= redundant <= the experts' count, nodes divides ep, and the placements' estimated memory
+    within planner.compare_placements.MAX_PLACEMENT_BYTES; anything else is an InputError naming the argument."""
     return _compare_placements(fit_windows, eval_loads, ep, redundant, nodes, time_limit_s=time_limit_s, workers=workers)
 
 
+def check_placement_args(num_layers: int, num_experts: int, ep: int, redundant: int, nodes: int = 1,
+                         time_limit_s: float = 60.0, names: Mapping[str, str] | None = None) -> None:
+    """compare_placements' argument checks for [num_layers, num_experts] loads, before any work: an InputError
+    naming the argument as `names` spells it ({"ep": "--ep", ...}; default: the parameter names)."""
+    _check_placement_args(num_layers, num_experts, ep, redundant, nodes, time_limit_s, names or {})
+
+
 SYNTHETIC_REQUESTS = 1000  # requests of the synthetic trace when neither a trace nor a count is given
+# simulate's argument bounds (`moeplan simulate` and `plan -o` check the same): a million requests replay in
+# about a quarter of an hour (0.8 ms each on 2 cores); arrivals sped up or slowed down by more than a million
+# times, and rates beyond that, are typos
+MAX_REQUESTS = 1_000_000
+SPEEDUP_RANGE = (1e-6, 1e6)
+RATE_RANGE_PER_S = (1e-6, 1e6)
+MAX_SEED = 2**32 - 1
+MAX_SHARDS = 4096
+__all__ += ["MAX_PLACE_TIME_LIMIT_S", "MAX_REQUESTS", "check_placement_args"]
 
 
 def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_routing=None,
@@ -217,6 +239,7 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
     from hwmodels.ingest.requests import synthetic_trace
     from hwmodels.ingest.routing import load_routing
 
+    _check_simulate_args(speedup, subsample, requests, rate_per_s, seed, shards)  # before any planning
     d = deployment(spec)
     if plan is None:
         plan = _plan(d)
@@ -228,11 +251,6 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
             (d.model.name, d.cluster.describe()):
         raise InputError("plan", f"was made for {plan.deployment.name}, the spec is {d.name}",
                          "simulate with the spec the plan was made for, or plan the spec again")
-    for name, value, ok, fix in (("speedup", speedup, speedup > 0, "a factor > 0 (2: arrivals twice as fast)"),
-                                 ("subsample", subsample, subsample is None or 0 < subsample <= 1, "a fraction in (0, 1]"),
-                                 ("requests", requests, requests is None or requests >= 1, "a whole number >= 1")):
-        if not ok:
-            raise InputError(name, f"is {value!r}", fix)
     if trace is None:
         w = d.workload
         if w.requests_per_s is None:
@@ -276,6 +294,32 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
     run = simulate_sharded(plan, trace, config or SimConfig(), decode, prefill, by=shard_by, shards=shards, tasks=tasks)
     exactness = "" if run.note.startswith(("exact", "approximate")) else ("exact; " if run.exact else "approximate; ")
     return Simulation(run.result, f"{run.shards} shards by {run.by}, {exactness}{run.note}")
+
+
+def _check_simulate_args(speedup, subsample, requests, rate_per_s, seed, shards) -> None:
+    """simulate's numbers: finite, of the right type, within the bounds above; else an InputError naming the argument."""
+    from hwmodels.errors import excerpt
+
+    def number(x, whole=False) -> bool:
+        kinds = (int, np.integer) if whole else (int, float, np.integer, np.floating)
+        return isinstance(x, kinds) and not isinstance(x, bool) and (whole or math.isfinite(x))
+
+    checks = (
+        ("speedup", speedup, number(speedup) and SPEEDUP_RANGE[0] <= speedup <= SPEEDUP_RANGE[1],
+         f"a finite factor from {SPEEDUP_RANGE[0]:g} to {SPEEDUP_RANGE[1]:g} (2: arrivals twice as fast)"),
+        ("subsample", subsample, subsample is None or (number(subsample) and 0 < subsample <= 1), "a fraction in (0, 1]"),
+        ("requests", requests, requests is None or (number(requests, True) and 1 <= requests <= MAX_REQUESTS),
+         f"a whole number from 1 to {MAX_REQUESTS:,}"),
+        ("rate_per_s", rate_per_s, rate_per_s is None or (number(rate_per_s) and RATE_RANGE_PER_S[0] <= rate_per_s
+                                                          <= RATE_RANGE_PER_S[1]),
+         f"a finite rate from {RATE_RANGE_PER_S[0]:g} to {RATE_RANGE_PER_S[1]:g} requests per second"),
+        ("seed", seed, number(seed, True) and 0 <= seed <= MAX_SEED, f"a whole number from 0 to {MAX_SEED:,}"),
+        ("shards", shards, shards is None or (number(shards, True) and 1 <= shards <= MAX_SHARDS),
+         f"a whole number from 1 to {MAX_SHARDS:,}"),
+    )
+    for name, value, ok, fix in checks:
+        if not ok:
+            raise InputError(name, f"is {excerpt(value)}", fix)
 
 
 def bench_kernels(device: str = "cpu", model: str = "kimi-k2", quick: bool = False) -> tuple[list[dict], str, str]:

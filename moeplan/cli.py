@@ -1,7 +1,9 @@
 """`moeplan` console command: a thin shell over the notebook API (moeplan.api).
 
 Exit status: 0 success; 1 a valid question whose answer is "no" (the model does not fit);
-2 bad input (one line on stderr naming the field and the fix, never a traceback).
+2 bad input (one line on stderr naming the field and the fix, never a traceback), argparse's errors
+included (moeplan.cli_args: every numeric option is finite and bounded, output paths are checked before
+any work).
 """
 
 from __future__ import annotations
@@ -12,32 +14,36 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
+import time
 from typing import Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from moeplan import api, report
-from moeplan.api import InputError, KVPolicy, Router, SimConfig, units
+from moeplan import api, cli_show, report
+from moeplan.api import InputError, KVPolicy, Router, SimConfig
+from moeplan.cli_show import EXIT_NO, console, print_json
+from moeplan.cli_args import (Parser, bounds_help, check_argv, check_together, float_in, int_in, missing_command, names,
+                             number, one_line, usage_error)
 from moeplan.spec import example_path
 from moeplan.sweep_file import load_sweep
 
-EXIT_NO = 1
 EXIT_BAD_INPUT = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "run", None):
-        parser.print_help()
-        return EXIT_BAD_INPUT
     try:
+        args, extra = parser.parse_known_args(check_argv(argv))
+        if extra:
+            raise usage_error(getattr(args, "prog", parser.prog), f"unrecognized arguments: {' '.join(extra)}")
+        if not getattr(args, "run", None):
+            raise missing_command(parser)
+        check_together(args)
         return args.run(args) or 0
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -48,50 +54,61 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="moeplan", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(metavar="COMMAND")
+    p = Parser(prog="moeplan", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(metavar="COMMAND", parser_class=Parser)
+    add_parser = sub.add_parser
+
+    def add(name, **kwargs):  # each command knows its prog, for the errors argparse leaves to main
+        s = add_parser(name, **kwargs)
+        s.set_defaults(prog=s.prog)
+        return s
+
+    sub.add_parser = add
 
     s = sub.add_parser("models", help="list the catalog models")
     s.add_argument("--json", action="store_true", help="print JSON")
-    s.set_defaults(run=_models)
+    s.set_defaults(run=cli_show.models)
 
     s = sub.add_parser("devices", help="list the catalog devices with their cited figures")
     s.add_argument("--json", action="store_true", help="print JSON")
-    s.set_defaults(run=_devices)
+    s.set_defaults(run=cli_show.devices)
 
     s = sub.add_parser("clusters", help="list the cluster units (nodes, racks, supernodes)")
     s.add_argument("--json", action="store_true", help="print JSON")
-    s.set_defaults(run=_clusters)
+    s.set_defaults(run=cli_show.clusters)
 
     s = sub.add_parser("model", help="parameters, weight bytes, FLOPs and KV bytes of one model")
     s.add_argument("name", help="catalog model name or path to a HuggingFace config.json")
-    s.add_argument("--context", type=_positive_int, default=4096, help="context length in tokens for FLOPs per token (default 4096)")
+    s.add_argument("--context", type=int_in("--context"), default=4096,
+                   help=f"context length in tokens for FLOPs per token ({bounds_help('--context')}, default 4096)")
     s.add_argument("--precision", action="append", default=[], metavar="PART=FORMAT",
                    help="override a part's format, e.g. routed_experts=nvfp4 or kv_cache=fp8 (repeatable)")
     s.add_argument("--json", action="store_true", help="print JSON")
-    s.set_defaults(run=_model)
+    s.set_defaults(run=cli_show.model)
 
     s = sub.add_parser("check", help="does the model of a spec fit its cluster, and how much KV cache is left")
     s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument("--all", action="store_true", help="show every candidate layout, not the best 8")
-    s.set_defaults(run=_check)
+    s.set_defaults(run=cli_show.check)
 
     s = sub.add_parser("plan", help="search layouts and recommend the cheapest deployment that meets the SLOs")
     s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
     s.add_argument("-o", "--output", metavar="DIR",
-                   help="write report.html, summary.md, plan.json and CSVs into DIR (refused if DIR is not empty, unless --force)")
+                   help="write report.html, summary.md, plan.json and CSVs into DIR (checked before planning; refused if DIR "
+                        "is not empty, unless --force; missing parent folders are created)")
     s.add_argument("--force", action="store_true", help="write into a non-empty DIR, replacing the report files")
     s.add_argument("--json", action="store_true", help="print plan.json to stdout")
     s.add_argument("--no-simulate", action="store_true",
                    help="leave the simulation out of the report (by default -o replays synthetic requests through the plan)")
-    s.add_argument("--requests", type=_positive_int, default=1000, help="synthetic requests the report's simulation replays (default 1000)")
+    s.add_argument("--requests", type=int_in("--requests"), default=1000,
+                   help=f"synthetic requests the report's simulation replays ({bounds_help('--requests')}, default 1000)")
     s.set_defaults(run=_plan)
 
     s = sub.add_parser("compare", help="the same workload and SLOs across devices and/or models, with a report")
     s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
-    s.add_argument("--devices", type=_names, default=[], metavar="A,B,...", help="devices, e.g. h200-sxm,b200-sxm,gb200,ascend-910c")
-    s.add_argument("--models", type=_names, default=[], metavar="A,B,...", help="catalog models, e.g. kimi-k2,deepseek-v3")
+    s.add_argument("--devices", type=names, default=[], metavar="A,B,...", help="devices, e.g. h200-sxm,b200-sxm,gb200,ascend-910c")
+    s.add_argument("--models", type=names, default=[], metavar="A,B,...", help="catalog models, e.g. kimi-k2,deepseek-v3")
     s.add_argument("--keep-devices", action="store_true",
                    help="plan every device on the spec's device count only (by default a device with too few is "
                         "sized: planned on as many whole nodes as the workload needs)")
@@ -104,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_sweep)
 
     s = sub.add_parser("app", help="start the Streamlit capacity-planning dashboard")
-    s.add_argument("--port", type=_positive_int, default=8501, help="port to serve on (default 8501)")
+    s.add_argument("--port", type=int_in("--port"), default=8501, help=f"port to serve on ({bounds_help('--port')}, default 8501)")
     s.add_argument("--headless", action="store_true", help="do not open a browser")
     s.set_defaults(run=_app)
 
@@ -112,11 +129,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--loads", required=True, metavar="FILE", help="routing statistics to evaluate on, in any format simulate --routing "
                    "reads (logical_count JSON, SGLang CSV or .pt dump, moeplan JSON, TensorRT-LLM folder, per-token JSONL, OLMoE .pkl)")
     s.add_argument("--fit-loads", nargs="+", metavar="FILE", help="windows to place on, each file's windows summed (default: --loads itself, in-sample)")
-    s.add_argument("--ep", type=_positive_int, required=True, help="devices in the EP group")
-    s.add_argument("--redundant", type=int, default=0, help="redundant expert slots over the group (experts + R must divide by EP)")
-    s.add_argument("--nodes", type=_positive_int, default=1, help="nodes the EP group spans (EPLB's hierarchical policy needs it)")
-    s.add_argument("--time-limit", type=float, default=60.0, metavar="S", help="ILP time limit in seconds (default 60)")
-    s.add_argument("-o", "--output", metavar="FILE", help="write the ILP placement as SGLang's --init-expert-location JSON (new file only)")
+    s.add_argument("--ep", type=int_in("--ep"), required=True, help="devices in the EP group")
+    s.add_argument("--redundant", type=int_in("--redundant"), default=0,
+                   help="redundant expert slots over the group: 0 to the experts' count, experts + R must divide by EP")
+    s.add_argument("--nodes", type=int_in("--nodes"), default=1, help="nodes the EP group spans, dividing it (default 1)")
+    s.add_argument("--time-limit", type=float_in("--time-limit", open_low=True), default=60.0, metavar="S",
+                   help=f"seconds the whole command may take, reading included: finite, > 0 and <= {api.MAX_PLACE_TIME_LIMIT_S:g} "
+                        "(default 60); when it runs out the ILP keeps its best placement so far (at worst the greedy start)")
+    s.add_argument("-o", "--output", metavar="FILE", help="write the ILP placement as SGLang's --init-expert-location JSON "
+                   "(new file only, checked before placing; missing parent folders are created)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(run=_place)
 
@@ -124,7 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
     s.add_argument("--model", default="kimi-k2", help="catalog model or config.json whose layer shapes to run (default kimi-k2)")
     s.add_argument("--quick", action="store_true", help="fewer, smaller shapes (seconds, not minutes)")
-    s.add_argument("-o", "--output", metavar="FILE.csv", help="CSV path (default: kernels-<device>.csv; never overwritten)")
+    s.add_argument("-o", "--output", metavar="FILE.csv", help="CSV path (default: kernels-<device>.csv; never overwritten; "
+                   "checked before benchmarking; missing parent folders are created)")
     s.set_defaults(run=_bench_kernels)
 
     s = sub.add_parser("validate", help="reproduce published deployments and print predicted vs published")
@@ -142,19 +164,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--routing", nargs="+", metavar="FILE", help="routing statistics replayed in order (decode, and prefill "
                    "unless --prefill-routing); default: the spec's routing statistics, else uniform expert load")
     s.add_argument("--prefill-routing", nargs="+", metavar="FILE", help="routing statistics of the prefill phase")
-    s.add_argument("--requests", type=_positive_int, metavar="N", help="the first N requests (synthetic default 1000)")
-    s.add_argument("--subsample", type=float, metavar="F", help="keep each request with probability F (seeded)")
-    s.add_argument("--speedup", type=float, default=1.0, metavar="X", help="replay arrivals X times faster (default 1)")
-    s.add_argument("--rate", type=float, metavar="R", help="requests per second for a length CSV without arrival times")
-    s.add_argument("--seed", type=int, default=0, help="seed of the synthetic trace and the sub-sample (default 0)")
+    s.add_argument("--requests", type=int_in("--requests"), metavar="N",
+                   help=f"the first N requests ({bounds_help('--requests')}; synthetic default 1000)")
+    s.add_argument("--subsample", type=number("--subsample"), metavar="F",
+                   help="keep each request with probability F in (0, 1] (seeded)")
+    s.add_argument("--speedup", type=number("--speedup"), default=1.0, metavar="X",
+                   help=f"replay arrivals X times faster ({bounds_help('--speedup')}, default 1)")
+    s.add_argument("--rate", type=float_in("--rate"), metavar="R",
+                   help=f"requests per second for a length CSV without arrival times ({bounds_help('--rate')})")
+    s.add_argument("--seed", type=int_in("--seed"), default=0,
+                   help=f"seed of the synthetic trace and the sub-sample ({bounds_help('--seed')}, default 0)")
     s.add_argument("--router", choices=[r.value for r in Router], default=SimConfig.router.value,
                    help=f"how prompts pick a DP rank (default {SimConfig.router.value})")
     s.add_argument("--kv-policy", choices=[k.value for k in KVPolicy], default=SimConfig.kv_policy.value,
                    help="when the KV cache is full: queue new sequences, or preempt and recompute (default queue)")
-    s.add_argument("--max-batch", type=_positive_int, metavar="B",
-                   help="running sequences per device (default: the plan's batch per device)")
+    s.add_argument("--max-batch", type=int_in("--max-batch"), metavar="B",
+                   help=f"running sequences per device ({bounds_help('--max-batch')}; default: the plan's batch per device)")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
-    s.add_argument("--shards", type=_positive_int, help="replay in N shards (exact by instance where possible, else by time window)")
+    s.add_argument("--shards", type=int_in("--shards"), metavar="N",
+                   help=f"replay in N shards ({bounds_help('--shards')}; exact by instance where possible, else by time window)")
     s.add_argument("--shard-by", choices=("auto", "instance", "window"), default="auto", help="how to cut a sharded replay (default auto)")
     s.add_argument("--engine", choices=("local", "ray"), default="local", help="where shards run: local processes (default) or Ray")
     s.add_argument("--address", metavar="ADDR", help="with --engine ray, an existing cluster (ray://host:10001); default: a local instance")
@@ -163,10 +191,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _study_args(s) -> None:
-    s.add_argument("-o", "--output", metavar="DIR", help="write report.html, summary.md and points.csv into DIR")
+    s.add_argument("-o", "--output", metavar="DIR", help="write report.html, summary.md and points.csv into DIR (checked "
+                   "before the points run; refused if not empty, unless --force; missing parent folders are created)")
     s.add_argument("--force", action="store_true", help="write into a non-empty DIR, replacing the report files")
-    s.add_argument("--processes", type=_positive_int,
-                   help="worker processes (default: the CPUs available), or the CPUs of a local Ray instance")
+    s.add_argument("--processes", type=int_in("--processes"),
+                   help=f"worker processes ({bounds_help('--processes')}; default: the CPUs available), or the CPUs of a local Ray instance")
     s.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="run the points in local processes (default) or on Ray (needs: pip install 'moeplan[ray]')")
     s.add_argument("--address", metavar="ADDR",
@@ -174,189 +203,13 @@ def _study_args(s) -> None:
     s.add_argument("--json", action="store_true", help="print the points as JSON")
 
 
-def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def _console() -> Console:
-    # Piped output gets a wide table rather than rich's 80-column default.
-    return Console() if sys.stdout.isatty() else Console(width=160)
-
-
-def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, default=float))
-
-
-def _models(args) -> int:
-    rows = api.models()
-    if args.json:
-        _print_json(rows)
-        return 0
-    t = Table(title="Catalog models (catalogs/models.yaml)")
-    for col in ("name", "model", "total", "active", "experts", "layers", "attention", "weights", "format", "KV/token"):
-        t.add_column(col, justify="right" if col in ("total", "active", "experts", "layers", "weights", "KV/token") else "left")
-    for r in rows:
-        experts = f"{r['experts']} (top-{r['experts_per_token']})" if r["experts"] else "dense"
-        t.add_row(r["name"], r["display_name"], units.format_count(r["total_params"]), units.format_count(r["active_params"]), experts,
-                  str(r["layers"]), r["attention"].upper(), units.format_bytes(r["weight_bytes"]), r["precision"], f"{r['kv_bytes_per_token']:,.0f} B")
-    _console().print(t)
-    return 0
-
-
-def _devices(args) -> int:
-    rows = api.devices()
-    if args.json:
-        _print_json(rows)
-        return 0
-    t = Table(title="Catalog devices (dense peaks; * = unverified, from a third-party summary)")
-    for col in ("name", "bf16 TFLOP/s", "fp8", "fp4", "int8", "HBM units.GB", "HBM TB/s", "scale-up units.GB/s", "scale-out units.GB/s", "USD/h"):
-        t.add_column(col, justify="left" if col == "name" else "right")
-    for r in rows:
-        unverified = set(r["unverified"])
-
-        def cell(value, key, scale, fmt="{:,.0f}"):
-            if value is None:
-                return "-"
-            return fmt.format(value / scale) + ("*" if key in unverified else "")
-
-        peaks = r["peak_flops_per_s"]
-        t.add_row(
-            r["name"],
-            *(cell(peaks.get(p), f"peak_flops_per_s.{p}", units.TFLOPS) for p in ("bf16", "fp8", "fp4", "int8")),
-            cell(r["hbm_bytes"], "hbm_bytes", units.GB, "{:,.1f}"),
-            cell(r["hbm_bytes_per_s"], "hbm_bytes_per_s", 1e12, "{:.2f}"),
-            cell(r["scaleup_bytes_per_s"], "scaleup_bytes_per_s", units.GB),
-            cell(r["scaleout_bytes_per_s"], "scaleout_bytes_per_s", units.GB),
-            "-" if r["price_usd_per_hour"] is None else f"{r['price_usd_per_hour']:.2f}",
-        )
-    _console().print(t)
-    print("Sources: catalogs/devices.yaml and catalogs/prices.yaml (moeplan devices --json lists each figure's source).")
-    return 0
-
-
-def _clusters(args) -> int:
-    rows = api.clusters()
-    if args.json:
-        _print_json(rows)
-        return 0
-    t = Table(title="Cluster units (catalogs/clusters.yaml): a cluster is N units plus the scale-out fabric")
-    for col in ("name", "device", "devices", "per node", "scale-up domain", "scale-up fabric", "scale-out fabric"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(r["name"], r["device"], str(r["devices"]), str(r["devices_per_node"]), str(r["scaleup_domain_devices"]),
-                  r["scaleup_fabric"], r["scaleout_fabric"])
-    _console().print(t)
-    return 0
-
-
-def _model(args) -> int:
-    overrides = {}
-    for item in args.precision:
-        part, sep, fmt = item.partition("=")
-        if not sep:
-            raise InputError("--precision", f"expected PART=FORMAT, got {item!r}", "e.g. --precision routed_experts=nvfp4")
-        overrides[part.strip()] = fmt.strip()
-    s = api.model_summary(args.name, overrides, args.context)
-    if args.json:
-        _print_json(s)
-        return 0
-    c = _console()
-    c.print(f"[bold]{s['model']}[/bold] ({s['model_type']}, {s['attention'].upper()} attention, "
-            f"{s['experts']} experts top-{s['experts_per_token']}, {s['layers']} layers of which {s['moe_layers']} MoE)")
-    c.print(f"parameters: {units.format_count(s['total_params'])} total, {units.format_count(s['active_params'])} active per token"
-            + (f" (+{units.format_count(s['mtp_params'])} in the MTP module, not counted)" if s["mtp_params"] else ""))
-    c.print(f"precision: {s['precision_source']}")
-    t = Table(title="Weights by part")
-    for col in ("part", "params", "format", "bytes"):
-        t.add_column(col, justify="left" if col in ("part", "format") else "right")
-    for part, n in s["params_by_part"].items():
-        if n:
-            t.add_row(part, units.format_count(n), s["precision"][part], units.format_bytes(s["weight_bytes_by_part"][part]))
-    t.add_row("total", units.format_count(s["total_params"]), "", units.format_bytes(s["weight_bytes"]))
-    c.print(t)
-    c.print(f"KV cache: {s['kv_bytes_per_token']:,.0f} bytes per token ({s['precision']['kv_cache']})")
-    c.print(f"FLOPs per token at {s['context_tokens']:,} tokens of context: prefill {s['prefill_flops_per_token'] / 1e9:,.1f} GFLOP, "
-            f"decode {s['decode_flops_per_token'] / 1e9:,.1f} GFLOP")
-    return 0
-
-
-def _check(args) -> int:
-    report = api.check(args.spec)
-    d = report.deployment
-    rows = report.layouts if args.all else report.layouts[:8]
-    if args.json:
-        _print_json(_check_json(report))
-    else:
-        c = _console()
-        named = "" if d.name.endswith(d.cluster.describe()) else f"[bold]{d.name}[/bold]: "  # an unnamed spec's name says it all
-        c.print(f"{named}{d.model_display_name} ({d.precision.label()}) on {d.cluster.describe()}, "
-                f"workload {d.workload.input_tokens:,} in + {d.workload.output_tokens:,} out tokens")
-        t = Table(title=f"Memory per device by layout (HBM x {d.serving.hbm_utilization:g} usable = {units.format_bytes(d.cluster.device.hbm_bytes * d.serving.hbm_utilization)})")
-        for col in ("layout", "weights/device", "workspace", "KV room/device", "KV/sequence", "sequences", "fits"):
-            t.add_column(col, justify="left" if col == "layout" else "right")
-        for m in rows:
-            t.add_row(m.layout_name, units.format_bytes(m.weight_bytes), units.format_bytes(m.workspace_bytes),
-                      units.format_bytes(m.kv_capacity_bytes) if m.kv_capacity_bytes > 0 else
-                      f"none: {units.format_bytes(-m.kv_capacity_bytes)} short",
-                      units.format_bytes(m.kv_bytes_per_sequence), f"{m.concurrent_sequences:,}", "yes" if m.fits else "no")
-        c.print(t)
-        if len(report.layouts) > len(rows):
-            c.print(f"({len(report.layouts) - len(rows)} more layouts: --all)")
-        unverified = d.cluster.device.unverified_fields()
-        if unverified:
-            c.print(f"[yellow]unverified figures for {d.cluster.device.name} (third-party summaries): {', '.join(unverified)}[/yellow]")
-        if report.fits:  # otherwise the error line below is the verdict, said once
-            print(report.headline())
-    if not report.fits:
-        print(f"error: cluster: {report.headline()}; fix: {report.fix()}", file=sys.stderr)
-        return EXIT_NO
-    return 0
-
-
-def _check_json(report) -> dict:
-    d = report.deployment
-
-    def layout(m):
-        return {"layout": m.layout_name, "tp": m.layout.tp, "dp": m.layout.dp, "pp": m.layout.pp, "ep": m.layout.ep,
-                "weight_bytes": m.weight_bytes, "weights_by_part": m.weights_by_part, "workspace_bytes": m.workspace_bytes,
-                "usable_bytes": m.usable_bytes, "kv_capacity_bytes": m.kv_capacity_bytes,
-                "kv_bytes_per_sequence": m.kv_bytes_per_sequence, "concurrent_sequences": m.concurrent_sequences, "fits": m.fits}
-
-    return {
-        "name": d.name,
-        "fits": report.fits,
-        "headline": report.headline(),
-        "fix": None if report.fits else report.fix(),
-        "model": d.model.name,
-        "precision": d.precision.label(),
-        "model_weight_bytes": report.model_weight_bytes,
-        "devices": d.cluster.num_devices,
-        "device": d.cluster.device.name,
-        "cluster_hbm_bytes": d.cluster.hbm_bytes_total,
-        "context_tokens": d.workload.context_tokens,
-        "unverified": list(d.cluster.device.unverified_fields()),
-        "best": layout(report.best) if report.fits else None,
-        "layouts": [layout(m) for m in report.layouts],
-    }
-
-
 def _plan(args) -> int:
-    out_dir = report.output_dir(args.output, args.force) if args.output else None
+    out_dir = report.output_dir(args.output, args.force) if args.output is not None else None
     plan = api.plan(args.spec)
     if out_dir is not None:
         report.write_files(out_dir, report.plan_report(plan.plan, _report_simulation(args, plan)))
     if args.json:
-        _print_json(plan.to_json())
+        print_json(plan.to_json())
     else:
         _print_plan(plan, out_dir)
     if plan.recommendation is None:
@@ -373,21 +226,21 @@ def _report_simulation(args, plan):
         with Console(stderr=True).status(f"simulating {args.requests:,} requests through the plan"):
             return api.simulate(plan.deployment, plan, requests=args.requests)
     except InputError as e:
-        _console().print(f"[yellow]no simulation in the report[/yellow]: {e}")
+        console().print(f"[yellow]no simulation in the report[/yellow]: {e}")
         return None
 
 
 def _run_study(args, run, title: str, y: str = "usd_per_million_output_tokens") -> int:
-    out_dir = report.output_dir(args.output, args.force) if args.output else None
+    out_dir = report.output_dir(args.output, args.force) if args.output is not None else None
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True, disable=args.json) as bar:
+                  console=Console(stderr=True), transient=True, disable=args.json or not sys.stderr.isatty()) as bar:
         task = bar.add_task(title, total=None)
         result = run(lambda done, total: bar.update(task, completed=done, total=total))
     frame = result.to_frame()
     if out_dir is not None:
         report.write_files(out_dir, report.sweep_report(result, title, y))
     if args.json:
-        _print_json(json.loads(frame.to_json(orient="records")))
+        print_json(json.loads(frame.to_json(orient="records")))
         return 0
     t = Table(title=title)
     shown = [c for c in list(result.varied) + ["feasible", "devices", "decode_layout", "tpot_s", "ttft_s", "utilization",
@@ -401,7 +254,7 @@ def _run_study(args, run, title: str, y: str = "usd_per_million_output_tokens") 
         if "reason" in shown and cells[-1]:
             cells[-1] = f"note {notes.setdefault(cells[-1], len(notes) + 1)}"
         t.add_row(*cells)
-    c = _console()
+    c = console()
     c.print(t)
     for note, i in notes.items():
         c.print(f"note {i}: {note}")
@@ -440,7 +293,7 @@ def _app(args) -> int:
 
 
 def _print_plan(result, out_dir) -> None:
-    d, r, c = result.deployment, result.recommendation, _console()
+    d, r, c = result.deployment, result.recommendation, console()
     c.print(f"[bold]{d.name}[/bold]: {report.question_text(d)}")
     c.print(f"{result.candidates_scored:,} configurations scored in {result.seconds:.1f} s")
     if r is not None:
@@ -474,23 +327,26 @@ def _print_plan(result, out_dir) -> None:
         c.print(f"wrote {out_dir / 'report.html'}, summary.md, plan.json and CSVs")
 
 
+_PLACE_OPTIONS = {"ep": "--ep", "redundant": "--redundant", "nodes": "--nodes", "time_limit_s": "--time-limit",
+                  "eval_loads": "--loads", "fit_windows": "--fit-loads"}
+
+
 def _place(args) -> int:
-    if args.redundant < 0:
-        raise InputError("--redundant", f"must be >= 0, got {args.redundant}", "give 0 or more slots")
-    output = Path(args.output) if args.output else None
-    if output is not None and output.exists():
-        raise InputError("-o", f"'{output}' exists", "give a new file name")
+    started = time.perf_counter()  # --time-limit bounds the whole command, reading included
+    output = report.output_file(args.output) if args.output is not None else None
     eval_loads = api.read_routing_counts(args.loads)  # each file's windows summed, in its own shape
+    api.check_placement_args(*eval_loads.shape, args.ep, args.redundant, args.nodes, args.time_limit, names=_PLACE_OPTIONS)
     windows = [api.read_routing_counts(f) for f in args.fit_loads] if args.fit_loads else [eval_loads]
-    if (eval_loads.shape[1] + args.redundant) % args.ep:
-        raise InputError("--redundant", f"{eval_loads.shape[1]} experts + {args.redundant} slots do not divide over {args.ep} devices",
-                         f"use --redundant {-eval_loads.shape[1] % args.ep} (or that plus a multiple of {args.ep})")
-    result = api.compare_placements(windows, eval_loads, args.ep, args.redundant, args.nodes, time_limit_s=args.time_limit)
+    try:
+        result = api.compare_placements(windows, eval_loads, args.ep, args.redundant, args.nodes,
+                                        time_limit_s=max(1e-3, args.time_limit - (time.perf_counter() - started)))
+    except InputError as e:  # the API names its parameters; say the options
+        raise InputError(_PLACE_OPTIONS.get(e.field, e.field), e.problem, e.fix) from None
     location = result.pop("expert_location")
     if output is not None:
-        report.write_atomic(output, json.dumps(location))
+        report.write_atomic(output, json.dumps(location), new=True)
     if args.json:
-        _print_json(result)
+        print_json(result)
         return 0
     t = Table(title=f"Expert placement on EP{args.ep} + {args.redundant} redundant slots, evaluated on {args.loads}"
                     f"{' (in-sample)' if not args.fit_loads else ''}")
@@ -498,7 +354,7 @@ def _place(args) -> int:
         t.add_column(col, justify="left" if col == "method" else "right")
     for name, m in result["methods"].items():
         t.add_row(name, f"{m['step_cost']:.3f}", f"{m['mean_imbalance']:.3f}", f"{m['worst_layer_imbalance']:.3f}", f"{m['seconds']:.1f}")
-    c = _console()
+    c = console()
     c.print(t)
     c.print(f"ILP ({result['solver']}, robust rule '{result['robust']}'): proven lower bound {result['lp_bound']:.4f}, "
             f"gap {result['gap']:.2%}" if result["lp_bound"] is not None else f"ILP ({result['solver']})")
@@ -508,12 +364,10 @@ def _place(args) -> int:
 
 
 def _bench_kernels(args) -> int:
-    output = Path(args.output or api.default_kernel_csv(args.device))
-    if output.exists():
-        raise InputError("-o", f"'{output}' exists", "give a new file name")
+    output = report.output_file(args.output if args.output is not None else api.default_kernel_csv(args.device))
     _, csv_text, table = api.bench_kernels(args.device, args.model, args.quick)
     print(table)
-    report.write_atomic(output, csv_text)
+    report.write_atomic(output, csv_text, new=True)
     print(f"wrote {output}")
     return 0
 
@@ -526,7 +380,7 @@ def _validate(args) -> int:
         if fits is not None:
             measured = [{k: v for k, v in m.items() if k != "text"} for m in fits["measured"]]
             out = {"deployments": out, "deepgemm": fits["deepgemm"], "deepep": fits["deepep"], "measured": measured}
-        _print_json(out)
+        print_json(out)
         return 0
     if fits is not None:
         print("DeepGEMM fp8 GEMMs on H800 (deepseek-ai/DeepGEMM README at 55ab91f): published vs fitted, with leave-one-out error")
@@ -536,7 +390,7 @@ def _validate(args) -> int:
             t.add_column(col, justify="left" if col in ("table", "metric") else "right")
         for r in fits["deepep"]:
             t.add_row(r["table"], str(r["ep"]), r["metric"], f"{r['published']:,.0f}", f"{r['predicted']:,.0f}", f"{r['error']:+.1%}")
-        _console().print(t)
+        console().print(t)
         for m in fits["measured"]:
             print(f"Measured kernels and the whole MoE layer ({m['summary']['source']}): measured vs fitted, with leave-one-out error")
             print(m["text"])
@@ -546,7 +400,7 @@ def _validate(args) -> int:
     for r in rows:
         t.add_row(r.id, r.metric, f"{r.published:,.0f}", "-" if r.predicted is None else f"{r.predicted:,.0f}",
                   f"not modelled: {r.reason}" if r.error is None else f"{r.error:+.1%}", "; ".join(r.assumptions))
-    c = _console()
+    c = console()
     c.print(t)
     s = api.validation_summary(rows)
     c.print(f"{s['modelled']} of {s['scenarios']} scenarios modelled; median |error| {s['median_abs_error']:.1%}, "
@@ -561,7 +415,7 @@ def _simulate(args) -> int:
                           seed=args.seed, config=config, shards=args.shards, shard_by=args.shard_by, engine=args.engine,
                           address=args.address)
     if args.json:
-        _print_json(result.to_json())
+        print_json(result.to_json())
     else:
         print(result.summary())
     return 0

@@ -1,15 +1,71 @@
 """The three placement methods side by side (`moeplan place`): contiguous, EPLB and the robust ILP, fitted on
-earlier windows of routing statistics and evaluated on the next, under the runtime even split."""
+earlier windows of routing statistics and evaluated on the next, under the runtime even split.
+
+The time limit bounds the whole comparison: EPLB's greedy placement (fast, and the floor every method falls
+back on) counts against it, and the ILP gets what is left, keeping the best placement found so far (at worst
+that greedy start) when it runs out.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+import time
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from hwmodels.errors import InputError, excerpt
 from planner.eplb import Policy, contiguous_placement, eplb_placement
 from planner.ilp import ilp_placement, windows_of
 from planner.placement import evaluate, expert_location_json
+
+MAX_TIME_LIMIT_S = 3600.0  # an hour: the search meets its bound or stalls long before on any published model
+# The placements' tables, estimated at their worst (an expert may hold every redundant slot: log2phy is
+# [L, E, R + 1] per method); more than this would swap or be killed rather than answer.
+MAX_PLACEMENT_BYTES = 2 * 2**30
+PARAMETERS = {"ep": "ep", "redundant": "redundant", "nodes": "nodes", "time_limit_s": "time_limit_s",
+              "eval_loads": "eval_loads", "fit_windows": "fit_windows"}
+
+
+def _whole(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def placement_bytes(num_layers: int, num_experts: int, redundant: int) -> int:
+    """Worst-case bytes of the three placements' tables (int64): log2phy [L, E, R + 1] for EPLB and the ILP,
+    [L, E, 2] for contiguous, and the [L, N] rows the methods and their evaluation hold."""
+    return 8 * num_layers * (num_experts * (2 * (redundant + 1) + 2) + 8 * (num_experts + redundant))
+
+
+def check_arguments(num_layers: int, num_experts: int, ep, redundant, nodes, time_limit_s,
+                    names: Mapping[str, str] = PARAMETERS) -> None:
+    """The arguments of compare_placements for [num_layers, num_experts] loads, checked before any work; an
+    InputError names the argument as `names` spells it (the CLI passes its options)."""
+    n = {**PARAMETERS, **names}
+    if not _whole(ep) or ep < 1:
+        raise InputError(n["ep"], f"is {excerpt(ep)}", "give the devices of the EP group, a whole number >= 1")
+    if not _whole(redundant) or not 0 <= redundant <= num_experts:
+        raise InputError(n["redundant"], f"must be from 0 to {num_experts:,} (the experts' count), got {excerpt(redundant)}",
+                         f"give 0 to {num_experts:,} redundant slots (at most one per expert)")
+    if (num_experts + redundant) % ep:
+        fits = -num_experts % ep
+        problem = f"{num_experts:,} experts + {redundant:,} slots do not divide over {ep:,} devices"
+        if fits > num_experts:  # no redundant count within bounds helps: the EP group is too large
+            raise InputError(n["ep"], problem, f"give an EP size that divides {num_experts:,} experts + 0 to "
+                             f"{num_experts:,} redundant slots (at most {2 * num_experts:,})")
+        raise InputError(n["redundant"], problem, f"use {n['redundant']} {fits} (or that plus a multiple of {ep})")
+    if not _whole(nodes) or nodes < 1 or ep % nodes:
+        raise InputError(n["nodes"], f"{excerpt(nodes)} nodes do not divide the EP group of {ep:,} devices",
+                         f"give a number of nodes that divides {ep:,} (1 for one node)")
+    if not (isinstance(time_limit_s, (int, float, np.integer, np.floating)) and not isinstance(time_limit_s, bool)
+            and math.isfinite(time_limit_s) and 0 < time_limit_s <= MAX_TIME_LIMIT_S):
+        raise InputError(n["time_limit_s"], f"is {excerpt(time_limit_s)}",
+                         f"a finite number of seconds > 0 and <= {MAX_TIME_LIMIT_S:g}")
+    need = placement_bytes(num_layers, num_experts, redundant)
+    if need > MAX_PLACEMENT_BYTES:
+        raise InputError(n["redundant"], f"{num_layers:,} layers x {num_experts:,} experts with {redundant:,} redundant "
+                         f"slots need up to {need / 2**30:.1f} GiB for the placements (limit "
+                         f"{MAX_PLACEMENT_BYTES / 2**30:g} GiB)", "fewer redundant slots, or the statistics of fewer layers")
 
 
 def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_loads: np.ndarray, ep: int, redundant: int,
@@ -18,17 +74,28 @@ def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_load
     """Place with each method on `fit_windows` (one [L, E] array or several) and evaluate on `eval_loads`
     ([L, E]; the same data for an in-sample figure, the next window for an honest one), all under the
     runtime even split. EPLB is fitted on the windows' summed counts, as a deployment aggregates them.
+    time_limit_s bounds the whole call (check_arguments: in (0, MAX_TIME_LIMIT_S]); past it the ILP keeps
+    the best placement found so far and its notes say so.
     Returns what `moeplan place --json` prints, with the ILP placement as SGLang's `--init-expert-location`
     mapping under `expert_location`."""
+    started = time.perf_counter()
     windows = windows_of(fit_windows)
-    _, num_layers, num_experts = windows.shape
+    num_windows, num_layers, num_experts = windows.shape
+    check_arguments(num_layers, num_experts, ep, redundant, nodes, time_limit_s)
+    deadline = started + float(time_limit_s)
+    eval_loads = np.asarray(eval_loads, dtype=float)
+    if eval_loads.shape != (num_layers, num_experts):
+        raise InputError("eval_loads", f"shape {eval_loads.shape} differs from the fit windows' {(num_layers, num_experts)}",
+                         "evaluate on statistics of the same model (layers x experts)")
     num_slots = num_experts + redundant
-    placements = {
-        "contiguous": contiguous_placement(num_layers, num_experts, num_slots, ep),
-        "eplb": eplb_placement(windows.sum(axis=0), num_slots, ep, nodes, policy, num_groups),
-        "ilp": ilp_placement(list(windows), num_slots, ep, nodes, time_limit_s=time_limit_s, robust=robust,
-                             workers=workers),
-    }
+    placements = {"contiguous": contiguous_placement(num_layers, num_experts, num_slots, ep)}
+    # EPLB runs whole: it is a method compared here and the ILP's greedy start, the placement every time
+    # limit falls back on (a heap per layer: 200,000 slots in about half a second); its time counts
+    placements["eplb"] = eplb_placement(windows.sum(axis=0), num_slots, ep, nodes, policy, num_groups)
+    # the ILP starts from EPLB's rows with one window (on several it starts from EPLB on the summed unit
+    # windows, falling back on these rows when that cannot finish in time)
+    placements["ilp"] = ilp_placement(list(windows), num_slots, ep, nodes, time_limit_s=max(1e-3, deadline - time.perf_counter()),
+                                      robust=robust, workers=workers, start=placements["eplb"].phy2log)
     methods = {}
     for name, p in placements.items():
         result = evaluate(p, eval_loads)
@@ -36,6 +103,6 @@ def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_load
             "seconds": p.seconds, "method": p.method}
     ilp = placements["ilp"]
     return {"ep": ep, "redundant": redundant, "slots_per_device": num_slots // ep, "nodes": nodes,
-            "fit_windows": len(windows), "eplb_policy": policy.value, "robust": robust, "methods": methods,
+            "fit_windows": num_windows, "eplb_policy": policy.value, "robust": robust, "methods": methods,
             "objective": ilp.objective, "lp_bound": ilp.lp_bound, "gap": ilp.gap, "solver": ilp.solver,
             "notes": ilp.notes, "expert_location": expert_location_json(ilp)}

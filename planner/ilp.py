@@ -18,7 +18,7 @@ Layers are independent and solved one after the other (or in parallel processes)
 limit. For each layer:
 1. start: the better of EPLB's global policy on the summed windows and a robust greedy start
    (replicas by each expert's heaviest window, packing that keeps every window's devices level);
-2. lower bound (`_layer_bound`): perfect balance (the LP relaxation's value), the replication bound and
+2. lower bound (planner.placement_bound): perfect balance (the LP relaxation's value), the replication bound and
    pigeonhole bounds on how many heavy replicas can exist, per window, combined by the rule;
 3. pairwise swaps evaluated exactly (`_local_search`), then variable-neighbourhood search in which each
    step is an exact MILP over a few devices (`_solve_neighbourhood`: integer replicas per option of
@@ -50,8 +50,9 @@ import numpy as np
 import pulp
 
 from hwmodels.errors import InputError
-from planner.eplb import Policy, eplb_placement, replicate_experts
+from planner.eplb import DeadlinePassed, Policy, eplb_placement, replicate_experts
 from planner.milp_solver import solver, solver_name
+from planner.placement_bound import layer_bound as _layer_bound, layer_bound_by as _layer_bound_by  # noqa: F401
 from planner.placement import Placement, build_placement, check_slots
 
 
@@ -66,6 +67,8 @@ _NEIGHBOURHOOD_SLOTS = (8, 24)  # fewest and most slots re-placed per MILP: each
 _GROW_OPTIONS = 6  # hottest free experts per MILP that may gain a replica
 _PATIENCE = 6  # consecutive neighbourhoods without improvement before a layer is left as it is
 _SUB_LIMIT_S = 2.0  # longest single MILP
+_MAX_MILP_SLOTS = 1024  # a neighbourhood of more slots takes seconds to build before HiGHS starts: swaps only
+_CHECK_EVERY = 256  # greedy or swap steps between two looks at the clock
 
 
 @dataclass(frozen=True)
@@ -151,74 +154,26 @@ def _layer_cost(a, row, counts, rule, top, share, slots_per_device) -> float:
     return _objective(peaks, rule) + top.weight * _spread(row, top, share, slots_per_device)
 
 
-# -- lower bound
-
-def _knapsack(value: np.ndarray, cost: np.ndarray, capacity: int) -> int:
-    """Most total value of a subset of items (integer value, cost >= 1) within `capacity`: exact DP, with
-    equal items merged by binary splitting."""
-    best = np.zeros(capacity + 1, dtype=np.int64)  # best[b]: most value within cost b
-    pairs, mult = np.unique(np.stack([value, cost], axis=1), axis=0, return_counts=True)
-    for (v, c), m in zip(pairs, mult):
-        m, chunk = min(int(m), capacity // int(c)), 1
-        while m > 0:
-            take = min(chunk, m)
-            m, chunk = m - take, chunk * 2
-            cc = int(c) * take
-            best[cc:] = np.maximum(best[cc:], best[:capacity + 1 - cc] + int(v) * take)
-    return int(best[capacity])
-
-
-def _pigeonhole_feasible(w: np.ndarray, num_slots: int, num_devices: int, j: int, t: float) -> bool:
-    """Necessary condition for a busiest device <= t: among the D(j-1)+1 heaviest replicas some device holds
-    j (pigeonhole), so at most D(j-1) replicas may exceed t/j. Replica counts are free: an expert either
-    takes the fewest replicas that keep each <= t, or enough to bring each under t/j; the cheapest mix
-    within the slot budget is a 0-1 knapsack. Tolerances lean towards "feasible" so the bound stays valid."""
-    fewest = np.maximum(1, np.ceil(w / t - 1e-9)).astype(np.int64)
-    budget = num_slots - int(fewest.sum())
-    if budget < 0:
-        return False
-    big = w / fewest > (t / j) * (1 + 1e-9)
-    under = np.maximum(fewest, np.ceil(j * w / t - 1e-9)).astype(np.int64)
-    saved = _knapsack(fewest[big], under[big] - fewest[big], budget) if budget and big.any() else 0
-    return int(fewest[big].sum()) - saved <= num_devices * (j - 1)
-
-
-def _layer_bound(w: np.ndarray, num_slots: int, num_devices: int, upper: float) -> float:
-    """Proven lower bound on the busiest device of one layer and window (w: [E] unit loads), over every
-    replica count and packing under the even split: the largest of perfect balance (1: also the LP
-    relaxation's value), the replication bound (greedy replication minimises the heaviest replica) and
-    the pigeonhole bounds for j = 2..S, found by bisection between the others and `upper` (an achieved
-    load, which passes every necessary condition)."""
-    slots_per_device = num_slots // num_devices
-    _, cnt = replicate_experts(w[None], num_slots)
-    lower = max(1.0, float((w / cnt[0]).max()))
-    for j in range(2, slots_per_device + 1):
-        if _pigeonhole_feasible(w, num_slots, num_devices, j, lower):
-            continue
-        lo, hi = lower, max(upper, lower) * (1 + 1e-6)
-        while not _pigeonhole_feasible(w, num_slots, num_devices, j, hi):  # only through rounding at `upper`
-            lo, hi = hi, hi * 1.01
-        while hi - lo > 1e-4 * hi:
-            mid = 0.5 * (lo + hi)
-            lo, hi = (lo, mid) if _pigeonhole_feasible(w, num_slots, num_devices, j, mid) else (mid, hi)
-        lower = lo  # the condition fails at lo and, being monotone in t, everywhere below it
-    return lower
-
-
 # -- starting point
 
-def _robust_start(a: np.ndarray, num_slots: int, slots_per_device: int) -> np.ndarray:
+def _robust_start(a: np.ndarray, num_slots: int, slots_per_device: int, deadline: float | None = None) -> np.ndarray | None:
     """phy2log row for one layer (a: [W, E] unit loads): greedy replication on each expert's heaviest
     window (headroom for an expert hot in any window), then packing in decreasing order, each replica to
-    the device with room whose load in its worst window stays lowest."""
-    phy2log, cnt = replicate_experts(a.max(axis=0)[None], num_slots)
+    the device with room whose load in its worst window stays lowest. None if the deadline
+    (time.perf_counter()) passes first."""
+    try:
+        phy2log, cnt = replicate_experts(a.max(axis=0)[None], num_slots, deadline)
+    except DeadlinePassed:
+        return None
     phy2log, cnt = phy2log[0], cnt[0]
     items = a[:, phy2log] / cnt[phy2log]  # [W, N]
     num_devices = num_slots // slots_per_device
     load = np.zeros((a.shape[0], num_devices))
     room = np.full(num_devices, slots_per_device)
     device = np.empty(num_slots, dtype=np.int64)
-    for i in np.argsort(-items.max(axis=0), kind="stable"):
+    for k, i in enumerate(np.argsort(-items.max(axis=0), kind="stable")):
+        if deadline is not None and k % _CHECK_EVERY == 0 and time.perf_counter() > deadline:
+            return None
         score = np.where(room > 0, (load + items[:, i:i + 1]).max(axis=0), np.inf)
         d = int(np.argmin(score))
         device[i] = d
@@ -246,19 +201,23 @@ def _costs(peaks: np.ndarray, rule: str) -> np.ndarray:
     return peaks.mean(axis=0) if rule == "mean" else peaks.max(axis=0) + _WORST_TIE_BREAK * peaks.mean(axis=0)
 
 
-def _best_swap(a, row, counts, load, rule, top, slots_per_device):
+def _best_swap(a, row, counts, load, rule, top, slots_per_device, deadline=None):
     """Best swap of a replica on a busiest device with a replica elsewhere: ((cost, flatness), slot, slot) or None.
     Flatness is the change in the sum of squared device loads; with the scale-out term, swaps stay
-    inside a domain so it cannot change."""
+    inside a domain so it cannot change. Past the deadline (time.perf_counter()) the best swap seen so far."""
     items = (a / counts)[:, row]  # [W, N] load of each slot
     device = np.arange(len(row)) // slots_per_device
     best = None
     for c in np.unique(np.nonzero(load >= load.max(axis=1, keepdims=True) * (1 - 1e-12))[1]):
         reachable = (top.domain[device] == top.domain[c]) if top.active else True
         partners = np.nonzero((device != c) & reachable)[0]
+        if not len(partners):  # one device (or one per domain): nothing to swap with
+            continue
         partner_dev = device[partners]
         rest = _peak_without(load, c, partner_dev)  # [W, P]
-        for i in np.nonzero(device == c)[0]:
+        for k, i in enumerate(np.nonzero(device == c)[0]):
+            if deadline is not None and k % 16 == 15 and time.perf_counter() > deadline:  # each step: O(W x N)
+                return best
             delta = items[:, partners] - items[:, i:i + 1]  # [W, P] change on c
             new_c = load[:, c:c + 1] + delta
             new_d = load[:, partner_dev] - delta
@@ -279,7 +238,7 @@ def _local_search(a, row, counts, rule, top, slots_per_device, deadline):
     for _ in range(50 * len(row)):  # far above what a layer needs; a guard, not a budget
         if time.perf_counter() > deadline:
             break
-        move = _best_swap(a, row, counts, load, rule, top, slots_per_device)
+        move = _best_swap(a, row, counts, load, rule, top, slots_per_device, deadline)
         cost = _objective(load.max(axis=1), rule)
         if move is None or not (move[0][0] < cost - 1e-12 or (move[0][0] <= cost + 1e-12 and move[0][1] < -1e-12)):
             break
@@ -430,7 +389,8 @@ def _search_layer(a, row, counts, rule, top, share, slots_per_device, target, de
     """Improve one layer's row by variable-neighbourhood search: exact MILPs over a few devices, starting
     with the fewest (fast) and adding a device after `_PATIENCE` failures in a row, back to the fewest
     after a success. Returns (row, counts, cost, the MILPs' outcomes, why it stopped): "bound" (the cost
-    met `target`, the lower bound), "stalled" (`_PATIENCE` failures at the largest size) or "time"."""
+    met `target`, the lower bound), "stalled" (`_PATIENCE` failures at the largest size), "time", or
+    "too large" (the smallest neighbourhood holds more than _MAX_MILP_SLOTS slots: swaps only)."""
     num_devices = len(row) // slots_per_device
     smallest = min(num_devices, max(2, _NEIGHBOURHOOD_SLOTS[0] // slots_per_device))
     largest = min(num_devices, max(smallest, _NEIGHBOURHOOD_SLOTS[1] // slots_per_device))
@@ -442,6 +402,8 @@ def _search_layer(a, row, counts, rule, top, share, slots_per_device, target, de
             return row, counts, cost, outcomes, "bound"
         if time.perf_counter() >= deadline:
             return row, counts, cost, outcomes, "time"
+        if smallest * slots_per_device > _MAX_MILP_SLOTS:
+            return row, counts, cost, outcomes, "too large"
         load = _device_matrix(a, row, counts, slots_per_device)
         devices = _neighbourhood(load, row, slots_per_device, size, rng)
         limit = min(_SUB_LIMIT_S, max(0.05, deadline - time.perf_counter()))
@@ -473,69 +435,83 @@ class _Problem:
 
 
 def _place_layers(problem: _Problem, layers: list[int], unit: np.ndarray, starts: np.ndarray) -> list[tuple]:
-    """Search the given layers one after the other, each with an even share of the time left.
-    unit: [W, len(layers), E] unit loads, starts: [len(layers), N] EPLB's rows.
-    Returns per layer (row, cost, bound, the MILPs' outcomes, why the search stopped)."""
+    """Search the given layers one after the other, each with an even share of the time left (its start and
+    bound included). unit: [W, len(layers), E] unit loads, starts: [len(layers), N] EPLB's rows.
+    Returns per layer (row, cost, bound, the MILPs' outcomes, why the search stopped, whether the bound is whole)."""
     p, out = problem, []
     for i, layer in enumerate(layers):
+        deadline = time.perf_counter() + (p.deadline - time.perf_counter()) / (len(layers) - i)
         a = unit[:, i]  # [W, E]
         share = a.mean(axis=0) / p.num_devices  # each expert's share of the layer's routed pairs
         share = np.bincount(p.top.group, weights=share) if p.top.group is not None else share
-        # 1. start from the better of EPLB's row and the robust greedy one
-        rows = [starts[i], _robust_start(a, p.num_slots, p.slots_per_device)]
+        # 1. start from the better of EPLB's row and the robust greedy one (when there is time to build it)
+        rows = [r for r in (starts[i], _robust_start(a, p.num_slots, p.slots_per_device, deadline)) if r is not None]
         with_counts = [(r, np.bincount(r, minlength=a.shape[1])) for r in rows]
         row, counts = min(with_counts, key=lambda rc: _layer_cost(a, *rc, p.rule, p.top, share, p.slots_per_device))
         # 2. lower bound: per window on the busiest device, combined by the rule; the spread term >= one
         # domain per group
         peaks = _device_matrix(a, row, counts, p.slots_per_device).max(axis=1)
-        per_window = [_layer_bound(a[w], p.num_slots, p.num_devices, peaks[w]) for w in range(a.shape[0])]
-        bound = _objective(np.array(per_window), p.rule) + (p.top.weight * float(share.sum()) if p.top.active else 0.0)
-        # 3. swaps (cheap) then neighbourhood MILPs, with an even share of the time left
-        deadline = time.perf_counter() + (p.deadline - time.perf_counter()) / (len(layers) - i)
+        per_window = [_layer_bound_by(a[w], p.num_slots, p.num_devices, peaks[w], deadline) for w in range(a.shape[0])]
+        bound = _objective(np.array([b for b, _ in per_window]), p.rule) + \
+            (p.top.weight * float(share.sum()) if p.top.active else 0.0)
+        # 3. swaps (cheap) then neighbourhood MILPs, until this layer's share of the time is up
         row = _local_search(a, row, counts, p.rule, p.top, p.slots_per_device, deadline)
         rng = np.random.default_rng([p.seed, layer])
         row, counts, cost, outcomes, why = _search_layer(a, row, counts, p.rule, p.top, share, p.slots_per_device,
                                                          bound, deadline, rng)
-        out.append((row, cost, bound, outcomes, why))
+        out.append((row, cost, bound, outcomes, why, all(whole for _, whole in per_window)))
     return out
 
 
 def ilp_placement(fit_loads: Sequence[np.ndarray] | np.ndarray, num_slots: int, num_devices: int, num_nodes: int = 1,
                   devices_per_domain: int | None = None, scaleout_weight: float = 0.0, time_limit_s: float = 60.0,
                   robust: str = "mean", num_groups: int | None = None, hbm: HbmBudget | None = None,
-                  seed: int = 0, workers: int | None = None) -> Placement:
+                  seed: int = 0, workers: int | None = None, start: np.ndarray | None = None) -> Placement:
     """Placement that minimises the robust step cost over one or more windows of routing statistics.
 
     fit_loads: [L, E] or a sequence of W such arrays (tokens per layer and logical expert, one per window).
     Each window is scaled so its layers carry the same total (every window weighs the same) and the
     cost is the runtime one: a replicated expert's tokens split evenly over its replicas.
     robust: a key of ROBUST_RULES ("mean" by default: it held up best on held-out statistics).
+    num_nodes: nodes the devices span (it must divide num_devices).
     devices_per_domain: devices per scale-out domain (default: num_devices / num_nodes, one HGX node).
     scaleout_weight: cost, in units of the mean device load, of one (expert group, domain) pair per
       unit share of routed pairs: the scale-out proxy of `_spread`; needs num_groups (DeepSeek-V3: 8).
     hbm: if given, checked for the slots per device.
     workers: processes that search layers in parallel (default: the CPUs this process may use).
+    start: [L, N] rows of EPLB's placement when the caller has them: with one window they stand for the EPLB
+      start (the same rows up to rounding ties, not computed twice); with several, they are the fallback when
+      EPLB on the summed windows cannot finish in time.
 
-    Layers are independent and share `time_limit_s`. Per layer: 1. start from the better of EPLB's
-    global policy on the summed windows and a robust greedy start, 2. prove a lower bound,
-    3. improve by pairwise swaps, then by variable-neighbourhood search, each step an exact MILP (HiGHS,
-    CBC where HiGHS is missing) over a few devices, until the bound is met, the search stalls, or the
-    time is up. Starting from EPLB's rows, the result is never worse than EPLB on the fit windows.
+    `time_limit_s` (finite, > 0) bounds the call but for EPLB's start, which the search falls back on (it
+    runs whole, in about half a second per 200,000 slots). Layers are independent and share it; each gets an
+    even share of the time left for: 1. its start, the better of EPLB's global policy on the summed windows
+    and a robust greedy start, 2. a proven lower bound, 3. pairwise swaps, then variable-neighbourhood
+    search, each step an exact MILP (HiGHS, CBC where HiGHS is missing) over a few devices, until the bound
+    is met, the search stalls, or the time is up. Every loop that can run long looks at the clock; when the
+    time is up a layer keeps the best placement found so far (at worst the EPLB start, so never worse than
+    EPLB on the fit windows), its bound is the largest proven so far, and the notes say how many layers so.
     """
-    start = time.perf_counter()
-    deadline = start + time_limit_s - min(1.0, 0.05 * time_limit_s)  # a margin for solver overrun and assembly
+    started = time.perf_counter()
+    if not (isinstance(time_limit_s, (int, float)) and math.isfinite(time_limit_s) and time_limit_s > 0):
+        raise InputError("time_limit_s", f"is {time_limit_s!r}", "a finite number of seconds > 0")
+    deadline = started + time_limit_s - min(1.0, 0.05 * time_limit_s)  # a margin for solver overrun and assembly
     if robust not in ROBUST_RULES:
         raise InputError("robust", f"unknown rule {robust!r}", f"one of {', '.join(ROBUST_RULES)}")
     windows = windows_of(fit_loads)
     num_windows, num_layers, num_experts = windows.shape
     check_slots(num_layers, num_experts, num_slots, num_devices)
     slots_per_device = num_slots // num_devices
-    domain_size = devices_per_domain or max(1, num_devices // max(1, num_nodes))
-    if num_devices % domain_size:
-        raise InputError("devices_per_domain", f"{domain_size} does not divide {num_devices} devices")
+    field, divisor = ("num_nodes", num_nodes) if devices_per_domain is None else ("devices_per_domain", devices_per_domain)
+    if not 1 <= divisor <= num_devices or num_devices % divisor:
+        raise InputError(field, f"{divisor} does not divide {num_devices} devices", f"give a divisor of {num_devices}")
+    domain_size = devices_per_domain or num_devices // num_nodes
     if scaleout_weight < 0 or (scaleout_weight > 0 and (not num_groups or num_experts % num_groups)):
         raise InputError("scaleout_weight", "needs a weight >= 0 and, when > 0, num_groups dividing the experts",
                          "pass the model's expert groups (n_group) or a weight of 0")
+    if start is not None and np.shape(start) != (num_layers, num_slots):
+        raise InputError("start", f"shape {np.shape(start)} is not [layers, slots] = [{num_layers}, {num_slots}]",
+                         "pass the phy2log rows of a placement of the same loads and slots")
     top = _Topology(np.arange(num_devices) // domain_size,
                     np.arange(num_experts) // (num_experts // num_groups) if num_groups else None, scaleout_weight)
     unit = _unit_loads(windows, num_devices)  # [W, L, E]
@@ -546,32 +522,52 @@ def ilp_placement(fit_loads: Sequence[np.ndarray] | np.ndarray, num_slots: int, 
         hbm.check(slots_per_device, len(active))
 
     # EPLB on the summed unit windows: each layer's first candidate start (what runs without this ILP)
-    starts = eplb_placement(unit.sum(axis=0), num_slots, num_devices, 1, Policy.GLOBAL).phy2log
-    problem = _Problem(num_slots, num_devices, robust, top, seed, deadline)
-    workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(active)))
-    chunks = [active[k::workers].tolist() for k in range(workers)]  # interleaved: early and late layers in each
-    args = [(problem, c, unit[:, c], starts[c]) for c in chunks]
-    if workers == 1:
-        results = [_place_layers(*args[0])]
+    notes = []
+    if start is not None and num_windows == 1:
+        starts = np.array(start, dtype=np.int64)
     else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            results = list(pool.map(_place_layers, *zip(*args)))
-
+        try:  # without rows to fall back on it runs whole: every time limit falls back on its placement
+            starts = eplb_placement(unit.sum(axis=0), num_slots, num_devices, 1, Policy.GLOBAL,
+                                    deadline=None if start is None else deadline).phy2log
+        except DeadlinePassed:
+            starts = np.array(start, dtype=np.int64)
+            notes.append("the time limit ran out before EPLB's start on the summed windows: started from the given rows")
     phy2log = starts.copy()
-    per_layer = []
-    for chunk, result in zip(chunks, results):
-        for layer, (row, *rest) in zip(chunk, result):
-            phy2log[layer] = row
-            per_layer.append(rest)
-    costs, bounds, outcomes, why = zip(*per_layer)
+    if num_devices == 1:  # every slot on the one device: each layer's busiest device is its mean, optimal as it is
+        per_layer = [(1.0, 1.0, Counter(), "bound", True)] * len(active)
+        workers = 1
+    else:
+        problem = _Problem(num_slots, num_devices, robust, top, seed, deadline)
+        workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(active)))
+        chunks = [active[k::workers].tolist() for k in range(workers)]  # interleaved: early and late layers in each
+        args = [(problem, c, unit[:, c], starts[c]) for c in chunks]
+        if workers == 1:
+            results = [_place_layers(*args[0])]
+        else:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                results = list(pool.map(_place_layers, *zip(*args)))
+        per_layer = []
+        for chunk, result in zip(chunks, results):
+            for layer, (row, *rest) in zip(chunk, result):
+                phy2log[layer] = row
+                per_layer.append(rest)
+    costs, bounds, outcomes, why, whole = zip(*per_layer)
     objective, lp_bound = float(np.mean(costs)), float(np.mean(bounds))
     milps = sum(outcomes, Counter())
-    stops = ", ".join(f"{why.count(k)} {k}" for k in ("bound", "stalled", "time") if why.count(k))
-    notes = (f"robust rule {robust!r} over {num_windows} window(s): {ROBUST_RULES[robust]}; "
-             f"{sum(milps.values())} neighbourhood MILPs on {workers} process(es) ({milps['optimal']} optimal, "
-             f"{milps['time limit']} stopped at their time limit with a solution, {milps['no solution']} without); "
-             f"layers stopped at: {stops}; "
-             "lp_bound: per layer and window the largest of perfect balance (the LP relaxation's value), the "
-             "replication bound and the pigeonhole bounds")
-    return build_placement(phy2log, num_experts, slots_per_device, "ilp", time.perf_counter() - start,
-                           objective, lp_bound, solver_name(), notes)
+    stops = ", ".join(f"{why.count(k)} {k}" for k in ("bound", "stalled", "time", "too large") if why.count(k))
+    if why.count("time"):
+        notes.append(f"the time limit ran out before the search finished on {why.count('time')} of "
+                     f"{len(why)} layer(s): they keep the best placement found so far (at worst the greedy start)")
+    if not all(whole):
+        notes.append(f"the lower bound of {whole.count(False)} layer(s) was cut short by the time limit (still a bound)")
+    if why.count("too large"):
+        notes.append(f"{why.count('too large')} layer(s) have more than {_MAX_MILP_SLOTS} slots in the smallest "
+                     "neighbourhood: pairwise swaps only, no MILP")
+    notes.append(f"robust rule {robust!r} over {num_windows} window(s): {ROBUST_RULES[robust]}; "
+                 f"{sum(milps.values())} neighbourhood MILPs on {workers} process(es) ({milps['optimal']} optimal, "
+                 f"{milps['time limit']} stopped at their time limit with a solution, {milps['no solution']} without); "
+                 f"layers stopped at: {stops}; "
+                 "lp_bound: per layer and window the largest of perfect balance (the LP relaxation's value), the "
+                 "replication bound and the pigeonhole bounds")
+    return build_placement(phy2log, num_experts, slots_per_device, "ilp", time.perf_counter() - started,
+                           objective, lp_bound, solver_name(), "; ".join(notes))

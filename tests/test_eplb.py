@@ -87,3 +87,56 @@ def test_global_policy_balances_its_own_statistics(shared_data):
     p = eplb_placement(loads, 288, 72, 9, Policy.GLOBAL)
     assert_valid(p, 61, 256, 288, 72)
     assert evaluate(p, loads)["step_cost"] == pytest.approx(1.023, abs=0.005)
+
+
+def _packing_by_argmin(weight, num_packs):
+    """The array form both greedy loops had before they kept a heap: the reference they must agree with."""
+    rows, n = weight.shape
+    per_pack = n // num_packs
+    pack, rank = np.empty((rows, n), dtype=np.int64), np.empty((rows, n), dtype=np.int64)
+    for x in range(rows):
+        load, count = np.zeros(num_packs), np.zeros(num_packs, dtype=np.int64)
+        for item in np.argsort(-weight[x], kind="stable"):
+            p = int(np.argmin(np.where(count < per_pack, load, np.inf)))
+            pack[x, item], rank[x, item] = p, count[p]
+            load[p] += weight[x, item]
+            count[p] += 1
+    return pack, rank
+
+
+def _replication_by_argmax(weight, num_phy):
+    rows, n = weight.shape
+    phy2log = np.empty((rows, num_phy), dtype=np.int64)
+    phy2log[:, :n] = np.arange(n)
+    logcnt = np.ones((rows, n), dtype=np.int64)
+    for i in range(n, num_phy):
+        hot = np.argmax(weight / logcnt, axis=1)
+        phy2log[:, i] = hot
+        logcnt[np.arange(rows), hot] += 1
+    return phy2log, logcnt
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 6), st.integers(0, 12), st.booleans(), st.data())
+def test_heap_greedy_equals_the_array_greedy_ties_included(rows, packs, per_pack, extra, whole, data):
+    n = packs * per_pack
+    values = st.integers(0, 5).map(float) if whole else st.floats(0, 1e6)  # small integers: many ties
+    weight = np.array([data.draw(st.lists(values, min_size=n, max_size=n)) for _ in range(rows)])
+    for got, want in zip(balanced_packing(weight, packs), _packing_by_argmin(weight, packs)):
+        assert (got == want).all()
+    for got, want in zip(replicate_experts(weight, n + extra), _replication_by_argmax(weight, n + extra)):
+        assert (got == want).all()
+
+
+def test_a_passed_deadline_stops_the_greedy_loops_and_a_large_layer_is_fast():
+    import time
+    from planner.eplb import DeadlinePassed
+
+    loads = np.random.default_rng(0).integers(0, 1000, size=(1, 200_000)).astype(float)
+    for run in (lambda d: eplb_placement(loads, 200_008, 8, 1, Policy.GLOBAL, deadline=d),
+                lambda d: replicate_experts(loads, 200_100, deadline=d), lambda d: balanced_packing(loads, 8, deadline=d)):
+        with pytest.raises(DeadlinePassed):
+            run(time.perf_counter() - 1)
+    start = time.perf_counter()
+    p = eplb_placement(loads, 200_008, 8, 1, Policy.GLOBAL)  # once 2 s of numpy calls per item; now a heap
+    assert time.perf_counter() - start < 3 and p.logcnt.sum() == 200_008

@@ -139,3 +139,84 @@ def test_parallel_workers_give_a_valid_placement(shared_data):
     p = ilp_placement(loads[:9], 288, 72, 9, time_limit_s=1.5, workers=2)  # 6 MoE layers over two processes
     assert_valid(p, loads[:9])
     assert (p.phy2log[:3] == eplb_placement(loads[:9], 288, 72, 9, Policy.GLOBAL).phy2log[:3]).all()  # dense rows
+
+
+# -- hostile sizes and arguments: bounded time, one named error
+
+def _heavy_tailed(num_layers, num_experts, seed=0):
+    return np.round(np.random.default_rng(seed).pareto(1.2, (num_layers, num_experts)) * 100)
+
+
+def test_one_layer_of_200000_experts_returns_near_its_time_limit():
+    """Once 38 s for a 0.5 s limit (the bound's pigeonhole loop ran 25,000 knapsacks, the greedy loops called
+    numpy per item): now every long loop looks at the clock and the layer keeps its best placement so far."""
+    import time
+    loads = _heavy_tailed(1, 200_000)
+    for limit in (0.5, 1.0):
+        start = time.perf_counter()
+        result = compare_placements(loads, loads, ep=8, redundant=200, time_limit_s=limit, workers=1)
+        assert time.perf_counter() - start < limit + 2.5, limit
+        assert result["methods"]["ilp"]["step_cost"] <= result["methods"]["eplb"]["step_cost"] + 1e-9
+        assert result["lp_bound"] <= result["objective"] + 1e-9
+        assert "cut short by the time limit" in result["notes"] or "ran out" in result["notes"]
+    assert len(result["expert_location"]["physical_to_logical_map"][0]) == 200_200
+
+
+def test_the_time_limit_covers_many_layers_and_several_windows():
+    import time
+    fit = [_heavy_tailed(61, 4096, seed) for seed in (1, 2)]
+    start = time.perf_counter()
+    result = compare_placements(fit, fit[0], ep=64, redundant=64, time_limit_s=1.0, workers=2)
+    assert time.perf_counter() - start < 1.0 + 3.0
+    assert result["fit_windows"] == 2 and result["lp_bound"] <= result["objective"] + 1e-9
+
+
+def test_wide_devices_get_swaps_only_and_one_device_is_optimal_as_it_is():
+    import time
+    loads = _heavy_tailed(2, 4096)
+    p = ilp_placement(loads, 4096, 2, time_limit_s=2.0, workers=1)  # 2,048 slots per device
+    assert_valid(p, loads)
+    a = ilp._unit_loads(loads[None], 2)[:, 0]  # [W, E] of layer 0
+    row, top = p.phy2log[0], ilp._Topology(np.zeros(2, dtype=np.int64), None, 0.0)
+    *_, why = ilp._search_layer(a, row, np.bincount(row, minlength=4096), "mean", top, a[0] / 2, 2048, 0.5,
+                                time.perf_counter() + 60, np.random.default_rng(0))
+    assert why == "too large"  # a MILP over 4,096 slots would take seconds to build: swaps only
+    one = ilp_placement(loads[:, :64], 96, 1, time_limit_s=1.0, workers=1)  # once an IndexError in the swap search
+    assert_valid(one, loads[:, :64])
+    assert one.objective == one.lp_bound == 1.0
+    result = compare_placements(loads[:, :64], loads[:, :64], ep=1, redundant=0, time_limit_s=1.0, workers=1)
+    assert result["methods"]["ilp"]["step_cost"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(time_limit_s=float("nan")), "time_limit_s"), (dict(time_limit_s=float("inf")), "time_limit_s"),
+    (dict(time_limit_s=0), "time_limit_s"), (dict(time_limit_s=-1), "time_limit_s"),
+    (dict(time_limit_s=3601), "time_limit_s"), (dict(redundant=-1), "redundant"),
+    (dict(redundant=65), "redundant: must be from 0 to 64"), (dict(redundant=1.5), "redundant"),
+    (dict(nodes=3), "nodes: 3 nodes do not divide the EP group of 8"), (dict(ep=0), "ep"),
+    (dict(ep=1000), "ep: 64 experts"), (dict(redundant=3), "fix: use redundant 0"),
+])
+def test_compare_placements_refuses_bad_arguments_before_any_work(kwargs, match):
+    loads = np.ones((2, 64))
+    args = dict(ep=8, redundant=0, nodes=1, time_limit_s=1.0) | kwargs
+    with pytest.raises(InputError, match=match):
+        compare_placements(loads, loads, workers=1, **args)
+
+
+def test_placement_memory_is_estimated_before_any_work():
+    from planner.compare_placements import MAX_PLACEMENT_BYTES, check_arguments, placement_bytes
+
+    assert placement_bytes(1, 200_000, 100_000) > MAX_PLACEMENT_BYTES  # once 23 GB and still growing
+    with pytest.raises(InputError, match="GiB for the placements"):
+        check_arguments(1, 200_000, 8, 100_000, 1, 1.0, {})
+    check_arguments(61, 384, 8, 384, 1, 60.0, {})  # Kimi K2 with a replica of every expert still fits
+    with pytest.raises(InputError, match="--nodes"):
+        check_arguments(61, 256, 72, 32, 5, 60.0, {"nodes": "--nodes"})
+
+
+def test_ilp_names_nodes_that_do_not_divide_and_a_bad_time_limit():
+    with pytest.raises(InputError, match="num_nodes"):  # once reported as devices_per_domain
+        ilp_placement(np.ones((1, 8)), 8, 4, num_nodes=3)
+    for bad in (float("nan"), float("inf"), 0.0, -1.0):
+        with pytest.raises(InputError, match="time_limit_s"):
+            ilp_placement(np.ones((1, 8)), 8, 4, time_limit_s=bad)

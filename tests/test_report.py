@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,185 @@ def test_plan_report_carries_the_simulation(tmp_path):
     r = run("plan", str(example_path()), "-o", str(tmp_path / "out"), "--requests", "100", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "out" / "simulation.json").read_text())["requests"] == 100
+
+
+# -- hostile destinations, kills and leftovers
+
+def _cli(*args, cwd, env=None):
+    """python -m moeplan.cli in a subprocess (an environment variable reaches it only this way)."""
+    import os
+    return subprocess.Popen([sys.executable, "-m", "moeplan.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def _wait_for(predicate, timeout_s=120):
+    import time
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _complete_plan_report(out):
+    """report.html parses to its closing tag, plan.json reads back, nothing hidden is left in or beside out."""
+    from html.parser import HTMLParser
+
+    page = (out / "report.html").read_text()
+    parser = HTMLParser()
+    parser.feed(page)
+    parser.close()
+    assert page.rstrip().endswith("</html>")
+    assert moeplan.load_plan(out / "plan.json", example_path()).recommendation is not None
+    assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_kill_9_while_writing_a_new_report_leaves_nothing_the_next_run_keeps(tmp_path):
+    """kill -9 in the middle of report.html (MOEPLAN_TEST_SLOW_WRITE_S pauses halfway through each file): the
+    staging folder is the only trace; the next run removes it (its process is gone) and writes the report."""
+    out = tmp_path / "out"
+    run = _cli("plan", "-o", str(out), "--requests", "20", cwd=tmp_path, env={"MOEPLAN_TEST_SLOW_WRITE_S": "30"})
+    staged = lambda: [p for p in tmp_path.glob(".out.moeplan-*") if (p / "report.html").exists()]  # noqa: E731
+    try:
+        assert _wait_for(staged), run.communicate()
+    finally:
+        run.kill()  # SIGKILL
+        run.communicate()
+    truncated = staged()[0] / "report.html"
+    assert not truncated.read_text().rstrip().endswith("</html>") and not out.exists()
+    (tmp_path / ".out.notes").write_text("mine")  # a user's file with a look-alike name: never touched
+    again = _cli("plan", "-o", str(out), "--requests", "20", cwd=tmp_path)
+    _, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0, stderr
+    assert (tmp_path / ".out.notes").read_text() == "mine"
+    (tmp_path / ".out.notes").unlink()
+    _complete_plan_report(out)
+
+
+def test_kill_9_during_a_force_replacement_leaves_the_old_set_or_the_new_one(tmp_path):
+    """--force stages the new set whole with a commit record, then renames: killed in the renames, the next run
+    on the folder (even one refused for a non-empty folder) finishes them, so the set is the new one whole."""
+    out = tmp_path / "out"
+    first = _cli("plan", "-o", str(out), "--requests", "20", cwd=tmp_path)
+    assert first.wait(timeout=300) == 0
+    (out / "mine.txt").write_text("keep me")
+    run = _cli("plan", "-o", str(out), "--requests", "30", "--force", cwd=tmp_path, env={"MOEPLAN_TEST_SLOW_WRITE_S": "0.4"})
+
+    def installing():
+        return [s for s in out.glob(".out.moeplan-*") if (s / ".commit").exists() and len(list(s.iterdir())) < 12]
+
+    try:
+        assert _wait_for(installing, 300), run.communicate()
+    finally:
+        run.kill()
+        run.communicate()
+    assert json.loads((out / "plan.json").read_text())  # renamed whole, never half-written
+    with pytest.raises(InputError, match="not empty"):
+        output_dir(out, force=False)  # the check finishes the killed run's renames first
+    assert json.loads((out / "simulation.json").read_text())["requests"] == 30
+    assert len((out / "simulation_requests.csv").read_text().splitlines()) == 31  # header + the new set's rows
+    assert (out / "mine.txt").read_text() == "keep me"
+    _complete_plan_report(out)
+
+
+def test_stale_staging_is_cleaned_and_nothing_else(tmp_path):
+    import os
+    import time
+    from moeplan.report import clean_stale
+
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = tmp_path / f".out.moeplan-{dead.pid}-abcd1234"  # a killed run's stage: its process is gone
+    gone.mkdir()
+    (gone / "report.html").write_text("<html>")
+    live = tmp_path / f".out.moeplan-{os.getpid()}-abcd1234"  # a running writer's (this process): left alone
+    live.mkdir()
+    legacy = tmp_path / ".out.k3j4h5g6"  # an earlier version's stage, report files only, an hour old
+    legacy.mkdir()
+    (legacy / "report.html").write_text("<html>")
+    legacy_mine = tmp_path / ".out.q1w2e3r4"  # the same name form holding a user's file: not provably ours
+    legacy_mine.mkdir()
+    (legacy_mine / "notes.txt").write_text("mine")
+    old_tmp = out / ".plan.json.a1b2c3d4"  # an earlier version's per-file temporary inside the folder
+    old_tmp.write_text("{")
+    others = [tmp_path / ".out.notes", tmp_path / ".outside.moeplan-1-abcd1234", tmp_path / "out.moeplan-1-abcd1234",
+              out / ".hidden", out / "plan.json.a1b2c3d4"]
+    for p in others:
+        p.write_text("mine")
+    hour_ago = time.time() - 3600
+    for p in (legacy, legacy / "report.html", legacy_mine, legacy_mine / "notes.txt", old_tmp, *others):
+        os.utime(p, (hour_ago, hour_ago))
+    handled = clean_stale(out)
+    assert sorted(handled) == sorted([gone, legacy, old_tmp])
+    assert live.exists() and legacy_mine.exists() and all(p.read_text() == "mine" for p in others)
+
+
+@pytest.mark.parametrize("make, target, match", [
+    (lambda d: None, "/proc/moeplan-out", "cannot write in '/proc'"),
+    (lambda d: (d / "file").write_text("mine"), "file/sub/out", "is not a directory"),
+    (lambda d: (d / "link").symlink_to(d / "file") or (d / "file").write_text("mine"), "link", "symlink"),
+    (lambda d: None, "", "is empty"),
+])
+def test_output_dir_refuses_what_cannot_be_written_before_any_work(tmp_path, make, target, match):
+    make(tmp_path)
+    with pytest.raises(InputError, match=match):
+        output_dir(tmp_path / target if target and not target.startswith("/") else target, force=True)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the probe leaves nothing
+
+
+def test_single_files_are_new_only_and_errors_are_input_errors(tmp_path):
+    from moeplan.report import output_file, write_atomic
+
+    (tmp_path / "mine.json").write_text("mine")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for name in ("mine.json", "dangling"):
+        with pytest.raises(InputError, match="exists"):
+            output_file(tmp_path / name)
+    target = output_file(tmp_path / "new" / "deeper" / "loc.json")  # missing parents: created when writing
+    assert not (tmp_path / "new").exists()
+    write_atomic(target, "{}", new=True)
+    assert target.read_text() == "{}"
+    with pytest.raises(InputError, match="appeared while this ran"):
+        write_atomic(tmp_path / "mine.json", "{}", new=True)
+    assert (tmp_path / "mine.json").read_text() == "mine" and not (tmp_path / "nowhere").exists()
+    with pytest.raises(InputError, match="-o: cannot write"):
+        write_files(Path("/proc/moeplan-out"), {"a.txt": "1"})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.txt").mkdir()  # a folder where the report writes a file: refused before any rename
+    (tmp_path / "out" / "b.txt").write_text("old")
+    with pytest.raises(InputError, match="is a directory"):
+        write_files(tmp_path / "out", {"b.txt": "new", "a.txt": "1"})
+    assert (tmp_path / "out" / "b.txt").read_text() == "old"
+
+
+@pytest.mark.parametrize("args", [
+    ["plan", "-o", "/proc/moeplan-out"], ["plan", "-o", "f/sub"], ["compare", "-o", "f/sub"],
+    ["place", "--loads", "loads.json", "--ep", "2", "-o", "/proc/x.json"], ["place", "--loads", "loads.json", "--ep", "2", "-o", "f"],
+    ["bench-kernels", "--quick", "-o", "f/k.csv"], ["sweep", "sweep.yaml", "-o", "f/sub"],
+])
+def test_cli_destinations_are_checked_first_one_line_and_files_untouched(tmp_path, monkeypatch, capsys, args):
+    """In this process (the subprocess tests above and below run the same code as a user does)."""
+    import time
+    from moeplan.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f").write_text("mine")
+    (tmp_path / "loads.json").write_text(json.dumps({"logical_count": [[1, 2, 3, 4]]}))
+    (tmp_path / "sweep.yaml").write_text(f"spec: {example_path()}\nvary: {{slo.tpot_s: [0.05]}}\n")
+    start = time.perf_counter()
+    code = main(args)
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: -o:"), lines
+    assert (tmp_path / "f").read_text() == "mine" and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert time.perf_counter() - start < 5  # refused before planning, placing or benchmarking
+
+
+def test_place_writes_into_a_missing_folder(tmp_path):
+    (tmp_path / "loads.json").write_text(json.dumps({"logical_count": [[5, 1, 1, 1], [1, 1, 1, 5]]}))
+    r = run("place", "--loads", "loads.json", "--ep", "2", "--time-limit", "1", "-o", "new/folder/loc.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads((tmp_path / "new" / "folder" / "loc.json").read_text())["physical_to_logical_map"]) == 2
