@@ -15,7 +15,8 @@ import typing
 from pydantic import BaseModel, ValidationError
 
 _PART_CHARS = {"field": 160, "problem": 400, "fix": 300}  # longer parts are cut: a message is read, not parsed
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# C0 and C1 controls (NEL and CSI included) and the Unicode line and paragraph separators: each would break the line
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxtuple, _REPR.maxlist, _REPR.maxarray, _REPR.maxdict, _REPR.maxset = 2, 4, 4, 4, 4, 4
 _REPR.maxfrozenset, _REPR.maxdeque, _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 4, 4, 48, 24, 48

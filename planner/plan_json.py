@@ -32,6 +32,8 @@ from planner.placement import Placement, build_placement
 from planner.plan import Candidate, Mode, PlacementSummary, Plan, Recommendation
 
 PLAN_SCHEMA_VERSION = 2
+# a plan with both pools' placement maps (61 layers x 320 slots, twice) is about 1 MB; far past that is not a plan
+MAX_PLAN_BYTES = 64 * 2**20
 _REPLAN = "plan the spec again (moeplan plan SPEC -o DIR) and pass that plan.json"
 
 
@@ -154,15 +156,21 @@ def read_plan(path: str | Path, deployment: Deployment) -> Plan:
     """Read a plan.json file and check it was planned for `deployment`'s model and cluster."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_PLAN_BYTES + 1)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise InputError("--plan", f"no file '{path}'", "give the plan.json that moeplan plan SPEC -o DIR wrote") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, ValueError) as e:  # a folder, no permission, not UTF-8, a path with a NUL character
         raise InputError("--plan", f"cannot read '{path}': {e}", "give a readable plan.json") from None
+    if len(data) > MAX_PLAN_BYTES:
+        raise InputError("--plan", f"'{path}' is larger than {MAX_PLAN_BYTES:,} bytes", _REPLAN)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{path} line {e.lineno} column {e.colno}", f"not valid JSON: {e.msg}", _REPLAN) from None
+    except RecursionError:
+        raise InputError(str(path), "nests deeper than JSON can be read", _REPLAN) from None
     return plan_from_json(doc, deployment, str(path))
 
 

@@ -57,7 +57,9 @@ def _comparison(plan) -> None:
     ep = c[0].number_input("EP devices", min_value=1, value=layout.ep if layout else 8, key="placement_ep")
     redundant = c[1].number_input("Redundant slots", min_value=0, value=layout.redundant_experts if layout else 0,
                                   key="placement_redundant")
-    nodes = c[2].number_input("Nodes", min_value=1, value=max(1, ep // 8), key="placement_nodes",
+    # eight devices a node where that divides the group, else the nearest node count that does (EP 44: 4 nodes)
+    nodes_default = next(n for n in range(max(1, ep // 8), 0, -1) if ep % n == 0)
+    nodes = c[2].number_input("Nodes", min_value=1, value=nodes_default, key="placement_nodes",
                               help="EPLB's hierarchical policy packs expert groups per node")
     limit = c[3].slider("ILP time limit (s)", 1, 60, 5, key="placement_limit")
     if not st.button("Compare placements", type="primary", key="placement_run"):

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from hwmodels.errors import InputError
+from hwmodels.errors import InputError, one_line
 from hwmodels.units import GiB, KiB, MiB
 
 MAX_FILE_BYTES = 2 * GiB  # per file: the largest public traces are a few hundred MB; a typo'd path to a disk image is not
@@ -64,6 +64,8 @@ class Source:
             return cls(name or IN_MEMORY_FOLDER, data={k: bytes(v) for k, v in source.items()}, max_bytes=limit)
         if isinstance(source, (str, os.PathLike)):
             path = Path(source)
+            if "\0" in str(path):
+                raise InputError(name or one_line(str(path), 200), "is a path with a NUL character", "give the file's path")
             return cls(name or str(path), path=path, max_bytes=limit)
         raise InputError(name or "source", f"is a {type(source).__name__}",
                          "pass a path, the bytes of a file (with name=), or {file name: bytes} for a folder")
