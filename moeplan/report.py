@@ -161,10 +161,22 @@ def question_text(d) -> str:
             f"(p{d.slo.percentile:g})")
 
 
+# what stopped the search, by the spec field its explanation says to change: a model that does not fit the
+# memory is not an SLO miss
+VERDICTS = {"cluster.devices": "Does not fit", "cluster": "Does not fit", "workload.max_input_tokens": "Does not fit",
+            "slo.tpot_s": "No deployment meets the SLOs", "slo.ttft_s": "No deployment meets the SLOs",
+            "workload.requests_per_s": "Too few devices for the traffic", "cluster.units": "Too few devices"}
+
+
+def verdict(plan: Plan) -> str:
+    """'Does not fit', 'No deployment meets the SLOs', ...: why nothing was recommended, in a few words."""
+    return VERDICTS.get(plan.infeasible_field, "No deployment")
+
+
 def headline_text(plan: Plan) -> str:
     r, d = plan.recommendation, plan.deployment
     if r is None:
-        return f"No deployment meets the SLOs: {plan.infeasible}"
+        return f"{verdict(plan)}: {plan.infeasible}"
     cost = "" if r.usd_per_million_output is None else \
         f"; ${r.usd_per_million_output:,.3f} per million output tokens, ${r.usd_per_million_input:,.3f} per million input tokens"
     return (f"{r.mode}, {r.devices} x {d.cluster.device.name}: TPOT {r.tpot_s * 1e3:.1f} ms, TTFT {r.ttft_s:.2f} s, "
