@@ -76,7 +76,7 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame as a person reads it: every column scaled, rounded and named in words, and the columns with no
     value in any row left out. A column of floats rounded to whole numbers becomes integers (no "40.0")."""
     out = pd.DataFrame(index=frame.index)
-    for name in frame.columns[frame.notna().any()]:
+    for name in _with_values(frame):
         c = column(name)
         series = frame[name]
         if c.decimals is not None and series.dtype.kind == "f":
@@ -101,9 +101,15 @@ def text(name: str, v: Any) -> str:
 
 
 def text_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every cell as text (text()), columns named in words: what report.html and summary.md print."""
-    return pd.DataFrame({label(name): [text(name, v) for v in frame[name].tolist()] for name in frame.columns},
+    """Every cell as text (text()), columns named in words, those with no value in any row left out: what
+    report.html, summary.md and the dashboard's static tables print."""
+    return pd.DataFrame({label(name): [text(name, v) for v in frame[name].tolist()] for name in _with_values(frame)},
                         index=frame.index)
+
+
+def _with_values(frame: pd.DataFrame) -> list[str]:
+    """The columns with a value (not None, NaN or "") in some row."""
+    return [name for name in frame.columns if (frame[name].notna() & (frame[name].astype(str) != "")).any()]
 
 
 def quantities(frame: pd.DataFrame) -> pd.DataFrame:
