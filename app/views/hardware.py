@@ -1,11 +1,12 @@
 """Hardware comparison: moeplan.compare plans the session's spec (same model, workload, SLOs and device
-count, whole nodes) on each chosen device; a chart of one metric and the table of every point."""
+count, whole nodes) on each chosen device; a chart of one metric, the table of every point, and why a device fails."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 import common  # app/common.py: the script folder is on sys.path (`import app` would find app/app.py)
+from moeplan import display
 
 DEVICES = common.planned_devices()
 DEFAULT = ("h200-sxm", "b200-sxm", "gb200", "ascend-910c")
@@ -17,7 +18,7 @@ raw, files = common.current_spec()
 st.caption(common.spec_caption(raw))
 with st.form("hardware_form"):
     devices = st.multiselect("Devices", DEVICES, default=[d for d in DEFAULT if d in DEVICES], key="hardware_devices")
-    metric = st.selectbox("Chart", METRICS, format_func=lambda m: m.replace("_", " "), key="hardware_metric")
+    metric = st.selectbox("Chart", METRICS, format_func=display.label, key="hardware_metric")
     st.form_submit_button("Compare", type="primary")
 with common.shown_errors():
     if not devices:
@@ -30,4 +31,6 @@ with common.shown_errors():
         infeasible = frame[~frame["feasible"]]
         for _, row in infeasible.iterrows():
             st.warning(f"{row['device']}: {row['reason']}", icon=":material/warning:")
-        st.dataframe(frame, hide_index=True, key="hardware_table")
+        feasible = frame[frame["feasible"]].drop(columns=["feasible", "reason", "cluster_devices"], errors="ignore")
+        if not feasible.empty:  # the others are the warnings above
+            common.text_table(feasible)
