@@ -38,6 +38,9 @@ COLUMNS: dict[str, Column] = {
     "output_tokens_per_request": Column("Output tokens per request"),
     "role": Column("Role"), "part": Column("Part"), "bytes": Column("GB", _GB, 2),
     "step": Column("Step"), "component": Column("Component"), "seconds": Column("Time (s)", decimals=3),
+    # latency percentiles (moeplan.simulation.summary_frame)
+    "metric": Column("Metric"), "p50_s": Column("p50 (s)", decimals=3), "p90_s": Column("p90 (s)", decimals=3),
+    "p99_s": Column("p99 (s)", decimals=3), "slo_s": Column("SLO (s)", decimals=3),
     # placements (moeplan.api.compare_placements, plan.json's placement)
     "method": Column("Method"), "step_cost": Column("Step cost (sum over layers of busiest / mean)", decimals=3),
     "mean_imbalance": Column("Mean imbalance (busiest / mean)", decimals=3),

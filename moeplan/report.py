@@ -20,7 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from hwmodels.errors import InputError
-from moeplan import figures, tables
+from moeplan import display, figures, tables
 from planner.plan import Plan
 from planner.plan_json import plan_to_json
 
@@ -73,12 +73,21 @@ def _figure_html(fig: go.Figure, first: bool) -> str:
 
 
 def _table_html(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, classes="table", float_format=lambda v: f"{v:,.4g}", na_rep="")
+    """A table in words and display units (moeplan.display), numbers right-aligned, in a wrapper that scrolls
+    sideways inside itself should it ever be wider than the page."""
+    text = display.text_frame(frame)
+    numeric = {display.label(c) for c in frame.columns if frame[c].dtype.kind in "iuf"}
+    cell = {c: '<td class="num">' if c in numeric else "<td>" for c in text.columns}
+    head = "".join(f'<th{" class=num" if c in numeric else ""}>{html.escape(c)}</th>' for c in text.columns)
+    rows = "".join("<tr>" + "".join(f"{cell[c]}{html.escape(v)}</td>" for c, v in zip(text.columns, row)) + "</tr>"
+                   for row in text.itertuples(index=False))
+    return f'<div class="table-wrap"><table class="table"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
 
 
-def html_page(title: str, subtitle: str, sections: list[tuple[str, str, go.Figure | None, pd.DataFrame | None]]) -> str:
-    """sections: (heading, paragraph, figure or None, table or None), in order."""
-    body, first = [], True
+def html_page(title: str, subtitle: str, sections: list[tuple[str, str, go.Figure | None, pd.DataFrame | None]],
+              lead: str = "") -> str:
+    """sections: (heading, paragraph, figure or None, table or None), in order, after `lead` (HTML: the summary)."""
+    body, first = [lead] if lead else [], True
     for heading, text, fig, frame in sections:
         body.append(f"<section><h2>{html.escape(heading)}</h2>")
         if text:
@@ -90,12 +99,18 @@ def html_page(title: str, subtitle: str, sections: list[tuple[str, str, go.Figur
             body.append(_table_html(frame))
         body.append("</section>")
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }}
+body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }}
 h1 {{ margin-bottom: 0.2em; }} .sub {{ color: #555; margin-top: 0; }}
-section {{ margin: 2em 0; }} .table {{ border-collapse: collapse; font-size: 0.85em; }}
-.table td, .table th {{ padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }}
+section {{ margin: 2em 0; }} .summary {{ background: #f4f8f4; border-left: 4px solid #2e7d32; padding: 0.5em 1.2em; }}
+.summary.none {{ background: #fdf3f2; border-left-color: #c62828; }} .summary p {{ margin: 0.5em 0; }}
+.table-wrap {{ max-width: 100%; overflow-x: auto; }}
+.table {{ border-collapse: collapse; font-size: 0.85em; }}
+.table td, .table th {{ padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: left; vertical-align: top;
+  overflow-wrap: break-word; }}
+.table .num {{ text-align: right; }} .table td.num {{ white-space: nowrap; }}
 </style></head>
 <body><h1>{html.escape(title)}</h1><p class="sub">{html.escape(subtitle)}</p>
 {''.join(body)}
@@ -106,9 +121,9 @@ section {{ margin: 2em 0; }} .table {{ border-collapse: collapse; font-size: 0.8
 def markdown_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "(none)\n"
-    cells = frame.map(lambda v: f"{v:,.4g}" if isinstance(v, float) else ("" if v is None else str(v)))
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells.astype(str).values.tolist()]
+    cells = display.text_frame(frame)
+    lines = ["| " + " | ".join(cells.columns) + " |", "|" + "---|" * len(cells.columns)]
+    lines += ["| " + " | ".join(v.replace("|", "\\|") for v in row) + " |" for row in cells.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
@@ -120,36 +135,82 @@ def json_text(doc: Any) -> str:
 
 def plan_report(plan: Plan, simulation=None) -> dict[str, str]:
     """report.html, summary.md, plan.json and one CSV per table of a Plan (and of its simulation, when given:
-    anything with `to_frame(name)`, `figure(name)` and `tables`)."""
+    anything with `to_frame(name)`, `figure(name)` and `tables`). The report leads with the summary (the
+    answer, its cost, its utilisation, what was assumed), then the charts, then the tables of the options."""
     d = plan.deployment
     subtitle = question_text(d)
     frames = {name: tables.TABLES[name](plan) for name in ("recommendation", "frontier", "breakdown", "memory", "placement", "cost")}
-    headline = headline_text(plan)
     figure = {name: make(plan) for name, make in figures.FIGURES.items()}
-    sections = [
-        ("Recommendation", headline, None, frames["recommendation"]),
-        ("Pareto frontier", "Decode layouts no other beats on both throughput per device and speed per user; "
-         "the star is the recommendation.", figure["frontier"], frames["frontier"]),
-        ("Step time by component", "One step of each role, per component, summed over layers; two-batch overlap's "
-         "saving is the negative bar.", figure["breakdown"], None),
-        ("Memory per device", "The busiest device of each role.", figure["memory"], frames["memory"]),
-    ]
+    sections = []
+    if plan.frontier:
+        sections.append(("Pareto frontier", "Decode layouts no other beats on both throughput per device and speed per "
+                         "user; the star is the recommendation.", figure["frontier"], frames["frontier"]))
+    if plan.recommendation is not None:
+        sections += [
+            ("Step time by component", "One step of each role, per component, summed over layers, each on its own "
+             "scale; two-batch overlap's saving is the negative bar.", figure["breakdown"], None),
+            ("Memory per device", "The busiest device of each role.", figure["memory"], frames["memory"]),
+        ]
     if not frames["placement"].empty:
         sections.append(("Expert placement", "Each device's share of routed tokens per MoE layer over the mean device.",
                          figure["placement"], None))
     if simulation is not None:
         for name in simulation.figures:
             sections.append((simulation.figure_titles[name], "", simulation.figure(name), None))
-    sections.append(("Cost per million tokens", "", None, frames["cost"]))
-    sections.append(("Assumptions", "; ".join(plan.assumptions), None, None))
-    files = {"report.html": html_page(d.name, subtitle, sections),
-             "summary.md": _summary_md(d.name, subtitle, headline, frames, plan.assumptions, simulation),
+    if plan.recommendation is not None:
+        sections.append(("Options", "The recommendation (rank 0) and the next-cheapest deployments that meet the SLOs.",
+                         None, frames["recommendation"]))
+        sections.append(("Cost per million tokens", "", None, display.quantities(frames["cost"])))
+    files = {"report.html": html_page(d.name, subtitle, sections, lead=_summary_html(plan)),
+             "summary.md": _summary_md(d.name, subtitle, plan, frames, simulation),
              "plan.json": json_text(plan_to_json(plan))}
     files |= {f"{name}.csv": frame.to_csv(index=False) for name, frame in frames.items()}
     if simulation is not None:
         files |= {f"simulation_{name}.csv": simulation.to_frame(name).to_csv(index=False) for name in simulation.tables}
         files["simulation.json"] = json_text(simulation.to_json())
     return files
+
+
+def decode_utilisation(plan: Plan) -> float | None:
+    """HOOK: the recommendation's use of its decode capacity at the offered traffic (the offered output tokens/s
+    over what its decode instances make at the chosen batch). The Plan does not carry it yet: a change under way
+    adds it to planner.plan, and this reads it from there; until then None, and the summary says so."""
+    return getattr(plan.recommendation, "decode_utilisation", None)
+
+
+def summary_points(plan: Plan) -> list[tuple[str, str]]:
+    """The report's lead as (topic, sentence): the answer, its cost, its utilisation and what was assumed."""
+    r, d = plan.recommendation, plan.deployment
+    slo = d.slo
+    if r is None:
+        return [("Answer", f"{verdict(plan)}: {plan.infeasible}."), ("Asked", question_text(d) + ".")]
+    pools = "; ".join(f"{p.instances} x {p.role} instance{'s' * (p.instances > 1)} of {p.instance_devices} devices "
+                      f"({p.layout.name(d.model.is_moe)}" + (f", batch {p.batch_per_device} per device)" if p.batch_per_device
+                                                              else ")") for p in plan.pools)
+    points = [("Answer", f"serve {d.model_display_name} {r.mode} on {r.devices} x {d.cluster.device.name}: {pools}. "
+                         f"It meets the SLOs at p{slo.percentile:g}: TPOT {r.tpot_s * 1e3:.1f} ms (SLO {slo.tpot_s * 1e3:g} ms), "
+                         f"TTFT {r.ttft_s:.2f} s (SLO {slo.ttft_s:g} s).")]
+    if r.usd_per_million_output is None:
+        points.append(("Cost", f"no price for {d.cluster.device.name}: set prices.{d.cluster.device.name} in the spec."))
+    else:
+        points.append(("Cost", f"${r.usd_per_million_output:,.3f} per million output tokens "
+                               f"(${r.usd_per_million_input:,.3f} per million input tokens; ${r.usd_per_hour:,.2f} per hour "
+                               f"for {r.devices} devices at ${d.price.usd_per_device_hour:,.2f} per device-hour)."))
+    rate = d.workload.requests_per_s
+    used = decode_utilisation(plan)
+    points.append(("Utilisation",
+                   "no traffic volume given: the plan sizes one instance, whatever the load." if rate is None else
+                   f"the share of the decode capacity that {rate:g} requests/s use is not in this plan yet." if used is None else
+                   f"{used:.0%} of the decode capacity at the offered {rate:g} requests/s."))
+    points.append(("Assumed", question_text(d) + "; " + "; ".join(plan.assumptions) + "."))
+    return points
+
+
+def _summary_html(plan: Plan) -> str:
+    kind = "summary" if plan.recommendation is not None else "summary none"
+    lines = "".join(f"<p><strong>{html.escape(topic)}</strong>: {html.escape(sentence)}</p>"
+                    for topic, sentence in summary_points(plan))
+    return f'<section class="{kind}"><h2>Summary</h2>{lines}</section>'
 
 
 def question_text(d) -> str:
@@ -183,13 +244,16 @@ def headline_text(plan: Plan) -> str:
             f"{r.decode.tokens_per_s_per_device:,.0f} output tokens/s per device{cost}")
 
 
-def _summary_md(title, subtitle, headline, frames, assumptions, simulation) -> str:
-    parts = [f"# {title}\n\n{subtitle}\n\n**{headline}**\n"]
-    for name in ("recommendation", "frontier", "cost"):
-        parts.append(f"## {name.capitalize()}\n\n" + markdown_table(frames[name]))
+def _summary_md(title, subtitle, plan, frames, simulation) -> str:
+    parts = [f"# {title}\n\n{subtitle}\n\n" + "".join(f"- **{topic}**: {sentence}\n" for topic, sentence in summary_points(plan))]
+    if plan.recommendation is not None:
+        parts.append("## Options\n\n" + markdown_table(frames["recommendation"]))
+    if plan.frontier:
+        parts.append("## Frontier\n\n" + markdown_table(frames["frontier"]))
+    if plan.recommendation is not None:
+        parts.append("## Cost\n\n" + markdown_table(display.quantities(frames["cost"])))
     if simulation is not None:
         parts.append("## Simulation\n\n" + markdown_table(simulation.to_frame("summary")))
-    parts.append("## Assumptions\n\n" + "".join(f"- {a}\n" for a in assumptions))
     return "\n".join(parts)
 
 
@@ -197,7 +261,7 @@ def sweep_report(sweep, title: str, y: str = "usd_per_million_output_tokens") ->
     """report.html, summary.md and points.csv of a moeplan.study.Sweep."""
     frame = sweep.to_frame()
     subtitle = f"{len(frame)} points varying {', '.join(sweep.varied)}"
-    sections = [(y.replace("_", " "), "", sweep.figure(y=y), None), ("Points", "", None, frame)]
+    sections = [(display.label(y), "", sweep.figure(y=y), None), ("Points", "", None, frame)]
     return {"report.html": html_page(title, subtitle, sections),
             "summary.md": f"# {title}\n\n{subtitle}\n\n" + markdown_table(frame),
             "points.csv": frame.to_csv(index=False)}
