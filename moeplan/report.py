@@ -183,7 +183,7 @@ def summary_points(plan: Plan) -> list[tuple[str, str]]:
     r, d = plan.recommendation, plan.deployment
     slo = d.slo
     if r is None:
-        return [("Answer", f"{verdict(plan)}: {plan.infeasible}."), ("Asked", question_text(d) + ".")]
+        return [("Answer", f"{verdict(plan)}: {plan.infeasible}."), ("Assumed", "; ".join(plan.assumptions) + ".")]
     pools = "; ".join(f"{p.instances} x {p.role} instance{'s' * (p.instances > 1)} of {p.instance_devices} devices "
                       f"({p.layout.name(d.model.is_moe)}" + (f", batch {p.batch_per_device} per device)" if p.batch_per_device
                                                               else ")") for p in plan.pools)
@@ -202,7 +202,7 @@ def summary_points(plan: Plan) -> list[tuple[str, str]]:
                    "no traffic volume given: the plan sizes one instance, whatever the load." if rate is None else
                    f"the share of the decode capacity that {rate:g} requests/s use is not in this plan yet." if used is None else
                    f"{used:.0%} of the decode capacity at the offered {rate:g} requests/s."))
-    points.append(("Assumed", question_text(d) + "; " + "; ".join(plan.assumptions) + "."))
+    points.append(("Assumed", "; ".join(plan.assumptions) + "."))  # what was asked is the line above the summary
     return points
 
 
