@@ -195,6 +195,10 @@ def test_simulation_page_replays_synthetic_and_uploaded_traces():
                   "KV cache occupancy", "Utilisation"):
         assert title in titles
     assert [m.label for m in at.metric][:2] == ["TTFT p99", "TPOT p99"]
+    pools, percentiles = (t.value for t in at.table)
+    assert 0 < float(pools["Utilisation (%)"].iloc[0]) <= 100  # a share of the replay, in %, never over 100
+    tpot = percentiles.set_index("Latency").loc["TPOT (ms)"]
+    assert 1 < float(tpot["p50"]) < float(tpot["SLO"]) == 50  # in ms, as the TPOT input is
     at.radio(key="sim_source").set_value("Trace file")
     at.button[0].click().run()
     assert not at.exception
