@@ -103,7 +103,7 @@ def units_for_device(device: str) -> tuple[str, ...]:
 @lru_cache(maxsize=None)
 def catalog_prices() -> Mapping[str, Price]:
     raw = _read_yaml("prices.yaml")["prices_usd_per_device_hour"]
-    return {d: Price(float(p["value"]), p["source"]) for d, p in raw.items()}
+    return {d: Price(float(p["value"]), p["source"], p["basis"], str(p["date"])) for d, p in raw.items()}
 
 
 @lru_cache(maxsize=None)

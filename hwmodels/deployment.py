@@ -41,6 +41,13 @@ class SLO:
 class Price:
     usd_per_device_hour: float
     source: str
+    basis: str = "spec"  # assumption, list or on-demand (catalogs/prices.yaml); "spec" for a spec's own price
+    date: str = ""  # when it held (YYYY, YYYY-MM or YYYY-MM-DD); "" for a spec's own price
+
+    def describe(self) -> str:
+        """The price and where it comes from, in one phrase."""
+        when = f", {self.date}" if self.date else ""
+        return f"${self.usd_per_device_hour:.2f}/h ({self.basis}{when}: {self.source})"
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ def device_record(name: str) -> dict[str, Any]:
         "attainable": dict(d.attainable),
         "price_usd_per_hour": price.usd_per_device_hour if price else None,
         "price_source": price.source if price else None,
+        "price_basis": price.basis if price else None,
+        "price_date": price.date if price else None,
         "unverified": list(d.unverified_fields()),
         "sources": {k: f.source for k, f in d.provenance.items()},
         "cluster_units": list(catalog.units_for_device(name)),

@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
     s.add_argument("--devices", type=_names, default=[], metavar="A,B,...", help="devices, e.g. h200-sxm,b200-sxm,gb200,ascend-910c")
     s.add_argument("--models", type=_names, default=[], metavar="A,B,...", help="catalog models, e.g. kimi-k2,deepseek-v3")
+    s.add_argument("--keep-devices", action="store_true",
+                   help="plan every device on the spec's device count only (by default a device with too few is "
+                        "sized: planned on as many whole nodes as the workload needs)")
     _study_args(s)
     s.set_defaults(run=_compare)
 
@@ -296,14 +299,16 @@ def _check(args) -> int:
         _print_json(_check_json(report))
     else:
         c = _console()
-        c.print(f"[bold]{d.name}[/bold]: {d.model_display_name} ({d.precision.label()}) on {d.cluster.describe()}, "
+        named = "" if d.name.endswith(d.cluster.describe()) else f"[bold]{d.name}[/bold]: "  # an unnamed spec's name says it all
+        c.print(f"{named}{d.model_display_name} ({d.precision.label()}) on {d.cluster.describe()}, "
                 f"workload {d.workload.input_tokens:,} in + {d.workload.output_tokens:,} out tokens")
         t = Table(title=f"Memory per device by layout (HBM x {d.serving.hbm_utilization:g} usable = {units.format_bytes(d.cluster.device.hbm_bytes * d.serving.hbm_utilization)})")
         for col in ("layout", "weights/device", "workspace", "KV room/device", "KV/sequence", "sequences", "fits"):
             t.add_column(col, justify="left" if col == "layout" else "right")
         for m in rows:
             t.add_row(m.layout_name, units.format_bytes(m.weight_bytes), units.format_bytes(m.workspace_bytes),
-                      units.format_bytes(m.kv_capacity_bytes) if m.kv_capacity_bytes > 0 else f"-{units.format_bytes(-m.kv_capacity_bytes)}",
+                      units.format_bytes(m.kv_capacity_bytes) if m.kv_capacity_bytes > 0 else
+                      f"none: {units.format_bytes(-m.kv_capacity_bytes)} short",
                       units.format_bytes(m.kv_bytes_per_sequence), f"{m.concurrent_sequences:,}", "yes" if m.fits else "no")
         c.print(t)
         if len(report.layouts) > len(rows):
@@ -311,7 +316,8 @@ def _check(args) -> int:
         unverified = d.cluster.device.unverified_fields()
         if unverified:
             c.print(f"[yellow]unverified figures for {d.cluster.device.name} (third-party summaries): {', '.join(unverified)}[/yellow]")
-        print(report.headline())
+        if report.fits:  # otherwise the error line below is the verdict, said once
+            print(report.headline())
     if not report.fits:
         print(f"error: cluster: {report.headline()}; fix: {report.fix()}", file=sys.stderr)
         return EXIT_NO
@@ -385,14 +391,23 @@ def _run_study(args, run, title: str, y: str = "usd_per_million_output_tokens") 
         _print_json(json.loads(frame.to_json(orient="records")))
         return 0
     t = Table(title=title)
-    shown = [c for c in list(result.varied) + ["feasible", "devices", "decode_layout", "tpot_s", "ttft_s",
-                                                 "usd_per_million_output_tokens", "reason"] if c in frame.columns]
+    shown = [c for c in list(result.varied) + ["feasible", "devices", "decode_layout", "tpot_s", "ttft_s", "utilization",
+                                                 "usd_per_million_output_tokens", "usd_per_device_hour", "sized", "reason"]
+             if c in frame.columns and frame[c].notna().any()]
     for col in shown:
         t.add_column(col, justify="left" if frame[col].dtype == object else "right")
+    notes: dict[str, int] = {}  # a reason is a sentence: below the table, numbered, once per distinct reason
     for _, row in frame.iterrows():
-        t.add_row(*(_cell(row[c]) for c in shown))
+        cells = [_cell(row[c]) for c in shown]
+        if "reason" in shown and cells[-1]:
+            cells[-1] = f"note {notes.setdefault(cells[-1], len(notes) + 1)}"
+        t.add_row(*cells)
     c = _console()
     c.print(t)
+    for note, i in notes.items():
+        c.print(f"note {i}: {note}")
+    for warning in result.warnings:
+        c.print(f"[yellow]warning[/yellow]: {warning}")
     if out_dir is not None:
         c.print(f"wrote {out_dir / 'report.html'}, summary.md, points.csv")
     return 0
@@ -408,7 +423,8 @@ def _compare(args) -> int:
     what = ", ".join(args.devices + args.models)
     return _run_study(args, lambda progress: api.compare(args.spec, args.devices, args.models, engine=args.engine,
                                                          processes=args.processes, progress=progress,
-                                                         address=args.address), f"compare {what}")
+                                                         address=args.address, size=not args.keep_devices),
+                      f"compare {what}")
 
 
 def _sweep(args) -> int:
@@ -433,10 +449,13 @@ def _print_plan(result, out_dir) -> None:
         c.print(f"  {'decode' if r.prefill else 'instances'}: {r.decode_instances} x [{r.decode.describe(is_moe)}]")
         c.print(f"  TPOT {r.tpot_s * 1e3:.1f} ms, TTFT {r.ttft_s:.2f} s; {r.decode.tokens_per_s_per_device:,.0f} output tokens/s "
                 f"per device, {r.decode.tokens_per_s_per_user:,.1f} tokens/s per user")
+        c.print(f"  load: {report.utilization_text(r)}")
         if r.usd_per_hour is not None:
             c.print(f"  cost: ${r.usd_per_hour:,.2f}/hour; ${r.usd_per_million_input:,.3f} per million input tokens, "
                     f"${r.usd_per_million_output:,.3f} per million output tokens ({d.cluster.device.name} at "
-                    f"${d.price.usd_per_device_hour:.2f}/h: {d.price.source})")
+                    f"{d.price.describe()})")
+            c.print(f"  at capacity: ${r.usd_per_million_input_at_capacity:,.3f} per million input tokens, "
+                    f"${r.usd_per_million_output_at_capacity:,.3f} per million output tokens")
         step = r.decode.perf.steps[0]
         parts = ", ".join(f"{k.replace('_', ' ')} {v * 1e3:.1f}" for k, v in step.breakdown_s.items() if v > 0)
         c.print(f"  decode step {step.time_s * 1e3:.1f} ms: {parts} ms (overlap hides {step.overlap_hidden_s * 1e3:.1f} ms)")

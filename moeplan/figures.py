@@ -27,9 +27,33 @@ def frontier_figure(result: Plan) -> go.Figure:
                         marker=dict(symbol="star", size=16, color="crimson"), name=f"recommended ({r.mode})")
     d = result.deployment
     fig.add_vline(x=1.0 / d.slo.tpot_s, line_dash="dot", annotation_text=f"TPOT SLO {d.slo.tpot_s * 1e3:g} ms")
+    note = recommendation_note(result)
+    if note:
+        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.28, showarrow=False, align="left",
+                           xanchor="left", font=dict(size=11))
+        fig.update_layout(margin=dict(b=110))
     fig.update_layout(title="Decode layouts: throughput per device vs speed per user",
                       xaxis_title="output tokens/s per user", yaxis_title="output tokens/s per device", **_LAYOUT)
     return fig
+
+
+def recommendation_note(result: Plan) -> str:
+    """Why the recommended point is not on the frontier's curve, where it is not ("" where it is)."""
+    r = result.recommendation
+    if r is None:
+        return ""
+    c = r.decode
+    if r.prefill is None:
+        return (f"The star is below the curve because an aggregated instance also prefills ({c.perf.prefill_share:.0%} of "
+                "its time):<br>its output tokens/s per device count that time; the curve is decode-only layouts.")
+    above = [f for f in result.frontier if f.tokens_per_s_per_user >= c.tokens_per_s_per_user
+             and f.tokens_per_s_per_device > 1.05 * c.tokens_per_s_per_device]
+    if not above:
+        return ""
+    bigger = min(above, key=lambda f: f.instance_devices)
+    return (f"The star is below the curve because the curve's layouts at this speed need instances of "
+            f"{bigger.instance_devices}+ devices;<br>the offered {r.requests_per_s:,.3g} requests/s fill {r.utilization:.0%} "
+            f"of the cheapest deployment, {r.devices} devices, and more throughput per device would not lower its bill.")
 
 
 def step_name(role: str, step: str) -> str:
@@ -82,6 +106,19 @@ def placement_figure(result: Plan, role: str | None = None) -> go.Figure:
     return fig
 
 
+def _mark_missing(fig: go.Figure, frame: pd.DataFrame, x: str, y: str) -> None:
+    """A point without a value (no price, infeasible) stays on the axis, labelled, rather than silently absent."""
+    missing = frame[frame[y].isna()]
+    if missing.empty:
+        return
+    why = ["no price" if y.startswith("usd") and row.get("feasible", True) else "infeasible"
+           for row in missing.to_dict("records")]
+    floor = frame[y].min() if frame[y].notna().any() else 0.0
+    fig.add_trace(go.Scatter(x=missing[x], y=[floor] * len(missing), text=why, mode="text", textposition="top center",
+                             name="no value", hovertext=[str(r.get("reason") or r.get("price_source") or w)
+                                                         for r, w in zip(missing.to_dict("records"), why)]))
+
+
 def comparison_figure(frame: pd.DataFrame, x: str, y: str = "usd_per_million_output_tokens", color: str | None = None,
                       title: str = "", series: tuple[str, ...] = ()) -> go.Figure:
     """A metric of a sweep or comparison against one varied field: one mark per point, never summed. The points
@@ -97,6 +134,7 @@ def comparison_figure(frame: pd.DataFrame, x: str, y: str = "usd_per_million_out
     fig = (px.line if numeric_x else px.scatter)(f, x=x, y=y, color=color or "series", title=title, hover_data=by, **shape)
     if not numeric_x:
         fig.update_traces(marker=dict(size=10))
+        _mark_missing(fig, frame.assign(**{y: pd.to_numeric(frame[y], errors="coerce") * display.column(y).scale}), x, y)
     fig.update_layout(yaxis_title=display.label(y), xaxis_title=display.label(x) if x in display.COLUMNS else x,
                       showlegend=bool(by), **_LAYOUT)
     return fig

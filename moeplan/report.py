@@ -239,9 +239,16 @@ def headline_text(plan: Plan) -> str:
     if r is None:
         return f"{verdict(plan)}: {plan.infeasible}"
     cost = "" if r.usd_per_million_output is None else \
-        f"; ${r.usd_per_million_output:,.3f} per million output tokens, ${r.usd_per_million_input:,.3f} per million input tokens"
+        (f"; ${r.usd_per_million_output:,.3f} per million output tokens, ${r.usd_per_million_input:,.3f} per million input "
+         f"tokens (${r.usd_per_million_output_at_capacity:,.3f} and ${r.usd_per_million_input_at_capacity:,.3f} at capacity)")
     return (f"{r.mode}, {r.devices} x {d.cluster.device.name}: TPOT {r.tpot_s * 1e3:.1f} ms, TTFT {r.ttft_s:.2f} s, "
-            f"{r.decode.tokens_per_s_per_device:,.0f} output tokens/s per device{cost}")
+            f"{r.decode.tokens_per_s_per_device:,.0f} output tokens/s per device; {utilization_text(r)}{cost}")
+
+
+def utilization_text(r) -> str:
+    """Why a cost can look high: how much of the deployment the offered traffic uses."""
+    return (f"{r.requests_per_s:,.3g} requests/s use {r.utilization:.0%} of its capacity "
+            f"({r.capacity_requests_per_s:,.3g} requests/s)")
 
 
 def _summary_md(title, subtitle, plan, frames, simulation) -> str:
@@ -261,7 +268,9 @@ def sweep_report(sweep, title: str, y: str = "usd_per_million_output_tokens") ->
     """report.html, summary.md and points.csv of a moeplan.study.Sweep."""
     frame = sweep.to_frame()
     subtitle = f"{len(frame)} points varying {', '.join(sweep.varied)}"
-    sections = [(display.label(y), "", sweep.figure(y=y), None), ("Points", "", None, frame)]
+    warnings = " ".join(f"Warning: {w}." for w in sweep.warnings)
+    sections = [(display.label(y), warnings, sweep.figure(y=y), None), ("Points", "", None, frame)]
     return {"report.html": html_page(title, subtitle, sections),
-            "summary.md": f"# {title}\n\n{subtitle}\n\n" + markdown_table(frame),
+            "summary.md": f"# {title}\n\n{subtitle}\n\n" + "".join(f"> **Warning**: {w}\n\n" for w in sweep.warnings)
+                          + markdown_table(frame),
             "points.csv": frame.to_csv(index=False)}

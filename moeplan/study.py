@@ -70,6 +70,7 @@ class Sweep:
 
     varied: tuple[str, ...]
     rows: tuple[dict[str, Any], ...]
+    warnings: tuple[str, ...] = ()  # what to keep in mind reading the rows side by side (e.g. mixed price sources)
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(list(self.rows))
@@ -134,15 +135,20 @@ def evaluate_point(raw: dict, base_dir: Path | None) -> dict[str, Any]:
         result = _search(d)
     except InputError as e:
         return {"feasible": False, "reason": str(e)}
-    r = result.recommendation
+    r, price = result.recommendation, d.price
     row: dict[str, Any] = {"feasible": r is not None, "reason": result.infeasible or None,
-                           "device": d.cluster.device.name, "cluster_devices": d.cluster.num_devices}
+                           "infeasible_field": result.infeasible_field or None,
+                           "device": d.cluster.device.name, "cluster_devices": d.cluster.num_devices,
+                           "usd_per_device_hour": price.usd_per_device_hour if price else None,
+                           "price_basis": price.basis if price else None, "price_date": price.date if price else None,
+                           "price_source": price.source if price else f"no price: set prices.{d.cluster.device.name}"}
     if r is not None:
         row |= {"mode": r.mode, "devices": r.devices, "decode_layout": r.decode.layout.name(d.model.is_moe),
                 "batch_per_device": r.decode.work_per_device, "ttft_s": r.ttft_s, "tpot_s": r.tpot_s,
                 "output_tokens_per_s_per_device": r.decode.tokens_per_s_per_device, "usd_per_hour": r.usd_per_hour,
                 "usd_per_million_input_tokens": r.usd_per_million_input,
-                "usd_per_million_output_tokens": r.usd_per_million_output}
+                "usd_per_million_output_tokens": r.usd_per_million_output, "utilization": r.utilization,
+                "usd_per_million_output_tokens_at_capacity": r.usd_per_million_output_at_capacity}
     return row
 
 
@@ -150,6 +156,27 @@ def _plan_point(spec: tuple[dict, Path | None], point: dict[str, Any]) -> dict[s
     """A task's work for one point: the spec travels once per sweep (engines), the point with its task."""
     raw, base_dir = spec
     return evaluate_point(apply(raw, point), base_dir)
+
+
+# the reasons a bigger cluster of the same device answers (weights that do not fit, traffic beyond the devices)
+TOO_FEW_DEVICES = frozenset({"cluster", "cluster.units", "workload.requests_per_s"})
+SIZING_MAX_DEVICES = 1024
+
+
+def _sized_point(spec: tuple[dict, Path | None], point: dict[str, Any]) -> dict[str, Any]:
+    """A point planned on the spec's device count or, where that is too few, on the fewest whole nodes (doubling
+    up to SIZING_MAX_DEVICES) of its device that carry the workload: how many of each device the question needs."""
+    raw, base_dir = spec
+    raw = apply(raw, point)
+    row = evaluate_point(raw, base_dir)
+    asked = row.get("cluster_devices")
+    while not row["feasible"] and row.get("infeasible_field") in TOO_FEW_DEVICES \
+            and 2 * row["cluster_devices"] <= SIZING_MAX_DEVICES:
+        raw["cluster"] = {"unit": raw["cluster"]["unit"], "devices": 2 * row["cluster_devices"]}
+        row = evaluate_point(raw, base_dir)
+    grown = asked is not None and row.get("cluster_devices", asked) > asked
+    return row | {"spec_devices": asked,
+                  "sized": f"grown from {asked} devices" if grown else None}
 
 
 def points(vary: Mapping[str, Sequence]) -> list[dict[str, Any]]:
@@ -165,7 +192,7 @@ def points(vary: Mapping[str, Sequence]) -> list[dict[str, Any]]:
 
 def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engine: str = "local",
           processes: int | None = None, progress: Callable[[int, int], None] | None = None,
-          address: str | None = None) -> Sweep:
+          address: str | None = None, task: Callable[..., dict[str, Any]] = _plan_point) -> Sweep:
     """Plan the spec at every combination of the varied fields; one row per point, in order.
 
     engine: "local" (worker processes) or "ray" (moeplan.engines; the same rows either way).
@@ -180,16 +207,34 @@ def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engin
         for value in values:
             apply(raw, {name: value})
     parse_spec(apply(raw, grid[0]), "sweep point 1")  # so does a misspelt field
-    results = engines.run_tasks(_plan_point, (raw, base_dir), grid, engine, address=address, processes=processes,
+    results = engines.run_tasks(task, (raw, base_dir), grid, engine, address=address, processes=processes,
                                 progress=progress)
     rows = [{"feasible": False, "reason": f"failed: {r.error}"} if isinstance(r, engines.Failed) else r for r in results]
-    return Sweep(tuple(grid[0]), tuple(p | r for p, r in zip(grid, rows)))
+    rows = tuple(p | r for p, r in zip(grid, rows))
+    return Sweep(tuple(grid[0]), rows, price_warnings(rows))
+
+
+def price_warnings(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """Where a cost comparison compares price sources: prices of different kinds or dates, and devices without one."""
+    priced = {r["device"]: (r["usd_per_device_hour"], r["price_basis"], r["price_date"]) for r in rows
+              if r.get("usd_per_device_hour") is not None}
+    unpriced = sorted({r["device"] for r in rows if "device" in r and r.get("usd_per_device_hour") is None})
+    out = []
+    if len({(basis, date) for _, basis, date in priced.values()}) > 1:
+        listed = "; ".join(f"{dev} ${usd:.2f}/h ({basis}, {date or 'undated'})" for dev, (usd, basis, date) in priced.items())
+        out.append(f"prices come from different sources or dates ({listed}): part of each cost difference is the price "
+                   "source; set prices.<device> in the spec to compare at prices of your own")
+    if unpriced:
+        out.append(f"no price for {', '.join(unpriced)}: their cost is missing, not zero; set prices.<device> in the spec")
+    return tuple(out)
 
 
 def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), models: Sequence[str] = (),
             engine: str = "local", processes: int | None = None,
-            progress: Callable[[int, int], None] | None = None, address: str | None = None) -> Sweep:
-    """The same workload and SLOs across devices (each at the spec's device count, whole nodes) and/or models."""
+            progress: Callable[[int, int], None] | None = None, address: str | None = None,
+            size: bool = True) -> Sweep:
+    """The same workload and SLOs across devices and/or models, each on the spec's device count in whole nodes of
+    its own unit or, with `size`, on as many as it needs where those are too few (the `sized` column says so)."""
     vary: dict[str, Sequence] = {}
     if devices:
         vary["device"] = list(devices)
@@ -197,4 +242,4 @@ def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), mode
         vary["model"] = list(models)
     if not vary:
         raise InputError("--devices", "nothing to compare", "give devices (e.g. h200-sxm,b200-sxm) or models")
-    return sweep(spec, vary, engine, processes, progress, address)
+    return sweep(spec, vary, engine, processes, progress, address, _sized_point if size else _plan_point)

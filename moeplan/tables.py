@@ -30,6 +30,8 @@ def recommendation_frame(result: Plan) -> pd.DataFrame:
             "output_tokens_per_s_per_device": r.decode.tokens_per_s_per_device,
             "usd_per_hour": r.usd_per_hour, "usd_per_million_input_tokens": r.usd_per_million_input,
             "usd_per_million_output_tokens": r.usd_per_million_output,
+            "requests_per_s": r.requests_per_s, "utilization": r.utilization,
+            "usd_per_million_output_tokens_at_capacity": r.usd_per_million_output_at_capacity,
         })
     return pd.DataFrame(rows)
 
@@ -92,7 +94,8 @@ def cost_frame(result: Plan) -> pd.DataFrame:
     w = d.workload
     rows = [
         ("device", d.cluster.device.name, "spec"),
-        ("usd_per_device_hour", d.price.usd_per_device_hour if d.price else None, d.price.source if d.price else "no price"),
+        ("usd_per_device_hour", d.price.usd_per_device_hour if d.price else None,
+         d.price.describe() if d.price else "no price: set prices.<device> in the spec"),
         ("devices", r.devices, "planner"),
         ("usd_per_hour", r.usd_per_hour, "devices x price"),
         ("requests_per_s", w.requests_per_s, w.source or "spec"),
@@ -101,6 +104,10 @@ def cost_frame(result: Plan) -> pd.DataFrame:
         ("output_tokens_per_s_per_device", r.decode.tokens_per_s_per_device, "step model"),
         ("usd_per_million_input_tokens", r.usd_per_million_input, "prefill devices' share of the bill / input tokens"),
         ("usd_per_million_output_tokens", r.usd_per_million_output, "decode devices' share of the bill / output tokens"),
+        ("utilization", r.utilization, "offered traffic / the traffic that fills the busiest pool at its operating point"),
+        ("capacity_requests_per_s", r.capacity_requests_per_s, "requests_per_s / utilization"),
+        ("usd_per_million_input_tokens_at_capacity", r.usd_per_million_input_at_capacity, "the same bill, full"),
+        ("usd_per_million_output_tokens_at_capacity", r.usd_per_million_output_at_capacity, "the same bill, full"),
     ]
     return pd.DataFrame([{"quantity": q, "value": v, "source": s} for q, v, s in rows])
 

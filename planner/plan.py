@@ -109,11 +109,34 @@ class Recommendation:
     usd_per_million_input: float | None
     usd_per_million_output: float | None
     requests_per_s: float  # the traffic it is sized for (the workload's, or what one instance serves)
+    # the share of each pool's throughput at its planned operating point that `requests_per_s` uses (aggregated:
+    # the instances', in decode_utilization); <= 1 by construction: pools are sized up to carry the traffic
+    decode_utilization: float
+    prefill_utilization: float | None
 
     @property
     def devices(self) -> int:
         return self.decode.instance_devices * self.decode_instances + (
             self.prefill.instance_devices * self.prefill_instances if self.prefill else 0)
+
+    @property
+    def utilization(self) -> float:
+        """The busiest pool's: the offered traffic over the traffic at which the deployment is full."""
+        return max(self.decode_utilization, self.prefill_utilization or 0.0)
+
+    @property
+    def capacity_requests_per_s(self) -> float:
+        """The traffic at which the busiest pool runs at its planned operating point all the time."""
+        return self.requests_per_s / self.utilization
+
+    @property
+    def usd_per_million_output_at_capacity(self) -> float | None:
+        """The same bill over the tokens of a full deployment: what a million tokens cost when the traffic fills it."""
+        return None if self.usd_per_million_output is None else self.usd_per_million_output * self.utilization
+
+    @property
+    def usd_per_million_input_at_capacity(self) -> float | None:
+        return None if self.usd_per_million_input is None else self.usd_per_million_input * self.utilization
 
     def summarised(self) -> Recommendation:
         return replace(self, decode=self.decode.summarised(),
@@ -124,12 +147,14 @@ class Recommendation:
         pools = [(self.prefill_instances, self.prefill)] if self.prefill else []
         lines = [f"Recommendation({self.mode}, {self.devices} devices)"]
         lines += [f"  {n} x {c!r}" for n, c in [*pools, (self.decode_instances, self.decode)]]
-        lines.append(f"  TTFT {self.ttft_s:,.3f} s, TPOT {self.tpot_s * 1e3:,.1f} ms, sized for {self.requests_per_s:,.3g} requests/s")
+        lines.append(f"  TTFT {self.ttft_s:,.3f} s, TPOT {self.tpot_s * 1e3:,.1f} ms at {self.requests_per_s:,.3g} requests/s: "
+                     f"{self.utilization:.0%} of its capacity ({self.capacity_requests_per_s:,.3g} requests/s)")
         if self.usd_per_hour is None:
             lines.append("  cost: no price for this device (prices.usd_per_device_hour sets one)")
         else:
             lines.append(f"  ${self.usd_per_hour:,.2f}/h: ${_usd(self.usd_per_million_input)} per million input tokens, "
-                         f"${_usd(self.usd_per_million_output)} per million output tokens")
+                         f"${_usd(self.usd_per_million_output)} per million output tokens; at capacity "
+                         f"${_usd(self.usd_per_million_input_at_capacity)} and ${_usd(self.usd_per_million_output_at_capacity)}")
         return "\n".join(lines)
 
 
@@ -231,3 +256,14 @@ class Plan:
 
 def _usd(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.2f}"
+
+
+def pool_utilization(decode: Candidate, decode_instances: int, prefill: Candidate | None, prefill_instances: int,
+                     requests_per_s: float, input_tokens: int, output_tokens: int) -> tuple[float, float | None]:
+    """(decode, prefill) utilisation: the tokens/s the traffic asks of each pool over what the pool does at its
+    planned operating point (an aggregated instance's output tokens/s already counts its prefill time)."""
+    decode_util = requests_per_s * output_tokens / (decode.tokens_per_s_per_device * decode.instance_devices * decode_instances)
+    if prefill is None:
+        return decode_util, None
+    return decode_util, requests_per_s * input_tokens / (prefill.tokens_per_s_per_device * prefill.instance_devices
+                                                         * prefill_instances)

@@ -5,7 +5,9 @@ A plan is written for a Deployment (the spec) and read back against one: the mod
 names must be the spec's. Every field is checked as it is read; a malformed or mismatched document is one
 InputError naming the field and the fix, never a traceback. Schema version 2 added, per candidate, its steps
 (`steps`), its `prefill_share` and its whole memory, and for the recommendation's pools their per-device expert
-loads (`expert_load_shares`): everything the Plan holds, so a plan read back is the plan that was written.
+loads (`expert_load_shares`): everything the Plan holds, so a plan read back is the plan that was written. A
+recommendation states its pools' utilisation at the offered traffic, the traffic at which it is full and its cost
+per million tokens there (`utilization`, `capacity_requests_per_s`, `usd_per_million_*_tokens_at_capacity`).
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "assumptions": list(plan.assumptions),
         "provenance": {
             "device_figures": {k: f.source + (" (unverified)" if f.unverified else "") for k, f in device.provenance.items()},
-            "price": None if d.price is None else {"usd_per_device_hour": d.price.usd_per_device_hour, "source": d.price.source},
+            "price": None if d.price is None else {"usd_per_device_hour": d.price.usd_per_device_hour, "source": d.price.source,
+                                                   "basis": d.price.basis, "date": d.price.date},
             "model_config": catalog.model_entry(d.model.name)["source"] if d.model.name in catalog.model_names() else d.model.name,
         },
     }
@@ -82,6 +85,12 @@ def _recommendation(r: Recommendation, is_moe: bool) -> dict[str, Any]:
         "usd_per_million_input_tokens": r.usd_per_million_input,
         "usd_per_million_output_tokens": r.usd_per_million_output,
         "requests_per_s": r.requests_per_s,
+        "utilization": r.utilization,
+        "decode_utilization": r.decode_utilization,
+        "prefill_utilization": r.prefill_utilization,
+        "capacity_requests_per_s": r.capacity_requests_per_s,
+        "usd_per_million_input_tokens_at_capacity": r.usd_per_million_input_at_capacity,
+        "usd_per_million_output_tokens_at_capacity": r.usd_per_million_output_at_capacity,
     }
 
 
@@ -197,7 +206,9 @@ def _read_recommendation(r: _Reader, key: str, d: Deployment, full: bool) -> Rec
                          r.int(f"{key}.prefill.instances") if prefill else 0, r.number(f"{key}.ttft_s"),
                          r.number(f"{key}.tpot_s"), r.number(f"{key}.usd_per_hour", nullable=True),
                          r.number(f"{key}.usd_per_million_input_tokens", nullable=True),
-                         r.number(f"{key}.usd_per_million_output_tokens", nullable=True), r.number(f"{key}.requests_per_s"))
+                         r.number(f"{key}.usd_per_million_output_tokens", nullable=True), r.number(f"{key}.requests_per_s"),
+                         r.fraction(f"{key}.decode_utilization"),
+                         r.fraction(f"{key}.prefill_utilization") if prefill else None)
     if r.int(f"{key}.devices") != rec.devices:
         raise InputError(f"{r.source}: {key}.devices", f"is not the pools' {rec.devices} devices", _REPLAN)
     return rec
@@ -338,6 +349,12 @@ class _Reader:
                 or (positive and not value > 0) or (not signed and not positive and value < 0):
             self._fail(key, f"is {value!r}, not a {'positive' if positive else 'finite'} number")
         return float(value)
+
+    def fraction(self, key: str) -> float:
+        value = self.number(key, positive=True)
+        if value > 1.0:
+            self._fail(key, f"is {value!r}, above 1 (a pool is never planned past its capacity)")
+        return value
 
     def numbers(self, key: str) -> dict[str, float]:
         value = self.at(key)

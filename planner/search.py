@@ -31,7 +31,7 @@ from hwmodels.serving import (aggregated_performance, decode_performance, larges
                               prefill_performance, usd_per_million_tokens)
 from hwmodels.step import StepContext
 from planner.expert_loads import ExpertLoads
-from planner.plan import Candidate, Mode, Plan, Recommendation
+from planner.plan import Candidate, Mode, Plan, Recommendation, pool_utilization
 
 DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 PREFILL_TOKENS_PER_DEVICE = (1024, 2048, 4096, 8192, 16384)
@@ -255,7 +255,8 @@ def _recommend(d, mode, dc, n_decode, pc, n_prefill, ttft, tpot, req_rate, price
         share_out = 1.0 - dc.perf.prefill_share
         usd_out = usd_per_million_tokens(price * devices_decode * share_out, req_rate * w.output_tokens)
         usd_in = usd_per_million_tokens(price * devices_decode * (1 - share_out), req_rate * w.input_tokens)
-    return Recommendation(mode, dc, n_decode, pc, n_prefill, ttft, tpot, per_hour, usd_in, usd_out, req_rate)
+    utilization = pool_utilization(dc, n_decode, pc, n_prefill, req_rate, w.input_tokens, w.output_tokens)
+    return Recommendation(mode, dc, n_decode, pc, n_prefill, ttft, tpot, per_hour, usd_in, usd_out, req_rate, *utilization)
 
 
 def _cost_per_request(r: Recommendation) -> float:

@@ -49,6 +49,8 @@ def test_prices_have_sources():
     prices = catalog.catalog_prices()
     assert prices["h200-sxm"].usd_per_device_hour == 2.3
     assert all(p.source for p in prices.values())
+    # what kind of figure and when: comparisons warn when these differ (moeplan.study.price_warnings)
+    assert all(p.basis in ("assumption", "list", "on-demand") and p.date[:2] == "20" for p in prices.values())
 
 
 def test_devices_match_published_hardware_file(shared_data):

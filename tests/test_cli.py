@@ -55,6 +55,8 @@ def test_check_that_does_not_fit_exits_1_with_one_error_line(tmp_path):
     errors = [line for line in r.stderr.splitlines() if line]
     assert len(errors) == 1 and errors[0].startswith("error: cluster: Kimi K2 Instruct fp8 needs 1.03 TB")
     assert "fix: use at least 16 x h100-sxm" in errors[0]
+    assert "needs 1.03 TB" not in r.stdout  # the verdict once, on the error line
+    assert "none: 53.8 GB short" in r.stdout and " -53" not in r.stdout  # no negative room
 
 
 @pytest.mark.parametrize(

@@ -142,3 +142,13 @@ def test_replay_shards_on_ray_are_the_local_ones(ray_cluster):
     local = sharding.simulate_sharded(p, trace, by="window", shards=3, tasks=tasks("local"))
     on_ray = sharding.simulate_sharded(p, trace, by="window", shards=3, tasks=tasks("ray"))
     assert on_ray.note == local.note and np.array_equal(on_ray.result.e2e_s, local.result.e2e_s, equal_nan=True)
+
+
+def test_the_shipped_sweep_example_gives_the_same_rows_locally_and_on_ray(ray_cluster):
+    """catalogs/examples/kimi-k2-sweep.yaml is the README's sweep: `moeplan sweep` of it, in worker processes and on Ray."""
+    from moeplan.sweep_file import load_sweep
+    sweep = load_sweep(moeplan.example_path("kimi-k2-sweep.yaml"))
+    local = moeplan.sweep(sweep.spec, sweep.vary, processes=2)
+    on_ray = moeplan.sweep(sweep.spec, sweep.vary, engine="ray")
+    assert len(local.rows) == 8 and local.rows == on_ray.rows and local.warnings == on_ray.warnings
+    assert any(r["feasible"] for r in local.rows)

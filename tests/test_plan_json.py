@@ -127,6 +127,7 @@ def _broken(doc, path, value):
     ("recommendation.decode.memory_per_device.weight_bytes", "big", "recommendation.decode.memory_per_device.weight_bytes"),
     ("frontier.0.tokens_per_s_per_user", -1.0, "frontier.0.tokens_per_s_per_user"),
     ("recommendation.mode", "mixed", "recommendation.mode"),
+    ("recommendation.decode_utilization", 1.3, "recommendation.decode_utilization"),
     ("recommendation.decode.layout.attention_tp", "two", "recommendation.decode.layout.attention_tp"),
     ("recommendation.decode.layout.expert_parallel", 3, "recommendation.decode.layout.expert_parallel"),
     ("recommendation.decode.batch_per_device", KeyError, "recommendation.decode.batch_per_device"),

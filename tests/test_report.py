@@ -106,6 +106,9 @@ def test_cli_compare_and_sweep_write_reports(tmp_path):
     r = run("compare", str(small), "--devices", "h100-sxm,h200-sxm", "-o", str(tmp_path / "cmp"), "--processes", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "h200-sxm" in r.stdout and (tmp_path / "cmp" / "report.html").exists()
+    # prices of different kinds and dates: said below the table and in the report
+    assert "warning: prices come from different sources" in r.stdout
+    assert "prices come from different sources" in (tmp_path / "cmp" / "summary.md").read_text()
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(f"spec: {small}\nvary:\n  slo.tpot_s: [0.03, 0.1]\ny: tpot_s\ntitle: tpot sweep\n")
     r = run("sweep", str(sweep), "--json", "--processes", "1", cwd=tmp_path)

@@ -32,6 +32,35 @@ def test_recommendation_meets_the_slos_and_carries_the_traffic(kimi_16, kimi_16_
     assert r.usd_per_hour == pytest.approx(2.3 * r.devices)
 
 
+@pytest.mark.parametrize("example", ["kimi-k2-h200.yaml", "kimi-k2-h200-128.yaml"])
+def test_utilisation_and_cost_at_capacity_follow_from_the_pools(example):
+    """A recommendation says how much of itself the traffic uses: at 1.1 requests/s the default example's
+    cost per token is that of a deployment about half busy, and a full one costs proportionally less."""
+    d = api.deployment(example_path(example))
+    r = plan(d).recommendation
+    w = d.workload
+    decode_capacity = r.decode.tokens_per_s_per_device * r.decode.instance_devices * r.decode_instances
+    assert r.decode_utilization == pytest.approx(w.requests_per_s * w.output_tokens / decode_capacity)
+    if r.prefill is not None:
+        prefill_capacity = r.prefill.tokens_per_s_per_device * r.prefill.instance_devices * r.prefill_instances
+        assert r.prefill_utilization == pytest.approx(w.requests_per_s * w.input_tokens / prefill_capacity)
+        assert r.prefill_utilization <= search.SLO_UTILISATION_CAP  # the TTFT percentile's headroom
+    assert 0 < r.utilization <= 1 and r.utilization == max(r.decode_utilization, r.prefill_utilization or 0)
+    assert r.capacity_requests_per_s * r.utilization == pytest.approx(w.requests_per_s)
+    # the bill does not change with the traffic, so a full deployment spreads it over 1 / utilisation more tokens
+    assert r.usd_per_million_output_at_capacity == pytest.approx(r.usd_per_million_output * r.utilization)
+    assert r.usd_per_million_input_at_capacity == pytest.approx(r.usd_per_million_input * r.utilization)
+
+
+def test_without_a_traffic_volume_the_instance_runs_as_busy_as_its_slos_allow():
+    d = api.deployment(example_path("kimi-k2-h200-128.yaml"))
+    r = plan(replace(d, workload=replace(d.workload, requests_per_s=None))).recommendation
+    if r.prefill is None:  # aggregated: TTFT's wait for a free slot caps the load below full
+        assert 0 < r.utilization < 1 and r.ttft_s <= d.slo.ttft_s
+    else:  # one decode instance, full; its prefill pool at the load its TTFT budget allows
+        assert r.decode_utilization == pytest.approx(1.0) and r.prefill_utilization <= search.SLO_UTILISATION_CAP
+
+
 def test_frontier_is_not_dominated(kimi_16_plan):
     f = kimi_16_plan.frontier
     assert f

@@ -1,5 +1,6 @@
 """The notebook API's what-if surface: Plan tables and figures, sweeps and comparisons."""
 
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import yaml
@@ -7,6 +8,7 @@ import yaml
 import moeplan
 from hwmodels.errors import InputError
 from moeplan import example_path
+from moeplan import study
 from moeplan.study import Sweep, apply, points
 from planner.plan_json import plan_to_json
 
@@ -120,3 +122,45 @@ def test_a_plan_and_a_fit_report_print_in_at_most_20_lines(example):
         assert f"${view.recommendation.usd_per_million_output:,.2f} per million output" in repr(view)
     else:
         assert "no deployment" in repr(view) and "fix: use at least" in repr(report)
+
+
+def test_compare_sizes_each_device_for_the_workload():
+    """16 H100 cannot hold Kimi K2 at these SLOs and traffic: compare says how many can, not only 'grow the cluster'."""
+    sized = moeplan.compare(example_path(), devices=["h100-sxm", "h200-sxm"], processes=1).to_frame().set_index("device")
+    kept = moeplan.compare(example_path(), devices=["h100-sxm"], processes=1, size=False).to_frame().set_index("device")
+    assert not kept.loc["h100-sxm", "feasible"] and kept.loc["h100-sxm", "infeasible_field"] in study.TOO_FEW_DEVICES
+    h100 = sized.loc["h100-sxm"]
+    assert h100["feasible"] and h100["devices"] > 16 and h100["sized"] == "grown from 16 devices"
+    assert h100["tpot_s"] <= 0.050 and h100["ttft_s"] <= 2.0
+    # the same question planned on exactly the grown cluster recommends the same deployment
+    raw = apply(yaml.safe_load(example_path().read_text()), {"device": "h100-sxm"})
+    raw["cluster"]["devices"] = int(h100["cluster_devices"])
+    assert moeplan.plan(raw).recommendation.devices == h100["devices"]
+    assert sized.loc["h200-sxm", "devices"] == 16 and pd.isna(sized.loc["h200-sxm", "sized"])
+
+
+def test_a_comparison_names_each_price_and_warns_when_sources_differ_or_are_missing():
+    frame_rows = moeplan.compare(SMALL, devices=["h100-sxm", "h200-sxm"], processes=1)
+    rows = {r["device"]: r for r in frame_rows.rows}
+    assert rows["h100-sxm"]["price_basis"] == "list" and rows["h200-sxm"]["price_basis"] == "assumption"
+    assert rows["h100-sxm"]["usd_per_device_hour"] == 4.25 and "vidur" in rows["h100-sxm"]["price_source"]
+    assert len(frame_rows.warnings) == 1 and "different sources or dates" in frame_rows.warnings[0]
+    # one price for both: no warning; a device with no price is shown as missing, never as free
+    own = {**SMALL, "prices": {"h100-sxm": 3.0, "h200-sxm": 3.5, "b300-sxm": 6.0}}
+    assert moeplan.compare(own, devices=["h100-sxm", "h200-sxm"], processes=1).warnings == ()
+    unpriced = moeplan.compare(SMALL, devices=["b300-sxm"], processes=1)
+    assert unpriced.rows[0]["usd_per_million_output_tokens"] is None
+    assert unpriced.rows[0]["price_source"] == "no price: set prices.b300-sxm"
+    assert any("no price for b300-sxm" in w for w in unpriced.warnings)
+
+
+def test_a_point_without_a_value_stays_on_the_chart_labelled():
+    unpriced = moeplan.compare(SMALL, devices=["h100-sxm", "b300-sxm"], processes=1).figure()
+    labels = [(list(t.x), list(t.text)) for t in unpriced.data if t.mode == "text"]
+    assert labels == [(["b300-sxm"], ["no price"])]
+
+
+@pytest.mark.parametrize("example, why", [("kimi-k2-h200.yaml", "also prefills"), ("kimi-k2-h200-128.yaml", "instances of 96+")])
+def test_the_frontier_chart_says_why_the_star_is_below_the_curve(example, why):
+    fig = moeplan.plan(example_path(example)).figure("frontier")
+    assert any(why in a.text for a in fig.layout.annotations)

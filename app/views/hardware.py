@@ -1,5 +1,6 @@
-"""Hardware comparison: moeplan.compare plans the session's spec (same model, workload, SLOs and device
-count, whole nodes) on each chosen device; a chart of one metric, the table of every point, and why a device fails."""
+"""Hardware comparison: moeplan.compare plans the session's spec (same model, workload and SLOs) on each chosen
+device, on the spec's device count in whole nodes or as many as the workload needs; a chart of one metric, the
+price warnings, the table of every point, and why a device fails."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ with common.shown_errors():
         with st.spinner(f"Planning on {len(devices)} devices..."):
             sweep = common.compare(raw, files, tuple(devices))
         st.plotly_chart(sweep.figure(y=metric), key="hardware_chart")
+        for warning in sweep.warnings:
+            st.warning(warning, icon=":material/price_change:")
         frame = sweep.to_frame()
         infeasible = frame[~frame["feasible"]]
         for _, row in infeasible.iterrows():

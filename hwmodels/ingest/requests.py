@@ -21,11 +21,15 @@ apart by content:
 Arrival processes (`arrival`): "poisson" (exponential gaps, CV 1), "gamma" and "weibull" with the
 given coefficient of variation `cv` of the gaps; cv = 0 gives evenly spaced arrivals (the limit of
 both families).
+
+Bounds (hwmodels.ingest.bounds): token counts are whole numbers in 0..MAX_TOKENS, times finite and under
+MAX_TIME_S, Mooncake hash ids int64; anything else is one InputError naming the file, line and field. Peak
+memory of the JSON-lines and CSV readers is at most about 20 bytes per byte of file (measured on files of the
+shortest rows); ServeGen's, which generates requests from rates, follows MAX_CLIENT_REQUESTS and MAX_REQUESTS.
 """
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 import re
@@ -34,8 +38,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from hwmodels.errors import InputError
-from hwmodels.ingest.safe_load import json_document, json_lines, line_of, literal_mapping
+from hwmodels.errors import InputError, excerpt
+from hwmodels.ingest.bounds import MAX_CLIENT_REQUESTS, MAX_REQUESTS, MAX_TIME_S, MAX_TOKENS, bounded, bounded_text
+from hwmodels.ingest.safe_load import csv_rows, first_line, json_document, json_lines, line_of, literal_mapping
 from hwmodels.ingest.source import Source, SourceLike
 
 PREFIX_BLOCK_TOKENS = 512  # Mooncake's hash_ids: one id per 512-token prompt block
@@ -44,6 +49,13 @@ ARRIVAL_PROCESSES = ("poisson", "gamma", "weibull")
 _AZURE_HEADER = ["timestamp", "contexttokens", "generatedtokens"]
 _SERVEGEN_FILE = re.compile(r"chunk-(\d+)-(trace\.csv|dataset\.json)")
 _SERVEGEN_FAMILIES = ("gamma", "weibull", "exponential")
+# Shape (param1) bounds per family: below them a window's gaps are so bursty that reaching its end takes unbounded
+# draws (Gamma shape 1e-3 is a gap CV of 32, Weibull 0.1 one of 430; the DeepSeek-R1 chunks go down to 0.012 and
+# 0.26), and Weibull's mean needs Gamma(1 + 1 / shape), which overflows below shape 0.006.
+_SERVEGEN_SHAPES = {"gamma": (1e-3, 1e6), "weibull": (0.1, 1e6)}
+_SERVEGEN_FIX = "the file is corrupt or truncated; fetch it again"
+_COUNT_FIX = f"token counts are whole numbers in 0..{MAX_TOKENS:.0e}"
+_MOONCAKE_TIME_FIX = f"milliseconds since the trace start, in 0..{MAX_TIME_S * 1000:.0e}"
 _DATETIME = re.compile(r"(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?\s*(Z|[+-]\d\d:?\d\d)?")
 
 
@@ -118,7 +130,7 @@ def load_trace(source: SourceLike | Source, *, name: str | None = None, max_byte
         _own_times(src, "ServeGen", arrival, rate_per_s, cv)
         return _cut(_servegen(src, seed), limit)
     text = src.read_text("request trace")
-    first = next((line for line in text.splitlines() if line.strip()), "")
+    first = first_line(text)
     header = [h.strip().lower() for h in first.split(",")]
     if first.lstrip().startswith("{"):
         _own_times(src, "Mooncake JSONL", arrival, rate_per_s, cv)
@@ -128,7 +140,7 @@ def load_trace(source: SourceLike | Source, *, name: str | None = None, max_byte
         return _cut(_azure(src, text), limit)
     if "num_prefill_tokens" in header and "num_decode_tokens" in header:
         return _lengths_csv(src, text, arrival, rate_per_s, cv, seed, limit)
-    raise InputError(f"{src.name} line 1", f"is not a known request trace (starts {first[:60]!r})",
+    raise InputError(f"{src.name} line 1", f"is not a known request trace (starts {excerpt(first[:60])})",
                      "pass Mooncake JSONL, an Azure LLM inference CSV (TIMESTAMP,ContextTokens,GeneratedTokens), "
                      "a length CSV (num_prefill_tokens,num_decode_tokens,...) or a ServeGen chunk or folder")
 
@@ -221,15 +233,11 @@ def _own_times(src: Source, kind: str, arrival: str, rate_per_s, cv: float) -> N
                          "leave the arrival process out; replay faster with RequestTrace.speedup")
 
 
-def _count(text: str, where: str, what: str) -> int:
-    """A token count >= 0 from a CSV or JSON field ("74", "74.0" or 74)."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(text, bool) or not math.isfinite(value) or value < 0 or value != int(value):
-        raise InputError(where, f"{what} is {text!r}, not a token count", "counts are whole numbers >= 0")
-    return int(value)
+def _count(value, where: str, what: str) -> int:
+    """A token count in 0..MAX_TOKENS from a CSV or JSON field ("74", "74.0" or 74)."""
+    if isinstance(value, str):
+        return bounded_text(value, where, what, MAX_TOKENS, _COUNT_FIX, whole=True)
+    return bounded(value, where, what, MAX_TOKENS, _COUNT_FIX, whole=True)
 
 
 def _cut(trace: RequestTrace, limit: int | None) -> RequestTrace:
@@ -260,10 +268,7 @@ def _mooncake(src: Source, text: str) -> RequestTrace:
         if missing:
             raise InputError(where, f"has no {', '.join(missing)}",
                              "Mooncake rows hold timestamp (ms), input_length, output_length and hash_ids")
-        stamp = row["timestamp"]
-        if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not math.isfinite(stamp) or stamp < 0:
-            raise InputError(where, f"timestamp is {stamp!r}", "milliseconds since the trace start, >= 0")
-        times_ms.append(stamp)
+        times_ms.append(bounded(row["timestamp"], where, "timestamp", MAX_TIME_S * 1000, _MOONCAKE_TIME_FIX))
         inputs.append(_count(row["input_length"], where, "input_length"))
         outputs.append(_count(row["output_length"], where, "output_length"))
         ids = row.get("hash_ids")
@@ -273,20 +278,22 @@ def _mooncake(src: Source, text: str) -> RequestTrace:
             raise InputError(where, "has hash_ids where earlier rows have none, or the reverse",
                              "every row needs hash_ids, or none")
         if ids is not None:
-            if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-                raise InputError(where, f"hash_ids is {str(ids)[:40]!r}, not a list of integers")
+            # int64 ids: the simulator keys its prefix cache on them
+            if type(ids) is not list or not all(type(i) is int and -2**63 <= i < 2**63 for i in ids):
+                raise InputError(where, f"hash_ids is {excerpt(ids)}, not a list of integers",
+                                 "hash_ids are the prompt's block hashes, whole numbers within int64")
             blocks.append(tuple(ids))
     if not times_ms:
-        raise InputError(src.name, "holds no requests")
+        raise InputError(src.name, "holds no requests", "pass a trace with at least one request")
     return _trace(np.asarray(times_ms, dtype=float) / 1000.0, inputs, outputs, blocks if has_blocks else None,
                   f"{src.name} (Mooncake JSONL)")
 
 
 def _azure(src: Source, text: str) -> RequestTrace:
     whole_s, fraction_s, inputs, outputs = [], [], [], []
-    rows = csv.reader(text.splitlines())
+    rows = csv_rows(src.name, text)
     next(rows)
-    for line_no, fields in enumerate(rows, start=2):
+    for line_no, fields in rows:
         if not fields or not "".join(fields).strip():
             continue
         where = f"{src.name} line {line_no}"
@@ -299,7 +306,7 @@ def _azure(src: Source, text: str) -> RequestTrace:
         inputs.append(_count(fields[1], where, "ContextTokens"))
         outputs.append(_count(fields[2], where, "GeneratedTokens"))
     if not whole_s:
-        raise InputError(src.name, "holds no requests")
+        raise InputError(src.name, "holds no requests", "pass a trace with at least one request")
     # Integer seconds and their fraction separately: epoch seconds (~1.7e9) in one float64 would lose the 100 ns digits.
     whole = np.asarray(whole_s, dtype=np.int64)
     arrival_s = (whole - whole.min()).astype(float) + np.asarray(fraction_s)
@@ -314,7 +321,7 @@ def _parse_datetime(text: str, where: str) -> tuple[int, float]:
             raise ValueError("not YYYY-MM-DD HH:MM:SS[.fraction][zone]")
         stamp = datetime.fromisoformat(match[1] + (match[3] or ""))
     except ValueError as e:
-        raise InputError(where, f"TIMESTAMP {text!r} is not a datetime ({e})",
+        raise InputError(where, f"TIMESTAMP {excerpt(text)} is not a datetime ({e})",
                          "expected YYYY-MM-DD HH:MM:SS[.fraction], as in the Azure traces") from e
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)
@@ -324,11 +331,11 @@ def _parse_datetime(text: str, where: str) -> tuple[int, float]:
 
 def _lengths_csv(src: Source, text: str, arrival: str, rate_per_s, cv: float, seed: int,
                  limit: int | None) -> RequestTrace:
-    rows = csv.reader(text.splitlines())
-    header = [h.strip().lower() for h in next(rows)]
+    rows = csv_rows(src.name, text)
+    header = [h.strip().lower() for h in next(rows)[1]]
     prefill, decode = header.index("num_prefill_tokens"), header.index("num_decode_tokens")
     inputs, outputs = [], []
-    for line_no, fields in enumerate(rows, start=2):
+    for line_no, fields in rows:
         if not fields or not "".join(fields).strip():
             continue
         where = f"{src.name} line {line_no}"
@@ -340,7 +347,7 @@ def _lengths_csv(src: Source, text: str, arrival: str, rate_per_s, cv: float, se
         if limit is not None and len(inputs) >= limit:
             break
     if not inputs:
-        raise InputError(src.name, "holds no requests")
+        raise InputError(src.name, "holds no requests", "pass a trace with at least one request")
     arrival_s = _arrivals(len(inputs), rate_per_s, arrival, cv, np.random.default_rng(seed))
     shape = f" cv {cv:g}" if arrival != "poisson" else ""
     return _trace(arrival_s, inputs, outputs, None,
@@ -369,23 +376,28 @@ def _servegen(src: Source, seed: int) -> RequestTrace:
     else:
         number = int(_SERVEGEN_FILE.fullmatch(src.filename)[1])
         chunks = [(number, src.sibling(f"chunk-{number}-trace.csv"))]
-    parts = [_servegen_chunk(trace_file, np.random.default_rng([seed, number])) for number, trace_file in chunks]
+    # Windows of every client first: the requests they describe are bounded before any is drawn.
+    windows = [_servegen_windows(trace_file) for _, trace_file in chunks]
+    expected = sum(w.expected for client in windows for w in client)
+    if expected > MAX_REQUESTS:
+        raise InputError(src.name, f"describes about {expected:,.0f} requests, over the {MAX_REQUESTS:,} read from one "
+                         "rate-only trace", "read fewer clients (one chunk), or lower the rates")
+    parts = [_servegen_chunk(trace_file, client, np.random.default_rng([seed, number]))
+             for (number, trace_file), client in zip(chunks, windows)]
     arrival_s = np.concatenate([p[0] for p in parts])
     if not len(arrival_s):
-        raise InputError(src.name, "has no window with requests (every rate is 0)")
+        raise InputError(src.name, "has no window with requests (every rate is 0)",
+                         "pass a ServeGen client with a rate > 0 in some window")
     clients = f"{len(chunks)} client{'s' if len(chunks) > 1 else ''}"
     return _trace(arrival_s, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), None,
                   f"{src.name} (ServeGen, {clients}, arrivals and lengths drawn with seed {seed})")
 
 
-def _servegen_chunk(trace_file: Source, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(absolute arrival s, input tokens, output tokens) of one client."""
-    windows = _servegen_windows(trace_file)
+def _servegen_chunk(trace_file: Source, windows: list["_Window"],
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(absolute arrival s, input tokens, output tokens) of one client, from its windows (_servegen_windows)."""
     dataset_file = trace_file.sibling(trace_file.filename.replace("trace.csv", "dataset.json"))
-    starts = np.array([w[0] for w in windows])
-    length_s = np.diff(starts, append=starts[-1] + (np.median(np.diff(starts)) if len(starts) > 1 else 600.0))
-    arrivals = [start + _renewal(length, rate, family, shape, rng)
-                for (start, rate, family, shape, _), length in zip(windows, length_s) if rate > 0]
+    arrivals = [w.start_s + _renewal(w, rng) for w in windows if w.rate > 0]
     arrival_s = np.concatenate(arrivals) if arrivals else np.zeros(0)
     if not len(arrival_s):
         return arrival_s, np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -403,77 +415,123 @@ def _servegen_chunk(trace_file: Source, rng: np.random.Generator) -> tuple[np.nd
     return arrival_s, inputs, outputs
 
 
-def _servegen_windows(trace_file: Source) -> list[tuple[float, float, str, float, int]]:
-    """(window start s, rate per s, gap family, shape, line) per row of a chunk-N-trace.csv."""
+@dataclass(frozen=True)
+class _Window:
+    """One row of a chunk-N-trace.csv: its start, length (to the next start; the median gap for the last),
+    rate, gap family and shape, and where it is (for errors)."""
+
+    start_s: float
+    length_s: float
+    rate: float
+    family: str
+    shape: float
+    where: str
+
+    @property
+    def expected(self) -> float:
+        """Requests the window describes on average."""
+        return self.rate * self.length_s
+
+
+def _servegen_windows(trace_file: Source) -> list[_Window]:
+    """The windows of a chunk-N-trace.csv: starts in -MAX_TIME_S..MAX_TIME_S, increasing; rates >= 0, together
+    describing at most MAX_CLIENT_REQUESTS; shapes within _SERVEGEN_SHAPES where a rate > 0 uses them."""
     text = trace_file.read_text("ServeGen trace.csv")
-    windows = []
-    for line_no, fields in enumerate(csv.reader(text.splitlines()), start=1):
+    rows = []
+    for line_no, fields in csv_rows(trace_file.name, text):
         if not fields or not "".join(fields).strip():
             continue
         where = f"{trace_file.name} line {line_no}"
         if len(fields) != 6:
             raise InputError(where, f"has {len(fields)} fields, expected window_start_s,rate_rps,cv,dist,param1,param2",
-                             "the file is corrupt or truncated; fetch it again")
-        try:
-            start, rate, shape = float(fields[0]), float(fields[1]), float(fields[4] or 0)
-        except ValueError as e:
-            raise InputError(where, f"{','.join(fields)!r} has a non-number where a number belongs") from e
+                             _SERVEGEN_FIX)
+        start = bounded_text(fields[0], where, "window_start_s", MAX_TIME_S, _SERVEGEN_FIX, lower=-MAX_TIME_S)
+        rate = bounded_text(fields[1], where, "rate_rps", MAX_REQUESTS, _SERVEGEN_FIX)
         family = fields[3].strip().lower()
-        if not (math.isfinite(start) and math.isfinite(rate) and rate >= 0):
-            raise InputError(where, f"window start {fields[0]!r} or rate {fields[1]!r} is not a number >= 0")
-        if rate > 0 and (family not in _SERVEGEN_FAMILIES or (family != "exponential" and not shape > 0)):
-            raise InputError(where, f"rate {rate:g}/s with inter-arrival distribution {fields[3]!r} shape {fields[4]!r}",
-                             f"distributions read: {', '.join(_SERVEGEN_FAMILIES)} with param1 (shape) > 0")
-        windows.append((start, rate, family, shape, line_no))
-    if not windows:
-        raise InputError(trace_file.name, "has no windows")
-    bad = next((b for a, b in itertools.pairwise(windows) if b[0] <= a[0]), None)
+        shape = 0.0
+        if rate > 0 and family not in _SERVEGEN_FAMILIES:
+            raise InputError(where, f"rate {rate:g}/s with inter-arrival distribution {excerpt(fields[3])}",
+                             f"distributions read: {', '.join(_SERVEGEN_FAMILIES)}")
+        if rate > 0 and family in _SERVEGEN_SHAPES:
+            low, high = _SERVEGEN_SHAPES[family]
+            shape = bounded_text(fields[4] or "0", where, f"{fields[3].strip()} shape (param1)", high,
+                                 f"{family} shapes read: {low:g}..{high:g}", lower=low)
+        rows.append((start, rate, family, shape, where))
+    if not rows:
+        raise InputError(trace_file.name, "has no windows", "pass a chunk-N-trace.csv with one row per window")
+    bad = next((b for a, b in itertools.pairwise(rows) if b[0] <= a[0]), None)
     if bad:
-        raise InputError(f"{trace_file.name} line {bad[4]}", f"window start {bad[0]:g} s is not after the previous one")
+        raise InputError(bad[4], f"window start {bad[0]:g} s is not after the previous one",
+                         "window starts increase down the file; it is corrupt, fetch it again")
+    starts = np.array([r[0] for r in rows])
+    length_s = np.diff(starts, append=starts[-1] + (np.median(np.diff(starts)) if len(starts) > 1 else 600.0))
+    windows = [_Window(start, float(length), rate, family, shape, where)
+               for (start, rate, family, shape, where), length in zip(rows, length_s)]
+    expected = 0.0
+    for w in windows:
+        expected += w.expected
+        if expected > MAX_CLIENT_REQUESTS:
+            raise InputError(w.where, f"windows up to here describe {expected:,.0f} requests, over the "
+                             f"{MAX_CLIENT_REQUESTS:,} read for one client", _SERVEGEN_FIX)
     return windows
 
 
-def _renewal(window_s: float, rate: float, family: str, shape: float, rng: np.random.Generator) -> np.ndarray:
-    """Arrival offsets in [0, window_s) of a renewal process started at 0 with mean gap 1 / rate."""
-    expected = rate * window_s
-    times = np.cumsum(_gaps(int(expected + 5 * math.sqrt(expected) + 10), 1 / rate, family, shape, rng))
-    while times[-1] < window_s:  # bursty gaps (CV >> 1) can need more draws than the mean suggests
-        times = np.concatenate((times, times[-1] + np.cumsum(_gaps(len(times), 1 / rate, family, shape, rng))))
-    return times[times < window_s]
+def _renewal(w: _Window, rng: np.random.Generator) -> np.ndarray:
+    """Arrival offsets in [0, w.length_s) of a renewal process started at 0 with mean gap 1 / w.rate."""
+    expected = w.expected
+    first = int(expected + 5 * math.sqrt(expected) + 10)
+    times = np.cumsum(_gaps(first, 1 / w.rate, w.family, w.shape, rng))
+    while times[-1] < w.length_s:  # bursty gaps (CV >> 1) can need more draws than the mean suggests
+        if len(times) > 64 * first + 10**6:  # the shape bounds keep real windows far below (4 x first at CV 430)
+            raise InputError(w.where, f"{w.family} gaps of shape {w.shape:g} did not reach the window's end in "
+                             f"{len(times):,} draws", "the file is corrupt; fetch it again")
+        times = np.concatenate((times, times[-1] + np.cumsum(_gaps(len(times), 1 / w.rate, w.family, w.shape, rng))))
+    return times[times < w.length_s]
+
+
+class _LineOf:
+    """Where a value sits in a JSON document, as "file line N", found only when an error prints it: searching
+    the text for every window as it is read would take time quadratic in the file."""
+
+    def __init__(self, name: str, text: str, *needles: str):
+        self.name, self.text, self.needles = name, text, needles
+
+    def __str__(self) -> str:
+        return f"{self.name} line {line_of(self.text, *self.needles)}"
 
 
 def _servegen_pdfs(dataset_file: Source) -> tuple[np.ndarray, list[dict]]:
-    """Sorted window starts and, per window, {field: (values, probabilities, where)} ((None, None, where) if empty)."""
+    """Sorted window starts and, per window, {field: (values, probabilities, where)} ((None, None, where) if empty).
+    Lengths are whole numbers in 0..MAX_TOKENS, probabilities weights in 0..MAX_COUNT with a sum > 0."""
     text = dataset_file.read_text("ServeGen dataset.json")
     doc = json_document(dataset_file.name, text)
     if not isinstance(doc, dict) or not doc:
-        raise InputError(dataset_file.name, "is not a JSON object of windows {window_start_s: {...}}")
+        raise InputError(dataset_file.name, "is not a JSON object of windows {window_start_s: {...}}", _SERVEGEN_FIX)
     windows = []
     for key, entry in doc.items():
         quoted_key = f'"{key}"'
-        where = f"{dataset_file.name} line {line_of(text, quoted_key)}"
-        try:
-            start = float(key)
-        except ValueError as e:
-            raise InputError(where, f"window key {key!r} is not a start time in seconds") from e
+        where = _LineOf(dataset_file.name, text, quoted_key)
+        start = bounded_text(key, where, "window key (start s)", MAX_TIME_S, _SERVEGEN_FIX, lower=-MAX_TIME_S)
         if not isinstance(entry, dict):
-            raise InputError(where, f"window {key} is a {type(entry).__name__}, not an object of pdfs")
+            raise InputError(where, f"window {excerpt(key)} is a {type(entry).__name__}, not an object of pdfs",
+                             _SERVEGEN_FIX)
         pdfs = {}
         for field in ("input_tokens", "output_tokens"):
-            quoted_field = f'"{field}"'
-            at = f"{dataset_file.name} line {line_of(text, quoted_key, quoted_field)}"
+            at = _LineOf(dataset_file.name, text, quoted_key, f'"{field}"')
             if field not in entry:
-                raise InputError(at, f"window {key} has no {field}", "ServeGen windows hold input_tokens and output_tokens")
-            pdf = literal_mapping(entry[field], at)
+                raise InputError(at, f"window {excerpt(key)} has no {field}",
+                                 "ServeGen windows hold input_tokens and output_tokens")
+            pdf = literal_mapping(entry[field], at, key_bound=MAX_TOKENS)
             pdfs[field] = _pdf(pdf, at) if pdf else (None, None, at)
         windows.append((start, pdfs))
     windows.sort(key=lambda w: w[0])
     return np.array([w[0] for w in windows]), [w[1] for w in windows]
 
 
-def _pdf(pdf: dict, where: str) -> tuple[np.ndarray, np.ndarray, str]:
+def _pdf(pdf: dict, where) -> tuple[np.ndarray, np.ndarray, object]:
+    """(lengths, probabilities summing to 1, where) of a pdf whose entries literal_mapping has bounded."""
     values = np.array(list(pdf), dtype=float)
     probs = np.array(list(pdf.values()), dtype=float)
-    if (values < 0).any() or (values != np.round(values)).any() or (probs < 0).any() or not probs.sum() > 0:
-        raise InputError(where, "is not a pdf of token counts (negative or fractional lengths, or probabilities)")
+    if not probs.sum() > 0:
+        raise InputError(where, "is not a pdf of token counts (its probabilities sum to 0)", _SERVEGEN_FIX)
     return values.astype(np.int64), probs / probs.sum(), where

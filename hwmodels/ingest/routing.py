@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hwmodels.errors import InputError
+from hwmodels.ingest.bounds import MAX_EXPERTS
 from hwmodels.ingest.routing_formats import JSONL_TOKENS_PER_WINDOW, LOADS_SCHEMA_VERSION, read_windows
 from hwmodels.ingest.source import Source, SourceLike
 
@@ -104,10 +105,19 @@ def read_routing(source: SourceLike | Source, *, name: str | None = None, max_by
     num_experts: the recorded model's expert count where the file does not say it (SGLang CSV, per-token
       JSON lines and .pt dumps, OLMoE pickles; default: highest expert id + 1).
     """
+    return _read(source, name, max_bytes, tokens_per_window, num_experts, 0)
+
+
+def _read(source, name, max_bytes, tokens_per_window, num_experts, model_cells: int) -> RoutingFile:
+    """read_routing, with model_cells: layers x experts of the model the caller maps the statistics onto (0:
+    none), which a count array per window may hold whatever the file's size (hwmodels.ingest.bounds.Sizes)."""
     for field, value in (("tokens_per_window", tokens_per_window), ("num_experts", num_experts)):
         _whole_or_none(field, value)
+    if num_experts is not None and num_experts > MAX_EXPERTS:
+        raise InputError("num_experts", f"is {num_experts:,}, over {MAX_EXPERTS:,}",
+                         "the recorded model's expert count (the most published is 1024^2, PEER)")
     src = Source.of(source, name=name, max_bytes=max_bytes)
-    windows, top_k, kind, per_token, note = read_windows(src, tokens_per_window, num_experts)
+    windows, top_k, kind, per_token, note = read_windows(src, tokens_per_window, num_experts, model_cells)
     if tokens_per_window is not None and not per_token:
         raise InputError("tokens_per_window", f"{src.name} holds {kind}, not per-token decisions",
                          "leave tokens_per_window out for aggregated statistics")
@@ -159,8 +169,9 @@ def load_routing(source: SourceLike | Source, num_layers: int, moe_layers, num_e
     for field, value in (("tokens_per_window", tokens_per_window), ("source_num_experts", source_num_experts),
                          ("source_top_k", source_top_k)):
         _whole_or_none(field, value)
-    recorded = read_routing(source, name=name, max_bytes=max_bytes, tokens_per_window=tokens_per_window,
-                            num_experts=source_num_experts)
+    # The model's shape vouches for count arrays that large, whatever the file's size; ids beyond it (statistics
+    # of a larger model, mapped below) are bounded by what the file holds (hwmodels.ingest.bounds).
+    recorded = _read(source, name, max_bytes, tokens_per_window, source_num_experts, num_layers * num_experts)
     if recorded.top_k is not None and source_top_k is not None and recorded.top_k != source_top_k:
         raise InputError("source_top_k", f"is {source_top_k}, but {recorded.name} records top-{recorded.top_k}",
                          "leave source_top_k out for this file")
@@ -203,7 +214,8 @@ def synthetic_routing(num_layers: int, moe_layers, num_experts: int, top_k: int,
         if loads.ndim == 3:
             loads = loads.sum(axis=0)
         if loads.ndim != 2 or not np.isfinite(loads).all() or (loads < 0).any():
-            raise InputError("skew_from", f"is {loads.shape} with negative or non-finite entries, not [L, E] counts")
+            raise InputError("skew_from", f"is {loads.shape} with negative or non-finite entries, not [L, E] counts",
+                             "pass a load matrix [layers, experts] of counts >= 0, or a RoutingTrace")
         mapped, note = fit_to_model(loads, num_layers, moe_layers, num_experts)
         cv, note = layer_cv(mapped), "; ".join(filter(None, [base_note, note]))
         fitted = f"per-layer Dirichlet expert popularity fitted to the expert-load CV of {name}"

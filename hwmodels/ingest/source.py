@@ -25,6 +25,7 @@ from hwmodels.errors import InputError
 from hwmodels.units import GiB, KiB, MiB
 
 MAX_FILE_BYTES = 2 * GiB  # per file: the largest public traces are a few hundred MB; a typo'd path to a disk image is not
+_CHUNK_BYTES = 64 * MiB  # reads of a file whose size the OS does not report
 IN_MEMORY_NAME = "in-memory file"  # what bytes passed without a name are called
 IN_MEMORY_FOLDER = "in-memory folder"  # likewise for a mapping of file names to bytes
 
@@ -94,9 +95,7 @@ class Source:
         if self.path is not None:
             try:
                 with self.path.open("rb") as f:
-                    data = f.read(self.max_bytes + 1)  # never more: a huge file is refused without reading it
-                    if len(data) > self.max_bytes:
-                        self._too_big(max(os.fstat(f.fileno()).st_size, len(data)))
+                    data = self._read_file(f)
             except OSError as e:
                 raise InputError(self.name, f"cannot read {what}: {e}", fix) from e
             return data
@@ -107,6 +106,24 @@ class Source:
         if len(self.data) > self.max_bytes:
             self._too_big(len(self.data))
         return self.data
+
+    def _read_file(self, f) -> bytes:
+        """At most max_bytes + 1 bytes of an open file (refused when over max_bytes). One read of the size the OS
+        reports, plus one byte to see the end: f.read(n) allocates n bytes first, so asking for max_bytes + 1
+        (2 GiB) for every small file would reserve 2 GiB each time. A file that grew, or whose size the OS does
+        not know (a pipe), is read on in chunks up to the limit."""
+        size = os.fstat(f.fileno()).st_size
+        want = min(size, self.max_bytes) + 1
+        data = f.read(want)
+        if len(data) == want and want <= self.max_bytes:
+            parts, total = [data], len(data)
+            while total <= self.max_bytes and (chunk := f.read(min(_CHUNK_BYTES, self.max_bytes + 1 - total))):
+                parts.append(chunk)
+                total += len(chunk)
+            data = b"".join(parts)
+        if len(data) > self.max_bytes:
+            self._too_big(max(size, len(data)))
+        return data
 
     def read_text(self, what: str) -> str:
         """The whole file as UTF-8 text (a leading byte-order mark dropped); `what` names the expected content."""
