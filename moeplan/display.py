@@ -34,6 +34,11 @@ COLUMNS: dict[str, Column] = {
     "usd_per_million_input_tokens": Column("USD per M input tokens", decimals=3),
     "usd_per_million_output_tokens": Column("USD per M output tokens", decimals=3),
     "requests_per_s": Column("Requests/s", decimals=3),
+    "utilization": Column("Utilisation (%)", _PCT, 1), "capacity_requests_per_s": Column("Full at (requests/s)", decimals=3),
+    "usd_per_million_input_tokens_at_capacity": Column("USD per M input tokens, full", decimals=3),
+    "usd_per_million_output_tokens_at_capacity": Column("USD per M output tokens, full", decimals=3),
+    "price_basis": Column("Price basis"), "price_date": Column("Price date"), "price_source": Column("Price source"),
+    "spec_devices": Column("Devices asked"), "sized": Column("Sized"), "infeasible_field": Column("Field to change"),
     "input_tokens_per_request": Column("Input tokens per request"),
     "output_tokens_per_request": Column("Output tokens per request"),
     "role": Column("Role"), "part": Column("Part"), "bytes": Column("GB", _GB, 2),
@@ -56,6 +61,18 @@ COLUMNS: dict[str, Column] = {
     "max_running_per_group": Column("Max sequences per group"), "expert_load": Column("Expert load"),
     "step_cost_evaluations": Column("Step cost evaluations"), "routing_mapping": Column("Routing mapped"),
 }
+
+
+# the options table (moeplan.tables.recommendation_frame) as shown: the offered traffic, the same on every row,
+# and the bill per hour, which the cost per million tokens follows from, are left to the CSV and the summary
+OPTION_COLUMNS = ("rank", "mode", "devices", "decode_layout", "decode_instances", "batch_per_device", "prefill_layout",
+                  "prefill_instances", "ttft_s", "tpot_s", "output_tokens_per_s_per_device", "utilization",
+                  "usd_per_million_input_tokens", "usd_per_million_output_tokens", "usd_per_million_output_tokens_at_capacity")
+
+
+def options(frame: pd.DataFrame) -> pd.DataFrame:
+    """The options table's columns that are shown (OPTION_COLUMNS), in that order."""
+    return frame[[c for c in OPTION_COLUMNS if c in frame]]
 
 
 def column(name: str) -> Column:

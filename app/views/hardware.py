@@ -11,6 +11,9 @@ from moeplan import display
 
 DEVICES = common.planned_devices()
 DEFAULT = ("h200-sxm", "b200-sxm", "gb200", "ascend-910c")
+TABLE = ("device", "devices", "sized", "mode", "decode_layout", "batch_per_device", "ttft_s", "tpot_s",
+         "output_tokens_per_s_per_device", "utilization", "usd_per_hour", "usd_per_million_input_tokens",
+         "usd_per_million_output_tokens", "usd_per_million_output_tokens_at_capacity")
 METRICS = ("usd_per_million_output_tokens", "usd_per_million_input_tokens", "output_tokens_per_s_per_device",
            "tpot_s", "ttft_s", "devices", "usd_per_hour")
 
@@ -34,6 +37,6 @@ with common.shown_errors():
         infeasible = frame[~frame["feasible"]]
         for _, row in infeasible.iterrows():
             st.warning(f"{row['device']}: {row['reason']}", icon=":material/warning:")
-        feasible = frame[frame["feasible"]].drop(columns=["feasible", "reason", "cluster_devices"], errors="ignore")
-        if not feasible.empty:  # the others are the warnings above
-            common.text_table(feasible)
+        feasible = frame[frame["feasible"]]
+        if not feasible.empty:  # the others are the warnings above; prices and their sources are in the cost warnings
+            common.text_table(feasible[[c for c in TABLE if c in feasible]])

@@ -245,7 +245,7 @@ def _show(plan) -> None:
             st.table(display.quantities(plan.to_frame("cost")), hide_index=True)
         with tabs["Options"]:
             st.caption("The recommendation (rank 0) and the next-cheapest deployments that meet the SLOs")
-            common.text_table(plan.to_frame("recommendation"))
+            common.text_table(display.options(plan.to_frame("recommendation")))
     with tabs["Assumptions"]:
         st.caption(f"{result.candidates_scored:,} candidates scored in {result.seconds:.2f} s")
         st.markdown("\n".join(f"- {a}" for a in result.assumptions))
