@@ -159,7 +159,7 @@ def plan_report(plan: Plan, simulation=None) -> dict[str, str]:
             sections.append((simulation.figure_titles[name], "", simulation.figure(name), None))
     if plan.recommendation is not None:
         sections.append(("Options", "The recommendation (rank 0) and the next-cheapest deployments that meet the SLOs.",
-                         None, frames["recommendation"]))
+                         None, display.options(frames["recommendation"])))
         sections.append(("Cost per million tokens", "", None, display.quantities(frames["cost"])))
     files = {"report.html": html_page(d.name, subtitle, sections, lead=_summary_html(plan)),
              "summary.md": _summary_md(d.name, subtitle, plan, frames, simulation),
@@ -169,13 +169,6 @@ def plan_report(plan: Plan, simulation=None) -> dict[str, str]:
         files |= {f"simulation_{name}.csv": simulation.to_frame(name).to_csv(index=False) for name in simulation.tables}
         files["simulation.json"] = json_text(simulation.to_json())
     return files
-
-
-def decode_utilisation(plan: Plan) -> float | None:
-    """HOOK: the recommendation's use of its decode capacity at the offered traffic (the offered output tokens/s
-    over what its decode instances make at the chosen batch). The Plan does not carry it yet: a change under way
-    adds it to planner.plan, and this reads it from there; until then None, and the summary says so."""
-    return getattr(plan.recommendation, "decode_utilisation", None)
 
 
 def summary_points(plan: Plan) -> list[tuple[str, str]]:
@@ -196,14 +189,22 @@ def summary_points(plan: Plan) -> list[tuple[str, str]]:
         points.append(("Cost", f"${r.usd_per_million_output:,.3f} per million output tokens "
                                f"(${r.usd_per_million_input:,.3f} per million input tokens; ${r.usd_per_hour:,.2f} per hour "
                                f"for {r.devices} devices at ${d.price.usd_per_device_hour:,.2f} per device-hour)."))
-    rate = d.workload.requests_per_s
-    used = decode_utilisation(plan)
-    points.append(("Utilisation",
-                   "no traffic volume given: the plan sizes one instance, whatever the load." if rate is None else
-                   f"the share of the decode capacity that {rate:g} requests/s use is not in this plan yet." if used is None else
-                   f"{used:.0%} of the decode capacity at the offered {rate:g} requests/s."))
+    points.append(("Utilisation", _utilisation_sentence(plan)))
     points.append(("Assumed", "; ".join(plan.assumptions) + "."))  # what was asked is the line above the summary
     return points
+
+
+def _utilisation_sentence(plan: Plan) -> str:
+    """How much of the decode capacity the offered traffic uses, and what a full deployment would cost."""
+    r = plan.recommendation
+    if plan.deployment.workload.requests_per_s is None:
+        return (f"no traffic volume given: the plan sizes one deployment, full at {r.capacity_requests_per_s:,.3g} "
+                "requests/s.")
+    prefill = "" if r.prefill_utilization is None else f" and {r.prefill_utilization:.0%} of the prefill capacity"
+    at_capacity = r.usd_per_million_output_at_capacity
+    cost = "" if at_capacity is None else f", where a million output tokens would cost ${at_capacity:,.3f}"
+    return (f"the offered {r.requests_per_s:,.3g} requests/s use {r.decode_utilization:.0%} of the decode capacity{prefill}; "
+            f"the deployment is full at {r.capacity_requests_per_s:,.3g} requests/s{cost}.")
 
 
 def _summary_html(plan: Plan) -> str:
@@ -254,7 +255,7 @@ def utilization_text(r) -> str:
 def _summary_md(title, subtitle, plan, frames, simulation) -> str:
     parts = [f"# {title}\n\n{subtitle}\n\n" + "".join(f"- **{topic}**: {sentence}\n" for topic, sentence in summary_points(plan))]
     if plan.recommendation is not None:
-        parts.append("## Options\n\n" + markdown_table(frames["recommendation"]))
+        parts.append("## Options\n\n" + markdown_table(display.options(frames["recommendation"])))
     if plan.frontier:
         parts.append("## Frontier\n\n" + markdown_table(frames["frontier"]))
     if plan.recommendation is not None:

@@ -49,7 +49,9 @@ def test_report_leads_with_the_answer_its_cost_utilisation_and_assumptions(files
     assert list(points) == ["Answer", "Cost", "Utilisation", "Assumed"]
     assert points["Answer"].startswith("serve Kimi K2 Instruct aggregated on 16 x h200-sxm")
     assert f"${plan.recommendation.usd_per_million_output:,.3f} per million output tokens" in points["Cost"]
-    assert "1.1 requests/s" in points["Utilisation"]
+    r = plan.recommendation
+    assert points["Utilisation"].startswith(f"the offered 1.1 requests/s use {r.decode_utilization:.0%} of the decode capacity")
+    assert f"${r.usd_per_million_output_at_capacity:,.3f}" in points["Utilisation"]  # what a full deployment would cost
     assert all(a in points["Assumed"] for a in plan.assumptions)
     assert ">TPOT (ms)</th>" in page and "_s</th>" not in page  # columns in words and the inputs' units
     assert files["summary.md"].splitlines()[4].startswith("- **Answer**: serve Kimi K2")
