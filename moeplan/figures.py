@@ -27,13 +27,13 @@ def frontier_figure(result: Plan) -> go.Figure:
                         marker=dict(symbol="star", size=16, color="crimson"), name=f"recommended ({r.mode})")
     d = result.deployment
     fig.add_vline(x=1.0 / d.slo.tpot_s, line_dash="dot", annotation_text=f"TPOT SLO {d.slo.tpot_s * 1e3:g} ms")
-    note = recommendation_note(result)
-    if note:
-        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.28, showarrow=False, align="left",
-                           xanchor="left", font=dict(size=11))
-        fig.update_layout(margin=dict(b=110))
     fig.update_layout(title="Decode layouts: throughput per device vs speed per user",
                       xaxis_title="output tokens/s per user", yaxis_title="output tokens/s per device", **_LAYOUT)
+    note = recommendation_note(result)
+    if note:  # below the axis title, in a bottom margin made room for it (after _LAYOUT's, which would undo it)
+        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.28, showarrow=False, align="left",
+                           xanchor="left", yanchor="top", font=dict(size=11))
+        fig.update_layout(margin=dict(_LAYOUT["margin"], b=130))
     return fig
 
 
