@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 import yaml
 
 import moeplan
 import moeplan.api
-from moeplan.api import InputError, RequestTrace
+from moeplan import display
+from moeplan.api import InputError, KVPolicy, RequestTrace, Router, SimConfig
 from moeplan.spec import example_path, parse_spec, spec_yaml
 
 MAX_UPLOAD_MB = 50  # st.file_uploader(max_upload_size=...) enforces it in the browser; upload_bytes() and the readers' max_bytes here
@@ -44,6 +46,22 @@ def shown_errors() -> Iterator[None]:
         yield
     except InputError as e:
         st.error(str(e), icon=":material/error:")
+
+
+# ------------------------------------------------------------------------------------------- tables
+
+def table(frame: pd.DataFrame, key: str | None = None) -> None:
+    """A moeplan frame as an interactive table a person reads (moeplan.display.readable): columns in words with
+    their units, numbers rounded and thousands separated, as wide as the page."""
+    shown = display.readable(frame)
+    numbers = {c: st.column_config.NumberColumn(format="localized") for c in shown if shown[c].dtype.kind in "iuf"}
+    st.dataframe(shown, hide_index=True, width="stretch", column_config=numbers, key=key)
+
+
+def text_table(frame: pd.DataFrame) -> None:
+    """A short moeplan frame as a static table (moeplan.display.text_frame) whose long headers and cells wrap:
+    every column in view, for tables wider than an interactive grid shows without scrolling."""
+    st.table(display.text_frame(frame), hide_index=True)
 
 
 # ------------------------------------------------------------------------------------------- uploads
@@ -218,8 +236,6 @@ def simulate(raw: dict, files: Files, trace_files: Files, trace_rate_per_s: floa
              speedup: float, router: str, kv_policy: str, prefix_cache: bool, seed: int):
     """moeplan.api.simulate: replay a trace (the uploaded `trace_files`, or none: synthetic arrivals at the
     workload's rate and means) through the session's plan, its routing statistics included. Returns a sim.SimResult."""
-    from sim import KVPolicy, Router, SimConfig
-
     config = SimConfig(router=Router(router), kv_policy=KVPolicy(kv_policy), prefix_cache=prefix_cache)
     planned = plan(raw, files)  # the plan this session shows, not a second search
     requests_trace = trace(trace_files, trace_rate_per_s) if trace_files else None

@@ -12,7 +12,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from typing import Sequence
@@ -21,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from moeplan import api, cli_show, report
+from moeplan import api, cli_show, launch, report
 from moeplan.api import InputError, KVPolicy, Router, SimConfig
 from moeplan.cli_show import EXIT_NO, console, print_json
 from moeplan.cli_args import (Parser, bounds_help, check_argv, check_together, float_in, int_in, missing_command, names,
@@ -122,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("app", help="start the Streamlit capacity-planning dashboard")
     s.add_argument("--port", type=int_in("--port"), default=8501, help=f"port to serve on ({bounds_help('--port')}, default 8501)")
+    s.add_argument("--address", metavar="HOST", help="address to bind, e.g. 127.0.0.1 (default: Streamlit's, all "
+                   "interfaces, or the STREAMLIT_SERVER_ADDRESS environment variable)")
     s.add_argument("--headless", action="store_true", help="do not open a browser")
     s.set_defaults(run=_app)
 
@@ -286,10 +287,7 @@ def _sweep(args) -> int:
 
 
 def _app(args) -> int:
-    # -P: the current folder must not shadow moeplan's packages (a stray sim.py there would)
-    command = [sys.executable, "-P", "-m", "streamlit", "run", str(api.app_script()), "--server.port", str(args.port),
-               "--server.headless", "true" if args.headless else "false", "--browser.gatherUsageStats", "false"]
-    return subprocess.call(command)
+    return launch.run_forwarding_signals(launch.app_command(args.port, args.headless, args.address))
 
 
 def _print_plan(result, out_dir) -> None:

@@ -155,7 +155,8 @@ def missing_command(parser: argparse.ArgumentParser) -> InputError:
 
 def check_together(args: argparse.Namespace) -> None:
     """Options that mean something only with another (once silently ignored)."""
-    if getattr(args, "address", None) is not None and getattr(args, "engine", "local") != "ray":
+    # `app --address` binds the dashboard; on compare and sweep --address names a Ray cluster
+    if hasattr(args, "engine") and getattr(args, "address", None) is not None and args.engine != "ray":
         raise InputError("--address", "is used only with --engine ray", "add --engine ray, or leave --address out")
 
 

@@ -7,7 +7,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from hwmodels.units import GB
-from moeplan import tables
+from moeplan import display, tables
 from planner.plan import Plan
 
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50))
@@ -27,13 +27,13 @@ def frontier_figure(result: Plan) -> go.Figure:
                         marker=dict(symbol="star", size=16, color="crimson"), name=f"recommended ({r.mode})")
     d = result.deployment
     fig.add_vline(x=1.0 / d.slo.tpot_s, line_dash="dot", annotation_text=f"TPOT SLO {d.slo.tpot_s * 1e3:g} ms")
-    note = recommendation_note(result)
-    if note:
-        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.28, showarrow=False, align="left",
-                           xanchor="left", font=dict(size=11))
-        fig.update_layout(margin=dict(b=110))
     fig.update_layout(title="Decode layouts: throughput per device vs speed per user",
                       xaxis_title="output tokens/s per user", yaxis_title="output tokens/s per device", **_LAYOUT)
+    note = recommendation_note(result)
+    if note:  # below the axis title, in a bottom margin made room for it (after _LAYOUT's, which would undo it)
+        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.28, showarrow=False, align="left",
+                           xanchor="left", yanchor="top", font=dict(size=11))
+        fig.update_layout(margin=dict(_LAYOUT["margin"], b=130))
     return fig
 
 
@@ -56,18 +56,31 @@ def recommendation_note(result: Plan) -> str:
             f"of the cheapest deployment, {r.devices} devices, and more throughput per device would not lower its bill.")
 
 
+def step_name(role: str, step: str) -> str:
+    """'decode step' for a role's own step, 'prefill step (aggregated)' for one of an aggregated instance's two."""
+    return f"{step} step" if role == step else f"{step} step ({role})"
+
+
 def breakdown_figure(result: Plan) -> go.Figure:
-    """Step time per component of each role (ms); overlap's saving is a negative bar."""
+    """Step time per component of each role (ms), one panel per step, each on its own scale: a 48 ms decode step
+    beside a 1.2 s prefill step would be a sliver on a shared axis. Overlap's saving is a negative bar."""
     b = tables.breakdown_frame(result)
-    b = b[b["seconds"] != 0].assign(ms=lambda x: x["seconds"] * 1e3, bar=lambda x: x["role"] + " " + x["step"] + " step")
-    fig = px.bar(b, x="bar", y="ms", color="component", title="Step time by component")
-    fig.update_layout(barmode="relative", xaxis_title="", yaxis_title="ms per step", **_LAYOUT)
+    b = b[b["seconds"] != 0].assign(ms=lambda x: x["seconds"] * 1e3, component=lambda x: x["component"].str.replace("_", " "))
+    b["panel"] = [step_name(role, step) for role, step in zip(b["role"], b["step"])]
+    totals = b.groupby("panel", sort=False)["ms"].sum()
+    b["panel"] = [f"{p}: {totals[p]:,.1f} ms" for p in b["panel"]]
+    fig = px.bar(b, x="panel", y="ms", color="component", facet_col="panel", facet_col_spacing=0.1,
+                 title="Step time by component", labels={"ms": "ms per step"})
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))  # "panel=decode step: 48 ms" -> the name
+    fig.update_xaxes(matches=None, showticklabels=False, title_text="")
+    fig.update_yaxes(matches=None, showticklabels=True)
+    fig.update_layout(barmode="relative", **_LAYOUT)
     return fig
 
 
 def memory_figure(result: Plan) -> go.Figure:
     """HBM of the busiest device per role, stacked by part, against the device's HBM."""
-    m = tables.memory_frame(result).assign(gb=lambda x: x["bytes"] / GB)
+    m = tables.memory_frame(result).assign(gb=lambda x: x["bytes"] / GB, part=lambda x: x["part"].str.replace("_", " "))
     fig = px.bar(m, x="role", y="gb", color="part", title="Memory per device")
     hbm = result.deployment.cluster.device.hbm_bytes / GB
     fig.add_hline(y=hbm, line_dash="dot", annotation_text=f"HBM {hbm:.0f} GB")
@@ -81,8 +94,12 @@ def placement_figure(result: Plan, role: str | None = None) -> go.Figure:
     role = role or (p["role"].iloc[0] if not p.empty else "")
     p = p[p["role"] == role]
     grid = p.pivot(index="device", columns="layer", values="relative_load") if not p.empty else pd.DataFrame()
-    fig = go.Figure(go.Heatmap(z=grid.values, x=grid.columns, y=grid.index, colorscale="RdBu_r", zmid=1.0,
-                               colorbar=dict(title="load / mean")))
+    # a sequential scale from 0 with 1.0 (the mean) at its middle: uniform load is one mid colour, not the
+    # blank white that a diverging scale centred on 1.0 draws
+    top = max(2.0, float(p["relative_load"].max())) if not p.empty else 2.0
+    fig = go.Figure(go.Heatmap(z=grid.values, x=grid.columns, y=grid.index, colorscale="Viridis", zmin=0.0, zmax=top,
+                               colorbar=dict(title="load / mean"),
+                               hovertemplate="layer %{x}, device %{y}: %{z:.2f} x the mean<extra></extra>"))
     source = p["source"].iloc[0] if not p.empty else "no MoE layers"
     fig.update_layout(title=f"Expert load per device and layer ({role})<br><sup>{source[:160]}</sup>",
                       xaxis_title="layer", yaxis_title="device", **_LAYOUT)
@@ -108,6 +125,7 @@ def comparison_figure(frame: pd.DataFrame, x: str, y: str = "usd_per_million_out
     that share the values of the other varied fields (`series`) form one series (a line through them where x is a
     number), coloured by `color` where given, else by the series."""
     f = frame.dropna(subset=[y]).copy()
+    f[y] = f[y] * display.column(y).scale  # in the unit its label says (TPOT in ms, as the inputs are)
     by = list(dict.fromkeys([*series, *([color] if color else [])]))
     f["series"] = [", ".join(f"{name}={value}" for name, value in zip(by, row)) for row in f[by].itertuples(index=False)] \
         if by else "points"
@@ -116,8 +134,9 @@ def comparison_figure(frame: pd.DataFrame, x: str, y: str = "usd_per_million_out
     fig = (px.line if numeric_x else px.scatter)(f, x=x, y=y, color=color or "series", title=title, hover_data=by, **shape)
     if not numeric_x:
         fig.update_traces(marker=dict(size=10))
-        _mark_missing(fig, frame, x, y)
-    fig.update_layout(yaxis_title=y.replace("_", " "), xaxis_title=x, **_LAYOUT)
+        _mark_missing(fig, frame.assign(**{y: pd.to_numeric(frame[y], errors="coerce") * display.column(y).scale}), x, y)
+    fig.update_layout(yaxis_title=display.label(y), xaxis_title=display.label(x) if x in display.COLUMNS else x,
+                      showlegend=bool(by), **_LAYOUT)
     return fig
 
 

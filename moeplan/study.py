@@ -25,7 +25,7 @@ import plotly.graph_objects as go
 
 from hwmodels import catalog
 from hwmodels.errors import InputError, excerpt, nearest_names
-from moeplan import engines, figures, tables
+from moeplan import display, engines, figures, tables
 from moeplan.spec import SCHEMA_VERSION, Spec, load_spec, parse_spec, resolve, spec_yaml
 from planner.plan import Plan
 from planner.plan_json import plan_to_json
@@ -79,7 +79,8 @@ class Sweep:
         varied fields' values form a series (`color` names one field to colour by instead of all of them)."""
         x = x or self.varied[0]
         series = tuple(v for v in self.varied if v != x)
-        return figures.comparison_figure(self.to_frame(), x, y, color, title=f"{y.replace('_', ' ')} by {x}", series=series)
+        return figures.comparison_figure(self.to_frame(), x, y, color, title=f"{display.label(y)} by {x}",
+                                          series=series)
 
 
 # ------------------------------------------------------------------------------------------- points

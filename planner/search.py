@@ -21,6 +21,7 @@ from collections.abc import Callable
 from hwmodels import catalog
 from hwmodels.arithmetic import kv_bytes_per_token, weight_bytes
 from hwmodels.deployment import Deployment
+from hwmodels.fit import fit
 from hwmodels.hardware import Cluster, make_cluster
 from hwmodels.layout import Layout
 from hwmodels.layouts import layout_space
@@ -320,7 +321,13 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
                 f"no layout {where} holds the longest prompt ({longest:,} tokens) in one attention group's KV cache; "
                 "lower workload.max_input_tokens, store the KV cache in fewer bytes (precision.kv_cache: fp8) or use "
                 "devices with more memory")
-        return "cluster", f"{d.model_display_name} {d.precision.label()} does not fit {where}: see moeplan check"
+        report = fit(d)
+        if not report.fits:  # the weights: say by how much and what would fit
+            return "cluster.devices", f"{report.headline()}; {report.fix()}"
+        w = d.workload
+        return "cluster", (f"no layout of {d.model_display_name} {d.precision.label()} {where} leaves KV cache room for a "
+                           f"batch of {w.input_tokens:,} + {w.output_tokens:,}-token requests; use more devices or store "
+                           "the KV cache in fewer bytes (precision.kv_cache: fp8)")
     fastest = min(decode, key=lambda x: x.step_s)
     if fastest.step_s > d.slo.tpot_s:
         step = fastest.perf.steps[0]

@@ -388,11 +388,11 @@ class _Sim:
     # ------------------------------------------------------------------ finishing a step
     def end_step(self, inst: _Instance, duration: float, prefilling, decoding) -> None:
         pool, now = inst.pool, self.env.now
-        b = self._bin(now - duration)
+        self._bin(now)  # every bin the step spans exists
         used = 0
         for rank in inst.ranks:
             used += rank.kv.used()
-        pool.tally.step(b, duration, used / (pool.capacity * len(inst.ranks)))
+        pool.tally.step(now - duration, duration, used / (pool.capacity * len(inst.ranks)), self.bin_s)
         for rank, items in prefilling:
             for r, t in items:
                 self.req.todo[r] -= t

@@ -211,16 +211,23 @@ class PoolTally:
     busy_s: float = 0.0
     occupancy_s: float = 0.0  # sum over steps of KV occupancy x duration
     peak_occupancy: float = 0.0
-    busy_bins: list[float] = field(default_factory=list)  # per timeline bin: step seconds
-    occupancy_bins: list[float] = field(default_factory=list)  # and occupancy x step seconds
+    busy_bins: list[float] = field(default_factory=list)  # per timeline bin: step seconds within it
+    occupancy_bins: list[float] = field(default_factory=list)  # and occupancy x those seconds
 
-    def step(self, timeline_bin: int, duration_s: float, occupancy: float) -> None:
+    def step(self, start_s: float, duration_s: float, occupancy: float, bin_s: float) -> None:
+        """Count a step of [start_s, start_s + duration_s). Its seconds go to the bins they fall in: all of a
+        1.2 s prefill step in the bin it starts in would put that bin over 100% busy. The bins must exist."""
         self.steps += 1
         self.busy_s += duration_s
-        self.busy_bins[timeline_bin] += duration_s
         self.occupancy_s += occupancy * duration_s
-        self.occupancy_bins[timeline_bin] += occupancy * duration_s
         self.peak_occupancy = max(self.peak_occupancy, occupancy)
+        end_s = start_s + duration_s
+        b = int(start_s / bin_s)
+        while b * bin_s < end_s and b < len(self.busy_bins):
+            seconds = min(end_s, (b + 1) * bin_s) - max(start_s, b * bin_s)
+            self.busy_bins[b] += seconds
+            self.occupancy_bins[b] += occupancy * seconds
+            b += 1
 
 
 def assemble(plan: Plan, trace: RequestTrace, req: Requests, tallies: list[PoolTally], evaluations: list[int],

@@ -1,5 +1,6 @@
 """Shared fixtures. Tests that read ../shared/data skip where it is absent (a user's clone) and fail
-where CI=true, because CI always has it beside the checkout."""
+where CI=true, because CI always has it beside the checkout. Tests in a real browser (headless Chromium through
+Playwright) skip without Debian's /usr/bin/chromium or the playwright package, and fail without them under CI=true."""
 
 import os
 from pathlib import Path
@@ -7,6 +8,8 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# where browser tests keep their screenshots (git-ignored); MOEPLAN_TEST_ARTIFACTS moves it, e.g. for CI to upload
+ARTIFACTS = Path(os.environ.get("MOEPLAN_TEST_ARTIFACTS") or Path(__file__).resolve().parent / "artifacts")
 
 
 @pytest.fixture
@@ -16,3 +19,39 @@ def shared_data() -> Path:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true but the shared reference data is missing at {SHARED_DATA}")
     pytest.skip(f"shared reference data not found at {SHARED_DATA} (only beside the project checkout)")
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _no_browser() -> str | None:
+    if not CHROMIUM.exists():
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed (pip install '.[test]')"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Playwright's sync API), one per test module."""
+    reason = _no_browser()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """The folder test artefacts (screenshots) are kept in after the run: tests/artifacts unless MOEPLAN_TEST_ARTIFACTS."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

@@ -95,6 +95,28 @@ def test_planner_infeasible_slo_says_why():
     assert at.warning and "No deployment meets the SLOs" in at.warning[0].value
 
 
+def test_planner_a_model_that_does_not_fit_says_so_and_what_would():
+    at = _app()
+    at.selectbox(key="planner_device").set_value("h100-sxm").run()
+    at.number_input(key="planner_devices").set_value(8)
+    at.button(key="planner_plan").click().run()
+    assert not at.exception and not at.warning
+    message = _errors(at)[0]
+    assert message.startswith("Does not fit: Kimi K2 Instruct fp8 needs 1.03 TB of weights")
+    assert "use at least 16 x h100-sxm" in message and "SLO" not in message and "moeplan" not in message
+
+
+def test_planner_tables_read_in_words_and_units():
+    at = _app()
+    frontier = at.dataframe[0].value
+    assert "TPOT (ms)" in frontier.columns and not any("_" in c for c in frontier.columns)
+    assert frontier["TPOT (ms)"].between(1, 1000).all()  # milliseconds, as the TPOT input, not 0.048 s
+    memory = at.dataframe[1].value
+    assert list(memory.columns) == ["Role", "Part", "GB"] and memory["GB"].max() < 200  # not 6.86e10 bytes
+    cost = at.table[0].value.set_index("Quantity")["Value"]
+    assert cost["USD per M output tokens"] == at.metric[3].value and cost["Devices"] == "16"
+
+
 def test_planner_spec_upload_fills_the_inputs_and_plans():
     at = _app()
     spec = example_path("qwen3-235b-h100.yaml")
@@ -157,8 +179,8 @@ def test_placement_page_shows_the_plan_load_and_compares_methods():
     at.button(key="placement_run").click().run()
     assert not at.exception and not _errors(at)
     methods = at.dataframe[-1].value
-    assert list(methods["method"]) == ["contiguous", "eplb-global", "ilp"]
-    assert (methods["step_cost"] >= 1.0).all()
+    assert list(methods["Method"]) == ["contiguous", "eplb-global", "ilp"]
+    assert (methods["Step cost (sum over layers of busiest / mean)"] >= 1.0).all()
     at.number_input(key="placement_redundant").set_value(3)  # 19 slots do not divide over 4 devices
     at.button(key="placement_run").click().run()
     assert not at.exception
@@ -173,6 +195,10 @@ def test_simulation_page_replays_synthetic_and_uploaded_traces():
                   "KV cache occupancy", "Utilisation"):
         assert title in titles
     assert [m.label for m in at.metric][:2] == ["TTFT p99", "TPOT p99"]
+    pools, percentiles = (t.value for t in at.table)
+    assert 0 < float(pools["Utilisation (%)"].iloc[0]) <= 100  # a share of the replay, in %, never over 100
+    tpot = percentiles.set_index("Latency").loc["TPOT (ms)"]
+    assert 1 < float(tpot["p50"]) < float(tpot["SLO"]) == 50  # in ms, as the TPOT input is
     at.radio(key="sim_source").set_value("Trace file")
     at.button[0].click().run()
     assert not at.exception
@@ -186,20 +212,24 @@ def test_simulation_page_replays_synthetic_and_uploaded_traces():
 def test_hardware_page_compares_devices():
     at = _page("hardware")
     assert at.get("plotly_chart")
-    assert {"h200-sxm", "b200-sxm"} <= set(at.dataframe[0].value["device"])
+    assert {"h200-sxm", "b200-sxm"} <= set(at.table[0].value["Device"])
     at.multiselect(key="hardware_devices").set_value(["h100-sxm", "h200-sxm"])
     at.selectbox(key="hardware_metric").set_value("tpot_s")
     at.button[0].click().run()
     assert not at.exception
-    assert list(at.dataframe[0].value["device"]) == ["h100-sxm", "h200-sxm"]
+    table = at.table[0].value
+    assert list(table["Device"]) == ["h100-sxm", "h200-sxm"]
+    assert list(table["Sized"]) == ["grown from 16 devices", ""]  # 16 H100 are too few: compare sized it up
+    assert "TPOT (ms)" in at.get("plotly_chart")[0].proto.spec
 
 
 def test_validation_page_shows_predicted_vs_published():
     at = _page("validation")
     assert at.get("plotly_chart")
-    table = at.dataframe[0].value
-    assert {"scenario", "published", "predicted", "error"} <= set(table.columns)
-    assert "sglang-h100-decode" in set(table["scenario"])
+    table = at.table[0].value
+    assert {"Scenario", "Published", "Predicted", "Error"} <= set(table.columns)
+    assert "sglang-h100-decode" in set(table["Scenario"])
+    assert table.set_index("Scenario").loc["sglang-h100-decode", "Predicted"].replace(",", "").isdigit()  # 21,707, not 21707.387
     assert at.metric[0].label == "Scenarios"
     at.file_uploader(key="validation_upload").set_value(
         ("mine.yaml", b"deployments:\n  - id: x\n    model: deepseek-v3\n", "application/yaml")).run()

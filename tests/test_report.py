@@ -1,4 +1,5 @@
-"""Reports on disk: report.html and friends, never overwriting a user's files, and the CLI around them."""
+"""Reports on disk: report.html and friends, never overwriting a user's files, and the CLI around them; report.html
+leads with its summary and fits a 1,400 px window in headless Chromium (screenshots kept in tests/artifacts)."""
 
 import json
 import shutil
@@ -10,7 +11,7 @@ import pytest
 
 import moeplan
 from moeplan import example_path
-from moeplan.report import output_dir, plan_report, write_files
+from moeplan.report import output_dir, plan_report, summary_points, write_files
 from hwmodels.errors import InputError
 
 
@@ -34,6 +35,54 @@ def test_plan_report_is_self_contained_with_every_table(files):
         assert f"<h2>{heading}</h2>" in page
     assert json.loads(files["plan.json"])["feasible"] is True
     assert "per million output tokens" in files["summary.md"]
+
+
+# Kimi K2 on 16 HGX H200 nodes at a 20 ms TPOT: a disaggregated recommendation, the widest options table
+KIMI_DISAGG = {"schema_version": 1, "model": "kimi-k2", "cluster": {"unit": "hgx-h200", "units": 16},
+               "workload": {"name": "mooncake-conversation"}, "slo": {"ttft_s": 2.0, "tpot_s": 0.02}}
+
+
+def test_report_leads_with_the_answer_its_cost_utilisation_and_assumptions(files):
+    page = files["report.html"]
+    assert page.index("<h2>Summary</h2>") < page.index("<h2>Pareto frontier</h2>") < page.index("<h2>Options</h2>")
+    plan = moeplan.plan(example_path())
+    points = dict(summary_points(plan))
+    assert list(points) == ["Answer", "Cost", "Utilisation", "Assumed"]
+    assert points["Answer"].startswith("serve Kimi K2 Instruct aggregated on 16 x h200-sxm")
+    assert f"${plan.recommendation.usd_per_million_output:,.3f} per million output tokens" in points["Cost"]
+    r = plan.recommendation
+    assert points["Utilisation"].startswith(f"the offered 1.1 requests/s use {r.decode_utilization:.0%} of the decode capacity")
+    assert f"${r.usd_per_million_output_at_capacity:,.3f}" in points["Utilisation"]  # what a full deployment would cost
+    assert all(a in points["Assumed"] for a in plan.assumptions)
+    assert ">TPOT (ms)</th>" in page and "_s</th>" not in page  # columns in words and the inputs' units
+    assert files["summary.md"].splitlines()[4].startswith("- **Answer**: serve Kimi K2")
+
+
+def test_a_report_with_nothing_recommended_says_why_first():
+    small = {"model": "kimi-k2", "cluster": {"unit": "hgx-h100", "devices": 8}, "workload": {"name": "mooncake-conversation"},
+             "slo": {"ttft_s": 2.0, "tpot_s": 0.05}}
+    files = plan_report(moeplan.plan(small))
+    page = files["report.html"]
+    assert '<section class="summary none"><h2>Summary</h2><p><strong>Answer</strong>: Does not fit: Kimi K2' in page
+    assert "<h2>Options</h2>" not in page and "<h2>Step time by component</h2>" not in page
+
+
+@pytest.mark.parametrize("spec", ["example", "disaggregated"])
+def test_report_fits_a_1400_px_window(browser, artifacts, tmp_path, spec):
+    files = plan_report(moeplan.plan(example_path() if spec == "example" else KIMI_DISAGG))
+    report = tmp_path / "report.html"
+    report.write_text(files["report.html"], encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(report.as_uri())
+    page.locator("div.js-plotly-plot").first.wait_for()
+    page.screenshot(path=str(artifacts / f"report-{spec}.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1400, "the page scrolls sideways"
+    tables = page.evaluate("""() => Array.from(document.querySelectorAll('.table-wrap')).map(w => ({
+        heading: w.closest('section').querySelector('h2').innerText, table: w.firstElementChild.scrollWidth,
+        wrap: w.clientWidth}))""")
+    assert len(tables) >= 4
+    assert [t for t in tables if t["table"] > t["wrap"]] == [], "a table wider than the page"
+    page.close()
 
 
 def test_output_dir_refuses_a_non_empty_dir_and_a_file(tmp_path):

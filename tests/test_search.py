@@ -99,6 +99,15 @@ def test_traffic_beyond_the_cluster_is_explained(kimi_16):
     assert result.recommendation is None and "needs more than the cluster's 16 devices" in result.infeasible
 
 
+def test_a_model_that_does_not_fit_says_so_and_what_would():
+    small = api.deployment({"model": "kimi-k2", "cluster": {"unit": "hgx-h100", "devices": 8},
+                            "workload": {"name": "mooncake-conversation"}, "slo": {"ttft_s": 2.0, "tpot_s": 0.05}})
+    result = plan(small)
+    assert result.recommendation is None and result.infeasible_field == "cluster.devices"
+    assert "needs 1.03 TB of weights; 8 x h100-sxm hold 687 GB" in result.infeasible
+    assert "use at least 16 x h100-sxm" in result.infeasible and "moeplan" not in result.infeasible
+
+
 def test_erlang_c_matches_known_values_and_reduces_to_mm1():
     """Erlang C(2 servers, 1 Erlang) = 1/3; with one server the slot wait is the M/M/1 wait on the same service."""
     assert search._erlang_c(2, 1.0) == pytest.approx(1.0 / 3.0)

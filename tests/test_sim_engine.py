@@ -14,7 +14,7 @@ from hwmodels.ingest.requests import RequestTrace, load_trace, synthetic_trace
 from hwmodels.ingest.routing import load_routing
 from hwmodels.serving import decode_performance
 from hwmodels.step import StepContext
-from moeplan import api, parse_spec
+from moeplan import api, example_path, parse_spec
 from planner.plan_json import plan_from_json
 from sim import KVPolicy, Router, SimConfig, concat_routing, simulate
 from sim import engine
@@ -194,3 +194,15 @@ def test_real_kimi_trace_with_deepseek_routing_skew_is_not_faster(kimi, shared_d
             # slower prefill spaces out decode arrivals (smaller batches), which can move a percentile a little
             assert skewed.percentile(metric, q) >= uniform.percentile(metric, q) * 0.99
 
+
+
+def test_utilisation_over_time_spreads_each_step_over_the_bins_it_spans():
+    # the example's aggregated instance prefills 8,192-token chunks in steps longer than the 1 s bins of a 30 s
+    # trace: counted whole in the bin each starts in, a busy bin read 156%
+    d = api.deployment(example_path())
+    plan = api.plan(d).plan
+    result = simulate(plan, synthetic_trace(120, 4.0, 12_000, 300, seed=1))
+    for role in result.roles:
+        series = result.utilisation_over_time[role.role]
+        assert series.max() <= 1.0 + 1e-9
+        assert series.sum() * result.timeline_bin_s * role.instances == pytest.approx(role.busy_s, rel=1e-9)

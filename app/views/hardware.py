@@ -1,15 +1,19 @@
 """Hardware comparison: moeplan.compare plans the session's spec (same model, workload and SLOs) on each chosen
 device, on the spec's device count in whole nodes or as many as the workload needs; a chart of one metric, the
-price warnings, and the table of every point."""
+price warnings, the table of every point, and why a device fails."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 import common  # app/common.py: the script folder is on sys.path (`import app` would find app/app.py)
+from moeplan import display
 
 DEVICES = common.planned_devices()
 DEFAULT = ("h200-sxm", "b200-sxm", "gb200", "ascend-910c")
+TABLE = ("device", "devices", "sized", "mode", "decode_layout", "batch_per_device", "ttft_s", "tpot_s",
+         "output_tokens_per_s_per_device", "utilization", "usd_per_hour", "usd_per_million_input_tokens",
+         "usd_per_million_output_tokens", "usd_per_million_output_tokens_at_capacity")
 METRICS = ("usd_per_million_output_tokens", "usd_per_million_input_tokens", "output_tokens_per_s_per_device",
            "tpot_s", "ttft_s", "devices", "usd_per_hour")
 
@@ -18,7 +22,7 @@ raw, files = common.current_spec()
 st.caption(common.spec_caption(raw))
 with st.form("hardware_form"):
     devices = st.multiselect("Devices", DEVICES, default=[d for d in DEFAULT if d in DEVICES], key="hardware_devices")
-    metric = st.selectbox("Chart", METRICS, format_func=lambda m: m.replace("_", " "), key="hardware_metric")
+    metric = st.selectbox("Chart", METRICS, format_func=display.label, key="hardware_metric")
     st.form_submit_button("Compare", type="primary")
 with common.shown_errors():
     if not devices:
@@ -33,4 +37,6 @@ with common.shown_errors():
         infeasible = frame[~frame["feasible"]]
         for _, row in infeasible.iterrows():
             st.warning(f"{row['device']}: {row['reason']}", icon=":material/warning:")
-        st.dataframe(frame, hide_index=True, key="hardware_table")
+        feasible = frame[frame["feasible"]]
+        if not feasible.empty:  # the others are the warnings above; prices and their sources are in the cost warnings
+            common.text_table(feasible[[c for c in TABLE if c in feasible]])

@@ -26,7 +26,8 @@ def _plan_load(plan) -> None:
     # busiest device over the mean device of each layer (relative_load is already load / mean)
     per_layer = frame.groupby("layer", as_index=False)["relative_load"].max().rename(columns={"relative_load": "imbalance"})
     fig = px.line(per_layer, x="layer", y="imbalance", markers=True, title="Imbalance per MoE layer: busiest device / mean")
-    fig.update_layout(template="plotly_white", xaxis_title="layer", yaxis_title="busiest / mean")
+    fig.update_layout(template="plotly_white", xaxis_title="layer", yaxis_title="busiest / mean",
+                      yaxis_rangemode="tozero")  # a flat 1.0 (uniform load) reads as balanced, not as noise
     st.plotly_chart(fig, key="placement_imbalance")
     rec = plan.to_json()["recommendation"]
     chosen = rec["prefill"] if role == "prefill" else rec["decode"]
@@ -37,8 +38,8 @@ def _plan_load(plan) -> None:
     p = chosen["placement"]
     st.caption(f"{p['method']} placement on {p['devices']} devices ({p['slots_per_device']} slots each), fitted on "
                f"{', '.join(p['fit_on'])}, scored on {p['evaluated_on']}" + (f"; {p['mapping']}" if p["mapping"] else ""))
-    st.dataframe([{k: p[k] for k in ("mean_imbalance", "worst_layer_imbalance", "objective", "lp_bound", "gap", "solver",
-                                     "seconds")}], hide_index=True)
+    common.text_table(pd.DataFrame([{k: p[k] for k in ("mean_imbalance", "worst_layer_imbalance", "objective", "lp_bound",
+                                                        "gap", "solver", "seconds")}]))
     st.download_button("expert_location.json (SGLang --init-expert-location)",
                        json.dumps({"physical_to_logical_map": p["phy2log"]}), "expert_location.json", "application/json")
 
@@ -68,10 +69,10 @@ def _comparison(plan) -> None:
     eval_files = ((evaluate.name, evaluate.getvalue()),) if evaluate else ()
     with st.spinner(f"Placing (the ILP runs up to {limit} s)..."):
         result = common.compare_placements(fit_files, eval_files, int(ep), int(redundant), int(nodes), float(limit))
-    methods = [{"method": name} | m for name, m in result["methods"].items()]
-    st.plotly_chart(figures.comparison_figure(pd.DataFrame(methods), "method", "step_cost", title="Step cost by method"),
+    methods = pd.DataFrame([{"method": name} | m for name, m in result["methods"].items()])
+    st.plotly_chart(figures.comparison_figure(methods, "method", "step_cost", title="Step cost by method"),
                     key="placement_methods")
-    st.dataframe(methods, hide_index=True)
+    common.table(methods)
     st.caption(f"ILP: objective {result['objective']:.4f} on the fit windows, proven lower bound {result['lp_bound']:.4f} "
                f"(gap {result['gap']:.2%}), {result['solver']}; {result['notes']}")
     st.download_button("expert_location.json (the ILP's, SGLang --init-expert-location)",

@@ -15,12 +15,11 @@ import streamlit as st
 import yaml
 
 import common  # app/common.py: the script folder is on sys.path (`import app` would find app/app.py)
-from moeplan import api
+from moeplan import api, display, report
 from moeplan.api import InputError
-from moeplan.report import headline_text
 from moeplan.spec import parse_spec
 
-CHECKPOINT = "checkpoint's own"
+CHECKPOINT = "as the checkpoint"
 SOURCES = ("Catalog workload", "Custom", "Trace file")
 DEVICES = common.planned_devices()
 BASE_KEY = "planner_base"  # an uploaded spec not planned yet: the fields without an input come from it
@@ -114,7 +113,7 @@ def _workload_inputs() -> dict:
         name = st.selectbox("Catalog workload", list(named), key="planner_workload",
                             help="mean request shape and rate of a public trace (catalogs/workloads.yaml)")
         w = named[name]
-        rate = f"{w['requests_per_s']:g} requests/s" if w.get("requests_per_s") else "no arrival rate"
+        rate = f"{w['requests_per_s']:.3g} requests/s" if w.get("requests_per_s") else "no arrival rate"
         st.caption(f"{w['description']}: {w['input_tokens']:,} in / {w['output_tokens']:,} out tokens, {rate}")
         st.number_input("Requests/s (blank: the workload's)", min_value=0.0, value=None, key="planner_rate_override",
                         format="%.3f")
@@ -175,19 +174,21 @@ def _inputs(base: dict) -> tuple[dict, common.Files] | None:
             st.error(s[UPLOAD_ERROR_KEY], icon=":material/error:")
     lists = common.catalog_lists()
     st.selectbox("Model", list(lists["models"]), key="planner_model")
-    c1, c2 = st.columns(2)
-    c1.selectbox("Device", DEVICES, key="planner_device", on_change=_on_device_change)
+    st.selectbox("Device", DEVICES, key="planner_device", on_change=_on_device_change)
     device = lists["devices"][s.planner_device]
-    c2.selectbox("Cluster unit", device["cluster_units"], key="planner_unit")
+    st.selectbox("Cluster unit", device["cluster_units"], key="planner_unit")
     unit = lists["units"][s.planner_unit]
+    c1, c2 = st.columns(2)
     c1.number_input("Devices", min_value=1, step=unit["devices_per_node"], key="planner_devices",
                     help=f"a whole number of {unit['name']} nodes of {unit['devices_per_node']}")
     listed = device["price_usd_per_hour"]
-    c2.number_input("USD per device-hour", min_value=0.0, value=None, key="planner_price", format="%.2f",
-                    placeholder=f"{listed:.2f} (catalog)" if listed is not None else "no catalog price",
-                    help=device["price_source"] if listed is not None else "without a price the plan has no cost")
-    c1.selectbox("Routed experts", [CHECKPOINT, *lists["formats"]["weights"]], key="planner_experts")
-    c2.selectbox("KV cache", [CHECKPOINT, *lists["formats"]["kv_cache"]], key="planner_kv")
+    c2.number_input("USD/device-h", min_value=0.0, value=None, key="planner_price", format="%.2f",
+                    placeholder=f"{listed:.2f}" if listed is not None else "none",
+                    help=(f"blank: the catalog's {listed:.2f} ({device['price_source']})" if listed is not None
+                          else "no catalog price: without one the plan has no cost"))
+    st.selectbox("Routed experts", [CHECKPOINT, *lists["formats"]["weights"]], key="planner_experts",
+                 help="the number format of the routed experts' weights")
+    st.selectbox("KV cache", [CHECKPOINT, *lists["formats"]["kv_cache"]], key="planner_kv")
     workload, workload_error = None, None
     try:
         workload = _workload_inputs()
@@ -214,34 +215,38 @@ def _inputs(base: dict) -> tuple[dict, common.Files] | None:
 def _show(plan) -> None:
     result = plan.plan
     r = result.recommendation
-    if r is None:
-        st.warning(headline_text(result), icon=":material/warning:")
+    if r is None:  # a model that does not fit is an error in the inputs, an SLO miss a finding
+        show = st.error if report.verdict(result) == "Does not fit" else st.warning
+        show(report.headline_text(result), icon=":material/warning:")
     else:
-        st.success(headline_text(result), icon=":material/check_circle:")
+        st.success(report.headline_text(result), icon=":material/check_circle:")
         cols = st.columns(5)
         cols[0].metric("Devices", r.devices, help=f"{r.mode}: {r.devices} x {result.deployment.cluster.device.name}")
-        cols[1].metric("TPOT", f"{r.tpot_s * 1e3:.1f} ms")
-        cols[2].metric("TTFT", f"{r.ttft_s:.2f} s")
+        cols[1].metric("TPOT", f"{r.tpot_s * 1e3:.1f} ms", help=f"SLO {result.deployment.slo.tpot_s * 1e3:g} ms")
+        cols[2].metric("TTFT", f"{r.ttft_s:.2f} s", help=f"SLO {result.deployment.slo.ttft_s:g} s")
         for col, label, usd in ((cols[3], "output", r.usd_per_million_output), (cols[4], "input", r.usd_per_million_input)):
             col.metric(f"USD/M {label}", "no price" if usd is None else f"{usd:,.3f}", help=f"USD per million {label} tokens")
-    tabs = st.tabs(["Frontier", "Step time", "Memory", "Cost", "Options", "Assumptions"])
-    with tabs[0]:
-        st.plotly_chart(plan.figure("frontier"), key="planner_frontier")
-        st.dataframe(plan.to_frame("frontier"), hide_index=True)
-    with tabs[1]:
-        st.plotly_chart(plan.figure("breakdown"), key="planner_breakdown")
-    with tabs[2]:
-        st.plotly_chart(plan.figure("memory"), key="planner_memory")
-        st.dataframe(plan.to_frame("memory"), hide_index=True)
-    with tabs[3]:
-        cost = plan.to_frame("cost")
-        # one column mixes names and numbers: shown as text, numbers to 4 significant digits
-        cost["value"] = [f"{v:,.4g}" if isinstance(v, float) else "" if v is None else str(v) for v in cost["value"]]
-        st.dataframe(cost, hide_index=True)
-    with tabs[4]:
-        st.caption("The recommendation (rank 0) and the next-cheapest deployments that meet the SLOs")
-        st.dataframe(plan.to_frame("recommendation"), hide_index=True)
-    with tabs[5]:
+    names = ["Frontier"] * bool(result.frontier) + ["Step time", "Memory", "Cost", "Options"] * bool(r) + ["Assumptions"]
+    tabs = dict(zip(names, st.tabs(names)))
+    if "Frontier" in tabs:
+        with tabs["Frontier"]:
+            st.plotly_chart(plan.figure("frontier"), key="planner_frontier")
+            common.table(plan.to_frame("frontier"))
+    if r is not None:
+        with tabs["Step time"]:
+            st.plotly_chart(plan.figure("breakdown"), key="planner_breakdown")
+            if r.prefill is None:
+                st.caption("An aggregated instance's TPOT is longer than its decode step: each output token also carries "
+                           "its share of the prefill steps the instance runs between decode steps.")
+        with tabs["Memory"]:
+            st.plotly_chart(plan.figure("memory"), key="planner_memory")
+            common.table(plan.to_frame("memory"))
+        with tabs["Cost"]:
+            st.table(display.quantities(plan.to_frame("cost")), hide_index=True)
+        with tabs["Options"]:
+            st.caption("The recommendation (rank 0) and the next-cheapest deployments that meet the SLOs")
+            common.text_table(display.options(plan.to_frame("recommendation")))
+    with tabs["Assumptions"]:
         st.caption(f"{result.candidates_scored:,} candidates scored in {result.seconds:.2f} s")
         st.markdown("\n".join(f"- {a}" for a in result.assumptions))
     c1, c2 = st.columns(2)
@@ -253,22 +258,21 @@ def _show(plan) -> None:
 # ------------------------------------------------------------------------------------------- page
 
 st.title("Capacity planner")
-left, right = st.columns([1, 2], gap="large")
 requested, error = None, None
-with left:
+with st.sidebar:  # the inputs beside the navigation: the results get the page's width
+    st.header("Deployment", divider="gray")
     if "planner_model" not in st.session_state:  # first visit, or back from another page: show the session's spec
         _inputs_from_spec(common.current_spec()[0])
     try:
         requested = _inputs(st.session_state.get(BASE_KEY) or common.current_spec()[0])
     except InputError as e:
         error = e
-with right:
-    with common.shown_errors():
-        if error is not None:
-            raise error  # shown where the result would be, instead of a result of other inputs
-        raw, files = requested or common.current_spec()
-        with st.spinner("Searching layouts..."):
-            planned = common.plan(raw, files)
-        common.set_current_spec(raw, files)
-        st.session_state.pop(BASE_KEY, None)
-        _show(planned)
+with common.shown_errors():
+    if error is not None:
+        raise error  # shown where the result would be, instead of a result of other inputs
+    raw, files = requested or common.current_spec()
+    with st.spinner("Searching layouts..."):
+        planned = common.plan(raw, files)
+    common.set_current_spec(raw, files)
+    st.session_state.pop(BASE_KEY, None)
+    _show(planned)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -39,9 +40,21 @@ def _over_time(result, series: dict[str, np.ndarray], title: str, y_title: str, 
         mid_s = (np.arange(len(values)) + 0.5) * result.timeline_bin_s  # each bin at its middle
         fig.add_scatter(x=mid_s, y=values, mode="lines", name=name)
     fig.update_layout(title=title, xaxis_title="simulated time (s)", yaxis_title=y_title, **_LAYOUT)
-    if percent:
-        fig.update_layout(yaxis_tickformat=".0%")
+    if percent:  # a fraction of the bin or of the capacity: never over 100% (sim spreads a step over its bins)
+        fig.update_layout(yaxis_tickformat=".0%", yaxis_range=[0, 1.05])
     return fig
+
+
+def _percentiles(summary: dict, slo) -> pd.DataFrame:
+    """p50 / p90 / p99 of each latency in the unit of its SLO input (TPOT in ms), with the SLO."""
+    rows = []
+    for metric, name, unit, scale, slo_s in (("ttft", "TTFT", "s", 1.0, slo.ttft_s), ("tpot", "TPOT", "ms", 1e3, slo.tpot_s),
+                                             ("e2e", "End-to-end", "s", 1.0, None)):
+        values = [summary[f"{metric}_p{q}_s"] for q in (50, 90, 99)] + [slo_s]
+        rows.append({"Latency": f"{name} ({unit})"} | {
+            column: "" if v is None else f"{v * scale:,.{1 if unit == 'ms' else 2}f}"
+            for column, v in zip(("p50", "p90", "p99", "SLO"), values)})
+    return pd.DataFrame(rows)
 
 
 def _show(result) -> None:
@@ -53,7 +66,7 @@ def _show(result) -> None:
     c[0].metric(f"TTFT p{p:g}", f"{result.percentile('ttft', p):.2f} s", help=f"SLO {slo.ttft_s:g} s")
     c[1].metric(f"TPOT p{p:g}", f"{result.percentile('tpot', p) * 1e3:.1f} ms", help=f"SLO {slo.tpot_s * 1e3:g} ms")
     c[2].metric("Within both SLOs", f"{summary['slo_attainment']:.1%}")
-    c[3].metric("Goodput", f"{summary['goodput_requests_per_s']:.2f} req/s")
+    c[3].metric("Goodput", f"{summary['goodput_requests_per_s']:.2f}/s", help="requests/s served within both SLOs")
     c[4].metric("Output tokens/s", f"{summary['output_tokens_per_s']:,.0f}")
     usd = summary["usd_per_million_output_tokens"]
     c[5].metric("USD/M output", "no price" if usd is None else f"{usd:,.3f}", help="devices x price x makespan / output tokens")
@@ -73,10 +86,9 @@ def _show(result) -> None:
     with c2:
         st.plotly_chart(_over_time(result, result.utilisation_over_time, "Utilisation", "time stepping",
                                    percent=True), key="sim_chart_utilisation")
-    st.dataframe([r.to_json() for r in result.roles], hide_index=True)
+    common.text_table(pd.DataFrame([r.to_json() for r in result.roles]).drop(columns="step_cost_evaluations"))
     with st.expander("Percentiles, assumptions and the full result"):
-        st.dataframe([{"metric": m, **{f"p{q}": summary[f"{m}_p{q}_s"] for q in (50, 90, 99)}} for m in ("ttft", "tpot", "e2e")],
-                     hide_index=True)
+        st.table(_percentiles(summary, slo), hide_index=True)
         st.markdown("\n".join(f"- {a}" for a in result.assumptions))
         st.download_button("simulation.json", json.dumps(summary, indent=1, default=float), "simulation.json",
                            "application/json")

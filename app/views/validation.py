@@ -11,10 +11,16 @@ import common  # app/common.py: the script folder is on sys.path (`import app` w
 from moeplan import api
 
 
+def _number(v: float | None) -> str:
+    """A published or predicted figure: whole numbers from 100 up, 3 significant digits below."""
+    return "" if v is None else f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
 def _frame(rows) -> pd.DataFrame:
-    return pd.DataFrame([{"scenario": r.id, "metric": r.metric.replace("_", " "), "published": r.published,
-                          "predicted": r.predicted, "error": r.error, "not modelled": r.reason or None,
-                          "assumptions": "; ".join(r.assumptions), "source": r.source} for r in rows])
+    """One line per scenario; what it assumed and its source are listed below the table (long text)."""
+    return pd.DataFrame([{"Scenario": r.id, "Metric": r.metric.replace("_", " "), "Published": _number(r.published),
+                          "Predicted": _number(r.predicted), "Error": "" if r.error is None else f"{r.error:+.1%}",
+                          "Not modelled because": r.reason} for r in rows])
 
 
 st.title("Validation: predicted vs published")
@@ -32,15 +38,14 @@ with common.shown_errors():
     c[1].metric("Modelled", s["modelled"])
     c[2].metric("Median |error|", "n/a" if s["median_abs_error"] is None else f"{s['median_abs_error']:.1%}")
     c[3].metric("Max |error|", "n/a" if s["max_abs_error"] is None else f"{s['max_abs_error']:.1%}")
-    frame = _frame(rows)
-    modelled = frame.dropna(subset=["error"])
-    if not modelled.empty:
-        fig = px.bar(modelled, x="scenario", y="error", hover_data=["metric", "published", "predicted"],
+    modelled = [r for r in rows if r.error is not None]
+    if modelled:
+        errors = pd.DataFrame([{"scenario": r.id, "error": r.error, "metric": r.metric.replace("_", " "),
+                                "published": r.published, "predicted": r.predicted} for r in modelled])
+        fig = px.bar(errors, x="scenario", y="error", hover_data=["metric", "published", "predicted"],
                      title="Prediction error per scenario ((predicted - published) / published)")
         fig.update_layout(template="plotly_white", yaxis_tickformat=".0%", xaxis_title="", yaxis_title="error")
         st.plotly_chart(fig, key="validation_errors")
-    st.dataframe(frame, hide_index=True, key="validation_table", column_config={
-        "published": st.column_config.NumberColumn(format="localized"),
-        "predicted": st.column_config.NumberColumn(format="localized"),
-        "error": st.column_config.NumberColumn(format="percent"),
-    })
+    st.table(_frame(rows), hide_index=True)
+    with st.expander("What each scenario assumed, and its source"):
+        st.markdown("\n".join(f"- **{r.id}** ({r.source}): {'; '.join(r.assumptions) or 'nothing assumed'}" for r in rows))
