@@ -28,7 +28,7 @@ from pathlib import Path
 
 from hwmodels.calibrate.kernels_measured import layer_report, load_measured, report, report_table, summary
 from kernels_ref.bench import run_benchmarks, write_csv
-from record import machine, write_results
+from record import run_context, write_results
 
 TARGET_FRACTION = 0.5
 KERNEL = "grouped_swiglu_fp8"
@@ -125,7 +125,7 @@ def main() -> int:
         parser.error(f"{args.output} exists; give a new file name")
     if args.source and not args.source.is_file():
         parser.error(f"--from: no file {args.source}")
-    started, start_s, measured_s = machine(), time.perf_counter(), None
+    started, start_s, measured_s = run_context(), time.perf_counter(), None
     with tempfile.TemporaryDirectory() as tmp:
         if args.source:
             path = args.source

@@ -27,7 +27,7 @@ from hwmodels.ingest.routing import read_counts
 from planner.eplb import Policy, eplb_placement
 from planner.ilp import ilp_placement
 from planner.placement import evaluate
-from record import machine, write_results
+from record import run_context, write_results
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "deepseek-v3-sglang-eplb"
 CONFIGS = ((72, 32), (72, 104), (144, 32), (144, 176))  # (EP, redundant slots)
@@ -119,7 +119,7 @@ def main() -> int:
     parser.add_argument("--out-of-sample-s", type=float, default=15.0, help="ILP time limit per held-out case, seconds")
     parser.add_argument("--workers", type=int, default=2, help="processes per ILP solve")
     args = parser.parse_args()
-    started, start_s = machine(), time.perf_counter()
+    started, start_s = run_context(), time.perf_counter()
     if not DATA.is_dir():
         print(f"routing statistics not found at {DATA}")
         return 1

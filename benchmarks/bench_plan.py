@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from moeplan import api, example_path
-from record import machine, write_results
+from record import run_context, write_results
 
 TARGET_S = 60.0
 STATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "deepseek-v3-sglang-eplb"
@@ -40,7 +40,7 @@ def routed_plan() -> dict:
 
 
 def main() -> int:
-    started = machine()
+    started = run_context()
     start = time.perf_counter()
     result = api.plan(example_path("kimi-k2-h200-128.yaml"))
     elapsed = time.perf_counter() - start

@@ -23,7 +23,7 @@ from moeplan import api, parse_spec
 from sim import PlacementFallback, SimConfig, concat_routing, simulate
 from sim import engine
 from sim.steps import StepTimes
-from record import machine, write_results
+from record import run_context, write_results
 
 TARGET_S = 30.0
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -76,7 +76,7 @@ def run_figures(r) -> dict:
 
 
 def main() -> int:
-    started, start_s = machine(), time.perf_counter()
+    started, start_s = run_context(), time.perf_counter()
     d = api.deployment(parse_spec(SPEC))
     plan = api.plan(d).plan
     print(f"plan: {plan.describe()}")

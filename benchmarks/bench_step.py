@@ -15,7 +15,7 @@ from hwmodels.hardware import make_cluster
 from hwmodels.layout import Layout
 from hwmodels.precision import default_plan
 from hwmodels.step import StepContext
-from record import machine, write_results
+from record import run_context, write_results
 
 TARGET_PER_S = 2000
 
@@ -24,7 +24,7 @@ def main() -> int:
     arch = load_model("kimi-k2")
     plan = default_plan(arch.quantization_config, arch.torch_dtype)
     cluster = make_cluster(load_unit("hgx-h200"), units=16)
-    started = machine()
+    started = run_context()
     grid = list(itertools.product((1, 2, 4, 8), (False, True), (0, 32, 64, 128), range(8, 520, 8)))
     start = time.perf_counter()
     for tp, overlap, redundant, batch in grid:

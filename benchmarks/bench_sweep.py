@@ -14,7 +14,7 @@ import os
 import time
 
 from moeplan import api, engines, example_path
-from record import machine, write_results
+from record import run_context, write_results
 
 VARY = {
     "slo.tpot_s": [0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.10, 0.12, 0.15],
@@ -27,7 +27,7 @@ def main() -> int:
     spec = example_path()
     points = math.prod(len(v) for v in VARY.values())
     cpus = len(os.sched_getaffinity(0))
-    started = machine()
+    started = run_context()
 
     start = time.perf_counter()
     local = api.sweep(spec, VARY, engine="local")

@@ -12,8 +12,9 @@ from pathlib import Path
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def machine() -> dict:
-    """The CPU model, the CPUs this process may use, and the load average: timings are only comparable with all three."""
+def run_context() -> dict:
+    """When a run starts: the CPU model, the CPUs this process may use and the load average (timings are only
+    comparable with all three), and the commit it runs."""
     cpu = platform.processor() or platform.machine()
     try:
         names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -22,7 +23,7 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cpu": cpu, "cpus": len(os.sched_getaffinity(0)), "system": platform.platform(),
-            "python": platform.python_version(), "load_average_1m": round(os.getloadavg()[0], 2)}
+            "python": platform.python_version(), "load_average_1m": round(os.getloadavg()[0], 2), "commit": _commit()}
 
 
 def _commit() -> str:
@@ -40,14 +41,13 @@ def _commit() -> str:
 
 def write_results(name: str, figures: dict, started: dict) -> Path:
     """Write benchmarks/results/<name>.json: `figures` (the run's headline numbers, SI units in the key names),
-    `started` (machine() when the run began) and the machine at the end, so a reader sees whether the machine
-    was shared while it ran."""
+    `started` (run_context() when the run began) and the load average at the end, so a reader sees whether the
+    machine was shared while it ran."""
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    ended = machine()
-    record = {"benchmark": f"benchmarks/{name}.py", "date": datetime.date.today().isoformat(), "commit": _commit(),
-              "machine": {k: v for k, v in started.items() if k != "load_average_1m"},
-              "load_average_1m": {"start": started["load_average_1m"], "end": ended["load_average_1m"]},
+    record = {"benchmark": f"benchmarks/{name}.py", "date": datetime.date.today().isoformat(), "commit": started["commit"],
+              "machine": {k: v for k, v in started.items() if k not in ("load_average_1m", "commit")},
+              "load_average_1m": {"start": started["load_average_1m"], "end": round(os.getloadavg()[0], 2)},
               "figures": figures}
     path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {path.relative_to(RESULTS_DIR.parents[1])}")
