@@ -15,17 +15,20 @@ tests/test_calibration.py holds the committed CSV to it).
 
 Run: python benchmarks/bench_kernels.py [--quick] [--device cpu|cuda] [-o FILE.csv]
      python benchmarks/bench_kernels.py --from FILE.csv   (an earlier run's CSV, not re-measured)
-Exits 1 if a speed target is missed.
+Exits 1 if a speed target is missed. Writes the headline figures of the rows it judged to
+benchmarks/results/bench_kernels.json (the README quotes those of the committed CSV).
 """
 
 import argparse
 import csv
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from hwmodels.calibrate.kernels_measured import load_measured, report_table
+from hwmodels.calibrate.kernels_measured import layer_report, load_measured, report, report_table, summary
 from kernels_ref.bench import run_benchmarks, write_csv
+from record import run_context, write_results
 
 TARGET_FRACTION = 0.5
 KERNEL = "grouped_swiglu_fp8"
@@ -40,6 +43,38 @@ def _read_rows(path: Path) -> list[dict]:
                 for row in csv.DictReader(f)]  # fmt: skip
 
 
+def target_ratio(row: dict) -> tuple[float, bool]:
+    """A grouped-expert row's speed against what was measured alongside it (prefill: the bf16 matmul rate; decode:
+    the memory bandwidth), and whether the target judges it (prefill, or memory-bound decode, over several experts)."""
+    if row["phase"] == "prefill":
+        ratio = row["flops_per_s"] / row["peak_flops_per_s"]
+    else:
+        ratio = row["bytes_per_s"] / row["peak_bytes_per_s"]
+    return ratio, (row["phase"] == "prefill" or row["bound"] == "memory") and row["groups"] > 1
+
+
+def headline(rows: list[dict], path: Path) -> dict:
+    """What the README quotes of a run: the judged speed ratios, the memory probe's swing, and the calibration's
+    worst kernel row and worst whole-layer row (hwmodels.calibrate.kernels_measured over the CSV at `path`)."""
+    judged = [(row, target_ratio(row)[0]) for row in rows if row["kernel"] == KERNEL and target_ratio(row)[1]]
+    table = load_measured(path)
+    fitted, layers = report(table), layer_report(table)
+    worst = max(fitted, key=lambda r: abs(r["error"]))
+    bandwidth = [row["peak_bytes_per_s"] for row in rows if row["phase"] is not None]
+    return {"csv": path.name, "device": rows[0]["device"], "threads": int(rows[0]["threads"]), "date": rows[0]["date"],
+            "torch_version": rows[0]["torch_version"], "target_fraction": TARGET_FRACTION,
+            "prefill_ratio_range": [min(r for row, r in judged if row["phase"] == "prefill"),
+                                    max(r for row, r in judged if row["phase"] == "prefill")],
+            "decode_memory_bound_ratio_range": [min(r for row, r in judged if row["phase"] == "decode"),
+                                                max(r for row, r in judged if row["phase"] == "decode")],
+            "probe_bytes_per_s_range": [min(bandwidth), max(bandwidth)],
+            "calibration": summary(table, fitted, layers),
+            "worst_row": {"kernel": worst["kernel"], "tokens": worst.get("tokens"), "error": worst["error"]},
+            "layer_tokens": {phase: [r["tokens"] for r in layers if r["kernel"].split(":")[1] == phase]
+                             for phase in ("decode", "prefill")},
+            "layer_shape": {k: layers[0][k] for k in ("top_k", "experts", "experts_of_model")}}
+
+
 def print_targets(rows: list[dict]) -> list[dict]:
     """Print the speed targets; returns the rows that missed theirs."""
     print(f"device: {rows[0]['device']}, torch {rows[0]['torch_version']}, {rows[0]['date']}")
@@ -51,13 +86,11 @@ def print_targets(rows: list[dict]) -> list[dict]:
           f"{'ratio':>6}  {'against (measured alongside)':<34} target")  # fmt: skip
     missed = []
     for row in (row for row in rows if row["kernel"] == KERNEL):
+        ratio, judged = target_ratio(row)
         if row["phase"] == "prefill":
-            ratio, against = row["flops_per_s"] / row["peak_flops_per_s"], "bf16 matmul"
-            peak = f"{row['peak_flops_per_s'] / 1e9:.0f} GFLOP/s"
+            against, peak = "bf16 matmul", f"{row['peak_flops_per_s'] / 1e9:.0f} GFLOP/s"
         else:
-            ratio, against = row["bytes_per_s"] / row["peak_bytes_per_s"], "memory bandwidth"
-            peak = f"{row['peak_bytes_per_s'] / 1e9:.1f} GB/s"
-        judged = (row["phase"] == "prefill" or row["bound"] == "memory") and row["groups"] > 1
+            against, peak = "memory bandwidth", f"{row['peak_bytes_per_s'] / 1e9:.1f} GB/s"
         verdict = ("ok" if ratio >= TARGET_FRACTION else "MISSED") if judged else (
             "- (compute-bound)" if row["groups"] > 1 else "- (one expert: calibration)")
         if verdict == "MISSED":
@@ -92,18 +125,23 @@ def main() -> int:
         parser.error(f"{args.output} exists; give a new file name")
     if args.source and not args.source.is_file():
         parser.error(f"--from: no file {args.source}")
+    started, start_s, measured_s = run_context(), time.perf_counter(), None
     with tempfile.TemporaryDirectory() as tmp:
         if args.source:
             path = args.source
             rows = _read_rows(path)
         else:
             rows = run_benchmarks(args.device, quick=args.quick)
+            measured_s = time.perf_counter() - start_s
             path = args.output or Path(tmp) / "kernels.csv"
             write_csv(rows, path)
         missed = print_targets(rows)
         print_steadiness(rows)
         print()
         print(report_table(load_measured(path)))
+        # a CSV judged again (--from) was measured elsewhere: no run time, and the machine is the CSV's device
+        write_results("bench_kernels", {**headline(rows, path), "measured_wall_s": measured_s, "quick": args.quick},
+                      started)
     return 1 if missed else 0
 
 

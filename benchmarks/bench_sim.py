@@ -5,12 +5,14 @@ SGLang's DeepSeek-V3 routing statistics mapped to Kimi K2's shape and replayed i
 Prints: the wall time of the full replay (target under 30 s on 2 cores), how wall time grows with the
 number of requests (the trace 1x, 2x and 4x, copies back to back), the TTFT / TPOT percentiles with
 uniform, EPLB-balanced and unbalanced (contiguous) expert load side by side, and the step-time grid's
-error against the exact step over the steps of a replay. Needs ../shared/data beside the checkout.
+error against the exact step over the steps of a replay. Needs ../shared/data beside the checkout. Writes its
+figures to benchmarks/results/bench_sim.json (the README quotes them from there).
 
 Run: python benchmarks/bench_sim.py
 """
 
 import glob
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from moeplan import api, parse_spec
 from sim import PlacementFallback, SimConfig, concat_routing, simulate
 from sim import engine
 from sim.steps import StepTimes
+from record import run_context, write_results
 
 TARGET_S = 30.0
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -64,7 +67,16 @@ def grid_error(plan, trace, decode, prefill, samples: int = 300) -> dict[str, tu
     return out
 
 
+def run_figures(r) -> dict:
+    """One replay's headline numbers: percentiles (s), goodput, throughput, cost and each pool's mean imbalance."""
+    return {**{f"{m}_p{q}_s": r.percentile(m, q) for m in ("ttft", "tpot") for q in (50, 90, 99)},
+            "goodput_requests_per_s": r.goodput_requests_per_s, "output_tokens_per_s": r.output_tokens_per_s,
+            "usd_per_million_output_tokens": r.usd_per_million_output_tokens,
+            "prefill_imbalance": r.roles[0].mean_imbalance, "decode_imbalance": r.roles[1].mean_imbalance}
+
+
 def main() -> int:
+    started, start_s = run_context(), time.perf_counter()
     d = api.deployment(parse_spec(SPEC))
     plan = api.plan(d).plan
     print(f"plan: {plan.describe()}")
@@ -90,10 +102,11 @@ def main() -> int:
 
     print("\nlinearity (EPLB skew; the trace repeated back to back):")
     print(f"{'copies':>6} {'requests':>9} {'wall s':>8} {'wall / 1x':>10} {'requests / 1x':>14} {'steps':>9}")
-    base = None
+    base, growth = None, {}
     for copies in (1, 2, 4):
         r = simulate(plan, repeated(trace, copies), SimConfig(), decode, prefill)
         base = base or r.wall_seconds
+        growth[f"{copies}x"] = r.wall_seconds / base
         steps = sum(role.steps for role in r.roles)
         print(f"{copies:>6} {len(r.arrival_s):>9,} {r.wall_seconds:>8.1f} {r.wall_seconds / base:>10.2f} {copies:>14.2f} {steps:>9,}")
 
@@ -113,8 +126,15 @@ def main() -> int:
         print(f"  {name}: {r.roles[0].expert_load.split(' through ')[-1].split(';')[0]}")
 
     print("\nstep-time grid vs the exact step over the steps of a replay (10% of the trace, EPLB skew, 300 steps each):")
-    for phase, (mean, worst) in grid_error(plan, trace.subsample(0.1, seed=0), decode, prefill).items():
+    errors = grid_error(plan, trace.subsample(0.1, seed=0), decode, prefill)
+    for phase, (mean, worst) in errors.items():
         print(f"  {phase}: mean {mean:.4%}, worst {worst:.3%}")
+    write_results("bench_sim", {
+        "plan": plan.describe(), "requests": len(trace), "trace_duration_s": trace.duration_s, "target_s": TARGET_S,
+        "replay_wall_s": {name: r.wall_seconds for name, r in runs.items()}, "wall_growth_by_copies": growth,
+        "runs": {name: run_figures(r) for name, r in runs.items()},
+        "grid_error": {phase: {"mean": mean, "worst": worst} for phase, (mean, worst) in errors.items()},
+        "wall_s": time.perf_counter() - start_s}, started)
     return 0 if runs["EPLB skew"].wall_seconds < TARGET_S else 1
 
 

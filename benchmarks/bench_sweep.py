@@ -3,7 +3,8 @@
 Kimi K2 on 16 x H200 (the default example) at 10 TPOT SLOs x 10 prompt lengths x 10 H200 prices, each engine
 on every CPU this process may use; both must return the same rows. Ray's start-up (a local instance, the
 packages shipped to it) is timed apart from the sweep, because it is paid once per session, not per sweep.
-About 3 minutes on 2 cores. Needs the ray extra: pip install 'moeplan[ray]'.
+About 3 minutes on 2 cores. Needs the ray extra: pip install 'moeplan[ray]'. Writes its figures to
+benchmarks/results/bench_sweep.json (the README quotes them from there).
 
 Run: python benchmarks/bench_sweep.py
 """
@@ -13,6 +14,7 @@ import os
 import time
 
 from moeplan import api, engines, example_path
+from record import run_context, write_results
 
 VARY = {
     "slo.tpot_s": [0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.10, 0.12, 0.15],
@@ -25,6 +27,7 @@ def main() -> int:
     spec = example_path()
     points = math.prod(len(v) for v in VARY.values())
     cpus = len(os.sched_getaffinity(0))
+    started = run_context()
 
     start = time.perf_counter()
     local = api.sweep(spec, VARY, engine="local")
@@ -45,6 +48,9 @@ def main() -> int:
     print(f"{'local':<8} | {local_s:8.1f} | {points / local_s:8.1f}")
     print(f"{'ray':<8} | {ray_s:8.1f} | {points / ray_s:8.1f}   (+ {startup_s:.1f} s to start the local instance)")
     print(f"ray / local points per second: {local_s / ray_s:.2f} x; same rows: {same}")
+    write_results("bench_sweep", {"points": points, "feasible": feasible, "local_s": local_s,
+                                  "local_points_per_s": points / local_s, "ray_s": ray_s, "ray_points_per_s": points / ray_s,
+                                  "ray_startup_s": startup_s, "same_rows": same}, started)
     return 0 if same else 1
 
 

@@ -3,6 +3,8 @@ where CI=true, because CI always has it beside the checkout. Tests in a real bro
 Playwright) skip without Debian's /usr/bin/chromium or the playwright package, and fail without them under CI=true."""
 
 import os
+import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ARTIFACTS = Path(os.environ.get("MOEPLAN_TEST_ARTIFACTS") or Path(__file__).resolve().parent / "artifacts")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if SHARED_DATA.is_dir():
         return SHARED_DATA
@@ -55,3 +57,18 @@ def artifacts() -> Path:
     """The folder test artefacts (screenshots) are kept in after the run: tests/artifacts unless MOEPLAN_TEST_ARTIFACTS."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def context_study(tmp_path_factory) -> Path:
+    """The folder docs/whatif_kimi_k2_context.py wrote its CSV and chart to, run once as a script for every test
+    that reads it (it plans 16 points: half a minute on 2 cores)."""
+    out = tmp_path_factory.mktemp("whatif")
+    script = Path(__file__).resolve().parents[1] / "docs" / "whatif_kimi_k2_context.py"
+    argv = sys.argv
+    sys.argv = [script.name, str(out)]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    return out

@@ -58,7 +58,7 @@ def test_error_today(rows):
 
 
 @pytest.mark.xfail(strict=True, reason="issue bar not met: TensorRT-LLM H200 +60% and GB200 decode +66% (early "
-                   "kernels of their engines); median 20.8% (bar 12%), set by SGLang's H100 prefill at +20-23% with EPLB")
+                   "kernels of their engines); median 20.7% (bar 12%), set by SGLang's H100 prefill at +20-23% with EPLB")
 def test_issue_error_bars(rows):
     for r in rows:
         if r.error is not None:

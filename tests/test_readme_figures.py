@@ -1,22 +1,123 @@
-"""Figures the README quotes, recomputed: a change that moves one fails here until the README says the new value."""
+"""Every figure the README quotes, recomputed or read from the run that measured it: a change that moves one
+fails here until the README says the new value.
 
+Three kinds: figures a model run yields in seconds are recomputed here and the README sentence is rebuilt
+from them; console output the README shows is the command run again and compared line by line (only the wall
+time may differ); figures only a slow benchmark yields are read from benchmarks/results/<name>.json, which the
+benchmark writes when run (python benchmarks/bench_<name>.py). Published figures are citations, quoted with
+their source named beside them, and not recomputed.
+"""
+
+import contextlib
+import glob
+import io
+import json
+import math
+import re
+import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 import moeplan
+from moeplan import api, cli, example_path
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def _quoted(text: str) -> None:
     assert " ".join(text.split()) in " ".join(README.split()), f"README no longer says: {text}"
 
 
+def _run_cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+def _results(name: str) -> dict:
+    """A benchmark's recorded figures, with a line naming the machine and how busy it was."""
+    record = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+    m, load = record["machine"], record["load_average_1m"]
+    # a load average above the CPU count: other work was running, and a timing says so
+    record["on"] = f"{m['cpus']}-CPU {m['cpu']}" + (", shared with other work" if max(load.values()) > m["cpus"] else "")
+    return record
+
+
 @pytest.fixture(scope="module")
 def default_plan():
-    return moeplan.plan(moeplan.example_path())
+    return moeplan.plan(example_path())
 
+
+def _default_spec(**changes) -> dict:
+    return {**yaml.safe_load(example_path().read_text()), **changes}
+
+
+# --- the quick start, the limits and defaults it names ------------------------------------------------------
+
+def test_the_built_in_example_and_the_python_version():
+    d = api.deployment(example_path())
+    _quoted(f"plan Kimi K2 on {d.cluster.num_devices} x H200 (the built-in example)")
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    _quoted(f"Python {requires.removeprefix('>=')}+, no GPU needed")
+
+
+def test_limits_and_defaults_are_the_codes():
+    from app.common import MAX_UPLOAD_MB
+    from hwmodels.ingest.requests import PREFIX_BLOCK_TOKENS
+    from hwmodels.ingest.source import MAX_FILE_BYTES
+    from hwmodels.layouts import ATTENTION_TP
+    from hwmodels.units import GiB
+    from moeplan import engines
+    from moeplan.study import SIZING_MAX_DEVICES
+    from planner.plan_json import PLAN_SCHEMA_VERSION
+
+    _quoted(f"up to a size limit per file ({MAX_FILE_BYTES / GiB:.0f} GiB; {MAX_UPLOAD_MB} MB in the dashboard)")
+    _quoted(f"Uploads are limited to {MAX_UPLOAD_MB} MB")
+    _quoted(f"attention TP of {min(ATTENTION_TP)} to {max(ATTENTION_TP)} devices inside a scale-up domain")
+    _quoted(f"up to {SIZING_MAX_DEVICES:,} devices")
+    _quoted(f"(`--requests N`, default {api.SYNTHETIC_REQUESTS:,})")
+    _quoted(f"Mooncake's {PREFIX_BLOCK_TOKENS}-token block hashes")
+    _quoted(f"at least {engines.TASKS_PER_WORKER} tasks per CPU, at most {engines.MAX_CHUNK_ITEMS} points")
+    _quoted(f"is retried {['once', 'twice'][engines.RETRIES - 1]}")
+    _quoted(f"(after {engines.RETRIES + 1} attempts)")
+    _quoted(f"(`planner/plan_json.py`, schema {PLAN_SCHEMA_VERSION})")
+
+
+def test_the_spec_block_is_the_default_example():
+    block = README.split("[`catalogs/examples/kimi-k2-h200.yaml`](catalogs/examples/kimi-k2-h200.yaml):")[1]
+    shown = yaml.safe_load(block.split("```yaml\n", 1)[1].split("```", 1)[0])
+    example = yaml.safe_load(example_path().read_text())
+    assert shown == {k: v for k, v in example.items() if k in shown}  # the README leaves out only its name
+    assert set(example) - set(shown) == {"name"}
+
+
+# --- check --------------------------------------------------------------------------------------------------
+
+def test_check_says_what_fits():
+    _quoted(moeplan.check(example_path()).headline())
+
+
+def test_check_says_what_does_not_fit_and_what_would():
+    status, _, err = _run_cli(["check", str(example_path("kimi-k2-h100-8.yaml"))])
+    block = README.split("A model that does not fit says so")[1].split("```text\n", 1)[1].split("```", 1)[0]
+    assert status == 1 and block.endswith(", ...\n")
+    assert " ".join(err.split()).startswith(" ".join(block.removesuffix(", ...\n").split()))
+
+
+def test_bad_input_is_one_line(tmp_path):
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(_default_spec(cluster={"unit": "hgx-h20", "units": 2})))
+    status, _, err = _run_cli(["check", str(tmp_path / "spec.yaml")])
+    assert status == 2
+    _quoted(f"never a traceback: `{err.strip()}`")
+
+
+# --- plan ---------------------------------------------------------------------------------------------------
 
 def test_the_default_examples_utilisation_and_cost_at_capacity(default_plan):
     r = default_plan.recommendation
@@ -24,13 +125,417 @@ def test_the_default_examples_utilisation_and_cost_at_capacity(default_plan):
             f"${r.usd_per_million_output:.2f} per million output tokens, ${r.usd_per_million_output_at_capacity:.2f} full.")
 
 
+def test_an_slo_nothing_meets_says_how_close_the_best_comes():
+    result = moeplan.plan(_default_spec(slo={"ttft_s": 2.0, "tpot_s": 0.005, "percentile": 99}))
+    assert result.recommendation is None
+    message = result.infeasible
+    _quoted(f"(`{message.split(' (')[0]} (...); ... would help`, exit status 1)")
+
+
+def test_printed_summaries_are_short(default_plan):
+    longest = max(len(repr(x).splitlines()) for x in (default_plan, default_plan.recommendation,
+                                                         moeplan.check(example_path())))
+    assert longest <= 20
+    _quoted("a summary of at most 20 lines")
+
+
 def test_the_readmes_config_json_example_is_shipped_and_runs(capsys, monkeypatch):
     """The quick-start's `moeplan model <config.json>` line names a file in the checkout, and it runs as written."""
-    import shlex
-
-    from moeplan import cli
     line = next(ln for ln in README.splitlines() if ln.startswith("$ moeplan model ") and "config.json" in ln)
     argv = shlex.split(line[2:].split("#")[0])[1:]
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.chdir(ROOT)
     assert cli.main(argv) == 0
     assert "14.3 B total" in capsys.readouterr().out  # Qwen's model card: 14.3 B parameters, 2.7 B activated
+
+
+# --- simulate: the README's replay of the Mooncake trace, run as written ------------------------------------
+
+def _replay_block() -> tuple[list[str], list[str]]:
+    """The console block of the Mooncake replay: its commands (continuation lines joined) and its output lines."""
+    start = README.index("$ sed 's/tpot_s")
+    lines = README[start:README.index("```", start)].rstrip("\n").split("\n")
+    commands, i = [], 0
+    while lines[i].startswith("$ "):
+        command = lines[i][2:]
+        while command.endswith("\\"):
+            i += 1
+            command = command[:-1] + lines[i]
+        commands.append(command)
+        i += 1
+    return commands, lines[i:]
+
+
+@pytest.fixture(scope="module")
+def replay(shared_data, tmp_path_factory):
+    """Run the block's commands as a shell would (the sed edit, the glob expansion, in the checkout), keeping the
+    plan the CLI made and the replay it printed, for the sentences around the block."""
+    (sed, simulate), _ = _replay_block()
+    _, expression, source, _, target = shlex.split(sed)
+    old, new = expression.split("/")[1:3]
+    spec = tmp_path_factory.mktemp("replay") / target
+    spec.write_text((ROOT / source).read_text().replace(old, new))
+    argv = []
+    for word in shlex.split(simulate)[1:]:
+        argv += [str(spec)] if word == target else sorted(glob.glob(word, root_dir=ROOT)) if "*" in word else [word]
+    made = {}
+
+    def recording(function, key):
+        def call(*args, **kwargs):
+            made[key] = function(*args, **kwargs)
+            return made[key]
+        return call
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(ROOT)
+        patch.setattr(api, "_plan", recording(api._plan, "plan"))
+        patch.setattr(api, "simulate", recording(api.simulate, "simulation"))
+        status, out, _ = _run_cli(argv)
+        assert status == 0
+        trace = api.read_trace(argv[argv.index("--trace") + 1])
+    return out, made["plan"], made["simulation"], trace
+
+
+def test_the_replay_prints_what_the_readme_shows(replay):
+    out, plan, sim, _ = replay
+    shown = _replay_block()[1]
+    wall = re.compile(r"\((\d[\d.,]*) s wall\)")  # the one figure that depends on the machine
+    printed = [wall.sub("(... s wall)", line) for line in out.rstrip("\n").split("\n")]
+    assert printed == [wall.sub("(... s wall)", line) for line in shown]
+    # the wall time shown is what benchmarks/bench_sim.py recorded for this same replay (its "EPLB skew" run)
+    bench = _results("bench_sim")["figures"]
+    assert bench["plan"] == plan.describe()
+    assert bench["runs"]["EPLB skew"]["ttft_p99_s"] == pytest.approx(sim.percentile("ttft", 99), rel=1e-9)
+    assert wall.search(shown[0]).group(1) == f"{bench['replay_wall_s']['EPLB skew']:.1f}"
+
+
+def test_the_sentences_around_the_replay(replay):
+    _, plan, sim, trace = replay
+    r = plan.recommendation
+    pool = r.decode.instance_devices * r.decode_instances
+    _quoted(f"Moonshot's real Kimi conversation trace (Mooncake FAST'25, {len(trace):,} requests over "
+            f"{trace.duration_s:,.0f} s)")
+    _quoted(f"The planner's analytic estimate (TTFT {r.ttft_s:.2f} s at p99 by an M/M/1 queue, TPOT "
+            f"{r.tpot_s * 1e3:.1f} ms) does not hold: it runs the decode pool at {r.decode_utilization:.0%} of its "
+            f"capacity ({r.decode.work_per_device * pool} sequences on {pool} devices) and prices no wait for a free "
+            f"decode slot;")
+    _quoted(f"the replay's decode pool is busy {sim.roles[1].utilisation:.1%} of the time and requests queue for a "
+            f"slot (TTFT p50 {sim.percentile('ttft', 50):.1f} s)")
+    _quoted(f"prompts up to {trace.input_tokens.max() / trace.input_tokens.mean():.0f}x the mean")
+    _quoted(f"recommended 16 H200 for the trace's {len(trace) / trace.duration_s:.1f} requests/s")
+    _quoted(f"# Kimi traffic; the trace runs {len(trace) / trace.duration_s:.1f}/s")
+    _quoted(f"(`workload.max_input_tokens`; {trace.input_tokens.max():,} for the Mooncake conversation trace)")
+    _quoted(f"The simulated cost charges all {r.devices} devices to output tokens "
+            f"(${sim.usd_per_million_output_tokens:.2f} per million); the planner's ${r.usd_per_million_output:.2f} "
+            f"charges the decode pool only")
+
+
+def test_the_trace_rate_refused_on_16_h200_and_the_default_examples_replay(default_plan):
+    """The aggregated-serving story: the default plan's slots, its replay at the rate it asks and at 1.5/s, and
+    the rates the planner refuses on 16 H200 (1.5/s, and the trace's own: the catalog workload's rate)."""
+    rate = yaml.safe_load(example_path().read_text())["workload"]["requests_per_s"]
+    for workload in ({"name": "mooncake-conversation", "requests_per_s": 1.5}, {"name": "mooncake-conversation"}):
+        assert moeplan.plan(_default_spec(workload=workload)).recommendation is None, workload
+    r = default_plan.recommendation
+    slots = r.decode.work_per_device * r.decode.instance_devices * r.decode_instances
+    at_rate = api.simulate(example_path(), default_plan, requests=600, seed=3)  # as tests/test_plan_vs_sim.py
+    faster = api.simulate(_default_spec(workload={"name": "mooncake-conversation", "requests_per_s": 1.5}),
+                          default_plan, requests=600, seed=3)
+    _quoted(f"replayed at 1.5 requests/s, the default plan's {slots} sequence slots are full often enough that p99 "
+            f"TTFT reaches {faster.percentile('ttft', 99):.1f} s against a {default_plan.deployment.slo.ttft_s:g} s SLO")
+    _quoted(f"and refuses 1.5 requests/s on 16 H200. The default example asks {rate:g}")
+    _quoted(f"the plan's TTFT is {r.ttft_s:.2f} s at p99 and the replay's {at_rate.percentile('ttft', 99):.2f} s; "
+            f"TPOT p50 {at_rate.percentile('tpot', 50) * 1e3:.0f} ms, p99 {at_rate.percentile('tpot', 99) * 1e3:.0f} ms "
+            f"against the planned {r.tpot_s * 1e3:.0f} ms at full load")
+
+
+# --- the notebook API and the what-if study -----------------------------------------------------------------
+
+def test_the_notebook_examples_active_parameters():
+    active = f"{moeplan.model_summary('deepseek-v3')['active_params']:.2e}".replace("e+", "e")
+    _quoted(f'moeplan.model_summary("deepseek-v3")["active_params"]       # {active}')
+
+
+def test_the_context_studys_costs(context_study):
+    import pandas as pd
+
+    frame = pd.read_csv(context_study / "whatif_kimi_k2_context.csv")
+    feasible = frame[frame["feasible"]]
+    cost = {(row["device"], row["workload.input_tokens"]): row["usd_per_million_output_tokens"]
+            for _, row in feasible.iterrows()}
+    at_2k = {device: c for (device, tokens), c in cost.items() if tokens == 2048}
+    cheapest, dearest = min(at_2k, key=at_2k.get), max(at_2k, key=at_2k.get)
+    assert (cheapest, dearest) == ("gb200", "ascend-910c")
+    at_128k = {device: c for (device, tokens), c in cost.items() if tokens == 131072}
+    assert set(at_128k) == {"gb200", "b200-sxm"}  # only the Blackwell parts
+    h200 = max(tokens for device, tokens in cost if device == "h200-sxm")
+    devices = int(re.search(r'"devices": (\d+)', (ROOT / "docs" / "whatif_kimi_k2_context.py").read_text()).group(1))
+    assert frame["devices"].max() <= devices
+    _quoted(f"On up to {devices} devices each: from ${at_2k['gb200']:.2f} (GB200) to ${at_2k['ascend-910c']:.2f} (910C, "
+            f"at an assumed $2/h) per million output tokens at 2K; at 128K only the Blackwell parts still fit an "
+            f"instance within the SLO (${at_128k['gb200']:.1f} GB200, ${at_128k['b200-sxm']:.1f} B200) and H200 stops "
+            f"at {h200 // 1024}K (${cost['h200-sxm', h200]:.2f})")
+
+
+# --- model arithmetic ---------------------------------------------------------------------------------------
+
+def test_the_model_arithmetic_table():
+    from hwmodels.units import format_bytes, format_count
+
+    rows = {"Kimi K2": "kimi-k2", "DeepSeek-V3 / R1": "deepseek-v3", "Qwen3-235B-A22B": "qwen3-235b-a22b",
+            "Mixtral-8x7B": "mixtral-8x7b"}
+    for label, name in rows.items():
+        s = moeplan.model_summary(name)
+        total = format_count(s["total_params"])
+        if name == "kimi-k2":  # four digits, beside the figure Moonshot's model card quotes
+            total = f"{s['total_params'] / 1e12:.3f} T (Moonshot quotes 1.04 T)"
+        if s["mtp_params"]:
+            total += f" (+{format_count(s['mtp_params'])} MTP)"
+        _quoted(f"| {label} | {total} | {format_count(s['active_params'])} | {format_bytes(s['weight_bytes'])} "
+                f"{s['precision']['routed_experts']} |")
+
+
+def test_kv_bytes_and_the_routing_map_shapes():
+    kimi, deepseek = api.model_config("kimi-k2"), api.model_config("deepseek-v3")
+    latent, layers = kimi["kv_lora_rank"] + kimi["qk_rope_head_dim"], kimi["num_hidden_layers"]
+    assert moeplan.model_summary("kimi-k2")["kv_bytes_per_token"] == latent * layers * 2  # bf16: 2 bytes
+    _quoted(f"(Kimi K2: {latent} x {layers} x 2 = {latent * layers * 2:,} B in bf16)")
+    moe = {m: moeplan.model_summary(m)["moe_layers"] for m in ("kimi-k2", "deepseek-v3")}
+    _quoted(f"MoE layers by relative depth ({moe['deepseek-v3']} -> {moe['kimi-k2']}) and expert j replays DeepSeek-V3 "
+            f"expert j mod {deepseek['n_routed_experts']} (so {kimi['n_routed_experts']} real per-expert loads")
+
+
+def test_the_catalogs_cluster_shapes_and_number_formats():
+    from hwmodels.precision import SCHEMES
+
+    clusters = {c["name"]: c for c in api.clusters()}
+    nvl72, cm384, hgx = clusters["gb200-nvl72"], clusters["cloudmatrix384"], clusters["hgx-h200"]
+    _quoted(f"HGX {hgx['devices_per_node']}-GPU nodes, GB200/GB300 NVL72 racks ({nvl72['scaleup_domain_devices']}-GPU "
+            f"NVLink domain, {nvl72['devices_per_node']} GPUs per tray)")
+    _quoted(f"CloudMatrix384 ({cm384['devices']} NPUs on the Unified Bus)")
+    domains = sorted({c["scaleup_domain_devices"] for c in clusters.values()})
+    _quoted(f"scale-up domain of {' / '.join(map(str, domains))}, scale-out")
+    fp8, int4 = SCHEMES["fp8"], SCHEMES["int4"]
+    assert (fp8.scale_bytes, int4.scale_bytes) == (4.0, 2.0)  # fp32 and bf16 scales
+    _quoted(f"(fp8 {fp8.block_rows}x{fp8.block_cols} with fp32 scales, int4 groups of {int4.block_cols} with bf16 scales, "
+            f"MXFP4, NVFP4)")
+
+
+# --- the operator fits and the validation against published deployments -------------------------------------
+
+def _worst_percent(errors) -> int:
+    """What "every row within N%" claims: the largest |error| rounded up to a whole percent."""
+    return math.ceil(max(abs(e) for e in errors) * 100)
+
+
+def test_the_operator_fits():
+    from hwmodels import catalog
+    from hwmodels.calibrate import deepep_fit
+
+    gemm = catalog.stored_fit("deepgemm-h800")["report"]
+    deepep = deepep_fit.deepep_report()
+    parameters = len(catalog.stored_fit("deepgemm-h800")["parameters"])
+    worst, worst_held_out = max(abs(r["error"]) for r in gemm), max(abs(r["loo_error"]) for r in gemm)
+    _quoted(f"{['', 'one', 'two', 'three', 'four', 'five', 'six', 'seven'][parameters]} physical parameters fitted on "
+            f"the {len(gemm)} published DeepGEMM rows (H800, fp8): every row within {worst:.1%}, leave-one-out error "
+            f"at most {worst_held_out:.1%}")
+    h800 = [r["error"] for r in deepep if not r["table"].startswith("deepep_ascend")]
+    ascend = [r["error"] for r in deepep if r["table"].startswith("deepep_ascend")]
+    _quoted(f"DeepEP's tables: all {len(h800)} H800 rows within {_worst_percent(h800)}%")
+    timed = deepep_fit._published_times_us(deepep_fit._ASCEND_TABLES)
+    held_out = [deepep_fit._predict(case, "latency_us", deepep_fit.fit_deepep_ascend(exclude=i))[0].time_s / 1e-6 / us - 1
+                for i, (case, us) in enumerate(timed)]
+    _quoted(f"all {len(ascend)} published numbers within {_worst_percent(ascend)}%, and each of the {len(timed)} timed "
+            f"rows within {_worst_percent(held_out)}% when left out of the fit")
+
+
+def test_the_two_batch_overlap_fit():
+    from hwmodels import catalog
+
+    fit = catalog.stored_fit("overlap")
+    rows = {r["id"]: r for r in fit["report"]}
+    decode, small = rows["sglang-h100-decode-tbo-256"], rows["sglang-h100-decode-tbo-32"]
+    assert small["published_low"] < 1 and small["modelled"] < 1  # slower with TBO, in the model too
+    _quoted(f"one efficiency, {fit['parameters']['overlap_efficiency']:.2f}, fitted to LMSYS's published prefill "
+            f"ablation (TBO {(rows['sglang-h100-prefill-tbo']['published_low'] - 1) * 100:.0f}-"
+            f"{rows['sglang-h100-prefill-tbo']['published_high'] - 1:.0%} faster at equal tokens per device;")
+    _quoted(f"predicts its held-out decode ablation ({decode['published_low'] - 1:.1%} faster at 256 sequences per "
+            f"device) as {decode['modelled'] - 1:.1%}. Its 32-sequence point (TBO {1 - small['published_low']:.0%} slower)")
+
+
+def test_the_validation_table():
+    from hwmodels.calibrate.deployments import load_entries
+
+    rows = api.validate()
+    for r in rows:
+        metric = r.metric.replace("tokens_per_s", "tokens/s").replace("_", " ")
+        cells = ([f"{r.predicted:,.0f}", f"{r.error:+.1%}"] if r.error is not None else [f"not modelled: {r.reason}", ""])
+        _quoted(" | ".join(["", r.id, metric, f"{r.published:,.0f}", *cells, ""]).strip())
+    summary = api.validation_summary(rows)
+    _quoted(f"Median absolute error {summary['median_abs_error']:.1%} (the issue's bar is 12%)")
+    error = {r.id: r.error for r in rows}
+    prefill = [e for i, e in error.items() if i.startswith("sglang-h100-prefill")]
+    _quoted(f"and the {min(prefill):.0%}-{max(prefill):.0%} left is about the 18% LMSYS measured".replace("%-", "-"))
+    assert abs(error["sglang-gb200-decode"]) > 0.30 and abs(error["trtllm-h200-max-throughput"]) > 0.30
+    assert all(abs(e) <= 0.30 for i, e in error.items() if e is not None and i not in
+               ("sglang-gb200-decode", "trtllm-h200-max-throughput"))
+    mtp = next(e for e in load_entries(None) if e.id == "deepseek-profile-decode-h800").workload.speculative
+    _quoted(f"converted to tokens at the {mtp.acceptance:.0%} acceptance LMSYS assumes")
+    _quoted("GB200 decode is outside 30%")
+    _quoted("TensorRT-LLM's H200 run is outside 30%")
+
+
+def test_the_tensorrt_llm_runs_arithmetic():
+    from hwmodels.calibrate.deployments import build_scenario, load_entries
+    from hwmodels.roles import Phase
+
+    entry = next(e for e in load_entries(None) if e.id == "trtllm-h200-max-throughput")
+    w = entry.workload
+    batch, budget = w.max_batch_per_device, w.tokens_per_device_per_step
+    _quoted(f"(`--max_num_tokens {budget}`, decode tokens included, beside {batch} slots per rank; a dataset of "
+            f"exactly {w.input_tokens:,} input and {w.output_tokens:,} output tokens; concurrency {w.concurrency:,} = "
+            f"{entry.devices} ranks x {batch})")
+    # one prompt per rank per step, as hwmodels.serving.lockstep_aggregated_performance admits them
+    assert (budget - batch) // (w.input_tokens - 1) == 1
+    _quoted(f"{batch} mixed steps in each {w.output_tokens:,}-step slot lifetime")
+    published_per_user = 11.35  # tokens/s, the same TensorRT-LLM blog post as the table's row
+    step = build_scenario(entry).context.step(Phase.DECODE, batch, w.input_tokens + w.output_tokens / 2)
+    _quoted(f"Its published per-user rate, {published_per_user} tokens/s, puts its average step at "
+            f"{1e3 / published_per_user:.0f} ms, against moeplan's {step.time_s * 1e3:.0f} ms decode step for {batch} "
+            f"sequences per GPU at EP{entry.devices}")
+
+
+# --- kernels_ref: accuracy, and the committed measurement's calibration -------------------------------------
+
+def _sci(x: float) -> str:
+    return f"{x:.1e}".replace("e-0", "e-")
+
+
+def test_the_fp8_experts_error_at_kimi_k2s_sizes():
+    torch = pytest.importorskip("torch")
+    from kernels_ref import TOLERANCE, calc_diff, grouped_swiglu_fp8
+    from kernels_ref.generators import generate_grouped_swiglu
+
+    # one expert, 8 tokens, Kimi K2's hidden 7168 and expert width 2048 (tests/kernels_ref/test_grouped_gemm.py)
+    errors = {}
+    for reference in ("checkpoint", "unquantised"):
+        inputs, expected = generate_grouped_swiglu([8], 7168, 2048, seed=5, reference=reference)
+        y = grouped_swiglu_fp8(inputs.x_q, inputs.x_scale, inputs.offsets, inputs.weights, torch.float32)
+        errors[reference] = calc_diff(y, expected)
+    assert (TOLERANCE["fp8_swiglu"], TOLERANCE["fp8_swiglu_with_weight_rounding"]) == (1e-3, 3e-3)  # the README's bars
+    _quoted("stay below 1e-3 against fp32 arithmetic on the checkpoint's own weights")
+    _quoted(f"{_sci(errors['checkpoint'])} measured at Kimi K2's sizes")
+    _quoted(f"gives {_sci(errors['unquantised'])} (tested below 3e-3)")
+
+
+def _benchmark(name: str):
+    """benchmarks/<name>.py as a module (the scripts import their sibling record.py)."""
+    import importlib
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(ROOT / "benchmarks"))
+        return importlib.import_module(name)
+
+
+def _words(items) -> str:
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def test_the_kernel_calibration_figures():
+    pytest.importorskip("torch")  # bench_kernels.py imports kernels_ref
+    kernels_bench = _benchmark("bench_kernels")
+    record = _results("bench_kernels")
+    f = record["figures"]
+    path = ROOT / "catalogs" / "measured" / f["csv"]
+    # the results file is what bench_kernels.py --from makes of the committed CSV today
+    assert json.loads(json.dumps(kernels_bench.headline(kernels_bench._read_rows(path), path))) == \
+        {k: v for k, v in f.items() if k not in ("measured_wall_s", "quick")}
+    c, layer = f["calibration"], f["layer_shape"]
+    worst = {"quantize_fp8": "fp8 quantisation"}[f["worst_row"]["kernel"].split(":")[0]]
+    _quoted(f"(`moe_layer` rows: router top-{layer['top_k']}, dispatch, grouped experts, shared expert, combine, on "
+            f"{layer['experts']} of Kimi K2's {layer['experts_of_model']} experts, an "
+            f"EP{layer['experts_of_model'] // layer['experts']} shard)")
+    _quoted(f"On a {f['threads']}-thread {f['device'].split(' (')[0]} (`catalogs/measured/{f['csv']}`, measured "
+            f"{f['date']} by `python benchmarks/bench_kernels.py`): the whole layer within {c['layer_max_abs_error']:.1%} "
+            f"of its prediction at {_words(f['layer_tokens']['decode'])} (decode) and "
+            f"{_words(f['layer_tokens']['prefill'])} (prefill) tokens, and every one of the {c['rows']} kernel rows "
+            f"within {c['max_abs_error']:.1%} of its fit (the worst: {worst} of {f['worst_row']['tokens']} tokens), "
+            f"bar {c['bar']:.0%}; fp8 experts at {f['prefill_ratio_range'][0]:.2f} to {f['prefill_ratio_range'][1]:.2f} "
+            f"of the measured bf16 matmul rate at prefill and {f['decode_memory_bound_ratio_range'][0]:.2f} to "
+            f"{f['decode_memory_bound_ratio_range'][1]:.2f} of the measured memory bandwidth at memory-bound decode "
+            f"shapes (target {f['target_fraction']:g})")
+    low, high = (b / 1e9 for b in f["probe_bytes_per_s_range"])
+    _quoted(f"The memory probe swung between {low:.0f} and {high:.0f} GB/s within that run")
+
+
+# --- benchmarks: the figures their last run recorded --------------------------------------------------------
+
+def test_the_placement_benchmark():
+    record = _results("bench_placement")
+    f = record["figures"]
+    inside, held_out, solve = f["in_sample"], f["out_of_sample"], f["solve_time"]
+    ep72 = inside["mean_step_cost_by_config"]["EP72+32"]
+    assert inside["never_worse_than_eplb"] and held_out["met"] and solve["met"]
+    _quoted(f"(`python benchmarks/bench_placement.py`, {f['wall_s'] / 60:.0f} minutes on a {record['on']}; "
+            f"`benchmarks/results/bench_placement.json`): in-sample never worse than EPLB (EP72 + 32 slots, mean over "
+            f"the {inside['files']} files: {ep72['ilp_step_cost']:.3f} vs {ep72['eplb_step_cost']:.3f}); each file held "
+            f"out and the placement fitted on the others, {held_out['mean_improvement_over_eplb']:.1%} lower step cost "
+            f"than EPLB on average over {held_out['cases']} cases; EP144 x {solve['layers']} layers within its "
+            f"{solve['bar_s']:.0f} s limit on {record['machine']['cpus']} cores.")
+
+
+def test_the_simulator_benchmark():
+    record = _results("bench_sim")
+    f = record["figures"]
+    wall, growth, runs = f["replay_wall_s"], f["wall_growth_by_copies"], f["runs"]
+    uniform, eplb, contiguous = runs["uniform"], runs["EPLB skew"], runs["contiguous skew"]
+    assert growth["2x"] < 2 and growth["4x"] < 4  # sublinear
+    grid_mean = max(e["mean"] for e in f["grid_error"].values())
+    grid_worst = max(e["worst"] for e in f["grid_error"].values())
+    _quoted(f"tracks the exact step within {grid_mean:.3%} on average and {grid_worst:.1%} at worst over the steps of "
+            f"the replay below")
+    percentiles = [f"{m}_p{q}_s" for m in ("ttft", "tpot") for q in (50, 90, 99)]
+    moved = [eplb[k] / uniform[k] - 1 for k in percentiles]
+    _quoted(f"replays the full trace ({wall['uniform']:.1f} s uniform, {wall['EPLB skew']:.1f} s with EPLB-balanced "
+            f"skew on a {record['on']}; the target is {f['target_s']:.0f} s), shows wall time growing sublinearly with "
+            f"requests (1x, 2x, 4x: {', '.join(f'{g:.2f}' for g in growth.values())} in the last run;")
+    _quoted(f"EPLB's skew (imbalance {eplb['prefill_imbalance']:.2f} prefill, {eplb['decode_imbalance']:.2f} decode) "
+            f"moves them by under {_worst_percent(moved)}%, contiguous placement ({contiguous['prefill_imbalance']:.2f}, "
+            f"{contiguous['decode_imbalance']:.2f}) raises TTFT p50 by "
+            f"{contiguous['ttft_p50_s'] / eplb['ttft_p50_s'] - 1:.0%} and cuts goodput from "
+            f"{eplb['goodput_requests_per_s']:.2f} to {contiguous['goodput_requests_per_s']:.2f} requests/s.")
+
+
+def test_the_plan_benchmark():
+    record = _results("bench_plan")
+    f = record["figures"]
+    _quoted(f"A plan of Kimi K2 on 128 H200 takes {f['plan_128_h200']['wall_s']:.1f} s on a {record['on']} "
+            f"(`python benchmarks/bench_plan.py`).")
+    routed = f["routed_plan_16_h200"]
+    assert routed["method"] == "ilp" and len(routed["fit"]) == 2
+    slots = f" + {routed['redundant_experts']}" if routed["redundant_experts"] else " (no redundant slots)"
+    _quoted(f"On Kimi K2 / 16 x H200 with the ILP fitted on two DeepSeek-V3 decode files and scored on a third, the "
+            f"recommended EP{routed['ep']}{slots} placement comes within {routed['gap']:.2%} of its bound in sample "
+            f"({routed['in_sample_objective']:.4f}) and runs {routed['held_out_mean_imbalance']:.2f} x the mean device "
+            f"load held out (worst layer {routed['held_out_worst_layer_imbalance']:.2f}); the plan takes "
+            f"{routed['wall_s']:.0f} s on a {record['on']} (`python benchmarks/bench_plan.py`).")
+
+
+def test_the_step_benchmark():
+    record = _results("bench_step")
+    f = record["figures"]
+    _quoted(f"`python benchmarks/bench_step.py` scores {f['layouts']:,} distinct layouts of Kimi K2 on 128 H200 (decode "
+            f"and prefill step, all layers): {f['layouts_per_s']:,.0f} per second on a {record['on']} (target "
+            f"{f['target_layouts_per_s']:,}).")
+
+
+def test_the_sweep_benchmark():
+    record = _results("bench_sweep")
+    f = record["figures"]
+    grid = [len(values) for values in _benchmark("bench_sweep").VARY.values()]
+    assert f["same_rows"] and f["points"] == grid[0] * grid[1] * grid[2]
+    ratio = f["ray_points_per_s"] / f["local_points_per_s"]
+    _quoted(f"`python benchmarks/bench_sweep.py` runs {f['points']:,} points (Kimi K2 on 16 H200: {grid[0]} TPOT SLOs x "
+            f"{grid[1]} prompt lengths x {grid[2]} prices) both ways. On a {record['on']}, local processes ran "
+            f"{f['local_points_per_s']:.1f} points/s and local Ray {f['ray_points_per_s']:.1f} points/s ({ratio:.2f} x, "
+            f"plus {f['ray_startup_s']:.0f} s to start the Ray instance), with the same rows;")
