@@ -55,7 +55,10 @@ def test_planner_shows_the_example_plan_on_first_visit():
     assert at.title[0].value == "Capacity planner"
     assert "16 x h200-sxm" in at.success[0].value and "per million output tokens" in at.success[0].value
     assert at.get("plotly_chart"), "the frontier chart"
-    assert [m.label for m in at.metric][:3] == ["Devices", "TPOT", "TTFT"]
+    assert [m.label for m in at.metric][:4] == ["Devices", "TPOT", "TTFT", "Utilisation"]
+    utilisation = at.metric[3]
+    assert 0 < float(utilisation.value.removesuffix("%")) <= 100 and "when full, USD" in utilisation.help
+    assert utilisation.value in at.success[0].value  # the headline says the same share
     assert at.selectbox(key="planner_model").value == "kimi-k2"
     assert at.number_input(key="planner_devices").value == 16
 
@@ -114,7 +117,7 @@ def test_planner_tables_read_in_words_and_units():
     memory = at.dataframe[1].value
     assert list(memory.columns) == ["Role", "Part", "GB"] and memory["GB"].max() < 200  # not 6.86e10 bytes
     cost = at.table[0].value.set_index("Quantity")["Value"]
-    assert cost["USD per M output tokens"] == at.metric[3].value and cost["Devices"] == "16"
+    assert cost["USD per M output tokens"] == at.metric[4].value and cost["Devices"] == "16"
 
 
 def test_planner_spec_upload_fills_the_inputs_and_plans():

@@ -220,11 +220,15 @@ def _show(plan) -> None:
         show(report.headline_text(result), icon=":material/warning:")
     else:
         st.success(report.headline_text(result), icon=":material/check_circle:")
-        cols = st.columns(5)
+        cols = st.columns(6)
         cols[0].metric("Devices", r.devices, help=f"{r.mode}: {r.devices} x {result.deployment.cluster.device.name}")
         cols[1].metric("TPOT", f"{r.tpot_s * 1e3:.1f} ms", help=f"SLO {result.deployment.slo.tpot_s * 1e3:g} ms")
         cols[2].metric("TTFT", f"{r.ttft_s:.2f} s", help=f"SLO {result.deployment.slo.ttft_s:g} s")
-        for col, label, usd in ((cols[3], "output", r.usd_per_million_output), (cols[4], "input", r.usd_per_million_input)):
+        # a low utilisation is why a cost per token can look high: the card says so before the cost cards
+        full = "" if r.usd_per_million_output_at_capacity is None else \
+            f"; when full, USD {r.usd_per_million_output_at_capacity:,.3f} per million output tokens"
+        cols[3].metric("Utilisation", f"{r.utilization:.0%}", help=f"{report.utilization_text(r)}{full}")
+        for col, label, usd in ((cols[4], "output", r.usd_per_million_output), (cols[5], "input", r.usd_per_million_input)):
             col.metric(f"USD/M {label}", "no price" if usd is None else f"{usd:,.3f}", help=f"USD per million {label} tokens")
     names = ["Frontier"] * bool(result.frontier) + ["Step time", "Memory", "Cost", "Options"] * bool(r) + ["Assumptions"]
     tabs = dict(zip(names, st.tabs(names)))
