@@ -7,7 +7,7 @@ import importlib.util
 import io
 import math
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -180,16 +180,19 @@ def read_routing_counts(source: SourceLike, *, name: str | None = None, max_byte
 
 
 def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_loads: np.ndarray, ep: int, redundant: int,
-                       nodes: int = 1, time_limit_s: float = 60.0, workers: int | None = None) -> dict:
+                       nodes: int = 1, time_limit_s: float = 60.0, workers: int | None = None,
+                       progress: Callable[[str], None] | None = None) -> dict:
     """Contiguous, EPLB (global policy) and the robust ILP placed on `fit_windows` ([L, E] counts, one or several)
     over `ep` devices with `redundant` extra slots on `nodes` nodes, each scored on `eval_loads` ([L, E]) under
     the runtime even split (planner.compare_placements). Returns what `moeplan place --json` prints, with the
     ILP placement as SGLang's --init-expert-location mapping under `expert_location`. time_limit_s: the limit
     of the whole call, in (0, MAX_PLACE_TIME_LIMIT_S] seconds (when it runs out, the ILP keeps the best placement
-    found so far and its notes say so); workers: the ILP's processes (None: the solver's default).
+    found so far and its notes say so); workers: the ILP's processes (None: the solver's default); progress:
+    called with each step's name as it starts (moeplan place shows it).
     Bounds: 0 <= redundant <= the experts' count, nodes divides ep, and the placements' estimated memory
     within planner.compare_placements.MAX_PLACEMENT_BYTES; anything else is an InputError naming the argument."""
-    return _compare_placements(fit_windows, eval_loads, ep, redundant, nodes, time_limit_s=time_limit_s, workers=workers)
+    return _compare_placements(fit_windows, eval_loads, ep, redundant, nodes, time_limit_s=time_limit_s, workers=workers,
+                               progress=progress)
 
 
 def check_placement_args(num_layers: int, num_experts: int, ep: int, redundant: int, nodes: int = 1,

@@ -17,8 +17,10 @@ import time
 from typing import Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
 from moeplan import api, cli_show, launch, report
 from moeplan.api import InputError, KVPolicy, Router, SimConfig
@@ -329,17 +331,38 @@ _PLACE_OPTIONS = {"ep": "--ep", "redundant": "--redundant", "nodes": "--nodes", 
                   "eval_loads": "--loads", "fit_windows": "--fit-loads"}
 
 
+def _spent_s(task) -> float:
+    return min(time.perf_counter() - task.fields["started"], task.total)
+
+
+class _TimeLimitBar(ProgressColumn):
+    """The seconds spent since the task's `started` (time.perf_counter()) against its total in seconds."""
+
+    def render(self, task) -> ProgressBar:
+        return ProgressBar(total=task.total, completed=_spent_s(task), width=40)
+
+
+class _TimeLimitText(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{_spent_s(task):.0f} s of at most {task.total:g} s")
+
+
 def _place(args) -> int:
     started = time.perf_counter()  # --time-limit bounds the whole command, reading included
     output = report.output_file(args.output) if args.output is not None else None
     eval_loads = api.read_routing_counts(args.loads)  # each file's windows summed, in its own shape
     api.check_placement_args(*eval_loads.shape, args.ep, args.redundant, args.nodes, args.time_limit, names=_PLACE_OPTIONS)
     windows = [api.read_routing_counts(f) for f in args.fit_loads] if args.fit_loads else [eval_loads]
-    try:
-        result = api.compare_placements(windows, eval_loads, args.ep, args.redundant, args.nodes,
-                                        time_limit_s=max(1e-3, args.time_limit - (time.perf_counter() - started)))
-    except InputError as e:  # the API names its parameters; say the options
-        raise InputError(_PLACE_OPTIONS.get(e.field, e.field), e.problem, e.fix) from None
+    # the ILP runs until its bound or the time limit, so the bar is the time limit: the most it can still take
+    with Progress(TextColumn("{task.description}"), _TimeLimitBar(), _TimeLimitText(), console=Console(stderr=True),
+                  transient=True, disable=args.json or not sys.stderr.isatty()) as bar:
+        task = bar.add_task("checking the arguments", total=args.time_limit, started=started)
+        try:
+            result = api.compare_placements(windows, eval_loads, args.ep, args.redundant, args.nodes,
+                                            time_limit_s=max(1e-3, args.time_limit - (time.perf_counter() - started)),
+                                            progress=lambda step: bar.update(task, description=step))
+        except InputError as e:  # the API names its parameters; say the options
+            raise InputError(_PLACE_OPTIONS.get(e.field, e.field), e.problem, e.fix) from None
     location = result.pop("expert_location")
     if output is not None:
         report.write_atomic(output, json.dumps(location), new=True)

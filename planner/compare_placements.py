@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -70,15 +70,16 @@ def check_arguments(num_layers: int, num_experts: int, ep, redundant, nodes, tim
 
 def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_loads: np.ndarray, ep: int, redundant: int,
             nodes: int = 1, policy: Policy = Policy.GLOBAL, num_groups: int | None = None, time_limit_s: float = 60.0,
-            robust: str = "mean", workers: int | None = None) -> dict:
+            robust: str = "mean", workers: int | None = None, progress: Callable[[str], None] | None = None) -> dict:
     """Place with each method on `fit_windows` (one [L, E] array or several) and evaluate on `eval_loads`
     ([L, E]; the same data for an in-sample figure, the next window for an honest one), all under the
     runtime even split. EPLB is fitted on the windows' summed counts, as a deployment aggregates them.
     time_limit_s bounds the whole call (check_arguments: in (0, MAX_TIME_LIMIT_S]); past it the ILP keeps
     the best placement found so far and its notes say so.
     Returns what `moeplan place --json` prints, with the ILP placement as SGLang's `--init-expert-location`
-    mapping under `expert_location`."""
+    mapping under `expert_location`. progress, if given, is called with each step's name as it starts."""
     started = time.perf_counter()
+    step = progress or (lambda name: None)
     windows = windows_of(fit_windows)
     num_windows, num_layers, num_experts = windows.shape
     check_arguments(num_layers, num_experts, ep, redundant, nodes, time_limit_s)
@@ -88,14 +89,17 @@ def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_load
         raise InputError("eval_loads", f"shape {eval_loads.shape} differs from the fit windows' {(num_layers, num_experts)}",
                          "evaluate on statistics of the same model (layers x experts)")
     num_slots = num_experts + redundant
+    step(f"EPLB on {num_layers:,} layers x {num_slots:,} slots")
     placements = {"contiguous": contiguous_placement(num_layers, num_experts, num_slots, ep)}
     # EPLB runs whole: it is a method compared here and the ILP's greedy start, the placement every time
     # limit falls back on (a heap per layer: 200,000 slots in about half a second); its time counts
     placements["eplb"] = eplb_placement(windows.sum(axis=0), num_slots, ep, nodes, policy, num_groups)
     # the ILP starts from EPLB's rows with one window (on several it starts from EPLB on the summed unit
     # windows, falling back on these rows when that cannot finish in time)
+    step(f"ILP on {num_layers:,} layers, until it meets its bound or the time limit")
     placements["ilp"] = ilp_placement(list(windows), num_slots, ep, nodes, time_limit_s=max(1e-3, deadline - time.perf_counter()),
                                       robust=robust, workers=workers, start=placements["eplb"].phy2log)
+    step("scoring the placements")
     methods = {}
     for name, p in placements.items():
         result = evaluate(p, eval_loads)

@@ -2,6 +2,8 @@
 the checkout (so an installed, non-editable package must find its own catalogs)."""
 
 import json
+import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -143,6 +145,31 @@ def test_place_json_contract_and_deployable_file(tmp_path, shared_data):
     assert len(phy2log) == 61 and len(phy2log[5]) == 264
     r = moeplan("place", "--loads", str(loads), "--ep", "8", "--redundant", "3", cwd=tmp_path)
     assert r.returncode == 2 and "fix: use --redundant 0" in r.stderr
+
+
+def test_place_shows_its_step_and_the_time_limit_on_a_terminal(tmp_path, shared_data):
+    # once silent for the whole time limit; the bar runs on stderr only where stderr is a terminal
+    loads = shared_data / "routing" / "deepseek-v3-sglang-eplb" / "prefill_in1024.json"
+    exe = shutil.which("moeplan")
+    cmd = [exe] if exe else [sys.executable, "-m", "moeplan.cli"]
+    master, slave = pty.openpty()
+    p = subprocess.Popen([*cmd, "place", "--loads", str(loads), "--ep", "8", "--redundant", "8", "--time-limit", "3"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "TERM": "xterm"})
+    os.close(slave)
+    screen = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        screen.append(chunk)
+    os.close(master)
+    table = p.communicate(timeout=120)[0].decode()
+    shown = b"".join(screen).decode(errors="replace")
+    assert p.returncode == 0 and "step cost" in table and "ILP on" not in table  # the table on stdout, the bar not
+    assert "ILP on 61 layers" in shown and "of at most 3 s" in shown  # EPLB's step is over before a refresh
 
 
 def test_place_reads_every_routing_format(tmp_path, shared_data):

@@ -127,7 +127,11 @@ def test_out_of_sample_real_layers_beat_eplb_fitted_on_the_same_windows(shared_d
     folder = shared_data.joinpath(*STATS)
     fit = [read_counts(folder / f)[3:11] for f in ("decode_in1000out1000.json", "decode_in2000out100.json")]
     held_out = read_counts(folder / "decode_in1800out100.json")[3:11]
-    result = compare_placements(fit, held_out, ep=72, redundant=32, nodes=9, time_limit_s=1.5, workers=1)
+    steps = []
+    result = compare_placements(fit, held_out, ep=72, redundant=32, nodes=9, time_limit_s=1.5, workers=1,
+                                progress=steps.append)
+    assert steps == ["EPLB on 8 layers x 288 slots", "ILP on 8 layers, until it meets its bound or the time limit",
+                     "scoring the placements"]  # what moeplan place's bar says
     methods = result["methods"]
     assert set(methods) == {"contiguous", "eplb", "ilp"}
     assert methods["ilp"]["step_cost"] < 0.9 * methods["eplb"]["step_cost"] < methods["contiguous"]["step_cost"]
