@@ -135,6 +135,34 @@ def test_planner_spec_upload_fills_the_inputs_and_plans():
     assert any("slos" in e and "unknown field" in e for e in _errors(at))
 
 
+BOMB = "\n".join(["l0: &l0 [" + ", ".join(["lol"] * 9) + "]"] +
+                 [f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 9) + "]" for k in range(1, 9)]) + "\nname: *l8\n"
+
+
+@pytest.mark.parametrize("key, name, data, said", [  # what the CLI refuses, refused the same way, quickly
+    ("planner_spec_upload", "bomb.yaml", example_path().read_bytes() + BOMB.encode(), "aliases"),
+    ("planner_spec_upload", "deep.yaml", b"model: " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nest"),
+    ("planner_spec_upload", "twice.yaml", example_path().read_bytes() + b"\nname: again\n", "twice"),
+    ("planner_spec_upload", "big.yaml", b"# " + b"x" * (2 * 2**20) + b"\n", "longer than 1,048,576 characters"),
+    ("planner_trace", "deep.jsonl", b'{"timestamp": ' + b"[" * 100_000 + b"\n", "deep.jsonl"),
+    ("planner_routing", "ids.csv", b"layer_id,expert_id,count\n1,1000000000000,5\n", "ids.csv"),
+], ids=["alias bomb", "deep YAML", "duplicate key", "2 MiB YAML", "deep JSON trace", "expert id 10^12"])
+def test_hostile_uploads_are_one_error_naming_the_file(key, name, data, said):
+    at = _app()
+    if key == "planner_trace":
+        at.radio(key="planner_source").set_value("Trace file").run()
+    at.file_uploader(key=key).set_value((name, data, "application/octet-stream")).run()
+    if key == "planner_routing":  # read when planning
+        at.button(key="planner_plan").click().run()
+    assert not at.exception
+    errors = _errors(at)
+    assert len(errors) == 1 and said in errors[0] and "\n" not in errors[0], errors
+    if key == "planner_trace":  # planning with it says why not, without repeating the file's error
+        at.button(key="planner_plan").click().run()
+        assert not at.exception and len(_errors(at)) == 2
+        assert sum("fix the workload in the sidebar" in e for e in _errors(at)) == 1
+
+
 def test_planner_trace_upload_sets_the_workload_means():
     at = _app()
     at.radio(key="planner_source").set_value("Trace file").run()

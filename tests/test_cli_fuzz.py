@@ -12,15 +12,20 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import fuzzing
 from moeplan import example_path
 from moeplan.cli import main
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+# a command line's limit: the fuzz keeps long work out (a place run's time limit is at most 1 s), so anything
+# near this is a hang
+COMMAND_LIMIT_S = 30.0
 
 NUMBERS = ["0", "-1", "-0", "nan", "NaN", "inf", "-inf", "1e309", "1e-320", "1000000000000", "9" * 5000, "1.5",
            "0x10", "", " ", "abc", "1_000", "2", "4097", "65536", "99999", "--json", "3600.0001", "1e6",
@@ -28,19 +33,19 @@ NUMBERS = ["0", "-1", "-0", "nan", "NaN", "inf", "-inf", "1e309", "1e-320", "100
 JUNK = st.text(st.characters(blacklist_characters="\x00"), max_size=24)
 UNKNOWN = ["--no-such-option", "-Z", "--ep=", "--time-limit=nan", "---", "-", "--", "--jsonx"]
 _counter = itertools.count()
+# the hostile folder's files, as a user wrote them: no run may change them
+USER_FILES = {"file.txt": b"hi\n", "folder/x": b"not empty", "binary.yaml": b"\x00\x01\xff\xfe", "list.yaml": b"- 1\n- 2\n",
+              "loads.json": json.dumps({"logical_count": [[5, 1, 1, 1, 2, 3, 1, 9], [1, 1, 1, 5, 0, 0, 2, 2]]}).encode()}
 
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     """A folder of hostile paths, keyed by what they are."""
     d = tmp_path_factory.mktemp("hostile")
-    (d / "file.txt").write_text("hi\n")
     (d / "folder").mkdir()
-    (d / "folder" / "x").write_text("not empty")
-    (d / "binary.yaml").write_bytes(b"\x00\x01\xff\xfe")
-    (d / "list.yaml").write_text("- 1\n- 2\n")
+    for name, content in USER_FILES.items():
+        (d / name).write_bytes(content)
     (d / "dangling").symlink_to(d / "nowhere")
-    (d / "loads.json").write_text(json.dumps({"logical_count": [[5, 1, 1, 1, 2, 3, 1, 9], [1, 1, 1, 5, 0, 0, 2, 2]]}))
     (d / "scratch").mkdir()
     paths = {"file": d / "file.txt", "folder": d / "folder", "missing": d / "missing.yaml", "binary": d / "binary.yaml",
              "list": d / "list.yaml", "dangling": d / "dangling", "under_file": d / "file.txt" / "sub" / "x",
@@ -48,11 +53,18 @@ def hostile(tmp_path_factory):
     return d, {k: str(v) for k, v in paths.items()}
 
 
-def run_main(args, capsys):
+def user_files(folder) -> dict:
+    """What the user's files in the hostile folder hold now (the fuzz's -o targets and inputs include them)."""
+    return {name: (folder / name).read_bytes() for name in USER_FILES}
+
+
+def run_main(args, capsys, suite: str):
+    start = time.perf_counter()
     try:
         code = main(list(args))
     except SystemExit as e:  # only --help / -h may leave argparse this way (status 0, help on stdout)
         code = e.code
+    fuzzing.record(suite, time.perf_counter() - start, COMMAND_LIMIT_S, sum(len(a) for a in args))
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -128,18 +140,18 @@ def command_lines(draw, paths, scratch, commands=tuple(COMMANDS)):
     return args
 
 
-@settings(FUZZ, max_examples=160)
+@settings(FUZZ, max_examples=fuzzing.examples(160))
 @given(data=st.data())
 def test_every_command_answers_hostile_arguments_in_one_line(hostile, capsys, data):
     folder, paths = hostile
     args = data.draw(command_lines(paths, folder / "scratch"))
-    code, _, err = run_main(args, capsys)
+    code, _, err = run_main(args, capsys, "command line")
     assert_contract(args, code, err)
-    assert (folder / "file.txt").read_text() == "hi\n"  # a user's file is never touched
+    assert user_files(folder) == USER_FILES  # a user's file is never touched
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # nor any staging left behind
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=fuzzing.examples(60))
 @given(data=st.data())
 def test_placement_numbers_are_refused_or_answered_quickly(hostile, capsys, data):
     """place on a small valid file: every hostile number is refused before work or the run is short."""
@@ -149,13 +161,13 @@ def test_placement_numbers_are_refused_or_answered_quickly(hostile, capsys, data
                                    (["1", "2", "4", "8", "16"], ["0", "8", "9"], ["1", "2", "3"], ["0.2", "0.5", "1e-9"]))
     args = ["place", "--loads", paths["loads"], "--ep", ep, "--redundant", redundant, "--nodes", nodes, "--time-limit", limit,
             "--json"]
-    code, out, err = run_main(args, capsys)
+    code, out, err = run_main(args, capsys, "place numbers")
     assert_contract(args, code, err)
     if code == 0:
         assert json.loads(out)["methods"]["ilp"]["step_cost"] <= json.loads(out)["methods"]["eplb"]["step_cost"] + 1e-9
 
 
-@settings(FUZZ, max_examples=12)
+@settings(FUZZ, max_examples=fuzzing.examples(12))
 @given(data=st.data())
 def test_a_valid_spec_with_hostile_inputs_and_outputs(hostile, capsys, data):
     """The example spec with hostile trace, routing, plan and output paths, the replay capped at 5 requests
@@ -171,8 +183,9 @@ def test_a_valid_spec_with_hostile_inputs_and_outputs(hostile, capsys, data):
         args = ["plan", spec, "-o", data.draw(_value("out_bad", paths, "")), "--no-simulate"]
     else:
         args = ["check", spec, *data.draw(st.lists(st.sampled_from(["--json", "--all", "--bogus", "-o"]), max_size=2))]
-    code, _, err = run_main(args, capsys)
+    code, _, err = run_main(args, capsys, "spec with hostile paths")
     assert_contract(args, code, err)
+    assert user_files(folder) == USER_FILES
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 

@@ -13,6 +13,7 @@ import json
 import pickle
 import re
 import struct
+import time
 import tracemalloc
 import warnings
 
@@ -21,12 +22,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import fuzzing
 from hwmodels.errors import InputError
 from hwmodels.ingest.requests import load_trace
 from hwmodels.ingest.routing import load_routing, read_routing
 
 PEAK_BYTES = 200 * 2**20
-FUZZ = settings(derandomize=True, max_examples=200, deadline=5000, database=None,
+DEADLINE_S = 5.0
+FUZZ = settings(derandomize=True, max_examples=fuzzing.examples(200), deadline=DEADLINE_S * 1000, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 MIXTRAL = dict(num_layers=32, moe_layers=range(32), num_experts=8, top_k=2)
 
@@ -145,6 +148,7 @@ def mutated_folder(draw, files: dict) -> dict:
 def _read_checked(read) -> None:
     """read(): its result, or one InputError of one line with a fix; nothing else; under PEAK_BYTES."""
     tracemalloc.start()
+    start = time.perf_counter()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # an overflow to inf or nan warns: that is a failure too
@@ -154,6 +158,7 @@ def _read_checked(read) -> None:
     finally:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
+        fuzzing.record(read.suite, time.perf_counter() - start, DEADLINE_S, read.input_bytes, peak)
     assert peak < PEAK_BYTES, f"peak traced memory {peak / 2**20:.0f} MiB"
 
 
@@ -164,13 +169,20 @@ def _routing(source, name: str | None = None):
         assert np.isfinite(recorded.windows).all() and (recorded.windows >= 0).all()
         trace = load_routing(source, name=name, **MIXTRAL)
         assert np.isfinite(trace.windows).all()
-    return read
+    return _labelled(read, "routing", name, source)
 
 
 def _trace(source, name: str | None = None, **options):
     def read():
         trace = load_trace(source, name=name, **options)
         assert np.isfinite(trace.arrival_s).all() and (trace.input_tokens >= 1).all()
+    return _labelled(read, "trace", name, source)
+
+
+def _labelled(read, kind: str, name: str | None, source):
+    """read, with what the fuzz tally counts it under and the bytes it reads."""
+    read.suite = f"{kind} {name}"
+    read.input_bytes = len(source) if isinstance(source, bytes) else sum(map(len, source.values()))
     return read
 
 

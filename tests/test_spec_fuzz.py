@@ -16,13 +16,14 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+import fuzzing
 from catalogs import CATALOG_DIR
 from hwmodels.errors import InputError
 from moeplan import api
 
 EXAMPLES = sorted((CATALOG_DIR / "examples").glob("*.yaml"))
 CONFIGS = sorted((CATALOG_DIR / "models").glob("*.json"))
-FUZZ = settings(max_examples=300, derandomize=True, deadline=None, database=None,
+FUZZ = settings(max_examples=fuzzing.examples(300), derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # Per example, measured under tracemalloc (which slows a call several times): a hang detector, not a benchmark. A
 # config.json that fits nowhere makes hwmodels.fit search 512 cluster sizes, about a second untraced.
@@ -146,9 +147,10 @@ def config_texts(draw):
 
 # ------------------------------------------------------------------------------------------ checks
 
-def assert_bounded_outcome(call, record=event):
+def assert_bounded_outcome(call, suite: str, input_bytes: int, record=event):
     """call() returns, or raises one InputError line with a fix; in bounded time and memory (traced). `record`: where
-    the outcome is counted (hypothesis.event: `pytest --hypothesis-show-statistics` lists them)."""
+    the outcome is counted (hypothesis.event: `pytest --hypothesis-show-statistics` lists them); `suite` and
+    `input_bytes`: the tally of benchmarks/bench_hostile.py."""
     tracemalloc.start()
     start = time.perf_counter()
     try:
@@ -163,6 +165,7 @@ def assert_bounded_outcome(call, record=event):
         seconds = time.perf_counter() - start
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
+        fuzzing.record(suite, seconds, SECONDS, input_bytes, peak)
     assert seconds < SECONDS and peak < PEAK_BYTES, (seconds, peak)
 
 
@@ -177,7 +180,7 @@ def folder():
 def test_mutated_specs_check_or_fail_with_one_line(folder, text):
     path = folder / "spec.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    assert_bounded_outcome(lambda: api.check(path))
+    assert_bounded_outcome(lambda: api.check(path), "spec YAML", path.stat().st_size)
 
 
 @FUZZ
@@ -189,7 +192,7 @@ def test_mutated_configs_check_or_fail_with_one_line(folder, config, example):
     spec.pop("routing", None)
     path = folder / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    assert_bounded_outcome(lambda: api.check(path))
+    assert_bounded_outcome(lambda: api.check(path), "config.json", (folder / "config.json").stat().st_size)
 
 
 @pytest.mark.parametrize("text", [  # the largest of what the fuzz draws, every time
@@ -200,4 +203,4 @@ def test_mutated_configs_check_or_fail_with_one_line(folder, config, example):
 def test_the_worst_specs_stay_within_time_and_memory(folder, text):
     path = folder / "worst.yaml"
     path.write_text(text)
-    assert_bounded_outcome(lambda: api.check(path), record=lambda outcome: None)
+    assert_bounded_outcome(lambda: api.check(path), "spec YAML", path.stat().st_size, record=lambda outcome: None)

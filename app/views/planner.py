@@ -205,8 +205,9 @@ def _inputs(base: dict) -> tuple[dict, common.Files] | None:
     pressed = st.button("Plan", type="primary", key="planner_plan", width="stretch")
     if not (pressed or s.pop(PENDING_KEY, False)):
         return None
-    if workload_error is not None:
-        raise workload_error
+    if workload_error is not None:  # its message is beside the input already: here, only why nothing planned
+        raise InputError("Workload", f"cannot plan with the workload's error ({workload_error.field})",
+                         "fix the workload in the sidebar, or pick a catalog workload")
     return _spec_from_inputs(base, workload, routing, files)
 
 
