@@ -11,7 +11,9 @@ Writing is the only I/O here and it never loses a user's file:
   Into an existing folder (empty, or `force`) the report's set of files is staged whole inside it (the same
   staging name), a commit record is written into the stage, then the files are renamed over their
   namesakes: a kill before the record leaves the old set, after it the stage is complete and the next run
-  on that folder finishes the renames (the new set). Files the report does not write are never touched.
+  on that folder finishes the renames (the new set). A manifest (`.moeplan-files.json`) records the set a
+  report wrote, so a replacement also removes the last report's files the new set lacks; other files are
+  never touched.
 - Staging left by a killed run is cleaned up by the next run on the same target: only these staging names,
   only when stale (their process is gone, or nothing in them changed for STALE_AFTER_S), never anything else.
   Stale staging folders of earlier versions (`.NAME.XXXXXXXX` holding only report files) go the same way.
@@ -42,7 +44,10 @@ from planner.plan import Plan
 from planner.plan_json import plan_to_json
 
 STALE_AFTER_S = 60.0  # staging untouched this long is a killed run's, even if its process id is alive again
-_COMMIT = ".commit"  # the record in a complete stage: {"install": [file names]}
+_COMMIT = ".commit"  # the record in a complete stage: {"install": [file names], "remove": [file names]}
+# in a report folder, the names its last report wrote: --force removes those the new set does not write (a
+# simulation.json left from a run with a simulation beside a plan without one would say what no longer holds)
+_MANIFEST = ".moeplan-files.json"
 _LEGACY_STAGE = re.compile(r"^[a-z0-9_]{8}$")  # the random tail of staging names before they carried "moeplan"
 _REPORT_FILE = re.compile(r"^[a-z_]+\.(html|md|json|csv)$")
 
@@ -296,10 +301,12 @@ def write_files(out: str | Path, files: Mapping[str, str], option: str = "-o") -
             for name, text in files.items():
                 _write_file(stage / name, text)
             if fresh:
+                _write_file(stage / _MANIFEST, json.dumps({"files": names}))
                 stage.chmod(0o755)
                 os.replace(stage, out)
             else:
-                _write_file(stage / (_COMMIT + ".tmp"), json.dumps({"install": names}))
+                remove = [n for n in _last_set(out) if n not in files]
+                _write_file(stage / (_COMMIT + ".tmp"), json.dumps({"install": names, "remove": remove}))
                 os.replace(stage / (_COMMIT + ".tmp"), stage / _COMMIT)
                 _fsync_dir(stage)
                 committed = True  # from here on the new set is the outcome, now or on the next run
@@ -312,10 +319,23 @@ def write_files(out: str | Path, files: Mapping[str, str], option: str = "-o") -
     return [out / name for name in names]
 
 
+def _last_set(out: Path) -> list[str]:
+    """The report files the folder's last report wrote, by its manifest ([] without a readable one)."""
+    try:
+        with open(out / _MANIFEST, "rb") as f:
+            names = json.loads(f.read(2**20))["files"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return []
+    return [n for n in names if isinstance(n, str) and _REPORT_FILE.match(n)] if isinstance(names, list) else []
+
+
 def _install(stage: Path, out: Path) -> None:
     """Rename the files a complete stage's commit record lists into `out` (those still in the stage: a run
-    cut short may have moved some), then forget the record."""
-    names = json.loads((stage / _COMMIT).read_text(encoding="utf-8"))["install"]
+    cut short may have moved some), remove the last report's files the new set lacks, record the new set in
+    the manifest, then forget the record. Every step can be done again, so a kill anywhere leaves it to the
+    next run."""
+    record = json.loads((stage / _COMMIT).read_text(encoding="utf-8"))
+    names = record["install"]
     for name in names:
         if not isinstance(name, str) or "/" in name or name.startswith(".") or not (stage / name).is_file():
             continue
@@ -323,6 +343,13 @@ def _install(stage: Path, out: Path) -> None:
         if pause:
             time.sleep(pause)
         os.replace(stage / name, out / name)
+    for name in record.get("remove", []):
+        if isinstance(name, str) and _REPORT_FILE.match(name) and name not in names and (out / name).is_file():
+            (out / name).unlink()
+    manifest = stage / (_MANIFEST + ".tmp")
+    manifest.unlink(missing_ok=True)
+    _write_file(manifest, json.dumps({"files": [n for n in names if isinstance(n, str)]}))
+    os.replace(manifest, out / _MANIFEST)
     _fsync_dir(out)
     (stage / _COMMIT).unlink()
 

@@ -95,13 +95,18 @@ def test_output_dir_refuses_a_non_empty_dir_and_a_file(tmp_path):
 
 def test_write_files_stages_a_new_dir_and_replaces_with_force(tmp_path):
     out = tmp_path / "new" / "report"
-    write_files(out, {"a.txt": "1", "b.txt": "2"})
-    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt"]
+    write_files(out, {"a.json": "1", "b.csv": "2"})
+    assert sorted(p.name for p in out.iterdir()) == [".moeplan-files.json", "a.json", "b.csv"]  # the set, recorded
     assert [p.name for p in out.parent.iterdir()] == ["report"]  # no staging left behind
     (out / "mine.txt").write_text("keep me")
-    write_files(out, {"a.txt": "3"})
-    assert (out / "a.txt").read_text() == "3" and (out / "mine.txt").read_text() == "keep me"
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    (out / "notes.md").write_text("mine too")  # a report-like name the last report did not write
+    write_files(out, {"a.json": "3"})
+    assert (out / "a.json").read_text() == "3" and not (out / "b.csv").exists()  # the last set's extra file goes
+    assert (out / "mine.txt").read_text() == "keep me" and (out / "notes.md").read_text() == "mine too"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".moeplan-files.json"]
+    (out / ".moeplan-files.json").write_text('{"files": ["mine.txt", "../x.json", "notes.md", ' + "[" * 10_000 + "]}")
+    write_files(out, {"a.json": "4"})  # a manifest that is not moeplan's removes nothing
+    assert (out / "mine.txt").exists() and (out / "notes.md").exists() and (out / "a.json").read_text() == "4"
 
 
 def test_cli_compare_and_sweep_write_reports(tmp_path):
@@ -180,7 +185,7 @@ def _complete_plan_report(out):
     assert page.rstrip().endswith("</html>")
     assert moeplan.load_plan(out / "plan.json", example_path()).recommendation is not None
     assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".moeplan-files.json"]  # the set's record
 
 
 def test_kill_9_while_writing_a_new_report_leaves_nothing_the_next_run_keeps(tmp_path):
