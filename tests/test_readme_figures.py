@@ -539,3 +539,18 @@ def test_the_sweep_benchmark():
             f"{grid[1]} prompt lengths x {grid[2]} prices) both ways. On a {record['on']}, local processes ran "
             f"{f['local_points_per_s']:.1f} points/s and local Ray {f['ray_points_per_s']:.1f} points/s ({ratio:.2f} x, "
             f"plus {f['ray_startup_s']:.0f} s to start the Ray instance), with the same rows;")
+
+
+def test_the_hostile_input_benchmark():
+    record = _results("bench_hostile")
+    f = record["figures"]
+    ci = sum(s["inputs"] for s in f["per_suite"].values()) / f["scale"]  # about what CI runs at scale 1
+    assert f["bar_met"] and f["inputs"] >= 10_000
+    _quoted(f"`python benchmarks/bench_hostile.py` runs {f['inputs']:,} of them ({f['scale']:g} times CI's), "
+            f"{len(f['large_files'])} files just under 10 MB of every kind, valid and hostile, through their commands, "
+            f"and {f['kills']} kill -9 runs while a report is being written, each followed by a run to completion. On a "
+            f"{record['on']}: {f['tracebacks'] + f['large_files_tracebacks']} tracebacks, "
+            f"{f['over_limit'] + f['large_files_over_limit']} inputs past their time limit, peak resident memory "
+            f"{f['peak_rss_bytes'] / 2**30:.2f} GiB for the fuzz and {f['large_files_peak_rss_bytes'] / 2**30:.2f} GiB for "
+            f"a 10 MB file, {f['user_files_changed']} user files changed and {f['staging_leftovers']} staging folders left.")
+    _quoted(f"about {round(ci, -2):,.0f} hostile specs, config.json files, traces, routing files and command lines in CI")
