@@ -26,6 +26,7 @@ from hwmodels.precision import default_plan
 from hwmodels.roles import Phase
 from moeplan import catalog_records, study
 from moeplan.spec import SCHEMA_VERSION, Spec, load_spec, parse_spec, resolve
+from moeplan import simulation
 from moeplan.simulation import Simulation
 from moeplan.study import PlanView, Sweep
 from planner.compare_placements import MAX_TIME_LIMIT_S as MAX_PLACE_TIME_LIMIT_S
@@ -286,8 +287,9 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
 
     decode = routing_trace(routing, Phase.DECODE)
     prefill = decode if routing is not None and prefill_routing is None else routing_trace(prefill_routing, Phase.PREFILL)
+    warnings = simulation.rate_warnings(plan, trace)
     if shards is None and engine == "local":
-        return Simulation(replay(plan, trace, config or SimConfig(), decode, prefill))
+        return Simulation(replay(plan, trace, config or SimConfig(), decode, prefill), warnings=warnings)
     from moeplan import engines
     from sim.sharding import simulate_sharded
 
@@ -296,7 +298,7 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
 
     run = simulate_sharded(plan, trace, config or SimConfig(), decode, prefill, by=shard_by, shards=shards, tasks=tasks)
     exactness = "" if run.note.startswith(("exact", "approximate")) else ("exact; " if run.exact else "approximate; ")
-    return Simulation(run.result, f"{run.shards} shards by {run.by}, {exactness}{run.note}")
+    return Simulation(run.result, f"{run.shards} shards by {run.by}, {exactness}{run.note}", warnings)
 
 
 def _check_simulate_args(speedup, subsample, requests, rate_per_s, seed, shards) -> None:

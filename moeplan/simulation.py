@@ -12,6 +12,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from hwmodels.errors import InputError, nearest_names
+from hwmodels.ingest.requests import RequestTrace
+from planner.plan import Plan
 from sim.results import PERCENTILES, SimResult
 
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50))
@@ -84,6 +86,7 @@ class Simulation:
 
     result: SimResult
     sharding: str = ""  # how a sharded replay was cut and whether it is exact ("" for one replay)
+    warnings: tuple[str, ...] = ()  # what makes the replay a different question from the plan's (api.simulate)
     tables = ("summary", "requests", "timeline")
     figures = ("latency", "timeline")
     figure_titles = {"latency": "Latency distributions (simulated)", "timeline": "Throughput and occupancy over time"}
@@ -106,7 +109,26 @@ class Simulation:
         return plots[name](self.result)
 
     def to_json(self) -> dict[str, Any]:
-        return self.result.to_json() | ({"sharding": self.sharding} if self.sharding else {})
+        return self.result.to_json() | ({"sharding": self.sharding} if self.sharding else {}) | {"warnings": list(self.warnings)}
 
     def summary(self) -> str:
-        return self.result.summary() + (f"\nsharded: {self.sharding}" if self.sharding else "")
+        return "\n".join([self.result.summary(), *([f"sharded: {self.sharding}"] if self.sharding else []),
+                          *(f"warning: {w}" for w in self.warnings)])
+
+
+RATE_MISMATCH = 0.2  # a replay whose arrivals differ from the plan's rate by more than this asks another question
+
+
+def rate_warnings(plan: Plan, trace: RequestTrace) -> tuple[str, ...]:
+    """A warning where the trace arrives more than RATE_MISMATCH faster or slower than the plan was sized for:
+    its latencies then answer for other traffic (a plan sized for 1.1 requests/s replaying 3.4 queues without
+    bound), with the --speedup that replays it at the plan's rate."""
+    r = plan.recommendation
+    if r is None or len(trace) < 2 or trace.duration_s <= 0:
+        return ()
+    rate = len(trace) / trace.duration_s
+    if abs(rate / r.requests_per_s - 1.0) <= RATE_MISMATCH:
+        return ()
+    return (f"the trace arrives at {rate:,.3g} requests/s, {rate / r.requests_per_s:.2g} x the {r.requests_per_s:,.3g} the "
+            f"plan was sized for: its latencies answer for that traffic; --speedup {r.requests_per_s / rate:.3g} replays it "
+            f"at the plan's rate, or plan for the trace's (workload.requests_per_s: {rate:.3g})",)

@@ -6,7 +6,8 @@ Roles are scored independently and combined:
   TPOT = the decode step time at that batch;
 - prefill pools: instance size x attention TP x redundant slots x overlap x tokens per step; TTFT = queueing
   (M/M/1 tail at the pool's utilisation, a stated approximation the simulator refines) + the prompt's
-  prefill steps + the KV transfer to the decode pool over the scale-out NIC;
+  prefill steps + the KV transfer to the decode pool over the scale-out NIC + the wait for a free decode slot
+  (M/M/c per decode DP rank; the decode pool grows until the TTFT fits);
 - aggregated instances (prefill and decode on the same devices): hwmodels.serving.aggregated_performance.
 A deployment is disaggregated (prefill pool + decode pool) or aggregated; the cheapest one that meets
 both SLOs at the spec's traffic (requests/s x tokens) within the cluster's devices wins.
@@ -180,23 +181,72 @@ def _price(d: Deployment) -> float | None:
     return d.price.usd_per_device_hour if d.price else None
 
 
+def _decode_slot_wait_s(d: Deployment, dc: Candidate, n_decode: int, req_rate: float) -> float:
+    """How long a prefilled prompt waits for a decode slot, at the SLO percentile. Each DP attention rank of
+    the decode pool is an M/M/c queue of its sequence slots (batch per device x TP), the router spreading
+    requests evenly over the ranks; a sequence holds its slot for its output tokens' decode steps."""
+    ranks = dc.instance_devices // dc.layout.tp * n_decode
+    holding_s = d.workload.output_tokens * dc.step_s
+    return _slot_p_wait_s(dc.work_per_device * dc.layout.tp, holding_s, req_rate / ranks, d.slo.percentile)
+
+
 def _disaggregated(d: Deployment, decode: list[Candidate], prefill: list[Candidate]) -> list[Recommendation]:
-    w, rate, price = d.workload, d.workload.requests_per_s, _price(d)
+    price = _price(d)
     decode_ok = _best_per_size([(c, c.tokens_per_s_per_device) for c in decode if c.step_s <= d.slo.tpot_s])
     # a prefill candidate's useful capacity is its throughput at the utilisation its TTFT budget allows
     prefill_ok = _best_per_size([(c, c.tokens_per_s_per_device * u) for c in prefill
                                  if (u := _max_utilisation_for_ttft(d, c)) > 0])
     out = []
     for dc, dc_rate in decode_ok:
-        # no traffic volume given: one decode instance, and the requests it can serve
-        req_rate = rate if rate is not None else dc_rate * dc.instance_devices / w.output_tokens
-        n_decode = math.ceil(req_rate * w.output_tokens / (dc_rate * dc.instance_devices))
         for pc, pc_rate in prefill_ok:
-            n_prefill = math.ceil(req_rate * w.input_tokens / (pc_rate * pc.instance_devices))
-            utilisation = req_rate * w.input_tokens / (pc.tokens_per_s_per_device * pc.instance_devices * n_prefill)
-            ttft = _prefill_latency_s(d, pc) + _queue_p_wait_s(pc.step_s, utilisation, d.slo.percentile)
-            out.append(_recommend(d, Mode.DISAGGREGATED, dc, n_decode, pc, n_prefill, ttft, dc.step_s, req_rate, price))
+            sized = _size_disaggregated(d, dc, dc_rate, pc, pc_rate)
+            if sized is not None:
+                n_decode, n_prefill, ttft, req_rate = sized
+                out.append(_recommend(d, Mode.DISAGGREGATED, dc, n_decode, pc, n_prefill, ttft, dc.step_s, req_rate, price))
     return out
+
+
+def _size_disaggregated(d: Deployment, dc: Candidate, dc_rate: float, pc: Candidate, pc_rate: float):
+    """(decode instances, prefill instances, TTFT, requests/s) of a prefill and decode pair, or None where the
+    cluster cannot hold a pair meeting the TTFT SLO. TTFT = prefill steps and KV transfer + the wait for a prefill
+    step (M/M/1) + the wait for a decode slot (M/M/c per decode rank): the decode pool grows until both waits
+    fit the budget. Without a traffic volume: one decode instance at the busiest its TTFT budget allows."""
+    w = d.workload
+
+    def prefill_part(req_rate: float) -> tuple[float, int]:
+        n_prefill = max(1, math.ceil(req_rate * w.input_tokens / (pc_rate * pc.instance_devices)))
+        utilisation = req_rate * w.input_tokens / (pc.tokens_per_s_per_device * pc.instance_devices * n_prefill)
+        return _prefill_latency_s(d, pc) + _queue_p_wait_s(pc.step_s, utilisation, d.slo.percentile), n_prefill
+
+    def meets(req_rate: float, n_decode: int) -> bool:
+        return prefill_part(req_rate)[0] + _decode_slot_wait_s(d, dc, n_decode, req_rate) <= d.slo.ttft_s
+
+    def fits(req_rate: float, n_decode: int) -> bool:
+        return n_decode * dc.instance_devices + prefill_part(req_rate)[1] * pc.instance_devices <= d.cluster.num_devices
+
+    if w.requests_per_s is None:
+        req_rate = _largest_accepted(lambda r: meets(r, 1) and fits(r, 1), dc_rate * dc.instance_devices / w.output_tokens)
+        if req_rate <= 0.0:
+            return None
+        n_decode = 1
+    else:
+        req_rate = w.requests_per_s
+        most = d.cluster.num_devices // dc.instance_devices
+        n_decode = math.ceil(req_rate * w.output_tokens / (dc_rate * dc.instance_devices))
+        if n_decode > most or not meets(req_rate, most):
+            return None
+        # the wait only shrinks as instances are added: double to one that meets the SLO, then bisect
+        hi = n_decode
+        while not meets(req_rate, hi):
+            n_decode, hi = hi + 1, min(2 * hi, most)
+        while n_decode < hi:
+            mid = (n_decode + hi) // 2
+            n_decode, hi = (n_decode, mid) if meets(req_rate, mid) else (mid + 1, hi)
+    if not fits(req_rate, n_decode):
+        return None
+    prefill_s, n_prefill = prefill_part(req_rate)
+    total_s = prefill_s + _decode_slot_wait_s(d, dc, n_decode, req_rate)
+    return n_decode, n_prefill, total_s, req_rate
 
 
 def _best_per_size(scored: list[tuple[Candidate, float]]) -> list[tuple[Candidate, float]]:
@@ -275,7 +325,8 @@ def plan(d: Deployment) -> Plan:
     start = time.perf_counter()
     assumptions = [
         "TPOT = decode step time at the batch; TTFT = prefill steps (+ KV transfer over the NIC, disaggregated) + the p-th "
-        "percentile wait: M/M/1 on the prefill step (disaggregated), M/M/c for a free batch slot (aggregated); the simulator "
+        "percentile wait: M/M/1 on the prefill step and M/M/c per decode rank for a free decode slot (disaggregated), "
+        "M/M/c for a free batch slot (aggregated); the simulator "
         "gives the distributions",
     ]
     if d.model.is_moe:

@@ -89,8 +89,9 @@ def test_aggregated_plan_with_its_placement(tmp_path):
 
 def test_disaggregated_plan_with_its_placements(shared_data):
     stats = shared_data / "routing" / "deepseek-v3-sglang-eplb"
-    # 5 nodes: the fewest that hold the 16-device prefill and 24-device decode pools, so the search stays short
-    raw = {"schema_version": 1, "model": "kimi-k2", "cluster": {"unit": "hgx-h200", "units": 5},
+    # 6 nodes: the fewest that hold the 16-device prefill and 32-device decode pools (a decode slot free at p99),
+    # so the search stays short
+    raw = {"schema_version": 1, "model": "kimi-k2", "cluster": {"unit": "hgx-h200", "units": 6},
            "workload": {"name": "mooncake-conversation"}, "slo": {"ttft_s": 2.0, "tpot_s": 0.02},
            "routing": {"decode": {"evaluate": str(stats / "decode_in2000out100.json"), "fit": [str(stats / "decode_in1000out1000.json")]},
                        "prefill": {"evaluate": str(stats / "prefill_in2048.json"), "fit": [str(stats / "prefill_in1024.json")]},

@@ -2,6 +2,7 @@
 (exit status 2) for each kind of bad input."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,18 @@ def test_simulate_a_plan_file_with_a_real_trace_and_routing(tmp_path, shared_dat
     out = json.loads(r.stdout)
     assert out["requests"] == 150 and "conversation_trace.jsonl" in out["trace"] and "2x faster" in out["trace"]
     assert "decode_in1000out1000" in out["roles"][0]["expert_load"] and out["prefix_cache_hit_rate"] > 0
+
+
+def test_a_trace_at_another_rate_than_the_plan_says_so_and_how_to_match_it(tmp_path, shared_data):
+    # the default plan is sized for 1.1 requests/s; the Mooncake trace arrives at about 3.4 (once replayed silently)
+    trace = shared_data / "requests" / "mooncake" / "conversation_trace.jsonl"
+    r = moeplan("simulate", "--trace", str(trace), "--requests", "300", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    warning = [line for line in r.stdout.splitlines() if line.startswith("warning: the trace arrives at")]
+    assert len(warning) == 1 and "the 1.1 the plan was sized for" in warning[0], r.stdout
+    speedup = re.search(r"--speedup ([0-9.]+)", warning[0]).group(1)
+    r = moeplan("simulate", "--trace", str(trace), "--requests", "300", "--speedup", speedup, "--json", cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["warnings"] == []  # at the plan's rate: nothing to warn of
 
 
 @pytest.mark.parametrize("args, starts", [
