@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Mapping
 
-from hwmodels.errors import InputError, nearest_names
+from hwmodels.errors import InputError, excerpt, nearest_names
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def default_plan(quantization_config: Mapping | None, torch_dtype: str = "bfloat
         dispatch = DTYPES["fp8"]
     elif method == "compressed-tensors":
         fmt = _compressed_tensors_scheme(quantization_config)
-        ignored = [re.sub(r"^re:", "", pat) for pat in quantization_config.get("ignore", [])]
+        ignored = _ignore_patterns(quantization_config.get("ignore"))
         # A representative module name of each part, matched against the ignore patterns.
         probes = {
             "routed_experts": "model.layers.5.mlp.experts.0.gate_proj",
@@ -188,7 +188,8 @@ def default_plan(quantization_config: Mapping | None, torch_dtype: str = "bfloat
         for p, module in probes.items():
             if not any(re.fullmatch(pat, module) or pat == module for pat in ignored):
                 weights[p] = fmt
-        source = f"config.json quantization_config: compressed-tensors {fmt.name} except {', '.join(quantization_config.get('ignore', []))}"
+        ignored_text = ", ".join(quantization_config.get("ignore") or []) or "nothing"
+        source = f"config.json quantization_config: compressed-tensors {fmt.name} except {ignored_text}"
     else:
         raise InputError(
             "config.json quantization_config.quant_method",
@@ -200,10 +201,11 @@ def default_plan(quantization_config: Mapping | None, torch_dtype: str = "bfloat
 
 def _compressed_tensors_scheme(qc: Mapping) -> QuantScheme:
     groups = qc.get("config_groups") or {}
-    if len(groups) != 1:
-        raise InputError("config.json quantization_config.config_groups", f"expected one group, found {len(groups)}",
-                         "set the precision of each part explicitly in the spec")
-    weights = next(iter(groups.values())).get("weights") or {}
+    group = next(iter(groups.values()), None) if isinstance(groups, Mapping) and len(groups) == 1 else None
+    weights = group.get("weights") if isinstance(group, Mapping) else None
+    if not isinstance(weights, Mapping):
+        raise InputError("config.json quantization_config.config_groups", f"expected one group with its weights, found "
+                         f"{excerpt(groups)}", "set the precision of each part explicitly in the spec")
     bits, kind, group = weights.get("num_bits"), weights.get("type"), weights.get("group_size")
     if (bits, kind, group) == (4, "int", 32):
         return SCHEMES["int4"]
@@ -211,3 +213,24 @@ def _compressed_tensors_scheme(qc: Mapping) -> QuantScheme:
         return SCHEMES["int8"]
     raise InputError("config.json quantization_config.config_groups", f"weights {bits}-bit {kind} group {group} not supported",
                      "set the precision of each part explicitly in the spec")
+
+
+def _ignore_patterns(raw) -> list[str]:
+    """compressed-tensors' `ignore`: module names and "re:" patterns, checked before they run (a repeated group can
+    backtrack for ever even on a short module name)."""
+    field = "config.json quantization_config.ignore"
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw) or len(raw) > 10_000:
+        raise InputError(field, f"is {excerpt(raw)}", "a list of module names or 're:' patterns, or leave it out")
+    patterns = [re.sub(r"^re:", "", p) for p in raw]
+    for pattern in patterns:
+        if len(pattern) > 500 or re.search(r"\)[*+{]", pattern):
+            raise InputError(field, f"pattern {excerpt(pattern)} is too long or repeats a group",
+                             "a module name or a pattern of at most 500 characters without a repeated group")
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise InputError(field, f"pattern {excerpt(pattern)} is not a regular expression: {e}",
+                             "fix the pattern, or give the module name") from None
+    return patterns

@@ -45,3 +45,19 @@ def test_scaled_formats_cost_at_least_their_elements_and_less_than_bf16(rows, co
         size = s.matrix_bytes(rows, cols)
         assert size >= rows * cols * s.dtype.bytes_per_element
         assert size <= SCHEMES["bf16"].matrix_bytes(rows, cols) + 4 * rows  # a scale per row at most on top
+
+
+COMPRESSED = {"quant_method": "compressed-tensors", "format": "pack-quantized",
+              "config_groups": {"group_0": {"targets": ["Linear"], "weights": {"num_bits": 4, "type": "int", "group_size": 32}}}}
+
+
+def test_compressed_tensors_ignore_list_and_its_hostile_forms():
+    plan = default_plan({**COMPRESSED, "ignore": ["lm_head", "re:.*self_attn.*"]})
+    assert plan.of("routed_experts").name == "int4" and plan.of("attention").name != "int4"
+    assert default_plan({**COMPRESSED, "ignore": None}).of("attention").name == "int4"  # null: nothing ignored
+    for ignore in ("lm_head", [1], ["re:(a+)+$"], ["re:("], ["x" * 501]):
+        with pytest.raises(InputError, match="quantization_config.ignore"):
+            default_plan({**COMPRESSED, "ignore": ignore})
+    for groups in ([1], {"g": 1}, {"g": {"weights": [4]}}, {"a": {}, "b": {}}):
+        with pytest.raises(InputError, match="config_groups"):
+            default_plan({**COMPRESSED, "config_groups": groups})
