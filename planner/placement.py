@@ -67,7 +67,8 @@ def build_placement(phy2log: np.ndarray, num_experts: int, slots_per_device: int
         order = np.argsort(phy2log[layer], kind="stable")
         replica = np.arange(num_slots) - np.repeat(np.cumsum(logcnt[layer]) - logcnt[layer], logcnt[layer])
         log2phy[layer, phy2log[layer, order], replica] = order
-    gap = (objective - lp_bound) / objective if objective is not None and lp_bound is not None else None
+    # a bound met to the last bit can sit an ulp above the objective: the gap is then 0, not -1e-16
+    gap = max(0.0, (objective - lp_bound) / objective) if objective is not None and lp_bound is not None else None
     return Placement(phy2log, log2phy, logcnt, slots_per_device, method, seconds, objective, lp_bound, gap, solver,
                      notes)
 
