@@ -22,7 +22,8 @@ spec = {
     "schema_version": 1,
     "model": "kimi-k2",
     "cluster": {"unit": "hgx-h200", "devices": 64},  # the sweep swaps the unit per device, keeping 64 devices
-    "workload": {"input_tokens": 2048, "output_tokens": 512},  # no traffic volume: the most cost-efficient instance
+    # no traffic volume: the most cost-efficient instance; every request at the lengths the study varies (cv 0)
+    "workload": {"input_tokens": 2048, "output_tokens": 512, "input_cv": 0, "output_cv": 0},
     "slo": {"ttft_s": 30.0, "tpot_s": 0.050, "percentile": 99},
     "prices": {"ascend-910c": 2.0},  # an assumption of this study
 }

@@ -23,6 +23,10 @@ class Workload:
     requests_per_s: float | None  # traffic volume; None: not stated (capacity questions need it)
     source: str = ""
     max_input_tokens: int | None = None  # the longest prompt to admit; a pool whose KV cache cannot hold it drops it
+    # coefficients of variation (std / mean) of the prompt and output lengths: lognormal around the means, as
+    # measured traces are; 0: every request at the mean
+    input_cv: float = 0.0
+    output_cv: float = 0.0
 
     @property
     def context_tokens(self) -> int:

@@ -226,8 +226,9 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
 
     plan: a Plan (or the PlanView `plan` returns), a plan.json path or its parsed dict, or None (plan the spec now).
     trace: a request trace file (Mooncake JSONL, Azure CSV, length CSV, ServeGen chunk or folder), a
-      RequestTrace (hwmodels.ingest.requests), or None: synthetic Poisson arrivals at the workload's requests_per_s with its
-      mean lengths (`requests` of them, default SYNTHETIC_REQUESTS).
+      RequestTrace (hwmodels.ingest.requests), or None: synthetic Poisson arrivals at the workload's requests_per_s,
+      lengths lognormal around its means with its input_cv and output_cv, prompts cut at its max_input_tokens
+      (`requests` of them, default SYNTHETIC_REQUESTS).
     routing: decode routing statistics (a file, a list of files replayed in order, or a RoutingTrace), also
       used for prefill unless prefill_routing is given. None: the spec's routing statistics
       (routing.<phase>.evaluate) where it has them, else uniform expert load (labelled).
@@ -260,7 +261,9 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
         if w.requests_per_s is None:
             raise InputError("workload.requests_per_s", "a synthetic trace needs an arrival rate",
                              "set workload.requests_per_s in the spec, or pass a request trace (--trace)")
-        trace = synthetic_trace(requests or SYNTHETIC_REQUESTS, w.requests_per_s, w.input_tokens, w.output_tokens, seed=seed)
+        trace = synthetic_trace(requests or SYNTHETIC_REQUESTS, w.requests_per_s, w.input_tokens, w.output_tokens,
+                                length_cv=w.input_cv, output_cv=w.output_cv, seed=seed,
+                                max_input_tokens=w.max_input_tokens or d.model.max_position_embeddings or None)
     elif not isinstance(trace, RequestTrace):
         trace = load_trace(trace, rate_per_s=rate_per_s, seed=seed, limit=None if subsample is not None else requests)
     if subsample is not None:

@@ -163,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
     s.add_argument("--plan", metavar="plan.json", help="a plan of this spec (moeplan plan SPEC -o DIR); default: plan the spec now")
     s.add_argument("--trace", metavar="FILE", help="request trace: Mooncake JSONL, Azure CSV, length CSV (with --rate), ServeGen "
-                   "chunk or folder; default: Poisson arrivals at the spec's requests_per_s with its mean lengths")
+                   "chunk or folder; default: Poisson arrivals at the spec's requests_per_s, lengths lognormal around its means (its input_cv, output_cv)")
     s.add_argument("--routing", nargs="+", metavar="FILE", help="routing statistics replayed in order (decode, and prefill "
                    "unless --prefill-routing); default: the spec's routing statistics, else uniform expert load")
     s.add_argument("--prefill-routing", nargs="+", metavar="FILE", help="routing statistics of the prefill phase")

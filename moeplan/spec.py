@@ -39,6 +39,10 @@ MAX_REQUESTS_PER_S = 10**7  # 100x a large web search engine's peak query rate
 MAX_SLO_S = 86_400.0  # a day: a latency target past that is a typo (seconds for milliseconds)
 MAX_SOLVE_S = 3_600.0  # an hour per placement solve
 MAX_USD_PER_DEVICE_HOUR = 10_000.0  # 1,000x a data-center GPU's hourly price
+MAX_LENGTH_CV = 10.0  # a length spread past this is a typo (the widest published one, arXiv summaries' outputs: 1.8)
+# lengths spread around their means when a spec states neither mean's spread: about what the public conversation
+# traces measure (Azure 2023 prompts 0.96, ShareGPT 0.89, Mooncake 1.31; catalogs/workloads.yaml), never all at the mean
+DEFAULT_LENGTH_CV = 1.0
 MAX_NAME_CHARS = 200  # labels and catalog names (a report prints them)
 MAX_PATH_CHARS = 4_096  # PATH_MAX on Linux
 
@@ -83,6 +87,10 @@ class WorkloadSpec(_Strict):
     requests_per_s: Number | None = Field(None, gt=0, le=MAX_REQUESTS_PER_S, description="traffic volume in requests per second")
     max_input_tokens: Whole | None = Field(None, gt=0, le=MAX_TOKENS,
                                            description="longest prompt every pool must admit into its KV cache")
+    input_cv: Number | None = Field(None, ge=0, le=MAX_LENGTH_CV, description="coefficient of variation (std / mean) of "
+                                    f"the prompt lengths, lognormal around the mean; 0: all at the mean (default: the "
+                                    f"named workload's, else {DEFAULT_LENGTH_CV:g})")
+    output_cv: Number | None = Field(None, ge=0, le=MAX_LENGTH_CV, description="the same for the output lengths")
 
 
 class SLOSpec(_Strict):
@@ -244,7 +252,7 @@ def _workload(w: WorkloadSpec, arch: ModelArch) -> Workload:
             raise InputError("workload.name", f"unknown workload '{w.name}'", nearest_names(w.name, named))
         base = dict(named[w.name])
         source = base["source"]
-    keys = ("input_tokens", "output_tokens", "requests_per_s", "max_input_tokens")
+    keys = ("input_tokens", "output_tokens", "requests_per_s", "max_input_tokens", "input_cv", "output_cv")
     values = {k: getattr(w, k) if getattr(w, k) is not None else base.get(k) for k in keys}
     overridden = [k for k in keys if getattr(w, k) is not None]
     if w.name is not None and overridden:
@@ -271,8 +279,12 @@ def _workload(w: WorkloadSpec, arch: ModelArch) -> Workload:
                          f"context of {context:,} (max_position_embeddings in its config.json)",
                          f"give at most {context:,}, a model with a longer context, or (a model served with a longer, "
                          "rope-scaled context) its served length as max_position_embeddings")
+    assumed = [k for k in ("input_cv", "output_cv") if values[k] is None]
+    if assumed:
+        source = f"{source}; {' and '.join(assumed)} {DEFAULT_LENGTH_CV:g} assumed (set workload.{assumed[0]})"
+    input_cv, output_cv = (DEFAULT_LENGTH_CV if values[k] is None else float(values[k]) for k in ("input_cv", "output_cv"))
     return Workload(int(values["input_tokens"]), int(values["output_tokens"]), values["requests_per_s"], source,
-                    int(longest) if longest is not None else None)
+                    int(longest) if longest is not None else None, input_cv, output_cv)
 
 
 def _price(device: str, overrides: dict[str, float]) -> Price | None:

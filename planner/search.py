@@ -4,10 +4,10 @@ apply the SLOs and recommend the cheapest deployment that carries the traffic.
 Roles are scored independently and combined:
 - decode pools: instance size x attention TP x redundant slots x two-batch overlap x batch per device;
   TPOT = the decode step time at that batch;
-- prefill pools: instance size x attention TP x redundant slots x overlap x tokens per step; TTFT = queueing
-  (M/M/1 tail at the pool's utilisation, a stated approximation the simulator refines) + the prompt's
-  prefill steps + the KV transfer to the decode pool over the scale-out NIC + the wait for a free decode slot
-  (M/M/c per decode DP rank; the decode pool grows until the TTFT fits);
+- prefill pools: instance size x attention TP x redundant slots x overlap x tokens per step; TTFT at the SLO
+  percentile over the workload's spread of prompt lengths (planner.queueing) = the prompt's prefill + the KV
+  transfer to the decode pool over the scale-out NIC + the wait for its prefill rank (M/G/1) + the wait for a
+  free decode slot (M/M/c per decode DP rank; the decode pool grows until the TTFT fits);
 - aggregated instances (prefill and decode on the same devices): hwmodels.serving.aggregated_performance.
 A deployment is disaggregated (prefill pool + decode pool) or aggregated; the cheapest one that meets
 both SLOs at the spec's traffic (requests/s x tokens) within the cluster's devices wins.
@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+
+import numpy as np
 
 from hwmodels import catalog
 from hwmodels.arithmetic import kv_bytes_per_token, weight_bytes
@@ -31,6 +33,7 @@ from hwmodels.roles import Phase, Role
 from hwmodels.serving import (aggregated_performance, decode_performance, largest_batch_that_fits,
                               prefill_performance, usd_per_million_tokens)
 from hwmodels.step import StepContext
+from planner import queueing
 from planner.expert_loads import ExpertLoads
 from planner.plan import Candidate, Mode, Plan, Recommendation, pool_utilization
 
@@ -125,69 +128,59 @@ def pareto_frontier(candidates: list[Candidate]) -> tuple[Candidate, ...]:
     return tuple(frontier)
 
 
-def _queue_p_wait_s(service_s: float, utilisation: float, percentile: float) -> float:
-    """Waiting time at a percentile of an M/M/1 queue: P(W > t) = rho exp(-(1 - rho) t / service)."""
-    tail = 1.0 - percentile / 100.0
-    if utilisation <= tail:
-        return 0.0
-    return service_s * math.log(utilisation / tail) / (1.0 - utilisation)
+def _allowed_tail(d: Deployment) -> float:
+    """The share of requests the TTFT SLO lets run over it (1% at p99)."""
+    return 1.0 - d.slo.percentile / 100.0
 
 
-def _erlang_c(servers: int, offered: float) -> float:
-    """P(an arrival waits) in M/M/c with `offered` = arrival rate x mean holding time (Erlang C), from Erlang B's
-    recursion B(k) = a B(k-1) / (k + a B(k-1)), which stays in [0, 1] for any c."""
-    if offered >= servers:
-        return 1.0
-    b = 1.0
-    for k in range(1, servers + 1):
-        b = offered * b / (k + offered * b)
-    return servers * b / (servers - offered * (1.0 - b))
+def _prompts(d: Deployment) -> np.ndarray:
+    """The workload's prompt lengths, equally likely (planner.queueing.prompt_lengths), none past its longest prompt
+    or the model's context."""
+    w = d.workload
+    return queueing.prompt_lengths(w.input_tokens, w.input_cv, w.max_input_tokens or d.model.max_position_embeddings or None)
 
 
-def _slot_p_wait_s(slots: int, holding_s: float, arrivals_per_s: float, percentile: float) -> float:
-    """Waiting time for a free batch slot at a percentile, M/M/c: P(W > t) = C(c, a) exp(-(c / h - lambda) t).
-
-    An aggregated instance admits a request only into a free sequence slot, which it holds from its
-    prefill to its last token: the slots are the servers, the request's lifetime the holding time.
-    """
-    if arrivals_per_s * holding_s >= slots:
-        return math.inf
-    waits = _erlang_c(slots, arrivals_per_s * holding_s)
-    tail = 1.0 - percentile / 100.0
-    if waits <= tail:
-        return 0.0
-    return math.log(waits / tail) / (slots / holding_s - arrivals_per_s)
+def _rank_prefill_s(c: Candidate, prompts: np.ndarray) -> np.ndarray:
+    """Each prompt's prefill time on one attention rank of a prefill instance: a prompt is chunked on the rank it
+    is routed to (its TP devices), first-come first-served, the step's time shared by the tokens it carries
+    (a prompt's last, partial chunk is part of a step that carries the next prompt's first)."""
+    return prompts / (c.work_per_device * c.layout.tp) * c.step_s
 
 
-def _prefill_latency_s(d: Deployment, c: Candidate) -> float:
-    """One prompt's prefill steps plus moving its KV cache to the decode pool over the NIC."""
-    prompt = d.workload.input_tokens
-    steps = math.ceil(prompt / (c.work_per_device * c.layout.tp))
+def _prefill_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndarray:
+    """Each prompt's prefill steps on its rank plus moving its KV cache to the decode pool over the NIC."""
     nic = d.cluster.device.scaleout_bytes_per_s or d.cluster.device.scaleup_bytes_per_s
-    kv_transfer = prompt * kv_bytes_per_token(d.model, d.precision) / nic
-    return steps * c.step_s + kv_transfer
+    return _rank_prefill_s(c, prompts) + prompts * kv_bytes_per_token(d.model, d.precision) / nic
+
+
+def _rank_wait(c: Candidate, prompts: np.ndarray, utilisation: float) -> queueing.Wait:
+    """A prompt's wait for its prefill rank at the pool's utilisation (M/G/1: the prompts before it, each for its
+    own length; the router spreads the load evenly over the ranks)."""
+    return queueing.mg1_wait(_rank_prefill_s(c, prompts), utilisation)
 
 
 def _max_utilisation_for_ttft(d: Deployment, c: Candidate) -> float:
-    """The busiest a prefill pool may run while a prompt's TTFT at the SLO percentile stays in budget."""
-    base = _prefill_latency_s(d, c)
-    if base > d.slo.ttft_s:
+    """The busiest a prefill pool may run while the TTFT at the SLO percentile stays in budget (its prompts'
+    spread of lengths included)."""
+    prompts = _prompts(d)
+    prefill_s = _prefill_s(d, c, prompts)
+    if queueing.ttft_tail(d.slo.ttft_s, prefill_s) > _allowed_tail(d):
         return 0.0
-    return _largest_accepted(lambda u: base + _queue_p_wait_s(c.step_s, u, d.slo.percentile) <= d.slo.ttft_s,
-                             SLO_UTILISATION_CAP)
+    return _largest_accepted(lambda u: queueing.ttft_tail(d.slo.ttft_s, prefill_s, (_rank_wait(c, prompts, u),))
+                             <= _allowed_tail(d), SLO_UTILISATION_CAP)
 
 
 def _price(d: Deployment) -> float | None:
     return d.price.usd_per_device_hour if d.price else None
 
 
-def _decode_slot_wait_s(d: Deployment, dc: Candidate, n_decode: int, req_rate: float) -> float:
-    """How long a prefilled prompt waits for a decode slot, at the SLO percentile. Each DP attention rank of
-    the decode pool is an M/M/c queue of its sequence slots (batch per device x TP), the router spreading
-    requests evenly over the ranks; a sequence holds its slot for its output tokens' decode steps."""
+def _decode_slot_wait(d: Deployment, dc: Candidate, n_decode: int, req_rate: float) -> queueing.Wait:
+    """A prefilled prompt's wait for a decode slot. Each DP attention rank of the decode pool is an M/M/c queue of
+    its sequence slots (batch per device x TP), the router spreading requests evenly over the ranks; a sequence
+    holds its slot for its output tokens' decode steps."""
     ranks = dc.instance_devices // dc.layout.tp * n_decode
     holding_s = d.workload.output_tokens * dc.step_s
-    return _slot_p_wait_s(dc.work_per_device * dc.layout.tp, holding_s, req_rate / ranks, d.slo.percentile)
+    return queueing.slot_wait(dc.work_per_device * dc.layout.tp, holding_s, req_rate / ranks)
 
 
 def _disaggregated(d: Deployment, decode: list[Candidate], prefill: list[Candidate]) -> list[Recommendation]:
@@ -208,18 +201,22 @@ def _disaggregated(d: Deployment, decode: list[Candidate], prefill: list[Candida
 
 def _size_disaggregated(d: Deployment, dc: Candidate, dc_rate: float, pc: Candidate, pc_rate: float):
     """(decode instances, prefill instances, TTFT, requests/s) of a prefill and decode pair, or None where the
-    cluster cannot hold a pair meeting the TTFT SLO. TTFT = prefill steps and KV transfer + the wait for a prefill
-    step (M/M/1) + the wait for a decode slot (M/M/c per decode rank): the decode pool grows until both waits
-    fit the budget. Without a traffic volume: one decode instance at the busiest its TTFT budget allows."""
-    w = d.workload
+    cluster cannot hold a pair meeting the TTFT SLO. TTFT = each prompt length's prefill and KV transfer + the
+    wait for its prefill rank (M/G/1) + the wait for a decode slot (M/M/c per decode rank), at the SLO percentile
+    (planner.queueing): the decode pool grows until the waits fit the budget. Without a traffic volume: one decode instance at the busiest its TTFT budget allows."""
+    w, prompts = d.workload, _prompts(d)
+    prefill_s = _prefill_s(d, pc, prompts)
 
-    def prefill_part(req_rate: float) -> tuple[float, int]:
+    def prefill_part(req_rate: float) -> tuple[queueing.Wait, int]:
         n_prefill = max(1, math.ceil(req_rate * w.input_tokens / (pc_rate * pc.instance_devices)))
         utilisation = req_rate * w.input_tokens / (pc.tokens_per_s_per_device * pc.instance_devices * n_prefill)
-        return _prefill_latency_s(d, pc) + _queue_p_wait_s(pc.step_s, utilisation, d.slo.percentile), n_prefill
+        return _rank_wait(pc, prompts, utilisation), n_prefill
+
+    def waits(req_rate: float, n_decode: int) -> tuple[queueing.Wait, queueing.Wait]:
+        return prefill_part(req_rate)[0], _decode_slot_wait(d, dc, n_decode, req_rate)
 
     def meets(req_rate: float, n_decode: int) -> bool:
-        return prefill_part(req_rate)[0] + _decode_slot_wait_s(d, dc, n_decode, req_rate) <= d.slo.ttft_s
+        return queueing.ttft_tail(d.slo.ttft_s, prefill_s, waits(req_rate, n_decode)) <= _allowed_tail(d)
 
     def fits(req_rate: float, n_decode: int) -> bool:
         return n_decode * dc.instance_devices + prefill_part(req_rate)[1] * pc.instance_devices <= d.cluster.num_devices
@@ -244,9 +241,8 @@ def _size_disaggregated(d: Deployment, dc: Candidate, dc_rate: float, pc: Candid
             n_decode, hi = (n_decode, mid) if meets(req_rate, mid) else (mid + 1, hi)
     if not fits(req_rate, n_decode):
         return None
-    prefill_s, n_prefill = prefill_part(req_rate)
-    total_s = prefill_s + _decode_slot_wait_s(d, dc, n_decode, req_rate)
-    return n_decode, n_prefill, total_s, req_rate
+    ttft = queueing.ttft_percentile_s(prefill_s, waits(req_rate, n_decode), d.slo.percentile)
+    return n_decode, prefill_part(req_rate)[1], ttft, req_rate
 
 
 def _best_per_size(scored: list[tuple[Candidate, float]]) -> list[tuple[Candidate, float]]:
@@ -260,30 +256,42 @@ def _best_per_size(scored: list[tuple[Candidate, float]]) -> list[tuple[Candidat
 def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendation]:
     w, price, out = d.workload, _price(d), []
     max_devices = d.cluster.num_devices
+    prompts = _prompts(d)
     for c in aggregated:
         decode_step, prefill_step = c.perf.steps
         tpot = 1.0 / c.tokens_per_s_per_user
-        steps = math.ceil(w.input_tokens / (d.serving.tokens_per_step * c.layout.tp))
-        prefill_s = steps * (prefill_step.time_s + decode_step.time_s)
-        if tpot > d.slo.tpot_s or prefill_s > d.slo.ttft_s:
+        # a rank prefills a prompt in chunks, each a lockstep group step in which the other ranks decode a token;
+        # a chunk's prefill time is shared by the tokens it carries
+        chunks = prompts / (d.serving.tokens_per_step * c.layout.tp)
+        prefill_s = chunks * prefill_step.time_s + np.ceil(chunks) * decode_step.time_s
+        if tpot > d.slo.tpot_s or queueing.ttft_tail(d.slo.ttft_s, prefill_s) > _allowed_tail(d):
             continue
-        slots, holding_s = c.work_per_device * c.instance_devices, prefill_s + w.output_tokens * tpot
+        # each DP attention rank admits into its own slots (batch per device x TP) the prompts routed to it
+        ranks = c.instance_devices // c.layout.tp
+        slots, holding_s = c.work_per_device * c.layout.tp, float(prefill_s.mean()) + w.output_tokens * tpot
         capacity = c.tokens_per_s_per_device * c.instance_devices / w.output_tokens  # requests/s at full load
 
-        def ttft(per_instance_rate: float) -> float:
-            return prefill_s + _slot_p_wait_s(slots, holding_s, per_instance_rate, d.slo.percentile)
+
+        def waits(per_instance_rate: float) -> tuple[queueing.Wait, queueing.Wait]:
+            """A free batch slot of the prompt's rank (M/M/c) and the rank, prefilling the prompts before it (M/G/1)."""
+            per_rank = per_instance_rate / ranks
+            return queueing.slot_wait(slots, holding_s, per_rank), queueing.mg1_wait(prefill_s, per_rank * float(prefill_s.mean()))
+
+        def meets(per_instance_rate: float) -> bool:
+            return queueing.ttft_tail(d.slo.ttft_s, prefill_s, waits(per_instance_rate)) <= _allowed_tail(d)
         if w.requests_per_s is None:  # one instance, at the busiest its TTFT budget allows
-            n, req_rate = 1, _largest_accepted(lambda r: ttft(r) <= d.slo.ttft_s, min(capacity, slots / holding_s))
+            n, req_rate = 1, _largest_accepted(meets, min(capacity, slots * ranks / holding_s))
             if req_rate <= 0.0:
                 continue
         else:
             req_rate = w.requests_per_s
             n = math.ceil(req_rate / capacity)
-            while n * c.instance_devices <= max_devices and ttft(req_rate / n) > d.slo.ttft_s:
+            while n * c.instance_devices <= max_devices and not meets(req_rate / n):
                 n += 1
             if n * c.instance_devices > max_devices:
                 continue
-        out.append(_recommend(d, Mode.AGGREGATED, c, n, None, 0, ttft(req_rate / n), tpot, req_rate, price))
+        ttft = queueing.ttft_percentile_s(prefill_s, waits(req_rate / n), d.slo.percentile)
+        out.append(_recommend(d, Mode.AGGREGATED, c, n, None, 0, ttft, tpot, req_rate, price))
     return out
 
 
@@ -324,10 +332,10 @@ def _cost_per_request(r: Recommendation) -> float:
 def plan(d: Deployment) -> Plan:
     start = time.perf_counter()
     assumptions = [
-        "TPOT = decode step time at the batch; TTFT = prefill steps (+ KV transfer over the NIC, disaggregated) + the p-th "
-        "percentile wait: M/M/1 on the prefill step and M/M/c per decode rank for a free decode slot (disaggregated), "
-        "M/M/c for a free batch slot (aggregated); the simulator "
-        "gives the distributions",
+        "TPOT = decode step time at the batch; TTFT at the SLO percentile over the workload's prompt lengths (lognormal, "
+        f"cv {d.workload.input_cv:g}) = the prompt's prefill (+ KV transfer over the NIC, disaggregated) + the waits for "
+        "its prefill rank (M/G/1), and for a free slot of its rank (M/M/c: the decode pool's, disaggregated); the "
+        "simulator gives the distributions",
     ]
     if d.model.is_moe:
         assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in Phase]
@@ -389,11 +397,21 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
         return "slo.tpot_s", (
             f"no layout meets TPOT {d.slo.tpot_s * 1e3:.0f} ms {where}: the best reaches {fastest.step_s * 1e3:.0f} ms "
             f"at batch {fastest.work_per_device} ({fastest.layout.name(d.model.is_moe)}, {bound.replace('_', ' ')}-bound); {hint}")
-    fastest_prompt = min((_prefill_latency_s(d, p) for p in prefill), default=math.inf)
+    prompts, w = _prompts(d), d.workload
+    # the prompt at the SLO's percentile, prefilled on the fastest prefill rank with no wait at all
+    at_percentile = queueing.ttft_percentile_s(prompts, (), d.slo.percentile)
+    fastest = min(prefill, key=lambda p: queueing.ttft_percentile_s(_prefill_s(d, p, prompts), (), d.slo.percentile),
+                  default=None)
+    fastest_prompt = math.inf if fastest is None else \
+        queueing.ttft_percentile_s(_prefill_s(d, fastest, prompts), (), d.slo.percentile)
     if fastest_prompt > d.slo.ttft_s:
+        spread = (f"the p{d.slo.percentile:g} prompt ({at_percentile:,.0f} tokens; mean {w.input_tokens:,}, cv "
+                  f"{w.input_cv:g})" if w.input_cv > 0 else f"a {w.input_tokens:,}-token prompt")
+        rank = "" if fastest is None else f" on one {fastest.layout.tp}-device attention rank ({fastest.layout.name(d.model.is_moe)})"
         return "slo.ttft_s", (
-            f"no layout meets TTFT {d.slo.ttft_s:g} s {where}: a {d.workload.input_tokens:,}-token prompt takes at least "
-            f"{fastest_prompt:.2f} s to prefill and transfer; more devices per prefill instance or a shorter prompt would help")
+            f"no layout meets TTFT {d.slo.ttft_s:g} s at p{d.slo.percentile:g} {where}: {spread} takes at least "
+            f"{fastest_prompt:.2f} s to prefill{rank} and transfer; a TTFT SLO of at least that, a lower percentile "
+            f"(slo.percentile), more devices per attention rank, or shorter prompts would help")
     if d.workload.requests_per_s is None:
         return "cluster.units", (
             f"no instance of {d.model_display_name} fits within the cluster's {c.num_devices} devices at these SLOs; "

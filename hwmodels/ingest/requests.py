@@ -146,24 +146,33 @@ def load_trace(source: SourceLike | Source, *, name: str | None = None, max_byte
 
 
 def synthetic_trace(num_requests: int, rate_per_s: float, input_tokens: float, output_tokens: float, *,
-                    arrival: str = "poisson", cv: float = 1.0, length_cv: float = 0.0, seed: int = 0) -> RequestTrace:
+                    arrival: str = "poisson", cv: float = 1.0, length_cv: float = 0.0, output_cv: float | None = None,
+                    max_input_tokens: int | None = None, seed: int = 0) -> RequestTrace:
     """num_requests requests at rate_per_s from the arrival process, with mean lengths input_tokens and
-    output_tokens: fixed lengths at length_cv = 0, else lognormal with that coefficient of variation (the
-    shape of measured prompt and output lengths), rounded, at least 1 token."""
+    output_tokens: fixed lengths at a cv of 0, else lognormal with that coefficient of variation (the shape of
+    measured prompt and output lengths), rounded, at least 1 token. length_cv: the prompts' cv, and the
+    outputs' unless output_cv; max_input_tokens: the longest prompt drawn (a longer draw is cut to it)."""
     if isinstance(num_requests, bool) or not isinstance(num_requests, int) or num_requests < 1:
         raise InputError("num_requests", f"is {num_requests!r}", "a whole number >= 1")
     for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
         if not value >= 1:
             raise InputError(name, f"is {value!r}", "a mean length >= 1 token")
-    if not length_cv >= 0:
-        raise InputError("length_cv", f"is {length_cv!r}", "a coefficient of variation >= 0")
+    output_cv = length_cv if output_cv is None else output_cv
+    for name, value in (("length_cv", length_cv), ("output_cv", output_cv)):
+        if not (isinstance(value, (int, float)) and 0 <= value <= MAX_LENGTH_CV):
+            raise InputError(name, f"is {value!r}", f"a coefficient of variation from 0 to {MAX_LENGTH_CV:g}")
     rng = np.random.default_rng(seed)
     arrival_s = _arrivals(num_requests, rate_per_s, arrival, cv, rng)
-    lengths = [_lognormal(mean, length_cv, num_requests, rng) for mean in (input_tokens, output_tokens)]
+    inputs, outputs = (_lognormal(mean, c, num_requests, rng) for mean, c in ((input_tokens, length_cv),
+                                                                               (output_tokens, output_cv)))
+    if max_input_tokens is not None:
+        inputs = np.minimum(inputs, max_input_tokens)
     shape = f"cv {cv:g} " if arrival != "poisson" else ""
-    return RequestTrace(arrival_s, lengths[0], lengths[1], None,
+    cvs = f"length cv {length_cv:g}" if output_cv == length_cv else f"length cv {length_cv:g} in / {output_cv:g} out"
+    cap = f", prompts cut at {max_input_tokens:,}" if max_input_tokens is not None else ""
+    return RequestTrace(arrival_s, inputs, outputs, None,
                         f"synthetic: {num_requests} requests, {arrival} {shape}arrivals at {rate_per_s:g}/s, "
-                        f"mean {input_tokens:g} in / {output_tokens:g} out tokens, length cv {length_cv:g}, seed {seed}")
+                        f"mean {input_tokens:g} in / {output_tokens:g} out tokens, {cvs}{cap}, seed {seed}")
 
 
 # --- arrival processes ----------------------------------------------------------------------------------
@@ -214,6 +223,9 @@ def _gaps(n: int, mean_s: float, family: str, shape: float, rng: np.random.Gener
     if family == "gamma":
         return rng.gamma(shape, mean_s / shape, n)
     return mean_s / math.gamma(1 + 1 / shape) * rng.weibull(shape, n)
+
+
+MAX_LENGTH_CV = 10.0  # the widest published length spread is arXiv summaries' outputs, cv 1.8
 
 
 def _lognormal(mean: float, cv: float, n: int, rng: np.random.Generator) -> np.ndarray:
