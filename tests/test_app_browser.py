@@ -10,15 +10,14 @@ extra); skips without them, and fails without them under CI=true (the `browser` 
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from streamlit_health import wait_until_healthy
+
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app" / "app.py"
-START_TIMEOUT_S = 90
 RENDER_TIMEOUT_MS = 120_000
 WINDOW = {"width": 1400, "height": 1000}
 MAX_SCREENSHOT_PX = 8000
@@ -71,17 +70,7 @@ def app_url(tmp_path_factory):
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not come up: {(folder / 'streamlit.log').read_text()[-2000:]}")
-            time.sleep(0.3)
+        wait_until_healthy(url, server, folder / "streamlit.log", "streamlit")
         yield url
     finally:
         server.terminate()

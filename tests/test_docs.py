@@ -9,7 +9,7 @@ def test_context_study_runs_and_cost_grows_with_context(context_study):
     assert set(frame["device"]) == {"h200-sxm", "b200-sxm", "gb200", "ascend-910c"} and len(frame) == 16
     feasible = frame[frame["feasible"]]
     assert (feasible["tpot_s"] <= 0.050 + 1e-9).all()
-    assert frame.loc[~frame["feasible"], "reason"].str.len().gt(0).all()
+    assert all(isinstance(reason, str) and reason for reason in frame.loc[~frame["feasible"], "reason"])  # none unsaid
     for device, rows in feasible.groupby("device"):
         cost = rows.sort_values("workload.input_tokens")["usd_per_million_output_tokens"].to_numpy()
         assert cost[-1] > cost[0], device  # 2K -> the longest feasible context costs more per output token

@@ -7,15 +7,14 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from moeplan.launch import app_command, run_forwarding_signals
+from streamlit_health import wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 20
 
 
@@ -48,17 +47,7 @@ def test_sigterm_to_moeplan_app_stops_streamlit(tmp_path):
                             "--address", "127.0.0.1"], cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(ROOT)},
                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    if r.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if app.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"moeplan app did not come up: {(tmp_path / 'app.log').read_text()[-2000:]}")
-            time.sleep(0.3)
+        wait_until_healthy(f"http://127.0.0.1:{port}", app, tmp_path / "app.log", "moeplan app")
         children = Path(f"/proc/{app.pid}/task/{app.pid}/children")
         if children.exists():
             assert children.read_text().split(), "Streamlit runs as a child of moeplan app"
