@@ -93,7 +93,8 @@ def kills(count: int, rng: random.Random, work: Path) -> dict:
     """`count` kill -9s at random moments of writing a report, each followed by a run to completion."""
     folder = work / "kills"
     folder.mkdir()
-    for name, content in USER_FILES.items():
+    user_files = dict(USER_FILES)  # and the one put inside the output folder once it exists
+    for name, content in user_files.items():
         (folder / name).write_bytes(content)
     out, moments, while_writing, leftovers, broken, failed_runs = folder / "out", [], 0, 0, 0, 0
     for i in range(count):
@@ -117,10 +118,10 @@ def kills(count: int, rng: random.Random, work: Path) -> dict:
         broken += not _whole_report(out)
         if i == 0 and out.exists():
             (out / "mine.txt").write_bytes(b"the user's file inside the output folder\n")
-            USER_FILES["out/mine.txt"] = (out / "mine.txt").read_bytes()
-    changed = sum((folder / name).read_bytes() != content for name, content in USER_FILES.items())
+            user_files["out/mine.txt"] = (out / "mine.txt").read_bytes()
+    changed = sum((folder / name).read_bytes() != content for name, content in user_files.items())
     return {"kills": count, "kill_after_s": moments, "killed_while_writing": while_writing, "staging_leftovers": leftovers, "incomplete_reports": broken,
-            "failed_next_runs": failed_runs, "user_files": len(USER_FILES), "user_files_changed": changed}
+            "failed_next_runs": failed_runs, "user_files": len(user_files), "user_files_changed": changed}
 
 
 # --- files near 10 MB, each through the command a user would give it, in a process of its own -----------------

@@ -100,3 +100,8 @@ class Deployment:
     price: Price | None
     serving: Serving
     routing: Routing | None = None  # None: no routing statistics (the planner uses catalog skew or uniform load)
+
+    @property
+    def longest_prompt_tokens(self) -> int | None:
+        """The longest prompt a request can bring: the workload's, else the model's context (None: neither known)."""
+        return self.workload.max_input_tokens or self.model.max_position_embeddings or None

@@ -263,7 +263,7 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
                              "set workload.requests_per_s in the spec, or pass a request trace (--trace)")
         trace = synthetic_trace(requests or SYNTHETIC_REQUESTS, w.requests_per_s, w.input_tokens, w.output_tokens,
                                 length_cv=w.input_cv, output_cv=w.output_cv, seed=seed,
-                                max_input_tokens=w.max_input_tokens or d.model.max_position_embeddings or None)
+                                max_input_tokens=d.longest_prompt_tokens)
     elif not isinstance(trace, RequestTrace):
         trace = load_trace(trace, rate_per_s=rate_per_s, seed=seed, limit=None if subsample is not None else requests)
     if subsample is not None:

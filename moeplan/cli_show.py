@@ -46,7 +46,7 @@ def devices(args) -> int:
         print_json(rows)
         return 0
     t = Table(title="Catalog devices (dense peaks; * = unverified, from a third-party summary)")
-    for col in ("name", "bf16 TFLOP/s", "fp8", "fp4", "int8", "HBM units.GB", "HBM TB/s", "scale-up units.GB/s", "scale-out units.GB/s", "USD/h"):
+    for col in ("name", "bf16 TFLOP/s", "fp8", "fp4", "int8", "HBM GB", "HBM TB/s", "scale-up GB/s", "scale-out GB/s", "USD/h"):
         t.add_column(col, justify="left" if col == "name" else "right")
     for r in rows:
         unverified = set(r["unverified"])

@@ -21,6 +21,7 @@ from hwmodels import catalog, safe_yaml
 from hwmodels.deployment import SLO, Deployment, PhaseRouting, Price, Routing, Serving, Workload
 from hwmodels.errors import InputError, excerpt, nearest_names, validation_error
 from hwmodels.hardware import make_cluster
+from hwmodels.ingest.requests import MAX_LENGTH_CV
 from hwmodels.ingest.routing import fit_to_model, read_routing
 from hwmodels.model_arch import ModelArch
 from hwmodels.precision import default_plan
@@ -39,7 +40,6 @@ MAX_REQUESTS_PER_S = 10**7  # 100x a large web search engine's peak query rate
 MAX_SLO_S = 86_400.0  # a day: a latency target past that is a typo (seconds for milliseconds)
 MAX_SOLVE_S = 3_600.0  # an hour per placement solve
 MAX_USD_PER_DEVICE_HOUR = 10_000.0  # 1,000x a data-center GPU's hourly price
-MAX_LENGTH_CV = 10.0  # a length spread past this is a typo (the widest published one, arXiv summaries' outputs: 1.8)
 # lengths spread around their means when a spec states neither mean's spread: about what the public conversation
 # traces measure (Azure 2023 prompts 0.96, ShareGPT 0.89, Mooncake 1.31; catalogs/workloads.yaml), never all at the mean
 DEFAULT_LENGTH_CV = 1.0

@@ -136,8 +136,7 @@ def _allowed_tail(d: Deployment) -> float:
 def _prompts(d: Deployment) -> np.ndarray:
     """The workload's prompt lengths, equally likely (planner.queueing.prompt_lengths), none past its longest prompt
     or the model's context."""
-    w = d.workload
-    return queueing.prompt_lengths(w.input_tokens, w.input_cv, w.max_input_tokens or d.model.max_position_embeddings or None)
+    return queueing.prompt_lengths(d.workload.input_tokens, d.workload.input_cv, d.longest_prompt_tokens)
 
 
 def _rank_prefill_s(c: Candidate, prompts: np.ndarray) -> np.ndarray:
@@ -153,20 +152,14 @@ def _prefill_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndarray:
     return _rank_prefill_s(c, prompts) + prompts * kv_bytes_per_token(d.model, d.precision) / nic
 
 
-def _rank_wait(c: Candidate, prompts: np.ndarray, utilisation: float) -> queueing.Wait:
-    """A prompt's wait for its prefill rank at the pool's utilisation (M/G/1: the prompts before it, each for its
-    own length; the router spreads the load evenly over the ranks)."""
-    return queueing.mg1_wait(_rank_prefill_s(c, prompts), utilisation)
-
-
 def _max_utilisation_for_ttft(d: Deployment, c: Candidate) -> float:
     """The busiest a prefill pool may run while the TTFT at the SLO percentile stays in budget (its prompts'
-    spread of lengths included)."""
+    spread of lengths included; a prompt waits for its rank, M/G/1 over the prompts' prefill times)."""
     prompts = _prompts(d)
-    prefill_s = _prefill_s(d, c, prompts)
+    prefill_s, service_s = _prefill_s(d, c, prompts), _rank_prefill_s(c, prompts)
     if queueing.ttft_tail(d.slo.ttft_s, prefill_s) > _allowed_tail(d):
         return 0.0
-    return _largest_accepted(lambda u: queueing.ttft_tail(d.slo.ttft_s, prefill_s, (_rank_wait(c, prompts, u),))
+    return _largest_accepted(lambda u: queueing.ttft_tail(d.slo.ttft_s, prefill_s, (queueing.mg1_wait(service_s, u),))
                              <= _allowed_tail(d), SLO_UTILISATION_CAP)
 
 
@@ -205,12 +198,12 @@ def _size_disaggregated(d: Deployment, dc: Candidate, dc_rate: float, pc: Candid
     wait for its prefill rank (M/G/1) + the wait for a decode slot (M/M/c per decode rank), at the SLO percentile
     (planner.queueing): the decode pool grows until the waits fit the budget. Without a traffic volume: one decode instance at the busiest its TTFT budget allows."""
     w, prompts = d.workload, _prompts(d)
-    prefill_s = _prefill_s(d, pc, prompts)
+    prefill_s, service_s = _prefill_s(d, pc, prompts), _rank_prefill_s(pc, prompts)
 
     def prefill_part(req_rate: float) -> tuple[queueing.Wait, int]:
         n_prefill = max(1, math.ceil(req_rate * w.input_tokens / (pc_rate * pc.instance_devices)))
         utilisation = req_rate * w.input_tokens / (pc.tokens_per_s_per_device * pc.instance_devices * n_prefill)
-        return _rank_wait(pc, prompts, utilisation), n_prefill
+        return queueing.mg1_wait(service_s, utilisation), n_prefill
 
     def waits(req_rate: float, n_decode: int) -> tuple[queueing.Wait, queueing.Wait]:
         return prefill_part(req_rate)[0], _decode_slot_wait(d, dc, n_decode, req_rate)
@@ -399,11 +392,10 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
             f"at batch {fastest.work_per_device} ({fastest.layout.name(d.model.is_moe)}, {bound.replace('_', ' ')}-bound); {hint}")
     prompts, w = _prompts(d), d.workload
     # the prompt at the SLO's percentile, prefilled on the fastest prefill rank with no wait at all
-    at_percentile = queueing.ttft_percentile_s(prompts, (), d.slo.percentile)
-    fastest = min(prefill, key=lambda p: queueing.ttft_percentile_s(_prefill_s(d, p, prompts), (), d.slo.percentile),
-                  default=None)
-    fastest_prompt = math.inf if fastest is None else \
-        queueing.ttft_percentile_s(_prefill_s(d, fastest, prompts), (), d.slo.percentile)
+    at_percentile = float(np.percentile(prompts, d.slo.percentile, method="higher"))
+    unqueued = {id(p): queueing.ttft_percentile_s(_prefill_s(d, p, prompts), (), d.slo.percentile) for p in prefill}
+    fastest = min(prefill, key=lambda p: unqueued[id(p)], default=None)
+    fastest_prompt = math.inf if fastest is None else unqueued[id(fastest)]
     if fastest_prompt > d.slo.ttft_s:
         spread = (f"the p{d.slo.percentile:g} prompt ({at_percentile:,.0f} tokens; mean {w.input_tokens:,}, cv "
                   f"{w.input_cv:g})" if w.input_cv > 0 else f"a {w.input_tokens:,}-token prompt")

@@ -246,7 +246,9 @@ def test_the_trace_rate_refused_on_16_h200_and_the_default_examples_replay(defau
     _quoted(f"replayed at 1.5 requests/s, the default plan's {slots} sequence slots are full often enough that p99 "
             f"TTFT reaches {faster.percentile('ttft', 99):.1f} s against a {default_plan.deployment.slo.ttft_s:g} s SLO")
     _quoted(f"refuses 1.5 requests/s on 16 H200. The default example asks {rate:g}")
-    _quoted(f"at TTFT {default_plan.deployment.slo.ttft_s:g} s, since the trace's p99 prompt takes seconds to prefill")
+    assert moeplan.plan(_default_spec(slo={**_default_spec()["slo"], "ttft_s": 2.0})).recommendation is None
+    _quoted(f"at TTFT {default_plan.deployment.slo.ttft_s:g} s, as the trace's long prompts queue on their rank and 2 s "
+            "needs more than 16 H200")
     _quoted(f"the plan's TTFT is {r.ttft_s:.2f} s at p99 and the replay's {at_rate.percentile('ttft', 99):.2f} s; "
             f"TPOT p50 {at_rate.percentile('tpot', 50) * 1e3:.0f} ms, p99 {at_rate.percentile('tpot', 99) * 1e3:.0f} ms "
             f"against the planned {r.tpot_s * 1e3:.0f} ms at full load")

@@ -1,6 +1,5 @@
 """Layout search: candidates, Pareto frontier, SLOs, capacity and the infeasibility explanation."""
 
-import math
 from dataclasses import replace
 
 import pytest
@@ -144,7 +143,7 @@ def test_a_disaggregated_ttft_waits_for_a_decode_slot_and_the_decode_pool_grows_
     rate, dc, pc = r.requests_per_s, r.decode, r.prefill
     prompts = search._prompts(d)
     prefill_s = search._prefill_s(d, pc, prompts)
-    prefill_wait = search._rank_wait(pc, prompts, r.prefill_utilization)
+    prefill_wait = queueing.mg1_wait(search._rank_prefill_s(pc, prompts), r.prefill_utilization)
 
     def ttft(decode_instances: int) -> float:
         waits = (prefill_wait, search._decode_slot_wait(d, dc, decode_instances, rate))
