@@ -4,19 +4,17 @@ the checkout (so an installed, non-editable package must find its own catalogs).
 import json
 import os
 import pty
-import shutil
 import subprocess
-import sys
 
 import pytest
+
+import checkout_cli
 
 from moeplan import example_path
 
 
 def moeplan(*args, cwd):
-    exe = shutil.which("moeplan")
-    cmd = [exe, *args] if exe else [sys.executable, "-m", "moeplan.cli", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+    return checkout_cli.run(*args, cwd=cwd)
 
 
 def test_models_and_devices(tmp_path):
@@ -150,11 +148,9 @@ def test_place_json_contract_and_deployable_file(tmp_path, shared_data):
 def test_place_shows_its_step_and_the_time_limit_on_a_terminal(tmp_path, shared_data):
     # once silent for the whole time limit; the bar runs on stderr only where stderr is a terminal
     loads = shared_data / "routing" / "deepseek-v3-sglang-eplb" / "prefill_in1024.json"
-    exe = shutil.which("moeplan")
-    cmd = [exe] if exe else [sys.executable, "-m", "moeplan.cli"]
     master, slave = pty.openpty()
-    p = subprocess.Popen([*cmd, "place", "--loads", str(loads), "--ep", "8", "--redundant", "8", "--time-limit", "3"],
-                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "TERM": "xterm"})
+    p = subprocess.Popen([*checkout_cli.COMMAND, "place", "--loads", str(loads), "--ep", "8", "--redundant", "8", "--time-limit", "3"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=slave, env=checkout_cli.env(TERM="xterm"))
     os.close(slave)
     screen = []
     while True:
@@ -286,8 +282,7 @@ def test_bad_arguments_are_one_line_naming_the_option(capsys, args, needles):
 def test_bad_arguments_in_a_real_run(tmp_path):
     cases = [([], "COMMAND: missing"), (["place", "--ep", "0", "--loads", "x"], "--ep: must be from 1"),
              (["simulate", "--speedup", "nan"], "speedup: is nan"), (["nosuch"], "COMMAND: unknown command")]
-    exe = shutil.which("moeplan")
-    runs = [subprocess.Popen([exe, *args] if exe else [sys.executable, "-m", "moeplan.cli", *args], cwd=tmp_path,
+    runs = [subprocess.Popen([*checkout_cli.COMMAND, *args], cwd=tmp_path, env=checkout_cli.env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for args, _ in cases]
     for (args, needle), run in zip(cases, runs):
         out, err = run.communicate(timeout=120)

@@ -11,10 +11,11 @@ a kernel benchmark) are kept invalid, or capped by a later option (argparse keep
 import itertools
 import json
 import subprocess
-import sys
 import time
 
 import pytest
+
+import checkout_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -195,7 +196,7 @@ def test_a_few_hostile_lines_as_real_processes(hostile, tmp_path):
     cases = [["place", "--loads", paths["loads"], "--ep", "3", "--time-limit", "inf"],
              ["plan", "-o", paths["proc"]], ["simulate", "--speedup", "nan", "--subsample", "2"],
              ["model", "kimi-k2", "--context", "1" + "0" * 12], ["place", "--loads", paths["folder"], "--ep", "2"]]
-    runs = [subprocess.Popen([sys.executable, "-m", "moeplan.cli", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+    runs = [subprocess.Popen([*checkout_cli.COMMAND, *args], cwd=tmp_path, env=checkout_cli.env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for args in cases]
     for args, run in zip(cases, runs):
         _, err = run.communicate(timeout=120)

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+import checkout_cli
+
 from moeplan.launch import app_command, run_forwarding_signals
 from streamlit_health import wait_until_healthy
 
-ROOT = Path(__file__).resolve().parents[1]
 STOP_TIMEOUT_S = 20
 
 
@@ -43,8 +44,8 @@ def test_sigterm_to_moeplan_app_stops_streamlit(tmp_path):
     log = (tmp_path / "app.log").open("w")
     # this checkout's moeplan (not an installed one), in a session of its own: its process group is
     # `moeplan app` and the Streamlit server it starts, and nothing else
-    app = subprocess.Popen([sys.executable, "-m", "moeplan.cli", "app", "--headless", "--port", str(port),
-                            "--address", "127.0.0.1"], cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(ROOT)},
+    app = subprocess.Popen([*checkout_cli.COMMAND, "app", "--headless", "--port", str(port),
+                            "--address", "127.0.0.1"], cwd=tmp_path, env=checkout_cli.env(),
                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}", app, tmp_path / "app.log", "moeplan app")

@@ -3,11 +3,10 @@
 
 import json
 import re
-import shutil
-import subprocess
-import sys
 
 import pytest
+
+import checkout_cli
 
 from moeplan import api, example_path, parse_spec
 
@@ -16,9 +15,7 @@ KEYS = ("requests", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "out
 
 
 def moeplan(*args, cwd):
-    exe = shutil.which("moeplan")
-    cmd = [exe, *args] if exe else [sys.executable, "-m", "moeplan.cli", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+    return checkout_cli.run(*args, cwd=cwd, timeout=300)
 
 
 def test_simulate_the_default_spec(tmp_path):
