@@ -17,6 +17,26 @@ from hwmodels.roles import Phase
 
 
 @dataclass(frozen=True)
+class Arrivals:
+    """How requests arrive beyond their mean rate (a measured trace's; Poisson otherwise).
+
+    levels: the rate's slow swings, as (share of the requests, rate / mean rate) over the trace's minutes: the
+      requests of a busy minute queue at that minute's rate (a pointwise-stationary view).
+    scv: the burstiness within a level, the squared coefficient of variation of the clumps' arrivals at the SLO's
+      time scale (the index of dispersion of their counts; Poisson 1, a steady beat 0).
+    clump_size: requests arrive in clumps (at the same instant: Mooncake's conversation trace stamps about ten at a
+      time on a 3 s beat); the size of the clump a request arrives in, E[X^2] / E[X] (1: one at a time).
+    """
+    levels: tuple[tuple[float, float], ...] = ((1.0, 1.0),)
+    scv: float = 1.0
+    clump_size: float = 1.0
+    source: str = "Poisson"
+
+
+POISSON = Arrivals()
+
+
+@dataclass(frozen=True)
 class Workload:
     input_tokens: int  # mean prompt length
     output_tokens: int  # mean generated length
@@ -27,6 +47,12 @@ class Workload:
     # measured traces are; 0: every request at the mean
     input_cv: float = 0.0
     output_cv: float = 0.0
+    # a trace's own prompt and output lengths at equally likely quantiles (hwmodels.ingest.traffic); empty: the
+    # lognormals above
+    prompt_lengths: tuple[float, ...] = ()
+    output_lengths: tuple[float, ...] = ()
+    arrivals: Arrivals = POISSON
+    trace: str | None = None  # the request trace the workload was measured from (what a replay replays by default)
 
     @property
     def context_tokens(self) -> int:

@@ -25,7 +25,8 @@ from hwmodels.ingest.source import SourceLike
 from hwmodels.precision import default_plan
 from hwmodels.roles import Phase
 from moeplan import catalog_records, study
-from moeplan.spec import SCHEMA_VERSION, Spec, load_spec, parse_spec, resolve
+from moeplan.spec import SCHEMA_VERSION, Spec, WorkloadSpec, load_spec, parse_spec, resolve
+from moeplan.spec import read_trace as read_spec_trace
 from moeplan import simulation
 from moeplan.simulation import Simulation
 from moeplan.study import PlanView, Sweep
@@ -47,17 +48,21 @@ __all__ = ["InputError", "KVPolicy", "Plan", "PlanView", "RequestTrace", "Router
 SpecLike = str | Path | Mapping | Spec | Deployment
 
 
-def deployment(spec: SpecLike, base_dir: Path | None = None) -> Deployment:
+def deployment(spec: SpecLike, base_dir: Path | None = None, trace: str | Path | None = None) -> Deployment:
     """A Deployment from a spec path, a dict of the spec's YAML fields, a parsed Spec, or a Deployment (returned
-    as is). Relative paths inside a dict or Spec resolve against `base_dir` (the working directory by default)."""
+    as is). Relative paths inside a dict or Spec resolve against `base_dir` (the working directory by default).
+    trace: a request trace file whose traffic replaces the spec's workload (as workload.trace would give it)."""
     if isinstance(spec, Deployment):
+        if trace is not None:
+            raise InputError("trace", "a resolved Deployment cannot take a trace", "pass the spec (a path, dict or Spec)")
         return spec
     if isinstance(spec, Mapping):  # typed in code: the current schema unless it says otherwise
         spec = parse_spec({"schema_version": SCHEMA_VERSION, **spec})
-    if isinstance(spec, Spec):
-        return resolve(spec, base_dir)
-    parsed, folder = load_spec(spec)
-    return resolve(parsed, folder)
+    if not isinstance(spec, Spec):
+        spec, base_dir = load_spec(spec)
+    if trace is not None:
+        spec = spec.model_copy(update={"workload": WorkloadSpec(trace=str(Path(trace).resolve()))})
+    return resolve(spec, base_dir)
 
 
 def models() -> list[dict]:
@@ -131,11 +136,14 @@ def kernel_fits() -> dict:
             "overlap": list(catalog.stored_fit("overlap")["report"]), "measured": measured}
 
 
-def plan(spec: SpecLike) -> PlanView:
+def plan(spec: SpecLike, trace: str | Path | None = None) -> PlanView:
     """Search layouts for the spec's model, cluster, workload and SLOs; recommend the cheapest that meets them.
     The PlanView reads like the planner's Plan (.recommendation, .frontier, .infeasible; `.plan` is the Plan
-    itself) and adds .to_frame(table), .figure(name) and .to_json() (plan.json)."""
-    return PlanView(_plan(deployment(spec)))
+    itself) and adds .to_frame(table), .figure(name) and .to_json() (plan.json).
+    trace: a request trace file whose traffic replaces the spec's workload (its rate, minute-to-minute swings,
+    burstiness and lengths, as the spec's workload.trace would give them)."""
+    return PlanView(_plan(deployment(spec, trace=trace)))
+
 
 
 def load_plan(source: str | Path | Mapping, spec: SpecLike) -> PlanView:
@@ -226,7 +234,8 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
 
     plan: a Plan (or the PlanView `plan` returns), a plan.json path or its parsed dict, or None (plan the spec now).
     trace: a request trace file (Mooncake JSONL, Azure CSV, length CSV, ServeGen chunk or folder), a
-      RequestTrace (hwmodels.ingest.requests), or None: synthetic Poisson arrivals at the workload's requests_per_s,
+      RequestTrace (hwmodels.ingest.requests), or None: the spec's workload.trace where it has one, else synthetic
+      Poisson arrivals at the workload's requests_per_s,
       lengths lognormal around its means with its input_cv and output_cv, prompts cut at its max_input_tokens
       (`requests` of them, default SYNTHETIC_REQUESTS).
     routing: decode routing statistics (a file, a list of files replayed in order, or a RoutingTrace), also
@@ -256,8 +265,10 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
             (d.model.name, d.cluster.describe()):
         raise InputError("plan", f"was made for {plan.deployment.name}, the spec is {d.name}",
                          "simulate with the spec the plan was made for, or plan the spec again")
+    w = d.workload
+    if trace is None and w.trace is not None:  # the trace the workload was measured from
+        trace = read_spec_trace(w.trace, w.requests_per_s)
     if trace is None:
-        w = d.workload
         if w.requests_per_s is None:
             raise InputError("workload.requests_per_s", "a synthetic trace needs an arrival rate",
                              "set workload.requests_per_s in the spec, or pass a request trace (--trace)")

@@ -100,10 +100,14 @@ def _parser() -> argparse.ArgumentParser:
                         "is not empty, unless --force; missing parent folders are created)")
     s.add_argument("--force", action="store_true", help="write into a non-empty DIR, replacing the report files")
     s.add_argument("--json", action="store_true", help="print plan.json to stdout")
+    s.add_argument("--trace", metavar="FILE",
+                   help="size for a request trace (Mooncake JSONL, Azure CSV, ServeGen chunk or folder): its rate, its "
+                        "swings from minute to minute, its burstiness and its prompt lengths replace the spec's workload "
+                        "(as workload.trace: FILE would); the report's simulation replays it")
     s.add_argument("--no-simulate", action="store_true",
                    help="leave the simulation out of the report (by default -o replays synthetic requests through the plan)")
     s.add_argument("--requests", type=int_in("--requests"), default=1000,
-                   help=f"synthetic requests the report's simulation replays ({bounds_help('--requests')}, default 1000)")
+                   help=f"requests the report's simulation replays: the trace's first N, else synthetic ones ({bounds_help('--requests')}, default 1000)")
     s.set_defaults(run=_plan)
 
     s = sub.add_parser("compare", help="the same workload and SLOs across devices and/or models, with a report")
@@ -208,7 +212,7 @@ def _study_args(s) -> None:
 
 def _plan(args) -> int:
     out_dir = report.output_dir(args.output, args.force) if args.output is not None else None
-    plan = api.plan(args.spec)
+    plan = api.plan(args.spec, trace=args.trace)
     if out_dir is not None:
         report.write_files(out_dir, report.plan_report(plan.plan, _report_simulation(args, plan)))
     if args.json:
@@ -222,7 +226,8 @@ def _plan(args) -> int:
 
 
 def _report_simulation(args, plan):
-    """The replay the report shows: synthetic arrivals at the workload's rate through the recommendation."""
+    """The replay the report shows: the workload's trace (its first --requests), else synthetic arrivals at the
+    workload's rate, through the recommendation."""
     if args.no_simulate or plan.recommendation is None:
         return None
     try:

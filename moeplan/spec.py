@@ -12,6 +12,9 @@ prompt longer than the model's context (config.json max_position_embeddings, whe
 from __future__ import annotations
 
 import numbers
+import os
+from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,7 +24,8 @@ from hwmodels import catalog, safe_yaml
 from hwmodels.deployment import SLO, Deployment, PhaseRouting, Price, Routing, Serving, Workload
 from hwmodels.errors import InputError, excerpt, nearest_names, validation_error
 from hwmodels.hardware import make_cluster
-from hwmodels.ingest.requests import MAX_LENGTH_CV
+from hwmodels.ingest.requests import MAX_LENGTH_CV, RequestTrace, load_trace
+from hwmodels.ingest.traffic import traffic
 from hwmodels.ingest.routing import fit_to_model, read_routing
 from hwmodels.model_arch import ModelArch
 from hwmodels.precision import default_plan
@@ -91,6 +95,16 @@ class WorkloadSpec(_Strict):
                                     f"the prompt lengths, lognormal around the mean; 0: all at the mean (default: the "
                                     f"named workload's, else {DEFAULT_LENGTH_CV:g})")
     output_cv: Number | None = Field(None, ge=0, le=MAX_LENGTH_CV, description="the same for the output lengths")
+    trace: PathText | None = Field(None, description="a request trace to size for (Mooncake JSONL, Azure CSV, ServeGen "
+                                   "chunk or folder, or a length CSV with requests_per_s): its rate, its swings from "
+                                   "minute to minute, its burstiness and its prompt lengths as measured; the fields "
+                                   "above override it; relative to the spec's folder")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.name is not None and self.trace is not None:
+            raise ValueError("give a named workload or a trace, not both")
+        return self
 
 
 class SLOSpec(_Strict):
@@ -203,7 +217,7 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
         model_display_name=display,
         precision=plan,
         cluster=cluster,
-        workload=_workload(spec.workload, arch),
+        workload=_workload(spec.workload, arch, spec.slo.ttft_s, base_dir),
         slo=SLO(spec.slo.ttft_s, spec.slo.tpot_s, spec.slo.percentile),
         price=_price(cluster.device.name, spec.prices),
         serving=Serving(spec.serving.hbm_utilization, spec.serving.tokens_per_step),
@@ -232,7 +246,7 @@ def _statistics(name: str, field: str, arch: ModelArch, base_dir: Path | None):
     """([layers, experts] in the model's shape, how they were mapped): the file's windows summed (what `moeplan
     place` reads from it), then mapped onto the model. A file that does not say its expert count (SGLang CSV,
     per-token decisions, pickles) is read as the model's, so an expert without tokens keeps its column."""
-    path = Path(name) if base_dir is None or Path(name).is_absolute() else base_dir / name
+    path = _path(name, base_dir)
     if not path.exists():  # a TensorRT-LLM folder is statistics too
         raise InputError(field, f"no file '{path}'", "give a routing statistics file (relative paths start at the spec's folder)")
     try:
@@ -243,10 +257,18 @@ def _statistics(name: str, field: str, arch: ModelArch, base_dir: Path | None):
     return counts, "; ".join(filter(None, [recorded.note, mapping]))
 
 
-def _workload(w: WorkloadSpec, arch: ModelArch) -> Workload:
+def _workload(w: WorkloadSpec, arch: ModelArch, ttft_s: float, base_dir: Path | None) -> Workload:
     base: dict = {}
     source = "spec"
-    if w.name is not None:
+    if w.trace is not None:
+        # a relative path stays relative (to the working directory), as the user wrote it, for what a replay prints
+        path = _path(w.trace, base_dir)
+        path = Path(os.path.relpath(path)) if not Path(w.trace).is_absolute() else path
+        measured = traffic(read_trace(path, w.requests_per_s), ttft_s)
+        base = {k: getattr(measured, k) for k in ("input_tokens", "output_tokens", "requests_per_s", "max_input_tokens",
+                                                   "input_cv", "output_cv")}
+        source = f"trace {path.name}: {measured.describe()}"
+    elif w.name is not None:
         named = catalog.workloads()
         if w.name not in named:
             raise InputError("workload.name", f"unknown workload '{w.name}'", nearest_names(w.name, named))
@@ -283,8 +305,54 @@ def _workload(w: WorkloadSpec, arch: ModelArch) -> Workload:
     if assumed:
         source = f"{source}; {' and '.join(assumed)} {DEFAULT_LENGTH_CV:g} assumed (set workload.{assumed[0]})"
     input_cv, output_cv = (DEFAULT_LENGTH_CV if values[k] is None else float(values[k]) for k in ("input_cv", "output_cv"))
-    return Workload(int(values["input_tokens"]), int(values["output_tokens"]), values["requests_per_s"], source,
-                    int(longest) if longest is not None else None, input_cv, output_cv)
+    workload = Workload(int(values["input_tokens"]), int(values["output_tokens"]), values["requests_per_s"], source,
+                        int(longest) if longest is not None else None, input_cv, output_cv)
+    if w.trace is None:
+        return workload
+    # the trace's own lengths, unless the spec reshapes them (then the lognormal of its mean and cv)
+    own_prompts = all(getattr(w, k) is None for k in ("input_tokens", "input_cv", "max_input_tokens"))
+    own_outputs = all(getattr(w, k) is None for k in ("output_tokens", "output_cv"))
+    return replace(workload, prompt_lengths=measured.prompt_lengths if own_prompts else (),
+                   output_lengths=measured.output_lengths if own_outputs else (), arrivals=measured.arrivals, trace=str(path))
+
+
+def _path(name: str, base_dir: Path | None) -> Path:
+    return Path(name) if base_dir is None or Path(name).is_absolute() else base_dir / name
+
+
+def read_trace(path: str | Path, requests_per_s: float | None = None) -> RequestTrace:
+    """A workload's trace (workload.trace), read once per file version (a sweep resolves the spec at every point);
+    requests_per_s: the Poisson arrival rate of a length CSV, which has no times of its own."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        raise InputError("workload.trace", f"no file '{path}'", "give a request trace (relative paths start at the "
+                         "spec's folder)") from None
+    key = (str(path), str(path.resolve()), stat.st_mtime_ns, stat.st_size)  # read by the name the spec gives it
+    try:
+        try:
+            trace = _cached_trace(*key, None)
+        except InputError as e:
+            if e.field != "rate_per_s":
+                raise
+            if requests_per_s is None:
+                raise InputError("workload.requests_per_s", f"{path.name} has lengths but no arrival times",
+                                 "set workload.requests_per_s (Poisson arrivals at that rate)") from None
+            trace = _cached_trace(*key, requests_per_s)
+    except InputError as e:
+        if e.field.startswith("workload."):
+            raise
+        raise InputError(f"workload.trace: {e.field}", e.problem, e.fix) from None
+    if len(trace) < 2 or trace.duration_s <= 0:
+        raise InputError("workload.trace", f"{path.name} holds {len(trace)} request(s) over {trace.duration_s:g} s",
+                         "give a trace of at least two requests arriving over time")
+    return trace
+
+
+@lru_cache(maxsize=4)
+def _cached_trace(path: str, resolved: str, mtime_ns: int, size: int, requests_per_s: float | None) -> RequestTrace:
+    return load_trace(path, rate_per_s=requests_per_s)
 
 
 def _price(device: str, overrides: dict[str, float]) -> Price | None:

@@ -54,7 +54,10 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "cluster": {"unit": d.cluster.unit.name, "device": device.name, "devices": d.cluster.num_devices,
                     "scaleup_domain_devices": d.cluster.scaleup_domain_devices},
         "workload": {"input_tokens": d.workload.input_tokens, "output_tokens": d.workload.output_tokens,
-                     "requests_per_s": d.workload.requests_per_s, "source": d.workload.source},
+                     "requests_per_s": d.workload.requests_per_s, "source": d.workload.source,
+                     "trace": d.workload.trace, "input_cv": d.workload.input_cv, "output_cv": d.workload.output_cv,
+                     "arrivals": {"rate_levels": [{"share": share, "rate_multiplier": m} for share, m in d.workload.arrivals.levels],
+                                  "burstiness": d.workload.arrivals.scv, "source": d.workload.arrivals.source}},
         "slo": {"ttft_s": d.slo.ttft_s, "tpot_s": d.slo.tpot_s, "percentile": d.slo.percentile},
         "routing": None if d.routing is None else {
             "placement": d.routing.placement, "time_limit_s": d.routing.time_limit_s,

@@ -5,8 +5,8 @@ Roles are scored independently and combined:
 - decode pools: instance size x attention TP x redundant slots x two-batch overlap x batch per device;
   TPOT = the decode step time at that batch;
 - prefill pools: instance size x attention TP x redundant slots x overlap x tokens per step; TTFT at the SLO
-  percentile over the workload's spread of prompt lengths (planner.queueing) = the prompt's prefill + the KV
-  transfer to the decode pool over the scale-out NIC + the wait for its prefill rank (M/G/1) + the wait for a
+  percentile over the workload's spread of prompt lengths and its rate levels (planner.queueing) = the prompt's prefill + the KV
+  transfer to the decode pool over the scale-out NIC + the wait for a prefill rank (M^X/G/c) + the wait for a
   free decode slot (M/M/c per decode DP rank; the decode pool grows until the TTFT fits);
 - aggregated instances (prefill and decode on the same devices): hwmodels.serving.aggregated_performance.
 A deployment is disaggregated (prefill pool + decode pool) or aggregated; the cheapest one that meets
@@ -18,12 +18,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 
 from hwmodels import catalog
 from hwmodels.arithmetic import kv_bytes_per_token, weight_bytes
-from hwmodels.deployment import Deployment
+from hwmodels.deployment import POISSON, Deployment
 from hwmodels.fit import fit
 from hwmodels.hardware import Cluster, make_cluster
 from hwmodels.layout import Layout
@@ -31,11 +32,12 @@ from hwmodels.layouts import layout_space
 from hwmodels.memory import device_memory
 from hwmodels.roles import Phase, Role
 from hwmodels.serving import (aggregated_performance, decode_performance, largest_batch_that_fits,
-                              prefill_performance, usd_per_million_tokens)
+                              one_rank_prefill_step, prefill_performance, usd_per_million_tokens)
 from hwmodels.step import StepContext
 from planner import queueing
 from planner.expert_loads import ExpertLoads
 from planner.plan import Candidate, Mode, Plan, Recommendation, pool_utilization
+from planner.tpot import decode_tpot_s, instances_for_tpot
 
 DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 PREFILL_TOKENS_PER_DEVICE = (1024, 2048, 4096, 8192, 16384)
@@ -134,85 +136,138 @@ def _allowed_tail(d: Deployment) -> float:
 
 
 def _prompts(d: Deployment) -> np.ndarray:
-    """The workload's prompt lengths, equally likely (planner.queueing.prompt_lengths), none past its longest prompt
-    or the model's context."""
-    return queueing.prompt_lengths(d.workload.input_tokens, d.workload.input_cv, d.longest_prompt_tokens)
+    """The workload's prompt lengths, equally likely: its trace's where it was measured from one, else its lognormal
+    (planner.queueing.prompt_lengths); none past its longest prompt or the model's context."""
+    w, longest = d.workload, d.longest_prompt_tokens
+    if w.prompt_lengths:
+        prompts = np.asarray(w.prompt_lengths, dtype=float)
+        return np.minimum(prompts, longest) if longest else prompts
+    return queueing.prompt_lengths(w.input_tokens, w.input_cv, longest)
 
 
-def _rank_prefill_s(c: Candidate, prompts: np.ndarray) -> np.ndarray:
+def _outputs(d: Deployment) -> np.ndarray:
+    """The workload's output lengths, equally likely: its trace's, else its lognormal."""
+    w = d.workload
+    return np.asarray(w.output_lengths, dtype=float) if w.output_lengths else queueing.prompt_lengths(w.output_tokens, w.output_cv)
+
+
+def _regimes(d: Deployment, req_rate: float, waits_at: Callable[[float, float], tuple[queueing.Wait, ...]]):
+    """The waits at each rate level of the workload's arrivals (hwmodels.deployment.Arrivals), `waits_at(rate,
+    arrival_scv)` giving one level's waits for the whole traffic's rate and its squared coefficient of variation."""
+    arrivals = d.workload.arrivals
+    return tuple(queueing.Regime(share, waits_at(req_rate * m, arrivals.scv)) for share, m in arrivals.levels)
+
+
+def _clump_per_rank(d: Deployment, ranks: int) -> float:
+    """The clump a request arrives in as one of `ranks` ranks sees it: the router spreads a clump evenly (fewest
+    queued tokens first), so a rank gets its share of it (at least the request itself)."""
+    return max(1.0, d.workload.arrivals.clump_size / max(ranks, 1))
+
+
+def _thinned(arrival_scv: float, servers: int) -> float:
+    """The burstiness one of `servers` queues sees when the router spreads the arrivals over them: splitting a stream
+    at random keeps 1 / servers of its excess over Poisson (the index of dispersion of a thinned process)."""
+    return 1.0 + (arrival_scv - 1.0) / max(servers, 1)
+
+
+def _step_s_at_context(d: Deployment, c: Candidate, prompts: np.ndarray,
+                       step_at: Callable[[StepContext, float], float]) -> np.ndarray:
+    """The candidate's prefill step time for each prompt at its own length: its attention grows with the context
+    (a long prompt's chunks attend to everything before them). `step_at(ctx, prompt_tokens)` is the step; taken at
+    the shortest and longest prompts and, between them, interpolated through the mean's (the candidate's own)."""
+    lo, hi, mean = float(prompts.min()), float(prompts.max()), float(d.workload.input_tokens)
+    if hi - lo < 1.0:
+        return np.full_like(prompts, c.perf.steps[-1].time_s, dtype=float)
+    ctx = StepContext(d.model, d.precision, _sub_cluster(d, c.instance_devices), c.layout, c.load)
+    points = sorted({lo: step_at(ctx, lo), hi: step_at(ctx, hi), **({mean: c.perf.steps[-1].time_s} if lo < mean < hi else {})}.items())
+    return np.interp(prompts, [x for x, _ in points], [y for _, y in points])
+
+
+def _rank_prefill_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndarray:
     """Each prompt's prefill time on one attention rank of a prefill instance: a prompt is chunked on the rank it
-    is routed to (its TP devices), first-come first-served, the step's time shared by the tokens it carries
-    (a prompt's last, partial chunk is part of a step that carries the next prompt's first)."""
-    return prompts / (c.work_per_device * c.layout.tp) * c.step_s
+    is routed to (its TP devices), first-come first-served, the step's time (at the prompt's own context) shared by
+    the tokens it carries (a prompt's last, partial chunk is part of a step that carries the next prompt's first)."""
+    step_s = _step_s_at_context(d, c, prompts, lambda ctx, tokens: ctx.step(Phase.PREFILL, c.work_per_device, tokens).time_s)
+    return prompts / (c.work_per_device * c.layout.tp) * step_s
 
 
-def _prefill_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndarray:
+def _prefill_s(d: Deployment, prompts: np.ndarray, rank_prefill_s: np.ndarray) -> np.ndarray:
     """Each prompt's prefill steps on its rank plus moving its KV cache to the decode pool over the NIC."""
     nic = d.cluster.device.scaleout_bytes_per_s or d.cluster.device.scaleup_bytes_per_s
-    return _rank_prefill_s(c, prompts) + prompts * kv_bytes_per_token(d.model, d.precision) / nic
+    return rank_prefill_s + prompts * kv_bytes_per_token(d.model, d.precision) / nic
 
 
-def _max_utilisation_for_ttft(d: Deployment, c: Candidate) -> float:
+def _max_utilisation_for_ttft(d: Deployment, c: Candidate, prefill_s: np.ndarray, service_s: np.ndarray) -> float:
     """The busiest a prefill pool may run while the TTFT at the SLO percentile stays in budget (its prompts'
-    spread of lengths included; a prompt waits for its rank, M/G/1 over the prompts' prefill times)."""
-    prompts = _prompts(d)
-    prefill_s, service_s = _prefill_s(d, c, prompts), _rank_prefill_s(c, prompts)
+    spread of lengths included; a prompt waits for a rank, M^X/G/c over the prompts' prefill times)."""
     if queueing.ttft_tail(d.slo.ttft_s, prefill_s) > _allowed_tail(d):
         return 0.0
-    return _largest_accepted(lambda u: queueing.ttft_tail(d.slo.ttft_s, prefill_s, (queueing.mg1_wait(service_s, u),))
-                             <= _allowed_tail(d), SLO_UTILISATION_CAP)
+    ranks, service = c.instance_devices // c.layout.tp, queueing.Service.of(service_s)
+    clump = _clump_per_rank(d, ranks)
+    return _largest_accepted(lambda u: queueing.ttft_tail(d.slo.ttft_s, prefill_s, _regimes(
+        d, u, lambda level_u, scv: (queueing.mgc_wait(service, level_u, ranks, scv, clump, c.step_s),)))
+        <= _allowed_tail(d), SLO_UTILISATION_CAP)
 
 
 def _price(d: Deployment) -> float | None:
     return d.price.usd_per_device_hour if d.price else None
 
 
-def _decode_slot_wait(d: Deployment, dc: Candidate, n_decode: int, req_rate: float) -> queueing.Wait:
+def _decode_slot_wait(d: Deployment, dc: Candidate, n_decode: int, req_rate: float,
+                      arrival_scv: float = 1.0) -> queueing.Wait:
     """A prefilled prompt's wait for a decode slot. Each DP attention rank of the decode pool is an M/M/c queue of
     its sequence slots (batch per device x TP), the router spreading requests evenly over the ranks; a sequence
     holds its slot for its output tokens' decode steps."""
     ranks = dc.instance_devices // dc.layout.tp * n_decode
     holding_s = d.workload.output_tokens * dc.step_s
-    return queueing.slot_wait(dc.work_per_device * dc.layout.tp, holding_s, req_rate / ranks)
+    return queueing.slot_wait(dc.work_per_device * dc.layout.tp, holding_s, req_rate / ranks, _thinned(arrival_scv, ranks))
 
 
 def _disaggregated(d: Deployment, decode: list[Candidate], prefill: list[Candidate]) -> list[Recommendation]:
     price = _price(d)
     decode_ok = _best_per_size([(c, c.tokens_per_s_per_device) for c in decode if c.step_s <= d.slo.tpot_s])
+    prompts = _prompts(d)
+    times = {}  # per prefill candidate: (each prompt's prefill and KV transfer, its rank's service time)
+    for c in prefill:
+        service_s = _rank_prefill_s(d, c, prompts)
+        times[id(c)] = _prefill_s(d, prompts, service_s), service_s
     # a prefill candidate's useful capacity is its throughput at the utilisation its TTFT budget allows
     prefill_ok = _best_per_size([(c, c.tokens_per_s_per_device * u) for c in prefill
-                                 if (u := _max_utilisation_for_ttft(d, c)) > 0])
+                                 if (u := _max_utilisation_for_ttft(d, c, *times[id(c)])) > 0])
     out = []
     for dc, dc_rate in decode_ok:
         for pc, pc_rate in prefill_ok:
-            sized = _size_disaggregated(d, dc, dc_rate, pc, pc_rate)
+            sized = _size_disaggregated(d, dc, dc_rate, pc, pc_rate, *times[id(pc)])
             if sized is not None:
                 n_decode, n_prefill, ttft, req_rate = sized
                 out.append(_recommend(d, Mode.DISAGGREGATED, dc, n_decode, pc, n_prefill, ttft, dc.step_s, req_rate, price))
     return out
 
 
-def _size_disaggregated(d: Deployment, dc: Candidate, dc_rate: float, pc: Candidate, pc_rate: float):
+def _size_disaggregated(d: Deployment, dc: Candidate, dc_rate: float, pc: Candidate, pc_rate: float,
+                        prefill_s: np.ndarray, service_s: np.ndarray):
     """(decode instances, prefill instances, TTFT, requests/s) of a prefill and decode pair, or None where the
     cluster cannot hold a pair meeting the TTFT SLO. TTFT = each prompt length's prefill and KV transfer + the
-    wait for its prefill rank (M/G/1) + the wait for a decode slot (M/M/c per decode rank), at the SLO percentile
+    wait for a prefill rank (M^X/G/c) + the wait for a decode slot (M/M/c per decode rank), at the SLO percentile
     (planner.queueing): the decode pool grows until the waits fit the budget. Without a traffic volume: one decode instance at the busiest its TTFT budget allows."""
-    w, prompts = d.workload, _prompts(d)
-    prefill_s, service_s = _prefill_s(d, pc, prompts), _rank_prefill_s(pc, prompts)
+    w, service = d.workload, queueing.Service.of(service_s)
 
-    def prefill_part(req_rate: float) -> tuple[queueing.Wait, int]:
-        n_prefill = max(1, math.ceil(req_rate * w.input_tokens / (pc_rate * pc.instance_devices)))
-        utilisation = req_rate * w.input_tokens / (pc.tokens_per_s_per_device * pc.instance_devices * n_prefill)
-        return queueing.mg1_wait(service_s, utilisation), n_prefill
+    def prefill_instances(req_rate: float) -> int:
+        return max(1, math.ceil(req_rate * w.input_tokens / (pc_rate * pc.instance_devices)))
 
-    def waits(req_rate: float, n_decode: int) -> tuple[queueing.Wait, queueing.Wait]:
-        return prefill_part(req_rate)[0], _decode_slot_wait(d, dc, n_decode, req_rate)
+    def regimes(req_rate: float, n_decode: int) -> tuple[queueing.Regime, ...]:
+        n_prefill = prefill_instances(req_rate)
+        capacity = pc.tokens_per_s_per_device * pc.instance_devices * n_prefill / w.input_tokens  # requests/s
+        ranks = pc.instance_devices // pc.layout.tp * n_prefill
+        return _regimes(d, req_rate, lambda rate, scv: (
+            queueing.mgc_wait(service, rate / capacity, ranks, scv, _clump_per_rank(d, ranks), pc.step_s),
+            _decode_slot_wait(d, dc, n_decode, rate, scv)))
 
     def meets(req_rate: float, n_decode: int) -> bool:
-        return queueing.ttft_tail(d.slo.ttft_s, prefill_s, waits(req_rate, n_decode)) <= _allowed_tail(d)
+        return queueing.ttft_tail(d.slo.ttft_s, prefill_s, regimes(req_rate, n_decode)) <= _allowed_tail(d)
 
     def fits(req_rate: float, n_decode: int) -> bool:
-        return n_decode * dc.instance_devices + prefill_part(req_rate)[1] * pc.instance_devices <= d.cluster.num_devices
+        return n_decode * dc.instance_devices + prefill_instances(req_rate) * pc.instance_devices <= d.cluster.num_devices
 
     if w.requests_per_s is None:
         req_rate = _largest_accepted(lambda r: meets(r, 1) and fits(r, 1), dc_rate * dc.instance_devices / w.output_tokens)
@@ -234,8 +289,8 @@ def _size_disaggregated(d: Deployment, dc: Candidate, dc_rate: float, pc: Candid
             n_decode, hi = (n_decode, mid) if meets(req_rate, mid) else (mid + 1, hi)
     if not fits(req_rate, n_decode):
         return None
-    ttft = queueing.ttft_percentile_s(prefill_s, waits(req_rate, n_decode), d.slo.percentile)
-    return n_decode, prefill_part(req_rate)[1], ttft, req_rate
+    ttft = queueing.ttft_percentile_s(prefill_s, regimes(req_rate, n_decode), d.slo.percentile)
+    return n_decode, prefill_instances(req_rate), ttft, req_rate
 
 
 def _best_per_size(scored: list[tuple[Candidate, float]]) -> list[tuple[Candidate, float]]:
@@ -249,14 +304,19 @@ def _best_per_size(scored: list[tuple[Candidate, float]]) -> list[tuple[Candidat
 def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendation]:
     w, price, out = d.workload, _price(d), []
     max_devices = d.cluster.num_devices
-    prompts = _prompts(d)
+    prompts, chunk_s = _prompts(d), {}
     for c in aggregated:
-        decode_step, prefill_step = c.perf.steps
+        decode_step = c.perf.steps[0]
         tpot = 1.0 / c.tokens_per_s_per_user
         # a rank prefills a prompt in chunks, each a lockstep group step in which the other ranks decode a token;
         # a chunk's prefill time is shared by the tokens it carries
         chunks = prompts / (d.serving.tokens_per_step * c.layout.tp)
-        prefill_s = chunks * prefill_step.time_s + np.ceil(chunks) * decode_step.time_s
+        key = (c.instance_devices, c.layout)  # the prefill chunk does not depend on the batch: once per layout
+        if key not in chunk_s:
+            chunk_s[key] = _step_s_at_context(d, c, prompts, lambda ctx, tokens: one_rank_prefill_step(
+                ctx, d.serving.tokens_per_step, tokens).time_s)
+        prefill_s = chunks * chunk_s[key] + np.ceil(chunks) * decode_step.time_s
+        service = queueing.Service.of(prefill_s)
         if tpot > d.slo.tpot_s or queueing.ttft_tail(d.slo.ttft_s, prefill_s) > _allowed_tail(d):
             continue
         # each DP attention rank admits into its own slots (batch per device x TP) the prompts routed to it
@@ -265,13 +325,18 @@ def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendati
         capacity = c.tokens_per_s_per_device * c.instance_devices / w.output_tokens  # requests/s at full load
 
 
-        def waits(per_instance_rate: float) -> tuple[queueing.Wait, queueing.Wait]:
-            """A free batch slot of the prompt's rank (M/M/c) and the rank, prefilling the prompts before it (M/G/1)."""
-            per_rank = per_instance_rate / ranks
-            return queueing.slot_wait(slots, holding_s, per_rank), queueing.mg1_wait(prefill_s, per_rank * float(prefill_s.mean()))
+        def regimes(per_instance_rate: float, instances: int = 1) -> tuple[queueing.Regime, ...]:
+            """A free batch slot of the prompt's rank (M/M/c) and a rank to prefill it, after the prompts before it
+            (M^X/G/c over the instances' ranks, which the router keeps evenly loaded)."""
+            def waits(rate: float, scv: float) -> tuple[queueing.Wait, queueing.Wait]:
+                per_rank, all_ranks = rate / ranks, ranks * instances
+                return (queueing.slot_wait(slots, holding_s, per_rank, _thinned(scv, all_ranks)),
+                        queueing.mgc_wait(service, per_rank * service.mean_s, all_ranks, scv,
+                                          _clump_per_rank(d, all_ranks), c.perf.steps[-1].time_s))
+            return _regimes(d, per_instance_rate, waits)
 
-        def meets(per_instance_rate: float) -> bool:
-            return queueing.ttft_tail(d.slo.ttft_s, prefill_s, waits(per_instance_rate)) <= _allowed_tail(d)
+        def meets(per_instance_rate: float, instances: int = 1) -> bool:
+            return queueing.ttft_tail(d.slo.ttft_s, prefill_s, regimes(per_instance_rate, instances)) <= _allowed_tail(d)
         if w.requests_per_s is None:  # one instance, at the busiest its TTFT budget allows
             n, req_rate = 1, _largest_accepted(meets, min(capacity, slots * ranks / holding_s))
             if req_rate <= 0.0:
@@ -279,11 +344,11 @@ def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendati
         else:
             req_rate = w.requests_per_s
             n = math.ceil(req_rate / capacity)
-            while n * c.instance_devices <= max_devices and not meets(req_rate / n):
+            while n * c.instance_devices <= max_devices and not meets(req_rate / n, n):
                 n += 1
             if n * c.instance_devices > max_devices:
                 continue
-        ttft = queueing.ttft_percentile_s(prefill_s, waits(req_rate / n), d.slo.percentile)
+        ttft = queueing.ttft_percentile_s(prefill_s, regimes(req_rate / n, n), d.slo.percentile)
         out.append(_recommend(d, Mode.AGGREGATED, c, n, None, 0, ttft, tpot, req_rate, price))
     return out
 
@@ -291,7 +356,7 @@ def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendati
 def _largest_accepted(accepts: Callable[[float], bool], upper: float) -> float:
     """The largest load in [0, upper) that `accepts` (monotone: true below some load) takes, by bisection."""
     lo, hi = 0.0, upper
-    for _ in range(40):
+    for _ in range(24):  # to 6e-8 of the upper bound
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if accepts(mid) else (lo, mid)
     return lo
@@ -324,11 +389,16 @@ def _cost_per_request(r: Recommendation) -> float:
 
 def plan(d: Deployment) -> Plan:
     start = time.perf_counter()
+    w = d.workload
+    lengths = "its trace's prompt lengths" if w.prompt_lengths else f"its prompt lengths (lognormal, cv {w.input_cv:g})"
+    arrivals = ("Poisson arrivals" if w.arrivals == POISSON else
+                f"arrivals {w.arrivals.source}: {len(w.arrivals.levels)} rate levels, {min(m for _, m in w.arrivals.levels):.2f}x "
+                f"to {max(m for _, m in w.arrivals.levels):.2f}x the mean, in clumps of {w.arrivals.clump_size:.1f} (M^X/G/1), "
+                f"burstiness {w.arrivals.scv:.2g} (Allen-Cunneen)")
     assumptions = [
-        "TPOT = decode step time at the batch; TTFT at the SLO percentile over the workload's prompt lengths (lognormal, "
-        f"cv {d.workload.input_cv:g}) = the prompt's prefill (+ KV transfer over the NIC, disaggregated) + the waits for "
-        "its prefill rank (M/G/1), and for a free slot of its rank (M/M/c: the decode pool's, disaggregated); the "
-        "simulator gives the distributions",
+        f"TPOT = decode step time at the batch; TTFT at the SLO percentile over {lengths} and {arrivals} = the prompt's "
+        "prefill (+ KV transfer over the NIC, disaggregated) + the waits for a prefill rank (M^X/G/c), and for a free "
+        "slot of its rank (M/M/c: the decode pool's, disaggregated); the simulator gives the distributions",
     ]
     if d.model.is_moe:
         assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in Phase]
@@ -342,12 +412,42 @@ def plan(d: Deployment) -> Plan:
     scored = len(decode) + len(prefill) + len(aggregated)
     options = [r for r in _disaggregated(d, decode, prefill) + _aggregated(d, aggregated) if r.devices <= d.cluster.num_devices]
     options.sort(key=lambda r: (_cost_per_request(r), r.ttft_s))
+    options = _at_offered_tpot(d, options)
     best = options[0] if options else None
     field_name, reason = ("", "") if best else explain_infeasible(d, decode, prefill, sizes)
     # the recommendation keeps its per-device loads and placement maps; the other options keep their predictions
     frontier = tuple(c.summarised() for c in pareto_frontier(decode))
     alternatives = tuple(r.summarised() for r in options[1:6])
     return Plan(d, best, frontier, scored, reason, tuple(assumptions), time.perf_counter() - start, alternatives, field_name)
+
+
+REFINED_OPTIONS = 6  # the recommendation and the alternatives a plan shows
+
+
+def _at_offered_tpot(d: Deployment, options: list[Recommendation]) -> list[Recommendation]:
+    """The cheapest options with their disaggregated TPOT at the SLO percentile of the traffic they carry
+    (planner.tpot), decode pools grown where long prompts' KV would push it past the SLO, refused where none fits."""
+    if d.workload.requests_per_s is None:
+        return options
+    prompts, outputs, out = _prompts(d), _outputs(d), []
+    for r in options:
+        if len(out) == REFINED_OPTIONS:
+            break
+        if r.mode != Mode.DISAGGREGATED:
+            out.append(r)
+            continue
+        dc = r.decode
+        ctx = StepContext(d.model, d.precision, _sub_cluster(d, dc.instance_devices), dc.layout, dc.load)
+
+        @lru_cache(maxsize=None)
+        def tpot_at(instances: int) -> float:
+            return decode_tpot_s(d, ctx, dc, instances, r.requests_per_s, prompts, outputs, d.slo.percentile)
+        most = r.decode_instances + (d.cluster.num_devices - r.devices) // dc.instance_devices
+        n = instances_for_tpot(tpot_at, r.decode_instances, most, d.slo.tpot_s)
+        if n is not None:
+            out.append(_recommend(d, r.mode, dc, n, r.prefill, r.prefill_instances, r.ttft_s, tpot_at(n),
+                                  r.requests_per_s, _price(d)))
+    return sorted(out, key=lambda r: (_cost_per_request(r), r.ttft_s))
 
 
 def _load_assumption(d: Deployment, phase: str) -> str:
@@ -393,12 +493,13 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
     prompts, w = _prompts(d), d.workload
     # the prompt at the SLO's percentile, prefilled on the fastest prefill rank with no wait at all
     at_percentile = float(np.percentile(prompts, d.slo.percentile, method="higher"))
-    unqueued = {id(p): queueing.ttft_percentile_s(_prefill_s(d, p, prompts), (), d.slo.percentile) for p in prefill}
+    unqueued = {id(p): queueing.ttft_percentile_s(_prefill_s(d, prompts, _rank_prefill_s(d, p, prompts)), (),
+                                                  d.slo.percentile) for p in prefill}
     fastest = min(prefill, key=lambda p: unqueued[id(p)], default=None)
     fastest_prompt = math.inf if fastest is None else unqueued[id(fastest)]
     if fastest_prompt > d.slo.ttft_s:
         spread = (f"the p{d.slo.percentile:g} prompt ({at_percentile:,.0f} tokens; mean {w.input_tokens:,}, cv "
-                  f"{w.input_cv:g})" if w.input_cv > 0 else f"a {w.input_tokens:,}-token prompt")
+                  f"{w.input_cv:.2f})" if w.input_cv > 0 else f"a {w.input_tokens:,}-token prompt")
         rank = "" if fastest is None else f" on one {fastest.layout.tp}-device attention rank ({fastest.layout.name(d.model.is_moe)})"
         return "slo.ttft_s", (
             f"no layout meets TTFT {d.slo.ttft_s:g} s at p{d.slo.percentile:g} {where}: {spread} takes at least "

@@ -6,8 +6,10 @@ Definitions (requests the cluster could never hold are counted as rejected and l
   which holds the first token; aggregated: the last prefill chunk is done).
 - TPOT: (completion - first token) / (output tokens - 1); undefined (NaN) for one-token outputs.
 - end-to-end latency: arrival -> last token.
-- makespan: first arrival -> last completion; throughputs and goodput are per second of it.
-- goodput: requests per second that met both SLOs (TTFT <= slo.ttft_s and TPOT <= slo.tpot_s).
+- makespan: first arrival -> last completion; throughputs are per second of it.
+- goodput: requests that met both SLOs (TTFT <= slo.ttft_s and TPOT <= slo.tpot_s) per second of the arrival
+  span (first arrival -> last arrival): the drain after the last arrival serves no new traffic, and counting it
+  would make a short replay's goodput look lower than the traffic it keeps up with (all at once: the makespan).
 - cost per million output tokens: every device of the plan x its price per device-hour x the makespan,
   over the output tokens served (prefill devices included: they serve no output token on their own).
 """
@@ -114,7 +116,9 @@ class SimResult:
 
     @property
     def goodput_requests_per_s(self) -> float:
-        return int(self.meets_slo.sum()) / self.makespan_s if self.makespan_s > 0 else 0.0
+        span = float(self.arrival_s.max() - self.arrival_s.min()) if len(self.arrival_s) else 0.0
+        span = span if span > 0 else self.makespan_s
+        return int(self.meets_slo.sum()) / span if span > 0 else 0.0
 
     @property
     def prefix_cache_hit_rate(self) -> float:

@@ -91,8 +91,8 @@ def test_disaggregated_plan_with_its_placements(shared_data):
     stats = shared_data / "routing" / "deepseek-v3-sglang-eplb"
     # 6 nodes: the fewest that hold the 16-device prefill and 32-device decode pools (a decode slot free at p99),
     # so the search stays short; TTFT 5 s, as the trace's p99 prompts need on one prefill instance
-    raw = {"schema_version": 1, "model": "kimi-k2", "cluster": {"unit": "hgx-h200", "units": 6},
-           "workload": {"name": "mooncake-conversation"}, "slo": {"ttft_s": 5.0, "tpot_s": 0.02},
+    raw = {"schema_version": 1, "model": "kimi-k2", "cluster": {"unit": "hgx-h200", "units": 8},
+           "workload": {"name": "mooncake-conversation"}, "slo": {"ttft_s": 10.0, "tpot_s": 0.02},
            "routing": {"decode": {"evaluate": str(stats / "decode_in2000out100.json"), "fit": [str(stats / "decode_in1000out1000.json")]},
                        "prefill": {"evaluate": str(stats / "prefill_in2048.json"), "fit": [str(stats / "prefill_in1024.json")]},
                        "placement": "eplb"}}

@@ -9,6 +9,7 @@ their source named beside them, and not recomputed.
 """
 
 import contextlib
+from dataclasses import replace
 import glob
 import io
 import json
@@ -153,7 +154,7 @@ def test_the_readmes_config_json_example_is_shipped_and_runs(capsys, monkeypatch
 
 def _replay_block() -> tuple[list[str], list[str]]:
     """The console block of the Mooncake replay: its commands (continuation lines joined) and its output lines."""
-    start = README.index("$ sed 's/tpot_s")
+    start = README.index("$ sed 's|name: mooncake")
     lines = README[start:README.index("```", start)].rstrip("\n").split("\n")
     commands, i = [], 0
     while lines[i].startswith("$ "):
@@ -167,14 +168,19 @@ def _replay_block() -> tuple[list[str], list[str]]:
 
 
 @pytest.fixture(scope="module")
-def replay(shared_data, tmp_path_factory):
+def replay(shared_data, request):
     """Run the block's commands as a shell would (the sed edit, the glob expansion, in the checkout), keeping the
     plan the CLI made and the replay it printed, for the sentences around the block."""
     (sed, simulate), _ = _replay_block()
-    _, expression, source, _, target = shlex.split(sed)
-    old, new = expression.split("/")[1:3]
-    spec = tmp_path_factory.mktemp("replay") / target
-    spec.write_text((ROOT / source).read_text().replace(old, new))
+    _, script, source, _, target = shlex.split(sed)
+    text = (ROOT / source).read_text()
+    for command in script.split(";"):  # sed's s<d>regex<d>replacement<d>, one line at a time
+        command = command.strip()
+        _, pattern, replacement, _ = command.split(command[1])
+        text = "\n".join(re.sub(pattern, replacement, line, count=1) for line in text.split("\n"))
+    spec = ROOT / target  # where the README writes it: its relative trace path starts at the checkout
+    spec.write_text(text)
+    request.addfinalizer(spec.unlink)
     argv = []
     for word in shlex.split(simulate)[1:]:
         argv += [str(spec)] if word == target else sorted(glob.glob(word, root_dir=ROOT)) if "*" in word else [word]
@@ -192,7 +198,7 @@ def replay(shared_data, tmp_path_factory):
         patch.setattr(api, "simulate", recording(api.simulate, "simulation"))
         status, out, _ = _run_cli(argv)
         assert status == 0
-        trace = api.read_trace(argv[argv.index("--trace") + 1])
+        trace = api.read_trace(made["plan"].deployment.workload.trace)  # the spec's workload.trace, replayed
     return out, made["plan"], made["simulation"], trace
 
 
@@ -215,15 +221,22 @@ def test_the_sentences_around_the_replay(replay):
     pool = r.decode.instance_devices * r.decode_instances
     _quoted(f"Moonshot's real Kimi conversation trace (Mooncake FAST'25, {len(trace):,} requests over "
             f"{trace.duration_s:,.0f} s)")
-    _quoted(f"The planner's TTFT ({r.ttft_s:.2f} s at p99) is the prefill steps")
-    _quoted(f"{r.prefill_instances} prefill instances at {r.prefill_utilization:.0%} of their capacity, and {pool} decode "
-            f"devices, {r.decode.work_per_device * pool} sequence slots, {r.decode_utilization:.0%} of its capacity.")
-    _quoted(f"The replay agrees on the median (TTFT p50 {sim.percentile('ttft', 50):.2f} s, TPOT p50 "
-            f"{sim.percentile('tpot', 50) * 1e3:.1f} ms against the planned {r.tpot_s * 1e3:.1f} ms) but not on the tail: "
-            f"TTFT p99 {sim.percentile('ttft', 99):.1f} s")
-    _quoted(f"prompts up to {trace.input_tokens.max() / trace.input_tokens.mean():.0f}x the mean")
-    _quoted(f"TPOT p99 {sim.percentile('tpot', 99) * 1e3:.1f} ms from the decode batch's long contexts")
-    _quoted(f"the prefill step is timed at the mean prompt's), and TPOT p99")
+    levels = [m for _, m in plan.deployment.workload.arrivals.levels]
+    _quoted(f"The planner's TTFT ({r.ttft_s:.2f} s at p99) is each prompt's prefill at its own length")
+    _quoted(f"{len(levels)} levels, from {min(levels):.2f}x to {max(levels):.2f}x the mean")
+    _quoted(f"Its TPOT ({r.tpot_s * 1e3:.1f} ms at p99) is the decode step at the load the pool carries")
+    _quoted(f"{np.mean(trace.output_tokens < 5):.1%} of the trace's requests generate fewer than 5 tokens")
+    assert r.decode_instances == 1 and r.prefill_instances == 1
+    _quoted(f"instance of {pool} devices, {r.decode.work_per_device * pool} sequence slots at {r.decode_utilization:.0%} "
+            f"of its capacity, and the prefill 1 instance at {r.prefill_utilization:.0%} of its capacity")
+    ttft, tpot = sim.percentile("ttft", 99), sim.percentile("tpot", 99)
+    _quoted(f"TTFT p99 {ttft:.2f} s (the planner is on the safe side by {r.ttft_s / ttft - 1:.0%}), TPOT p99 "
+            f"{tpot * 1e3:.1f} ms against the planned {r.tpot_s * 1e3:.1f} ms, {sim.meets_slo.sum() / sim.completed:.1%} of requests "
+            "within both SLOs")
+    at_2_s = api.plan(replace(plan.deployment, slo=replace(plan.deployment.slo, ttft_s=2.0)))
+    tokens, seconds = re.search(r"prompt \(([\d,]+) tokens.*at least ([\d.]+) s", at_2_s.infeasible).groups()
+    _quoted(f"At TTFT 2 s the planner now refuses this spec: the trace's p99 prompt alone ({tokens} tokens, prompts up "
+            f"to {trace.input_tokens.max() / trace.input_tokens.mean():.0f}x the mean) takes {seconds} s to prefill")
     _quoted(f"recommended 16 H200 for the trace's {len(trace) / trace.duration_s:.1f} requests/s")
     _quoted(f"# Kimi traffic; the trace runs {len(trace) / trace.duration_s:.1f}/s")
     _quoted(f"(`workload.max_input_tokens`; {trace.input_tokens.max():,} for the Mooncake conversation trace)")
@@ -498,21 +511,23 @@ def test_the_simulator_benchmark():
     f = record["figures"]
     wall, growth, runs = f["replay_wall_s"], f["wall_growth_by_copies"], f["runs"]
     uniform, eplb, contiguous = runs["uniform"], runs["EPLB skew"], runs["contiguous skew"]
-    assert growth["2x"] < 2 and growth["4x"] < 4  # sublinear
+    assert growth["2x"] < 2.2 and growth["4x"] < 4.4  # linear, within a shared machine's noise
     grid_mean = max(e["mean"] for e in f["grid_error"].values())
     grid_worst = max(e["worst"] for e in f["grid_error"].values())
     _quoted(f"tracks the exact step within {grid_mean:.3%} on average and {grid_worst:.1%} at worst over the steps of "
             f"the replay below")
     percentiles = [f"{m}_p{q}_s" for m in ("ttft", "tpot") for q in (50, 90, 99)]
     moved = [eplb[k] / uniform[k] - 1 for k in percentiles]
-    _quoted(f"replays the full trace ({wall['uniform']:.1f} s uniform, {wall['EPLB skew']:.1f} s with EPLB-balanced "
-            f"skew on a {record['on']}; the target is {f['target_s']:.0f} s), shows wall time growing sublinearly with "
-            f"requests (1x, 2x, 4x: {', '.join(f'{g:.2f}' for g in growth.values())} in the last run;")
+    _quoted(f"plans this spec ({f['plan_s']:.1f} s: TTFT p99 {f['planned']['ttft_p99_s']:.2f} s, TPOT p99 "
+            f"{f['planned']['tpot_p99_s'] * 1e3:.1f} ms) and replays the full trace ({wall['uniform']:.1f} s uniform, "
+            f"{wall['EPLB skew']:.1f} s with EPLB-balanced skew on a {record['on']}; the target is {f['target_s']:.0f} s "
+            f"for both), shows wall time growing linearly with requests (1x, 2x, 4x: "
+            f"{', '.join(f'{g:.2f}' for g in growth.values())} in the last run)")
     _quoted(f"EPLB's skew (imbalance {eplb['prefill_imbalance']:.2f} prefill, {eplb['decode_imbalance']:.2f} decode) "
             f"moves them by under {_worst_percent(moved)}%, contiguous placement ({contiguous['prefill_imbalance']:.2f}, "
             f"{contiguous['decode_imbalance']:.2f}) raises TTFT p50 by "
-            f"{contiguous['ttft_p50_s'] / eplb['ttft_p50_s'] - 1:.0%} and cuts goodput from "
-            f"{eplb['goodput_requests_per_s']:.2f} to {contiguous['goodput_requests_per_s']:.2f} requests/s.")
+            f"{contiguous['ttft_p50_s'] / eplb['ttft_p50_s'] - 1:.0%} (goodput {eplb['goodput_requests_per_s']:.2f} "
+            f"and {contiguous['goodput_requests_per_s']:.2f} requests/s).")
 
 
 def test_the_plan_benchmark():
@@ -523,7 +538,8 @@ def test_the_plan_benchmark():
     routed = f["routed_plan_16_h200"]
     assert routed["method"] == "ilp" and len(routed["fit"]) == 2
     slots = f" + {routed['redundant_experts']}" if routed["redundant_experts"] else " (no redundant slots)"
-    _quoted(f"On Kimi K2 / 16 x H200 with the ILP fitted on two DeepSeek-V3 decode files and scored on a third, the "
+    _quoted(f"On Kimi K2 / 16 x H200 (at TTFT {routed['ttft_slo_s']:g} s: the skewed decode steps put the example's "
+            f"5 s just out of reach) with the ILP fitted on two DeepSeek-V3 decode files and scored on a third, the "
             f"recommended EP{routed['ep']}{slots} placement comes within {routed['gap']:.2%} of its bound in sample "
             f"({routed['in_sample_objective']:.4f}) and runs {routed['held_out_mean_imbalance']:.2f} x the mean device "
             f"load held out (worst layer {routed['held_out_worst_layer_imbalance']:.2f}); the plan takes "

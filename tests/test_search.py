@@ -142,12 +142,14 @@ def test_a_disaggregated_ttft_waits_for_a_decode_slot_and_the_decode_pool_grows_
     assert r.mode == "disaggregated" and r.ttft_s <= d.slo.ttft_s * (1 + 1e-9)
     rate, dc, pc = r.requests_per_s, r.decode, r.prefill
     prompts = search._prompts(d)
-    prefill_s = search._prefill_s(d, pc, prompts)
-    prefill_wait = queueing.mg1_wait(search._rank_prefill_s(pc, prompts), r.prefill_utilization)
+    service_s = search._rank_prefill_s(d, pc, prompts)
+    prefill_s = search._prefill_s(d, prompts, service_s)
+    ranks = pc.instance_devices // pc.layout.tp * r.prefill_instances
+    prefill_wait = queueing.mgc_wait(service_s, r.prefill_utilization, ranks)
 
-    def ttft(decode_instances: int) -> float:
+    def ttft(decode_instances: int) -> float:  # synthetic traffic: Poisson arrivals, one rate level
         waits = (prefill_wait, search._decode_slot_wait(d, dc, decode_instances, rate))
-        return queueing.ttft_percentile_s(prefill_s, waits, d.slo.percentile)
+        return queueing.ttft_percentile_s(prefill_s, queueing.steady(*waits), d.slo.percentile)
 
     assert ttft(r.decode_instances) == pytest.approx(r.ttft_s, rel=1e-6)
     fewer = r.decode_instances - 1  # the fewest instances that meet the SLO: one fewer would not

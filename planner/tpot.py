@@ -1,0 +1,120 @@
+"""TPOT at the SLO percentile for the traffic a decode pool really carries.
+
+A pool is sized to carry the traffic, so it runs below the batch it was scored at: its step is shorter. But its
+DP attention ranks step in lockstep (hwmodels.step.lockstep_time_s), so every sequence of an instance waits for
+the rank with the most sequences and the most KV to read, and a few long prompts make that rank slow for everyone.
+
+Each rank holds a number of sequences (Poisson at its offered load, arrivals x holding time, capped at its slots),
+each with a prompt drawn from the workload's lengths and part of its output generated. For snapshots of an
+instance (SNAPSHOTS per rate level of the traffic, seeded), the step lasts the step model's time at the busiest
+rank's sequences and KV tokens, the routed experts at the mean rank's tokens; a request sees the snapshots
+weighted by the sequences in them (a busy instance holds more of the requests), and the holding time is solved
+with the step it makes (a fixed point). A request's TPOT is a mean over its steps, which this takes as one
+snapshot (the instance's state changes about as slowly as the request lives: the tail is on the safe side), plus
+the wait to join its rank's batch when the step under way ends (uniform over a step), which a request that
+generates few tokens shares over few steps: the short answers of a real trace make the TPOT tail. The TPOT at
+percentile p is the p-th percentile of that over the requests and their output lengths.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from hwmodels.deployment import Deployment
+from hwmodels.roles import Phase
+from hwmodels.step import StepContext
+from planner.plan import Candidate
+
+SNAPSHOTS = 512  # per rate level: the p99 rests on about five of them at one level, more over the levels
+FIXED_POINT_ROUNDS = 4  # holding time <-> step time; converges in two or three (the step is nearly flat in load)
+DRAWS = 8  # requests drawn per snapshot (their output lengths and when they join)
+SEED = 0
+
+
+def decode_tpot_s(d: Deployment, ctx: StepContext, dc: Candidate, instances: int, requests_per_s: float,
+                  prompts: np.ndarray, outputs: np.ndarray, percentile: float) -> float:
+    """The TPOT at `percentile` of a decode pool of `instances` x `dc` carrying `requests_per_s` (see the module's
+    docstring). prompts, outputs: the workload's equally likely prompt and output lengths (planner.search)."""
+    ranks = dc.instance_devices // dc.layout.tp
+    rng = np.random.default_rng(SEED)
+    several = outputs[outputs >= 2]  # a one-token request has no TPOT
+    several = several if len(several) else np.array([2.0])
+    steps, weights = [], []
+    for share, multiplier in d.workload.arrivals.levels:
+        snapshot_s, held = _snapshots(ctx, dc, requests_per_s * multiplier / (ranks * instances), prompts,
+                                      d.workload.output_tokens, rng)
+        # each snapshot's step as requests of the workload's output lengths see it: a sequence joins its rank's batch
+        # when the step under way ends, a wait its few steps share when it generates few tokens
+        generated = rng.choice(several, (len(snapshot_s), DRAWS)) - 1
+        steps.append((snapshot_s[:, None] * (1.0 + rng.uniform(0.0, 1.0, generated.shape) / generated)).ravel())
+        weights.append(np.repeat(share * held / held.sum() / DRAWS, DRAWS))
+    steps_s, w = np.concatenate(steps), np.concatenate(weights)
+    order = np.argsort(steps_s)
+    cumulative = np.cumsum(w[order]) / w.sum()
+    return float(steps_s[order][min(np.searchsorted(cumulative, percentile / 100.0), len(order) - 1)])
+
+
+def _snapshots(ctx: StepContext, dc: Candidate, per_rank_per_s: float, prompts: np.ndarray, output: int,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(each snapshot's step, the sequences it holds) of an instance whose ranks each take `per_rank_per_s`
+    requests, the holding time solved with the step it makes."""
+    tp, slots = dc.layout.tp, dc.work_per_device * dc.layout.tp
+    ranks = dc.instance_devices // tp
+    step_s = dc.step_s
+    for _ in range(FIXED_POINT_ROUNDS):
+        offered = min(per_rank_per_s * output * step_s, slots)
+        sequences = np.minimum(rng.poisson(offered, (SNAPSHOTS, ranks)), slots)
+        held = sequences.sum(axis=1)
+        if held.sum() == 0:  # so light a load that no snapshot holds a sequence: one alone on its rank
+            return _steps_s(ctx, np.ones((1, 1), int), np.array([[_mean_kv(prompts, output)]]), tp), np.ones(1)
+        snapshot_s = _steps_s(ctx, sequences, _kv_tokens(rng, sequences, prompts, output), tp)
+        new_step_s = float((snapshot_s * held).sum() / held.sum())
+        converged = abs(new_step_s - step_s) <= 1e-3 * step_s
+        step_s = new_step_s
+        if converged:
+            break
+    return snapshot_s, held
+
+
+def _mean_kv(prompts: np.ndarray, output: int) -> float:
+    return float(prompts.mean()) + output / 2
+
+
+def _kv_tokens(rng: np.random.Generator, sequences: np.ndarray, prompts: np.ndarray, output: int) -> np.ndarray:
+    """Each rank's KV tokens: its sequences' prompts (drawn from the workload's lengths) plus the part of the
+    output each has generated (uniform: a sequence is anywhere in its life)."""
+    total = int(sequences.sum())
+    lengths = rng.choice(prompts, total) + rng.uniform(0.0, output, total)
+    owner = np.repeat(np.arange(sequences.size), sequences.ravel())
+    return np.bincount(owner, weights=lengths, minlength=sequences.size).reshape(sequences.shape)
+
+
+def _steps_s(ctx: StepContext, sequences: np.ndarray, kv: np.ndarray, tp: int) -> np.ndarray:
+    """Each snapshot's lockstep decode step: attention at its busiest rank (most sequences, most KV tokens), the
+    experts at its mean rank. The step is affine in the context at a given batch (its attention reads the KV),
+    so it is evaluated at two contexts per distinct busiest batch and interpolated."""
+    busiest, most_kv, mean = sequences.max(axis=1), kv.max(axis=1), sequences.mean(axis=1)
+    out = np.zeros(len(busiest))
+    for b in np.unique(busiest):
+        if b == 0:
+            continue
+        at = busiest == b
+        lo, hi = 1024.0, 131_072.0
+        mean_tokens = float(max(mean[at].mean(), 1.0 / tp)) / tp
+        t_lo, t_hi = (ctx.lockstep_s(Phase.DECODE, b / tp, mean_tokens, c) for c in (lo, hi))
+        context = most_kv[at] / b  # the busiest rank's KV as b sequences of equal length
+        out[at] = t_lo + (t_hi - t_lo) * (context - lo) / (hi - lo)
+    return out
+
+
+def instances_for_tpot(tpot_at: Callable[[int], float], start: int, most: int, slo_s: float) -> int | None:
+    """The fewest decode instances from `start` up to `most` whose TPOT (tpot_at(instances)) meets the SLO, or None;
+    tried in steps of a quarter, as each try is a sampled TPOT."""
+    n = start
+    while n <= most:
+        if tpot_at(n) <= slo_s:
+            return n
+        n = n + max(1, math.ceil(n / 4))
+    return None
