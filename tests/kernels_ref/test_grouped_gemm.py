@@ -6,7 +6,10 @@ import torch
 from kernels_ref import TOLERANCE, GemmPath, calc_diff, grouped_swiglu_fp8, masked_swiglu_fp8, native_cpu
 from kernels_ref.generators import generate_grouped_swiglu
 
-needs_native = pytest.mark.skipif(native_cpu.load() is None, reason="no AVX-512 BF16 CPU or no C compiler")
+needs_avx512 = pytest.mark.skipif(native_cpu.library("gemm_avx512") is None, reason="no AVX-512 BF16 CPU or no C compiler")
+needs_amx = pytest.mark.skipif(native_cpu.library("gemm_amx") is None, reason="no AMX BF16 CPU or no C compiler")
+NATIVE = [pytest.param(GemmPath.NATIVE_CPU, marks=needs_avx512), pytest.param(GemmPath.NATIVE_AMX, marks=needs_amx),
+          pytest.param("native_amx:tokens:c2", marks=needs_amx)]
 # E = experts, D = hidden, I = expert intermediate size. The 1e-3 bar is an expectation (two e4m3
 # activation roundings cost 9.4e-4), so it is checked at Kimi K2's D = 7168 and I = 2048, where a
 # batch measures it to within a few percent; one token's error alone swings by +-10% (+-40% at toy
@@ -24,7 +27,7 @@ def kimi_k2_experts():
             for name, counts in COUNTS.items()}
 
 
-@pytest.mark.parametrize("path", [None, GemmPath.TILES, pytest.param(GemmPath.NATIVE_CPU, marks=needs_native)])
+@pytest.mark.parametrize("path", [None, GemmPath.TILES, *NATIVE])
 @pytest.mark.parametrize("case", COUNTS)
 def test_contiguous_layout_matches_fp32_reference(kimi_k2_experts, path, case):
     inputs, reference = kimi_k2_experts[case]
@@ -33,7 +36,7 @@ def test_contiguous_layout_matches_fp32_reference(kimi_k2_experts, path, case):
     assert calc_diff(y, reference) < TOLERANCE["fp8_swiglu"]
 
 
-@pytest.mark.parametrize("path", [GemmPath.TILES, pytest.param(GemmPath.NATIVE_CPU, marks=needs_native)])
+@pytest.mark.parametrize("path", [GemmPath.TILES, *NATIVE])
 def test_off_grid_sizes_and_only_empty_experts_but_one(path):
     inputs, reference = generate_grouped_swiglu([0, 0, 2], HIDDEN, INTERMEDIATE, seed=3)
     y = grouped_swiglu_fp8(inputs.x_q, inputs.x_scale, inputs.offsets, inputs.weights, torch.float32, path)
