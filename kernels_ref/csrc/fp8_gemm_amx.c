@@ -157,6 +157,8 @@ static void convert_strip(const int8_t* q, const float* w_scale, int64_t e, int6
     uint16_t* out = strip + r * stride - k_begin;
     if (row0 + r >= n) { memset(out + k_begin, 0, (k_end - k_begin) * 2); continue; }
     const int8_t* codes = q + (e * n + row0 + r) * k;
+    /* the row's next slice: 32 rows read a slice each are more streams than the hardware prefetcher follows */
+    for (int64_t c = k_end; c < k_end + (k_end - k_begin) && c < k; c += 64) _mm_prefetch((const char*)(codes + c), _MM_HINT_T0);
     for (int64_t c = k_begin; c < k_end; c += 32) {
       const __m512 f = _mm512_set1_ps(scales[c / 128] * 0x1p120f);
       _mm512_storeu_si512(out + c, scale_in_tokens ? codes_to_bf16_bits(codes + c, mask_of(k - c))

@@ -22,7 +22,7 @@ static inline float float_of(uint32_t b) { float v; memcpy(&v, &b, 4); return v;
 /* |v| <= 448 -> its e4m3 code, rounded to nearest even as torch's .to(float8_e4m3fn) rounds.
    Normal results (|v| >= 2^-6): round the fp32 mantissa to 3 bits and move the exponent bias from
    127 to 7. Subnormal results: the multiple of 2^-9, rounded by adding 2^23 (code 8 is 2^-6, the
-   smallest normal, which is also what the bits say). Branch-free, so the loop vectorises. */
+   smallest normal, which is also what the bits say). */
 static inline uint8_t e4m3_of(float v) {
   const uint32_t b = bits_of(v), sign = (b >> 24) & 0x80u, a = b & 0x7FFFFFFFu;
   const uint32_t code_subnormal = bits_of(float_of(a) * 512.0f + 8388608.0f) - 0x4B000000u;
@@ -30,33 +30,73 @@ static inline uint8_t e4m3_of(float v) {
   return (uint8_t)((a < 0x3C800000u ? code_subnormal : code_normal) | sign);
 }
 
-/* One token's k values (bf16 bits or fp32) in groups of 128 -> e4m3 codes and one fp32 scale per
-   group: scale = max(amax, 1e-4) / 448, q = e4m3(clamp(x * (448 / amax'), +-448)), the same
-   arithmetic in the same order as kernels_ref.fp8.quantize_activation_groups. */
-static void quantize_row(const void* x, int x_is_bf16, int64_t k, uint8_t* q, float* scale) {
-  float row[GROUP];
-  for (int64_t g0 = 0; g0 < k; g0 += GROUP) {
-    const int64_t len = k - g0 < GROUP ? k - g0 : GROUP;
-    if (x_is_bf16) {
-      const uint16_t* h = (const uint16_t*)x + g0;
-      for (int64_t i = 0; i < len; i++) row[i] = float_of((uint32_t)h[i] << 16);
-    } else {
-      memcpy(row, (const float*)x + g0, len * sizeof(float));
-    }
-    float amax = 0.0f;
-    for (int64_t i = 0; i < len; i++) {
-      const float a = fabsf(row[i]);
-      amax = a > amax ? a : amax;
-    }
-    amax = amax > AMAX_FLOOR ? amax : AMAX_FLOOR;
-    const float inverse = (1.0f / amax) * FP8_MAX;  /* torch's 448 / tensor: a reciprocal, then a product */
-    for (int64_t i = 0; i < len; i++) {
-      float v = row[i] * inverse;
-      v = v > FP8_MAX ? FP8_MAX : v < -FP8_MAX ? -FP8_MAX : v;
-      q[g0 + i] = e4m3_of(v);
-    }
-    scale[g0 / GROUP] = amax / FP8_MAX;
+static inline float float_at(const void* x, int x_is_bf16, int64_t i) {
+  return x_is_bf16 ? float_of((uint32_t)((const uint16_t*)x)[i] << 16) : ((const float*)x)[i];
+}
+
+/* One group of len values -> codes and the group's scale: scale = max(amax, 1e-4) / 448,
+   q = e4m3(clamp(x * (448 / amax'), +-448)), the arithmetic of
+   kernels_ref.fp8.quantize_activation_groups in its order (448 / amax as torch computes a scalar
+   over a tensor: a reciprocal, then a product). amax is taken on the bits: for finite floats the
+   integer order is the float order. */
+static void quantize_group_scalar(const void* x, int x_is_bf16, int64_t g0, int64_t len, uint8_t* q, float* scale) {
+  uint32_t amax_bits = 0;
+  for (int64_t i = 0; i < len; i++) {
+    const uint32_t a = bits_of(float_at(x, x_is_bf16, g0 + i)) & 0x7FFFFFFFu;
+    amax_bits = a > amax_bits ? a : amax_bits;
   }
+  const float amax = float_of(amax_bits) > AMAX_FLOOR ? float_of(amax_bits) : AMAX_FLOOR;
+  const float inverse = (1.0f / amax) * FP8_MAX;
+  for (int64_t i = 0; i < len; i++) {
+    float v = float_at(x, x_is_bf16, g0 + i) * inverse;
+    v = v > FP8_MAX ? FP8_MAX : v < -FP8_MAX ? -FP8_MAX : v;
+    q[g0 + i] = e4m3_of(v);
+  }
+  *scale = amax / FP8_MAX;
+}
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+/* A whole group of 128 in eight AVX-512 registers: the same arithmetic as quantize_group_scalar
+   (GCC vectorises the scalar form only partly: 0.9 ns per element against 0.1 here). */
+static void quantize_group(const void* x, int x_is_bf16, int64_t g0, int64_t len, uint8_t* q, float* scale) {
+  if (len != GROUP) {
+    quantize_group_scalar(x, x_is_bf16, g0, len, q, scale);
+    return;
+  }
+  __m512i v[8], vmax = _mm512_setzero_si512();
+  const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
+  for (int j = 0; j < 8; j++) {
+    v[j] = x_is_bf16 ? _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)((const uint16_t*)x + g0 + 16 * j))), 16)
+                     : _mm512_loadu_si512((const float*)x + g0 + 16 * j);
+    vmax = _mm512_max_epu32(vmax, _mm512_and_si512(v[j], abs_mask));
+  }
+  const uint32_t amax_bits = _mm512_reduce_max_epu32(vmax);
+  const float amax = float_of(amax_bits) > AMAX_FLOOR ? float_of(amax_bits) : AMAX_FLOOR;
+  const __m512 inverse = _mm512_set1_ps((1.0f / amax) * FP8_MAX);
+  for (int j = 0; j < 8; j++) {
+    __m512 f = _mm512_mul_ps(_mm512_castsi512_ps(v[j]), inverse);
+    f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(-FP8_MAX)), _mm512_set1_ps(FP8_MAX));
+    const __m512i b = _mm512_castps_si512(f), a = _mm512_and_si512(b, abs_mask);
+    const __m512i sign = _mm512_and_si512(_mm512_srli_epi32(b, 24), _mm512_set1_epi32(0x80));
+    const __m512 shifted = _mm512_add_ps(_mm512_mul_ps(_mm512_castsi512_ps(a), _mm512_set1_ps(512.0f)), _mm512_set1_ps(8388608.0f));
+    const __m512i code_subnormal = _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(0x4B000000));
+    const __m512i rounded = _mm512_add_epi32(_mm512_add_epi32(a, _mm512_set1_epi32(0x7FFFF)),
+                                             _mm512_and_si512(_mm512_srli_epi32(a, 20), _mm512_set1_epi32(1)));
+    const __m512i code_normal = _mm512_sub_epi32(_mm512_srli_epi32(rounded, 20), _mm512_set1_epi32(120 << 3));
+    const __mmask16 subnormal = _mm512_cmplt_epu32_mask(a, _mm512_set1_epi32(0x3C800000));
+    const __m512i code = _mm512_or_si512(_mm512_mask_blend_epi32(subnormal, code_normal, code_subnormal), sign);
+    _mm_storeu_si128((__m128i*)(q + g0 + 16 * j), _mm512_cvtepi32_epi8(code));
+  }
+  *scale = amax / FP8_MAX;
+}
+#else
+#define quantize_group quantize_group_scalar
+#endif
+
+static void quantize_row(const void* x, int x_is_bf16, int64_t k, uint8_t* q, float* scale) {
+  for (int64_t g0 = 0; g0 < k; g0 += GROUP)
+    quantize_group(x, x_is_bf16, g0, k - g0 < GROUP ? k - g0 : GROUP, q, scale + g0 / GROUP);
 }
 
 /* x: [t][k] bf16 (x_is_bf16) or fp32 -> q: [t][k] e4m3 codes, scale: [t][ceil(k/128)] fp32. */
@@ -123,30 +163,47 @@ void combine_rows(const void* y, int y_is_bf16, const int64_t* row_of_slot, cons
   }
 }
 
-/* Eight fp32 lanes x 2 (or one AVX-512 register): GCC's vector extension, lowered to whatever the
-   build's ISA has. */
+/* 16 fp32 lanes in GCC's vector extension: one AVX-512 register, two AVX2 ones, or scalar code. */
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 #define ROUTER_TOKENS 8
 
-/* logits[i][j] = x[i] . w[j] for a block of up to ROUTER_TOKENS tokens (fp32, d a multiple of 16
-   handled in vectors, the rest scalar): each weight row is loaded once per block. */
-static void router_logits(const float* x, int64_t tokens, const float* w, int64_t e, int64_t d, float* logits) {
+/* logits[i][j] = x[i] . w[j] for a block of ROUTER_TOKENS tokens (fp32; rows past the real tokens
+   are zeros). Two experts at a time, so each load of x feeds two products, with constant loop
+   bounds so the 16 accumulators stay in registers; over slices of ROUTER_COLUMNS columns, so the
+   block's slice of x stays in L1 while the experts' rows stream from L2. acc: scratch of
+   e x ROUTER_TOKENS v16 (the partial sums between slices). */
+#define ROUTER_COLUMNS 512
+static void router_logits(const float* x, int64_t x_stride, const float* w, int64_t e, int64_t d, v16* acc,
+                          float* logits) {
   const int64_t dv = d / 16 * 16;
-  for (int64_t j = 0; j < e; j++) {
-    v16 acc[ROUTER_TOKENS];
-    for (int64_t i = 0; i < ROUTER_TOKENS; i++) acc[i] = (v16){0};
-    const float* wj = w + j * d;
-    for (int64_t c = 0; c < dv; c += 16) {
-      const v16 wv = *(const v16*)(wj + c);
-      for (int64_t i = 0; i < tokens; i++) acc[i] += *(const v16*)(x + i * d + c) * wv;
-    }
-    for (int64_t i = 0; i < tokens; i++) {
-      float sum = 0.0f;
-      for (int l = 0; l < 16; l++) sum += acc[i][l];
-      for (int64_t c = dv; c < d; c++) sum += x[i * d + c] * wj[c];
-      logits[i * e + j] = sum;
+  for (int64_t j = 0; j < e * ROUTER_TOKENS; j++) acc[j] = (v16){0};
+  for (int64_t c0 = 0; c0 < dv; c0 += ROUTER_COLUMNS) {
+    const int64_t c1 = c0 + ROUTER_COLUMNS < dv ? c0 + ROUTER_COLUMNS : dv;
+    for (int64_t j = 0; j < e; j += 2) {
+      const float* w0 = w + j * d;
+      const float* w1 = j + 1 < e ? w0 + d : w0;  /* an odd last expert is computed twice */
+      v16* a0 = acc + j * ROUTER_TOKENS;
+      v16* a1 = j + 1 < e ? a0 + ROUTER_TOKENS : a0;
+      v16 r0[ROUTER_TOKENS], r1[ROUTER_TOKENS];
+      for (int i = 0; i < ROUTER_TOKENS; i++) { r0[i] = a0[i]; r1[i] = a1[i]; }
+      for (int64_t c = c0; c < c1; c += 16) {
+        const v16 p = *(const v16*)(w0 + c), q = *(const v16*)(w1 + c);
+        for (int i = 0; i < ROUTER_TOKENS; i++) {
+          const v16 xv = *(const v16*)(x + i * x_stride + c);
+          r0[i] += xv * p;
+          r1[i] += xv * q;
+        }
+      }
+      for (int i = 0; i < ROUTER_TOKENS; i++) { a1[i] = r1[i]; a0[i] = r0[i]; }
     }
   }
+  for (int64_t j = 0; j < e; j++)
+    for (int i = 0; i < ROUTER_TOKENS; i++) {
+      float sum = 0.0f;
+      for (int l = 0; l < 16; l++) sum += acc[j * ROUTER_TOKENS + i][l];
+      for (int64_t c = dv; c < d; c++) sum += x[i * x_stride + c] * w[j * d + c];
+      logits[i * e + j] = sum;
+    }
 }
 
 /* DeepSeek-V3's noaux_tc routing in fp32: logits = x . w (x: [t][d] bf16 bits if x_is_bf16, else
@@ -159,16 +216,27 @@ int route_noaux_tc(const void* x, int x_is_bf16, const float* w, const float* bi
   int failed = 0;
   #pragma omp parallel num_threads(threads) if (t * e * d * 2 > PARALLEL_BYTES * 64)
   {
-    float* xf = malloc((ROUTER_TOKENS * d + 3 * ROUTER_TOKENS * e) * sizeof(float));
+    v16* acc = malloc(e * ROUTER_TOKENS * sizeof(v16));
+    const int64_t x_stride = d + 16;  /* rows 4 KiB apart (d = 7168) would share L1 sets */
+    float* xf = malloc((ROUTER_TOKENS * x_stride + 3 * ROUTER_TOKENS * e) * sizeof(float));
+    if (acc == NULL) failed = 1;
     if (xf == NULL) failed = 1;
     #pragma omp for schedule(static)
     for (int64_t b = 0; b < blocks; b++) {
-      if (xf == NULL) continue;
-      float *logits = xf + ROUTER_TOKENS * d, *score = logits + ROUTER_TOKENS * e, *biased = score + ROUTER_TOKENS * e;
+      if (xf == NULL || acc == NULL) continue;
+      float *logits = xf + ROUTER_TOKENS * x_stride, *score = logits + ROUTER_TOKENS * e, *biased = score + ROUTER_TOKENS * e;
       const int64_t t0 = b * ROUTER_TOKENS, tokens = t - t0 < ROUTER_TOKENS ? t - t0 : ROUTER_TOKENS;
-      for (int64_t i = 0; i < tokens * d; i++)
-        xf[i] = x_is_bf16 ? float_of((uint32_t)((const uint16_t*)x)[t0 * d + i] << 16) : ((const float*)x)[t0 * d + i];
-      router_logits(xf, tokens, w, e, d, logits);
+      memset(xf + tokens * x_stride, 0, (ROUTER_TOKENS - tokens) * x_stride * sizeof(float));
+      for (int64_t i = 0; i < tokens; i++) {
+        if (x_is_bf16) {
+          const uint16_t* h = (const uint16_t*)x + (t0 + i) * d;
+          uint32_t* out = (uint32_t*)(xf + i * x_stride);
+          for (int64_t c = 0; c < d; c++) out[c] = (uint32_t)h[c] << 16;
+        } else {
+          memcpy(xf + i * x_stride, (const float*)x + (t0 + i) * d, d * sizeof(float));
+        }
+      }
+      router_logits(xf, x_stride, w, e, d, acc, logits);
       for (int64_t i = 0; i < tokens; i++) {
         for (int64_t j = 0; j < e; j++) {
           score[i * e + j] = 1.0f / (1.0f + expf(-logits[i * e + j]));
@@ -189,6 +257,7 @@ int route_noaux_tc(const void* x, int x_is_bf16, const float* w, const float* bi
       }
     }
     free(xf);
+    free(acc);
   }
   return failed;
 }
