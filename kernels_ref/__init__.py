@@ -10,6 +10,7 @@ and fp32 references), roofline and timing, and bench (`kernels_ref.bench.run_ben
 `write_csv`, `python -m kernels_ref.bench`).
 """
 
+from kernels_ref import autotune, native_cpu
 from kernels_ref.accuracy import TOLERANCE, calc_diff
 from kernels_ref.dispatch import DispatchPlan, combine, dispatch, plan_dispatch
 from kernels_ref.fp8 import (
@@ -46,6 +47,7 @@ __all__ = [
     "GemmPath",
     "MlaDecodeInputs",
     "Router",
+    "autotune",
     "calc_diff",
     "choose_gemm_path",
     "combine",
@@ -62,6 +64,7 @@ __all__ = [
     "mla_decode_absorbed",
     "mla_decode_reference",
     "moe_layer_fp8",
+    "native_cpu",
     "moe_layer_reference",
     "plan_dispatch",
     "quantize_activation_groups",

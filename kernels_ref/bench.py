@@ -335,7 +335,9 @@ def _mla_cases(config: dict, device: str, batches_contexts: Sequence[tuple[int, 
 def _cases(config: dict, device: str, quick: bool) -> Iterator[BenchCase]:
     """Each family builds its inputs lazily, so only one family's tensors are alive at a time."""
     if quick:
-        yield from _grouped_swiglu_cases(config, device, "decode", groups=4, m_values=(1, 4))
+        # every shape class (power of two) of tokens per expert the 16-token layer below can produce,
+        # so each of its parts has rows of its own implementation to be predicted from
+        yield from _grouped_swiglu_cases(config, device, "decode", groups=4, m_values=(1, 2, 4, 8, 16))
         yield from _grouped_swiglu_cases(config, device, "prefill", groups=2, m_values=(512,))
         yield from _router_quantize_cases(config, device, "decode", (16,))
         yield from _dispatch_cases(config, device, "decode", (256,))
