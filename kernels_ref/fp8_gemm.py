@@ -11,12 +11,12 @@ implementations, named by `GemmPath`:
   once, all experts in one call (csrc/fp8_gemm_avx512.c).
 - NATIVE_AMX (AMX BF16 CPUs): 16 x 32 tiles of converted weights times packed tokens
   (csrc/fp8_gemm_amx.c), with two tunables: chunk (token blocks of 16 per work item) and where
-  the weight's block scale goes ("weights" or "tokens").
+  the weight's block scale goes ("weights", "tokens" or "sums").
 
 Which one runs is measured, not assumed: `gemm_choice` times the candidates this machine can run
 on the first call of each shape class (N, K and tokens per expert rounded up to a power of two)
 and caches the fastest (kernels_ref.autotune). A choice names the path and its tunables, e.g.
-"native_amx:tokens:c2". On a GPU, TILES runs (kernels_ref.cuda has the GPU's own paths).
+"native_amx:tokens:c2". On a GPU, TILES runs.
 """
 
 import enum
@@ -30,6 +30,8 @@ from kernels_ref.fp8 import BF16_BITS_UNSCALE, BLOCK, FP8_E4M3_MAX, ceil_div, fp
 # Rows of weight dequantised per tile: 512 x 7168 bf16 is 7 MiB, in a server's last-level cache,
 # and wide enough for an efficient GEMM.
 TILE_ROWS = 512
+# Where the AMX kernel applies the weights' block scales (its scale_mode argument).
+_AMX_SCALE_MODES = {"weights": 0, "tokens": 1, "sums": 2}
 # Shape classes round tokens per expert up to a power of two, up to this many.
 MAX_CLASS_TOKENS = 2048
 # The native kernels' fixed exponents: activations carry 2**100 and weights 2**-120 in the
@@ -57,7 +59,7 @@ def candidates(tokens: int) -> list[str]:
     names = ["native_cpu"] if m <= 64 and native_cpu.library("gemm_avx512") is not None else []
     if native_cpu.library("gemm_amx") is not None:
         chunks = (2,) if m <= 32 else (2, 4, 8) if m <= 128 else (4, 8)
-        names += [f"native_amx:{scale}:c{c}" for scale in ("tokens", "weights") for c in chunks]
+        names += [f"native_amx:{scale}:c{c}" for scale in _AMX_SCALE_MODES for c in chunks]
     return names + ["tiles"] if m >= 128 or not names else names
 
 
@@ -174,7 +176,7 @@ def _native(choice, x_q, x_scale, w_q, w_scale, expert_ids, starts) -> torch.Ten
                 x_q.data_ptr(), x_scale.data_ptr(), y.data_ptr(), t, n, k, torch.get_num_threads())
     if path == GemmPath.NATIVE_AMX.value:
         scale, chunk = tunables
-        status = native_cpu.library("gemm_amx").fp8_grouped_gemm_amx(*pointers, int(chunk[1:]), int(scale == "tokens"))
+        status = native_cpu.library("gemm_amx").fp8_grouped_gemm_amx(*pointers, int(chunk[1:]), _AMX_SCALE_MODES[scale])
     else:
         status = native_cpu.library("gemm_avx512").fp8_grouped_gemm(*pointers)
     if status:

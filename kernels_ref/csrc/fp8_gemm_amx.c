@@ -10,14 +10,18 @@
    of 16 tokens. A work item is one group, one chunk of chunk_blocks token blocks and one 128-row
    block of the weight: it converts the weight 32 rows (a strip) at a time into a per-thread
    buffer that stays in L2 and multiplies every token block of the chunk against it, 2 x 2 tiles
-   at a time. Two ways to apply the weight's block scale:
-   - scale_in_tokens = 0: as the weights convert (one fp32 multiply per weight), the tokens
-     packed once per call. Exact up to bf16 rounding, subnormal weights included.
-   - scale_in_tokens = 1: folded into the tokens, packed again for each item (a few tokens: the
-     weights then convert with three integer operations, code * 2^-120 as bf16 bits, and the
-     tokens carry 2^100; the sums are multiplied by 2^20). AMX reads bf16 subnormals as zero, so
-     e4m3 subnormal weights (under 2^-6 of a block's largest) drop out, as in the AVX-512 kernel.
-   chunk_blocks and the mode are what the autotuner picks per shape class. */
+   at a time. Three ways to apply the weight's block scale (scale_mode):
+   - SCALE_WEIGHTS: as the weights convert (one fp32 multiply per weight), the tokens packed once
+     per call. Exact up to bf16 rounding, subnormal weights included.
+   - SCALE_TOKENS: folded into the tokens, packed again for each item; the weights convert with
+     three integer operations (code * 2^-120 as bf16 bits), the tokens carry 2^100 and the sums
+     are multiplied by 2^20.
+   - SCALE_SUMS: the tokens packed once (carrying 2^100), the weights as bits, and the sums of each
+     128-column block taken out of the tiles and added to fp32 accumulators times that block's
+     scale * 2^20: a store and 16 multiply-adds per tile per 4 tile products.
+   In the last two, AMX reads bf16 subnormals as zero, so e4m3 subnormal weights (under 2^-6 of a
+   block's largest) drop out, as in the AVX-512 kernel. chunk_blocks and the mode are what the
+   autotuner picks per shape class. */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>
@@ -27,6 +31,7 @@
 #include <unistd.h>
 
 #define STRIP_ROWS 32
+enum { SCALE_WEIGHTS = 0, SCALE_TOKENS = 1, SCALE_SUMS = 2 };
 /* columns converted at a time where each weight is used once: 32 rows x 256 fp8 codes, 16 KiB of bf16 */
 #define FUSED_COLUMNS 256
 #define ARCH_REQ_XCOMP_PERM 0x1023
@@ -59,14 +64,16 @@ static inline __m512i codes_to_bf16_bits(const int8_t* q, __mmask32 valid) {
   return _mm512_and_si512(_mm512_slli_epi16(h, 4), _mm512_set1_epi16((short)0x87F0));
 }
 
-/* 32 fp8 codes -> bf16 code * factor * 2^-120: the bits moved into fp32 (code * 2^-120, exact
-   for subnormals too), one multiply, one rounding. */
+/* 32 fp8 codes -> bf16 code * factor * 2^-8: widened exactly through float16 bit patterns (code *
+   2^-8; e4m3 subnormals land on float16 subnormals, which the conversion to fp32 takes in hardware,
+   where an fp32 subnormal operand would take a microcode assist per multiply), one multiply, one
+   rounding. */
 static inline __m512i codes_to_bf16_scaled(const int8_t* q, __mmask32 valid, __m512 factor) {
-  const __m256i bytes = _mm256_maskz_loadu_epi8(valid, q);
-  const __m512i keep = _mm512_set1_epi32((int)0x87F00000u);
-  const __m512i lo = _mm512_and_si512(_mm512_slli_epi32(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(bytes)), 20), keep);
-  const __m512i hi = _mm512_and_si512(_mm512_slli_epi32(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(bytes, 1)), 20), keep);
-  return (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps((__m512)hi, factor), _mm512_mul_ps((__m512)lo, factor));
+  __m512i h = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(valid, q));
+  h = _mm512_and_si512(_mm512_slli_epi16(h, 7), _mm512_set1_epi16((short)0xBF80));
+  const __m512 lo = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), factor);
+  const __m512 hi = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), factor);
+  return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
 /* dst[i][j] = src[j][i] for a 16 x 16 block of 32-bit words (bf16 pairs); src rows src_stride words apart. */
@@ -96,15 +103,15 @@ static inline void transpose_16x16(const uint32_t* src, int64_t src_stride, uint
 }
 
 /* Tokens [t0, t0 + min(m, 16)) into one packed block out[k/2][16][2] bf16, zero past m and k:
-   x_q * x_scale * (w_scale_row[kb] * 2^100 if w_scale_row else 1). The codes are widened
+   x_q * x_scale * (w_scale_row[kb] * 2^100 if w_scale_row else factor). The codes are widened
    exactly through float16 bit patterns (code * 2^-8). rows: scratch of 16 x k_padded bf16. */
-static void pack_block(const int8_t* x_q, const float* x_scale, const float* w_scale_row, int64_t t0, int64_t m,
-                       int64_t k, int64_t k_padded, uint16_t* rows, uint32_t* out) {
+static void pack_block(const int8_t* x_q, const float* x_scale, const float* w_scale_row, float factor, int64_t t0,
+                       int64_t m, int64_t k, int64_t k_padded, uint16_t* rows, uint32_t* out) {
   const int64_t k_blocks = k_padded / 128, valid_rows = m < 16 ? m : 16;
   memset(rows + valid_rows * k_padded, 0, (size_t)(16 - valid_rows) * k_padded * 2);
   for (int64_t j = 0; j < valid_rows; j++) {
     for (int64_t kb = 0; kb < k_blocks; kb++) {
-      const float w = w_scale_row ? w_scale_row[kb] * 0x1p108f : 0x1p8f;
+      const float w = (w_scale_row ? w_scale_row[kb] * 0x1p100f : factor) * 0x1p8f;
       const __m512 f = _mm512_set1_ps(x_scale[(t0 + j) * k_blocks + kb] * w);
       for (int64_t c = kb * 128; c < kb * 128 + 128; c += 32) {
         __m512i h = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mask_of(k - c), x_q + (t0 + j) * k + c));
@@ -146,10 +153,35 @@ static inline void store_tiles(float* y, int64_t n, int64_t row0, int64_t rows, 
     for (int64_t t = 0; t < toks; t++) y[(tok0 + t) * n + row0 + r] = c[(r >= 16) * 2 + (t >= 16)][r & 15][t & 15] * out_factor;
 }
 
+/* acc[tile] += the tiles' sums over columns [k_begin, k_end), each 128-column block's times
+   scales[block] * 2^20 (SCALE_SUMS); the strip holds columns from k_begin, rows stride apart. */
+static void accumulate_scaled(const uint16_t* strip, int64_t stride, const uint32_t* b0, const uint32_t* b1,
+                              int64_t k_begin, int64_t k_end, const float* scales, float acc[4][16][16]) {
+  float c[4][16][16];
+  const int tiles = b1 ? 4 : 3;  /* tiles 0 and 2 (b0's), and 1 and 3 with b1 */
+  for (int64_t kb0 = k_begin; kb0 < k_end; kb0 += 128) {
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    accumulate(strip + (kb0 - k_begin), stride, b0, b1, kb0, kb0 + 128 < k_end ? kb0 + 128 : k_end);
+    _tile_stored(0, c[0], 64); _tile_stored(2, c[2], 64);
+    if (b1) { _tile_stored(1, c[1], 64); _tile_stored(3, c[3], 64); }
+    const float f = scales[kb0 / 128] * 0x1p20f;
+    for (int t = 0; t < tiles; t += b1 ? 1 : 2)
+      for (int r = 0; r < 16; r++)
+        for (int j = 0; j < 16; j++) acc[t][r][j] += c[t][r][j] * f;
+  }
+}
+
+/* y[tok0 + t][row0 + r] = acc[tile][r][t] for the strip's rows and up to 32 tokens. */
+static void store_sums(float* y, int64_t n, int64_t row0, int64_t rows, int64_t tok0, int64_t toks,
+                       float acc[4][16][16]) {
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t t = 0; t < toks; t++) y[(tok0 + t) * n + row0 + r] = acc[(r >= 16) * 2 + (t >= 16)][r & 15][t & 15];
+}
+
 /* Columns [k_begin, k_end) of weight rows [row0, row0 + STRIP_ROWS) of expert e into bf16 strip
    rows stride elements apart, starting at column k_begin (zero rows past n). */
 static void convert_strip(const int8_t* q, const float* w_scale, int64_t e, int64_t row0, int64_t n, int64_t k,
-                          int64_t k_padded, int64_t k_begin, int64_t k_end, int scale_in_tokens, uint16_t* strip,
+                          int64_t k_padded, int64_t k_begin, int64_t k_end, int bits_only, uint16_t* strip,
                           int64_t stride) {
   const int64_t n_blocks = (n + 127) / 128, k_blocks = k_padded / 128;
   const float* scales = w_scale + (e * n_blocks + row0 / 128) * k_blocks;
@@ -160,21 +192,22 @@ static void convert_strip(const int8_t* q, const float* w_scale, int64_t e, int6
     /* the row's next slice: 32 rows read a slice each are more streams than the hardware prefetcher follows */
     for (int64_t c = k_end; c < k_end + (k_end - k_begin) && c < k; c += 64) _mm_prefetch((const char*)(codes + c), _MM_HINT_T0);
     for (int64_t c = k_begin; c < k_end; c += 32) {
-      const __m512 f = _mm512_set1_ps(scales[c / 128] * 0x1p120f);
-      _mm512_storeu_si512(out + c, scale_in_tokens ? codes_to_bf16_bits(codes + c, mask_of(k - c))
+      const __m512 f = _mm512_set1_ps(scales[c / 128] * 0x1p8f);
+      _mm512_storeu_si512(out + c, bits_only ? codes_to_bf16_bits(codes + c, mask_of(k - c))
                                                    : codes_to_bf16_scaled(codes + c, mask_of(k - c), f));
     }
   }
 }
 
 /* Same arguments as fp8_grouped_gemm (the AVX-512 kernel), plus chunk_blocks (token blocks of 16
-   per work item) and scale_in_tokens (see above). Returns 0, or 1 if out of memory. */
+   per work item) and scale_mode (see above). Returns 0, or 1 if out of memory. */
 int fp8_grouped_gemm_amx(const int8_t* q, const float* w_scale, const int64_t* expert_ids, const int64_t* starts,
                          int64_t groups, const int8_t* x_q, const float* x_scale, float* y, int64_t t, int64_t n,
-                         int64_t k, int num_threads, int64_t chunk_blocks, int scale_in_tokens) {
+                         int64_t k, int num_threads, int64_t chunk_blocks, int scale_mode) {
+  const int scale_in_tokens = scale_mode == SCALE_TOKENS, bits_only = scale_mode != SCALE_WEIGHTS;
   const int64_t n_blocks = (n + 127) / 128, k_blocks = (k + 127) / 128, k_padded = k_blocks * 128;
   const int64_t block_elems = 16 * k_padded;
-  const float out_factor = scale_in_tokens ? 0x1p20f : 1.0f;
+  const float out_factor = scale_in_tokens ? 0x1p20f : 1.0f, pack_factor = scale_mode == SCALE_SUMS ? 0x1p100f : 1.0f;
   int64_t* block_start = malloc((groups + 1) * sizeof(int64_t));
   int64_t* item_start = malloc((groups + 1) * sizeof(int64_t));
   if (!block_start || !item_start) { free(block_start); free(item_start); return 1; }
@@ -206,7 +239,8 @@ int fp8_grouped_gemm_amx(const int8_t* q, const float* w_scale, const int64_t* e
         int64_t g = 0;
         while (block_start[g + 1] <= b) g++;
         const int64_t t0 = starts[g] + (b - block_start[g]) * 16;
-        pack_block(x_q, x_scale, NULL, t0, starts[g + 1] - t0, k, k_padded, rows, (uint32_t*)(packed + b * block_elems));
+        pack_block(x_q, x_scale, NULL, pack_factor, t0, starts[g + 1] - t0, k, k_padded, rows,
+                   (uint32_t*)(packed + b * block_elems));
       }
     }
     /* 2. Items (group, chunk, row block), row blocks innermost so threads share a chunk's tokens. */
@@ -221,10 +255,12 @@ int fp8_grouped_gemm_amx(const int8_t* q, const float* w_scale, const int64_t* e
       const uint32_t* tokens = (const uint32_t*)(packed + (block_start[g] + first) * block_elems);
       if (scale_in_tokens) {
         for (int64_t b = first; b < last; b++)
-          pack_block(x_q, x_scale, w_scale + (e * n_blocks + nb) * k_blocks, starts[g] + b * 16, m - b * 16, k,
-                     k_padded, rows, chunk_packed + (b - first) * block_elems / 2);
+          pack_block(x_q, x_scale, w_scale + (e * n_blocks + nb) * k_blocks, 1.0f, starts[g] + b * 16, m - b * 16,
+                     k, k_padded, rows, chunk_packed + (b - first) * block_elems / 2);
         tokens = chunk_packed;
       }
+      const float* scales = w_scale + (e * n_blocks + nb) * k_blocks;
+      float acc[4][16][16];
       for (int64_t row0 = nb * 128; row0 < n && row0 < nb * 128 + 128; row0 += STRIP_ROWS) {
         const int64_t strip_rows = n - row0 < STRIP_ROWS ? n - row0 : STRIP_ROWS;
         float* y_group = y + starts[g] * n;
@@ -233,23 +269,33 @@ int fp8_grouped_gemm_amx(const int8_t* q, const float* w_scale, const int64_t* e
              while it is in L1 (rows FUSED_COLUMNS apart: at the strip's full width, 32 rows would
              share too few L1 sets), so the conversion overlaps the tile multiplies. */
           const uint32_t* b1 = last - first == 2 ? tokens + block_elems / 2 : NULL;
+          const int64_t toks = m - first * 16 < 16 * (last - first) ? m - first * 16 : 16 * (last - first);
           _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+          if (scale_mode == SCALE_SUMS) memset(acc, 0, sizeof acc);
           for (int64_t k0 = 0; k0 < k_padded; k0 += FUSED_COLUMNS) {
             const int64_t k1 = k0 + FUSED_COLUMNS < k_padded ? k0 + FUSED_COLUMNS : k_padded;
-            convert_strip(q, w_scale, e, row0, n, k, k_padded, k0, k1, scale_in_tokens, strip, FUSED_COLUMNS);
-            accumulate(strip, FUSED_COLUMNS, tokens, b1, k0, k1);
+            convert_strip(q, w_scale, e, row0, n, k, k_padded, k0, k1, bits_only, strip, FUSED_COLUMNS);
+            if (scale_mode == SCALE_SUMS) accumulate_scaled(strip, FUSED_COLUMNS, tokens, b1, k0, k1, scales, acc);
+            else accumulate(strip, FUSED_COLUMNS, tokens, b1, k0, k1);
           }
-          store_tiles(y_group, n, row0, strip_rows, first * 16, m - first * 16 < 16 * (last - first) ? m - first * 16 : 16 * (last - first), out_factor);
+          if (scale_mode == SCALE_SUMS) store_sums(y_group, n, row0, strip_rows, first * 16, toks, acc);
+          else store_tiles(y_group, n, row0, strip_rows, first * 16, toks, out_factor);
           continue;
         }
-        convert_strip(q, w_scale, e, row0, n, k, k_padded, 0, k_padded, scale_in_tokens, strip, k_padded);
+        convert_strip(q, w_scale, e, row0, n, k, k_padded, 0, k_padded, bits_only, strip, k_padded);
         for (int64_t b = first; b < last; b += 2) {
           const uint32_t* b0 = tokens + (b - first) * block_elems / 2;
           const uint32_t* b1 = b + 1 < last ? b0 + block_elems / 2 : NULL;
-          _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-          accumulate(strip, k_padded, b0, b1, 0, k_padded);
-          const int64_t width = b1 ? 32 : 16;
-          store_tiles(y_group, n, row0, strip_rows, b * 16, m - b * 16 < width ? m - b * 16 : width, out_factor);
+          const int64_t width = b1 ? 32 : 16, toks = m - b * 16 < width ? m - b * 16 : width;
+          if (scale_mode == SCALE_SUMS) {
+            memset(acc, 0, sizeof acc);
+            accumulate_scaled(strip, k_padded, b0, b1, 0, k_padded, scales, acc);
+            store_sums(y_group, n, row0, strip_rows, b * 16, toks, acc);
+          } else {
+            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            accumulate(strip, k_padded, b0, b1, 0, k_padded);
+            store_tiles(y_group, n, row0, strip_rows, b * 16, toks, out_factor);
+          }
         }
       }
     }

@@ -9,7 +9,7 @@ from kernels_ref.generators import generate_grouped_swiglu
 needs_avx512 = pytest.mark.skipif(native_cpu.library("gemm_avx512") is None, reason="no AVX-512 BF16 CPU or no C compiler")
 needs_amx = pytest.mark.skipif(native_cpu.library("gemm_amx") is None, reason="no AMX BF16 CPU or no C compiler")
 NATIVE = [pytest.param(GemmPath.NATIVE_CPU, marks=needs_avx512), pytest.param(GemmPath.NATIVE_AMX, marks=needs_amx),
-          pytest.param("native_amx:tokens:c2", marks=needs_amx)]
+          pytest.param("native_amx:tokens:c2", marks=needs_amx), pytest.param("native_amx:sums:c3", marks=needs_amx)]
 # E = experts, D = hidden, I = expert intermediate size. The 1e-3 bar is an expectation (two e4m3
 # activation roundings cost 9.4e-4), so it is checked at Kimi K2's D = 7168 and I = 2048, where a
 # batch measures it to within a few percent; one token's error alone swings by +-10% (+-40% at toy
