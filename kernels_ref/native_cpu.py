@@ -8,7 +8,7 @@ once per pass. The kernels here read each fp8 byte once:
 - fp8_gemm_avx512.c (AVX-512 BF16): a fused matrix-vector product, for a few tokens per expert;
 - fp8_gemm_amx.c (AMX BF16): tiles of 16 x 32 converted weights times packed tokens, for more;
 - glue.c (plain C that the compiler vectorises for AVX2 or AVX-512, or scalar anywhere):
-  activation quantisation to e4m3, the dispatch permutation and gather, the weighted combine, and
+  activation quantisation to e4m3 (alone, and fused with the experts' SwiGLU), the dispatch permutation and gather, the weighted combine, and
   the router (its fp32 GEMM, sigmoid and top-k in one pass).
 
 Which library a machine gets follows from its CPU flags (/proc/cpuinfo), capped by the environment
@@ -51,6 +51,7 @@ _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _LIBRARIES = {
     "glue": ("glue.c", "none", {
         "quantize_fp8": (_INT, [_P, _INT, _I64, _I64, _P, _P, _INT]),
+        "swiglu_quantize_fp8": (_INT, [_P, _I64, _I64, _P, _P, _INT]),
         "plan_dispatch": (_INT, [_P, _I64, _I64, _I64, _P, _P, _P, _P]),
         "gather_rows": (None, [_P, _I64, _P, _I64, _P, _INT]),
         "combine_rows": (None, [_P, _INT, _P, _P, _I64, _I64, _I64, _P, _INT]),
