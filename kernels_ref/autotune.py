@@ -3,7 +3,8 @@
 A threshold tuned on one CPU (the GEMM path once switched at 256 tokens per expert, measured on a
 Zen 4) is wrong on the next: on an AMX Xeon that path ran at 9% of the bf16 matmul rate where it
 was picked. So the first call of a shape class times every candidate on inputs of that class
-(interleaved, median of a few rounds) and keeps the fastest. Choices are cached in memory and in a
+(interleaved, the least of a few rounds: other work on a shared machine only ever adds time) and
+keeps the fastest. Choices are cached in memory and in a
 JSON file per machine under the per-user cache directory (native_cpu.cache_dir()), keyed by the CPU
 model, its ISA level and flags, the thread count, torch's version and the kernel sources, so a
 different machine, thread count or kernel tunes afresh and the repository holds no machine's choice.
@@ -14,7 +15,6 @@ import functools
 import hashlib
 import json
 import os
-import statistics
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,8 +23,8 @@ import torch
 
 from kernels_ref import native_cpu
 
-# Rounds of timing per candidate (after one warm-up call); the median decides.
-ROUNDS = 3
+# Rounds of timing per candidate (after one warm-up call); the least time decides.
+ROUNDS = 5
 _choices: dict[tuple, str] = {}  # (ISA level, threads, shape class) -> choice
 
 
@@ -71,7 +71,7 @@ def _write(path: Path, shape_class: str, choice: str, seconds: Mapping[str, floa
 
 
 def time_candidates(candidates: Mapping[str, Callable[[], object]], rounds: int = ROUNDS) -> dict[str, float]:
-    """Median seconds of each candidate, timed round-robin after one warm-up call each."""
+    """The least seconds of each candidate over the rounds, timed round-robin after one warm-up call each."""
     for fn in candidates.values():
         fn()
     samples: dict[str, list[float]] = {name: [] for name in candidates}
@@ -80,7 +80,7 @@ def time_candidates(candidates: Mapping[str, Callable[[], object]], rounds: int 
             start = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return {name: min(s) for name, s in samples.items()}
 
 
 def choose(shape_class: str, candidates: Callable[[], Mapping[str, Callable[[], object]]]) -> str:
