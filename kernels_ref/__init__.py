@@ -1,13 +1,16 @@
 """Reference fp8 MoE kernels in PyTorch (CPU always, CUDA when present), their fp32 references
 and a benchmark harness. Standalone: imports nothing from the rest of the project.
 
-Modules: fp8 (block-scaled e4m3 quantisation), fp8_gemm (block-scaled grouped GEMM, with the
-native CPU kernel of native_cpu for decode), grouped_gemm (SwiGLU experts), dispatch (permute
-and combine), mla_decode (absorbed MLA), moe_layer (router and the full layer), accuracy
-(calc_diff and tolerances), generators (inputs and fp32 references), roofline and timing, and
-bench (`kernels_ref.bench.run_benchmarks`, `write_csv`, `python -m kernels_ref.bench`).
+Modules: fp8 (block-scaled e4m3 quantisation), fp8_gemm (block-scaled grouped GEMM: PyTorch
+tiles, or native CPU kernels), native_cpu (builds the C kernels of csrc/ for this CPU's ISA),
+autotune (picks an implementation per shape class by timing it, cached per machine),
+grouped_gemm (SwiGLU experts), dispatch (permute and combine), mla_decode (absorbed MLA),
+moe_layer (router and the full layer), accuracy (calc_diff and tolerances), generators (inputs
+and fp32 references), roofline and timing, and bench (`kernels_ref.bench.run_benchmarks`,
+`write_csv`, `python -m kernels_ref.bench`).
 """
 
+from kernels_ref import autotune, native_cpu
 from kernels_ref.accuracy import TOLERANCE, calc_diff
 from kernels_ref.dispatch import DispatchPlan, combine, dispatch, plan_dispatch
 from kernels_ref.fp8 import (
@@ -19,7 +22,7 @@ from kernels_ref.fp8 import (
     quantize_activation_groups,
     quantize_weight_blocks,
 )
-from kernels_ref.fp8_gemm import GemmPath, choose_gemm_path, fp8_block_gemm, fp8_grouped_gemm
+from kernels_ref.fp8_gemm import GemmPath, choose_gemm_path, fp8_block_gemm, fp8_grouped_gemm, gemm_choice
 from kernels_ref.grouped_gemm import (
     ExpertWeights,
     Fp8ExpertWeights,
@@ -44,6 +47,7 @@ __all__ = [
     "GemmPath",
     "MlaDecodeInputs",
     "Router",
+    "autotune",
     "calc_diff",
     "choose_gemm_path",
     "combine",
@@ -53,12 +57,14 @@ __all__ = [
     "fp8_block_gemm",
     "fp8_e4m3_to_bf16",
     "fp8_grouped_gemm",
+    "gemm_choice",
     "grouped_swiglu_fp8",
     "grouped_swiglu_reference",
     "masked_swiglu_fp8",
     "mla_decode_absorbed",
     "mla_decode_reference",
     "moe_layer_fp8",
+    "native_cpu",
     "moe_layer_reference",
     "plan_dispatch",
     "quantize_activation_groups",

@@ -42,7 +42,8 @@ import torch
 
 from kernels_ref.dispatch import combine, dispatch, plan_dispatch
 from kernels_ref.fp8 import BLOCK, ceil_div, quantize_activation_groups
-from kernels_ref.fp8_gemm import choose_gemm_path
+from kernels_ref import native_cpu
+from kernels_ref.fp8_gemm import gemm_choice
 from kernels_ref.generators import (
     cast_mla_decode_inputs,
     offsets_from_counts,
@@ -75,9 +76,11 @@ KIMI_K2_CONFIG = {
 COLUMNS = (
     # where and when
     "device", "device_type", "threads", "torch_version", "numpy_version", "date",
-    # what: impl is the GEMM path (native_cpu, tiles) or torch; dtype is the matmul peak the
-    # kernel's FLOPs are held to (an fp8 GEMM multiplies in bf16 on every device here)
-    "kernel", "phase", "impl", "dtype",
+    # what: impl is the GEMM path (native_amx, native_cpu, tiles; "+" where a row's GEMMs took
+    # several), native (the glue kernels' C) or torch; tuning is the autotuner's choice for each
+    # GEMM (kernels_ref.autotune); dtype is the matmul peak the kernel's FLOPs are held to (an fp8
+    # GEMM multiplies in bf16 on every device here)
+    "kernel", "phase", "impl", "tuning", "dtype",
     # shape: a grouped GEMM has groups x m_per_group token rows through experts of
     # hidden x intermediate; MLA has batch sequences of context cached tokens and heads
     "groups", "m_per_group", "tokens", "hidden", "intermediate", "top_k", "experts",
@@ -105,10 +108,23 @@ class BenchCase:
     bytes_moved: float
     fn: Callable[[], object]
     composition: dict | None = None
+    tuning: str | None = None
 
 
 def _fp8_activation_bytes(tokens: int, hidden: int) -> int:
     return tokens * (hidden + 4 * ceil_div(hidden, BLOCK))  # codes + fp32 group scales
+
+
+def _swiglu_impl(tokens: int, hidden: int, intermediate: int, device: str) -> tuple[str, str]:
+    """(impl, tuning) of an expert with `tokens` tokens: its two GEMMs' paths and choices."""
+    up = gemm_choice(tokens, 2 * intermediate, hidden, device)  # w13: [2I, D]
+    down = gemm_choice(tokens, hidden, intermediate, device)  # w2: [D, I]
+    return "+".join(sorted({up.split(":")[0], down.split(":")[0]})), f"w13={up} w2={down}"
+
+
+def _glue_impl(device: str) -> str:
+    """The glue kernels run native C on a CPU where it builds, PyTorch operations otherwise."""
+    return "native" if torch.device(device).type == "cpu" and native_cpu.library("glue") is not None else "torch"
 
 
 # (FLOPs, bytes) of each kernel, shared by its own rows and the layer's parts.
@@ -160,10 +176,12 @@ def _grouped_swiglu_cases(
         else:
             fn = functools.partial(grouped_swiglu_fp8, x_q, x_scale, offsets_from_counts([m] * groups), weights)
         flops, bytes_moved = _grouped_swiglu_cost([m] * groups, hidden, intermediate)
+        impl, tuning = _swiglu_impl(m, hidden, intermediate, device)
         yield BenchCase(
             kernel="masked_swiglu_fp8" if masked else "grouped_swiglu_fp8",
             phase=phase,
-            impl=choose_gemm_path(m, device).value,
+            impl=impl,
+            tuning=tuning,
             dtype="bf16",
             shape={
                 "groups": groups,
@@ -196,10 +214,11 @@ def _dispatch_cases(config: dict, device: str, phase: str, token_counts: Sequenc
         plan = plan_dispatch(topk_ids, experts)
         y = torch.randn(tokens * top_k, hidden, generator=generator).to(device, torch.bfloat16)
         shape = {"tokens": tokens, "hidden": hidden, "top_k": top_k, "experts": experts}
-        yield BenchCase("dispatch_fp8", phase, "torch", None, shape, *_dispatch_cost(tokens, hidden, top_k),
+        impl = _glue_impl(device)
+        yield BenchCase("dispatch_fp8", phase, impl, None, shape, *_dispatch_cost(tokens, hidden, top_k),
                         fn=functools.partial(_dispatch_both, x_q, x_scale, topk_ids, experts))
         # fp32 out, as the layer adds the shared expert to it
-        yield BenchCase("combine_bf16", phase, "torch", "fp32", shape, *_combine_cost(tokens, hidden, top_k),
+        yield BenchCase("combine_bf16", phase, impl, "fp32", shape, *_combine_cost(tokens, hidden, top_k),
                         fn=functools.partial(combine, y, plan, topk_weights, torch.float32))
 
 
@@ -213,12 +232,13 @@ def _router_quantize_cases(config: dict, device: str, phase: str, token_counts: 
     hidden, top_k, experts = config["hidden_size"], config["num_experts_per_tok"], _layer_experts(config)
     generator = torch.Generator().manual_seed(0)
     router = random_router(experts, hidden, top_k, generator, device=device)
+    impl = _glue_impl(device)
     for tokens in token_counts:
         x = torch.randn(tokens, hidden, generator=generator).to(device, torch.bfloat16)
-        yield BenchCase("router_noaux_tc", phase, "torch", "fp32",
+        yield BenchCase("router_noaux_tc", phase, impl, "fp32",
                         {"tokens": tokens, "hidden": hidden, "top_k": top_k, "experts": experts},
                         *_router_cost(tokens, hidden, experts, top_k), fn=functools.partial(route_noaux_tc, x, router))
-        yield BenchCase("quantize_fp8", phase, "torch", None, {"tokens": tokens, "hidden": hidden},
+        yield BenchCase("quantize_fp8", phase, impl, None, {"tokens": tokens, "hidden": hidden},
                         *_quantize_cost(tokens, hidden), fn=functools.partial(quantize_activation_groups, x))
 
 
@@ -229,26 +249,28 @@ def _moe_layer_parts(
     experts = len(counts)
     by_path: dict[str, list[int]] = {}
     for count in counts:  # fp8_grouped_gemm picks each expert's path from its own token count
-        by_path.setdefault(choose_gemm_path(count, device).value, []).append(count)
+        if count:
+            by_path.setdefault(_swiglu_impl(count, hidden, intermediate, device)[0], []).append(count)
+    glue = _glue_impl(device)
 
     def part(name: str, kernel: str, impl: str, dtype: str | None, shape: dict, cost: tuple[float, float]) -> dict:
         return {"part": name, "kernel": kernel, "impl": impl, "dtype": dtype, **shape, "flops": cost[0], "bytes": cost[1]}
 
     parts = [
-        part("router", "router_noaux_tc", "torch", "fp32", {"tokens": tokens, "experts": experts},
+        part("router", "router_noaux_tc", glue, "fp32", {"tokens": tokens, "experts": experts},
              _router_cost(tokens, hidden, experts, top_k)),
-        part("quantize", "quantize_fp8", "torch", None, {"tokens": tokens}, _quantize_cost(tokens, hidden)),
-        part("dispatch", "dispatch_fp8", "torch", None, {"tokens": tokens}, _dispatch_cost(tokens, hidden, top_k)),
+        part("quantize", "quantize_fp8", glue, None, {"tokens": tokens}, _quantize_cost(tokens, hidden)),
+        part("dispatch", "dispatch_fp8", glue, None, {"tokens": tokens}, _dispatch_cost(tokens, hidden, top_k)),
     ]
     parts += [
         part(f"routed experts ({path})", "grouped_swiglu_fp8", path, "bf16",
-             {"groups": sum(1 for c in path_counts if c), "tokens": sum(path_counts)},
+             {"groups": len(path_counts), "tokens": sum(path_counts)},
              _grouped_swiglu_cost(path_counts, hidden, intermediate))
-        for path, path_counts in sorted(by_path.items()) if sum(path_counts)
+        for path, path_counts in sorted(by_path.items())
     ]  # fmt: skip
     parts += [
-        part("combine", "combine_bf16", "torch", "fp32", {"tokens": tokens}, _combine_cost(tokens, hidden, top_k)),
-        part("shared expert", "grouped_swiglu_fp8", choose_gemm_path(tokens, device).value, "bf16",
+        part("combine", "combine_bf16", glue, "fp32", {"tokens": tokens}, _combine_cost(tokens, hidden, top_k)),
+        part("shared expert", "grouped_swiglu_fp8", _swiglu_impl(tokens, hidden, intermediate, device)[0], "bf16",
              {"groups": 1, "tokens": tokens}, _grouped_swiglu_cost([tokens], hidden, intermediate)),
     ]  # fmt: skip
     return parts
@@ -270,11 +292,13 @@ def _moe_layer_cases(
         x = torch.randn(tokens, hidden, generator=generator).to(device, torch.bfloat16)
         counts = torch.bincount(route_noaux_tc(x, router)[1].view(-1), minlength=experts).tolist()
         parts = _moe_layer_parts(tokens, counts, hidden, intermediate, top_k, device)
-        gemm_paths = sorted({p["impl"] for p in parts if p["kernel"] == "grouped_swiglu_fp8"})
+        gemm_paths = sorted({path for p in parts if p["kernel"] == "grouped_swiglu_fp8" for path in p["impl"].split("+")})
+        choices = sorted({_swiglu_impl(c, hidden, intermediate, device)[1] for c in [*counts, tokens] if c})
         yield BenchCase(
             kernel="moe_layer",
             phase=phase,
             impl="+".join(gemm_paths),
+            tuning="; ".join(choices),
             dtype="bf16",
             shape={"tokens": tokens, "hidden": hidden, "intermediate": intermediate, "top_k": top_k, "experts": experts},
             flops=sum(p["flops"] for p in parts),
@@ -311,7 +335,9 @@ def _mla_cases(config: dict, device: str, batches_contexts: Sequence[tuple[int, 
 def _cases(config: dict, device: str, quick: bool) -> Iterator[BenchCase]:
     """Each family builds its inputs lazily, so only one family's tensors are alive at a time."""
     if quick:
-        yield from _grouped_swiglu_cases(config, device, "decode", groups=4, m_values=(1, 4))
+        # every shape class (power of two) of tokens per expert the 16-token layer below can produce,
+        # so each of its parts has rows of its own implementation to be predicted from
+        yield from _grouped_swiglu_cases(config, device, "decode", groups=4, m_values=(1, 2, 4, 8, 16))
         yield from _grouped_swiglu_cases(config, device, "prefill", groups=2, m_values=(512,))
         yield from _router_quantize_cases(config, device, "decode", (16,))
         yield from _dispatch_cases(config, device, "decode", (256,))
@@ -339,7 +365,8 @@ def _has_mla(config: dict) -> bool:
 
 def _row(case: BenchCase, seconds: float, roofline: Roofline) -> dict:
     roofline_s, bound = roofline.seconds(case.flops, case.bytes_moved, case.dtype)
-    return {"kernel": case.kernel, "phase": case.phase, "impl": case.impl, "dtype": case.dtype, **case.shape,
+    return {"kernel": case.kernel, "phase": case.phase, "impl": case.impl, "tuning": case.tuning, "dtype": case.dtype,
+            **case.shape,
             "composition": json.dumps(case.composition) if case.composition else None,
             "flops": case.flops, "bytes": case.bytes_moved, "seconds": seconds,
             "flops_per_s": case.flops / seconds, "bytes_per_s": case.bytes_moved / seconds,

@@ -9,13 +9,15 @@ A dimension that is not a multiple of 128 ends in a ragged (shorter) last block.
 import torch
 import torch.nn.functional as F
 
+from kernels_ref import native_cpu
+
 FP8_E4M3_MAX = 448.0
 BLOCK = 128
 # DeepGEMM's floor on a block's amax: an all-zero block gets a finite scale and q = 0.
 AMAX_FLOOR = 1e-4
 # fp8_e4m3_to_bf16 returns q * 2**-120; multiply by this to undo it.
 BF16_BITS_UNSCALE = 2.0**120
-# Tokens quantised at a time by quantize_activation_groups.
+# Tokens quantised at a time by quantize_activation_groups_torch.
 ACTIVATION_CHUNK_ROWS = 256
 
 
@@ -60,7 +62,25 @@ def quantize_activation_groups(x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
     x: [..., K], any float dtype.
     Returns (q [..., K] float8_e4m3fn, scale [..., ceil(K/128)] float32), x ~= q * scale.
+    On a CPU, bf16 and fp32 inputs take the native kernel (native_cpu's glue: one pass per token
+    group, e4m3 rounding in vectorised integer arithmetic, bit for bit the result of
+    quantize_activation_groups_torch); PyTorch converts to fp8 element by element in scalar code.
     """
+    glue = native_cpu.library("glue") if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32) else None
+    if glue is None:
+        return quantize_activation_groups_torch(x)
+    *lead, k = x.shape
+    kb = ceil_div(k, BLOCK)
+    rows = x.reshape(-1, k).contiguous()
+    q = torch.empty(rows.shape, dtype=torch.float8_e4m3fn)
+    scale = torch.empty(rows.shape[0], kb, dtype=torch.float32)
+    glue.quantize_fp8(rows.data_ptr(), int(x.dtype == torch.bfloat16), rows.shape[0], k, q.data_ptr(),
+                      scale.data_ptr(), torch.get_num_threads())
+    return q.view(*lead, k), scale.view(*lead, kb)
+
+
+def quantize_activation_groups_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize_activation_groups in PyTorch operations (any device, any float dtype)."""
     *lead, k = x.shape
     kb = ceil_div(k, BLOCK)
     rows = x.reshape(-1, k)

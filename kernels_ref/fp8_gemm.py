@@ -1,47 +1,98 @@
 """Block-scaled fp8 GEMM: y = (x_q * x_scale) @ (w_q * w_scale).T, fp32 accumulation.
 
-Grouped over experts (a variable number of token rows each, empty experts allowed); two
-implementations, chosen explicitly by `GemmPath` (or per expert by `choose_gemm_path` from its
-token count and the device):
+Grouped over experts (a variable number of token rows each, empty experts allowed); three
+implementations, named by `GemmPath`:
 
 - TILES (any device): the activations are dequantised to bf16 once; the weight is dequantised
-  to bf16 in tiles of `TILE_ROWS` rows and each tile feeds a bf16 GEMM while it is still in
-  cache. The fp8 -> bf16 step is the bit move of `fp8.fp8_e4m3_to_bf16` (three vectorised
-  integer passes) and one bf16 multiply by the block scale: never the element-by-element
-  `.to()`, never fp32, never the whole weight at once. With hundreds of tokens per expert the
-  GEMM dominates and this runs close to the device's bf16 matmul rate (on a 2-core Zen 4, 80 to
-  90% of it at 512 to 2048 tokens per expert).
-- NATIVE_CPU (AVX-512 BF16 CPUs): up to NATIVE_MAX_TOKENS tokens per expert, a fused kernel
-  that reads each fp8 weight byte once, all experts in one call (see `native_cpu`).
+  to bf16 in tiles of `TILE_ROWS` rows and each tile feeds a PyTorch bf16 GEMM while it is still
+  in cache. The fp8 -> bf16 step is the bit move of `fp8.fp8_e4m3_to_bf16` (three vectorised
+  integer passes) and one bf16 multiply by the block scale: never the element-by-element `.to()`.
+- NATIVE_CPU (AVX-512 BF16 CPUs): a fused matrix-vector kernel that reads each fp8 weight byte
+  once, all experts in one call (csrc/fp8_gemm_avx512.c).
+- NATIVE_AMX (AMX BF16 CPUs): 16 x 32 tiles of converted weights times packed tokens
+  (csrc/fp8_gemm_amx.c), with two tunables: chunk (token blocks of 16 per work item) and where
+  the weight's block scale goes ("weights", "tokens" or "sums").
+
+Which one runs is measured, not assumed: `gemm_choice` times the candidates this machine can run
+on the first call of each shape class (N, K and tokens per expert rounded up to a power of two)
+and caches the fastest (kernels_ref.autotune). A choice names the path and its tunables, e.g.
+"native_amx:tokens:c2". On a GPU, TILES runs.
 """
 
 import enum
+from collections.abc import Callable
 
 import torch
 
-from kernels_ref import native_cpu
-from kernels_ref.fp8 import BF16_BITS_UNSCALE, BLOCK, ceil_div, fp8_e4m3_to_bf16
+from kernels_ref import autotune, native_cpu
+from kernels_ref.fp8 import BF16_BITS_UNSCALE, BLOCK, FP8_E4M3_MAX, ceil_div, fp8_e4m3_to_bf16
 
 # Rows of weight dequantised per tile: 512 x 7168 bf16 is 7 MiB, in a server's last-level cache,
 # and wide enough for an efficient GEMM.
 TILE_ROWS = 512
-# Up to this many tokens per expert the native kernel beats the tile path: on a 2-core Zen 4,
-# grouped SwiGLU over 4 Kimi K2 experts ran at 281 against 178 GFLOP/s with 192 tokens each,
-# 274 against 257 with 256, and 269 against 288 with 384.
-NATIVE_MAX_TOKENS = 256
+# Where the AMX kernel applies the weights' block scales (its scale_mode argument).
+_AMX_SCALE_MODES = {"weights": 0, "tokens": 1, "sums": 2}
+# Shape classes round tokens per expert up to a power of two, up to this many.
+MAX_CLASS_TOKENS = 2048
+# The native kernels' fixed exponents: activations carry 2**100 and weights 2**-120 in the
+# AVX-512 kernel and the AMX kernel's "tokens" mode (see csrc/).
+_X_EXPONENT = 100
+_BF16_MAX = torch.finfo(torch.bfloat16).max
 
 
 class GemmPath(enum.Enum):
     TILES = "tiles"
     NATIVE_CPU = "native_cpu"
+    NATIVE_AMX = "native_amx"
 
 
-def choose_gemm_path(tokens: int, device: torch.device | str) -> GemmPath:
-    """NATIVE_CPU up to NATIVE_MAX_TOKENS tokens on a CPU that can run it, TILES otherwise."""
-    on_cpu = torch.device(device).type == "cpu"
-    if on_cpu and tokens <= NATIVE_MAX_TOKENS and native_cpu.load() is not None:
-        return GemmPath.NATIVE_CPU
-    return GemmPath.TILES
+def shape_class_tokens(tokens: int) -> int:
+    """Tokens per expert rounded up to a power of two (at most MAX_CLASS_TOKENS): a shape class."""
+    return min(MAX_CLASS_TOKENS, 1 << max(0, tokens - 1).bit_length())
+
+
+def candidates(tokens: int) -> list[str]:
+    """The choices this machine can run for a shape class of `tokens` tokens per expert.
+    The AVX-512 matrix-vector kernel recomputes its weights per 4 tokens, so it is tried up to 64;
+    the tile path pays a dequantised copy of the weight per call, so it is tried from 128."""
+    m = shape_class_tokens(tokens)
+    names = ["native_cpu"] if m <= 64 and native_cpu.library("gemm_avx512") is not None else []
+    if native_cpu.library("gemm_amx") is not None:
+        chunks = (2,) if m <= 32 else (2, 4, 8) if m <= 128 else (4, 8)
+        names += [f"native_amx:{scale}:c{c}" for scale in _AMX_SCALE_MODES for c in chunks]
+    return names + ["tiles"] if m >= 128 or not names else names
+
+
+def _tuning_calls(tokens: int, n: int, k: int) -> dict[str, Callable[[], object]]:
+    """Each candidate on one expert of random codes with checkpoint-like scales."""
+    generator = torch.Generator().manual_seed(0)
+    # codes 0..0x7E: every finite non-negative e4m3 value (the sign does not change the speed)
+    w_q = torch.randint(0, 0x7F, (1, n, k), dtype=torch.uint8, generator=generator).view(torch.float8_e4m3fn)
+    x_q = torch.randint(0, 0x7F, (tokens, k), dtype=torch.uint8, generator=generator).view(torch.float8_e4m3fn)
+    w_scale = torch.rand(1, ceil_div(n, BLOCK), ceil_div(k, BLOCK), generator=generator) * 1e-4
+    x_scale = torch.rand(tokens, ceil_div(k, BLOCK), generator=generator) * 1e-2
+    offsets = [0, tokens]
+    return {
+        name: (lambda name=name: _run_choice(name, x_q, x_scale, offsets, [0], w_q, w_scale, torch.float32))
+        for name in candidates(tokens)
+    }
+
+
+def gemm_choice(tokens: int, n: int, k: int, device: torch.device | str) -> str:
+    """The implementation for one expert's tokens x an [N, K] weight: "tiles" off the CPU, else
+    the fastest candidate of its shape class on this machine (timed at first use, then cached)."""
+    if torch.device(device).type != "cpu":
+        return GemmPath.TILES.value
+    names = candidates(tokens)
+    if len(names) == 1:
+        return names[0]
+    m = shape_class_tokens(tokens)
+    return autotune.choose(f"fp8_gemm:{n}x{k}:m{m}", lambda: _tuning_calls(m, n, k))
+
+
+def choose_gemm_path(tokens: int, n: int, k: int, device: torch.device | str) -> GemmPath:
+    """The GemmPath of gemm_choice."""
+    return GemmPath(gemm_choice(tokens, n, k, device).split(":")[0])
 
 
 def dequantize_to_bf16(
@@ -94,23 +145,68 @@ def _gemm_tiles(x_q, x_scale, w_q, w_scale, out_dtype):
     return y
 
 
-def _grouped_native(x_q, x_scale, bounds, experts, w_q, w_scale):
-    """The given experts in one native call -> (their rows, y [rows, N] float32), or None if
-    their scales could overflow the kernel's fixed exponents. rows is a slice when the experts'
-    rows are adjacent (the usual case), else an index tensor."""
+def fits_exponent_range(x_scale_amax: float, w_scale_amax: float) -> bool:
+    """Whether activations with group scales up to x_scale_amax (codes up to 448) times weight
+    scales up to w_scale_amax stay finite in the native kernels' pre-scaled bf16."""
+    return FP8_E4M3_MAX * x_scale_amax * w_scale_amax * 2.0**_X_EXPONENT < _BF16_MAX
+
+
+def _native(choice, x_q, x_scale, w_q, w_scale, expert_ids, starts) -> torch.Tensor | None:
+    """One native call over the groups; None where the scales are out of the kernel's range.
+
+    # G = groups, T = token rows, E = experts, N = output features, K = input features
+    x_q: [T, K] float8_e4m3fn, x_scale: [T, ceil(K/128)] float32; w_q: [E, N, K] float8_e4m3fn;
+    w_scale: [E, ceil(N/128), ceil(K/128)] float32; expert_ids: [G] int64; starts: [G + 1] int64
+    row offsets into T. Returns [T, N] float32."""
+    path, *tunables = choice.split(":")
+    x_amax, w_amax = float(x_scale.amax()), float(w_scale.amax())
+    in_range = fits_exponent_range(x_amax, w_amax)
+    if path == GemmPath.NATIVE_AMX.value and not in_range:
+        tunables[0] = "weights"  # exact for any scale below 2**7 (its factor w_scale * 2**120 is fp32)
+        in_range = w_amax < 2.0**7
+    if not in_range:
+        return None
+    (t, k), (experts, n, _) = x_q.shape, w_q.shape
+    # The C code trusts these bounds: check them before handing it raw pointers.
+    assert int(starts[0]) == 0 and int(starts[-1]) == t and bool((starts[1:] >= starts[:-1]).all())
+    assert 0 <= int(expert_ids.min()) <= int(expert_ids.max()) < experts and w_q.device.type == "cpu"
+    x_q, x_scale, w_q, w_scale = (a.contiguous() for a in (x_q, x_scale, w_q, w_scale))
+    y = torch.empty(t, n, dtype=torch.float32)
+    pointers = (w_q.data_ptr(), w_scale.data_ptr(), expert_ids.data_ptr(), starts.data_ptr(), expert_ids.numel(),
+                x_q.data_ptr(), x_scale.data_ptr(), y.data_ptr(), t, n, k, torch.get_num_threads())
+    if path == GemmPath.NATIVE_AMX.value:
+        scale, chunk = tunables
+        status = native_cpu.library("gemm_amx").fp8_grouped_gemm_amx(*pointers, int(chunk[1:]), _AMX_SCALE_MODES[scale])
+    else:
+        status = native_cpu.library("gemm_avx512").fp8_grouped_gemm(*pointers)
+    if status:
+        raise MemoryError("the native fp8 kernel could not allocate its buffers")
+    return y
+
+
+def _run_choice(choice, x_q, x_scale, bounds, experts, w_q, w_scale, out_dtype):
+    """The given experts (non-empty) with one implementation -> (their rows, y [rows, N] out_dtype).
+    rows is a slice when the experts' rows are adjacent (the usual case), else an index tensor."""
+    if sum(bounds[e + 1] - bounds[e] for e in experts) == bounds[experts[-1] + 1] - bounds[experts[0]]:
+        rows = slice(bounds[experts[0]], bounds[experts[-1] + 1])
+        xq, xs = x_q[rows], x_scale[rows]
+    else:
+        rows = torch.cat([torch.arange(bounds[e], bounds[e + 1]) for e in experts])
+        xq, xs = x_q.view(torch.uint8)[rows].view(x_q.dtype), x_scale[rows]
     starts = [0]
     for e in experts:
         starts.append(starts[-1] + bounds[e + 1] - bounds[e])
-    if starts[-1] == bounds[experts[-1] + 1] - bounds[experts[0]]:
-        rows = slice(bounds[experts[0]], bounds[experts[-1] + 1])
-        x_q, x_scale = x_q[rows], x_scale[rows]
-    else:
-        rows = torch.cat([torch.arange(bounds[e], bounds[e + 1]) for e in experts])
-        x_q, x_scale = x_q.view(torch.uint8)[rows].view(x_q.dtype), x_scale[rows]
-    if not native_cpu.fits_exponent_range(float(x_scale.amax()), float(w_scale.amax())):
-        return None
-    y = native_cpu.fp8_grouped_gemm_native(x_q, x_scale, w_q, w_scale, torch.tensor(experts), torch.tensor(starts))
+    if choice != GemmPath.TILES.value:
+        y = _native(choice, xq, xs, w_q, w_scale, torch.tensor(experts), torch.tensor(starts))
+        if y is not None:
+            return rows, y.to(out_dtype)
+    y = torch.empty(starts[-1], w_q.shape[1], dtype=out_dtype, device=x_q.device)
+    for e, start, end in zip(experts, starts[:-1], starts[1:], strict=True):
+        y[start:end] = _gemm_tiles(xq[start:end], xs[start:end], w_q[e], w_scale[e], out_dtype)
     return rows, y
+
+
+_DEFAULT_CHOICE = {GemmPath.TILES: "tiles", GemmPath.NATIVE_CPU: "native_cpu", GemmPath.NATIVE_AMX: "native_amx:weights:c4"}
 
 
 def fp8_grouped_gemm(
@@ -120,7 +216,7 @@ def fp8_grouped_gemm(
     w_q: torch.Tensor,
     w_scale: torch.Tensor,
     out_dtype: torch.dtype = torch.bfloat16,
-    path: GemmPath | None = None,
+    path: GemmPath | str | None = None,
 ) -> torch.Tensor:
     """y[rows of expert e] = (x_q * x_scale)[those rows] @ (w_q[e] * w_scale[e]).T.
 
@@ -128,29 +224,29 @@ def fp8_grouped_gemm(
     x_q: [T, K] float8_e4m3fn, x_scale: [T, ceil(K/128)] float32 (1x128 groups);
     offsets: [E + 1], expert e owns rows offsets[e]:offsets[e + 1] (empty experts allowed);
     w_q: [E, N, K] float8_e4m3fn, w_scale: [E, ceil(N/128), ceil(K/128)] float32 (128x128).
-    Returns [T, N] in out_dtype (bfloat16 or float32). path: None picks choose_gemm_path for
-    each expert from its own token count; the native experts share one call.
+    Returns [T, N] in out_dtype (bfloat16 or float32). path: None takes gemm_choice for each
+    expert from its own token count; a GemmPath or a choice ("native_amx:tokens:c2") forces one.
+    Experts with the same choice share one call.
     """
     (t, k), (experts, n, _) = x_q.shape, w_q.shape
     assert w_q.shape[2] == k and x_scale.shape == (t, ceil_div(k, BLOCK))
     assert w_scale.shape == (experts, ceil_div(n, BLOCK), ceil_div(k, BLOCK)) and len(offsets) == experts + 1
     bounds = offsets.tolist() if isinstance(offsets, torch.Tensor) else list(offsets)
-    sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
-    paths = [path or choose_gemm_path(size, x_q.device) for size in sizes]
-    tiled = [e for e in range(experts) if sizes[e] and paths[e] is GemmPath.TILES]
-    native = [e for e in range(experts) if sizes[e] and paths[e] is GemmPath.NATIVE_CPU]
-    native_result = _grouped_native(x_q, x_scale, bounds, native, w_q, w_scale) if native else None
-    if native_result is None:  # no native experts, or scales too large for the kernel's exponents
-        tiled = sorted(tiled + native)
-    elif not tiled and native_result[1].shape[0] == t:  # the native call covered every row
-        return native_result[1].to(out_dtype)
+    by_choice: dict[str, list[int]] = {}
+    for e in range(experts):
+        size = bounds[e + 1] - bounds[e]
+        if size:
+            forced = _DEFAULT_CHOICE[path] if isinstance(path, GemmPath) else path
+            by_choice.setdefault(forced or gemm_choice(size, n, k, x_q.device), []).append(e)
+    if len(by_choice) == 1:
+        ((choice, chosen),) = by_choice.items()
+        rows, y_rows = _run_choice(choice, x_q, x_scale, bounds, chosen, w_q, w_scale, out_dtype)
+        if isinstance(rows, slice) and rows == slice(0, t):  # one call covered every row
+            return y_rows
     y = torch.empty(t, n, dtype=out_dtype, device=x_q.device)
-    if native_result is not None:
-        rows, y_native = native_result
-        y[rows] = y_native.to(out_dtype)
-    for e in tiled:
-        start, end = bounds[e], bounds[e + 1]
-        y[start:end] = _gemm_tiles(x_q[start:end], x_scale[start:end], w_q[e], w_scale[e], out_dtype)
+    for choice, chosen in by_choice.items():
+        rows, y_rows = _run_choice(choice, x_q, x_scale, bounds, chosen, w_q, w_scale, out_dtype)
+        y[rows] = y_rows
     return y
 
 

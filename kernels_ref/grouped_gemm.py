@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kernels_ref.fp8 import dequantize_weight_blocks, quantize_activation_groups, quantize_weight_blocks
+from kernels_ref import native_cpu
+from kernels_ref.fp8 import BLOCK, ceil_div, dequantize_weight_blocks, quantize_activation_groups, quantize_weight_blocks
 from kernels_ref.fp8_gemm import GemmPath, fp8_grouped_gemm
 
 
@@ -78,9 +79,24 @@ def grouped_swiglu_fp8(
     """Contiguous layout. x_q: [T, D] fp8 sorted by expert, x_scale: [T, ceil(D/128)],
     offsets: [E + 1] -> [T, D] out_dtype. path: None picks per expert from its token count."""
     gate_up = fp8_grouped_gemm(x_q, x_scale, offsets, weights.w13, weights.w13_scale, torch.float32, path)
-    gate, up = gate_up.chunk(2, dim=-1)  # [T, I] each
-    h_q, h_scale = quantize_activation_groups(F.silu(gate) * up)
+    h_q, h_scale = swiglu_quantize(gate_up)
     return fp8_grouped_gemm(h_q, h_scale, offsets, weights.w2, weights.w2_scale, out_dtype, path)
+
+
+def swiglu_quantize(gate_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """gate_up: [T, 2I] float32 (gate columns first) -> quantize_activation_groups(silu(gate) * up):
+    ([T, I] float8_e4m3fn, [T, ceil(I/128)] float32). On a CPU one native pass (native_cpu's glue)."""
+    tokens, inter = gate_up.shape[0], gate_up.shape[1] // 2
+    glue = native_cpu.library("glue") if gate_up.device.type == "cpu" and gate_up.dtype == torch.float32 else None
+    if glue is None:
+        gate, up = gate_up.chunk(2, dim=-1)  # [T, I] each
+        return quantize_activation_groups(F.silu(gate) * up)
+    gate_up = gate_up.contiguous()
+    h_q = torch.empty(tokens, inter, dtype=torch.float8_e4m3fn)
+    h_scale = torch.empty(tokens, ceil_div(inter, BLOCK), dtype=torch.float32)
+    if glue.swiglu_quantize_fp8(gate_up.data_ptr(), tokens, inter, h_q.data_ptr(), h_scale.data_ptr(), torch.get_num_threads()):
+        raise MemoryError("swiglu_quantize_fp8 could not allocate its row buffers")
+    return h_q, h_scale
 
 
 def masked_swiglu_fp8(

@@ -31,18 +31,24 @@ def mla_decode_absorbed(inputs: MlaDecodeInputs) -> torch.Tensor:
     """One decode step for every sequence, in the inputs' dtype with an fp32 softmax.
 
     Returns [B, H, V] in the dtype of q_nope.
+    Six operations, each one pass: the softmax scale rides in the score GEMM's epilogue
+    (baddbmm's alpha and beta) and the softmax reads the scores in their own dtype, computing in
+    fp32 inside (PyTorch's CPU and CUDA softmax do); the padding mask is applied only where a
+    sequence is shorter than the cache. Every extra elementwise pass over the [B, H, L] scores
+    cost as much as a GEMM here, and on a shared CPU each operation can wait for a time slice.
     """
     a = inputs
-    dtype = a.q_nope.dtype
     length = a.c_kv.shape[1]
     # 1. Absorb W_UK into the query: [B, H, N] x [H, N, R] -> [B, H, R].
     q_latent = torch.einsum("bhn,hnr->bhr", a.q_nope, a.w_uk)
-    # 2. Scores against the latent and the rope key of every cached token: [B, H, L].
-    scores = (q_latent @ a.c_kv.transpose(1, 2) + a.q_rope @ a.k_rope.transpose(1, 2)).float()
-    padding = torch.arange(length, device=scores.device) >= a.seq_lens[:, None]  # [B, L]
-    scores = scores.mul_(a.softmax_scale).masked_fill_(padding[:, None, :], float("-inf"))
+    # 2. Scaled scores against the latent and the rope key of every cached token: [B, H, L].
+    rope = a.q_rope @ a.k_rope.transpose(1, 2)
+    scores = torch.baddbmm(rope, q_latent, a.c_kv.transpose(1, 2), beta=a.softmax_scale, alpha=a.softmax_scale)
+    if bool((a.seq_lens < length).any()):
+        padding = torch.arange(length, device=scores.device) >= a.seq_lens[:, None]  # [B, L]
+        scores.masked_fill_(padding[:, None, :], float("-inf"))
     # 3. Attend in latent space, then apply W_UV per head: [B, H, R] -> [B, H, V].
-    latent = torch.softmax(scores, dim=-1).to(dtype) @ a.c_kv
+    latent = torch.softmax(scores, dim=-1) @ a.c_kv
     return torch.einsum("bhr,hvr->bhv", latent, a.w_uv)
 
 

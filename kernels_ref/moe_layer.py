@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kernels_ref import native_cpu
 from kernels_ref.dispatch import combine, dispatch, plan_dispatch
 from kernels_ref.fp8 import quantize_activation_groups
 from kernels_ref.grouped_gemm import (
@@ -35,6 +36,29 @@ ROUTER_CHUNK_TOKENS = 256
 
 def route_noaux_tc(x: torch.Tensor, router: Router) -> tuple[torch.Tensor, torch.Tensor]:
     """x: [T, D] -> (topk_weights [T, K] float32, topk_ids [T, K] int64), in fp32.
+
+    On a CPU, bf16 and fp32 inputs take one native call (native_cpu's glue) for the GEMM, sigmoid
+    and top-k together: PyTorch's small fp32 GEMM and the elementwise passes after it cost more in
+    per-call overhead and thread wake-ups than reading the router weight at decode sizes (on a
+    shared 2-core VM, a 1-token fp32 GEMM took 8 ms on 2 threads, 32 us on one). Elsewhere
+    route_noaux_tc_torch."""
+    glue = native_cpu.library("glue") if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32) else None
+    if glue is None:
+        return route_noaux_tc_torch(x, router)
+    tokens, top_k = x.shape[0], router.top_k
+    x, weight, bias = x.contiguous(), router.weight.float().contiguous(), router.e_score_correction_bias.float().contiguous()
+    topk_weights = torch.empty(tokens, top_k, dtype=torch.float32)
+    topk_ids = torch.empty(tokens, top_k, dtype=torch.int64)
+    status = glue.route_noaux_tc(x.data_ptr(), int(x.dtype == torch.bfloat16), weight.data_ptr(), bias.data_ptr(),
+                                 tokens, x.shape[1], weight.shape[0], top_k, router.routed_scaling_factor,
+                                 topk_weights.data_ptr(), topk_ids.data_ptr(), torch.get_num_threads())
+    if status:
+        raise MemoryError("the native router could not allocate its buffers")
+    return topk_weights, topk_ids
+
+
+def route_noaux_tc_torch(x: torch.Tensor, router: Router) -> tuple[torch.Tensor, torch.Tensor]:
+    """route_noaux_tc in PyTorch operations (any device).
 
     Chunks of tokens keep the fp32 copy of x small: on a CPU a fresh buffer of hundreds of
     megabytes costs page faults that took longer than the GEMM (8192 Kimi K2 tokens: 12 us per

@@ -1,263 +1,146 @@
-"""A fused fp8 block-scaled grouped GEMM for CPUs with AVX-512 BF16, used up to a few hundred
-tokens per expert (decode).
+"""Native CPU kernels (csrc/*.c), compiled at first use for the instruction sets this CPU has.
 
-Why native code: with a handful of tokens per expert the GEMM is a matrix-vector product, bound
-by reading the fp8 weight once. In PyTorch every pass over a converted weight tile (widen,
-shift, mask, scale, then the bf16 GEMM itself) is another trip through cache: the best eager
-pipeline measured about a fifth of the memory bandwidth on a 2-core AVX-512 machine, and
-PyTorch's own fp8 paths on CPU (`.to()`, `torch._scaled_mm`, oneDNN's fp8 qlinear) ran below
-1 GB/s. This kernel reads each weight byte once and never writes a converted weight:
+Why native code: PyTorch's CPU fp8 paths convert element by element in scalar code (`.to()`,
+`torch._scaled_mm` and oneDNN's fp8 qlinear ran below 1 GB/s on a 2-core AVX-512 machine), and an
+eager pipeline of widen, shift, mask, scale and GEMM passes over a weight tile goes through cache
+once per pass. The kernels here read each fp8 byte once:
 
-1. The weight's block scale is folded into the activations, which are few: a thread that takes
-   a 128-row block of an expert first computes x' = x_q * x_scale * w_scale[row block, k block]
-   * 2**100 in bf16 for that expert's tokens (M x K elements, a few percent of the block's
-   128 x K weights for M <= 16).
-2. In registers, 32 fp8 codes are sign-extended to 16 bits, shifted left by 4 and masked with
-   0x87F0: that is the bf16 bit pattern of code * 2**-120 (e4m3's exponent bias is 7, bf16's
-   127; the mask clears the copies of the sign that the extension left in bits 11 to 14).
-3. VDPBF16PS multiplies them with x' in pairs and accumulates in fp32; a tile of 4 weight rows
-   x 4 tokens keeps 16 accumulators in registers so each load feeds 4 products.
-4. The row sums are multiplied by 2**20 (= 2**120 / 2**100).
-All experts of a call share one parallel region, which matters at decode: a Python-level loop
-over experts paid more in per-call overhead and thread wake-ups than the weights took to read.
+- fp8_gemm_avx512.c (AVX-512 BF16): a fused matrix-vector product, for a few tokens per expert;
+- fp8_gemm_amx.c (AMX BF16): tiles of 16 x 32 converted weights times packed tokens, for more;
+- glue.c (plain C that the compiler vectorises for AVX2 or AVX-512, or scalar anywhere):
+  activation quantisation to e4m3 (alone, and fused with the experts' SwiGLU), the dispatch permutation and gather, the weighted combine, and
+  the router (its fp32 GEMM, sigmoid and top-k in one pass).
 
-VDPBF16PS treats subnormal inputs as zero, so e4m3 subnormals (|code| < 2**-6, under 4e-5 of
-the block's largest value) drop out; the bf16 rounding of x' adds a relative error near 2**-9.
-Both are far inside the fp8 tolerance. |x| * w_scale must stay below about 2**28
-(fits_exponent_range; callers fall back to the tile path beyond it).
-
-It is compiled with the system C compiler on first use into a per-user cache directory and
-called through ctypes. `load()` returns None where that is not possible (no AVX-512 BF16, no
-compiler, not x86); callers then take the PyTorch tile path and record which path they used.
+Which library a machine gets follows from its CPU flags (/proc/cpuinfo), capped by the environment
+variable KERNELS_REF_ISA ("amx", "avx512bf16", "avx2" or "none"), which is how tests force the AVX2
+fallback on a machine that has more. Each library is compiled once per source, flags and compiler
+into a per-user cache directory and called through ctypes. `library(name)` returns None where that
+is not possible (no compiler, not x86, an ISA the CPU lacks); callers then take a PyTorch path and
+record which path they used.
 """
 
 import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-import torch
-
-from kernels_ref.fp8 import BLOCK, FP8_E4M3_MAX, ceil_div
-
-# 2**100 on the activations and 2**-120 in the weight bit pattern keep every product normal.
-_X_EXPONENT = 100
-_Y_EXPONENT = 20
-_BF16_MAX = torch.finfo(torch.bfloat16).max
-
-_SOURCE = r"""
-#include <immintrin.h>
-#include <stdint.h>
-#include <omp.h>
-#include <stdlib.h>
-
-#define INLINE static inline __attribute__((always_inline))
-#define L1_ACTIVATION_BYTES 16384
-#define CHUNK_TOKENS 256
-
-/* Built for the baseline ISA: it must run on the CPUs it rejects. */
-__attribute__((target("arch=x86-64"))) int fp8_grouped_gemm_supported(void) {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
+ISA_ENV = "KERNELS_REF_ISA"
+# From least to most capable; each level's compiler flags add to the previous one's.
+LEVELS = ("none", "avx2", "avx512bf16", "amx")
+_LEVEL_FLAGS = {
+    "none": [],
+    "avx2": ["-mavx2", "-mfma", "-mf16c"],
+    "avx512bf16": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"],
+    "amx": ["-mamx-tile", "-mamx-bf16"],
 }
-
-/* out[i][:] = bf16(x_q[i][:] * x_scale[i][kb] * s[kb] * 2^X_EXP) for m tokens: the activations
-   pre-scaled for one 128-row block of one expert, zero past k. The fp8 codes are widened
-   exactly through float16 bit patterns (code * 2^-8, hence the 2^8 below). */
-INLINE void prescale(const int8_t* x_q, const float* x_scale, const float* s, int64_t m, int64_t k,
-                     int64_t k_padded, uint16_t* out) {
-  const int64_t k_blocks = k_padded / 128;
-  for (int64_t i = 0; i < m; i++) {
-    for (int64_t kb = 0; kb < k_blocks; kb++) {
-      const __m512 f = _mm512_set1_ps(x_scale[i * k_blocks + kb] * s[kb] * 0x1p%(x_exp_plus_8)df);
-      for (int64_t j = kb * 128; j < kb * 128 + 128; j += 32) {
-        const int64_t left = k - j;
-        const __mmask32 valid = left >= 32 ? 0xFFFFFFFFu : left <= 0 ? 0u : (1u << left) - 1u;
-        __m512i h = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(valid, x_q + i * k + j));
-        h = _mm512_and_si512(_mm512_slli_epi16(h, 7), _mm512_set1_epi16((short)0xBF80));
-        const __m512 lo = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), f);
-        const __m512 hi = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), f);
-        _mm512_storeu_si512(out + i * k_padded + j, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
-      }
-    }
-  }
+# The /proc/cpuinfo flags each level needs.
+_LEVEL_CPU_FLAGS = {
+    "none": set(),
+    "avx2": {"avx2", "fma", "f16c"},
+    "avx512bf16": {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"},
+    "amx": {"amx_tile", "amx_bf16"},
 }
-
-/* y[i][r] for `rows` weight rows x `tokens` tokens (constants 1..4 at each call site, so the
-   loops unroll and the 16 accumulators stay in registers). q: the first row's codes; x: the
-   first token's pre-scaled bf16 activations, k_padded long (zeros past k). */
-INLINE void tile(const int8_t* q, const uint16_t* x, int64_t k, int64_t k_padded,
-                 int rows, int tokens, float* y, int64_t n) {
-  const __m512i keep = _mm512_set1_epi16((short)0x87F0);
-  __m512 acc[4][4];
-  for (int r = 0; r < rows; r++)
-    for (int i = 0; i < tokens; i++) acc[r][i] = _mm512_setzero_ps();
-  for (int64_t k0 = 0; k0 < k_padded; k0 += 32) {
-    /* masked loads read nothing past the end of a row */
-    const int64_t left = k - k0;
-    const __mmask32 valid = left >= 32 ? 0xFFFFFFFFu : left <= 0 ? 0u : (1u << left) - 1u;
-    __m512i w[4];
-    for (int r = 0; r < rows; r++) {
-      _mm_prefetch((const char*)(q + (r + rows) * k + k0), _MM_HINT_T0); /* the next tile */
-      const __m512i codes = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(valid, q + r * k + k0));
-      w[r] = _mm512_and_si512(_mm512_slli_epi16(codes, 4), keep);
-    }
-    for (int i = 0; i < tokens; i++) {
-      const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + i * k_padded + k0);
-      for (int r = 0; r < rows; r++) acc[r][i] = _mm512_dpbf16_ps(acc[r][i], (__m512bh)w[r], xv);
-    }
-  }
-  for (int r = 0; r < rows; r++)
-    for (int i = 0; i < tokens; i++) y[i * n + r] = _mm512_reduce_add_ps(acc[r][i]) * 0x1p%(y_exp)df;
-}
-
-#define TILE_CASES(ROWS)                                                   \
-  switch (tokens) {                                                        \
-    case 4: tile(qr, xt, k, k_padded, ROWS, 4, yt, n); break;              \
-    case 3: tile(qr, xt, k, k_padded, ROWS, 3, yt, n); break;              \
-    case 2: tile(qr, xt, k, k_padded, ROWS, 2, yt, n); break;              \
-    default: tile(qr, xt, k, k_padded, ROWS, 1, yt, n); break;             \
-  }
-
-/* Sweeps rows row_begin:row_end of expert e for m tokens pre-scaled in xs, writing y rows. */
-INLINE void sweep(const int8_t* q, const uint16_t* xs, float* y, int64_t e, int64_t row_begin,
-                  int64_t row_end, int64_t m, int64_t n, int64_t k, int64_t k_padded) {
-  /* Rows one at a time stream the weight sequentially, which prefetches best, as long as the
-     tokens' activations stay in L1; beyond that each loaded activation serves 4 rows. */
-  const int tile_rows = m * k_padded * 2 <= L1_ACTIVATION_BYTES ? 1 : 4;
-  for (int64_t row = row_begin; row < row_end; row += tile_rows) {
-    const int rows = row_end - row < tile_rows ? (int)(row_end - row) : tile_rows;
-    const int8_t* qr = q + (e * n + row) * k;
-    for (int64_t i = 0; i < m; i += 4) {
-      const int tokens = m - i < 4 ? (int)(m - i) : 4;
-      const uint16_t* xt = xs + i * k_padded;
-      float* yt = y + i * n + row;
-      switch (rows) {
-        case 4: TILE_CASES(4) break;
-        case 3: TILE_CASES(3) break;
-        case 2: TILE_CASES(2) break;
-        default: TILE_CASES(1) break;
-      }
-    }
-  }
-}
-
-/* Group g multiplies rows starts[g]:starts[g + 1] of x by expert expert_ids[g].
-   q: [experts][n][k] fp8 codes; w_scale: [experts][ceil(n/128)][ceil(k/128)];
-   x_q: [t][k] fp8 codes; x_scale: [t][ceil(k/128)]; y: [t][n] fp32. A work item is one
-   128-row block of one group's expert: it pre-scales up to CHUNK_TOKENS of the group's tokens
-   for that block, sweeps the block, and repeats for the next chunk. Items are handed out
-   dynamically because groups differ in size. Returns 0, or 1 if out of memory. */
-int fp8_grouped_gemm(const int8_t* q, const float* w_scale, const int64_t* expert_ids,
-                     const int64_t* starts, int64_t groups, const int8_t* x_q, const float* x_scale,
-                     float* y, int64_t t, int64_t n, int64_t k, int num_threads) {
-  const int64_t n_blocks = (n + 127) / 128, k_blocks = (k + 127) / 128, k_padded = k_blocks * 128;
-  const size_t buffer_elements = (size_t)CHUNK_TOKENS * k_padded;
-  uint16_t* buffers = malloc(buffer_elements * 2 * num_threads);
-  if (buffers == NULL) return 1;
-  #pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
-  for (int64_t item = 0; item < groups * n_blocks; item++) {
-    uint16_t* xs = buffers + buffer_elements * omp_get_thread_num();
-    const int64_t g = item / n_blocks, nb = item %% n_blocks, e = expert_ids[g];
-    const int64_t row_end = n < (nb + 1) * 128 ? n : (nb + 1) * 128;
-    for (int64_t t0 = starts[g]; t0 < starts[g + 1]; t0 += CHUNK_TOKENS) {
-      const int64_t m = starts[g + 1] - t0 < CHUNK_TOKENS ? starts[g + 1] - t0 : CHUNK_TOKENS;
-      prescale(x_q + t0 * k, x_scale + t0 * k_blocks, w_scale + (e * n_blocks + nb) * k_blocks, m, k, k_padded, xs);
-      sweep(q, xs, y + t0 * n, e, nb * 128, row_end, m, n, k, k_padded);
-    }
-  }
-  free(buffers);
-  return 0;
-}
-""" % {"x_exp_plus_8": _X_EXPONENT + 8, "y_exp": _Y_EXPONENT}
-
-_FLAGS = ["-O3", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"]
+_SOURCE_DIR = Path(__file__).with_name("csrc")
+_P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+# name -> (source, the lowest level it builds for, {function: (restype, argtypes)})
+_LIBRARIES = {
+    "glue": ("glue.c", "none", {
+        "quantize_fp8": (_INT, [_P, _INT, _I64, _I64, _P, _P, _INT]),
+        "swiglu_quantize_fp8": (_INT, [_P, _I64, _I64, _P, _P, _INT]),
+        "plan_dispatch": (_INT, [_P, _I64, _I64, _I64, _P, _P, _P, _P]),
+        "gather_rows": (None, [_P, _I64, _P, _I64, _P, _INT]),
+        "combine_rows": (None, [_P, _INT, _P, _P, _I64, _I64, _I64, _P, _INT]),
+        "route_noaux_tc": (_INT, [_P, _INT, _P, _P, _I64, _I64, _I64, _I64, ctypes.c_float, _P, _P, _INT]),
+    }),
+    "gemm_avx512": ("fp8_gemm_avx512.c", "avx512bf16", {
+        "fp8_grouped_gemm": (_INT, [_P] * 4 + [_I64] + [_P] * 3 + [_I64] * 3 + [_INT]),
+    }),
+    "gemm_amx": ("fp8_gemm_amx.c", "amx", {
+        "amx_request": (_INT, []),
+        "fp8_grouped_gemm_amx": (_INT, [_P] * 4 + [_I64] + [_P] * 3 + [_I64] * 3 + [_INT, _I64, _INT]),
+    }),
+}  # fmt: skip
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kernels_ref"
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. not Linux)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    return frozenset(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
 
 
-def _build(compiler: str) -> Path:
-    digest = hashlib.sha256("\0".join([_SOURCE, *_FLAGS, compiler]).encode()).hexdigest()[:16]
-    library = _cache_dir() / f"fp8_grouped_gemm_{digest}.so"
+def isa_level() -> str:
+    """The most capable level this CPU supports (x86 only), capped by KERNELS_REF_ISA."""
+    flags, level = cpu_flags(), "none"
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        for candidate in LEVELS[1:]:
+            if not _LEVEL_CPU_FLAGS[candidate] <= flags:
+                break
+            level = candidate
+    cap = os.environ.get(ISA_ENV)
+    if cap:
+        if cap not in LEVELS:
+            raise ValueError(f"{ISA_ENV}={cap!r}: expected one of {', '.join(LEVELS)}")
+        level = LEVELS[min(LEVELS.index(level), LEVELS.index(cap))]
+    return level
+
+
+def compile_flags(level: str) -> list[str]:
+    """The ISA flags of a level and every level below it."""
+    return [flag for lower in LEVELS[: LEVELS.index(level) + 1] for flag in _LEVEL_FLAGS[lower]]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "moeplan" / "kernels_ref"
+
+
+def _build(compiler: str, source: Path, flags: list[str]) -> Path:
+    command = [compiler, "-O3", "-shared", "-fPIC", "-fopenmp", *flags]
+    digest = hashlib.sha256("\0".join([source.read_text(), *command]).encode()).hexdigest()[:16]
+    library = cache_dir() / f"{source.stem}_{digest}.so"
     if library.exists():
         return library
     library.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
-        source = Path(tmp) / "kernel.c"
-        source.write_text(_SOURCE)
         built = Path(tmp) / library.name
-        subprocess.run([compiler, *_FLAGS, str(source), "-o", str(built)], check=True, capture_output=True)
+        subprocess.run([*command, str(source), "-o", str(built)], check=True, capture_output=True)
         os.replace(built, library)  # atomic: a concurrent process never loads a partial file
     return library
 
 
 @functools.cache
-def load() -> ctypes.CDLL | None:
-    """The compiled kernel, or None where this machine cannot build or run it."""
+def _library(name: str, level: str) -> ctypes.CDLL | None:
+    source, lowest, functions = _LIBRARIES[name]
+    if LEVELS.index(level) < LEVELS.index(lowest):
+        return None
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
         return None
+    # the glue is built for AVX-512 at most: AMX adds nothing to it
+    flags = compile_flags(level if name != "glue" else min(level, "avx512bf16", key=LEVELS.index))
     try:
-        library = ctypes.CDLL(str(_build(compiler)))
+        lib = ctypes.CDLL(str(_build(compiler, _SOURCE_DIR / source, flags)))
     except (OSError, subprocess.CalledProcessError):
         return None
-    if not library.fp8_grouped_gemm_supported():
+    for function, (restype, argtypes) in functions.items():
+        getattr(lib, function).restype = restype
+        getattr(lib, function).argtypes = argtypes
+    if name == "gemm_amx" and lib.amx_request() != 0:  # the kernel refused AMX state
         return None
-    library.fp8_grouped_gemm.restype = ctypes.c_int
-    library.fp8_grouped_gemm.argtypes = (
-        [ctypes.c_void_p] * 4 + [ctypes.c_int64] + [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int]
-    )
-    return library
+    return lib
 
 
-def fits_exponent_range(x_scale_amax: float, w_scale_amax: float) -> bool:
-    """Whether activations with group scales up to x_scale_amax (codes up to 448) times weight
-    scales up to w_scale_amax stay finite in the kernel's pre-scaled bf16."""
-    return FP8_E4M3_MAX * x_scale_amax * w_scale_amax * 2.0**_X_EXPONENT < _BF16_MAX
+def library(name: str) -> ctypes.CDLL | None:
+    """The compiled library `name` ("glue", "gemm_avx512", "gemm_amx") for this machine's level, or None."""
+    return _library(name, isa_level())
 
 
-def fp8_grouped_gemm_native(
-    x_q: torch.Tensor,
-    x_scale: torch.Tensor,
-    w_q: torch.Tensor,
-    w_scale: torch.Tensor,
-    expert_ids: torch.Tensor,
-    starts: torch.Tensor,
-) -> torch.Tensor:
-    """y[starts[g]:starts[g+1]] = (x_q * x_scale)[those rows] @ (w_q[e] * w_scale[e]).T with
-    e = expert_ids[g], on the CPU, reading each fp8 weight byte from memory once per 256 tokens.
-
-    # G = groups, T = token rows, E = experts, N = output features, K = input features
-    x_q: [T, K] float8_e4m3fn, x_scale: [T, ceil(K/128)] float32; w_q: [E, N, K]
-    float8_e4m3fn; w_scale: [E, ceil(N/128), ceil(K/128)] float32; expert_ids: [G] int64;
-    starts: [G + 1] int64 row offsets into T. Returns [T, N] float32.
-    Preconditions: load() is not None; fits_exponent_range(x_scale max, w_scale max).
-    """
-    library = load()
-    assert library is not None, "the native fp8 kernel is not available on this machine"
-    experts, n, k = w_q.shape
-    t = x_q.shape[0]
-    assert x_q.shape == (t, k) and x_scale.shape == (t, ceil_div(k, BLOCK))
-    assert w_scale.shape == (experts, ceil_div(n, BLOCK), ceil_div(k, BLOCK))
-    assert x_scale.dtype == w_scale.dtype == torch.float32 and expert_ids.dtype == starts.dtype == torch.int64
-    assert w_q.device.type == "cpu" and starts.shape == (expert_ids.numel() + 1,)
-    # The C code trusts these bounds: check them before handing it raw pointers.
-    assert int(starts[0]) == 0 and int(starts[-1]) == t and bool((starts[1:] >= starts[:-1]).all())
-    assert expert_ids.numel() == 0 or 0 <= int(expert_ids.min()) <= int(expert_ids.max()) < experts
-    x_q, x_scale, w_q, w_scale = (a.contiguous() for a in (x_q, x_scale, w_q, w_scale))
-    expert_ids, starts = expert_ids.contiguous(), starts.contiguous()
-    y = torch.empty(t, n, dtype=torch.float32)
-    if t:
-        status = library.fp8_grouped_gemm(
-            w_q.data_ptr(), w_scale.data_ptr(), expert_ids.data_ptr(), starts.data_ptr(), expert_ids.numel(),
-            x_q.data_ptr(), x_scale.data_ptr(), y.data_ptr(), t, n, k, torch.get_num_threads(),
-        )  # fmt: skip
-        if status:
-            raise MemoryError("the native fp8 kernel could not allocate its activation buffers")
-    return y
+def source_digest() -> str:
+    """A digest of every kernel source: a tuning cache keyed by it is redone when a kernel changes."""
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(_SOURCE_DIR.glob("*.c")))).hexdigest()[:16]

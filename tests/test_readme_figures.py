@@ -490,6 +490,26 @@ def test_the_kernel_calibration_figures():
     _quoted(f"The memory probe swung between {low:.0f} and {high:.0f} GB/s within that run")
 
 
+def _roofline_bar_words(bar: dict) -> str:
+    classes = {"experts": "experts", "layer": "whole layer", "glue": "glue"}
+    words = [f"{label}: min {bar[name]['min']:.2f}, median {bar[name]['median']:.2f} ({bar[name]['below']} of "
+             f"{bar[name]['rows']} below {bar[name]['target']:.2f})" for name, label in classes.items()]
+    return "; ".join(words) + f"; median of all {bar['all']['rows']} kernel rows {bar['all']['median']:.2f}"
+
+
+def test_the_kernel_roofline_bar_figures():
+    # issue 24's bar, computed from the committed CSVs of both CPUs (the Xeon's: benchmarks/results/)
+    pytest.importorskip("torch")
+    kernels_bench = _benchmark("bench_kernels")
+    amd = ROOT / "catalogs" / "measured" / "kernels-amd-epyc-2-threads.csv"
+    xeon = RESULTS / "kernels-intel-xeon-2-threads.csv"
+    xeon_rows = kernels_bench._read_rows(xeon)
+    _quoted(f"On the 2-thread Intel Xeon (`benchmarks/results/{xeon.name}`, measured {xeon_rows[0]['date']}): "
+            + _roofline_bar_words(kernels_bench.bar_report(xeon_rows)) + ".")
+    _quoted("On the AMD EPYC's committed CSV, measured before the native glue and AMX kernels: "
+            + _roofline_bar_words(kernels_bench.bar_report(kernels_bench._read_rows(amd))) + ".")
+
+
 # --- benchmarks: the figures their last run recorded --------------------------------------------------------
 
 def test_the_placement_benchmark():

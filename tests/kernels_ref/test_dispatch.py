@@ -1,10 +1,11 @@
 """Token dispatch and combine within a device, against loops over tokens and experts."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels_ref import combine, dispatch, plan_dispatch, quantize_activation_groups
+from kernels_ref import combine, dispatch, native_cpu, plan_dispatch, quantize_activation_groups
 
 
 def random_topk(tokens: int, experts: int, top_k: int, seed: int) -> torch.Tensor:
@@ -64,3 +65,31 @@ def test_dispatch_moves_fp8_codes_and_scales_with_empty_experts():
     assert moved.dtype == torch.float8_e4m3fn
     assert torch.equal(moved.view(torch.uint8), x_q.view(torch.uint8)[torch.tensor([0, 1, 0, 1, 2, 2])])
     assert torch.equal(dispatch(x_scale, plan), x_scale[torch.tensor([0, 1, 0, 1, 2, 2])])
+
+
+@pytest.mark.parametrize("isa", ["avx2", "none"])
+def test_the_portable_builds_dispatch_and_combine_as_the_default_one(monkeypatch, isa):
+    # T = tokens, K = top-k, E = experts, D = hidden
+    topk_ids = random_topk(50, 12, 4, seed=5)
+    x_q, x_scale = quantize_activation_groups(torch.randn(50, 300, generator=torch.Generator().manual_seed(5)))
+    y = torch.randn(200, 64, generator=torch.Generator().manual_seed(6)).to(torch.bfloat16)
+    gates = torch.rand(50, 4, generator=torch.Generator().manual_seed(7))
+
+    def run():
+        plan = plan_dispatch(topk_ids, 12)
+        return plan, dispatch(x_q, plan), dispatch(x_scale, plan), combine(y, plan, gates, torch.float32)
+
+    expected = run()
+    monkeypatch.setenv(native_cpu.ISA_ENV, isa)
+    if native_cpu.library("glue") is None:
+        pytest.skip("no C compiler")
+    got = run()
+    for field in ("token_of_row", "row_of_slot", "counts", "offsets"):
+        assert torch.equal(getattr(got[0], field), getattr(expected[0], field))
+    assert torch.equal(got[1].view(torch.uint8), expected[1].view(torch.uint8)) and torch.equal(got[2], expected[2])
+    assert torch.allclose(got[3], expected[3], rtol=1e-6, atol=1e-6)
+
+
+def test_an_expert_id_out_of_range_is_refused():
+    with pytest.raises(AssertionError):
+        plan_dispatch(torch.tensor([[0, 5]]), num_experts=4)

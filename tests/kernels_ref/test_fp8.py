@@ -11,10 +11,11 @@ from kernels_ref import (
     dequantize_activation_groups,
     dequantize_weight_blocks,
     fp8_e4m3_to_bf16,
+    native_cpu,
     quantize_activation_groups,
     quantize_weight_blocks,
 )
-from kernels_ref.fp8 import BF16_BITS_UNSCALE
+from kernels_ref.fp8 import BF16_BITS_UNSCALE, quantize_activation_groups_torch
 
 
 def all_finite_codes() -> torch.Tensor:
@@ -65,3 +66,30 @@ def test_activation_groups_layout_and_round_trip(shape):
 def test_all_zero_group_quantises_to_zero_with_a_finite_scale():
     q, scale = quantize_activation_groups(torch.zeros(2, 256))
     assert torch.equal(q.float(), torch.zeros(2, 256)) and torch.isfinite(scale).all() and (scale > 0).all()
+
+
+# The native quantisation (native_cpu's glue) against quantize_activation_groups_torch, bit for bit:
+# AVX-512 where the CPU has it, and the portable C the AVX2 and plain builds run.
+ISA_LEVELS = ["default", "avx2", "none"]
+
+
+@pytest.mark.parametrize("isa", ISA_LEVELS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_native_quantisation_is_bit_for_bit_torchs(monkeypatch, isa, dtype):
+    if isa != "default":
+        monkeypatch.setenv(native_cpu.ISA_ENV, isa)
+    if native_cpu.library("glue") is None:
+        pytest.skip("no C compiler")
+    generator = torch.Generator().manual_seed(0)
+    # magnitudes from 1e-8 to 1e3 across each row (subnormal e4m3 codes included), ragged last groups
+    for shape in [(5, 300), (64, 1024), (3, 1), (2, 128), (1, 7168)]:
+        x = (torch.randn(*shape, generator=generator) * torch.logspace(-8, 3, shape[-1])).to(dtype)
+        x[0, : min(3, shape[1])] = 0
+        (q, scale), (q_torch, scale_torch) = quantize_activation_groups(x), quantize_activation_groups_torch(x)
+        assert torch.equal(q.view(torch.uint8), q_torch.view(torch.uint8)) and torch.equal(scale, scale_torch)
+    # every rounding case: a fine grid of values against a group maximum of 448 (scale 1)
+    grid = torch.linspace(-FP8_E4M3_MAX, FP8_E4M3_MAX, 128 * 2000)
+    x = torch.cat([grid, grid * 1e-3]).reshape(-1, 128).clone()
+    x[:, 0] = FP8_E4M3_MAX
+    q, q_torch = quantize_activation_groups(x.to(dtype))[0], quantize_activation_groups_torch(x.to(dtype))[0]
+    assert torch.equal(q.view(torch.uint8), q_torch.view(torch.uint8))

@@ -1,5 +1,7 @@
-"""Block-scaled fp8 (grouped) GEMM: both implementations against the fp32 reference computed
-before quantising, ragged shapes, empty experts, a single token."""
+"""Block-scaled fp8 (grouped) GEMM: every implementation against the fp32 reference computed
+before quantising, ragged shapes, empty experts, a single token; the measured choice between them."""
+
+import json
 
 import pytest
 import torch
@@ -11,10 +13,11 @@ from kernels_ref import (
     choose_gemm_path,
     fp8_block_gemm,
     fp8_grouped_gemm,
+    gemm_choice,
     native_cpu,
 )
 from kernels_ref.fp8 import dequantize_weight_blocks, quantize_activation_groups
-from kernels_ref.fp8_gemm import NATIVE_MAX_TOKENS, dequantize_to_bf16
+from kernels_ref.fp8_gemm import candidates, dequantize_to_bf16, fits_exponent_range
 from kernels_ref.generators import (
     generate_fp8_gemm,
     offsets_from_counts,
@@ -22,12 +25,18 @@ from kernels_ref.generators import (
 )
 from kernels_ref.grouped_gemm import quantize_expert_weights
 
-needs_native = pytest.mark.skipif(native_cpu.load() is None, reason="no AVX-512 BF16 CPU or no C compiler")
-PATHS = [GemmPath.TILES, pytest.param(GemmPath.NATIVE_CPU, marks=needs_native)]
+needs_avx512 = pytest.mark.skipif(native_cpu.library("gemm_avx512") is None, reason="no AVX-512 BF16 CPU or no C compiler")
+needs_amx = pytest.mark.skipif(native_cpu.library("gemm_amx") is None, reason="no AMX BF16 CPU or no C compiler")
+# Every implementation, and the AMX kernel's tunables: the weight scale in the tokens, the weights
+# or the sums, and chunks of 1 or 3 token blocks (odd, so a chunk ends on a lone block).
+NATIVE = [pytest.param(GemmPath.NATIVE_CPU, marks=needs_avx512)] + [
+    pytest.param(f"native_amx:{scale}:c{chunk}", marks=needs_amx) for scale in ("tokens", "weights", "sums") for chunk in (1, 3)
+]
+PATHS = [GemmPath.TILES, *NATIVE]
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("m, n, k", [(1, 256, 512), (7, 300, 200), (40, 129, 257), (3, 1, 1)])
+@pytest.mark.parametrize("m, n, k", [(1, 256, 512), (7, 300, 200), (40, 129, 257), (3, 1, 1), (70, 160, 384)])
 def test_fp8_gemm_matches_fp32_reference(path, m, n, k):
     # M = tokens, N = output features, K = input features
     inputs, reference = generate_fp8_gemm(m, n, k, seed=m + n + k)
@@ -36,11 +45,11 @@ def test_fp8_gemm_matches_fp32_reference(path, m, n, k):
     assert calc_diff(y, reference) < TOLERANCE["fp8_gemm"]
 
 
-@needs_native
-def test_native_and_tile_paths_agree_far_inside_the_fp8_tolerance():
-    inputs, _ = generate_fp8_gemm(5, 384, 640, seed=3)
+@pytest.mark.parametrize("path", NATIVE)
+def test_native_and_tile_paths_agree_far_inside_the_fp8_tolerance(path):
+    inputs, _ = generate_fp8_gemm(37, 384, 640, seed=3)
     args = (inputs.x_q, inputs.x_scale, inputs.w_q, inputs.w_scale, torch.float32)
-    assert calc_diff(fp8_block_gemm(*args, GemmPath.NATIVE_CPU), fp8_block_gemm(*args, GemmPath.TILES)) < 1e-4
+    assert calc_diff(fp8_block_gemm(*args, path), fp8_block_gemm(*args, GemmPath.TILES)) < 1e-4
 
 
 @pytest.mark.parametrize("path", [None, *PATHS])
@@ -62,22 +71,36 @@ def test_grouped_gemm_with_ragged_and_empty_experts(path):
             assert calc_diff(y[rows], reference) < TOLERANCE["fp8_gemm"]
 
 
-@needs_native
-def test_native_kernel_takes_groups_larger_than_its_token_chunk():
-    # the kernel pre-scales at most 256 tokens at a time; 300 spans two chunks
-    counts, hidden, n = [300, 5], 256, 256
+@pytest.mark.parametrize("path", NATIVE)
+def test_native_kernels_take_groups_larger_than_their_token_chunks(path):
+    # the AVX-512 kernel pre-scales at most 256 tokens at a time, the AMX kernel 16 per block
+    counts, hidden, n = [300, 5, 33], 256, 256
     generator = torch.Generator().manual_seed(2)
     w = quantize_expert_weights(random_expert_weights(len(counts), hidden, n // 2, generator))
     x_q, x_scale = quantize_activation_groups(torch.randn(sum(counts), hidden, generator=generator))
     args = (x_q, x_scale, offsets_from_counts(counts), w.w13, w.w13_scale, torch.float32)
-    assert calc_diff(fp8_grouped_gemm(*args, GemmPath.NATIVE_CPU), fp8_grouped_gemm(*args, GemmPath.TILES)) < 1e-4
+    assert calc_diff(fp8_grouped_gemm(*args, path), fp8_grouped_gemm(*args, GemmPath.TILES)) < 1e-4
 
 
-def test_path_policy_is_explicit():
-    assert choose_gemm_path(NATIVE_MAX_TOKENS + 1, "cpu") is GemmPath.TILES
-    assert choose_gemm_path(1, "meta") is GemmPath.TILES
-    expected = GemmPath.TILES if native_cpu.load() is None else GemmPath.NATIVE_CPU
-    assert choose_gemm_path(1, "cpu") is expected
+def test_the_choice_is_a_measured_candidate_and_is_cached(tuning_file):
+    for tokens in (1, 16, 200):
+        choice = gemm_choice(tokens, 256, 512, "cpu")
+        assert choice in candidates(tokens)
+        assert choose_gemm_path(tokens, 256, 512, "cpu") is GemmPath(choice.split(":")[0])
+    assert "tiles" in candidates(128) and gemm_choice(1, 256, 512, "meta") == "tiles"
+    if len(candidates(1)) > 1:  # timed, so the file names the class with every candidate's seconds
+        recorded = json.loads(tuning_file.read_text())["choices"]["fp8_gemm:256x512:m1"]
+        assert recorded["choice"] == gemm_choice(1, 256, 512, "cpu") and set(recorded["seconds"]) == set(candidates(1))
+
+
+def test_without_avx512_only_the_tile_path_runs(monkeypatch):
+    # how a CI machine without AVX-512 runs: the glue still builds (for AVX2 or plain C)
+    monkeypatch.setenv(native_cpu.ISA_ENV, "avx2")
+    assert native_cpu.library("gemm_avx512") is None and native_cpu.library("gemm_amx") is None
+    assert candidates(1) == ["tiles"] and gemm_choice(1, 256, 512, "cpu") == "tiles"
+    inputs, reference = generate_fp8_gemm(5, 256, 384, seed=1)
+    y = fp8_block_gemm(inputs.x_q, inputs.x_scale, inputs.w_q, inputs.w_scale, torch.float32)
+    assert calc_diff(y, reference) < TOLERANCE["fp8_gemm"]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -86,7 +109,7 @@ def test_scales_beyond_the_fast_exponent_range_stay_correct(path):
     # pre-scaled activations of the native kernel would overflow, so both take a safe route.
     inputs, reference = generate_fp8_gemm(2, 128, 256, seed=5)
     x_scale, w_scale = inputs.x_scale * 1e8, inputs.w_scale * 1e4
-    assert not native_cpu.fits_exponent_range(float(x_scale.max()), float(w_scale.max()))
+    assert not fits_exponent_range(float(x_scale.max()), float(w_scale.max()))
     y = fp8_block_gemm(inputs.x_q, x_scale, inputs.w_q, w_scale, torch.float32, path)
     assert torch.isfinite(y).all()
     assert calc_diff(y, reference * 1e12) < TOLERANCE["fp8_gemm"]

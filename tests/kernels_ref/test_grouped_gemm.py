@@ -2,11 +2,17 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from kernels_ref import TOLERANCE, GemmPath, calc_diff, grouped_swiglu_fp8, masked_swiglu_fp8, native_cpu
+from kernels_ref.fp8 import quantize_activation_groups_torch
 from kernels_ref.generators import generate_grouped_swiglu
+from kernels_ref.grouped_gemm import swiglu_quantize
 
-needs_native = pytest.mark.skipif(native_cpu.load() is None, reason="no AVX-512 BF16 CPU or no C compiler")
+needs_avx512 = pytest.mark.skipif(native_cpu.library("gemm_avx512") is None, reason="no AVX-512 BF16 CPU or no C compiler")
+needs_amx = pytest.mark.skipif(native_cpu.library("gemm_amx") is None, reason="no AMX BF16 CPU or no C compiler")
+NATIVE = [pytest.param(GemmPath.NATIVE_CPU, marks=needs_avx512), pytest.param(GemmPath.NATIVE_AMX, marks=needs_amx),
+          pytest.param("native_amx:tokens:c2", marks=needs_amx), pytest.param("native_amx:sums:c3", marks=needs_amx)]
 # E = experts, D = hidden, I = expert intermediate size. The 1e-3 bar is an expectation (two e4m3
 # activation roundings cost 9.4e-4), so it is checked at Kimi K2's D = 7168 and I = 2048, where a
 # batch measures it to within a few percent; one token's error alone swings by +-10% (+-40% at toy
@@ -24,7 +30,7 @@ def kimi_k2_experts():
             for name, counts in COUNTS.items()}
 
 
-@pytest.mark.parametrize("path", [None, GemmPath.TILES, pytest.param(GemmPath.NATIVE_CPU, marks=needs_native)])
+@pytest.mark.parametrize("path", [None, GemmPath.TILES, *NATIVE])
 @pytest.mark.parametrize("case", COUNTS)
 def test_contiguous_layout_matches_fp32_reference(kimi_k2_experts, path, case):
     inputs, reference = kimi_k2_experts[case]
@@ -33,7 +39,7 @@ def test_contiguous_layout_matches_fp32_reference(kimi_k2_experts, path, case):
     assert calc_diff(y, reference) < TOLERANCE["fp8_swiglu"]
 
 
-@pytest.mark.parametrize("path", [GemmPath.TILES, pytest.param(GemmPath.NATIVE_CPU, marks=needs_native)])
+@pytest.mark.parametrize("path", [GemmPath.TILES, *NATIVE])
 def test_off_grid_sizes_and_only_empty_experts_but_one(path):
     inputs, reference = generate_grouped_swiglu([0, 0, 2], HIDDEN, INTERMEDIATE, seed=3)
     y = grouped_swiglu_fp8(inputs.x_q, inputs.x_scale, inputs.offsets, inputs.weights, torch.float32, path)
@@ -97,3 +103,18 @@ def test_rounding_the_weights_too_doubles_the_error(kimi_k2_expert_both_referenc
 def test_unknown_reference_is_refused():
     with pytest.raises(ValueError, match="reference"):
         generate_grouped_swiglu([1], HIDDEN, INTERMEDIATE, reference="bf16")
+
+
+@pytest.mark.parametrize("isa", ["default", "none"])
+def test_fused_swiglu_quantisation_matches_the_torch_ops(monkeypatch, isa):
+    # native_cpu's one-pass SwiGLU + e4m3 quantisation against F.silu(gate) * up, then quantising;
+    # expf and PyTorch's sigmoid may differ in the last bit, so a rare code may round the other way
+    if isa != "default":
+        monkeypatch.setenv(native_cpu.ISA_ENV, isa)
+    gate_up = torch.randn(37, 2 * INTERMEDIATE, generator=torch.Generator().manual_seed(4)) * 3
+    h_q, h_scale = swiglu_quantize(gate_up)
+    gate, up = gate_up.chunk(2, dim=-1)
+    q, scale = quantize_activation_groups_torch(F.silu(gate) * up)
+    assert h_q.shape == q.shape and h_scale.shape == scale.shape
+    assert (h_q.view(torch.uint8) != q.view(torch.uint8)).float().mean() < 1e-3
+    assert torch.allclose(h_scale, scale, rtol=1e-6)

@@ -1,9 +1,11 @@
 """The MoE layer: noaux_tc routing and the fp8 layer against the fp32 reference."""
 
+import pytest
 import torch
 
-from kernels_ref import TOLERANCE, Router, calc_diff, moe_layer_fp8, route_noaux_tc
-from kernels_ref.generators import generate_moe_layer
+from kernels_ref import TOLERANCE, Router, calc_diff, moe_layer_fp8, native_cpu, route_noaux_tc
+from kernels_ref.generators import generate_moe_layer, random_router
+from kernels_ref.moe_layer import route_noaux_tc_torch
 
 
 def test_router_gates_sum_to_the_scaling_factor_and_the_bias_only_picks():
@@ -47,3 +49,19 @@ def test_fp8_layer_against_unrounded_weights():
     inputs, reference = generate_moe_layer(tokens=24, hidden=256, intermediate=128, experts=16, top_k=4, reference="unquantised")
     out = moe_layer_fp8(inputs.x, inputs.router, inputs.experts, inputs.shared, torch.float32)
     assert calc_diff(out, reference) < TOLERANCE["fp8_swiglu_with_weight_rounding"]
+
+
+@pytest.mark.parametrize("isa", ["default", "avx2", "none"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_native_router_chooses_as_the_torch_router(monkeypatch, isa, dtype):
+    # the native router (native_cpu's glue) sums in another order: the same experts, gates within fp32 rounding
+    if isa != "default":
+        monkeypatch.setenv(native_cpu.ISA_ENV, isa)
+    if native_cpu.library("glue") is None:
+        pytest.skip("no C compiler")
+    generator = torch.Generator().manual_seed(1)
+    for tokens, experts, hidden, top_k in [(37, 32, 7168, 8), (5, 16, 256, 4), (9, 7, 100, 3)]:
+        router = random_router(experts, hidden, top_k, generator)
+        x = torch.randn(tokens, hidden, generator=generator).to(dtype)
+        (gates, ids), (gates_torch, ids_torch) = route_noaux_tc(x, router), route_noaux_tc_torch(x, router)
+        assert torch.equal(ids, ids_torch) and torch.allclose(gates, gates_torch, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,41 @@
+"""The autotuner: the fastest candidate wins, and a choice is timed once per shape class and machine."""
+
+import json
+import time
+
+from kernels_ref import autotune
+
+
+def test_the_fastest_candidate_is_chosen_once_and_kept(tuning_file):
+    calls = {"slow": 0, "fast": 0}
+
+    def slow():
+        calls["slow"] += 1
+        time.sleep(0.002)
+
+    def fast():
+        calls["fast"] += 1
+
+    built = []
+
+    def candidates():
+        built.append(1)
+        return {"slow": slow, "fast": fast}
+
+    assert autotune.choose("test:class-a", candidates) == "fast"
+    assert calls == {"slow": 1 + autotune.ROUNDS, "fast": 1 + autotune.ROUNDS}
+    assert autotune.choose("test:class-a", candidates) == "fast" and len(built) == 1  # in memory
+    autotune.forget()
+    assert autotune.choose("test:class-a", candidates) == "fast" and len(built) == 1  # from the file
+    recorded = json.loads(tuning_file.read_text())
+    assert recorded["machine"] == autotune.machine()
+    assert recorded["choices"]["test:class-a"]["choice"] == "fast"
+    assert set(recorded["choices"]["test:class-a"]["seconds"]) == {"slow", "fast"}
+
+
+def test_a_single_candidate_is_not_timed():
+    assert autotune.choose("test:class-b", lambda: {"only": lambda: 1 / 0}) == "only"
+
+
+def test_the_file_is_per_machine_and_thread_count():
+    assert set(autotune.machine()) == {"cpu", "flags", "torch", "kernels", "isa", "threads"}
