@@ -84,6 +84,10 @@ class MeasuredSource:
     def _lookup(self, table: str, dtype: str | None, select: tuple, axes: tuple, point: tuple) -> Measured:
         if isinstance(select[0], str):
             select = (select,)
+        # a layout search asks the same shapes across layouts and batches: one interpolation per distinct question
+        return _cached_lookup(self, table, dtype, select, axes, tuple(float(x) for x in point))
+
+    def _uncached_lookup(self, table: str, dtype: str | None, select: tuple, axes: tuple, point: tuple) -> Measured:
         what = f"{table} {dtype}" if dtype else table
         if dtype is None:
             return Measured(None, f"no measured {table} for this number format")
@@ -100,7 +104,14 @@ class MeasuredSource:
         return Measured(None, f"no measured {what} on {self.system} {self.engine} for this shape", beyond)
 
 
-def _versions_by_nearness(system: str, engine: str, table: str, asked: str | None) -> list[str]:
+@lru_cache(maxsize=1 << 16)
+def _cached_lookup(source: MeasuredSource, table: str, dtype: str | None, select: tuple, axes: tuple,
+                   point: tuple) -> Measured:
+    return source._uncached_lookup(table, dtype, select, axes, point)
+
+
+@lru_cache(maxsize=1024)
+def _versions_by_nearness(system: str, engine: str, table: str, asked: str | None) -> tuple[str, ...]:
     """Measured versions in the order they are tried: the nearest first (measured_tables.nearest_version's rule)."""
     remaining = list(tables.table_versions(system, engine, table))
     ordered = []
@@ -108,7 +119,7 @@ def _versions_by_nearness(system: str, engine: str, table: str, asked: str | Non
         pick = tables.nearest_version(remaining, asked)
         ordered.append(pick)
         remaining.remove(pick)
-    return ordered
+    return tuple(ordered)
 
 
 @lru_cache(maxsize=4096)
