@@ -143,6 +143,11 @@ def _gemm_times(params: Sequence[float], num_sms, peak_flops_per_s, hbm_bytes_pe
 # Costs
 
 
+def peak_flops(device: Device, dtype: str) -> float:
+    """The peak FLOP/s a `dtype` computation runs at on `device` (its own peak, else the next wider one)."""
+    return _peak(device, dtype)[1]
+
+
 def _peak(device: Device, dtype: str) -> tuple[str, float, str]:
     """(peak class used, its FLOP/s, note): the dtype's own peak, else the next wider one the device has."""
     want = lookup_dtype(dtype, "dtype").peak

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Layout:
     """`tp * dp * pp` devices: attention tensor-parallel over `tp`, `dp` data-parallel attention groups
-    per pipeline stage, routed experts expert-parallel over the `tp * dp` devices of a stage.
+    per pipeline stage, routed experts expert-parallel over the `tp * dp` devices of a stage, or, with
+    `moe_tp` > 1, each expert's intermediate width split over `moe_tp` devices and the experts over the
+    remaining `tp * dp / moe_tp` (TensorRT-LLM's and vLLM's MoE tensor parallelism; moe_tp = tp * dp is pure
+    MoE TP, with an all-reduce in place of the all-to-all).
 
     redundant_experts: extra expert slots per MoE layer over the EP group (EPLB replicas of hot experts).
     two_batch_overlap: split each step into two micro-batches so one computes while the other communicates.
@@ -19,10 +22,13 @@ class Layout:
     pp: int = 1
     redundant_experts: int = 0
     two_batch_overlap: bool = False
+    moe_tp: int = 1
 
     def __post_init__(self):
-        if min(self.tp, self.dp, self.pp) < 1 or self.redundant_experts < 0:
+        if min(self.tp, self.dp, self.pp, self.moe_tp) < 1 or self.redundant_experts < 0:
             raise ValueError(f"invalid layout {self}")
+        if (self.tp * self.dp) % self.moe_tp:
+            raise ValueError(f"invalid layout {self}: moe_tp must divide tp x dp")
 
     @property
     def devices(self) -> int:
@@ -30,7 +36,7 @@ class Layout:
 
     @property
     def ep(self) -> int:
-        return self.tp * self.dp
+        return self.tp * self.dp // self.moe_tp
 
     def name(self, is_moe: bool = True) -> str:
         parts = [f"TP{self.tp}" if self.tp > 1 or self.dp == 1 else "", f"DP{self.dp}" if self.dp > 1 else ""]
@@ -38,6 +44,8 @@ class Layout:
         experts = ""
         if is_moe and self.ep > 1:
             experts = f" + EP{self.ep}" + (f" (+{self.redundant_experts} redundant)" if self.redundant_experts else "")
+        if is_moe and self.moe_tp > 1:
+            experts += f" + MoE TP{self.moe_tp}"
         stages = f", PP{self.pp}" if self.pp > 1 else ""
         overlap = ", two-batch overlap" if self.two_batch_overlap else ""
         return attention + experts + stages + overlap

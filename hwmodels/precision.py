@@ -68,6 +68,10 @@ SCHEMES: Mapping[str, QuantScheme] = {
             "fp8 e4m3 with one fp32 scale per 128x128 block (DeepSeek-V3 / Kimi K2 checkpoints)",
         ),
         QuantScheme(
+            "fp8_tensor", DTYPES["fp8"], 0, 0, 0.0,
+            "fp8 e4m3 with one scale per tensor (TensorRT-LLM's FP8 checkpoints; its bytes are negligible)",
+        ),
+        QuantScheme(
             "int8", DTYPES["int8"], 1, 0, 4.0,
             "int8 W8A8 with one fp32 scale per output channel",
         ),

@@ -20,6 +20,9 @@ class OpCost:
     overhead_s: float  # launch / pipeline fill / synchronisation
     roofline_s: float  # max(FLOPs / peak, bytes / HBM bytes/s): the floor
     source: str  # which efficiency table or fit produced the efficiencies ("roofline" when none)
+    # how far outside a measured table's coverage the shape lay: the asked over the nearest measured coordinate
+    # (1.0: inside, or no measured table was asked)
+    beyond_coverage: float = 1.0
 
     @property
     def total_s(self) -> float:

@@ -68,6 +68,8 @@ class StepCost:
     by_layer_type_s: dict[str, float]  # dense layers, MoE layers, embedding + LM head
     load_source: str
     sources: tuple[str, ...] = field(default=())  # efficiency sources of the operators used
+    # per operator: (name, the source that priced it, how far outside measured coverage it lay; 1.0 inside)
+    operator_sources: tuple[tuple[str, str, float], ...] = field(default=())
 
     @property
     def tokens_per_s_per_device(self) -> float:
@@ -164,7 +166,14 @@ def _gemm_cached(costs: OperatorCosts, device, m: int, n: int, k: int, scheme: Q
                  layout: str) -> OpCost:
     # a layout search evaluates the same GEMM shapes across many layouts and batch sizes
     return costs.gemm(device, m, n, k, _compute_dtype(scheme), groups, layout,
-                      weight_bytes_per_element=_weight_bytes_per_element(scheme, n, k), name=name)
+                      weight_bytes_per_element=_weight_bytes_per_element(scheme, n, k), name=name, quant=scheme.name)
+
+
+@lru_cache(maxsize=1 << 14)
+def _moe_experts_op(costs: OperatorCosts, device, num_tokens: float, hidden: int, inter: int, top_k: int,
+                    num_experts: int, moe_tp: int, moe_ep: int, scheme: QuantScheme) -> OpCost | None:
+    return costs.moe_experts(device, num_tokens, hidden, inter, top_k, num_experts, moe_tp, moe_ep, scheme.name,
+                             _weight_bytes_per_element(scheme, inter, hidden))
 
 
 # memory-bound kernels recur with the same sizes across the layouts a search scores, like the GEMM shapes
@@ -186,10 +195,15 @@ class _Layer:
     compute: dict[str, float] = field(default_factory=lambda: {c: 0.0 for c in COMPONENTS})
     comm: dict[str, float] = field(default_factory=lambda: {c: 0.0 for c in COMPONENTS})
     sources: set[str] = field(default_factory=set)
+    operators: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> (source, beyond coverage)
 
     def op(self, component: str, cost: OpCost) -> None:
         self.compute[component] += cost.total_s
+        self.note(cost)
+
+    def note(self, cost: OpCost) -> None:
         self.sources.add(cost.source)
+        self.operators[cost.name] = (cost.source, cost.beyond_coverage)
 
     def gemm(self, component: str, m, n, k, scheme: QuantScheme, name: str, groups: int = 1, layout: str = "dense") -> None:
         self.op(component, _gemm(self.ctx, m, n, k, scheme, name, groups, layout))
@@ -208,6 +222,7 @@ class _Layer:
         cost = self.ctx.costs.allreduce(self.ctx.cluster, group_devices, bytes_per_device)
         self.comm[component] += cost.time_s
         self.sources.add(cost.source)
+        self.operators[f"{component}_allreduce"] = (cost.source, 1.0)
 
     @property
     def compute_s(self) -> float:
@@ -252,7 +267,7 @@ def _attention(layer: _Layer, b: float, context: float, phase: Phase, queries_pe
             # (SGLang's MLA prefill path; sgl-project/sglang issue #11989 names this concatenation)
             layer.memory("attention", b * h * (att.qk_nope_head_dim + qk) * act + b * att.qk_rope_head_dim * act,
                          "mla_key_concat")
-            layer.op("attention", ctx.costs.attention_prefill(dev, int(b), context, h, qk, att.v_head_dim))
+            layer.op("attention", ctx.costs.attention_prefill(dev, int(b), context, h, qk, att.v_head_dim, mla=True))
         layer.quantize_input("attention", b, h * att.v_head_dim, w)
         layer.gemm("attention", b, d, h * att.v_head_dim, w, "o_proj")
     else:
@@ -292,14 +307,16 @@ class _MoETerms:
     dispatch_s: np.ndarray
     combine_s: np.ndarray
     sources: frozenset
+    operators: dict
 
 
 def _moe(ctx: StepContext, tokens_per_device: float, phase: Phase) -> _MoETerms:
     """MoE of one layer on every device; the routed part priced per layer at its busiest device's load."""
-    arch, plan, cluster, dev = ctx.arch, ctx.precision, ctx.cluster, ctx.cluster.device
-    moe, d, ep = arch.moe, arch.hidden_size, ctx.layout.ep
-    slots = math.ceil((moe.num_experts + ctx.layout.redundant_experts) / ep)
-    pairs = tokens_per_device * moe.top_k  # (token, expert) pairs each device receives on average
+    arch, plan, cluster, dev, layout = ctx.arch, ctx.precision, ctx.cluster, ctx.cluster.device, ctx.layout
+    moe, d, ep = arch.moe, arch.hidden_size, layout.ep
+    slots = math.ceil((moe.num_experts + layout.redundant_experts) / ep)
+    pairs = tokens_per_device * moe.top_k * layout.moe_tp  # pairs each device's experts receive on average
+    group_tokens = tokens_per_device * layout.tp * layout.dp  # tokens entering the expert group (every DP rank's)
     fixed = _Layer(ctx)
     fixed.gemm("other", tokens_per_device, moe.num_experts, d, plan.of("router"), "router")
     router_s = fixed.compute_s
@@ -311,12 +328,19 @@ def _moe(ctx: StepContext, tokens_per_device: float, phase: Phase) -> _MoETerms:
         fixed.quantize_input("shared_expert", tokens_per_device, width, ws)
         fixed.gemm("shared_expert", tokens_per_device, d, width, ws, "shared_down")
     # routed experts on the busiest device: `slots` experts sharing its pairs; layers of one factor share an evaluation
-    we, width = plan.of("routed_experts"), moe.expert_intermediate_size
+    we, width = plan.of("routed_experts"), moe.expert_intermediate_size // layout.moe_tp
     grouped = "masked" if phase == Phase.DECODE else "contiguous"
     act = plan.combine.bytes_per_element
     factors = sorted(set(ctx.layer_factors))
     expert_s = {}
     for f in factors:
+        # a measured table of the whole routed-expert kernel, at the busiest device's share of the group's tokens
+        measured = _moe_experts_op(ctx.costs, dev, group_tokens * f, d, moe.expert_intermediate_size, moe.top_k,
+                                   moe.num_experts, layout.moe_tp, ep, we)
+        if measured is not None:
+            expert_s[f] = measured.total_s
+            fixed.note(measured)
+            continue
         m = pairs * f / slots
         gate_up = _gemm(ctx, m, 2 * width, d, we, "experts_gate_up", groups=slots, layout=grouped)
         down = _gemm(ctx, m, d, width, we, "experts_down", groups=slots, layout=grouped)
@@ -331,24 +355,39 @@ def _moe(ctx: StepContext, tokens_per_device: float, phase: Phase) -> _MoETerms:
             gather = _memory_op(ctx.costs, dev, 2 * pairs * f * d * act, "expert_gather")
             permutes_s = permute.total_s + gather.total_s
         expert_s[f] = gate_up.total_s + down.total_s + swiglu.total_s + permutes_s
-        fixed.sources.update((gate_up.source, down.source))
+        fixed.note(gate_up)
+        fixed.note(down)
 
     mode = "low_latency" if phase == Phase.DECODE else "normal"
     scale_bytes = d / SCALE_BLOCK * _SCALE_BYTES if plan.dispatch.name == "fp8" else 0.0  # fp32 scale per 128 channels
     dispatch, combine, comm_sources = {}, {}, set()
+    # MoE TP: every device of the group computes part of every token's experts, and the partial outputs are summed
+    # (an all-reduce of the group's tokens; with attention DP, an all-gather before and a reduce-scatter after,
+    # which move the same bytes)
+    tp_reduce_s = 0.0
+    if layout.moe_tp > 1:
+        reduce = ctx.costs.allreduce(cluster, layout.moe_tp, group_tokens / ep * d * act)
+        tp_reduce_s = reduce.time_s
+        comm_sources.add(reduce.source)
+        fixed.operators["moe_tp_allreduce"] = (reduce.source, 1.0)
     for f in factors:
+        if ep == 1:
+            dispatch[f], combine[f] = 0.0, tp_reduce_s
+            continue
         # the busiest device draws f / ep of the routed pairs; DeepEP dedups a token per destination device
         dest = None if f == 1.0 else ExpertLoad.from_imbalance(float(f), ep, 1, "").shares[0]
-        disp = ctx.costs.dispatch(cluster, ep, tokens_per_device, d, moe.top_k, moe.num_experts,
+        disp = ctx.costs.dispatch(cluster, ep, tokens_per_device * layout.moe_tp, d, moe.top_k, moe.num_experts,
                                   plan.dispatch.bytes_per_element, scale_bytes, dest, mode)
-        comb = ctx.costs.combine(cluster, ep, tokens_per_device, d, moe.top_k, moe.num_experts,
+        comb = ctx.costs.combine(cluster, ep, tokens_per_device * layout.moe_tp, d, moe.top_k, moe.num_experts,
                                  plan.combine.bytes_per_element, dest, mode)
-        dispatch[f], combine[f] = disp.time_s, comb.time_s
+        dispatch[f], combine[f] = disp.time_s, comb.time_s + tp_reduce_s
         comm_sources |= {disp.source, comb.source}
+        fixed.operators["dispatch"] = (disp.source, 1.0)
+        fixed.operators["combine"] = (comb.source, 1.0)
     per_layer = ctx.layer_factors
     return _MoETerms(router_s, fixed.compute_s - router_s, np.array([expert_s[f] for f in per_layer]),
                      np.array([dispatch[f] for f in per_layer]), np.array([combine[f] for f in per_layer]),
-                     frozenset(fixed.sources | comm_sources))
+                     frozenset(fixed.sources | comm_sources), dict(fixed.operators))
 
 
 # ---------------------------------------------------------------------------------------------------- the step
@@ -365,10 +404,11 @@ def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_toke
     queries = 1 + draft_tokens
     layers = _layers(ctx, phase, tokens_per_device * queries, context_tokens, queries)
     breakdown, by_type, sources = dict(layers.breakdown_s), dict(layers.by_type_s), set(layers.sources)
+    operators = dict(layers.operators)
 
     # Embedding lookup, final norm and the LM head: decode samples every row, prefill the last token of each prompt
     rows = tokens_per_device * queries * layout.tp
-    head_s, head_sources = _head(ctx, rows if phase == Phase.DECODE else max(rows / context_tokens, 1.0), rows)
+    head_s, head_sources = _head(ctx, rows if phase == Phase.DECODE else max(rows / context_tokens, 1.0), rows, operators)
     by_type["embedding_lm_head"] = head_s
     breakdown["other"] += head_s
     sources |= head_sources
@@ -385,6 +425,7 @@ def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_toke
             breakdown[c] += draft_tokens * draft.moe_breakdown_s[c] / n_moe
         breakdown["other"] += draft_tokens * (eh_proj.total_s + draft_head_s)
         sources |= draft.sources | {eh_proj.source}
+        operators.setdefault(eh_proj.name, (eh_proj.source, eh_proj.beyond_coverage))
 
     time_s = sum(by_type.values())
     return StepCost(
@@ -396,6 +437,7 @@ def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_toke
         by_layer_type_s=by_type,
         load_source=load.source if load is not None else "dense model",
         sources=tuple(sorted(sources)),
+        operator_sources=tuple((name, *operators[name]) for name in sorted(operators)),
     )
 
 
@@ -408,6 +450,7 @@ class _Layers:
     moe_breakdown_s: dict[str, float]  # the MoE layers' share of breakdown_s
     moe_layer_s: float  # one MoE layer on average
     sources: frozenset
+    operators: dict  # operator name -> (source, beyond coverage)
 
 
 def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_tokens: float, queries: int) -> _Layers:
@@ -426,6 +469,7 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
     dense = _Layer(ctx)
     _dense_mlp(dense, b_group)
     sources = set(attention.sources | dense.sources)
+    operators = {**attention.operators, **dense.operators}
 
     breakdown = {c: 0.0 for c in COMPONENTS}
     moe_breakdown = {c: 0.0 for c in COMPONENTS}
@@ -441,6 +485,7 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
     if n_moe:
         m = _moe(ctx, b_dev, phase)
         sources |= m.sources
+        operators |= m.operators
         attention_stage = (attention.compute_s + m.router_s) * slowdown + attention.comm_s
         expert_stage = (m.shared_expert_s + m.expert_gemm_s) * slowdown
         if overlap:
@@ -462,13 +507,16 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
         moe_breakdown["other"] += m.router_s * n_moe * halves * slowdown
         for c in COMPONENTS:
             breakdown[c] += moe_breakdown[c]
-    return _Layers(by_type, breakdown, moe_breakdown, moe_layer_s, frozenset(sources))
+    return _Layers(by_type, breakdown, moe_breakdown, moe_layer_s, frozenset(sources), operators)
 
 
-def _head(ctx: StepContext, head_rows: float, embed_rows: float) -> tuple[float, set[str]]:
+def _head(ctx: StepContext, head_rows: float, embed_rows: float,
+          operators: dict | None = None) -> tuple[float, set[str]]:
     """LM head over `head_rows` rows and the embedding lookup of `embed_rows`, on one device of a TP group."""
     arch = ctx.arch
     head = _gemm(ctx, head_rows, arch.vocab_size // ctx.layout.tp, arch.hidden_size, ctx.precision.of("lm_head"), "lm_head")
     embed = _memory_op(ctx.costs, ctx.cluster.device, 2 * embed_rows * arch.hidden_size * ctx.precision.combine.bytes_per_element,
                        "embedding")
+    if operators is not None:
+        operators.update({c.name: (c.source, c.beyond_coverage) for c in (head, embed)})
     return head.total_s + embed.total_s, {head.source, embed.source}

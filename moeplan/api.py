@@ -14,9 +14,10 @@ import numpy as np
 from hwmodels import arithmetic, catalog, units
 from hwmodels.deployment import Deployment
 from hwmodels.errors import InputError
-from hwmodels.calibrate import deployments, kernels_measured
+from hwmodels.calibrate import deployments, kernels_measured, measured_deployments
 from hwmodels.calibrate.deepep_fit import deepep_report
 from hwmodels.calibrate.deployments import ValidationRow
+from hwmodels.calibrate.measured_deployments import MeasuredPrediction
 from hwmodels.calibrate.gemm_fit import fit_report_table
 from hwmodels.fit import FitReport, fit
 from hwmodels.ingest.requests import RequestTrace, load_trace
@@ -42,7 +43,7 @@ __all__ = ["InputError", "KVPolicy", "Plan", "PlanView", "RequestTrace", "Router
            "ValidationRow", "app_script", "bench_kernels", "check", "clusters", "compare", "compare_placements",
            "default_kernel_csv", "deployment", "devices", "kernel_fits", "load_plan", "model_config", "model_summary",
            "models", "number_formats", "plan", "read_routing_counts", "read_trace", "simulate", "sweep", "units",
-           "validate", "validation_summary", "workloads"]
+           "validate", "validate_measured", "measured_summary", "validation_summary", "workloads"]
 
 
 SpecLike = str | Path | Mapping | Spec | Deployment
@@ -110,6 +111,18 @@ def model_summary(name_or_path: str, precision: Mapping[str, str] | None = None,
 def validate(deployments_yaml: str | Path | None = None) -> list[ValidationRow]:
     """Predicted vs published for each scenario of a deployments YAML (default: the project's published set)."""
     return deployments.validate(deployments_yaml)
+
+
+def validate_measured(csv_path: str | Path) -> list[MeasuredPrediction]:
+    """Every row of a measured-deployments CSV (the columns of ../shared/data/measured/aic-silicon-moe.csv) rebuilt
+    and its TTFT and TPOT predicted on its engine's measured kernel tables; a row not modelled carries its reason."""
+    return measured_deployments.predict_file(csv_path)
+
+
+def measured_summary(rows: Sequence[MeasuredPrediction], by: str | None = None) -> list[dict]:
+    """Coverage and median |error|, MAPE and p90 of TTFT and TPOT, moeplan's and the peer's, per group of `by`
+    (model, system, engine or mode; None: all rows)."""
+    return measured_deployments.summarize(list(rows), by)
 
 
 def validation_summary(rows: Sequence[ValidationRow]) -> dict:

@@ -22,7 +22,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from moeplan import api, cli_show, launch, report
+from moeplan import api, cli_measured, cli_show, launch, report
 from moeplan.api import InputError, KVPolicy, Router, SimConfig
 from moeplan.cli_show import EXIT_NO, console, print_json
 from moeplan.cli_args import (Parser, bounds_help, check_argv, check_together, float_in, int_in, missing_command, names,
@@ -161,6 +161,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print a JSON list of {id, predicted, published, error, ...}")
     s.add_argument("--kernels", action="store_true",
                    help="also print the kernel-level fits: DeepGEMM rows (with leave-one-out error) and DeepEP rows")
+    s.add_argument("--measured", metavar="FILE.csv", help="predict TTFT and TPOT of every row of a measured-deployments CSV "
+                   "(columns of ../shared/data/measured/aic-silicon-moe.csv) instead, beside the peer's predictions")
     s.set_defaults(run=_validate)
 
     s = sub.add_parser("simulate", help="replay a request trace through a plan: TTFT/TPOT percentiles, goodput, cost")
@@ -399,6 +401,8 @@ def _bench_kernels(args) -> int:
 
 
 def _validate(args) -> int:
+    if args.measured is not None:
+        return cli_measured.run(args)
     rows = api.validate(args.deployments)
     fits = api.kernel_fits() if args.kernels else None
     if args.json:

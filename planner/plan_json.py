@@ -138,7 +138,11 @@ def _candidate(c: Candidate, is_moe: bool) -> dict[str, Any]:
 def _step(s: StepCost) -> dict[str, Any]:
     return {"phase": s.phase, "time_s": s.time_s, "tokens_per_device": s.tokens_per_device, "breakdown_s": s.breakdown_s,
             "overlap_hidden_s": s.overlap_hidden_s, "by_layer_type_s": s.by_layer_type_s, "load_source": s.load_source,
-            "sources": list(s.sources)}
+            "sources": list(s.sources),
+            # which source priced each operator (a measured table: GPU, engine, version, table; the fitted model;
+            # the roofline) and how far outside measured coverage its shape lay (1.0: inside)
+            "operator_sources": [{"operator": name, "source": source, "beyond_coverage": beyond}
+                                 for name, source, beyond in s.operator_sources]}
 
 
 def _placement(summary: PlacementSummary, placement: Placement | None) -> dict[str, Any]:
@@ -259,7 +263,16 @@ def _read_step(r: _Reader, key: str) -> StepCost:
         raise InputError(f"{r.source}: {key}.breakdown_s", f"has components {sorted(breakdown)}, not {list(COMPONENTS)}", _REPLAN)
     return StepCost(r.choice(f"{key}.phase", Phase), r.number(f"{key}.time_s", positive=True),
                     r.number(f"{key}.tokens_per_device"), breakdown, r.number(f"{key}.overlap_hidden_s", signed=True),
-                    r.numbers(f"{key}.by_layer_type_s"), r.text(f"{key}.load_source"), r.strings(f"{key}.sources"))
+                    r.numbers(f"{key}.by_layer_type_s"), r.text(f"{key}.load_source"), r.strings(f"{key}.sources"),
+                    _read_operator_sources(r, f"{key}.operator_sources"))
+
+
+def _read_operator_sources(r: _Reader, key: str) -> tuple[tuple[str, str, float], ...]:
+    """Absent in a plan.json written before operators were labelled one by one: none."""
+    if r.at(key, required=False) is None:
+        return ()
+    return tuple((r.text(f"{key}.{i}.operator"), r.text(f"{key}.{i}.source"),
+                  r.number(f"{key}.{i}.beyond_coverage", positive=True)) for i in range(r.count(key, minimum=0)))
 
 
 def _read_memory(r: _Reader, key: str, layout: Layout, d: Deployment) -> DeviceMemory:

@@ -9,21 +9,32 @@ names its source: the fit or published figure, and how it was scaled to the devi
 `fitted_costs()` builds it from the fits hwmodels.calibrate stored in catalogs/fits/ and the published kernel
 rates in catalogs/published/kernels.yaml, once per process; a study of another source (a refit, a what-if
 overlap efficiency) replaces fields with dataclasses.replace.
+
+With `measured` set (`costs_for(device, engine, version)`, the optional `moeplan[measured]` extra), GEMMs, the
+routed experts of a MoE layer, MLA attention and the TP all-reduce are priced first from NVIDIA's measured
+kernel tables for that GPU and engine (hwmodels.calibrate.measured_costs); a shape the tables do not cover
+falls back to the fitted model, whose label then says which table missed and by how much. A measured time is
+never below the operator's pure roofline (it is raised to it, as a measurement cannot beat the hardware). Every
+OpCost says which source priced it and `beyond_coverage`, how far outside measured coverage it lay.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 
 from hwmodels import catalog, collectives, efficiency
+from hwmodels.calibrate.measured_costs import Measured, MeasuredSource, best_covered_engine, source_for
 from hwmodels.collectives import CollectiveFit, CommCost
 from hwmodels.efficiency import AttentionRates, GemmEfficiency
 from hwmodels.hardware import Cluster, Device
-from hwmodels.roofline import OpCost
+from hwmodels.precision import DTYPES
+from hwmodels.roofline import OpCost, roofline_cost
 from hwmodels.units import GB, TB, TFLOPS
+
+_KV_FORMATS = {DTYPES[name].bytes_per_element: name for name in ("fp8", "bf16")}  # KV cache bytes -> format
 
 
 @dataclass(frozen=True, eq=False)  # identity equality: it keys the step model's operator caches cheaply
@@ -34,15 +45,40 @@ class OperatorCosts:
     deepep_ascend: CollectiveFit  # those of Huawei NPUs
     overlap_efficiency: float  # two-batch overlap hides this fraction of the shorter of each overlapped pair
     overlap_source: str
+    measured: MeasuredSource | None = None  # NVIDIA's measured tables for one GPU and engine; None: fits only
 
     def collective_fit(self, device: Device) -> CollectiveFit:
         """The fit measured on the device's own family: DeepEP-Ascend for Huawei NPUs, DeepEP on H800 otherwise."""
         return self.deepep_ascend if device.vendor == "huawei" else self.deepep
 
     def gemm(self, device: Device, m: int, n: int, k: int, dtype: str = "fp8", groups: int = 1, layout: str = "dense",
-             weight_bytes_per_element: float | None = None, name: str = "gemm") -> OpCost:
-        return efficiency.gemm_cost(device, m, n, k, self.gemm_fit, dtype, groups, layout,
-                                    weight_bytes_per_element=weight_bytes_per_element, name=name)
+             weight_bytes_per_element: float | None = None, name: str = "gemm", quant: str | None = None) -> OpCost:
+        """quant: the weight's number format (hwmodels.precision.SCHEMES), which picks the measured table."""
+        fitted = efficiency.gemm_cost(device, m, n, k, self.gemm_fit, dtype, groups, layout,
+                                      weight_bytes_per_element=weight_bytes_per_element, name=name)
+        if self.measured is None or groups != 1 or quant is None or m == 0:
+            return fitted  # grouped GEMMs (absorbed-MLA bmm) have no dense-GEMM table
+        return _priced(fitted, self.measured.gemm(m, n, k, quant))
+
+    def moe_experts(self, device: Device, num_tokens: float, hidden: int, inter: int, top_k: int, num_experts: int,
+                    moe_tp: int, moe_ep: int, quant: str, weight_bytes_per_element: float,
+                    name: str = "routed_experts") -> OpCost | None:
+        """The routed experts of one MoE layer on one device from a measured table, or None where no table covers
+        them (the step model then prices its grouped GEMMs with the fitted model). num_tokens: tokens entering
+        the layer's expert group; the device holds num_experts / moe_ep experts, each 1 / moe_tp of its width."""
+        if self.measured is None:
+            return None
+        hit = self.measured.moe(num_tokens, hidden, inter, top_k, num_experts, moe_tp, moe_ep, quant)
+        if hit.latency_s is None:
+            return None
+        pairs = num_tokens * top_k / moe_ep  # (token, expert) pairs on this device's experts
+        width = inter / moe_tp
+        experts_read = min(num_experts / moe_ep, pairs)  # an expert no token chose is not read
+        flops = 2.0 * 3 * hidden * width * pairs
+        bytes_moved = experts_read * 3 * hidden * width * weight_bytes_per_element
+        peak = efficiency.peak_flops(device, quant_dtype(quant))
+        floor = roofline_cost(name, flops, bytes_moved, peak, device.hbm_bytes_per_s)
+        return _priced(floor, hit)
 
     def elementwise(self, device: Device, bytes_moved: float, name: str = "elementwise") -> OpCost:
         return efficiency.elementwise_cost(device, bytes_moved, self.gemm_fit, name)
@@ -54,17 +90,33 @@ class OperatorCosts:
 
     def mla_decode(self, device: Device, batch: int, context_tokens: float, num_heads: int, kv_lora_rank: int,
                    qk_rope_head_dim: int, kv_bytes_per_element: float) -> OpCost:
-        return efficiency.mla_decode_cost(device, batch, context_tokens, num_heads, self.attention,
-                                          self.gemm_fit.launch_overhead_s, kv_lora_rank, qk_rope_head_dim,
-                                          kv_bytes_per_element)
+        fitted = efficiency.mla_decode_cost(device, batch, context_tokens, num_heads, self.attention,
+                                            self.gemm_fit.launch_overhead_s, kv_lora_rank, qk_rope_head_dim,
+                                            kv_bytes_per_element)
+        kv = _KV_FORMATS.get(kv_bytes_per_element)
+        if self.measured is None or kv is None or batch < 1:
+            return fitted
+        return _priced(fitted, self.measured.mla_decode(batch, context_tokens, num_heads, kv))
 
     def attention_prefill(self, device: Device, tokens: int, context_tokens: float, num_heads: int, qk_head_dim: int,
-                          v_head_dim: int) -> OpCost:
-        return efficiency.attention_prefill_cost(device, tokens, context_tokens, num_heads, qk_head_dim, v_head_dim,
-                                                 self.attention, self.gemm_fit.launch_overhead_s)
+                          v_head_dim: int, mla: bool = False) -> OpCost:
+        """context_tokens: the causal average, (prompt + 1) / 2; mla: the MLA kernel (the measured table's)."""
+        fitted = efficiency.attention_prefill_cost(device, tokens, context_tokens, num_heads, qk_head_dim, v_head_dim,
+                                                   self.attention, self.gemm_fit.launch_overhead_s)
+        if self.measured is None or not mla or tokens < 1:
+            return fitted
+        prompt = max(2.0 * context_tokens - 1.0, 1.0)
+        # the table's bf16-cache rows: prefill attention reads the fresh keys, not the cache
+        return _priced(fitted, self.measured.mla_prefill(tokens / prompt, prompt, num_heads, "bf16"))
 
     def allreduce(self, cluster: Cluster, group_devices: int, bytes_per_device: float) -> CommCost:
-        return collectives.allreduce_cost(cluster, group_devices, bytes_per_device, fit=self.collective_fit(cluster.device))
+        fitted = collectives.allreduce_cost(cluster, group_devices, bytes_per_device, fit=self.collective_fit(cluster.device))
+        if self.measured is None or group_devices > cluster.unit.devices_per_node or bytes_per_device <= 0:
+            return fitted  # the measured all-reduce ran inside one node
+        hit = self.measured.allreduce(group_devices, bytes_per_device / DTYPES["bf16"].bytes_per_element)
+        if hit.latency_s is None:
+            return replace(fitted, source=f"{fitted.source} [{hit.label}, {hit.beyond:.2g}x outside]")
+        return replace(fitted, time_s=hit.latency_s, latency_s=0.0, source=hit.label)
 
     def dispatch(self, cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int,
                  num_experts: int, bytes_per_element: float, scale_bytes_per_token: float,
@@ -78,6 +130,39 @@ class OperatorCosts:
         return collectives.combine_cost(cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts,
                                         bytes_per_element, dest_probability=dest_probability, mode=mode,
                                         fit=self.collective_fit(cluster.device))
+
+
+def quant_dtype(quant: str) -> str:
+    """The compute dtype of a number format: int4 runs weight-only in bf16, a block-scaled format in its element."""
+    from hwmodels.precision import scheme
+    s = scheme(quant)
+    return "bf16" if s.dtype.name == "int4" else s.dtype.name
+
+
+def _priced(fitted: OpCost, hit: Measured) -> OpCost:
+    """The measured time where the table covers the shape (keeping the fitted model's counts and its
+    compute/memory split), else the fitted cost labelled with the table that missed."""
+    if hit.latency_s is None:
+        return replace(fitted, source=f"{fitted.source} [fitted: {hit.label}]", beyond_coverage=hit.beyond)
+    time_s = max(hit.latency_s, fitted.roofline_s)
+    scale = time_s / fitted.total_s if fitted.total_s > 0 else 1.0
+    label = hit.label if time_s == hit.latency_s else f"{hit.label}, raised to the roofline"
+    return replace(fitted, compute_s=fitted.compute_s * scale, memory_s=fitted.memory_s * scale,
+                   overhead_s=fitted.overhead_s * scale, source=label, beyond_coverage=hit.beyond)
+
+
+@lru_cache(maxsize=64)
+def costs_for(device_name: str, engine: str | None, version: str | None = None) -> OperatorCosts:
+    """The operator costs for a catalog device served by `engine` (sglang, trtllm, vllm) at `version`: the
+    measured tables where the package is installed and measured that GPU, else the fitted model. engine None:
+    the stored fits alone."""
+    measured = source_for(device_name, engine, version) if engine else None
+    return fitted_costs() if measured is None else replace(fitted_costs(), measured=measured)
+
+
+def default_engine(device_name: str) -> str | None:
+    """The engine the measured tables cover best on this device (None: no measured tables for it)."""
+    return best_covered_engine(device_name)
 
 
 @lru_cache(maxsize=1)

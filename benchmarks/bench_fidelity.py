@@ -1,0 +1,86 @@
+"""Issue 17's bars on NVIDIA's silicon sample (../shared/data/measured/aic-silicon-moe.csv) and the step model's speed
+with measured tables on. Prints each bar, the figure and whether it is met; writes benchmarks/results/bench_fidelity.json.
+
+Bars: coverage >= 90% of the rows whose model the catalog holds; TPOT median |error| <= 12%, TTFT <= 25%; on the rows
+both predict, below the peer's (AIConfigurator 0.12); bench_step-style scoring >= 2,000 layouts/s with tables on.
+Run: python benchmarks/bench_fidelity.py (needs: pip install 'moeplan[measured]')
+"""
+
+import itertools
+import time
+from pathlib import Path
+
+from hwmodels.calibrate import measured_tables
+from hwmodels.calibrate.measured_deployments import predict_file, summarize
+from hwmodels.calibrate.operator_costs import costs_for
+from hwmodels.catalog import load_model, load_unit
+from hwmodels.hardware import make_cluster
+from hwmodels.layout import Layout
+from hwmodels.precision import default_plan
+from hwmodels.step import StepContext
+from record import run_context, write_results
+
+MEASURED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "measured" / "aic-silicon-moe.csv"
+BARS = {"coverage": 0.90, "tpot_median": 0.12, "ttft_median": 0.25, "layouts_per_s": 2000}
+
+
+def step_rate() -> float:
+    """bench_step's grid (Kimi K2 on 128 x H200, decode + prefill step) priced by SGLang's measured tables."""
+    arch = load_model("kimi-k2")
+    plan = default_plan(arch.quantization_config, arch.torch_dtype)
+    cluster = make_cluster(load_unit("hgx-h200"), units=16)
+    costs = costs_for("h200-sxm", "sglang")
+    StepContext(arch, plan, cluster, Layout(tp=1, dp=128), costs=costs).step("decode", 8, 4096)  # load the tables once
+    grid = list(itertools.product((1, 2, 4, 8), (False, True), (0, 32, 64, 128), range(8, 520, 8)))
+    start = time.perf_counter()
+    for tp, overlap, redundant, batch in grid:
+        layout = Layout(tp=tp, dp=cluster.num_devices // tp, redundant_experts=redundant, two_batch_overlap=overlap)
+        ctx = StepContext(arch, plan, cluster, layout, costs=costs)
+        ctx.step("decode", batch, 4096)
+        ctx.step("prefill", 32 * batch, 4096)
+    return len(grid) / (time.perf_counter() - start)
+
+
+def main() -> int:
+    if measured_tables.database_root() is None:
+        print("aiconfigurator-core is not installed: pip install 'moeplan[measured]'")
+        return 2
+    started = run_context()
+    start = time.perf_counter()
+    rows = predict_file(MEASURED_CSV)
+    validate_s = time.perf_counter() - start
+    overall = summarize(rows)[0]
+    figures = {"rows": overall["rows"], "in_catalog": overall["in_catalog"], "modelled": overall["modelled"],
+               "coverage": overall["coverage"], "validate_wall_s": validate_s, "layouts_per_s": step_rate()}
+    for metric in ("ttft", "tpot"):
+        for who in ("moeplan", "peer", "moeplan_on_both"):
+            figures[f"{who}_{metric}_median"] = overall[f"{who}_{metric}_median"]
+    figures["by_engine"] = {g["group"]: {k: g[k] for k in ("modelled", "moeplan_ttft_median", "moeplan_tpot_median",
+                                                          "peer_ttft_median", "peer_tpot_median")}
+                            for g in summarize(rows, "engine")}
+    checks = [
+        ("coverage of catalog models", figures["coverage"], ">=", BARS["coverage"]),
+        ("TPOT median |error|", figures["moeplan_tpot_median"], "<=", BARS["tpot_median"]),
+        ("TTFT median |error|", figures["moeplan_ttft_median"], "<=", BARS["ttft_median"]),
+        ("TPOT median |error| on rows both predict, vs peer", figures["moeplan_on_both_tpot_median"], "<=",
+         figures["peer_tpot_median"]),
+        ("TTFT median |error| on rows both predict, vs peer", figures["moeplan_on_both_ttft_median"], "<=",
+         figures["peer_ttft_median"]),
+        ("layouts/s with measured tables", figures["layouts_per_s"], ">=", BARS["layouts_per_s"]),
+    ]
+    met_all = True
+    for name, value, op, bar in checks:
+        met = value >= bar if op == ">=" else value <= bar
+        met_all &= met
+        fmt = "{:,.0f}" if "layouts" in name else "{:.1%}"
+        print(f"{'MET ' if met else 'MISS'} {name}: {fmt.format(value)} (bar {op} {fmt.format(bar)})")
+    for engine, g in figures["by_engine"].items():
+        print(f"     {engine}: {g['modelled']} rows, TTFT median {g['moeplan_ttft_median']:.1%} (peer {g['peer_ttft_median']:.1%}), "
+              f"TPOT median {g['moeplan_tpot_median']:.1%} (peer {g['peer_tpot_median']:.1%})")
+    print(f"validate --measured on {figures['rows']} rows took {validate_s:.1f} s")
+    write_results("bench_fidelity", figures, started)
+    return 0 if met_all else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

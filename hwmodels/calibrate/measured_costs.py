@@ -1,0 +1,160 @@
+"""Operator latencies from NVIDIA's measured kernel database, for one device and serving engine.
+
+`MeasuredSource(system, engine, version)` answers the operator-cost interface's questions from the tables
+hwmodels.calibrate.measured_tables reads in place, interpolated by hwmodels.calibrate.measured_grid's rule.
+Every answer is a `Measured`: the latency in seconds, or None where the tables do not cover the shape, with
+its label (package version, GPU, engine, the engine version whose table answered, table and dtype) and how
+far outside the measured range it extrapolated. The engine version is the nearest measured one
+(measured_tables.nearest_version); if that version lacks the dtype or model shape asked, the next nearest is
+tried, and the label names the version that answered.
+
+What each table's coordinates mean (NVIDIA's collectors, aiconfigurator_core/sdk/operations):
+- gemm_perf: one dense GEMM [m, k] x [k, n] per device, per `gemm_dtype`.
+- moe_perf: the routed experts of one MoE layer on one device (grouped GEMMs, activation, local permute),
+  for `num_tokens` tokens entering the layer's expert-parallel group (each attention-DP rank's tokens,
+  summed), with `moe_tp_size` x `moe_ep_size` devices sharing the experts; `distribution` balanced.
+- generation_mla_perf / context_mla_perf: the MLA attention core of one layer on one device, `num_heads`
+  heads on that device, `batch_size` sequences, KV length `step` (decode) or prompt length `isl` (prefill).
+- custom_allreduce_perf: the engine's all-reduce of `message_size` bf16 elements over `num_gpus` GPUs
+  (several kernels per point: the fastest, as CUDA graphs run it, is kept).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from hwmodels.calibrate import measured_tables as tables
+from hwmodels.calibrate.measured_grid import Grid
+from hwmodels.units import ms
+
+# moeplan's number formats (hwmodels.precision.SCHEMES) -> the package's dtype names; a format absent here has
+# no measured table
+GEMM_DTYPES = {"fp8": "fp8_block", "fp8_tensor": "fp8", "bf16": "bfloat16", "fp16": "bfloat16", "nvfp4": "nvfp4"}
+MOE_DTYPES = {"fp8": "fp8_block", "fp8_tensor": "fp8", "bf16": "bfloat16", "fp16": "bfloat16", "nvfp4": "nvfp4",
+              "int4": "int4_wo", "mxfp4": "w4a16_mxfp4"}
+KV_DTYPES = {"bf16": "bfloat16", "fp16": "bfloat16", "fp8": "fp8"}
+BALANCED = ("balanced", "uniform")  # the package's two names for every expert equally loaded
+
+
+@dataclass(frozen=True)
+class Measured:
+    latency_s: float | None  # None: not covered, the caller falls back
+    label: str
+    beyond: float = 1.0  # asked over nearest measured coordinate (1.0: inside the measured range)
+
+
+@dataclass(frozen=True)
+class MeasuredSource:
+    """The measured tables of one `system` (measured_tables.SYSTEMS) and `engine`; `version` None: the newest."""
+
+    system: str
+    engine: str
+    version: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.engine}@{self.version}" if self.version else self.engine
+
+    def gemm(self, m: float, n: int, k: int, quant: str) -> Measured:
+        dtype = GEMM_DTYPES.get(quant)
+        return self._lookup("gemm_perf", dtype, ("gemm_dtype", dtype), (("m", "n", "k"), "m"), (m, n, k))
+
+    def moe(self, num_tokens: float, hidden: int, inter: int, topk: int, num_experts: int, moe_tp: int, moe_ep: int,
+            quant: str) -> Measured:
+        dtype = MOE_DTYPES.get(quant)
+        shape = (("moe_dtype", dtype), ("hidden_size", hidden), ("inter_size", inter), ("topk", topk),
+                 ("num_experts", num_experts), ("moe_tp_size", moe_tp), ("moe_ep_size", moe_ep))
+        return self._lookup("moe_perf", dtype, shape, (("num_tokens",), "num_tokens"), (num_tokens,))
+
+    def mla_decode(self, batch: float, context_tokens: float, heads_per_device: int, kv_quant: str) -> Measured:
+        dtype = KV_DTYPES.get(kv_quant)
+        return self._lookup("generation_mla_perf", dtype, (("kv_cache_dtype", dtype), ("num_heads", heads_per_device)),
+                            (("batch_size", "step"), "batch_size"), (batch, context_tokens))
+
+    def mla_prefill(self, prompts: float, prompt_tokens: float, heads_per_device: int, kv_quant: str) -> Measured:
+        dtype = KV_DTYPES.get(kv_quant)
+        return self._lookup("context_mla_perf", dtype, (("kv_cache_dtype", dtype), ("num_heads", heads_per_device)),
+                            (("batch_size", "isl"), "batch_size"), (prompts, prompt_tokens))
+
+    def allreduce(self, num_gpus: int, elements: float) -> Measured:
+        return self._lookup("custom_allreduce_perf", "bfloat16", (("allreduce_dtype", "bfloat16"),),
+                            (("num_gpus", "message_size"), "message_size"), (num_gpus, elements))
+
+    def _lookup(self, table: str, dtype: str | None, select: tuple, axes: tuple, point: tuple) -> Measured:
+        if isinstance(select[0], str):
+            select = (select,)
+        # a layout search asks the same shapes across layouts and batches: one interpolation per distinct question
+        return _cached_lookup(self, table, dtype, select, axes, tuple(float(x) for x in point))
+
+    def _uncached_lookup(self, table: str, dtype: str | None, select: tuple, axes: tuple, point: tuple) -> Measured:
+        what = f"{table} {dtype}" if dtype else table
+        if dtype is None:
+            return Measured(None, f"no measured {table} for this number format")
+        beyond = 1.0
+        for version in _versions_by_nearness(self.system, self.engine, table, self.version):
+            grid = _grid(self.system, self.engine, table, version, select, axes)
+            if grid is None:
+                continue
+            latency_ms, beyond = grid.lookup(point)
+            label = f"measured: {self.system} {self.engine} {version} {what} (aiconfigurator-core {tables.package_version()})"
+            if latency_ms is None:
+                return Measured(None, f"outside {label}", beyond)
+            return Measured(latency_ms * ms, label, beyond)
+        return Measured(None, f"no measured {what} on {self.system} {self.engine} for this shape", beyond)
+
+
+@lru_cache(maxsize=1 << 16)
+def _cached_lookup(source: MeasuredSource, table: str, dtype: str | None, select: tuple, axes: tuple,
+                   point: tuple) -> Measured:
+    return source._uncached_lookup(table, dtype, select, axes, point)
+
+
+@lru_cache(maxsize=1024)
+def _versions_by_nearness(system: str, engine: str, table: str, asked: str | None) -> tuple[str, ...]:
+    """Measured versions in the order they are tried: the nearest first (measured_tables.nearest_version's rule)."""
+    remaining = list(tables.table_versions(system, engine, table))
+    ordered = []
+    while remaining:
+        pick = tables.nearest_version(remaining, asked)
+        ordered.append(pick)
+        remaining.remove(pick)
+    return tuple(ordered)
+
+
+@lru_cache(maxsize=4096)
+def _grid(system: str, engine: str, table: str, version: str, select: tuple, axes: tuple) -> Grid | None:
+    """The table's rows matching `select` ((column, value) pairs), as a grid over `axes` = (names, token axis)."""
+    path = tables.table_path(system, engine, table, version)
+    if path is None:
+        return None
+    rows = tables.load_table(path)
+    mask = None
+    for column, value in select:
+        if column not in rows.columns:
+            return None
+        hit = rows[column] == value
+        mask = hit if mask is None else mask & hit
+    if "distribution" in rows.columns:
+        mask = mask & rows["distribution"].isin(BALANCED)
+    names, token_axis = axes
+    return Grid.from_frame(rows[mask], names, token_axis)
+
+
+@lru_cache(maxsize=64)
+def source_for(device_name: str, engine: str, version: str | None) -> MeasuredSource | None:
+    """The measured source of a catalog device and engine, or None where the package is absent or the device is
+    not one NVIDIA measured."""
+    system = tables.SYSTEMS.get(device_name)
+    if system is None or tables.database_root() is None or engine not in tables.ENGINES:
+        return None
+    return MeasuredSource(system, engine, version)
+
+
+def best_covered_engine(device_name: str) -> str | None:
+    """The engine whose tables cover the most of what moeplan reads on this device (ties: ENGINES order)."""
+    system = tables.SYSTEMS.get(device_name)
+    if system is None or tables.database_root() is None:
+        return None
+    best = max(tables.ENGINES, key=lambda e: tables.coverage(system, e))
+    return best if tables.coverage(system, best) else None

@@ -1,0 +1,303 @@
+"""Measured deployments (NVIDIA's silicon sample) predicted from moeplan's catalogs and operator costs.
+
+Each row of a measured-deployments CSV (columns of ../shared/data/measured/aic-silicon-moe.csv, SOURCES.md) is a
+benchmark of one deployment: a closed loop of `concurrency` requests of exactly `isl` prompt and `osl` output
+tokens (aiconfigurator's silicon collection: a fixed-concurrency benchmark client, each finished request replaced
+at once, after a warm-up), reporting mean TTFT and TPOT. A row is rebuilt as the catalog model and device, the
+row's number formats, its layout (aggregated: TP, attention DP, MoE TP x EP, batch per rank; disaggregated: the
+prefill and decode workers, each with its layout and batch) and its engine and version (whose measured kernel
+tables price the operators, hwmodels.calibrate.operator_costs.costs_for), with every expert equally loaded
+(the benchmark's random prompts route near-uniformly; the peer assumes the same).
+
+The steady state of that loop, per attention rank carrying n sequences (the requests spread evenly over ranks):
+- aggregated (chunked prefill mixed into the decode batch): over one request's life the rank prefills n prompts
+  (its own and the n - 1 that replace finishing ones), and with attention DP the ranks step in lockstep, so a
+  prompt prefilled on any rank holds all dp of them for its one-rank prefill step
+  (hwmodels.serving.one_rank_prefill_step). Then
+      TPOT = t_decode(n) + (n dp - 1) x (t_prefill - t_decode (dp - 1) / dp) / (osl - 1)
+      TTFT = t_prefill + t_decode(n) / 2 (a prompt waits on average half a step to join) + queueing for the
+             prefill work (M/D/1 at its utilisation).
+- disaggregated: decode ranks only decode, TPOT = t_decode(n); prefill workers serve prompts at
+  workers x DP x batch per prefill step, and the closed loop sends them at concurrency / (TTFT + (osl - 1) TPOT):
+  TTFT = t_prefill + M/D/1 queueing below saturation, else the loop's cycle is set by the prefill rate.
+  The KV transfer between the pools is not modelled (its reason would show in TTFT errors).
+No constant is fitted to these rows: they validate, they never calibrate.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from hwmodels import catalog
+from hwmodels.calibrate import measured_tables
+from hwmodels.calibrate.operator_costs import costs_for
+from hwmodels.errors import InputError
+from hwmodels.hardware import make_cluster
+from hwmodels.layout import Layout
+from hwmodels.precision import default_plan
+from hwmodels.roles import Phase
+from hwmodels.serving import one_rank_prefill_step
+from hwmodels.step import StepContext
+
+# Chunked-prefill budget per step, per attention rank: TensorRT-LLM's default max_num_tokens (8192), SGLang's
+# chunked_prefill_size on large GPUs (8192) and vLLM's max_num_batched_tokens for its serving default (8192).
+STEP_TOKEN_BUDGET = 8192
+MAX_ROWS = 100_000
+# the package's quant-mode names -> moeplan's number formats (hwmodels.precision.SCHEMES)
+FORMATS = {"fp8_block": "fp8", "fp8": "fp8_tensor", "nvfp4": "nvfp4", "bfloat16": "bf16", "float16": "fp16",
+           "int4_wo": "int4", "w4a16_mxfp4": "mxfp4"}
+GEMM_PARTS = ("attention", "dense_mlp", "shared_experts")
+
+
+@dataclass(frozen=True)
+class MeasuredPrediction:
+    id: str
+    model: str
+    system: str
+    engine: str
+    mode: str
+    measured_ttft_s: float | None
+    measured_tpot_s: float | None
+    predicted_ttft_s: float | None  # None: not modelled (reason)
+    predicted_tpot_s: float | None
+    peer_ttft_s: float | None  # AIConfigurator 0.12's own prediction of the row, where the file has one
+    peer_tpot_s: float | None
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        def ms(x):
+            return None if x is None else x * 1e3
+        return {"id": self.id, "predicted_ttft_ms": ms(self.predicted_ttft_s), "predicted_tpot_ms": ms(self.predicted_tpot_s),
+                "reason": self.reason or None}
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("--measured", f"no file '{path}'", "give a measured-deployments CSV like ../shared/data/measured/aic-silicon-moe.csv")
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = []
+            for row in csv.DictReader(f):
+                rows.append(row)
+                if len(rows) > MAX_ROWS:
+                    raise InputError("--measured", f"{path} has more than {MAX_ROWS:,} rows", "split it")
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise InputError("--measured", f"{path} is not a readable CSV ({e})", "give a UTF-8 CSV with a header row") from None
+    if not rows or "id" not in rows[0]:
+        raise InputError("--measured", f"{path} has no rows or no 'id' column", "use the columns of aic-silicon-moe.csv")
+    return rows
+
+
+def predict_file(path: str | Path) -> list[MeasuredPrediction]:
+    return [predict_row(row, i) for i, row in enumerate(read_rows(path))]
+
+
+def _number(row: dict, key: str) -> float | None:
+    text = (row.get(key) or "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _whole(row: dict, key: str) -> int:
+    value = _number(row, key)
+    if value is None or value < 1 or value != int(value):
+        raise _NotModelled(f"{key} is {row.get(key)!r}, not a whole number >= 1")
+    return int(value)
+
+
+class _NotModelled(Exception):
+    pass
+
+
+def predict_row(row: dict, index: int = 0) -> MeasuredPrediction:
+    """One row's prediction; a row moeplan cannot model (or a malformed one) gets a reason, never an exception."""
+    def seconds(key):
+        v = _number(row, key)
+        return None if v is None else v * 1e-3
+    base = dict(id=row.get("id") or f"row {index + 1}", model=row.get("model", ""), system=row.get("system", ""),
+                engine=row.get("backend", ""), mode=row.get("mode", ""), measured_ttft_s=seconds("silicon_ttft_ms"),
+                measured_tpot_s=seconds("silicon_tpot_ms"), peer_ttft_s=seconds("aic_0_12_ttft_ms"),
+                peer_tpot_s=seconds("aic_0_12_tpot_ms"))
+    try:
+        ttft_s, tpot_s = _predict(row)
+    except (_NotModelled, InputError, ValueError) as e:
+        return MeasuredPrediction(**base, predicted_ttft_s=None, predicted_tpot_s=None, reason=str(e).splitlines()[0])
+    return MeasuredPrediction(**base, predicted_ttft_s=ttft_s, predicted_tpot_s=tpot_s)
+
+
+# ------------------------------------------------------------------------------------------------ the rows
+
+
+def _catalog_model(hf_repo: str) -> str:
+    for name in catalog.model_names():
+        if catalog.model_entry(name).get("hf_repo", "").lower() == hf_repo.lower():
+            return name
+    raise _NotModelled(f"model {hf_repo} is not in the catalog")
+
+
+def _device(system: str) -> str:
+    devices = {v: k for k, v in measured_tables.SYSTEMS.items()}
+    if system not in devices:
+        raise _NotModelled(f"system {system} is not a catalog device")
+    return devices[system]
+
+
+@dataclass(frozen=True)
+class _Setup:
+    model: str
+    device: str
+    engine: str
+    version: str
+    formats: dict
+    isl: int
+    osl: int
+    concurrency: int
+
+
+def _setup(row: dict) -> _Setup:
+    engine = row.get("backend", "")
+    if engine not in measured_tables.ENGINES:
+        raise _NotModelled(f"engine {engine!r} is not one of {', '.join(measured_tables.ENGINES)}")
+    formats = {}
+    for column, parts in (("gemm_quant_mode", GEMM_PARTS), ("moe_quant_mode", ("routed_experts",))):
+        mode = row.get(column, "")
+        if mode not in FORMATS:
+            raise _NotModelled(f"{column} {mode!r} has no moeplan number format")
+        formats |= {part: FORMATS[mode] for part in parts}
+    return _Setup(_catalog_model(row.get("model", "")), _device(row.get("system", "")), engine,
+                  row.get("backend_version", "") or None, formats, _whole(row, "isl"), _whole(row, "osl"),
+                  _whole(row, "concurrency"))
+
+
+def _context(s: _Setup, row: dict, prefix: str) -> tuple[StepContext, int]:
+    """The step context of one worker (prefix '' for aggregated, 'prefill_' or 'decode_') and its batch per rank."""
+    tp, dp, pp = _whole(row, f"{prefix}tp_size"), _whole(row, f"{prefix}attention_dp_size"), _whole(row, f"{prefix}pp_size")
+    moe_tp, moe_ep = _whole(row, f"{prefix}moe_tp_size"), _whole(row, f"{prefix}moe_ep_size")
+    if pp != 1:
+        raise _NotModelled(f"{prefix}pp_size {pp}: pipeline stages are not modelled")
+    if tp * dp != moe_tp * moe_ep:
+        raise _NotModelled(f"{prefix}tp x attention_dp = {tp * dp} devices but moe_tp x moe_ep = {moe_tp * moe_ep}")
+    arch = catalog.load_model(s.model)
+    plan = default_plan(arch.quantization_config, arch.torch_dtype).with_overrides(s.formats)
+    unit = catalog.load_unit(catalog.units_for_device(s.device)[0])
+    if tp * dp < unit.devices_per_node:  # a worker on part of one node: the same links, fewer devices on them
+        unit = replace(unit, devices_per_node=tp * dp, scaleup_domain_devices=min(unit.scaleup_domain_devices, tp * dp))
+    cluster = make_cluster(unit, devices=tp * dp)
+    layout = Layout(tp=tp, dp=dp, moe_tp=moe_tp)
+    return StepContext(arch, plan, cluster, layout, costs=costs_for(s.device, s.engine, s.version)), _whole(row, f"{prefix}batch_size")
+
+
+def _prefill_s(ctx: StepContext, isl: int, prompts: int = 1) -> float:
+    """`prompts` prompts of `isl` tokens on one attention rank, in steps of at most STEP_TOKEN_BUDGET tokens, while
+    the other DP ranks have none (the lockstep cost of one rank's prefill)."""
+    tokens = prompts * isl
+    steps = math.ceil(tokens / STEP_TOKEN_BUDGET)
+    chunk = tokens / steps
+    return steps * one_rank_prefill_step(ctx, max(1, round(chunk / ctx.layout.tp)), isl).time_s
+
+
+def _decode_s(ctx: StepContext, sequences_per_rank: float, context_tokens: float) -> float:
+    return ctx.step(Phase.DECODE, max(sequences_per_rank, 1.0) / ctx.layout.tp, context_tokens).time_s
+
+
+def _md1_wait_s(service_s: float, utilization: float) -> float:
+    """Mean wait in an M/D/1 queue (Pollaczek-Khinchine with deterministic service)."""
+    return utilization * service_s / (2 * (1 - utilization))
+
+
+def _predict(row: dict) -> tuple[float, float]:
+    s = _setup(row)
+    context = s.isl + s.osl / 2  # a decoding sequence is halfway through its output on average
+    if row.get("mode") == "agg":
+        ctx, _ = _context(s, row, "")
+        dp = ctx.layout.dp
+        # sequences per rank: the row's batch_size is not a cap (rows at 8x batch_size x DP concurrency measured
+        # no wait for a slot, so the engine admitted them all)
+        n = s.concurrency / dp
+        t_d, t_p = _decode_s(ctx, n, context), _prefill_s(ctx, s.isl)
+        per_prefill = max(t_p - t_d * (dp - 1) / dp, 0.0)  # the other ranks still decode in a one-rank prefill step
+        tpot = t_d + max(n * dp - 1, 0) * per_prefill / max(s.osl - 1, 1)
+        lifetime = t_p + (s.osl - 1) * tpot
+        utilization = min(n * dp * t_p / lifetime, 0.95)
+        ttft = t_p + t_d / 2 + _md1_wait_s(t_p, utilization)
+        return ttft, tpot
+    if row.get("mode") == "disagg":
+        pctx, pbatch = _context(s, row, "prefill_")
+        dctx, dbatch = _context(s, row, "decode_")
+        prefill_workers, decode_workers = _whole(row, "prefill_num_workers"), _whole(row, "decode_num_workers")
+        n = min(dbatch, s.concurrency / (decode_workers * dctx.layout.dp))
+        tpot = _decode_s(dctx, n, context)
+        t_p = _prefill_s(pctx, s.isl, pbatch)
+        rate_per_s = prefill_workers * pctx.layout.dp * pbatch / t_p  # prompts the prefill pool serves per second
+        ttft = t_p
+        for _ in range(50):  # the closed loop's arrival rate depends on TTFT: a fixed point
+            arrivals_per_s = s.concurrency / (ttft + (s.osl - 1) * tpot)
+            utilization = arrivals_per_s / rate_per_s
+            bound = s.concurrency / rate_per_s - (s.osl - 1) * tpot  # prefill-bound cycle
+            new = max(t_p + (_md1_wait_s(t_p, utilization) if utilization < 1 else math.inf), bound, t_p)
+            new = min(new, max(bound, t_p) if utilization >= 0.95 else new)
+            if abs(new - ttft) < 1e-6:
+                break
+            ttft = new
+        return ttft, tpot
+    raise _NotModelled(f"mode {row.get('mode')!r} is neither agg nor disagg")
+
+
+# ------------------------------------------------------------------------------------------------ the summary
+
+GROUPS = ("model", "system", "engine", "mode")
+
+
+def _errors(rows: list[MeasuredPrediction], metric: str, who: str) -> list[float]:
+    """|predicted - measured| / measured of `who` ('predicted' or 'peer') on the rows both it and the file hold."""
+    out = []
+    for r in rows:
+        measured, predicted = getattr(r, f"measured_{metric}_s"), getattr(r, f"{who}_{metric}_s")
+        if measured and predicted is not None:
+            out.append(abs(predicted - measured) / measured)
+    return out
+
+
+def _stats(errors: list[float]) -> dict[str, float | None]:
+    if not errors:
+        return {"median": None, "mape": None, "p90": None}
+    ordered = sorted(errors)
+    return {"median": _quantile(ordered, 0.5), "mape": sum(ordered) / len(ordered), "p90": _quantile(ordered, 0.9)}
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """Linear interpolation between the two nearest ranks (numpy's default)."""
+    position = q * (len(ordered) - 1)
+    lo = int(position)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (position - lo)
+
+
+def summarize(rows: list[MeasuredPrediction], by: str | None = None) -> list[dict[str, Any]]:
+    """Per group of `by` (one of GROUPS; None: all rows): rows, coverage (modelled / rows whose model the catalog
+    holds), and median |error|, MAPE and p90 of TTFT and TPOT for moeplan and for the peer (AIC 0.12), each on the
+    rows it predicts, plus moeplan's on the rows both predict."""
+    keys = sorted({getattr(r, by) for r in rows}) if by else ["all"]
+    out = []
+    for key in keys:
+        group = [r for r in rows if by is None or getattr(r, by) == key]
+        in_catalog = [r for r in group if "is not in the catalog" not in r.reason]
+        modelled = [r for r in group if r.predicted_tpot_s is not None]
+        both = [r for r in modelled if r.peer_tpot_s is not None]
+        entry: dict[str, Any] = {"group": key, "rows": len(group), "in_catalog": len(in_catalog), "modelled": len(modelled),
+                                 "coverage": len(modelled) / len(in_catalog) if in_catalog else None,
+                                 "peer_modelled": sum(r.peer_tpot_s is not None for r in group), "both": len(both)}
+        for metric in ("ttft", "tpot"):
+            for who, subset in (("moeplan", modelled), ("peer", group), ("moeplan_on_both", both)):
+                stats = _stats(_errors(subset, metric, "peer" if who == "peer" else "predicted"))
+                entry |= {f"{who}_{metric}_{k}": v for k, v in stats.items()}
+        out.append(entry)
+    return out

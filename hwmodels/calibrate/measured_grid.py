@@ -1,0 +1,82 @@
+"""Interpolation over a measured table's own coordinates.
+
+A `Grid` is one table cut to its numeric axes (e.g. GEMM: m, n, k for one dtype), every axis the sorted
+distinct values the table measured, the latency at each grid point (NaN where that combination was not
+measured). The rule, the same for every table:
+
+1. Inside the measured range of every axis: multilinear interpolation of log(latency) in log(coordinate)
+   between the 2^d surrounding grid points. Kernel latency is close to a power law of each size between two
+   measured sizes (flat where launch-bound, linear where bound by work), which log-log interpolation follows
+   exactly at both ends; it never leaves the range of the surrounding measurements.
+2. The token axis (GEMM m, MoE tokens, attention batch) past its largest measured value: the latency at the
+   largest value scaled linearly in tokens (the work-bound limit, where time is proportional to tokens);
+   below its smallest: the latency at the smallest (the launch-bound floor). `beyond` records the ratio.
+3. Any other axis outside its measured range, or a surrounding grid point that was not measured: not
+   covered (`lookup` returns None with `beyond`), and the caller falls back to the fitted model, labelled.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """axes: per axis, its sorted measured values; log_latency: [len(axis) for axis in axes], NaN = not measured.
+    token_axis: the index of the axis rule 2 extrapolates along (None: none)."""
+
+    names: tuple[str, ...]
+    axes: tuple[np.ndarray, ...]
+    log_latency: np.ndarray
+    token_axis: int | None
+
+    @classmethod
+    def from_frame(cls, rows: pd.DataFrame, axes: tuple[str, ...], token_axis: str | None,
+                   value: str = "latency") -> Grid | None:
+        """The grid of `rows` over `axes`; duplicate points (several kernels of one dtype) keep the fastest,
+        the kernel an engine's autotuner would pick. None when `rows` is empty or holds a non-positive time."""
+        rows = rows[rows[value] > 0]
+        if rows.empty:
+            return None
+        best = rows.groupby(list(axes), sort=True)[value].min()
+        values = tuple(np.array(sorted(rows[a].unique()), dtype=float) for a in axes)
+        table = np.full(tuple(len(v) for v in values), np.nan)
+        index = tuple(np.searchsorted(v, np.asarray(best.index.get_level_values(i), dtype=float))
+                      for i, v in enumerate(values))
+        table[index] = np.log(best.to_numpy(dtype=float))
+        return cls(tuple(axes), values, table, axes.index(token_axis) if token_axis in axes else None)
+
+    def lookup(self, point: tuple[float, ...]) -> tuple[float | None, float]:
+        """(latency in the table's unit or None where not covered, beyond): beyond is how far the point lies
+        outside the measured range, as the largest ratio of asked to nearest measured coordinate (1.0 inside)."""
+        corners: list[list[tuple[int, float]]] = []
+        scale, beyond = 1.0, 1.0
+        for i, (x, axis) in enumerate(zip(point, self.axes)):
+            x = float(x)
+            lo, hi = axis[0], axis[-1]
+            if x > hi or x < lo:
+                ratio = x / hi if x > hi else lo / max(x, 1e-30)
+                beyond = max(beyond, ratio)
+                if i != self.token_axis:
+                    return None, float(beyond)
+                if x > hi:
+                    scale = x / hi  # rule 2: linear in tokens past the largest measurement
+                x = min(max(x, lo), hi)
+            j = int(np.searchsorted(axis, x))
+            if j < len(axis) and axis[j] == x:
+                corners.append([(j, 1.0)])
+                continue
+            a, b = axis[j - 1], axis[j]
+            w = (np.log(x) - np.log(a)) / (np.log(b) - np.log(a))
+            corners.append([(j - 1, 1.0 - w), (j, w)])
+        total = 0.0
+        for combo in itertools.product(*corners):
+            v = self.log_latency[tuple(c[0] for c in combo)]
+            if np.isnan(v):
+                return None, float(beyond)
+            total += float(np.prod([c[1] for c in combo])) * v
+        return float(np.exp(total)) * scale, float(beyond)

@@ -1,0 +1,113 @@
+"""NVIDIA's measured kernel database, read in place from the installed `aiconfigurator-core` package.
+
+`aiconfigurator-core` (PyPI, Apache-2.0; `pip install 'moeplan[measured]'`) ships kernel latencies measured per
+GPU, serving engine and engine version under `aiconfigurator_core/systems/data/<system>/<op>/<engine>/<version>/`:
+one parquet table per kernel family (`gemm_perf`, `moe_perf`, `generation_mla_perf`, `context_mla_perf`,
+`custom_allreduce_perf`, ...), `latency` in milliseconds, with a `collection_meta.yaml` per folder and, where a
+version re-uses another's collection, a `reuse.yaml` naming it. This module finds that folder without importing
+the package (its Rust extension is not needed to read data), lists what is measured, and loads a table's rows.
+Nothing is copied into this repository. Without the package, `database_root()` is None and every caller falls
+back to the fitted model.
+
+Version rule (`nearest_version`): the asked version if measured, else the newest measured version older than
+it, else the oldest newer one; versions compare by their numeric parts (1.2.0rc6.post2 -> 1, 2, 0, 6, 2).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+from hwmodels import safe_yaml
+
+PACKAGE = "aiconfigurator_core"
+ENGINES = ("sglang", "trtllm", "vllm")
+# catalog device -> the package's system folder (the SXM boards and the Grace-Blackwell GPUs it measured)
+SYSTEMS = {"h100-sxm": "h100_sxm", "h200-sxm": "h200_sxm", "b200-sxm": "b200_sxm", "b300-sxm": "b300_sxm",
+           "gb200": "gb200", "gb300": "gb300"}
+# table -> the op folder it lives in
+TABLE_FOLDERS = {"gemm_perf": "gemm", "moe_perf": "moe", "generation_mla_perf": "mla", "context_mla_perf": "mla",
+                 "custom_allreduce_perf": "comm"}
+
+
+@lru_cache(maxsize=1)
+def database_root() -> Path | None:
+    """`.../aiconfigurator_core/systems/data` of the installed package, or None where it is not installed."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations))) / "systems" / "data"
+    return root if root.is_dir() else None
+
+
+@lru_cache(maxsize=1)
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("aiconfigurator-core")
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Numeric parts in order: '1.2.0rc6.post2' -> (1, 2, 0, 6, 2); a pre-release sorts by its numbers only."""
+    return tuple(int(x) for x in re.findall(r"\d+", version))
+
+
+def nearest_version(measured: list[str], asked: str | None) -> str | None:
+    """See the module docstring; None asked: the newest measured."""
+    if not measured:
+        return None
+    ordered = sorted(measured, key=version_key)
+    if asked is None:
+        return ordered[-1]
+    if asked in measured:
+        return asked
+    older = [v for v in ordered if version_key(v) < version_key(asked)]
+    return older[-1] if older else ordered[0]
+
+
+@lru_cache(maxsize=512)
+def table_versions(system: str, engine: str, table: str) -> tuple[str, ...]:
+    """Engine versions with `table` measured (or re-used from another version's collection) on `system`."""
+    root = database_root()
+    if root is None:
+        return ()
+    folder = root / system / TABLE_FOLDERS[table] / engine
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted((v.name for v in folder.iterdir() if table_path(system, engine, table, v.name)), key=version_key))
+
+
+@lru_cache(maxsize=512)
+def table_path(system: str, engine: str, table: str, version: str) -> Path | None:
+    """The parquet file of `table` for that version: its own, or the one its reuse.yaml names."""
+    root = database_root()
+    if root is None:
+        return None
+    folder = root / system / TABLE_FOLDERS[table] / engine / version
+    own = folder / f"{table}.parquet"
+    if own.is_file():
+        return own
+    reuse = folder / "reuse.yaml"
+    if reuse.is_file():
+        record = safe_yaml.load(reuse.read_text(), str(reuse)) or {}
+        for item in record.get("reuse", []) if isinstance(record, dict) else []:
+            if isinstance(item, dict) and item.get("table") == table and item.get("from_version") != version:
+                return table_path(system, engine, table, str(item.get("from_version")))
+    return None
+
+
+@lru_cache(maxsize=64)
+def load_table(path: Path) -> pd.DataFrame:
+    """A table's rows as the package stores them (latency in ms); cached per process, read only."""
+    return pd.read_parquet(path)
+
+
+def coverage(system: str, engine: str) -> int:
+    """How many of the tables moeplan reads are measured for this system and engine (to pick a default engine)."""
+    return sum(bool(table_versions(system, engine, t)) for t in TABLE_FOLDERS)

@@ -1,0 +1,95 @@
+"""The measured kernel tables (aiconfigurator-core, moeplan[measured]) behind the operator-cost interface, and the
+measured-deployments validation (../shared/data/measured/aic-silicon-moe.csv, NVIDIA's silicon sample; SOURCES.md).
+Skipped where the package is absent, except under CI=true, which installs the extra and must run them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hwmodels.calibrate import measured_tables
+from hwmodels.calibrate.measured_grid import Grid
+
+MEASURED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "measured" / "aic-silicon-moe.csv"
+needs_package = pytest.mark.skipif(measured_tables.database_root() is None and os.environ.get("CI") != "true",
+                                   reason="aiconfigurator-core is not installed (pip install 'moeplan[measured]')")
+
+
+def test_grid_interpolates_log_log_and_extrapolates_tokens_linearly():
+    rows = pd.DataFrame({"m": [1, 1, 100, 100], "n": [10, 100, 10, 100], "latency": [1.0, 2.0, 4.0, 8.0]})
+    grid = Grid.from_frame(rows, ("m", "n"), "m")
+    assert grid.lookup((1, 10)) == (pytest.approx(1.0), 1.0)
+    assert grid.lookup((10, 10))[0] == pytest.approx(2.0)  # halfway in log m: the geometric mean
+    assert grid.lookup((400, 100)) == (pytest.approx(32.0), 4.0)  # rule 2: linear past the largest m
+    assert grid.lookup((0.5, 10)) == (pytest.approx(1.0), 2.0)  # the launch floor below the smallest
+    assert grid.lookup((10, 1000)) == (None, 10.0)  # another axis outside: not covered
+
+
+def test_nearest_version():
+    assert measured_tables.nearest_version(["0.5.10", "0.5.14"], "0.5.12") == "0.5.10"
+    assert measured_tables.nearest_version(["1.3.0rc20"], "1.2.0rc6.post2") == "1.3.0rc20"
+    assert measured_tables.nearest_version(["0.5.10", "0.5.14"], None) == "0.5.14"
+
+
+@needs_package
+def test_measured_costs_are_labelled_and_never_below_the_roofline():
+    from hwmodels.catalog import load_model, load_unit
+    from hwmodels.calibrate.operator_costs import costs_for
+    from hwmodels.hardware import make_cluster
+    from hwmodels.layout import Layout
+    from hwmodels.precision import default_plan
+    from hwmodels.step import StepContext
+    arch = load_model("deepseek-v3")
+    plan = default_plan(arch.quantization_config, arch.torch_dtype)
+    costs = costs_for("h200-sxm", "sglang", "0.5.14")
+    ctx = StepContext(arch, plan, make_cluster(load_unit("hgx-h200"), units=1), Layout(tp=8, dp=1), costs=costs)
+    for phase, tokens in (("decode", 8), ("prefill", 1024)):
+        step = ctx.step(phase, tokens, 2048)
+        labels = {name: source for name, source, _ in step.operator_sources}
+        assert labels["routed_experts"].startswith("measured: h200_sxm sglang 0.5.14 moe_perf fp8_block")
+        assert labels["q_b_proj"].startswith("measured: h200_sxm sglang")
+        assert all(beyond >= 1.0 for _, _, beyond in step.operator_sources)
+    for m in (1, 64, 4096, 65536):  # the last is past the table: extrapolated, labelled
+        cost = costs.gemm(ctx.cluster.device, m, 7168, 2048, "fp8", quant="fp8", name="g")
+        assert cost.total_s >= cost.roofline_s and cost.source.startswith("measured")
+        assert (cost.beyond_coverage > 1.0) == (m > 32768)
+
+
+def test_without_an_engine_the_fitted_costs_are_used():
+    from hwmodels.calibrate.operator_costs import costs_for, fitted_costs
+    assert costs_for("h200-sxm", None) is fitted_costs()
+    assert costs_for("ascend-910c", "sglang").measured is None  # a device NVIDIA did not measure
+
+
+@needs_package
+def test_validate_measured_json_has_a_row_per_line_and_reasons():
+    """moeplan validate --measured FILE --json: one object per row; rows of models the catalog lacks not modelled."""
+    out = subprocess.run([sys.executable, "-m", "moeplan.cli", "validate", "--measured", str(MEASURED_CSV), "--json"],
+                         capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert len(rows) == len(pd.read_csv(MEASURED_CSV))
+    for r in rows:
+        assert set(r) == {"id", "predicted_ttft_ms", "predicted_tpot_ms", "reason"}
+        assert (r["reason"] is None) == (r["predicted_tpot_ms"] is not None)
+    assert any("is not in the catalog" in (r["reason"] or "") for r in rows)
+
+
+def test_a_bad_row_becomes_a_reason(tmp_path):
+    from hwmodels.calibrate.measured_deployments import predict_file
+    header = pd.read_csv(MEASURED_CSV, nrows=0).columns
+    good = pd.read_csv(MEASURED_CSV, dtype=str).fillna("")
+    good = good[good.model == "deepseek-ai/DeepSeek-V3"].head(1)
+    bad = good.copy()
+    bad["isl"] = "x"
+    path = tmp_path / "rows.csv"
+    pd.concat([bad, good])[list(header)].to_csv(path, index=False)
+    rows = predict_file(path)
+    assert rows[0].predicted_tpot_s is None and "isl" in rows[0].reason
+    if measured_tables.database_root() is not None:
+        assert rows[1].predicted_tpot_s is not None and np.isfinite(rows[1].predicted_ttft_s)
