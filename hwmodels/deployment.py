@@ -84,6 +84,10 @@ class Price:
 class Serving:
     hbm_utilization: float  # fraction of HBM the engine may use for weights, activations and KV
     tokens_per_step: int  # tokens one forward step processes (chunked-prefill size)
+    # the serving engine whose measured kernel tables price the operators (hwmodels.calibrate.operator_costs.costs_for);
+    # None: the fitted kernel models
+    engine: str | None = None
+    engine_version: str | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -26,7 +26,7 @@ from hwmodels.ingest.source import SourceLike
 from hwmodels.precision import default_plan
 from hwmodels.roles import Phase
 from moeplan import catalog_records, study
-from moeplan.spec import SCHEMA_VERSION, Spec, WorkloadSpec, load_spec, parse_spec, resolve
+from moeplan.spec import SCHEMA_VERSION, Spec, WorkloadSpec, engine_spec, load_spec, parse_spec, resolve
 from moeplan.spec import read_trace as read_spec_trace
 from moeplan import simulation
 from moeplan.simulation import Simulation
@@ -49,13 +49,16 @@ __all__ = ["InputError", "KVPolicy", "Plan", "PlanView", "RequestTrace", "Router
 SpecLike = str | Path | Mapping | Spec | Deployment
 
 
-def deployment(spec: SpecLike, base_dir: Path | None = None, trace: str | Path | None = None) -> Deployment:
+def deployment(spec: SpecLike, base_dir: Path | None = None, trace: str | Path | None = None,
+               backend: str | None = None) -> Deployment:
     """A Deployment from a spec path, a dict of the spec's YAML fields, a parsed Spec, or a Deployment (returned
     as is). Relative paths inside a dict or Spec resolve against `base_dir` (the working directory by default).
-    trace: a request trace file whose traffic replaces the spec's workload (as workload.trace would give it)."""
+    trace: a request trace file whose traffic replaces the spec's workload (as workload.trace would give it);
+    backend: "NAME[@VERSION]" (sglang, trtllm, vllm), the serving engine replacing the spec's serving.engine."""
     if isinstance(spec, Deployment):
-        if trace is not None:
-            raise InputError("trace", "a resolved Deployment cannot take a trace", "pass the spec (a path, dict or Spec)")
+        if trace is not None or backend is not None:
+            raise InputError("trace" if trace is not None else "backend", "a resolved Deployment cannot take it",
+                             "pass the spec (a path, dict or Spec)")
         return spec
     if isinstance(spec, Mapping):  # typed in code: the current schema unless it says otherwise
         spec = parse_spec({"schema_version": SCHEMA_VERSION, **spec})
@@ -63,6 +66,8 @@ def deployment(spec: SpecLike, base_dir: Path | None = None, trace: str | Path |
         spec, base_dir = load_spec(spec)
     if trace is not None:
         spec = spec.model_copy(update={"workload": WorkloadSpec(trace=str(Path(trace).resolve()))})
+    if backend is not None:
+        spec = spec.model_copy(update={"serving": spec.serving.model_copy(update={"engine": engine_spec(backend)})})
     return resolve(spec, base_dir)
 
 
@@ -149,13 +154,14 @@ def kernel_fits() -> dict:
             "overlap": list(catalog.stored_fit("overlap")["report"]), "measured": measured}
 
 
-def plan(spec: SpecLike, trace: str | Path | None = None) -> PlanView:
+def plan(spec: SpecLike, trace: str | Path | None = None, backend: str | None = None) -> PlanView:
     """Search layouts for the spec's model, cluster, workload and SLOs; recommend the cheapest that meets them.
     The PlanView reads like the planner's Plan (.recommendation, .frontier, .infeasible; `.plan` is the Plan
     itself) and adds .to_frame(table), .figure(name) and .to_json() (plan.json).
     trace: a request trace file whose traffic replaces the spec's workload (its rate, minute-to-minute swings,
-    burstiness and lengths, as the spec's workload.trace would give them)."""
-    return PlanView(_plan(deployment(spec, trace=trace)))
+    burstiness and lengths, as the spec's workload.trace would give them); backend: "NAME[@VERSION]", the serving
+    engine whose measured kernel tables price the operators (serving.engine)."""
+    return PlanView(_plan(deployment(spec, trace=trace, backend=backend)))
 
 
 
@@ -239,7 +245,7 @@ __all__ += ["MAX_PLACE_TIME_LIMIT_S", "MAX_REQUESTS", "check_placement_args"]
 def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_routing=None,
              requests: int | None = None, speedup: float = 1.0, subsample: float | None = None,
              rate_per_s: float | None = None, seed: int = 0, config=None, shards: int | None = None,
-             shard_by: str = "auto", engine: str = "local", address: str | None = None):
+             shard_by: str = "auto", engine: str = "local", address: str | None = None, backend: str | None = None):
     """Replay a request trace through a plan of the spec (sim, SimPy): per-request TTFT / TPOT / end-to-end
     latency, percentiles, throughput and goodput over time, utilisation, KV occupancy, cost per million
     output tokens. Returns a Simulation: a sim.SimResult (its fields read through; .to_json(), .summary())
@@ -257,6 +263,7 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
     requests: keep the first N requests; subsample: keep each with probability F (seeded), before `requests`;
       speedup: arrivals X times faster; rate_per_s: arrival rate for a length-only CSV; seed: the synthetic
       parts and the sub-sample. config: a sim.SimConfig (router, KV policy, batch limit, placement fallback).
+    backend: "NAME[@VERSION]", the serving engine whose measured kernel tables price the steps (serving.engine).
     shards / shard_by / engine / address: replay in shards (sim.sharding: by instance where that is exact,
       else by time window, approximate at the boundaries) on local processes or Ray; the Simulation's
       `sharding` says which and whether it is exact. None and engine "local": one replay in this process.
@@ -267,7 +274,7 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
     from hwmodels.ingest.routing import load_routing
 
     _check_simulate_args(speedup, subsample, requests, rate_per_s, seed, shards)  # before any planning
-    d = deployment(spec)
+    d = deployment(spec, backend=backend)
     if plan is None:
         plan = _plan(d)
     elif isinstance(plan, PlanView):

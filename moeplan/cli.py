@@ -104,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="size for a request trace (Mooncake JSONL, Azure CSV, ServeGen chunk or folder): its rate, its "
                         "swings from minute to minute, its burstiness and its prompt lengths replace the spec's workload "
                         "(as workload.trace: FILE would); the report's simulation replays it")
+    _backend_arg(s)
     s.add_argument("--no-simulate", action="store_true",
                    help="leave the simulation out of the report (by default -o replays synthetic requests through the plan)")
     s.add_argument("--requests", type=int_in("--requests"), default=1000,
@@ -169,7 +170,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
     s.add_argument("--plan", metavar="plan.json", help="a plan of this spec (moeplan plan SPEC -o DIR); default: plan the spec now")
     s.add_argument("--trace", metavar="FILE", help="request trace: Mooncake JSONL, Azure CSV, length CSV (with --rate), ServeGen "
-                   "chunk or folder; default: Poisson arrivals at the spec's requests_per_s, lengths lognormal around its means (its input_cv, output_cv)")
+                   "chunk or folder; default: the spec's workload.trace, else Poisson arrivals at the spec's requests_per_s, "
+                   "lengths lognormal around its means (its input_cv, output_cv)")
+    _backend_arg(s)
     s.add_argument("--routing", nargs="+", metavar="FILE", help="routing statistics replayed in order (decode, and prefill "
                    "unless --prefill-routing); default: the spec's routing statistics, else uniform expert load")
     s.add_argument("--prefill-routing", nargs="+", metavar="FILE", help="routing statistics of the prefill phase")
@@ -212,9 +215,15 @@ def _study_args(s) -> None:
     s.add_argument("--json", action="store_true", help="print the points as JSON")
 
 
+def _backend_arg(parser) -> None:
+    parser.add_argument("--backend", metavar="NAME[@VERSION]",
+                        help="the serving engine (sglang, trtllm, vllm; a version, e.g. sglang@0.5.6) whose measured kernel "
+                             "tables price the operators, replacing the spec's serving.engine (needs moeplan[measured])")
+
+
 def _plan(args) -> int:
     out_dir = report.output_dir(args.output, args.force) if args.output is not None else None
-    plan = api.plan(args.spec, trace=args.trace)
+    plan = api.plan(args.spec, trace=args.trace, backend=args.backend)
     if out_dir is not None:
         report.write_files(out_dir, report.plan_report(plan.plan, _report_simulation(args, plan)))
     if args.json:
@@ -443,7 +452,7 @@ def _simulate(args) -> int:
     result = api.simulate(args.spec, args.plan, args.trace, args.routing, prefill_routing=args.prefill_routing,
                           requests=args.requests, speedup=args.speedup, subsample=args.subsample, rate_per_s=args.rate,
                           seed=args.seed, config=config, shards=args.shards, shard_by=args.shard_by, engine=args.engine,
-                          address=args.address)
+                          address=args.address, backend=args.backend)
     if args.json:
         print_json(result.to_json())
     else:

@@ -113,7 +113,23 @@ class SLOSpec(_Strict):
     percentile: Number = Field(99.0, gt=0, le=100, description="percentile the SLOs apply to")
 
 
+class EngineSpec(_Strict):
+    name: Literal["sglang", "trtllm", "vllm"] = Field(description="the serving engine: sglang, trtllm or vllm")
+    version: Name | None = Field(None, description="its version, e.g. 0.5.6 (default: the newest measured)")
+
+
+def engine_spec(backend: str) -> EngineSpec:
+    """`NAME[@VERSION]` (--backend) as a serving.engine."""
+    name, _, version = str(backend).partition("@")
+    try:
+        return EngineSpec(name=name, version=version or None)
+    except ValidationError as e:
+        raise validation_error(e, "--backend", EngineSpec, "give sglang, trtllm or vllm, e.g. sglang@0.5.6") from None
+
+
 class ServingSpec(_Strict):
+    engine: EngineSpec | None = Field(None, description="the engine whose measured kernel tables price the operators "
+                                      "(the moeplan[measured] extra); none: the fitted kernel models")
     hbm_utilization: Number = Field(
         0.90, gt=0, le=1,
         description="fraction of HBM the engine uses for weights, activations and KV (vLLM's default gpu_memory_utilization is 0.9)",
@@ -220,7 +236,8 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
         workload=_workload(spec.workload, arch, spec.slo.ttft_s, base_dir),
         slo=SLO(spec.slo.ttft_s, spec.slo.tpot_s, spec.slo.percentile),
         price=_price(cluster.device.name, spec.prices),
-        serving=Serving(spec.serving.hbm_utilization, spec.serving.tokens_per_step),
+        serving=Serving(spec.serving.hbm_utilization, spec.serving.tokens_per_step,
+                        *((spec.serving.engine.name, spec.serving.engine.version) if spec.serving.engine else (None, None))),
         routing=_routing(spec.routing, arch, base_dir),
     )
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from hwmodels import catalog
 from hwmodels.arithmetic import kv_bytes_per_token, weight_bytes
+from hwmodels.calibrate.operator_costs import costs_of, describe_costs
 from hwmodels.deployment import POISSON, Deployment
 from hwmodels.fit import fit
 from hwmodels.hardware import Cluster, make_cluster
@@ -67,7 +68,7 @@ def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoa
             if not _admits_longest(d, cluster, layout, w.output_tokens):
                 continue
             scored = loads(layout, Phase.DECODE)
-            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load)
+            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d))
             limit = largest_batch_that_fits(ctx, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
             for batch in (b for b in DECODE_BATCHES if b <= limit):
                 if role == Role.DECODE:
@@ -95,7 +96,7 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
             if not _admits_longest(d, cluster, layout, 0):
                 continue
             scored = loads(layout, Phase.PREFILL)
-            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load)
+            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d))
             for tokens in PREFILL_TOKENS_PER_DEVICE:
                 mem = device_memory(d.model, d.precision, cluster, layout, w.input_tokens, s.hbm_utilization, tokens)
                 if not mem.fits:
@@ -178,7 +179,7 @@ def _step_s_at_context(d: Deployment, c: Candidate, prompts: np.ndarray,
     lo, hi, mean = float(prompts.min()), float(prompts.max()), float(d.workload.input_tokens)
     if hi - lo < 1.0:
         return np.full_like(prompts, c.perf.steps[-1].time_s, dtype=float)
-    ctx = StepContext(d.model, d.precision, _sub_cluster(d, c.instance_devices), c.layout, c.load)
+    ctx = StepContext(d.model, d.precision, _sub_cluster(d, c.instance_devices), c.layout, c.load, costs_of(d))
     points = sorted({lo: step_at(ctx, lo), hi: step_at(ctx, hi), **({mean: c.perf.steps[-1].time_s} if lo < mean < hi else {})}.items())
     return np.interp(prompts, [x for x, _ in points], [y for _, y in points])
 
@@ -399,6 +400,7 @@ def plan(d: Deployment) -> Plan:
         f"TPOT = decode step time at the batch; TTFT at the SLO percentile over {lengths} and {arrivals} = the prompt's "
         "prefill (+ KV transfer over the NIC, disaggregated) + the waits for a prefill rank (M^X/G/c), and for a free "
         "slot of its rank (M/M/c: the decode pool's, disaggregated); the simulator gives the distributions",
+        describe_costs(d),
     ]
     if d.model.is_moe:
         assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in Phase]
@@ -437,7 +439,7 @@ def _at_offered_tpot(d: Deployment, options: list[Recommendation]) -> list[Recom
             out.append(r)
             continue
         dc = r.decode
-        ctx = StepContext(d.model, d.precision, _sub_cluster(d, dc.instance_devices), dc.layout, dc.load)
+        ctx = StepContext(d.model, d.precision, _sub_cluster(d, dc.instance_devices), dc.layout, dc.load, costs_of(d))
 
         @lru_cache(maxsize=None)
         def tpot_at(instances: int) -> float:

@@ -50,6 +50,7 @@ import simpy
 import simpy.events
 
 from hwmodels.arithmetic import kv_bytes_per_token
+from hwmodels.calibrate.operator_costs import costs_of
 from hwmodels.errors import InputError
 from hwmodels.hardware import make_cluster
 from hwmodels.memory import device_memory, kv_bytes_per_token_per_device
@@ -134,8 +135,9 @@ class _Pool:
         self.planned, self.loads = planned, loads
         lay = planned.layout
         cluster = make_cluster(d.cluster.unit, devices=planned.instance_devices)
-        self.steps = StepTimes(tuple(StepContext(d.model, d.precision, cluster, lay, load, imbalance_decimals=IMBALANCE_DECIMALS)
-                                     for load in loads.loads))
+        costs = costs_of(d)
+        self.steps = StepTimes(tuple(StepContext(d.model, d.precision, cluster, lay, load, costs,
+                                                 imbalance_decimals=IMBALANCE_DECIMALS) for load in loads.loads))
         workspace_tokens = planned.chunk_tokens_per_device if planned.role == Role.PREFILL else d.serving.tokens_per_step
         mem = device_memory(d.model, d.precision, cluster, lay, d.workload.context_tokens, d.serving.hbm_utilization,
                             workspace_tokens)

@@ -160,6 +160,25 @@ def costs_for(device_name: str, engine: str | None, version: str | None = None) 
     return fitted_costs() if measured is None else replace(fitted_costs(), measured=measured)
 
 
+def costs_of(d) -> OperatorCosts:
+    """The operator costs of a Deployment: its serving engine's measured tables on its device, else the fits."""
+    return costs_for(d.cluster.device.name, d.serving.engine, d.serving.engine_version)
+
+
+def describe_costs(d) -> str:
+    """Which source prices a Deployment's operators, in one phrase for its assumptions."""
+    s, device = d.serving, d.cluster.device.name
+    if s.engine is None:
+        return ("operators priced by the fitted kernel models (DeepGEMM, FlashMLA, DeepEP fits; no serving engine "
+                "named: serving.engine or --backend picks NVIDIA's measured tables)")
+    asked = f"{s.engine}" + (f" {s.engine_version}" if s.engine_version else "")
+    if source_for(device, s.engine, s.engine_version) is None:
+        return (f"operators priced by the fitted kernel models: no measured {asked} tables for {device} (the "
+                "moeplan[measured] extra holds NVIDIA's for H100, H200, B200, B300, GB200 and GB300)")
+    return (f"operators priced by {asked} tables measured on {device} (aiconfigurator-core, the nearest measured "
+            "version), the fitted models outside them; each step names each operator's source")
+
+
 def default_engine(device_name: str) -> str | None:
     """The engine the measured tables cover best on this device (None: no measured tables for it)."""
     return best_covered_engine(device_name)

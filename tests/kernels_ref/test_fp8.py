@@ -11,7 +11,6 @@ from kernels_ref import (
     dequantize_activation_groups,
     dequantize_weight_blocks,
     fp8_e4m3_to_bf16,
-    native_cpu,
     quantize_activation_groups,
     quantize_weight_blocks,
 )
@@ -70,16 +69,8 @@ def test_all_zero_group_quantises_to_zero_with_a_finite_scale():
 
 # The native quantisation (native_cpu's glue) against quantize_activation_groups_torch, bit for bit:
 # AVX-512 where the CPU has it, and the portable C the AVX2 and plain builds run.
-ISA_LEVELS = ["default", "avx2", "none"]
-
-
-@pytest.mark.parametrize("isa", ISA_LEVELS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_native_quantisation_is_bit_for_bit_torchs(monkeypatch, isa, dtype):
-    if isa != "default":
-        monkeypatch.setenv(native_cpu.ISA_ENV, isa)
-    if native_cpu.library("glue") is None:
-        pytest.skip("no C compiler")
+def test_native_quantisation_is_bit_for_bit_torchs(native_glue, dtype):
     generator = torch.Generator().manual_seed(0)
     # magnitudes from 1e-8 to 1e3 across each row (subnormal e4m3 codes included), ragged last groups
     for shape in [(5, 300), (64, 1024), (3, 1), (2, 128), (1, 7168)]:

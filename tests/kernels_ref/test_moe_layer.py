@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels_ref import TOLERANCE, Router, calc_diff, moe_layer_fp8, native_cpu, route_noaux_tc
+from kernels_ref import TOLERANCE, Router, calc_diff, moe_layer_fp8, route_noaux_tc
 from kernels_ref.generators import generate_moe_layer, random_router
 from kernels_ref.moe_layer import route_noaux_tc_torch
 
@@ -51,14 +51,9 @@ def test_fp8_layer_against_unrounded_weights():
     assert calc_diff(out, reference) < TOLERANCE["fp8_swiglu_with_weight_rounding"]
 
 
-@pytest.mark.parametrize("isa", ["default", "avx2", "none"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_native_router_chooses_as_the_torch_router(monkeypatch, isa, dtype):
+def test_native_router_chooses_as_the_torch_router(native_glue, dtype):
     # the native router (native_cpu's glue) sums in another order: the same experts, gates within fp32 rounding
-    if isa != "default":
-        monkeypatch.setenv(native_cpu.ISA_ENV, isa)
-    if native_cpu.library("glue") is None:
-        pytest.skip("no C compiler")
     generator = torch.Generator().manual_seed(1)
     for tokens, experts, hidden, top_k in [(37, 32, 7168, 8), (5, 16, 256, 4), (9, 7, 100, 3)]:
         router = random_router(experts, hidden, top_k, generator)

@@ -1,0 +1,47 @@
+"""The serving engine as part of the question: serving.engine in the spec, --backend on plan and simulate."""
+
+import os
+
+import pytest
+
+import checkout_cli
+from hwmodels.calibrate.measured_costs import source_for
+from hwmodels.errors import InputError
+from moeplan import api, example_path
+from moeplan.spec import engine_spec
+
+MEASURED = source_for("h200-sxm", "sglang", None) is not None
+
+
+def test_a_backend_names_an_engine_and_its_version():
+    assert (engine_spec("sglang@0.5.6").name, engine_spec("sglang@0.5.6").version) == ("sglang", "0.5.6")
+    assert engine_spec("vllm").version is None
+    with pytest.raises(InputError) as e:
+        engine_spec("trt@1")
+    assert e.value.field.startswith("--backend") and "sglang" in e.value.fix
+
+
+def test_the_plan_says_which_source_priced_its_operators():
+    fitted = api.plan(example_path())
+    assert any("fitted kernel models" in a and "no serving engine named" in a for a in fitted.plan.assumptions)
+    spec = {"model": "kimi-k2", "cluster": {"unit": "hgx-h200", "units": 2}, "workload": {"name": "mooncake-conversation"},
+            "slo": {"ttft_s": 5.0, "tpot_s": 0.05}, "serving": {"engine": {"name": "sglang"}}}
+    d = api.deployment(spec)
+    assert (d.serving.engine, d.serving.engine_version) == ("sglang", None)
+    if not MEASURED and os.environ.get("CI") == "true":
+        pytest.fail("CI installs moeplan[measured], but aiconfigurator-core's tables were not found")
+    plan = api.plan(spec)
+    if not MEASURED:
+        assert any("no measured sglang tables for h200-sxm" in a for a in plan.plan.assumptions)
+        return
+    assert any("sglang tables measured on h200-sxm" in a for a in plan.plan.assumptions)
+    sources = dict((name, source) for name, source, _ in plan.plan.frontier[0].perf.steps[0].operator_sources)
+    assert sources["dense_gate_up"].startswith("measured: h200_sxm sglang")
+    assert api.plan(spec | {"serving": {}}).plan.frontier[0].perf.steps[0].time_s != plan.plan.frontier[0].perf.steps[0].time_s
+
+
+def test_backend_on_the_command_line(tmp_path):
+    r = checkout_cli.run("plan", "--backend", "sglang", "--json", cwd=tmp_path, timeout=300)
+    assert r.returncode in (0, 1), r.stderr
+    bad = checkout_cli.run("simulate", "--backend", "nope", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --backend") and "Traceback" not in bad.stderr
