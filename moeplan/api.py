@@ -173,12 +173,13 @@ def load_plan(source: str | Path | Mapping, spec: SpecLike) -> PlanView:
 
 def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), models: Sequence[str] = (),
             engine: str = "local", processes: int | None = None, progress=None, address: str | None = None,
-            size: bool = True) -> Sweep:
+            size: bool = True, backends: Sequence[str] = ()) -> Sweep:
     """The same workload and SLOs across devices and/or models: each device on the spec's device count in whole
     nodes of its unit or, with `size` and where those are too few, on as many as the workload needs (doubling up to
     study.SIZING_MAX_DEVICES). `.warnings` says where prices differ in kind or date, or are missing.
-    engine="ray" runs the points on Ray (address: an existing cluster, e.g. ray://head:10001)."""
-    return study.compare(spec, devices, models, engine, processes, progress, address, size)
+    engine="ray" runs the points on Ray (address: an existing cluster, e.g. ray://head:10001). backends: serving
+    engines NAME[@VERSION] whose measured kernel tables price the operators, compared side by side."""
+    return study.compare(spec, devices, models, engine, processes, progress, address, size, backends)
 
 
 def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engine: str = "local",

@@ -115,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
     s.add_argument("--devices", type=names, default=[], metavar="A,B,...", help="devices, e.g. h200-sxm,b200-sxm,gb200,ascend-910c")
     s.add_argument("--models", type=names, default=[], metavar="A,B,...", help="catalog models, e.g. kimi-k2,deepseek-v3")
+    s.add_argument("--backends", type=names, default=[], metavar="A,B,...",
+                   help="serving engines NAME[@VERSION] whose measured kernel tables price the operators, e.g. "
+                        "sglang,trtllm,vllm: which engine (needs moeplan[measured])")
     s.add_argument("--keep-devices", action="store_true",
                    help="plan every device on the spec's device count only (by default a device with too few is "
                         "sized: planned on as many whole nodes as the workload needs)")
@@ -291,10 +294,11 @@ def _cell(value) -> str:
 
 
 def _compare(args) -> int:
-    what = ", ".join(args.devices + args.models)
+    what = ", ".join(args.devices + args.models + args.backends)
     return _run_study(args, lambda progress: api.compare(args.spec, args.devices, args.models, engine=args.engine,
                                                          processes=args.processes, progress=progress,
-                                                         address=args.address, size=not args.keep_devices),
+                                                         address=args.address, size=not args.keep_devices,
+                                                         backends=args.backends),
                       f"compare {what}")
 
 

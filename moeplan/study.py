@@ -26,7 +26,7 @@ import plotly.graph_objects as go
 from hwmodels import catalog
 from hwmodels.errors import InputError, excerpt, nearest_names
 from moeplan import display, engines, figures, tables
-from moeplan.spec import SCHEMA_VERSION, Spec, load_spec, parse_spec, resolve, spec_yaml
+from moeplan.spec import SCHEMA_VERSION, Spec, engine_spec, load_spec, parse_spec, resolve, spec_yaml
 from planner.plan import Plan
 from planner.plan_json import plan_to_json
 from planner.search import plan as _search
@@ -106,11 +106,14 @@ def _set(raw: dict, dotted: str, value: Any) -> None:
 
 
 def apply(raw: dict, point: Mapping[str, Any]) -> dict:
-    """A copy of `raw` with every field of `point` set; `device` and `model` are shorthands."""
+    """A copy of `raw` with every field of `point` set; `device`, `model` and `backend` (NAME[@VERSION]: the
+    serving engine) are shorthands."""
     out = copy.deepcopy(raw)
     for name, value in point.items():
         if name == "device":
             _set_device(out, str(value))
+        elif name == "backend":
+            _set(out, "serving.engine", engine_spec(str(value)).model_dump())
         else:
             _set(out, name, value)
     return out
@@ -244,14 +247,19 @@ def price_warnings(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
 def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), models: Sequence[str] = (),
             engine: str = "local", processes: int | None = None,
             progress: Callable[[int, int], None] | None = None, address: str | None = None,
-            size: bool = True) -> Sweep:
-    """The same workload and SLOs across devices and/or models, each on the spec's device count in whole nodes of
-    its own unit or, with `size`, on as many as it needs where those are too few (the `sized` column says so)."""
+            size: bool = True, backends: Sequence[str] = ()) -> Sweep:
+    """The same workload and SLOs across devices, models and/or serving engines (backends: NAME[@VERSION]), each
+    on the spec's device count in whole nodes of its own unit or, with `size`, on as many as it needs where those
+    are too few (the `sized` column says so)."""
     vary: dict[str, Sequence] = {}
     if devices:
         vary["device"] = list(devices)
     if models:
         vary["model"] = list(models)
+    if backends:
+        for backend in backends:  # a misspelt engine fails here, once
+            engine_spec(backend)
+        vary["backend"] = list(backends)
     if not vary:
-        raise InputError("--devices", "nothing to compare", "give devices (e.g. h200-sxm,b200-sxm) or models")
+        raise InputError("--devices", "nothing to compare", "give devices (e.g. h200-sxm,b200-sxm), models or backends")
     return sweep(spec, vary, engine, processes, progress, address, _sized_point if size else _plan_point)

@@ -45,3 +45,13 @@ def test_backend_on_the_command_line(tmp_path):
     assert r.returncode in (0, 1), r.stderr
     bad = checkout_cli.run("simulate", "--backend", "nope", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --backend") and "Traceback" not in bad.stderr
+
+
+def test_compare_backends_answers_which_engine(tmp_path):
+    sweep = api.compare(example_path(), backends=["sglang", "vllm"], processes=1, size=False)
+    frame = sweep.to_frame()
+    assert list(frame["backend"]) == ["sglang", "vllm"] and len(frame) == 2
+    with pytest.raises(InputError, match="--backend"):
+        api.compare(example_path(), backends=["tensorrt"], processes=1)
+    r = checkout_cli.run("compare", "--backends", "sglang,nope", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: --backend")

@@ -445,7 +445,9 @@ def test_the_fp8_experts_error_at_kimi_k2s_sizes():
         errors[reference] = calc_diff(y, expected)
     assert (TOLERANCE["fp8_swiglu"], TOLERANCE["fp8_swiglu_with_weight_rounding"]) == (1e-3, 3e-3)  # the README's bars
     _quoted("stay below 1e-3 against fp32 arithmetic on the checkpoint's own weights")
-    _quoted(f"{_sci(errors['checkpoint'])} measured at Kimi K2's sizes")
+    # the autotuner's path (where the AMX kernel applies the block scales) moves the figure within the quoted range
+    assert 9.5e-4 <= round(errors["checkpoint"], 5) <= 9.9e-4
+    _quoted("9.5e-4 to 9.9e-4 measured at Kimi K2's sizes, by the kernel path the autotuner picks")
     _quoted(f"gives {_sci(errors['unquantised'])} (tested below 3e-3)")
 
 
