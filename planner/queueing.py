@@ -138,8 +138,8 @@ def slot_wait(slots: int, holding_s: float, arrivals_per_s: float, arrival_scv: 
     return Wait(erlang_c(slots, offered), (slots / holding_s - arrivals_per_s) / _burst(arrival_scv, 1.0))
 
 
-def prompt_lengths(mean: float, cv: float, longest: int | None = None, points: int = LENGTH_POINTS) -> np.ndarray:
-    """Equally likely prompt lengths in tokens: the lognormal of this mean and coefficient of variation at the
+def lognormal_lengths(mean: float, cv: float, longest: int | None = None, points: int = LENGTH_POINTS) -> np.ndarray:
+    """Equally likely prompt (or output) lengths in tokens: the lognormal of this mean and coefficient of variation at the
     quantiles (k + 1/2) / points, cut at `longest` (the mean alone at cv 0)."""
     if cv <= 0:
         return np.array([float(mean)])

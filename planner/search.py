@@ -3,10 +3,11 @@ apply the SLOs and recommend the cheapest deployment that carries the traffic.
 
 Roles are scored independently and combined:
 - decode pools: instance size x attention TP x redundant slots x two-batch overlap x batch per device;
-  TPOT = the decode step time at that batch;
+  TPOT = the decode step time at that batch, then, for the cheapest options, at the SLO percentile of the load the
+  pool carries (planner.tpot);
 - prefill pools: instance size x attention TP x redundant slots x overlap x tokens per step; TTFT at the SLO
-  percentile over the workload's spread of prompt lengths and its rate levels (planner.queueing) = the prompt's prefill + the KV
-  transfer to the decode pool over the scale-out NIC + the wait for a prefill rank (M^X/G/c) + the wait for a
+  percentile over the workload's spread of prompt lengths and its rate levels (planner.queueing) = the prompt's
+  prefill + the KV transfer to the decode pool over the scale-out NIC + the wait for a prefill rank (M^X/G/c) + the wait for a
   free decode slot (M/M/c per decode DP rank; the decode pool grows until the TTFT fits);
 - aggregated instances (prefill and decode on the same devices): hwmodels.serving.aggregated_performance.
 A deployment is disaggregated (prefill pool + decode pool) or aggregated; the cheapest one that meets
@@ -138,18 +139,18 @@ def _allowed_tail(d: Deployment) -> float:
 
 def _prompts(d: Deployment) -> np.ndarray:
     """The workload's prompt lengths, equally likely: its trace's where it was measured from one, else its lognormal
-    (planner.queueing.prompt_lengths); none past its longest prompt or the model's context."""
+    (planner.queueing.lognormal_lengths); none past its longest prompt or the model's context."""
     w, longest = d.workload, d.longest_prompt_tokens
     if w.prompt_lengths:
         prompts = np.asarray(w.prompt_lengths, dtype=float)
         return np.minimum(prompts, longest) if longest else prompts
-    return queueing.prompt_lengths(w.input_tokens, w.input_cv, longest)
+    return queueing.lognormal_lengths(w.input_tokens, w.input_cv, longest)
 
 
 def _outputs(d: Deployment) -> np.ndarray:
     """The workload's output lengths, equally likely: its trace's, else its lognormal."""
     w = d.workload
-    return np.asarray(w.output_lengths, dtype=float) if w.output_lengths else queueing.prompt_lengths(w.output_tokens, w.output_cv)
+    return np.asarray(w.output_lengths, dtype=float) if w.output_lengths else queueing.lognormal_lengths(w.output_tokens, w.output_cv)
 
 
 def _regimes(d: Deployment, req_rate: float, waits_at: Callable[[float, float], tuple[queueing.Wait, ...]]):
@@ -180,8 +181,11 @@ def _step_s_at_context(d: Deployment, c: Candidate, prompts: np.ndarray,
     if hi - lo < 1.0:
         return np.full_like(prompts, c.perf.steps[-1].time_s, dtype=float)
     ctx = StepContext(d.model, d.precision, _sub_cluster(d, c.instance_devices), c.layout, c.load, costs_of(d))
-    points = sorted({lo: step_at(ctx, lo), hi: step_at(ctx, hi), **({mean: c.perf.steps[-1].time_s} if lo < mean < hi else {})}.items())
-    return np.interp(prompts, [x for x, _ in points], [y for _, y in points])
+    xs, ys = [lo, hi], [step_at(ctx, lo), step_at(ctx, hi)]
+    if lo < mean < hi:
+        xs.insert(1, mean)
+        ys.insert(1, c.perf.steps[-1].time_s)
+    return np.interp(prompts, xs, ys)
 
 
 def _rank_prefill_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndarray:
@@ -325,7 +329,6 @@ def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendati
         slots, holding_s = c.work_per_device * c.layout.tp, float(prefill_s.mean()) + w.output_tokens * tpot
         capacity = c.tokens_per_s_per_device * c.instance_devices / w.output_tokens  # requests/s at full load
 
-
         def regimes(per_instance_rate: float, instances: int = 1) -> tuple[queueing.Regime, ...]:
             """A free batch slot of the prompt's rank (M/M/c) and a rank to prefill it, after the prompts before it
             (M^X/G/c over the instances' ranks, which the router keeps evenly loaded)."""
@@ -394,10 +397,11 @@ def plan(d: Deployment) -> Plan:
     lengths = "its trace's prompt lengths" if w.prompt_lengths else f"its prompt lengths (lognormal, cv {w.input_cv:g})"
     arrivals = ("Poisson arrivals" if w.arrivals == POISSON else
                 f"arrivals {w.arrivals.source}: {len(w.arrivals.levels)} rate levels, {min(m for _, m in w.arrivals.levels):.2f}x "
-                f"to {max(m for _, m in w.arrivals.levels):.2f}x the mean, in clumps of {w.arrivals.clump_size:.1f} (M^X/G/1), "
+                f"to {max(m for _, m in w.arrivals.levels):.2f}x the mean, in clumps of {w.arrivals.clump_size:.1f} (M^X/G/c), "
                 f"burstiness {w.arrivals.scv:.2g} (Allen-Cunneen)")
     assumptions = [
-        f"TPOT = decode step time at the batch; TTFT at the SLO percentile over {lengths} and {arrivals} = the prompt's "
+        "TPOT = the decode step at the batch (disaggregated: at the SLO percentile of the load the decode pool carries, "
+        f"planner.tpot); TTFT at the SLO percentile over {lengths} and {arrivals} = the prompt's "
         "prefill (+ KV transfer over the NIC, disaggregated) + the waits for a prefill rank (M^X/G/c), and for a free "
         "slot of its rank (M/M/c: the decode pool's, disaggregated); the simulator gives the distributions",
         describe_costs(d),
@@ -446,7 +450,7 @@ def _at_offered_tpot(d: Deployment, options: list[Recommendation]) -> list[Recom
             return decode_tpot_s(d, ctx, dc, instances, r.requests_per_s, prompts, outputs, d.slo.percentile)
         most = r.decode_instances + (d.cluster.num_devices - r.devices) // dc.instance_devices
         n = instances_for_tpot(tpot_at, r.decode_instances, most, d.slo.tpot_s)
-        if n is not None:
+        if n is not None:  # its TTFT is kept: more decode instances only shorten the wait for a slot
             out.append(_recommend(d, r.mode, dc, n, r.prefill, r.prefill_instances, r.ttft_s, tpot_at(n),
                                   r.requests_per_s, _price(d)))
     return sorted(out, key=lambda r: (_cost_per_request(r), r.ttft_s))

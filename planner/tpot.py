@@ -29,6 +29,9 @@ from planner.plan import Candidate
 
 SNAPSHOTS = 512  # per rate level: the p99 rests on about five of them at one level, more over the levels
 FIXED_POINT_ROUNDS = 4  # holding time <-> step time; converges in two or three (the step is nearly flat in load)
+# the decode step is affine in the busiest rank's KV at a given batch: evaluated at these two mean contexts (tokens)
+# and interpolated, extrapolated past them
+CONTEXT_POINTS = (1024.0, 131_072.0)
 DRAWS = 8  # requests drawn per snapshot (their output lengths and when they join)
 SEED = 0
 
@@ -101,7 +104,7 @@ def _steps_s(ctx: StepContext, sequences: np.ndarray, kv: np.ndarray, tp: int) -
         if b == 0:
             continue
         at = busiest == b
-        lo, hi = 1024.0, 131_072.0
+        lo, hi = CONTEXT_POINTS
         mean_tokens = float(max(mean[at].mean(), 1.0 / tp)) / tp
         t_lo, t_hi = (ctx.lockstep_s(Phase.DECODE, b / tp, mean_tokens, c) for c in (lo, hi))
         context = most_kv[at] / b  # the busiest rank's KV as b sequences of equal length

@@ -28,7 +28,7 @@ def test_one_prompt_length_and_one_wait_is_the_mm1_percentile():
 
 def test_spread_lengths_and_two_waits_match_a_monte_carlo():
     rng = np.random.default_rng(0)
-    prompts = queueing.prompt_lengths(12_000, 1.3, 120_000)
+    prompts = queueing.lognormal_lengths(12_000, 1.3, 120_000)
     prefill_s = prompts / 20_000  # 20,000 tokens/s
     waits = (queueing.mm1_wait(0.2, 0.7), queueing.slot_wait(8, 6.0, 1.0))
     n = 400_000
@@ -40,15 +40,15 @@ def test_spread_lengths_and_two_waits_match_a_monte_carlo():
 
 
 def test_prompt_lengths_keep_the_mean_and_the_cut():
-    lengths = queueing.prompt_lengths(12_035, 1.31)
+    lengths = queueing.lognormal_lengths(12_035, 1.31)
     assert lengths.mean() == pytest.approx(12_035, rel=0.02) and lengths.std() / lengths.mean() == pytest.approx(1.31, rel=0.1)
-    assert queueing.prompt_lengths(12_035, 1.31, 50_000).max() == 50_000
-    assert list(queueing.prompt_lengths(2_000, 0.0)) == [2_000.0]
+    assert queueing.lognormal_lengths(12_035, 1.31, 50_000).max() == 50_000
+    assert list(queueing.lognormal_lengths(2_000, 0.0)) == [2_000.0]
     assert queueing.ttft_percentile_s(np.ones(4), queueing.steady(queueing.Wait(1.0, 0.0)), 99) == math.inf
 
 
 def test_bursty_arrivals_stretch_the_waits_by_allen_cunneen():
-    service_s = queueing.prompt_lengths(12_000, 1.3) / 20_000
+    service_s = queueing.lognormal_lengths(12_000, 1.3) / 20_000
     poisson, bursty = queueing.mgc_wait(service_s, 0.6), queueing.mgc_wait(service_s, 0.6, arrival_scv=4.0)
     cs2 = float(np.mean(service_s ** 2) / service_s.mean() ** 2 - 1)
     assert bursty.p_wait == poisson.p_wait
