@@ -105,10 +105,15 @@ def _parser() -> argparse.ArgumentParser:
                         "swings from minute to minute, its burstiness and its prompt lengths replace the spec's workload "
                         "(as workload.trace: FILE would); the report's simulation replays it")
     _backend_arg(s)
+    s.add_argument("--replay", type=int_in("--replay"), default=api.REPLAYED_OPTIONS, metavar="N",
+                   help="replay the N cheapest options in the simulator and recommend the cheapest whose replay meets both "
+                        f"SLOs ({bounds_help('--replay')}, default {api.REPLAYED_OPTIONS}; 0: the analytic ranking alone)")
     s.add_argument("--no-simulate", action="store_true",
-                   help="leave the simulation out of the report (by default -o replays synthetic requests through the plan)")
-    s.add_argument("--requests", type=int_in("--requests"), default=1000,
-                   help=f"requests the report's simulation replays: the trace's first N, else synthetic ones ({bounds_help('--requests')}, default 1000)")
+                   help="leave the simulation out of the report (by default -o shows the recommendation's replay)")
+    s.add_argument("--requests", type=int_in("--requests"), default=None,
+                   help="requests each replay runs: the trace's first N (default "
+                        f"{api.CHECK_TRACE_REQUESTS:,}), else N synthetic ones (default {api.CHECK_SYNTHETIC_REQUESTS:,}; "
+                        f"{bounds_help('--requests')})")
     s.set_defaults(run=_plan)
 
     s = sub.add_parser("compare", help="the same workload and SLOs across devices and/or models, with a report")
@@ -226,7 +231,7 @@ def _backend_arg(parser) -> None:
 
 def _plan(args) -> int:
     out_dir = report.output_dir(args.output, args.force) if args.output is not None else None
-    plan = api.plan(args.spec, trace=args.trace, backend=args.backend)
+    plan = api.plan(args.spec, trace=args.trace, backend=args.backend, replay=args.replay, requests=args.requests)
     if out_dir is not None:
         report.write_files(out_dir, report.plan_report(plan.plan, _report_simulation(args, plan)))
     if args.json:
@@ -240,13 +245,16 @@ def _plan(args) -> int:
 
 
 def _report_simulation(args, plan):
-    """The replay the report shows: the workload's trace (its first --requests), else synthetic arrivals at the
-    workload's rate, through the recommendation."""
+    """The replay the report shows: the one that checked the recommendation, else (--replay 0) the workload's trace
+    (its first --requests), else synthetic arrivals at the workload's rate, through the recommendation."""
     if args.no_simulate or plan.recommendation is None:
         return None
+    if plan.replay is not None:
+        return plan.replay
+    requests = args.requests or api.SYNTHETIC_REQUESTS
     try:
-        with Console(stderr=True).status(f"simulating {args.requests:,} requests through the plan"):
-            return api.simulate(plan.deployment, plan, requests=args.requests)
+        with Console(stderr=True).status(f"simulating {requests:,} requests through the plan"):
+            return api.simulate(plan.deployment, plan, requests=requests)
     except InputError as e:
         console().print(f"[yellow]no simulation in the report[/yellow]: {e}")
         return None
@@ -323,7 +331,7 @@ def _print_plan(result, out_dir) -> None:
             c.print(f"  prefill: {r.prefill_instances} x [{r.prefill.describe(is_moe)}]")
         c.print(f"  {'decode' if r.prefill else 'instances'}: {r.decode_instances} x [{r.decode.describe(is_moe)}]")
         c.print(f"  TPOT {r.tpot_s * 1e3:.1f} ms, TTFT {r.ttft_s:.2f} s; {r.decode.tokens_per_s_per_device:,.0f} output tokens/s "
-                f"per device, {r.decode.tokens_per_s_per_user:,.1f} tokens/s per user")
+                f"per device and {r.decode.tokens_per_s_per_user:,.1f} tokens/s per user at a full batch")
         c.print(f"  load: {report.utilization_text(r)}")
         if r.usd_per_hour is not None:
             c.print(f"  cost: ${r.usd_per_hour:,.2f}/hour; ${r.usd_per_million_input:,.3f} per million input tokens, "
@@ -331,6 +339,8 @@ def _print_plan(result, out_dir) -> None:
                     f"{d.price.describe()})")
             c.print(f"  at capacity: ${r.usd_per_million_input_at_capacity:,.3f} per million input tokens, "
                     f"${r.usd_per_million_output_at_capacity:,.3f} per million output tokens")
+        for check in result.replays:
+            c.print(f"  replayed: {check.describe()}")
         step = r.decode.perf.steps[0]
         parts = ", ".join(f"{k.replace('_', ' ')} {v * 1e3:.1f}" for k, v in step.breakdown_s.items() if v > 0)
         c.print(f"  decode step {step.time_s * 1e3:.1f} ms: {parts} ms (overlap hides {step.overlap_hidden_s * 1e3:.1f} ms)")

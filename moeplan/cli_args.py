@@ -20,6 +20,7 @@ from moeplan import api
 # option -> (least, most) value; the help text of each option names its bounds
 BOUNDS = {
     "--requests": (1, api.MAX_REQUESTS),  # a million requests replay in about a quarter of an hour
+    "--replay": (0, api.MAX_REPLAYED_OPTIONS),
     "--context": (1, 100_000_000),  # the longest context any catalog model could claim, with room to spare
     "--port": (1, 65_535),
     "--speedup": api.SPEEDUP_RANGE,

@@ -428,7 +428,8 @@ def plan_report(plan: Plan, simulation=None) -> dict[str, str]:
     answer, its cost, its utilisation, what was assumed), then the charts, then the tables of the options."""
     d = plan.deployment
     subtitle = question_text(d)
-    frames = {name: tables.TABLES[name](plan) for name in ("recommendation", "frontier", "breakdown", "memory", "placement", "cost")}
+    frames = {name: tables.TABLES[name](plan) for name in ("recommendation", "replays", "frontier", "breakdown", "memory",
+                                                          "placement", "cost")}
     figure = {name: make(plan) for name, make in figures.FIGURES.items()}
     sections = []
     if plan.frontier:
@@ -450,6 +451,9 @@ def plan_report(plan: Plan, simulation=None) -> dict[str, str]:
         sections.append(("Options", "The recommendation (rank 0) and the next-cheapest deployments that meet the SLOs.",
                          None, display.options(frames["recommendation"])))
         sections.append(("Cost per million tokens", "", None, display.quantities(frames["cost"])))
+    if plan.replays:
+        sections.append(("Checked in the simulator", "The cheapest options replayed before one was recommended: planned "
+                         "against replayed at the SLO percentile.", None, frames["replays"]))
     files = {"report.html": html_page(d.name, subtitle, sections, lead=_summary_html(plan)),
              "summary.md": _summary_md(d.name, subtitle, plan, frames, simulation),
              "plan.json": json_text(plan_to_json(plan))}
@@ -460,12 +464,20 @@ def plan_report(plan: Plan, simulation=None) -> dict[str, str]:
     return files
 
 
+def _replays_sentence(plan: Plan) -> str:
+    """Planned against replayed for each option the search replayed, the recommendation's last."""
+    p = f"p{plan.deployment.slo.percentile:g}"
+    return (f"replayed in the simulator before it was recommended ({plan.replays[0].traffic}), at {p}: "
+            + "; ".join(c.describe() for c in plan.replays) + ".")
+
+
 def summary_points(plan: Plan) -> list[tuple[str, str]]:
     """The report's lead as (topic, sentence): the answer, its cost, its utilisation and what was assumed."""
     r, d = plan.recommendation, plan.deployment
     slo = d.slo
     if r is None:
-        return [("Answer", f"{verdict(plan)}: {plan.infeasible}."), ("Assumed", "; ".join(plan.assumptions) + ".")]
+        checked = [("Checked", _replays_sentence(plan))] if plan.replays else []
+        return [("Answer", f"{verdict(plan)}: {plan.infeasible}."), *checked, ("Assumed", "; ".join(plan.assumptions) + ".")]
     pools = "; ".join(f"{p.instances} x {p.role} instance{'s' * (p.instances > 1)} of {p.instance_devices} devices "
                       f"({p.layout.name(d.model.is_moe)}" + (f", batch {p.batch_per_device} per device)" if p.batch_per_device
                                                               else ")") for p in plan.pools)
@@ -479,6 +491,8 @@ def summary_points(plan: Plan) -> list[tuple[str, str]]:
                                f"(${r.usd_per_million_input:,.3f} per million input tokens; ${r.usd_per_hour:,.2f} per hour "
                                f"for {r.devices} devices at ${d.price.usd_per_device_hour:,.2f} per device-hour)."))
     points.append(("Utilisation", _utilisation_sentence(plan)))
+    if plan.replays:
+        points.append(("Checked", _replays_sentence(plan)))
     points.append(("Assumed", "; ".join(plan.assumptions) + "."))  # what was asked is the line above the summary
     return points
 
@@ -549,6 +563,8 @@ def _summary_md(title, subtitle, plan, frames, simulation) -> str:
         parts.append("## Frontier\n\n" + markdown_table(frames["frontier"]))
     if plan.recommendation is not None:
         parts.append("## Cost\n\n" + markdown_table(display.quantities(frames["cost"])))
+    if plan.replays:
+        parts.append("## Checked in the simulator\n\n" + markdown_table(frames["replays"]))
     if simulation is not None:
         parts.append("## Simulation\n\n" + markdown_table(simulation.to_frame("summary")))
     return "\n".join(parts)

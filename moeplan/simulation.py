@@ -3,6 +3,7 @@ report.html, the dashboard and notebooks show. `Simulation` wraps a sim.SimResul
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from plotly.subplots import make_subplots
 
 from hwmodels.errors import InputError, nearest_names
 from hwmodels.ingest.requests import RequestTrace
-from planner.plan import Plan
+from planner.plan import Plan, ReplayCheck
 from sim.results import PERCENTILES, SimResult
 
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50))
@@ -114,6 +115,17 @@ class Simulation:
     def summary(self) -> str:
         return "\n".join([self.result.summary(), *([f"sharded: {self.sharding}"] if self.sharding else []),
                           *(f"warning: {w}" for w in self.warnings)])
+
+
+def replay_check(plan: Plan, sim: Simulation) -> ReplayCheck:
+    """The plan's one option against its replay, both at the SLO percentile (planner.replay_check)."""
+    r, slo, result = plan.recommendation, plan.deployment.slo, sim.result
+    ttft, tpot = result.percentile("ttft", slo.percentile), result.percentile("tpot", slo.percentile)
+    requests = len(result.arrival_s)
+    holds = (result.completed == requests and ttft <= slo.ttft_s and (math.isnan(tpot) or tpot <= slo.tpot_s))
+    return ReplayCheck(r.mode, r.devices, r.usd_per_hour, r.ttft_s, r.tpot_s, ttft, tpot, requests, result.completed,
+                       holds, result.trace if result.trace.startswith("synthetic") else f"{requests:,} requests of {result.trace}",
+                       result.wall_seconds)
 
 
 RATE_MISMATCH = 0.2  # a replay whose arrivals differ from the plan's rate by more than this asks another question

@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 from hwmodels import catalog
 from hwmodels.errors import InputError, excerpt, nearest_names
 from moeplan import display, engines, figures, tables
+from moeplan.simulation import Simulation
 from moeplan.spec import SCHEMA_VERSION, Spec, engine_spec, load_spec, parse_spec, resolve, spec_yaml
 from planner.plan import Plan
 from planner.plan_json import plan_to_json
@@ -39,6 +40,7 @@ class PlanView:
     and plan.json (`to_json()`)."""
 
     plan: Plan
+    replay: Simulation | None = None  # the recommendation's replay, where the search checked it
 
     def __getattr__(self, name: str):
         if name == "plan":  # not set yet (unpickling): no recursion

@@ -112,8 +112,17 @@ def cost_frame(result: Plan) -> pd.DataFrame:
     return pd.DataFrame([{"quantity": q, "value": v, "source": s} for q, v, s in rows])
 
 
+def replays_frame(result: Plan) -> pd.DataFrame:
+    """The options the search replayed in the simulator, in the order tried: planned against replayed at the SLO
+    percentile, and whether each held (the recommendation is the one that did)."""
+    columns = ["mode", "devices", "usd_per_hour", "planned_ttft_s", "replayed_ttft_s", "planned_tpot_s", "replayed_tpot_s",
+               "requests", "completed", "holds", "traffic", "wall_s"]
+    return pd.DataFrame([{k: getattr(c, k) for k in columns} for c in result.replays], columns=columns)
+
+
 TABLES = {
     "recommendation": recommendation_frame,
+    "replays": replays_frame,
     "frontier": frontier_frame,
     "breakdown": breakdown_frame,
     "memory": memory_frame,

@@ -7,7 +7,9 @@ plan.json is its one serialisation (planner.plan_json, which reads back exactly 
   times and memory, the per-device expert load and expert placement it was scored with) and an instance count;
 - the next-best options and the Pareto frontier of decode candidates, each kept as its predictions (their
   per-device loads and placement maps are left out: the recommendation's are the ones a deployment uses);
-- what was assumed, and why nothing was recommended when nothing was.
+- what was assumed, and why nothing was recommended when nothing was;
+- the replays that checked the cheapest options (`replays`, in the order tried): planned against replayed at the
+  SLO percentile, and whether each held.
 """
 
 from __future__ import annotations
@@ -198,6 +200,33 @@ class Pool:
         return "" if summary is None else summary.label
 
 
+@dataclass(frozen=True)
+class ReplayCheck:
+    """One option replayed in the simulator before it is recommended: what the planner predicted against what the
+    replay measured, both at the SLO percentile. holds: every request completed and both SLOs were met."""
+
+    mode: Mode
+    devices: int
+    usd_per_hour: float | None
+    planned_ttft_s: float
+    planned_tpot_s: float
+    replayed_ttft_s: float
+    replayed_tpot_s: float  # NaN where no request generated two tokens
+    requests: int
+    completed: int
+    holds: bool  # every request completed, and both replayed percentiles within the SLOs
+    traffic: str  # what was replayed: the trace (its first N requests) or the synthetic traffic and its seed
+    wall_s: float
+
+    def describe(self) -> str:
+        tpot = "n/a" if self.replayed_tpot_s != self.replayed_tpot_s else f"{self.replayed_tpot_s * 1e3:,.1f}"
+        verdict = "holds" if self.holds else "does not hold"
+        missed = "" if self.completed == self.requests else f", {self.requests - self.completed:,} requests not served"
+        return (f"{self.mode}, {self.devices} devices: TTFT {self.planned_ttft_s:,.2f} s planned / "
+                f"{self.replayed_ttft_s:,.2f} s replayed, TPOT {self.planned_tpot_s * 1e3:,.1f} / {tpot} ms{missed}: "
+                f"{verdict}")
+
+
 @dataclass(frozen=True, eq=False)
 class Plan:
     """What the planner recommends for `deployment`, and how it got there."""
@@ -212,6 +241,7 @@ class Plan:
     alternatives: tuple[Recommendation, ...] = field(default=())
     infeasible_field: str = ""  # the spec field to change when nothing was recommended
     source: str = "moeplan plan"  # where it came from: the search, or the plan.json it was read from
+    replays: tuple[ReplayCheck, ...] = ()  # the cheapest options replayed, in the order tried (empty: not checked)
 
     @property
     def pools(self) -> tuple[Pool, ...]:

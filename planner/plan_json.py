@@ -29,7 +29,7 @@ from hwmodels.roles import Phase, Role
 from hwmodels.serving import Performance
 from hwmodels.step import COMPONENTS, StepCost
 from planner.placement import Placement, build_placement
-from planner.plan import Candidate, Mode, PlacementSummary, Plan, Recommendation
+from planner.plan import Candidate, Mode, PlacementSummary, Plan, Recommendation, ReplayCheck
 
 PLAN_SCHEMA_VERSION = 2
 # a plan with both pools' placement maps (61 layers x 320 slots, twice) is about 1 MB; far past that is not a plan
@@ -63,7 +63,9 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
             "placement": d.routing.placement, "time_limit_s": d.routing.time_limit_s,
             "phases": {r.phase: {"fit_on": list(r.fit_on), "evaluated_on": r.evaluated_on, "in_sample": r.in_sample,
                                  "mapping": r.mapping} for r in d.routing.phases}},
-        "recommendation": None if plan.recommendation is None else _recommendation(plan.recommendation, is_moe),
+        "recommendation": None if plan.recommendation is None else _recommendation(plan.recommendation, is_moe) | {
+            "replay": next((_replay(c) for c in plan.replays if c.holds), None)},
+        "replays": [_replay(c) for c in plan.replays],
         "alternatives": [_recommendation(a, is_moe) for a in plan.alternatives],
         "frontier": [_candidate(c, is_moe) for c in plan.frontier],
         "candidates_scored": plan.candidates_scored,
@@ -97,6 +99,13 @@ def _recommendation(r: Recommendation, is_moe: bool) -> dict[str, Any]:
         "usd_per_million_input_tokens_at_capacity": r.usd_per_million_input_at_capacity,
         "usd_per_million_output_tokens_at_capacity": r.usd_per_million_output_at_capacity,
     }
+
+
+def _replay(c: ReplayCheck) -> dict[str, Any]:
+    return {"mode": c.mode, "devices": c.devices, "usd_per_hour": c.usd_per_hour, "planned_ttft_s": c.planned_ttft_s,
+            "planned_tpot_s": c.planned_tpot_s, "replayed_ttft_s": c.replayed_ttft_s,
+            "replayed_tpot_s": None if math.isnan(c.replayed_tpot_s) else c.replayed_tpot_s, "requests": c.requests,
+            "completed": c.completed, "holds": c.holds, "traffic": c.traffic, "wall_s": c.wall_s}
 
 
 def _candidate(c: Candidate, is_moe: bool) -> dict[str, Any]:
@@ -204,9 +213,20 @@ def plan_from_json(doc: Any, deployment: Deployment, source: str = "plan.json") 
                          f"{d.cluster.num_devices}", _REPLAN)
     alternatives = tuple(_read_recommendation(r, f"alternatives.{i}", d, False) for i in range(r.count("alternatives")))
     frontier = tuple(_read_candidate(r, f"frontier.{i}", d, False) for i in range(r.count("frontier")))
+    replays = () if r.at("replays", required=False) is None else tuple(
+        _read_replay(r, f"replays.{i}") for i in range(r.count("replays")))
     return Plan(d, rec, frontier, r.int("candidates_scored", minimum=0), r.text("infeasible_reason", nullable=True),
                 r.strings("assumptions"), r.number("search_seconds"), alternatives,
-                r.text("infeasible_field", nullable=True), source)
+                r.text("infeasible_field", nullable=True), source, replays)
+
+
+def _read_replay(r: _Reader, key: str) -> ReplayCheck:
+    tpot = r.number(f"{key}.replayed_tpot_s", nullable=True)
+    return ReplayCheck(r.choice(f"{key}.mode", Mode), r.int(f"{key}.devices"), r.number(f"{key}.usd_per_hour", nullable=True),
+                       r.number(f"{key}.planned_ttft_s"), r.number(f"{key}.planned_tpot_s"),
+                       r.number(f"{key}.replayed_ttft_s"), math.nan if tpot is None else tpot, r.int(f"{key}.requests"),
+                       r.int(f"{key}.completed", minimum=0), r.flag(f"{key}.holds"), r.text(f"{key}.traffic"),
+                       r.number(f"{key}.wall_s"))
 
 
 def _read_recommendation(r: _Reader, key: str, d: Deployment, full: bool) -> Recommendation:

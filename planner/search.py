@@ -9,9 +9,11 @@ Roles are scored independently and combined:
   percentile over the workload's spread of prompt lengths and its rate levels (planner.queueing) = the prompt's
   prefill + the KV transfer to the decode pool over the scale-out NIC + the wait for a prefill rank (M^X/G/c) + the wait for a
   free decode slot (M/M/c per decode DP rank; the decode pool grows until the TTFT fits);
-- aggregated instances (prefill and decode on the same devices): hwmodels.serving.aggregated_performance.
+- aggregated instances (prefill and decode on the same devices): hwmodels.serving.aggregated_performance; for the
+  cheapest options, TPOT at the SLO percentile with the prefill that stalls decode (planner.tpot).
 A deployment is disaggregated (prefill pool + decode pool) or aggregated; the cheapest one that meets
-both SLOs at the spec's traffic (requests/s x tokens) within the cluster's devices wins.
+both SLOs at the spec's traffic (requests/s x tokens) within the cluster's devices wins. Given a check
+(planner.replay_check), the cheapest few are replayed in the simulator and the cheapest that holds wins.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from hwmodels.serving import (aggregated_performance, decode_performance, larges
 from hwmodels.step import StepContext
 from planner import queueing
 from planner.expert_loads import ExpertLoads
-from planner.plan import Candidate, Mode, Plan, Recommendation, pool_utilization
+from planner.plan import Candidate, Mode, Plan, Recommendation, ReplayCheck, pool_utilization
+from planner.replay_check import REPLAYED_OPTIONS, Check, checked, refusal
 from planner.tpot import decode_tpot_s, instances_for_tpot
 
 DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
@@ -311,16 +314,12 @@ def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendati
     max_devices = d.cluster.num_devices
     prompts, chunk_s = _prompts(d), {}
     for c in aggregated:
-        decode_step = c.perf.steps[0]
         tpot = 1.0 / c.tokens_per_s_per_user
-        # a rank prefills a prompt in chunks, each a lockstep group step in which the other ranks decode a token;
-        # a chunk's prefill time is shared by the tokens it carries
-        chunks = prompts / (d.serving.tokens_per_step * c.layout.tp)
-        key = (c.instance_devices, c.layout)  # the prefill chunk does not depend on the batch: once per layout
+        # a rank prefills a prompt in chunks, each a lockstep group step (prefill first: its sequences wait)
+        key = (c.instance_devices, c.layout)  # the prefill chunks do not depend on the batch: once per layout
         if key not in chunk_s:
-            chunk_s[key] = _step_s_at_context(d, c, prompts, lambda ctx, tokens: one_rank_prefill_step(
-                ctx, d.serving.tokens_per_step, tokens).time_s)
-        prefill_s = chunks * chunk_s[key] + np.ceil(chunks) * decode_step.time_s
+            chunk_s[key] = _rank_chunks_s(d, c, prompts)
+        prefill_s = chunk_s[key]
         service = queueing.Service.of(prefill_s)
         if tpot > d.slo.tpot_s or queueing.ttft_tail(d.slo.ttft_s, prefill_s) > _allowed_tail(d):
             continue
@@ -391,7 +390,9 @@ def _cost_per_request(r: Recommendation) -> float:
     return per_hour / r.requests_per_s
 
 
-def plan(d: Deployment) -> Plan:
+def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPTIONS) -> Plan:
+    """The cheapest option that meets the SLOs; with `check`, the cheapest of the first `replayed` options whose
+    replay holds (planner.replay_check)."""
     start = time.perf_counter()
     w = d.workload
     lengths = "its trace's prompt lengths" if w.prompt_lengths else f"its prompt lengths (lognormal, cv {w.input_cv:g})"
@@ -400,8 +401,8 @@ def plan(d: Deployment) -> Plan:
                 f"to {max(m for _, m in w.arrivals.levels):.2f}x the mean, in clumps of {w.arrivals.clump_size:.1f} (M^X/G/c), "
                 f"burstiness {w.arrivals.scv:.2g} (Allen-Cunneen)")
     assumptions = [
-        "TPOT = the decode step at the batch (disaggregated: at the SLO percentile of the load the decode pool carries, "
-        f"planner.tpot); TTFT at the SLO percentile over {lengths} and {arrivals} = the prompt's "
+        "TPOT at the SLO percentile of the load each pool carries (planner.tpot: the lockstep step at the busiest rank, "
+        "the wait to join a batch and, in aggregated instances, the prefill that stalls decode); TTFT at the SLO percentile over {lengths} and {arrivals} = the prompt's "
         "prefill (+ KV transfer over the NIC, disaggregated) + the waits for a prefill rank (M^X/G/c), and for a free "
         "slot of its rank (M/M/c: the decode pool's, disaggregated); the simulator gives the distributions",
         describe_costs(d),
@@ -418,42 +419,88 @@ def plan(d: Deployment) -> Plan:
     scored = len(decode) + len(prefill) + len(aggregated)
     options = [r for r in _disaggregated(d, decode, prefill) + _aggregated(d, aggregated) if r.devices <= d.cluster.num_devices]
     options.sort(key=lambda r: (_cost_per_request(r), r.ttft_s))
-    options = _at_offered_tpot(d, options)
+    options, nearest = _at_offered_tpot(d, options)
+    replays: tuple[ReplayCheck, ...] = ()
+    if check is not None and replayed > 0 and options and d.workload.requests_per_s is not None:
+        options, replays = checked(d, options, check, replayed)
+        assumptions.append(f"checked in the simulator: the cheapest {len(replays)} option(s) replayed on "
+                           f"{replays[0].traffic}, the cheapest whose replay holds recommended (planned against "
+                           "replayed: the plan's replays)")
     best = options[0] if options else None
-    field_name, reason = ("", "") if best else explain_infeasible(d, decode, prefill, sizes)
+    field_name, reason = ("", "") if best else refusal(d, replays) if replays else \
+        _tpot_refusal(d, *nearest) if nearest else explain_infeasible(d, decode, prefill, sizes)
     # the recommendation keeps its per-device loads and placement maps; the other options keep their predictions
     frontier = tuple(c.summarised() for c in pareto_frontier(decode))
     alternatives = tuple(r.summarised() for r in options[1:6])
-    return Plan(d, best, frontier, scored, reason, tuple(assumptions), time.perf_counter() - start, alternatives, field_name)
+    return Plan(d, best, frontier, scored, reason, tuple(assumptions), time.perf_counter() - start, alternatives, field_name,
+                replays=replays)
 
 
 REFINED_OPTIONS = 6  # the recommendation and the alternatives a plan shows
 
 
 def _at_offered_tpot(d: Deployment, options: list[Recommendation]) -> list[Recommendation]:
-    """The cheapest options with their disaggregated TPOT at the SLO percentile of the traffic they carry
-    (planner.tpot), decode pools grown where long prompts' KV would push it past the SLO, refused where none fits."""
+    """The cheapest options with their TPOT at the SLO percentile of the traffic they carry (planner.tpot; aggregated
+    instances with the prefill that stalls their decode), pools grown where long prompts' KV or prefill stalls would
+    push it past the SLO, refused where none fits."""
     if d.workload.requests_per_s is None:
-        return options
-    prompts, outputs, out = _prompts(d), _outputs(d), []
+        return options, None
+    prompts, outputs, out, nearest = _prompts(d), _outputs(d), [], None
     for r in options:
         if len(out) == REFINED_OPTIONS:
             break
-        if r.mode != Mode.DISAGGREGATED:
-            out.append(r)
-            continue
         dc = r.decode
         ctx = StepContext(d.model, d.precision, _sub_cluster(d, dc.instance_devices), dc.layout, dc.load, costs_of(d))
+        stalls = None if r.mode == Mode.DISAGGREGATED else _prefill_stalls_s(d, dc, prompts)
 
         @lru_cache(maxsize=None)
         def tpot_at(instances: int) -> float:
-            return decode_tpot_s(d, ctx, dc, instances, r.requests_per_s, prompts, outputs, d.slo.percentile)
+            return decode_tpot_s(d, ctx, dc, instances, r.requests_per_s, prompts, outputs, d.slo.percentile, stalls)
         most = r.decode_instances + (d.cluster.num_devices - r.devices) // dc.instance_devices
         n = instances_for_tpot(tpot_at, r.decode_instances, most, d.slo.tpot_s)
-        if n is not None:  # its TTFT is kept: more decode instances only shorten the wait for a slot
+        if n is not None:  # its TTFT is kept: more instances only shorten the waits
             out.append(_recommend(d, r.mode, dc, n, r.prefill, r.prefill_instances, r.ttft_s, tpot_at(n),
                                   r.requests_per_s, _price(d)))
-    return sorted(out, key=lambda r: (_cost_per_request(r), r.ttft_s))
+        elif nearest is None or tpot_at(most) < nearest[0]:
+            nearest = (tpot_at(most), r)
+    return sorted(out, key=lambda r: (_cost_per_request(r), r.ttft_s)), nearest
+
+
+def _tpot_refusal(d: Deployment, tpot_s: float, r: Recommendation) -> tuple[str, str]:
+    """(field, why) when every option meets its TPOT at a full batch but none at the SLO percentile of its load."""
+    cause = ("a rank prefilling a long prompt stalls its sequences' decode and lengthens its group's steps"
+             if r.mode == Mode.AGGREGATED else "long prompts' KV slows the busiest rank, which its group steps with")
+    return "slo.tpot_s", (
+        f"no option meets TPOT {d.slo.tpot_s * 1e3:g} ms at p{d.slo.percentile:g} at the offered load on "
+        f"{d.cluster.num_devices} x {d.cluster.device.name}: the nearest ({r.mode}, {r.decode.layout.name(d.model.is_moe)}) "
+        f"reaches {tpot_s * 1e3:,.0f} ms ({cause}); more devices (disaggregated prefill), a looser slo.tpot_s or a lower "
+        "slo.percentile would help")
+
+
+def _prefill_stalls_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An aggregated instance's prefill, per prompt: (the time its rank spends prefilling it, decoding nothing;
+    what that adds to the other ranks' lockstep steps, each chunk's step over a decode step)."""
+    busy_s = _rank_chunks_s(d, c, prompts)
+    steps = np.ceil(prompts / (d.serving.tokens_per_step * c.layout.tp))
+    return busy_s, np.maximum(busy_s - steps * c.perf.steps[0].time_s, 0.0)
+
+
+PARTIAL_CHUNK_POINTS = 10  # token counts (log-spaced, per device) a partial chunk's step is interpolated between
+
+
+def _rank_chunks_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndarray:
+    """Each prompt's time on one attention rank of an aggregated instance, prefilled alone in chunks of
+    serving.tokens_per_step per device: its full chunks at the chunk's step at the prompt's context, its last,
+    partial chunk at that chunk's own step. A step pays for its weights and fixed costs whatever its tokens, so a
+    short prompt costs far more than its share of a full chunk."""
+    per_device, tp = d.serving.tokens_per_step, c.layout.tp
+    full = np.floor(prompts / (per_device * tp))
+    rest_per_device = prompts / tp - full * per_device
+    chunk_s = _step_s_at_context(d, c, prompts, lambda ctx, tokens: one_rank_prefill_step(ctx, per_device, tokens).time_s)
+    ctx = StepContext(d.model, d.precision, _sub_cluster(d, c.instance_devices), c.layout, c.load, costs_of(d))
+    grid = np.unique(np.geomspace(1, per_device, PARTIAL_CHUNK_POINTS).round())
+    grid_s = [one_rank_prefill_step(ctx, int(g), int(g) * tp).time_s for g in grid]
+    return full * chunk_s + np.where(rest_per_device > 0, np.interp(rest_per_device, grid, grid_s), 0.0)
 
 
 def _load_assumption(d: Deployment, phase: str) -> str:

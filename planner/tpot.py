@@ -34,12 +34,16 @@ FIXED_POINT_ROUNDS = 4  # holding time <-> step time; converges in two or three 
 CONTEXT_POINTS = (1024.0, 131_072.0)
 DRAWS = 8  # requests drawn per snapshot (their output lengths and when they join)
 SEED = 0
+STALL_ROUNDS = 3  # arrivals during a stall, during the stall they add, ...: the third round adds well under 1%
 
 
 def decode_tpot_s(d: Deployment, ctx: StepContext, dc: Candidate, instances: int, requests_per_s: float,
-                  prompts: np.ndarray, outputs: np.ndarray, percentile: float) -> float:
+                  prompts: np.ndarray, outputs: np.ndarray, percentile: float,
+                  prefill_stalls: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """The TPOT at `percentile` of a decode pool of `instances` x `dc` carrying `requests_per_s` (see the module's
-    docstring). prompts, outputs: the workload's equally likely prompt and output lengths (planner.search)."""
+    docstring). prompts, outputs: the workload's equally likely prompt and output lengths (planner.search).
+    prefill_stalls: aggregated instances' (time a rank spends prefilling each prompt, time that adds to the steps of
+    the other ranks of its group), per prompt of `prompts`."""
     ranks = dc.instance_devices // dc.layout.tp
     rng = np.random.default_rng(SEED)
     several = outputs[outputs >= 2]  # a one-token request has no TPOT
@@ -51,12 +55,37 @@ def decode_tpot_s(d: Deployment, ctx: StepContext, dc: Candidate, instances: int
         # each snapshot's step as requests of the workload's output lengths see it: a sequence joins its rank's batch
         # when the step under way ends, a wait its few steps share when it generates few tokens
         generated = rng.choice(several, (len(snapshot_s), DRAWS)) - 1
-        steps.append((snapshot_s[:, None] * (1.0 + rng.uniform(0.0, 1.0, generated.shape) / generated)).ravel())
+        span_s = snapshot_s[:, None] * (generated + rng.uniform(0.0, 1.0, generated.shape))
+        if prefill_stalls is not None:
+            span_s = span_s + _stalls_s(rng, span_s, requests_per_s * multiplier / (ranks * instances), ranks,
+                                        *prefill_stalls)
+        steps.append((span_s / generated).ravel())
         weights.append(np.repeat(share * held / held.sum() / DRAWS, DRAWS))
     steps_s, w = np.concatenate(steps), np.concatenate(weights)
     order = np.argsort(steps_s)
     cumulative = np.cumsum(w[order]) / w.sum()
     return float(steps_s[order][min(np.searchsorted(cumulative, percentile / 100.0), len(order) - 1)])
+
+
+def _stalls_s(rng: np.random.Generator, span_s: np.ndarray, per_rank_per_s: float, ranks: int, busy_s: np.ndarray,
+              lengthen_s: np.ndarray) -> np.ndarray:
+    """The prefill stalls of sequences decoding for `span_s` (see the module's docstring): the prompts queued behind
+    each one's own (those that arrived while its own prefilled), then those that arrive while it decodes and stalls."""
+    own = rng.poisson(per_rank_per_s * rng.choice(busy_s, span_s.shape))
+    window_s, total_s = span_s, np.zeros_like(span_s)
+    for _ in range(STALL_ROUNDS):
+        own = own + rng.poisson(per_rank_per_s * window_s)
+        window_s = _compound(rng, own, busy_s) + _compound(rng, rng.poisson(per_rank_per_s * (ranks - 1) * window_s),
+                                                           lengthen_s)
+        total_s, own = total_s + window_s, np.zeros_like(own)
+    return total_s
+
+
+def _compound(rng: np.random.Generator, counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For each count, the sum of that many draws of `values`."""
+    draws = rng.choice(values, int(counts.sum()))
+    owner = np.repeat(np.arange(counts.size), counts.ravel())
+    return np.bincount(owner, weights=draws, minlength=counts.size).reshape(counts.shape)
 
 
 def _snapshots(ctx: StepContext, dc: Candidate, per_rank_per_s: float, prompts: np.ndarray, output: int,

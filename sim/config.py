@@ -25,7 +25,8 @@ class Priority(enum.IntEnum):
 class Router(enum.Enum):
     ROUND_ROBIN = "round-robin"  # ranks in turn
     LEAST_LOADED = "least-loaded"  # prefill: fewest prompt tokens queued; decode / aggregated: fewest requests
-    PREFIX_AWARE = "prefix-aware"  # fewest queued + uncached prompt tokens (Mooncake's conductor: cache hits vs queue)
+    PREFIX_AWARE = "prefix-aware"  # fewest queued + uncached prompt tokens (Mooncake's conductor: cache hits vs queue),
+    # then fewest requests; every router but round-robin breaks remaining ties in turn
 
 
 class KVPolicy(enum.Enum):

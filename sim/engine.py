@@ -262,23 +262,25 @@ class _Sim:
 
     def _route(self, pool: _Pool, r: int) -> _Rank:
         ranks, policy = pool.ranks, self.config.router
+        pool.rr += 1
         if policy is Router.ROUND_ROBIN:
-            pool.rr += 1
             return ranks[(pool.rr - 1) % len(ranks)]
         if policy is Router.LEAST_LOADED:
             if pool is self.prefill:
-                return min(ranks, key=lambda k: k.queued_tokens)
-            return min(ranks, key=lambda k: len(k.running) + len(k.ready) + len(k.prefill_q))
-        # prefix-aware: the rank that finishes this prompt soonest, counting its cache hits against its queue
+                return _least(ranks, pool.rr, lambda k: k.queued_tokens)
+            return _least(ranks, pool.rr, _requests_on)
+        # prefix-aware: the rank that finishes this prompt soonest, counting its cache hits against its queue; among
+        # equals (an idle cluster, a trace without hash ids) the one holding fewest requests, then in turn
         inp = self.req.inp[r]
-        return min(ranks, key=lambda k: k.queued_tokens + inp - min(self._hits(k, r) * PREFIX_BLOCK_TOKENS, inp - 1))
+        return _least(ranks, pool.rr, lambda k: (k.queued_tokens + inp - min(self._hits(k, r) * PREFIX_BLOCK_TOKENS, inp - 1),
+                                                 _requests_on(k)))
 
     def _route_decode(self, r: int) -> _Rank:
         ranks = self.decode.ranks
+        self.decode.rr += 1
         if self.config.decode_router is Router.ROUND_ROBIN:
-            self.decode.rr += 1
             return ranks[(self.decode.rr - 1) % len(ranks)]
-        return min(ranks, key=lambda k: k.residents + len(k.incoming))
+        return _least(ranks, self.decode.rr, lambda k: k.residents + len(k.incoming))
 
     # ------------------------------------------------------------------ forming a step
     def plan_step(self, inst: _Instance):
@@ -530,3 +532,13 @@ def simulate(plan: Plan, trace: RequestTrace, config: SimConfig = SimConfig(),
     sim.run()
     return sim.result(time.perf_counter() - start)
 
+
+def _requests_on(rank: _Rank) -> int:
+    return len(rank.running) + len(rank.ready) + len(rank.prefill_q)
+
+
+def _least(ranks: list[_Rank], turn: int, key) -> _Rank:
+    """The rank with the least `key`, ties broken in turn (starting from rank `turn` mod R): a router that always
+    took the first of equals would pile an idle cluster's prompts onto one rank."""
+    start = turn % len(ranks)
+    return min(ranks[start:] + ranks[:start], key=key)

@@ -127,6 +127,14 @@ def test_the_default_examples_utilisation_and_cost_at_capacity(default_plan):
             f"${r.usd_per_million_output:.2f} per million output tokens, ${r.usd_per_million_output_at_capacity:.2f} full.")
 
 
+def test_the_plan_is_checked_by_its_replay(default_plan):
+    check = default_plan.replays[-1]
+    assert check.holds and check.requests == api.CHECK_SYNTHETIC_REQUESTS
+    _quoted(f"(`replayed: ... {check.describe().split(': ', 1)[1]}`)")
+    _quoted(f"(`--replay N`, default {api.REPLAYED_OPTIONS}; 0 leaves the check out) on the workload's trace (its first "
+            f"{api.CHECK_TRACE_REQUESTS:,} requests) or {api.CHECK_SYNTHETIC_REQUESTS:,} requests of its synthetic traffic")
+
+
 def test_an_slo_nothing_meets_says_how_close_the_best_comes():
     result = moeplan.plan(_default_spec(slo={"ttft_s": 2.0, "tpot_s": 0.005, "percentile": 99}))
     assert result.recommendation is None
@@ -246,25 +254,26 @@ def test_the_sentences_around_the_replay(replay):
 
 
 def test_the_trace_rate_refused_on_16_h200_and_the_default_examples_replay(default_plan, shared_data):
-    """The aggregated-serving story: the default plan's slots, its replay at the rate it asks and at 1.5/s, and
-    the rates the planner refuses on 16 H200 (1.5/s, and the trace's own: the catalog workload's rate)."""
-    rate = yaml.safe_load(example_path().read_text())["workload"]["requests_per_s"]
-    for workload in ({"name": "mooncake-conversation", "requests_per_s": 1.5}, {"name": "mooncake-conversation"}):
-        assert moeplan.plan(_default_spec(workload=workload)).recommendation is None, workload
-    r = default_plan.recommendation
-    slots = r.decode.work_per_device * r.decode.instance_devices * r.decode_instances
-    at_rate = api.simulate(example_path(), default_plan, requests=600, seed=3)  # as tests/test_plan_vs_sim.py
-    faster = api.simulate(_default_spec(workload={"name": "mooncake-conversation", "requests_per_s": 1.5}),
-                          default_plan, requests=600, seed=3)
-    _quoted(f"replayed at 1.5 requests/s, the default plan's {slots} sequence slots are full often enough that p99 "
-            f"TTFT reaches {faster.percentile('ttft', 99):.1f} s against a {default_plan.deployment.slo.ttft_s:g} s SLO")
-    _quoted(f"refuses 1.5 requests/s on 16 H200. The default example asks {rate:g}")
+    """The aggregated-serving story: the default plan and its replay, the TPOT SLO and the rates the planner refuses
+    on 16 H200 (1.5/s, which only the replay refuses, and the trace's own: the catalog workload's rate)."""
+    assert moeplan.plan(_default_spec(workload={"name": "mooncake-conversation"})).recommendation is None
+    faster = moeplan.plan(_default_spec(workload={"name": "mooncake-conversation", "requests_per_s": 1.5}))
+    assert faster.recommendation is None and faster.infeasible_field == "slo.tpot_s"
+    nearest = min(faster.replays, key=lambda c: c.replayed_tpot_s)
+    _quoted(f"At 1.5 requests/s the analytic ranking accepts it (TPOT {nearest.planned_tpot_s * 1e3:.1f} ms planned) "
+            f"and its replay refuses it ({nearest.replayed_tpot_s * 1e3:.1f} ms)")
+    at_50_ms = moeplan.plan(_default_spec(slo={**_default_spec()["slo"], "tpot_s": 0.05}))
+    assert at_50_ms.recommendation is None
+    _quoted(f"(`{at_50_ms.infeasible.split(' (')[0]} (...) reaches {at_50_ms.infeasible.split('reaches ')[1].split(' (')[0]}`)")
     assert moeplan.plan(_default_spec(slo={**_default_spec()["slo"], "ttft_s": 2.0})).recommendation is None
-    _quoted(f"at TTFT {default_plan.deployment.slo.ttft_s:g} s, as the trace's long prompts queue on their rank and 2 s "
+    rate, r = yaml.safe_load(example_path().read_text())["workload"]["requests_per_s"], default_plan.recommendation
+    at_rate = api.simulate(example_path(), default_plan, requests=600, seed=3)  # as tests/test_plan_vs_sim.py
+    _quoted(f"so the default example asks {default_plan.deployment.slo.tpot_s * 1e3:g} ms, and {rate:g} requests/s at "
+            f"TTFT {default_plan.deployment.slo.ttft_s:g} s, as the trace's long prompts queue on their rank and 2 s "
             "needs more than 16 H200")
     _quoted(f"the plan's TTFT is {r.ttft_s:.2f} s at p99 and the replay's {at_rate.percentile('ttft', 99):.2f} s; "
             f"TPOT p50 {at_rate.percentile('tpot', 50) * 1e3:.0f} ms, p99 {at_rate.percentile('tpot', 99) * 1e3:.0f} ms "
-            f"against the planned {r.tpot_s * 1e3:.0f} ms at full load")
+            f"against the planned {r.tpot_s * 1e3:.0f} ms")
     lengths = api.read_trace(shared_data / "requests" / "mooncake" / "conversation_trace.jsonl").input_tokens
     _quoted(f"cv {lengths.std() / lengths.mean():.2f} for Mooncake's prompts, whose p99 is "
             f"{math.floor(float(np.percentile(lengths, 99)) / lengths.mean()):.0f}x the mean")
