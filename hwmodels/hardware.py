@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Mapping
 
@@ -117,3 +117,11 @@ def make_cluster(unit: ClusterUnit, units: int | None = None, devices: int | Non
             f"use a multiple of {unit.devices_per_node}",
         )
     return Cluster(unit, devices)
+
+
+def instance_cluster(unit: ClusterUnit, devices: int) -> Cluster:
+    """The devices one instance runs on: whole nodes, or part of one node (one B200 of eight, a 2-GPU half of a
+    GB200 tray), which keeps the node's links with fewer devices on them."""
+    if 0 < devices < unit.devices_per_node:
+        unit = replace(unit, devices_per_node=devices, scaleup_domain_devices=min(unit.scaleup_domain_devices, devices))
+    return make_cluster(unit, devices=devices)

@@ -156,7 +156,8 @@ def kernel_fits() -> dict:
 
 
 def plan(spec: SpecLike, trace: str | Path | None = None, backend: str | None = None, replay: int = REPLAYED_OPTIONS,
-         requests: int | None = None, seed: int = 0) -> PlanView:
+         requests: int | None = None, seed: int = 0, shards: int | None = None, shard_by: str = "auto",
+         engine: str = "local", address: str | None = None) -> PlanView:
     """Search layouts for the spec's model, cluster, workload and SLOs; recommend the cheapest that meets them.
     The PlanView reads like the planner's Plan (.recommendation, .frontier, .infeasible, .replays; `.plan` is the
     Plan itself) and adds .to_frame(table), .figure(name), .to_json() (plan.json) and .replay (the recommendation's
@@ -167,18 +168,26 @@ def plan(spec: SpecLike, trace: str | Path | None = None, backend: str | None = 
     replay: how many of the cheapest options are replayed in the simulator before one is recommended (the cheapest
     whose replay completes every request within both SLO percentiles; 0: the analytic ranking alone); each replays
     the workload's trace (its first `requests`, default CHECK_TRACE_REQUESTS) or `requests` synthetic ones (default
-    CHECK_SYNTHETIC_REQUESTS, drawn with `seed`)."""
-    _check_simulate_args(1.0, None, requests, None, seed, None)
+    CHECK_SYNTHETIC_REQUESTS, drawn with `seed`); shards / shard_by / engine / address: each replay cut in shards
+    and run on local processes or Ray, as `simulate` does."""
+    _check_simulate_args(1.0, None, requests, None, seed, shards)
     if not (isinstance(replay, int) and not isinstance(replay, bool) and 0 <= replay <= MAX_REPLAYED_OPTIONS):
         raise InputError("replay", f"is {replay!r}", f"a whole number from 0 to {MAX_REPLAYED_OPTIONS}")
-    d = deployment(spec, trace=trace, backend=backend)
+    return _checked_plan(deployment(spec, trace=trace, backend=backend), replay, requests, seed, shards, shard_by, engine,
+                         address)
+
+
+def _checked_plan(d: Deployment, replay: int = REPLAYED_OPTIONS, requests: int | None = None, seed: int = 0,
+                  shards: int | None = None, shard_by: str = "auto", engine: str = "local",
+                  address: str | None = None) -> PlanView:
     if replay == 0 or d.workload.requests_per_s is None:
         return PlanView(_plan(d))
     runs = {}
     count = requests or (CHECK_TRACE_REQUESTS if d.workload.trace is not None else CHECK_SYNTHETIC_REQUESTS)
 
     def check(option: Plan) -> ReplayCheck:
-        runs[id(option.recommendation)] = run = simulate(d, option, requests=count, seed=seed)
+        runs[id(option.recommendation)] = run = simulate(d, option, requests=count, seed=seed, shards=shards,
+                                                         shard_by=shard_by, engine=engine, address=address)
         return simulation.replay_check(option, run)
     result = _plan(d, check, replay)
     return PlanView(result, runs.get(id(result.recommendation)))
@@ -277,7 +286,8 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
     output tokens. Returns a Simulation: a sim.SimResult (its fields read through; .to_json(), .summary())
     with .to_frame(table) and .figure(name).
 
-    plan: a Plan (or the PlanView `plan` returns), a plan.json path or its parsed dict, or None (plan the spec now).
+    plan: a Plan (or the PlanView `plan` returns), a plan.json path or its parsed dict, or None (plan the spec now,
+      as `plan` does: its cheapest options checked by replays of the workload).
     trace: a request trace file (Mooncake JSONL, Azure CSV, length CSV, ServeGen chunk or folder), a
       RequestTrace (hwmodels.ingest.requests), or None: the spec's workload.trace where it has one, else synthetic
       Poisson arrivals at the workload's requests_per_s,
@@ -301,8 +311,8 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
 
     _check_simulate_args(speedup, subsample, requests, rate_per_s, seed, shards)  # before any planning
     d = deployment(spec, backend=backend)
-    if plan is None:
-        plan = _plan(d)
+    if plan is None:  # what `moeplan plan` recommends: checked by its replay of the workload
+        plan = _checked_plan(d).plan
     elif isinstance(plan, PlanView):
         plan = plan.plan
     elif not isinstance(plan, Plan):

@@ -114,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="requests each replay runs: the trace's first N (default "
                         f"{api.CHECK_TRACE_REQUESTS:,}), else N synthetic ones (default {api.CHECK_SYNTHETIC_REQUESTS:,}; "
                         f"{bounds_help('--requests')})")
+    s.add_argument("--seed", type=int_in("--seed"), default=0,
+                   help=f"seed of the replays' synthetic traffic ({bounds_help('--seed')}, default 0)")
+    _shard_args(s, "each replay")
     s.set_defaults(run=_plan)
 
     s = sub.add_parser("compare", help="the same workload and SLOs across devices and/or models, with a report")
@@ -201,13 +204,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-batch", type=int_in("--max-batch"), metavar="B",
                    help=f"running sequences per device ({bounds_help('--max-batch')}; default: the plan's batch per device)")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
+    _shard_args(s, "the replay")
+    s.set_defaults(run=_simulate)
+    return p
+
+
+def _shard_args(s, what: str) -> None:
     s.add_argument("--shards", type=int_in("--shards"), metavar="N",
-                   help=f"replay in N shards ({bounds_help('--shards')}; exact by instance where possible, else by time window)")
+                   help=f"cut {what} into N shards ({bounds_help('--shards')}; exact by instance where possible, else by time window)")
     s.add_argument("--shard-by", choices=("auto", "instance", "window"), default="auto", help="how to cut a sharded replay (default auto)")
     s.add_argument("--engine", choices=("local", "ray"), default="local", help="where shards run: local processes (default) or Ray")
     s.add_argument("--address", metavar="ADDR", help="with --engine ray, an existing cluster (ray://host:10001); default: a local instance")
-    s.set_defaults(run=_simulate)
-    return p
 
 
 def _study_args(s) -> None:
@@ -231,7 +238,8 @@ def _backend_arg(parser) -> None:
 
 def _plan(args) -> int:
     out_dir = report.output_dir(args.output, args.force) if args.output is not None else None
-    plan = api.plan(args.spec, trace=args.trace, backend=args.backend, replay=args.replay, requests=args.requests)
+    plan = api.plan(args.spec, trace=args.trace, backend=args.backend, replay=args.replay, requests=args.requests,
+                    seed=args.seed, shards=args.shards, shard_by=args.shard_by, engine=args.engine, address=args.address)
     if out_dir is not None:
         report.write_files(out_dir, report.plan_report(plan.plan, _report_simulation(args, plan)))
     if args.json:

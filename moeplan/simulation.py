@@ -123,9 +123,9 @@ def replay_check(plan: Plan, sim: Simulation) -> ReplayCheck:
     ttft, tpot = result.percentile("ttft", slo.percentile), result.percentile("tpot", slo.percentile)
     requests = len(result.arrival_s)
     holds = (result.completed == requests and ttft <= slo.ttft_s and (math.isnan(tpot) or tpot <= slo.tpot_s))
+    traffic = result.trace if result.trace.startswith("synthetic") else f"{requests:,} requests of {result.trace}"
     return ReplayCheck(r.mode, r.devices, r.usd_per_hour, r.ttft_s, r.tpot_s, ttft, tpot, requests, result.completed,
-                       holds, result.trace if result.trace.startswith("synthetic") else f"{requests:,} requests of {result.trace}",
-                       result.wall_seconds)
+                       holds, traffic + (f" (in {sim.sharding})" if sim.sharding else ""), result.wall_seconds)
 
 
 RATE_MISMATCH = 0.2  # a replay whose arrivals differ from the plan's rate by more than this asks another question

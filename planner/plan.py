@@ -222,7 +222,7 @@ class ReplayCheck:
         tpot = "n/a" if self.replayed_tpot_s != self.replayed_tpot_s else f"{self.replayed_tpot_s * 1e3:,.1f}"
         verdict = "holds" if self.holds else "does not hold"
         missed = "" if self.completed == self.requests else f", {self.requests - self.completed:,} requests not served"
-        return (f"{self.mode}, {self.devices} devices: TTFT {self.planned_ttft_s:,.2f} s planned / "
+        return (f"{self.mode}, {self.devices} device{'s' * (self.devices > 1)}: TTFT {self.planned_ttft_s:,.2f} s planned / "
                 f"{self.replayed_ttft_s:,.2f} s replayed, TPOT {self.planned_tpot_s * 1e3:,.1f} / {tpot} ms{missed}: "
                 f"{verdict}")
 

@@ -30,7 +30,7 @@ from hwmodels.arithmetic import kv_bytes_per_token, weight_bytes
 from hwmodels.calibrate.operator_costs import costs_of, describe_costs
 from hwmodels.deployment import POISSON, Deployment
 from hwmodels.fit import fit
-from hwmodels.hardware import Cluster, make_cluster
+from hwmodels.hardware import Cluster, instance_cluster
 from hwmodels.layout import Layout
 from hwmodels.layouts import layout_space
 from hwmodels.memory import device_memory
@@ -53,13 +53,16 @@ SLO_UTILISATION_CAP = 0.95  # never plan a pool hotter than this: queues explode
 
 
 def instance_sizes(d: Deployment) -> list[int]:
-    """Whole nodes, from the fewest that hold the weights up to the cluster or MAX_INSTANCE_DEVICES (more traffic
-    takes more instances), whichever is smaller, but never fewer nodes than hold the weights."""
+    """Parts of one node that hold the weights (1, 2, 4, ... of its devices: one B200, a 2-GPU GB200 instance), then
+    whole nodes, from the fewest that hold the weights up to the cluster or MAX_INSTANCE_DEVICES (more traffic takes
+    more instances), whichever is smaller, but never fewer nodes than hold the weights."""
     unit = d.cluster.unit
     need = weight_bytes(d.model, d.precision) / (d.cluster.device.hbm_bytes * d.serving.hbm_utilization)
+    parts = [n for n in (2**k for k in range(unit.devices_per_node.bit_length()))
+             if need <= n < unit.devices_per_node and unit.devices_per_node % n == 0]
     first = max(1, math.ceil(need / unit.devices_per_node))
     last = min(d.cluster.num_nodes, max(first, MAX_INSTANCE_DEVICES // unit.devices_per_node))
-    return [n * unit.devices_per_node for n in range(first, last + 1)]
+    return parts + [n * unit.devices_per_node for n in range(first, last + 1)]
 
 
 def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoads) -> list[Candidate]:
@@ -121,7 +124,7 @@ def _admits_longest(d: Deployment, cluster: Cluster, layout: Layout, output_toke
 
 
 def _sub_cluster(d: Deployment, devices: int) -> Cluster:
-    return make_cluster(d.cluster.unit, devices=devices)
+    return instance_cluster(d.cluster.unit, devices)
 
 
 def pareto_frontier(candidates: list[Candidate]) -> tuple[Candidate, ...]:
@@ -514,6 +517,28 @@ def _load_assumption(d: Deployment, phase: str) -> str:
         "uniform (no routing statistics for this model)"
 
 
+CONTEXT_PARALLEL_RANKS = (2, 4)  # the context-parallel degrees a TTFT refusal estimates
+
+
+def _context_parallel_text(d: Deployment, c: Candidate, prompts: np.ndarray) -> str:
+    """What splitting each prompt over 2 or 4 of `c`'s attention ranks (context parallel) would reach at the SLO
+    percentile: each rank prefills its share of the prompt at the whole prompt's context, and passes its KV round the
+    ring over the scale-up links. An estimate: context parallelism is not a layout the search scores."""
+    rank_s = _rank_prefill_s(d, c, prompts)
+    kv_bytes = prompts * kv_bytes_per_token(d.model, d.precision)
+    nic = d.cluster.device.scaleout_bytes_per_s or d.cluster.device.scaleup_bytes_per_s
+    link = d.cluster.device.scaleup_bytes_per_s or nic
+    parts = []
+    for cp in CONTEXT_PARALLEL_RANKS:
+        if cp * c.layout.tp > d.cluster.num_devices:
+            break
+        cp_s = rank_s / cp + kv_bytes * (cp - 1) / cp / link + kv_bytes / nic
+        parts.append(f"{queueing.ttft_percentile_s(cp_s, (), d.slo.percentile):.2f} s over {cp} ranks "
+                     f"({cp * c.layout.tp} devices)")
+    return ("" if not parts else "; context parallel would reach about " + ", ".join(parts)
+            + " (an estimate: context parallelism is not a layout the search scores)")
+
+
 def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Candidate], sizes: list[int]) -> tuple[str, str]:
     """(the spec field to change, why no deployment was recommended)."""
     c = d.cluster
@@ -551,13 +576,16 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
     fastest = min(prefill, key=lambda p: unqueued[id(p)], default=None)
     fastest_prompt = math.inf if fastest is None else unqueued[id(fastest)]
     if fastest_prompt > d.slo.ttft_s:
-        spread = (f"the p{d.slo.percentile:g} prompt ({at_percentile:,.0f} tokens; mean {w.input_tokens:,}, cv "
+        p = f"p{d.slo.percentile:g}"
+        spread = (f"the {p} prompt ({at_percentile:,.0f} tokens; mean {w.input_tokens:,}, cv "
                   f"{w.input_cv:.2f})" if w.input_cv > 0 else f"a {w.input_tokens:,}-token prompt")
         rank = "" if fastest is None else f" on one {fastest.layout.tp}-device attention rank ({fastest.layout.name(d.model.is_moe)})"
         return "slo.ttft_s", (
-            f"no layout meets TTFT {d.slo.ttft_s:g} s at p{d.slo.percentile:g} {where}: {spread} takes at least "
-            f"{fastest_prompt:.2f} s to prefill{rank} and transfer; a TTFT SLO of at least that, a lower percentile "
-            f"(slo.percentile), more devices per attention rank, or shorter prompts would help")
+            f"no layout meets TTFT {d.slo.ttft_s:g} s at {p} {where}: {p} TTFT >= {fastest_prompt:.2f} s, as {spread} "
+            f"takes at least {fastest_prompt:.2f} s to prefill{rank} and transfer"
+            + ("" if fastest is None else _context_parallel_text(d, fastest, prompts))
+            + f"; a TTFT SLO of at least {fastest_prompt:.2f} s, a lower percentile (slo.percentile), more devices per attention rank, "
+              "or shorter prompts would help")
     if d.workload.requests_per_s is None:
         return "cluster.units", (
             f"no instance of {d.model_display_name} fits within the cluster's {c.num_devices} devices at these SLOs; "

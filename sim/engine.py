@@ -52,7 +52,7 @@ import simpy.events
 from hwmodels.arithmetic import kv_bytes_per_token
 from hwmodels.calibrate.operator_costs import costs_of
 from hwmodels.errors import InputError
-from hwmodels.hardware import make_cluster
+from hwmodels.hardware import instance_cluster
 from hwmodels.memory import device_memory, kv_bytes_per_token_per_device
 from hwmodels.ingest.requests import PREFIX_BLOCK_TOKENS, RequestTrace
 from hwmodels.ingest.routing import RoutingTrace
@@ -134,7 +134,7 @@ class _Pool:
         d = p.deployment
         self.planned, self.loads = planned, loads
         lay = planned.layout
-        cluster = make_cluster(d.cluster.unit, devices=planned.instance_devices)
+        cluster = instance_cluster(d.cluster.unit, planned.instance_devices)
         costs = costs_of(d)
         self.steps = StepTimes(tuple(StepContext(d.model, d.precision, cluster, lay, load, costs,
                                                  imbalance_decimals=IMBALANCE_DECIMALS) for load in loads.loads))

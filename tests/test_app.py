@@ -229,7 +229,7 @@ def test_simulation_page_replays_synthetic_and_uploaded_traces():
     pools, percentiles = (t.value for t in at.table)
     assert 0 < float(pools["Utilisation (%)"].iloc[0]) <= 100  # a share of the replay, in %, never over 100
     tpot = percentiles.set_index("Latency").loc["TPOT (ms)"]
-    assert 1 < float(tpot["p50"]) < float(tpot["SLO"]) == 50  # in ms, as the TPOT input is
+    assert 1 < float(tpot["p50"]) < float(tpot["SLO"]) == 100  # in ms, as the TPOT input is
     at.radio(key="sim_source").set_value("Trace file")
     at.button[0].click().run()
     assert not at.exception

@@ -1,8 +1,10 @@
 """Layout search: candidates, Pareto frontier, SLOs, capacity and the infeasibility explanation."""
 
+import re
 from dataclasses import replace
 
 import pytest
+import yaml
 
 from hwmodels.deployment import SLO, Workload
 from moeplan import api, example_path
@@ -159,3 +161,33 @@ def test_a_disaggregated_ttft_waits_for_a_decode_slot_and_the_decode_pool_grows_
     ranks = dc.instance_devices // dc.layout.tp
     full = dc.work_per_device * dc.layout.tp * ranks / (d.workload.output_tokens * dc.step_s)
     assert search._decode_slot_wait(d, dc, 1, full).unbounded
+
+
+def _small_model_spec(model: str, unit: str) -> dict:
+    return {"schema_version": 1, "name": "small", "model": model, "cluster": {"unit": unit, "units": 1},
+            "workload": {"name": "mooncake-conversation", "requests_per_s": 2.0},
+            "slo": {"ttft_s": 5.0, "tpot_s": 0.05, "percentile": 99}, "prices": {}}
+
+
+def test_instances_smaller_than_a_node():
+    # Mixtral-8x7B's bf16 weights (93 GB) need two H100s: instances of 2 and 4 of a node's 8, then whole nodes
+    assert search.instance_sizes(api.deployment(_small_model_spec("mixtral-8x7b", "hgx-h100")))[:3] == [2, 4, 8]
+    # Qwen3-30B-A3B fits one GB200: one GPU of a tray serves it, checked by its replay, and plan.json reads it back
+    spec = _small_model_spec("qwen3-30b-a3b", "gb200-nvl72")
+    result = api.plan(spec)
+    r = result.recommendation
+    assert r is not None and r.decode.instance_devices == 1 and r.devices < 4 and result.replays[-1].holds
+    assert result.replay.devices == r.devices
+    assert api.load_plan(result.to_json(), spec).recommendation.devices == r.devices
+
+
+def test_a_ttft_the_longest_prompts_put_out_of_reach_says_what_context_parallel_would_reach():
+    spec = yaml.safe_load(example_path().read_text())
+    spec["slo"]["ttft_s"] = 2.0
+    result = api.plan(spec)
+    assert result.recommendation is None and result.infeasible_field == "slo.ttft_s"
+    floor, prompt = re.search(r"p99 TTFT >= ([\d.]+) s, as the p99 prompt \(([\d,]+) tokens", result.infeasible).groups()
+    assert float(floor) > 2.0 and int(prompt.replace(",", "")) > 5 * result.deployment.workload.input_tokens
+    estimates = [float(x) for x in re.findall(r"([\d.]+) s over \d ranks", result.infeasible)]
+    assert len(estimates) == 1 and estimates[0] < float(floor) / 1.5  # 16 devices hold 2 ranks of 8: not 4
+    assert "not a layout the search scores" in result.infeasible

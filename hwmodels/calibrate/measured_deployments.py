@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from hwmodels import catalog
 from hwmodels.calibrate import measured_tables
 from hwmodels.calibrate.operator_costs import costs_for
 from hwmodels.errors import InputError
-from hwmodels.hardware import make_cluster
+from hwmodels.hardware import instance_cluster
 from hwmodels.layout import Layout
 from hwmodels.precision import default_plan
 from hwmodels.roles import Phase
@@ -188,9 +188,7 @@ def _context(s: _Setup, row: dict, prefix: str) -> tuple[StepContext, int]:
     arch = catalog.load_model(s.model)
     plan = default_plan(arch.quantization_config, arch.torch_dtype).with_overrides(s.formats)
     unit = catalog.load_unit(catalog.units_for_device(s.device)[0])
-    if tp * dp < unit.devices_per_node:  # a worker on part of one node: the same links, fewer devices on them
-        unit = replace(unit, devices_per_node=tp * dp, scaleup_domain_devices=min(unit.scaleup_domain_devices, tp * dp))
-    cluster = make_cluster(unit, devices=tp * dp)
+    cluster = instance_cluster(unit, tp * dp)
     layout = Layout(tp=tp, dp=dp, moe_tp=moe_tp)
     return StepContext(arch, plan, cluster, layout, costs=costs_for(s.device, s.engine, s.version)), _whole(row, f"{prefix}batch_size")
 
