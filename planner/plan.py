@@ -15,6 +15,7 @@ plan.json is its one serialisation (planner.plan_json, which reads back exactly 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field, replace
 
 from hwmodels.deployment import Deployment
@@ -219,7 +220,7 @@ class ReplayCheck:
     wall_s: float
 
     def describe(self) -> str:
-        tpot = "n/a" if self.replayed_tpot_s != self.replayed_tpot_s else f"{self.replayed_tpot_s * 1e3:,.1f}"
+        tpot = "n/a" if math.isnan(self.replayed_tpot_s) else f"{self.replayed_tpot_s * 1e3:,.1f}"
         verdict = "holds" if self.holds else "does not hold"
         missed = "" if self.completed == self.requests else f", {self.requests - self.completed:,} requests not served"
         return (f"{self.mode}, {self.devices} device{'s' * (self.devices > 1)}: TTFT {self.planned_ttft_s:,.2f} s planned / "

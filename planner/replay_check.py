@@ -9,6 +9,7 @@ their percentile; the cheaper options that did not hold are dropped, not recomme
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from hwmodels.deployment import Deployment
@@ -32,22 +33,23 @@ def checked(d: Deployment, options: list[Recommendation], check: Check,
 
 def refusal(d: Deployment, replays: tuple[ReplayCheck, ...]) -> tuple[str, str]:
     """(the spec field to change, why) when no replayed option held: the nearest miss, in figures."""
-    slo = d.slo
+    slo, p = d.slo, f"p{d.slo.percentile:g}"
 
-    def overshoot(r: ReplayCheck) -> float:
-        tpot = 0.0 if r.replayed_tpot_s != r.replayed_tpot_s else r.replayed_tpot_s / slo.tpot_s
-        return max(r.replayed_ttft_s / slo.ttft_s, tpot, 1.0 + (r.requests - r.completed) / r.requests)
+    def over(r: ReplayCheck) -> tuple[float, float]:
+        """How far past each SLO its replay went (TPOT: 0 where no request generated two tokens)."""
+        return r.replayed_ttft_s / slo.ttft_s, 0.0 if math.isnan(r.replayed_tpot_s) else r.replayed_tpot_s / slo.tpot_s
 
-    near = min(replays, key=overshoot)
-    p = f"p{slo.percentile:g}"
+    near = min(replays, key=lambda r: (r.requests - r.completed, max(over(r))))
+    ttft_over, tpot_over = over(near)
     if near.completed < near.requests:
         field, missed = "cluster", f"{near.requests - near.completed:,} of {near.requests:,} requests were not served"
-    elif near.replayed_ttft_s / slo.ttft_s >= (near.replayed_tpot_s / slo.tpot_s if near.replayed_tpot_s == near.replayed_tpot_s else 0):
+    elif ttft_over >= tpot_over:
         field, missed = "slo.ttft_s", (f"{p} TTFT {near.replayed_ttft_s:,.2f} s against the SLO's {slo.ttft_s:g} s "
                                        f"(planned {near.planned_ttft_s:,.2f} s)")
     else:
         field, missed = "slo.tpot_s", (f"{p} TPOT {near.replayed_tpot_s * 1e3:,.1f} ms against the SLO's "
                                        f"{slo.tpot_s * 1e3:g} ms (planned {near.planned_tpot_s * 1e3:,.1f} ms)")
+    relax = "the SLOs" if field == "cluster" else field
     return field, (f"none of the {len(replays)} cheapest options holds in its replay of {near.traffic}; the nearest "
-                   f"({near.mode}, {near.devices} devices) reaches {missed}; relax {field if field != 'cluster' else 'the SLOs'}, "
-                   f"grow the cluster, or replay more options (moeplan plan --replay N)")
+                   f"({near.mode}, {near.devices} devices) reaches {missed}; relax {relax}, grow the cluster, or replay "
+                   "more options (moeplan plan --replay N)")

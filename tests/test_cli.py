@@ -115,6 +115,20 @@ def test_plan_writes_plan_json_and_never_overwrites(tmp_path):
     assert moeplan("plan", str(example_path()), "-o", str(out), "--force", cwd=tmp_path).returncode == 0
 
 
+def test_plan_replays_its_cheapest_options_unless_told_not_to(tmp_path):
+    r = moeplan("plan", str(example_path()), "--json", "--requests", "300", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    held = doc["recommendation"]["replay"]
+    assert held == doc["replays"][-1] and held["holds"] and held["requests"] == 300 == held["completed"]
+    assert held["devices"] == doc["recommendation"]["devices"] and held["planned_tpot_s"] == doc["recommendation"]["tpot_s"]
+    r = moeplan("plan", str(example_path()), "--json", "--replay", "0", cwd=tmp_path)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["replays"] == [] and doc["recommendation"]["replay"] is None
+    r = moeplan("plan", str(example_path()), "--requests", "300", cwd=tmp_path)
+    assert "replayed: aggregated, 16 devices: TTFT" in r.stdout and ": holds" in r.stdout
+
+
 def test_bench_kernels_quick_writes_a_csv_calibration_reads(tmp_path):
     pytest.importorskip("torch")
     from hwmodels.calibrate.kernels_measured import load_measured, report
@@ -266,6 +280,8 @@ def one_error_line(r, *needles):
     (["models", "\x85\u2028"], ["unrecognized arguments"]),  # line breaks str.splitlines knows: one line still
     (["check", "a\x00b"], ["argument 2", "NUL"]), (["check", "\ud800"], ["argument 2", "not encodable"]),
     (["simulate", "--address", "ray://head:10001"], ["--address: is used only with --engine ray"]),
+    (["plan", "--address", "ray://head:10001"], ["--address: is used only with --engine ray"]),
+    (["plan", "--replay", "-1"], ["--replay", "20"]), (["plan", "--replay", "21"], ["--replay", "20"]),
     (["compare", "--devices", ",,,", "--processes", "1"], ["--devices: nothing to compare"]),  # no blank progress line
 ])
 def test_bad_arguments_are_one_line_naming_the_option(capsys, args, needles):

@@ -245,6 +245,8 @@ def test_the_sentences_around_the_replay(replay):
     tokens, seconds = re.search(r"prompt \(([\d,]+) tokens.*at least ([\d.]+) s", at_2_s.infeasible).groups()
     _quoted(f"At TTFT 2 s the planner now refuses this spec: the trace's p99 prompt alone ({tokens} tokens, prompts up "
             f"to {trace.input_tokens.max() / trace.input_tokens.mean():.0f}x the mean) takes {seconds} s to prefill")
+    context_parallel = re.search(r"context parallel would reach about (.*?) \(an estimate", at_2_s.infeasible).group(1)
+    _quoted(f"on one attention rank; context parallel would reach about {context_parallel} (an estimate")
     _quoted(f"recommended 16 H200 for the trace's {len(trace) / trace.duration_s:.1f} requests/s")
     _quoted(f"# Kimi traffic; the trace runs {len(trace) / trace.duration_s:.1f}/s")
     _quoted(f"(`workload.max_input_tokens`; {trace.input_tokens.max():,} for the Mooncake conversation trace)")
