@@ -118,3 +118,18 @@ def test_catalog_prices_stay_the_published_ones(shared_data):
     published = yaml.safe_load((shared_data / "published" / "hardware.yaml").read_text())["prices_usd_per_device_hour"]
     for row in published:  # the existing default rows are kept as they were
         assert catalog.catalog_prices()[row["device"]].usd_per_device_hour == row["price"]
+
+
+def test_report_and_dashboard_tables_say_no_price_where_a_feasible_row_has_no_cost():
+    from moeplan import display, report
+
+    sweep = api.compare({**SMALL, "model": "qwen3-30b-a3b", "cluster": {"unit": "hgx-h100", "units": 1}},
+                        devices=["h100-sxm", "h20-141gb"], processes=1, size=False)
+    frame = sweep.to_frame()
+    assert frame["feasible"].all()
+    cells = display.text_frame(frame).set_index("Device")
+    cost = display.label("usd_per_million_output_tokens")
+    assert cells.loc["h20-141gb", cost] == display.NO_PRICE and cells.loc["h100-sxm", cost] != display.NO_PRICE
+    only_unpriced = display.text_frame(frame[frame["device"] == "h20-141gb"])
+    assert cost in only_unpriced.columns  # a cost column with no value in any row is said, not dropped
+    assert "| no price |" in report.markdown_table(frame[frame["device"] == "h20-141gb"][["device", "usd_per_hour"]])
