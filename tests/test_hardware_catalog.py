@@ -46,7 +46,8 @@ def test_h20_figures_come_from_nvidia_aiconfigurator_and_the_96gb_capacity_is_fl
     assert small.scaleup_bytes_per_s == large.scaleup_bytes_per_s == 450e9
     assert "h20_sxm.yaml" in small.provenance["hbm_bytes_per_s"].source
     assert "h20_3e.yaml" in large.provenance["hbm_bytes"].source
-    assert set(small.unverified_fields()) == {"hbm_bytes", "power_w"} and not large.unverified_fields()
+    assert set(small.unverified_fields()) == {"hbm_bytes", "power_w", "num_sms"}
+    assert set(large.unverified_fields()) == {"num_sms"} and small.num_sms == large.num_sms == 78
 
 
 def test_h800_nvlink_is_nvidia_aiconfigurator_figure_and_the_measured_derate_stays():
