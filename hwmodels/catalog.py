@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from catalogs import CATALOG_DIR
-from hwmodels import safe_yaml
+from hwmodels import prices as price_tables, safe_yaml
 from hwmodels.deployment import Price
 from hwmodels.errors import InputError, excerpt, nearest_names
 from hwmodels.hardware import ClusterUnit, Device, Figure
@@ -101,9 +101,25 @@ def units_for_device(device: str) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=None)
-def catalog_prices() -> Mapping[str, Price]:
-    raw = _read_yaml("prices.yaml")["prices_usd_per_device_hour"]
-    return {d: Price(float(p["value"]), p["source"], p["basis"], str(p["date"])) for d, p in raw.items()}
+def price_table() -> price_tables.PriceTable:
+    """catalogs/prices.yaml: the default rows and each cloud's."""
+    return price_tables.parse_table(_read_yaml("prices.yaml"), str(CATALOG_DIR / "prices.yaml"), device_names())
+
+
+def catalog_prices(cloud: str | None = None) -> Mapping[str, Price]:
+    """USD per device-hour by device: the default rows, or one cloud's (an unknown cloud is an InputError)."""
+    return price_table().for_cloud(cloud)
+
+
+def cloud_names() -> tuple[str, ...]:
+    return tuple(price_table().clouds)
+
+
+def read_price_file(path: str | Path, field: str = "--prices") -> price_tables.PriceTable:
+    """A user's price file (catalogs/prices.yaml's format; a row may be a bare number): errors name the file and entry."""
+    path = Path(path)
+    text = safe_yaml.read_text(path, field, "give a YAML price file in catalogs/prices.yaml's format")
+    return price_tables.parse_table(safe_yaml.load(text, f"{field} {path}"), f"{field} {path}", device_names(), user=True)
 
 
 @lru_cache(maxsize=None)

@@ -26,7 +26,7 @@ from hwmodels.ingest.source import SourceLike
 from hwmodels.precision import default_plan
 from hwmodels.roles import Phase
 from moeplan import catalog_records, study
-from moeplan.spec import SCHEMA_VERSION, Spec, WorkloadSpec, engine_spec, load_spec, parse_spec, resolve
+from moeplan.spec import SCHEMA_VERSION, Spec, WorkloadSpec, engine_spec, load_spec, parse_spec, resolve, with_prices
 from moeplan.spec import read_trace as read_spec_trace
 from moeplan import simulation
 from moeplan.simulation import Simulation
@@ -42,7 +42,7 @@ from sim.config import KVPolicy, Router, SimConfig
 
 __all__ = ["InputError", "KVPolicy", "Plan", "PlanView", "RequestTrace", "Router", "SimConfig", "Simulation", "Spec", "Sweep",
            "ValidationRow", "app_script", "bench_kernels", "check", "clusters", "compare", "compare_placements",
-           "default_kernel_csv", "deployment", "devices", "kernel_fits", "load_plan", "model_config", "model_summary",
+           "clouds", "default_kernel_csv", "deployment", "devices", "kernel_fits", "load_plan", "model_config", "model_summary",
            "models", "number_formats", "plan", "read_routing_counts", "read_trace", "simulate", "sweep", "units",
            "validate", "validate_measured", "measured_summary", "validation_summary", "workloads"]
 
@@ -51,15 +51,17 @@ SpecLike = str | Path | Mapping | Spec | Deployment
 
 
 def deployment(spec: SpecLike, base_dir: Path | None = None, trace: str | Path | None = None,
-               backend: str | None = None) -> Deployment:
+               backend: str | None = None, cloud: str | None = None, prices: str | Path | None = None) -> Deployment:
     """A Deployment from a spec path, a dict of the spec's YAML fields, a parsed Spec, or a Deployment (returned
     as is). Relative paths inside a dict or Spec resolve against `base_dir` (the working directory by default).
     trace: a request trace file whose traffic replaces the spec's workload (as workload.trace would give it);
-    backend: "NAME[@VERSION]" (sglang, trtllm, vllm), the serving engine replacing the spec's serving.engine."""
+    backend: "NAME[@VERSION]" (sglang, trtllm, vllm), the serving engine replacing the spec's serving.engine;
+    cloud: the cloud whose price rows cost the devices (prices.cloud; catalog.cloud_names()); prices: a price file in
+    catalogs/prices.yaml's format replacing the catalog's (prices.file). The spec's own device prices still win."""
     if isinstance(spec, Deployment):
-        if trace is not None or backend is not None:
-            raise InputError("trace" if trace is not None else "backend", "a resolved Deployment cannot take it",
-                             "pass the spec (a path, dict or Spec)")
+        given = [n for n, v in (("trace", trace), ("backend", backend), ("cloud", cloud), ("prices", prices)) if v is not None]
+        if given:
+            raise InputError(given[0], "a resolved Deployment cannot take it", "pass the spec (a path, dict or Spec)")
         return spec
     if isinstance(spec, Mapping):  # typed in code: the current schema unless it says otherwise
         spec = parse_spec({"schema_version": SCHEMA_VERSION, **spec})
@@ -69,6 +71,7 @@ def deployment(spec: SpecLike, base_dir: Path | None = None, trace: str | Path |
         spec = spec.model_copy(update={"workload": WorkloadSpec(trace=str(Path(trace).resolve()))})
     if backend is not None:
         spec = spec.model_copy(update={"serving": spec.serving.model_copy(update={"engine": engine_spec(backend)})})
+    spec = with_prices(spec, cloud, prices)
     return resolve(spec, base_dir)
 
 
@@ -77,9 +80,15 @@ def models() -> list[dict]:
     return catalog_records.model_records()
 
 
-def devices() -> list[dict]:
-    """The catalog devices with every cited figure, its listed price and the cluster units built from it."""
-    return catalog_records.device_records()
+def devices(cloud: str | None = None, prices: str | Path | None = None) -> list[dict]:
+    """The catalog devices with every cited figure, its price (the default rows, a cloud's, or a price file's; None
+    where none is published, with price_source saying so) and the cluster units built from it."""
+    return catalog_records.device_records(cloud, prices)
+
+
+def clouds() -> list[dict]:
+    """The clouds of catalogs/prices.yaml: name, what it is, and the devices it prices."""
+    return catalog_records.cloud_records()
 
 
 def clusters() -> list[dict]:
@@ -155,16 +164,17 @@ def kernel_fits() -> dict:
             "overlap": list(catalog.stored_fit("overlap")["report"]), "measured": measured}
 
 
-def plan(spec: SpecLike, trace: str | Path | None = None, backend: str | None = None, replay: int = REPLAYED_OPTIONS,
-         requests: int | None = None, seed: int = 0, shards: int | None = None, shard_by: str = "auto",
-         engine: str = "local", address: str | None = None) -> PlanView:
+def plan(spec: SpecLike, trace: str | Path | None = None, backend: str | None = None, cloud: str | None = None,
+         prices: str | Path | None = None, replay: int = REPLAYED_OPTIONS, requests: int | None = None, seed: int = 0,
+         shards: int | None = None, shard_by: str = "auto", engine: str = "local", address: str | None = None) -> PlanView:
     """Search layouts for the spec's model, cluster, workload and SLOs; recommend the cheapest that meets them.
     The PlanView reads like the planner's Plan (.recommendation, .frontier, .infeasible, .replays; `.plan` is the
     Plan itself) and adds .to_frame(table), .figure(name), .to_json() (plan.json) and .replay (the recommendation's
     replay, a Simulation).
     trace: a request trace file whose traffic replaces the spec's workload (its rate, minute-to-minute swings,
     burstiness and lengths, as the spec's workload.trace would give them); backend: "NAME[@VERSION]", the serving
-    engine whose measured kernel tables price the operators (serving.engine).
+    engine whose measured kernel tables price the operators (serving.engine); cloud, prices: which price rows cost the
+    devices (as `deployment` takes them).
     replay: how many of the cheapest options are replayed in the simulator before one is recommended (the cheapest
     whose replay completes every request within both SLO percentiles; 0: the analytic ranking alone); each replays
     the workload's trace (its first `requests`, default CHECK_TRACE_REQUESTS) or `requests` synthetic ones (default
@@ -173,8 +183,8 @@ def plan(spec: SpecLike, trace: str | Path | None = None, backend: str | None = 
     _check_simulate_args(1.0, None, requests, None, seed, shards)
     if not (isinstance(replay, int) and not isinstance(replay, bool) and 0 <= replay <= MAX_REPLAYED_OPTIONS):
         raise InputError("replay", f"is {replay!r}", f"a whole number from 0 to {MAX_REPLAYED_OPTIONS}")
-    return _checked_plan(deployment(spec, trace=trace, backend=backend), replay, requests, seed, shards, shard_by, engine,
-                         address)
+    return _checked_plan(deployment(spec, trace=trace, backend=backend, cloud=cloud, prices=prices), replay, requests,
+                         seed, shards, shard_by, engine, address)
 
 
 def _checked_plan(d: Deployment, replay: int = REPLAYED_OPTIONS, requests: int | None = None, seed: int = 0,
@@ -201,13 +211,16 @@ def load_plan(source: str | Path | Mapping, spec: SpecLike) -> PlanView:
 
 def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), models: Sequence[str] = (),
             engine: str = "local", processes: int | None = None, progress=None, address: str | None = None,
-            size: bool = True, backends: Sequence[str] = ()) -> Sweep:
+            size: bool = True, backends: Sequence[str] = (), cloud: str | None = None,
+            prices: str | Path | None = None) -> Sweep:
     """The same workload and SLOs across devices and/or models: each device on the spec's device count in whole
     nodes of its unit or, with `size` and where those are too few, on as many as the workload needs (doubling up to
     study.SIZING_MAX_DEVICES). `.warnings` says where prices differ in kind or date, or are missing.
     engine="ray" runs the points on Ray (address: an existing cluster, e.g. ray://head:10001). backends: serving
-    engines NAME[@VERSION] whose measured kernel tables price the operators, compared side by side."""
-    return study.compare(spec, devices, models, engine, processes, progress, address, size, backends)
+    engines NAME[@VERSION] whose measured kernel tables price the operators, compared side by side. cloud: the cloud
+    whose price rows cost every device (one provider's prices: a comparison of hardware, not of price sources);
+    prices: a price file replacing the catalog's."""
+    return study.compare(spec, devices, models, engine, processes, progress, address, size, backends, cloud, prices)
 
 
 def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engine: str = "local",
@@ -280,7 +293,8 @@ __all__ += ["CHECK_SYNTHETIC_REQUESTS", "CHECK_TRACE_REQUESTS", "MAX_PLACE_TIME_
 def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_routing=None,
              requests: int | None = None, speedup: float = 1.0, subsample: float | None = None,
              rate_per_s: float | None = None, seed: int = 0, config=None, shards: int | None = None,
-             shard_by: str = "auto", engine: str = "local", address: str | None = None, backend: str | None = None):
+             shard_by: str = "auto", engine: str = "local", address: str | None = None, backend: str | None = None,
+             cloud: str | None = None, prices: str | Path | None = None):
     """Replay a request trace through a plan of the spec (sim, SimPy): per-request TTFT / TPOT / end-to-end
     latency, percentiles, throughput and goodput over time, utilisation, KV occupancy, cost per million
     output tokens. Returns a Simulation: a sim.SimResult (its fields read through; .to_json(), .summary())
@@ -300,6 +314,7 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
       speedup: arrivals X times faster; rate_per_s: arrival rate for a length-only CSV; seed: the synthetic
       parts and the sub-sample. config: a sim.SimConfig (router, KV policy, batch limit, placement fallback).
     backend: "NAME[@VERSION]", the serving engine whose measured kernel tables price the steps (serving.engine).
+    cloud, prices: which price rows cost the devices (as `deployment` takes them).
     shards / shard_by / engine / address: replay in shards (sim.sharding: by instance where that is exact,
       else by time window, approximate at the boundaries) on local processes or Ray; the Simulation's
       `sharding` says which and whether it is exact. None and engine "local": one replay in this process.
@@ -310,7 +325,7 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
     from hwmodels.ingest.routing import load_routing
 
     _check_simulate_args(speedup, subsample, requests, rate_per_s, seed, shards)  # before any planning
-    d = deployment(spec, backend=backend)
+    d = deployment(spec, backend=backend, cloud=cloud, prices=prices)
     if plan is None:  # what `moeplan plan` recommends: checked by its replay of the workload
         plan = _checked_plan(d).plan
     elif isinstance(plan, PlanView):

@@ -23,9 +23,10 @@ def model_records() -> list[dict[str, Any]]:
     return rows
 
 
-def device_record(name: str) -> dict[str, Any]:
+def device_record(name: str, rows=None, where: str = "catalogs/prices.yaml") -> dict[str, Any]:
+    """One device's figures and sources; its price from `rows` (device -> Price; default: the catalog's default rows)."""
     d = catalog.load_device(name)
-    price = catalog.catalog_prices().get(name)
+    price = (catalog.catalog_prices() if rows is None else rows).get(name)
     return {
         "name": name,
         "display_name": d.display_name,
@@ -38,7 +39,7 @@ def device_record(name: str) -> dict[str, Any]:
         "power_w": d.power_w,
         "attainable": dict(d.attainable),
         "price_usd_per_hour": price.usd_per_device_hour if price else None,
-        "price_source": price.source if price else None,
+        "price_source": price.source if price else f"no price in {where}: set prices.{name} in the spec",
         "price_basis": price.basis if price else None,
         "price_date": price.date if price else None,
         "unverified": list(d.unverified_fields()),
@@ -47,8 +48,18 @@ def device_record(name: str) -> dict[str, Any]:
     }
 
 
-def device_records() -> list[dict[str, Any]]:
-    return [device_record(n) for n in catalog.device_names()]
+def device_records(cloud: str | None = None, prices_file=None) -> list[dict[str, Any]]:
+    """Every catalog device, priced by the default rows, one cloud's (`cloud`) or a price file's (`prices_file`)."""
+    table = catalog.price_table() if prices_file is None else catalog.read_price_file(prices_file)
+    rows = table.for_cloud(cloud, "--cloud")
+    where = (f"cloud {cloud} of " if cloud else "") + (str(prices_file) if prices_file is not None else "catalogs/prices.yaml")
+    return [device_record(n, rows, where) for n in catalog.device_names()]
+
+
+def cloud_records() -> list[dict[str, Any]]:
+    """The clouds of catalogs/prices.yaml and the devices each prices."""
+    table = catalog.price_table()
+    return [{"name": name, "display_name": table.display[name], "devices": sorted(rows)} for name, rows in table.clouds.items()]
 
 
 def cluster_records() -> list[dict[str, Any]]:

@@ -70,8 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(run=cli_show.models)
 
-    s = sub.add_parser("devices", help="list the catalog devices with their cited figures")
+    s = sub.add_parser("devices", help="list the catalog devices with their cited figures and prices")
     s.add_argument("--json", action="store_true", help="print JSON")
+    _price_args(s)
     s.set_defaults(run=cli_show.devices)
 
     s = sub.add_parser("clusters", help="list the cluster units (nodes, racks, supernodes)")
@@ -105,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
                         "swings from minute to minute, its burstiness and its prompt lengths replace the spec's workload "
                         "(as workload.trace: FILE would); the report's simulation replays it")
     _backend_arg(s)
+    _price_args(s)
     s.add_argument("--replay", type=int_in("--replay"), default=api.REPLAYED_OPTIONS, metavar="N",
                    help="replay the N cheapest options in the simulator and recommend the cheapest whose replay meets both "
                         f"SLOs ({bounds_help('--replay')}, default {api.REPLAYED_OPTIONS}; 0: the analytic ranking alone)")
@@ -129,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-devices", action="store_true",
                    help="plan every device on the spec's device count only (by default a device with too few is "
                         "sized: planned on as many whole nodes as the workload needs)")
+    _price_args(s)
     _study_args(s)
     s.set_defaults(run=_compare)
 
@@ -184,6 +187,7 @@ def _parser() -> argparse.ArgumentParser:
                    "chunk or folder; default: the spec's workload.trace, else Poisson arrivals at the spec's requests_per_s, "
                    "lengths lognormal around its means (its input_cv, output_cv)")
     _backend_arg(s)
+    _price_args(s)
     s.add_argument("--routing", nargs="+", metavar="FILE", help="routing statistics replayed in order (decode, and prefill "
                    "unless --prefill-routing); default: the spec's routing statistics, else uniform expert load")
     s.add_argument("--prefill-routing", nargs="+", metavar="FILE", help="routing statistics of the prefill phase")
@@ -230,6 +234,14 @@ def _study_args(s) -> None:
     s.add_argument("--json", action="store_true", help="print the points as JSON")
 
 
+def _price_args(parser) -> None:
+    parser.add_argument("--cloud", metavar="NAME", help="price the devices at this cloud's rows of catalogs/prices.yaml "
+                        "(moeplan devices --cloud NAME lists them), as the spec's prices.cloud would; a device the cloud "
+                        "does not offer has no price")
+    parser.add_argument("--prices", metavar="FILE", help="a price file in catalogs/prices.yaml's format (a row may be a "
+                        "bare number) replacing the catalog's, as the spec's prices.file would")
+
+
 def _backend_arg(parser) -> None:
     parser.add_argument("--backend", metavar="NAME[@VERSION]",
                         help="the serving engine (sglang, trtllm, vllm; a version, e.g. sglang@0.5.6) whose measured kernel "
@@ -238,8 +250,9 @@ def _backend_arg(parser) -> None:
 
 def _plan(args) -> int:
     out_dir = report.output_dir(args.output, args.force) if args.output is not None else None
-    plan = api.plan(args.spec, trace=args.trace, backend=args.backend, replay=args.replay, requests=args.requests,
-                    seed=args.seed, shards=args.shards, shard_by=args.shard_by, engine=args.engine, address=args.address)
+    plan = api.plan(args.spec, trace=args.trace, backend=args.backend, cloud=args.cloud, prices=args.prices,
+                    replay=args.replay, requests=args.requests, seed=args.seed, shards=args.shards,
+                    shard_by=args.shard_by, engine=args.engine, address=args.address)
     if out_dir is not None:
         report.write_files(out_dir, report.plan_report(plan.plan, _report_simulation(args, plan)))
     if args.json:
@@ -314,7 +327,8 @@ def _compare(args) -> int:
     return _run_study(args, lambda progress: api.compare(args.spec, args.devices, args.models, engine=args.engine,
                                                          processes=args.processes, progress=progress,
                                                          address=args.address, size=not args.keep_devices,
-                                                         backends=args.backends),
+                                                         backends=args.backends, cloud=args.cloud,
+                                                         prices=args.prices),
                       f"compare {what}")
 
 
@@ -474,7 +488,7 @@ def _simulate(args) -> int:
     result = api.simulate(args.spec, args.plan, args.trace, args.routing, prefill_routing=args.prefill_routing,
                           requests=args.requests, speedup=args.speedup, subsample=args.subsample, rate_per_s=args.rate,
                           seed=args.seed, config=config, shards=args.shards, shard_by=args.shard_by, engine=args.engine,
-                          address=args.address, backend=args.backend)
+                          address=args.address, backend=args.backend, cloud=args.cloud, prices=args.prices)
     if args.json:
         print_json(result.to_json())
     else:

@@ -41,13 +41,15 @@ def models(args) -> int:
 
 
 def devices(args) -> int:
-    rows = api.devices()
+    rows = api.devices(args.cloud, args.prices)
     if args.json:
         print_json(rows)
         return 0
-    t = Table(title="Catalog devices (dense peaks; * = unverified, from a third-party summary)")
-    for col in ("name", "bf16 TFLOP/s", "fp8", "fp4", "int8", "HBM GB", "HBM TB/s", "scale-up GB/s", "scale-out GB/s", "USD/h"):
-        t.add_column(col, justify="left" if col == "name" else "right")
+    priced_by = f"cloud {args.cloud}" if args.cloud else "the default rows"
+    t = Table(title=f"Catalog devices (dense peaks; * = unverified, from a third-party summary; prices: {priced_by})")
+    for col in ("name", "bf16 TFLOP/s", "fp8", "fp4", "int8", "HBM GB", "HBM TB/s", "scale-up GB/s", "scale-out GB/s", "USD/h",
+                "price: basis, date"):
+        t.add_column(col, justify="left" if col in ("name", "price: basis, date") else "right")
     for r in rows:
         unverified = set(r["unverified"])
 
@@ -64,10 +66,16 @@ def devices(args) -> int:
             cell(r["hbm_bytes_per_s"], "hbm_bytes_per_s", 1e12, "{:.2f}"),
             cell(r["scaleup_bytes_per_s"], "scaleup_bytes_per_s", units.GB),
             cell(r["scaleout_bytes_per_s"], "scaleout_bytes_per_s", units.GB),
-            "-" if r["price_usd_per_hour"] is None else f"{r['price_usd_per_hour']:.2f}",
+            "no price" if r["price_usd_per_hour"] is None else f"{r['price_usd_per_hour']:.2f}",
+            "none published: set prices." + r["name"] if r["price_usd_per_hour"] is None
+            else f"{r['price_basis']}, {r['price_date'] or 'undated'}",
         )
     console().print(t)
-    print("Sources: catalogs/devices.yaml and catalogs/prices.yaml (moeplan devices --json lists each figure's source).")
+    for r in rows:  # every price with its source, and every missing one said
+        print(f"price {r['name']}: {r['price_source']}")
+    clouds = ", ".join(c["name"] for c in api.clouds())
+    print(f"Sources: catalogs/devices.yaml and catalogs/prices.yaml (moeplan devices --json lists each figure's source); "
+          f"other price rows: --cloud {{{clouds}}}, or --prices FILE.")
     return 0
 
 

@@ -120,10 +120,22 @@ def text(name: str, v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else f"{v:,.4g}"
 
 
+NO_PRICE = "no price"  # a cost cell of a feasible row without a price: said, never a blank that reads as free
+
+
 def text_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Every cell as text (text()), columns named in words, those with no value in any row left out: what
-    report.html, summary.md and the dashboard's static tables print."""
-    return pd.DataFrame({label(name): [text(name, v) for v in frame[name].tolist()] for name in _with_values(frame)},
+    report.html, summary.md and the dashboard's static tables print. A cost column (usd_*) is kept and says
+    NO_PRICE in every feasible row that has no cost: a device without a price is a missing cost, not a hole."""
+    feasible = [v is not False for v in frame["feasible"].tolist()] if "feasible" in frame else [True] * len(frame)
+    costs = [name for name in frame.columns if str(name).startswith("usd") and any(feasible)]
+    shown = [name for name in frame.columns if name in _with_values(frame) or name in costs]
+
+    def cell(name, v, ok: bool) -> str:
+        missing = v is None or (isinstance(v, float) and math.isnan(v))
+        return NO_PRICE if name in costs and ok and missing else text(name, v)
+
+    return pd.DataFrame({label(name): [cell(name, v, ok) for v, ok in zip(frame[name].tolist(), feasible)] for name in shown},
                         index=frame.index)
 
 

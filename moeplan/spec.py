@@ -160,6 +160,27 @@ class RoutingSpec(_Strict):
         return self
 
 
+class PricesSpec(BaseModel):
+    """USD per device-hour by device name (any key but cloud and file), overriding the price tables."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+    __pydantic_extra__: dict[Name, Annotated[Number, Field(gt=0, le=MAX_USD_PER_DEVICE_HOUR)]]
+    cloud: Name | None = Field(None, description="the cloud whose price rows cost the devices (moeplan devices --cloud "
+                               "NAME lists them; catalogs/prices.yaml clouds); none: the default rows")
+    file: PathText | None = Field(None, description="a price file in catalogs/prices.yaml's format that replaces the "
+                                  "catalog's (relative to the spec's folder)")
+
+    @model_validator(mode="after")
+    def _few(self):
+        if len(self.model_extra or {}) > 100:
+            raise ValueError("give at most 100 device prices")
+        return self
+
+    def devices(self) -> dict[str, float]:
+        """The spec's own prices by device name."""
+        return dict(self.model_extra or {})
+
+
 class Spec(_Strict):
     schema_version: Literal[1] = Field(description="spec format version; this moeplan reads 1")
     name: Name | None = Field(None, description="a label for reports")
@@ -172,8 +193,8 @@ class Spec(_Strict):
     )
     workload: WorkloadSpec
     slo: SLOSpec
-    prices: dict[Name, Annotated[Number, Field(gt=0, le=MAX_USD_PER_DEVICE_HOUR)]] = Field(
-        default_factory=dict, max_length=100, description="USD per device-hour by device name, overriding catalogs/prices.yaml")
+    prices: PricesSpec = Field(default_factory=PricesSpec, description="USD per device-hour by device name, overriding "
+                               "the price tables; cloud: NAME picks a cloud's rows; file: PATH a price file of your own")
     serving: ServingSpec = Field(default_factory=ServingSpec)
     routing: RoutingSpec | None = Field(None, description="routing statistics: the planner places experts on them and scores "
                                         "layouts with the placement's per-device loads (without: catalog skew or uniform load)")
@@ -235,7 +256,7 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
         cluster=cluster,
         workload=_workload(spec.workload, arch, spec.slo.ttft_s, base_dir),
         slo=SLO(spec.slo.ttft_s, spec.slo.tpot_s, spec.slo.percentile),
-        price=_price(cluster.device.name, spec.prices),
+        price=_price(cluster.device.name, spec.prices, base_dir),
         serving=Serving(spec.serving.hbm_utilization, spec.serving.tokens_per_step,
                         *((spec.serving.engine.name, spec.serving.engine.version) if spec.serving.engine else (None, None))),
         routing=_routing(spec.routing, arch, base_dir),
@@ -372,13 +393,27 @@ def _cached_trace(path: str, resolved: str, mtime_ns: int, size: int, requests_p
     return load_trace(path, rate_per_s=requests_per_s)
 
 
-def _price(device: str, overrides: dict[str, float]) -> Price | None:
+def with_prices(spec: Spec, cloud: str | None = None, prices_file: str | Path | None = None) -> Spec:
+    """The spec with prices.cloud and/or prices.file replaced (--cloud NAME, --prices FILE); a file path is taken as
+    given (relative to the working directory), not to the spec's folder."""
+    update = {k: v for k, v in (("cloud", cloud), ("file", None if prices_file is None else str(Path(prices_file).resolve())))
+              if v is not None}
+    if not update:
+        return spec
+    return spec.model_copy(update={"prices": PricesSpec.model_validate({**spec.prices.model_dump(exclude_none=True), **update})})
+
+
+def _price(device: str, prices: PricesSpec, base_dir: Path | None = None) -> Price | None:
+    """The device's price, most specific first: the spec's own, the price file's, the cloud's rows, the default
+    rows. None: no table prices it (plans, reports and comparisons say so)."""
+    overrides = prices.devices()
     for name, value in overrides.items():
         if name not in catalog.device_names():
             raise InputError(f"prices.{name}", "unknown device", nearest_names(name, catalog.device_names()))
         if value <= 0:
             raise InputError(f"prices.{name}", f"must be positive, got {value}", "give USD per device-hour")
+    table = catalog.price_table() if prices.file is None else catalog.read_price_file(_path(prices.file, base_dir), "prices.file")
+    rows = table.for_cloud(prices.cloud)  # an unknown cloud is an error even where the spec prices the device itself
     if device in overrides:
         return Price(overrides[device], "spec")
-    listed = catalog.catalog_prices().get(device)
-    return listed
+    return rows.get(device)

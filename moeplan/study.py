@@ -209,7 +209,8 @@ def points(vary: Mapping[str, Sequence]) -> list[dict[str, Any]]:
 
 def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engine: str = "local",
           processes: int | None = None, progress: Callable[[int, int], None] | None = None,
-          address: str | None = None, task: Callable[..., dict[str, Any]] = _plan_point) -> Sweep:
+          address: str | None = None, task: Callable[..., dict[str, Any]] = _plan_point, cloud: str | None = None,
+          prices: str | Path | None = None) -> Sweep:
     """Plan the spec at every combination of the varied fields; one row per point, in order.
 
     engine: "local" (worker processes) or "ray" (moeplan.engines; the same rows either way).
@@ -217,8 +218,13 @@ def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engin
         of a local Ray instance the sweep starts.
     progress: called with (points done, points in all) as results come back.
     address: with engine="ray", the cluster to run on (e.g. ray://head:10001); default a local instance.
+    cloud, prices: the cloud whose price rows cost every point (prices.cloud), a price file replacing the catalog's
+        (prices.file); the spec's own device prices still win.
     """
     raw, base_dir = raw_spec(spec)
+    if cloud is not None or prices is not None:
+        raw["prices"] = {**(raw.get("prices") or {}), **({"cloud": cloud} if cloud is not None else {}),
+                         **({"file": str(Path(prices).resolve())} if prices is not None else {})}
     grid = points(vary)
     for name, values in vary.items():  # a bad value (an unknown device) fails here, once, not as N rows
         for value in values:
@@ -249,7 +255,8 @@ def price_warnings(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
 def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), models: Sequence[str] = (),
             engine: str = "local", processes: int | None = None,
             progress: Callable[[int, int], None] | None = None, address: str | None = None,
-            size: bool = True, backends: Sequence[str] = ()) -> Sweep:
+            size: bool = True, backends: Sequence[str] = (), cloud: str | None = None,
+            prices: str | Path | None = None) -> Sweep:
     """The same workload and SLOs across devices, models and/or serving engines (backends: NAME[@VERSION]), each
     on the spec's device count in whole nodes of its own unit or, with `size`, on as many as it needs where those
     are too few (the `sized` column says so)."""
@@ -264,4 +271,4 @@ def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), mode
         vary["backend"] = list(backends)
     if not vary:
         raise InputError("--devices", "nothing to compare", "give devices (e.g. h200-sxm,b200-sxm), models or backends")
-    return sweep(spec, vary, engine, processes, progress, address, _sized_point if size else _plan_point)
+    return sweep(spec, vary, engine, processes, progress, address, _sized_point if size else _plan_point, cloud, prices)

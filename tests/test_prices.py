@@ -1,0 +1,135 @@
+"""Price tables (hwmodels.prices): the default rows, one cloud's rows, a user's file; how a spec and the CLI pick
+them; and that a missing price is said, never a silent hole. Real plans, no mocks."""
+
+import json
+
+import pytest
+import yaml
+
+import checkout_cli
+from hwmodels import catalog
+from hwmodels.deployment import Price
+from hwmodels.errors import InputError
+from moeplan import api
+from moeplan.spec import example_path
+
+SMALL = {"model": "deepseek-v3", "cluster": {"unit": "hgx-h20-96gb", "units": 2},
+         "workload": {"input_tokens": 2048, "output_tokens": 512, "requests_per_s": 2.0},
+         "slo": {"ttft_s": 5.0, "tpot_s": 0.1}}
+
+
+def test_every_price_row_has_a_value_basis_date_and_source():
+    table = catalog.price_table()
+    rows = [*table.default.values(), *(p for cloud in table.clouds.values() for p in cloud.values())]
+    assert len(rows) > len(table.default)  # the clouds add rows
+    for p in rows:
+        assert p.usd_per_device_hour > 0 and p.source and p.basis in ("assumption", "list", "on-demand") and p.date[:2] == "20"
+
+
+def test_a_cloud_row_takes_the_cloud_basis_date_and_source_unless_it_gives_its_own():
+    oci = catalog.catalog_prices("oci")
+    assert oci["h200-sxm"] == Price(12.25, oci["h200-sxm"].source, "list", "2026-04-14")
+    assert oci["h200-sxm"].source.startswith("oci: oraclelicensingexperts.com")
+    assert oci["mi300x"].date == "2026-05-18" and "cliffcenter" in oci["mi300x"].source
+    assert "ascend-910b" not in oci  # a device the cloud does not offer has no price there, not another cloud's
+
+
+def test_the_spec_picks_a_cloud_and_its_own_prices_still_win():
+    assert api.deployment({**SMALL, "cluster": {"unit": "hgx-h200", "units": 1}}).price.usd_per_device_hour == 2.3
+    d = api.deployment({**SMALL, "cluster": {"unit": "hgx-h200", "units": 1}, "prices": {"cloud": "oci"}})
+    assert (d.price.usd_per_device_hour, d.price.basis) == (12.25, "list")
+    d = api.deployment({**SMALL, "cluster": {"unit": "hgx-h200", "units": 1}, "prices": {"cloud": "oci", "h200-sxm": 3.0}})
+    assert (d.price.usd_per_device_hour, d.price.source) == (3.0, "spec")
+    assert api.deployment(example_path(), cloud="spheron").price.usd_per_device_hour == 4.54
+
+
+def test_a_user_price_file_replaces_the_catalog(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("prices_usd_per_device_hour:\n  h20-96gb: 1.2\n  ascend-910b: {value: 0.9, source: our contract, date: '2026-11'}\n")
+    d = api.deployment(SMALL, prices=f)
+    assert (d.price.usd_per_device_hour, d.price.basis, d.price.source) == (1.2, "user", "user price file")
+    b = api.deployment({**SMALL, "cluster": {"unit": "atlas-800-a2", "units": 4}, "prices": {"file": str(f)}})
+    assert (b.price.usd_per_device_hour, b.price.source, b.price.date) == (0.9, "our contract", "2026-11")
+    # the file replaces the catalog: a device it does not price has none
+    assert api.deployment({**SMALL, "cluster": {"unit": "hgx-h200", "units": 1}}, prices=f).price is None
+
+
+@pytest.mark.parametrize("text, field, fix", [
+    ("prices_usd_per_device_hour:\n  h20-sxm: 1.0\n", "prices_usd_per_device_hour.h20-sxm", "did you mean"),
+    ("prices_usd_per_device_hour:\n  h20-96gb: -1\n", "h20-96gb.value", "a number > 0"),
+    ("prices_usd_per_device_hour:\n  h20-96gb: {value: 1, basis: cheap}\n", "h20-96gb.basis", "use one of"),
+    ("prices_usd_per_device_hour: [1, 2]\n", "prices_usd_per_device_hour", "catalogs/prices.yaml"),
+    ("price: {h20-96gb: 1}\n", "price", "use prices_usd_per_device_hour and clouds"),
+    ("- 1\n", "prices.file", "prices_usd_per_device_hour"),
+])
+def test_a_malformed_price_file_is_one_error_naming_the_entry(tmp_path, text, field, fix):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(InputError) as e:
+        api.deployment(SMALL, prices=f)
+    assert field in e.value.field and fix in e.value.fix
+
+
+def test_an_unknown_cloud_is_one_error_naming_the_field_and_the_clouds():
+    with pytest.raises(InputError, match=r"prices.cloud: unknown cloud 'ocii'; fix: did you mean oci"):
+        api.deployment({**SMALL, "prices": {"cloud": "ocii"}})
+
+
+def test_a_device_without_a_price_is_said_in_devices_plan_and_compare():
+    records = {r["name"]: r for r in api.devices()}
+    for name, r in records.items():
+        # every device has a price and its source, or says that none is published and what to do
+        assert (r["price_usd_per_hour"] is not None and r["price_source"] and r["price_basis"]) or \
+            r["price_source"] == f"no price in catalogs/prices.yaml: set prices.{name} in the spec"
+    plan = api.plan(SMALL)
+    assert plan.recommendation is not None and plan.recommendation.usd_per_hour is None
+    assert any("no price for h20-96gb" in a for a in plan.assumptions)
+    assert plan.to_frame("cost").set_index("quantity").loc["usd_per_device_hour", "source"].startswith("no price")
+
+
+def test_devices_cli_lists_each_price_with_its_source_and_refuses_an_unknown_cloud(tmp_path):
+    r = checkout_cli.run("devices", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in catalog.device_names():
+        assert f"price {name}: " in r.stdout
+    assert "price ascend-910b: no price in catalogs/prices.yaml: set prices.ascend-910b" in r.stdout
+    r = checkout_cli.run("devices", "--cloud", "oci", "--json", cwd=tmp_path)
+    rows = {d["name"]: d for d in json.loads(r.stdout)}
+    assert rows["b200-sxm"]["price_usd_per_hour"] == 16.0 and rows["b200-sxm"]["price_basis"] == "list"
+    assert rows["gb200"]["price_usd_per_hour"] is None and "cloud oci" in rows["gb200"]["price_source"]
+    r = checkout_cli.run("devices", "--cloud", "nope", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error: --cloud: unknown cloud 'nope'") and "Traceback" not in r.stderr
+    bad = tmp_path / "p.yaml"
+    bad.write_text("prices_usd_per_device_hour: {h200-sxm: {value: x}}\n")
+    r = checkout_cli.run("plan", str(example_path()), "--prices", str(bad), cwd=tmp_path)
+    assert r.returncode == 2 and "prices_usd_per_device_hour.h200-sxm.value: is 'x'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_compare_on_one_cloud_prices_every_device_from_it():
+    sweep = api.compare({**SMALL, "cluster": {"unit": "hgx-h200", "units": 2}}, devices=["h200-sxm", "b200-sxm"],
+                        processes=1, cloud="oci")
+    rows = {r["device"]: r for r in sweep.rows}
+    assert rows["h200-sxm"]["usd_per_device_hour"] == 12.25 and rows["b200-sxm"]["usd_per_device_hour"] == 16.0
+    assert not any("different sources" in w for w in sweep.warnings)  # one provider, one date: nothing to warn about
+
+
+def test_catalog_prices_stay_the_published_ones(shared_data):
+    published = yaml.safe_load((shared_data / "published" / "hardware.yaml").read_text())["prices_usd_per_device_hour"]
+    for row in published:  # the existing default rows are kept as they were
+        assert catalog.catalog_prices()[row["device"]].usd_per_device_hour == row["price"]
+
+
+def test_report_and_dashboard_tables_say_no_price_where_a_feasible_row_has_no_cost():
+    from moeplan import display, report
+
+    sweep = api.compare({**SMALL, "model": "qwen3-30b-a3b", "cluster": {"unit": "hgx-h100", "units": 1}},
+                        devices=["h100-sxm", "h20-141gb"], processes=1, size=False)
+    frame = sweep.to_frame()
+    assert frame["feasible"].all()
+    cells = display.text_frame(frame).set_index("Device")
+    cost = display.label("usd_per_million_output_tokens")
+    assert cells.loc["h20-141gb", cost] == display.NO_PRICE and cells.loc["h100-sxm", cost] != display.NO_PRICE
+    only_unpriced = display.text_frame(frame[frame["device"] == "h20-141gb"])
+    assert cost in only_unpriced.columns  # a cost column with no value in any row is said, not dropped
+    assert "| no price |" in report.markdown_table(frame[frame["device"] == "h20-141gb"][["device", "usd_per_hour"]])
