@@ -427,7 +427,8 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
             attentions[sig] = _Layer(ctx)
             step_attention.price(attentions[sig], b_group, attn_context, phase, queries, i)
     dense = _Layer(ctx)
-    _dense_mlp(dense, b_group)
+    if arch.num_dense_layers:  # Qwen3.5 has no dense layer (and no intermediate_size to price one)
+        _dense_mlp(dense, b_group)
     sources = set(dense.sources).union(*(a.sources for a in attentions.values()))
     operators = dict(dense.operators)
     for a in attentions.values():
