@@ -354,6 +354,10 @@ def summary(arch: ModelArch, plan: PrecisionPlan, context_tokens: int = 4096) ->
         "window_bytes_per_sequence": window_bytes_per_sequence(arch, plan, context_tokens),
         "linear_state_bytes_per_sequence": linear_state_bytes_per_sequence(arch),
         "cache_bytes_per_sequence": cache_bytes_per_sequence(arch, plan, context_tokens),
+        "vision_params": arch.vision.params if arch.vision else 0,
+        # a 1024 x 1024-pixel image, as an example of what an image costs the prompt and the encoder
+        "image_tokens_per_1024px_image": arch.vision.tokens_per_image(1024, 1024) if arch.vision else 0,
+        "vision_flops_per_1024px_image": arch.vision.flops_per_image(1024, 1024) if arch.vision else 0.0,
         "prefill_flops_per_token": flops_per_token(arch, context_tokens, Phase.PREFILL)["total"],
         "decode_flops_per_token": flops_per_token(arch, context_tokens, Phase.DECODE)["total"],
     }

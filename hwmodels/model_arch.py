@@ -7,8 +7,11 @@ Understood families, recognised by their fields, not by name:
 - MoE: `n_routed_experts` (DeepSeek style, with `first_k_dense_replace`, `moe_layer_freq`,
   `n_shared_experts`), `num_experts` (Qwen-MoE, with `decoder_sparse_step`, `mlp_only_layers`,
   `shared_expert_intermediate_size`) or `num_local_experts` (Mixtral); otherwise a dense model.
-- A multimodal wrapper with `text_config` (Kimi K2.5) is read through its text model; the vision
-  tower is not counted.
+- A multimodal wrapper with `text_config` (Kimi K2.5 / K3, Qwen3.5) is read through its text model; its
+  `vision_config` becomes `ModelArch.vision` (hwmodels.vision), priced only for requests with images and not
+  counted in the text model's parameters.
+- Attention is a kind per layer (hwmodels.attention_kinds): MLA or GQA in full layers, sliding windows,
+  linear attention (KDA, Gated DeltaNet), a DSA indexer, or DeepSeek-V4's compressed attention.
 
 Refused, each as one InputError naming `config.json <field>` and the fix:
 - encoder-decoder models (`is_encoder_decoder: true`, T5, BART, Whisper, Switch Transformers, ...) and known
@@ -33,6 +36,7 @@ from typing import Any, Mapping
 from hwmodels.attention_kinds import (CompressedAttention, Kind, LinearAttention, SparseIndexer, compress_ratios,
                                      layer_kinds, linear_attention)
 from hwmodels.errors import InputError, excerpt
+from hwmodels.vision import VisionTower, vision_tower
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ class ModelArch:
     sliding_window: int = 0  # tokens a SLIDING layer attends to
     linear: LinearAttention | None = None  # the shape of the LINEAR layers
     indexer: SparseIndexer | None = None  # DSA: FULL layers attend to the indexer's top-k keys only
+    vision: VisionTower | None = None  # a multimodal wrapper's vision tower (not counted in the text model's params)
 
     def kind(self, layer: int) -> Kind:
         return self.layer_kinds[layer] if self.layer_kinds else Kind.FULL
@@ -170,6 +175,7 @@ def arch_from_config(config: Mapping[str, Any], name: str, where: str = "config.
     """Build a ModelArch from a config.json dict; `where` names the file in error messages."""
     if not isinstance(config, Mapping):
         raise InputError(where, "is not a JSON object", "point at a HuggingFace config.json")
+    vision = vision_tower(config, where)
     if "text_config" in config and "hidden_size" not in config:
         if not isinstance(config["text_config"], Mapping):
             raise InputError(f"{where} text_config", f"must be a JSON object, got {excerpt(config['text_config'])}",
@@ -225,6 +231,7 @@ def arch_from_config(config: Mapping[str, Any], name: str, where: str = "config.
         sliding_window=window,
         linear=linear,
         indexer=indexer if not isinstance(attention, CompressedAttention) else None,
+        vision=vision,
     )
 
 

@@ -50,9 +50,10 @@ from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
 from hwmodels import step_attention
 from hwmodels.model_arch import ModelArch
-from hwmodels.precision import DTYPES, PrecisionPlan, QuantScheme
+from hwmodels.precision import DTYPES, SCHEMES, PrecisionPlan, QuantScheme
 from hwmodels.roles import Phase
 from hwmodels.roofline import OpCost
+from hwmodels.vision import ImageInputs
 
 COMPONENTS = ("attention", "dense_mlp", "expert_gemm", "shared_expert", "dispatch", "combine", "other")
 DEEPEP_NORMAL_SMS = 20  # deepseek-ai/DeepEP deep_ep/buffer.py: Buffer.num_sms, SMs its normal kernels occupy
@@ -109,6 +110,7 @@ class StepContext:
     load: ExpertLoad | None = None
     costs: OperatorCosts = field(default_factory=fitted_costs)
     imbalance_decimals: int = 3
+    images: ImageInputs | None = None  # each prompt's images: a prefill step also runs the vision encoder on them
 
     @cached_property
     def expert_load(self) -> ExpertLoad | None:
@@ -367,6 +369,12 @@ def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_toke
     by_type["embedding_lm_head"] = head_s
     breakdown["other"] += head_s
     sources |= head_sources
+    if phase == Phase.PREFILL and ctx.images is not None and arch.vision is not None:
+        # the images of the prompts this step prefills, each encoded once, their work split over the TP group
+        images = tokens_per_device * layout.tp / context_tokens * ctx.images.per_request
+        encoder_s = _vision_encoder_s(ctx, images / layout.tp, operators)
+        by_type["vision_encoder"] = encoder_s
+        breakdown["other"] += encoder_s
 
     if draft_tokens:  # the MTP module drafts one token per sequence per draft: one MoE layer, its projection, the LM head
         draft = _layers(ctx, phase, tokens_per_device, context_tokens, 1)
@@ -474,6 +482,25 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
         for c in COMPONENTS:
             breakdown[c] += moe_breakdown[c]
     return _Layers(by_type, breakdown, moe_breakdown, moe_layer_s, frozenset(sources), operators)
+
+
+def _vision_encoder_s(ctx: StepContext, images: float, operators: dict) -> float:
+    """The vision tower on `images` images (hwmodels.vision): its GEMMs over every patch (the merger over the merged
+    tokens) and attention among each image's patches, in bf16 (the towers ship unquantised)."""
+    tower, img, dev = ctx.arch.vision, ctx.images, ctx.cluster.device
+    patches = tower.patches(img.width_px, img.height_px)
+    tokens = tower.tokens_per_image(img.width_px, img.height_px)
+    bf16 = SCHEMES["bf16"]
+    total = 0.0
+    for name, rows, cols, count in tower.matrices():
+        m = images * (tokens if name.startswith("merger") else patches)
+        cost = _gemm(ctx, m, rows, cols, bf16, f"vision_{name}")
+        total += count * cost.total_s
+        operators[cost.name] = (cost.source, cost.beyond_coverage)
+    head_dim = tower.hidden // tower.heads
+    attention = ctx.costs.attention_prefill(dev, max(int(images * patches), 1), patches, tower.heads, head_dim, head_dim)
+    operators["vision_attention"] = (attention.source, attention.beyond_coverage)
+    return total + tower.layers * attention.total_s
 
 
 def _head(ctx: StepContext, head_rows: float, embed_rows: float,

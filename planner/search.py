@@ -69,7 +69,7 @@ def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoa
             if not _admits_longest(d, cluster, layout, w.output_tokens):
                 continue
             scored = loads(layout, Phase.DECODE)
-            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d))
+            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d), images=d.workload.images)
             limit = largest_batch_that_fits(ctx, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
             for batch in (b for b in DECODE_BATCHES if b <= limit):
                 if role == Role.DECODE:
@@ -97,7 +97,7 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
             if not _admits_longest(d, cluster, layout, 0):
                 continue
             scored = loads(layout, Phase.PREFILL)
-            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d))
+            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d), images=d.workload.images)
             for tokens in PREFILL_TOKENS_PER_DEVICE:
                 mem = device_memory(d.model, d.precision, cluster, layout, w.input_tokens, s.hbm_utilization, tokens)
                 if not mem.fits:
@@ -180,7 +180,7 @@ def _step_s_at_context(d: Deployment, c: Candidate, prompts: np.ndarray,
     lo, hi, mean = float(prompts.min()), float(prompts.max()), float(d.workload.input_tokens)
     if hi - lo < 1.0:
         return np.full_like(prompts, c.perf.steps[-1].time_s, dtype=float)
-    ctx = StepContext(d.model, d.precision, _sub_cluster(d, c.instance_devices), c.layout, c.load, costs_of(d))
+    ctx = StepContext(d.model, d.precision, _sub_cluster(d, c.instance_devices), c.layout, c.load, costs_of(d), images=d.workload.images)
     xs, ys = [lo, hi], [step_at(ctx, lo), step_at(ctx, hi)]
     if lo < mean < hi:
         xs.insert(1, mean)
@@ -443,7 +443,7 @@ def _at_offered_tpot(d: Deployment, options: list[Recommendation]) -> list[Recom
             out.append(r)
             continue
         dc = r.decode
-        ctx = StepContext(d.model, d.precision, _sub_cluster(d, dc.instance_devices), dc.layout, dc.load, costs_of(d))
+        ctx = StepContext(d.model, d.precision, _sub_cluster(d, dc.instance_devices), dc.layout, dc.load, costs_of(d), images=d.workload.images)
 
         @lru_cache(maxsize=None)
         def tpot_at(instances: int) -> float:

@@ -137,7 +137,8 @@ class _Pool:
         cluster = make_cluster(d.cluster.unit, devices=planned.instance_devices)
         costs = costs_of(d)
         self.steps = StepTimes(tuple(StepContext(d.model, d.precision, cluster, lay, load, costs,
-                                                 imbalance_decimals=IMBALANCE_DECIMALS) for load in loads.loads))
+                                                 imbalance_decimals=IMBALANCE_DECIMALS, images=d.workload.images)
+                                     for load in loads.loads))
         workspace_tokens = planned.chunk_tokens_per_device if planned.role == Role.PREFILL else d.serving.tokens_per_step
         mem = device_memory(d.model, d.precision, cluster, lay, d.workload.context_tokens, d.serving.hbm_utilization,
                             workspace_tokens)
