@@ -47,6 +47,7 @@ class QuantScheme:
     block_cols: int = 0
     scale_bytes: float = 0.0
     description: str = ""
+    compute: str = ""  # the dtype its GEMMs run in, where not the stored one (W4A8: int4 weights, fp8 math)
 
     def matrix_bytes(self, rows: int, cols: int) -> float:
         """Bytes of a [rows, cols] matrix including its scales (partial blocks get a full scale)."""
@@ -79,6 +80,10 @@ SCHEMES: Mapping[str, QuantScheme] = {
         QuantScheme(
             "int4", DTYPES["int4"], 1, 32, 2.0,
             "int4 symmetric, one bf16 scale per group of 32 (compressed-tensors pack-quantized, Kimi K2.5)",
+        ),
+        QuantScheme(
+            "w4a8", DTYPES["int4"], 1, 128, 2.0,
+            "int4 weights with one bf16 scale per group of 128, fp8 activations (TensorRT-LLM W4A8 AWQ)", compute="fp8",
         ),
         QuantScheme(
             "mxfp4", DTYPES["fp4"], 1, 32, 1.0,
@@ -232,6 +237,9 @@ def _compressed_tensors_scheme(qc: Mapping) -> QuantScheme:
         raise InputError("config.json quantization_config.config_groups", f"expected one group with its weights, found "
                          f"{excerpt(groups)}", "set the precision of each part explicitly in the spec")
     bits, kind, group = weights.get("num_bits"), weights.get("type"), weights.get("group_size")
+    inputs = (next(iter(groups.values())).get("input_activations") or {}) if groups else {}
+    if (bits, kind) == (4, "int") and isinstance(inputs, Mapping) and inputs.get("num_bits") == 8:
+        return SCHEMES["w4a8"]  # int4 weights, 8-bit activations: the GEMMs run in fp8
     if (bits, kind, group) == (4, "int", 32):
         return SCHEMES["int4"]
     if (bits, kind, group) == (4, "float", 32):  # Kimi K3: format mxfp4-pack-quantized, uint8 (e8m0) scales

@@ -156,7 +156,10 @@ def _weight_bytes_per_element(scheme: QuantScheme, rows: int, cols: int) -> floa
 
 
 def _compute_dtype(scheme: QuantScheme) -> str:
-    """int4 checkpoints run weight-only (dequantised to bf16 in the kernel); the rest compute in their own dtype."""
+    """int4 checkpoints run weight-only (dequantised to bf16 in the kernel), W4A8 in fp8; the rest compute in their
+    own dtype."""
+    if scheme.compute:
+        return scheme.compute
     return "bf16" if scheme.dtype.name == "int4" else scheme.dtype.name
 
 
