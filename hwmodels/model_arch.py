@@ -226,7 +226,7 @@ def arch_from_config(config: Mapping[str, Any], name: str, where: str = "config.
         num_mtp_layers=_mtp_layers(config, get),
         max_position_embeddings=get("max_position_embeddings", 0, allow_zero=True),
         torch_dtype=_text(config, "torch_dtype", where) or "bfloat16",
-        quantization_config=_quantization(config.get("quantization_config"), where),
+        quantization_config=_expert_dtype(_quantization(config.get("quantization_config"), where), config, where),
         layer_kinds=kinds if set(kinds) != {Kind.FULL} else (),
         sliding_window=window,
         linear=linear,
@@ -268,6 +268,18 @@ def _attention(config: Mapping[str, Any], get, heads: int, hidden: int, layers: 
         qk_norm=model_type.startswith("qwen3") or _flag(config, "use_qk_norm", where),
         output_gate=_flag(config, "attn_output_gate", where),
     )
+
+
+def _expert_dtype(qc: Mapping[str, Any] | None, config: Mapping[str, Any], where: str) -> Mapping[str, Any] | None:
+    """DeepSeek-V4 states its routed experts' format beside quantization_config (`expert_dtype: fp4`: e2m1 with one
+    e8m0 scale per 32, deepseek-ai/DeepSeek-V4 inference/model.py); folded in, so the precision plan reads one place."""
+    dtype = config.get("expert_dtype")
+    if dtype is None or qc is None:  # without a quantization_config the checkpoint is read as unquantised
+        return qc
+    if dtype != "fp4":
+        raise InputError(f"{where} expert_dtype", f"{excerpt(dtype)} is not a format moeplan reads (fp4)",
+                         "set precision.routed_experts in the spec instead")
+    return {**qc, "expert_dtype": "fp4"}
 
 
 def _mtp_layers(config: Mapping[str, Any], get) -> int:

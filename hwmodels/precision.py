@@ -185,6 +185,9 @@ def default_plan(quantization_config: Mapping | None, torch_dtype: str = "bfloat
         for p in linear_parts:
             weights[p] = SCHEMES["fp8"]
         source = "config.json quantization_config: fp8 e4m3, 128x128 blocks"
+        if quantization_config.get("expert_dtype") == "fp4":  # DeepSeek-V4: routed experts in fp4, groups of 32
+            weights["routed_experts"] = SCHEMES["mxfp4"]
+            source += "; expert_dtype fp4: mxfp4 routed experts"
         dispatch = DTYPES["fp8"]
     elif method == "mxfp4":
         # gpt-oss: the routed experts in MXFP4; `modules_to_not_convert` (attention, router, embedding, LM head)

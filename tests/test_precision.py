@@ -84,4 +84,6 @@ def test_2026_checkpoint_formats_are_read_from_quantization_config():
         "weights": {"num_bits": 4, "type": "int", "group_size": 128}, "input_activations": {"num_bits": 8, "type": "float"}}}})
     assert w4a8.of("routed_experts").name == "w4a8" and _compute_dtype(w4a8.of("routed_experts")) == "fp8"
     assert _compute_dtype(SCHEMES["int4"]) == "bf16"  # K2.5 / K2-Thinking int4 QAT: weight-only
+    v4 = plan("deepseek-v4-pro")  # expert_dtype fp4 beside an fp8 quantization_config
+    assert (v4.of("routed_experts").name, v4.of("attention").name) == ("mxfp4", "fp8")
     assert SCHEMES["w4a8"].matrix_bytes(128, 128) == 128 * 128 / 2 + 128 * 2  # one bf16 scale per 128 weights
