@@ -24,7 +24,7 @@ from functools import lru_cache
 import numpy as np
 
 from hwmodels import catalog
-from hwmodels.arithmetic import kv_bytes_per_token, weight_bytes
+from hwmodels.arithmetic import kv_bytes_per_token, linear_state_bytes_per_sequence, weight_bytes, window_bytes_per_sequence
 from hwmodels.calibrate.operator_costs import costs_of, describe_costs
 from hwmodels.deployment import POISSON, Deployment
 from hwmodels.fit import fit
@@ -197,9 +197,12 @@ def _rank_prefill_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndar
 
 
 def _prefill_s(d: Deployment, prompts: np.ndarray, rank_prefill_s: np.ndarray) -> np.ndarray:
-    """Each prompt's prefill steps on its rank plus moving its KV cache to the decode pool over the NIC."""
+    """Each prompt's prefill steps on its rank plus moving its cache to the decode pool over the NIC: its KV, and a
+    hybrid model's sliding windows and linear-attention state (fixed per sequence)."""
     nic = d.cluster.device.scaleout_bytes_per_s or d.cluster.device.scaleup_bytes_per_s
-    return rank_prefill_s + prompts * kv_bytes_per_token(d.model, d.precision) / nic
+    fixed = window_bytes_per_sequence(d.model, d.precision, max(float(prompts.max()), 1.0)) if len(prompts) else 0.0
+    fixed += linear_state_bytes_per_sequence(d.model)
+    return rank_prefill_s + (prompts * kv_bytes_per_token(d.model, d.precision) + fixed) / nic
 
 
 def _max_utilisation_for_ttft(d: Deployment, c: Candidate, prefill_s: np.ndarray, service_s: np.ndarray) -> float:
