@@ -151,13 +151,25 @@ def model_config(name_or_path: str, field: str = "model") -> dict:
     return dict(config.get("text_config") or config) if "hidden_size" not in config else dict(config)
 
 
+def model_by_hf_id(hf_id: str) -> str | None:
+    """The catalog name whose HuggingFace repository (`hf_repo`, or one of its `aliases`) is `hf_id`, ignoring case."""
+    wanted = hf_id.strip().lower()
+    for name, entry in _models_yaml()["models"].items():
+        if wanted in (r.lower() for r in [entry.get("hf_repo", ""), *entry.get("aliases", [])]):
+            return name
+    return None
+
+
 def _config_of(name_or_path: str, field: str, base_dir: Path | None) -> tuple[Any, str, str]:
     looks_like_path = name_or_path.endswith(".json") or "/" in name_or_path or name_or_path.startswith(".")
+    by_hf_id = model_by_hf_id(name_or_path) if looks_like_path and not name_or_path.endswith(".json") else None
+    if by_hf_id is not None and not _exists(name_or_path, base_dir):  # a path on disk wins over a catalog id
+        name_or_path, looks_like_path = by_hf_id, False
     if not looks_like_path:
         entry = model_entry(name_or_path)
         path = CATALOG_DIR / entry["config"]
         return _read_config(path, field), name_or_path, str(path)
-    fix = "give a catalog model name (moeplan models) or an existing config.json path"
+    fix = "give a catalog model name or HuggingFace id (moeplan models) or an existing config.json path"
     try:
         path = Path(name_or_path).expanduser()
         if base_dir is not None and not path.is_absolute():
@@ -170,6 +182,14 @@ def _config_of(name_or_path: str, field: str, base_dir: Path | None) -> tuple[An
     if not found:
         raise InputError(field, f"no config.json at '{excerpt(name_or_path)[1:-1]}'", fix)
     return _read_config(path, field), path.parent.name if path.name == "config.json" else path.stem, str(path)
+
+
+def _exists(name_or_path: str, base_dir: Path | None) -> bool:
+    try:
+        path = Path(name_or_path).expanduser()
+        return (base_dir / path if base_dir is not None and not path.is_absolute() else path).exists()
+    except (OSError, ValueError, RuntimeError):
+        return False
 
 
 MAX_CONFIG_BYTES = 4 * 2**20  # a config.json is a few KB; one that lists every quantised module a few hundred

@@ -14,6 +14,7 @@ from hwmodels.hardware import Cluster
 from hwmodels.model_arch import ModelArch
 from hwmodels.precision import PrecisionPlan
 from hwmodels.roles import Phase
+from hwmodels.vision import ImageInputs
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Workload:
     output_lengths: tuple[float, ...] = ()
     arrivals: Arrivals = POISSON
     trace: str | None = None  # the request trace the workload was measured from (what a replay replays by default)
+    images: ImageInputs | None = None  # each prompt's images (their tokens are already in input_tokens)
 
     @property
     def context_tokens(self) -> int:

@@ -8,7 +8,9 @@ A layout spreads one model over `tp * dp * pp` devices:
 - `pp` pipeline stages split the layers; the embedding sits on the first stage, the LM head on the last.
 MLA caches one latent per token that every tensor-parallel rank needs, so attention TP does not
 shard the KV cache (the reason large MLA deployments use data-parallel attention); GQA shards it
-over min(tp, kv_heads).
+over min(tp, kv_heads). A sequence also keeps a bounded cache that does not grow with its context: the sliding
+windows (gpt-oss, DeepSeek-V4) and the fp32 recurrent state of linear-attention layers (Kimi K3's KDA, Qwen3.5's
+Gated DeltaNet), which TP shards by heads like GQA.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hwmodels.arithmetic import kv_bytes_per_token, unit_sizes
+from hwmodels.arithmetic import kv_bytes_per_token, linear_state_bytes_per_sequence, unit_sizes, window_bytes_per_sequence
+from hwmodels.attention_kinds import CompressedAttention
 from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
 from hwmodels.model_arch import GQAAttention, MLAAttention, ModelArch
@@ -34,9 +37,10 @@ class DeviceMemory:
     workspace_bytes: float
     usable_bytes: float  # HBM x utilisation
     kv_capacity_bytes: float  # usable - weights - workspace; negative when the layout does not fit
-    kv_bytes_per_sequence: float  # on one device, at the given context length
+    kv_bytes_per_sequence: float  # on one device, at the given context length (attention KV, sliding windows included)
     context_tokens: int
     concurrent_sequences: int  # whole layout (all DP groups)
+    linear_state_bytes_per_sequence: float = 0.0  # on one device: the linear-attention state, whatever the context
 
     @property
     def fits(self) -> bool:
@@ -104,7 +108,9 @@ def workspace_bytes(arch: ModelArch, plan: PrecisionPlan, layout: Layout, tokens
     else:
         mlp = 2 * arch.dense_intermediate_size / layout.tp * act
     att = arch.attention
-    if isinstance(att, MLAAttention):
+    if isinstance(att, CompressedAttention):  # q of the local heads, the KV head, the output before wo_a
+        attention = (2 * att.num_heads / layout.tp + 1) * att.head_dim * act
+    elif isinstance(att, MLAAttention):
         per_head = 2 * (att.qk_nope_head_dim + att.qk_rope_head_dim) + att.v_head_dim
         attention = att.num_heads / layout.tp * per_head * act
     else:
@@ -122,6 +128,24 @@ def kv_bytes_per_token_per_device(arch: ModelArch, plan: PrecisionPlan, layout: 
     return per_token
 
 
+def _stage_share(arch: ModelArch, layout: Layout) -> float:
+    return len(stage_layers(arch.num_layers, layout.pp)[0]) / arch.num_layers
+
+
+def window_bytes_per_sequence_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout, context_tokens: float) -> float:
+    per_sequence = window_bytes_per_sequence(arch, plan, context_tokens) * _stage_share(arch, layout)
+    if isinstance(arch.attention, GQAAttention):
+        per_sequence /= min(layout.tp, arch.attention.num_kv_heads)
+    return per_sequence
+
+
+def linear_state_bytes_per_sequence_per_device(arch: ModelArch, layout: Layout) -> float:
+    if arch.linear is None:
+        return 0.0
+    return (linear_state_bytes_per_sequence(arch) * _stage_share(arch, layout)
+            / min(layout.tp, arch.linear.num_value_heads))
+
+
 def device_memory(
     arch: ModelArch,
     plan: PrecisionPlan,
@@ -137,8 +161,10 @@ def device_memory(
     workspace = workspace_bytes(arch, plan, layout, tokens_per_step)
     usable = cluster.device.hbm_bytes * hbm_utilization
     kv_capacity = usable - weights - workspace
-    per_sequence = kv_bytes_per_token_per_device(arch, plan, layout, mtp_module) * context_tokens
-    per_group = max(0, math.floor(kv_capacity / per_sequence)) if kv_capacity > 0 else 0
+    per_sequence = (kv_bytes_per_token_per_device(arch, plan, layout, mtp_module) * context_tokens
+                    + window_bytes_per_sequence_per_device(arch, plan, layout, context_tokens))
+    state = linear_state_bytes_per_sequence_per_device(arch, layout)
+    per_group = max(0, math.floor(kv_capacity / (per_sequence + state))) if kv_capacity > 0 else 0
     return DeviceMemory(
         layout=layout,
         layout_name=layout.name(arch.is_moe),
@@ -150,4 +176,5 @@ def device_memory(
         kv_bytes_per_sequence=per_sequence,
         context_tokens=context_tokens,
         concurrent_sequences=per_group * layout.dp,
+        linear_state_bytes_per_sequence=state,
     )

@@ -7,8 +7,11 @@ Understood families, recognised by their fields, not by name:
 - MoE: `n_routed_experts` (DeepSeek style, with `first_k_dense_replace`, `moe_layer_freq`,
   `n_shared_experts`), `num_experts` (Qwen-MoE, with `decoder_sparse_step`, `mlp_only_layers`,
   `shared_expert_intermediate_size`) or `num_local_experts` (Mixtral); otherwise a dense model.
-- A multimodal wrapper with `text_config` (Kimi K2.5) is read through its text model; the vision
-  tower is not counted.
+- A multimodal wrapper with `text_config` (Kimi K2.5 / K3, Qwen3.5) is read through its text model; its
+  `vision_config` becomes `ModelArch.vision` (hwmodels.vision), priced only for requests with images and not
+  counted in the text model's parameters.
+- Attention is a kind per layer (hwmodels.attention_kinds): MLA or GQA in full layers, sliding windows,
+  linear attention (KDA, Gated DeltaNet), a DSA indexer, or DeepSeek-V4's compressed attention.
 
 Refused, each as one InputError naming `config.json <field>` and the fix:
 - encoder-decoder models (`is_encoder_decoder: true`, T5, BART, Whisper, Switch Transformers, ...) and known
@@ -30,7 +33,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from hwmodels.attention_kinds import (CompressedAttention, Kind, LinearAttention, SparseIndexer, compress_ratios,
+                                     layer_kinds, linear_attention)
 from hwmodels.errors import InputError, excerpt
+from hwmodels.vision import VisionTower, vision_tower
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class MLAAttention:
     qk_nope_head_dim: int
     qk_rope_head_dim: int
     v_head_dim: int
+    output_gate: bool = False  # Kimi K3 `mla_use_output_gate`: sigmoid(W_g x) [H v_head_dim, D] before o_proj
 
     @property
     def kv_elements_per_token_per_layer(self) -> int:
@@ -54,6 +61,7 @@ class GQAAttention:
     num_kv_heads: int
     head_dim: int
     qk_norm: bool  # Qwen3 normalises q and k per head
+    output_gate: bool = False  # Qwen3.5 `attn_output_gate`: q_proj also yields a [H head_dim] sigmoid gate
 
     @property
     def kv_elements_per_token_per_layer(self) -> int:
@@ -68,6 +76,10 @@ class MoE:
     num_shared_experts: int  # shared experts of expert_intermediate_size each
     shared_intermediate_size: int  # total width of the shared MLP (0 if none)
     shared_gate: bool  # Qwen2-MoE gates its shared expert with a [1, hidden] projection
+    # latent MoE (Kimi K3 `routed_expert_hidden_size`): tokens are projected to this width before the dispatch,
+    # the routed experts run in it and the combine carries it; 0: the model's hidden size
+    latent_size: int = 0
+    hash_layers: int = 0  # DeepSeek-V4 `num_hash_layers`: the first MoE layers route by token id, not by score
 
 
 @dataclass(frozen=True)
@@ -79,13 +91,32 @@ class ModelArch:
     vocab_size: int
     tie_word_embeddings: bool
     dense_intermediate_size: int
-    attention: MLAAttention | GQAAttention
+    attention: MLAAttention | GQAAttention | CompressedAttention  # the attention of FULL (and SLIDING) layers
     moe: MoE | None
     moe_layers: tuple[int, ...]  # indices of the layers whose MLP is an MoE
     num_mtp_layers: int  # DeepSeek multi-token-prediction modules (not part of the main model)
     max_position_embeddings: int
     torch_dtype: str
     quantization_config: Mapping[str, Any] | None
+    layer_kinds: tuple[Kind, ...] = ()  # per layer (attention_kinds.Kind); () means every layer FULL
+    sliding_window: int = 0  # tokens a SLIDING layer attends to
+    linear: LinearAttention | None = None  # the shape of the LINEAR layers
+    indexer: SparseIndexer | None = None  # DSA: FULL layers attend to the indexer's top-k keys only
+    vision: VisionTower | None = None  # a multimodal wrapper's vision tower (not counted in the text model's params)
+
+    def kind(self, layer: int) -> Kind:
+        return self.layer_kinds[layer] if self.layer_kinds else Kind.FULL
+
+    def layers_of(self, kind: Kind) -> tuple[int, ...]:
+        return tuple(i for i in range(self.num_layers) if self.kind(i) == kind)
+
+    @property
+    def attention_kind_name(self) -> str:
+        """'mla', 'gqa', 'compressed', with the other kinds of a hybrid: 'mla+linear', 'gqa+sliding'."""
+        base = "compressed" if isinstance(self.attention, CompressedAttention) else "mla" if self.is_mla else "gqa"
+        others = sorted({k.value for k in self.layer_kinds} - {Kind.FULL.value, Kind.COMPRESSED.value})
+        sparse = "+dsa" if self.indexer is not None and not isinstance(self.attention, CompressedAttention) else ""
+        return "+".join([base + sparse, *others])
 
     @property
     def num_dense_layers(self) -> int:
@@ -118,6 +149,12 @@ MAX_SIZES = {
     "n_routed_experts": 100_000, "num_experts": 100_000, "num_local_experts": 100_000,  # 260 x Kimi K2's 384
     "n_shared_experts": 100_000, "num_experts_per_tok": 100_000,
     "vocab_size": 10**8,  # 380 x the largest vocabulary (262,144)
+    "routed_expert_hidden_size": _WIDTH, "o_lora_rank": _WIDTH, "index_head_dim": _WIDTH,
+    "linear_key_head_dim": _WIDTH, "linear_value_head_dim": _WIDTH,
+    "index_n_heads": 65_536, "o_groups": 65_536, "linear_num_key_heads": 65_536, "linear_num_value_heads": 65_536,
+    "num_experts_per_token": 100_000, "num_shared_experts": 100_000, "num_hash_layers": 10_000,
+    "mtp_num_hidden_layers": 10_000, "num_mtp_modules": 10_000, "hc_mult": 64,
+    "sliding_window": 10**9, "index_topk": 10**9,  # token counts: bounded like the context
     "max_position_embeddings": 10**9,  # 100 x the longest context (10M)
 }
 ENCODER_DECODER = frozenset({
@@ -138,6 +175,7 @@ def arch_from_config(config: Mapping[str, Any], name: str, where: str = "config.
     """Build a ModelArch from a config.json dict; `where` names the file in error messages."""
     if not isinstance(config, Mapping):
         raise InputError(where, "is not a JSON object", "point at a HuggingFace config.json")
+    vision = vision_tower(config, where)
     if "text_config" in config and "hidden_size" not in config:
         if not isinstance(config["text_config"], Mapping):
             raise InputError(f"{where} text_config", f"must be a JSON object, got {excerpt(config['text_config'])}",
@@ -159,29 +197,15 @@ def arch_from_config(config: Mapping[str, Any], name: str, where: str = "config.
     get = _getter(config, where)
     hidden, layers, heads = get("hidden_size"), get("num_hidden_layers"), get("num_attention_heads")
 
-    if "kv_lora_rank" in config and config["kv_lora_rank"]:
-        attention: MLAAttention | GQAAttention = MLAAttention(
-            num_heads=heads,
-            q_lora_rank=get("q_lora_rank", 0, allow_zero=True),
-            kv_lora_rank=get("kv_lora_rank"),
-            qk_nope_head_dim=get("qk_nope_head_dim"),
-            qk_rope_head_dim=get("qk_rope_head_dim"),
-            v_head_dim=get("v_head_dim"),
-        )
-    else:
-        if heads > hidden and config.get("head_dim") is None:
-            raise InputError(f"{where} num_attention_heads", f"{heads} heads leave no width of the {hidden} hidden_size "
-                             "to each", "give head_dim, or fewer heads than hidden_size")
-        kv_heads = get("num_key_value_heads", heads)
-        if kv_heads > heads:
-            raise InputError(f"{where} num_key_value_heads", f"{kv_heads} is more than the {heads} query heads",
-                             "give at most num_attention_heads (grouped-query attention shares a KV head among query heads)")
-        attention = GQAAttention(
-            num_heads=heads,
-            num_kv_heads=kv_heads,
-            head_dim=get("head_dim", hidden // heads),
-            qk_norm=model_type.startswith("qwen3"),
-        )
+    kinds = layer_kinds(config, layers, where)
+    attention = _attention(config, get, heads, hidden, layers, model_type, where)
+    indexer = None
+    if config.get("index_topk") is not None:  # DSA (DeepSeek-V3.2, GLM-5) or DeepSeek-V4's ratio-4 layers
+        indexer = SparseIndexer(get("index_n_heads"), get("index_head_dim"), get("index_topk"))
+        if isinstance(attention, CompressedAttention):
+            attention = CompressedAttention(**{**attention.__dict__, "indexer": indexer})
+    linear = linear_attention(config, get, where) if Kind.LINEAR in kinds else None
+    window = get("sliding_window") if Kind.SLIDING in kinds else 0
 
     moe, moe_layers = _moe(config, get, layers, where)
     dense_width = get("intermediate_size", 0, allow_zero=True)
@@ -199,11 +223,75 @@ def arch_from_config(config: Mapping[str, Any], name: str, where: str = "config.
         attention=attention,
         moe=moe,
         moe_layers=moe_layers,
-        num_mtp_layers=get("num_nextn_predict_layers", 0, allow_zero=True),
+        num_mtp_layers=_mtp_layers(config, get),
         max_position_embeddings=get("max_position_embeddings", 0, allow_zero=True),
         torch_dtype=_text(config, "torch_dtype", where) or "bfloat16",
-        quantization_config=_quantization(config.get("quantization_config"), where),
+        quantization_config=_expert_dtype(_quantization(config.get("quantization_config"), where), config, where),
+        layer_kinds=kinds if set(kinds) != {Kind.FULL} else (),
+        sliding_window=window,
+        linear=linear,
+        indexer=indexer if not isinstance(attention, CompressedAttention) else None,
+        vision=vision,
     )
+
+
+def _attention(config: Mapping[str, Any], get, heads: int, hidden: int, layers: int, model_type: str,
+               where: str) -> MLAAttention | GQAAttention | CompressedAttention:
+    """The attention of the model's FULL layers (DeepSeek-V4: of every layer)."""
+    if config.get("compress_ratios") is not None:  # DeepSeek-V4 (index fields read by the caller)
+        return CompressedAttention(
+            num_heads=heads, head_dim=get("head_dim"), rope_head_dim=get("qk_rope_head_dim"),
+            q_lora_rank=get("q_lora_rank"), o_groups=get("o_groups"), o_lora_rank=get("o_lora_rank"),
+            window_tokens=get("sliding_window"), ratios=compress_ratios(config, layers, where),
+            indexer=SparseIndexer(1, 1, 1), hyper_connections=get("hc_mult", 1))
+    if "kv_lora_rank" in config and config["kv_lora_rank"]:
+        return MLAAttention(
+            num_heads=heads,
+            q_lora_rank=get("q_lora_rank", 0, allow_zero=True),
+            kv_lora_rank=get("kv_lora_rank"),
+            qk_nope_head_dim=get("qk_nope_head_dim"),
+            qk_rope_head_dim=get("qk_rope_head_dim"),
+            v_head_dim=get("v_head_dim"),
+            output_gate=_flag(config, "mla_use_output_gate", where),
+        )
+    if heads > hidden and config.get("head_dim") is None:
+        raise InputError(f"{where} num_attention_heads", f"{heads} heads leave no width of the {hidden} hidden_size "
+                         "to each", "give head_dim, or fewer heads than hidden_size")
+    kv_heads = get("num_key_value_heads", heads)
+    if kv_heads > heads:
+        raise InputError(f"{where} num_key_value_heads", f"{kv_heads} is more than the {heads} query heads",
+                         "give at most num_attention_heads (grouped-query attention shares a KV head among query heads)")
+    return GQAAttention(
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=get("head_dim", hidden // heads),
+        qk_norm=model_type.startswith("qwen3") or _flag(config, "use_qk_norm", where),
+        output_gate=_flag(config, "attn_output_gate", where),
+    )
+
+
+def _expert_dtype(qc: Mapping[str, Any] | None, config: Mapping[str, Any], where: str) -> Mapping[str, Any] | None:
+    """DeepSeek-V4 states its routed experts' format beside quantization_config (`expert_dtype: fp4`: e2m1 with one
+    e8m0 scale per 32, deepseek-ai/DeepSeek-V4 inference/model.py); folded in, so the precision plan reads one place."""
+    dtype = config.get("expert_dtype")
+    if dtype is None or qc is None:  # without a quantization_config the checkpoint is read as unquantised
+        return qc
+    if dtype != "fp4":
+        raise InputError(f"{where} expert_dtype", f"{excerpt(dtype)} is not a format moeplan reads (fp4)",
+                         "set precision.routed_experts in the spec instead")
+    return {**qc, "expert_dtype": "fp4"}
+
+
+def _mtp_layers(config: Mapping[str, Any], get) -> int:
+    """Multi-token-prediction modules: DeepSeek/GLM `num_nextn_predict_layers`, Qwen3.5 `mtp_num_hidden_layers`,
+    MiniMax `num_mtp_modules` (when `use_mtp`)."""
+    if config.get("num_nextn_predict_layers") is not None:
+        return get("num_nextn_predict_layers", 0, allow_zero=True)
+    if config.get("mtp_num_hidden_layers") is not None:
+        return get("mtp_num_hidden_layers", 0, allow_zero=True)
+    if config.get("use_mtp") is True:
+        return get("num_mtp_modules", 0, allow_zero=True)
+    return 0
 
 
 def _decoder_only(config: Mapping[str, Any], where: str) -> str:
@@ -243,12 +331,18 @@ def _moe(config: Mapping[str, Any], get, layers: int, where: str) -> tuple[MoE |
         if config.get(key) == 0 and not isinstance(config.get(key), bool):
             raise InputError(f"{where} {key}", "is 0: an MoE without experts",
                              f"remove {key} (or set it to null) for a dense model, or give the routed expert count")
-    if config.get("n_routed_experts") is not None:  # DeepSeek-V2/V3, Kimi K2
+    deepseek_style = config.get("n_routed_experts") is not None or (
+        config.get("num_experts") is not None and "first_k_dense_replace" in config)  # Kimi K3 names them num_experts
+    if deepseek_style:  # DeepSeek-V2/V3/V4, Kimi K2/K3, GLM-5
+        key = "n_routed_experts" if config.get("n_routed_experts") is not None else "num_experts"
         first_dense = get("first_k_dense_replace", 0, allow_zero=True)
         freq = get("moe_layer_freq", 1)
         width = get("moe_intermediate_size")
-        shared = get("n_shared_experts", 0, allow_zero=True)
-        moe = MoE(get("n_routed_experts"), _top_k(get, "n_routed_experts", where), width, shared, shared * width, False)
+        shared_key = "n_shared_experts" if config.get("n_shared_experts") is not None else "num_shared_experts"
+        shared = get(shared_key, 0, allow_zero=True)
+        latent = get("routed_expert_hidden_size", 0, allow_zero=True)
+        moe = MoE(get(key), _top_k(get, key, where, config), width, shared, shared * width, False,
+                  latent_size=latent, hash_layers=get("num_hash_layers", 0, allow_zero=True))
         return moe, tuple(i for i in range(layers) if i >= first_dense and i % freq == 0)
     if config.get("num_experts") is not None:  # Qwen2/Qwen3-MoE
         step = get("decoder_sparse_step", 1)
@@ -263,8 +357,9 @@ def _moe(config: Mapping[str, Any], get, layers: int, where: str) -> tuple[MoE |
     return None, ()
 
 
-def _top_k(get, experts_key: str, where: str) -> int:
-    top_k, experts = get("num_experts_per_tok"), get(experts_key)
+def _top_k(get, experts_key: str, where: str, config: Mapping[str, Any] | None = None) -> int:
+    alias = config is not None and config.get("num_experts_per_tok") is None and "num_experts_per_token" in config
+    top_k, experts = get("num_experts_per_token" if alias else "num_experts_per_tok"), get(experts_key)
     if top_k > experts:
         raise InputError(f"{where} num_experts_per_tok", f"{top_k} is more than the {experts} experts ({experts_key})",
                          f"give at most {experts} experts per token")
@@ -306,8 +401,9 @@ def _quantization(qc: Any, where: str) -> Mapping[str, Any] | None:
         if not isinstance(ignore, list) or len(ignore) > MAX_IGNORE_PATTERNS or not all(isinstance(i, str) for i in ignore):
             raise InputError(f"{field}.ignore", f"must be a list of at most {MAX_IGNORE_PATTERNS:,} module names or "
                              f"re: patterns, got {excerpt(ignore)}", 'e.g. ["lm_head", "re:.*self_attn.*"]')
-        for i, pattern in enumerate(ignore):
-            _bounded_pattern(pattern.removeprefix("re:"), f"{field}.ignore[{i}]")
+        if qc.get("quant_method") != "modelopt":  # ModelOpt's ignore entries are shell globs, not expressions
+            for i, pattern in enumerate(ignore):
+                _bounded_pattern(pattern.removeprefix("re:"), f"{field}.ignore[{i}]")
     return qc
 
 

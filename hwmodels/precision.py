@@ -7,6 +7,7 @@ weight elements (block_cols = 0 means a whole row, i.e. per output channel).
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
 from dataclasses import dataclass, replace
@@ -46,6 +47,7 @@ class QuantScheme:
     block_cols: int = 0
     scale_bytes: float = 0.0
     description: str = ""
+    compute: str = ""  # the dtype its GEMMs run in, where not the stored one (W4A8: int4 weights, fp8 math)
 
     def matrix_bytes(self, rows: int, cols: int) -> float:
         """Bytes of a [rows, cols] matrix including its scales (partial blocks get a full scale)."""
@@ -78,6 +80,10 @@ SCHEMES: Mapping[str, QuantScheme] = {
         QuantScheme(
             "int4", DTYPES["int4"], 1, 32, 2.0,
             "int4 symmetric, one bf16 scale per group of 32 (compressed-tensors pack-quantized, Kimi K2.5)",
+        ),
+        QuantScheme(
+            "w4a8", DTYPES["int4"], 1, 128, 2.0,
+            "int4 weights with one bf16 scale per group of 128, fp8 activations (TensorRT-LLM W4A8 AWQ)", compute="fp8",
         ),
         QuantScheme(
             "mxfp4", DTYPES["fp4"], 1, 32, 1.0,
@@ -152,8 +158,9 @@ def default_plan(quantization_config: Mapping | None, torch_dtype: str = "bfloat
 
     - `quant_method: fp8` with `weight_block_size: [128, 128]` (DeepSeek-V3, Kimi K2): every linear
       layer of the decoder in block fp8; embedding, LM head, router and norms stay in `torch_dtype`.
-    - `quant_method: compressed-tensors` (Kimi K2.5 / K2-Thinking): the weight format of its config
-      group applies to every linear layer not matched by its `ignore` list.
+    - `quant_method: mxfp4` (gpt-oss): the routed experts in MXFP4, everything else in `torch_dtype`.
+    - `quant_method: compressed-tensors` (Kimi K2.5 / K2-Thinking int4 QAT, Kimi K3 mxfp4-pack-quantized, NVFP4):
+      the weight format of its config group applies to every linear layer not matched by its `ignore` list.
     - no quantization_config: everything in `torch_dtype`.
     KV cache defaults to the unquantised dtype; dispatch fp8 and combine bf16 as DeepEP does when
     the experts are fp8, else both unquantised.
@@ -178,22 +185,35 @@ def default_plan(quantization_config: Mapping | None, torch_dtype: str = "bfloat
         for p in linear_parts:
             weights[p] = SCHEMES["fp8"]
         source = "config.json quantization_config: fp8 e4m3, 128x128 blocks"
+        if quantization_config.get("expert_dtype") == "fp4":  # DeepSeek-V4: routed experts in fp4, groups of 32
+            weights["routed_experts"] = SCHEMES["mxfp4"]
+            source += "; expert_dtype fp4: mxfp4 routed experts"
         dispatch = DTYPES["fp8"]
+    elif method == "mxfp4":
+        # gpt-oss: the routed experts in MXFP4; `modules_to_not_convert` (attention, router, embedding, LM head)
+        # and the rest stay in the checkpoint dtype
+        weights["routed_experts"] = SCHEMES["mxfp4"]
+        kept = ", ".join(m for m in quantization_config.get("modules_to_not_convert") or [] if isinstance(m, str))
+        source = f"config.json quantization_config: mxfp4 routed experts; {base_name} elsewhere ({kept or 'all else'})"
     elif method == "compressed-tensors":
         fmt = _compressed_tensors_scheme(quantization_config)
         ignored = _ignore_patterns(quantization_config.get("ignore"))
         # A representative module name of each part, matched against the ignore patterns.
-        probes = {
-            "routed_experts": "model.layers.5.mlp.experts.0.gate_proj",
-            "shared_experts": "model.layers.5.mlp.shared_experts.gate_proj",
-            "dense_mlp": "model.layers.0.mlp.gate_proj",
-            "attention": "model.layers.5.self_attn.q_a_proj",
-        }
-        for p, module in probes.items():
+        for p, module in _PROBES.items():
             if not any(re.fullmatch(pat, module) or pat == module for pat in ignored):
                 weights[p] = fmt
         ignored_text = ", ".join(quantization_config.get("ignore") or []) or "nothing"
         source = f"config.json quantization_config: compressed-tensors {fmt.name} except {ignored_text}"
+    elif method == "modelopt":
+        # NVIDIA ModelOpt checkpoints (nvidia/*-NVFP4): the group's format on every linear layer whose module name
+        # matches none of the `ignore` globs; the multimodal wrappers prefix the names with `language_model.`
+        fmt = _compressed_tensors_scheme(quantization_config)
+        globs = [g for g in quantization_config.get("ignore") or [] if isinstance(g, str)]
+        for p, module in _PROBES.items():
+            names = (module, f"language_model.{module}", f"model.language_model.{module.removeprefix('model.')}")
+            if not any(fnmatch.fnmatchcase(n, g) for n in names for g in globs):
+                weights[p] = fmt
+        source = f"config.json quantization_config: modelopt {fmt.name} except {len(globs)} ignored module globs"
     else:
         raise InputError(
             "config.json quantization_config.quant_method",
@@ -201,6 +221,15 @@ def default_plan(quantization_config: Mapping | None, torch_dtype: str = "bfloat
             "set the precision of each part explicitly in the spec (precision.routed_experts: fp8, ...)",
         )
     return PrecisionPlan(weights, DTYPES[base_name], dispatch, combine, source)
+
+
+# A representative module name of each part, matched against a checkpoint's ignore patterns.
+_PROBES = {
+    "routed_experts": "model.layers.5.mlp.experts.0.gate_proj",
+    "shared_experts": "model.layers.5.mlp.shared_experts.gate_proj",
+    "dense_mlp": "model.layers.0.mlp.gate_proj",
+    "attention": "model.layers.5.self_attn.q_a_proj",
+}
 
 
 def _compressed_tensors_scheme(qc: Mapping) -> QuantScheme:
@@ -211,8 +240,15 @@ def _compressed_tensors_scheme(qc: Mapping) -> QuantScheme:
         raise InputError("config.json quantization_config.config_groups", f"expected one group with its weights, found "
                          f"{excerpt(groups)}", "set the precision of each part explicitly in the spec")
     bits, kind, group = weights.get("num_bits"), weights.get("type"), weights.get("group_size")
+    inputs = (next(iter(groups.values())).get("input_activations") or {}) if groups else {}
+    if (bits, kind) == (4, "int") and isinstance(inputs, Mapping) and inputs.get("num_bits") == 8:
+        return SCHEMES["w4a8"]  # int4 weights, 8-bit activations: the GEMMs run in fp8
     if (bits, kind, group) == (4, "int", 32):
         return SCHEMES["int4"]
+    if (bits, kind, group) == (4, "float", 32):  # Kimi K3: format mxfp4-pack-quantized, uint8 (e8m0) scales
+        return SCHEMES["mxfp4"]
+    if (bits, kind, group) == (4, "float", 16):  # NVIDIA ModelOpt NVFP4 checkpoints
+        return SCHEMES["nvfp4"]
     if (bits, kind) == (8, "int"):
         return SCHEMES["int8"]
     raise InputError("config.json quantization_config.config_groups", f"weights {bits}-bit {kind} group {group} not supported",

@@ -48,10 +48,12 @@ from hwmodels.efficiency import HOPPER_NUM_SMS, SCALE_BLOCK
 from hwmodels.expert_load import ExpertLoad
 from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
-from hwmodels.model_arch import MLAAttention, ModelArch
-from hwmodels.precision import DTYPES, PrecisionPlan, QuantScheme
+from hwmodels import step_attention
+from hwmodels.model_arch import ModelArch
+from hwmodels.precision import DTYPES, SCHEMES, PrecisionPlan, QuantScheme
 from hwmodels.roles import Phase
 from hwmodels.roofline import OpCost
+from hwmodels.vision import ImageInputs
 
 COMPONENTS = ("attention", "dense_mlp", "expert_gemm", "shared_expert", "dispatch", "combine", "other")
 DEEPEP_NORMAL_SMS = 20  # deepseek-ai/DeepEP deep_ep/buffer.py: Buffer.num_sms, SMs its normal kernels occupy
@@ -108,6 +110,7 @@ class StepContext:
     load: ExpertLoad | None = None
     costs: OperatorCosts = field(default_factory=fitted_costs)
     imbalance_decimals: int = 3
+    images: ImageInputs | None = None  # each prompt's images: a prefill step also runs the vision encoder on them
 
     @cached_property
     def expert_load(self) -> ExpertLoad | None:
@@ -153,7 +156,10 @@ def _weight_bytes_per_element(scheme: QuantScheme, rows: int, cols: int) -> floa
 
 
 def _compute_dtype(scheme: QuantScheme) -> str:
-    """int4 checkpoints run weight-only (dequantised to bf16 in the kernel); the rest compute in their own dtype."""
+    """int4 checkpoints run weight-only (dequantised to bf16 in the kernel), W4A8 in fp8; the rest compute in their
+    own dtype."""
+    if scheme.compute:
+        return scheme.compute
     return "bf16" if scheme.dtype.name == "int4" else scheme.dtype.name
 
 
@@ -235,57 +241,6 @@ class _Layer:
 
 # ---------------------------------------------------------------------------------------------------- layers
 
-def _attention(layer: _Layer, b: float, context: float, phase: Phase, queries_per_sequence: int = 1) -> None:
-    """Attention of one TP group for `b` query tokens (decode: b / queries_per_sequence sequences of
-    `context`; prefill: b tokens, causal average context given)."""
-    ctx = layer.ctx
-    arch, plan, dev, t = ctx.arch, ctx.precision, ctx.cluster.device, ctx.layout.tp
-    att, d = arch.attention, arch.hidden_size
-    w = plan.of("attention")
-    act = plan.combine.bytes_per_element
-    layer.quantize_input("attention", b, d, w)  # the normed hidden state, shared by the input projections
-    if isinstance(att, MLAAttention):
-        h = att.num_heads // t
-        qk = att.qk_nope_head_dim + att.qk_rope_head_dim
-        if att.q_lora_rank:  # q_a and kv_a are replicated across TP ranks; the rest is column/row parallel
-            layer.gemm("attention", b, att.q_lora_rank, d, w, "q_a_proj")
-            layer.quantize_input("attention", b, att.q_lora_rank, w)
-            layer.gemm("attention", b, h * qk, att.q_lora_rank, w, "q_b_proj")
-        else:
-            layer.gemm("attention", b, h * qk, d, w, "q_proj")
-        layer.gemm("attention", b, att.kv_lora_rank + att.qk_rope_head_dim, d, w, "kv_a_proj")
-        if phase == Phase.DECODE:  # absorbed: W_UK into q, attention over the latent, W_UV out of it
-            layer.gemm("attention", b, att.kv_lora_rank, att.qk_nope_head_dim, w, "w_uk", groups=h, layout="masked")
-            layer.op("attention", ctx.costs.mla_decode(
-                dev, int(b / queries_per_sequence), context, h * queries_per_sequence, att.kv_lora_rank,
-                att.qk_rope_head_dim, plan.kv_cache.bytes_per_element))
-            layer.gemm("attention", b, att.v_head_dim, att.kv_lora_rank, w, "w_uv", groups=h, layout="masked")
-        else:  # non-absorbed: expand the latent to per-head keys and values
-            layer.quantize_input("attention", b, att.kv_lora_rank, w)
-            layer.gemm("attention", b, h * (att.qk_nope_head_dim + att.v_head_dim), att.kv_lora_rank, w, "kv_b_proj")
-            # per-head keys = [k_nope, the shared k_rope]: written out whole for the attention kernel
-            # (SGLang's MLA prefill path; sgl-project/sglang issue #11989 names this concatenation)
-            layer.memory("attention", b * h * (att.qk_nope_head_dim + qk) * act + b * att.qk_rope_head_dim * act,
-                         "mla_key_concat")
-            layer.op("attention", ctx.costs.attention_prefill(dev, int(b), context, h, qk, att.v_head_dim, mla=True))
-        layer.quantize_input("attention", b, h * att.v_head_dim, w)
-        layer.gemm("attention", b, d, h * att.v_head_dim, w, "o_proj")
-    else:
-        h, kv = att.num_heads // t, max(att.num_kv_heads // t, 1)
-        layer.gemm("attention", b, (h + 2 * kv) * att.head_dim, d, w, "qkv_proj")
-        if phase == Phase.DECODE:
-            kv_bytes = b / queries_per_sequence * context * 2 * kv * att.head_dim * plan.kv_cache.bytes_per_element
-            layer.memory("attention", kv_bytes, "gqa_decode_kv_read")
-        else:
-            layer.op("attention", ctx.costs.attention_prefill(dev, int(b), context, h, att.head_dim, att.head_dim))
-        layer.quantize_input("attention", b, h * att.head_dim, w)
-        layer.gemm("attention", b, d, h * att.head_dim, w, "o_proj")
-    # RMSNorms, residual adds and rope: a few reads and writes of the hidden state per token
-    layer.memory("other", 6 * b * d * act, "norms_residual")
-    if t > 1:
-        layer.allreduce("attention", t, b * d * act)
-
-
 def _dense_mlp(layer: _Layer, b: float) -> None:
     ctx = layer.ctx
     d, width, w = ctx.arch.hidden_size, ctx.arch.dense_intermediate_size // ctx.layout.tp, ctx.precision.of("dense_mlp")
@@ -320,6 +275,10 @@ def _moe(ctx: StepContext, tokens_per_device: float, phase: Phase) -> _MoETerms:
     fixed = _Layer(ctx)
     fixed.gemm("other", tokens_per_device, moe.num_experts, d, plan.of("router"), "router")
     router_s = fixed.compute_s
+    if moe.latent_size:  # latent MoE: into the experts' width before the dispatch, back after the combine
+        wl = plan.of("shared_experts")
+        fixed.gemm("shared_expert", tokens_per_device, moe.latent_size, d, wl, "latent_down_proj")
+        fixed.gemm("shared_expert", tokens_per_device, d, moe.latent_size, wl, "latent_up_proj")
     if moe.shared_intermediate_size:
         ws, width, act = plan.of("shared_experts"), moe.shared_intermediate_size, plan.combine.bytes_per_element
         fixed.quantize_input("shared_expert", tokens_per_device, d, ws)
@@ -327,6 +286,7 @@ def _moe(ctx: StepContext, tokens_per_device: float, phase: Phase) -> _MoETerms:
         fixed.memory("shared_expert", tokens_per_device * 3 * width * act, "shared_swiglu")
         fixed.quantize_input("shared_expert", tokens_per_device, width, ws)
         fixed.gemm("shared_expert", tokens_per_device, d, width, ws, "shared_down")
+    d = moe.latent_size or d  # from here on: the width the experts and the all-to-all carry
     # routed experts on the busiest device: `slots` experts sharing its pairs; layers of one factor share an evaluation
     we, width = plan.of("routed_experts"), moe.expert_intermediate_size // layout.moe_tp
     grouped = "masked" if phase == Phase.DECODE else "contiguous"
@@ -412,6 +372,12 @@ def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_toke
     by_type["embedding_lm_head"] = head_s
     breakdown["other"] += head_s
     sources |= head_sources
+    if phase == Phase.PREFILL and ctx.images is not None and arch.vision is not None:
+        # the images of the prompts this step prefills, each encoded once, their work split over the TP group
+        images = tokens_per_device * layout.tp / context_tokens * ctx.images.per_request
+        encoder_s = _vision_encoder_s(ctx, images / layout.tp, operators)
+        by_type["vision_encoder"] = encoder_s
+        breakdown["other"] += encoder_s
 
     if draft_tokens:  # the MTP module drafts one token per sequence per draft: one MoE layer, its projection, the LM head
         draft = _layers(ctx, phase, tokens_per_device, context_tokens, 1)
@@ -464,29 +430,39 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
     num_sms = ctx.cluster.device.num_sms or HOPPER_NUM_SMS
     slowdown = num_sms / (num_sms - DEEPEP_NORMAL_SMS) if overlap and phase == Phase.PREFILL and arch.is_moe else 1.0
 
-    attention = _Layer(ctx)
-    _attention(attention, b_group, attn_context, phase, queries)
+    # one evaluation per attention signature (kind, and DeepSeek-V4's compression ratio); layers share them
+    signatures = [step_attention.signature(arch, i) for i in range(arch.num_layers)]
+    attentions: dict[tuple, _Layer] = {}
+    for i, sig in enumerate(signatures):
+        if sig not in attentions:
+            attentions[sig] = _Layer(ctx)
+            step_attention.price(attentions[sig], b_group, attn_context, phase, queries, i)
     dense = _Layer(ctx)
-    _dense_mlp(dense, b_group)
-    sources = set(attention.sources | dense.sources)
-    operators = {**attention.operators, **dense.operators}
+    if arch.num_dense_layers:  # Qwen3.5 has no dense layer (and no intermediate_size to price one)
+        _dense_mlp(dense, b_group)
+    sources = set(dense.sources).union(*(a.sources for a in attentions.values()))
+    operators = dict(dense.operators)
+    for a in attentions.values():
+        operators |= a.operators
 
     breakdown = {c: 0.0 for c in COMPONENTS}
     moe_breakdown = {c: 0.0 for c in COMPONENTS}
     by_type = {"dense_layers": 0.0, "moe_layers": 0.0}
-    n_moe = len(arch.moe_layers)
-    n_dense = arch.num_layers - n_moe
-    if n_dense:  # no all-to-all to hide: the halves run one after the other
-        by_type["dense_layers"] = n_dense * halves * (attention.compute_s + attention.comm_s + dense.compute_s + dense.comm_s)
+    moe_set = set(arch.moe_layers)
+    dense_attn = [attentions[signatures[i]] for i in range(arch.num_layers) if i not in moe_set]
+    moe_attn = [attentions[signatures[i]] for i in arch.moe_layers]
+    n_moe = len(moe_attn)
+    for attention in dense_attn:  # no all-to-all to hide: the halves run one after the other
+        by_type["dense_layers"] += halves * (attention.compute_s + attention.comm_s + dense.compute_s + dense.comm_s)
         for c in COMPONENTS:
-            breakdown[c] += n_dense * halves * (attention.compute[c] + attention.comm[c] + dense.compute[c] + dense.comm[c])
+            breakdown[c] += halves * (attention.compute[c] + attention.comm[c] + dense.compute[c] + dense.comm[c])
 
     moe_layer_s = 0.0
     if n_moe:
         m = _moe(ctx, b_dev, phase)
         sources |= m.sources
         operators |= m.operators
-        attention_stage = (attention.compute_s + m.router_s) * slowdown + attention.comm_s
+        attention_stage = np.array([(a.compute_s + m.router_s) * slowdown + a.comm_s for a in moe_attn])
         expert_stage = (m.shared_expert_s + m.expert_gemm_s) * slowdown
         if overlap:
             efficiency = ctx.costs.overlap_efficiency
@@ -498,8 +474,9 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
             layer_s = attention_stage + m.dispatch_s + expert_stage + m.combine_s
         by_type["moe_layers"] = float(np.sum(layer_s))
         moe_layer_s = by_type["moe_layers"] / n_moe
-        for c in COMPONENTS:
-            moe_breakdown[c] += n_moe * halves * (attention.compute[c] * slowdown + attention.comm[c])
+        for a in moe_attn:
+            for c in COMPONENTS:
+                moe_breakdown[c] += halves * (a.compute[c] * slowdown + a.comm[c])
         moe_breakdown["expert_gemm"] += halves * float(m.expert_gemm_s.sum()) * slowdown
         moe_breakdown["dispatch"] += halves * float(m.dispatch_s.sum())
         moe_breakdown["combine"] += halves * float(m.combine_s.sum())
@@ -508,6 +485,25 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
         for c in COMPONENTS:
             breakdown[c] += moe_breakdown[c]
     return _Layers(by_type, breakdown, moe_breakdown, moe_layer_s, frozenset(sources), operators)
+
+
+def _vision_encoder_s(ctx: StepContext, images: float, operators: dict) -> float:
+    """The vision tower on `images` images (hwmodels.vision): its GEMMs over every patch (the merger over the merged
+    tokens) and attention among each image's patches, in bf16 (the towers ship unquantised)."""
+    tower, img, dev = ctx.arch.vision, ctx.images, ctx.cluster.device
+    patches = tower.patches(img.width_px, img.height_px)
+    tokens = tower.tokens_per_image(img.width_px, img.height_px)
+    bf16 = SCHEMES["bf16"]
+    total = 0.0
+    for name, rows, cols, count in tower.matrices():
+        m = images * (tokens if name.startswith("merger") else patches)
+        cost = _gemm(ctx, m, rows, cols, bf16, f"vision_{name}")
+        total += count * cost.total_s
+        operators[cost.name] = (cost.source, cost.beyond_coverage)
+    head_dim = tower.hidden // tower.heads
+    attention = ctx.costs.attention_prefill(dev, max(int(images * patches), 1), patches, tower.heads, head_dim, head_dim)
+    operators["vision_attention"] = (attention.source, attention.beyond_coverage)
+    return total + tower.layers * attention.total_s
 
 
 def _head(ctx: StepContext, head_rows: float, embed_rows: float,

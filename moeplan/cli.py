@@ -366,6 +366,7 @@ def _print_plan(result, out_dir) -> None:
         step = r.decode.perf.steps[0]
         parts = ", ".join(f"{k.replace('_', ' ')} {v * 1e3:.1f}" for k, v in step.breakdown_s.items() if v > 0)
         c.print(f"  decode step {step.time_s * 1e3:.1f} ms: {parts} ms (overlap hides {step.overlap_hidden_s * 1e3:.1f} ms)")
+        c.print(f"  memory: {report.sequence_memory_text(d.model, r.decode.perf.memory)}")
     t = Table(title="Pareto frontier of decode layouts: output tokens/s per device vs tokens/s per user")
     for col in ("devices", "layout", "batch/device", "TPOT ms", "tok/s/device", "tok/s/user"):
         t.add_column(col, justify="left" if col == "layout" else "right")

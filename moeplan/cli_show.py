@@ -119,7 +119,15 @@ def model(args) -> int:
             t.add_row(part, units.format_count(n), s["precision"][part], units.format_bytes(s["weight_bytes_by_part"][part]))
     t.add_row("total", units.format_count(s["total_params"]), "", units.format_bytes(s["weight_bytes"]))
     c.print(t)
-    c.print(f"KV cache: {s['kv_bytes_per_token']:,.0f} bytes per token ({s['precision']['kv_cache']})")
+    kinds = ", ".join(f"{n} {kind}" for kind, n in s["attention_layers"].items())
+    c.print(f"KV cache: {s['kv_bytes_per_token']:,.0f} bytes per token ({s['precision']['kv_cache']}; attention layers: {kinds})")
+    if s["window_bytes_per_sequence"] or s["linear_state_bytes_per_sequence"]:
+        c.print(f"per sequence, whatever its context: sliding windows {units.format_bytes(s['window_bytes_per_sequence'])}, "
+                f"linear-attention state {units.format_bytes(s['linear_state_bytes_per_sequence'])} (fp32)")
+    if s["vision_params"]:
+        c.print(f"vision tower: {units.format_count(s['vision_params'])} parameters (not counted above); a 1024 x 1024 image "
+                f"adds {s['image_tokens_per_1024px_image']:,} prompt tokens and "
+                f"{s['vision_flops_per_1024px_image'] / 1e12:,.1f} TFLOP of encoder work")
     c.print(f"FLOPs per token at {s['context_tokens']:,} tokens of context: prefill {s['prefill_flops_per_token'] / 1e9:,.1f} GFLOP, "
             f"decode {s['decode_flops_per_token'] / 1e9:,.1f} GFLOP")
     return 0

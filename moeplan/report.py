@@ -38,6 +38,8 @@ from typing import Any, Mapping
 import pandas as pd
 import plotly.graph_objects as go
 
+from hwmodels import units
+from hwmodels.attention_kinds import Kind
 from hwmodels.errors import InputError
 from moeplan import display, figures, tables
 from planner.plan import Plan
@@ -491,10 +493,23 @@ def summary_points(plan: Plan) -> list[tuple[str, str]]:
                                f"(${r.usd_per_million_input:,.3f} per million input tokens; ${r.usd_per_hour:,.2f} per hour "
                                f"for {r.devices} devices at ${d.price.usd_per_device_hour:,.2f} per device-hour)."))
     points.append(("Utilisation", _utilisation_sentence(plan)))
+    points.append(("Memory per sequence", sequence_memory_text(d.model, r.decode.perf.memory) + "."))
     if plan.replays:
         points.append(("Checked", _replays_sentence(plan)))
     points.append(("Assumed", "; ".join(plan.assumptions) + "."))  # what was asked is the line above the summary
     return points
+
+
+def sequence_memory_text(arch, mem) -> str:
+    """What one decoding sequence keeps on a device: its KV cache at the planned context, by attention kind, and
+    the fixed recurrent state of linear-attention layers (hwmodels.memory.DeviceMemory)."""
+    kinds = ", ".join(f"{len(arch.layers_of(k))} {k.value}" for k in Kind if arch.layers_of(k))
+    text = (f"KV cache {units.format_bytes(mem.kv_bytes_per_sequence)} per sequence per device at {mem.context_tokens:,} "
+            f"tokens (attention layers: {kinds})")
+    if arch.linear is not None:
+        text += (f"; linear-attention state {units.format_bytes(mem.linear_state_bytes_per_sequence)} per sequence per "
+                 f"device, fixed whatever the context ({len(arch.layers_of(Kind.LINEAR))} {arch.linear.family} layers, fp32)")
+    return text
 
 
 def _utilisation_sentence(plan: Plan) -> str:

@@ -30,6 +30,7 @@ from hwmodels.ingest.routing import fit_to_model, read_routing
 from hwmodels.model_arch import ModelArch
 from hwmodels.precision import default_plan
 from hwmodels.roles import Phase
+from hwmodels.vision import ImageInputs
 
 SCHEMA_VERSION = 1
 DEFAULT_EXAMPLE = "kimi-k2-h200.yaml"
@@ -47,6 +48,8 @@ MAX_USD_PER_DEVICE_HOUR = 10_000.0  # 1,000x a data-center GPU's hourly price
 # lengths spread around their means when a spec states neither mean's spread: about what the public conversation
 # traces measure (Azure 2023 prompts 0.96, ShareGPT 0.89, Mooncake 1.31; catalogs/workloads.yaml), never all at the mean
 DEFAULT_LENGTH_CV = 1.0
+MAX_IMAGES = 1_000  # images per prompt: 100x what multimodal chat APIs accept per request (Kimi, Qwen: tens)
+MAX_IMAGE_PX = 65_536  # pixels per side: 8x an 8K frame
 MAX_NAME_CHARS = 200  # labels and catalog names (a report prints them)
 MAX_PATH_CHARS = 4_096  # PATH_MAX on Linux
 
@@ -95,6 +98,11 @@ class WorkloadSpec(_Strict):
                                     f"the prompt lengths, lognormal around the mean; 0: all at the mean (default: the "
                                     f"named workload's, else {DEFAULT_LENGTH_CV:g})")
     output_cv: Number | None = Field(None, ge=0, le=MAX_LENGTH_CV, description="the same for the output lengths")
+    images_per_request: Whole = Field(0, ge=0, le=MAX_IMAGES, description="images in each prompt, for a model with a "
+                                      "vision tower (Kimi K2.5 / K3, Qwen3.5): each adds its tokens to input_tokens and "
+                                      "its encoder work to prefill")
+    image_width_px: Whole = Field(1024, gt=0, le=MAX_IMAGE_PX, description="width of each image in pixels")
+    image_height_px: Whole = Field(1024, gt=0, le=MAX_IMAGE_PX, description="height of each image in pixels")
     trace: PathText | None = Field(None, description="a request trace to size for (Mooncake JSONL, Azure CSV, ServeGen "
                                    "chunk or folder, or a length CSV with requests_per_s): its rate, its swings from "
                                    "minute to minute, its burstiness and its prompt lengths as measured; the fields "
@@ -343,8 +351,25 @@ def _workload(w: WorkloadSpec, arch: ModelArch, ttft_s: float, base_dir: Path | 
     if assumed:
         source = f"{source}; {' and '.join(assumed)} {DEFAULT_LENGTH_CV:g} assumed (set workload.{assumed[0]})"
     input_cv, output_cv = (DEFAULT_LENGTH_CV if values[k] is None else float(values[k]) for k in ("input_cv", "output_cv"))
+    images = None
+    if w.images_per_request:
+        if arch.vision is None:
+            raise InputError("workload.images_per_request", f"{arch.name} has no vision tower (no vision_config in its "
+                             "config.json)", "set it to 0, or plan a multimodal model (Kimi K2.5 / K3, Qwen3.5)")
+        images = ImageInputs(w.images_per_request, w.image_width_px, w.image_height_px)
+        per_image = arch.vision.tokens_per_image(w.image_width_px, w.image_height_px)
+        # the images' tokens are prompt tokens: prefilled, cached, counted against the context
+        values["input_tokens"] += images.per_request * per_image
+        if longest is not None:
+            values["max_input_tokens"] = longest = longest + images.per_request * per_image
+        source = (f"{source}; {images.per_request} image(s) of {w.image_width_px} x {w.image_height_px} px per request "
+                  f"add {images.per_request * per_image:,} prompt tokens ({per_image:,} each) and the vision encoder")
+        if context and values["input_tokens"] > context:
+            raise InputError("workload.images_per_request", f"{images.per_request} image(s) bring the prompt to "
+                             f"{values['input_tokens']:,} tokens, past {arch.name}'s context of {context:,}",
+                             "give fewer or smaller images (image_width_px, image_height_px), or shorter prompts")
     workload = Workload(int(values["input_tokens"]), int(values["output_tokens"]), values["requests_per_s"], source,
-                        int(longest) if longest is not None else None, input_cv, output_cv)
+                        int(longest) if longest is not None else None, input_cv, output_cv, images=images)
     if w.trace is None:
         return workload
     # the trace's own lengths, unless the spec reshapes them (then the lognormal of its mean and cv)

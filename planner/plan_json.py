@@ -135,6 +135,7 @@ def _candidate(c: Candidate, is_moe: bool) -> dict[str, Any]:
             "usable_bytes": mem.usable_bytes,
             "kv_capacity_bytes": mem.kv_capacity_bytes,
             "kv_bytes_per_sequence": mem.kv_bytes_per_sequence,
+            "linear_state_bytes_per_sequence": mem.linear_state_bytes_per_sequence,
             "context_tokens": mem.context_tokens,
             "concurrent_sequences": mem.concurrent_sequences,
         },
@@ -300,7 +301,13 @@ def _read_memory(r: _Reader, key: str, layout: Layout, d: Deployment) -> DeviceM
     return DeviceMemory(layout, layout.name(d.model.is_moe), r.numbers(f"{m}.weights_by_part_bytes"),
                         r.number(f"{m}.weight_bytes"), r.number(f"{m}.workspace_bytes"), r.number(f"{m}.usable_bytes"),
                         r.number(f"{m}.kv_capacity_bytes", signed=True), r.number(f"{m}.kv_bytes_per_sequence"),
-                        r.int(f"{m}.context_tokens"), r.int(f"{m}.concurrent_sequences", minimum=0))
+                        r.int(f"{m}.context_tokens"), r.int(f"{m}.concurrent_sequences", minimum=0),
+                        _optional_number(r, f"{m}.linear_state_bytes_per_sequence"))
+
+
+def _optional_number(r: _Reader, key: str) -> float:
+    """A key later plans added (plans written before it read as 0)."""
+    return r.number(key) if r.at(key, required=False) is not None else 0.0
 
 
 def _read_load(r: _Reader, key: str, layout: Layout, d: Deployment) -> ExpertLoad | None:

@@ -26,7 +26,7 @@ from functools import lru_cache
 import numpy as np
 
 from hwmodels import catalog
-from hwmodels.arithmetic import kv_bytes_per_token, weight_bytes
+from hwmodels.arithmetic import kv_bytes_per_token, linear_state_bytes_per_sequence, weight_bytes, window_bytes_per_sequence
 from hwmodels.calibrate.operator_costs import costs_of, describe_costs
 from hwmodels.deployment import POISSON, Deployment
 from hwmodels.fit import fit
@@ -75,7 +75,7 @@ def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoa
             if not _admits_longest(d, cluster, layout, w.output_tokens):
                 continue
             scored = loads(layout, Phase.DECODE)
-            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d))
+            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d), images=d.workload.images)
             limit = largest_batch_that_fits(ctx, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
             for batch in (b for b in DECODE_BATCHES if b <= limit):
                 if role == Role.DECODE:
@@ -103,7 +103,7 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
             if not _admits_longest(d, cluster, layout, 0):
                 continue
             scored = loads(layout, Phase.PREFILL)
-            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d))
+            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d), images=d.workload.images)
             for tokens in PREFILL_TOKENS_PER_DEVICE:
                 mem = device_memory(d.model, d.precision, cluster, layout, w.input_tokens, s.hbm_utilization, tokens)
                 if not mem.fits:
@@ -125,6 +125,12 @@ def _admits_longest(d: Deployment, cluster: Cluster, layout: Layout, output_toke
 
 def _sub_cluster(d: Deployment, devices: int) -> Cluster:
     return instance_cluster(d.cluster.unit, devices)
+
+
+def _context(d: Deployment, c: Candidate) -> StepContext:
+    """The step model of one instance of the candidate, with the load it was scored at."""
+    return StepContext(d.model, d.precision, _sub_cluster(d, c.instance_devices), c.layout, c.load, costs_of(d),
+                       images=d.workload.images)
 
 
 def pareto_frontier(candidates: list[Candidate]) -> tuple[Candidate, ...]:
@@ -186,7 +192,7 @@ def _step_s_at_context(d: Deployment, c: Candidate, prompts: np.ndarray,
     lo, hi, mean = float(prompts.min()), float(prompts.max()), float(d.workload.input_tokens)
     if hi - lo < 1.0:
         return np.full_like(prompts, c.perf.steps[-1].time_s, dtype=float)
-    ctx = StepContext(d.model, d.precision, _sub_cluster(d, c.instance_devices), c.layout, c.load, costs_of(d))
+    ctx = _context(d, c)
     xs, ys = [lo, hi], [step_at(ctx, lo), step_at(ctx, hi)]
     if lo < mean < hi:
         xs.insert(1, mean)
@@ -203,9 +209,12 @@ def _rank_prefill_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndar
 
 
 def _prefill_s(d: Deployment, prompts: np.ndarray, rank_prefill_s: np.ndarray) -> np.ndarray:
-    """Each prompt's prefill steps on its rank plus moving its KV cache to the decode pool over the NIC."""
+    """Each prompt's prefill steps on its rank plus moving its cache to the decode pool over the NIC: its KV, and a
+    hybrid model's sliding windows and linear-attention state (fixed per sequence)."""
     nic = d.cluster.device.scaleout_bytes_per_s or d.cluster.device.scaleup_bytes_per_s
-    return rank_prefill_s + prompts * kv_bytes_per_token(d.model, d.precision) / nic
+    fixed = window_bytes_per_sequence(d.model, d.precision, max(float(prompts.max()), 1.0)) if len(prompts) else 0.0
+    fixed += linear_state_bytes_per_sequence(d.model)
+    return rank_prefill_s + (prompts * kv_bytes_per_token(d.model, d.precision) + fixed) / nic
 
 
 def _max_utilisation_for_ttft(d: Deployment, c: Candidate, prefill_s: np.ndarray, service_s: np.ndarray) -> float:
@@ -453,7 +462,7 @@ def _at_offered_tpot(d: Deployment, options: list[Recommendation]) -> list[Recom
         if len(out) == REFINED_OPTIONS:
             break
         dc = r.decode
-        ctx = StepContext(d.model, d.precision, _sub_cluster(d, dc.instance_devices), dc.layout, dc.load, costs_of(d))
+        ctx = _context(d, dc)
         stalls = None if r.mode == Mode.DISAGGREGATED else _prefill_stalls_s(d, dc, prompts)
 
         @lru_cache(maxsize=None)
@@ -500,7 +509,7 @@ def _rank_chunks_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndarr
     full = np.floor(prompts / (per_device * tp))
     rest_per_device = prompts / tp - full * per_device
     chunk_s = _step_s_at_context(d, c, prompts, lambda ctx, tokens: one_rank_prefill_step(ctx, per_device, tokens).time_s)
-    ctx = StepContext(d.model, d.precision, _sub_cluster(d, c.instance_devices), c.layout, c.load, costs_of(d))
+    ctx = _context(d, c)
     grid = np.unique(np.geomspace(1, per_device, PARTIAL_CHUNK_POINTS).round())
     grid_s = [one_rank_prefill_step(ctx, int(g), int(g) * tp).time_s for g in grid]
     return full * chunk_s + np.where(rest_per_device > 0, np.interp(rest_per_device, grid, grid_s), 0.0)

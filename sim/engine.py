@@ -43,6 +43,7 @@ order, which follows the trace order; nothing is random, so a replay is a pure f
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections import OrderedDict, deque
 
@@ -53,7 +54,7 @@ from hwmodels.arithmetic import kv_bytes_per_token
 from hwmodels.calibrate.operator_costs import costs_of
 from hwmodels.errors import InputError
 from hwmodels.hardware import instance_cluster
-from hwmodels.memory import device_memory, kv_bytes_per_token_per_device
+from hwmodels.memory import device_memory, kv_bytes_per_token_per_device, window_bytes_per_sequence_per_device
 from hwmodels.ingest.requests import PREFIX_BLOCK_TOKENS, RequestTrace
 from hwmodels.ingest.routing import RoutingTrace
 from hwmodels.roles import Phase, Role
@@ -83,9 +84,9 @@ class _Rank:
     __slots__ = ("inst", "kv", "heap", "running", "prefill_q", "queued_tokens", "incoming", "ready", "residents", "cache",
                  "nic_free_at")
 
-    def __init__(self, inst: "_Instance", capacity: int):
+    def __init__(self, inst: "_Instance", capacity: int, state_tokens: int = 0):
         self.inst = inst
-        self.kv = RankKV(capacity)
+        self.kv = RankKV(capacity, state_tokens)
         self.heap: list[tuple[int, int, int]] = []  # (decode step it finishes at, epoch, request)
         self.running: dict[int, None] = {}  # in admission order (preemption takes the last)
         self.prefill_q: deque[int] = deque()  # prompts (and recomputes) to prefill; started ones lead
@@ -102,7 +103,7 @@ class _Instance:
 
     def __init__(self, sim: "_Sim", pool: "_Pool"):
         self.sim, self.pool = sim, pool
-        self.ranks = [_Rank(self, pool.capacity) for _ in range(pool.planned.layout.dp)]
+        self.ranks = [_Rank(self, pool.capacity, pool.state_tokens) for _ in range(pool.planned.layout.dp)]
         self.wake: simpy.Event | None = None
 
     def poke(self) -> None:
@@ -137,7 +138,8 @@ class _Pool:
         cluster = instance_cluster(d.cluster.unit, planned.instance_devices)
         costs = costs_of(d)
         self.steps = StepTimes(tuple(StepContext(d.model, d.precision, cluster, lay, load, costs,
-                                                 imbalance_decimals=IMBALANCE_DECIMALS) for load in loads.loads))
+                                                 imbalance_decimals=IMBALANCE_DECIMALS, images=d.workload.images)
+                                     for load in loads.loads))
         workspace_tokens = planned.chunk_tokens_per_device if planned.role == Role.PREFILL else d.serving.tokens_per_step
         mem = device_memory(d.model, d.precision, cluster, lay, d.workload.context_tokens, d.serving.hbm_utilization,
                             workspace_tokens)
@@ -147,7 +149,12 @@ class _Pool:
                              "plan again for this spec")
         # every device of a TP group holds its share of each token (MLA: the whole latent), so a group holds
         # as many tokens as one device
-        self.capacity = int(mem.kv_capacity_bytes // kv_bytes_per_token_per_device(d.model, d.precision, lay))
+        per_token = kv_bytes_per_token_per_device(d.model, d.precision, lay)
+        self.capacity = int(mem.kv_capacity_bytes // per_token)
+        # a hybrid model's fixed cache per sequence (linear-attention state, sliding windows), in tokens of KV
+        fixed = mem.linear_state_bytes_per_sequence + window_bytes_per_sequence_per_device(
+            d.model, d.precision, lay, d.workload.context_tokens)
+        self.state_tokens = math.ceil(fixed / per_token)
         # running sequences per rank; None for a prefill pool, which runs no sequences
         self.cap = None if planned.role == Role.PREFILL else (config.max_batch_per_device or planned.batch_per_device) * lay.tp
         self.chunk = planned.chunk_tokens_per_device * lay.tp  # prompt tokens per rank per step

@@ -18,6 +18,8 @@ from hwmodels.calibrate.measured_grid import Grid
 MEASURED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "measured" / "aic-silicon-moe.csv"
 needs_package = pytest.mark.skipif(measured_tables.database_root() is None and os.environ.get("CI") != "true",
                                    reason="aiconfigurator-core is not installed (pip install 'moeplan[measured]')")
+needs_csv = pytest.mark.skipif(not MEASURED_CSV.is_file() and os.environ.get("CI") != "true",
+                               reason=f"{MEASURED_CSV} is absent (the shared data checkout)")
 
 
 def test_grid_interpolates_log_log_and_extrapolates_tokens_linearly():
@@ -67,8 +69,11 @@ def test_without_an_engine_the_fitted_costs_are_used():
 
 
 @needs_package
+@needs_csv
 def test_validate_measured_json_has_a_row_per_line_and_reasons():
-    """moeplan validate --measured FILE --json: one object per row; rows of models the catalog lacks not modelled."""
+    """moeplan validate --measured FILE --json: one object per row, each either predicted or with its reason; the
+    catalog holds every model of aic-silicon-moe.csv (DeepSeek-V3, Kimi-K2.5, gpt-oss-120b, MiniMax-M2.5,
+    Qwen3.5-397B-A17B), so at least 95% of its rows are modelled (issue 20's bar)."""
     out = subprocess.run([sys.executable, "-m", "moeplan.cli", "validate", "--measured", str(MEASURED_CSV), "--json"],
                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr
@@ -77,9 +82,25 @@ def test_validate_measured_json_has_a_row_per_line_and_reasons():
     for r in rows:
         assert set(r) == {"id", "predicted_ttft_ms", "predicted_tpot_ms", "reason"}
         assert (r["reason"] is None) == (r["predicted_tpot_ms"] is not None)
-    assert any("is not in the catalog" in (r["reason"] or "") for r in rows)
+    assert not any("is not in the catalog" in (r["reason"] or "") for r in rows)
+    assert sum(r["predicted_tpot_ms"] is not None for r in rows) >= 0.95 * len(rows)
 
 
+@needs_package
+@needs_csv
+def test_the_2026_models_measured_rows_are_predicted_within_the_peers_range():
+    """TPOT of gpt-oss-120b, MiniMax-M2.5 and Qwen3.5-397B-A17B on NVIDIA's measured rows: moeplan's median |error|
+    stays under 40% per model (it was 18-27% when these models joined the catalog; AIConfigurator 0.12's own
+    median on the rows it estimated is 11-15%), so a pricing regression in their attention kinds shows here."""
+    from hwmodels.calibrate.measured_deployments import predict_file, summarize
+    rows = [r for r in predict_file(MEASURED_CSV)
+            if r.model in ("openai/gpt-oss-120b", "MiniMaxAI/MiniMax-M2.5", "Qwen/Qwen3.5-397B-A17B")]
+    for group in summarize(rows, "model"):
+        assert group["coverage"] == 1.0, group["group"]
+        assert group["moeplan_tpot_median"] < 0.40, (group["group"], group["moeplan_tpot_median"])
+
+
+@needs_csv
 def test_a_bad_row_becomes_a_reason(tmp_path):
     from hwmodels.calibrate.measured_deployments import predict_file
     header = pd.read_csv(MEASURED_CSV, nrows=0).columns

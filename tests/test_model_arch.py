@@ -51,7 +51,7 @@ def test_bad_field_value_is_named():
 
 def test_unknown_model_suggests_nearest():
     with pytest.raises(InputError, match="did you mean kimi-k2"):
-        load_model("kimi-k3")
+        load_model("kimi-k2.9")
 
 
 def test_invalid_json_names_the_line(tmp_path):

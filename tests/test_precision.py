@@ -61,3 +61,29 @@ def test_compressed_tensors_ignore_list_and_its_hostile_forms():
     for groups in ([1], {"g": 1}, {"g": {"weights": [4]}}, {"a": {}, "b": {}}):
         with pytest.raises(InputError, match="config_groups"):
             default_plan({**COMPRESSED, "config_groups": groups})
+
+
+def test_2026_checkpoint_formats_are_read_from_quantization_config():
+    """gpt-oss's quant_method mxfp4 (experts only), Kimi K3's compressed-tensors mxfp4-pack-quantized (4-bit float,
+    groups of 32) with its ignore list, NVIDIA ModelOpt NVFP4 (4-bit float, groups of 16) with glob ignores, and W4A8
+    (int4 weights, 8-bit activations, whose GEMMs run in fp8)."""
+    from hwmodels import catalog
+    from hwmodels.step import _compute_dtype
+
+    def plan(name):
+        arch = catalog.load_model(name)
+        return default_plan(arch.quantization_config, arch.torch_dtype)
+
+    oss = plan("gpt-oss-120b")
+    assert oss.of("routed_experts").name == "mxfp4" and {oss.of(p).name for p in ("attention", "router", "lm_head")} == {"bf16"}
+    k3 = plan("kimi-k3")  # ignore: self_attn, shared_experts, the dense mlp, lm_head, the vision tower
+    assert (k3.of("routed_experts").name, k3.of("shared_experts").name, k3.of("dense_mlp").name) == ("mxfp4", "bf16", "bf16")
+    k26 = plan("kimi-k2.6")  # ModelOpt: layer 0, attention and shared experts kept bf16
+    assert (k26.of("routed_experts").name, k26.of("attention").name, k26.of("dense_mlp").name) == ("nvfp4", "bf16", "bf16")
+    w4a8 = default_plan({"quant_method": "compressed-tensors", "config_groups": {"g": {
+        "weights": {"num_bits": 4, "type": "int", "group_size": 128}, "input_activations": {"num_bits": 8, "type": "float"}}}})
+    assert w4a8.of("routed_experts").name == "w4a8" and _compute_dtype(w4a8.of("routed_experts")) == "fp8"
+    assert _compute_dtype(SCHEMES["int4"]) == "bf16"  # K2.5 / K2-Thinking int4 QAT: weight-only
+    v4 = plan("deepseek-v4-pro")  # expert_dtype fp4 beside an fp8 quantization_config
+    assert (v4.of("routed_experts").name, v4.of("attention").name) == ("mxfp4", "fp8")
+    assert SCHEMES["w4a8"].matrix_bytes(128, 128) == 128 * 128 / 2 + 128 * 2  # one bf16 scale per 128 weights

@@ -618,3 +618,34 @@ def test_the_hostile_input_benchmark():
             f"{f['peak_rss_bytes'] / 2**30:.2f} GiB for the fuzz and {f['large_files_peak_rss_bytes'] / 2**30:.2f} GiB for "
             f"a 10 MB file, {f['user_files_changed']} user files changed and {f['staging_leftovers']} staging folders left.")
     _quoted(f"about {round(ci, -2):,.0f} hostile specs, config.json files, traces, routing files and command lines in CI")
+
+
+def test_the_2026_models_table_and_claims():
+    """README "Models of 2026": each row from `moeplan.model_summary`, the DeepSeek-V4-Pro / V3.2 ratios at a
+    million tokens, Kimi K3's weights against one HGX B200 node and its tokens per 1024-px image."""
+    from hwmodels import catalog
+    from hwmodels.arithmetic import cache_bytes_per_sequence, flops_per_token
+    from hwmodels.precision import default_plan
+    from hwmodels.units import GiB, format_bytes, format_count
+
+    rows = {"Kimi K3": "kimi-k3", "DeepSeek-V3.2": "deepseek-v3.2", "DeepSeek-V4-Pro": "deepseek-v4-pro", "GLM-5": "glm-5",
+            "Qwen3.5-397B-A17B": "qwen3.5-397b-a17b", "MiniMax-M2.5": "minimax-m2.5", "gpt-oss-120b": "gpt-oss-120b"}
+    for label, name in rows.items():
+        s = moeplan.model_summary(name)
+        kinds = ", ".join(f"{n} {k}" for k, n in s["attention_layers"].items())
+        state = format_bytes(s["linear_state_bytes_per_sequence"]) if s["linear_state_bytes_per_sequence"] else "-"
+        _quoted(f"| {label} | {format_count(s['total_params'])} | {format_count(s['active_params'])} | {s['attention']} "
+                f"({kinds}) | {s['kv_bytes_per_token']:,.0f} B | {state} | {format_bytes(s['weight_bytes'])} "
+                f"{s['precision']['routed_experts']} |")
+    million = 2**20
+    models = {n: catalog.load_model(n) for n in ("deepseek-v4-pro", "deepseek-v3.2")}
+    plans = {n: default_plan(a.quantization_config, a.torch_dtype) for n, a in models.items()}
+    flops = {n: flops_per_token(a, million, "decode")["total"] for n, a in models.items()}
+    cache = {n: cache_bytes_per_sequence(a, plans[n], million) for n, a in models.items()}
+    _quoted(f"DeepSeek-V4-Pro needs {flops['deepseek-v4-pro'] / flops['deepseek-v3.2']:.0%} of DeepSeek-V3.2's decode "
+            f"FLOPs per token and {cache['deepseek-v4-pro'] / cache['deepseek-v3.2']:.0%} of its KV cache")
+    k3 = moeplan.model_summary("kimi-k3")
+    b200 = catalog.load_device("b200-sxm").hbm_bytes
+    assert k3["weight_bytes"] > 8 * b200 and b200 == 180 * GiB
+    _quoted(f"Kimi K3's weights ({format_bytes(k3['weight_bytes'])}) do not fit one 8-GPU HGX B200 node (8 x 180 GiB)")
+    _quoted(f"a 1024 x 1024 image adds {k3['image_tokens_per_1024px_image']:,} prompt tokens to Kimi K3")

@@ -11,6 +11,7 @@ import pytest
 import checkout_cli
 
 import moeplan
+from hwmodels.units import format_bytes
 from moeplan import example_path
 from moeplan.report import output_dir, plan_report, summary_points, write_files
 from hwmodels.errors import InputError
@@ -46,7 +47,10 @@ def test_report_leads_with_the_answer_its_cost_utilisation_and_assumptions(files
     assert page.index("<h2>Summary</h2>") < page.index("<h2>Pareto frontier</h2>") < page.index("<h2>Options</h2>")
     plan = moeplan.plan(example_path())
     points = dict(summary_points(plan))
-    assert list(points) == ["Answer", "Cost", "Utilisation", "Assumed"]
+    assert list(points) == ["Answer", "Cost", "Utilisation", "Memory per sequence", "Assumed"]
+    mem = plan.recommendation.decode.perf.memory  # Kimi K2: all 61 layers full MLA, no linear-attention state
+    assert points["Memory per sequence"].startswith(f"KV cache {format_bytes(mem.kv_bytes_per_sequence)} per sequence")
+    assert "61 full" in points["Memory per sequence"] and "linear-attention" not in points["Memory per sequence"]
     assert points["Answer"].startswith("serve Kimi K2 Instruct aggregated on 16 x h200-sxm")
     assert f"${plan.recommendation.usd_per_million_output:,.3f} per million output tokens" in points["Cost"]
     r = plan.recommendation

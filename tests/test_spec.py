@@ -64,7 +64,7 @@ def test_invalid_fields_are_named(mutate, pattern):
 @pytest.mark.parametrize(
     "mutate, pattern",
     [
-        (lambda r: r.update(model="kimi-k3"), r"model: unknown model 'kimi-k3'; fix: did you mean kimi-k2"),
+        (lambda r: r.update(model="kimi-k2.9"), r"model: unknown model 'kimi-k2.9'; fix: did you mean kimi-k2"),
         (lambda r: r["cluster"].update(unit="hgx-h20"), r"cluster.unit: unknown cluster unit 'hgx-h20'; fix: did you mean hgx-h200"),
         (lambda r: r.update(precision={"routed_experts": "fp5"}), r"precision.routed_experts: unknown number format"),
         (lambda r: r.update(prices={"h20-sxm": 1.0}), r"prices.h20-sxm: unknown device; fix: did you mean h200-sxm"),

@@ -137,10 +137,10 @@ def predict_row(row: dict, index: int = 0) -> MeasuredPrediction:
 
 
 def _catalog_model(hf_repo: str) -> str:
-    for name in catalog.model_names():
-        if catalog.model_entry(name).get("hf_repo", "").lower() == hf_repo.lower():
-            return name
-    raise _NotModelled(f"model {hf_repo} is not in the catalog")
+    name = catalog.model_by_hf_id(hf_repo)
+    if name is None:
+        raise _NotModelled(f"model {hf_repo} is not in the catalog")
+    return name
 
 
 def _device(system: str) -> str:
