@@ -22,7 +22,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from moeplan import api, cli_measured, cli_show, launch, report
+from moeplan import api, cli_measured, cli_show, launch, output_files, report
 from moeplan.api import InputError, KVPolicy, Router, SimConfig
 from moeplan.cli_show import EXIT_NO, console, print_json
 from moeplan.cli_args import (Parser, bounds_help, check_argv, check_together, float_in, int_in, missing_command, names,
@@ -249,12 +249,12 @@ def _backend_arg(parser) -> None:
 
 
 def _plan(args) -> int:
-    out_dir = report.output_dir(args.output, args.force) if args.output is not None else None
+    out_dir = output_files.output_dir(args.output, args.force) if args.output is not None else None
     plan = api.plan(args.spec, trace=args.trace, backend=args.backend, cloud=args.cloud, prices=args.prices,
                     replay=args.replay, requests=args.requests, seed=args.seed, shards=args.shards,
                     shard_by=args.shard_by, engine=args.engine, address=args.address)
     if out_dir is not None:
-        report.write_files(out_dir, report.plan_report(plan.plan, _report_simulation(args, plan)))
+        output_files.write_files(out_dir, report.plan_report(plan.plan, _report_simulation(args, plan)))
     if args.json:
         print_json(plan.to_json())
     else:
@@ -282,14 +282,14 @@ def _report_simulation(args, plan):
 
 
 def _run_study(args, run, title: str, y: str = "usd_per_million_output_tokens") -> int:
-    out_dir = report.output_dir(args.output, args.force) if args.output is not None else None
+    out_dir = output_files.output_dir(args.output, args.force) if args.output is not None else None
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True, disable=args.json or not sys.stderr.isatty()) as bar:
         task = bar.add_task(title, total=None)
         result = run(lambda done, total: bar.update(task, completed=done, total=total))
     frame = result.to_frame()
     if out_dir is not None:
-        report.write_files(out_dir, report.sweep_report(result, title, y))
+        output_files.write_files(out_dir, report.sweep_report(result, title, y))
     if args.json:
         print_json(json.loads(frame.to_json(orient="records")))
         return 0
@@ -402,7 +402,7 @@ class _TimeLimitText(ProgressColumn):
 
 def _place(args) -> int:
     started = time.perf_counter()  # --time-limit bounds the whole command, reading included
-    output = report.output_file(args.output) if args.output is not None else None
+    output = output_files.output_file(args.output) if args.output is not None else None
     eval_loads = api.read_routing_counts(args.loads)  # each file's windows summed, in its own shape
     api.check_placement_args(*eval_loads.shape, args.ep, args.redundant, args.nodes, args.time_limit, names=_PLACE_OPTIONS)
     windows = [api.read_routing_counts(f) for f in args.fit_loads] if args.fit_loads else [eval_loads]
@@ -418,7 +418,7 @@ def _place(args) -> int:
             raise InputError(_PLACE_OPTIONS.get(e.field, e.field), e.problem, e.fix) from None
     location = result.pop("expert_location")
     if output is not None:
-        report.write_atomic(output, json.dumps(location), new=True)
+        output_files.write_atomic(output, json.dumps(location), new=True)
     if args.json:
         print_json(result)
         return 0
@@ -438,10 +438,10 @@ def _place(args) -> int:
 
 
 def _bench_kernels(args) -> int:
-    output = report.output_file(args.output if args.output is not None else api.default_kernel_csv(args.device))
+    output = output_files.output_file(args.output if args.output is not None else api.default_kernel_csv(args.device))
     _, csv_text, table = api.bench_kernels(args.device, args.model, args.quick)
     print(table)
-    report.write_atomic(output, csv_text, new=True)
+    output_files.write_atomic(output, csv_text, new=True)
     print(f"wrote {output}")
     return 0
 

@@ -26,21 +26,23 @@ from functools import lru_cache
 import numpy as np
 
 from hwmodels import catalog
-from hwmodels.arithmetic import kv_bytes_per_token, linear_state_bytes_per_sequence, weight_bytes, window_bytes_per_sequence
+from hwmodels.arithmetic import weight_bytes
 from hwmodels.calibrate.operator_costs import costs_of, describe_costs
 from hwmodels.deployment import POISSON, Deployment
 from hwmodels.fit import fit
-from hwmodels.hardware import Cluster, instance_cluster
+from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
 from hwmodels.layouts import layout_space
 from hwmodels.memory import device_memory
 from hwmodels.roles import Phase, Role
-from hwmodels.serving import (aggregated_performance, decode_performance, largest_batch_that_fits,
-                              one_rank_prefill_step, prefill_performance, usd_per_million_tokens)
+from hwmodels.serving import (aggregated_performance, decode_performance, largest_batch_that_fits, prefill_performance,
+                              usd_per_million_tokens)
 from hwmodels.step import StepContext
 from planner import queueing
 from planner.expert_loads import ExpertLoads
 from planner.plan import Candidate, Mode, Plan, Recommendation, ReplayCheck, pool_utilization
+from planner.prompt_times import (aggregated_prefill_s, context_parallel_text, instance_context, output_lengths,
+                                  prefill_s, prefill_stalls_s, prompt_lengths, rank_prefill_s, sub_cluster)
 from planner.replay_check import REPLAYED_OPTIONS, Check, checked, refusal
 from planner.tpot import decode_tpot_s, instances_for_tpot
 
@@ -70,7 +72,7 @@ def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoa
     w, s, out = d.workload, d.serving, []
     context = w.input_tokens + w.output_tokens / 2  # a decoding sequence is halfway through its output on average
     for size in sizes:
-        cluster = _sub_cluster(d, size)
+        cluster = sub_cluster(d, size)
         for layout in layout_space(d.model, cluster):
             if not _admits_longest(d, cluster, layout, w.output_tokens):
                 continue
@@ -98,7 +100,7 @@ def score_aggregated(d: Deployment, sizes: list[int], loads: ExpertLoads | None 
 def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = None) -> list[Candidate]:
     w, s, out, loads = d.workload, d.serving, [], loads or ExpertLoads(d)
     for size in sizes:
-        cluster = _sub_cluster(d, size)
+        cluster = sub_cluster(d, size)
         for layout in layout_space(d.model, cluster):
             if not _admits_longest(d, cluster, layout, 0):
                 continue
@@ -123,16 +125,6 @@ def _admits_longest(d: Deployment, cluster: Cluster, layout: Layout, output_toke
     return mem.concurrent_sequences >= layout.dp
 
 
-def _sub_cluster(d: Deployment, devices: int) -> Cluster:
-    return instance_cluster(d.cluster.unit, devices)
-
-
-def _context(d: Deployment, c: Candidate) -> StepContext:
-    """The step model of one instance of the candidate, with the load it was scored at."""
-    return StepContext(d.model, d.precision, _sub_cluster(d, c.instance_devices), c.layout, c.load, costs_of(d),
-                       images=d.workload.images)
-
-
 def pareto_frontier(candidates: list[Candidate]) -> tuple[Candidate, ...]:
     """Candidates no other beats on both tokens/s per device and tokens/s per user."""
     ranked = sorted(candidates, key=lambda c: (-c.tokens_per_s_per_user, -c.tokens_per_s_per_device))
@@ -147,22 +139,6 @@ def pareto_frontier(candidates: list[Candidate]) -> tuple[Candidate, ...]:
 def _allowed_tail(d: Deployment) -> float:
     """The share of requests the TTFT SLO lets run over it (1% at p99)."""
     return 1.0 - d.slo.percentile / 100.0
-
-
-def _prompts(d: Deployment) -> np.ndarray:
-    """The workload's prompt lengths, equally likely: its trace's where it was measured from one, else its lognormal
-    (planner.queueing.lognormal_lengths); none past its longest prompt or the model's context."""
-    w, longest = d.workload, d.longest_prompt_tokens
-    if w.prompt_lengths:
-        prompts = np.asarray(w.prompt_lengths, dtype=float)
-        return np.minimum(prompts, longest) if longest else prompts
-    return queueing.lognormal_lengths(w.input_tokens, w.input_cv, longest)
-
-
-def _outputs(d: Deployment) -> np.ndarray:
-    """The workload's output lengths, equally likely: its trace's, else its lognormal."""
-    w = d.workload
-    return np.asarray(w.output_lengths, dtype=float) if w.output_lengths else queueing.lognormal_lengths(w.output_tokens, w.output_cv)
 
 
 def _regimes(d: Deployment, req_rate: float, waits_at: Callable[[float, float], tuple[queueing.Wait, ...]]):
@@ -182,39 +158,6 @@ def _thinned(arrival_scv: float, servers: int) -> float:
     """The burstiness one of `servers` queues sees when the router spreads the arrivals over them: splitting a stream
     at random keeps 1 / servers of its excess over Poisson (the index of dispersion of a thinned process)."""
     return 1.0 + (arrival_scv - 1.0) / max(servers, 1)
-
-
-def _step_s_at_context(d: Deployment, c: Candidate, prompts: np.ndarray,
-                       step_at: Callable[[StepContext, float], float]) -> np.ndarray:
-    """The candidate's prefill step time for each prompt at its own length: its attention grows with the context
-    (a long prompt's chunks attend to everything before them). `step_at(ctx, prompt_tokens)` is the step; taken at
-    the shortest and longest prompts and, between them, interpolated through the mean's (the candidate's own)."""
-    lo, hi, mean = float(prompts.min()), float(prompts.max()), float(d.workload.input_tokens)
-    if hi - lo < 1.0:
-        return np.full_like(prompts, c.perf.steps[-1].time_s, dtype=float)
-    ctx = _context(d, c)
-    xs, ys = [lo, hi], [step_at(ctx, lo), step_at(ctx, hi)]
-    if lo < mean < hi:
-        xs.insert(1, mean)
-        ys.insert(1, c.perf.steps[-1].time_s)
-    return np.interp(prompts, xs, ys)
-
-
-def _rank_prefill_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndarray:
-    """Each prompt's prefill time on one attention rank of a prefill instance: a prompt is chunked on the rank it
-    is routed to (its TP devices), first-come first-served, the step's time (at the prompt's own context) shared by
-    the tokens it carries (a prompt's last, partial chunk is part of a step that carries the next prompt's first)."""
-    step_s = _step_s_at_context(d, c, prompts, lambda ctx, tokens: ctx.step(Phase.PREFILL, c.work_per_device, tokens).time_s)
-    return prompts / (c.work_per_device * c.layout.tp) * step_s
-
-
-def _prefill_s(d: Deployment, prompts: np.ndarray, rank_prefill_s: np.ndarray) -> np.ndarray:
-    """Each prompt's prefill steps on its rank plus moving its cache to the decode pool over the NIC: its KV, and a
-    hybrid model's sliding windows and linear-attention state (fixed per sequence)."""
-    nic = d.cluster.device.scaleout_bytes_per_s or d.cluster.device.scaleup_bytes_per_s
-    fixed = window_bytes_per_sequence(d.model, d.precision, max(float(prompts.max()), 1.0)) if len(prompts) else 0.0
-    fixed += linear_state_bytes_per_sequence(d.model)
-    return rank_prefill_s + (prompts * kv_bytes_per_token(d.model, d.precision) + fixed) / nic
 
 
 def _max_utilisation_for_ttft(d: Deployment, c: Candidate, prefill_s: np.ndarray, service_s: np.ndarray) -> float:
@@ -246,11 +189,11 @@ def _decode_slot_wait(d: Deployment, dc: Candidate, n_decode: int, req_rate: flo
 def _disaggregated(d: Deployment, decode: list[Candidate], prefill: list[Candidate]) -> list[Recommendation]:
     price = _price(d)
     decode_ok = _best_per_size([(c, c.tokens_per_s_per_device) for c in decode if c.step_s <= d.slo.tpot_s])
-    prompts = _prompts(d)
+    prompts = prompt_lengths(d)
     times = {}  # per prefill candidate: (each prompt's prefill and KV transfer, its rank's service time)
     for c in prefill:
-        service_s = _rank_prefill_s(d, c, prompts)
-        times[id(c)] = _prefill_s(d, prompts, service_s), service_s
+        service_s = rank_prefill_s(d, c, prompts)
+        times[id(c)] = prefill_s(d, prompts, service_s), service_s
     # a prefill candidate's useful capacity is its throughput at the utilisation its TTFT budget allows
     prefill_ok = _best_per_size([(c, c.tokens_per_s_per_device * u) for c in prefill
                                  if (u := _max_utilisation_for_ttft(d, c, *times[id(c)])) > 0])
@@ -324,13 +267,13 @@ def _best_per_size(scored: list[tuple[Candidate, float]]) -> list[tuple[Candidat
 def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendation]:
     w, price, out = d.workload, _price(d), []
     max_devices = d.cluster.num_devices
-    prompts, chunk_s = _prompts(d), {}
+    prompts, chunk_s = prompt_lengths(d), {}
     for c in aggregated:
         tpot = 1.0 / c.tokens_per_s_per_user
         # a rank prefills a prompt in chunks, each a lockstep group step (prefill first: its sequences wait)
         key = (c.instance_devices, c.layout)  # the prefill chunks do not depend on the batch: once per layout
         if key not in chunk_s:
-            chunk_s[key] = _rank_chunks_s(d, c, prompts)
+            chunk_s[key] = aggregated_prefill_s(d, c, prompts)
         prefill_s = chunk_s[key]
         service = queueing.Service.of(prefill_s)
         if tpot > d.slo.tpot_s or queueing.ttft_tail(d.slo.ttft_s, prefill_s) > _allowed_tail(d):
@@ -414,7 +357,8 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
                 f"burstiness {w.arrivals.scv:.2g} (Allen-Cunneen)")
     assumptions = [
         "TPOT at the SLO percentile of the load each pool carries (planner.tpot: the lockstep step at the busiest rank, "
-        "the wait to join a batch and, in aggregated instances, the prefill that stalls decode); TTFT at the SLO percentile over {lengths} and {arrivals} = the prompt's "
+        "the wait to join a batch and, in aggregated instances, the prefill that stalls decode); "
+        f"TTFT at the SLO percentile over {lengths} and {arrivals} = the prompt's "
         "prefill (+ KV transfer over the NIC, disaggregated) + the waits for a prefill rank (M^X/G/c), and for a free "
         "slot of its rank (M/M/c: the decode pool's, disaggregated); the simulator gives the distributions",
         describe_costs(d),
@@ -457,13 +401,13 @@ def _at_offered_tpot(d: Deployment, options: list[Recommendation]) -> list[Recom
     push it past the SLO, refused where none fits."""
     if d.workload.requests_per_s is None:
         return options, None
-    prompts, outputs, out, nearest = _prompts(d), _outputs(d), [], None
+    prompts, outputs, out, nearest = prompt_lengths(d), output_lengths(d), [], None
     for r in options:
         if len(out) == REFINED_OPTIONS:
             break
         dc = r.decode
-        ctx = _context(d, dc)
-        stalls = None if r.mode == Mode.DISAGGREGATED else _prefill_stalls_s(d, dc, prompts)
+        ctx = instance_context(d, dc)
+        stalls = None if r.mode == Mode.DISAGGREGATED else prefill_stalls_s(d, dc, prompts)
 
         @lru_cache(maxsize=None)
         def tpot_at(instances: int) -> float:
@@ -489,32 +433,6 @@ def _tpot_refusal(d: Deployment, tpot_s: float, r: Recommendation) -> tuple[str,
         "slo.percentile would help")
 
 
-def _prefill_stalls_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """An aggregated instance's prefill, per prompt: (the time its rank spends prefilling it, decoding nothing;
-    what that adds to the other ranks' lockstep steps, each chunk's step over a decode step)."""
-    busy_s = _rank_chunks_s(d, c, prompts)
-    steps = np.ceil(prompts / (d.serving.tokens_per_step * c.layout.tp))
-    return busy_s, np.maximum(busy_s - steps * c.perf.steps[0].time_s, 0.0)
-
-
-PARTIAL_CHUNK_POINTS = 10  # token counts (log-spaced, per device) a partial chunk's step is interpolated between
-
-
-def _rank_chunks_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndarray:
-    """Each prompt's time on one attention rank of an aggregated instance, prefilled alone in chunks of
-    serving.tokens_per_step per device: its full chunks at the chunk's step at the prompt's context, its last,
-    partial chunk at that chunk's own step. A step pays for its weights and fixed costs whatever its tokens, so a
-    short prompt costs far more than its share of a full chunk."""
-    per_device, tp = d.serving.tokens_per_step, c.layout.tp
-    full = np.floor(prompts / (per_device * tp))
-    rest_per_device = prompts / tp - full * per_device
-    chunk_s = _step_s_at_context(d, c, prompts, lambda ctx, tokens: one_rank_prefill_step(ctx, per_device, tokens).time_s)
-    ctx = _context(d, c)
-    grid = np.unique(np.geomspace(1, per_device, PARTIAL_CHUNK_POINTS).round())
-    grid_s = [one_rank_prefill_step(ctx, int(g), int(g) * tp).time_s for g in grid]
-    return full * chunk_s + np.where(rest_per_device > 0, np.interp(rest_per_device, grid, grid_s), 0.0)
-
-
 def _load_assumption(d: Deployment, phase: str) -> str:
     routing = d.routing.for_phase(phase) if d.routing else None
     if routing is not None:
@@ -526,36 +444,14 @@ def _load_assumption(d: Deployment, phase: str) -> str:
         "uniform (no routing statistics for this model)"
 
 
-CONTEXT_PARALLEL_RANKS = (2, 4)  # the context-parallel degrees a TTFT refusal estimates
-
-
-def _context_parallel_text(d: Deployment, c: Candidate, prompts: np.ndarray) -> str:
-    """What splitting each prompt over 2 or 4 of `c`'s attention ranks (context parallel) would reach at the SLO
-    percentile: each rank prefills its share of the prompt at the whole prompt's context, and passes its KV round the
-    ring over the scale-up links. An estimate: context parallelism is not a layout the search scores."""
-    rank_s = _rank_prefill_s(d, c, prompts)
-    kv_bytes = prompts * kv_bytes_per_token(d.model, d.precision)
-    nic = d.cluster.device.scaleout_bytes_per_s or d.cluster.device.scaleup_bytes_per_s
-    link = d.cluster.device.scaleup_bytes_per_s or nic
-    parts = []
-    for cp in CONTEXT_PARALLEL_RANKS:
-        if cp * c.layout.tp > d.cluster.num_devices:
-            break
-        cp_s = rank_s / cp + kv_bytes * (cp - 1) / cp / link + kv_bytes / nic
-        parts.append(f"{queueing.ttft_percentile_s(cp_s, (), d.slo.percentile):.2f} s over {cp} ranks "
-                     f"({cp * c.layout.tp} devices)")
-    return ("" if not parts else "; context parallel would reach about " + ", ".join(parts)
-            + " (an estimate: context parallelism is not a layout the search scores)")
-
-
 def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Candidate], sizes: list[int]) -> tuple[str, str]:
     """(the spec field to change, why no deployment was recommended)."""
     c = d.cluster
     where = f"on {c.num_devices} x {c.device.name}"
     if not sizes or not decode:
         longest = d.workload.max_input_tokens
-        if sizes and longest and not any(_admits_longest(d, _sub_cluster(d, n), layout, 0)
-                                         for n in sizes for layout in layout_space(d.model, _sub_cluster(d, n))):
+        if sizes and longest and not any(_admits_longest(d, sub_cluster(d, n), layout, 0)
+                                         for n in sizes for layout in layout_space(d.model, sub_cluster(d, n))):
             return "workload.max_input_tokens", (
                 f"no layout {where} holds the longest prompt ({longest:,} tokens) in one attention group's KV cache; "
                 "lower workload.max_input_tokens, store the KV cache in fewer bytes (precision.kv_cache: fp8) or use "
@@ -577,10 +473,10 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
         return "slo.tpot_s", (
             f"no layout meets TPOT {d.slo.tpot_s * 1e3:.0f} ms {where}: the best reaches {fastest.step_s * 1e3:.0f} ms "
             f"at batch {fastest.work_per_device} ({fastest.layout.name(d.model.is_moe)}, {bound.replace('_', ' ')}-bound); {hint}")
-    prompts, w = _prompts(d), d.workload
+    prompts, w = prompt_lengths(d), d.workload
     # the prompt at the SLO's percentile, prefilled on the fastest prefill rank with no wait at all
     at_percentile = float(np.percentile(prompts, d.slo.percentile, method="higher"))
-    unqueued = {id(p): queueing.ttft_percentile_s(_prefill_s(d, prompts, _rank_prefill_s(d, p, prompts)), (),
+    unqueued = {id(p): queueing.ttft_percentile_s(prefill_s(d, prompts, rank_prefill_s(d, p, prompts)), (),
                                                   d.slo.percentile) for p in prefill}
     fastest = min(prefill, key=lambda p: unqueued[id(p)], default=None)
     fastest_prompt = math.inf if fastest is None else unqueued[id(fastest)]
@@ -592,7 +488,7 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
         return "slo.ttft_s", (
             f"no layout meets TTFT {d.slo.ttft_s:g} s at {p} {where}: {p} TTFT >= {fastest_prompt:.2f} s, as {spread} "
             f"takes at least {fastest_prompt:.2f} s to prefill{rank} and transfer"
-            + ("" if fastest is None else _context_parallel_text(d, fastest, prompts))
+            + ("" if fastest is None else context_parallel_text(d, fastest, prompts))
             + f"; a TTFT SLO of at least {fastest_prompt:.2f} s, a lower percentile (slo.percentile), more devices per attention rank, "
               "or shorter prompts would help")
     if d.workload.requests_per_s is None:

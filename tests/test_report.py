@@ -13,7 +13,8 @@ import checkout_cli
 import moeplan
 from hwmodels.units import format_bytes
 from moeplan import example_path
-from moeplan.report import output_dir, plan_report, summary_points, write_files
+from moeplan.output_files import output_dir, write_files
+from moeplan.report import plan_report, summary_points
 from hwmodels.errors import InputError
 
 
@@ -241,7 +242,7 @@ def test_kill_9_during_a_force_replacement_leaves_the_old_set_or_the_new_one(tmp
 def test_stale_staging_is_cleaned_and_nothing_else(tmp_path):
     import os
     import time
-    from moeplan.report import clean_stale
+    from moeplan.output_files import clean_stale
 
     out = tmp_path / "out"
     out.mkdir()
@@ -286,7 +287,7 @@ def test_output_dir_refuses_what_cannot_be_written_before_any_work(tmp_path, mak
 
 
 def test_single_files_are_new_only_and_errors_are_input_errors(tmp_path):
-    from moeplan.report import output_file, write_atomic
+    from moeplan.output_files import output_file, write_atomic
 
     (tmp_path / "mine.json").write_text("mine")
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")

@@ -8,7 +8,7 @@ import yaml
 
 from hwmodels.deployment import SLO, Workload
 from moeplan import api, example_path
-from planner import queueing, search
+from planner import prompt_times, queueing, search
 from planner.plan import Plan
 from planner.search import pareto_frontier, plan
 
@@ -119,7 +119,7 @@ def test_every_pool_admits_the_longest_prompt(kimi_16):
     r = plan(kimi_16).recommendation
     for pool in (r.decode, r.prefill):
         if pool is not None:
-            assert search._admits_longest(kimi_16, search._sub_cluster(kimi_16, pool.instance_devices), pool.layout, 0)
+            assert search._admits_longest(kimi_16, prompt_times.sub_cluster(kimi_16, pool.instance_devices), pool.layout, 0)
 
 
 def test_instance_sizes_stop_at_the_largest_published_instance_however_large_the_cluster(kimi_16):
@@ -143,9 +143,9 @@ def test_a_disaggregated_ttft_waits_for_a_decode_slot_and_the_decode_pool_grows_
     r = plan(d).recommendation
     assert r.mode == "disaggregated" and r.ttft_s <= d.slo.ttft_s * (1 + 1e-9)
     rate, dc, pc = r.requests_per_s, r.decode, r.prefill
-    prompts = search._prompts(d)
-    service_s = search._rank_prefill_s(d, pc, prompts)
-    prefill_s = search._prefill_s(d, prompts, service_s)
+    prompts = prompt_times.prompt_lengths(d)
+    service_s = prompt_times.rank_prefill_s(d, pc, prompts)
+    prefill_s = prompt_times.prefill_s(d, prompts, service_s)
     ranks = pc.instance_devices // pc.layout.tp * r.prefill_instances
     prefill_wait = queueing.mgc_wait(service_s, r.prefill_utilization, ranks)
 

@@ -5,7 +5,7 @@ import pytest
 
 from hwmodels.step import StepContext
 from moeplan import api, example_path
-from planner import search
+from planner import prompt_times, search
 from planner.tpot import decode_tpot_s, instances_for_tpot
 
 
@@ -14,8 +14,8 @@ def pool():
     d = api.deployment(example_path("kimi-k2-h200-128.yaml"))
     decode = search.score_decode(d, [16])
     dc = max((c for c in decode if c.layout.dp == 16), key=lambda c: c.work_per_device)  # DP16, its largest batch
-    ctx = StepContext(d.model, d.precision, search._sub_cluster(d, 16), dc.layout, dc.load)
-    return d, ctx, dc, search._prompts(d)
+    ctx = StepContext(d.model, d.precision, prompt_times.sub_cluster(d, 16), dc.layout, dc.load)
+    return d, ctx, dc, prompt_times.prompt_lengths(d)
 
 
 def _tpot(pool, rate, outputs, percentile=99.0):

@@ -1,0 +1,128 @@
+"""How long a prompt takes on the ranks of a scored candidate: each prompt of the workload's lengths timed at its own
+context (a long prompt's chunks attend to everything before them), on one attention rank of a prefill pool or of an
+aggregated instance (where a short prompt's partial chunk pays a whole step), and what the prefill of an aggregated
+instance does to its decode. planner.search sizes pools with these; planner.tpot draws the stalls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from hwmodels.arithmetic import kv_bytes_per_token, linear_state_bytes_per_sequence, window_bytes_per_sequence
+from hwmodels.calibrate.operator_costs import costs_of
+from hwmodels.deployment import Deployment
+from hwmodels.hardware import Cluster, instance_cluster
+from hwmodels.roles import Phase
+from hwmodels.serving import one_rank_prefill_step
+from hwmodels.step import StepContext
+from planner import queueing
+from planner.plan import Candidate
+
+
+def sub_cluster(d: Deployment, devices: int) -> Cluster:
+    return instance_cluster(d.cluster.unit, devices)
+
+
+def instance_context(d: Deployment, c: Candidate) -> StepContext:
+    """The step model of one instance of the candidate, with the load it was scored at."""
+    return StepContext(d.model, d.precision, sub_cluster(d, c.instance_devices), c.layout, c.load, costs_of(d),
+                       images=d.workload.images)
+
+
+def prompt_lengths(d: Deployment) -> np.ndarray:
+    """The workload's prompt lengths, equally likely: its trace's where it was measured from one, else its lognormal
+    (planner.queueing.lognormal_lengths); none past its longest prompt or the model's context."""
+    w, longest = d.workload, d.longest_prompt_tokens
+    if w.prompt_lengths:
+        prompts = np.asarray(w.prompt_lengths, dtype=float)
+        return np.minimum(prompts, longest) if longest else prompts
+    return queueing.lognormal_lengths(w.input_tokens, w.input_cv, longest)
+
+
+def output_lengths(d: Deployment) -> np.ndarray:
+    """The workload's output lengths, equally likely: its trace's, else its lognormal."""
+    w = d.workload
+    return np.asarray(w.output_lengths, dtype=float) if w.output_lengths else queueing.lognormal_lengths(w.output_tokens, w.output_cv)
+
+
+def step_s_at_context(d: Deployment, c: Candidate, prompts: np.ndarray,
+                       step_at: Callable[[StepContext, float], float]) -> np.ndarray:
+    """The candidate's prefill step time for each prompt at its own length: its attention grows with the context
+    (a long prompt's chunks attend to everything before them). `step_at(ctx, prompt_tokens)` is the step; taken at
+    the shortest and longest prompts and, between them, interpolated through the mean's (the candidate's own)."""
+    lo, hi, mean = float(prompts.min()), float(prompts.max()), float(d.workload.input_tokens)
+    if hi - lo < 1.0:
+        return np.full_like(prompts, c.perf.steps[-1].time_s, dtype=float)
+    ctx = instance_context(d, c)
+    xs, ys = [lo, hi], [step_at(ctx, lo), step_at(ctx, hi)]
+    if lo < mean < hi:
+        xs.insert(1, mean)
+        ys.insert(1, c.perf.steps[-1].time_s)
+    return np.interp(prompts, xs, ys)
+
+
+def rank_prefill_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndarray:
+    """Each prompt's prefill time on one attention rank of a prefill instance: a prompt is chunked on the rank it
+    is routed to (its TP devices), first-come first-served, the step's time (at the prompt's own context) shared by
+    the tokens it carries (a prompt's last, partial chunk is part of a step that carries the next prompt's first)."""
+    step_s = step_s_at_context(d, c, prompts, lambda ctx, tokens: ctx.step(Phase.PREFILL, c.work_per_device, tokens).time_s)
+    return prompts / (c.work_per_device * c.layout.tp) * step_s
+
+
+def prefill_s(d: Deployment, prompts: np.ndarray, rank_prefill_s: np.ndarray) -> np.ndarray:
+    """Each prompt's prefill steps on its rank plus moving its cache to the decode pool over the NIC: its KV, and a
+    hybrid model's sliding windows and linear-attention state (fixed per sequence)."""
+    nic = d.cluster.device.scaleout_bytes_per_s or d.cluster.device.scaleup_bytes_per_s
+    fixed = window_bytes_per_sequence(d.model, d.precision, max(float(prompts.max()), 1.0)) if len(prompts) else 0.0
+    fixed += linear_state_bytes_per_sequence(d.model)
+    return rank_prefill_s + (prompts * kv_bytes_per_token(d.model, d.precision) + fixed) / nic
+
+
+def prefill_stalls_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An aggregated instance's prefill, per prompt: (the time its rank spends prefilling it, decoding nothing;
+    what that adds to the other ranks' lockstep steps, each chunk's step over a decode step)."""
+    busy_s = aggregated_prefill_s(d, c, prompts)
+    steps = np.ceil(prompts / (d.serving.tokens_per_step * c.layout.tp))
+    return busy_s, np.maximum(busy_s - steps * c.perf.steps[0].time_s, 0.0)
+
+
+PARTIAL_CHUNK_POINTS = 10  # token counts (log-spaced, per device) a partial chunk's step is interpolated between
+
+
+def aggregated_prefill_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndarray:
+    """Each prompt's time on one attention rank of an aggregated instance, prefilled alone in chunks of
+    serving.tokens_per_step per device: its full chunks at the chunk's step at the prompt's context, its last,
+    partial chunk at that chunk's own step. A step pays for its weights and fixed costs whatever its tokens, so a
+    short prompt costs far more than its share of a full chunk."""
+    per_device, tp = d.serving.tokens_per_step, c.layout.tp
+    full = np.floor(prompts / (per_device * tp))
+    rest_per_device = prompts / tp - full * per_device
+    chunk_s = step_s_at_context(d, c, prompts, lambda ctx, tokens: one_rank_prefill_step(ctx, per_device, tokens).time_s)
+    ctx = instance_context(d, c)
+    grid = np.unique(np.geomspace(1, per_device, PARTIAL_CHUNK_POINTS).round())
+    grid_s = [one_rank_prefill_step(ctx, int(g), int(g) * tp).time_s for g in grid]
+    return full * chunk_s + np.where(rest_per_device > 0, np.interp(rest_per_device, grid, grid_s), 0.0)
+
+
+CONTEXT_PARALLEL_RANKS = (2, 4)  # the context-parallel degrees a TTFT refusal estimates
+
+
+def context_parallel_text(d: Deployment, c: Candidate, prompts: np.ndarray) -> str:
+    """What splitting each prompt over 2 or 4 of `c`'s attention ranks (context parallel) would reach at the SLO
+    percentile: each rank prefills its share of the prompt at the whole prompt's context, and passes its KV round the
+    ring over the scale-up links. An estimate: context parallelism is not a layout the search scores."""
+    rank_s = rank_prefill_s(d, c, prompts)
+    kv_bytes = prompts * kv_bytes_per_token(d.model, d.precision)
+    nic = d.cluster.device.scaleout_bytes_per_s or d.cluster.device.scaleup_bytes_per_s
+    link = d.cluster.device.scaleup_bytes_per_s or nic
+    parts = []
+    for cp in CONTEXT_PARALLEL_RANKS:
+        if cp * c.layout.tp > d.cluster.num_devices:
+            break
+        cp_s = rank_s / cp + kv_bytes * (cp - 1) / cp / link + kv_bytes / nic
+        parts.append(f"{queueing.ttft_percentile_s(cp_s, (), d.slo.percentile):.2f} s over {cp} ranks "
+                     f"({cp * c.layout.tp} devices)")
+    return ("" if not parts else "; context parallel would reach about " + ", ".join(parts)
+            + " (an estimate: context parallelism is not a layout the search scores)")
