@@ -581,7 +581,7 @@ def test_the_plan_benchmark():
     _quoted(f"On Kimi K2 / 16 x H200 with the ILP fitted on two DeepSeek-V3 decode files and scored on a third, the "
             f"recommended EP{routed['ep']}{slots} placement comes within {routed['gap']:.2%} of its bound in sample "
             f"({routed['in_sample_objective']:.4f}) and runs {routed['held_out_mean_imbalance']:.2f} x the mean device "
-            f"load held out (worst layer {routed['held_out_worst_layer_imbalance']:.2f}); the plan takes "
+            f"load held out (worst layer {routed['held_out_worst_layer_imbalance']:.2f}); the plan, its replays included, takes "
             f"{routed['wall_s']:.0f} s on a {record['on']} (`python benchmarks/bench_plan.py`).")
 
 
