@@ -125,13 +125,13 @@ def test_planner_page_in_a_real_browser(browser, app_url):
     assert "16 x h200-sxm" in recommendation.inner_text()
     assert "per million output tokens" in recommendation.inner_text()
     page.locator("div.js-plotly-plot").first.wait_for(timeout=RENDER_TIMEOUT_MS)
-    assert page.get_by_text("TPOT SLO 50 ms").count() == 1
+    assert page.get_by_text("TPOT SLO 100 ms").count() == 1
 
     tpot = page.get_by_label("TPOT (ms)")
-    tpot.fill("60")
+    tpot.fill("120")
     tpot.press("Enter")
     page.get_by_role("button", name="Plan", exact=True).click()
-    page.get_by_text("TPOT SLO 60 ms").wait_for(timeout=RENDER_TIMEOUT_MS)
+    page.get_by_text("TPOT SLO 120 ms").wait_for(timeout=RENDER_TIMEOUT_MS)
     assert page.locator("[data-testid='stException']").count() == 0
     assert "h200-sxm" in page.locator("[data-testid='stAlertContentSuccess']").first.inner_text()
     page.close()

@@ -97,12 +97,13 @@ LLAMA_70B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidd
 
 
 @pytest.mark.parametrize("model, cluster, trace, slo, mode", [
-    ("llama-70b", {"unit": "hgx-h100", "units": 2}, AZURE, {"ttft_s": 1.0, "tpot_s": 0.05}, "aggregated"),
+    ("llama-70b", {"unit": "hgx-h100", "units": 2}, AZURE, {"ttft_s": 1.0, "tpot_s": 0.05}, "disaggregated"),
     ("deepseek-r1", {"unit": "hgx-h200", "units": 1}, "requests/servegen-deepseek-r1/chunk-0-trace.csv",
      {"ttft_s": 2.0, "tpot_s": 0.05}, "aggregated"),
 ])
 def test_dense_and_servegen_plans_hold_in_their_replay(shared_data, tmp_path, model, cluster, trace, slo, mode):
-    # a dense model from its config.json on two H100 nodes serving Azure's conversations, and DeepSeek-R1's reasoning
+    # a dense model from its config.json on two H100 nodes serving Azure's conversations (prefill and decode pools on
+    # parts of a node), and DeepSeek-R1's reasoning
     # traffic from a ServeGen chunk on one H200 node: recommended, checked by their replay, TPOT within 10%
     if model == "llama-70b":
         (tmp_path / "config.json").write_text(json.dumps(LLAMA_70B))

@@ -48,7 +48,8 @@ def test_report_leads_with_the_answer_its_cost_utilisation_and_assumptions(files
     assert page.index("<h2>Summary</h2>") < page.index("<h2>Pareto frontier</h2>") < page.index("<h2>Options</h2>")
     plan = moeplan.plan(example_path())
     points = dict(summary_points(plan))
-    assert list(points) == ["Answer", "Cost", "Utilisation", "Memory per sequence", "Assumed"]
+    assert list(points) == ["Answer", "Cost", "Utilisation", "Memory per sequence", "Checked", "Assumed"]
+    assert points["Checked"].startswith("replayed in the simulator before it was recommended") and ": holds." in points["Checked"]
     mem = plan.recommendation.decode.perf.memory  # Kimi K2: all 61 layers full MLA, no linear-attention state
     assert points["Memory per sequence"].startswith(f"KV cache {format_bytes(mem.kv_bytes_per_sequence)} per sequence")
     assert "61 full" in points["Memory per sequence"] and "linear-attention" not in points["Memory per sequence"]

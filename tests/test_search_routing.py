@@ -65,7 +65,10 @@ def test_every_candidate_is_scored_with_its_placements_measured_loads(routed):
         assert p.phy2log.shape == (QWEN_LAYERS, QWEN_EXPERTS + c.layout.redundant_experts)
         assert c.load.shares.shape == (QWEN_LAYERS, c.layout.ep)
         assert "ilp placement" in c.perf.steps[0].load_source
-        assert c.load.imbalance.mean() > 1.0  # held-out skewed traffic is never perfectly balanced
+        if c.layout.ep > 1:  # held-out skewed traffic is never perfectly balanced
+            assert c.load.imbalance.mean() > 1.0
+        else:  # an instance of one device (part of a node) holds every expert: nothing to balance
+            assert c.load.imbalance.mean() == 1.0
     assert any("fitted on w0.json, w1.json, scored on w2.json" in a for a in result.assumptions)
     assert any("in sample" in a for a in result.assumptions)
 
