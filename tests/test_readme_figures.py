@@ -649,3 +649,10 @@ def test_the_2026_models_table_and_claims():
     assert k3["weight_bytes"] > 8 * b200 and b200 == 180 * GiB
     _quoted(f"Kimi K3's weights ({format_bytes(k3['weight_bytes'])}) do not fit one 8-GPU HGX B200 node (8 x 180 GiB)")
     _quoted(f"a 1024 x 1024 image adds {k3['image_tokens_per_1024px_image']:,} prompt tokens to Kimi K3")
+
+
+def test_the_measured_deployments_figures():
+    f = _results("bench_fidelity")["figures"]
+    _quoted(f"coverage {f['coverage']:.0%} of its {f['rows']} rows")
+    _quoted(f"TPOT median |error| {f['moeplan_tpot_median']:.1%} (peer {f['peer_tpot_median']:.1%} on the 334 rows it "
+            f"estimated), TTFT {f['moeplan_ttft_median']:.1%} (peer {f['peer_ttft_median']:.1%})")
