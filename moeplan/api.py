@@ -123,15 +123,19 @@ def model_summary(name_or_path: str, precision: Mapping[str, str] | None = None,
     return dict(arithmetic.summary(arch, plan, context_tokens))
 
 
-def validate(deployments_yaml: str | Path | None = None) -> list[ValidationRow]:
-    """Predicted vs published for each scenario of a deployments YAML (default: the project's published set)."""
-    return deployments.validate(deployments_yaml)
+def validate(deployments_yaml: str | Path | None = None, backend: str | None = None) -> list[ValidationRow]:
+    """Predicted vs published for each scenario of a deployments YAML (default: the project's published set), each
+    priced by its own serving engine where it names one, or by `backend` ("NAME[@VERSION]") for all of them."""
+    engine = None if backend is None else deployments.EngineEntry(**engine_spec(backend).model_dump())
+    return deployments.validate(deployments_yaml, engine)
 
 
-def validate_measured(csv_path: str | Path) -> list[MeasuredPrediction]:
+def validate_measured(csv_path: str | Path, backend: str | None = None) -> list[MeasuredPrediction]:
     """Every row of a measured-deployments CSV (the columns of ../shared/data/measured/aic-silicon-moe.csv) rebuilt
-    and its TTFT and TPOT predicted on its engine's measured kernel tables; a row not modelled carries its reason."""
-    return measured_deployments.predict_file(csv_path)
+    and its TTFT and TPOT predicted on its engine's measured kernel tables; a row not modelled carries its reason.
+    backend: "NAME[@VERSION]", only the rows that engine (and version) served."""
+    engine = None if backend is None else engine_spec(backend)
+    return measured_deployments.predict_file(csv_path, engine and engine.name, engine and engine.version)
 
 
 def measured_summary(rows: Sequence[MeasuredPrediction], by: str | None = None) -> list[dict]:
@@ -224,10 +228,12 @@ def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), mode
 
 
 def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engine: str = "local",
-          processes: int | None = None, progress=None, address: str | None = None) -> Sweep:
-    """Plan the spec at every combination of the varied fields (dotted spec paths, or device / model).
-    engine="ray" runs the points on Ray (address: an existing cluster, e.g. ray://head:10001)."""
-    return study.sweep(spec, vary, engine, processes, progress, address)
+          processes: int | None = None, progress=None, address: str | None = None, backend: str | None = None,
+          cloud: str | None = None, prices: str | Path | None = None) -> Sweep:
+    """Plan the spec at every combination of the varied fields (dotted spec paths, or device / model / backend).
+    engine="ray" runs the points on Ray (address: an existing cluster, e.g. ray://head:10001). backend:
+    "NAME[@VERSION]", the serving engine of every point (serving.engine); cloud, prices: as `compare`."""
+    return study.sweep(spec, vary, engine, processes, progress, address, cloud=cloud, prices=prices, backend=backend)
 
 
 def read_trace(source: SourceLike, *, name: str | None = None, rate_per_s: float | None = None,

@@ -137,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="plan a spec over the product of varied fields (SWEEP.yaml), with a report")
     s.add_argument("sweep", metavar="SWEEP.yaml", help="{spec: PATH or mapping, vary: {field.path: [values]}, y: metric, title: ...}")
+    _backend_arg(s)
+    _price_args(s)
     _study_args(s)
     s.set_defaults(run=_sweep)
 
@@ -178,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also print the kernel-level fits: DeepGEMM rows (with leave-one-out error) and DeepEP rows")
     s.add_argument("--measured", metavar="FILE.csv", help="predict TTFT and TPOT of every row of a measured-deployments CSV "
                    "(columns of ../shared/data/measured/aic-silicon-moe.csv) instead, beside the peer's predictions")
+    s.add_argument("--backend", metavar="NAME[@VERSION]",
+                   help="price every published deployment with this serving engine's measured kernel tables (by default "
+                        "each by its own engine, where it names one); with --measured, only the rows it served")
     s.set_defaults(run=_validate)
 
     s = sub.add_parser("simulate", help="replay a request trace through a plan: TTFT/TPOT percentiles, goodput, cost")
@@ -335,7 +340,8 @@ def _compare(args) -> int:
 def _sweep(args) -> int:
     sweep = load_sweep(args.sweep)
     return _run_study(args, lambda progress: api.sweep(sweep.spec, sweep.vary, engine=args.engine, processes=args.processes,
-                                                       progress=progress, address=args.address), sweep.title, sweep.y)
+                                                       progress=progress, address=args.address, backend=args.backend,
+                                                       cloud=args.cloud, prices=args.prices), sweep.title, sweep.y)
 
 
 def _app(args) -> int:
@@ -449,7 +455,7 @@ def _bench_kernels(args) -> int:
 def _validate(args) -> int:
     if args.measured is not None:
         return cli_measured.run(args)
-    rows = api.validate(args.deployments)
+    rows = api.validate(args.deployments, args.backend)
     fits = api.kernel_fits() if args.kernels else None
     if args.json:
         out = [r.to_json() for r in rows]

@@ -15,7 +15,7 @@ def _pct(value) -> str:
 
 
 def run(args) -> int:
-    rows = api.validate_measured(args.measured)
+    rows = api.validate_measured(args.measured, args.backend)
     if args.json:
         print_json([r.to_json() for r in rows])
         return 0

@@ -210,7 +210,7 @@ def points(vary: Mapping[str, Sequence]) -> list[dict[str, Any]]:
 def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engine: str = "local",
           processes: int | None = None, progress: Callable[[int, int], None] | None = None,
           address: str | None = None, task: Callable[..., dict[str, Any]] = _plan_point, cloud: str | None = None,
-          prices: str | Path | None = None) -> Sweep:
+          prices: str | Path | None = None, backend: str | None = None) -> Sweep:
     """Plan the spec at every combination of the varied fields; one row per point, in order.
 
     engine: "local" (worker processes) or "ray" (moeplan.engines; the same rows either way).
@@ -220,8 +220,11 @@ def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engin
     address: with engine="ray", the cluster to run on (e.g. ray://head:10001); default a local instance.
     cloud, prices: the cloud whose price rows cost every point (prices.cloud), a price file replacing the catalog's
         (prices.file); the spec's own device prices still win.
+    backend: "NAME[@VERSION]", the serving engine of every point (serving.engine), unless the sweep varies it.
     """
     raw, base_dir = raw_spec(spec)
+    if backend is not None:
+        raw = apply(raw, {"backend": backend})
     if cloud is not None or prices is not None:
         raw["prices"] = {**(raw.get("prices") or {}), **({"cloud": cloud} if cloud is not None else {}),
                          **({"file": str(Path(prices).resolve())} if prices is not None else {})}

@@ -55,3 +55,31 @@ def test_compare_backends_answers_which_engine(tmp_path):
         api.compare(example_path(), backends=["tensorrt"], processes=1)
     r = checkout_cli.run("compare", "--backends", "sglang,nope", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip().startswith("error: --backend")
+
+
+def test_sweep_takes_a_backend_for_every_point(tmp_path):
+    vary = {"slo.tpot_s": [0.1, 0.2]}
+    priced = api.sweep(example_path(), vary, processes=1, backend="sglang").to_frame()
+    fitted = api.sweep(example_path(), vary, processes=1).to_frame()
+    assert len(priced) == 2 and list(priced["feasible"]) == [True, True]
+    assert (priced["tpot_s"] != fitted["tpot_s"]).all()  # sglang's measured tables price the steps, not the fits
+    (tmp_path / "sweep.yaml").write_text(f"spec: {example_path()}\nvary: {{slo.tpot_s: [0.1]}}\n")
+    r = checkout_cli.run("sweep", str(tmp_path / "sweep.yaml"), "--backend", "nope", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: --backend") and "Traceback" not in r.stderr
+
+
+def test_validate_prices_each_published_deployment_by_its_engine_or_the_backend(shared_data):
+    trtllm = api.validate(shared_data / "published" / "deployments-trtllm-perf-overview.yaml")
+    assert trtllm and all(any(a.startswith("served by trtllm") for a in r.assumptions) for r in trtllm)
+    default = api.validate()  # the catalog's entries name no engine: the fits price them
+    assert not any(a.startswith("served by") for r in default for a in r.assumptions)
+    sglang = api.validate(backend="sglang")
+    assert [r.id for r in sglang] == [r.id for r in default]
+    assert all(any(a.startswith("served by sglang") for a in r.assumptions) for r in sglang)
+    with pytest.raises(InputError, match="--backend"):
+        api.validate(backend="nope")
+
+
+def test_validate_measured_keeps_the_rows_of_one_backend(shared_data):
+    rows = api.validate_measured(shared_data / "measured" / "aic-silicon-moe.csv", backend="vllm")
+    assert rows and {r.engine for r in rows} == {"vllm"}

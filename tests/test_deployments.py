@@ -130,9 +130,16 @@ def test_a_malformed_entry_is_one_error_naming_its_field(tmp_path, change, field
     ({"layout": {"attention": "dp7", "experts": "ep32"}}, "layout.attention"),
 ])
 def test_a_layout_the_step_model_cannot_price_is_one_line(tmp_path, change, field):
-    entry = yaml.safe_load(DEFAULT_DEPLOYMENTS.read_text())["deployments"][0] | change
+    # a malformed entry fails the file (one line); one the step model cannot price is a row with its reason, and the
+    # other rows still run (issue 17: one bad row never aborts the run)
+    entries = yaml.safe_load(DEFAULT_DEPLOYMENTS.read_text())["deployments"]
+    entry = entries[0] | change
     bad = tmp_path / "d.yaml"
-    bad.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [entry]}))
-    with pytest.raises(InputError) as e:
-        validate(bad)
-    assert e.value.field.endswith(f"{entry['id']}.{field}") or e.value.field.endswith(f"{entry['id']}: {field}")
+    bad.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [entry, entries[1]]}))
+    try:
+        rows = validate(bad)
+    except InputError as e:
+        assert e.field.endswith(f"{entry['id']}: {field}") and "\n" not in str(e)
+        return
+    assert rows[0].predicted is None and f"{entry['id']}.{field}" in rows[0].reason and "\n" not in rows[0].reason
+    assert rows[1].predicted is not None

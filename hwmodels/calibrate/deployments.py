@@ -21,13 +21,14 @@ from catalogs import CATALOG_DIR
 from hwmodels import catalog, safe_yaml
 from hwmodels.errors import InputError, validation_error
 from hwmodels.expert_load import ExpertLoad
-from hwmodels.hardware import Cluster, make_cluster
+from hwmodels.hardware import Cluster, instance_cluster
 from hwmodels.layout import Layout
 from hwmodels.precision import default_plan
 from hwmodels.serving import (Performance, Speculation, aggregated_performance, decode_performance,
                               largest_batch_that_fits, lockstep_aggregated_performance, prefill_performance)
 from hwmodels.roles import Phase, Role
 from hwmodels.step import StepContext
+from hwmodels.calibrate.operator_costs import costs_for, fitted_costs
 
 DEFAULT_DEPLOYMENTS = CATALOG_DIR / "published" / "deployments.yaml"
 # SGLang's default --max-prefill-tokens: the most prompt tokens one prefill step takes per device.
@@ -140,8 +141,16 @@ def load_entries(path: str | Path | None, entry: type[ScenarioEntry] = Deploymen
     return out
 
 
-def validate(path: str | Path | None = None) -> list[ValidationRow]:
-    return [validate_one(d) for d in load_entries(path)]
+def validate(path: str | Path | None = None, backend: EngineEntry | None = None) -> list[ValidationRow]:
+    """Every published deployment of the file, each priced by `backend` where given, else by its own engine. An entry
+    that cannot be built (a layout the step model does not price) is a row with the reason, never an aborted run."""
+    rows = []
+    for d in load_entries(path):
+        try:
+            rows.append(validate_one(d, backend))
+        except InputError as e:
+            rows.append(ValidationRow(d.id, d.metric.name, d.metric.value, None, reason=str(e), source=d.source))
+    return rows
 
 
 def summary(rows: list[ValidationRow]) -> dict[str, Any]:
@@ -165,7 +174,7 @@ def _cluster(hardware: str, devices: int | None, where: str) -> Cluster:
         unit = next((catalog.load_unit(u) for u in units if hardware.endswith(u)), None)
         if unit is None:
             raise InputError(f"{where}.hardware", f"unknown hardware '{hardware}'", "name a catalog device or cluster unit")
-    return make_cluster(unit, devices=devices or unit.devices)
+    return instance_cluster(unit, devices or unit.devices)  # 1, 2 or 4 GPUs of a node, or whole nodes
 
 
 def _check_layout(d: ScenarioEntry, devices: int, ep: int | None, dp: int) -> None:
@@ -194,8 +203,9 @@ class Scenario:
     assumptions: tuple[str, ...]
 
 
-def build_scenario(d: ScenarioEntry) -> Scenario:
-    """Model, precision, cluster, layout and expert load of a scenario entry."""
+def build_scenario(d: ScenarioEntry, engine: EngineEntry | None = None) -> Scenario:
+    """Model, precision, cluster, layout and expert load of a scenario entry; with an engine, its operators priced by
+    that engine's measured kernel tables where they cover the device (else the fits, as without one)."""
     assumptions: list[str] = []
     arch = catalog.load_model(d.model, f"{d.id}.model")
     plan = default_plan(arch.quantization_config, arch.torch_dtype)
@@ -222,13 +232,18 @@ def build_scenario(d: ScenarioEntry) -> Scenario:
     else:
         load = (ExpertLoad.measured_eplb if lay.eplb else ExpertLoad.measured_contiguous)(skew, load_phase, layout.ep, len(arch.moe_layers))
         assumptions.append(load.source)
-    return Scenario(StepContext(arch, plan, cluster, layout, load), tuple(assumptions))
+    costs = fitted_costs() if engine is None else costs_for(cluster.device.name, engine.name, engine.version)
+    if engine is not None:
+        priced = "its measured kernel tables" if costs.measured is not None else "the fits (no measured tables of it here)"
+        assumptions.append(f"served by {engine.name}" + (f" {engine.version}" if engine.version else "") + f": {priced}")
+    return Scenario(StepContext(arch, plan, cluster, layout, load, costs), tuple(assumptions))
 
 
-def validate_one(d: DeploymentEntry) -> ValidationRow:
+def validate_one(d: DeploymentEntry, backend: EngineEntry | None = None) -> ValidationRow:
+    """The entry's published metric against the prediction, priced by `backend`, else the entry's own engine."""
     metric, published, w = d.metric.name, d.metric.value, d.workload
     base = dict(id=d.id, metric=metric, published=published, source=d.source)
-    sc = build_scenario(d)
+    sc = build_scenario(d, backend or d.engine)
     ctx, assumptions = sc.context, list(sc.assumptions)
     layout = ctx.layout
     per = ctx.cluster.unit.devices_per_node if metric.endswith("_per_node") else 1

@@ -94,8 +94,11 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def predict_file(path: str | Path) -> list[MeasuredPrediction]:
-    return [predict_row(row, i) for i, row in enumerate(read_rows(path))]
+def predict_file(path: str | Path, engine: str | None = None, version: str | None = None) -> list[MeasuredPrediction]:
+    """Every row of the file, or only those an engine (and version) served."""
+    rows = [r for r in read_rows(path)
+            if engine is None or (r.get("backend") == engine and version in (None, r.get("backend_version")))]
+    return [predict_row(row, i) for i, row in enumerate(rows)]
 
 
 def _number(row: dict, key: str) -> float | None:
