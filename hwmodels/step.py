@@ -431,12 +431,11 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
     slowdown = num_sms / (num_sms - DEEPEP_NORMAL_SMS) if overlap and phase == Phase.PREFILL and arch.is_moe else 1.0
 
     # one evaluation per attention signature (kind, and DeepSeek-V4's compression ratio); layers share them
-    signatures = [step_attention.signature(arch, i) for i in range(arch.num_layers)]
+    distinct, group, dense_counts, moe_groups = step_attention.layer_groups(arch)
     attentions: dict[tuple, _Layer] = {}
-    for i, sig in enumerate(signatures):
-        if sig not in attentions:
-            attentions[sig] = _Layer(ctx)
-            step_attention.price(attentions[sig], b_group, attn_context, phase, queries, i)
+    for sig in distinct:
+        attentions[sig] = _Layer(ctx)
+        step_attention.price(attentions[sig], b_group, attn_context, phase, queries, group.index(distinct.index(sig)))
     dense = _Layer(ctx)
     if arch.num_dense_layers:  # Qwen3.5 has no dense layer (and no intermediate_size to price one)
         _dense_mlp(dense, b_group)
@@ -448,21 +447,20 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
     breakdown = {c: 0.0 for c in COMPONENTS}
     moe_breakdown = {c: 0.0 for c in COMPONENTS}
     by_type = {"dense_layers": 0.0, "moe_layers": 0.0}
-    moe_set = set(arch.moe_layers)
-    dense_attn = [attentions[signatures[i]] for i in range(arch.num_layers) if i not in moe_set]
-    moe_attn = [attentions[signatures[i]] for i in arch.moe_layers]
-    n_moe = len(moe_attn)
-    for attention in dense_attn:  # no all-to-all to hide: the halves run one after the other
-        by_type["dense_layers"] += halves * (attention.compute_s + attention.comm_s + dense.compute_s + dense.comm_s)
+    for sig, count in dense_counts.items():  # no all-to-all to hide: the halves run one after the other
+        attention = attentions[sig]
+        by_type["dense_layers"] += count * halves * (attention.compute_s + attention.comm_s + dense.compute_s + dense.comm_s)
         for c in COMPONENTS:
-            breakdown[c] += halves * (attention.compute[c] + attention.comm[c] + dense.compute[c] + dense.comm[c])
-
+            breakdown[c] += count * halves * (attention.compute[c] + attention.comm[c] + dense.compute[c] + dense.comm[c])
+    moe_attn = [attentions[sig] for sig in distinct]
+    moe_counts = [moe_groups.count(g) for g in range(len(distinct))]
+    n_moe = len(moe_groups)
     moe_layer_s = 0.0
     if n_moe:
         m = _moe(ctx, b_dev, phase)
         sources |= m.sources
         operators |= m.operators
-        attention_stage = np.array([(a.compute_s + m.router_s) * slowdown + a.comm_s for a in moe_attn])
+        attention_stage = np.array([(a.compute_s + m.router_s) * slowdown + a.comm_s for a in moe_attn])[list(moe_groups)]
         expert_stage = (m.shared_expert_s + m.expert_gemm_s) * slowdown
         if overlap:
             efficiency = ctx.costs.overlap_efficiency
@@ -474,9 +472,9 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
             layer_s = attention_stage + m.dispatch_s + expert_stage + m.combine_s
         by_type["moe_layers"] = float(np.sum(layer_s))
         moe_layer_s = by_type["moe_layers"] / n_moe
-        for a in moe_attn:
+        for a, count in zip(moe_attn, moe_counts):
             for c in COMPONENTS:
-                moe_breakdown[c] += halves * (a.compute[c] * slowdown + a.comm[c])
+                moe_breakdown[c] += count * halves * (a.compute[c] * slowdown + a.comm[c])
         moe_breakdown["expert_gemm"] += halves * float(m.expert_gemm_s.sum()) * slowdown
         moe_breakdown["dispatch"] += halves * float(m.dispatch_s.sum())
         moe_breakdown["combine"] += halves * float(m.combine_s.sum())

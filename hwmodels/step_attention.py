@@ -26,6 +26,31 @@ from hwmodels.model_arch import MLAAttention
 from hwmodels.roles import Phase
 
 
+_GROUPS_CACHE: dict[int, tuple] = {}  # id(arch) -> (arch, its groups): the arch held, so its id is never reused
+_GROUPS_CACHE_SIZE = 64
+
+
+def layer_groups(arch) -> tuple[tuple[tuple, ...], tuple[int, ...], dict[tuple, int], tuple[int, ...]]:
+    """(the distinct signatures, one per group; each layer's group; dense layers per signature; each MoE layer's
+    group, in order), once per model: every step of every layout shares them."""
+    hit = _GROUPS_CACHE.get(id(arch))
+    if hit is not None and hit[0] is arch:
+        return hit[1]
+    signatures = [signature(arch, i) for i in range(arch.num_layers)]
+    distinct = tuple(dict.fromkeys(signatures))
+    group = tuple(distinct.index(sig) for sig in signatures)
+    moe = set(arch.moe_layers)
+    dense: dict[tuple, int] = {}
+    for i, sig in enumerate(signatures):
+        if i not in moe:
+            dense[sig] = dense.get(sig, 0) + 1
+    groups = (distinct, group, dense, tuple(group[i] for i in arch.moe_layers))
+    if len(_GROUPS_CACHE) >= _GROUPS_CACHE_SIZE:
+        _GROUPS_CACHE.clear()
+    _GROUPS_CACHE[id(arch)] = (arch, groups)
+    return groups
+
+
 def signature(arch, index: int) -> tuple:
     """Layers with one signature cost the same: their kind, and for DeepSeek-V4 their compression ratio."""
     if isinstance(arch.attention, CompressedAttention):
