@@ -41,7 +41,7 @@ def decode_tpot_s(d: Deployment, ctx: StepContext, dc: Candidate, instances: int
                   prompts: np.ndarray, outputs: np.ndarray, percentile: float,
                   prefill_stalls: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """The TPOT at `percentile` of a decode pool of `instances` x `dc` carrying `requests_per_s` (see the module's
-    docstring). prompts, outputs: the workload's equally likely prompt and output lengths (planner.search).
+    docstring). prompts, outputs: the workload's equally likely prompt and output lengths (planner.prompt_times).
     prefill_stalls: aggregated instances' (time a rank spends prefilling each prompt, time that adds to the steps of
     the other ranks of its group), per prompt of `prompts`."""
     ranks = dc.instance_devices // dc.layout.tp
@@ -81,11 +81,21 @@ def _stalls_s(rng: np.random.Generator, span_s: np.ndarray, per_rank_per_s: floa
     return total_s
 
 
+EXACT_DRAWS = 64  # a count up to this is summed draw by draw; beyond it, the central limit (memory stays bounded)
+
+
 def _compound(rng: np.random.Generator, counts: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """For each count, the sum of that many draws of `values`."""
-    draws = rng.choice(values, int(counts.sum()))
-    owner = np.repeat(np.arange(counts.size), counts.ravel())
-    return np.bincount(owner, weights=draws, minlength=counts.size).reshape(counts.shape)
+    """For each count, the sum of that many draws of `values`: drawn one by one up to EXACT_DRAWS, beyond it the
+    normal of the same mean and variance (a long decode on a busy group sees thousands of prompts)."""
+    small = np.minimum(counts, EXACT_DRAWS)
+    draws = rng.choice(values, int(small.sum()))
+    owner = np.repeat(np.arange(counts.size), small.ravel())
+    out = np.bincount(owner, weights=draws, minlength=counts.size).reshape(counts.shape)
+    big = counts > EXACT_DRAWS
+    if big.any():
+        n = counts[big].astype(float)
+        out[big] = np.maximum(n * values.mean() + np.sqrt(n * values.var()) * rng.standard_normal(n.shape), 0.0)
+    return out
 
 
 def _snapshots(ctx: StepContext, dc: Candidate, per_rank_per_s: float, prompts: np.ndarray, output: int,

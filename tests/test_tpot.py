@@ -5,7 +5,7 @@ import pytest
 
 from hwmodels.step import StepContext
 from moeplan import api, example_path
-from planner import prompt_times, search
+from planner import prompt_times, search, tpot
 from planner.tpot import decode_tpot_s, instances_for_tpot
 
 
@@ -43,3 +43,13 @@ def test_the_same_question_the_same_answer(pool):
 def test_instances_grow_until_the_tpot_fits():
     assert instances_for_tpot(lambda n: 0.030 / n, 1, 10, 0.010) == 3
     assert instances_for_tpot(lambda n: 0.030, 1, 10, 0.010) is None
+
+
+def test_compound_sums_stay_bounded_and_keep_their_mean():
+    # a long decode on a busy group sees thousands of prompts: the sum keeps its mean without a draw per prompt
+    rng = np.random.default_rng(0)
+    values = np.array([0.01, 0.05, 0.2])
+    counts = np.array([[0, 3, 10_000_000], [64, 65, 1]])
+    sums = tpot._compound(rng, counts, values)
+    assert sums[0, 0] == 0 and sums[0, 2] == pytest.approx(10_000_000 * values.mean(), rel=1e-3)
+    assert sums[1, 2] in values and (sums >= 0).all()
