@@ -21,6 +21,7 @@ from hwmodels.calibrate.measured_deployments import MeasuredPrediction
 from hwmodels.calibrate.gemm_fit import fit_report_table
 from hwmodels.fit import FitReport, fit
 from hwmodels.ingest.requests import RequestTrace, load_trace
+from hwmodels.layout_text import parse_layout
 from hwmodels.ingest.routing import RoutingTrace, read_counts
 from hwmodels.ingest.source import SourceLike
 from hwmodels.precision import default_plan
@@ -34,20 +35,23 @@ from moeplan.study import PlanView, Sweep
 from planner.compare_placements import MAX_TIME_LIMIT_S as MAX_PLACE_TIME_LIMIT_S
 from planner.compare_placements import check_arguments as _check_placement_args
 from planner.compare_placements import compare_placements as _compare_placements
-from planner.plan import Plan, ReplayCheck
+from planner.estimate import Estimate
+from planner.estimate import estimate as _estimate
+from planner.plan import Pinned, Plan, ReplayCheck
 from planner.replay_check import REPLAYED_OPTIONS
-from planner.plan_json import plan_from_json, read_plan
+from planner.plan_json import estimate_to_json, plan_from_json, read_plan
 from planner.search import plan as _plan
 from sim.config import KVPolicy, Router, SimConfig
 
 __all__ = ["InputError", "KVPolicy", "Plan", "PlanView", "RequestTrace", "Router", "SimConfig", "Simulation", "Spec", "Sweep",
            "ValidationRow", "app_script", "bench_kernels", "check", "clusters", "compare", "compare_placements",
-           "clouds", "default_kernel_csv", "deployment", "devices", "kernel_fits", "load_plan", "model_config", "model_summary",
+           "clouds", "default_kernel_csv", "deployment", "devices", "estimate", "estimate_json", "kernel_fits", "load_plan", "model_config", "model_summary",
            "models", "number_formats", "plan", "read_routing_counts", "read_trace", "simulate", "sweep", "units",
            "validate", "validate_measured", "measured_summary", "validation_summary", "workloads"]
 
 
 SpecLike = str | Path | Mapping | Spec | Deployment
+MAX_PINNED_WORK = 1_000_000  # sequences or prompt tokens per device: far past any HBM
 
 
 def deployment(spec: SpecLike, base_dir: Path | None = None, trace: str | Path | None = None,
@@ -205,6 +209,33 @@ def _checked_plan(d: Deployment, replay: int = REPLAYED_OPTIONS, requests: int |
         return simulation.replay_check(option, run)
     result = _plan(d, check, replay)
     return PlanView(result, runs.get(id(result.recommendation)))
+
+
+def estimate(spec: SpecLike, layout: str | None = None, batch: int | None = None, prefill: str | None = None,
+             decode: str | None = None, prefill_tokens: int | None = None, trace: str | Path | None = None,
+             backend: str | None = None, cloud: str | None = None, prices: str | Path | None = None) -> Estimate:
+    """Score a layout the user fixes: `layout` for aggregated instances ("attention=dp16,experts=ep16";
+    hwmodels.layout_text), or `prefill` and `decode` for a disaggregated deployment. batch: decode (or aggregated)
+    sequences per device (default: the cheapest the KV cache admits that meets the SLOs); prefill_tokens: prompt
+    tokens per prefill device per step. The Estimate holds the pinned plan (.plan.recommendation: TTFT, TPOT,
+    throughput, cost), the SLO fields it misses (.missed) and why (.why); `estimate_json` is its JSON."""
+    d = deployment(spec, trace=trace, backend=backend, cloud=cloud, prices=prices)
+    if (layout is None) == (prefill is None and decode is None) or (prefill is None) != (decode is None):
+        raise InputError("--layout", "give --layout for aggregated instances, or --prefill and --decode together",
+                         "e.g. --layout attention=dp16,experts=ep16")
+    for option, value in (("--batch", batch), ("--prefill-tokens", prefill_tokens)):
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_PINNED_WORK):
+            raise InputError(option, f"is {value!r}", f"give a whole number from 1 to {MAX_PINNED_WORK:,}")
+    pinned = Pinned(aggregated=None if layout is None else parse_layout(layout, d.model, "--layout"),
+                    prefill=None if prefill is None else parse_layout(prefill, d.model, "--prefill"),
+                    decode=None if decode is None else parse_layout(decode, d.model, "--decode"),
+                    batch_per_device=batch, prefill_tokens_per_device=prefill_tokens)
+    return _estimate(d, pinned)
+
+
+def estimate_json(e: Estimate) -> dict:
+    """`moeplan estimate --json`."""
+    return estimate_to_json(e)
 
 
 def load_plan(source: str | Path | Mapping, spec: SpecLike) -> PlanView:

@@ -22,7 +22,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from moeplan import api, cli_measured, cli_show, launch, output_files, report
+from moeplan import api, cli_estimate, cli_measured, cli_show, launch, output_files, report
 from moeplan.api import InputError, KVPolicy, Router, SimConfig
 from moeplan.cli_show import EXIT_NO, console, print_json
 from moeplan.cli_args import (Parser, bounds_help, check_argv, check_together, float_in, int_in, missing_command, names,
@@ -120,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"seed of the replays' synthetic traffic ({bounds_help('--seed')}, default 0)")
     _shard_args(s, "each replay")
     s.set_defaults(run=_plan)
+
+    s = sub.add_parser("estimate", help="score a layout you fix: TTFT, TPOT, throughput per device and cost")
+    s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
+    _backend_arg(s)
+    _price_args(s)
+    cli_estimate.add_arguments(s)
 
     s = sub.add_parser("compare", help="the same workload and SLOs across devices and/or models, with a report")
     s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")

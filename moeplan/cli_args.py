@@ -28,6 +28,8 @@ BOUNDS = {
     "--rate": api.RATE_RANGE_PER_S,
     "--seed": (0, api.MAX_SEED),
     "--max-batch": (1, 1_000_000),
+    "--batch": (1, api.MAX_PINNED_WORK),
+    "--prefill-tokens": (1, api.MAX_PINNED_WORK),
     "--shards": (1, api.MAX_SHARDS),
     "--processes": (1, 4096),
     "--ep": (1, 1_000_000),

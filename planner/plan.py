@@ -202,6 +202,31 @@ class Pool:
 
 
 @dataclass(frozen=True)
+class Pinned:
+    """Layouts the user fixes (`moeplan estimate`): the search scores only these. `aggregated` alone pins an aggregated
+    deployment; `prefill` and `decode` together a disaggregated one. batch_per_device: the decode (or aggregated)
+    batch, None for each batch the KV cache admits; prefill_tokens_per_device likewise for the prefill chunk."""
+
+    aggregated: Layout | None = None
+    prefill: Layout | None = None
+    decode: Layout | None = None
+    batch_per_device: int | None = None
+    prefill_tokens_per_device: int | None = None
+
+    def __post_init__(self):
+        if (self.aggregated is None) == (self.decode is None or self.prefill is None) or \
+                (self.aggregated is not None and (self.prefill or self.decode)):
+            raise ValueError("pin an aggregated layout, or a prefill and a decode layout")
+
+    def layout(self, role: Role) -> Layout | None:
+        return {Role.AGGREGATED: self.aggregated, Role.PREFILL: self.prefill, Role.DECODE: self.decode}[role]
+
+    @property
+    def instance_sizes(self) -> list[int]:
+        return sorted({x.devices for x in (self.aggregated, self.prefill, self.decode) if x is not None})
+
+
+@dataclass(frozen=True)
 class ReplayCheck:
     """One option replayed in the simulator before it is recommended: what the planner predicted against what the
     replay measured, both at the SLO percentile. holds: every request completed and both SLOs were met."""

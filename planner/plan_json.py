@@ -24,10 +24,12 @@ from hwmodels.deployment import Deployment
 from hwmodels.errors import InputError
 from hwmodels.expert_load import ExpertLoad
 from hwmodels.layout import Layout
+from hwmodels.layout_text import layout_text
 from hwmodels.memory import DeviceMemory
 from hwmodels.roles import Phase, Role
 from hwmodels.serving import Performance
 from hwmodels.step import COMPONENTS, StepCost
+from planner.estimate import Estimate
 from planner.placement import Placement, build_placement
 from planner.plan import Candidate, Mode, PlacementSummary, Plan, Recommendation, ReplayCheck
 
@@ -98,6 +100,31 @@ def _recommendation(r: Recommendation, is_moe: bool) -> dict[str, Any]:
         "capacity_requests_per_s": r.capacity_requests_per_s,
         "usd_per_million_input_tokens_at_capacity": r.usd_per_million_input_at_capacity,
         "usd_per_million_output_tokens_at_capacity": r.usd_per_million_output_at_capacity,
+    }
+
+
+def estimate_to_json(e: Estimate) -> dict[str, Any]:
+    """`moeplan estimate --json`: the pinned layouts, whether they meet the spec, and the headline figures (the
+    pools in `recommendation`, as plan.json writes a recommendation; null where the layout cannot serve at all)."""
+    r, d = e.plan.recommendation if e.plan else None, e.deployment
+    is_moe = d.model.is_moe
+    layouts = {str(role): layout_text(x, is_moe) for role in Role if (x := e.pinned.layout(role)) is not None}
+    w = d.workload
+    return {
+        "model": d.model_display_name, "device": d.cluster.device.name, "cluster_devices": d.cluster.num_devices,
+        "layouts": layouts, "batch_per_device": None if r is None else r.decode.work_per_device,
+        "meets_slo": e.meets_slo, "missed": list(e.missed), "beyond_cluster": e.beyond_cluster,
+        "why": e.why, "field": e.field,
+        "slo": {"ttft_s": d.slo.ttft_s, "tpot_s": d.slo.tpot_s, "percentile": d.slo.percentile},
+        "mode": None if r is None else r.mode, "devices": None if r is None else r.devices,
+        "ttft_s": None if r is None else r.ttft_s, "tpot_s": None if r is None else r.tpot_s,
+        "unqueued_ttft_s": e.unqueued_ttft_s,
+        "requests_per_s": None if r is None else r.requests_per_s,
+        "output_tokens_per_s_per_device": None if r is None else r.decode.tokens_per_s_per_device,
+        "output_tokens_per_s_per_device_at_offered_load": None if r is None else r.requests_per_s * w.output_tokens / r.devices,
+        "usd_per_million_output_tokens": None if r is None else r.usd_per_million_output,
+        "usd_per_million_input_tokens": None if r is None else r.usd_per_million_input,
+        "recommendation": None if r is None else _recommendation(r, is_moe),
     }
 
 

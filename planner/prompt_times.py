@@ -14,6 +14,8 @@ from hwmodels.arithmetic import kv_bytes_per_token, linear_state_bytes_per_seque
 from hwmodels.calibrate.operator_costs import costs_of
 from hwmodels.deployment import Deployment
 from hwmodels.hardware import Cluster, instance_cluster
+from hwmodels.layout import Layout
+from hwmodels.memory import device_memory
 from hwmodels.roles import Phase
 from hwmodels.serving import one_rank_prefill_step
 from hwmodels.step import StepContext
@@ -126,3 +128,13 @@ def context_parallel_text(d: Deployment, c: Candidate, prompts: np.ndarray) -> s
                      f"({cp * c.layout.tp} devices)")
     return ("" if not parts else "; context parallel would reach about " + ", ".join(parts)
             + " (an estimate: context parallelism is not a layout the search scores)")
+
+
+def admits_longest(d: Deployment, cluster: Cluster, layout: Layout, output_tokens: int) -> bool:
+    """Every attention group's KV cache holds the workload's longest prompt (plus `output_tokens`), when it is known."""
+    longest = d.workload.max_input_tokens
+    if longest is None:
+        return True
+    mem = device_memory(d.model, d.precision, cluster, layout, longest + output_tokens, d.serving.hbm_utilization,
+                        d.serving.tokens_per_step)
+    return mem.concurrent_sequences >= layout.dp

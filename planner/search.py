@@ -29,7 +29,6 @@ from hwmodels import catalog
 from hwmodels.arithmetic import weight_bytes
 from hwmodels.calibrate.operator_costs import costs_of, describe_costs
 from hwmodels.deployment import POISSON, Deployment
-from hwmodels.fit import fit
 from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
 from hwmodels.layouts import layout_space
@@ -40,9 +39,10 @@ from hwmodels.serving import (aggregated_performance, decode_performance, larges
 from hwmodels.step import StepContext
 from planner import queueing
 from planner.expert_loads import ExpertLoads
-from planner.plan import Candidate, Mode, Plan, Recommendation, ReplayCheck, pool_utilization
-from planner.prompt_times import (aggregated_prefill_s, context_parallel_text, instance_context, output_lengths,
-                                  prefill_s, prefill_stalls_s, prompt_lengths, rank_prefill_s, sub_cluster)
+from planner.plan import Candidate, Mode, Pinned, Plan, Recommendation, ReplayCheck, pool_utilization
+from planner.prompt_times import (admits_longest, aggregated_prefill_s, instance_context, output_lengths, prefill_s,
+                                  prefill_stalls_s, prompt_lengths, rank_prefill_s, sub_cluster)
+from planner.refusals import explain_infeasible, tpot_refusal
 from planner.replay_check import REPLAYED_OPTIONS, Check, checked, refusal
 from planner.tpot import decode_tpot_s, instances_for_tpot
 
@@ -67,19 +67,29 @@ def instance_sizes(d: Deployment) -> list[int]:
     return parts + [n * unit.devices_per_node for n in range(first, last + 1)]
 
 
-def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoads) -> list[Candidate]:
-    """Decode pools or aggregated instances at every batch per device their KV cache admits."""
+def _layouts(d: Deployment, cluster: Cluster, role: Role, pinned: Pinned | None) -> list[Layout]:
+    """The layouts of `role` scored on `cluster`: the whole space, or the one the user pinned where it is this size."""
+    if pinned is None:
+        return layout_space(d.model, cluster)
+    layout = pinned.layout(role)
+    return [layout] if layout is not None and layout.devices == cluster.num_devices else []
+
+
+def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoads,
+                   pinned: Pinned | None = None) -> list[Candidate]:
+    """Decode pools or aggregated instances at every batch per device their KV cache admits (or the pinned one)."""
     w, s, out = d.workload, d.serving, []
     context = w.input_tokens + w.output_tokens / 2  # a decoding sequence is halfway through its output on average
     for size in sizes:
         cluster = sub_cluster(d, size)
-        for layout in layout_space(d.model, cluster):
-            if not _admits_longest(d, cluster, layout, w.output_tokens):
+        for layout in _layouts(d, cluster, role, pinned):
+            if not admits_longest(d, cluster, layout, w.output_tokens):
                 continue
             scored = loads(layout, Phase.DECODE)
             ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d), images=d.workload.images)
             limit = largest_batch_that_fits(ctx, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
-            for batch in (b for b in DECODE_BATCHES if b <= limit):
+            batches = (pinned.batch_per_device,) if pinned and pinned.batch_per_device else DECODE_BATCHES
+            for batch in (b for b in batches if b <= limit):
                 if role == Role.DECODE:
                     perf = decode_performance(ctx, batch, context, s.hbm_utilization, s.tokens_per_step)
                 else:
@@ -89,40 +99,34 @@ def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoa
     return out
 
 
-def score_decode(d: Deployment, sizes: list[int], loads: ExpertLoads | None = None) -> list[Candidate]:
-    return _score_batched(d, sizes, Role.DECODE, loads or ExpertLoads(d))
+def score_decode(d: Deployment, sizes: list[int], loads: ExpertLoads | None = None,
+                 pinned: Pinned | None = None) -> list[Candidate]:
+    return _score_batched(d, sizes, Role.DECODE, loads or ExpertLoads(d), pinned)
 
 
-def score_aggregated(d: Deployment, sizes: list[int], loads: ExpertLoads | None = None) -> list[Candidate]:
-    return _score_batched(d, sizes, Role.AGGREGATED, loads or ExpertLoads(d))
+def score_aggregated(d: Deployment, sizes: list[int], loads: ExpertLoads | None = None,
+                     pinned: Pinned | None = None) -> list[Candidate]:
+    return _score_batched(d, sizes, Role.AGGREGATED, loads or ExpertLoads(d), pinned)
 
 
-def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = None) -> list[Candidate]:
+def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = None,
+                  pinned: Pinned | None = None) -> list[Candidate]:
     w, s, out, loads = d.workload, d.serving, [], loads or ExpertLoads(d)
+    chunks = (pinned.prefill_tokens_per_device,) if pinned and pinned.prefill_tokens_per_device else PREFILL_TOKENS_PER_DEVICE
     for size in sizes:
         cluster = sub_cluster(d, size)
-        for layout in layout_space(d.model, cluster):
-            if not _admits_longest(d, cluster, layout, 0):
+        for layout in _layouts(d, cluster, Role.PREFILL, pinned):
+            if not admits_longest(d, cluster, layout, 0):
                 continue
             scored = loads(layout, Phase.PREFILL)
             ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d), images=d.workload.images)
-            for tokens in PREFILL_TOKENS_PER_DEVICE:
+            for tokens in chunks:
                 mem = device_memory(d.model, d.precision, cluster, layout, w.input_tokens, s.hbm_utilization, tokens)
                 if not mem.fits:
                     continue
                 perf = prefill_performance(ctx, tokens, w.input_tokens, s.hbm_utilization)
                 out.append(Candidate(Role.PREFILL, size, layout, tokens, perf, *scored))
     return out
-
-
-def _admits_longest(d: Deployment, cluster: Cluster, layout: Layout, output_tokens: int) -> bool:
-    """Every attention group's KV cache holds the workload's longest prompt (plus `output_tokens`), when it is known."""
-    longest = d.workload.max_input_tokens
-    if longest is None:
-        return True
-    mem = device_memory(d.model, d.precision, cluster, layout, longest + output_tokens, d.serving.hbm_utilization,
-                        d.serving.tokens_per_step)
-    return mem.concurrent_sequences >= layout.dp
 
 
 def pareto_frontier(candidates: list[Candidate]) -> tuple[Candidate, ...]:
@@ -345,9 +349,9 @@ def _cost_per_request(r: Recommendation) -> float:
     return per_hour / r.requests_per_s
 
 
-def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPTIONS) -> Plan:
+def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPTIONS, pinned: Pinned | None = None) -> Plan:
     """The cheapest option that meets the SLOs; with `check`, the cheapest of the first `replayed` options whose
-    replay holds (planner.replay_check)."""
+    replay holds (planner.replay_check); with `pinned`, among the user's layouts only (planner.estimate)."""
     start = time.perf_counter()
     w = d.workload
     lengths = "its trace's prompt lengths" if w.prompt_lengths else f"its prompt lengths (lognormal, cv {w.input_cv:g})"
@@ -370,8 +374,9 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
                            "request, sized as one decode instance and the prefill it needs")
     if d.price is None:
         assumptions.append(f"no price for {d.cluster.device.name}: set prices.{d.cluster.device.name} for costs")
-    sizes, loads = instance_sizes(d), ExpertLoads(d)
-    decode, prefill, aggregated = score_decode(d, sizes, loads), score_prefill(d, sizes, loads), score_aggregated(d, sizes, loads)
+    sizes, loads = instance_sizes(d) if pinned is None else pinned.instance_sizes, ExpertLoads(d)
+    decode, prefill, aggregated = (score_decode(d, sizes, loads, pinned), score_prefill(d, sizes, loads, pinned),
+                                   score_aggregated(d, sizes, loads, pinned))
     scored = len(decode) + len(prefill) + len(aggregated)
     options = [r for r in _disaggregated(d, decode, prefill) + _aggregated(d, aggregated) if r.devices <= d.cluster.num_devices]
     options.sort(key=lambda r: (_cost_per_request(r), r.ttft_s))
@@ -384,7 +389,7 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
                            "replayed: the plan's replays)")
     best = options[0] if options else None
     field_name, reason = ("", "") if best else refusal(d, replays) if replays else \
-        _tpot_refusal(d, *nearest) if nearest else explain_infeasible(d, decode, prefill, sizes)
+        tpot_refusal(d, *nearest) if nearest else explain_infeasible(d, decode, prefill, sizes)
     # the recommendation keeps its per-device loads and placement maps; the other options keep their predictions
     frontier = tuple(c.summarised() for c in pareto_frontier(decode))
     alternatives = tuple(r.summarised() for r in options[1:6])
@@ -422,17 +427,6 @@ def _at_offered_tpot(d: Deployment, options: list[Recommendation]) -> list[Recom
     return sorted(out, key=lambda r: (_cost_per_request(r), r.ttft_s)), nearest
 
 
-def _tpot_refusal(d: Deployment, tpot_s: float, r: Recommendation) -> tuple[str, str]:
-    """(field, why) when every option meets its TPOT at a full batch but none at the SLO percentile of its load."""
-    cause = ("a rank prefilling a long prompt stalls its sequences' decode and lengthens its group's steps"
-             if r.mode == Mode.AGGREGATED else "long prompts' KV slows the busiest rank, which its group steps with")
-    return "slo.tpot_s", (
-        f"no option meets TPOT {d.slo.tpot_s * 1e3:g} ms at p{d.slo.percentile:g} at the offered load on "
-        f"{d.cluster.num_devices} x {d.cluster.device.name}: the nearest ({r.mode}, {r.decode.layout.name(d.model.is_moe)}) "
-        f"reaches {tpot_s * 1e3:,.0f} ms ({cause}); more devices (disaggregated prefill), a looser slo.tpot_s or a lower "
-        "slo.percentile would help")
-
-
 def _load_assumption(d: Deployment, phase: str) -> str:
     routing = d.routing.for_phase(phase) if d.routing else None
     if routing is not None:
@@ -442,59 +436,3 @@ def _load_assumption(d: Deployment, phase: str) -> str:
     skew = catalog.routing_skew(d.model.name)
     return ("EPLB on earlier statistics at the measured held-out imbalance of " + skew["source"]) if skew else \
         "uniform (no routing statistics for this model)"
-
-
-def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Candidate], sizes: list[int]) -> tuple[str, str]:
-    """(the spec field to change, why no deployment was recommended)."""
-    c = d.cluster
-    where = f"on {c.num_devices} x {c.device.name}"
-    if not sizes or not decode:
-        longest = d.workload.max_input_tokens
-        if sizes and longest and not any(_admits_longest(d, sub_cluster(d, n), layout, 0)
-                                         for n in sizes for layout in layout_space(d.model, sub_cluster(d, n))):
-            return "workload.max_input_tokens", (
-                f"no layout {where} holds the longest prompt ({longest:,} tokens) in one attention group's KV cache; "
-                "lower workload.max_input_tokens, store the KV cache in fewer bytes (precision.kv_cache: fp8) or use "
-                "devices with more memory")
-        report = fit(d)
-        if not report.fits:  # the weights: say by how much and what would fit
-            return "cluster.devices", f"{report.headline()}; {report.fix()}"
-        w = d.workload
-        return "cluster", (f"no layout of {d.model_display_name} {d.precision.label()} {where} leaves KV cache room for a "
-                           f"batch of {w.input_tokens:,} + {w.output_tokens:,}-token requests; use more devices or store "
-                           "the KV cache in fewer bytes (precision.kv_cache: fp8)")
-    fastest = min(decode, key=lambda x: x.step_s)
-    if fastest.step_s > d.slo.tpot_s:
-        step = fastest.perf.steps[0]
-        bound = max(step.breakdown_s, key=step.breakdown_s.get)
-        hint = "a device with more HBM bandwidth or lower-precision experts (precision.routed_experts: nvfp4 or int4) would help" \
-            if bound in ("expert_gemm", "attention", "shared_expert", "dense_mlp") else \
-            "a larger scale-up domain (NVL72, CloudMatrix384) would help"
-        return "slo.tpot_s", (
-            f"no layout meets TPOT {d.slo.tpot_s * 1e3:.0f} ms {where}: the best reaches {fastest.step_s * 1e3:.0f} ms "
-            f"at batch {fastest.work_per_device} ({fastest.layout.name(d.model.is_moe)}, {bound.replace('_', ' ')}-bound); {hint}")
-    prompts, w = prompt_lengths(d), d.workload
-    # the prompt at the SLO's percentile, prefilled on the fastest prefill rank with no wait at all
-    at_percentile = float(np.percentile(prompts, d.slo.percentile, method="higher"))
-    unqueued = {id(p): queueing.ttft_percentile_s(prefill_s(d, prompts, rank_prefill_s(d, p, prompts)), (),
-                                                  d.slo.percentile) for p in prefill}
-    fastest = min(prefill, key=lambda p: unqueued[id(p)], default=None)
-    fastest_prompt = math.inf if fastest is None else unqueued[id(fastest)]
-    if fastest_prompt > d.slo.ttft_s:
-        p = f"p{d.slo.percentile:g}"
-        spread = (f"the {p} prompt ({at_percentile:,.0f} tokens; mean {w.input_tokens:,}, cv "
-                  f"{w.input_cv:.2f})" if w.input_cv > 0 else f"a {w.input_tokens:,}-token prompt")
-        rank = "" if fastest is None else f" on one {fastest.layout.tp}-device attention rank ({fastest.layout.name(d.model.is_moe)})"
-        return "slo.ttft_s", (
-            f"no layout meets TTFT {d.slo.ttft_s:g} s at {p} {where}: {p} TTFT >= {fastest_prompt:.2f} s, as {spread} "
-            f"takes at least {fastest_prompt:.2f} s to prefill{rank} and transfer"
-            + ("" if fastest is None else context_parallel_text(d, fastest, prompts))
-            + f"; a TTFT SLO of at least {fastest_prompt:.2f} s, a lower percentile (slo.percentile), more devices per attention rank, "
-              "or shorter prompts would help")
-    if d.workload.requests_per_s is None:
-        return "cluster.units", (
-            f"no instance of {d.model_display_name} fits within the cluster's {c.num_devices} devices at these SLOs; "
-            f"grow the cluster (cluster.units or cluster.devices)")
-    return "workload.requests_per_s", (
-        f"the traffic ({d.workload.requests_per_s:g} requests/s) needs more than the cluster's {c.num_devices} devices "
-        f"at these SLOs; grow the cluster (cluster.units or cluster.devices)")

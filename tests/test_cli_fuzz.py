@@ -97,6 +97,8 @@ COMMANDS = {
     "clusters": [("--json", "flag")],
     "model": [("--context", "number"), ("--precision", "name"), ("--json", "flag")],
     "check": [("--json", "flag"), ("--all", "flag")],
+    "estimate": [("--layout", "name"), ("--prefill", "name"), ("--decode", "name"), ("--batch", "number"),
+                 ("--prefill-tokens", "number"), ("--trace", "in"), ("--json", "flag")],
     "plan": [("-o", "out"), ("--force", "flag"), ("--json", "flag"), ("--no-simulate", "flag"), ("--requests", "number")],
     "compare": [("--devices", "names"), ("--models", "names"), ("-o", "out"), ("--force", "flag"),
                 ("--processes", "number"), ("--engine", "name"), ("--address", "name"), ("--json", "flag")],
@@ -112,7 +114,7 @@ COMMANDS = {
                  ("--shards", "number"), ("--shard-by", "name"), ("--engine", "name"), ("--json", "flag")],
 }
 # commands whose positional argument (when valid) starts long work: it is always a hostile path here
-HOSTILE_POSITIONAL = {"model": "in", "check": "in", "plan": "in", "compare": "in", "sweep": "in", "simulate": "in"}
+HOSTILE_POSITIONAL = {"model": "in", "check": "in", "plan": "in", "estimate": "in", "compare": "in", "sweep": "in", "simulate": "in"}
 
 
 @st.composite

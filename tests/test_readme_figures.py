@@ -656,3 +656,11 @@ def test_the_measured_deployments_figures():
     _quoted(f"coverage {f['coverage']:.0%} of its {f['rows']} rows")
     _quoted(f"TPOT median |error| {f['moeplan_tpot_median']:.1%} (peer {f['peer_tpot_median']:.1%} on the 334 rows it "
             f"estimated), TTFT {f['moeplan_ttft_median']:.1%} (peer {f['peer_ttft_median']:.1%})")
+
+
+def test_estimate_figures():
+    """The estimate section: the plan's own layout estimated again, and DP16's unqueued p99 TTFT."""
+    pinned = api.estimate(str(example_path()), layout="attention=tp8xdp2,experts=ep16", batch=4).plan.recommendation
+    _quoted(f"gives its TTFT {pinned.ttft_s:.2f} s and TPOT {pinned.tpot_s * 1e3:.1f} ms again")
+    dp16 = api.estimate(str(example_path()), layout="attention=dp16,experts=ep16")
+    _quoted(f"its p99 prompt alone takes {dp16.unqueued_ttft_s:.1f} s against the 5 s TTFT SLO")

@@ -119,7 +119,7 @@ def test_every_pool_admits_the_longest_prompt(kimi_16):
     r = plan(kimi_16).recommendation
     for pool in (r.decode, r.prefill):
         if pool is not None:
-            assert search._admits_longest(kimi_16, prompt_times.sub_cluster(kimi_16, pool.instance_devices), pool.layout, 0)
+            assert prompt_times.admits_longest(kimi_16, prompt_times.sub_cluster(kimi_16, pool.instance_devices), pool.layout, 0)
 
 
 def test_instance_sizes_stop_at_the_largest_published_instance_however_large_the_cluster(kimi_16):
