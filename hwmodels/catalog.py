@@ -256,3 +256,10 @@ def _routing_skew_yaml() -> dict:
 def routing_skew(model: str) -> Mapping[str, Any] | None:
     """The measured contiguous-placement imbalance table that applies to a model, if one was published."""
     return next((entry for entry in _routing_skew_yaml().values() if model in entry["applies_to"]), None)
+
+
+@lru_cache(maxsize=None)
+def engine_flags() -> Mapping[str, Any]:
+    """Each serving engine's documented launch flags at a pinned version, with their source (moeplan.launch
+    checks the flags it writes against these)."""
+    return _read_yaml("engine_flags.yaml")

@@ -78,7 +78,7 @@ def _rank(d: Deployment, cluster: Cluster) -> tuple[DeviceMemory, ...]:
     rows = [
         device_memory(d.model, d.precision, cluster, layout, d.workload.context_tokens,
                       d.serving.hbm_utilization, d.serving.tokens_per_step)
-        for layout in layout_space(d.model, cluster) if not layout.two_batch_overlap
+        for layout in layout_space(d.model, cluster, d.serving.engine) if not layout.two_batch_overlap
     ]
     return tuple(sorted(rows, key=lambda m: (-m.concurrent_sequences, -m.kv_capacity_bytes)))
 

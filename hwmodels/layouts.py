@@ -6,6 +6,12 @@ domain, dividing the attention heads; the remaining devices as data-parallel att
 routed experts are expert-parallel; for an MoE, redundant expert slots that spread the experts evenly (the fewest,
 and one more slot per device) and two-batch overlap off and on. Pipeline stages are not in the space: the step
 model prices pp = 1 layouts only.
+
+A serving engine runs only the layouts its flags can say (`expressible`): TensorRT-LLM's attention is either
+data-parallel over every rank (`enable_attention_dp`) or tensor-parallel over all of them, so TP x DP attention
+is left out of its space; vLLM's experts are either expert-parallel over all of an instance's ranks
+(`--enable-expert-parallel`) or tensor-parallel over them; SGLang's `--tp-size`, `--dp-size` and `--ep-size` say
+any of these layouts.
 """
 
 from __future__ import annotations
@@ -17,8 +23,25 @@ from hwmodels.model_arch import ModelArch
 ATTENTION_TP = (1, 2, 4, 8, 16)
 
 
-def layout_space(arch: ModelArch, cluster: Cluster) -> list[Layout]:
-    """Every layout of `arch` on all of `cluster`'s devices (module docstring)."""
+def expressible(layout: Layout, engine: str | None) -> bool:
+    """Whether `engine` (sglang, trtllm, vllm; None: any) can run `layout` (module docstring)."""
+    if engine == "trtllm":
+        return layout.tp == 1 or layout.dp == 1
+    if engine == "vllm":
+        return layout.moe_tp in (1, layout.tp * layout.dp)
+    return True
+
+
+LIMITS = {"trtllm": "TensorRT-LLM's attention is DP over every rank or TP over all of them: no TP x DP attention",
+          "vllm": "vLLM's experts are EP or MoE TP over all of an instance's ranks: no mixed MoE TP x EP"}
+
+
+def layout_space(arch: ModelArch, cluster: Cluster, engine: str | None = None) -> list[Layout]:
+    """Every layout of `arch` on all of `cluster`'s devices that `engine` can run (module docstring)."""
+    return [x for x in _all_layouts(arch, cluster) if expressible(x, engine)]
+
+
+def _all_layouts(arch: ModelArch, cluster: Cluster) -> list[Layout]:
     devices = cluster.num_devices
     domain = cluster.scaleup_domain_devices
     out = []

@@ -27,6 +27,7 @@ from hwmodels.ingest.source import SourceLike
 from hwmodels.precision import default_plan
 from hwmodels.roles import Phase
 from moeplan import catalog_records, study
+from moeplan.launch import launch_files as _launch_files
 from moeplan.spec import SCHEMA_VERSION, Spec, WorkloadSpec, engine_spec, load_spec, parse_spec, resolve, with_prices
 from moeplan.spec import read_trace as read_spec_trace
 from moeplan import simulation
@@ -45,7 +46,7 @@ from sim.config import KVPolicy, Router, SimConfig
 
 __all__ = ["InputError", "KVPolicy", "Plan", "PlanView", "RequestTrace", "Router", "SimConfig", "Simulation", "Spec", "Sweep",
            "ValidationRow", "app_script", "bench_kernels", "check", "clusters", "compare", "compare_placements",
-           "clouds", "default_kernel_csv", "deployment", "devices", "estimate", "estimate_json", "kernel_fits", "load_plan", "model_config", "model_summary",
+           "clouds", "default_kernel_csv", "deployment", "devices", "estimate", "estimate_json", "launch_files", "kernel_fits", "load_plan", "model_config", "model_summary",
            "models", "number_formats", "plan", "read_routing_counts", "read_trace", "simulate", "sweep", "units",
            "validate", "validate_measured", "measured_summary", "validation_summary", "workloads"]
 
@@ -236,6 +237,25 @@ def estimate(spec: SpecLike, layout: str | None = None, batch: int | None = None
 def estimate_json(e: Estimate) -> dict:
     """`moeplan estimate --json`."""
     return estimate_to_json(e)
+
+
+def launch_files(plan: Plan | PlanView) -> dict[str, str]:
+    """The engine launch folder of a plan's recommendation (moeplan.launch): name -> text, for the plan's serving
+    engine (serving.engine or --backend) at its version, else at the version whose flags moeplan checks."""
+    plan = plan.plan if isinstance(plan, PlanView) else plan
+    d = plan.deployment
+    if d.serving.engine is None:
+        raise InputError("--backend", "launch files are written for a serving engine and the plan names none",
+                         "pass --backend sglang, vllm or trtllm, or set serving.engine in the spec")
+    if plan.recommendation is None:
+        return {}
+    source = catalog.engine_flags()[d.serving.engine]["source"]
+    version, note = (d.serving.engine_version, "serving.engine.version") if d.serving.engine_version else (
+        f"{source['repo']}@{source['commit'][:8]}", "no serving.engine.version: the source snapshot whose flags "
+        "moeplan checks, catalogs/engine_flags.yaml")
+    model_path = catalog.model_entry(d.model.name).get("hf_repo", d.model.name) if d.model.name in catalog.model_names() \
+        else d.model.name
+    return _launch_files(plan, d.serving.engine, version, note, model_path)
 
 
 def load_plan(source: str | Path | Mapping, spec: SpecLike) -> PlanView:

@@ -22,7 +22,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from moeplan import api, cli_estimate, cli_measured, cli_show, launch, output_files, report
+from moeplan import api, cli_estimate, cli_measured, cli_show, app_server, output_files, report
 from moeplan.api import InputError, KVPolicy, Router, SimConfig
 from moeplan.cli_show import EXIT_NO, console, print_json
 from moeplan.cli_args import (Parser, bounds_help, check_argv, check_together, float_in, int_in, missing_command, names,
@@ -266,6 +266,8 @@ def _plan(args) -> int:
                     shard_by=args.shard_by, engine=args.engine, address=args.address)
     if out_dir is not None:
         output_files.write_files(out_dir, report.plan_report(plan.plan, _report_simulation(args, plan)))
+        if plan.recommendation is not None and plan.deployment.serving.engine is not None:
+            output_files.write_files(out_dir / "launch", api.launch_files(plan))
     if args.json:
         print_json(plan.to_json())
     else:
@@ -351,7 +353,7 @@ def _sweep(args) -> int:
 
 
 def _app(args) -> int:
-    return launch.run_forwarding_signals(launch.app_command(args.port, args.headless, args.address))
+    return app_server.run_forwarding_signals(app_server.app_command(args.port, args.headless, args.address))
 
 
 def _print_plan(result, out_dir) -> None:
@@ -389,7 +391,9 @@ def _print_plan(result, out_dir) -> None:
     for a in result.assumptions:
         c.print(f"[dim]assumed: {a}[/dim]")
     if out_dir is not None:
-        c.print(f"wrote {out_dir / 'report.html'}, summary.md, plan.json and CSVs")
+        engine = d.serving.engine
+        c.print(f"wrote {out_dir / 'report.html'}, summary.md, plan.json and CSVs"
+                + (f"; {out_dir / 'launch'}/ for {engine} (README.md: what to start, in which order)" if engine and r else ""))
 
 
 _PLACE_OPTIONS = {"ep": "--ep", "redundant": "--redundant", "nodes": "--nodes", "time_limit_s": "--time-limit",

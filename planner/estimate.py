@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from hwmodels.deployment import SLO, Deployment
 from hwmodels.errors import InputError
 from hwmodels.hardware import instance_cluster, make_cluster
+from hwmodels.layouts import LIMITS, expressible
 from hwmodels.memory import device_memory
 from hwmodels.roles import Role
 from planner import queueing
@@ -84,6 +85,9 @@ def _check_fits(d: Deployment, pinned: Pinned) -> None:
             raise InputError(option, f"{layout.devices} devices are neither whole {unit.name} nodes of "
                              f"{unit.devices_per_node} nor a part of one that divides it",
                              f"use a layout over a divisor or a multiple of {unit.devices_per_node} devices")
+        if not expressible(layout, d.serving.engine):
+            raise InputError(option, f"{d.serving.engine} cannot run {layout.name(d.model.is_moe)}: "
+                             + LIMITS[d.serving.engine], "give a layout it can run, or another --backend")
         cluster = instance_cluster(unit, layout.devices)
         if layout.tp > cluster.scaleup_domain_devices:
             raise InputError(option, f"attention TP{layout.tp} spans more than one scale-up domain of "

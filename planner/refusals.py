@@ -32,7 +32,7 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
     if not sizes or not decode:
         longest = d.workload.max_input_tokens
         if sizes and longest and not any(admits_longest(d, sub_cluster(d, n), layout, 0)
-                                         for n in sizes for layout in layout_space(d.model, sub_cluster(d, n))):
+                                         for n in sizes for layout in layout_space(d.model, sub_cluster(d, n), d.serving.engine)):
             return "workload.max_input_tokens", (
                 f"no layout {where} holds the longest prompt ({longest:,} tokens) in one attention group's KV cache; "
                 "lower workload.max_input_tokens, store the KV cache in fewer bytes (precision.kv_cache: fp8) or use "

@@ -31,7 +31,7 @@ from hwmodels.calibrate.operator_costs import costs_of, describe_costs
 from hwmodels.deployment import POISSON, Deployment
 from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
-from hwmodels.layouts import layout_space
+from hwmodels.layouts import LIMITS, layout_space
 from hwmodels.memory import device_memory
 from hwmodels.roles import Phase, Role
 from hwmodels.serving import (aggregated_performance, decode_performance, largest_batch_that_fits, prefill_performance,
@@ -70,7 +70,7 @@ def instance_sizes(d: Deployment) -> list[int]:
 def _layouts(d: Deployment, cluster: Cluster, role: Role, pinned: Pinned | None) -> list[Layout]:
     """The layouts of `role` scored on `cluster`: the whole space, or the one the user pinned where it is this size."""
     if pinned is None:
-        return layout_space(d.model, cluster)
+        return layout_space(d.model, cluster, d.serving.engine)
     layout = pinned.layout(role)
     return [layout] if layout is not None and layout.devices == cluster.num_devices else []
 
@@ -367,6 +367,8 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
         "slot of its rank (M/M/c: the decode pool's, disaggregated); the simulator gives the distributions",
         describe_costs(d),
     ]
+    if d.serving.engine in LIMITS:
+        assumptions.append(f"only layouts {d.serving.engine} can run: {LIMITS[d.serving.engine]}")
     if d.model.is_moe:
         assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in Phase]
     if d.workload.requests_per_s is None:

@@ -1,4 +1,4 @@
-"""`moeplan app` (moeplan.launch): --address binds the server (the environment variable still does without it),
+"""`moeplan app` (moeplan.app_server): --address binds the server (the environment variable still does without it),
 and SIGTERM to `moeplan app` stops the Streamlit server it started instead of leaving it running."""
 
 import os
@@ -13,7 +13,7 @@ import pytest
 
 import checkout_cli
 
-from moeplan.launch import app_command, run_forwarding_signals
+from moeplan.app_server import app_command, run_forwarding_signals
 from streamlit_health import wait_until_healthy
 
 STOP_TIMEOUT_S = 20

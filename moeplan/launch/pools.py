@@ -1,0 +1,116 @@
+"""What every engine's launch files say, read off a plan once: per pool, its instances, parallel sizes, batch and
+chunk, in the units engines take them (an engine's rank is one attention group of `attention_tp` devices).
+
+Sizes follow plan.json exactly (tests/test_launch_files.py compares them). Per-rank and per-instance figures:
+- a decode or aggregated rank runs `batch_per_device x attention_tp` sequences (its devices share them);
+- an instance runs `batch_per_device x devices` (SGLang's --max-running-requests is the instance's, split over
+  its DP ranks);
+- a prefill step takes `chunk_tokens_per_device` prompt tokens per device: `x attention_tp` per rank,
+  `x devices` per instance (SGLang's --chunked-prefill-size is the instance's, divided over DP ranks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hwmodels.roles import Role
+from planner.placement import Placement
+from planner.plan import Mode, Plan
+
+BASE_PORT = 30000  # each pool's first instance; instances of a pool count up from it (10 apart per pool)
+ROUTER_PORT = 8000
+
+
+@dataclass(frozen=True, eq=False)
+class PoolLaunch:
+    role: Role
+    instances: int
+    devices: int  # per instance
+    nodes: int  # per instance (1: the instance is one node or part of one)
+    devices_per_node: int  # that the instance uses on each of its nodes
+    attention_tp: int
+    attention_dp: int
+    expert_parallel: int
+    moe_tp: int
+    redundant_experts: int
+    two_batch_overlap: bool
+    batch_per_device: int | None  # None for a prefill pool
+    chunk_tokens_per_device: int
+    kv_free_fraction: float  # the KV cache's share of the memory left after weights and workspace (TensorRT-LLM)
+    placement: Placement | None
+    port: int
+
+    @property
+    def sequences_per_rank(self) -> int | None:
+        return None if self.batch_per_device is None else self.batch_per_device * self.attention_tp
+
+    @property
+    def sequences_per_instance(self) -> int | None:
+        return None if self.batch_per_device is None else self.batch_per_device * self.devices
+
+    @property
+    def chunk_tokens_per_rank(self) -> int:
+        return self.chunk_tokens_per_device * self.attention_tp
+
+    @property
+    def chunk_tokens_per_instance(self) -> int:
+        return self.chunk_tokens_per_device * self.devices
+
+    @property
+    def placement_file(self) -> str | None:
+        return None if self.placement is None else f"expert_location_{self.role}.json"
+
+
+@dataclass(frozen=True, eq=False)
+class Launch:
+    engine: str
+    version: str  # the engine version the files are written for
+    version_note: str  # where that version came from
+    model_path: str  # the HuggingFace repository (or the config.json's folder) the servers load
+    is_moe: bool
+    num_experts: int
+    mode: Mode
+    hbm_utilization: float
+    kv_cache_fp8: bool
+    context_tokens: int | None  # the longest context the workload brings (None: the model's own)
+    input_tokens: int  # the workload's mean prompt
+    pools: tuple[PoolLaunch, ...]  # prefill first when disaggregated
+    deployment_name: str
+
+
+def launch_of(plan: Plan, engine: str, version: str, version_note: str, model_path: str) -> Launch:
+    """The launch facts of `plan`'s recommendation (module docstring)."""
+    d = plan.deployment
+    pools = []
+    for i, pool in enumerate(plan.pools):
+        layout, option = pool.layout, pool.option
+        per_node = min(pool.instance_devices, d.cluster.unit.devices_per_node)
+        mem = option.perf.memory
+        left = d.cluster.device.hbm_bytes - mem.weight_bytes - mem.workspace_bytes
+        pools.append(PoolLaunch(
+            role=pool.role, instances=pool.instances, devices=pool.instance_devices,
+            nodes=pool.instance_devices // per_node, devices_per_node=per_node, attention_tp=layout.tp,
+            attention_dp=layout.dp, expert_parallel=layout.ep, moe_tp=layout.moe_tp,
+            redundant_experts=layout.redundant_experts, two_batch_overlap=layout.two_batch_overlap,
+            batch_per_device=pool.batch_per_device, chunk_tokens_per_device=pool.chunk_tokens_per_device,
+            kv_free_fraction=max(0.01, min(1.0, mem.kv_capacity_bytes / left)) if left > 0 else 0.01,
+            placement=pool.placement, port=BASE_PORT + 10 * i))
+    w = d.workload
+    context = w.max_input_tokens + w.output_tokens if w.max_input_tokens else None
+    moe = d.model.moe
+    return Launch(engine, version, version_note, model_path, d.model.is_moe, moe.num_experts if moe else 0,
+                  plan.recommendation.mode, d.serving.hbm_utilization, d.precision.kv_cache.name == "fp8", context,
+                  w.input_tokens, tuple(pools), d.name)
+
+
+def pool_json(p: PoolLaunch) -> dict:
+    """A pool's sizes as launch.json states them (the keys tests compare with plan.json)."""
+    return {"role": str(p.role), "instances": p.instances, "instance_devices": p.devices, "nodes_per_instance": p.nodes,
+            "attention_tp": p.attention_tp, "attention_dp": p.attention_dp, "expert_parallel": p.expert_parallel,
+            "moe_tp": p.moe_tp, "redundant_experts": p.redundant_experts, "two_batch_overlap": p.two_batch_overlap,
+            "batch_per_device": p.batch_per_device, "chunk_tokens_per_device": p.chunk_tokens_per_device,
+            "port": p.port}
+
+
+def is_prefill(p: PoolLaunch) -> bool:
+    return p.role == Role.PREFILL
