@@ -88,10 +88,10 @@ def unit_names() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=None)
-def load_unit(name: str) -> ClusterUnit:
+def load_unit(name: str, field: str = "cluster.unit") -> ClusterUnit:
     units = _clusters_yaml()["units"]
     if name not in units:
-        raise InputError("cluster.unit", f"unknown cluster unit '{name}'", nearest_names(name, units))
+        raise InputError(field, f"unknown cluster unit '{name}'", nearest_names(name, units))
     raw = dict(units[name])
     return ClusterUnit(name=name, device=load_device(raw.pop("device")), **raw)
 

@@ -132,6 +132,34 @@ class Deployment:
     price: Price | None
     serving: Serving
     routing: Routing | None = None  # None: no routing statistics (the planner uses catalog skew or uniform load)
+    # prefill on other hardware than decode (cluster.prefill): its own devices and price; None: one cluster for all
+    prefill_cluster: Cluster | None = None
+    prefill_price: Price | None = None
+
+    @property
+    def mixed(self) -> bool:
+        """Prefill and decode on different clusters (only disaggregated deployments then)."""
+        return self.prefill_cluster is not None
+
+    def cluster_of(self, role: str) -> Cluster:
+        """The cluster a pool of `role` runs on."""
+        return self.prefill_cluster if role == "prefill" and self.prefill_cluster is not None else self.cluster
+
+    def price_of(self, role: str) -> Price | None:
+        return self.prefill_price if role == "prefill" and self.prefill_cluster is not None else self.price
+
+    def holds(self, decode_devices: int, prefill_devices: int) -> bool:
+        """Whether pools of these sizes fit the cluster(s): each on its own where prefill has its own."""
+        if self.prefill_cluster is None:
+            return decode_devices + prefill_devices <= self.cluster.num_devices
+        return decode_devices <= self.cluster.num_devices and prefill_devices <= self.prefill_cluster.num_devices
+
+    @property
+    def kv_link_bytes_per_s(self) -> float:
+        """The rate a prompt's KV cache moves from a prefill to a decode device: each end's scale-out NIC (its
+        scale-up link where it has none), the slower of the two."""
+        ends = [self.cluster.device] + ([self.prefill_cluster.device] if self.prefill_cluster else [])
+        return min(x.scaleout_bytes_per_s or x.scaleup_bytes_per_s for x in ends)
 
     @property
     def longest_prompt_tokens(self) -> int | None:

@@ -362,7 +362,7 @@ def _print_plan(result, out_dir) -> None:
     c.print(f"{result.candidates_scored:,} configurations scored in {result.seconds:.1f} s")
     if r is not None:
         is_moe = d.model.is_moe
-        c.print(f"[bold green]Recommendation[/bold green]: {r.mode}, {r.devices} devices")
+        c.print(f"[bold green]Recommendation[/bold green]: {r.mode}, {report.devices_text(d, r) if d.mixed else f'{r.devices} devices'}")
         if r.prefill:
             c.print(f"  prefill: {r.prefill_instances} x [{r.prefill.describe(is_moe)}]")
         c.print(f"  {'decode' if r.prefill else 'instances'}: {r.decode_instances} x [{r.decode.describe(is_moe)}]")
@@ -371,8 +371,9 @@ def _print_plan(result, out_dir) -> None:
         c.print(f"  load: {report.utilization_text(r)}")
         if r.usd_per_hour is not None:
             c.print(f"  cost: ${r.usd_per_hour:,.2f}/hour; ${r.usd_per_million_input:,.3f} per million input tokens, "
-                    f"${r.usd_per_million_output:,.3f} per million output tokens ({d.cluster.device.name} at "
-                    f"{d.price.describe()})")
+                    f"${r.usd_per_million_output:,.3f} per million output tokens ("
+                    + "; ".join(f"{d.cluster_of(role).device.name} at {d.price_of(role).describe()}"
+                                for role in (("prefill", "decode") if d.mixed else ("decode",))) + ")")
             c.print(f"  at capacity: ${r.usd_per_million_input_at_capacity:,.3f} per million input tokens, "
                     f"${r.usd_per_million_output_at_capacity:,.3f} per million output tokens")
         for check in result.replays:

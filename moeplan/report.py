@@ -144,15 +144,18 @@ def summary_points(plan: Plan) -> list[tuple[str, str]]:
     pools = "; ".join(f"{p.instances} x {p.role} instance{'s' * (p.instances > 1)} of {p.instance_devices} devices "
                       f"({p.layout.name(d.model.is_moe)}" + (f", batch {p.batch_per_device} per device)" if p.batch_per_device
                                                               else ")") for p in plan.pools)
-    points = [("Answer", f"serve {d.model_display_name} {r.mode} on {r.devices} x {d.cluster.device.name}: {pools}. "
+    points = [("Answer", f"serve {d.model_display_name} {r.mode} on {devices_text(d, r)}: {pools}. "
                          f"It meets the SLOs at p{slo.percentile:g}: TPOT {r.tpot_s * 1e3:.1f} ms (SLO {slo.tpot_s * 1e3:g} ms), "
                          f"TTFT {r.ttft_s:.2f} s (SLO {slo.ttft_s:g} s).")]
     if r.usd_per_million_output is None:
-        points.append(("Cost", f"no price for {d.cluster.device.name}: set prices.{d.cluster.device.name} in the spec."))
+        unpriced = next(c.device.name for c in (d.cluster, d.prefill_cluster) if c and not _priced(d, c))
+        points.append(("Cost", f"no price for {unpriced}: set prices.{unpriced} in the spec."))
     else:
         points.append(("Cost", f"${r.usd_per_million_output:,.3f} per million output tokens "
                                f"(${r.usd_per_million_input:,.3f} per million input tokens; ${r.usd_per_hour:,.2f} per hour "
-                               f"for {r.devices} devices at ${d.price.usd_per_device_hour:,.2f} per device-hour)."))
+                               f"for {r.devices} devices at " + " and ".join(
+                                   f"${d.price_of(role).usd_per_device_hour:,.2f} per {d.cluster_of(role).device.name}-hour"
+                                   for role in (["prefill", "decode"] if d.mixed else ["decode"])) + ")."))
     points.append(("Utilisation", _utilisation_sentence(plan)))
     points.append(("Memory per sequence", sequence_memory_text(d.model, r.decode.perf.memory) + "."))
     if plan.replays:
@@ -193,11 +196,23 @@ def _summary_html(plan: Plan) -> str:
     return f'<section class="{kind}"><h2>Summary</h2>{lines}</section>'
 
 
+def devices_text(d, r) -> str:
+    """'16 x h200-sxm', or each pool's devices where prefill runs on other hardware."""
+    if not d.mixed:
+        return f"{r.devices} x {d.cluster.device.name}"
+    return f"{r.prefill_devices} x {d.prefill_cluster.device.name} (prefill) + {r.decode_devices} x {d.cluster.device.name} (decode)"
+
+
+def _priced(d, cluster) -> bool:
+    return (d.prefill_price if cluster is d.prefill_cluster else d.price) is not None
+
+
 def question_text(d) -> str:
     """What a Deployment asks: model, hardware, workload and SLOs, in one line."""
     w = d.workload
     rate = f" at {w.requests_per_s:g} requests/s" if w.requests_per_s else ""
-    return (f"{d.model_display_name} ({d.precision.label()}) on up to {d.cluster.describe()}; {w.input_tokens:,} in + "
+    where = d.cluster.describe() + (f" (decode), prefill on up to {d.prefill_cluster.describe()}" if d.mixed else "")
+    return (f"{d.model_display_name} ({d.precision.label()}) on up to {where}; {w.input_tokens:,} in + "
             f"{w.output_tokens:,} out tokens{rate}; SLO TTFT {d.slo.ttft_s:g} s, TPOT {d.slo.tpot_s * 1e3:g} ms "
             f"(p{d.slo.percentile:g})")
 
@@ -221,7 +236,7 @@ def headline_text(plan: Plan) -> str:
     cost = "" if r.usd_per_million_output is None else \
         (f"; ${r.usd_per_million_output:,.3f} per million output tokens, ${r.usd_per_million_input:,.3f} per million input "
          f"tokens (${r.usd_per_million_output_at_capacity:,.3f} and ${r.usd_per_million_input_at_capacity:,.3f} at capacity)")
-    return (f"{r.mode}, {r.devices} x {d.cluster.device.name}: TPOT {r.tpot_s * 1e3:.1f} ms, TTFT {r.ttft_s:.2f} s, "
+    return (f"{r.mode}, {devices_text(d, r)}: TPOT {r.tpot_s * 1e3:.1f} ms, TTFT {r.ttft_s:.2f} s, "
             f"{r.decode.tokens_per_s_per_device:,.0f} output tokens/s per device; {utilization_text(r)}{cost}")
 
 

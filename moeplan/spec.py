@@ -23,7 +23,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, Vali
 from hwmodels import catalog, safe_yaml
 from hwmodels.deployment import SLO, Deployment, PhaseRouting, Price, Routing, Serving, Workload
 from hwmodels.errors import InputError, excerpt, nearest_names, validation_error
-from hwmodels.hardware import make_cluster
+from hwmodels.hardware import Cluster, make_cluster
 from hwmodels.ingest.requests import MAX_LENGTH_CV, RequestTrace, load_trace
 from hwmodels.ingest.traffic import traffic
 from hwmodels.ingest.routing import fit_to_model, read_routing
@@ -74,11 +74,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+class PrefillClusterSpec(_Strict):
+    unit: Name = Field(description="cluster unit of the prefill pool (catalogs/clusters.yaml)")
+    units: Whole | None = Field(None, gt=0, le=MAX_DEVICES, description="how many units")
+    devices: Whole | None = Field(None, gt=0, le=MAX_DEVICES, description="or a device count of whole nodes")
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        if (self.units is None) == (self.devices is None):
+            raise ValueError("give exactly one of units or devices")
+        return self
+
+
 class ClusterSpec(_Strict):
     unit: Name = Field(description="cluster unit from catalogs/clusters.yaml: hgx-h200, gb200-nvl72, cloudmatrix384, ...")
     units: Whole | None = Field(None, gt=0, le=MAX_DEVICES, description="how many units (nodes, racks, supernodes)")
     devices: Whole | None = Field(None, gt=0, le=MAX_DEVICES,
                                   description="or a device count that is a whole number of nodes (trays)")
+    prefill: PrefillClusterSpec | None = Field(None, description="prefill on other hardware: its own cluster (the one "
+                                               "above then serves decode only, disaggregated; the KV cache moves "
+                                               "between them over the slower NIC)")
 
     @model_validator(mode="after")
     def _one_size(self):
@@ -250,12 +265,8 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
     arch = catalog.load_model(spec.model, "model", base_dir)
     display = catalog.model_entry(spec.model)["display_name"] if spec.model in catalog.model_names() else arch.name
     plan = default_plan(arch.quantization_config, arch.torch_dtype).with_overrides(spec.precision)
-    unit = catalog.load_unit(spec.cluster.unit)
-    cluster = make_cluster(unit, spec.cluster.units, spec.cluster.devices)
-    if cluster.num_devices > MAX_DEVICES:
-        raise InputError("cluster.units", f"{spec.cluster.units:,} x {unit.name} is {cluster.num_devices:,} devices, past "
-                         f"the bound of {MAX_DEVICES:,}", f"plan at most {MAX_DEVICES // unit.devices:,} units "
-                         "(a serving deployment is far smaller than the largest clusters built)")
+    cluster = _cluster(spec.cluster, "cluster")
+    prefill = None if spec.cluster.prefill is None else _cluster(spec.cluster.prefill, "cluster.prefill")
     return Deployment(
         name=spec.name or f"{spec.model} on {cluster.describe()}",
         model=arch,
@@ -268,7 +279,19 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
         serving=Serving(spec.serving.hbm_utilization, spec.serving.tokens_per_step,
                         *((spec.serving.engine.name, spec.serving.engine.version) if spec.serving.engine else (None, None))),
         routing=_routing(spec.routing, arch, base_dir),
+        prefill_cluster=prefill,
+        prefill_price=None if prefill is None else _price(prefill.device.name, spec.prices, base_dir),
     )
+
+
+def _cluster(c: ClusterSpec | PrefillClusterSpec, field: str) -> Cluster:
+    unit = catalog.load_unit(c.unit, f"{field}.unit")
+    cluster = make_cluster(unit, c.units, c.devices, field)
+    if cluster.num_devices > MAX_DEVICES:
+        raise InputError(f"{field}.units", f"{c.units:,} x {unit.name} is {cluster.num_devices:,} devices, past "
+                         f"the bound of {MAX_DEVICES:,}", f"plan at most {MAX_DEVICES // unit.devices:,} units "
+                         "(a serving deployment is far smaller than the largest clusters built)")
+    return cluster
 
 
 def _routing(r: RoutingSpec | None, arch: ModelArch, base_dir: Path | None) -> Routing | None:

@@ -96,6 +96,10 @@ def cost_frame(result: Plan) -> pd.DataFrame:
         ("device", d.cluster.device.name, "spec"),
         ("usd_per_device_hour", d.price.usd_per_device_hour if d.price else None,
          d.price.describe() if d.price else "no price: set prices.<device> in the spec"),
+        *([("prefill_device", d.prefill_cluster.device.name, "spec: cluster.prefill"),
+           ("prefill_usd_per_device_hour", d.prefill_price.usd_per_device_hour if d.prefill_price else None,
+            d.prefill_price.describe() if d.prefill_price else "no price: set prices.<device> in the spec")]
+          if d.mixed else []),
         ("devices", r.devices, "planner"),
         ("usd_per_hour", r.usd_per_hour, "devices x price"),
         ("requests_per_s", w.requests_per_s, w.source or "spec"),

@@ -58,7 +58,7 @@ def estimate(d: Deployment, pinned: Pinned) -> Estimate:
     strict = plan(d, replayed=0, pinned=pinned)
     if strict.recommendation is not None:
         return Estimate(d, pinned, strict, (), False, "", "")
-    grown = replace(d, cluster=make_cluster(d.cluster.unit, units=max(1, MAX_ESTIMATE_DEVICES // d.cluster.unit.devices)))
+    grown = replace(d, cluster=_grown(d.cluster), prefill_cluster=d.prefill_cluster and _grown(d.prefill_cluster))
     for missed in ((), ("slo.ttft_s",), ("slo.tpot_s",), ("slo.ttft_s", "slo.tpot_s")):
         slo = SLO(UNBOUNDED_SLO_S if "slo.ttft_s" in missed else d.slo.ttft_s,
                   UNBOUNDED_SLO_S if "slo.tpot_s" in missed else d.slo.tpot_s, d.slo.percentile)
@@ -68,8 +68,13 @@ def estimate(d: Deployment, pinned: Pinned) -> Estimate:
             continue
         missed = tuple(f for f, planned, asked in (("slo.ttft_s", r.ttft_s, d.slo.ttft_s),
                                                      ("slo.tpot_s", r.tpot_s, d.slo.tpot_s)) if planned > asked)
-        return Estimate(d, pinned, relaxed, missed, r.devices > d.cluster.num_devices, *_why(d, relaxed, missed))
+        return Estimate(d, pinned, relaxed, missed, not d.holds(r.decode_devices, r.prefill_devices),
+                        *_why(d, relaxed, missed))
     return Estimate(d, pinned, None, ("slo.ttft_s", "slo.tpot_s"), False, strict.infeasible, strict.infeasible_field)
+
+
+def _grown(cluster):
+    return make_cluster(cluster.unit, units=max(1, MAX_ESTIMATE_DEVICES // cluster.unit.devices))
 
 
 def _check_fits(d: Deployment, pinned: Pinned) -> None:
@@ -79,7 +84,7 @@ def _check_fits(d: Deployment, pinned: Pinned) -> None:
         if layout is None:
             continue
         option = "--layout" if role == Role.AGGREGATED else f"--{role}"
-        unit = d.cluster.unit
+        unit = d.cluster_of(role).unit
         if layout.devices >= unit.devices_per_node and layout.devices % unit.devices_per_node or \
                 layout.devices < unit.devices_per_node and unit.devices_per_node % layout.devices:
             raise InputError(option, f"{layout.devices} devices are neither whole {unit.name} nodes of "
@@ -101,7 +106,7 @@ def _check_fits(d: Deployment, pinned: Pinned) -> None:
                        f"{mem.usable_bytes / gb:,.1f} usable GB per device" if mem.kv_capacity_bytes <= 0 else
                        f"its KV cache holds {mem.concurrent_sequences} sequences of {context:,} tokens, fewer than "
                        f"one per device")
-            raise InputError(option, f"{d.model_display_name} does not fit {layout.devices} x {d.cluster.device.name} "
+            raise InputError(option, f"{d.model_display_name} does not fit {layout.devices} x {unit.device.name} "
                              f"in {layout.name(d.model.is_moe)}: {problem}",
                              "use more devices, or store weights or KV in fewer bytes (precision)")
         most = mem.concurrent_sequences // layout.devices
@@ -125,6 +130,7 @@ def _why(d: Deployment, relaxed: Plan, missed: tuple[str, ...]) -> tuple[str, st
     parts = [f"{p} TTFT {r.ttft_s:,.2f} s > slo.ttft_s {d.slo.ttft_s:g} s ({unqueued_ttft_s(d, r):,.2f} s of it the "
              "prefill itself, without a queue)" for f in missed if f == "slo.ttft_s"]
     parts += [f"{p} TPOT {r.tpot_s * 1e3:,.1f} ms > slo.tpot_s {d.slo.tpot_s * 1e3:g} ms" for f in missed if f == "slo.tpot_s"]
-    if r.devices > d.cluster.num_devices:
-        parts.append(f"the traffic needs {r.devices:,} devices, the cluster has {d.cluster.num_devices:,}")
+    if not d.holds(r.decode_devices, r.prefill_devices):
+        parts.append(f"the traffic needs {r.devices:,} devices, the cluster has {d.cluster.num_devices:,}"
+                     + (f" (and {d.prefill_cluster.num_devices:,} for prefill)" if d.mixed else ""))
     return "; ".join(parts), (missed[0] if missed else "cluster.units")

@@ -118,9 +118,16 @@ class Recommendation:
     prefill_utilization: float | None
 
     @property
+    def decode_devices(self) -> int:
+        return self.decode.instance_devices * self.decode_instances
+
+    @property
+    def prefill_devices(self) -> int:
+        return self.prefill.instance_devices * self.prefill_instances if self.prefill else 0
+
+    @property
     def devices(self) -> int:
-        return self.decode.instance_devices * self.decode_instances + (
-            self.prefill.instance_devices * self.prefill_instances if self.prefill else 0)
+        return self.decode_devices + self.prefill_devices
 
     @property
     def utilization(self) -> float:
@@ -306,8 +313,11 @@ class Plan:
                  + (f", batch {p.batch_per_device}/device" if p.batch_per_device else "")
                  + (f", {p.chunk_tokens_per_device} prompt tokens/device/step" if p.role != Role.DECODE else "") + "]"
                  for p in self.pools]
-        return (f"{self.recommendation.mode}, {self.devices} x {self.deployment.cluster.device.name}: "
-                + " + ".join(parts))
+        d = self.deployment
+        where = (f"{self.recommendation.prefill_devices} x {d.prefill_cluster.device.name} + "
+                 f"{self.recommendation.decode_devices} x {d.cluster.device.name}") if d.mixed else \
+            f"{self.devices} x {d.cluster.device.name}"
+        return f"{self.recommendation.mode}, {where}: " + " + ".join(parts)
 
 
 def _usd(value: float | None) -> str:

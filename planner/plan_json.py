@@ -54,7 +54,10 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "model": {"name": d.model.name, "display_name": d.model_display_name, "precision": d.precision.label(),
                   "precision_source": d.precision.source},
         "cluster": {"unit": d.cluster.unit.name, "device": device.name, "devices": d.cluster.num_devices,
-                    "scaleup_domain_devices": d.cluster.scaleup_domain_devices},
+                    "scaleup_domain_devices": d.cluster.scaleup_domain_devices,
+                    "prefill": None if d.prefill_cluster is None else {
+                        "unit": d.prefill_cluster.unit.name, "device": d.prefill_cluster.device.name,
+                        "devices": d.prefill_cluster.num_devices}},
         "workload": {"input_tokens": d.workload.input_tokens, "output_tokens": d.workload.output_tokens,
                      "requests_per_s": d.workload.requests_per_s, "source": d.workload.source,
                      "trace": d.workload.trace, "input_cv": d.workload.input_cv, "output_cv": d.workload.output_cv,
@@ -230,15 +233,21 @@ def plan_from_json(doc: Any, deployment: Deployment, source: str = "plan.json") 
         raise InputError(f"{source}: schema_version", f"is {version!r}, this moeplan reads {PLAN_SCHEMA_VERSION}", _REPLAN)
     expected = {"model.name": d.model.name, "model.precision": d.precision.label(), "cluster.unit": d.cluster.unit.name,
                 "cluster.device": d.cluster.device.name, "cluster.devices": d.cluster.num_devices}
+    if d.prefill_cluster is not None:
+        expected |= {"cluster.prefill.unit": d.prefill_cluster.unit.name, "cluster.prefill.devices": d.prefill_cluster.num_devices}
+    elif r.at("cluster.prefill", required=False) is not None:
+        raise InputError(f"{source}: cluster.prefill", "the plan runs prefill on other hardware, the spec does not",
+                         f"use the spec this plan was made for, or {_REPLAN}")
     for key, want in expected.items():
         got = r.at(key)
         if got != want:
             raise InputError(f"{source}: {key}", f"is {got!r} but the spec has {want!r}",
                              f"use the spec this plan was made for, or {_REPLAN}")
     rec = None if r.at("recommendation", required=False) is None else _read_recommendation(r, "recommendation", d, True)
-    if rec is not None and rec.devices > d.cluster.num_devices:
-        raise InputError(f"{source}: recommendation", f"uses {rec.devices} devices, the spec's cluster has "
-                         f"{d.cluster.num_devices}", _REPLAN)
+    if rec is not None and not d.holds(rec.decode_devices, rec.prefill_devices):
+        raise InputError(f"{source}: recommendation", f"uses {rec.devices} devices, more than the spec's cluster has "
+                         f"({d.cluster.num_devices}" + (f" and {d.prefill_cluster.num_devices} for prefill)" if d.mixed else ")"),
+                         _REPLAN)
     alternatives = tuple(_read_recommendation(r, f"alternatives.{i}", d, False) for i in range(r.count("alternatives")))
     frontier = tuple(_read_candidate(r, f"frontier.{i}", d, False) for i in range(r.count("frontier")))
     replays = () if r.at("replays", required=False) is None else tuple(

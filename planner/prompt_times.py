@@ -23,14 +23,15 @@ from planner import queueing
 from planner.plan import Candidate
 
 
-def sub_cluster(d: Deployment, devices: int) -> Cluster:
-    return instance_cluster(d.cluster.unit, devices)
+def sub_cluster(d: Deployment, devices: int, role: str = "decode") -> Cluster:
+    """The devices of one instance of a pool of `role` (the prefill cluster's, where prefill has its own)."""
+    return instance_cluster(d.cluster_of(role).unit, devices)
 
 
 def instance_context(d: Deployment, c: Candidate) -> StepContext:
     """The step model of one instance of the candidate, with the load it was scored at."""
-    return StepContext(d.model, d.precision, sub_cluster(d, c.instance_devices), c.layout, c.load, costs_of(d),
-                       images=d.workload.images)
+    return StepContext(d.model, d.precision, sub_cluster(d, c.instance_devices, c.role), c.layout, c.load,
+                       costs_of(d, c.role), images=d.workload.images)
 
 
 def prompt_lengths(d: Deployment) -> np.ndarray:
@@ -74,9 +75,10 @@ def rank_prefill_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndarr
 
 
 def prefill_s(d: Deployment, prompts: np.ndarray, rank_prefill_s: np.ndarray) -> np.ndarray:
-    """Each prompt's prefill steps on its rank plus moving its cache to the decode pool over the NIC: its KV, and a
-    hybrid model's sliding windows and linear-attention state (fixed per sequence)."""
-    nic = d.cluster.device.scaleout_bytes_per_s or d.cluster.device.scaleup_bytes_per_s
+    """Each prompt's prefill steps on its rank plus moving its cache to the decode pool over the NIC (the slower
+    end's, where prefill runs on other hardware): its KV, and a hybrid model's sliding windows and linear-attention
+    state (fixed per sequence)."""
+    nic = d.kv_link_bytes_per_s
     fixed = window_bytes_per_sequence(d.model, d.precision, max(float(prompts.max()), 1.0)) if len(prompts) else 0.0
     fixed += linear_state_bytes_per_sequence(d.model)
     return rank_prefill_s + (prompts * kv_bytes_per_token(d.model, d.precision) + fixed) / nic
@@ -117,11 +119,11 @@ def context_parallel_text(d: Deployment, c: Candidate, prompts: np.ndarray) -> s
     ring over the scale-up links. An estimate: context parallelism is not a layout the search scores."""
     rank_s = rank_prefill_s(d, c, prompts)
     kv_bytes = prompts * kv_bytes_per_token(d.model, d.precision)
-    nic = d.cluster.device.scaleout_bytes_per_s or d.cluster.device.scaleup_bytes_per_s
-    link = d.cluster.device.scaleup_bytes_per_s or nic
+    cluster = d.cluster_of(c.role)
+    nic, link = d.kv_link_bytes_per_s, cluster.device.scaleup_bytes_per_s or d.kv_link_bytes_per_s
     parts = []
     for cp in CONTEXT_PARALLEL_RANKS:
-        if cp * c.layout.tp > d.cluster.num_devices:
+        if cp * c.layout.tp > cluster.num_devices:
             break
         cp_s = rank_s / cp + kv_bytes * (cp - 1) / cp / link + kv_bytes / nic
         parts.append(f"{queueing.ttft_percentile_s(cp_s, (), d.slo.percentile):.2f} s over {cp} ranks "

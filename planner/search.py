@@ -54,16 +54,17 @@ MAX_INSTANCE_DEVICES = 512
 SLO_UTILISATION_CAP = 0.95  # never plan a pool hotter than this: queues explode as utilisation -> 1
 
 
-def instance_sizes(d: Deployment) -> list[int]:
+def instance_sizes(d: Deployment, role: str = Role.DECODE) -> list[int]:
     """Parts of one node that hold the weights (1, 2, 4, ... of its devices: one B200, a 2-GPU GB200 instance), then
     whole nodes, from the fewest that hold the weights up to the cluster or MAX_INSTANCE_DEVICES (more traffic takes
-    more instances), whichever is smaller, but never fewer nodes than hold the weights."""
-    unit = d.cluster.unit
-    need = weight_bytes(d.model, d.precision) / (d.cluster.device.hbm_bytes * d.serving.hbm_utilization)
+    more instances), whichever is smaller, but never fewer nodes than hold the weights. On the cluster of `role`."""
+    cluster = d.cluster_of(role)
+    unit = cluster.unit
+    need = weight_bytes(d.model, d.precision) / (cluster.device.hbm_bytes * d.serving.hbm_utilization)
     parts = [n for n in (2**k for k in range(unit.devices_per_node.bit_length()))
              if need <= n < unit.devices_per_node and unit.devices_per_node % n == 0]
     first = max(1, math.ceil(need / unit.devices_per_node))
-    last = min(d.cluster.num_nodes, max(first, MAX_INSTANCE_DEVICES // unit.devices_per_node))
+    last = min(cluster.num_nodes, max(first, MAX_INSTANCE_DEVICES // unit.devices_per_node))
     return parts + [n * unit.devices_per_node for n in range(first, last + 1)]
 
 
@@ -114,12 +115,13 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
     w, s, out, loads = d.workload, d.serving, [], loads or ExpertLoads(d)
     chunks = (pinned.prefill_tokens_per_device,) if pinned and pinned.prefill_tokens_per_device else PREFILL_TOKENS_PER_DEVICE
     for size in sizes:
-        cluster = sub_cluster(d, size)
+        cluster = sub_cluster(d, size, Role.PREFILL)
         for layout in _layouts(d, cluster, Role.PREFILL, pinned):
             if not admits_longest(d, cluster, layout, 0):
                 continue
             scored = loads(layout, Phase.PREFILL)
-            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d), images=d.workload.images)
+            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d, Role.PREFILL),
+                              images=d.workload.images)
             for tokens in chunks:
                 mem = device_memory(d.model, d.precision, cluster, layout, w.input_tokens, s.hbm_utilization, tokens)
                 if not mem.fits:
@@ -176,8 +178,9 @@ def _max_utilisation_for_ttft(d: Deployment, c: Candidate, prefill_s: np.ndarray
         <= _allowed_tail(d), SLO_UTILISATION_CAP)
 
 
-def _price(d: Deployment) -> float | None:
-    return d.price.usd_per_device_hour if d.price else None
+def _price(d: Deployment, role: str = Role.DECODE) -> float | None:
+    price = d.price_of(role)
+    return price.usd_per_device_hour if price else None
 
 
 def _decode_slot_wait(d: Deployment, dc: Candidate, n_decode: int, req_rate: float,
@@ -191,7 +194,6 @@ def _decode_slot_wait(d: Deployment, dc: Candidate, n_decode: int, req_rate: flo
 
 
 def _disaggregated(d: Deployment, decode: list[Candidate], prefill: list[Candidate]) -> list[Recommendation]:
-    price = _price(d)
     decode_ok = _best_per_size([(c, c.tokens_per_s_per_device) for c in decode if c.step_s <= d.slo.tpot_s])
     prompts = prompt_lengths(d)
     times = {}  # per prefill candidate: (each prompt's prefill and KV transfer, its rank's service time)
@@ -207,7 +209,7 @@ def _disaggregated(d: Deployment, decode: list[Candidate], prefill: list[Candida
             sized = _size_disaggregated(d, dc, dc_rate, pc, pc_rate, *times[id(pc)])
             if sized is not None:
                 n_decode, n_prefill, ttft, req_rate = sized
-                out.append(_recommend(d, Mode.DISAGGREGATED, dc, n_decode, pc, n_prefill, ttft, dc.step_s, req_rate, price))
+                out.append(_recommend(d, Mode.DISAGGREGATED, dc, n_decode, pc, n_prefill, ttft, dc.step_s, req_rate))
     return out
 
 
@@ -234,7 +236,7 @@ def _size_disaggregated(d: Deployment, dc: Candidate, dc_rate: float, pc: Candid
         return queueing.ttft_tail(d.slo.ttft_s, prefill_s, regimes(req_rate, n_decode)) <= _allowed_tail(d)
 
     def fits(req_rate: float, n_decode: int) -> bool:
-        return n_decode * dc.instance_devices + prefill_instances(req_rate) * pc.instance_devices <= d.cluster.num_devices
+        return d.holds(n_decode * dc.instance_devices, prefill_instances(req_rate) * pc.instance_devices)
 
     if w.requests_per_s is None:
         req_rate = _largest_accepted(lambda r: meets(r, 1) and fits(r, 1), dc_rate * dc.instance_devices / w.output_tokens)
@@ -269,7 +271,7 @@ def _best_per_size(scored: list[tuple[Candidate, float]]) -> list[tuple[Candidat
 
 
 def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendation]:
-    w, price, out = d.workload, _price(d), []
+    w, out = d.workload, []
     max_devices = d.cluster.num_devices
     prompts, chunk_s = prompt_lengths(d), {}
     for c in aggregated:
@@ -311,7 +313,7 @@ def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendati
             if n * c.instance_devices > max_devices:
                 continue
         ttft = queueing.ttft_percentile_s(prefill_s, regimes(req_rate / n, n), d.slo.percentile)
-        out.append(_recommend(d, Mode.AGGREGATED, c, n, None, 0, ttft, tpot, req_rate, price))
+        out.append(_recommend(d, Mode.AGGREGATED, c, n, None, 0, ttft, tpot, req_rate))
     return out
 
 
@@ -324,17 +326,19 @@ def _largest_accepted(accepts: Callable[[float], bool], upper: float) -> float:
     return lo
 
 
-def _recommend(d, mode, dc, n_decode, pc, n_prefill, ttft, tpot, req_rate, price) -> Recommendation:
+def _recommend(d, mode, dc, n_decode, pc, n_prefill, ttft, tpot, req_rate) -> Recommendation:
     w = d.workload
     devices_decode = dc.instance_devices * n_decode
     devices_prefill = pc.instance_devices * n_prefill if pc else 0
-    per_hour = None if price is None else price * (devices_decode + devices_prefill)
-    if price is None:
-        usd_in = usd_out = None
+    price, prefill_price = _price(d), _price(d, Role.PREFILL)
+    if price is None or (devices_prefill and prefill_price is None):
+        per_hour = usd_in = usd_out = None
     elif mode == Mode.DISAGGREGATED:
+        per_hour = price * devices_decode + prefill_price * devices_prefill
         usd_out = usd_per_million_tokens(price * devices_decode, req_rate * w.output_tokens)
-        usd_in = usd_per_million_tokens(price * devices_prefill, req_rate * w.input_tokens)
+        usd_in = usd_per_million_tokens(prefill_price * devices_prefill, req_rate * w.input_tokens)
     else:  # aggregated: split the bill by the time each kind of work takes on the devices
+        per_hour = price * devices_decode
         share_out = 1.0 - dc.perf.prefill_share
         usd_out = usd_per_million_tokens(price * devices_decode * share_out, req_rate * w.output_tokens)
         usd_in = usd_per_million_tokens(price * devices_decode * (1 - share_out), req_rate * w.input_tokens)
@@ -374,13 +378,21 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
     if d.workload.requests_per_s is None:
         assumptions.append("no traffic volume (workload.requests_per_s): recommends the instance with the lowest cost per "
                            "request, sized as one decode instance and the prefill it needs")
-    if d.price is None:
-        assumptions.append(f"no price for {d.cluster.device.name}: set prices.{d.cluster.device.name} for costs")
+    for role in (Role.DECODE, Role.PREFILL) if d.mixed else (Role.DECODE,):
+        if d.price_of(role) is None:
+            name = d.cluster_of(role).device.name
+            assumptions.append(f"no price for {name}: set prices.{name} for costs")
+    if d.mixed:
+        assumptions.append(f"prefill on {d.prefill_cluster.num_devices} x {d.prefill_cluster.device.name}, decode on "
+                           f"{d.cluster.num_devices} x {d.cluster.device.name} (cluster.prefill): disaggregated only, "
+                           f"the KV cache moving at {d.kv_link_bytes_per_s / 1e9:,.0f} GB/s (the slower end's NIC)")
     sizes, loads = instance_sizes(d) if pinned is None else pinned.instance_sizes, ExpertLoads(d)
-    decode, prefill, aggregated = (score_decode(d, sizes, loads, pinned), score_prefill(d, sizes, loads, pinned),
-                                   score_aggregated(d, sizes, loads, pinned))
+    prefill_sizes = instance_sizes(d, Role.PREFILL) if pinned is None else sizes
+    decode, prefill = score_decode(d, sizes, loads, pinned), score_prefill(d, prefill_sizes, loads, pinned)
+    aggregated = [] if d.mixed else score_aggregated(d, sizes, loads, pinned)
     scored = len(decode) + len(prefill) + len(aggregated)
-    options = [r for r in _disaggregated(d, decode, prefill) + _aggregated(d, aggregated) if r.devices <= d.cluster.num_devices]
+    options = [r for r in _disaggregated(d, decode, prefill) + _aggregated(d, aggregated)
+               if d.holds(r.decode_devices, r.prefill_devices)]
     options.sort(key=lambda r: (_cost_per_request(r), r.ttft_s))
     options, nearest = _at_offered_tpot(d, options)
     replays: tuple[ReplayCheck, ...] = ()
@@ -419,11 +431,12 @@ def _at_offered_tpot(d: Deployment, options: list[Recommendation]) -> list[Recom
         @lru_cache(maxsize=None)
         def tpot_at(instances: int) -> float:
             return decode_tpot_s(d, ctx, dc, instances, r.requests_per_s, prompts, outputs, d.slo.percentile, stalls)
-        most = r.decode_instances + (d.cluster.num_devices - r.devices) // dc.instance_devices
+        spare = d.cluster.num_devices - r.decode_devices - (0 if d.mixed else r.prefill_devices)
+        most = r.decode_instances + spare // dc.instance_devices
         n = instances_for_tpot(tpot_at, r.decode_instances, most, d.slo.tpot_s)
         if n is not None:  # its TTFT is kept: more instances only shorten the waits
             out.append(_recommend(d, r.mode, dc, n, r.prefill, r.prefill_instances, r.ttft_s, tpot_at(n),
-                                  r.requests_per_s, _price(d)))
+                                  r.requests_per_s))
         elif nearest is None or tpot_at(most) < nearest[0]:
             nearest = (tpot_at(most), r)
     return sorted(out, key=lambda r: (_cost_per_request(r), r.ttft_s)), nearest

@@ -135,8 +135,8 @@ class _Pool:
         d = p.deployment
         self.planned, self.loads = planned, loads
         lay = planned.layout
-        cluster = instance_cluster(d.cluster.unit, planned.instance_devices)
-        costs = costs_of(d)
+        cluster = instance_cluster(d.cluster_of(planned.role).unit, planned.instance_devices)
+        costs = costs_of(d, planned.role)
         self.steps = StepTimes(tuple(StepContext(d.model, d.precision, cluster, lay, load, costs,
                                                  imbalance_decimals=IMBALANCE_DECIMALS, images=d.workload.images)
                                      for load in loads.loads))
@@ -177,8 +177,7 @@ class _Sim:
         self.prefill = _Pool(self, prefill[0], prefill_loads, config) if prefill else None
         self.front = self.prefill or self.decode  # where requests arrive
         self.disaggregated = self.prefill is not None
-        nic = d.cluster.device.scaleout_bytes_per_s or d.cluster.device.scaleup_bytes_per_s
-        self.transfer_s_per_token = kv_bytes_per_token(d.model, d.precision) / nic if self.disaggregated else 0.0
+        self.transfer_s_per_token = kv_bytes_per_token(d.model, d.precision) / d.kv_link_bytes_per_s if self.disaggregated else 0.0
         self.span_s = max(trace.duration_s, 1e-9)  # routing windows are spread evenly over the arrival span
         # the timeline splits the arrival span into timeline_bins (of at least MIN_TIMELINE_BIN_S); the drain after
         # the last arrival adds bins of the same width

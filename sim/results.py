@@ -268,7 +268,10 @@ def assemble(plan: Plan, trace: RequestTrace, req: Requests, tallies: list[PoolT
         occupied = np.asarray(tally.occupancy_bins + [0.0] * (bins - len(tally.occupancy_bins)))
         util_t[role.role] = busy / (bin_s * role.instances)
         occ_t[role.role] = np.divide(occupied, busy, out=np.zeros(len(busy)), where=busy > 0)
-    price = d.price.usd_per_device_hour if d.price else None
+    # the plan's devices at their own prices (a prefill pool on other hardware has its own), as one mean rate
+    prices = [(pool.devices, d.price_of(pool.role)) for pool in plan.pools]
+    price = None if not prices or any(p is None for _, p in prices) else \
+        sum(n * p.usd_per_device_hour for n, p in prices) / sum(n for n, _ in prices)
     observed = max(makespan, 1e-12)
     return SimResult(
         plan=plan.describe(), trace=trace.source, slo=d.slo, arrival_s=arrival,

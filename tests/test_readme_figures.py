@@ -664,3 +664,13 @@ def test_estimate_figures():
     _quoted(f"gives its TTFT {pinned.ttft_s:.2f} s and TPOT {pinned.tpot_s * 1e3:.1f} ms again")
     dp16 = api.estimate(str(example_path()), layout="attention=dp16,experts=ep16")
     _quoted(f"its p99 prompt alone takes {dp16.unqueued_ttft_s:.1f} s against the 5 s TTFT SLO")
+
+
+def test_mixed_hardware_figures():
+    mixed = api.plan(str(example_path().parent / "kimi-k2-h200-prefill-b200-decode.yaml"), replay=1)
+    r, check = mixed.recommendation, mixed.replays[0]
+    single = api.plan(str(example_path().parent / "kimi-k2-h200-128.yaml"), replay=0).recommendation
+    _quoted(f"{r.prefill_devices} H200 prefill 3.4 requests/s for {r.decode_devices} B200 decoding (TTFT {r.ttft_s:.2f} s, "
+            f"TPOT {r.tpot_s * 1e3:.1f} ms planned; {check.replayed_ttft_s:.2f} s and {check.replayed_tpot_s * 1e3:.1f} ms "
+            f"replayed): ${r.usd_per_hour:,.2f} an hour")
+    _quoted(f"where {single.devices} H200 cost ${single.usd_per_hour:,.2f}")

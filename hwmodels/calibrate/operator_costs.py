@@ -160,9 +160,10 @@ def costs_for(device_name: str, engine: str | None, version: str | None = None) 
     return fitted_costs() if measured is None else replace(fitted_costs(), measured=measured)
 
 
-def costs_of(d) -> OperatorCosts:
-    """The operator costs of a Deployment: its serving engine's measured tables on its device, else the fits."""
-    return costs_for(d.cluster.device.name, d.serving.engine, d.serving.engine_version)
+def costs_of(d, role: str = "decode") -> OperatorCosts:
+    """The operator costs of a Deployment's pools of `role`: its serving engine's measured tables on that pool's
+    device (a prefill pool may run on other hardware), else the fits."""
+    return costs_for(d.cluster_of(role).device.name, d.serving.engine, d.serving.engine_version)
 
 
 def describe_costs(d) -> str:

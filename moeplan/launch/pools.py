@@ -84,9 +84,10 @@ def launch_of(plan: Plan, engine: str, version: str, version_note: str, model_pa
     pools = []
     for i, pool in enumerate(plan.pools):
         layout, option = pool.layout, pool.option
-        per_node = min(pool.instance_devices, d.cluster.unit.devices_per_node)
+        cluster = d.cluster_of(pool.role)
+        per_node = min(pool.instance_devices, cluster.unit.devices_per_node)
         mem = option.perf.memory
-        left = d.cluster.device.hbm_bytes - mem.weight_bytes - mem.workspace_bytes
+        left = cluster.device.hbm_bytes - mem.weight_bytes - mem.workspace_bytes
         pools.append(PoolLaunch(
             role=pool.role, instances=pool.instances, devices=pool.instance_devices,
             nodes=pool.instance_devices // per_node, devices_per_node=per_node, attention_tp=layout.tp,
