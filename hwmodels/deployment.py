@@ -14,6 +14,7 @@ from hwmodels.hardware import Cluster
 from hwmodels.model_arch import ModelArch
 from hwmodels.precision import PrecisionPlan
 from hwmodels.roles import Phase
+from hwmodels.speculation import Speculation
 from hwmodels.vision import ImageInputs
 
 
@@ -90,6 +91,9 @@ class Serving:
     # None: the fitted kernel models
     engine: str | None = None
     engine_version: str | None = None
+    # MTP speculative decoding the planner may score decode pools with (None: the model has no MTP module, or the
+    # spec turned it off)
+    speculation: Speculation | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -27,6 +27,7 @@ from hwmodels.errors import InputError
 from hwmodels.layout import Layout
 from hwmodels.memory import DeviceMemory, device_memory
 from hwmodels.roles import Phase, Role
+from hwmodels.speculation import Speculation
 from hwmodels.step import StepContext, StepCost, lockstep_time_s
 
 SECONDS_PER_HOUR = 3600.0
@@ -34,25 +35,6 @@ SECONDS_PER_HOUR = 3600.0
 
 def usd_per_million_tokens(usd_per_device_hour: float, tokens_per_s_per_device: float) -> float:
     return usd_per_device_hour / (tokens_per_s_per_device * SECONDS_PER_HOUR) * 1e6
-
-
-@dataclass(frozen=True)
-class Speculation:
-    """Speculative decoding with the model's MTP module: `draft_tokens` drafted per sequence per step, each
-    accepted with probability `acceptance` when the ones before it were (the chain stops at the first miss)."""
-
-    draft_tokens: int
-    acceptance: float
-    source: str = ""
-
-    def __post_init__(self):
-        if self.draft_tokens < 1 or not 0.0 <= self.acceptance <= 1.0:
-            raise ValueError(f"invalid speculation {self}")
-
-    @property
-    def tokens_per_step(self) -> float:
-        """Expected tokens a sequence advances per verify step."""
-        return sum(self.acceptance ** i for i in range(self.draft_tokens + 1))
 
 
 @dataclass(frozen=True)

@@ -138,13 +138,14 @@ class StepContext:
         """
         return _step(self, Phase(phase), tokens_per_device, context_tokens, draft_tokens)
 
-    def lockstep_s(self, phase: Phase | str, busiest_tokens: float, mean_tokens: float, context_tokens: float) -> float:
+    def lockstep_s(self, phase: Phase | str, busiest_tokens: float, mean_tokens: float, context_tokens: float,
+                   draft_tokens: int = 0) -> float:
         """`lockstep_time_s` of a group whose busiest rank's devices carry `busiest_tokens` each and whose ranks
         carry `mean_tokens` on average (per device), evaluated exactly."""
-        busiest = self.step(phase, busiest_tokens, context_tokens)
+        busiest = self.step(phase, busiest_tokens, context_tokens, draft_tokens)
         if not self.arch.is_moe or mean_tokens >= busiest_tokens:
             return busiest.time_s
-        mean = self.step(phase, mean_tokens, context_tokens)
+        mean = self.step(phase, mean_tokens, context_tokens, draft_tokens)
         return lockstep_time_s(busiest.time_s, busiest.breakdown_s["expert_gemm"], busiest.overlap_ratio,
                                mean.breakdown_s["expert_gemm"])
 

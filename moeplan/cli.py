@@ -386,7 +386,8 @@ def _print_plan(result, out_dir) -> None:
     for col in ("devices", "layout", "batch/device", "TPOT ms", "tok/s/device", "tok/s/user"):
         t.add_column(col, justify="left" if col == "layout" else "right")
     for f in result.frontier:
-        t.add_row(str(f.instance_devices), f.layout.name(d.model.is_moe), str(f.work_per_device), f"{f.step_s * 1e3:.1f}",
+        t.add_row(str(f.instance_devices), f.layout.name(d.model.is_moe) + (", MTP" if f.speculation else ""),
+                  str(f.work_per_device), f"{f.tpot_s * 1e3:.1f}",
                   f"{f.tokens_per_s_per_device:,.0f}", f"{f.tokens_per_s_per_user:,.1f}")
     c.print(t)
     for a in result.assumptions:

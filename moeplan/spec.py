@@ -24,6 +24,7 @@ from hwmodels import catalog, safe_yaml
 from hwmodels.deployment import SLO, Deployment, PhaseRouting, Price, Routing, Serving, Workload
 from hwmodels.errors import InputError, excerpt, nearest_names, validation_error
 from hwmodels.hardware import Cluster, make_cluster
+from hwmodels.speculation import DEFAULT_ACCEPTANCE, MAX_DRAFT_TOKENS, Speculation, model_speculation
 from hwmodels.ingest.requests import MAX_LENGTH_CV, RequestTrace, load_trace
 from hwmodels.ingest.traffic import traffic
 from hwmodels.ingest.routing import fit_to_model, read_routing
@@ -150,6 +151,13 @@ def engine_spec(backend: str) -> EngineSpec:
         raise validation_error(e, "--backend", EngineSpec, "give sglang, trtllm or vllm, e.g. sglang@0.5.6") from None
 
 
+class SpeculativeSpec(_Strict):
+    draft_tokens: Whole = Field(ge=0, le=MAX_DRAFT_TOKENS, description="tokens the model's MTP modules draft per "
+                                "step (0: no speculative decoding; default: one per MTP module)")
+    acceptance: Number | None = Field(None, gt=0, le=1, description="chance each drafted token is accepted when the "
+                                      f"ones before it were (default {DEFAULT_ACCEPTANCE:g}, DeepSeek-V3's reported low end)")
+
+
 class ServingSpec(_Strict):
     engine: EngineSpec | None = Field(None, description="the engine whose measured kernel tables price the operators "
                                       "(the moeplan[measured] extra); none: the fitted kernel models")
@@ -159,6 +167,9 @@ class ServingSpec(_Strict):
     )
     tokens_per_step: Whole = Field(8192, gt=0, le=MAX_TOKENS_PER_STEP,
                                    description="tokens one forward step processes (chunked-prefill size)")
+    speculative: SpeculativeSpec | None = Field(None, description="MTP speculative decoding of a model with MTP modules "
+                                                "(DeepSeek, GLM-5, Qwen3.5, MiniMax): decode pools are scored with and "
+                                                "without it; default: one draft token per MTP module")
 
 
 class RoutingPhaseSpec(_Strict):
@@ -277,11 +288,21 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
         slo=SLO(spec.slo.ttft_s, spec.slo.tpot_s, spec.slo.percentile),
         price=_price(cluster.device.name, spec.prices, base_dir),
         serving=Serving(spec.serving.hbm_utilization, spec.serving.tokens_per_step,
-                        *((spec.serving.engine.name, spec.serving.engine.version) if spec.serving.engine else (None, None))),
+                        *((spec.serving.engine.name, spec.serving.engine.version) if spec.serving.engine else (None, None)),
+                        _speculation(spec.serving.speculative, arch)),
         routing=_routing(spec.routing, arch, base_dir),
         prefill_cluster=prefill,
         prefill_price=None if prefill is None else _price(prefill.device.name, spec.prices, base_dir),
     )
+
+
+def _speculation(given: SpeculativeSpec | None, arch: ModelArch) -> Speculation | None:
+    if given is not None and given.draft_tokens > 0 and arch.num_mtp_layers == 0:
+        raise InputError("serving.speculative", f"{arch.name} has no MTP module to draft with",
+                         "leave serving.speculative out (or draft_tokens: 0)")
+    if given is None:
+        return model_speculation(arch.num_mtp_layers)
+    return model_speculation(arch.num_mtp_layers, given.draft_tokens, given.acceptance)
 
 
 def _cluster(c: ClusterSpec | PrefillClusterSpec, field: str) -> Cluster:

@@ -39,12 +39,15 @@ def recommendation_frame(result: Plan) -> pd.DataFrame:
 def frontier_frame(result: Plan) -> pd.DataFrame:
     """The Pareto frontier of decode layouts; `chosen` marks the recommendation's decode point."""
     d, r = result.deployment, result.recommendation
-    chosen = (r.decode.instance_devices, r.decode.layout, r.decode.work_per_device) if r else None
+    def key(c):
+        return c.instance_devices, c.layout, c.work_per_device, c.speculation
+    chosen = key(r.decode) if r else None
     return pd.DataFrame([{
         "devices": c.instance_devices, "layout": c.layout.name(d.model.is_moe), "batch_per_device": c.work_per_device,
-        "tpot_s": c.step_s, "output_tokens_per_s_per_device": c.tokens_per_s_per_device,
+        "mtp_draft_tokens": c.speculation.draft_tokens if c.speculation else 0,
+        "tpot_s": c.tpot_s, "output_tokens_per_s_per_device": c.tokens_per_s_per_device,
         "tokens_per_s_per_user": c.tokens_per_s_per_user,
-        "chosen": (c.instance_devices, c.layout, c.work_per_device) == chosen,
+        "chosen": key(c) == chosen,
     } for c in result.frontier])
 
 

@@ -23,6 +23,7 @@ from hwmodels.expert_load import ExpertLoad
 from hwmodels.layout import Layout
 from hwmodels.roles import Role
 from hwmodels.serving import Performance
+from hwmodels.speculation import Speculation
 from planner.placement import Placement
 
 
@@ -68,10 +69,16 @@ class Candidate:
     load: ExpertLoad | None = None  # the per-device expert load it was scored with (dropped by `summarised`)
     placement: Placement | None = None  # the expert placement behind that load (None: no routing data)
     placement_summary: PlacementSummary | None = None
+    speculation: Speculation | None = None  # MTP speculative decoding the decode candidate was scored with
 
     @property
     def step_s(self) -> float:
         return self.perf.steps[0].time_s
+
+    @property
+    def tpot_s(self) -> float:
+        """Time per output token at a full batch: the step over the tokens it advances a sequence."""
+        return self.step_s / (self.speculation.tokens_per_step if self.speculation else 1.0)
 
     @property
     def tokens_per_s_per_device(self) -> float:
@@ -83,7 +90,8 @@ class Candidate:
 
     def describe(self, is_moe: bool) -> str:
         unit = "sequences" if self.role != Role.PREFILL else "tokens per step"
-        return f"{self.instance_devices} devices, {self.layout.name(is_moe)}, {self.work_per_device} {unit} per device"
+        mtp = f", MTP ({self.speculation.draft_tokens} draft)" if self.speculation else ""
+        return f"{self.instance_devices} devices, {self.layout.name(is_moe)}, {self.work_per_device} {unit} per device{mtp}"
 
     def summarised(self) -> Candidate:
         """The candidate as its predictions, without its per-device load and placement maps."""
@@ -93,6 +101,7 @@ class Candidate:
         """One line: the option and its predictions (the maps are in its `load` and `placement`)."""
         unit = "prompt tokens" if self.role == Role.PREFILL else "output tokens"
         placed = f", {self.placement_summary.method} placement" if self.placement_summary else ""
+        placed += f", MTP {self.speculation.draft_tokens} draft" if self.speculation else ""
         return (f"Candidate({self.role}: {self.instance_devices} devices, {self.perf.memory.layout_name}, "
                 f"{self.work_per_device:,} {'tokens per step' if self.role == Role.PREFILL else 'sequences'} per device; "
                 f"{self.tokens_per_s_per_device:,.0f} {unit}/s/device, {self.tokens_per_s_per_user:,.1f} tokens/s/user, "

@@ -28,6 +28,7 @@ from hwmodels.layout_text import layout_text
 from hwmodels.memory import DeviceMemory
 from hwmodels.roles import Phase, Role
 from hwmodels.serving import Performance
+from hwmodels.speculation import MAX_DRAFT_TOKENS, Speculation
 from hwmodels.step import COMPONENTS, StepCost
 from planner.estimate import Estimate
 from planner.placement import Placement, build_placement
@@ -172,6 +173,10 @@ def _candidate(c: Candidate, is_moe: bool) -> dict[str, Any]:
         "efficiency_sources": list(step.sources),
         "expert_load_shares": None if c.load is None else {"source": c.load.source, "shares": c.load.shares.tolist()},
         "placement": None if c.placement_summary is None else _placement(c.placement_summary, c.placement),
+        "speculation": None if c.speculation is None else {
+            "draft_tokens": c.speculation.draft_tokens, "acceptance": c.speculation.acceptance,
+            "tokens_per_step": c.speculation.tokens_per_step, "source": c.speculation.source},
+        "tpot_s": c.tpot_s,
     }
 
 
@@ -311,7 +316,14 @@ def _read_candidate(r: _Reader, key: str, d: Deployment, full: bool, role: Role 
                        r.number(f"{key}.prefill_share"))
     load = _read_load(r, f"{key}.expert_load_shares", layout, d) if full else None
     summary, placement = _read_placement(r, f"{key}.placement", layout, d, full)
-    return Candidate(got, devices, layout, work, perf, load, placement, summary)
+    speculation = None
+    if r.at(f"{key}.speculation", required=False) is not None:
+        draft, acceptance = r.int(f"{key}.speculation.draft_tokens"), r.fraction(f"{key}.speculation.acceptance")
+        if got != Role.DECODE or draft > MAX_DRAFT_TOKENS:
+            raise InputError(f"{r.source}: {key}.speculation", "only a decode pool drafts, at most "
+                             f"{MAX_DRAFT_TOKENS} tokens", _REPLAN)
+        speculation = Speculation(draft, acceptance, r.text(f"{key}.speculation.source"))
+    return Candidate(got, devices, layout, work, perf, load, placement, summary, speculation)
 
 
 def _read_step(r: _Reader, key: str) -> StepCost:

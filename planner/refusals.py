@@ -44,15 +44,15 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
         return "cluster", (f"no layout of {d.model_display_name} {d.precision.label()} {where} leaves KV cache room for a "
                            f"batch of {w.input_tokens:,} + {w.output_tokens:,}-token requests; use more devices or store "
                            "the KV cache in fewer bytes (precision.kv_cache: fp8)")
-    fastest = min(decode, key=lambda x: x.step_s)
-    if fastest.step_s > d.slo.tpot_s:
+    fastest = min(decode, key=lambda x: x.tpot_s)
+    if fastest.tpot_s > d.slo.tpot_s:
         step = fastest.perf.steps[0]
         bound = max(step.breakdown_s, key=step.breakdown_s.get)
         hint = "a device with more HBM bandwidth or lower-precision experts (precision.routed_experts: nvfp4 or int4) would help" \
             if bound in ("expert_gemm", "attention", "shared_expert", "dense_mlp") else \
             "a larger scale-up domain (NVL72, CloudMatrix384) would help"
         return "slo.tpot_s", (
-            f"no layout meets TPOT {d.slo.tpot_s * 1e3:.0f} ms {where}: the best reaches {fastest.step_s * 1e3:.0f} ms "
+            f"no layout meets TPOT {d.slo.tpot_s * 1e3:.0f} ms {where}: the best reaches {fastest.tpot_s * 1e3:.0f} ms "
             f"at batch {fastest.work_per_device} ({fastest.layout.name(d.model.is_moe)}, {bound.replace('_', ' ')}-bound); {hint}")
     prompts, w = prompt_lengths(d), d.workload
     # the prompt at the SLO's percentile, prefilled on the fastest prefill rank with no wait at all

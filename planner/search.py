@@ -97,7 +97,18 @@ def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoa
                     perf = aggregated_performance(ctx, batch, w.input_tokens, w.output_tokens, s.hbm_utilization,
                                                   s.tokens_per_step)
                 out.append(Candidate(role, size, layout, batch, perf, *scored))
+            if role == Role.DECODE and s.speculation is not None:  # and with the model's MTP drafting
+                out += _speculative(d, ctx, size, layout, scored, batches, context)
     return out
+
+
+def _speculative(d: Deployment, ctx: StepContext, size: int, layout: Layout, scored, batches, context: float) -> list[Candidate]:
+    """Decode candidates that verify the MTP modules' drafts each step (their weights and KV layer held too)."""
+    s, w = d.serving, d.workload
+    limit = largest_batch_that_fits(ctx, w.context_tokens, s.hbm_utilization, s.tokens_per_step, mtp_module=True)
+    return [Candidate(Role.DECODE, size, layout, batch, decode_performance(ctx, batch, context, s.hbm_utilization,
+                                                                          s.tokens_per_step, s.speculation),
+                      *scored, speculation=s.speculation) for batch in batches if batch <= limit]
 
 
 def score_decode(d: Deployment, sizes: list[int], loads: ExpertLoads | None = None,
@@ -189,12 +200,12 @@ def _decode_slot_wait(d: Deployment, dc: Candidate, n_decode: int, req_rate: flo
     its sequence slots (batch per device x TP), the router spreading requests evenly over the ranks; a sequence
     holds its slot for its output tokens' decode steps."""
     ranks = dc.instance_devices // dc.layout.tp * n_decode
-    holding_s = d.workload.output_tokens * dc.step_s
+    holding_s = d.workload.output_tokens * dc.tpot_s
     return queueing.slot_wait(dc.work_per_device * dc.layout.tp, holding_s, req_rate / ranks, _thinned(arrival_scv, ranks))
 
 
 def _disaggregated(d: Deployment, decode: list[Candidate], prefill: list[Candidate]) -> list[Recommendation]:
-    decode_ok = _best_per_size([(c, c.tokens_per_s_per_device) for c in decode if c.step_s <= d.slo.tpot_s])
+    decode_ok = _best_per_size([(c, c.tokens_per_s_per_device) for c in decode if c.tpot_s <= d.slo.tpot_s])
     prompts = prompt_lengths(d)
     times = {}  # per prefill candidate: (each prompt's prefill and KV transfer, its rank's service time)
     for c in prefill:
@@ -209,7 +220,7 @@ def _disaggregated(d: Deployment, decode: list[Candidate], prefill: list[Candida
             sized = _size_disaggregated(d, dc, dc_rate, pc, pc_rate, *times[id(pc)])
             if sized is not None:
                 n_decode, n_prefill, ttft, req_rate = sized
-                out.append(_recommend(d, Mode.DISAGGREGATED, dc, n_decode, pc, n_prefill, ttft, dc.step_s, req_rate))
+                out.append(_recommend(d, Mode.DISAGGREGATED, dc, n_decode, pc, n_prefill, ttft, dc.tpot_s, req_rate))
     return out
 
 
@@ -382,6 +393,8 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
         if d.price_of(role) is None:
             name = d.cluster_of(role).device.name
             assumptions.append(f"no price for {name}: set prices.{name} for costs")
+    if d.serving.speculation is not None:
+        assumptions.append(f"decode pools scored with and without {d.serving.speculation.describe()}")
     if d.mixed:
         assumptions.append(f"prefill on {d.prefill_cluster.num_devices} x {d.prefill_cluster.device.name}, decode on "
                            f"{d.cluster.num_devices} x {d.cluster.device.name} (cluster.prefill): disaggregated only, "

@@ -55,7 +55,8 @@ def decode_tpot_s(d: Deployment, ctx: StepContext, dc: Candidate, instances: int
         # each snapshot's step as requests of the workload's output lengths see it: a sequence joins its rank's batch
         # when the step under way ends, a wait its few steps share when it generates few tokens
         generated = rng.choice(several, (len(snapshot_s), DRAWS)) - 1
-        span_s = snapshot_s[:, None] * (generated + rng.uniform(0.0, 1.0, generated.shape))
+        # snapshot_s is per output token; the step under way that a joining sequence waits out is a whole step
+        span_s = snapshot_s[:, None] * (generated + _advance(dc) * rng.uniform(0.0, 1.0, generated.shape))
         if prefill_stalls is not None:
             span_s = span_s + _stalls_s(rng, span_s, requests_per_s * multiplier / (ranks * instances), ranks,
                                         *prefill_stalls)
@@ -104,14 +105,14 @@ def _snapshots(ctx: StepContext, dc: Candidate, per_rank_per_s: float, prompts: 
     requests, the holding time solved with the step it makes."""
     tp, slots = dc.layout.tp, dc.work_per_device * dc.layout.tp
     ranks = dc.instance_devices // tp
-    step_s = dc.step_s
+    step_s = dc.tpot_s
     for _ in range(FIXED_POINT_ROUNDS):
         offered = min(per_rank_per_s * output * step_s, slots)
         sequences = np.minimum(rng.poisson(offered, (SNAPSHOTS, ranks)), slots)
         held = sequences.sum(axis=1)
         if held.sum() == 0:  # so light a load that no snapshot holds a sequence: one alone on its rank
-            return _steps_s(ctx, np.ones((1, 1), int), np.array([[_mean_kv(prompts, output)]]), tp), np.ones(1)
-        snapshot_s = _steps_s(ctx, sequences, _kv_tokens(rng, sequences, prompts, output), tp)
+            return _steps_s(ctx, dc, np.ones((1, 1), int), np.array([[_mean_kv(prompts, output)]])), np.ones(1)
+        snapshot_s = _steps_s(ctx, dc, sequences, _kv_tokens(rng, sequences, prompts, output))
         new_step_s = float((snapshot_s * held).sum() / held.sum())
         converged = abs(new_step_s - step_s) <= 1e-3 * step_s
         step_s = new_step_s
@@ -133,10 +134,17 @@ def _kv_tokens(rng: np.random.Generator, sequences: np.ndarray, prompts: np.ndar
     return np.bincount(owner, weights=lengths, minlength=sequences.size).reshape(sequences.shape)
 
 
-def _steps_s(ctx: StepContext, sequences: np.ndarray, kv: np.ndarray, tp: int) -> np.ndarray:
-    """Each snapshot's lockstep decode step: attention at its busiest rank (most sequences, most KV tokens), the
-    experts at its mean rank. The step is affine in the context at a given batch (its attention reads the KV),
-    so it is evaluated at two contexts per distinct busiest batch and interpolated."""
+def _advance(dc: Candidate) -> float:
+    """Tokens a decode step advances a sequence (more than one with MTP speculative decoding, on average)."""
+    return dc.speculation.tokens_per_step if dc.speculation else 1.0
+
+
+def _steps_s(ctx: StepContext, dc: Candidate, sequences: np.ndarray, kv: np.ndarray) -> np.ndarray:
+    """Each snapshot's lockstep decode step per output token: attention at its busiest rank (most sequences, most KV
+    tokens), the experts at its mean rank, the step verifying the MTP drafts where the candidate speculates, over
+    the tokens it advances. The step is affine in the context at a given batch (its attention reads the KV), so it
+    is evaluated at two contexts per distinct busiest batch and interpolated."""
+    tp, draft = dc.layout.tp, dc.speculation.draft_tokens if dc.speculation else 0
     busiest, most_kv, mean = sequences.max(axis=1), kv.max(axis=1), sequences.mean(axis=1)
     out = np.zeros(len(busiest))
     for b in np.unique(busiest):
@@ -145,7 +153,7 @@ def _steps_s(ctx: StepContext, sequences: np.ndarray, kv: np.ndarray, tp: int) -
         at = busiest == b
         lo, hi = CONTEXT_POINTS
         mean_tokens = float(max(mean[at].mean(), 1.0 / tp)) / tp
-        t_lo, t_hi = (ctx.lockstep_s(Phase.DECODE, b / tp, mean_tokens, c) for c in (lo, hi))
+        t_lo, t_hi = (ctx.lockstep_s(Phase.DECODE, b / tp, mean_tokens, c, draft) / _advance(dc) for c in (lo, hi))
         context = most_kv[at] / b  # the busiest rank's KV as b sequences of equal length
         out[at] = t_lo + (t_hi - t_lo) * (context - lo) / (hi - lo)
     return out

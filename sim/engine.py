@@ -139,10 +139,10 @@ class _Pool:
         costs = costs_of(d, planned.role)
         self.steps = StepTimes(tuple(StepContext(d.model, d.precision, cluster, lay, load, costs,
                                                  imbalance_decimals=IMBALANCE_DECIMALS, images=d.workload.images)
-                                     for load in loads.loads))
+                                     for load in loads.loads), planned.option.speculation)
         workspace_tokens = planned.chunk_tokens_per_device if planned.role == Role.PREFILL else d.serving.tokens_per_step
         mem = device_memory(d.model, d.precision, cluster, lay, d.workload.context_tokens, d.serving.hbm_utilization,
-                            workspace_tokens)
+                            workspace_tokens, mtp_module=planned.option.speculation is not None)
         if not mem.fits:
             raise InputError(f"{p.source}: recommendation.{'prefill' if planned.role == Role.PREFILL else 'decode'}.layout",
                              f"{lay.name(d.model.is_moe)} on {planned.instance_devices} x {cluster.device.name} leaves no KV cache",

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import math
 
+from hwmodels.roles import Phase
+from hwmodels.speculation import Speculation
 from hwmodels.step import StepContext, StepCost, lockstep_time_s
 
 X_SEGMENT = 32  # work exact up to here, then interpolated over segments of this many
@@ -49,10 +51,15 @@ class StepTimes:
     """Memoised, interpolated step times of one instance (mutable: it fills its cache as the replay asks).
 
     contexts: the instance's StepContext in each routing window, in time order (the windows differ in expert load).
+    speculation: a decode pool's MTP speculative decoding. Its decode steps verify the drafts, and each is counted
+    per output token (the step over the tokens it advances a sequence on average): the replay moves sequences a
+    token at a time, so it keeps their throughput and KV growth and leaves out the spread of accepted drafts.
     """
 
-    def __init__(self, contexts: tuple[StepContext, ...]):
+    def __init__(self, contexts: tuple[StepContext, ...], speculation: Speculation | None = None):
         self.contexts = contexts
+        self.draft = speculation.draft_tokens if speculation else 0
+        self.advance = speculation.tokens_per_step if speculation else 1.0
         self._cache: dict[tuple[str, int, int, int], tuple[float, float, float]] = {}
         self._expert: dict[tuple[str, int, int], float] = {}
 
@@ -64,14 +71,15 @@ class StepTimes:
     def exact(self, phase: str, work: float, context: float, window: int) -> StepCost:
         """The step of `work` sequences (decode) or prompt tokens (prefill) on every DP attention group."""
         ctx = self.contexts[window]
-        return ctx.step(phase, work / ctx.layout.tp, context)
+        return ctx.step(phase, work / ctx.layout.tp, context, self.draft if phase == Phase.DECODE else 0)
 
     def exact_s(self, phase: str, work: float, context: float, window: int, mean_work: float | None = None) -> float:
         """time_s evaluated without the grid: the lockstep step of a group whose busiest rank has `work` and whose
         ranks have `mean_work` on average (None: all equal)."""
         ctx = self.contexts[window]
-        tp = ctx.layout.tp
-        return ctx.lockstep_s(phase, work / tp, work / tp if mean_work is None else mean_work / tp, context)
+        tp, decode = ctx.layout.tp, phase == Phase.DECODE
+        return ctx.lockstep_s(phase, work / tp, work / tp if mean_work is None else mean_work / tp, context,
+                              self.draft if decode else 0) / (self.advance if decode else 1.0)
 
     def _at(self, phase: str, x: int, j: int, window: int) -> tuple[float, float, float]:
         """(step time, routed-expert GEMM time, overlap ratio) at grid point (x, Y_RATIO ** j)."""
@@ -79,7 +87,8 @@ class StepTimes:
         cell = self._cache.get(key)
         if cell is None:
             cost = self.exact(phase, x, Y_RATIO ** j, window)
-            cell = self._cache[key] = (cost.time_s, cost.breakdown_s["expert_gemm"], cost.overlap_ratio)
+            per = self.advance if phase == Phase.DECODE else 1.0
+            cell = self._cache[key] = (cost.time_s / per, cost.breakdown_s["expert_gemm"] / per, cost.overlap_ratio)
         return cell
 
     def _interpolate(self, phase: str, work: int, context: float, window: int) -> tuple[float, float, float]:

@@ -12,7 +12,8 @@ from dataclasses import replace
 
 from hwmodels.calibrate.operator_costs import fitted_costs
 from hwmodels.expert_load import ExpertLoad
-from hwmodels.serving import (Speculation, aggregated_performance, decode_performance, largest_batch_that_fits,
+from hwmodels.speculation import Speculation
+from hwmodels.serving import (aggregated_performance, decode_performance, largest_batch_that_fits,
                               lockstep_aggregated_performance, one_rank_prefill_step, prefill_performance,
                               usd_per_million_tokens)
 from hwmodels.step import COMPONENTS, StepContext, lockstep_time_s

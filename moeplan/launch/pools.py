@@ -39,6 +39,7 @@ class PoolLaunch:
     kv_free_fraction: float  # the KV cache's share of the memory left after weights and workspace (TensorRT-LLM)
     placement: Placement | None
     port: int
+    draft_tokens: int = 0  # MTP speculative decoding's drafts per step (0: none)
 
     @property
     def sequences_per_rank(self) -> int | None:
@@ -95,7 +96,8 @@ def launch_of(plan: Plan, engine: str, version: str, version_note: str, model_pa
             redundant_experts=layout.redundant_experts, two_batch_overlap=layout.two_batch_overlap,
             batch_per_device=pool.batch_per_device, chunk_tokens_per_device=pool.chunk_tokens_per_device,
             kv_free_fraction=max(0.01, min(1.0, mem.kv_capacity_bytes / left)) if left > 0 else 0.01,
-            placement=pool.placement, port=BASE_PORT + 10 * i))
+            placement=pool.placement, port=BASE_PORT + 10 * i,
+            draft_tokens=option.speculation.draft_tokens if option.speculation else 0))
     w = d.workload
     context = w.max_input_tokens + w.output_tokens if w.max_input_tokens else None
     moe = d.model.moe
@@ -110,7 +112,7 @@ def pool_json(p: PoolLaunch) -> dict:
             "attention_tp": p.attention_tp, "attention_dp": p.attention_dp, "expert_parallel": p.expert_parallel,
             "moe_tp": p.moe_tp, "redundant_experts": p.redundant_experts, "two_batch_overlap": p.two_batch_overlap,
             "batch_per_device": p.batch_per_device, "chunk_tokens_per_device": p.chunk_tokens_per_device,
-            "port": p.port}
+            "mtp_draft_tokens": p.draft_tokens, "port": p.port}
 
 
 def is_prefill(p: PoolLaunch) -> bool:

@@ -10,7 +10,9 @@ the DeepSeek / Kimi K2 large-scale EP recipes, lmsys.org 2025-05-05 and 2025-07-
   where the plan placed experts from routing statistics;
 - `--max-running-requests` is the instance's sequences (SGLang divides it over DP ranks), `--cuda-graph-max-bs`
   one rank's, `--chunked-prefill-size` the instance's prompt tokens per step (divided over DP ranks too);
-- `--mem-fraction-static` is serving.hbm_utilization: the share of HBM for weights and KV cache.
+- `--mem-fraction-static` is serving.hbm_utilization: the share of HBM for weights and KV cache;
+- MTP speculative decoding (a decode pool the plan scored with it): `--speculative-algorithm EAGLE` with the
+  model's own NextN module, `--speculative-num-steps` drafts, top-1 (docs.sglang.ai, DeepSeek usage: MTP).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def server_argv(launch: Launch, p: PoolLaunch) -> list[str]:
         argv += ["--init-expert-location", p.placement_file]
     if p.two_batch_overlap:
         argv += ["--enable-two-batch-overlap"]
+    if p.draft_tokens:  # the model's MTP (NextN) module drafts, as SGLang's DeepSeek MTP recipe runs it
+        argv += ["--speculative-algorithm", "EAGLE", "--speculative-num-steps", str(p.draft_tokens),
+                 "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", str(p.draft_tokens + 1)]
     if p.sequences_per_instance is not None:
         argv += ["--max-running-requests", str(p.sequences_per_instance), "--cuda-graph-max-bs", str(p.sequences_per_rank)]
     argv += ["--chunked-prefill-size", str(p.chunk_tokens_per_instance), "--mem-fraction-static", f"{launch.hbm_utilization:g}"]

@@ -14,6 +14,8 @@ How the plan's layout maps onto TensorRT-LLM's settings:
   tokens per step;
 - `kv_cache_config.free_gpu_memory_fraction` is a share of the memory left after the weights (not of HBM):
   the plan's KV cache over the HBM its weights and workspace leave free;
+- MTP speculative decoding: `speculative_config` with decoding_type MTP and the plan's drafts
+  (num_nextn_predict_layers: newer releases read it as max_draft_len);
 - a multi-node instance runs under MPI: `mpirun -n RANKS trtllm-llmapi-launch trtllm-serve ...`.
 """
 
@@ -55,6 +57,8 @@ def llm_api_options(launch: Launch, p: PoolLaunch) -> dict:
         options["max_batch_size"] = p.chunk_tokens_per_rank // launch.input_tokens + 1
     if launch.context_tokens:
         options["max_seq_len"] = launch.context_tokens
+    if p.draft_tokens:
+        options["speculative_config"] = {"decoding_type": "MTP", "num_nextn_predict_layers": p.draft_tokens}
     if launch.mode == Mode.DISAGGREGATED:
         options["cache_transceiver_config"] = {"backend": "DEFAULT"}
         options["disable_overlap_scheduler"] = str(p.role) == "prefill"  # context servers run without it

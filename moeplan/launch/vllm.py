@@ -13,6 +13,7 @@ How the plan's layout maps onto vLLM's flags:
   places and moves experts itself and takes no placement file;
 - `--max-num-seqs` and `--max-num-batched-tokens` are one rank's (each DP rank schedules on its own);
 - `--gpu-memory-utilization` is serving.hbm_utilization;
+- MTP speculative decoding: `--speculative-config` with method deepseek_mtp and the plan's draft tokens;
 - disaggregated pools move KV with `--kv-transfer-config` (NixlConnector); vLLM has no prefill/decode router of
   its own, so the router is NVIDIA Dynamo's frontend (dynamo.yaml) or llm-d's.
 """
@@ -42,6 +43,8 @@ def server_argv(launch: Launch, p: PoolLaunch) -> list[str]:
         argv += ["--enable-eplb", "--eplb-config", json.dumps({"num_redundant_experts": p.redundant_experts})]
     if p.two_batch_overlap:
         argv += ["--enable-dbo"]
+    if p.draft_tokens:
+        argv += ["--speculative-config", json.dumps({"method": "deepseek_mtp", "num_speculative_tokens": p.draft_tokens})]
     if p.sequences_per_rank is not None:
         argv += ["--max-num-seqs", str(p.sequences_per_rank)]
     argv += ["--max-num-batched-tokens", str(p.chunk_tokens_per_rank), "--gpu-memory-utilization", f"{launch.hbm_utilization:g}"]
