@@ -664,3 +664,14 @@ def test_estimate_figures():
     _quoted(f"gives its TTFT {pinned.ttft_s:.2f} s and TPOT {pinned.tpot_s * 1e3:.1f} ms again")
     dp16 = api.estimate(str(example_path()), layout="attention=dp16,experts=ep16")
     _quoted(f"its p99 prompt alone takes {dp16.unqueued_ttft_s:.1f} s against the 5 s TTFT SLO")
+
+
+def test_the_price_pickers_example_costs(default_plan):
+    """The README's Hardware and prices section: the built-in example at the default row and at OCI's rows."""
+    oci = api.plan(example_path(), cloud="oci")
+    default_price, oci_price = default_plan.deployment.price, oci.deployment.price
+    assert (default_plan.recommendation.devices, oci.recommendation.devices) == (16, 16)
+    _quoted(f"The built-in example (Kimi K2 on 16 H200) costs ${default_plan.recommendation.usd_per_million_output:.2f} "
+            f"per million output tokens at the default row (${default_price.usd_per_device_hour:.2f}/h) and "
+            f"${oci.recommendation.usd_per_million_output:.2f} at OCI's list price (${oci_price.usd_per_device_hour:.2f}/h).")
+    assert oci_price.basis == "list"
