@@ -83,14 +83,16 @@ def test_planner_price_picker_costs_the_plan_at_a_clouds_rows():
     there the plan has no price."""
     at = _app()
     assert at.selectbox(key="planner_cloud").value == common.DEFAULT_ROWS
-    shown = at.selectbox(key="planner_cloud").options  # each choice with what it is: the default rows, then each cloud
-    assert [o.split(":")[0] for o in shown] == [common.DEFAULT_ROWS, *(c["name"] for c in api.clouds())]
+    shown = at.selectbox(key="planner_cloud").options  # the default rows, then each cloud (what it is: the caption)
+    assert shown == [common.DEFAULT_ROWS, *(c["name"] for c in api.clouds())]
+    assert common.price_choices()[common.DEFAULT_ROWS] in [c.value for c in at.sidebar.caption]
     default_usd = float(at.metric[4].value)
     at.selectbox(key="planner_cloud").set_value("oci")
     at.button(key="planner_plan").click().run()
     assert not at.exception and not _errors(at)
     assert "16 x h200-sxm" in at.success[0].value
     assert float(at.metric[4].value) == pytest.approx(default_usd * 12.25 / 2.30, rel=2e-3)
+    assert common.price_choices()["oci"] in [c.value for c in at.sidebar.caption]
     assert at.session_state["spec"]["prices"]["cloud"] == "oci"  # the other pages study the plan at the same prices
     assert at.number_input(key="planner_price").placeholder == "12.25"
     at.selectbox(key="planner_cloud").set_value("tensorwave")

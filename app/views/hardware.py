@@ -25,9 +25,10 @@ choices = common.price_choices()
 with st.form("hardware_form"):
     devices = st.multiselect("Devices", DEVICES, default=[d for d in DEFAULT if d in DEVICES], key="hardware_devices")
     prices = st.selectbox("Prices", list(choices), index=list(choices).index(common.spec_prices_choice(raw)),
-                          key="hardware_cloud", format_func=lambda c: f"{c}: {choices[c]}",
+                          key="hardware_cloud",
                           help="one cloud's rows cost every device, so the comparison compares hardware at one "
-                               "provider's prices (a device it does not offer has no price); or the default rows")
+                               "provider's prices (a device it does not offer has no price); or the default rows: "
+                               + "; ".join(f"{name}: {what}" for name, what in choices.items()))
     metric = st.selectbox("Chart", METRICS, format_func=display.label, key="hardware_metric")
     st.form_submit_button("Compare", type="primary")
 with common.shown_errors():

@@ -182,9 +182,10 @@ def _inputs(base: dict) -> tuple[dict, common.Files] | None:
     st.selectbox("Cluster unit", device["cluster_units"], key="planner_unit")
     unit = lists["units"][s.planner_unit]
     choices = common.price_choices()
-    st.selectbox("Prices", list(choices), key="planner_cloud", format_func=lambda c: f"{c}: {choices[c]}",
+    st.selectbox("Prices", list(choices), key="planner_cloud",
                  help="the price rows that cost the plan: the default rows, or one cloud's (a device it does not "
                       "offer has no price there)")
+    st.caption(choices[s.planner_cloud])
     c1, c2 = st.columns(2)
     c1.number_input("Devices", min_value=1, step=unit["devices_per_node"], key="planner_devices",
                     help=f"a whole number of {unit['name']} nodes of {unit['devices_per_node']}")
