@@ -151,6 +151,33 @@ def catalog_lists() -> dict:
             "formats": moeplan.api.number_formats()}
 
 
+DEFAULT_ROWS = "default rows"  # the price picker's choice of catalogs/prices.yaml's default rows (no cloud)
+
+
+@st.cache_data(show_spinner=False)
+def price_choices() -> dict[str, str]:
+    """What a page may cost devices with: the default rows, or one cloud of catalogs/prices.yaml (moeplan.api.clouds),
+    each with what it is."""
+    return {DEFAULT_ROWS: "one published price per device, sources mixed (catalogs/prices.yaml)",
+            **{c["name"]: c["display_name"] for c in moeplan.api.clouds()}}
+
+
+def cloud_of(choice: str) -> str | None:
+    """The cloud a price choice names (None: the default rows)."""
+    return None if choice == DEFAULT_ROWS else choice
+
+
+def spec_prices_choice(raw: dict) -> str:
+    """The price choice a spec dict makes (its prices.cloud, else the default rows)."""
+    return (raw.get("prices") or {}).get("cloud") or DEFAULT_ROWS
+
+
+@st.cache_data(show_spinner=False)
+def device_prices(choice: str) -> dict:
+    """name -> device record priced by the choice's rows (moeplan.api.devices(cloud)): its price, or None and why."""
+    return {d["name"]: d for d in moeplan.api.devices(cloud_of(choice))}
+
+
 def planned_devices() -> tuple[str, ...]:
     """The devices a cluster unit is built from (the ones a spec can name)."""
     return tuple(name for name, d in catalog_lists()["devices"].items() if d["cluster_units"])
@@ -191,11 +218,16 @@ def plan(raw: dict, files: Files = ()) -> moeplan.Plan:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def compare(raw: dict, files: Files, devices: tuple[str, ...]) -> moeplan.Sweep:
-    """moeplan.compare of the spec across devices. In this process (processes=1): the dashboard's script
-    runs in a thread of the Streamlit server, and forking a threaded server is not safe."""
+def compare(raw: dict, files: Files, devices: tuple[str, ...], prices: str = DEFAULT_ROWS) -> moeplan.Sweep:
+    """moeplan.api.compare of the spec across devices, every device costed by the `prices` choice (a cloud's rows,
+    or the default rows: the spec's own prices.cloud is replaced by it). In this process (processes=1): the
+    dashboard's script runs in a thread of the Streamlit server, and forking a threaded server is not safe."""
+    spec = copy.deepcopy(raw)
+    if spec.get("prices"):
+        spec["prices"] = {k: v for k, v in spec["prices"].items() if k != "cloud"}
     with temp_files(dict(files)) as folder:
-        return moeplan.compare(_with_absolute_routing(raw, folder), devices=devices, processes=1)
+        return moeplan.api.compare(_with_absolute_routing(spec, folder), devices=devices, processes=1,
+                                   cloud=cloud_of(prices))
 
 
 def _with_absolute_routing(raw: dict, folder: Path) -> dict:

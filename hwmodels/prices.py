@@ -2,13 +2,17 @@
 file of the same format, read into typed Prices with every bad entry named.
 
 A table is {prices_usd_per_device_hour: {DEVICE: {value, basis, date, source}}, clouds: {NAME: {display_name, basis,
-date, source, prices_usd_per_device_hour: {DEVICE: {value, [basis, date, source, note]}}}}}; a cloud's rows take the
-cloud's basis, date and source unless they give their own. `where` names the file in every error.
+date, source, prices_usd_per_device_hour: {DEVICE: {value, [basis, date, source, note]}}}}, no_published_price:
+{DEVICE: {searched, date}}}; a cloud's rows take the cloud's basis, date and source unless they give their own;
+no_published_price records a device searched for and not priced (what was searched, and when), so that a device
+without a default row is a recorded absence, not an oversight (`unaccounted` names the others). `where` names the
+file in every error.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -21,12 +25,25 @@ _FIX = "see catalogs/prices.yaml for the format"
 
 
 @dataclass(frozen=True)
+class PriceSearch:
+    """A search for a device's published hourly price that found none: what was searched, and when (YYYY-MM-DD)."""
+
+    searched: str
+    date: str
+
+    def describe(self) -> str:
+        return f"no published hourly price found (searched {self.date}: {self.searched})"
+
+
+@dataclass(frozen=True)
 class PriceTable:
-    """default: one price per device; clouds: cloud name -> its rows; display: cloud name -> what it is."""
+    """default: one price per device; clouds: cloud name -> its rows; display: cloud name -> what it is;
+    unpriced: device -> the search that found no published price (devices without a default row, on purpose)."""
 
     default: Mapping[str, Price]
     clouds: Mapping[str, Mapping[str, Price]] = field(default_factory=dict)
     display: Mapping[str, str] = field(default_factory=dict)
+    unpriced: Mapping[str, PriceSearch] = field(default_factory=dict)
 
     def for_cloud(self, cloud: str | None, field_name: str = "prices.cloud") -> Mapping[str, Price]:
         """The rows that price a plan: the cloud's (None: the default rows)."""
@@ -43,10 +60,10 @@ def parse_table(raw: Any, where: str, devices: tuple[str, ...], user: bool = Fal
     `user`: a user's file, whose rows may leave basis and date out (basis 'user')."""
     if not isinstance(raw, Mapping):
         raise InputError(where, "is not a YAML mapping", f"give prices_usd_per_device_hour and/or clouds; {_FIX}")
-    unknown = set(raw) - {"schema_version", "prices_usd_per_device_hour", "clouds"}
+    unknown = set(raw) - {"schema_version", "prices_usd_per_device_hour", "clouds", "no_published_price"}
     if unknown:
         key = sorted(map(str, unknown))[0]
-        raise InputError(f"{where}: {key}", "unknown field", "use prices_usd_per_device_hour and clouds")
+        raise InputError(f"{where}: {key}", "unknown field", "use prices_usd_per_device_hour, clouds and no_published_price")
     rows = raw.get("prices_usd_per_device_hour") or {}
     default = _rows(rows, f"{where}: prices_usd_per_device_hour", devices, {} if not user else {"basis": "user"}, user)
     clouds, display = {}, {}
@@ -63,7 +80,33 @@ def parse_table(raw: Any, where: str, devices: tuple[str, ...], user: bool = Fal
         clouds[str(name)] = _rows(cloud.get("prices_usd_per_device_hour") or {}, f"{field_name}.prices_usd_per_device_hour",
                                   devices, shared, user, prefix=str(name))
         display[str(name)] = str(cloud.get("display_name", name))
-    return PriceTable(default, clouds, display)
+    unpriced = _searches(raw.get("no_published_price") or {}, f"{where}: no_published_price", devices, default)
+    return PriceTable(default, clouds, display, unpriced)
+
+
+def unaccounted(table: PriceTable, devices: tuple[str, ...]) -> list[str]:
+    """The devices with neither a default row nor a recorded search (no_published_price): a device added to the
+    catalog without either is named here."""
+    return [d for d in devices if d not in table.default and d not in table.unpriced]
+
+
+def _searches(rows: Any, field_name: str, devices: tuple[str, ...], default: Mapping[str, Price]) -> dict[str, PriceSearch]:
+    if not isinstance(rows, Mapping):
+        raise InputError(field_name, "is not a mapping of device names to searches", _FIX)
+    out = {}
+    for device, row in rows.items():
+        at = f"{field_name}.{device}"
+        if device not in devices:
+            raise InputError(at, "unknown device", nearest_names(str(device), devices))
+        if device in default:
+            raise InputError(at, "the device has a default row", "remove it from no_published_price")
+        if not isinstance(row, Mapping) or not str(row.get("searched") or "").strip():
+            raise InputError(f"{at}.searched", "missing", "say what was searched for a published price")
+        date = str(row.get("date") or "")
+        if not re.fullmatch(r"20\d\d-\d\d-\d\d", date):
+            raise InputError(f"{at}.date", f"is {excerpt(row.get('date'))}", "give the day of the search, YYYY-MM-DD")
+        out[str(device)] = PriceSearch(str(row["searched"]).strip(), date)
+    return out
 
 
 def _rows(rows: Any, field_name: str, devices: tuple[str, ...], shared: Mapping[str, Any], user: bool,

@@ -23,10 +23,13 @@ def model_records() -> list[dict[str, Any]]:
     return rows
 
 
-def device_record(name: str, rows=None, where: str = "catalogs/prices.yaml") -> dict[str, Any]:
-    """One device's figures and sources; its price from `rows` (device -> Price; default: the catalog's default rows)."""
+def device_record(name: str, rows=None, where: str = "catalogs/prices.yaml", searches=None) -> dict[str, Any]:
+    """One device's figures and sources; its price from `rows` (device -> Price; default: the catalog's default rows);
+    `searches` (device -> PriceSearch; default: the catalog's, for its default rows) says what was searched where
+    none was found."""
     d = catalog.load_device(name)
     price = (catalog.catalog_prices() if rows is None else rows).get(name)
+    search = (catalog.price_table().unpriced if rows is None else searches or {}).get(name)
     return {
         "name": name,
         "display_name": d.display_name,
@@ -42,6 +45,7 @@ def device_record(name: str, rows=None, where: str = "catalogs/prices.yaml") -> 
         "price_source": price.source if price else f"no price in {where}: set prices.{name} in the spec",
         "price_basis": price.basis if price else None,
         "price_date": price.date if price else None,
+        "price_searched": search.describe() if search and not price else None,
         "unverified": list(d.unverified_fields()),
         "sources": {k: f.source for k, f in d.provenance.items()},
         "cluster_units": list(catalog.units_for_device(name)),
@@ -53,7 +57,8 @@ def device_records(cloud: str | None = None, prices_file=None) -> list[dict[str,
     table = catalog.price_table() if prices_file is None else catalog.read_price_file(prices_file)
     rows = table.for_cloud(cloud, "--cloud")
     where = (f"cloud {cloud} of " if cloud else "") + (str(prices_file) if prices_file is not None else "catalogs/prices.yaml")
-    return [device_record(n, rows, where) for n in catalog.device_names()]
+    searches = table.unpriced if cloud is None else {}  # a cloud that does not offer a device was not searched for it
+    return [device_record(n, rows, where, searches) for n in catalog.device_names()]
 
 
 def cloud_records() -> list[dict[str, Any]]:

@@ -67,16 +67,28 @@ def devices(args) -> int:
             cell(r["scaleup_bytes_per_s"], "scaleup_bytes_per_s", units.GB),
             cell(r["scaleout_bytes_per_s"], "scaleout_bytes_per_s", units.GB),
             "no price" if r["price_usd_per_hour"] is None else f"{r['price_usd_per_hour']:.2f}",
-            "none published: set prices." + r["name"] if r["price_usd_per_hour"] is None
-            else f"{r['price_basis']}, {r['price_date'] or 'undated'}",
+            _price_cell(r),
         )
     console().print(t)
-    for r in rows:  # every price with its source, and every missing one said
-        print(f"price {r['name']}: {r['price_source']}")
+    for r in rows:  # every price with its kind, date and source, and every missing one said (with the search, if any)
+        if r["price_usd_per_hour"] is None:
+            searched = f"; {r['price_searched']}" if r.get("price_searched") else ""
+            print(f"price {r['name']}: {r['price_source']}{searched}")
+        else:
+            print(f"price {r['name']}: {r['price_usd_per_hour']:.2f} USD/h ({r['price_basis']}, "
+                  f"{r['price_date'] or 'undated'}): {r['price_source']}")
     clouds = ", ".join(c["name"] for c in api.clouds())
     print(f"Sources: catalogs/devices.yaml and catalogs/prices.yaml (moeplan devices --json lists each figure's source); "
           f"other price rows: --cloud {{{clouds}}}, or --prices FILE.")
     return 0
+
+
+def _price_cell(r: dict) -> str:
+    if r["price_usd_per_hour"] is not None:
+        return f"{r['price_basis']}, {r['price_date'] or 'undated'}"
+    if r.get("price_searched"):
+        return "none found: set prices." + r["name"]
+    return "none published: set prices." + r["name"]
 
 
 def clusters(args) -> int:

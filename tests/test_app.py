@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import common
 from hwmodels.errors import InputError
+from moeplan import api
 from moeplan.spec import example_path
 
 APP = Path(__file__).resolve().parents[1] / "app" / "app.py"
@@ -74,6 +75,34 @@ def test_planner_inputs_drive_the_plan():
     frontier = at.get("plotly_chart")[0].proto.spec
     assert "TPOT SLO 40 ms" in frontier
     assert float(at.metric[1].value.removesuffix(" ms")) <= 40.0
+
+
+def test_planner_price_picker_costs_the_plan_at_a_clouds_rows():
+    """The example plans 16 H200: at the default rows ($2.30/h, LMSYS's assumption) and at OCI's list price ($12.25/h,
+    catalogs/prices.yaml) the same plan costs 12.25 / 2.30 times as much per token; TensorWave rents no H200, so
+    there the plan has no price."""
+    at = _app()
+    assert at.selectbox(key="planner_cloud").value == common.DEFAULT_ROWS
+    shown = at.selectbox(key="planner_cloud").options  # the default rows, then each cloud (what it is: the caption)
+    assert shown == [common.DEFAULT_ROWS, *(c["name"] for c in api.clouds())]
+    assert common.price_choices()[common.DEFAULT_ROWS] in [c.value for c in at.sidebar.caption]
+    default_usd = float(at.metric[4].value)
+    at.selectbox(key="planner_cloud").set_value("oci")
+    at.button(key="planner_plan").click().run()
+    assert not at.exception and not _errors(at)
+    assert "16 x h200-sxm" in at.success[0].value
+    assert float(at.metric[4].value) == pytest.approx(default_usd * 12.25 / 2.30, rel=2e-3)
+    assert common.price_choices()["oci"] in [c.value for c in at.sidebar.caption]
+    assert at.session_state["spec"]["prices"]["cloud"] == "oci"  # the other pages study the plan at the same prices
+    assert at.number_input(key="planner_price").placeholder == "12.25"
+    at.selectbox(key="planner_cloud").set_value("tensorwave")
+    at.button(key="planner_plan").click().run()
+    assert not at.exception and not _errors(at)
+    assert at.metric[4].value == "no price" and at.metric[5].value == "no price"
+    at.selectbox(key="planner_cloud").set_value(common.DEFAULT_ROWS)
+    at.button(key="planner_plan").click().run()
+    assert float(at.metric[4].value) == pytest.approx(default_usd, rel=1e-6)
+    assert "cloud" not in at.session_state["spec"]["prices"]
 
 
 def test_planner_bad_values_show_an_error_not_a_traceback():
@@ -252,6 +281,26 @@ def test_hardware_page_compares_devices():
     assert list(table["Device"]) == ["h100-sxm", "h200-sxm"]
     assert list(table["Sized"]) == ["grown from 16 devices", ""]  # 16 H100 are too few: compare sized it up
     assert "TPOT (ms)" in at.get("plotly_chart")[0].proto.spec
+
+
+def test_hardware_page_costs_every_device_at_the_picked_clouds_rows():
+    """OCI's list prices (catalogs/prices.yaml): H200 $12.25/h, B200 $16.00/h; TensorWave rents neither: no price."""
+    at = _page("hardware")
+    assert at.selectbox(key="hardware_cloud").value == common.DEFAULT_ROWS
+    at.multiselect(key="hardware_devices").set_value(["h200-sxm", "b200-sxm"])
+    at.selectbox(key="hardware_cloud").set_value("oci")
+    at.button[0].click().run()
+    assert not at.exception and not _errors(at)
+    table = at.table[0].value.set_index("Device")
+    assert list(table["USD per device-hour"]) == ["12.25", "16.00"]
+    for device, price in (("h200-sxm", 12.25), ("b200-sxm", 16.0)):  # the bill is the devices at the cloud's price
+        assert float(table.loc[device, "USD per hour"].replace(",", "")) == pytest.approx(
+            int(table.loc[device, "Devices"]) * price, abs=0.01)
+    at.selectbox(key="hardware_cloud").set_value("tensorwave")
+    at.button[0].click().run()
+    assert not at.exception and not _errors(at)
+    table = at.table[0].value
+    assert set(table["USD per device-hour"]) == {"no price"} and set(table["USD per M output tokens"]) == {"no price"}
 
 
 def test_validation_page_shows_predicted_vs_published():

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import checkout_cli
-from hwmodels import catalog
+from hwmodels import catalog, prices
 from hwmodels.deployment import Price
 from hwmodels.errors import InputError
 from moeplan import api
@@ -24,6 +24,43 @@ def test_every_price_row_has_a_value_basis_date_and_source():
     assert len(rows) > len(table.default)  # the clouds add rows
     for p in rows:
         assert p.usd_per_device_hour > 0 and p.source and p.basis in ("assumption", "list", "on-demand") and p.date[:2] == "20"
+
+
+def test_every_catalog_device_has_a_dated_sourced_price_or_a_dated_record_of_the_search():
+    """The bar of issue 20: a device added to catalogs/devices.yaml without a default price row (value, basis, date,
+    source) or a no_published_price entry (what was searched, and when) fails here."""
+    table = catalog.price_table()
+    assert prices.unaccounted(table, catalog.device_names()) == []
+    for name in catalog.device_names():
+        if name in table.default:
+            p = table.default[name]
+            assert p.source and p.basis in ("assumption", "list", "on-demand") and p.date[:2] == "20", name
+        else:
+            search = table.unpriced[name]
+            assert len(search.searched) > 40 and search.date[:2] == "20", name
+    assert not set(table.default) & set(table.unpriced)
+
+
+def test_a_device_with_neither_a_price_nor_a_search_is_named():
+    devices = catalog.device_names() + ("x-new-gpu",)
+    raw = yaml.safe_load((catalog.CATALOG_DIR / "prices.yaml").read_text())
+    assert prices.unaccounted(prices.parse_table(raw, "prices.yaml", devices), devices) == ["x-new-gpu"]
+    raw["no_published_price"]["x-new-gpu"] = {"searched": "every cloud", "date": "2026-12-05"}
+    assert prices.unaccounted(prices.parse_table(raw, "prices.yaml", devices), devices) == []
+
+
+@pytest.mark.parametrize("entry, field, fix", [
+    ({"h200-sxm": {"searched": "x", "date": "2026-12-05"}}, "no_published_price.h200-sxm", "remove it"),
+    ({"h20-sxm": {"searched": "x", "date": "2026-12-05"}}, "no_published_price.h20-sxm", "did you mean"),
+    ({"h20-96gb": {"date": "2026-12-05"}}, "h20-96gb.searched", "what was searched"),
+    ({"h20-96gb": {"searched": "x", "date": "2026"}}, "h20-96gb.date", "YYYY-MM-DD"),
+])
+def test_a_bad_search_record_is_one_error_naming_the_entry(entry, field, fix):
+    with pytest.raises(InputError) as e:
+        prices.parse_table({"prices_usd_per_device_hour": {"h200-sxm": {"value": 2.3, "basis": "list", "date": "2026",
+                                                                         "source": "s"}},
+                            "no_published_price": entry}, "p.yaml", catalog.device_names())
+    assert field in e.value.field and fix in e.value.fix
 
 
 def test_a_cloud_row_takes_the_cloud_basis_date_and_source_unless_it_gives_its_own():
@@ -59,7 +96,7 @@ def test_a_user_price_file_replaces_the_catalog(tmp_path):
     ("prices_usd_per_device_hour:\n  h20-96gb: -1\n", "h20-96gb.value", "a number > 0"),
     ("prices_usd_per_device_hour:\n  h20-96gb: {value: 1, basis: cheap}\n", "h20-96gb.basis", "use one of"),
     ("prices_usd_per_device_hour: [1, 2]\n", "prices_usd_per_device_hour", "catalogs/prices.yaml"),
-    ("price: {h20-96gb: 1}\n", "price", "use prices_usd_per_device_hour and clouds"),
+    ("price: {h20-96gb: 1}\n", "price", "use prices_usd_per_device_hour, clouds and no_published_price"),
     ("- 1\n", "prices.file", "prices_usd_per_device_hour"),
 ])
 def test_a_malformed_price_file_is_one_error_naming_the_entry(tmp_path, text, field, fix):
@@ -93,6 +130,15 @@ def test_devices_cli_lists_each_price_with_its_source_and_refuses_an_unknown_clo
     for name in catalog.device_names():
         assert f"price {name}: " in r.stdout
     assert "price ascend-910b: no price in catalogs/prices.yaml: set prices.ascend-910b" in r.stdout
+    table = catalog.price_table()
+    for name, p in table.default.items():  # each price with its value, kind, date and source
+        assert f"price {name}: {p.usd_per_device_hour:.2f} USD/h ({p.basis}, {p.date}): {p.source}" in r.stdout
+    for name, search in table.unpriced.items():  # each missing one with the search that found none, and when
+        assert f"{search.describe()}" in " ".join(r.stdout.split()), name
+    rows = {d["name"]: d for d in json.loads(checkout_cli.run("devices", "--json", cwd=tmp_path).stdout)}
+    assert rows["mi355x"]["price_usd_per_hour"] is None and rows["mi355x"]["price_searched"].startswith(
+        "no published hourly price found (searched 2026-12-05")
+    assert rows["h200-sxm"]["price_searched"] is None
     r = checkout_cli.run("devices", "--cloud", "oci", "--json", cwd=tmp_path)
     rows = {d["name"]: d for d in json.loads(r.stdout)}
     assert rows["b200-sxm"]["price_usd_per_hour"] == 16.0 and rows["b200-sxm"]["price_basis"] == "list"

@@ -674,3 +674,14 @@ def test_mixed_hardware_figures():
             f"TPOT {r.tpot_s * 1e3:.1f} ms planned; {check.replayed_ttft_s:.2f} s and {check.replayed_tpot_s * 1e3:.1f} ms "
             f"replayed): ${r.usd_per_hour:,.2f} an hour")
     _quoted(f"where {single.devices} H200 cost ${single.usd_per_hour:,.2f}")
+
+
+def test_the_price_pickers_example_costs(default_plan):
+    """The README's Hardware and prices section: the built-in example at the default row and at OCI's rows."""
+    oci = api.plan(example_path(), cloud="oci")
+    default_price, oci_price = default_plan.deployment.price, oci.deployment.price
+    assert (default_plan.recommendation.devices, oci.recommendation.devices) == (16, 16)
+    _quoted(f"The built-in example (Kimi K2 on 16 H200) costs ${default_plan.recommendation.usd_per_million_output:.2f} "
+            f"per million output tokens at the default row (${default_price.usd_per_device_hour:.2f}/h) and "
+            f"${oci.recommendation.usd_per_million_output:.2f} at OCI's list price (${oci_price.usd_per_device_hour:.2f}/h).")
+    assert oci_price.basis == "list"

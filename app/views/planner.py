@@ -54,6 +54,7 @@ def _inputs_from_spec(raw: dict) -> None:
     s.planner_tpot_ms = float(raw["slo"]["tpot_s"]) * 1e3  # the dashboard shows TPOT in ms
     s.planner_percentile = float(raw["slo"].get("percentile", 99.0))
     s.planner_price = (raw.get("prices") or {}).get(unit["device"])
+    s.planner_cloud = common.spec_prices_choice(raw)
 
 
 def _on_spec_upload() -> None:
@@ -91,9 +92,11 @@ def _spec_from_inputs(base: dict, workload: dict, routing: dict | None, files: c
     raw["precision"] = precision
     raw["workload"] = workload
     raw["slo"] = {"ttft_s": s.planner_ttft_s, "tpot_s": s.planner_tpot_ms / 1e3, "percentile": s.planner_percentile}
-    prices = {k: v for k, v in (raw.get("prices") or {}).items() if k != s.planner_device}
+    prices = {k: v for k, v in (raw.get("prices") or {}).items() if k not in (s.planner_device, "cloud")}
     if s.planner_price is not None:
         prices[s.planner_device] = s.planner_price
+    if common.cloud_of(s.planner_cloud) is not None:  # prices.cloud: one cloud's rows cost the plan (api.plan's cloud=)
+        prices["cloud"] = s.planner_cloud
     raw["prices"] = prices
     raw.pop("routing", None)
     if routing:
@@ -178,14 +181,21 @@ def _inputs(base: dict) -> tuple[dict, common.Files] | None:
     device = lists["devices"][s.planner_device]
     st.selectbox("Cluster unit", device["cluster_units"], key="planner_unit")
     unit = lists["units"][s.planner_unit]
+    choices = common.price_choices()
+    st.selectbox("Prices", list(choices), key="planner_cloud",
+                 help="the price rows that cost the plan: the default rows, or one cloud's (a device it does not "
+                      "offer has no price there)")
+    st.caption(choices[s.planner_cloud])
     c1, c2 = st.columns(2)
     c1.number_input("Devices", min_value=1, step=unit["devices_per_node"], key="planner_devices",
                     help=f"a whole number of {unit['name']} nodes of {unit['devices_per_node']}")
-    listed = device["price_usd_per_hour"]
+    priced = common.device_prices(s.planner_cloud)[s.planner_device]
+    listed = priced["price_usd_per_hour"]
     c2.number_input("USD/device-h", min_value=0.0, value=None, key="planner_price", format="%.2f",
                     placeholder=f"{listed:.2f}" if listed is not None else "none",
-                    help=(f"blank: the catalog's {listed:.2f} ({device['price_source']})" if listed is not None
-                          else "no catalog price: without one the plan has no cost"))
+                    help=(f"blank: {listed:.2f} ({priced['price_basis']}, {priced['price_date']}: {priced['price_source']})"
+                          if listed is not None else
+                          f"{priced['price_searched'] or priced['price_source']}: without a price the plan has no cost"))
     st.selectbox("Routed experts", [CHECKPOINT, *lists["formats"]["weights"]], key="planner_experts",
                  help="the number format of the routed experts' weights")
     st.selectbox("KV cache", [CHECKPOINT, *lists["formats"]["kv_cache"]], key="planner_kv")
