@@ -214,11 +214,13 @@ def _checked_plan(d: Deployment, replay: int = REPLAYED_OPTIONS, requests: int |
 
 def estimate(spec: SpecLike, layout: str | None = None, batch: int | None = None, prefill: str | None = None,
              decode: str | None = None, prefill_tokens: int | None = None, trace: str | Path | None = None,
-             backend: str | None = None, cloud: str | None = None, prices: str | Path | None = None) -> Estimate:
+             backend: str | None = None, cloud: str | None = None, prices: str | Path | None = None,
+             mtp: bool | None = None) -> Estimate:
     """Score a layout the user fixes: `layout` for aggregated instances ("attention=dp16,experts=ep16";
     hwmodels.layout_text), or `prefill` and `decode` for a disaggregated deployment. batch: decode (or aggregated)
     sequences per device (default: the cheapest the KV cache admits that meets the SLOs); prefill_tokens: prompt
-    tokens per prefill device per step. The Estimate holds the pinned plan (.plan.recommendation: TTFT, TPOT,
+    tokens per prefill device per step; mtp: decode with the model's MTP drafts (True) or without (False), default
+    whichever is cheaper. The Estimate holds the pinned plan (.plan.recommendation: TTFT, TPOT,
     throughput, cost), the SLO fields it misses (.missed) and why (.why); `estimate_json` is its JSON."""
     d = deployment(spec, trace=trace, backend=backend, cloud=cloud, prices=prices)
     if (layout is None) == (prefill is None and decode is None) or (prefill is None) != (decode is None):
@@ -230,7 +232,10 @@ def estimate(spec: SpecLike, layout: str | None = None, batch: int | None = None
     pinned = Pinned(aggregated=None if layout is None else parse_layout(layout, d.model, "--layout"),
                     prefill=None if prefill is None else parse_layout(prefill, d.model, "--prefill"),
                     decode=None if decode is None else parse_layout(decode, d.model, "--decode"),
-                    batch_per_device=batch, prefill_tokens_per_device=prefill_tokens)
+                    batch_per_device=batch, prefill_tokens_per_device=prefill_tokens, mtp=mtp)
+    if mtp and (layout is not None or d.serving.speculation is None):
+        raise InputError("--mtp", "MTP drafting is scored for disaggregated decode pools of a model with MTP modules",
+                         "give --prefill and --decode for a model with MTP modules, or leave --mtp out")
     return _estimate(d, pinned)
 
 

@@ -21,6 +21,8 @@ def add_arguments(s) -> None:
                         f"meets the SLOs; {bounds_help('--batch')})")
     s.add_argument("--prefill-tokens", type=int_in("--prefill-tokens"), metavar="N",
                    help=f"prompt tokens per prefill device per step (default: the cheapest; {bounds_help('--prefill-tokens')})")
+    s.add_argument("--mtp", choices=("on", "off"), help="decode with the model's MTP drafts or without (default: "
+                   "whichever is cheaper; a model with MTP modules, disaggregated)")
     s.add_argument("--trace", metavar="FILE", help="size for a request trace's traffic, as `plan --trace` does")
     s.add_argument("--json", action="store_true", help="print the estimate as JSON")
     s.set_defaults(run=run)
@@ -29,7 +31,7 @@ def add_arguments(s) -> None:
 def run(args) -> int:
     e = api.estimate(args.spec, layout=args.layout, batch=args.batch, prefill=args.prefill, decode=args.decode,
                      prefill_tokens=args.prefill_tokens, trace=args.trace, backend=args.backend, cloud=args.cloud,
-                     prices=args.prices)
+                     prices=args.prices, mtp=None if args.mtp is None else args.mtp == "on")
     doc = api.estimate_json(e)
     if args.json:
         print_json(doc)
@@ -63,5 +65,7 @@ def _print(e, doc: dict) -> None:
     if r.usd_per_hour is None:
         c.print(f"  cost: no price for {d.cluster.device.name} (prices.{d.cluster.device.name} sets one)")
     else:
+        prices = "; ".join(f"{d.cluster_of(role).device.name} at {d.price_of(role).describe()}"
+                           for role in (("prefill", "decode") if d.mixed else ("decode",)))
         c.print(f"  cost: ${r.usd_per_hour:,.2f}/hour; ${r.usd_per_million_input:,.3f} per million input tokens, "
-                f"${r.usd_per_million_output:,.3f} per million output tokens ({d.price.describe()})")
+                f"${r.usd_per_million_output:,.3f} per million output tokens ({prices})")

@@ -228,6 +228,7 @@ class Pinned:
     decode: Layout | None = None
     batch_per_device: int | None = None
     prefill_tokens_per_device: int | None = None
+    mtp: bool | None = None  # decode with the model's MTP drafts (True), without (False), either (None)
 
     def __post_init__(self):
         if (self.aggregated is None) == (self.decode is None or self.prefill is None) or \

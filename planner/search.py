@@ -90,14 +90,14 @@ def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoa
             ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d), images=d.workload.images)
             limit = largest_batch_that_fits(ctx, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
             batches = (pinned.batch_per_device,) if pinned and pinned.batch_per_device else DECODE_BATCHES
-            for batch in (b for b in batches if b <= limit):
+            for batch in (b for b in batches if b <= limit and not (pinned and pinned.mtp and role == Role.DECODE)):
                 if role == Role.DECODE:
                     perf = decode_performance(ctx, batch, context, s.hbm_utilization, s.tokens_per_step)
                 else:
                     perf = aggregated_performance(ctx, batch, w.input_tokens, w.output_tokens, s.hbm_utilization,
                                                   s.tokens_per_step)
                 out.append(Candidate(role, size, layout, batch, perf, *scored))
-            if role == Role.DECODE and s.speculation is not None:  # and with the model's MTP drafting
+            if role == Role.DECODE and s.speculation is not None and not (pinned and pinned.mtp is False):  # MTP too
                 out += _speculative(d, ctx, size, layout, scored, batches, context)
     return out
 

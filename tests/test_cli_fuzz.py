@@ -97,7 +97,7 @@ COMMANDS = {
     "clusters": [("--json", "flag")],
     "model": [("--context", "number"), ("--precision", "name"), ("--json", "flag")],
     "check": [("--json", "flag"), ("--all", "flag")],
-    "estimate": [("--layout", "name"), ("--prefill", "name"), ("--decode", "name"), ("--batch", "number"),
+    "estimate": [("--layout", "name"), ("--prefill", "name"), ("--decode", "name"), ("--batch", "number"), ("--mtp", "name"),
                  ("--prefill-tokens", "number"), ("--trace", "in"), ("--json", "flag")],
     "plan": [("-o", "out"), ("--force", "flag"), ("--json", "flag"), ("--no-simulate", "flag"), ("--requests", "number")],
     "compare": [("--devices", "names"), ("--models", "names"), ("-o", "out"), ("--force", "flag"),

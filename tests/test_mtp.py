@@ -88,3 +88,14 @@ def test_launch_files_run_the_mtp_module(with_mtp):
         files = api.launch_files(replace(with_mtp.plan, deployment=served))
         decode = files["decode.yaml"] if engine == "trtllm" else files["decode.sh"]
         assert needle in decode
+
+
+def test_estimate_pins_mtp_on_or_off():
+    kwargs = dict(prefill="attention=dp8", decode="attention=dp8", batch=64)
+    on = api.estimate(_spec(), mtp=True, **kwargs).plan.recommendation.decode
+    off = api.estimate(_spec(), mtp=False, **kwargs).plan.recommendation.decode
+    assert on.speculation is not None and off.speculation is None
+    assert on.tpot_s < off.tpot_s < on.step_s  # the verify step is longer, the time per token shorter
+    with pytest.raises(InputError) as e:
+        api.estimate(str(example_path()), layout="attention=tp8xdp2", mtp=True)
+    assert e.value.field == "--mtp"
