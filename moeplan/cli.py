@@ -189,6 +189,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", metavar="NAME[@VERSION]",
                    help="price every published deployment with this serving engine's measured kernel tables (by default "
                         "each by its own engine, where it names one); with --measured, only the rows it served")
+    s.add_argument("-o", "--output", metavar="DIR", help="with --measured: write report.html (predicted against measured, "
+                   "by engine and mode, beside the peer's), summary.md and rows.csv into DIR (checked first; refused "
+                   "if not empty, unless --force)")
+    s.add_argument("--force", action="store_true", help="write into a non-empty DIR, replacing the report files")
     s.set_defaults(run=_validate)
 
     s = sub.add_parser("simulate", help="replay a request trace through a plan: TTFT/TPOT percentiles, goodput, cost")
@@ -467,6 +471,8 @@ def _bench_kernels(args) -> int:
 def _validate(args) -> int:
     if args.measured is not None:
         return cli_measured.run(args)
+    if args.output is not None:
+        raise InputError("-o", "a report folder is written for --measured FILE.csv", "add --measured, or leave -o out")
     rows = api.validate(args.deployments, args.backend)
     fits = api.kernel_fits() if args.kernels else None
     if args.json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from moeplan import api
+from moeplan import api, output_files
 from moeplan.cli_show import console, print_json
 
 _GROUPS = ("model", "system", "engine", "mode")
@@ -15,7 +15,10 @@ def _pct(value) -> str:
 
 
 def run(args) -> int:
+    out_dir = output_files.output_dir(args.output, args.force) if args.output is not None else None
     rows = api.validate_measured(args.measured, args.backend)
+    if out_dir is not None:
+        output_files.write_files(out_dir, api.measured_report(args.measured, rows, (None, *_GROUPS)))
     if args.json:
         print_json([r.to_json() for r in rows])
         return 0
@@ -38,4 +41,6 @@ def run(args) -> int:
             reasons[r.reason] = reasons.get(r.reason, 0) + 1
     for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
         c.print(f"not modelled ({count} rows): {reason}")
+    if out_dir is not None:
+        c.print(f"wrote {out_dir / 'report.html'}, summary.md and rows.csv")
     return 0

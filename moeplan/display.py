@@ -43,6 +43,11 @@ COLUMNS: dict[str, Column] = {
     "output_tokens_per_request": Column("Output tokens per request"),
     "role": Column("Role"), "part": Column("Part"), "bytes": Column("GB", _GB, 2),
     "step": Column("Step"), "component": Column("Component"), "seconds": Column("Time (s)", decimals=3),
+    # measured deployments (moeplan.measured_report)
+    "group": Column("Group"), "rows": Column("Rows"), "modelled": Column("Modelled"),
+    "coverage": Column("Coverage (%)", _PCT, 1), "peer_modelled": Column("Peer's rows"),
+    "moeplan_tpot_median": Column("TPOT median error (%)", _PCT, 1), "peer_tpot_median": Column("Peer TPOT median error (%)", _PCT, 1),
+    "moeplan_ttft_median": Column("TTFT median error (%)", _PCT, 1), "peer_ttft_median": Column("Peer TTFT median error (%)", _PCT, 1),
     # latency percentiles (moeplan.simulation.summary_frame)
     "metric": Column("Metric"), "p50_s": Column("p50 (s)", decimals=3), "p90_s": Column("p90 (s)", decimals=3),
     "p99_s": Column("p99 (s)", decimals=3), "slo_s": Column("SLO (s)", decimals=3),

@@ -107,7 +107,7 @@ COMMANDS = {
     "place": [("--fit-loads", "in"), ("--ep", "number"), ("--redundant", "number"), ("--nodes", "number"),
               ("--time-limit", "number"), ("-o", "out"), ("--json", "flag")],
     "bench-kernels": [("--device", "name"), ("--model", "name"), ("--quick", "flag"), ("-o", "out_bad")],
-    "validate": [("--deployments", "in"), ("--json", "flag")],
+    "validate": [("--deployments", "in"), ("--json", "flag"), ("--measured", "in"), ("-o", "out_bad")],
     "simulate": [("--plan", "in"), ("--trace", "in"), ("--routing", "in"), ("--prefill-routing", "in"),
                  ("--requests", "number"), ("--subsample", "number"), ("--speedup", "number"), ("--rate", "number"),
                  ("--seed", "number"), ("--router", "name"), ("--kv-policy", "name"), ("--max-batch", "number"),
