@@ -293,6 +293,15 @@ def trace_workload(t: RequestTrace) -> dict:
             "requests_per_s": t.rate_per_s}
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def validate_measured(data: bytes, name: str = "measured.csv") -> tuple[list, dict]:
+    """moeplan.api.validate_measured on an uploaded measured-deployments CSV: (rows, {group: summary}) for all
+    rows and by engine and mode."""
+    with temp_files({name: data}) as folder:
+        rows = moeplan.api.validate_measured(folder / safe_name(name))
+    return rows, {by: moeplan.api.measured_summary(rows, by) for by in (None, "engine", "mode", "system")}
+
+
 @st.cache_data(show_spinner=False)
 def validate(data: bytes | None = None, name: str = "deployments.yaml") -> list:
     """moeplan.validate on the published set, or on an uploaded deployments YAML (read with yaml.safe_load)."""

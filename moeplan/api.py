@@ -28,6 +28,7 @@ from hwmodels.precision import default_plan
 from hwmodels.roles import Phase
 from moeplan import catalog_records, study
 from moeplan.measured_report import measured_report as _measured_report
+from moeplan.measured_report import rows_frame as _measured_rows_frame
 from moeplan.launch import launch_files as _launch_files
 from moeplan.spec import SCHEMA_VERSION, Spec, WorkloadSpec, engine_spec, load_spec, parse_spec, resolve, with_prices
 from moeplan.spec import read_trace as read_spec_trace
@@ -49,7 +50,7 @@ __all__ = ["InputError", "KVPolicy", "Plan", "PlanView", "RequestTrace", "Router
            "ValidationRow", "app_script", "bench_kernels", "check", "clusters", "compare", "compare_placements",
            "clouds", "default_kernel_csv", "deployment", "devices", "estimate", "estimate_json", "launch_files", "kernel_fits", "load_plan", "model_config", "model_summary",
            "models", "number_formats", "plan", "read_routing_counts", "read_trace", "simulate", "sweep", "units",
-           "validate", "validate_measured", "measured_report", "measured_summary", "validation_summary", "workloads"]
+           "validate", "validate_measured", "measured_frame", "measured_report", "measured_summary", "validation_summary", "workloads"]
 
 
 SpecLike = str | Path | Mapping | Spec | Deployment
@@ -148,6 +149,12 @@ def measured_report(csv_path: str | Path, rows: Sequence[MeasuredPrediction], by
     """`validate --measured -o DIR`'s files (report.html, summary.md, rows.csv) for `rows` of `csv_path`, the
     error summarised over all rows (None) and by each of `by` (model, system, engine, mode)."""
     return _measured_report(Path(csv_path).name, rows, {g: measured_summary(rows, g) for g in by})
+
+
+def measured_frame(rows: Sequence[MeasuredPrediction]):
+    """The rows as a DataFrame: measured, predicted and the peer's TTFT and TPOT in seconds, and why a row is not
+    modelled (what `validate --measured -o` writes as rows.csv)."""
+    return _measured_rows_frame(rows)
 
 
 def measured_summary(rows: Sequence[MeasuredPrediction], by: str | None = None) -> list[dict]:

@@ -361,3 +361,16 @@ def test_trace_and_routing_uploads_are_read_from_their_bytes_up_to_the_limit():
         common.trace((("big.jsonl", too_big),))
     with pytest.raises(InputError, match=r"^big\.json: is 52,428,801 bytes, over the 50 MiB limit"):
         common.routing_counts(too_big, "big.json")
+
+
+def test_validation_page_predicts_an_uploaded_measured_csv(shared_data):
+    path = shared_data / "measured" / "aic-silicon-moe.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    head = b"".join(path.read_bytes().splitlines(keepends=True)[:41])  # the header and 40 rows
+    at = _page("validation")
+    at.file_uploader(key="measured_upload").set_value(("rows.csv", head, "text/csv")).run()
+    assert not at.exception and not _errors(at)
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["Rows modelled"].endswith("of 40")
+    assert any(t.value.columns[0] == "engine" for t in at.table)
