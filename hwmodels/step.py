@@ -294,9 +294,14 @@ def _moe(ctx: StepContext, tokens_per_device: float, phase: Phase) -> _MoETerms:
     act = plan.combine.bytes_per_element
     factors = sorted(set(ctx.layer_factors))
     expert_s = {}
+    # the measured MoE tables key a kernel by the tokens one device's MoE group brings (its attention rank's, or
+    # its MoE-TP group's where that spans ranks), every EP rank bringing as many: a device computes num_tokens x top_k
+    # pairs whatever the EP size (aiconfigurator-core's EP1 and EP32 rows at equal num_tokens take about the same
+    # time on one GB200), not the whole group's tokens
+    kernel_tokens = tokens_per_device * max(layout.tp, layout.moe_tp)
     for f in factors:
-        # a measured table of the whole routed-expert kernel, at the busiest device's share of the group's tokens
-        measured = _moe_experts_op(ctx.costs, dev, group_tokens * f, d, moe.expert_intermediate_size, moe.top_k,
+        # a measured table of the whole routed-expert kernel, at the busiest device's share of the tokens
+        measured = _moe_experts_op(ctx.costs, dev, kernel_tokens * f, d, moe.expert_intermediate_size, moe.top_k,
                                    moe.num_experts, layout.moe_tp, ep, we)
         if measured is not None:
             expert_s[f] = measured.total_s
