@@ -511,13 +511,13 @@ def _roofline_bar_words(bar: dict) -> str:
 
 
 def test_the_kernel_roofline_bar_figures():
-    # issue 24's bar, computed from the committed CSVs of both CPUs (the Xeon's: benchmarks/results/)
+    # issue 24's bar, computed from the committed CSVs of both CPUs
     pytest.importorskip("torch")
     kernels_bench = _benchmark("bench_kernels")
     amd = ROOT / "catalogs" / "measured" / "kernels-amd-epyc-2-threads.csv"
-    xeon = RESULTS / "kernels-intel-xeon-2-threads.csv"
+    xeon = ROOT / "catalogs" / "measured" / "kernels-intel-xeon-2-threads.csv"
     xeon_rows = kernels_bench._read_rows(xeon)
-    _quoted(f"On the 2-thread Intel Xeon (`benchmarks/results/{xeon.name}`, measured {xeon_rows[0]['date']}): "
+    _quoted(f"On the 2-thread Intel Xeon (`catalogs/measured/{xeon.name}`, measured {xeon_rows[0]['date']}): "
             + _roofline_bar_words(kernels_bench.bar_report(xeon_rows)) + ".")
     _quoted("On the AMD EPYC's committed CSV, measured before the native glue and AMX kernels: "
             + _roofline_bar_words(kernels_bench.bar_report(kernels_bench._read_rows(amd))) + ".")
