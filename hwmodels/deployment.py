@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwmodels.calibrate.kernel_profile import KernelProfile
 from hwmodels.hardware import Cluster
 from hwmodels.model_arch import ModelArch
 from hwmodels.precision import PrecisionPlan
@@ -90,6 +91,9 @@ class Serving:
     # None: the fitted kernel models
     engine: str | None = None
     engine_version: str | None = None
+    # a kernels_ref CSV whose measured kernels price those operators first (hwmodels.calibrate.kernel_profile);
+    # None: none
+    device_profile: KernelProfile | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import io
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -15,6 +16,7 @@ from hwmodels import arithmetic, catalog, units
 from hwmodels.deployment import Deployment
 from hwmodels.errors import InputError
 from hwmodels.calibrate import deployments, kernels_measured, measured_deployments
+from hwmodels.calibrate.kernel_profile import load_profile
 from hwmodels.calibrate.deepep_fit import deepep_report
 from hwmodels.calibrate.deployments import ValidationRow
 from hwmodels.calibrate.measured_deployments import MeasuredPrediction
@@ -51,15 +53,19 @@ SpecLike = str | Path | Mapping | Spec | Deployment
 
 
 def deployment(spec: SpecLike, base_dir: Path | None = None, trace: str | Path | None = None,
-               backend: str | None = None, cloud: str | None = None, prices: str | Path | None = None) -> Deployment:
+               backend: str | None = None, cloud: str | None = None, prices: str | Path | None = None,
+               device_profile: str | Path | None = None) -> Deployment:
     """A Deployment from a spec path, a dict of the spec's YAML fields, a parsed Spec, or a Deployment (returned
     as is). Relative paths inside a dict or Spec resolve against `base_dir` (the working directory by default).
     trace: a request trace file whose traffic replaces the spec's workload (as workload.trace would give it);
     backend: "NAME[@VERSION]" (sglang, trtllm, vllm), the serving engine replacing the spec's serving.engine;
     cloud: the cloud whose price rows cost the devices (prices.cloud; catalog.cloud_names()); prices: a price file in
-    catalogs/prices.yaml's format replacing the catalog's (prices.file). The spec's own device prices still win."""
+    catalogs/prices.yaml's format replacing the catalog's (prices.file). The spec's own device prices still win.
+    device_profile: a kernels CSV written by `moeplan bench-kernels`, replacing the spec's cluster.device_profile: the
+    kernels it measured are priced by its fits (hwmodels.calibrate.kernel_profile), the rest as without it."""
     if isinstance(spec, Deployment):
-        given = [n for n, v in (("trace", trace), ("backend", backend), ("cloud", cloud), ("prices", prices)) if v is not None]
+        given = [n for n, v in (("trace", trace), ("backend", backend), ("cloud", cloud), ("prices", prices),
+                                ("device_profile", device_profile)) if v is not None]
         if given:
             raise InputError(given[0], "a resolved Deployment cannot take it", "pass the spec (a path, dict or Spec)")
         return spec
@@ -72,7 +78,11 @@ def deployment(spec: SpecLike, base_dir: Path | None = None, trace: str | Path |
     if backend is not None:
         spec = spec.model_copy(update={"serving": spec.serving.model_copy(update={"engine": engine_spec(backend)})})
     spec = with_prices(spec, cloud, prices)
-    return resolve(spec, base_dir)
+    if device_profile is None:
+        return resolve(spec, base_dir)
+    profile = load_profile(device_profile, "--device-profile")  # read before the spec's own, which it replaces
+    d = resolve(spec.model_copy(update={"cluster": spec.cluster.model_copy(update={"device_profile": None})}), base_dir)
+    return replace(d, serving=replace(d.serving, device_profile=profile))
 
 
 def models() -> list[dict]:
@@ -170,7 +180,8 @@ def kernel_fits() -> dict:
 
 def plan(spec: SpecLike, trace: str | Path | None = None, backend: str | None = None, cloud: str | None = None,
          prices: str | Path | None = None, replay: int = REPLAYED_OPTIONS, requests: int | None = None, seed: int = 0,
-         shards: int | None = None, shard_by: str = "auto", engine: str = "local", address: str | None = None) -> PlanView:
+         shards: int | None = None, shard_by: str = "auto", engine: str = "local", address: str | None = None,
+         device_profile: str | Path | None = None) -> PlanView:
     """Search layouts for the spec's model, cluster, workload and SLOs; recommend the cheapest that meets them.
     The PlanView reads like the planner's Plan (.recommendation, .frontier, .infeasible, .replays; `.plan` is the
     Plan itself) and adds .to_frame(table), .figure(name), .to_json() (plan.json) and .replay (the recommendation's
@@ -178,7 +189,8 @@ def plan(spec: SpecLike, trace: str | Path | None = None, backend: str | None = 
     trace: a request trace file whose traffic replaces the spec's workload (its rate, minute-to-minute swings,
     burstiness and lengths, as the spec's workload.trace would give them); backend: "NAME[@VERSION]", the serving
     engine whose measured kernel tables price the operators (serving.engine); cloud, prices: which price rows cost the
-    devices (as `deployment` takes them).
+    devices (as `deployment` takes them); device_profile: a kernels CSV of `moeplan bench-kernels` pricing the kernels it
+    measured (cluster.device_profile; each step's operator_sources name it, or what it lacks).
     replay: how many of the cheapest options are replayed in the simulator before one is recommended (the cheapest
     whose replay completes every request within both SLO percentiles; 0: the analytic ranking alone); each replays
     the workload's trace (its first `requests`, default CHECK_TRACE_REQUESTS) or `requests` synthetic ones (default
@@ -187,8 +199,8 @@ def plan(spec: SpecLike, trace: str | Path | None = None, backend: str | None = 
     _check_simulate_args(1.0, None, requests, None, seed, shards)
     if not (isinstance(replay, int) and not isinstance(replay, bool) and 0 <= replay <= MAX_REPLAYED_OPTIONS):
         raise InputError("replay", f"is {replay!r}", f"a whole number from 0 to {MAX_REPLAYED_OPTIONS}")
-    return _checked_plan(deployment(spec, trace=trace, backend=backend, cloud=cloud, prices=prices), replay, requests,
-                         seed, shards, shard_by, engine, address)
+    d = deployment(spec, trace=trace, backend=backend, cloud=cloud, prices=prices, device_profile=device_profile)
+    return _checked_plan(d, replay, requests, seed, shards, shard_by, engine, address)
 
 
 def _checked_plan(d: Deployment, replay: int = REPLAYED_OPTIONS, requests: int | None = None, seed: int = 0,

@@ -106,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
                         "swings from minute to minute, its burstiness and its prompt lengths replace the spec's workload "
                         "(as workload.trace: FILE would); the report's simulation replays it")
     _backend_arg(s)
+    s.add_argument("--device-profile", metavar="FILE.csv",
+                   help="price the kernels a `moeplan bench-kernels` CSV measured (routed experts, router, quantisation, "
+                        "MLA decode) by its fits, on the machine that measured them, replacing the spec's "
+                        "cluster.device_profile; each operator's source names the CSV or what it lacks")
     _price_args(s)
     s.add_argument("--replay", type=int_in("--replay"), default=api.REPLAYED_OPTIONS, metavar="N",
                    help="replay the N cheapest options in the simulator and recommend the cheapest whose replay meets both "
@@ -257,7 +261,7 @@ def _plan(args) -> int:
     out_dir = output_files.output_dir(args.output, args.force) if args.output is not None else None
     plan = api.plan(args.spec, trace=args.trace, backend=args.backend, cloud=args.cloud, prices=args.prices,
                     replay=args.replay, requests=args.requests, seed=args.seed, shards=args.shards,
-                    shard_by=args.shard_by, engine=args.engine, address=args.address)
+                    shard_by=args.shard_by, engine=args.engine, address=args.address, device_profile=args.device_profile)
     if out_dir is not None:
         output_files.write_files(out_dir, report.plan_report(plan.plan, _report_simulation(args, plan)))
     if args.json:
