@@ -585,6 +585,17 @@ def test_the_plan_benchmark():
             f"{routed['wall_s']:.0f} s on a {record['on']} (`python benchmarks/bench_plan.py`).")
 
 
+def test_the_glue_calls_benchmark():
+    record = _results("bench_glue_calls")
+    f, load = record["figures"], record["load_average_1m"]
+
+    def pair(name: str) -> str:
+        return f"{f[f'{name}_1_tokens_eager_s'] * 1e6:.0f} -> {f[f'{name}_1_tokens_prepared_s'] * 1e6:.0f}"
+    _quoted(f"`python benchmarks/bench_glue_calls.py`, one token right after the flush, on a {record['on']} (load "
+            f"{load['start']:.1f} at the start, {load['end']:.1f} at the end): quantisation {pair('quantize')} us, "
+            f"dispatch (plan and both gathers) {pair('dispatch')}, combine {pair('combine')}, router {pair('router')}.")
+
+
 def test_the_step_benchmark():
     record = _results("bench_step")
     f = record["figures"]
