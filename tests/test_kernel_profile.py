@@ -180,3 +180,9 @@ def test_a_profile_without_priced_kernels_is_refused(tmp_path):
     (tmp_path / "k.csv").write_bytes(_hostile(tmp_path)["other_kernels.csv"])
     with pytest.raises(InputError, match="measures none of grouped_swiglu_fp8"):
         load_profile(tmp_path / "k.csv", "--device-profile")
+
+
+def test_the_readme_shows_a_label_the_profile_gives():
+    readme = " ".join((CATALOG_DIR.parent / "README.md").read_text(encoding="utf-8").split())
+    label = load_profile(AMD).experts(1e9, 1e8, 8, "fp8").label
+    assert f"(`{label}`)" in readme

@@ -585,6 +585,19 @@ def test_the_plan_benchmark():
             f"{routed['wall_s']:.0f} s on a {record['on']} (`python benchmarks/bench_plan.py`).")
 
 
+def test_the_device_profile_section_says_which_committed_csv_meets_the_calibration_bar():
+    from hwmodels.calibrate.kernels_measured import CALIBRATION_BAR, load_measured, summary
+
+    measured = ROOT / "catalogs" / "measured"
+
+    def where(name: str) -> str:
+        s = summary(load_measured(measured / name))
+        return "within" if s["rows_within_bar"] and s["layers_within_bar"] else "outside"
+    _quoted(f"`moeplan validate --kernels` reports both: the AMD EPYC's {where('kernels-amd-epyc-2-threads.csv')} the "
+            f"{CALIBRATION_BAR:.0%} calibration bar, the Xeon's (run on a shared VM) "
+            f"{where('kernels-intel-xeon-2-threads.csv')} it.")
+
+
 def test_the_glue_calls_benchmark():
     record = _results("bench_glue_calls")
     f, load = record["figures"], record["load_average_1m"]
