@@ -312,7 +312,7 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
              requests: int | None = None, speedup: float = 1.0, subsample: float | None = None,
              rate_per_s: float | None = None, seed: int = 0, config=None, shards: int | None = None,
              shard_by: str = "auto", engine: str = "local", address: str | None = None, backend: str | None = None,
-             cloud: str | None = None, prices: str | Path | None = None):
+             cloud: str | None = None, prices: str | Path | None = None, device_profile: str | Path | None = None):
     """Replay a request trace through a plan of the spec (sim, SimPy): per-request TTFT / TPOT / end-to-end
     latency, percentiles, throughput and goodput over time, utilisation, KV occupancy, cost per million
     output tokens. Returns a Simulation: a sim.SimResult (its fields read through; .to_json(), .summary())
@@ -332,7 +332,8 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
       speedup: arrivals X times faster; rate_per_s: arrival rate for a length-only CSV; seed: the synthetic
       parts and the sub-sample. config: a sim.SimConfig (router, KV policy, batch limit, placement fallback).
     backend: "NAME[@VERSION]", the serving engine whose measured kernel tables price the steps (serving.engine).
-    cloud, prices: which price rows cost the devices (as `deployment` takes them).
+    cloud, prices: which price rows cost the devices (as `deployment` takes them); device_profile: a kernels CSV of
+      `moeplan bench-kernels` pricing the kernels it measured (cluster.device_profile).
     shards / shard_by / engine / address: replay in shards (sim.sharding: by instance where that is exact,
       else by time window, approximate at the boundaries) on local processes or Ray; the Simulation's
       `sharding` says which and whether it is exact. None and engine "local": one replay in this process.
@@ -343,7 +344,7 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
     from hwmodels.ingest.routing import load_routing
 
     _check_simulate_args(speedup, subsample, requests, rate_per_s, seed, shards)  # before any planning
-    d = deployment(spec, backend=backend, cloud=cloud, prices=prices)
+    d = deployment(spec, backend=backend, cloud=cloud, prices=prices, device_profile=device_profile)
     if plan is None:  # what `moeplan plan` recommends: checked by its replay of the workload
         plan = _checked_plan(d).plan
     elif isinstance(plan, PlanView):

@@ -186,3 +186,16 @@ def test_the_readme_shows_a_label_the_profile_gives():
     readme = " ".join((CATALOG_DIR.parent / "README.md").read_text(encoding="utf-8").split())
     label = load_profile(AMD).experts(1e9, 1e8, 8, "fp8").label
     assert f"(`{label}`)" in readme
+
+
+def test_simulate_with_device_profile_replays_at_the_profiles_kernel_times(tmp_path):
+    """The replay's steps are priced by the same source as the plan: a 2-thread CPU's experts are far slower than an
+    H200's fitted ones, so the replayed TPOT grows by an order of magnitude."""
+    spec = _spec(tmp_path)
+    with_profile_run = run("simulate", spec, "--device-profile", str(AMD), "--requests", "20", "--json", cwd=tmp_path)
+    without = run("simulate", spec, "--requests", "20", "--json", cwd=tmp_path)
+    assert with_profile_run.returncode == 0 and without.returncode == 0, with_profile_run.stderr + without.stderr
+    slow, fast = json.loads(with_profile_run.stdout), json.loads(without.stdout)
+    assert slow["tpot_p50_s"] > 5 * fast["tpot_p50_s"]
+    bad = run("simulate", spec, "--device-profile", "nowhere.csv", "--requests", "20", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --device-profile nowhere.csv: cannot read")
