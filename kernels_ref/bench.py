@@ -54,7 +54,7 @@ from kernels_ref.generators import (
 )
 from kernels_ref.grouped_gemm import grouped_swiglu_fp8, masked_swiglu_fp8
 from kernels_ref.mla_decode import mla_decode_absorbed
-from kernels_ref.moe_layer import moe_layer_fp8, route_noaux_tc
+from kernels_ref.moe_layer import moe_layer_fp8, route_noaux_tc, router_choice
 from kernels_ref.roofline import Probe, Roofline, device_name, make_probes, roofline_from
 from kernels_ref.timing import interleaved_median_seconds, keep_freed_memory
 
@@ -235,10 +235,12 @@ def _router_quantize_cases(config: dict, device: str, phase: str, token_counts: 
     impl = _glue_impl(device)
     for tokens in token_counts:
         x = torch.randn(tokens, hidden, generator=generator).to(device, torch.bfloat16)
-        yield BenchCase("router_noaux_tc", phase, impl, "fp32",
+        # the router's path is measured per shape class (moe_layer.router_choice): native or torch
+        router_impl = "torch" if impl == "torch" else router_choice(tokens, experts, hidden, x.dtype)
+        yield BenchCase("router_noaux_tc", phase, router_impl, "fp32",
                         {"tokens": tokens, "hidden": hidden, "top_k": top_k, "experts": experts},
                         *_router_cost(tokens, hidden, experts, top_k), fn=prepare_router(x, router),
-                        tuning=_glue_tuning(impl))
+                        tuning=_glue_tuning(router_impl))
         yield BenchCase("quantize_fp8", phase, impl, None, {"tokens": tokens, "hidden": hidden},
                         *_quantize_cost(tokens, hidden), fn=prepare_quantize(x), tuning=_glue_tuning(impl))
 
@@ -258,7 +260,8 @@ def _moe_layer_parts(
         return {"part": name, "kernel": kernel, "impl": impl, "dtype": dtype, **shape, "flops": cost[0], "bytes": cost[1]}
 
     parts = [
-        part("router", "router_noaux_tc", glue, "fp32", {"tokens": tokens, "experts": experts},
+        part("router", "router_noaux_tc", glue if glue == "torch" else router_choice(tokens, experts, hidden, torch.bfloat16),
+             "fp32", {"tokens": tokens, "experts": experts},
              _router_cost(tokens, hidden, experts, top_k)),
         part("quantize", "quantize_fp8", glue, None, {"tokens": tokens}, _quantize_cost(tokens, hidden)),
         part("dispatch", "dispatch_fp8", glue, None, {"tokens": tokens}, _dispatch_cost(tokens, hidden, top_k)),

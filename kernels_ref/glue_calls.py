@@ -29,7 +29,7 @@ import torch
 from kernels_ref import native_cpu
 from kernels_ref.dispatch import DispatchPlan, combine, dispatch, plan_dispatch
 from kernels_ref.fp8 import BLOCK, ceil_div, quantize_activation_groups
-from kernels_ref.moe_layer import Router, route_noaux_tc
+from kernels_ref.moe_layer import Router, route_noaux_tc, router_choice
 
 _P, _I64, _INT, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 
@@ -127,10 +127,12 @@ def prepare_combine(y: torch.Tensor, plan: DispatchPlan, topk_weights: torch.Ten
 
 def prepare_router(x: torch.Tensor, router: Router) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
     """x: [T, D] bf16 or fp32 -> a call returning (topk_weights [T, K] fp32, topk_ids [T, K] int64) =
-    route_noaux_tc(x, router)."""
+    route_noaux_tc(x, router): prepared where router_choice picks the native router for this shape, else
+    route_noaux_tc itself (PyTorch's GEMM path allocates per call)."""
     glue = _glue(x)
-    if glue is None or x.dtype not in (torch.bfloat16, torch.float32) or not x.is_contiguous():
-        return lambda: route_noaux_tc(x, router)
+    if (glue is None or x.dtype not in (torch.bfloat16, torch.float32) or not x.is_contiguous()
+            or router_choice(x.shape[0], router.weight.shape[0], x.shape[1], x.dtype) != "native"):
+        return lambda: route_noaux_tc(x, router)  # the path route_noaux_tc takes for this shape here
     tokens, top_k = x.shape[0], router.top_k
     weight, bias = router.weight.float().contiguous(), router.e_score_correction_bias.float().contiguous()
     topk_weights = torch.empty(tokens, top_k, dtype=torch.float32)
