@@ -87,14 +87,19 @@ class OperatorCosts:
         bytes_moved = experts_read * 3 * hidden * width * weight_bytes_per_element
         peak = efficiency.peak_flops(device, quant_dtype(quant))
         floor = roofline_cost(name, flops, bytes_moved, peak, device.hbm_bytes_per_s)
+        missed = None  # what the profile lacked, said in the label of whatever prices the experts instead
         if self.profile is not None and experts_read > 0:
             hit = self.profile.experts(flops, bytes_moved, pairs / experts_read, quant)
             if hit.latency_s is not None:
                 return _priced(floor, hit)
+            missed = hit
         if self.measured is None:
             return None  # the step model prices the grouped GEMMs, labelled as the profile's miss
         hit = self.measured.moe(num_tokens, hidden, inter, top_k, num_experts, moe_tp, moe_ep, quant)
-        return None if hit.latency_s is None else _priced(floor, hit)
+        if hit.latency_s is None:
+            return None
+        cost = _priced(floor, hit)
+        return cost if missed is None else replace(cost, source=f"{cost.source} [{missed.label}]")
 
     def elementwise(self, device: Device, bytes_moved: float, name: str = "elementwise") -> OpCost:
         cost = efficiency.elementwise_cost(device, bytes_moved, self.gemm_fit, name)
