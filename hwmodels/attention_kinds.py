@@ -175,7 +175,7 @@ def layer_kinds(config: Mapping[str, Any], layers: int, where: str) -> tuple[Kin
     if types is None:
         return (Kind.FULL,) * layers
     names = {"full_attention": Kind.FULL, "sliding_attention": Kind.SLIDING, "linear_attention": Kind.LINEAR}
-    if not isinstance(types, list) or len(types) != layers or not all(t in names for t in types):
+    if not isinstance(types, list) or len(types) != layers or not all(isinstance(t, str) and t in names for t in types):
         raise InputError(f"{where} layer_types", f"must list one of {', '.join(names)} for each of the {layers} layers, "
                          f"got {excerpt(types)}", "copy layer_types from the checkpoint's config.json")
     return tuple(names[t] for t in types)

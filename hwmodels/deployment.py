@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwmodels.calibrate.kernel_profile import KernelProfile
 from hwmodels.hardware import Cluster
 from hwmodels.model_arch import ModelArch
 from hwmodels.precision import PrecisionPlan
@@ -94,6 +95,9 @@ class Serving:
     # MTP speculative decoding the planner may score decode pools with (None: the model has no MTP module, or the
     # spec turned it off)
     speculation: Speculation | None = None
+    # a kernels_ref CSV whose measured kernels price those operators first (hwmodels.calibrate.kernel_profile);
+    # None: none
+    device_profile: KernelProfile | None = None
 
 
 @dataclass(frozen=True, eq=False)

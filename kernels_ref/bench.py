@@ -40,10 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kernels_ref.dispatch import combine, dispatch, plan_dispatch
+from kernels_ref.dispatch import plan_dispatch
 from kernels_ref.fp8 import BLOCK, ceil_div, quantize_activation_groups
 from kernels_ref import native_cpu
 from kernels_ref.fp8_gemm import gemm_choice
+from kernels_ref.glue_calls import prepare_combine, prepare_dispatch, prepare_quantize, prepare_router
 from kernels_ref.generators import (
     cast_mla_decode_inputs,
     offsets_from_counts,
@@ -53,7 +54,7 @@ from kernels_ref.generators import (
 )
 from kernels_ref.grouped_gemm import grouped_swiglu_fp8, masked_swiglu_fp8
 from kernels_ref.mla_decode import mla_decode_absorbed
-from kernels_ref.moe_layer import moe_layer_fp8, route_noaux_tc
+from kernels_ref.moe_layer import moe_layer_fp8, route_noaux_tc, router_choice
 from kernels_ref.roofline import Probe, Roofline, device_name, make_probes, roofline_from
 from kernels_ref.timing import interleaved_median_seconds, keep_freed_memory
 
@@ -127,6 +128,12 @@ def _glue_impl(device: str) -> str:
     return "native" if torch.device(device).type == "cpu" and native_cpu.library("glue") is not None else "torch"
 
 
+def _glue_tuning(impl: str) -> str | None:
+    """A native glue row times a prepared call (kernels_ref.glue_calls): outputs sized and arguments bound once per
+    shape, as an engine's static buffers run it; the eager call's allocation and torch dispatch are not timed."""
+    return "prepared buffers" if impl == "native" else None
+
+
 # (FLOPs, bytes) of each kernel, shared by its own rows and the layer's parts.
 
 
@@ -196,13 +203,6 @@ def _grouped_swiglu_cases(
         )
 
 
-def _dispatch_both(x_q: torch.Tensor, x_scale: torch.Tensor, topk_ids: torch.Tensor, experts: int) -> None:
-    """Plan the permutation and move the fp8 codes and their scales, as a layer does."""
-    plan = plan_dispatch(topk_ids, experts)
-    dispatch(x_q, plan)
-    dispatch(x_scale, plan)
-
-
 def _dispatch_cases(config: dict, device: str, phase: str, token_counts: Sequence[int]) -> Iterator[BenchCase]:
     """Permute fp8 tokens (codes and scales) to their top-k experts, and combine bf16 outputs."""
     hidden, experts, top_k = config["hidden_size"], config["n_routed_experts"], config["num_experts_per_tok"]
@@ -216,10 +216,10 @@ def _dispatch_cases(config: dict, device: str, phase: str, token_counts: Sequenc
         shape = {"tokens": tokens, "hidden": hidden, "top_k": top_k, "experts": experts}
         impl = _glue_impl(device)
         yield BenchCase("dispatch_fp8", phase, impl, None, shape, *_dispatch_cost(tokens, hidden, top_k),
-                        fn=functools.partial(_dispatch_both, x_q, x_scale, topk_ids, experts))
+                        fn=prepare_dispatch(x_q, x_scale, topk_ids, experts), tuning=_glue_tuning(impl))
         # fp32 out, as the layer adds the shared expert to it
         yield BenchCase("combine_bf16", phase, impl, "fp32", shape, *_combine_cost(tokens, hidden, top_k),
-                        fn=functools.partial(combine, y, plan, topk_weights, torch.float32))
+                        fn=prepare_combine(y, plan, topk_weights), tuning=_glue_tuning(impl))
 
 
 def _layer_experts(config: dict) -> int:
@@ -235,11 +235,14 @@ def _router_quantize_cases(config: dict, device: str, phase: str, token_counts: 
     impl = _glue_impl(device)
     for tokens in token_counts:
         x = torch.randn(tokens, hidden, generator=generator).to(device, torch.bfloat16)
-        yield BenchCase("router_noaux_tc", phase, impl, "fp32",
+        # the router's path is measured per shape class (moe_layer.router_choice): native or torch
+        router_impl = "torch" if impl == "torch" else router_choice(tokens, experts, hidden, x.dtype)
+        yield BenchCase("router_noaux_tc", phase, router_impl, "fp32",
                         {"tokens": tokens, "hidden": hidden, "top_k": top_k, "experts": experts},
-                        *_router_cost(tokens, hidden, experts, top_k), fn=functools.partial(route_noaux_tc, x, router))
+                        *_router_cost(tokens, hidden, experts, top_k), fn=prepare_router(x, router),
+                        tuning=_glue_tuning(router_impl))
         yield BenchCase("quantize_fp8", phase, impl, None, {"tokens": tokens, "hidden": hidden},
-                        *_quantize_cost(tokens, hidden), fn=functools.partial(quantize_activation_groups, x))
+                        *_quantize_cost(tokens, hidden), fn=prepare_quantize(x), tuning=_glue_tuning(impl))
 
 
 def _moe_layer_parts(
@@ -257,7 +260,8 @@ def _moe_layer_parts(
         return {"part": name, "kernel": kernel, "impl": impl, "dtype": dtype, **shape, "flops": cost[0], "bytes": cost[1]}
 
     parts = [
-        part("router", "router_noaux_tc", glue, "fp32", {"tokens": tokens, "experts": experts},
+        part("router", "router_noaux_tc", glue if glue == "torch" else router_choice(tokens, experts, hidden, torch.bfloat16),
+             "fp32", {"tokens": tokens, "experts": experts},
              _router_cost(tokens, hidden, experts, top_k)),
         part("quantize", "quantize_fp8", glue, None, {"tokens": tokens}, _quantize_cost(tokens, hidden)),
         part("dispatch", "dispatch_fp8", glue, None, {"tokens": tokens}, _dispatch_cost(tokens, hidden, top_k)),

@@ -16,15 +16,17 @@ implementations, named by `GemmPath`:
 Which one runs is measured, not assumed: `gemm_choice` times the candidates this machine can run
 on the first call of each shape class (N, K and tokens per expert rounded up to a power of two)
 and caches the fastest (kernels_ref.autotune). A choice names the path and its tunables, e.g.
-"native_amx:tokens:c2". On a GPU, TILES runs.
+"native_amx:tokens:c2". On a GPU the candidates are SCALED_MM (torch's blockwise fp8 scaled_mm, where the GPU
+and PyTorch have it; kernels_ref.gpu_gemm) and TILES, timed the same way.
 """
 
 import enum
+import functools
 from collections.abc import Callable
 
 import torch
 
-from kernels_ref import autotune, native_cpu
+from kernels_ref import autotune, gpu_gemm, native_cpu
 from kernels_ref.fp8 import BF16_BITS_UNSCALE, BLOCK, FP8_E4M3_MAX, ceil_div, fp8_e4m3_to_bf16
 
 # Rows of weight dequantised per tile: 512 x 7168 bf16 is 7 MiB, in a server's last-level cache,
@@ -44,6 +46,7 @@ class GemmPath(enum.Enum):
     TILES = "tiles"
     NATIVE_CPU = "native_cpu"
     NATIVE_AMX = "native_amx"
+    SCALED_MM = gpu_gemm.SCALED_MM
 
 
 def shape_class_tokens(tokens: int) -> int:
@@ -81,6 +84,8 @@ def _tuning_calls(tokens: int, n: int, k: int) -> dict[str, Callable[[], object]
 def gemm_choice(tokens: int, n: int, k: int, device: torch.device | str) -> str:
     """The implementation for one expert's tokens x an [N, K] weight: "tiles" off the CPU, else
     the fastest candidate of its shape class on this machine (timed at first use, then cached)."""
+    if torch.device(device).type == "cuda":
+        return _gpu_choice(tokens, n, k, torch.device(device))
     if torch.device(device).type != "cpu":
         return GemmPath.TILES.value
     names = candidates(tokens)
@@ -88,6 +93,32 @@ def gemm_choice(tokens: int, n: int, k: int, device: torch.device | str) -> str:
         return names[0]
     m = shape_class_tokens(tokens)
     return autotune.choose(f"fp8_gemm:{n}x{k}:m{m}", lambda: _tuning_calls(m, n, k))
+
+
+@functools.cache
+def _gpu(device: torch.device) -> gpu_gemm.GpuInfo:
+    return gpu_gemm.gpu_info(device)
+
+
+def _gpu_choice(tokens: int, n: int, k: int, device: torch.device) -> str:
+    """The fastest of the GPU's candidates for this shape class, those that run at all (gpu_gemm.runnable)."""
+    info = _gpu(device)
+    names = gpu_gemm.gpu_candidates(info, n, k)
+    if len(names) == 1:
+        return names[0]
+    m = shape_class_tokens(tokens)
+
+    def calls() -> dict[str, Callable[[], object]]:
+        generator = torch.Generator().manual_seed(0)
+        w_q = torch.randint(0, 0x7F, (n, k), dtype=torch.uint8, generator=generator).view(torch.float8_e4m3fn)
+        x_q = torch.randint(0, 0x7F, (m, k), dtype=torch.uint8, generator=generator).view(torch.float8_e4m3fn)
+        w_scale = torch.rand(ceil_div(n, BLOCK), ceil_div(k, BLOCK), generator=generator) * 1e-4
+        x_scale = torch.rand(m, ceil_div(k, BLOCK), generator=generator) * 1e-2
+        args = [a.to(device) for a in (x_q, x_scale, w_q, w_scale)]
+        run = {gpu_gemm.SCALED_MM: lambda: gpu_gemm.gemm_scaled_mm(*args, torch.float32),
+               gpu_gemm.TILES: lambda: _gemm_tiles(*args, torch.float32)}
+        return gpu_gemm.runnable({name: run[name] for name in names})
+    return autotune.choose(f"fp8_gemm:{info.name}:{n}x{k}:m{m}", calls)
 
 
 def choose_gemm_path(tokens: int, n: int, k: int, device: torch.device | str) -> GemmPath:
@@ -196,17 +227,19 @@ def _run_choice(choice, x_q, x_scale, bounds, experts, w_q, w_scale, out_dtype):
     starts = [0]
     for e in experts:
         starts.append(starts[-1] + bounds[e + 1] - bounds[e])
-    if choice != GemmPath.TILES.value:
+    if choice not in (GemmPath.TILES.value, GemmPath.SCALED_MM.value):
         y = _native(choice, xq, xs, w_q, w_scale, torch.tensor(experts), torch.tensor(starts))
         if y is not None:
             return rows, y.to(out_dtype)
     y = torch.empty(starts[-1], w_q.shape[1], dtype=out_dtype, device=x_q.device)
+    one_expert = gpu_gemm.gemm_scaled_mm if choice == GemmPath.SCALED_MM.value else _gemm_tiles
     for e, start, end in zip(experts, starts[:-1], starts[1:], strict=True):
-        y[start:end] = _gemm_tiles(xq[start:end], xs[start:end], w_q[e], w_scale[e], out_dtype)
+        y[start:end] = one_expert(xq[start:end], xs[start:end], w_q[e], w_scale[e], out_dtype)
     return rows, y
 
 
-_DEFAULT_CHOICE = {GemmPath.TILES: "tiles", GemmPath.NATIVE_CPU: "native_cpu", GemmPath.NATIVE_AMX: "native_amx:weights:c4"}
+_DEFAULT_CHOICE = {GemmPath.TILES: "tiles", GemmPath.NATIVE_CPU: "native_cpu", GemmPath.NATIVE_AMX: "native_amx:weights:c4",
+                   GemmPath.SCALED_MM: gpu_gemm.SCALED_MM}
 
 
 def fp8_grouped_gemm(

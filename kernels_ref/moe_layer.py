@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels_ref import native_cpu
+from kernels_ref import autotune, native_cpu
 from kernels_ref.dispatch import combine, dispatch, plan_dispatch
 from kernels_ref.fp8 import quantize_activation_groups
 from kernels_ref.grouped_gemm import (
@@ -32,19 +32,48 @@ class Router:
 
 # Tokens routed at a time: see route_noaux_tc.
 ROUTER_CHUNK_TOKENS = 256
+# Router shape classes round tokens up to a power of two, up to this many.
+ROUTER_MAX_CLASS_TOKENS = 8192
+
+
+def router_choice(tokens: int, experts: int, hidden: int, dtype: torch.dtype) -> str:
+    """"native" (the glue's fused C router) or "torch" (PyTorch's fp32 GEMM, then sigmoid and top-k) for a CPU
+    router of this shape class, timed at first use and cached (kernels_ref.autotune). At decode sizes the fused
+    call wins (one pass over the weight, no per-op overhead); at prefill sizes the GEMM is compute-bound and
+    PyTorch's GEMM ran 2-3x faster than the C loop on the 2-core Xeon (0.18-0.26 of the fp32 matmul rate):
+    which wins where is measured per machine, not assumed."""
+    if native_cpu.library("glue") is None or dtype not in (torch.bfloat16, torch.float32):
+        return "torch"
+    m = min(ROUTER_MAX_CLASS_TOKENS, 1 << max(0, tokens - 1).bit_length())
+    return autotune.choose(f"router:{experts}x{hidden}:{str(dtype).removeprefix('torch.')}:m{m}",
+                           lambda: _router_tuning_calls(m, experts, hidden, dtype))
+
+
+def _router_tuning_calls(tokens: int, experts: int, hidden: int, dtype: torch.dtype) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    router = Router(torch.randn(experts, hidden, generator=generator) / hidden**0.5,
+                    torch.randn(experts, generator=generator) * 1e-2, min(8, experts), 2.5)
+    x = torch.randn(tokens, hidden, generator=generator).to(dtype)
+    return {"native": lambda: _route_native(x, router), "torch": lambda: route_noaux_tc_torch(x, router)}
 
 
 def route_noaux_tc(x: torch.Tensor, router: Router) -> tuple[torch.Tensor, torch.Tensor]:
     """x: [T, D] -> (topk_weights [T, K] float32, topk_ids [T, K] int64), in fp32.
 
-    On a CPU, bf16 and fp32 inputs take one native call (native_cpu's glue) for the GEMM, sigmoid
-    and top-k together: PyTorch's small fp32 GEMM and the elementwise passes after it cost more in
-    per-call overhead and thread wake-ups than reading the router weight at decode sizes (on a
-    shared 2-core VM, a 1-token fp32 GEMM took 8 ms on 2 threads, 32 us on one). Elsewhere
+    On a CPU, bf16 and fp32 inputs take the path router_choice measured fastest for their shape class: one
+    native call (native_cpu's glue) for the GEMM, sigmoid and top-k together, where PyTorch's small fp32 GEMM
+    and the elementwise passes after it cost more in per-call overhead and thread wake-ups than reading the
+    router weight (decode sizes: on a shared 2-core VM, a 1-token fp32 GEMM took 8 ms on 2 threads, 32 us on
+    one), or route_noaux_tc_torch, whose GEMM is faster where the router is compute-bound. Elsewhere
     route_noaux_tc_torch."""
-    glue = native_cpu.library("glue") if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32) else None
-    if glue is None:
+    if x.device.type != "cpu" or router_choice(x.shape[0], router.weight.shape[0], x.shape[1], x.dtype) == "torch":
         return route_noaux_tc_torch(x, router)
+    return _route_native(x, router)
+
+
+def _route_native(x: torch.Tensor, router: Router) -> tuple[torch.Tensor, torch.Tensor]:
+    """route_noaux_tc in one call of the glue's C router (x on the CPU, bf16 or fp32)."""
+    glue = native_cpu.library("glue")
     tokens, top_k = x.shape[0], router.top_k
     x, weight, bias = x.contiguous(), router.weight.float().contiguous(), router.e_score_correction_bias.float().contiguous()
     topk_weights = torch.empty(tokens, top_k, dtype=torch.float32)

@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import io
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -15,6 +16,7 @@ from hwmodels import arithmetic, catalog, units
 from hwmodels.deployment import Deployment
 from hwmodels.errors import InputError
 from hwmodels.calibrate import deployments, kernels_measured, measured_deployments
+from hwmodels.calibrate.kernel_profile import load_profile
 from hwmodels.calibrate.deepep_fit import deepep_report
 from hwmodels.calibrate.deployments import ValidationRow
 from hwmodels.calibrate.measured_deployments import MeasuredPrediction
@@ -58,15 +60,19 @@ MAX_PINNED_WORK = 1_000_000  # sequences or prompt tokens per device: far past a
 
 
 def deployment(spec: SpecLike, base_dir: Path | None = None, trace: str | Path | None = None,
-               backend: str | None = None, cloud: str | None = None, prices: str | Path | None = None) -> Deployment:
+               backend: str | None = None, cloud: str | None = None, prices: str | Path | None = None,
+               device_profile: str | Path | None = None) -> Deployment:
     """A Deployment from a spec path, a dict of the spec's YAML fields, a parsed Spec, or a Deployment (returned
     as is). Relative paths inside a dict or Spec resolve against `base_dir` (the working directory by default).
     trace: a request trace file whose traffic replaces the spec's workload (as workload.trace would give it);
     backend: "NAME[@VERSION]" (sglang, trtllm, vllm), the serving engine replacing the spec's serving.engine;
     cloud: the cloud whose price rows cost the devices (prices.cloud; catalog.cloud_names()); prices: a price file in
-    catalogs/prices.yaml's format replacing the catalog's (prices.file). The spec's own device prices still win."""
+    catalogs/prices.yaml's format replacing the catalog's (prices.file). The spec's own device prices still win.
+    device_profile: a kernels CSV written by `moeplan bench-kernels`, replacing the spec's cluster.device_profile: the
+    kernels it measured are priced by its fits (hwmodels.calibrate.kernel_profile), the rest as without it."""
     if isinstance(spec, Deployment):
-        given = [n for n, v in (("trace", trace), ("backend", backend), ("cloud", cloud), ("prices", prices)) if v is not None]
+        given = [n for n, v in (("trace", trace), ("backend", backend), ("cloud", cloud), ("prices", prices),
+                                ("device_profile", device_profile)) if v is not None]
         if given:
             raise InputError(given[0], "a resolved Deployment cannot take it", "pass the spec (a path, dict or Spec)")
         return spec
@@ -79,7 +85,11 @@ def deployment(spec: SpecLike, base_dir: Path | None = None, trace: str | Path |
     if backend is not None:
         spec = spec.model_copy(update={"serving": spec.serving.model_copy(update={"engine": engine_spec(backend)})})
     spec = with_prices(spec, cloud, prices)
-    return resolve(spec, base_dir)
+    if device_profile is None:
+        return resolve(spec, base_dir)
+    profile = load_profile(device_profile, "--device-profile")  # read before the spec's own, which it replaces
+    d = resolve(spec.model_copy(update={"cluster": spec.cluster.model_copy(update={"device_profile": None})}), base_dir)
+    return replace(d, serving=replace(d.serving, device_profile=profile))
 
 
 def models() -> list[dict]:
@@ -189,7 +199,8 @@ def kernel_fits() -> dict:
 
 def plan(spec: SpecLike, trace: str | Path | None = None, backend: str | None = None, cloud: str | None = None,
          prices: str | Path | None = None, replay: int = REPLAYED_OPTIONS, requests: int | None = None, seed: int = 0,
-         shards: int | None = None, shard_by: str = "auto", engine: str = "local", address: str | None = None) -> PlanView:
+         shards: int | None = None, shard_by: str = "auto", engine: str = "local", address: str | None = None,
+         device_profile: str | Path | None = None) -> PlanView:
     """Search layouts for the spec's model, cluster, workload and SLOs; recommend the cheapest that meets them.
     The PlanView reads like the planner's Plan (.recommendation, .frontier, .infeasible, .replays; `.plan` is the
     Plan itself) and adds .to_frame(table), .figure(name), .to_json() (plan.json) and .replay (the recommendation's
@@ -197,7 +208,8 @@ def plan(spec: SpecLike, trace: str | Path | None = None, backend: str | None = 
     trace: a request trace file whose traffic replaces the spec's workload (its rate, minute-to-minute swings,
     burstiness and lengths, as the spec's workload.trace would give them); backend: "NAME[@VERSION]", the serving
     engine whose measured kernel tables price the operators (serving.engine); cloud, prices: which price rows cost the
-    devices (as `deployment` takes them).
+    devices (as `deployment` takes them); device_profile: a kernels CSV of `moeplan bench-kernels` pricing the kernels it
+    measured (cluster.device_profile; each step's operator_sources name it, or what it lacks).
     replay: how many of the cheapest options are replayed in the simulator before one is recommended (the cheapest
     whose replay completes every request within both SLO percentiles; 0: the analytic ranking alone); each replays
     the workload's trace (its first `requests`, default CHECK_TRACE_REQUESTS) or `requests` synthetic ones (default
@@ -206,8 +218,8 @@ def plan(spec: SpecLike, trace: str | Path | None = None, backend: str | None = 
     _check_simulate_args(1.0, None, requests, None, seed, shards)
     if not (isinstance(replay, int) and not isinstance(replay, bool) and 0 <= replay <= MAX_REPLAYED_OPTIONS):
         raise InputError("replay", f"is {replay!r}", f"a whole number from 0 to {MAX_REPLAYED_OPTIONS}")
-    return _checked_plan(deployment(spec, trace=trace, backend=backend, cloud=cloud, prices=prices), replay, requests,
-                         seed, shards, shard_by, engine, address)
+    d = deployment(spec, trace=trace, backend=backend, cloud=cloud, prices=prices, device_profile=device_profile)
+    return _checked_plan(d, replay, requests, seed, shards, shard_by, engine, address)
 
 
 def _checked_plan(d: Deployment, replay: int = REPLAYED_OPTIONS, requests: int | None = None, seed: int = 0,
@@ -370,7 +382,7 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
              requests: int | None = None, speedup: float = 1.0, subsample: float | None = None,
              rate_per_s: float | None = None, seed: int = 0, config=None, shards: int | None = None,
              shard_by: str = "auto", engine: str = "local", address: str | None = None, backend: str | None = None,
-             cloud: str | None = None, prices: str | Path | None = None):
+             cloud: str | None = None, prices: str | Path | None = None, device_profile: str | Path | None = None):
     """Replay a request trace through a plan of the spec (sim, SimPy): per-request TTFT / TPOT / end-to-end
     latency, percentiles, throughput and goodput over time, utilisation, KV occupancy, cost per million
     output tokens. Returns a Simulation: a sim.SimResult (its fields read through; .to_json(), .summary())
@@ -390,7 +402,8 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
       speedup: arrivals X times faster; rate_per_s: arrival rate for a length-only CSV; seed: the synthetic
       parts and the sub-sample. config: a sim.SimConfig (router, KV policy, batch limit, placement fallback).
     backend: "NAME[@VERSION]", the serving engine whose measured kernel tables price the steps (serving.engine).
-    cloud, prices: which price rows cost the devices (as `deployment` takes them).
+    cloud, prices: which price rows cost the devices (as `deployment` takes them); device_profile: a kernels CSV of
+      `moeplan bench-kernels` pricing the kernels it measured (cluster.device_profile).
     shards / shard_by / engine / address: replay in shards (sim.sharding: by instance where that is exact,
       else by time window, approximate at the boundaries) on local processes or Ray; the Simulation's
       `sharding` says which and whether it is exact. None and engine "local": one replay in this process.
@@ -401,7 +414,7 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
     from hwmodels.ingest.routing import load_routing
 
     _check_simulate_args(speedup, subsample, requests, rate_per_s, seed, shards)  # before any planning
-    d = deployment(spec, backend=backend, cloud=cloud, prices=prices)
+    d = deployment(spec, backend=backend, cloud=cloud, prices=prices, device_profile=device_profile)
     if plan is None:  # what `moeplan plan` recommends: checked by its replay of the workload
         plan = _checked_plan(d).plan
     elif isinstance(plan, PlanView):

@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
                         "swings from minute to minute, its burstiness and its prompt lengths replace the spec's workload "
                         "(as workload.trace: FILE would); the report's simulation replays it")
     _backend_arg(s)
+    _device_profile_arg(s)
     _price_args(s)
     s.add_argument("--replay", type=int_in("--replay"), default=api.REPLAYED_OPTIONS, metavar="N",
                    help="replay the N cheapest options in the simulator and recommend the cheapest whose replay meets both "
@@ -202,6 +203,7 @@ def _parser() -> argparse.ArgumentParser:
                    "chunk or folder; default: the spec's workload.trace, else Poisson arrivals at the spec's requests_per_s, "
                    "lengths lognormal around its means (its input_cv, output_cv)")
     _backend_arg(s)
+    _device_profile_arg(s)
     _price_args(s)
     s.add_argument("--routing", nargs="+", metavar="FILE", help="routing statistics replayed in order (decode, and prefill "
                    "unless --prefill-routing); default: the spec's routing statistics, else uniform expert load")
@@ -257,6 +259,13 @@ def _price_args(parser) -> None:
                         "bare number) replacing the catalog's, as the spec's prices.file would")
 
 
+def _device_profile_arg(parser) -> None:
+    parser.add_argument("--device-profile", metavar="FILE.csv",
+                        help="price the kernels a `moeplan bench-kernels` CSV measured (routed experts, router, "
+                             "quantisation, MLA decode) by its fits, on the machine that measured them, replacing the "
+                             "spec's cluster.device_profile; each operator's source names the CSV or what it lacks")
+
+
 def _backend_arg(parser) -> None:
     parser.add_argument("--backend", metavar="NAME[@VERSION]",
                         help="the serving engine (sglang, trtllm, vllm; a version, e.g. sglang@0.5.6) whose measured kernel "
@@ -267,7 +276,7 @@ def _plan(args) -> int:
     out_dir = output_files.output_dir(args.output, args.force) if args.output is not None else None
     plan = api.plan(args.spec, trace=args.trace, backend=args.backend, cloud=args.cloud, prices=args.prices,
                     replay=args.replay, requests=args.requests, seed=args.seed, shards=args.shards,
-                    shard_by=args.shard_by, engine=args.engine, address=args.address)
+                    shard_by=args.shard_by, engine=args.engine, address=args.address, device_profile=args.device_profile)
     if out_dir is not None:
         output_files.write_files(out_dir, report.plan_report(plan.plan, _report_simulation(args, plan)))
         if plan.recommendation is not None and plan.deployment.serving.engine is not None:
@@ -513,7 +522,8 @@ def _simulate(args) -> int:
     result = api.simulate(args.spec, args.plan, args.trace, args.routing, prefill_routing=args.prefill_routing,
                           requests=args.requests, speedup=args.speedup, subsample=args.subsample, rate_per_s=args.rate,
                           seed=args.seed, config=config, shards=args.shards, shard_by=args.shard_by, engine=args.engine,
-                          address=args.address, backend=args.backend, cloud=args.cloud, prices=args.prices)
+                          address=args.address, backend=args.backend, cloud=args.cloud, prices=args.prices,
+                          device_profile=args.device_profile)
     if args.json:
         print_json(result.to_json())
     else:

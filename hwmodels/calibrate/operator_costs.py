@@ -16,6 +16,11 @@ kernel tables for that GPU and engine (hwmodels.calibrate.measured_costs); a sha
 falls back to the fitted model, whose label then says which table missed and by how much. A measured time is
 never below the operator's pure roofline (it is raised to it, as a measurement cannot beat the hardware). Every
 OpCost says which source priced it and `beyond_coverage`, how far outside measured coverage it lay.
+
+With `profile` set (a device profile: a kernels_ref CSV, hwmodels.calibrate.kernel_profile; `with_profile`), the
+operators that CSV measured (routed experts, router, activation quantisation, absorbed MLA decode) are priced
+first from its per-kernel fits, on the machine that measured them; every other operator keeps its engine-table or
+fitted price, and its label says the profile does not measure it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from functools import lru_cache
 import numpy as np
 
 from hwmodels import catalog, collectives, efficiency
+from hwmodels.calibrate.kernel_profile import KernelProfile
 from hwmodels.calibrate.measured_costs import Measured, MeasuredSource, best_covered_engine, source_for
 from hwmodels.collectives import CollectiveFit, CommCost
 from hwmodels.efficiency import AttentionRates, GemmEfficiency
@@ -46,6 +52,7 @@ class OperatorCosts:
     overlap_efficiency: float  # two-batch overlap hides this fraction of the shorter of each overlapped pair
     overlap_source: str
     measured: MeasuredSource | None = None  # NVIDIA's measured tables for one GPU and engine; None: fits only
+    profile: KernelProfile | None = None  # a kernels_ref CSV pricing the kernels it measured, before the above
 
     def collective_fit(self, device: Device) -> CollectiveFit:
         """The fit measured on the device's own family: DeepEP-Ascend for Huawei NPUs, DeepEP on H800 otherwise."""
@@ -56,9 +63,14 @@ class OperatorCosts:
         """quant: the weight's number format (hwmodels.precision.SCHEMES), which picks the measured table."""
         fitted = efficiency.gemm_cost(device, m, n, k, self.gemm_fit, dtype, groups, layout,
                                       weight_bytes_per_element=weight_bytes_per_element, name=name)
-        if self.measured is None or groups != 1 or quant is None or m == 0:
-            return fitted  # grouped GEMMs (absorbed-MLA bmm) have no dense-GEMM table
-        return _priced(fitted, self.measured.gemm(m, n, k, quant))
+        cost = fitted
+        if not (self.measured is None or groups != 1 or quant is None or m == 0):
+            cost = _priced(fitted, self.measured.gemm(m, n, k, quant))  # grouped GEMMs have no dense-GEMM table
+        if self.profile is None:
+            return cost
+        if name == "router":  # the router's GEMM, with its top-k, is one kernels_ref kernel
+            return _profiled(cost, self.profile.router(cost.flops, cost.bytes, m))
+        return _profiled(cost, Measured(None, self.profile.missing("grouped GEMMs" if groups != 1 else "dense GEMMs")))
 
     def moe_experts(self, device: Device, num_tokens: float, hidden: int, inter: int, top_k: int, num_experts: int,
                     moe_tp: int, moe_ep: int, quant: str, weight_bytes_per_element: float,
@@ -66,10 +78,7 @@ class OperatorCosts:
         """The routed experts of one MoE layer on one device from a measured table, or None where no table covers
         them (the step model then prices its grouped GEMMs with the fitted model). num_tokens: tokens entering
         the layer's expert group; the device holds num_experts / moe_ep experts, each 1 / moe_tp of its width."""
-        if self.measured is None:
-            return None
-        hit = self.measured.moe(num_tokens, hidden, inter, top_k, num_experts, moe_tp, moe_ep, quant)
-        if hit.latency_s is None:
+        if self.measured is None and self.profile is None:
             return None
         pairs = num_tokens * top_k / moe_ep  # (token, expert) pairs on this device's experts
         width = inter / moe_tp
@@ -78,15 +87,31 @@ class OperatorCosts:
         bytes_moved = experts_read * 3 * hidden * width * weight_bytes_per_element
         peak = efficiency.peak_flops(device, quant_dtype(quant))
         floor = roofline_cost(name, flops, bytes_moved, peak, device.hbm_bytes_per_s)
-        return _priced(floor, hit)
+        missed = None  # what the profile lacked, said in the label of whatever prices the experts instead
+        if self.profile is not None and experts_read > 0:
+            hit = self.profile.experts(flops, bytes_moved, pairs / experts_read, quant)
+            if hit.latency_s is not None:
+                return _priced(floor, hit)
+            missed = hit
+        if self.measured is None:
+            return None  # the step model prices the grouped GEMMs, labelled as the profile's miss
+        hit = self.measured.moe(num_tokens, hidden, inter, top_k, num_experts, moe_tp, moe_ep, quant)
+        if hit.latency_s is None:
+            return None
+        cost = _priced(floor, hit)
+        return cost if missed is None else replace(cost, source=f"{cost.source} [{missed.label}]")
 
     def elementwise(self, device: Device, bytes_moved: float, name: str = "elementwise") -> OpCost:
-        return efficiency.elementwise_cost(device, bytes_moved, self.gemm_fit, name)
+        cost = efficiency.elementwise_cost(device, bytes_moved, self.gemm_fit, name)
+        return cost if self.profile is None else _profiled(cost, Measured(None, self.profile.missing("elementwise kernels")))
 
     def quantize(self, device: Device, rows: float, cols: int, in_bytes_per_element: float,
                  out_bytes_per_element: float) -> OpCost:
-        return efficiency.quantize_activations_cost(device, rows, cols, in_bytes_per_element, out_bytes_per_element,
+        cost = efficiency.quantize_activations_cost(device, rows, cols, in_bytes_per_element, out_bytes_per_element,
                                                     self.gemm_fit)
+        if self.profile is None:
+            return cost
+        return _profiled(cost, self.profile.quantize(cost.bytes, rows, in_bytes_per_element, out_bytes_per_element))
 
     def mla_decode(self, device: Device, batch: int, context_tokens: float, num_heads: int, kv_lora_rank: int,
                    qk_rope_head_dim: int, kv_bytes_per_element: float) -> OpCost:
@@ -94,22 +119,29 @@ class OperatorCosts:
                                             self.gemm_fit.launch_overhead_s, kv_lora_rank, qk_rope_head_dim,
                                             kv_bytes_per_element)
         kv = _KV_FORMATS.get(kv_bytes_per_element)
-        if self.measured is None or kv is None or batch < 1:
-            return fitted
-        return _priced(fitted, self.measured.mla_decode(batch, context_tokens, num_heads, kv))
+        cost = fitted
+        if not (self.measured is None or kv is None or batch < 1):
+            cost = _priced(fitted, self.measured.mla_decode(batch, context_tokens, num_heads, kv))
+        if self.profile is None:
+            return cost
+        return _profiled(cost, self.profile.mla_decode(cost.flops, cost.bytes, batch * context_tokens, kv_bytes_per_element))
 
     def attention_prefill(self, device: Device, tokens: int, context_tokens: float, num_heads: int, qk_head_dim: int,
                           v_head_dim: int, mla: bool = False) -> OpCost:
         """context_tokens: the causal average, (prompt + 1) / 2; mla: the MLA kernel (the measured table's)."""
         fitted = efficiency.attention_prefill_cost(device, tokens, context_tokens, num_heads, qk_head_dim, v_head_dim,
                                                    self.attention, self.gemm_fit.launch_overhead_s)
-        if self.measured is None or not mla or tokens < 1:
-            return fitted
-        prompt = max(2.0 * context_tokens - 1.0, 1.0)
-        # the table's bf16-cache rows: prefill attention reads the fresh keys, not the cache
-        return _priced(fitted, self.measured.mla_prefill(tokens / prompt, prompt, num_heads, "bf16"))
+        cost = fitted
+        if not (self.measured is None or not mla or tokens < 1):
+            prompt = max(2.0 * context_tokens - 1.0, 1.0)
+            # the table's bf16-cache rows: prefill attention reads the fresh keys, not the cache
+            cost = _priced(fitted, self.measured.mla_prefill(tokens / prompt, prompt, num_heads, "bf16"))
+        return cost if self.profile is None else _profiled(cost, Measured(None, self.profile.missing("prefill attention")))
 
     def allreduce(self, cluster: Cluster, group_devices: int, bytes_per_device: float) -> CommCost:
+        return self._unprofiled(self._allreduce(cluster, group_devices, bytes_per_device))
+
+    def _allreduce(self, cluster: Cluster, group_devices: int, bytes_per_device: float) -> CommCost:
         fitted = collectives.allreduce_cost(cluster, group_devices, bytes_per_device, fit=self.collective_fit(cluster.device))
         if self.measured is None or group_devices > cluster.unit.devices_per_node or bytes_per_device <= 0:
             return fitted  # the measured all-reduce ran inside one node
@@ -121,15 +153,21 @@ class OperatorCosts:
     def dispatch(self, cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int,
                  num_experts: int, bytes_per_element: float, scale_bytes_per_token: float,
                  dest_probability: np.ndarray | None, mode: str) -> CommCost:
-        return collectives.dispatch_cost(cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts,
-                                         bytes_per_element, scale_bytes_per_token, dest_probability, mode=mode,
-                                         fit=self.collective_fit(cluster.device))
+        return self._unprofiled(collectives.dispatch_cost(
+            cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element, scale_bytes_per_token,
+            dest_probability, mode=mode, fit=self.collective_fit(cluster.device)))
 
     def combine(self, cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int,
                 num_experts: int, bytes_per_element: float, dest_probability: np.ndarray | None, mode: str) -> CommCost:
-        return collectives.combine_cost(cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts,
-                                        bytes_per_element, dest_probability=dest_probability, mode=mode,
-                                        fit=self.collective_fit(cluster.device))
+        return self._unprofiled(collectives.combine_cost(
+            cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element,
+            dest_probability=dest_probability, mode=mode, fit=self.collective_fit(cluster.device)))
+
+    def _unprofiled(self, cost: CommCost) -> CommCost:
+        """A collective keeps its fit; with a profile, its label says the profile measured none."""
+        if self.profile is None:
+            return cost
+        return replace(cost, source=f"{cost.source} [{self.profile.missing('collectives')}]")
 
 
 def quant_dtype(quant: str) -> str:
@@ -137,6 +175,14 @@ def quant_dtype(quant: str) -> str:
     from hwmodels.precision import scheme
     s = scheme(quant)
     return "bf16" if s.dtype.name == "int4" else s.dtype.name
+
+
+def _profiled(cost: OpCost, hit: Measured) -> OpCost:
+    """A device profile's price where it measured the operator (never below the roofline), else `cost` with a label
+    saying what the profile lacks."""
+    if hit.latency_s is None:
+        return replace(cost, source=f"{cost.source} [{hit.label}]", beyond_coverage=max(cost.beyond_coverage, hit.beyond))
+    return _priced(cost, hit)
 
 
 def _priced(fitted: OpCost, hit: Measured) -> OpCost:
@@ -161,13 +207,31 @@ def costs_for(device_name: str, engine: str | None, version: str | None = None) 
 
 
 def costs_of(d, role: str = "decode") -> OperatorCosts:
-    """The operator costs of a Deployment's pools of `role`: its serving engine's measured tables on that pool's
-    device (a prefill pool may run on other hardware), else the fits."""
-    return costs_for(d.cluster_of(role).device.name, d.serving.engine, d.serving.engine_version)
+    """The operator costs of a Deployment's pools of `role`: its device profile's kernels first where it has one,
+    then its serving engine's measured tables on that pool's device (a prefill pool may run on other hardware),
+    else the fits."""
+    return with_profile(costs_for(d.cluster_of(role).device.name, d.serving.engine, d.serving.engine_version),
+                        d.serving.device_profile)
+
+
+@lru_cache(maxsize=64)  # one OperatorCosts per (costs, profile): the step model's caches key on its identity
+def with_profile(costs: OperatorCosts, profile: KernelProfile | None) -> OperatorCosts:
+    """`costs` with a device profile pricing the kernels it measured first (None: `costs` unchanged)."""
+    return costs if profile is None else replace(costs, profile=profile)
 
 
 def describe_costs(d) -> str:
     """Which source prices a Deployment's operators, in one phrase for its assumptions."""
+    profile = d.serving.device_profile
+    if profile is None:
+        return _describe_engine_costs(d)
+    return (f"routed experts, router, activation quantisation and MLA decode priced by the kernels measured in "
+            f"{profile.name} ({profile.source}), fitted per kernel, on the machine that measured them; "
+            f"{d.cluster.device.name} sets memory, links and device counts, and the operators the CSV does not "
+            f"measure are priced as without it (each labelled): {_describe_engine_costs(d)}")
+
+
+def _describe_engine_costs(d) -> str:
     s, device = d.serving, d.cluster.device.name
     if s.engine is None:
         return ("operators priced by the fitted kernel models (DeepGEMM, FlashMLA, DeepEP fits; no serving engine "

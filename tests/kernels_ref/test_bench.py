@@ -10,6 +10,8 @@ import torch
 
 from kernels_ref import bench
 
+CACHE_RESIDENT_BYTES = 8 * 2**20  # about a server CPU's last-level cache share of two cores
+
 SMALL_MODEL = {
     "hidden_size": 256,
     "moe_intermediate_size": 128,
@@ -37,7 +39,10 @@ def test_rows_have_the_schema_and_sane_ratios(rows):
         assert tuple(row) == bench.COLUMNS
         assert row["device"] and row["device_type"] == "cpu" and row["torch_version"] == torch.__version__
         assert row["seconds"] > 0 and row["bound"] in ("compute", "memory")
-        assert 0 < row["roofline_fraction"] <= 1.2
+        # a memory-bound row of a few MB can finish before its writes leave the cache: the prepared glue calls
+        # (kernels_ref.glue_calls) reached 1.6x the DRAM roofline at 16 tokens on the loaded 2-core Xeon
+        limit = 2.0 if row["bound"] == "memory" and row["bytes"] < CACHE_RESIDENT_BYTES else 1.2
+        assert 0 < row["roofline_fraction"] <= limit, row
         assert math.isclose(row["roofline_fraction"], row["roofline_seconds"] / row["seconds"])
         assert math.isclose(row["bytes_per_s"], row["bytes"] / row["seconds"])
     phases = {(row["kernel"], row["phase"]) for row in rows}
