@@ -120,16 +120,17 @@ class OperatorCosts:
 
     def dispatch(self, cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int,
                  num_experts: int, bytes_per_element: float, scale_bytes_per_token: float,
-                 dest_probability: np.ndarray | None, mode: str) -> CommCost:
+                 dest_probability: np.ndarray | None, mode: str, rank_copies=None) -> CommCost:
         return collectives.dispatch_cost(cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts,
                                          bytes_per_element, scale_bytes_per_token, dest_probability, mode=mode,
-                                         fit=self.collective_fit(cluster.device))
+                                         fit=self.collective_fit(cluster.device), rank_copies=rank_copies)
 
     def combine(self, cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int,
-                num_experts: int, bytes_per_element: float, dest_probability: np.ndarray | None, mode: str) -> CommCost:
+                num_experts: int, bytes_per_element: float, dest_probability: np.ndarray | None, mode: str,
+                rank_copies=None) -> CommCost:
         return collectives.combine_cost(cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts,
                                         bytes_per_element, dest_probability=dest_probability, mode=mode,
-                                        fit=self.collective_fit(cluster.device))
+                                        fit=self.collective_fit(cluster.device), rank_copies=rank_copies)
 
 
 def quant_dtype(quant: str) -> str:
