@@ -16,7 +16,7 @@ from hwmodels.expert_load import ExpertLoad
 from hwmodels.layout import Layout
 from planner.eplb import Policy, eplb_placement
 from planner.ilp import ilp_placement
-from planner.placement import Placement, device_loads
+from planner.placement import Placement, device_loads, placed_routing
 from planner.plan import PlacementSummary
 
 
@@ -57,7 +57,8 @@ class ExpertLoads:
         fitted = "fitted on it (in sample)" if routing.in_sample else f"fitted on {', '.join(routing.fit_on)}"
         source = f"{placement.method} placement {fitted}, loads of {routing.evaluated_on}" + \
             (f"; {routing.mapping}" if routing.mapping else "")
-        load = ExpertLoad(shares, source)
+        # the placement itself rides along, so the step prices dispatch and combine by where the replicas sit
+        load = ExpertLoad(shares, source, placed_routing(placement, routing.evaluate, source))
         imbalance = load.imbalance
         summary = PlacementSummary(placement.method, placement.slots_per_device, placement.num_devices, routing.fit_on,
                                    routing.evaluated_on, routing.mapping, source, float(imbalance.mean()),
