@@ -183,3 +183,23 @@ def layer_copies(hits: PlacedHits, mode: str, top_k: int, num_experts: int) -> l
     return [alltoall_bytes(hits.share[i], hits.domains, 1.0, top_k, num_experts, 1.0, None, mode,
                            hits=(hits.device_hit[i], hits.domain_hit[i]))
             for i in range(len(hits.share))]
+
+
+def scaleout_weight(token_bytes: float, scaleout_bytes_per_s: float, peak_flops_per_s: float, top_k: int,
+                    flops_per_pair: float, groups_per_token: int) -> float:
+    """The placement MILP's scale-out weight (planner.ilp) from the hardware: what one unit of its proxy costs
+    in units of its balance term.
+
+    The balance term counts the busiest device's routed pairs over the mean device's; its unit is the mean
+    device's routed-expert time per token, top_k x flops_per_pair / peak (the roofline). The proxy is the
+    group-share-weighted count of (expert group, node) pairs; a token picks groups_per_token groups, so one
+    unit of it is about groups_per_token more node copies per token, each token_bytes over the NIC:
+        weight = groups_per_token x (token_bytes / scaleout_bytes_per_s) / (top_k x flops_per_pair / peak)
+    DeepSeek-V3 on H800 (one 50 GB/s NIC per GPU, 1,979 TFLOP/s fp8): 4 x 0.43 us / 0.36 us = 4.9 at the
+    nominal NIC, 5.6 at the DeepEP fit's scale-out efficiency (moeplan.api.placement_scaleout_weight). It is
+    the weight of traffic not hidden behind compute; two-batch overlap hides some of it (then the weight is
+    an upper bound).
+    """
+    copy_s = token_bytes / scaleout_bytes_per_s
+    expert_s = top_k * flops_per_pair / peak_flops_per_s
+    return groups_per_token * copy_s / expert_s
