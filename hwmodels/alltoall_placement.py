@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from itertools import combinations
 
 import numpy as np
@@ -126,16 +126,18 @@ def layer_hits(expert_share: np.ndarray, expert_device: np.ndarray, domains: np.
     member, prob = group_sets(np.bincount(groups, weights=w, minlength=num_groups), groups_per_token)
     in_set = member[:, groups] * w  # [S, E] pairs of each set's experts
     set_share = in_set.sum(axis=1, keepdims=True)  # [S, 1]
-    r_device = np.divide(in_set @ expert_device, set_share, out=np.zeros((len(prob), expert_device.shape[1])),
-                         where=set_share > 0)  # [S, D] share of a set's pairs on each device
+    # einsum, not @: these products are small, and a multithreaded BLAS on a busy machine takes 20x longer
+    r_device = np.divide(np.einsum("se,ed->sd", in_set, expert_device), set_share,
+                         out=np.zeros((len(prob), expert_device.shape[1])), where=set_share > 0)  # [S, D]
     onehot = np.zeros((len(domains), int(domains.max()) + 1))
     onehot[np.arange(len(domains)), domains] = 1.0
-    r_domain = r_device @ onehot  # [S, G]
+    r_domain = np.einsum("sd,dg->sg", r_device, onehot)  # [S, G]
     pool = float(num_experts * groups_per_token // num_groups)  # experts a token chooses among
     draws = min(top_k, pool)
     hit_device = 1.0 - miss_probability(pool * r_device.ravel(), draws, pool).reshape(r_device.shape)
     hit_domain = 1.0 - miss_probability(pool * r_domain.ravel(), draws, pool).reshape(r_domain.shape)
-    return w @ expert_device, prob @ hit_device, prob @ hit_domain
+    return (np.einsum("e,ed->d", w, expert_device), np.einsum("s,sd->d", prob, hit_device),
+            np.einsum("s,sg->g", prob, hit_domain))
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,3 +205,15 @@ def scaleout_weight(token_bytes: float, scaleout_bytes_per_s: float, peak_flops_
     copy_s = token_bytes / scaleout_bytes_per_s
     expert_s = top_k * flops_per_pair / peak_flops_per_s
     return groups_per_token * copy_s / expert_s
+
+
+@lru_cache(maxsize=64)
+def copies_by_mode(routing: PlacedRouting, domains: tuple[int, ...], top_k: int, num_experts: int, num_groups: int,
+                   groups_per_token: int, ranks_per_device: int, decimals: int) -> dict[str, tuple[tuple, ...]]:
+    """Per all-to-all mode ('normal', 'low_latency'), per layer, layer_copies as ((class, copies), ...) rounded to
+    `decimals`: what the step model keys its dispatch and combine on. Cached per placement (a routing is hashed by
+    identity), as a layout search prices one placement in many step contexts."""
+    hits = placed_hits(routing, np.array(domains), top_k, num_groups, groups_per_token, ranks_per_device)
+    return {mode: tuple(tuple((c, round(v, decimals)) for c, v in layer.items())
+                        for layer in layer_copies(hits, mode, top_k, num_experts))
+            for mode in ("normal", "low_latency")}

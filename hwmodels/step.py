@@ -45,7 +45,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from hwmodels.alltoall_placement import layer_copies, placed_hits
+from hwmodels.alltoall_placement import copies_by_mode
 from hwmodels.calibrate.operator_costs import OperatorCosts, fitted_costs
 from hwmodels.collectives import ep_group_domains
 from hwmodels.efficiency import HOPPER_NUM_SMS, SCALE_BLOCK
@@ -134,7 +134,7 @@ class StepContext:
         return () if load is None else tuple(np.round(load.imbalance, self.imbalance_decimals).tolist())
 
     @cached_property
-    def placed_copies(self) -> dict[str, list[tuple]] | None:
+    def placed_copies(self) -> dict[str, tuple[tuple, ...]] | None:
         """Per all-to-all mode, per MoE layer: the token copies per token on the busiest rank of each path class,
         from the load's placement (None without one, or for a group of one device), rounded to imbalance_decimals."""
         load = self.expert_load
@@ -145,11 +145,9 @@ class StepContext:
                 load.routing.num_devices != self.layout.ep:
             raise ValueError(f"the load's placement is [{load.routing.expert_share.shape}] on {load.routing.num_devices} "
                              f"devices, the model has {len(self.arch.moe_layers)} MoE layers x {moe.num_experts} on EP{self.layout.ep}")
-        hits = placed_hits(load.routing, np.repeat(ep_group_domains(self.cluster, self.layout.ep), r), moe.top_k,
-                           moe.num_groups, moe.groups_per_token, r)
-        return {mode: [tuple((c, round(v, self.imbalance_decimals)) for c, v in layer.items())
-                       for layer in layer_copies(hits, mode, moe.top_k, moe.num_experts)]
-                for mode in ("normal", "low_latency")}
+        domains = tuple(np.repeat(ep_group_domains(self.cluster, self.layout.ep), r).tolist())
+        return copies_by_mode(load.routing, domains, moe.top_k, moe.num_experts, moe.num_groups, moe.groups_per_token,
+                              r, self.imbalance_decimals)
 
     def step(self, phase: Phase | str, tokens_per_device: float, context_tokens: float, draft_tokens: int = 0) -> StepCost:
         """One forward step of the whole model on a pp = 1 layout, on its slowest device.

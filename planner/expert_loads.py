@@ -41,6 +41,7 @@ class ExpertLoads:
     def __init__(self, d: Deployment):
         self.d = d
         self.placements: dict[tuple[str, int, int], Placement] = {}
+        self.scored: dict[tuple[str, int, int], ScoredLoad] = {}
 
     def __call__(self, layout: Layout, phase: str) -> ScoredLoad:
         d = self.d
@@ -52,7 +53,12 @@ class ExpertLoads:
             if skew is None:
                 return ScoredLoad(ExpertLoad.uniform(layout.ep, len(d.model.moe_layers)), None, None)
             return ScoredLoad(ExpertLoad.measured_eplb(skew, phase, layout.ep, len(d.model.moe_layers)), None, None)
-        placement = self.placement(routing, layout.ep, layout.redundant_experts)
+        key = (routing.phase, layout.ep, layout.redundant_experts)
+        if key not in self.scored:  # one load per placement: the step model caches its all-to-all per load
+            self.scored[key] = self._scored(routing, self.placement(routing, layout.ep, layout.redundant_experts))
+        return self.scored[key]
+
+    def _scored(self, routing: PhaseRouting, placement: Placement) -> ScoredLoad:
         shares = device_loads(placement, routing.evaluate)
         fitted = "fitted on it (in sample)" if routing.in_sample else f"fitted on {', '.join(routing.fit_on)}"
         source = f"{placement.method} placement {fitted}, loads of {routing.evaluated_on}" + \
