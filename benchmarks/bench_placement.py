@@ -30,7 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
+# every import at the top: a run takes 25 minutes, and a module imported late would be read from a tree that
+# may have changed since the run started
+from hwmodels.catalog import load_model, load_unit
+from hwmodels.expert_load import ExpertLoad
+from hwmodels.hardware import make_cluster
 from hwmodels.ingest.routing import read_counts
+from hwmodels.layout import Layout
+from hwmodels.precision import default_plan
+from hwmodels.step import StepContext
+from moeplan.api import placement_alltoall, placement_scaleout_weight
 from planner.eplb import Policy, contiguous_placement, eplb_placement
 from planner.ilp import ilp_placement
 from planner.placement import cross_node_bytes_per_token, device_loads, evaluate, placed_routing
@@ -125,12 +134,6 @@ def solve_time(files, workers) -> dict:
 def _prefill_step_ms(placement, loads, nodes) -> tuple[float, float]:
     """(step, dispatch + combine) in ms of DeepSeek-V3's prefill step on `nodes` HGX H800 nodes with this
     placement, its all-to-all priced by where the replicas sit."""
-    from hwmodels.catalog import load_model, load_unit
-    from hwmodels.expert_load import ExpertLoad
-    from hwmodels.hardware import make_cluster
-    from hwmodels.layout import Layout
-    from hwmodels.precision import default_plan
-    from hwmodels.step import StepContext
     arch = load_model(MODEL)
     layout = Layout(1, placement.num_devices, redundant_experts=placement.phy2log.shape[1] - arch.moe.num_experts,
                     two_batch_overlap=True)
@@ -142,7 +145,6 @@ def _prefill_step_ms(placement, loads, nodes) -> tuple[float, float]:
 
 
 def cross_node(files, limit_s, workers) -> dict:
-    from moeplan.api import placement_alltoall, placement_scaleout_weight
     ep, redundant, nodes = 72, 32, 72 // GPUS_PER_NODE
     a2a, weight = placement_alltoall(MODEL), placement_scaleout_weight(MODEL, DEVICE)
     print(f"(d) cross-node MB per token (and the {MODEL} prefill step, ms, on {nodes} x {UNIT}) at EP{ep}+{redundant} "
