@@ -29,10 +29,7 @@ limit. For each layer:
    worse than the start, and in sample never worse than EPLB.
 HBM: every device holds the same number of slots, so the expert-weight + KV budget is one check
 (`HbmBudget`). The scale-out term (`scaleout_weight`, `_spread`) counts the scale-out domains each expert
-group spans, weighted by the group's share of routed pairs; with it the starts also include planner.group_start's
-node-aware rows (each group kept in one domain, free slots to replicas), as EPLB's global start scatters every
-group over every node and swaps then stay inside a domain. moeplan.api.placement_scaleout_weight derives a weight
-from the hardware; planner.placement.cross_node_bytes_per_token measures the result.
+group spans, weighted by the group's share of routed pairs; with it the starts add planner.group_start's rows.
 
 Shape legend: L = layers, E = logical experts, N = physical slots, D = devices, W = fit windows,
 S = slots per device (N = D x S), R = most replicas of one expert, G = expert groups, M = domains.
