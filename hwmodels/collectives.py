@@ -132,7 +132,7 @@ def ep_group_domains(cluster: Cluster, ep_devices: int) -> np.ndarray:
 # Which destinations a token reaches
 
 
-def _miss_probability(held: np.ndarray, draws: np.ndarray | float, pool: np.ndarray | float) -> np.ndarray:
+def miss_probability(held: np.ndarray, draws: np.ndarray | float, pool: np.ndarray | float) -> np.ndarray:
     """P(k draws without replacement from `pool` equally likely experts miss all `held` of them).
 
     C(pool - held, k) / C(pool, k) = prod_{i<k} (pool - held - i) / (pool - i); `held`, `pool` may be
@@ -169,12 +169,12 @@ def destination_hits(dest_probability: np.ndarray, domains: np.ndarray, top_k: i
     """
     p = np.asarray(dest_probability, float)
     share = np.bincount(domains, weights=p)  # [G]
-    domain_hit = 1.0 - _miss_probability(num_experts * share, top_k, num_experts)
+    domain_hit = 1.0 - miss_probability(num_experts * share, top_k, num_experts)
     if max_domains_per_token is None or max_domains_per_token >= len(share):
-        return 1.0 - _miss_probability(num_experts * p, top_k, num_experts), domain_hit
+        return 1.0 - miss_probability(num_experts * p, top_k, num_experts), domain_hit
     domain_hit = np.minimum(domain_hit, max_domains_per_token * share)
     draws = np.divide(top_k * share, domain_hit, out=np.zeros_like(share), where=domain_hit > 0)
-    inside = 1.0 - _miss_probability(num_experts * p, draws[domains], num_experts * share[domains])
+    inside = 1.0 - miss_probability(num_experts * p, draws[domains], num_experts * share[domains])
     return domain_hit[domains] * inside, domain_hit
 
 
@@ -182,9 +182,13 @@ def destination_hits(dest_probability: np.ndarray, domains: np.ndarray, top_k: i
 # All-to-all (dispatch / combine)
 
 
-def _alltoall_bytes(p: np.ndarray, domains: np.ndarray, tokens_per_device: float, top_k: int, num_experts: int,
-                    token_bytes: float, max_domains_per_token: int | None, mode: str) -> dict[str, float]:
+def alltoall_bytes(p: np.ndarray, domains: np.ndarray, tokens_per_device: float, top_k: int, num_experts: int,
+                   token_bytes: float, max_domains_per_token: int | None, mode: str,
+                   hits: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
     """Bytes each path class carries on its busiest device (max of what a device sends and receives).
+
+    hits: (device_hit [N], domain_hit [G]) where a placement sets them (hwmodels.alltoall_placement);
+    None: destination_hits from the device shares p alone.
 
     j = a device, d = its domain of D_d devices, P = hit probabilities (destination_hits), p = shares.
     normal:       scaleup[j]  = T N P_j (1 - 1/D_d) b      received via the D_d forwarders of d, one of them j
@@ -196,7 +200,8 @@ def _alltoall_bytes(p: np.ndarray, domains: np.ndarray, tokens_per_device: float
     n = len(p)
     size = np.bincount(domains)[domains]  # [N] devices in each device's domain
     if mode == "normal":
-        device_hit, domain_hit = destination_hits(p, domains, top_k, num_experts, max_domains_per_token)
+        device_hit, domain_hit = hits if hits is not None else destination_hits(p, domains, top_k, num_experts,
+                                                                                max_domains_per_token)
         received = tokens_per_device * n * device_hit * token_bytes
         local, scaleup = received / size, received * (1.0 - 1.0 / size)
         sent_out = tokens_per_device * (domain_hit.sum() - domain_hit[domains]) * token_bytes
@@ -218,7 +223,7 @@ def _uniform_alltoall_bytes(n: int, domain_devices: int, tokens_per_device: floa
                             token_bytes: float, max_domains_per_token: int | None, mode: str) -> tuple[tuple[str, float], ...]:
     domains = np.arange(n) // domain_devices
     p = np.full(n, 1.0 / n)
-    return tuple(_alltoall_bytes(p, domains, tokens_per_device, top_k, num_experts, token_bytes, max_domains_per_token, mode).items())
+    return tuple(alltoall_bytes(p, domains, tokens_per_device, top_k, num_experts, token_bytes, max_domains_per_token, mode).items())
 
 
 def _timed(name: str, bytes_by_class: dict[str, float], links: Mapping[str, LinkClass], device: Device,
@@ -247,7 +252,7 @@ def rank_bytes(cluster: Cluster, ep_devices: int, tokens_per_device: float, top_
     p = np.asarray(dest_probability, float)
     if p.shape != (ep_devices,) or (p < 0).any() or p.sum() <= 0:
         raise InputError("dest_probability", f"need {ep_devices} non-negative shares, got shape {p.shape}", "one share per EP device")
-    return _alltoall_bytes(np.repeat(p / p.sum() / r, r), domains, tokens_per_device / r, top_k, num_experts, token_bytes,
+    return alltoall_bytes(np.repeat(p / p.sum() / r, r), domains, tokens_per_device / r, top_k, num_experts, token_bytes,
                            max_domains_per_token, mode)
 
 
@@ -268,7 +273,7 @@ def rank_time(name: str, rank_bytes: dict[str, float], device: Device, fit: Coll
 def _alltoall_cost(cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int, num_experts: int,
                    bytes_per_element: float, scale_bytes_per_token: float, dest_probability: np.ndarray | None,
                    max_domains_per_token: int | None, mode: str, name: str, fit: CollectiveFit,
-                   notify: bool) -> CommCost:
+                   notify: bool, rank_copies: Mapping[str, float] | None = None) -> CommCost:
     """The busiest rank's time over its share of the device's links; bytes reported per device (x ranks)."""
     if mode not in MODES:
         raise InputError("mode", f"unknown all-to-all mode '{mode}'", f"use one of {', '.join(MODES)}")
@@ -276,8 +281,11 @@ def _alltoall_cost(cluster: Cluster, ep_devices: int, tokens_per_device: float, 
         raise InputError("top_k", f"{top_k} is not in 1..num_experts ({num_experts})", "check the model config")
     device, r = cluster.device, cluster.device.ranks_per_device
     token_bytes = hidden * bytes_per_element + scale_bytes_per_token
-    per_rank = rank_bytes(cluster, ep_devices, tokens_per_device, top_k, num_experts, token_bytes, dest_probability,
-                          max_domains_per_token, mode)
+    if rank_copies is not None:  # a placement's copies per token on the busiest rank, per path class
+        per_rank = {c: float(v) * tokens_per_device / r * token_bytes for c, v in rank_copies.items()}
+    else:
+        per_rank = rank_bytes(cluster, ep_devices, tokens_per_device, top_k, num_experts, token_bytes, dest_probability,
+                              max_domains_per_token, mode)
     cost = rank_time(name, per_rank, device, fit, ep_devices * r, tokens_per_device / r, token_bytes, mode, notify,
                      f"alpha-beta, DeepEP {mode} algorithm; {fit.source}")
     return replace(cost, bytes_by_class={c: b * r for c, b in per_rank.items()})
@@ -286,7 +294,8 @@ def _alltoall_cost(cluster: Cluster, ep_devices: int, tokens_per_device: float, 
 def dispatch_cost(cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int, num_experts: int,
                   bytes_per_element: float = _FP8_BYTES, scale_bytes_per_token: float = 0.0,
                   dest_probability: np.ndarray | None = None, max_domains_per_token: int | None = None,
-                  mode: str = "normal", name: str = "dispatch", *, fit: CollectiveFit) -> CommCost:
+                  mode: str = "normal", name: str = "dispatch", *, fit: CollectiveFit,
+                  rank_copies: Mapping[str, float] | None = None) -> CommCost:
     """MoE dispatch over an EP group of `ep_devices` laid out contiguously (module docstring: the model).
 
     bytes on the wire per token = hidden x bytes_per_element + scale_bytes_per_token (fp8 with 1x128
@@ -295,18 +304,23 @@ def dispatch_cost(cluster: Cluster, ep_devices: int, tokens_per_device: float, h
     device's, so skew shows up as a hot receiver. max_domains_per_token (DeepSeek-V3: 4) sets the
     normal mode's dedup; low-latency bytes go per pair and do not depend on it. Normal mode first
     tells every peer how many tokens to expect (the fit's per-peer term, zero on H800).
+    rank_copies: token copies per token of a rank on the group's busiest rank, per path class, where a
+    placement sets them (hwmodels.alltoall_placement.layer_copies); they replace dest_probability's model.
     """
     return _alltoall_cost(cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element,
-                          scale_bytes_per_token, dest_probability, max_domains_per_token, mode, name, fit, notify=True)
+                          scale_bytes_per_token, dest_probability, max_domains_per_token, mode, name, fit, notify=True,
+                          rank_copies=rank_copies)
 
 
 def combine_cost(cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int, num_experts: int,
                  bytes_per_element: float = _BF16_BYTES, scale_bytes_per_token: float = 0.0,
                  dest_probability: np.ndarray | None = None, max_domains_per_token: int | None = None,
-                 mode: str = "normal", name: str = "combine", *, fit: CollectiveFit) -> CommCost:
+                 mode: str = "normal", name: str = "combine", *, fit: CollectiveFit,
+                 rank_copies: Mapping[str, float] | None = None) -> CommCost:
     """MoE combine: the reverse of dispatch (same paths and dedup, the layout dispatch set up), bf16 by default."""
     return _alltoall_cost(cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element,
-                          scale_bytes_per_token, dest_probability, max_domains_per_token, mode, name, fit, notify=False)
+                          scale_bytes_per_token, dest_probability, max_domains_per_token, mode, name, fit, notify=False,
+                          rank_copies=rank_copies)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from typing import Mapping
 
 import numpy as np
 
+from hwmodels.alltoall_placement import PlacedRouting
+
 
 @dataclass(frozen=True, eq=False)
 class ExpertLoad:
@@ -19,10 +21,14 @@ class ExpertLoad:
 
     shares: [moe_layers, ep] rows summing to 1. `source` says where it came from (a placement of
     which routing statistics). `uniform(ep, layers)` is the no-data assumption.
+    routing: where each expert's replicas sit and its share of the pairs (a placement of routing statistics);
+      with it the step model prices dispatch and combine by placement (hwmodels.alltoall_placement), without
+      it as the busiest device's share over evenly loaded others.
     """
 
     shares: np.ndarray
     source: str
+    routing: PlacedRouting | None = None
 
     @staticmethod
     def uniform(ep: int, moe_layers: int) -> "ExpertLoad":

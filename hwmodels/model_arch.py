@@ -80,6 +80,11 @@ class MoE:
     # the routed experts run in it and the combine carries it; 0: the model's hidden size
     latent_size: int = 0
     hash_layers: int = 0  # DeepSeek-V4 `num_hash_layers`: the first MoE layers route by token id, not by score
+    # node-limited (group-limited) routing, DeepSeek-V2/V3 `n_group` / `topk_group`: the experts form n_group
+    # contiguous groups and a token picks its top-k experts inside its best topk_group groups (V3: 4 of 8).
+    # DeepEP's deployment maps groups to nodes, so a token reaches at most topk_group nodes when they align.
+    num_groups: int = 1
+    groups_per_token: int = 1
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,7 @@ MAX_SIZES = {
     "linear_key_head_dim": _WIDTH, "linear_value_head_dim": _WIDTH,
     "index_n_heads": 65_536, "o_groups": 65_536, "linear_num_key_heads": 65_536, "linear_num_value_heads": 65_536,
     "num_experts_per_token": 100_000, "num_shared_experts": 100_000, "num_hash_layers": 10_000,
+    "n_group": 100_000, "topk_group": 100_000,  # groups of experts: at most one per expert
     "mtp_num_hidden_layers": 10_000, "num_mtp_modules": 10_000, "hc_mult": 64,
     "sliding_window": 10**9, "index_topk": 10**9,  # token counts: bounded like the context
     "max_position_embeddings": 10**9,  # 100 x the longest context (10M)
@@ -341,8 +347,10 @@ def _moe(config: Mapping[str, Any], get, layers: int, where: str) -> tuple[MoE |
         shared_key = "n_shared_experts" if config.get("n_shared_experts") is not None else "num_shared_experts"
         shared = get(shared_key, 0, allow_zero=True)
         latent = get("routed_expert_hidden_size", 0, allow_zero=True)
+        groups, per_token = _groups(get, get(key), where)
         moe = MoE(get(key), _top_k(get, key, where, config), width, shared, shared * width, False,
-                  latent_size=latent, hash_layers=get("num_hash_layers", 0, allow_zero=True))
+                  latent_size=latent, hash_layers=get("num_hash_layers", 0, allow_zero=True),
+                  num_groups=groups, groups_per_token=per_token)
         return moe, tuple(i for i in range(layers) if i >= first_dense and i % freq == 0)
     if config.get("num_experts") is not None:  # Qwen2/Qwen3-MoE
         step = get("decoder_sparse_step", 1)
@@ -355,6 +363,22 @@ def _moe(config: Mapping[str, Any], get, layers: int, where: str) -> tuple[MoE |
         moe = MoE(get("num_local_experts"), _top_k(get, "num_local_experts", where), get("intermediate_size"), 0, 0, False)
         return moe, tuple(range(layers))
     return None, ()
+
+
+def _groups(get, experts: int, where: str) -> tuple[int, int]:
+    """`n_group` / `topk_group` (default 1 / 1: no group limit), checked: the groups split the experts evenly
+    (DeepSeek's router reshapes its scores to [tokens, n_group, experts / n_group]) and a token picks 1..n_group."""
+    groups = get("n_group", 1)
+    if experts % groups:
+        raise InputError(f"{where} n_group", f"{groups} groups do not split the {experts} routed experts evenly",
+                         "give the checkpoint's n_group (a divisor of the routed experts)")
+    if groups == 1:  # one group holds every expert: topk_group (Kimi K3 gives 1 without n_group) limits nothing
+        return 1, 1
+    per_token = get("topk_group")
+    if per_token > groups:
+        raise InputError(f"{where} topk_group", f"{per_token} is more than the {groups} groups (n_group)",
+                         "give at most n_group groups per token")
+    return groups, per_token
 
 
 def _top_k(get, experts_key: str, where: str, config: Mapping[str, Any] | None = None) -> int:

@@ -6,8 +6,10 @@ Per layer, on the slowest device (a step of an expert-parallel group waits for i
 The MoE term takes per-layer device loads (`ExpertLoad`, from a placement and routing data); without
 routing data it assumes uniform load and says so in `StepCost.load_source`. Each MoE layer is priced at its
 busiest device: its routed GEMMs at that device's share of the pairs, and its dispatch and combine as one hot
-device at that share over evenly loaded others. Layers whose busiest device agrees to
-`StepContext.imbalance_decimals` share one evaluation.
+device at that share over evenly loaded others, or, where the load carries its placement (`ExpertLoad.routing`),
+from the bytes each link class carries given where each expert's replicas sit and the model's node-limited
+routing (hwmodels.alltoall_placement, which states its assumptions). Layers whose busiest device (and placed
+copies per token) agree to `StepContext.imbalance_decimals` share one evaluation.
 
 A `StepContext` is everything a step's time depends on besides its batch: the model and its precision, the
 instance's cluster and layout, the expert load, and where operator times come from
@@ -43,7 +45,9 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
+from hwmodels.alltoall_placement import copies_by_mode
 from hwmodels.calibrate.operator_costs import OperatorCosts, fitted_costs
+from hwmodels.collectives import ep_group_domains
 from hwmodels.efficiency import HOPPER_NUM_SMS, SCALE_BLOCK
 from hwmodels.expert_load import ExpertLoad
 from hwmodels.hardware import Cluster
@@ -128,6 +132,22 @@ class StepContext:
         """Per MoE layer: the busiest device's load over the mean (1.0 is perfect balance), to imbalance_decimals."""
         load = self.expert_load
         return () if load is None else tuple(np.round(load.imbalance, self.imbalance_decimals).tolist())
+
+    @cached_property
+    def placed_copies(self) -> dict[str, tuple[tuple, ...]] | None:
+        """Per all-to-all mode, per MoE layer: the token copies per token on the busiest rank of each path class,
+        from the load's placement (None without one, or for a group of one device), rounded to imbalance_decimals."""
+        load = self.expert_load
+        if load is None or load.routing is None or self.layout.ep == 1:
+            return None
+        moe, r = self.arch.moe, self.cluster.device.ranks_per_device
+        if load.routing.expert_share.shape != (len(self.arch.moe_layers), moe.num_experts) or \
+                load.routing.num_devices != self.layout.ep:
+            raise ValueError(f"the load's placement is [{load.routing.expert_share.shape}] on {load.routing.num_devices} "
+                             f"devices, the model has {len(self.arch.moe_layers)} MoE layers x {moe.num_experts} on EP{self.layout.ep}")
+        domains = tuple(np.repeat(ep_group_domains(self.cluster, self.layout.ep), r).tolist())
+        return copies_by_mode(load.routing, domains, moe.top_k, moe.num_experts, moe.num_groups, moe.groups_per_token,
+                              r, self.imbalance_decimals)
 
     def step(self, phase: Phase | str, tokens_per_device: float, context_tokens: float, draft_tokens: int = 0) -> StepCost:
         """One forward step of the whole model on a pp = 1 layout, on its slowest device.
@@ -336,23 +356,27 @@ def _moe(ctx: StepContext, tokens_per_device: float, phase: Phase) -> _MoETerms:
         tp_reduce_s = reduce.time_s
         comm_sources.add(reduce.source)
         fixed.operators["moe_tp_allreduce"] = (reduce.source, 1.0)
-    for f in factors:
+    # a layer's all-to-all key: its busiest device's factor, and its placed copies per token where the load has them
+    placed = ctx.placed_copies
+    comm_keys = list(ctx.layer_factors) if placed is None else list(zip(ctx.layer_factors, placed[mode]))
+    for key in sorted(set(comm_keys)):
+        f, copies = (key, None) if placed is None else (key[0], dict(key[1]))
         if ep == 1:
-            dispatch[f], combine[f] = 0.0, tp_reduce_s
+            dispatch[key], combine[key] = 0.0, tp_reduce_s
             continue
         # the busiest device draws f / ep of the routed pairs; DeepEP dedups a token per destination device
-        dest = None if f == 1.0 else ExpertLoad.from_imbalance(float(f), ep, 1, "").shares[0]
+        dest = None if f == 1.0 or copies else ExpertLoad.from_imbalance(float(f), ep, 1, "").shares[0]
         disp = ctx.costs.dispatch(cluster, ep, tokens_per_device * layout.moe_tp, d, moe.top_k, moe.num_experts,
-                                  plan.dispatch.bytes_per_element, scale_bytes, dest, mode)
+                                  plan.dispatch.bytes_per_element, scale_bytes, dest, mode, rank_copies=copies)
         comb = ctx.costs.combine(cluster, ep, tokens_per_device * layout.moe_tp, d, moe.top_k, moe.num_experts,
-                                 plan.combine.bytes_per_element, dest, mode)
-        dispatch[f], combine[f] = disp.time_s, comb.time_s + tp_reduce_s
+                                 plan.combine.bytes_per_element, dest, mode, rank_copies=copies)
+        dispatch[key], combine[key] = disp.time_s, comb.time_s + tp_reduce_s
         comm_sources |= {disp.source, comb.source}
         fixed.operators["dispatch"] = (disp.source, 1.0)
         fixed.operators["combine"] = (comb.source, 1.0)
     per_layer = ctx.layer_factors
     return _MoETerms(router_s, fixed.compute_s - router_s, np.array([expert_s[f] for f in per_layer]),
-                     np.array([dispatch[f] for f in per_layer]), np.array([combine[f] for f in per_layer]),
+                     np.array([dispatch[k] for k in comm_keys]), np.array([combine[k] for k in comm_keys]),
                      frozenset(fixed.sources | comm_sources), dict(fixed.operators))
 
 

@@ -39,6 +39,7 @@ from moeplan.simulation import Simulation
 from moeplan.study import PlanView, Sweep
 from planner.compare_placements import MAX_TIME_LIMIT_S as MAX_PLACE_TIME_LIMIT_S
 from planner.compare_placements import check_arguments as _check_placement_args
+from planner.compare_placements import AllToAll
 from planner.compare_placements import compare_placements as _compare_placements
 from planner.estimate import Estimate
 from planner.estimate import estimate as _estimate
@@ -50,7 +51,8 @@ from sim.config import KVPolicy, Router, SimConfig
 
 __all__ = ["InputError", "KVPolicy", "Plan", "PlanView", "RequestTrace", "Router", "SimConfig", "Simulation", "Spec", "Sweep",
            "ValidationRow", "app_script", "bench_kernels", "check", "clusters", "compare", "compare_placements",
-           "clouds", "default_kernel_csv", "deployment", "devices", "estimate", "estimate_json", "launch_files", "kernel_fits", "load_plan", "model_config", "model_summary",
+           "clouds", "default_kernel_csv", "deployment", "devices", "estimate", "estimate_json", "launch_files", "kernel_fits",
+           "load_plan", "model_config", "model_summary", "placement_alltoall", "placement_scaleout_weight",
            "models", "number_formats", "plan", "read_routing_counts", "read_trace", "simulate", "sweep", "units",
            "validate", "validate_measured", "measured_frame", "measured_report", "measured_summary", "validation_summary", "workloads"]
 
@@ -337,9 +339,47 @@ def read_routing_counts(source: SourceLike, *, name: str | None = None, max_byte
     return read_counts(source, name=name, max_bytes=max_bytes)
 
 
+def placement_alltoall(model: str, field: str = "model") -> AllToAll:
+    """The all-to-all of a catalog model or config.json as placements price it: top-k, node-limited groups, and
+    the bytes of one token copy there and back, as the step model sends them (DeepEP normal mode: the dispatch in
+    the model's dispatch dtype with one fp32 scale per 128 channels when fp8, the combine in its combine dtype)."""
+    from hwmodels.efficiency import SCALE_BLOCK
+    from hwmodels.precision import DTYPES
+    arch = catalog.load_model(model, field)
+    if arch.moe is None:
+        raise InputError(field, f"{model} is a dense model: it has no experts to place", "name an MoE model")
+    plan = default_plan(arch.quantization_config, arch.torch_dtype)
+    width = arch.moe.latent_size or arch.hidden_size
+    scales = width / SCALE_BLOCK * DTYPES["fp32"].bytes_per_element if plan.dispatch.name == "fp8" else 0.0
+    token_bytes = width * (plan.dispatch.bytes_per_element + plan.combine.bytes_per_element) + scales
+    return AllToAll(arch.moe.top_k, token_bytes, arch.moe.num_groups, arch.moe.groups_per_token)
+
+
+def placement_scaleout_weight(model: str, device: str) -> float:
+    """The ILP's scale-out weight for `model` on `device` (hwmodels.alltoall_placement.scaleout_weight): one node
+    copy of a token over the device's NIC (the DeepEP fit's bandwidth) against the routed experts' roofline time
+    per token in their compute dtype, times the groups a token picks."""
+    from hwmodels import alltoall_placement, collectives
+    from hwmodels.calibrate.operator_costs import fitted_costs, quant_dtype
+    arch, dev = catalog.load_model(model), catalog.load_device(device)
+    alltoall = placement_alltoall(model)
+    links = collectives.link_classes(dev, fitted_costs().collective_fit(dev))
+    if "scaleout" not in links:
+        raise InputError("device", f"{device} has no published scale-out bandwidth", "name a device with a NIC figure")
+    plan = default_plan(arch.quantization_config, arch.torch_dtype)
+    dtype = quant_dtype(plan.of("routed_experts").name)
+    peak = dev.peak_flops_per_s.get(dtype)
+    if peak is None:
+        raise InputError("device", f"{device} has no {dtype} peak", "name a device with that peak published")
+    flops_per_pair = 2.0 * 3 * (arch.moe.latent_size or arch.hidden_size) * arch.moe.expert_intermediate_size
+    return alltoall_placement.scaleout_weight(alltoall.token_bytes, links["scaleout"].bytes_per_s, peak,
+                                              alltoall.top_k, flops_per_pair, alltoall.groups_per_token)
+
+
 def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_loads: np.ndarray, ep: int, redundant: int,
                        nodes: int = 1, time_limit_s: float = 60.0, workers: int | None = None,
-                       progress: Callable[[str], None] | None = None) -> dict:
+                       progress: Callable[[str], None] | None = None, model: str | None = None,
+                       scaleout_weight: float = 0.0) -> dict:
     """Contiguous, EPLB (global policy) and the robust ILP placed on `fit_windows` ([L, E] counts, one or several)
     over `ep` devices with `redundant` extra slots on `nodes` nodes, each scored on `eval_loads` ([L, E]) under
     the runtime even split (planner.compare_placements). Returns what `moeplan place --json` prints, with the
@@ -348,9 +388,20 @@ def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_load
     found so far and its notes say so); workers: the ILP's processes (None: the solver's default); progress:
     called with each step's name as it starts (moeplan place shows it).
     Bounds: 0 <= redundant <= the experts' count, nodes divides ep, and the placements' estimated memory
-    within planner.compare_placements.MAX_PLACEMENT_BYTES; anything else is an InputError naming the argument."""
+    within planner.compare_placements.MAX_PLACEMENT_BYTES; anything else is an InputError naming the argument.
+    model: the catalog model or config.json whose statistics these are; with it every method reports
+    cross_node_bytes_per_token (placement_alltoall; None without). scaleout_weight > 0 gives the ILP its
+    scale-out term (a model with expert groups needed)."""
+    alltoall = None if model is None else placement_alltoall(model)
+    if alltoall is not None and np.shape(eval_loads)[-1] != _experts_of(model):
+        raise InputError("model", f"{model} has {_experts_of(model)} routed experts, the statistics "
+                         f"{np.shape(eval_loads)[-1]}", "name the model whose routing the statistics record")
     return _compare_placements(fit_windows, eval_loads, ep, redundant, nodes, time_limit_s=time_limit_s, workers=workers,
-                               progress=progress)
+                               progress=progress, alltoall=alltoall, scaleout_weight=scaleout_weight)
+
+
+def _experts_of(model: str) -> int:
+    return catalog.load_model(model).moe.num_experts
 
 
 def check_placement_args(num_layers: int, num_experts: int, ep: int, redundant: int, nodes: int = 1,

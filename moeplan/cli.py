@@ -169,6 +169,14 @@ def _parser() -> argparse.ArgumentParser:
                         "(default 60); when it runs out the ILP keeps its best placement so far (at worst the greedy start)")
     s.add_argument("-o", "--output", metavar="FILE", help="write the ILP placement as SGLang's --init-expert-location JSON "
                    "(new file only, checked before placing; missing parent folders are created)")
+    s.add_argument("--model", metavar="NAME|CONFIG", help="catalog model or config.json whose statistics these are: "
+                   "each method then reports the bytes a token sends across nodes (cross_node_bytes_per_token), "
+                   "priced by where the replicas sit with the model's top-k and node-limited routing")
+    s.add_argument("--scaleout-weight", type=float_in("--scaleout-weight"), metavar="W",
+                   help="weight of the ILP's cross-node term against load balance (default 0, or derived from --device: "
+                        "balance only without either); > 0 needs --model with expert groups (DeepSeek-V3: n_group 8)")
+    s.add_argument("--device", metavar="NAME", help="derive --scaleout-weight from this catalog device (h800-sxm: its "
+                   "NIC against the routed experts' roofline; needs --model)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(run=_place)
 
@@ -412,7 +420,8 @@ def _print_plan(result, out_dir) -> None:
 
 
 _PLACE_OPTIONS = {"ep": "--ep", "redundant": "--redundant", "nodes": "--nodes", "time_limit_s": "--time-limit",
-                  "eval_loads": "--loads", "fit_windows": "--fit-loads"}
+                  "eval_loads": "--loads", "fit_windows": "--fit-loads", "model": "--model",
+                  "scaleout_weight": "--scaleout-weight"}
 
 
 def _spent_s(task) -> float:
@@ -437,6 +446,10 @@ def _place(args) -> int:
     eval_loads = api.read_routing_counts(args.loads)  # each file's windows summed, in its own shape
     api.check_placement_args(*eval_loads.shape, args.ep, args.redundant, args.nodes, args.time_limit, names=_PLACE_OPTIONS)
     windows = [api.read_routing_counts(f) for f in args.fit_loads] if args.fit_loads else [eval_loads]
+    if args.device is not None and args.model is None:
+        raise InputError("--device", "derives the ILP's scale-out weight for a model", "add --model (e.g. deepseek-v3)")
+    weight = args.scaleout_weight if args.scaleout_weight is not None else \
+        api.placement_scaleout_weight(args.model, args.device) if args.device is not None else 0.0
     # the ILP runs until its bound or the time limit, so the bar is the time limit: the most it can still take
     with Progress(TextColumn("{task.description}"), _TimeLimitBar(), _TimeLimitText(), console=Console(stderr=True),
                   transient=True, disable=args.json or not sys.stderr.isatty()) as bar:
@@ -444,7 +457,8 @@ def _place(args) -> int:
         try:
             result = api.compare_placements(windows, eval_loads, args.ep, args.redundant, args.nodes,
                                             time_limit_s=max(1e-3, args.time_limit - (time.perf_counter() - started)),
-                                            progress=lambda step: bar.update(task, description=step))
+                                            progress=lambda step: bar.update(task, description=step),
+                                            model=args.model, scaleout_weight=weight)
         except InputError as e:  # the API names its parameters; say the options
             raise InputError(_PLACE_OPTIONS.get(e.field, e.field), e.problem, e.fix) from None
     location = result.pop("expert_location")
@@ -455,10 +469,12 @@ def _place(args) -> int:
         return 0
     t = Table(title=f"Expert placement on EP{args.ep} + {args.redundant} redundant slots, evaluated on {args.loads}"
                     f"{' (in-sample)' if not args.fit_loads else ''}")
-    for col in ("method", "step cost", "mean imbalance", "worst layer", "seconds"):
+    for col in ("method", "step cost", "mean imbalance", "worst layer", "cross-node MB/token", "seconds"):
         t.add_column(col, justify="left" if col == "method" else "right")
     for name, m in result["methods"].items():
-        t.add_row(name, f"{m['step_cost']:.3f}", f"{m['mean_imbalance']:.3f}", f"{m['worst_layer_imbalance']:.3f}", f"{m['seconds']:.1f}")
+        cross = m["cross_node_bytes_per_token"]
+        t.add_row(name, f"{m['step_cost']:.3f}", f"{m['mean_imbalance']:.3f}", f"{m['worst_layer_imbalance']:.3f}",
+                  "-" if cross is None else f"{cross / api.units.MB:.3f}", f"{m['seconds']:.1f}")
     c = console()
     c.print(t)
     c.print(f"ILP ({result['solver']}, robust rule '{result['robust']}'): proven lower bound {result['lp_bound']:.4f}, "

@@ -33,6 +33,7 @@ BOUNDS = {
     "--shards": (1, api.MAX_SHARDS),
     "--processes": (1, 4096),
     "--ep": (1, 1_000_000),
+    "--scaleout-weight": (0.0, 1e6),  # a weight against the mean device's load: past 1e6 balance no longer counts
     "--nodes": (1, 1_000_000),
     "--redundant": (0, 1_000_000),  # and at most the experts' count, checked once the loads are read
     "--time-limit": (0.0, api.MAX_PLACE_TIME_LIMIT_S),  # (0, MAX]: the whole command's budget, in seconds

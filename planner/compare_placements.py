@@ -1,6 +1,12 @@
 """The three placement methods side by side (`moeplan place`): contiguous, EPLB and the robust ILP, fitted on
 earlier windows of routing statistics and evaluated on the next, under the runtime even split.
 
+With the model's routing (`AllToAll`: top-k, the bytes of one token there and back, node-limited groups) each
+method also reports `cross_node_bytes_per_token`: the bytes one token sends across node boundaries through
+every MoE layer in DeepEP's normal mode, given where the replicas sit (planner.placement.cross_node_bytes_per_token;
+its assumptions are hwmodels.alltoall_placement.ASSUMPTION). `scaleout_weight` > 0 gives the ILP its
+scale-out term (planner.ilp: expert groups spread over nodes, with the node-aware group-aligned start).
+
 The time limit bounds the whole comparison: EPLB's greedy placement (fast, and the floor every method falls
 back on) counts against it, and the ILP gets what is left, keeping the best placement found so far (at worst
 that greedy start) when it runs out.
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -17,7 +24,7 @@ import numpy as np
 from hwmodels.errors import InputError, excerpt
 from planner.eplb import Policy, contiguous_placement, eplb_placement
 from planner.ilp import ilp_placement, windows_of
-from planner.placement import evaluate, expert_location_json
+from planner.placement import cross_node_bytes_per_token, evaluate, expert_location_json
 
 MAX_TIME_LIMIT_S = 3600.0  # an hour: the search meets its bound or stalls long before on any published model
 # The placements' tables, estimated at their worst (an expert may hold every redundant slot: log2phy is
@@ -25,6 +32,17 @@ MAX_TIME_LIMIT_S = 3600.0  # an hour: the search meets its bound or stalls long 
 MAX_PLACEMENT_BYTES = 2 * 2**30
 PARAMETERS = {"ep": "ep", "redundant": "redundant", "nodes": "nodes", "time_limit_s": "time_limit_s",
               "eval_loads": "eval_loads", "fit_windows": "fit_windows"}
+
+
+@dataclass(frozen=True)
+class AllToAll:
+    """What prices a placement's all-to-all for one model: top-k, the bytes of one token's dispatch plus combine
+    copy (DeepSeek-V3: 7,168 fp8 + 56 fp32 scales + 7,168 bf16 = 21,728 B) and its node-limited routing."""
+
+    top_k: int
+    token_bytes: float
+    num_groups: int = 1
+    groups_per_token: int = 1
 
 
 def _whole(x) -> bool:
@@ -70,14 +88,18 @@ def check_arguments(num_layers: int, num_experts: int, ep, redundant, nodes, tim
 
 def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_loads: np.ndarray, ep: int, redundant: int,
             nodes: int = 1, policy: Policy = Policy.GLOBAL, num_groups: int | None = None, time_limit_s: float = 60.0,
-            robust: str = "mean", workers: int | None = None, progress: Callable[[str], None] | None = None) -> dict:
+            robust: str = "mean", workers: int | None = None, progress: Callable[[str], None] | None = None,
+            alltoall: AllToAll | None = None, scaleout_weight: float = 0.0) -> dict:
     """Place with each method on `fit_windows` (one [L, E] array or several) and evaluate on `eval_loads`
     ([L, E]; the same data for an in-sample figure, the next window for an honest one), all under the
     runtime even split. EPLB is fitted on the windows' summed counts, as a deployment aggregates them.
     time_limit_s bounds the whole call (check_arguments: in (0, MAX_TIME_LIMIT_S]); past it the ILP keeps
     the best placement found so far and its notes say so.
     Returns what `moeplan place --json` prints, with the ILP placement as SGLang's `--init-expert-location`
-    mapping under `expert_location`. progress, if given, is called with each step's name as it starts."""
+    mapping under `expert_location`. progress, if given, is called with each step's name as it starts.
+    alltoall: the model's all-to-all; with it each method reports cross_node_bytes_per_token (else None).
+    scaleout_weight: the ILP's scale-out term (planner.ilp_placement), in units of the mean device's load per
+      unit of group-share-weighted (group, node) pairs; > 0 needs alltoall with the model's expert groups."""
     started = time.perf_counter()
     step = progress or (lambda name: None)
     windows = windows_of(fit_windows)
@@ -97,16 +119,24 @@ def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_load
     # the ILP starts from EPLB's rows with one window (on several it starts from EPLB on the summed unit
     # windows, falling back on these rows when that cannot finish in time)
     step(f"ILP on {num_layers:,} layers, until it meets its bound or the time limit")
+    if scaleout_weight and (alltoall is None or alltoall.num_groups < 2):
+        raise InputError("scaleout_weight", "needs a model whose experts route in groups (n_group > 1)",
+                         "pass the model (DeepSeek-V3: n_group 8) or a weight of 0")
     placements["ilp"] = ilp_placement(list(windows), num_slots, ep, nodes, time_limit_s=max(1e-3, deadline - time.perf_counter()),
-                                      robust=robust, workers=workers, start=placements["eplb"].phy2log)
+                                      robust=robust, workers=workers, start=placements["eplb"].phy2log,
+                                      scaleout_weight=scaleout_weight,
+                                      num_groups=alltoall.num_groups if scaleout_weight else None)
     step("scoring the placements")
     methods = {}
     for name, p in placements.items():
         result = evaluate(p, eval_loads)
+        cross = None if alltoall is None else cross_node_bytes_per_token(
+            p, eval_loads, nodes, alltoall.top_k, alltoall.token_bytes, alltoall.num_groups, alltoall.groups_per_token)
         methods[name] = {k: result[k] for k in ("mean_imbalance", "worst_layer_imbalance", "step_cost")} | {
-            "seconds": p.seconds, "method": p.method}
+            "cross_node_bytes_per_token": cross, "seconds": p.seconds, "method": p.method}
     ilp = placements["ilp"]
     return {"ep": ep, "redundant": redundant, "slots_per_device": num_slots // ep, "nodes": nodes,
-            "fit_windows": num_windows, "eplb_policy": policy.value, "robust": robust, "methods": methods,
+            "fit_windows": num_windows, "eplb_policy": policy.value, "robust": robust, "scaleout_weight": scaleout_weight,
+            "methods": methods,
             "objective": ilp.objective, "lp_bound": ilp.lp_bound, "gap": ilp.gap, "solver": ilp.solver,
             "notes": ilp.notes, "expert_location": expert_location_json(ilp)}

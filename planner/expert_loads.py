@@ -16,7 +16,7 @@ from hwmodels.expert_load import ExpertLoad
 from hwmodels.layout import Layout
 from planner.eplb import Policy, eplb_placement
 from planner.ilp import ilp_placement
-from planner.placement import Placement, device_loads
+from planner.placement import Placement, device_loads, placed_routing
 from planner.plan import PlacementSummary
 
 
@@ -41,6 +41,7 @@ class ExpertLoads:
     def __init__(self, d: Deployment):
         self.d = d
         self.placements: dict[tuple[str, int, int], Placement] = {}
+        self.scored: dict[tuple[str, int, int], ScoredLoad] = {}
 
     def __call__(self, layout: Layout, phase: str) -> ScoredLoad:
         d = self.d
@@ -52,12 +53,18 @@ class ExpertLoads:
             if skew is None:
                 return ScoredLoad(ExpertLoad.uniform(layout.ep, len(d.model.moe_layers)), None, None)
             return ScoredLoad(ExpertLoad.measured_eplb(skew, phase, layout.ep, len(d.model.moe_layers)), None, None)
-        placement = self.placement(routing, layout.ep, layout.redundant_experts)
+        key = (routing.phase, layout.ep, layout.redundant_experts)
+        if key not in self.scored:  # one load per placement: the step model caches its all-to-all per load
+            self.scored[key] = self._scored(routing, self.placement(routing, layout.ep, layout.redundant_experts))
+        return self.scored[key]
+
+    def _scored(self, routing: PhaseRouting, placement: Placement) -> ScoredLoad:
         shares = device_loads(placement, routing.evaluate)
         fitted = "fitted on it (in sample)" if routing.in_sample else f"fitted on {', '.join(routing.fit_on)}"
         source = f"{placement.method} placement {fitted}, loads of {routing.evaluated_on}" + \
             (f"; {routing.mapping}" if routing.mapping else "")
-        load = ExpertLoad(shares, source)
+        # the placement itself rides along, so the step prices dispatch and combine by where the replicas sit
+        load = ExpertLoad(shares, source, placed_routing(placement, routing.evaluate, source))
         imbalance = load.imbalance
         summary = PlacementSummary(placement.method, placement.slots_per_device, placement.num_devices, routing.fit_on,
                                    routing.evaluated_on, routing.mapping, source, float(imbalance.mean()),

@@ -29,7 +29,7 @@ limit. For each layer:
    worse than the start, and in sample never worse than EPLB.
 HBM: every device holds the same number of slots, so the expert-weight + KV budget is one check
 (`HbmBudget`). The scale-out term (`scaleout_weight`, `_spread`) counts the scale-out domains each expert
-group spans, weighted by the group's share of routed pairs.
+group spans, weighted by the group's share of routed pairs; with it the starts add planner.group_start's rows.
 
 Shape legend: L = layers, E = logical experts, N = physical slots, D = devices, W = fit windows,
 S = slots per device (N = D x S), R = most replicas of one expert, G = expert groups, M = domains.
@@ -50,6 +50,7 @@ import numpy as np
 import pulp
 
 from hwmodels.errors import InputError
+from planner.group_start import group_aligned_rows
 from planner.eplb import DeadlinePassed, Policy, eplb_placement, replicate_experts
 from planner.milp_solver import solver, solver_name
 from planner.placement_bound import layer_bound as _layer_bound, layer_bound_by as _layer_bound_by  # noqa: F401
@@ -445,7 +446,10 @@ def _place_layers(problem: _Problem, layers: list[int], unit: np.ndarray, starts
         share = a.mean(axis=0) / p.num_devices  # each expert's share of the layer's routed pairs
         share = np.bincount(p.top.group, weights=share) if p.top.group is not None else share
         # 1. start from the better of EPLB's row and the robust greedy one (when there is time to build it)
-        rows = [r for r in (starts[i], _robust_start(a, p.num_slots, p.slots_per_device, deadline)) if r is not None]
+        # with the scale-out term, also the node-aware start that keeps each expert group inside one domain
+        aligned = group_aligned_rows(a.mean(axis=0), p.top.group, p.top.domain, p.slots_per_device) if p.top.active else []
+        rows = [r for r in (starts[i], _robust_start(a, p.num_slots, p.slots_per_device, deadline), *aligned)
+                if r is not None]
         with_counts = [(r, np.bincount(r, minlength=a.shape[1])) for r in rows]
         row, counts = min(with_counts, key=lambda rc: _layer_cost(a, *rc, p.rule, p.top, share, p.slots_per_device))
         # 2. lower bound: per window on the busiest device, combined by the rule; the spread term >= one

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwmodels.alltoall_placement import PlacedRouting, cross_domain_copies_per_token, placed_hits
 from hwmodels.errors import InputError
 
 
@@ -125,3 +126,27 @@ def check_slots(num_layers: int, num_experts: int, num_slots: int, num_devices: 
                          "choose redundant slots so that experts + redundant is a multiple of the EP size")
     if num_slots < num_experts:
         raise InputError("redundant", f"{num_slots} slots cannot hold {num_experts} experts", "add slots or devices")
+
+
+def placed_routing(placement: Placement, loads: np.ndarray, source: str = "") -> PlacedRouting:
+    """The placement and the per-expert shares of `loads` ([L, E]) as plain arrays for the step model
+    (hwmodels.alltoall_placement), MoE layers only (layers without load are dropped, as in device_loads)."""
+    loads = np.asarray(loads, dtype=float)
+    if loads.shape != placement.logcnt.shape:
+        raise InputError("loads", f"shape {loads.shape} does not match the placement's {placement.logcnt.shape}",
+                         "evaluate on statistics of the same model (layers x experts)")
+    keep = loads.sum(axis=1) > 0
+    share = loads[keep] / loads[keep].sum(axis=1, keepdims=True)
+    return PlacedRouting(share, placement.phy2log[keep], placement.slots_per_device, source)
+
+
+def cross_node_bytes_per_token(placement: Placement, loads: np.ndarray, nodes: int, top_k: int, token_bytes: float,
+                               num_groups: int = 1, groups_per_token: int = 1) -> float:
+    """Bytes one token sends across node boundaries in DeepEP's normal mode (one copy per remote node its
+    experts reach), summed over the MoE layers of `loads`, its attention rank spread evenly over the devices.
+    token_bytes: what one copy of a token carries there and back (dispatch + combine). The assumptions are
+    hwmodels.alltoall_placement's (ASSUMPTION)."""
+    routing = placed_routing(placement, loads)
+    domains = np.arange(placement.num_devices) // (placement.num_devices // nodes)
+    hits = placed_hits(routing, domains, top_k, num_groups, groups_per_token)
+    return float(cross_domain_copies_per_token(hits, "normal", top_k).sum() * token_bytes)

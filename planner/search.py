@@ -26,6 +26,7 @@ from functools import lru_cache
 import numpy as np
 
 from hwmodels import catalog
+from hwmodels.alltoall_placement import ASSUMPTION
 from hwmodels.arithmetic import weight_bytes
 from hwmodels.calibrate.operator_costs import costs_of, describe_costs
 from hwmodels.deployment import POISSON, Deployment
@@ -460,7 +461,8 @@ def _load_assumption(d: Deployment, phase: str) -> str:
     if routing is not None:
         how = "in sample: fitted and scored on the same statistics, optimistic" if routing.in_sample else \
             f"fitted on {', '.join(routing.fit_on)}, scored on {routing.evaluated_on}"
-        return f"per-device loads of the {d.routing.placement} placement ({how})" + (f"; {routing.mapping}" if routing.mapping else "")
+        return (f"per-device loads of the {d.routing.placement} placement ({how})" + (f"; {routing.mapping}" if routing.mapping else "")
+                + f"; {ASSUMPTION}")
     skew = catalog.routing_skew(d.model.name)
     return ("EPLB on earlier statistics at the measured held-out imbalance of " + skew["source"]) if skew else \
         "uniform (no routing statistics for this model)"

@@ -9,8 +9,9 @@ or contiguous (no balancing). Without routing data every window is uniform load,
 Each window's statistics are the expected load over its traffic: the sampling noise of a small batch's
 actual top-k choices is not replayed.
 
-The loads go to the step model as they are (per device, per layer); it reads each MoE layer at its busiest
-device and costs every distinct value once. The simulator's step contexts read that figure to
+The loads go to the step model as they are (per device, per layer), with the placement itself, so dispatch and
+combine cost the bytes each link class carries given where the replicas sit (hwmodels.alltoall_placement); it
+reads each MoE layer at its busiest device (and its copies per token) and costs every distinct value once. The simulator's step contexts read that figure to
 IMBALANCE_DECIMALS (the planner's to 3), which leaves a window a handful of distinct layer loads and makes a
 step evaluation about three times cheaper, for at most 0.4% of step time (tests/test_sim_steps.py).
 """
@@ -28,7 +29,7 @@ from hwmodels.layout import Layout
 from hwmodels.model_arch import ModelArch
 from hwmodels.expert_load import ExpertLoad
 from planner.eplb import Policy, contiguous_placement, eplb_placement
-from planner.placement import Placement, device_loads
+from planner.placement import Placement, device_loads, placed_routing
 from hwmodels.ingest.routing import RoutingTrace
 
 
@@ -89,7 +90,9 @@ def role_loads(arch: ModelArch, layout: Layout, routing: RoutingTrace | None, pl
         if shares.shape != (n_moe, ep):
             raise InputError("routing", f"window {w} of {routing.source} has load on {shares.shape[0]} layers, "
                              f"{arch.name} has {n_moe} MoE layers", "give statistics with load on every MoE layer")
-        loads.append(ExpertLoad(shares, f"{placement_label}, window {w} of {routing.source}"))
+        label = f"{placement_label}, window {w} of {routing.source}"
+        # the placement rides along: the step prices the window's dispatch and combine by where the replicas sit
+        loads.append(ExpertLoad(shares, label, placed_routing(placement, window, label)))
     imbalance = tuple(float(load.imbalance.mean()) for load in loads)
     label = f"{routing.source} ({len(loads)} window{'s' if len(loads) > 1 else ''} in time order) through {placement_label}"
     return RoleLoads(tuple(loads), imbalance, label, routing.note)

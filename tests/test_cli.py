@@ -159,6 +159,21 @@ def test_place_json_contract_and_deployable_file(tmp_path, shared_data):
     assert r.returncode == 2 and "fix: use --redundant 0" in r.stderr
 
 
+def test_place_reports_cross_node_bytes_per_method(tmp_path, shared_data):
+    loads = shared_data / "routing" / "deepseek-v3-sglang-eplb" / "prefill_in1024.json"
+    base = ("place", "--loads", str(loads), "--ep", "72", "--redundant", "32", "--nodes", "9", "--time-limit", "8")
+    r = moeplan(*base, "--model", "deepseek-v3", "--device", "h800-sxm", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    cross = {name: m["cross_node_bytes_per_token"] for name, m in result["methods"].items()}
+    assert result["scaleout_weight"] == pytest.approx(5.6, abs=0.1)  # DeepSeek-V3 on H800 (api.placement_scaleout_weight)
+    assert cross["ilp"] <= cross["eplb"] and cross["ilp"] < cross["contiguous"]
+    r = moeplan(*base, "--device", "h800-sxm", cwd=tmp_path)
+    assert r.returncode == 2 and "--device" in r.stderr and "--model" in r.stderr
+    r = moeplan(*base, "--model", "kimi-k2", cwd=tmp_path)  # 384 experts, the statistics hold 256
+    assert r.returncode == 2 and "--model" in r.stderr
+
+
 def test_place_shows_its_step_and_the_time_limit_on_a_terminal(tmp_path, shared_data):
     # once silent for the whole time limit; the bar runs on stderr only where stderr is a terminal
     loads = shared_data / "routing" / "deepseek-v3-sglang-eplb" / "prefill_in1024.json"

@@ -224,3 +224,41 @@ def test_ilp_names_nodes_that_do_not_divide_and_a_bad_time_limit():
     for bad in (float("nan"), float("inf"), 0.0, -1.0):
         with pytest.raises(InputError, match="time_limit_s"):
             ilp_placement(np.ones((1, 8)), 8, 4, time_limit_s=bad)
+
+
+def test_group_aligned_start_keeps_each_group_in_one_domain():
+    from planner.group_start import group_aligned_rows
+    rng = np.random.default_rng(3)
+    load = rng.gamma(0.7, 100, size=16)
+    group, domain = np.arange(16) // 4, np.arange(8) // 2  # 4 groups of 4 experts; 4 domains of 2 devices x 3 slots
+    rows = group_aligned_rows(load, group, domain, 3)
+    assert len(rows) == 5  # any spill, then one per group
+    for row in rows:
+        assert len(row) == 24 and np.bincount(row, minlength=16).min() >= 1
+        held_in = domain[np.arange(24) // 3]
+        # every group fits its home domain with room to spare: replicas stay at home, one domain per group
+        assert all(len(set(held_in[group[row] == g])) == 1 for g in range(4))
+        # the hottest expert got a replica
+        assert (row == np.argmax(load)).sum() >= 2
+    assert group_aligned_rows(load, np.arange(16) // 8, domain, 3) == []  # a group of 8 does not fit 6 slots
+
+
+def test_node_aware_ilp_sends_fewer_bytes_across_nodes(shared_data):
+    """DeepSeek-V3 decode statistics (8 MoE layers), EP72 + 32 on 9 nodes: with the scale-out term the ILP sends
+    fewer bytes across nodes than EPLB and contiguous placement; without it, each method still reports them."""
+    from moeplan.api import placement_alltoall
+    folder = shared_data.joinpath(*STATS)
+    fit = [read_counts(folder / f)[3:11] for f in ("decode_in1000out1000.json", "decode_in2000out100.json")]
+    held_out = read_counts(folder / "decode_in1800out100.json")[3:11]
+    a2a = placement_alltoall("deepseek-v3")
+    assert (a2a.top_k, a2a.num_groups, a2a.groups_per_token, a2a.token_bytes) == (8, 8, 4, 7168 * 3 + 56 * 4)
+    plain = compare_placements(fit, held_out, ep=72, redundant=32, nodes=9, time_limit_s=2.0, workers=1)
+    assert all(m["cross_node_bytes_per_token"] is None for m in plain["methods"].values())
+    node = compare_placements(fit, held_out, ep=72, redundant=32, nodes=9, time_limit_s=3.0, workers=1, alltoall=a2a,
+                              scaleout_weight=5.6)
+    cross = {name: m["cross_node_bytes_per_token"] for name, m in node["methods"].items()}
+    assert cross["ilp"] <= cross["eplb"] and cross["ilp"] < cross["contiguous"]
+    # at most 4 remote nodes per token per layer when groups align; EPLB scatters them over up to 8
+    assert 8 * a2a.token_bytes * 3.0 < cross["ilp"] < cross["eplb"] < 8 * a2a.token_bytes * 8
+    with pytest.raises(InputError, match="scaleout_weight"):
+        compare_placements(fit, held_out, ep=72, redundant=32, nodes=9, time_limit_s=1.0, workers=1, scaleout_weight=1.0)

@@ -140,3 +140,16 @@ def test_a_path_that_cannot_be_one_is_an_error(tmp_path):
     for name in ("x" * 5000 + ".json", "bad\x00/config.json", "~no-such-user-moeplan/config.json"):
         with pytest.raises(InputError, match="^model: "):
             load_model(name)
+
+
+def test_node_limited_routing_groups_are_read():
+    # DeepSeek-V3 config.json: n_group 8, topk_group 4 (a token's experts lie in 4 of 8 groups)
+    v3 = load_model("deepseek-v3").moe
+    assert (v3.num_groups, v3.groups_per_token) == (8, 4)
+    k2 = load_model("kimi-k2").moe  # n_group 1: no limit
+    assert (k2.num_groups, k2.groups_per_token) == (1, 1)
+    config = json.loads((CATALOG_DIR / "models" / "deepseek-v3.json").read_text())
+    with pytest.raises(InputError, match="n_group"):
+        arch_from_config({**config, "n_group": 3}, "odd groups")  # 256 experts do not split into 3
+    with pytest.raises(InputError, match="topk_group"):
+        arch_from_config({**config, "topk_group": 9}, "too many groups per token")

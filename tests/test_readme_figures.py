@@ -537,6 +537,23 @@ def test_the_placement_benchmark():
             f"out and the placement fitted on the others, {held_out['mean_improvement_over_eplb']:.1%} lower step cost "
             f"than EPLB on average over {held_out['cases']} cases; EP144 x {solve['layers']} layers within its "
             f"{solve['bar_s']:.0f} s limit on {record['machine']['cpus']} cores.")
+    # (d) moeplan issue 19: cross-node bytes per token by placement, and what the step model says they cost
+    cross = f["cross_node"]
+    mean = cross["mean_by_method"]
+    assert cross["met"]
+    assert mean["ilp_node"]["cross_node_mb_per_token"] < mean["contiguous"]["cross_node_mb_per_token"]
+    _quoted(f"the node-aware ILP (weight {cross['scaleout_weight']:.2f}) sends "
+            f"{mean['ilp_node']['cross_node_mb_per_token']:.2f} MB per token across nodes on average, EPLB "
+            f"{mean['eplb']['cross_node_mb_per_token']:.2f}, contiguous placement "
+            f"{mean['contiguous']['cross_node_mb_per_token']:.2f} and the balance-only ILP "
+            f"{mean['ilp']['cross_node_mb_per_token']:.2f}: no more than EPLB and less than contiguous in every case.")
+    _quoted(f"(step cost {mean['ilp_node']['step_cost']:.2f} against EPLB's {mean['eplb']['step_cost']:.2f} and the "
+            f"balance-only ILP's {mean['ilp']['step_cost']:.2f}), so on 9 x HGX H800 a prefill step of 4,096 tokens per "
+            f"GPU takes {mean['ilp_node']['prefill_step_ms']:.0f} ms against {mean['eplb']['prefill_step_ms']:.0f} ms and "
+            f"{mean['ilp']['prefill_step_ms']:.0f} ms, and even its dispatch and combine take "
+            f"{mean['ilp_node']['prefill_alltoall_ms']:.0f} ms against {mean['eplb']['prefill_alltoall_ms']:.0f} ms")
+    # the README's conclusion holds only while the step model says so
+    assert mean["ilp_node"]["prefill_step_ms"] > mean["eplb"]["prefill_step_ms"]
 
 
 def test_the_simulator_benchmark():

@@ -11,7 +11,7 @@ from hwmodels.expert_load import ExpertLoad
 from hwmodels.step import StepContext
 from moeplan import api, parse_spec
 from planner.eplb import Policy, contiguous_placement, eplb_placement
-from planner.placement import device_loads
+from planner.placement import device_loads, placed_routing
 from sim.loads import IMBALANCE_DECIMALS, PlacementFallback, role_loads
 from sim.steps import X_SEGMENT, Y_RATIO, StepTimes
 
@@ -88,6 +88,12 @@ def test_rounded_imbalance_costs_what_the_measured_load_costs(kimi):
             for phase, work in (("decode", 64), ("prefill", 4096)):
                 exact = planner.step(phase, work, 8000).time_s
                 assert simulator.step(phase, work, 8000).time_s == pytest.approx(exact, rel=0.005)
+            # with the placement riding along (the all-to-all priced by it), rounding its copies costs as little
+            placed = ExpertLoad(measured.shares, "measured, placed", placed_routing(placement, routing.windows[1]))
+            for phase, work in (("decode", 64), ("prefill", 4096)):
+                exact = StepContext(arch, d.precision, cluster, layout, placed).step(phase, work, 8000).time_s
+                rounded = StepContext(arch, d.precision, cluster, layout, placed, imbalance_decimals=IMBALANCE_DECIMALS)
+                assert rounded.step(phase, work, 8000).time_s == pytest.approx(exact, rel=0.005)
 
 
 def test_lockstep_step_waits_for_the_busiest_rank_and_shares_the_experts(kimi):

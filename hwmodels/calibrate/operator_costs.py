@@ -152,16 +152,18 @@ class OperatorCosts:
 
     def dispatch(self, cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int,
                  num_experts: int, bytes_per_element: float, scale_bytes_per_token: float,
-                 dest_probability: np.ndarray | None, mode: str) -> CommCost:
+                 dest_probability: np.ndarray | None, mode: str, rank_copies=None) -> CommCost:
         return self._unprofiled(collectives.dispatch_cost(
             cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element, scale_bytes_per_token,
-            dest_probability, mode=mode, fit=self.collective_fit(cluster.device)))
+            dest_probability, mode=mode, fit=self.collective_fit(cluster.device), rank_copies=rank_copies))
 
     def combine(self, cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int,
-                num_experts: int, bytes_per_element: float, dest_probability: np.ndarray | None, mode: str) -> CommCost:
+                num_experts: int, bytes_per_element: float, dest_probability: np.ndarray | None, mode: str,
+                rank_copies=None) -> CommCost:
         return self._unprofiled(collectives.combine_cost(
             cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element,
-            dest_probability=dest_probability, mode=mode, fit=self.collective_fit(cluster.device)))
+            dest_probability=dest_probability, mode=mode, fit=self.collective_fit(cluster.device),
+            rank_copies=rank_copies))
 
     def _unprofiled(self, cost: CommCost) -> CommCost:
         """A collective keeps its fit; with a profile, its label says the profile measured none."""
