@@ -17,8 +17,8 @@ from hwmodels.roles import Role
 from planner.placement import Placement
 from planner.plan import Mode, Plan
 
-BASE_PORT = 30000  # each pool's first instance; instances of a pool count up from it (10 apart per pool)
-ROUTER_PORT = 8000
+BASE_PORT = 30000  # SGLang's default server port: a pool's first instance; its instances count up from it (pools 10 apart)
+ROUTER_PORT = 8000  # the front end's (TensorRT-LLM's disaggregated server defaults to 8000)
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,7 +23,7 @@ from planner.plan import Mode
 
 ENGINE = "sglang"
 TRANSFER_BACKEND = "mooncake"  # the KV transfer of the LMSYS PD recipes (nixl is the other choice)
-DIST_PORT = 5757
+DIST_PORT = 5757  # any free port for torch.distributed between an instance's nodes (SGLang's multi-node examples use 5000)
 
 
 def server_argv(launch: Launch, p: PoolLaunch) -> list[str]:

@@ -28,6 +28,8 @@ from moeplan.launch.shell import script
 from planner.plan import Mode
 
 ENGINE = "trtllm"
+# powers of two up to the rank's batch, the batch itself last (AIConfigurator's TensorRT-LLM template captures
+# 1, 2, 4, ... 256 by default)
 CUDA_GRAPH_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 

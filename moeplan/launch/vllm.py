@@ -27,7 +27,7 @@ from moeplan.launch.shell import script
 from planner.plan import Mode
 
 ENGINE = "vllm"
-DP_RPC_PORT = 13345
+DP_RPC_PORT = 13345  # the data-parallel RPC port of vLLM's multi-node data-parallel example
 
 
 def server_argv(launch: Launch, p: PoolLaunch) -> list[str]:
