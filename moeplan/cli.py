@@ -392,9 +392,7 @@ def _print_plan(result, out_dir) -> None:
         c.print(f"  load: {report.utilization_text(r)}")
         if r.usd_per_hour is not None:
             c.print(f"  cost: ${r.usd_per_hour:,.2f}/hour; ${r.usd_per_million_input:,.3f} per million input tokens, "
-                    f"${r.usd_per_million_output:,.3f} per million output tokens ("
-                    + "; ".join(f"{d.cluster_of(role).device.name} at {d.price_of(role).describe()}"
-                                for role in (("prefill", "decode") if d.mixed else ("decode",))) + ")")
+                    f"${r.usd_per_million_output:,.3f} per million output tokens ({report.prices_text(d)})")
             c.print(f"  at capacity: ${r.usd_per_million_input_at_capacity:,.3f} per million input tokens, "
                     f"${r.usd_per_million_output_at_capacity:,.3f} per million output tokens")
         for check in result.replays:

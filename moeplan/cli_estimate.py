@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from moeplan import api
+from moeplan import api, report
 from moeplan.cli_args import bounds_help, int_in
 from moeplan.cli_show import EXIT_NO, console, print_json
 
@@ -65,7 +65,5 @@ def _print(e, doc: dict) -> None:
     if r.usd_per_hour is None:
         c.print(f"  cost: no price for {d.cluster.device.name} (prices.{d.cluster.device.name} sets one)")
     else:
-        prices = "; ".join(f"{d.cluster_of(role).device.name} at {d.price_of(role).describe()}"
-                           for role in (("prefill", "decode") if d.mixed else ("decode",)))
         c.print(f"  cost: ${r.usd_per_hour:,.2f}/hour; ${r.usd_per_million_input:,.3f} per million input tokens, "
-                f"${r.usd_per_million_output:,.3f} per million output tokens ({prices})")
+                f"${r.usd_per_million_output:,.3f} per million output tokens ({report.prices_text(d)})")

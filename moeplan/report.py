@@ -203,6 +203,12 @@ def devices_text(d, r) -> str:
     return f"{r.prefill_devices} x {d.prefill_cluster.device.name} (prefill) + {r.decode_devices} x {d.cluster.device.name} (decode)"
 
 
+def prices_text(d) -> str:
+    """Each pool's device and the price it is billed at ('h200-sxm at $2.30/h (...)'; two where prefill has its own)."""
+    return "; ".join(f"{d.cluster_of(role).device.name} at {d.price_of(role).describe()}"
+                     for role in (("prefill", "decode") if d.mixed else ("decode",)))
+
+
 def _priced(d, cluster) -> bool:
     return (d.prefill_price if cluster is d.prefill_cluster else d.price) is not None
 

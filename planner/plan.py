@@ -231,8 +231,9 @@ class Pinned:
     mtp: bool | None = None  # decode with the model's MTP drafts (True), without (False), either (None)
 
     def __post_init__(self):
-        if (self.aggregated is None) == (self.decode is None or self.prefill is None) or \
-                (self.aggregated is not None and (self.prefill or self.decode)):
+        disaggregated = self.prefill is not None and self.decode is not None
+        alone = self.prefill is None and self.decode is None
+        if not (disaggregated and self.aggregated is None or alone and self.aggregated is not None):
             raise ValueError("pin an aggregated layout, or a prefill and a decode layout")
 
     def layout(self, role: Role) -> Layout | None:

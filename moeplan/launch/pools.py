@@ -113,7 +113,3 @@ def pool_json(p: PoolLaunch) -> dict:
             "moe_tp": p.moe_tp, "redundant_experts": p.redundant_experts, "two_batch_overlap": p.two_batch_overlap,
             "batch_per_device": p.batch_per_device, "chunk_tokens_per_device": p.chunk_tokens_per_device,
             "mtp_draft_tokens": p.draft_tokens, "port": p.port}
-
-
-def is_prefill(p: PoolLaunch) -> bool:
-    return p.role == Role.PREFILL
