@@ -351,6 +351,17 @@ def _moe(ctx: StepContext, tokens_per_device: float, phase: Phase) -> _MoETerms:
     # (an all-reduce of the group's tokens; with attention DP, an all-gather before and a reduce-scatter after,
     # which move the same bytes)
     tp_reduce_s = 0.0
+    if layout.dp == 1 and layout.tp > 1:
+        # attention tensor-parallel over the whole group: after its all-reduce every device holds every token, runs
+        # its own experts (or expert slices) on them and one all-reduce sums the outputs, with no all-to-all
+        # (TensorRT-LLM's MoE without enable_attention_dp, vLLM's and SGLang's expert parallelism without DP
+        # attention); the shared experts' partial sums ride on the same all-reduce
+        reduce = ctx.costs.allreduce(cluster, layout.tp, group_tokens * d * act)
+        fixed.operators["moe_allreduce"] = (reduce.source, 1.0)
+        n = len(ctx.layer_factors)
+        return _MoETerms(router_s, fixed.compute_s - router_s, np.array([expert_s[f] for f in ctx.layer_factors]),
+                         np.zeros(n), np.full(n, reduce.time_s), frozenset(fixed.sources | {reduce.source}),
+                         dict(fixed.operators))
     if layout.moe_tp > 1:
         reduce = ctx.costs.allreduce(cluster, layout.moe_tp, group_tokens / ep * d * act)
         tp_reduce_s = reduce.time_s
