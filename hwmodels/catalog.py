@@ -243,6 +243,12 @@ def stored_fit(name: str) -> Mapping[str, Any]:
     return _read_yaml(f"fits/{name}.yaml")
 
 
+def request_overhead_s(engine: str) -> float:
+    """A serving engine's per-request TTFT overhead fitted to measured closed loops (catalogs/fits/closed-loop-ttft.yaml,
+    hwmodels.calibrate.closed_loop_fit); 0 for an engine the fit lacks."""
+    return float(stored_fit("closed-loop-ttft")["parameters"]["request_overhead_s"].get(engine, 0.0))
+
+
 @lru_cache(maxsize=None)
 def workloads() -> Mapping[str, Mapping[str, Any]]:
     return _read_yaml("workloads.yaml")["workloads"]

@@ -98,6 +98,9 @@ class Serving:
     # a kernels_ref CSV whose measured kernels price those operators first (hwmodels.calibrate.kernel_profile);
     # None: none
     device_profile: KernelProfile | None = None
+    # the engine's per-request latency outside the devices' steps (HTTP, tokenisation, scheduling and, disaggregated,
+    # the KV hand-off): it adds to every TTFT and occupies no device (catalog.request_overhead_s; 0 without an engine)
+    request_overhead_s: float = 0.0
 
 
 @dataclass(frozen=True, eq=False)

@@ -119,7 +119,7 @@ def _check_fits(d: Deployment, pinned: Pinned) -> None:
 def unqueued_ttft_s(d: Deployment, r: Recommendation) -> float:
     """The recommendation's TTFT at the SLO percentile without waiting for a rank or a slot."""
     prompts = prompt_lengths(d)
-    times = aggregated_prefill_s(d, r.decode, prompts) if r.prefill is None else \
+    times = aggregated_prefill_s(d, r.decode, prompts) + d.serving.request_overhead_s if r.prefill is None else \
         prefill_s(d, prompts, rank_prefill_s(d, r.prefill, prompts))
     return queueing.ttft_percentile_s(times, (), d.slo.percentile)
 

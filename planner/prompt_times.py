@@ -75,13 +75,13 @@ def rank_prefill_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndarr
 
 
 def prefill_s(d: Deployment, prompts: np.ndarray, rank_prefill_s: np.ndarray) -> np.ndarray:
-    """Each prompt's prefill steps on its rank plus moving its cache to the decode pool over the NIC (the slower
-    end's, where prefill runs on other hardware): its KV, and a hybrid model's sliding windows and linear-attention
-    state (fixed per sequence)."""
+    """Each prompt's TTFT before any wait: its prefill steps on its rank, moving its cache to the decode pool over the
+    NIC (the slower end's, where prefill runs on other hardware): its KV, and a hybrid model's sliding windows and
+    linear-attention state (fixed per sequence), and the engine's per-request overhead (Serving.request_overhead_s)."""
     nic = d.kv_link_bytes_per_s
     fixed = window_bytes_per_sequence(d.model, d.precision, max(float(prompts.max()), 1.0)) if len(prompts) else 0.0
     fixed += linear_state_bytes_per_sequence(d.model)
-    return rank_prefill_s + (prompts * kv_bytes_per_token(d.model, d.precision) + fixed) / nic
+    return rank_prefill_s + (prompts * kv_bytes_per_token(d.model, d.precision) + fixed) / nic + d.serving.request_overhead_s
 
 
 def prefill_stalls_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

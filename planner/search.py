@@ -294,7 +294,8 @@ def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendati
             chunk_s[key] = aggregated_prefill_s(d, c, prompts)
         prefill_s = chunk_s[key]
         service = queueing.Service.of(prefill_s)
-        if tpot > d.slo.tpot_s or queueing.ttft_tail(d.slo.ttft_s, prefill_s) > _allowed_tail(d):
+        unqueued_s = prefill_s + d.serving.request_overhead_s  # each prompt's TTFT before any wait
+        if tpot > d.slo.tpot_s or queueing.ttft_tail(d.slo.ttft_s, unqueued_s) > _allowed_tail(d):
             continue
         # each DP attention rank admits into its own slots (batch per device x TP) the prompts routed to it
         ranks = c.instance_devices // c.layout.tp
@@ -312,7 +313,7 @@ def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendati
             return _regimes(d, per_instance_rate, waits)
 
         def meets(per_instance_rate: float, instances: int = 1) -> bool:
-            return queueing.ttft_tail(d.slo.ttft_s, prefill_s, regimes(per_instance_rate, instances)) <= _allowed_tail(d)
+            return queueing.ttft_tail(d.slo.ttft_s, unqueued_s, regimes(per_instance_rate, instances)) <= _allowed_tail(d)
         if w.requests_per_s is None:  # one instance, at the busiest its TTFT budget allows
             n, req_rate = 1, _largest_accepted(meets, min(capacity, slots * ranks / holding_s))
             if req_rate <= 0.0:
@@ -324,7 +325,7 @@ def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendati
                 n += 1
             if n * c.instance_devices > max_devices:
                 continue
-        ttft = queueing.ttft_percentile_s(prefill_s, regimes(req_rate / n, n), d.slo.percentile)
+        ttft = queueing.ttft_percentile_s(unqueued_s, regimes(req_rate / n, n), d.slo.percentile)
         out.append(_recommend(d, Mode.AGGREGATED, c, n, None, 0, ttft, tpot, req_rate))
     return out
 
@@ -385,6 +386,10 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
     ]
     if d.serving.engine in LIMITS:
         assumptions.append(f"only layouts {d.serving.engine} can run: {LIMITS[d.serving.engine]}")
+    if d.serving.request_overhead_s:
+        assumptions.append(f"every TTFT includes {d.serving.engine}'s per-request overhead, "
+                           f"{d.serving.request_overhead_s * 1e3:.0f} ms (HTTP, tokenisation, scheduling, KV hand-off; "
+                           "fitted to measured closed loops, catalogs/fits/closed-loop-ttft.yaml)")
     if d.model.is_moe:
         assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in Phase]
     if d.workload.requests_per_s is None:

@@ -247,7 +247,8 @@ def assemble(plan: Plan, trace: RequestTrace, req: Requests, tallies: list[PoolT
     rejected = np.asarray(req.state) == State.REJECTED
     served = ~rejected
     makespan = float(np.nanmax(finish) - arrival[0]) if served.any() else 0.0
-    ttft = first - arrival
+    overhead_s = d.serving.request_overhead_s  # the engine's per-request latency outside the devices' steps
+    ttft = first - arrival + overhead_s
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(out > 1, (finish - first) / (out - 1), math.nan)
     waits = np.asarray(req.queue_start)[served] - arrival[served]
@@ -277,7 +278,7 @@ def assemble(plan: Plan, trace: RequestTrace, req: Requests, tallies: list[PoolT
         plan=plan.describe(), trace=trace.source, slo=d.slo, arrival_s=arrival,
         input_tokens=np.asarray(req.inp), output_tokens=out, cached_tokens=np.asarray(req.cached),
         ttft_s=np.where(served, ttft, math.nan), tpot_s=np.where(served, tpot, math.nan),
-        e2e_s=np.where(served, finish - arrival, math.nan), preemptions=np.asarray(req.preempted), rejected=rejected,
+        e2e_s=np.where(served, finish - arrival + overhead_s, math.nan), preemptions=np.asarray(req.preempted), rejected=rejected,
         makespan_s=makespan, devices=plan.devices, usd_per_device_hour=price, roles=tuple(roles),
         timeline_bin_s=bin_s, output_tokens_per_s_over_time=np.asarray(tokens_bins) / bin_s,
         utilisation_over_time=util_t, kv_occupancy_over_time=occ_t,

@@ -697,6 +697,14 @@ def test_the_measured_deployments_figures():
     _quoted(f"coverage {f['coverage']:.0%} of its {f['rows']} rows")
     _quoted(f"TPOT median |error| {f['moeplan_tpot_median']:.1%} (peer {f['peer_tpot_median']:.1%} on the 334 rows it "
             f"estimated), TTFT {f['moeplan_ttft_median']:.1%} (peer {f['peer_ttft_median']:.1%})")
+    fit = f["closed_loop_fit"]
+    overhead_ms = {e: round(v * 1e3) for e, v in fit["request_overhead_s"].items()}
+    _quoted(f"misses by a median {fit['startup_only']:.0%} (the burst) or {fit['steady_only']:.0%} (the steady state)")
+    _quoted(f"SGLang {overhead_ms['sglang']} ms, TensorRT-LLM {overhead_ms['trtllm']} ms, vLLM {overhead_ms['vllm']} ms, "
+            f"share {fit['startup_share']:.2f}")
+    held = fit["held_out_by_engine"]
+    _quoted(f"TTFT median |error| {fit['held_out_ttft_median']:.1%} held out (SGLang {held['sglang']:.1%}, TensorRT-LLM "
+            f"{held['trtllm']:.1%}, vLLM {held['vllm']:.1%}), {fit['fitted_ttft_median']:.1%} fitted")
 
 
 def test_estimate_figures():

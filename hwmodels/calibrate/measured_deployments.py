@@ -9,21 +9,25 @@ prefill and decode workers, each with its layout and batch) and its engine and v
 tables price the operators, hwmodels.calibrate.operator_costs.costs_for), with every expert equally loaded
 (the benchmark's random prompts route near-uniformly; the peer assumes the same).
 
-Identical requests in a closed loop start together, finish together and are replaced together: the loop runs in
-waves, n sequences per attention rank (the requests spread evenly over ranks):
-- aggregated: each wave prefills its n prompts per rank in steps of STEP_TOKEN_BUDGET tokens, every rank at once;
-  a prompt's first token comes with the step that holds its last token (mean TTFT: the mean of those steps), and
-  the wave's later prefill steps delay its decode, spread over its osl - 1 tokens:
-      TPOT = t_decode(n) + (prefill steps after its first token) x t_step / (osl - 1)
-  (the wave model halved the error of the steady state it replaced, which staggered the requests: TTFT median
-  |error| 80% -> 59%, TPOT 22% -> 19% on the aggregated rows).
-- disaggregated: decode ranks only decode, TPOT = t_decode at the batch Little's law leaves them (the loop's
-  requests past their first token); prefill workers serve prompts at workers x DP x batch per prefill step, and
-  the closed loop sends them at concurrency / (TTFT + (osl - 1) TPOT): TTFT = t_prefill + M/D/1 queueing below
-  saturation, else the loop's cycle is set by the prefill rate. The KV transfer between the pools is not
-  modelled (its reason would show in TTFT errors).
-No constant is fitted to these rows: they validate, they never calibrate.
-"""
+A closed loop of identical requests has two regimes, and a benchmark's mean TTFT mixes them:
+- start-up: the loop's `concurrency` requests arrive at once. Aggregated, each attention rank prefills its n of them
+  in steps of STEP_TOKEN_BUDGET tokens, every rank at once, a prompt's first token coming with the step that holds its
+  last token; disaggregated, the prefill pool drains the burst at its rate (workers x DP x batch per prefill).
+- steady state: a request finishing is replaced at once, and the first wave's spread of finishing times staggers the
+  replacements, so a prompt meets the queue of a Poisson-like arrival stream: aggregated, the prompt waits for the
+  step in flight (half a decode step) and behind the rank's other prompts (M/D/1 at the loop's rate per rank);
+  disaggregated, M/D/1 at the prefill pool until it saturates, then the cycle the prefill rate sets.
+TPOT: aggregated, each wave's later prefill steps delay its decode, spread over its osl - 1 tokens,
+      TPOT = t_decode(n) + (prefill steps after its first token) x t_step / (osl - 1);
+disaggregated, the decode ranks only decode, at the batch Little's law leaves them (the loop's requests past their
+first token). The KV transfer between the pools is not priced from its bytes: it is part of the request overhead.
+
+What kernel tables cannot say is fitted, as issue 17 allows, on this file only and with k-fold cross-validation
+split by configuration (hwmodels/calibrate/closed_loop_fit.py; catalogs/fits/closed-loop-ttft.yaml stores the values
+and their held-out error): per engine, a per-request overhead added to every TTFT (HTTP, tokenisation, scheduling
+and, disaggregated, the KV hand-off), and one share of a benchmark's measured requests that met the start-up burst,
+       TTFT = overhead(engine) + share x TTFT_start-up + (1 - share) x TTFT_steady.
+TPOT takes no fitted constant. """
 
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from functools import lru_cache
+from typing import Any, Mapping
 
 from hwmodels import catalog
 from hwmodels.calibrate import measured_tables
@@ -131,10 +136,38 @@ def predict_row(row: dict, index: int = 0) -> MeasuredPrediction:
                 measured_tpot_s=seconds("silicon_tpot_ms"), peer_ttft_s=seconds("aic_0_12_ttft_ms"),
                 peer_tpot_s=seconds("aic_0_12_tpot_ms"))
     try:
-        ttft_s, tpot_s = _predict(row)
+        loop = loop_times(row)
     except (_NotModelled, InputError, ValueError) as e:
         return MeasuredPrediction(**base, predicted_ttft_s=None, predicted_tpot_s=None, reason=str(e).splitlines()[0])
-    return MeasuredPrediction(**base, predicted_ttft_s=ttft_s, predicted_tpot_s=tpot_s)
+    return MeasuredPrediction(**base, predicted_ttft_s=loop.ttft_s(closed_loop_fit()), predicted_tpot_s=loop.tpot_s)
+
+
+@dataclass(frozen=True)
+class ClosedLoopFit:
+    """The constants fitted to measured closed loops (module docstring): catalogs/fits/closed-loop-ttft.yaml."""
+
+    request_overhead_s: Mapping[str, float]  # per engine
+    startup_share: float
+
+
+@lru_cache(maxsize=1)
+def closed_loop_fit() -> ClosedLoopFit:
+    params = catalog.stored_fit("closed-loop-ttft")["parameters"]
+    return ClosedLoopFit(dict(params["request_overhead_s"]), float(params["startup_share"]))
+
+
+@dataclass(frozen=True)
+class LoopTimes:
+    """One row's closed loop as the step model prices it, before the fitted constants."""
+
+    engine: str
+    startup_ttft_s: float
+    steady_ttft_s: float
+    tpot_s: float
+
+    def ttft_s(self, fit: ClosedLoopFit) -> float:
+        share = fit.startup_share
+        return fit.request_overhead_s.get(self.engine, 0.0) + share * self.startup_ttft_s + (1 - share) * self.steady_ttft_s
 
 
 # ------------------------------------------------------------------------------------------------ the rows
@@ -231,7 +264,8 @@ def _md1_wait_s(service_s: float, utilization: float) -> float:
     return utilization * service_s / (2 * (1 - utilization))
 
 
-def _predict(row: dict) -> tuple[float, float]:
+def loop_times(row: dict) -> LoopTimes:
+    """A row's start-up and steady-state TTFT and its TPOT (module docstring); _NotModelled where it cannot be built."""
     s = _setup(row)
     context = s.isl + s.osl / 2  # a decoding sequence is halfway through its output on average
     if row.get("mode") == "agg":
@@ -239,7 +273,12 @@ def _predict(row: dict) -> tuple[float, float]:
         # sequences per rank: the row's batch_size is not a cap (rows at 8x batch_size x DP concurrency measured
         # no wait for a slot, so the engine admitted them all)
         n = s.concurrency / ctx.layout.dp
-        return _wave(ctx, n, s.isl, s.osl, _decode_s(ctx, n, context))
+        t_decode = _decode_s(ctx, n, context)
+        startup, tpot = _wave(ctx, n, s.isl, s.osl, t_decode)
+        alone, _ = _wave(ctx, 1, s.isl, s.osl, t_decode)  # one prompt's prefill on its rank
+        utilization = n / (startup + (s.osl - 1) * tpot) * alone  # prompts per second per rank x prefill time
+        steady = min(startup, alone + t_decode / 2 + _md1_wait_s(alone, utilization)) if utilization < 1 else startup
+        return LoopTimes(s.engine, startup, steady, tpot)
     if row.get("mode") == "disagg":
         pctx, pbatch = _context(s, row, "prefill_")
         dctx, dbatch = _context(s, row, "decode_")
@@ -259,7 +298,8 @@ def _predict(row: dict) -> tuple[float, float]:
             if abs(new - ttft) < 1e-6:
                 break
             ttft = new
-        return ttft, tpot
+        startup = _prefill_s(pctx, s.isl) + s.concurrency / (2 * rate_per_s)  # the burst drains at the pool's rate
+        return LoopTimes(s.engine, startup, ttft, tpot)
     raise _NotModelled(f"mode {row.get('mode')!r} is neither agg nor disagg")
 
 
