@@ -111,6 +111,12 @@ def catalog_prices(cloud: str | None = None) -> Mapping[str, Price]:
     return price_table().for_cloud(cloud)
 
 
+def price_search(device: str) -> price_tables.PriceSearch | None:
+    """catalogs/prices.yaml's record of the search that found no published hourly price for `device` (None: it has a
+    default row), so that a plan without a price says why, not only that it has none."""
+    return price_table().unpriced.get(device)
+
+
 def cloud_names() -> tuple[str, ...]:
     return tuple(price_table().clouds)
 

@@ -34,6 +34,10 @@ class PriceSearch:
     def describe(self) -> str:
         return f"no published hourly price found (searched {self.date}: {self.searched})"
 
+    def short(self) -> str:
+        """The finding and its date, without what was searched (plans and reports; `moeplan devices` says all)."""
+        return f"no published hourly price found, searched {self.date}"
+
 
 @dataclass(frozen=True)
 class PriceTable:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from hwmodels import catalog
 from moeplan import api, report
 from moeplan.cli_args import bounds_help, int_in
 from moeplan.cli_show import EXIT_NO, console, print_json
@@ -63,7 +64,10 @@ def _print(e, doc: dict) -> None:
             f"{doc['output_tokens_per_s_per_device_at_offered_load']:,.1f} at the offered load "
             f"({r.utilization:.0%} of capacity)")
     if r.usd_per_hour is None:
-        c.print(f"  cost: no price for {d.cluster.device.name} (prices.{d.cluster.device.name} sets one)")
+        name = d.cluster.device.name
+        search = catalog.price_search(name)
+        why = f"; catalogs/prices.yaml: {search.short()}" if search else ""
+        c.print(f"  cost: no price for {name} (prices.{name} sets one{why})")
     else:
         c.print(f"  cost: ${r.usd_per_hour:,.2f}/hour; ${r.usd_per_million_input:,.3f} per million input tokens, "
                 f"${r.usd_per_million_output:,.3f} per million output tokens ({report.prices_text(d)})")

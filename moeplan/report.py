@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from hwmodels import units
+from hwmodels import catalog, units
 from hwmodels.attention_kinds import Kind
 from moeplan import display, figures, tables
 from planner.plan import Plan
@@ -149,7 +149,9 @@ def summary_points(plan: Plan) -> list[tuple[str, str]]:
                          f"TTFT {r.ttft_s:.2f} s (SLO {slo.ttft_s:g} s).")]
     if r.usd_per_million_output is None:
         unpriced = next(c.device.name for c in (d.cluster, d.prefill_cluster) if c and not _priced(d, c))
-        points.append(("Cost", f"no price for {unpriced}: set prices.{unpriced} in the spec."))
+        search = catalog.price_search(unpriced)
+        why = f" (catalogs/prices.yaml: {search.short()})" if search else ""
+        points.append(("Cost", f"no price for {unpriced}{why}: set prices.{unpriced} in the spec."))
     else:
         points.append(("Cost", f"${r.usd_per_million_output:,.3f} per million output tokens "
                                f"(${r.usd_per_million_input:,.3f} per million input tokens; ${r.usd_per_hour:,.2f} per hour "

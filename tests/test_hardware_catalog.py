@@ -91,8 +91,9 @@ def test_an_h20_cluster_plans(tmp_path):
     rec = plan["recommendation"]
     assert rec is not None and rec["devices"] <= 16
     assert rec["tpot_s"] <= d.slo.tpot_s and rec["ttft_s"] <= d.slo.ttft_s
-    # no published H20 price: the plan says so instead of costing it at zero
-    assert rec["usd_per_hour"] is None and plan["provenance"]["price"] is None
+    # the 96 GB H20 is priced at StepFun's published assumption (Step-3 report, Table 4): $0.8 per card-hour
+    assert plan["provenance"]["price"]["usd_per_device_hour"] == 0.8 and "Step-3" in plan["provenance"]["price"]["source"]
+    assert rec["usd_per_hour"] == pytest.approx(rec["devices"] * 0.8)
 
 
 def test_a_910b_cluster_plans_across_servers_over_roce(tmp_path):
