@@ -111,10 +111,11 @@ def catalog_prices(cloud: str | None = None) -> Mapping[str, Price]:
     return price_table().for_cloud(cloud)
 
 
-def price_search(device: str) -> price_tables.PriceSearch | None:
-    """catalogs/prices.yaml's record of the search that found no published hourly price for `device` (None: it has a
-    default row), so that a plan without a price says why, not only that it has none."""
-    return price_table().unpriced.get(device)
+def unpriced_text(device: str) -> str:
+    """Why `device` has no price, said wherever a plan lacks one: "no price for D (catalogs/prices.yaml: no published
+    hourly price found, searched DATE)", the parenthesis only where prices.yaml records that search."""
+    search = price_table().unpriced.get(device)
+    return f"no price for {device}" + (f" (catalogs/prices.yaml: {search.short()})" if search else "")
 
 
 def cloud_names() -> tuple[str, ...]:

@@ -65,9 +65,7 @@ def _print(e, doc: dict) -> None:
             f"({r.utilization:.0%} of capacity)")
     if r.usd_per_hour is None:
         name = d.cluster.device.name
-        search = catalog.price_search(name)
-        why = f"; catalogs/prices.yaml: {search.short()}" if search else ""
-        c.print(f"  cost: no price for {name} (prices.{name} sets one{why})")
+        c.print(f"  cost: {catalog.unpriced_text(name)}: prices.{name} sets one")
     else:
         c.print(f"  cost: ${r.usd_per_hour:,.2f}/hour; ${r.usd_per_million_input:,.3f} per million input tokens, "
                 f"${r.usd_per_million_output:,.3f} per million output tokens ({report.prices_text(d)})")

@@ -149,9 +149,7 @@ def summary_points(plan: Plan) -> list[tuple[str, str]]:
                          f"TTFT {r.ttft_s:.2f} s (SLO {slo.ttft_s:g} s).")]
     if r.usd_per_million_output is None:
         unpriced = next(c.device.name for c in (d.cluster, d.prefill_cluster) if c and not _priced(d, c))
-        search = catalog.price_search(unpriced)
-        why = f" (catalogs/prices.yaml: {search.short()})" if search else ""
-        points.append(("Cost", f"no price for {unpriced}{why}: set prices.{unpriced} in the spec."))
+        points.append(("Cost", f"{catalog.unpriced_text(unpriced)}: set prices.{unpriced} in the spec."))
     else:
         points.append(("Cost", f"${r.usd_per_million_output:,.3f} per million output tokens "
                                f"(${r.usd_per_million_input:,.3f} per million input tokens; ${r.usd_per_hour:,.2f} per hour "

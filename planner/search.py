@@ -398,9 +398,7 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
     for role in (Role.DECODE, Role.PREFILL) if d.mixed else (Role.DECODE,):
         if d.price_of(role) is None:
             name = d.cluster_of(role).device.name
-            search = catalog.price_search(name)
-            why = f" (catalogs/prices.yaml: {search.short()})" if search else ""
-            assumptions.append(f"no price for {name}{why}: set prices.{name} for costs")
+            assumptions.append(f"{catalog.unpriced_text(name)}: set prices.{name} for costs")
     if d.serving.speculation is not None:
         assumptions.append(f"decode pools scored with and without {d.serving.speculation.describe()}")
     if d.mixed:
