@@ -302,11 +302,14 @@ def _moe(ctx: StepContext, tokens_per_device: float, phase: Phase) -> _MoETerms:
         fixed.gemm("shared_expert", tokens_per_device, d, moe.latent_size, wl, "latent_up_proj")
     if moe.shared_intermediate_size:
         ws, width, act = plan.of("shared_experts"), moe.shared_intermediate_size, plan.combine.bytes_per_element
-        fixed.quantize_input("shared_expert", tokens_per_device, d, ws)
-        fixed.gemm("shared_expert", tokens_per_device, 2 * width, d, ws, "shared_gate_up")
-        fixed.memory("shared_expert", tokens_per_device * 3 * width * act, "shared_swiglu")
-        fixed.quantize_input("shared_expert", tokens_per_device, width, ws)
-        fixed.gemm("shared_expert", tokens_per_device, d, width, ws, "shared_down")
+        rows = tokens_per_device
+        if layout.dp == 1 and layout.tp > 1:  # sharded like a dense MLP over the TP group, summed by the MoE all-reduce
+            rows, width = group_tokens, width // layout.tp
+        fixed.quantize_input("shared_expert", rows, d, ws)
+        fixed.gemm("shared_expert", rows, 2 * width, d, ws, "shared_gate_up")
+        fixed.memory("shared_expert", rows * 3 * width * act, "shared_swiglu")
+        fixed.quantize_input("shared_expert", rows, width, ws)
+        fixed.gemm("shared_expert", rows, d, width, ws, "shared_down")
     d = moe.latent_size or d  # from here on: the width the experts and the all-to-all carry
     # routed experts on the busiest device: `slots` experts sharing its pairs; layers of one factor share an evaluation
     we, width = plan.of("routed_experts"), moe.expert_intermediate_size // layout.moe_tp
