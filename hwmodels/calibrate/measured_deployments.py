@@ -223,7 +223,13 @@ def _context(s: _Setup, row: dict, prefix: str) -> tuple[StepContext, int]:
     if tp * dp != moe_tp * moe_ep:
         raise _NotModelled(f"{prefix}tp x attention_dp = {tp * dp} devices but moe_tp x moe_ep = {moe_tp * moe_ep}")
     arch = catalog.load_model(s.model)
-    plan = default_plan(arch.quantization_config, arch.torch_dtype).with_overrides(s.formats)
+    formats = dict(s.formats)
+    if formats["attention"] == "nvfp4" and arch.is_mla:
+        # NVIDIA's NVFP4 checkpoints of DeepSeek-R1 and Kimi-K2.5 leave the whole self_attn block unquantized, so
+        # their attention projections run in bf16 (aiconfigurator-core 0.12.0 sdk/models/deepseek.py, from the
+        # checkpoints' quantization exclusions)
+        formats["attention"] = "bf16"
+    plan = default_plan(arch.quantization_config, arch.torch_dtype).with_overrides(formats)
     unit = catalog.load_unit(catalog.units_for_device(s.device)[0])
     cluster = instance_cluster(unit, tp * dp)
     layout = Layout(tp=tp, dp=dp, moe_tp=moe_tp)
