@@ -89,13 +89,16 @@ def _full(layer, b: float, context: float, phase: Phase, queries_per_sequence: i
     if isinstance(att, MLAAttention):
         h = att.num_heads // t
         qk = att.qk_nope_head_dim + att.qk_rope_head_dim
+        kv_a = att.kv_lora_rank + att.qk_rope_head_dim
         if att.q_lora_rank:  # q_a and kv_a are replicated across TP ranks; the rest is column/row parallel
-            layer.gemm("attention", b, att.q_lora_rank, d, w, "q_a_proj")
+            # q_a and kv_a read the same input, and the engines run them as one GEMM (SGLang's
+            # fused_qkv_a_proj_with_mqa, TensorRT-LLM's fused_a, vLLM's fused_qkv_a_proj)
+            layer.gemm("attention", b, att.q_lora_rank + kv_a, d, w, "qkv_a_proj")
             layer.quantize_input("attention", b, att.q_lora_rank, w)
             layer.gemm("attention", b, h * qk, att.q_lora_rank, w, "q_b_proj")
         else:
             layer.gemm("attention", b, h * qk, d, w, "q_proj")
-        layer.gemm("attention", b, att.kv_lora_rank + att.qk_rope_head_dim, d, w, "kv_a_proj")
+            layer.gemm("attention", b, kv_a, d, w, "kv_a_proj")
         if phase == Phase.DECODE:  # absorbed: W_UK into q, attention over the latent, W_UV out of it
             layer.gemm("attention", b, att.kv_lora_rank, att.qk_nope_head_dim, w, "w_uk", groups=h, layout="masked")
             layer.op("attention", ctx.costs.mla_decode(
