@@ -229,7 +229,9 @@ def test_planner_routing_upload_places_experts_on_it():
 def test_placement_page_shows_the_plan_load_and_compares_methods():
     at = _page("placement")
     charts = at.get("plotly_chart")
-    assert len(charts) == 2 and "Expert load per device and layer" in charts[0].proto.spec
+    # where attention, experts and KV sit, device by layer; then the expert load and its imbalance per layer
+    assert len(charts) == 3 and "Where attention, experts and KV sit" in charts[0].proto.spec
+    assert "Expert load per device and layer" in charts[1].proto.spec
     at.file_uploader(key="placement_fit").set_value(("mon.json", _routing_json(seed=1), "application/json"))
     at.file_uploader(key="placement_evaluate").set_value(("tue.json", _routing_json(seed=2), "application/json"))
     at.number_input(key="placement_ep").set_value(4)

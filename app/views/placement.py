@@ -1,5 +1,5 @@
-"""Placement: the session plan's expert load per device and MoE layer (heatmap) and its imbalance per layer,
-then contiguous vs EPLB vs the robust ILP (moeplan.api.compare_placements) on uploaded routing statistics in any
+"""Placement: where the session plan's attention (pipeline stage, DP and TP rank), experts and KV sit, device by
+layer; its expert load per device and MoE layer (heatmap) and its imbalance per layer; then contiguous vs EPLB vs the robust ILP (moeplan.api.compare_placements) on uploaded routing statistics in any
 format the CLI reads."""
 
 from __future__ import annotations
@@ -12,6 +12,15 @@ import streamlit as st
 
 import common  # app/common.py: the script folder is on sys.path (`import app` would find app/app.py)
 from moeplan import figures
+
+
+def _device_map(plan) -> None:
+    """Where the recommendation's attention, experts and KV sit, device by layer, per role."""
+    roles = list(dict.fromkeys(plan.to_frame("device_map")["role"]))
+    if not roles:
+        return
+    role = st.radio("Role", roles, horizontal=True, key="device_map_role") if len(roles) > 1 else roles[0]
+    st.plotly_chart(plan.figure("device_map", role=role), key="placement_device_map")
 
 
 def _plan_load(plan) -> None:
@@ -85,6 +94,8 @@ st.caption(common.spec_caption(raw))
 with common.shown_errors():
     with st.spinner("Planning..."):
         planned = common.plan(raw, files)
+    st.subheader("Where attention, experts and KV sit")
+    _device_map(planned)
     st.subheader("The plan's expert load")
     _plan_load(planned)
     st.subheader("Contiguous vs EPLB vs ILP on your routing statistics")
