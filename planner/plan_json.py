@@ -26,15 +26,17 @@ from hwmodels.expert_load import ExpertLoad
 from hwmodels.layout import Layout
 from hwmodels.layout_text import layout_text
 from hwmodels.memory import DeviceMemory
+from hwmodels.model_arch import ModelArch
 from hwmodels.roles import Phase, Role
 from hwmodels.serving import Performance
 from hwmodels.speculation import MAX_DRAFT_TOKENS, Speculation
 from hwmodels.step import COMPONENTS, StepCost
+from planner.device_map import attention_map, kv_map
 from planner.estimate import Estimate
 from planner.placement import Placement, build_placement
 from planner.plan import Candidate, Mode, PlacementSummary, Plan, Recommendation, ReplayCheck
 
-PLAN_SCHEMA_VERSION = 2
+PLAN_SCHEMA_VERSION = 3  # 3: placement = {experts, attention, kv}
 # a plan with both pools' placement maps (61 layers x 320 slots, twice) is about 1 MB; far past that is not a plan
 MAX_PLAN_BYTES = 64 * 2**20
 _REPLAN = "plan the spec again (moeplan plan SPEC -o DIR) and pass that plan.json"
@@ -69,11 +71,11 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
             "placement": d.routing.placement, "time_limit_s": d.routing.time_limit_s,
             "phases": {r.phase: {"fit_on": list(r.fit_on), "evaluated_on": r.evaluated_on, "in_sample": r.in_sample,
                                  "mapping": r.mapping} for r in d.routing.phases}},
-        "recommendation": None if plan.recommendation is None else _recommendation(plan.recommendation, is_moe) | {
+        "recommendation": None if plan.recommendation is None else _recommendation(plan.recommendation, d.model) | {
             "replay": next((_replay(c) for c in plan.replays if c.holds), None)},
         "replays": [_replay(c) for c in plan.replays],
-        "alternatives": [_recommendation(a, is_moe) for a in plan.alternatives],
-        "frontier": [_candidate(c, is_moe) for c in plan.frontier],
+        "alternatives": [_recommendation(a, d.model) for a in plan.alternatives],
+        "frontier": [_candidate(c, d.model) for c in plan.frontier],
         "candidates_scored": plan.candidates_scored,
         "search_seconds": plan.seconds,
         "assumptions": list(plan.assumptions),
@@ -86,12 +88,12 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _recommendation(r: Recommendation, is_moe: bool) -> dict[str, Any]:
+def _recommendation(r: Recommendation, arch: ModelArch) -> dict[str, Any]:
     return {
         "mode": r.mode,
         "devices": r.devices,
-        "decode": _candidate(r.decode, is_moe) | {"instances": r.decode_instances},
-        "prefill": None if r.prefill is None else _candidate(r.prefill, is_moe) | {"instances": r.prefill_instances},
+        "decode": _candidate(r.decode, arch) | {"instances": r.decode_instances},
+        "prefill": None if r.prefill is None else _candidate(r.prefill, arch) | {"instances": r.prefill_instances},
         "ttft_s": r.ttft_s,
         "tpot_s": r.tpot_s,
         "usd_per_hour": r.usd_per_hour,
@@ -128,7 +130,7 @@ def estimate_to_json(e: Estimate) -> dict[str, Any]:
         "output_tokens_per_s_per_device_at_offered_load": None if r is None else r.requests_per_s * w.output_tokens / r.devices,
         "usd_per_million_output_tokens": None if r is None else r.usd_per_million_output,
         "usd_per_million_input_tokens": None if r is None else r.usd_per_million_input,
-        "recommendation": None if r is None else _recommendation(r, is_moe),
+        "recommendation": None if r is None else _recommendation(r, d.model),
     }
 
 
@@ -139,9 +141,10 @@ def _replay(c: ReplayCheck) -> dict[str, Any]:
             "completed": c.completed, "holds": c.holds, "traffic": c.traffic, "wall_s": c.wall_s}
 
 
-def _candidate(c: Candidate, is_moe: bool) -> dict[str, Any]:
-    """A candidate; its per-device expert load and its placement's maps where it keeps them (the recommendation's)."""
-    lay, step, mem = c.layout, c.perf.steps[0], c.perf.memory
+def _candidate(c: Candidate, arch: ModelArch) -> dict[str, Any]:
+    """A candidate; its per-device expert load, where its attention and KV sit (planner.device_map), and its expert
+    placement with the maps where it keeps them (the recommendation's)."""
+    lay, step, mem, is_moe = c.layout, c.perf.steps[0], c.perf.memory, arch.is_moe
     work = "tokens_per_step_per_device" if c.role == Role.PREFILL else "batch_per_device"
     return {
         "role": c.role,
@@ -172,7 +175,8 @@ def _candidate(c: Candidate, is_moe: bool) -> dict[str, Any]:
         },
         "efficiency_sources": list(step.sources),
         "expert_load_shares": None if c.load is None else {"source": c.load.source, "shares": c.load.shares.tolist()},
-        "placement": None if c.placement_summary is None else _placement(c.placement_summary, c.placement),
+        "placement": {"experts": None if c.placement_summary is None else _placement(c.placement_summary, c.placement),
+                      "attention": attention_map(c, arch), "kv": kv_map(c)},
         "speculation": None if c.speculation is None else {
             "draft_tokens": c.speculation.draft_tokens, "acceptance": c.speculation.acceptance,
             "tokens_per_step": c.speculation.tokens_per_step, "source": c.speculation.source},
@@ -315,7 +319,7 @@ def _read_candidate(r: _Reader, key: str, d: Deployment, full: bool, role: Role 
                        r.number(f"{key}.tokens_per_s_per_user", positive=True), steps, _read_memory(r, key, layout, d),
                        r.number(f"{key}.prefill_share"))
     load = _read_load(r, f"{key}.expert_load_shares", layout, d) if full else None
-    summary, placement = _read_placement(r, f"{key}.placement", layout, d, full)
+    summary, placement = _read_placement(r, f"{key}.placement.experts", layout, d, full)
     speculation = None
     if r.at(f"{key}.speculation", required=False) is not None:
         draft, acceptance = r.int(f"{key}.speculation.draft_tokens"), r.fraction(f"{key}.speculation.acceptance")

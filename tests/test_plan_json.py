@@ -66,7 +66,7 @@ def test_a_plan_read_back_replays_as_the_plan_it_was_written_from(aggregated):
 
 def _placements_match(d, doc, plan):
     for role in plan.pools:
-        written = doc["recommendation"]["prefill" if role.role == "prefill" else "decode"]["placement"]
+        written = doc["recommendation"]["prefill" if role.role == "prefill" else "decode"]["placement"]["experts"]
         assert role.placement is not None and role.placement.num_devices == role.layout.ep
         moe = list(d.model.moe_layers)
         assert np.array_equal(role.placement.phy2log[moe], np.asarray(written["phy2log"])[moe])
@@ -133,8 +133,8 @@ def _broken(doc, path, value):
     ("recommendation.decode.layout.expert_parallel", 3, "recommendation.decode.layout.expert_parallel"),
     ("recommendation.decode.batch_per_device", KeyError, "recommendation.decode.batch_per_device"),
     ("recommendation.decode.layout.pipeline_stages", 2, "recommendation.decode.layout.pipeline_stages"),
-    ("recommendation.decode.placement", {"method": "ilp", "slots_per_device": 24, "phy2log": [[0, 1]]},
-     "recommendation.decode.placement.phy2log"),
+    ("recommendation.decode.placement.experts", {"method": "ilp", "slots_per_device": 24, "phy2log": [[0, 1]]},
+     "recommendation.decode.placement.experts.phy2log"),
 ])
 def test_mismatched_or_malformed_plan_names_the_field(aggregated, path, value, field):
     d, doc = aggregated

@@ -93,7 +93,7 @@ def _spec_dict(d) -> dict:
 def test_plan_json_carries_deployable_placement_maps(routed):
     d, result = routed
     doc = json.loads(json.dumps(plan_to_json(result)))
-    placement = doc["recommendation"]["decode"]["placement"]
+    placement = doc["recommendation"]["decode"]["placement"]["experts"]
     phy2log = np.array(placement["phy2log"])
     assert phy2log.shape[0] == QWEN_LAYERS and phy2log.shape[1] == placement["slots_per_device"] * placement["devices"]
     assert all(set(row) == set(range(QWEN_EXPERTS)) for row in phy2log)  # every expert has a slot
@@ -106,7 +106,7 @@ def test_plan_json_carries_deployable_placement_maps(routed):
     assert placement["lp_bound"] <= placement["objective"] and placement["step_cost"] >= 1.0
     assert doc["routing"]["phases"]["prefill"]["in_sample"] is True
     # maps only for the recommendation: the frontier's would be megabytes
-    assert all("phy2log" not in (c["placement"] or {}) for c in doc["frontier"])
+    assert all("phy2log" not in (c["placement"]["experts"] or {}) for c in doc["frontier"])
 
 
 def test_eplb_placement_can_be_chosen(tmp_path):

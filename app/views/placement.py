@@ -40,11 +40,11 @@ def _plan_load(plan) -> None:
     st.plotly_chart(fig, key="placement_imbalance")
     rec = plan.to_json()["recommendation"]
     chosen = rec["prefill"] if role == "prefill" else rec["decode"]
-    if chosen["placement"] is None:
+    if chosen["placement"]["experts"] is None:
         st.caption(f"Expert load: {frame['source'].iloc[0]}. Add routing statistics on the Capacity planner page "
                    "to place experts on measured loads.")
         return
-    p = chosen["placement"]
+    p = chosen["placement"]["experts"]
     st.caption(f"{p['method']} placement on {p['devices']} devices ({p['slots_per_device']} slots each), fitted on "
                f"{', '.join(p['fit_on'])}, scored on {p['evaluated_on']}" + (f"; {p['mapping']}" if p["mapping"] else ""))
     common.text_table(pd.DataFrame([{k: p[k] for k in ("mean_imbalance", "worst_layer_imbalance", "objective", "lp_bound",
