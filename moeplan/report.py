@@ -103,6 +103,9 @@ def plan_report(plan: Plan, simulation=None) -> dict[str, str]:
             ("Step time by component", "One step of each role, per component, summed over layers, each on its own "
              "scale; two-batch overlap's saving is the negative bar.", figure["breakdown"], None),
             ("Memory per device", "The busiest device of each role.", figure["memory"], frames["memory"]),
+            ("Where attention, experts and KV sit", "Device by layer: the attention DP rank each device serves in "
+             "the layers its pipeline stage runs; its stage, TP rank, expert load and KV in the hover (plan.json "
+             "placement.attention and placement.kv).", figure["device_map"], None),
         ]
     if not frames["placement"].empty:
         sections.append(("Expert placement", "Each device's share of routed tokens per MoE layer over the mean device.",

@@ -32,7 +32,8 @@ def test_plan_report_is_self_contained_with_every_table(files):
             "cost.csv", "recommendation.csv"} <= set(files)
     page = files["report.html"]
     assert "<script src=" not in page and len(page) > 3_000_000  # plotly.js inline: it opens offline, alone
-    for heading in ("Pareto frontier", "Step time by component", "Memory per device", "Expert placement", "Cost per million tokens"):
+    for heading in ("Pareto frontier", "Step time by component", "Memory per device", "Where attention, experts and KV sit",
+                    "Expert placement", "Cost per million tokens"):
         assert f"<h2>{heading}</h2>" in page
     assert json.loads(files["plan.json"])["feasible"] is True
     assert "per million output tokens" in files["summary.md"]
