@@ -45,10 +45,10 @@ class Observed:
 def observed(path: str | Path = DEFAULT_CSV) -> Observed:
     keep = []
     for row in md.read_rows(path):
-        measured = md._number(row, "silicon_ttft_ms")
+        measured = md.number(row, "silicon_ttft_ms")
         try:
             loop = md.loop_times(row)
-        except (md._NotModelled, ValueError):
+        except (md.NotModelled, ValueError):
             continue
         if measured and measured > 0:
             keep.append((re.sub(r"_c\d+_", "_", row.get("id", "")), loop.engine, loop.startup_ttft_s, loop.steady_ttft_s,

@@ -106,7 +106,8 @@ def predict_file(path: str | Path, engine: str | None = None, version: str | Non
     return [predict_row(row, i) for i, row in enumerate(rows)]
 
 
-def _number(row: dict, key: str) -> float | None:
+def number(row: dict, key: str) -> float | None:
+    """A row's column as a finite number, or None (empty, text, inf or NaN)."""
     text = (row.get(key) or "").strip()
     try:
         value = float(text)
@@ -116,20 +117,20 @@ def _number(row: dict, key: str) -> float | None:
 
 
 def _whole(row: dict, key: str) -> int:
-    value = _number(row, key)
+    value = number(row, key)
     if value is None or value < 1 or value != int(value):
-        raise _NotModelled(f"{key} is {row.get(key)!r}, not a whole number >= 1")
+        raise NotModelled(f"{key} is {row.get(key)!r}, not a whole number >= 1")
     return int(value)
 
 
-class _NotModelled(Exception):
-    pass
+class NotModelled(Exception):
+    """A row moeplan cannot rebuild (its reason becomes the row's `reason`)."""
 
 
 def predict_row(row: dict, index: int = 0) -> MeasuredPrediction:
     """One row's prediction; a row moeplan cannot model (or a malformed one) gets a reason, never an exception."""
     def seconds(key):
-        v = _number(row, key)
+        v = number(row, key)
         return None if v is None else v * 1e-3
     base = dict(id=row.get("id") or f"row {index + 1}", model=row.get("model", ""), system=row.get("system", ""),
                 engine=row.get("backend", ""), mode=row.get("mode", ""), measured_ttft_s=seconds("silicon_ttft_ms"),
@@ -137,7 +138,7 @@ def predict_row(row: dict, index: int = 0) -> MeasuredPrediction:
                 peer_tpot_s=seconds("aic_0_12_tpot_ms"))
     try:
         loop = loop_times(row)
-    except (_NotModelled, InputError, ValueError) as e:
+    except (NotModelled, InputError, ValueError) as e:
         return MeasuredPrediction(**base, predicted_ttft_s=None, predicted_tpot_s=None, reason=str(e).splitlines()[0])
     return MeasuredPrediction(**base, predicted_ttft_s=loop.ttft_s(closed_loop_fit()), predicted_tpot_s=loop.tpot_s)
 
@@ -176,14 +177,14 @@ class LoopTimes:
 def _catalog_model(hf_repo: str) -> str:
     name = catalog.model_by_hf_id(hf_repo)
     if name is None:
-        raise _NotModelled(f"model {hf_repo} is not in the catalog")
+        raise NotModelled(f"model {hf_repo} is not in the catalog")
     return name
 
 
 def _device(system: str) -> str:
     devices = {v: k for k, v in measured_tables.SYSTEMS.items()}
     if system not in devices:
-        raise _NotModelled(f"system {system} is not a catalog device")
+        raise NotModelled(f"system {system} is not a catalog device")
     return devices[system]
 
 
@@ -202,12 +203,12 @@ class _Setup:
 def _setup(row: dict) -> _Setup:
     engine = row.get("backend", "")
     if engine not in measured_tables.ENGINES:
-        raise _NotModelled(f"engine {engine!r} is not one of {', '.join(measured_tables.ENGINES)}")
+        raise NotModelled(f"engine {engine!r} is not one of {', '.join(measured_tables.ENGINES)}")
     formats = {}
     for column, parts in (("gemm_quant_mode", GEMM_PARTS), ("moe_quant_mode", ("routed_experts",))):
         mode = row.get(column, "")
         if mode not in FORMATS:
-            raise _NotModelled(f"{column} {mode!r} has no moeplan number format")
+            raise NotModelled(f"{column} {mode!r} has no moeplan number format")
         formats |= {part: FORMATS[mode] for part in parts}
     return _Setup(_catalog_model(row.get("model", "")), _device(row.get("system", "")), engine,
                   row.get("backend_version", "") or None, formats, _whole(row, "isl"), _whole(row, "osl"),
@@ -219,9 +220,9 @@ def _context(s: _Setup, row: dict, prefix: str) -> tuple[StepContext, int]:
     tp, dp, pp = _whole(row, f"{prefix}tp_size"), _whole(row, f"{prefix}attention_dp_size"), _whole(row, f"{prefix}pp_size")
     moe_tp, moe_ep = _whole(row, f"{prefix}moe_tp_size"), _whole(row, f"{prefix}moe_ep_size")
     if pp != 1:
-        raise _NotModelled(f"{prefix}pp_size {pp}: pipeline stages are not modelled")
+        raise NotModelled(f"{prefix}pp_size {pp}: pipeline stages are not modelled")
     if tp * dp != moe_tp * moe_ep:
-        raise _NotModelled(f"{prefix}tp x attention_dp = {tp * dp} devices but moe_tp x moe_ep = {moe_tp * moe_ep}")
+        raise NotModelled(f"{prefix}tp x attention_dp = {tp * dp} devices but moe_tp x moe_ep = {moe_tp * moe_ep}")
     arch = catalog.load_model(s.model)
     formats = dict(s.formats)
     if formats["attention"] == "nvfp4" and arch.is_mla:
@@ -271,7 +272,7 @@ def _md1_wait_s(service_s: float, utilization: float) -> float:
 
 
 def loop_times(row: dict) -> LoopTimes:
-    """A row's start-up and steady-state TTFT and its TPOT (module docstring); _NotModelled where it cannot be built."""
+    """A row's start-up and steady-state TTFT and its TPOT (module docstring); NotModelled where it cannot be built."""
     s = _setup(row)
     context = s.isl + s.osl / 2  # a decoding sequence is halfway through its output on average
     if row.get("mode") == "agg":
@@ -306,7 +307,7 @@ def loop_times(row: dict) -> LoopTimes:
             ttft = new
         startup = _prefill_s(pctx, s.isl) + s.concurrency / (2 * rate_per_s)  # the burst drains at the pool's rate
         return LoopTimes(s.engine, startup, ttft, tpot)
-    raise _NotModelled(f"mode {row.get('mode')!r} is neither agg nor disagg")
+    raise NotModelled(f"mode {row.get('mode')!r} is neither agg nor disagg")
 
 
 # ------------------------------------------------------------------------------------------------ the summary
