@@ -139,7 +139,7 @@ class OperatorCosts:
         return cost if self.profile is None else _profiled(cost, Measured(None, self.profile.missing("prefill attention")))
 
     def allreduce(self, cluster: Cluster, group_devices: int, bytes_per_device: float) -> CommCost:
-        return self._unprofiled(self._allreduce(cluster, group_devices, bytes_per_device))
+        return _cached_comm(self, "allreduce", cluster, group_devices, bytes_per_device)
 
     def _allreduce(self, cluster: Cluster, group_devices: int, bytes_per_device: float) -> CommCost:
         fitted = collectives.allreduce_cost(cluster, group_devices, bytes_per_device, fit=self.collective_fit(cluster.device))
@@ -153,6 +153,14 @@ class OperatorCosts:
     def dispatch(self, cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int,
                  num_experts: int, bytes_per_element: float, scale_bytes_per_token: float,
                  dest_probability: np.ndarray | None, mode: str, rank_copies=None) -> CommCost:
+        args = (cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element,
+                scale_bytes_per_token, mode)
+        if dest_probability is None:  # the usual question (no array to key on): one answer per distinct question
+            return _cached_comm(self, "dispatch", *args, None if rank_copies is None else tuple(rank_copies.items()))
+        return self._dispatch(*args, dest_probability, rank_copies)
+
+    def _dispatch(self, cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element,
+                  scale_bytes_per_token, mode, dest_probability, rank_copies) -> CommCost:
         return self._unprofiled(collectives.dispatch_cost(
             cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element, scale_bytes_per_token,
             dest_probability, mode=mode, fit=self.collective_fit(cluster.device), rank_copies=rank_copies))
@@ -160,6 +168,13 @@ class OperatorCosts:
     def combine(self, cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int,
                 num_experts: int, bytes_per_element: float, dest_probability: np.ndarray | None, mode: str,
                 rank_copies=None) -> CommCost:
+        args = (cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element, mode)
+        if dest_probability is None:
+            return _cached_comm(self, "combine", *args, None if rank_copies is None else tuple(rank_copies.items()))
+        return self._combine(*args, dest_probability, rank_copies)
+
+    def _combine(self, cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element, mode,
+                 dest_probability, rank_copies) -> CommCost:
         return self._unprofiled(collectives.combine_cost(
             cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element,
             dest_probability=dest_probability, mode=mode, fit=self.collective_fit(cluster.device),
@@ -170,6 +185,17 @@ class OperatorCosts:
         if self.profile is None:
             return cost
         return replace(cost, source=f"{cost.source} [{self.profile.missing('collectives')}]")
+
+
+@lru_cache(maxsize=1 << 14)
+def _cached_comm(costs: OperatorCosts, kind: str, *args) -> CommCost:
+    """A collective's cost, once per distinct question (a layout search asks the same ones across layouts and
+    batches). Callers only read the CommCost it returns, which is shared; rank_copies arrives as its items."""
+    if kind == "allreduce":
+        return costs._unprofiled(costs._allreduce(*args))
+    *args, rank_copies = args
+    rank_copies = None if rank_copies is None else dict(rank_copies)
+    return (costs._dispatch if kind == "dispatch" else costs._combine)(*args, None, rank_copies)
 
 
 def quant_dtype(quant: str) -> str:
