@@ -221,8 +221,8 @@ def _priced(fitted: OpCost, hit: Measured) -> OpCost:
     time_s = max(hit.latency_s, fitted.roofline_s)
     scale = time_s / fitted.total_s if fitted.total_s > 0 else 1.0
     label = hit.label if time_s == hit.latency_s else f"{hit.label}, raised to the roofline"
-    return replace(fitted, compute_s=fitted.compute_s * scale, memory_s=fitted.memory_s * scale,
-                   overhead_s=fitted.overhead_s * scale, source=label, beyond_coverage=hit.beyond)
+    return OpCost(fitted.name, fitted.flops, fitted.bytes, fitted.compute_s * scale, fitted.memory_s * scale,
+                  fitted.overhead_s * scale, fitted.roofline_s, label, hit.beyond)  # dataclasses.replace, unrolled
 
 
 @lru_cache(maxsize=64)
