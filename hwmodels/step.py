@@ -232,14 +232,15 @@ class _Layer:
     """Accumulates one layer's operators into compute and communication time per component."""
 
     ctx: StepContext
-    compute: dict[str, float] = field(default_factory=lambda: {c: 0.0 for c in COMPONENTS})
-    comm: dict[str, float] = field(default_factory=lambda: {c: 0.0 for c in COMPONENTS})
+    compute: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 0.0))
+    comm: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 0.0))
     sources: set[str] = field(default_factory=set)
     operators: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> (source, beyond coverage)
 
     def op(self, component: str, cost: OpCost) -> None:
         self.compute[component] += cost.total_s
-        self.note(cost)
+        self.sources.add(cost.source)
+        self.operators[cost.name] = (cost.source, cost.beyond_coverage)
 
     def note(self, cost: OpCost) -> None:
         self.sources.add(cost.source)
@@ -446,7 +447,7 @@ def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_toke
         by_layer_type_s=by_type,
         load_source=load.source if load is not None else "dense model",
         sources=tuple(sorted(sources)),
-        operator_sources=tuple((name, *operators[name]) for name in sorted(operators)),
+        operator_sources=tuple([(name, source, beyond) for name, (source, beyond) in sorted(operators.items())]),
     )
 
 
@@ -520,7 +521,7 @@ class _SharedLayers:
     operators: dict  # operator name -> (source, beyond coverage)
 
 
-_SHARED_LAYERS: dict[tuple, tuple] = {}  # _shared_layers' results: key -> (arch, precision, _SharedLayers)
+_SHARED_LAYERS: dict[tuple, tuple] = {}  # _shared_layers' results: key -> ((arch, precision, cluster), result)
 _SHARED_LAYERS_SIZE = 1 << 12
 
 
@@ -529,14 +530,13 @@ def _shared_layers(ctx: StepContext, b_group: float, attn_context: float, phase:
     """Each attention signature's layer (kind, and DeepSeek-V4's compression ratio; layers share them) and the dense
     MLP at `b_group` rows, and their sums over the model's layers. They see the layout only through its attention TP
     (and two-batch overlap's halves and slowdown), so the layouts of a search that differ in their experts (EP, MoE
-    TP, redundant slots, load) share one evaluation: cached on the exact inputs, the model and precision by identity
-    (held, so their ids are not reused)."""
-    arch, precision = ctx.arch, ctx.precision
-    key = (id(arch), id(precision), ctx.cluster, ctx.costs, ctx.layout.tp, b_group, attn_context, phase, queries,
-           halves, slowdown)
+    TP, redundant slots, load) share one evaluation: cached on the exact inputs, the model, precision and cluster by
+    identity (held, so their ids are not reused)."""
+    arch, held = ctx.arch, (ctx.arch, ctx.precision, ctx.cluster)
+    key = (*map(id, held), ctx.costs, ctx.layout.tp, b_group, attn_context, phase, queries, halves, slowdown)
     hit = _SHARED_LAYERS.get(key)
-    if hit is not None and hit[0] is arch and hit[1] is precision:
-        return hit[2]
+    if hit is not None and all(a is b for a, b in zip(hit[0], held)):
+        return hit[1]
     distinct, group, dense_counts, moe_groups = step_attention.layer_groups(arch)
     attentions: dict[tuple, _Layer] = {}
     for sig in distinct:
@@ -565,7 +565,7 @@ def _shared_layers(ctx: StepContext, b_group: float, attn_context: float, phase:
                            frozenset(dense.sources).union(*(a.sources for a in attentions.values())), operators)
     if len(_SHARED_LAYERS) >= _SHARED_LAYERS_SIZE:
         del _SHARED_LAYERS[next(iter(_SHARED_LAYERS))]  # the oldest first
-    _SHARED_LAYERS[key] = (arch, precision, shared)
+    _SHARED_LAYERS[key] = (held, shared)
     return shared
 
 
