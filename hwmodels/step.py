@@ -239,8 +239,7 @@ class _Layer:
 
     def op(self, component: str, cost: OpCost) -> None:
         self.compute[component] += cost.total_s
-        self.sources.add(cost.source)
-        self.operators[cost.name] = (cost.source, cost.beyond_coverage)
+        self.note(cost)
 
     def note(self, cost: OpCost) -> None:
         self.sources.add(cost.source)
