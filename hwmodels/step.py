@@ -512,7 +512,7 @@ class _SharedLayers:
     """The attention and dense MLP side of a step's layers (`_shared_layers`); read only."""
 
     stage_s: tuple[tuple[float, float], ...]  # per attention signature: one layer's (compute, communication)
-    moe_groups: list[int]  # each MoE layer's signature
+    moe_groups: np.ndarray  # each MoE layer's signature (an index into stage_s)
     dense_layers_s: float  # the dense layers, both halves
     breakdown_s: dict[str, float]  # the dense layers per component
     moe_attention_s: dict[str, float]  # the MoE layers' attention per component (halves and slowdown applied)
@@ -560,7 +560,7 @@ def _shared_layers(ctx: StepContext, b_group: float, attn_context: float, phase:
         for c in COMPONENTS:
             moe_attention[c] += count * halves * (attentions[sig].compute[c] * slowdown + attentions[sig].comm[c])
     shared = _SharedLayers(tuple((attentions[sig].compute_s, attentions[sig].comm_s) for sig in distinct),
-                           list(moe_groups), dense_layers_s, breakdown, moe_attention,
+                           np.array(moe_groups, dtype=np.intp), dense_layers_s, breakdown, moe_attention,
                            frozenset(dense.sources).union(*(a.sources for a in attentions.values())), operators)
     if len(_SHARED_LAYERS) >= _SHARED_LAYERS_SIZE:
         del _SHARED_LAYERS[next(iter(_SHARED_LAYERS))]  # the oldest first
