@@ -175,6 +175,7 @@ def _scaled(device: Device, hardware: str) -> str:
     return "" if device.name == hardware else f", scaled to {device.name} peaks"
 
 
+@lru_cache(maxsize=1024)  # a handful of (device, dtype, layout, weight format, fit) per search
 def _gemm_setup(device: Device, dtype: str, layout: str, weight_bytes_per_element: float | None,
                 fit: GemmEfficiency) -> tuple[float, int, float, float, str]:
     """(peak FLOP/s, SMs, activation and weight bytes per element, source) of a GEMM, validated."""
