@@ -131,7 +131,11 @@ class StepContext:
     def layer_factors(self) -> tuple[float, ...]:
         """Per MoE layer: the busiest device's load over the mean (1.0 is perfect balance), to imbalance_decimals."""
         load = self.expert_load
-        return () if load is None else _rounded_imbalance(load, self.imbalance_decimals)
+        if load is None:
+            return ()
+        if self.load is None:  # the uniform load, shared by the contexts of a search: rounded once
+            return _uniform_factors(self.layout.ep, len(self.arch.moe_layers), self.imbalance_decimals)
+        return tuple(np.round(load.imbalance, self.imbalance_decimals).tolist())
 
     @cached_property
     def placed_copies(self) -> dict[str, tuple[tuple, ...]] | None:
@@ -178,9 +182,9 @@ def _uniform_load(ep: int, moe_layers: int) -> ExpertLoad:
     return load
 
 
-@lru_cache(maxsize=256)  # ExpertLoad compares by identity: a load given to many contexts is rounded once
-def _rounded_imbalance(load: ExpertLoad, decimals: int) -> tuple[float, ...]:
-    return tuple(np.round(load.imbalance, decimals).tolist())
+@lru_cache(maxsize=256)
+def _uniform_factors(ep: int, moe_layers: int, decimals: int) -> tuple[float, ...]:
+    return tuple(np.round(_uniform_load(ep, moe_layers).imbalance, decimals).tolist())
 
 
 # ---------------------------------------------------------------------------------------------------- operators
