@@ -49,6 +49,7 @@ HOPPER_NUM_SMS = 132
 # each group to 128 rows.
 BLOCK_K = 128
 BLOCK_N_CHOICES = np.arange(16, 129, 8)
+_BLOCK_N_LIST = BLOCK_N_CHOICES.tolist()
 SCALE_BLOCK = 128  # weight scales cover 128 x 128 blocks; a BN that does not divide it needs two per k-block
 
 # A compute dtype whose peak a device lacks runs at the next wider peak it has.
@@ -113,8 +114,17 @@ def _tile_shape(m, n, groups, contiguous, num_sms: int):
 
 @lru_cache(maxsize=1 << 16)
 def _tile_for(m: int, n: int, groups: int, layout: str, num_sms: int) -> tuple[int, int, int]:
-    block_m, block_n, waves = _tile_shape(m, n, groups, layout == "contiguous", num_sms)
-    return int(block_m), int(block_n), int(waves)
+    """_tile_shape of one GEMM, in plain Python: on scalars numpy's per-call cost is most of the time."""
+    block_m = 128 if layout == "contiguous" or m > 64 else 64
+    tiles_m = -(-m // block_m) * groups
+    best = None  # (score, BN, waves); the first (smallest) BN wins ties, as argmin does
+    for block_n in _BLOCK_N_LIST:
+        tiles = tiles_m * -(-n // block_n)
+        waves = -(-tiles // num_sms)
+        score = waves * (num_sms + 1) - (tiles - (waves - 1) * num_sms)
+        if best is None or score < best[0]:
+            best = (score, block_n, waves)
+    return block_m, best[1], int(best[2])
 
 
 def _max_min(a, b):
@@ -165,6 +175,7 @@ def _scaled(device: Device, hardware: str) -> str:
     return "" if device.name == hardware else f", scaled to {device.name} peaks"
 
 
+@lru_cache(maxsize=1024)  # a handful of (device, dtype, layout, weight format, fit) per search
 def _gemm_setup(device: Device, dtype: str, layout: str, weight_bytes_per_element: float | None,
                 fit: GemmEfficiency) -> tuple[float, int, float, float, str]:
     """(peak FLOP/s, SMs, activation and weight bytes per element, source) of a GEMM, validated."""

@@ -122,7 +122,7 @@ class StepContext:
         if not self.arch.is_moe:
             return None
         n_moe, ep = len(self.arch.moe_layers), self.layout.ep
-        load = self.load if self.load is not None else ExpertLoad.uniform(ep, n_moe)
+        load = self.load if self.load is not None else _uniform_load(ep, n_moe)
         if load.shares.shape != (n_moe, ep):
             raise ValueError(f"load shares must be [{n_moe}, {ep}], got {load.shares.shape}")
         return load
@@ -131,7 +131,11 @@ class StepContext:
     def layer_factors(self) -> tuple[float, ...]:
         """Per MoE layer: the busiest device's load over the mean (1.0 is perfect balance), to imbalance_decimals."""
         load = self.expert_load
-        return () if load is None else tuple(np.round(load.imbalance, self.imbalance_decimals).tolist())
+        if load is None:
+            return ()
+        if self.load is None:  # the uniform load, shared by the contexts of a search: rounded once
+            return _uniform_factors(self.layout.ep, len(self.arch.moe_layers), self.imbalance_decimals)
+        return tuple(np.round(load.imbalance, self.imbalance_decimals).tolist())
 
     @cached_property
     def placed_copies(self) -> dict[str, tuple[tuple, ...]] | None:
@@ -168,6 +172,19 @@ class StepContext:
         mean = self.step(phase, mean_tokens, context_tokens, draft_tokens)
         return lockstep_time_s(busiest.time_s, busiest.breakdown_s["expert_gemm"], busiest.overlap_ratio,
                                mean.breakdown_s["expert_gemm"])
+
+
+@lru_cache(maxsize=256)
+def _uniform_load(ep: int, moe_layers: int) -> ExpertLoad:
+    """ExpertLoad.uniform, one per shape: the contexts of a search share it (read only)."""
+    load = ExpertLoad.uniform(ep, moe_layers)
+    load.shares.setflags(write=False)
+    return load
+
+
+@lru_cache(maxsize=256)
+def _uniform_factors(ep: int, moe_layers: int, decimals: int) -> tuple[float, ...]:
+    return tuple(np.round(_uniform_load(ep, moe_layers).imbalance, decimals).tolist())
 
 
 # ---------------------------------------------------------------------------------------------------- operators
@@ -219,8 +236,8 @@ class _Layer:
     """Accumulates one layer's operators into compute and communication time per component."""
 
     ctx: StepContext
-    compute: dict[str, float] = field(default_factory=lambda: {c: 0.0 for c in COMPONENTS})
-    comm: dict[str, float] = field(default_factory=lambda: {c: 0.0 for c in COMPONENTS})
+    compute: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 0.0))
+    comm: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 0.0))
     sources: set[str] = field(default_factory=set)
     operators: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> (source, beyond coverage)
 
@@ -447,7 +464,7 @@ def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_toke
         by_layer_type_s=by_type,
         load_source=load.source if load is not None else "dense model",
         sources=tuple(sorted(sources)),
-        operator_sources=tuple((name, *operators[name]) for name in sorted(operators)),
+        operator_sources=tuple([(name, source, beyond) for name, (source, beyond) in sorted(operators.items())]),
     )
 
 
@@ -474,37 +491,18 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
     num_sms = ctx.cluster.device.num_sms or HOPPER_NUM_SMS
     slowdown = num_sms / (num_sms - DEEPEP_NORMAL_SMS) if overlap and phase == Phase.PREFILL and arch.is_moe else 1.0
 
-    # one evaluation per attention signature (kind, and DeepSeek-V4's compression ratio); layers share them
-    distinct, group, dense_counts, moe_groups = step_attention.layer_groups(arch)
-    attentions: dict[tuple, _Layer] = {}
-    for sig in distinct:
-        attentions[sig] = _Layer(ctx)
-        step_attention.price(attentions[sig], b_group, attn_context, phase, queries, group.index(distinct.index(sig)))
-    dense = _Layer(ctx)
-    if arch.num_dense_layers:  # Qwen3.5 has no dense layer (and no intermediate_size to price one)
-        _dense_mlp(dense, b_group)
-    sources = set(dense.sources).union(*(a.sources for a in attentions.values()))
-    operators = dict(dense.operators)
-    for a in attentions.values():
-        operators |= a.operators
-
-    breakdown = {c: 0.0 for c in COMPONENTS}
+    shared = _shared_layers(ctx, b_group, attn_context, phase, queries, halves, slowdown)
+    breakdown = dict(shared.breakdown_s)
     moe_breakdown = {c: 0.0 for c in COMPONENTS}
-    by_type = {"dense_layers": 0.0, "moe_layers": 0.0}
-    for sig, count in dense_counts.items():  # no all-to-all to hide: the halves run one after the other
-        attention = attentions[sig]
-        by_type["dense_layers"] += count * halves * (attention.compute_s + attention.comm_s + dense.compute_s + dense.comm_s)
-        for c in COMPONENTS:
-            breakdown[c] += count * halves * (attention.compute[c] + attention.comm[c] + dense.compute[c] + dense.comm[c])
-    moe_attn = [attentions[sig] for sig in distinct]
-    moe_counts = [moe_groups.count(g) for g in range(len(distinct))]
-    n_moe = len(moe_groups)
+    by_type = {"dense_layers": shared.dense_layers_s, "moe_layers": 0.0}
+    sources, operators = set(shared.sources), dict(shared.operators)
+    n_moe = len(shared.moe_groups)
     moe_layer_s = 0.0
     if n_moe:
         m = _moe(ctx, b_dev, phase)
         sources |= m.sources
         operators |= m.operators
-        attention_stage = np.array([(a.compute_s + m.router_s) * slowdown + a.comm_s for a in moe_attn])[list(moe_groups)]
+        attention_stage = np.array([(c + m.router_s) * slowdown + x for c, x in shared.stage_s])[shared.moe_groups]
         expert_stage = (m.shared_expert_s + m.expert_gemm_s) * slowdown
         if overlap:
             efficiency = ctx.costs.overlap_efficiency
@@ -516,9 +514,7 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
             layer_s = attention_stage + m.dispatch_s + expert_stage + m.combine_s
         by_type["moe_layers"] = float(np.sum(layer_s))
         moe_layer_s = by_type["moe_layers"] / n_moe
-        for a, count in zip(moe_attn, moe_counts):
-            for c in COMPONENTS:
-                moe_breakdown[c] += count * halves * (a.compute[c] * slowdown + a.comm[c])
+        moe_breakdown = dict(shared.moe_attention_s)
         moe_breakdown["expert_gemm"] += halves * float(m.expert_gemm_s.sum()) * slowdown
         moe_breakdown["dispatch"] += halves * float(m.dispatch_s.sum())
         moe_breakdown["combine"] += halves * float(m.combine_s.sum())
@@ -527,6 +523,67 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
         for c in COMPONENTS:
             breakdown[c] += moe_breakdown[c]
     return _Layers(by_type, breakdown, moe_breakdown, moe_layer_s, frozenset(sources), operators)
+
+
+@dataclass(frozen=True)
+class _SharedLayers:
+    """The attention and dense MLP side of a step's layers (`_shared_layers`); read only."""
+
+    stage_s: tuple[tuple[float, float], ...]  # per attention signature: one layer's (compute, communication)
+    moe_groups: np.ndarray  # each MoE layer's signature (an index into stage_s)
+    dense_layers_s: float  # the dense layers, both halves
+    breakdown_s: dict[str, float]  # the dense layers per component
+    moe_attention_s: dict[str, float]  # the MoE layers' attention per component (halves and slowdown applied)
+    sources: frozenset
+    operators: dict  # operator name -> (source, beyond coverage)
+
+
+_SHARED_LAYERS: dict[tuple, tuple] = {}  # _shared_layers' results: key -> ((arch, precision, cluster), result)
+_SHARED_LAYERS_SIZE = 1 << 12
+
+
+def _shared_layers(ctx: StepContext, b_group: float, attn_context: float, phase: Phase, queries: int, halves: int,
+                   slowdown: float) -> _SharedLayers:
+    """Each attention signature's layer (kind, and DeepSeek-V4's compression ratio; layers share them) and the dense
+    MLP at `b_group` rows, and their sums over the model's layers. They see the layout only through its attention TP
+    (and two-batch overlap's halves and slowdown), so the layouts of a search that differ in their experts (EP, MoE
+    TP, redundant slots, load) share one evaluation: cached on the exact inputs, the model, precision and cluster by
+    identity (held, so their ids are not reused)."""
+    arch, held = ctx.arch, (ctx.arch, ctx.precision, ctx.cluster)
+    key = (*map(id, held), ctx.costs, ctx.layout.tp, b_group, attn_context, phase, queries, halves, slowdown)
+    hit = _SHARED_LAYERS.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], held)):
+        return hit[1]
+    distinct, group, dense_counts, moe_groups = step_attention.layer_groups(arch)
+    attentions: dict[tuple, _Layer] = {}
+    for sig in distinct:
+        attentions[sig] = _Layer(ctx)
+        step_attention.price(attentions[sig], b_group, attn_context, phase, queries, group.index(distinct.index(sig)))
+    dense = _Layer(ctx)
+    if arch.num_dense_layers:  # Qwen3.5 has no dense layer (and no intermediate_size to price one)
+        _dense_mlp(dense, b_group)
+    operators = dict(dense.operators)
+    for a in attentions.values():
+        operators |= a.operators
+    breakdown = {c: 0.0 for c in COMPONENTS}
+    dense_layers_s = 0.0
+    for sig, count in dense_counts.items():  # no all-to-all to hide: the halves run one after the other
+        attention = attentions[sig]
+        dense_layers_s += count * halves * (attention.compute_s + attention.comm_s + dense.compute_s + dense.comm_s)
+        for c in COMPONENTS:
+            breakdown[c] += count * halves * (attention.compute[c] + attention.comm[c] + dense.compute[c] + dense.comm[c])
+    moe_attention = {c: 0.0 for c in COMPONENTS}
+    for g, sig in enumerate(distinct):
+        count = moe_groups.count(g)
+        for c in COMPONENTS:
+            moe_attention[c] += count * halves * (attentions[sig].compute[c] * slowdown + attentions[sig].comm[c])
+    shared = _SharedLayers(tuple((attentions[sig].compute_s, attentions[sig].comm_s) for sig in distinct),
+                           np.array(moe_groups, dtype=np.intp), dense_layers_s, breakdown, moe_attention,
+                           frozenset(dense.sources).union(*(a.sources for a in attentions.values())), operators)
+    if len(_SHARED_LAYERS) >= _SHARED_LAYERS_SIZE:
+        del _SHARED_LAYERS[next(iter(_SHARED_LAYERS))]  # the oldest first
+    _SHARED_LAYERS[key] = (held, shared)
+    return shared
 
 
 def _vision_encoder_s(ctx: StepContext, images: float, operators: dict) -> float:

@@ -91,23 +91,31 @@ class MeasuredSource:
         what = f"{table} {dtype}" if dtype else table
         if dtype is None:
             return Measured(None, f"no measured {table} for this number format")
-        beyond = 1.0
-        for version in _versions_by_nearness(self.system, self.engine, table, self.version):
-            grid = _grid(self.system, self.engine, table, version, select, axes)
-            if grid is None:
-                continue
-            latency_ms, beyond = grid.lookup(point)
-            label = f"measured: {self.system} {self.engine} {version} {what} (aiconfigurator-core {tables.package_version()})"
-            if latency_ms is None:
-                return Measured(None, f"outside {label}", beyond)
-            return Measured(latency_ms * ms, label, beyond)
-        return Measured(None, f"no measured {what} on {self.system} {self.engine} for this shape", beyond)
+        found = _nearest_grid(self, table, select, axes, what)
+        if found is None:
+            return Measured(None, f"no measured {what} on {self.system} {self.engine} for this shape")
+        grid, label = found
+        latency_ms, beyond = grid.lookup(point)
+        if latency_ms is None:
+            return Measured(None, f"outside {label}", beyond)
+        return Measured(latency_ms * ms, label, beyond)
 
 
 @lru_cache(maxsize=1 << 16)
 def _cached_lookup(source: MeasuredSource, table: str, dtype: str | None, select: tuple, axes: tuple,
                    point: tuple) -> Measured:
     return source._uncached_lookup(table, dtype, select, axes, point)
+
+
+@lru_cache(maxsize=4096)
+def _nearest_grid(source: MeasuredSource, table: str, select: tuple, axes: tuple, what: str) -> tuple[Grid, str] | None:
+    """The grid of the nearest measured version whose table holds the selection, with its label; None: none does."""
+    for version in _versions_by_nearness(source.system, source.engine, table, source.version):
+        grid = _grid(source.system, source.engine, table, version, select, axes)
+        if grid is not None:
+            return grid, (f"measured: {source.system} {source.engine} {version} {what} "
+                          f"(aiconfigurator-core {tables.package_version()})")
+    return None
 
 
 @lru_cache(maxsize=1024)

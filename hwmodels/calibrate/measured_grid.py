@@ -18,7 +18,10 @@ measured). The rule, the same for every table:
 from __future__ import annotations
 
 import itertools
+import math
+from bisect import bisect_left
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -52,11 +55,13 @@ class Grid:
 
     def lookup(self, point: tuple[float, ...]) -> tuple[float | None, float]:
         """(latency in the table's unit or None where not covered, beyond): beyond is how far the point lies
-        outside the measured range, as the largest ratio of asked to nearest measured coordinate (1.0 inside)."""
-        corners: list[list[tuple[int, float]]] = []
+        outside the measured range, as the largest ratio of asked to nearest measured coordinate (1.0 inside).
+        Plain Python over lists (`_flat`): a point is a handful of scalars, where numpy's per-call cost dominates."""
+        axes, log_axes, strides, values = self._flat
+        corners = [(0, 1.0)]  # (flat index, weight) of the surrounding grid points, the last axis varying fastest
         scale, beyond = 1.0, 1.0
-        for i, (x, axis) in enumerate(zip(point, self.axes)):
-            x = float(x)
+        for i, x in enumerate(point):
+            x, axis, logs, stride = float(x), axes[i], log_axes[i], strides[i]
             lo, hi = axis[0], axis[-1]
             if x > hi or x < lo:
                 ratio = x / hi if x > hi else lo / max(x, 1e-30)
@@ -66,17 +71,25 @@ class Grid:
                 if x > hi:
                     scale = x / hi  # rule 2: linear in tokens past the largest measurement
                 x = min(max(x, lo), hi)
-            j = int(np.searchsorted(axis, x))
+            j = bisect_left(axis, x)
             if j < len(axis) and axis[j] == x:
-                corners.append([(j, 1.0)])
+                corners = [(f + j * stride, cw) for f, cw in corners]
                 continue
-            a, b = axis[j - 1], axis[j]
-            w = (np.log(x) - np.log(a)) / (np.log(b) - np.log(a))
-            corners.append([(j - 1, 1.0 - w), (j, w)])
+            w = (math.log(x) - logs[j - 1]) / (logs[j] - logs[j - 1])
+            below, above = (j - 1) * stride, j * stride
+            corners = [c for f, cw in corners for c in ((f + below, cw * (1.0 - w)), (f + above, cw * w))]
         total = 0.0
-        for combo in itertools.product(*corners):
-            v = self.log_latency[tuple(c[0] for c in combo)]
-            if np.isnan(v):
+        for f, weight in corners:
+            v = values[f]
+            if v != v:  # NaN: a surrounding point not measured
                 return None, float(beyond)
-            total += float(np.prod([c[1] for c in combo])) * v
-        return float(np.exp(total)) * scale, float(beyond)
+            total += weight * v
+        return math.exp(total) * scale, float(beyond)
+
+    @cached_property
+    def _flat(self) -> tuple[tuple[list[float], ...], tuple[list[float], ...], tuple[int, ...], list[float]]:
+        """(each axis, its logs, its stride in the flattened table, the flattened log latencies) as Python lists."""
+        shape = self.log_latency.shape
+        strides = tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))  # C order, as ravel() flattens
+        return (tuple(a.tolist() for a in self.axes), tuple([math.log(v) for v in a.tolist()] for a in self.axes),
+                strides, self.log_latency.ravel().tolist())

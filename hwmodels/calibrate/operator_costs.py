@@ -139,7 +139,7 @@ class OperatorCosts:
         return cost if self.profile is None else _profiled(cost, Measured(None, self.profile.missing("prefill attention")))
 
     def allreduce(self, cluster: Cluster, group_devices: int, bytes_per_device: float) -> CommCost:
-        return self._unprofiled(self._allreduce(cluster, group_devices, bytes_per_device))
+        return _cached_allreduce(self, cluster, group_devices, bytes_per_device)
 
     def _allreduce(self, cluster: Cluster, group_devices: int, bytes_per_device: float) -> CommCost:
         fitted = collectives.allreduce_cost(cluster, group_devices, bytes_per_device, fit=self.collective_fit(cluster.device))
@@ -153,23 +153,46 @@ class OperatorCosts:
     def dispatch(self, cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int,
                  num_experts: int, bytes_per_element: float, scale_bytes_per_token: float,
                  dest_probability: np.ndarray | None, mode: str, rank_copies=None) -> CommCost:
-        return self._unprofiled(collectives.dispatch_cost(
-            cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element, scale_bytes_per_token,
-            dest_probability, mode=mode, fit=self.collective_fit(cluster.device), rank_copies=rank_copies))
+        return self._alltoall(collectives.dispatch_cost, (cluster, ep_devices, tokens_per_device, hidden, top_k,
+                              num_experts, bytes_per_element, scale_bytes_per_token, mode), dest_probability, rank_copies)
 
     def combine(self, cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int,
                 num_experts: int, bytes_per_element: float, dest_probability: np.ndarray | None, mode: str,
                 rank_copies=None) -> CommCost:
-        return self._unprofiled(collectives.combine_cost(
-            cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts, bytes_per_element,
-            dest_probability=dest_probability, mode=mode, fit=self.collective_fit(cluster.device),
-            rank_copies=rank_copies))
+        return self._alltoall(collectives.combine_cost, (cluster, ep_devices, tokens_per_device, hidden, top_k,
+                              num_experts, bytes_per_element, 0.0, mode), dest_probability, rank_copies)
+
+    def _alltoall(self, cost_of, question: tuple, dest_probability: np.ndarray | None, rank_copies) -> CommCost:
+        """cost_of: collectives' dispatch_cost or combine_cost; question: (cluster, ep_devices, tokens_per_device,
+        hidden, top_k, num_experts, bytes_per_element, scale_bytes_per_token, mode). Without a destination array (the
+        usual question; an array is no cache key), once per distinct question: a layout search asks the same ones
+        across layouts and batches."""
+        if dest_probability is None:
+            return _cached_alltoall(self, cost_of, question, None if rank_copies is None else tuple(rank_copies.items()))
+        return _alltoall_cost(self, cost_of, question, dest_probability, rank_copies)
 
     def _unprofiled(self, cost: CommCost) -> CommCost:
         """A collective keeps its fit; with a profile, its label says the profile measured none."""
         if self.profile is None:
             return cost
         return replace(cost, source=f"{cost.source} [{self.profile.missing('collectives')}]")
+
+
+# the collectives' costs, once per distinct question; callers only read the CommCost returned, which is shared
+@lru_cache(maxsize=1 << 14)
+def _cached_allreduce(costs: OperatorCosts, cluster: Cluster, group_devices: int, bytes_per_device: float) -> CommCost:
+    return costs._unprofiled(costs._allreduce(cluster, group_devices, bytes_per_device))
+
+
+@lru_cache(maxsize=1 << 14)
+def _cached_alltoall(costs: OperatorCosts, cost_of, question: tuple, rank_copies: tuple | None) -> CommCost:
+    return _alltoall_cost(costs, cost_of, question, None, None if rank_copies is None else dict(rank_copies))
+
+
+def _alltoall_cost(costs: OperatorCosts, cost_of, question: tuple, dest_probability, rank_copies) -> CommCost:
+    *sizes, mode = question
+    return costs._unprofiled(cost_of(*sizes, dest_probability, mode=mode, fit=costs.collective_fit(question[0].device),
+                                     rank_copies=rank_copies))
 
 
 def quant_dtype(quant: str) -> str:
@@ -195,8 +218,8 @@ def _priced(fitted: OpCost, hit: Measured) -> OpCost:
     time_s = max(hit.latency_s, fitted.roofline_s)
     scale = time_s / fitted.total_s if fitted.total_s > 0 else 1.0
     label = hit.label if time_s == hit.latency_s else f"{hit.label}, raised to the roofline"
-    return replace(fitted, compute_s=fitted.compute_s * scale, memory_s=fitted.memory_s * scale,
-                   overhead_s=fitted.overhead_s * scale, source=label, beyond_coverage=hit.beyond)
+    return OpCost(fitted.name, fitted.flops, fitted.bytes, fitted.compute_s * scale, fitted.memory_s * scale,
+                  fitted.overhead_s * scale, fitted.roofline_s, label, hit.beyond)  # dataclasses.replace, unrolled
 
 
 @lru_cache(maxsize=64)
