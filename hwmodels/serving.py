@@ -113,7 +113,9 @@ def lockstep_aggregated_performance(ctx: StepContext, batch_per_device: int, inp
 
     A rank admits a request when a slot frees; a step carries at most `step_token_budget` tokens per rank,
     its decode tokens included (TensorRT-LLM's max_num_tokens). So k = (budget - B) // (input - 1) prompts
-    enter per step, or, when none fits whole, one prompt in chunks over several steps. Slots started in
+    enter per step, or, when none fits whole, prompts in chunks of what the decode tokens leave, packed back to
+    back (a step holds one prompt's tail and the next one's head, as the scheduler fills max_num_tokens with
+    context chunks), so the B prompts of a slot lifetime take B x input / chunk mixed steps. Slots started in
     the same step finish in the same step, and every rank runs the same schedule: per slot lifetime
     (prefill steps + output - 1 steps) the group makes `mixed` steps that prefill on every rank while the
     other sequences decode, and plain decode steps otherwise. A mixed step is priced as a prefill step
@@ -126,11 +128,11 @@ def lockstep_aggregated_performance(ctx: StepContext, batch_per_device: int, inp
     whole = min(batch, (budget - batch) // max(input_tokens - 1, 1))
     if whole:  # k whole prompts per mixed step
         prompts, chunk, steps_per_prompt = whole, whole * input_tokens, 1
-    else:  # one prompt at a time, in chunks of what the decode tokens leave
+    else:  # chunks of what the decode tokens leave, prompts packed back to back
         prompts, chunk = 1, budget - (batch - 1)
         steps_per_prompt = math.ceil(input_tokens / chunk)
     lifetime = steps_per_prompt + output_tokens - 1  # steps a slot is held
-    mixed = min(math.ceil(batch / prompts) * steps_per_prompt, lifetime)
+    mixed = min(math.ceil(batch * input_tokens / chunk) if not whole else math.ceil(batch / prompts), lifetime)
     context = input_tokens + output_tokens / 2
     decode = ctx.step(Phase.DECODE, batch, context)
     prefill = ctx.step(Phase.PREFILL, chunk, input_tokens)

@@ -107,9 +107,12 @@ def test_lockstep_closed_loop_by_hand(kimi_128_h200):
     # a budget of 8 prompts' worth admits 7 per mixed step (the decode tokens share it): fewer, bigger steps
     wide = lockstep_aggregated_performance(ctx, 128, 1024, 2048, 0.9, 8192)
     assert wide.steps[1].tokens_per_device == 7 * 1024
-    # a budget below one prompt chunks it: 1024 - 127 = 897 prompt tokens per step, two steps per prompt
+    # a budget below one prompt chunks it: 1024 - 127 = 897 prompt tokens per step, the prompts packed back to
+    # back, so the 128 prompts of a slot lifetime take ceil(128 x 1024 / 897) = 147 mixed steps, not 2 x 128
     chunked = lockstep_aggregated_performance(ctx, 128, 1024, 2048, 0.9, 1024)
     assert chunked.steps[1].tokens_per_device == 897
+    mixed_s = chunked.steps[1].time_s + beside
+    assert chunked.tokens_per_s_per_device == pytest.approx(128 * 2048 / (147 * mixed_s + (2049 - 147) * decode))
     assert chunked.tokens_per_s_per_device < a.tokens_per_s_per_device
     with pytest.raises(InputError, match="tokens_per_device_per_step"):
         lockstep_aggregated_performance(ctx, 128, 1024, 2048, 0.9, 128)

@@ -27,16 +27,16 @@ needs_package = pytest.mark.skipif(measured_tables.database_root() is None and o
 #  busiest device's load over the mean (None: uniform)) -> step time in seconds, as priced before the caches
 # (aiconfigurator-core 0.12.0 on h200_sxm)
 RECORDED = [
-    (("kimi-k2", "sglang", 1, False, 0, 1, "decode", 8, 4096, 0, None), 0.017658653779862196),
-    (("kimi-k2", "sglang", 8, True, 32, 1, "decode", 136, 4096, 0, None), 0.13020526314769604),
-    (("kimi-k2", "sglang", 2, False, 128, 1, "prefill", 4096, 4096, 0, None), 1.0577834089384137),
-    (("kimi-k2", "sglang", 4, True, 64, 1, "prefill", 16384, 4096, 0, None), 3.8050815218129954),
-    (("deepseek-v3", "sglang", 1, True, 0, 1, "decode", 64, 2048, 2, None), 0.07029651241488828),
-    (("kimi-k2", "sglang", 8, False, 0, 1, "decode", 32, 8192, 0, 1.4), 0.06307473883988607),
-    (("kimi-k2", "trtllm", 8, False, 0, 8, "decode", 48, 4096, 0, None), 0.09572648914608319),
-    (("deepseek-v3", "vllm", 1, False, 0, 1, "prefill", 8192, 2048, 0, None), 1.940592217956409),
+    (("kimi-k2", "sglang", 1, False, 0, 1, "decode", 8, 4096, 0, None), 0.017002779934745707),
+    (("kimi-k2", "sglang", 8, True, 32, 1, "decode", 136, 4096, 0, None), 0.12863878522219893),
+    (("kimi-k2", "sglang", 2, False, 128, 1, "prefill", 4096, 4096, 0, None), 1.0498301134809438),
+    (("kimi-k2", "sglang", 4, True, 64, 1, "prefill", 16384, 4096, 0, None), 3.7720661772902075),
+    (("deepseek-v3", "sglang", 1, True, 0, 1, "decode", 64, 2048, 2, None), 0.0687454605096853),
+    (("kimi-k2", "sglang", 8, False, 0, 1, "decode", 32, 8192, 0, 1.4), 0.06221608072043527),
+    (("kimi-k2", "trtllm", 8, False, 0, 8, "decode", 48, 4096, 0, None), 0.09452623654466874),
+    (("deepseek-v3", "vllm", 1, False, 0, 1, "prefill", 8192, 2048, 0, None), 1.9305577907296363),
     (("qwen3-235b-a22b", "sglang", 4, False, 0, 1, "decode", 100, 3000, 0, None), 0.06223939415354855),
-    (("deepseek-v3.2", "sglang", 1, True, 0, 1, "prefill", 2048, 8192, 0, 1.2), 0.9758136928045658),
+    (("deepseek-v3.2", "sglang", 1, True, 0, 1, "prefill", 2048, 8192, 0, 1.2), 0.9741593624328438),
 ]
 
 
