@@ -23,6 +23,17 @@ def shared_data() -> Path:
     pytest.skip(f"shared reference data not found at {SHARED_DATA} (only beside the project checkout)")
 
 
+@pytest.fixture(scope="session")
+def measured(shared_data) -> Path:
+    """NVIDIA's silicon sample of measured deployments (../shared/data/measured/aic-silicon-moe.csv)."""
+    path = shared_data / "measured" / "aic-silicon-moe.csv"
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{path} is missing on CI")
+        pytest.skip(f"{path} is absent (a clone without ../shared/data)")
+    return path
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 

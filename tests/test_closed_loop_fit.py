@@ -2,23 +2,12 @@
 share of a benchmark's requests that met its start-up burst, stored in catalogs/fits/closed-loop-ttft.yaml with
 their k-fold held-out error, and how they enter a row's TTFT."""
 
-import os
 
 import numpy as np
 import pytest
 
 from hwmodels import catalog
 from hwmodels.calibrate import closed_loop_fit, measured_deployments as md
-
-
-@pytest.fixture(scope="module")
-def measured(shared_data):
-    path = shared_data / "measured" / "aic-silicon-moe.csv"
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing on CI")
-        pytest.skip(f"{path} is absent (a clone without ../shared/data)")
-    return path
 
 
 @pytest.fixture(scope="module")

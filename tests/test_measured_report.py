@@ -3,22 +3,9 @@ predicted beside the peer's, from the same rows and summary `validate --measured
 
 import csv
 import io
-import os
-
-import pytest
 
 import checkout_cli
 from moeplan import api
-
-
-@pytest.fixture(scope="module")
-def measured(shared_data):
-    path = shared_data / "measured" / "aic-silicon-moe.csv"
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing on CI")
-        pytest.skip(f"{path} is absent (a clone without ../shared/data)")
-    return path
 
 
 def test_the_report_folder_holds_every_row_and_the_summary(measured, tmp_path):
