@@ -36,15 +36,15 @@ def test_the_default_recommendation_holds_up_in_the_replay(default_replay):
 
 @pytest.mark.parametrize("requests_per_s", [1.1, 0.6])
 def test_the_tpot_tail_under_spread_prompts(requests_per_s):
-    # a long prompt's prefill chunks stall its rank's decode and lengthen its lockstep group's steps: the p99 TPOT of
-    # X
+    # a long prompt's prefill chunks stall its rank's decode and lengthen its lockstep group's steps: the planned p99
+    # TPOT (planner.tpot) carries those stalls, well above the bare decode step, and the replay agrees
     spec, folder = load_spec(example_path())
     spec = spec.model_copy(update={"workload": spec.workload.model_copy(update={"requests_per_s": requests_per_s})})
     plan = api.plan(api.deployment(spec, folder))
     r, check = plan.recommendation, plan.replays[-1]
     assert r.mode == "aggregated" and check.holds
     assert r.tpot_s == pytest.approx(check.replayed_tpot_s, rel=0.12)
-    assert r.tpot_s > 2 * r.decode.step_s
+    assert r.tpot_s > 1.5 * r.decode.step_s
 
 
 def test_no_option_that_fails_its_replay_is_recommended():
