@@ -49,7 +49,8 @@ def _why(d: Deployment, c: Candidate, decode: list[Candidate]) -> str:
         reason = f"PP{c.layout.pp} keeps each stage's all-to-all inside {where}"
     else:
         reason = (f"PP{c.layout.pp} holds 1/{c.layout.pp} of the layers per device ({mem.weight_bytes / 1e9:,.1f} GB "
-                  f"of weights, each sequence's KV for its stage's layers only), so {seqs} sequences per device fit")
+                  f"of weights, each sequence's KV for its stage's layers only): {seqs} sequences per device fit at the mean "
+                  "context")
     text = f"{_text(d, c)}: {reason}"
     flat = [x for x in decode if x.layout.pp == 1 and x.instance_devices == c.instance_devices
             and x.tokens_per_s_per_user >= c.tokens_per_s_per_user]
@@ -58,6 +59,6 @@ def _why(d: Deployment, c: Candidate, decode: list[Candidate]) -> str:
     best = max(flat, key=lambda x: x.tokens_per_s_per_device)
     fits = best.perf.memory.concurrent_sequences // best.instance_devices
     return text + (f"; the best single-stage layout of {c.instance_devices} devices at as fast a user rate, "
-                   f"{best.layout.name(d.model.is_moe)} at {best.work_per_device} sequences per device (at most {fits} "
-                   f"fit, {best.perf.memory.weight_bytes / 1e9:,.1f} GB of weights), makes "
+                   f"{best.layout.name(d.model.is_moe)} at {best.work_per_device} sequences per device ({fits} fit, "
+                   f"{best.perf.memory.weight_bytes / 1e9:,.1f} GB of weights), makes "
                    f"{best.tokens_per_s_per_device:,.0f} output tokens/s per device")
