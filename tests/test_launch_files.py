@@ -209,16 +209,16 @@ def test_launch_files_need_an_engine():
     assert e.value.field == "--backend"
 
 
-@pytest.mark.parametrize("engine, decode, flag", [
-    ("sglang", "attention=dp8,experts=ep8,pp=2", ["--pp-size", "2"]),
-    ("vllm", "attention=tp8,experts=ep8,pp=2", ["--pipeline-parallel-size", "2"]),
-    ("trtllm", "attention=tp8,experts=ep8,pp=2", ["--pp_size", "2"]),
+@pytest.mark.parametrize("engine, decode, batch, flag", [
+    ("sglang", "attention=dp8,experts=ep8,pp=2", 32, ["--pp-size", "2"]),
+    ("vllm", "attention=tp8,experts=ep8,pp=2", 8, ["--pipeline-parallel-size", "2"]),  # TP8 MLA: 9 sequences fit
+    ("trtllm", "attention=tp8,experts=ep8,pp=2", 8, ["--pp_size", "2"]),
 ])
-def test_a_pipelined_decode_pool_launches_with_its_stages(engine, decode, flag):
+def test_a_pipelined_decode_pool_launches_with_its_stages(engine, decode, batch, flag):
     """A decode pool pinned to two pipeline stages (an estimate, solved for real) launches each engine with them, and
     its per-stage sizes: 8 devices a stage of the 16."""
-    e = api.estimate(str(EXAMPLES / "kimi-k2-h200-128.yaml"), prefill="attention=tp8xdp2,experts=ep16", decode=decode,
-                     batch=32, backend=engine)
+    e = api.estimate(str(EXAMPLES / "kimi-k2-h200-128.yaml"), prefill="attention=dp16,experts=ep16", decode=decode,
+                     batch=batch, backend=engine)
     r = e.plan.recommendation
     assert r.decode.layout.pp == 2 and r.decode.instance_devices == 16
     assert plan_to_json(e.plan)["recommendation"]["decode"]["layout"]["pipeline_stages"] == 2
@@ -231,7 +231,7 @@ def test_a_pipelined_decode_pool_launches_with_its_stages(engine, decode, flag):
     table = FLAGS[engine]
     flags = _check_flags(argv, table["flags"], table.get("choices", {}))
     if engine == "sglang":
-        assert flags["--tp-size"] == "8" and flags["--dp-size"] == "8"
+        assert flags["--tp-size"] == "8" and flags["--dp-size"] == "8" and flags["--max-running-requests"] == str(32 * 16)
     elif engine == "vllm":
         assert flags["--tensor-parallel-size"] == "8" and flags["--distributed-executor-backend"] == "ray"
     else:
