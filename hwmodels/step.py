@@ -33,6 +33,10 @@ once for all of them, as FlashMLA folds them into its head dimension), then the 
 next ones: one decoder layer (the model's MoE layer) plus its [D, 2D] projection and the shared LM head,
 run once per draft token on one row per sequence.
 
+Pipeline stages (layout.pp > 1; hwmodels.pipeline, which states each rule and its source): the layers are priced
+once as above, summed over each stage's layers (the embedding and a vision encoder on the first stage, the LM head
+and MTP module on the last), the point-to-point transfers between stages added, and the step is their cycle.
+
 Shape legend: B = sequences (decode) or tokens (prefill) of one attention group, D = hidden,
 H = heads on this device, E = routed experts, K = top-k, I = expert intermediate width.
 """
