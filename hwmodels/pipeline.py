@@ -26,7 +26,9 @@ micro-batch comes round again after
 which is the decode step a sequence sees (its TPOT), and pp micro-batches complete per cycle, one per slowest stage
 time when the stages are even. A layout of pp stages holding B sequences per device thus has pp micro-batches of B
 rows on each stage device: `StepContext.step` at tokens_per_device = B returns time_s = cycle_s, so the tokens per
-device per second stay B / time_s as at pp = 1. Prefill: a prompt's chunks follow one another through the stages
+device per second stay B / time_s as at pp = 1. The queueing (planner.tpot, planner.search) and the simulator
+take such a decode instance as dp x pp ranks of B x tp sequences each, one per micro-batch of each DP attention
+group, each stepping once a cycle (SGLang keeps a request in the micro-batch it joined). Prefill: a prompt's chunks follow one another through the stages
 (SGLang's chunked pipeline parallelism, lmsys.org 2026-01-15), so one prompt of n chunks alone takes
 latency_s + (n - 1) x interval_s, interval_s the slowest stage (`prompt_s`).
 """
