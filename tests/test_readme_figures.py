@@ -307,6 +307,7 @@ def test_the_context_studys_costs(context_study):
         return f"from ${costs[low]:.{digits}f} ({names[low]}) to ${costs[high]:.{digits}f} ({names[high]})"
     _quoted(f"On up to {devices} devices each: {span(at_2k, 2)} per million output tokens at 2K; at 128K "
             f"{span(at_128k, 1)}.")
+    _quoted(f"it now decodes in PP2 (see *Pipeline stages*), at ${at_2k['b200-sxm']:.2f}.")
 
 
 # --- model arithmetic ---------------------------------------------------------------------------------------
@@ -782,7 +783,17 @@ def _pipeline_sentences(default_plan) -> list[str]:
                      f"{at_most.tokens_per_s_per_user:.1f} tokens/s per user. The recommendation, "
                      f"{view.recommendation.devices} devices at {view.recommendation.requests_per_s:g} requests/s, has "
                      f"no stages.")
-    return [note, weak_text, frontier_text]
+    b200 = api.plan({"schema_version": 1, "model": "kimi-k2", "cluster": {"unit": "hgx-b200", "devices": 64},
+                     "workload": {"input_tokens": 2048, "output_tokens": 512, "input_cv": 0, "output_cv": 0},
+                     "slo": {"ttft_s": 30.0, "tpot_s": 0.050, "percentile": 99}}, replay=0)  # the what-if study's
+    dc = b200.recommendation.decode
+    why = next(a for a in b200.plan.assumptions if a.startswith("on the frontier with pipeline stages: "
+                                                               f"{dc.layout.name()} on {dc.instance_devices} devices at "
+                                                               f"{dc.work_per_device} sequences"))
+    b200_text = (f"the recommended decode pool is {dc.instance_devices} devices of {dc.layout.name()} at "
+                 f"{dc.work_per_device} sequences per device, and the plan says why: "
+                 + why.split(": ", 1)[1])
+    return [note, weak_text, frontier_text, b200_text]
 
 
 def instance_context_of(d, c):
