@@ -793,7 +793,9 @@ def _pipeline_sentences(default_plan) -> list[str]:
     b200_text = (f"the recommended decode pool is {dc.instance_devices} devices of {dc.layout.name()} at "
                  f"{dc.work_per_device} sequences per device, and the plan says why: "
                  + why.split(": ", 1)[1])
-    return [note, weak_text, frontier_text, b200_text]
+    scored = (f"The stages add {view.candidates_scored - flat_view.candidates_scored:,} decode candidates to the "
+              f"128-H200 plan's {flat_view.candidates_scored:,}")
+    return [note, weak_text, frontier_text, b200_text, scored]
 
 
 def instance_context_of(d, c):
