@@ -5,7 +5,9 @@ the best single-stage layout of as many devices at as fast a user rate, or, wher
 from __future__ import annotations
 
 from hwmodels.deployment import Deployment
+from hwmodels.serving import largest_batch_that_fits
 from planner.plan import Candidate
+from planner.prompt_times import instance_context
 
 SCOPE = ("pipeline stages (PP2, PP4) scored in decode pools where an instance spans several scale-up domains and each "
          "stage is whole nodes (hwmodels.layouts): a device holds its stage's layers and their KV cache, the "
@@ -43,22 +45,29 @@ def _why(d: Deployment, c: Candidate, decode: list[Candidate]) -> str:
     stage, unit = c.instance_devices // c.layout.pp, d.cluster_of(c.role).unit
     domain = unit.scaleup_domain_devices
     mem = c.perf.memory
-    seqs = mem.concurrent_sequences // c.instance_devices
+    seqs = _fit(d, c)
     if stage <= domain and domain % stage == 0:
         where = "one node" if stage == unit.devices_per_node else f"one scale-up domain ({stage} devices)"
         reason = f"PP{c.layout.pp} keeps each stage's all-to-all inside {where}"
     else:
         reason = (f"PP{c.layout.pp} holds 1/{c.layout.pp} of the layers per device ({mem.weight_bytes / 1e9:,.1f} GB "
-                  f"of weights, each sequence's KV for its stage's layers only): {seqs} sequences per device fit at the mean "
-                  "context")
+                  f"of weights, each sequence's KV for its stage's layers only): {seqs} sequences per device fit")
     text = f"{_text(d, c)}: {reason}"
     flat = [x for x in decode if x.layout.pp == 1 and x.instance_devices == c.instance_devices
             and x.tokens_per_s_per_user >= c.tokens_per_s_per_user]
     if not flat:
         return text + f", faster per user than any single-stage layout of {c.instance_devices} devices"
     best = max(flat, key=lambda x: x.tokens_per_s_per_device)
-    fits = best.perf.memory.concurrent_sequences // best.instance_devices
+    fits = _fit(d, best)
     return text + (f"; the best single-stage layout of {c.instance_devices} devices at as fast a user rate, "
                    f"{best.layout.name(d.model.is_moe)} at {best.work_per_device} sequences per device ({fits} fit, "
                    f"{best.perf.memory.weight_bytes / 1e9:,.1f} GB of weights), makes "
                    f"{best.tokens_per_s_per_device:,.0f} output tokens/s per device")
+
+
+def _fit(d: Deployment, c: Candidate) -> int:
+    """The most sequences per device the search let the candidate's layout run (its KV cache at the workload's
+    context)."""
+    s = d.serving
+    return largest_batch_that_fits(instance_context(d, c), d.workload.context_tokens, s.hbm_utilization, s.tokens_per_step,
+                                   mtp_module=c.speculation is not None)
