@@ -350,6 +350,23 @@ def allreduce_cost(cluster: Cluster, group_devices: int, bytes_per_device: float
     return _ring_cost(cluster, n, 2 * (n - 1), 2.0 * (n - 1) / n * bytes_per_device, name, fit)
 
 
+def send_recv_cost(cluster: Cluster, first_device: int, peer_device: int, bytes_per_device: float,
+                   name: str = "pp_send_recv", *, fit: CollectiveFit) -> CommCost:
+    """Point-to-point transfer of `bytes_per_device` from each device of a pipeline stage (devices from
+    `first_device`) to its peer of the next stage (from `peer_device`), all pairs at once, each over its own link:
+    one hop latency + bytes / bandwidth on the path class between the two (scale-up inside one domain, the NIC
+    across domains). NCCL sends and receives pipeline-parallel activations point to point (torch.distributed
+    isend/irecv on the PP group: vLLM and SGLang `send_tensor_dict`), no ring and no base latency of a collective."""
+    domains = domain_ids(cluster, max(first_device, peer_device) + 1)
+    if bytes_per_device <= 0:
+        return CommCost(name, {"device": 0.0}, 0.0, 0.0, "device", "nothing to send")
+    cls = "scaleup" if domains[first_device] == domains[peer_device] else "scaleout"
+    link = _link(link_classes(cluster.device, fit), cls, cluster.device)
+    source = f"point-to-point alpha-beta; latency {NCCL_SOURCE}; bandwidth {link.source}"
+    return CommCost(name, {cls: bytes_per_device}, link.latency_s + bytes_per_device / link.bytes_per_s, link.latency_s,
+                    cls, source)
+
+
 def allgather_cost(cluster: Cluster, group_devices: int, bytes_per_device: float, name: str = "allgather", *,
                    fit: CollectiveFit) -> CommCost:
     """Ring all-gather of one `bytes_per_device` shard per device: n-1 steps, (n-1) x shard sent per device."""

@@ -3,11 +3,13 @@
     attention=dp16,experts=ep16            16 devices: DP16 attention, routed experts over EP16
     attention=tp8,experts=tp8              8 devices: TP8 attention, each expert split 8 ways (MoE TP)
     attention=tp2xdp8,experts=ep16,redundant=32,overlap=on
+    attention=dp8,experts=ep8,pp=2          16 devices: two pipeline stages, each DP8 attention + EP8 on 8 devices
 
-Keys: `attention` (tpN, dpN or tpNxdpM; the devices are their product), `experts` (epN, tpN, or tpNxepM, over the
-same devices; default: EP over all of them), `redundant` (extra expert slots per MoE layer; default the fewest that
-spread the experts evenly, as the search uses), `overlap` (two-batch overlap: on or off, default off), and `pp`
-(pipeline stages: only 1 is priced by the step model). Names are as plan.json and the report print them.
+Keys: `attention` (tpN, dpN or tpNxdpM: one pipeline stage's devices are their product), `experts` (epN, tpN, or
+tpNxepM, over the same devices; default: EP over all of them), `redundant` (extra expert slots per MoE layer; default
+the fewest that spread the experts evenly, as the search uses), `overlap` (two-batch overlap: on or off, default off),
+and `pp` (pipeline stages, default 1, also written ppN: the layout spans pp times a stage's devices, hwmodels.pipeline). Names are as
+plan.json and the report print them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from hwmodels.model_arch import ModelArch
 MAX_LAYOUT_CHARS = 200
 MAX_PARALLEL = 100_000  # no serving instance comes near it; bounds the arithmetic on a hostile number
 _AXES = re.compile(r"^(?:(tp)(\d+))?(?:[x*]?(dp|ep)(\d+))?$")
+_STAGES = re.compile(r"^pp\d+$")
 _SWITCH = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
 EXAMPLE = "attention=dp16,experts=ep16"
 
@@ -43,9 +46,9 @@ def parse_layout(text: str, arch: ModelArch, option: str = "--layout") -> Layout
             raise InputError(f"{option} experts", f"{experts} spans {moe_tp * ep} devices but attention={attention} "
                              f"spans {devices}", f"make them span the same devices, e.g. experts=ep{devices}")
     pp = _whole(fields.pop("pp", "1"), f"{option} pp")
-    if pp != 1:
-        raise InputError(f"{option} pp", f"pipeline stages ({pp}) are not priced by the step model yet",
-                         "give pp=1 (or leave pp out)")
+    if pp > arch.num_layers:
+        raise InputError(f"{option} pp", f"{pp} pipeline stages exceed {arch.name}'s {arch.num_layers} layers",
+                         "give fewer stages")
     overlap_text = fields.pop("overlap", "off").lower()
     if overlap_text not in _SWITCH:
         raise InputError(f"{option} overlap", f"is {excerpt(overlap_text)}", "give on or off")
@@ -61,7 +64,7 @@ def parse_layout(text: str, arch: ModelArch, option: str = "--layout") -> Layout
     if arch.is_moe and (arch.moe.num_experts + redundant) % ep:
         raise InputError(f"{option} redundant", f"{arch.moe.num_experts} experts + {redundant} redundant slots do not "
                          f"spread evenly over EP{ep}", f"give redundant={fewest} or that plus a multiple of {ep}")
-    return Layout(tp=tp, dp=dp, redundant_experts=redundant if arch.is_moe else 0,
+    return Layout(tp=tp, dp=dp, pp=pp, redundant_experts=redundant if arch.is_moe else 0,
                   two_batch_overlap=_SWITCH[overlap_text], moe_tp=moe_tp)
 
 
@@ -76,6 +79,8 @@ def layout_text(layout: Layout, is_moe: bool = True) -> str:
         parts += [f"experts={experts}", f"redundant={layout.redundant_experts}"]
     if layout.two_batch_overlap:
         parts.append("overlap=on")
+    if layout.pp > 1:
+        parts.append(f"pp={layout.pp}")
     return ",".join(parts)
 
 
@@ -87,6 +92,8 @@ def _fields(text: str, option: str) -> dict[str, str]:
     fields: dict[str, str] = {}
     for item in text.replace(" ", "").lower().split(","):
         key, sep, value = item.partition("=")
+        if not sep and _STAGES.match(item):  # `pp2` for pp=2
+            key, sep, value = "pp", "=", item[2:]
         if not sep or not key or not value:
             raise InputError(option, f"{excerpt(item)} is not key=value", f"e.g. {EXAMPLE}")
         if key in fields:

@@ -4,14 +4,23 @@
 On an instance of `devices` devices: attention tensor-parallel over 1, 2, 4, 8 or 16 devices inside one scale-up
 domain, dividing the attention heads; the remaining devices as data-parallel attention groups, over which an MoE's
 routed experts are expert-parallel; for an MoE, redundant expert slots that spread the experts evenly (the fewest,
-and one more slot per device) and two-batch overlap off and on. Pipeline stages are not in the space: the step
-model prices pp = 1 layouts only.
+and one more slot per device) and two-batch overlap off and on. Pipeline stages (hwmodels.pipeline): pp in (2, 4)
+where each stage is whole nodes (at least one) and the instance spans more than one scale-up domain, the layouts
+above on each stage's devices. PP wins two ways: a stage of one scale-up domain keeps its attention and all-to-all
+on the scale-up links, only the stage-to-stage activations crossing the scale-out fabric; and a device holds 1 / pp
+of the layers, so its attention weights (replicated by DP attention) and each sequence's KV cache shrink by pp and
+more sequences fit (the routed experts per device stay as many: a stage's EP group is 1 / pp of the devices). Inside
+one scale-up domain the all-to-all is on the scale-up links already, and splitting a node would put a stage's
+all-to-all on fewer devices while its transfers stay on them too, so neither is in the space.
 
 A serving engine runs only the layouts its flags can say (`expressible`): TensorRT-LLM's attention is either
 data-parallel over every rank (`enable_attention_dp`) or tensor-parallel over all of them, so TP x DP attention
 is left out of its space; vLLM's experts are either expert-parallel over all of an instance's ranks
 (`--enable-expert-parallel`) or tensor-parallel over them; SGLang's `--tp-size`, `--dp-size` and `--ep-size` say
-any of these layouts.
+any of these layouts. Each engine takes pipeline stages (`--pp-size`, `--pipeline-parallel-size`,
+`pipeline_parallel_size`); SGLang's with any stage layout (its PP composes with DP attention and EP, lmsys.org
+2026-01-15), vLLM's and TensorRT-LLM's only with TP attention inside a stage (dp = 1): the pipeline-parallel recipes
+they document run TP x PP, and neither says its data-parallel attention runs under PP, so the space leaves it out.
 """
 
 from __future__ import annotations
@@ -21,10 +30,13 @@ from hwmodels.layout import Layout
 from hwmodels.model_arch import ModelArch
 
 ATTENTION_TP = (1, 2, 4, 8, 16)
+PIPELINE_STAGES = (1, 2, 4)
 
 
 def expressible(layout: Layout, engine: str | None) -> bool:
     """Whether `engine` (sglang, trtllm, vllm; None: any) can run `layout` (module docstring)."""
+    if engine in ("trtllm", "vllm") and layout.pp > 1 and layout.dp > 1:
+        return False
     if engine == "trtllm":
         return layout.tp == 1 or layout.dp == 1
     if engine == "vllm":
@@ -32,8 +44,10 @@ def expressible(layout: Layout, engine: str | None) -> bool:
     return True
 
 
-LIMITS = {"trtllm": "TensorRT-LLM's attention is DP over every rank or TP over all of them: no TP x DP attention",
-          "vllm": "vLLM's experts are EP or MoE TP over all of an instance's ranks: no mixed MoE TP x EP"}
+LIMITS = {"trtllm": "TensorRT-LLM's attention is DP over every rank or TP over all of them: no TP x DP attention; "
+                    "pipeline stages only with TP attention",
+          "vllm": "vLLM's experts are EP or MoE TP over all of an instance's ranks: no mixed MoE TP x EP; "
+                  "pipeline stages only with TP attention"}
 
 
 def layout_space(arch: ModelArch, cluster: Cluster, engine: str | None = None) -> list[Layout]:
@@ -41,16 +55,26 @@ def layout_space(arch: ModelArch, cluster: Cluster, engine: str | None = None) -
     return [x for x in _all_layouts(arch, cluster) if expressible(x, engine)]
 
 
+def pipeline_stages(arch: ModelArch, cluster: Cluster) -> list[int]:
+    """The stage counts of the space on `cluster` (module docstring): 1, and 2 or 4 where the instance spans several
+    scale-up domains and each stage is whole nodes."""
+    node, devices, domain = cluster.unit.devices_per_node, cluster.num_devices, cluster.unit.scaleup_domain_devices
+    return [pp for pp in PIPELINE_STAGES if pp == 1 or (devices > domain and devices % (pp * node) == 0
+                                                       and pp <= arch.num_layers)]
+
+
 def _all_layouts(arch: ModelArch, cluster: Cluster) -> list[Layout]:
-    devices = cluster.num_devices
     domain = cluster.scaleup_domain_devices
     out = []
-    for tp in (t for t in ATTENTION_TP if devices % t == 0 and t <= domain and arch.attention.num_heads % t == 0):
-        if not arch.is_moe:
-            out.append(Layout(tp=tp, dp=devices // tp))
-            continue
-        fewest = -arch.moe.num_experts % devices
-        for redundant in sorted({fewest, fewest + devices}):
-            for overlap in (False, True):
-                out.append(Layout(tp=tp, dp=devices // tp, redundant_experts=redundant, two_batch_overlap=overlap))
+    for pp in pipeline_stages(arch, cluster):
+        devices = cluster.num_devices // pp  # one stage's
+        for tp in (t for t in ATTENTION_TP if devices % t == 0 and t <= domain and arch.attention.num_heads % t == 0):
+            if not arch.is_moe:
+                out.append(Layout(tp=tp, dp=devices // tp, pp=pp))
+                continue
+            fewest = -arch.moe.num_experts % devices
+            for redundant in sorted({fewest, fewest + devices}):
+                for overlap in (False, True):
+                    out.append(Layout(tp=tp, dp=devices // tp, pp=pp, redundant_experts=redundant,
+                                      two_batch_overlap=overlap))
     return out

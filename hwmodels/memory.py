@@ -5,7 +5,10 @@ A layout spreads one model over `tp * dp * pp` devices:
   and replicated over `dp` data-parallel attention groups;
 - routed experts are expert-parallel over all `tp * dp` devices of a pipeline stage, each device
   holding ceil((experts + redundant) / ep) expert slots per MoE layer;
-- `pp` pipeline stages split the layers; the embedding sits on the first stage, the LM head on the last.
+- `pp` pipeline stages split the layers as the engines do (hwmodels.pipeline.stage_layers); the embedding sits on
+  the first stage, the LM head on the last; a device holds its stage's weights and the KV cache of its stage's
+  layers for every sequence of its attention group (all pp micro-batches), so the instance holds as many sequences
+  as one stage's dp groups do.
 MLA caches one latent per token that every tensor-parallel rank needs, so attention TP does not
 shard the KV cache (the reason large MLA deployments use data-parallel attention); GQA shards it
 over min(tp, kv_heads). A sequence also keeps a bounded cache that does not grow with its context: the sliding
@@ -23,6 +26,7 @@ from hwmodels.attention_kinds import CompressedAttention
 from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
 from hwmodels.model_arch import GQAAttention, MLAAttention, ModelArch
+from hwmodels.pipeline import stage_layers
 from hwmodels.precision import PrecisionPlan
 
 
@@ -46,17 +50,6 @@ class DeviceMemory:
     def fits(self) -> bool:
         return self.kv_capacity_bytes > 0 and self.concurrent_sequences > 0
 
-
-
-def stage_layers(num_layers: int, pp: int) -> list[range]:
-    """Layer ranges of each pipeline stage, as even as possible (earlier stages take the remainder)."""
-    base, extra = divmod(num_layers, pp)
-    out, start = [], 0
-    for s in range(pp):
-        n = base + (1 if s < extra else 0)
-        out.append(range(start, start + n))
-        start += n
-    return out
 
 
 def weights_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout, mtp_module: bool = False) -> dict[str, float]:
@@ -119,7 +112,7 @@ def workspace_bytes(arch: ModelArch, plan: PrecisionPlan, layout: Layout, tokens
 
 
 def kv_bytes_per_token_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout, mtp_module: bool = False) -> float:
-    heaviest_stage_layers = len(stage_layers(arch.num_layers, layout.pp)[0])
+    heaviest_stage_layers = max(map(len, stage_layers(arch.num_layers, layout.pp)))
     if mtp_module:  # each MTP module's layer caches its own keys and values
         heaviest_stage_layers += arch.num_mtp_layers
     per_token = kv_bytes_per_token(arch, plan) * heaviest_stage_layers / arch.num_layers
@@ -129,7 +122,7 @@ def kv_bytes_per_token_per_device(arch: ModelArch, plan: PrecisionPlan, layout: 
 
 
 def _stage_share(arch: ModelArch, layout: Layout) -> float:
-    return len(stage_layers(arch.num_layers, layout.pp)[0]) / arch.num_layers
+    return max(map(len, stage_layers(arch.num_layers, layout.pp))) / arch.num_layers
 
 
 def window_bytes_per_sequence_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout, context_tokens: float) -> float:

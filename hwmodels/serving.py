@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from hwmodels.errors import InputError
 from hwmodels.layout import Layout
@@ -48,6 +49,7 @@ class Performance:
     prefill_share: float = 0.0  # aggregated: the fraction of device time spent on prefill
 
 
+@lru_cache(maxsize=1024)  # a search asks it of one context at every batch; a StepContext hashes by identity
 def _memory(ctx: StepContext, context_tokens: int, hbm_utilization: float, tokens_per_step: int,
             mtp_module: bool = False) -> DeviceMemory:
     return device_memory(ctx.arch, ctx.precision, ctx.cluster, ctx.layout, context_tokens, hbm_utilization, tokens_per_step,

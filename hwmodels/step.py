@@ -33,6 +33,10 @@ once for all of them, as FlashMLA folds them into its head dimension), then the 
 next ones: one decoder layer (the model's MoE layer) plus its [D, 2D] projection and the shared LM head,
 run once per draft token on one row per sequence.
 
+Pipeline stages (layout.pp > 1; hwmodels.pipeline, which states each rule and its source): the layers are priced
+once as above, summed over each stage's layers (the embedding and a vision encoder on the first stage, the LM head
+and MTP module on the last), the point-to-point transfers between stages added, and the step is their cycle.
+
 Shape legend: B = sequences (decode) or tokens (prefill) of one attention group, D = hidden,
 H = heads on this device, E = routed experts, K = top-k, I = expert intermediate width.
 """
@@ -54,6 +58,7 @@ from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
 from hwmodels import step_attention
 from hwmodels.model_arch import ModelArch
+from hwmodels.pipeline import TOKEN_ID_BYTES, PipelineTimes, stage_layers
 from hwmodels.precision import DTYPES, SCHEMES, PrecisionPlan, QuantScheme
 from hwmodels.roles import Phase
 from hwmodels.roofline import OpCost
@@ -76,6 +81,7 @@ class StepCost:
     sources: tuple[str, ...] = field(default=())  # efficiency sources of the operators used
     # per operator: (name, the source that priced it, how far outside measured coverage it lay; 1.0 inside)
     operator_sources: tuple[tuple[str, str, float], ...] = field(default=())
+    pipeline: PipelineTimes | None = None  # pp > 1: each stage's time and the transfers (time_s is their cycle)
 
     @property
     def tokens_per_s_per_device(self) -> float:
@@ -154,7 +160,8 @@ class StepContext:
                               r, self.imbalance_decimals)
 
     def step(self, phase: Phase | str, tokens_per_device: float, context_tokens: float, draft_tokens: int = 0) -> StepCost:
-        """One forward step of the whole model on a pp = 1 layout, on its slowest device.
+        """One forward step of the whole model, on its slowest device; with pipeline stages (layout.pp > 1) the
+        cycle of pp micro-batches of `tokens_per_device` rows per stage device (hwmodels.pipeline).
 
         decode: `tokens_per_device` sequences per device, each with `context_tokens` in its KV cache, each
         verifying 1 + `draft_tokens` tokens (speculative decoding with the model's MTP module).
@@ -415,8 +422,6 @@ def _moe(ctx: StepContext, tokens_per_device: float, phase: Phase) -> _MoETerms:
 
 def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_tokens: float, draft_tokens: int) -> StepCost:
     arch, layout = ctx.arch, ctx.layout
-    if layout.pp != 1:
-        raise ValueError("the step model prices pp = 1 layouts; pipeline stages are not modelled yet")
     if draft_tokens and (phase != Phase.DECODE or not arch.num_mtp_layers):
         raise ValueError("draft tokens need the decode phase and a model with an MTP module (num_nextn_predict_layers)")
     load = ctx.expert_load
@@ -429,9 +434,11 @@ def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_toke
 
     # Embedding lookup, final norm and the LM head: decode samples every row, prefill the last token of each prompt
     rows = tokens_per_device * queries * layout.tp
-    head_s, head_sources = _head(ctx, rows if phase == Phase.DECODE else max(rows / context_tokens, 1.0), rows, operators)
-    by_type["embedding_lm_head"] = head_s
-    breakdown["other"] += head_s
+    head_s, embed_s, head_sources = _head(ctx, rows if phase == Phase.DECODE else max(rows / context_tokens, 1.0), rows,
+                                          operators)
+    by_type["embedding_lm_head"] = head_s + embed_s
+    first_s = embed_s  # pp > 1: what the first stage runs besides its layers, and the last
+    breakdown["other"] += head_s + embed_s
     sources |= head_sources
     if phase == Phase.PREFILL and ctx.images is not None and arch.vision is not None:
         # the images of the prompts this step prefills, each encoded once, their work split over the TP group
@@ -439,13 +446,14 @@ def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_toke
         encoder_s = _vision_encoder_s(ctx, images / layout.tp, operators)
         by_type["vision_encoder"] = encoder_s
         breakdown["other"] += encoder_s
+        first_s += encoder_s
 
     if draft_tokens:  # the MTP module drafts one token per sequence per draft: one MoE layer, its projection, the LM head
         draft = _layers(ctx, phase, tokens_per_device, context_tokens, 1)
         rows = tokens_per_device * layout.tp
         d = arch.hidden_size
         eh_proj = _gemm(ctx, rows, d, 2 * d, ctx.precision.of("attention"), "mtp_eh_proj")
-        draft_head_s, _ = _head(ctx, rows, rows)
+        draft_head_s = sum(_head(ctx, rows, rows)[:2])
         per_draft = draft.moe_layer_s + eh_proj.total_s + draft_head_s
         by_type["mtp_draft"] = draft_tokens * per_draft
         for c in COMPONENTS:
@@ -454,6 +462,13 @@ def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_toke
         sources |= draft.sources | {eh_proj.source}
         operators.setdefault(eh_proj.name, (eh_proj.source, eh_proj.beyond_coverage))
 
+    pipeline = None
+    if layout.pp > 1:
+        last_s = head_s + by_type.get("mtp_draft", 0.0)  # the MTP module shares the LM head, on the last stage
+        pipeline = _pipeline(ctx, phase, layers.layer_s, first_s, last_s, tokens_per_device * queries, operators)
+        breakdown["other"] += sum(pipeline.transfer_s)
+        by_type["pipeline_transfers"] = sum(pipeline.transfer_s)
+        by_type["pipeline_bubble"] = pipeline.cycle_s - pipeline.latency_s  # the slowest stage's wait, if any
     time_s = sum(by_type.values())
     return StepCost(
         phase=phase,
@@ -465,7 +480,28 @@ def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_toke
         load_source=load.source if load is not None else "dense model",
         sources=tuple(sorted(sources)),
         operator_sources=tuple([(name, source, beyond) for name, (source, beyond) in sorted(operators.items())]),
+        pipeline=pipeline,
     )
+
+
+def _pipeline(ctx: StepContext, phase: Phase, layer_s: np.ndarray, first_s: float, last_s: float, rows: float,
+              operators: dict) -> PipelineTimes:
+    """Each stage's layers (`layer_s`: [num_layers], one micro-batch each) with what the first and last stages add,
+    and the transfers between them (hwmodels.pipeline)."""
+    layout, d = ctx.layout, ctx.arch.hidden_size
+    stage_devices = layout.tp * layout.dp
+    stages = [float(layer_s[r.start:r.stop].sum()) for r in stage_layers(ctx.arch.num_layers, layout.pp)]
+    stages[0] += first_s
+    stages[-1] += last_s
+    activations = 2 * rows * d * ctx.precision.combine.bytes_per_element  # hidden state and residual
+    transfers = []
+    for s in range(layout.pp - 1):
+        cost = ctx.costs.send_recv(ctx.cluster, s * stage_devices, (s + 1) * stage_devices, activations)
+        transfers.append(cost.time_s)
+        operators["pp_send_recv"] = (cost.source, 1.0)
+    if phase == Phase.DECODE:  # the sampled tokens go back to the first stage, which embeds them next step
+        transfers.append(ctx.costs.send_recv(ctx.cluster, (layout.pp - 1) * stage_devices, 0, rows * TOKEN_ID_BYTES).time_s)
+    return PipelineTimes(tuple(stages), tuple(transfers))
 
 
 @dataclass(frozen=True)
@@ -476,6 +512,7 @@ class _Layers:
     breakdown_s: dict[str, float]
     moe_breakdown_s: dict[str, float]  # the MoE layers' share of breakdown_s
     moe_layer_s: float  # one MoE layer on average
+    layer_s: np.ndarray  # [num_layers]: each layer's time, in model order
     sources: frozenset
     operators: dict  # operator name -> (source, beyond coverage)
 
@@ -497,6 +534,7 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
     by_type = {"dense_layers": shared.dense_layers_s, "moe_layers": 0.0}
     sources, operators = set(shared.sources), dict(shared.operators)
     n_moe = len(shared.moe_groups)
+    layer_s = shared.dense_layer_s.copy()  # [num_layers] in model order; the MoE layers' filled in below
     moe_layer_s = 0.0
     if n_moe:
         m = _moe(ctx, b_dev, phase)
@@ -509,11 +547,12 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
 
             def overlapped(a, b):
                 return np.maximum(a, b) + (1.0 - efficiency) * np.minimum(a, b)
-            layer_s = halves * (overlapped(attention_stage, m.dispatch_s) + overlapped(expert_stage, m.combine_s))
+            moe_s = halves * (overlapped(attention_stage, m.dispatch_s) + overlapped(expert_stage, m.combine_s))
         else:
-            layer_s = attention_stage + m.dispatch_s + expert_stage + m.combine_s
-        by_type["moe_layers"] = float(np.sum(layer_s))
+            moe_s = attention_stage + m.dispatch_s + expert_stage + m.combine_s
+        by_type["moe_layers"] = float(np.sum(moe_s))
         moe_layer_s = by_type["moe_layers"] / n_moe
+        layer_s[list(arch.moe_layers)] = moe_s
         moe_breakdown = dict(shared.moe_attention_s)
         moe_breakdown["expert_gemm"] += halves * float(m.expert_gemm_s.sum()) * slowdown
         moe_breakdown["dispatch"] += halves * float(m.dispatch_s.sum())
@@ -522,7 +561,7 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
         moe_breakdown["other"] += m.router_s * n_moe * halves * slowdown
         for c in COMPONENTS:
             breakdown[c] += moe_breakdown[c]
-    return _Layers(by_type, breakdown, moe_breakdown, moe_layer_s, frozenset(sources), operators)
+    return _Layers(by_type, breakdown, moe_breakdown, moe_layer_s, layer_s, frozenset(sources), operators)
 
 
 @dataclass(frozen=True)
@@ -532,6 +571,7 @@ class _SharedLayers:
     stage_s: tuple[tuple[float, float], ...]  # per attention signature: one layer's (compute, communication)
     moe_groups: np.ndarray  # each MoE layer's signature (an index into stage_s)
     dense_layers_s: float  # the dense layers, both halves
+    dense_layer_s: np.ndarray  # [num_layers]: each dense layer's time in model order (0 at the MoE layers)
     breakdown_s: dict[str, float]  # the dense layers per component
     moe_attention_s: dict[str, float]  # the MoE layers' attention per component (halves and slowdown applied)
     sources: frozenset
@@ -566,6 +606,10 @@ def _shared_layers(ctx: StepContext, b_group: float, attn_context: float, phase:
     for a in attentions.values():
         operators |= a.operators
     breakdown = {c: 0.0 for c in COMPONENTS}
+    dense_layer_s = np.zeros(arch.num_layers)
+    for i in sorted(set(range(arch.num_layers)) - set(arch.moe_layers)):
+        attention = attentions[distinct[group[i]]]
+        dense_layer_s[i] = halves * (attention.compute_s + attention.comm_s + dense.compute_s + dense.comm_s)
     dense_layers_s = 0.0
     for sig, count in dense_counts.items():  # no all-to-all to hide: the halves run one after the other
         attention = attentions[sig]
@@ -578,7 +622,7 @@ def _shared_layers(ctx: StepContext, b_group: float, attn_context: float, phase:
         for c in COMPONENTS:
             moe_attention[c] += count * halves * (attentions[sig].compute[c] * slowdown + attentions[sig].comm[c])
     shared = _SharedLayers(tuple((attentions[sig].compute_s, attentions[sig].comm_s) for sig in distinct),
-                           np.array(moe_groups, dtype=np.intp), dense_layers_s, breakdown, moe_attention,
+                           np.array(moe_groups, dtype=np.intp), dense_layers_s, dense_layer_s, breakdown, moe_attention,
                            frozenset(dense.sources).union(*(a.sources for a in attentions.values())), operators)
     if len(_SHARED_LAYERS) >= _SHARED_LAYERS_SIZE:
         del _SHARED_LAYERS[next(iter(_SHARED_LAYERS))]  # the oldest first
@@ -606,12 +650,12 @@ def _vision_encoder_s(ctx: StepContext, images: float, operators: dict) -> float
 
 
 def _head(ctx: StepContext, head_rows: float, embed_rows: float,
-          operators: dict | None = None) -> tuple[float, set[str]]:
-    """LM head over `head_rows` rows and the embedding lookup of `embed_rows`, on one device of a TP group."""
+          operators: dict | None = None) -> tuple[float, float, set[str]]:
+    """(LM head over `head_rows` rows, the embedding lookup of `embed_rows`, sources), on one device of a TP group."""
     arch = ctx.arch
     head = _gemm(ctx, head_rows, arch.vocab_size // ctx.layout.tp, arch.hidden_size, ctx.precision.of("lm_head"), "lm_head")
     embed = _memory_op(ctx.costs, ctx.cluster.device, 2 * embed_rows * arch.hidden_size * ctx.precision.combine.bytes_per_element,
                        "embedding")
     if operators is not None:
         operators.update({c.name: (c.source, c.beyond_coverage) for c in (head, embed)})
-    return head.total_s + embed.total_s, {head.source, embed.source}
+    return head.total_s, embed.total_s, {head.source, embed.source}

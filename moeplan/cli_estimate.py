@@ -9,8 +9,8 @@ from moeplan import api, report
 from moeplan.cli_args import bounds_help, int_in
 from moeplan.cli_show import EXIT_NO, console, print_json
 
-LAYOUT_HELP = ("attention=tpNxdpM,experts=epN[,redundant=R][,overlap=on]: e.g. attention=dp16,experts=ep16 "
-               "(experts=tpN: each expert split N ways)")
+LAYOUT_HELP = ("attention=tpNxdpM,experts=epN[,redundant=R][,overlap=on][,pp=P]: e.g. attention=dp16,experts=ep16 "
+               "(experts=tpN: each expert split N ways; pp=P: P pipeline stages of that layout, decode only)")
 
 
 def add_arguments(s) -> None:

@@ -90,6 +90,12 @@ def _check_fits(d: Deployment, pinned: Pinned) -> None:
             raise InputError(option, f"{layout.devices} devices are neither whole {unit.name} nodes of "
                              f"{unit.devices_per_node} nor a part of one that divides it",
                              f"use a layout over a divisor or a multiple of {unit.devices_per_node} devices")
+        if layout.pp > 1 and role != Role.DECODE:
+            raise InputError(option, f"pipeline stages (pp={layout.pp}) are planned for decode pools only",
+                             "give pp=1 here, or pin the stages on --decode of a disaggregated estimate")
+        if layout.pp > d.model.num_layers:
+            raise InputError(option, f"{layout.pp} pipeline stages exceed {d.model_display_name}'s "
+                             f"{d.model.num_layers} layers", "give fewer stages")
         if not expressible(layout, d.serving.engine):
             raise InputError(option, f"{d.serving.engine} cannot run {layout.name(d.model.is_moe)}: "
                              + LIMITS[d.serving.engine], "give a layout it can run, or another --backend")

@@ -27,6 +27,7 @@ from hwmodels.layout import Layout
 from hwmodels.layout_text import layout_text
 from hwmodels.memory import DeviceMemory
 from hwmodels.model_arch import ModelArch
+from hwmodels.pipeline import PipelineTimes
 from hwmodels.roles import Phase, Role
 from hwmodels.serving import Performance
 from hwmodels.speculation import MAX_DRAFT_TOKENS, Speculation
@@ -191,7 +192,13 @@ def _step(s: StepCost) -> dict[str, Any]:
             # which source priced each operator (a measured table: GPU, engine, version, table; the fitted model;
             # the roofline) and how far outside measured coverage its shape lay (1.0: inside)
             "operator_sources": [{"operator": name, "source": source, "beyond_coverage": beyond}
-                                 for name, source, beyond in s.operator_sources]}
+                                 for name, source, beyond in s.operator_sources],
+            # pipeline stages (hwmodels.pipeline): each stage's time for one micro-batch, the transfers after them;
+            # time_s is their cycle
+            "pipeline": None if s.pipeline is None else {"stage_s": list(s.pipeline.stage_s),
+                                                         "transfer_s": list(s.pipeline.transfer_s),
+                                                         "latency_s": s.pipeline.latency_s,
+                                                         "cycle_s": s.pipeline.cycle_s}}
 
 
 def _placement(summary: PlacementSummary, placement: Placement | None) -> dict[str, Any]:
@@ -304,9 +311,9 @@ def _read_candidate(r: _Reader, key: str, d: Deployment, full: bool, role: Role 
     layout = Layout(tp=r.int(f"{lay}.attention_tp"), dp=r.int(f"{lay}.attention_dp"), pp=r.int(f"{lay}.pipeline_stages"),
                     redundant_experts=r.int(f"{lay}.redundant_experts", minimum=0),
                     two_batch_overlap=r.flag(f"{lay}.two_batch_overlap"))
-    if layout.pp != 1:
-        raise InputError(f"{r.source}: {lay}.pipeline_stages", f"is {layout.pp}; the step model prices pp = 1 layouts only",
-                         "plan a layout without pipeline stages")
+    if layout.pp > d.model.num_layers:
+        raise InputError(f"{r.source}: {lay}.pipeline_stages", f"is {layout.pp}, more than the model's "
+                         f"{d.model.num_layers} layers", _REPLAN)
     if r.int(f"{lay}.expert_parallel") != layout.ep:
         raise InputError(f"{r.source}: {lay}.expert_parallel", f"is not attention_tp x attention_dp = {layout.ep}", _REPLAN)
     devices = r.int(f"{key}.instance_devices")
@@ -337,7 +344,16 @@ def _read_step(r: _Reader, key: str) -> StepCost:
     return StepCost(r.choice(f"{key}.phase", Phase), r.number(f"{key}.time_s", positive=True),
                     r.number(f"{key}.tokens_per_device"), breakdown, r.number(f"{key}.overlap_hidden_s", signed=True),
                     r.numbers(f"{key}.by_layer_type_s"), r.text(f"{key}.load_source"), r.strings(f"{key}.sources"),
-                    _read_operator_sources(r, f"{key}.operator_sources"))
+                    _read_operator_sources(r, f"{key}.operator_sources"), _read_pipeline(r, f"{key}.pipeline"))
+
+
+def _read_pipeline(r: _Reader, key: str) -> PipelineTimes | None:
+    """Absent (a plan.json written before pipeline stages) or null without stages: None."""
+    if r.at(key, required=False) is None:
+        return None
+    stages = r.count(f"{key}.stage_s", minimum=1)
+    return PipelineTimes(tuple(r.number(f"{key}.stage_s.{i}") for i in range(stages)),
+                         tuple(r.number(f"{key}.transfer_s.{i}") for i in range(r.count(f"{key}.transfer_s", minimum=0))))
 
 
 def _read_operator_sources(r: _Reader, key: str) -> tuple[tuple[str, str, float], ...]:

@@ -2,7 +2,9 @@
 apply the SLOs and recommend the cheapest deployment that carries the traffic.
 
 Roles are scored independently and combined:
-- decode pools: instance size x attention TP x redundant slots x two-batch overlap x batch per device;
+- decode pools: instance size x pipeline stages x attention TP x redundant slots x two-batch overlap x batch per
+  device (a pipeline's step is the cycle of its pp micro-batches, hwmodels.pipeline; prefill pools and aggregated
+  instances stay pp = 1: the queueing of a prompt's pipelined chunks and their mixing with decode are not modelled);
   TPOT = the decode step time at that batch, then, for the cheapest options, at the SLO percentile of the load the
   pool carries (planner.tpot);
 - prefill pools: instance size x attention TP x redundant slots x overlap x tokens per step; TTFT at the SLO
@@ -40,6 +42,7 @@ from hwmodels.serving import (aggregated_performance, decode_performance, larges
 from hwmodels.step import StepContext
 from planner import queueing
 from planner.expert_loads import ExpertLoads
+from planner.pipeline_notes import pipeline_assumptions
 from planner.plan import Candidate, Mode, Pinned, Plan, Recommendation, ReplayCheck, pool_utilization
 from planner.prompt_times import (admits_longest, aggregated_prefill_s, instance_context, output_lengths, prefill_s,
                                   prefill_stalls_s, prompt_lengths, rank_prefill_s, sub_cluster)
@@ -71,8 +74,8 @@ def instance_sizes(d: Deployment, role: str = Role.DECODE) -> list[int]:
 
 def _layouts(d: Deployment, cluster: Cluster, role: Role, pinned: Pinned | None) -> list[Layout]:
     """The layouts of `role` scored on `cluster`: the whole space, or the one the user pinned where it is this size."""
-    if pinned is None:
-        return layout_space(d.model, cluster, d.serving.engine)
+    if pinned is None:  # pipeline stages in decode pools only (module docstring)
+        return [x for x in layout_space(d.model, cluster, d.serving.engine) if x.pp == 1 or role == Role.DECODE]
     layout = pinned.layout(role)
     return [layout] if layout is not None and layout.devices == cluster.num_devices else []
 
@@ -425,6 +428,7 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
         tpot_refusal(d, *nearest) if nearest else explain_infeasible(d, decode, prefill, sizes)
     # the recommendation keeps its per-device loads and placement maps; the other options keep their predictions
     frontier = tuple(c.summarised() for c in pareto_frontier(decode))
+    assumptions += pipeline_assumptions(d, decode, frontier)
     alternatives = tuple(r.summarised() for r in options[1:6])
     return Plan(d, best, frontier, scored, reason, tuple(assumptions), time.perf_counter() - start, alternatives, field_name,
                 replays=replays)

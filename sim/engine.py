@@ -99,11 +99,14 @@ class _Rank:
 
 
 class _Instance:
-    """One expert-parallel group: a lockstep process over its ranks."""
+    """One expert-parallel group: a lockstep process over its ranks. With pipeline stages a rank is one micro-batch
+    of one DP attention group (dp x pp ranks, each 1 / pp of its group's KV cache), and a step is the cycle that
+    brings every micro-batch round once (hwmodels.pipeline)."""
 
     def __init__(self, sim: "_Sim", pool: "_Pool"):
         self.sim, self.pool = sim, pool
-        self.ranks = [_Rank(self, pool.capacity, pool.state_tokens) for _ in range(pool.planned.layout.dp)]
+        lay = pool.planned.layout
+        self.ranks = [_Rank(self, pool.capacity, pool.state_tokens) for _ in range(lay.dp * lay.pp)]
         self.wake: simpy.Event | None = None
 
     def poke(self) -> None:
@@ -150,7 +153,7 @@ class _Pool:
         # every device of a TP group holds its share of each token (MLA: the whole latent), so a group holds
         # as many tokens as one device
         per_token = kv_bytes_per_token_per_device(d.model, d.precision, lay)
-        self.capacity = int(mem.kv_capacity_bytes // per_token)
+        self.capacity = int(mem.kv_capacity_bytes // per_token) // lay.pp  # per rank: pp micro-batches share a group's
         # a hybrid model's fixed cache per sequence (linear-attention state, sliding windows), in tokens of KV
         fixed = mem.linear_state_bytes_per_sequence + window_bytes_per_sequence_per_device(
             d.model, d.precision, lay, d.workload.context_tokens)

@@ -30,6 +30,8 @@ def kimi():
     ("attention=tp2xdp4,experts=tp2xep4", Layout(tp=2, dp=4, moe_tp=2)),
     ("attention=tp2xdp8,experts=ep16,redundant=32,overlap=on", Layout(tp=2, dp=8, redundant_experts=32, two_batch_overlap=True)),
     (" Attention = DP16 , Experts = EP16 ", Layout(tp=1, dp=16)),
+    ("attention=dp8,experts=ep8,pp=2", Layout(tp=1, dp=8, pp=2)),
+    ("attention=dp8,experts=ep8,pp4,overlap=on", Layout(tp=1, dp=8, pp=4, two_batch_overlap=True)),
 ])
 def test_layout_text_reads_and_writes_back(kimi, text, layout):
     assert parse_layout(text, kimi) == layout
@@ -46,7 +48,8 @@ def test_layout_text_default_redundant_spreads_the_experts_evenly():
     ("attention=dp16,experts=ep8", "--layout experts"),
     ("attention=tp3", "--layout attention"),
     ("attention=dp16,foo=1", "--layout foo"),
-    ("attention=dp16,pp=2", "--layout pp"),
+    ("attention=dp16,pp=0", "--layout pp"),
+    ("attention=dp16,pp=62", "--layout pp"),
     ("attention=dp16,redundant=3", "--layout redundant"),
     ("attention=dp16,overlap=maybe", "--layout overlap"),
     ("attention=dp16,attention=dp8", "--layout attention"),

@@ -93,12 +93,11 @@ def test_more_hbm_utilisation_means_more_sequences():
 @pytest.mark.parametrize("spec", ["kimi-k2-h200.yaml", "qwen3-235b-h100.yaml", "deepseek-v3-gb200-nvl72.yaml"])
 def test_check_ranks_only_layouts_the_planner_and_the_simulator_price(spec):
     """One layout space (hwmodels.layouts): every layout `check` lists is one the search scores on the same devices,
-    and the step model prices it (no pipeline stages)."""
+    and the step model prices it (pipeline stages included)."""
     d = api.deployment(example_path(spec))
     report = fit(d)
     planned = {(l.tp, l.dp, l.pp, l.redundant_experts) for l in layout_space(d.model, d.cluster)}
     assert report.layouts and all((m.layout.tp, m.layout.dp, m.layout.pp, m.layout.redundant_experts) in planned
                                   for m in report.layouts)
     best = report.best.layout
-    assert best.pp == 1
     assert StepContext(d.model, d.precision, d.cluster, best).step("decode", 8, 4096).time_s > 0

@@ -81,6 +81,7 @@ def test_every_pool_carries_the_plans_parallel_sizes(launched):
             layout["attention_tp"], layout["attention_dp"], layout["expert_parallel"])
         assert (pool["redundant_experts"], pool["two_batch_overlap"]) == (layout["redundant_experts"], layout["two_batch_overlap"])
         assert pool["batch_per_device"] == (c["batch_per_device"] if pool["role"] != "prefill" else None)
+        assert pool["pipeline_stages"] == layout["pipeline_stages"]
         assert argv_of(files[pool["script"]]) == pool["argv"]  # the script runs what launch.json says
 
 
@@ -90,7 +91,10 @@ def test_engine_flags_are_documented_and_say_the_plans_sizes(launched):
     for pool in doc["pools"]:
         flags = _check_flags(pool["argv"], table["flags"], table.get("choices", {}))
         tp, dp, devices = pool["attention_tp"], pool["attention_dp"], pool["instance_devices"]
+        pp = pool["pipeline_stages"]
+        devices //= pp  # one pipeline stage's: the engines' TP world size
         if engine == "sglang":
+            assert int(flags.get("--pp-size") or 1) == pp
             assert int(flags["--tp-size"]) == devices and int(flags.get("--dp-size") or 1) == dp
             assert int(flags["--ep-size"]) == pool["expert_parallel"]
             assert ("--enable-dp-attention" in flags) == (dp > 1)
@@ -100,6 +104,7 @@ def test_engine_flags_are_documented_and_say_the_plans_sizes(launched):
             assert flags["--disaggregation-mode"] == pool["role"]
         elif engine == "vllm":
             assert int(flags["--tensor-parallel-size"]) == tp and int(flags["--data-parallel-size"]) == dp
+            assert int(flags.get("--pipeline-parallel-size") or 1) == pp
             assert "--enable-expert-parallel" in flags
             if pool["batch_per_device"]:
                 assert int(flags["--max-num-seqs"]) == pool["batch_per_device"] * tp
@@ -108,6 +113,7 @@ def test_engine_flags_are_documented_and_say_the_plans_sizes(launched):
             assert int(flags["--tp_size"]) == devices and int(flags["--ep_size"]) == pool["expert_parallel"]
             options = yaml.safe_load(files[flags["--extra_llm_api_options"]])
             assert options["tensor_parallel_size"] == devices
+            assert int(flags["--pp_size"]) == options["pipeline_parallel_size"] == pp
             assert options["moe_expert_parallel_size"] * options["moe_tensor_parallel_size"] == devices
             assert options["moe_expert_parallel_size"] == pool["expert_parallel"]
             assert options["enable_attention_dp"] == (dp > 1)
@@ -201,3 +207,33 @@ def test_launch_files_need_an_engine():
     with pytest.raises(api.InputError) as e:
         api.launch_files(view)
     assert e.value.field == "--backend"
+
+
+@pytest.mark.parametrize("engine, decode, batch, flag", [
+    ("sglang", "attention=dp8,experts=ep8,pp=2", 32, ["--pp-size", "2"]),
+    ("vllm", "attention=tp8,experts=ep8,pp=2", 8, ["--pipeline-parallel-size", "2"]),  # TP8 MLA: 9 sequences fit
+    ("trtllm", "attention=tp8,experts=ep8,pp=2", 8, ["--pp_size", "2"]),
+])
+def test_a_pipelined_decode_pool_launches_with_its_stages(engine, decode, batch, flag):
+    """A decode pool pinned to two pipeline stages (an estimate, solved for real) launches each engine with them, and
+    its per-stage sizes: 8 devices a stage of the 16."""
+    e = api.estimate(str(EXAMPLES / "kimi-k2-h200-128.yaml"), prefill="attention=dp16,experts=ep16", decode=decode,
+                     batch=batch, backend=engine)
+    r = e.plan.recommendation
+    assert r.decode.layout.pp == 2 and r.decode.instance_devices == 16
+    assert plan_to_json(e.plan)["recommendation"]["decode"]["layout"]["pipeline_stages"] == 2
+    files = api.launch_files(e.plan)
+    pool = next(p for p in json.loads(files["launch.json"])["pools"] if p["role"] == "decode")
+    assert pool["pipeline_stages"] == 2
+    argv = pool["argv"]
+    i = argv.index(flag[0])
+    assert argv[i:i + 2] == flag
+    table = FLAGS[engine]
+    flags = _check_flags(argv, table["flags"], table.get("choices", {}))
+    if engine == "sglang":
+        assert flags["--tp-size"] == "8" and flags["--dp-size"] == "8" and flags["--max-running-requests"] == str(32 * 16)
+    elif engine == "vllm":
+        assert flags["--tensor-parallel-size"] == "8" and flags["--distributed-executor-backend"] == "ray"
+    else:
+        options = yaml.safe_load(files[flags["--extra_llm_api_options"]])
+        assert options["tensor_parallel_size"] == 8 and options["pipeline_parallel_size"] == 2

@@ -132,7 +132,8 @@ def _broken(doc, path, value):
     ("recommendation.decode.layout.attention_tp", "two", "recommendation.decode.layout.attention_tp"),
     ("recommendation.decode.layout.expert_parallel", 3, "recommendation.decode.layout.expert_parallel"),
     ("recommendation.decode.batch_per_device", KeyError, "recommendation.decode.batch_per_device"),
-    ("recommendation.decode.layout.pipeline_stages", 2, "recommendation.decode.layout.pipeline_stages"),
+    ("recommendation.decode.layout.pipeline_stages", 2, "recommendation.decode.instance_devices"),  # 2 x the devices
+    ("recommendation.decode.layout.pipeline_stages", 1000, "recommendation.decode.layout.pipeline_stages"),
     ("recommendation.decode.placement.experts", {"method": "ilp", "slots_per_device": 24, "phy2log": [[0, 1]]},
      "recommendation.decode.placement.experts.phy2log"),
 ])
@@ -173,3 +174,17 @@ def test_plan_files(aggregated, tmp_path):
     with pytest.raises(InputError) as e:
         read_plan(good, other)
     assert e.value.field == f"{good}: model.name"
+
+
+def test_a_pipelined_decode_pool_round_trips_with_its_stage_times():
+    e = api.estimate(str(example_path("kimi-k2-h200-128.yaml")), prefill="attention=dp16,experts=ep16",
+                     decode="attention=dp8,experts=ep8,pp=2", batch=32)
+    doc = json.loads(json.dumps(plan_to_json(e.plan)))
+    decode = doc["recommendation"]["decode"]
+    assert decode["layout"]["pipeline_stages"] == 2 and decode["instance_devices"] == 16
+    stages = decode["steps"][0]["pipeline"]
+    assert len(stages["stage_s"]) == 2 and stages["cycle_s"] == pytest.approx(decode["step_s"])
+    back = plan_from_json(doc, e.plan.deployment)
+    got = back.recommendation.decode
+    assert got.layout.pp == 2 and got.perf.steps[0].pipeline == e.plan.recommendation.decode.perf.steps[0].pipeline
+    assert plan_to_json(back) == plan_to_json(e.plan)

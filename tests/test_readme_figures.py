@@ -307,6 +307,7 @@ def test_the_context_studys_costs(context_study):
         return f"from ${costs[low]:.{digits}f} ({names[low]}) to ${costs[high]:.{digits}f} ({names[high]})"
     _quoted(f"On up to {devices} devices each: {span(at_2k, 2)} per million output tokens at 2K; at 128K "
             f"{span(at_128k, 1)}.")
+    _quoted(f"it now decodes in PP2 (see *Pipeline stages*), at ${at_2k['b200-sxm']:.2f}.")
 
 
 # --- model arithmetic ---------------------------------------------------------------------------------------
@@ -735,3 +736,82 @@ def test_the_price_pickers_example_costs(default_plan):
             f"per million output tokens at the default row (${default_price.usd_per_device_hour:.2f}/h) and "
             f"${oci.recommendation.usd_per_million_output:.2f} at OCI's list price (${oci_price.usd_per_device_hour:.2f}/h).")
     assert oci_price.basis == "list"
+
+
+# --- pipeline stages ----------------------------------------------------------------------------------------
+
+def _pipeline_sentences(default_plan) -> list[str]:
+    """The Pipeline stages section's figures, recomputed: the default example's note, Kimi K2 on 16 H200 at a
+    quarter of the NIC, and the 128-H200 example's frontier."""
+    from hwmodels import layouts
+    from hwmodels.catalog import load_unit
+    from hwmodels.hardware import instance_cluster
+    from hwmodels.layout import Layout
+    from hwmodels.serving import decode_performance, largest_batch_that_fits
+    from hwmodels.step import StepContext
+    from hwmodels.calibrate.operator_costs import costs_of
+    from planner.expert_loads import ExpertLoads
+    from planner.prompt_times import sub_cluster
+
+    note = next(a for a in default_plan.plan.assumptions if a.startswith("no pipeline layout on the frontier"))
+    d = api.deployment(example_path())
+    unit = load_unit("hgx-h200")
+    weak = replace(unit, device=replace(unit.device, scaleout_bytes_per_s=unit.device.scaleout_bytes_per_s / 4))
+
+    def rate(u, layout):
+        return StepContext(d.model, d.precision, instance_cluster(u, 16), layout).step("decode", 64, 4096).tokens_per_s_per_device
+    piped, flat = Layout(1, 8, pp=2), Layout(1, 16)
+    weak_text = (f"PP2 (DP8 + EP8 a stage) makes {rate(weak, piped):,.0f} output tokens/s per device against EP16's "
+                 f"{rate(weak, flat):,.0f}, whose all-to-all crosses the slow NIC; at the full NIC EP16 makes "
+                 f"{rate(unit, flat):,.0f} and PP2 {rate(unit, piped):,.0f}.")
+    view = api.plan(str(example_path("kimi-k2-h200-128.yaml")), replay=0)
+    pp = max((c for c in view.frontier if c.layout.pp > 1), key=lambda c: c.tokens_per_s_per_device)
+    with pytest.MonkeyPatch.context() as patch:  # the same search without stages
+        patch.setattr(layouts, "PIPELINE_STAGES", (1,))
+        flat_view = api.plan(str(example_path("kimi-k2-h200-128.yaml")), replay=0)
+    end = max(flat_view.frontier, key=lambda c: c.tokens_per_s_per_device)
+    assert pp.tokens_per_s_per_device > end.tokens_per_s_per_device and pp.tokens_per_s_per_user > end.tokens_per_s_per_user
+    r, flat_r = view.recommendation, flat_view.recommendation
+    assert r.decode.layout.pp == 1 and (r.mode, r.devices, r.decode.layout) == (flat_r.mode, flat_r.devices, flat_r.decode.layout)
+    d128 = api.deployment(example_path("kimi-k2-h200-128.yaml"))
+    w, s = d128.workload, d128.serving
+    same = Layout(1, pp.instance_devices, two_batch_overlap=True)  # one stage over the same devices
+    ctx = StepContext(d128.model, d128.precision, sub_cluster(d128, pp.instance_devices), same,
+                      ExpertLoads(d128)(same, "decode").load, costs_of(d128))
+    most = largest_batch_that_fits(ctx, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
+    at_most = decode_performance(ctx, most, w.input_tokens + w.output_tokens / 2, s.hbm_utilization, s.tokens_per_step)
+    fits = largest_batch_that_fits(instance_context_of(d128, pp), w.context_tokens, s.hbm_utilization, s.tokens_per_step)
+    frontier_text = (f"{pp.layout.name()} on {pp.instance_devices} devices at {pp.work_per_device} sequences per device: "
+                     f"{pp.tokens_per_s_per_device:,.0f} output tokens/s per device at {pp.tokens_per_s_per_user:.1f} "
+                     f"tokens/s per user, ahead on both of where the frontier ends without stages, "
+                     f"{end.layout.name()} on {end.instance_devices} devices at {end.work_per_device} sequences "
+                     f"({end.tokens_per_s_per_device:,.0f} at {end.tokens_per_s_per_user:.1f}). "
+                     f"Its edge is the batch: its KV cache holds {fits} sequences per device, one stage over the same "
+                     f"{pp.instance_devices} devices {most}, short of the batch grid's {pp.work_per_device}; that layout "
+                     f"at its own {most}, which the grid does not score, makes {at_most.tokens_per_s_per_device:,.0f} at "
+                     f"{at_most.tokens_per_s_per_user:.1f} tokens/s per user. The recommendation, "
+                     f"{view.recommendation.devices} devices at {view.recommendation.requests_per_s:g} requests/s, has "
+                     f"no stages.")
+    b200 = api.plan({"schema_version": 1, "model": "kimi-k2", "cluster": {"unit": "hgx-b200", "devices": 64},
+                     "workload": {"input_tokens": 2048, "output_tokens": 512, "input_cv": 0, "output_cv": 0},
+                     "slo": {"ttft_s": 30.0, "tpot_s": 0.050, "percentile": 99}}, replay=0)  # the what-if study's
+    dc = b200.recommendation.decode
+    why = next(a for a in b200.plan.assumptions if a.startswith("on the frontier with pipeline stages: "
+                                                               f"{dc.layout.name()} on {dc.instance_devices} devices at "
+                                                               f"{dc.work_per_device} sequences"))
+    b200_text = (f"the recommended decode pool is {dc.instance_devices} devices of {dc.layout.name()} at "
+                 f"{dc.work_per_device} sequences per device, and the plan says why: "
+                 + why.split(": ", 1)[1])
+    scored = (f"The stages add {view.candidates_scored - flat_view.candidates_scored:,} decode candidates to the "
+              f"128-H200 plan's {flat_view.candidates_scored:,}")
+    return [note, weak_text, frontier_text, b200_text, scored]
+
+
+def instance_context_of(d, c):
+    from planner.prompt_times import instance_context
+    return instance_context(d, c)
+
+
+def test_the_pipeline_stage_figures(default_plan):
+    for sentence in _pipeline_sentences(default_plan):
+        _quoted(sentence)

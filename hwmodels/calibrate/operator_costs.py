@@ -150,6 +150,11 @@ class OperatorCosts:
             return replace(fitted, source=f"{fitted.source} [{hit.label}, {hit.beyond:.2g}x outside]")
         return replace(fitted, time_s=hit.latency_s, latency_s=0.0, source=hit.label)
 
+    def send_recv(self, cluster: Cluster, first_device: int, peer_device: int, bytes_per_device: float) -> CommCost:
+        """A pipeline stage's activations to the next stage (collectives.send_recv_cost)."""
+        return self._unprofiled(collectives.send_recv_cost(cluster, first_device, peer_device, bytes_per_device,
+                                                           fit=self.collective_fit(cluster.device)))
+
     def dispatch(self, cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int,
                  num_experts: int, bytes_per_element: float, scale_bytes_per_token: float,
                  dest_probability: np.ndarray | None, mode: str, rank_copies=None) -> CommCost:

@@ -1,5 +1,7 @@
 """What every engine's launch files say, read off a plan once: per pool, its instances, parallel sizes, batch and
-chunk, in the units engines take them (an engine's rank is one attention group of `attention_tp` devices).
+chunk, in the units engines take them (an engine's rank is one attention group of `attention_tp` devices; with
+`pipeline_stages` > 1 an instance is that many stages of devices / pipeline_stages each, and a rank's batch is one
+micro-batch, hwmodels.pipeline).
 
 Sizes follow plan.json exactly (tests/test_launch_files.py compares them). Per-rank and per-instance figures:
 - a decode or aggregated rank runs `batch_per_device x attention_tp` sequences (its devices share them);
@@ -40,6 +42,12 @@ class PoolLaunch:
     placement: Placement | None
     port: int
     draft_tokens: int = 0  # MTP speculative decoding's drafts per step (0: none)
+    pipeline_stages: int = 1  # each of devices / pipeline_stages devices: attention_dp ranks, EP expert_parallel
+
+    @property
+    def stage_devices(self) -> int:
+        """The devices of one pipeline stage (the instance's, without stages): the engines' TP world size."""
+        return self.devices // self.pipeline_stages
 
     @property
     def sequences_per_rank(self) -> int | None:
@@ -97,7 +105,7 @@ def launch_of(plan: Plan, engine: str, version: str, version_note: str, model_pa
             batch_per_device=pool.batch_per_device, chunk_tokens_per_device=pool.chunk_tokens_per_device,
             kv_free_fraction=max(0.01, min(1.0, mem.kv_capacity_bytes / left)) if left > 0 else 0.01,
             placement=pool.placement, port=BASE_PORT + 10 * i,
-            draft_tokens=option.speculation.draft_tokens if option.speculation else 0))
+            draft_tokens=option.speculation.draft_tokens if option.speculation else 0, pipeline_stages=layout.pp))
     w = d.workload
     context = w.max_input_tokens + w.output_tokens if w.max_input_tokens else None
     moe = d.model.moe
@@ -112,4 +120,4 @@ def pool_json(p: PoolLaunch) -> dict:
             "attention_tp": p.attention_tp, "attention_dp": p.attention_dp, "expert_parallel": p.expert_parallel,
             "moe_tp": p.moe_tp, "redundant_experts": p.redundant_experts, "two_batch_overlap": p.two_batch_overlap,
             "batch_per_device": p.batch_per_device, "chunk_tokens_per_device": p.chunk_tokens_per_device,
-            "mtp_draft_tokens": p.draft_tokens, "port": p.port}
+            "mtp_draft_tokens": p.draft_tokens, "pipeline_stages": p.pipeline_stages, "port": p.port}

@@ -13,7 +13,9 @@ def _pool_lines(p: PoolLaunch) -> list[str]:
     lines = [f"- **{p.role}**: {p.instances} instance(s) x {p.devices} devices ({nodes} each); attention TP{p.attention_tp} "
              f"x DP{p.attention_dp}, experts EP{p.expert_parallel}" + (f" x MoE TP{p.moe_tp}" if p.moe_tp > 1 else "")
              + (f", {p.redundant_experts} redundant expert slots" if p.redundant_experts else "")
-             + (", two-batch overlap" if p.two_batch_overlap else "")]
+             + (", two-batch overlap" if p.two_batch_overlap else "")
+             + (f"; {p.pipeline_stages} pipeline stages of {p.stage_devices} devices, each with that layout"
+                if p.pipeline_stages > 1 else "")]
     if p.batch_per_device is not None:
         lines.append(f"  - {p.batch_per_device} sequences per device: {p.sequences_per_rank} per attention rank, "
                      f"{p.sequences_per_instance} per instance (plan.json `batch_per_device`)")

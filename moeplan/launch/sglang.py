@@ -4,6 +4,9 @@ How the plan's layout maps onto SGLang's flags (SGLang server arguments, docs.sg
 the DeepSeek / Kimi K2 large-scale EP recipes, lmsys.org 2025-05-05 and 2025-07-20):
 - `--tp-size` is the instance's devices (SGLang's world size); `--dp-size D --enable-dp-attention` splits them
   into D attention groups, each tensor-parallel over tp/D devices; `--ep-size` spreads the routed experts;
+- pipeline stages: `--pp-size P`, the world size tp x pp, so `--tp-size` (and `--dp-size`, `--ep-size`) are one
+  stage's; `--max-running-requests` stays the instance's (SGLang splits it over the P micro-batches it keeps in
+  flight, `pp_max_micro_batch_size`), `--cuda-graph-max-bs` one micro-batch's rank;
 - the all-to-all the step model prices is DeepEP's (`--moe-a2a-backend deepep`), in its low-latency kernels for a
   decode pool, normal ones for prefill, and `auto` (SGLang picks per batch) for an aggregated instance;
 - redundant expert slots: `--ep-num-redundant-experts`, placed by the plan's `--init-expert-location` file
@@ -28,7 +31,9 @@ DIST_PORT = 5757  # any free port for torch.distributed between an instance's no
 
 def server_argv(launch: Launch, p: PoolLaunch) -> list[str]:
     argv = ["python", "-m", "sglang.launch_server", "--model-path", "${MODEL}", "--trust-remote-code",
-            "--tp-size", str(p.devices)]
+            "--tp-size", str(p.stage_devices)]
+    if p.pipeline_stages > 1:
+        argv += ["--pp-size", str(p.pipeline_stages)]
     if p.attention_dp > 1:
         argv += ["--dp-size", str(p.attention_dp), "--enable-dp-attention"]
     if launch.is_moe and p.expert_parallel > 1:

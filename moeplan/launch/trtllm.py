@@ -7,6 +7,9 @@ How the plan's layout maps onto TensorRT-LLM's settings:
   its own attention group (the plan's DP attention), false makes attention TP over all of them: TensorRT-LLM has
   no TP x DP attention, so the planner leaves those layouts out when the engine is trtllm;
 - `moe_expert_parallel_size` x `moe_tensor_parallel_size` = the instance's ranks;
+- pipeline stages: `pipeline_parallel_size` P (`--pp_size`), the world size tensor_parallel_size x P, so
+  `tensor_parallel_size` and the MoE sizes above are one stage's (TP attention inside a stage: the layouts planned
+  for TensorRT-LLM with PP have no attention DP, hwmodels.layouts); `max_batch_size` is one micro-batch's;
 - redundant expert slots: the MoE load balancer, `num_slots` = experts + redundant slots (it places and moves
   experts at run time), on the CUTLASS MoE backend (WIDEEP, the 1.1 / 1.2 releases' wide-EP backend, is no
   longer a choice in the pinned source; CUTLASS is in every release's list);
@@ -36,8 +39,8 @@ CUDA_GRAPH_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 def llm_api_options(launch: Launch, p: PoolLaunch) -> dict:
     """The pool's extra LLM-API YAML."""
     options: dict = {
-        "tensor_parallel_size": p.devices,
-        "pipeline_parallel_size": 1,
+        "tensor_parallel_size": p.stage_devices,
+        "pipeline_parallel_size": p.pipeline_stages,
         "enable_attention_dp": p.attention_dp > 1,
         "max_num_tokens": p.chunk_tokens_per_rank,
         "kv_cache_config": {"free_gpu_memory_fraction": round(p.kv_free_fraction, 3),
@@ -69,7 +72,8 @@ def llm_api_options(launch: Launch, p: PoolLaunch) -> dict:
 
 def server_argv(launch: Launch, p: PoolLaunch) -> list[str]:
     options = llm_api_options(launch, p)
-    argv = ["trtllm-serve", "${MODEL}", "--backend", "pytorch", "--tp_size", str(p.devices), "--pp_size", "1"]
+    argv = ["trtllm-serve", "${MODEL}", "--backend", "pytorch", "--tp_size", str(p.stage_devices),
+            "--pp_size", str(p.pipeline_stages)]
     if launch.is_moe:
         argv += ["--ep_size", str(p.expert_parallel)]
     argv += ["--max_batch_size", str(options["max_batch_size"]), "--max_num_tokens", str(options["max_num_tokens"]),

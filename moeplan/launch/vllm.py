@@ -11,7 +11,11 @@ How the plan's layout maps onto vLLM's flags:
   `deepep_high_throughput` for prefill (and aggregated);
 - redundant expert slots come from vLLM's EPLB (`--enable-eplb`, `--eplb-config` num_redundant_experts): vLLM
   places and moves experts itself and takes no placement file;
-- `--max-num-seqs` and `--max-num-batched-tokens` are one rank's (each DP rank schedules on its own);
+- pipeline stages: `--pipeline-parallel-size P` with TP attention in each stage (the layouts vLLM plans with PP
+  have one rank, dp = 1; hwmodels.layouts); an instance over several nodes runs on a Ray cluster of them
+  (`--distributed-executor-backend ray`, vLLM's multi-node serving recipe), started from its node 0;
+- `--max-num-seqs` and `--max-num-batched-tokens` are one rank's (each DP rank schedules on its own; under PP one
+  micro-batch's);
 - `--gpu-memory-utilization` is serving.hbm_utilization;
 - MTP speculative decoding: `--speculative-config` with method deepseek_mtp and the plan's draft tokens;
 - disaggregated pools move KV with `--kv-transfer-config` (NixlConnector); vLLM has no prefill/decode router of
@@ -33,7 +37,11 @@ DP_RPC_PORT = 13345  # the data-parallel RPC port of vLLM's multi-node data-para
 def server_argv(launch: Launch, p: PoolLaunch) -> list[str]:
     argv = ["vllm", "serve", "${MODEL}", "--trust-remote-code", "--tensor-parallel-size", str(p.attention_tp),
             "--data-parallel-size", str(p.attention_dp)]
-    if p.nodes > 1:
+    if p.pipeline_stages > 1:
+        argv += ["--pipeline-parallel-size", str(p.pipeline_stages)]
+        if p.nodes > 1:
+            argv += ["--distributed-executor-backend", "ray"]
+    elif p.nodes > 1:
         argv += ["--data-parallel-size-local", str(p.devices_per_node // p.attention_tp),
                  "--data-parallel-address", "${HEAD_ADDR}", "--data-parallel-rpc-port", str(DP_RPC_PORT)]
     if launch.is_moe and p.moe_tp == 1 and p.expert_parallel > 1:
@@ -64,7 +72,10 @@ def files(launch: Launch) -> dict[str, tuple[list[str], str]]:
         ranks_per_node = p.devices_per_node // p.attention_tp
         comment = [f"{p.role} pool: {p.instances} instance(s) of {p.devices} devices ({p.attention_dp} ranks of "
                    f"TP{p.attention_tp}); run instance i with PORT={p.port}+i"]
-        if p.nodes > 1:
+        if p.nodes > 1 and p.pipeline_stages > 1:
+            comment.append(f"start a Ray cluster over the instance's {p.nodes} nodes (ray start --head on node 0, "
+                           "ray start --address on the others), then run this on node 0")
+        elif p.nodes > 1:
             comment.append(f"on node 0 of the instance as is (HEAD_ADDR = its address); on node k = 1..{p.nodes - 1} "
                            f"add --headless --data-parallel-start-rank k*{ranks_per_node}")
         out[f"{p.role}.sh"] = (argv, script(comment, argv, {"MODEL": launch.model_path, "PORT": str(p.port)}))
