@@ -59,12 +59,11 @@ from hwmodels.layout import Layout
 from hwmodels import step_attention
 from hwmodels.model_arch import ModelArch
 from hwmodels.pipeline import TOKEN_ID_BYTES, PipelineTimes, stage_layers
-from hwmodels.precision import DTYPES, SCHEMES, PrecisionPlan, QuantScheme
+from hwmodels.precision import DTYPES, SCHEMES, PrecisionPlan
 from hwmodels.roles import Phase
-from hwmodels.roofline import OpCost
+from hwmodels.step_ops import COMPONENTS, _gemm, _Layer, _memory_op, _moe_experts_op
 from hwmodels.vision import ImageInputs
 
-COMPONENTS = ("attention", "dense_mlp", "expert_gemm", "shared_expert", "dispatch", "combine", "other")
 DEEPEP_NORMAL_SMS = 20  # deepseek-ai/DeepEP deep_ep/buffer.py: Buffer.num_sms, SMs its normal kernels occupy
 _SCALE_BYTES = DTYPES["fp32"].bytes_per_element  # fp8 activations carry one fp32 scale per SCALE_BLOCK channels
 
@@ -192,96 +191,6 @@ def _uniform_load(ep: int, moe_layers: int) -> ExpertLoad:
 @lru_cache(maxsize=256)
 def _uniform_factors(ep: int, moe_layers: int, decimals: int) -> tuple[float, ...]:
     return tuple(np.round(_uniform_load(ep, moe_layers).imbalance, decimals).tolist())
-
-
-# ---------------------------------------------------------------------------------------------------- operators
-
-def _weight_bytes_per_element(scheme: QuantScheme, rows: int, cols: int) -> float:
-    return scheme.matrix_bytes(rows, cols) / (rows * cols)
-
-
-def _compute_dtype(scheme: QuantScheme) -> str:
-    """int4 checkpoints run weight-only (dequantised to bf16 in the kernel), W4A8 in fp8; the rest compute in their
-    own dtype."""
-    if scheme.compute:
-        return scheme.compute
-    return "bf16" if scheme.dtype.name == "int4" else scheme.dtype.name
-
-
-def _gemm(ctx: StepContext, m, n, k, scheme: QuantScheme, name, groups=1, layout="dense") -> OpCost:
-    return _gemm_cached(ctx.costs, ctx.cluster.device, max(int(math.ceil(m)), 1), n, k, scheme, name, groups, layout)
-
-
-@lru_cache(maxsize=1 << 16)
-def _gemm_cached(costs: OperatorCosts, device, m: int, n: int, k: int, scheme: QuantScheme, name: str, groups: int,
-                 layout: str) -> OpCost:
-    # a layout search evaluates the same GEMM shapes across many layouts and batch sizes
-    return costs.gemm(device, m, n, k, _compute_dtype(scheme), groups, layout,
-                      weight_bytes_per_element=_weight_bytes_per_element(scheme, n, k), name=name, quant=scheme.name)
-
-
-@lru_cache(maxsize=1 << 14)
-def _moe_experts_op(costs: OperatorCosts, device, num_tokens: float, hidden: int, inter: int, top_k: int,
-                    num_experts: int, moe_tp: int, moe_ep: int, scheme: QuantScheme) -> OpCost | None:
-    return costs.moe_experts(device, num_tokens, hidden, inter, top_k, num_experts, moe_tp, moe_ep, scheme.name,
-                             _weight_bytes_per_element(scheme, inter, hidden))
-
-
-# memory-bound kernels recur with the same sizes across the layouts a search scores, like the GEMM shapes
-@lru_cache(maxsize=1 << 16)
-def _memory_op(costs: OperatorCosts, device, bytes_moved: float, name: str) -> OpCost:
-    return costs.elementwise(device, bytes_moved, name)
-
-
-@lru_cache(maxsize=1 << 16)
-def _quantize_op(costs: OperatorCosts, device, rows: float, cols: int, in_bytes: float, out_bytes: float) -> OpCost:
-    return costs.quantize(device, rows, cols, in_bytes, out_bytes)
-
-
-@dataclass
-class _Layer:
-    """Accumulates one layer's operators into compute and communication time per component."""
-
-    ctx: StepContext
-    compute: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 0.0))
-    comm: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 0.0))
-    sources: set[str] = field(default_factory=set)
-    operators: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> (source, beyond coverage)
-
-    def op(self, component: str, cost: OpCost) -> None:
-        self.compute[component] += cost.total_s
-        self.note(cost)
-
-    def note(self, cost: OpCost) -> None:
-        self.sources.add(cost.source)
-        self.operators[cost.name] = (cost.source, cost.beyond_coverage)
-
-    def gemm(self, component: str, m, n, k, scheme: QuantScheme, name: str, groups: int = 1, layout: str = "dense") -> None:
-        self.op(component, _gemm(self.ctx, m, n, k, scheme, name, groups, layout))
-
-    def memory(self, component: str, bytes_moved: float, name: str) -> None:
-        self.op(component, _memory_op(self.ctx.costs, self.ctx.cluster.device, bytes_moved, name))
-
-    def quantize_input(self, component: str, rows: float, cols: int, scheme: QuantScheme) -> None:
-        """A GEMM computing in a narrower dtype than the activations first quantises its input (a kernel of its own)."""
-        act = self.ctx.precision.combine.bytes_per_element
-        narrow = DTYPES[_compute_dtype(scheme)].bytes_per_element
-        if narrow < act:
-            self.op(component, _quantize_op(self.ctx.costs, self.ctx.cluster.device, rows, cols, act, narrow))
-
-    def allreduce(self, component: str, group_devices: int, bytes_per_device: float) -> None:
-        cost = self.ctx.costs.allreduce(self.ctx.cluster, group_devices, bytes_per_device)
-        self.comm[component] += cost.time_s
-        self.sources.add(cost.source)
-        self.operators[f"{component}_allreduce"] = (cost.source, 1.0)
-
-    @property
-    def compute_s(self) -> float:
-        return sum(self.compute.values())
-
-    @property
-    def comm_s(self) -> float:
-        return sum(self.comm.values())
 
 
 # ---------------------------------------------------------------------------------------------------- layers

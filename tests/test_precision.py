@@ -68,7 +68,7 @@ def test_2026_checkpoint_formats_are_read_from_quantization_config():
     groups of 32) with its ignore list, NVIDIA ModelOpt NVFP4 (4-bit float, groups of 16) with glob ignores, and W4A8
     (int4 weights, 8-bit activations, whose GEMMs run in fp8)."""
     from hwmodels import catalog
-    from hwmodels.step import _compute_dtype
+    from hwmodels.step_ops import _compute_dtype
 
     def plan(name):
         arch = catalog.load_model(name)

@@ -28,15 +28,15 @@ needs_package = pytest.mark.skipif(measured_tables.database_root() is None and o
 # (aiconfigurator-core 0.12.0 on h200_sxm)
 RECORDED = [
     (("kimi-k2", "sglang", 1, False, 0, 1, "decode", 8, 4096, 0, None), 0.017002779934745707),
-    (("kimi-k2", "sglang", 8, True, 32, 1, "decode", 136, 4096, 0, None), 0.12863878522219893),
+    (("kimi-k2", "sglang", 8, True, 32, 1, "decode", 136, 4096, 0, None), 0.1282845822195169),
     (("kimi-k2", "sglang", 2, False, 128, 1, "prefill", 4096, 4096, 0, None), 1.0498301134809438),
-    (("kimi-k2", "sglang", 4, True, 64, 1, "prefill", 16384, 4096, 0, None), 3.7720661772902075),
-    (("deepseek-v3", "sglang", 1, True, 0, 1, "decode", 64, 2048, 2, None), 0.0687454605096853),
+    (("kimi-k2", "sglang", 4, True, 64, 1, "prefill", 16384, 4096, 0, None), 3.755506863683817),
+    (("deepseek-v3", "sglang", 1, True, 0, 1, "decode", 64, 2048, 2, None), 0.06842556250752047),
     (("kimi-k2", "sglang", 8, False, 0, 1, "decode", 32, 8192, 0, 1.4), 0.06221608072043527),
     (("kimi-k2", "trtllm", 8, False, 0, 8, "decode", 48, 4096, 0, None), 0.09452623654466874),
     (("deepseek-v3", "vllm", 1, False, 0, 1, "prefill", 8192, 2048, 0, None), 1.9305577907296363),
     (("qwen3-235b-a22b", "sglang", 4, False, 0, 1, "decode", 100, 3000, 0, None), 0.06223939415354855),
-    (("deepseek-v3.2", "sglang", 1, True, 0, 1, "prefill", 2048, 8192, 0, 1.2), 0.9741593624328438),
+    (("deepseek-v3.2", "sglang", 1, True, 0, 1, "prefill", 2048, 8192, 0, 1.2), 0.9720633008112336),
 ]
 
 
