@@ -250,6 +250,7 @@ def stored_fit(name: str) -> Mapping[str, Any]:
     return _read_yaml(f"fits/{name}.yaml")
 
 
+@lru_cache(maxsize=None)  # read once per engine, not at every spec a sweep resolves
 def request_overhead_s(engine: str) -> float:
     """A serving engine's per-request TTFT overhead fitted to measured closed loops (catalogs/fits/closed-loop-ttft.yaml,
     hwmodels.calibrate.closed_loop_fit); 0 for an engine the fit lacks."""

@@ -130,11 +130,13 @@ def lockstep_aggregated_performance(ctx: StepContext, batch_per_device: int, inp
     whole = min(batch, (budget - batch) // max(input_tokens - 1, 1))
     if whole:  # k whole prompts per mixed step
         prompts, chunk, steps_per_prompt = whole, whole * input_tokens, 1
+        prefill_steps = math.ceil(batch / whole)
     else:  # chunks of what the decode tokens leave, prompts packed back to back
         prompts, chunk = 1, budget - (batch - 1)
         steps_per_prompt = math.ceil(input_tokens / chunk)
+        prefill_steps = math.ceil(batch * input_tokens / chunk)
     lifetime = steps_per_prompt + output_tokens - 1  # steps a slot is held
-    mixed = min(math.ceil(batch * input_tokens / chunk) if not whole else math.ceil(batch / prompts), lifetime)
+    mixed = min(prefill_steps, lifetime)
     context = input_tokens + output_tokens / 2
     decode = ctx.step(Phase.DECODE, batch, context)
     prefill = ctx.step(Phase.PREFILL, chunk, input_tokens)
