@@ -15,6 +15,8 @@ class Layout:
 
     redundant_experts: extra expert slots per MoE layer over the EP group (EPLB replicas of hot experts).
     two_batch_overlap: split each step into two micro-batches so one computes while the other communicates.
+    cp: context parallelism of a prefill pool: each prompt's tokens split over `cp` of a stage's attention groups,
+    which prefill it together (SGLang's --enable-prefill-cp); the `dp / cp` such ranks each take prompts apart.
     """
 
     tp: int
@@ -23,12 +25,20 @@ class Layout:
     redundant_experts: int = 0
     two_batch_overlap: bool = False
     moe_tp: int = 1
+    cp: int = 1
 
     def __post_init__(self):
-        if min(self.tp, self.dp, self.pp, self.moe_tp) < 1 or self.redundant_experts < 0:
+        if min(self.tp, self.dp, self.pp, self.moe_tp, self.cp) < 1 or self.redundant_experts < 0:
             raise ValueError(f"invalid layout {self}")
         if (self.tp * self.dp) % self.moe_tp:
             raise ValueError(f"invalid layout {self}: moe_tp must divide tp x dp")
+        if self.dp % self.cp:
+            raise ValueError(f"invalid layout {self}: cp must divide dp")
+
+    @property
+    def rank_devices(self) -> int:
+        """The devices that prefill one prompt together (a rank): its attention TP group, times cp."""
+        return self.tp * self.cp
 
     @property
     def devices(self) -> int:
@@ -47,5 +57,6 @@ class Layout:
         if is_moe and self.moe_tp > 1:
             experts += f" + MoE TP{self.moe_tp}"
         stages = f", PP{self.pp}" if self.pp > 1 else ""
+        stages += f", CP{self.cp}" if self.cp > 1 else ""
         overlap = ", two-batch overlap" if self.two_batch_overlap else ""
         return attention + experts + stages + overlap

@@ -4,12 +4,14 @@
     attention=tp8,experts=tp8              8 devices: TP8 attention, each expert split 8 ways (MoE TP)
     attention=tp2xdp8,experts=ep16,redundant=32,overlap=on
     attention=dp8,experts=ep8,pp=2          16 devices: two pipeline stages, each DP8 attention + EP8 on 8 devices
+    attention=dp16,experts=ep16,cp=4        a prefill pool whose prompts are each split over 4 DP attention groups
 
 Keys: `attention` (tpN, dpN or tpNxdpM: one pipeline stage's devices are their product), `experts` (epN, tpN, or
 tpNxepM, over the same devices; default: EP over all of them), `redundant` (extra expert slots per MoE layer; default
 the fewest that spread the experts evenly, as the search uses), `overlap` (two-batch overlap: on or off, default off),
-and `pp` (pipeline stages, default 1, also written ppN: the layout spans pp times a stage's devices, hwmodels.pipeline). Names are as
-plan.json and the report print them.
+`pp` (pipeline stages, default 1, also written ppN: the layout spans pp times a stage's devices, hwmodels.pipeline)
+and `cp` (context parallel, default 1: each prompt split over cp of the DP attention groups, which it must divide;
+prefill pools only). Names are as plan.json and the report print them.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ def parse_layout(text: str, arch: ModelArch, option: str = "--layout") -> Layout
     if pp > arch.num_layers:
         raise InputError(f"{option} pp", f"{pp} pipeline stages exceed {arch.name}'s {arch.num_layers} layers",
                          "give fewer stages")
+    cp = _whole(fields.pop("cp", "1"), f"{option} cp")
+    if dp % cp:
+        raise InputError(f"{option} cp", f"{cp} does not divide the {dp} DP attention groups of attention={attention}",
+                         "give a cp that divides the DP size")
     overlap_text = fields.pop("overlap", "off").lower()
     if overlap_text not in _SWITCH:
         raise InputError(f"{option} overlap", f"is {excerpt(overlap_text)}", "give on or off")
@@ -57,7 +63,7 @@ def parse_layout(text: str, arch: ModelArch, option: str = "--layout") -> Layout
     redundant = _whole(fields.pop("redundant", str(fewest)), f"{option} redundant", low=0)
     if fields:
         raise InputError(f"{option} {next(iter(fields))}", "is not a layout key",
-                         "use attention, experts, redundant, overlap, pp")
+                         "use attention, experts, redundant, overlap, pp, cp")
     if arch.attention.num_heads % tp:
         raise InputError(f"{option} attention", f"TP{tp} does not divide {arch.name}'s {arch.attention.num_heads} "
                          "attention heads", "use an attention TP that divides them")
@@ -65,7 +71,7 @@ def parse_layout(text: str, arch: ModelArch, option: str = "--layout") -> Layout
         raise InputError(f"{option} redundant", f"{arch.moe.num_experts} experts + {redundant} redundant slots do not "
                          f"spread evenly over EP{ep}", f"give redundant={fewest} or that plus a multiple of {ep}")
     return Layout(tp=tp, dp=dp, pp=pp, redundant_experts=redundant if arch.is_moe else 0,
-                  two_batch_overlap=_SWITCH[overlap_text], moe_tp=moe_tp)
+                  two_batch_overlap=_SWITCH[overlap_text], moe_tp=moe_tp, cp=cp)
 
 
 def layout_text(layout: Layout, is_moe: bool = True) -> str:
@@ -81,6 +87,8 @@ def layout_text(layout: Layout, is_moe: bool = True) -> str:
         parts.append("overlap=on")
     if layout.pp > 1:
         parts.append(f"pp={layout.pp}")
+    if layout.cp > 1:
+        parts.append(f"cp={layout.cp}")
     return ",".join(parts)
 
 

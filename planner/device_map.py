@@ -4,7 +4,8 @@ Placement page draws.
 
 An instance's devices in the layout's order: pipeline stage s holds the s-th block of devices and the layers of
 the stage split (hwmodels.memory.stage_layers); inside a stage, attention data-parallel rank r holds `tp` devices in
-a row, each with 1 / tp of the attention heads. Every device also holds its expert slots (placement.experts,
+a row, each with 1 / tp of the attention heads; with context parallelism (a prefill pool's cp > 1) cp consecutive
+DP ranks prefill each prompt together (`cp_rank_of_device` names the rank they form). Every device also holds its expert slots (placement.experts,
 phy2log's slot p on device p // slots_per_device): attention-FFN disaggregation (separate attention and expert
 devices) is not among the layouts moeplan prices, so each device has both roles.
 
@@ -37,6 +38,7 @@ def attention_map(c: Candidate, arch: ModelArch) -> dict[str, Any]:
         "stage_of_device": [i // per_stage for i in range(devices)],
         "dp_rank_of_device": [(i % per_stage) // lay.tp for i in range(devices)],
         "tp_rank_of_device": [(i % per_stage) % lay.tp for i in range(devices)],
+        "cp_rank_of_device": [(i % per_stage) // lay.rank_devices for i in range(devices)],
         "stage_of_layer": [s for s, layers in enumerate(stages) for _ in layers],
     }
 

@@ -152,7 +152,7 @@ def _candidate(c: Candidate, arch: ModelArch) -> dict[str, Any]:
         "instance_devices": c.instance_devices,
         "layout": {"attention_tp": lay.tp, "attention_dp": lay.dp, "expert_parallel": lay.ep, "pipeline_stages": lay.pp,
                    "redundant_experts": lay.redundant_experts, "two_batch_overlap": lay.two_batch_overlap,
-                   "name": lay.name(is_moe)},
+                   "context_parallel": lay.cp, "name": lay.name(is_moe)},
         work: c.work_per_device,
         "step_s": step.time_s,
         "tokens_per_s_per_device": c.tokens_per_s_per_device,
@@ -308,9 +308,15 @@ def _read_candidate(r: _Reader, key: str, d: Deployment, full: bool, role: Role 
     if role is not None and got != role:
         raise InputError(f"{r.source}: {key}.role", f"is {got!r}, expected {role.value!r}", _REPLAN)
     lay = f"{key}.layout"
-    layout = Layout(tp=r.int(f"{lay}.attention_tp"), dp=r.int(f"{lay}.attention_dp"), pp=r.int(f"{lay}.pipeline_stages"),
+    dp = r.int(f"{lay}.attention_dp")
+    # plan.json files written before context parallelism have no context_parallel: theirs is 1
+    cp = 1 if r.at(f"{lay}.context_parallel", required=False) is None else r.int(f"{lay}.context_parallel")
+    if dp % cp or (cp > 1 and got != Role.PREFILL):
+        raise InputError(f"{r.source}: {lay}.context_parallel", f"is {cp}: context parallelism splits a prefill "
+                         f"pool's prompts over attention groups that divide its attention_dp ({dp})", _REPLAN)
+    layout = Layout(tp=r.int(f"{lay}.attention_tp"), dp=dp, pp=r.int(f"{lay}.pipeline_stages"),
                     redundant_experts=r.int(f"{lay}.redundant_experts", minimum=0),
-                    two_batch_overlap=r.flag(f"{lay}.two_batch_overlap"))
+                    two_batch_overlap=r.flag(f"{lay}.two_batch_overlap"), cp=cp)
     if layout.pp > d.model.num_layers:
         raise InputError(f"{r.source}: {lay}.pipeline_stages", f"is {layout.pp}, more than the model's "
                          f"{d.model.num_layers} layers", _REPLAN)

@@ -15,7 +15,7 @@ from hwmodels.calibrate.operator_costs import costs_of
 from hwmodels.deployment import Deployment
 from hwmodels.hardware import Cluster, instance_cluster
 from hwmodels.layout import Layout
-from hwmodels.memory import device_memory
+from hwmodels.memory import device_memory, kv_bytes_per_token_per_device
 from hwmodels.roles import Phase
 from hwmodels.serving import one_rank_prefill_step
 from hwmodels.step import StepContext
@@ -67,11 +67,36 @@ def step_s_at_context(d: Deployment, c: Candidate, prompts: np.ndarray,
 
 
 def rank_prefill_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np.ndarray:
-    """Each prompt's prefill time on one attention rank of a prefill instance: a prompt is chunked on the rank it
-    is routed to (its TP devices), first-come first-served, the step's time (at the prompt's own context) shared by
-    the tokens it carries (a prompt's last, partial chunk is part of a step that carries the next prompt's first)."""
+    """Each prompt's prefill time on one rank of a prefill instance: a prompt is chunked on the rank it is routed to
+    (its TP devices), first-come first-served, the step's time (at the prompt's own context) shared by the tokens it
+    carries (a prompt's last, partial chunk is part of a step that carries the next prompt's first). Context
+    parallel (layout.cp > 1) splits each prompt over cp attention groups (context_parallel_s)."""
     step_s = step_s_at_context(d, c, prompts, lambda ctx, tokens: ctx.step(Phase.PREFILL, c.work_per_device, tokens).time_s)
-    return prompts / (c.work_per_device * c.layout.tp) * step_s
+    alone_s = prompts / (c.work_per_device * c.layout.tp) * step_s
+    return alone_s if c.layout.cp == 1 else context_parallel_s(d, c, prompts, alone_s, step_s)
+
+
+def context_parallel_s(d: Deployment, c: Candidate, prompts: np.ndarray, alone_s: np.ndarray,
+                       step_s: np.ndarray) -> np.ndarray:
+    """Each prompt's prefill over the cp attention groups of a context-parallel rank (SGLang's prefill CP, zigzag:
+    every group takes 1 / cp of the prompt's tokens, balanced over the causal mask, and all-gathers the others' KV):
+    its time on one group over cp, but never less than the one step it ends in (a step finishes its tokens together,
+    so splitting a prompt that fits one group's step gains nothing), plus the all-gather (cp_gather_s_per_token),
+    added, not overlapped with the attention it feeds: on the safe side."""
+    gather_s = prompts * cp_gather_s_per_token(d, c.layout)
+    return np.maximum(alone_s / c.layout.cp, np.minimum(alone_s, step_s)) + gather_s
+
+
+def cp_gather_s_per_token(d: Deployment, layout: Layout) -> float:
+    """The all-gather of a context-parallel prefill rank per prompt token: (cp - 1) / cp of its KV per device, over
+    the scale-up links where the rank fits one scale-up domain, else the scale-out NIC (0 without context parallel)."""
+    if layout.cp == 1:
+        return 0.0
+    cluster = d.cluster_of("prefill")
+    device, domain = cluster.device, cluster.unit.scaleup_domain_devices
+    link = (device.scaleup_bytes_per_s if layout.rank_devices <= domain else device.scaleout_bytes_per_s) \
+        or device.scaleup_bytes_per_s
+    return kv_bytes_per_token_per_device(d.model, d.precision, layout) * (layout.cp - 1) / layout.cp / link
 
 
 def prefill_s(d: Deployment, prompts: np.ndarray, rank_prefill_s: np.ndarray) -> np.ndarray:
@@ -108,28 +133,6 @@ def aggregated_prefill_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> np
     grid = np.unique(np.geomspace(1, per_device, PARTIAL_CHUNK_POINTS).round())
     grid_s = [one_rank_prefill_step(ctx, int(g), int(g) * tp).time_s for g in grid]
     return full * chunk_s + np.where(rest_per_device > 0, np.interp(rest_per_device, grid, grid_s), 0.0)
-
-
-CONTEXT_PARALLEL_RANKS = (2, 4)  # the context-parallel degrees a TTFT refusal estimates
-
-
-def context_parallel_text(d: Deployment, c: Candidate, prompts: np.ndarray) -> str:
-    """What splitting each prompt over 2 or 4 of `c`'s attention ranks (context parallel) would reach at the SLO
-    percentile: each rank prefills its share of the prompt at the whole prompt's context, and passes its KV round the
-    ring over the scale-up links. An estimate: context parallelism is not a layout the search scores."""
-    rank_s = rank_prefill_s(d, c, prompts)
-    kv_bytes = prompts * kv_bytes_per_token(d.model, d.precision)
-    cluster = d.cluster_of(c.role)
-    nic, link = d.kv_link_bytes_per_s, cluster.device.scaleup_bytes_per_s or d.kv_link_bytes_per_s
-    parts = []
-    for cp in CONTEXT_PARALLEL_RANKS:
-        if cp * c.layout.tp > cluster.num_devices:
-            break
-        cp_s = rank_s / cp + kv_bytes * (cp - 1) / cp / link + kv_bytes / nic
-        parts.append(f"{queueing.ttft_percentile_s(cp_s, (), d.slo.percentile):.2f} s over {cp} ranks "
-                     f"({cp * c.layout.tp} devices)")
-    return ("" if not parts else "; context parallel would reach about " + ", ".join(parts)
-            + " (an estimate: context parallelism is not a layout the search scores)")
 
 
 def admits_longest(d: Deployment, cluster: Cluster, layout: Layout, output_tokens: int) -> bool:

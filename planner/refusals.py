@@ -11,7 +11,7 @@ from hwmodels.fit import fit
 from hwmodels.layouts import layout_space
 from planner import queueing
 from planner.plan import Candidate, Mode, Recommendation
-from planner.prompt_times import admits_longest, context_parallel_text, prefill_s, prompt_lengths, rank_prefill_s, sub_cluster
+from planner.prompt_times import admits_longest, prefill_s, prompt_lengths, rank_prefill_s, sub_cluster
 
 
 def tpot_refusal(d: Deployment, tpot_s: float, r: Recommendation) -> tuple[str, str]:
@@ -65,12 +65,11 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
         p = f"p{d.slo.percentile:g}"
         spread = (f"the {p} prompt ({at_percentile:,.0f} tokens; mean {w.input_tokens:,}, cv "
                   f"{w.input_cv:.2f})" if w.input_cv > 0 else f"a {w.input_tokens:,}-token prompt")
-        rank = "" if fastest is None else f" on one {fastest.layout.tp}-device attention rank ({fastest.layout.name(d.model.is_moe)})"
+        rank = "" if fastest is None else \
+            f" on one {fastest.layout.rank_devices}-device attention rank ({fastest.layout.name(d.model.is_moe)})"
         return "slo.ttft_s", (
             f"no layout meets TTFT {d.slo.ttft_s:g} s at {p} {where}: {p} TTFT >= {fastest_prompt:.2f} s, as {spread} "
-            f"takes at least {fastest_prompt:.2f} s to prefill{rank} and transfer"
-            + ("" if fastest is None else context_parallel_text(d, fastest, prompts))
-            + f"; a TTFT SLO of at least {fastest_prompt:.2f} s, a lower percentile (slo.percentile), more devices per attention rank, "
+            f"takes at least {fastest_prompt:.2f} s to prefill{rank} and transfer; a TTFT SLO of at least {fastest_prompt:.2f} s, a lower percentile (slo.percentile), more devices per attention rank, "
               "or shorter prompts would help")
     if d.workload.requests_per_s is None:
         return "cluster.units", (

@@ -7,7 +7,8 @@ Roles are scored independently and combined:
   instances stay pp = 1: the queueing of a prompt's pipelined chunks and their mixing with decode are not modelled);
   TPOT = the decode step time at that batch, then, for the cheapest options, at the SLO percentile of the load the
   pool carries (planner.tpot);
-- prefill pools: instance size x attention TP x redundant slots x overlap x tokens per step; TTFT at the SLO
+- prefill pools: instance size x attention TP x redundant slots x overlap x tokens per step x context parallel (a
+  rank of cp attention groups prefilling each prompt together, where the engine has it); TTFT at the SLO
   percentile over the workload's spread of prompt lengths and its rate levels (planner.queueing) = the prompt's
   prefill + the KV transfer to the decode pool over the scale-out NIC + the wait for a prefill rank (M^X/G/c) + the wait for a
   free decode slot (M/M/c per decode DP rank; the decode pool grows until the TTFT fits);
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -42,6 +44,7 @@ from hwmodels.serving import (aggregated_performance, decode_performance, larges
 from hwmodels.step import StepContext
 from planner import queueing
 from planner.expert_loads import ExpertLoads
+from planner.context_parallel_notes import context_parallel_assumptions
 from planner.pipeline_notes import pipeline_assumptions
 from planner.plan import Candidate, Mode, Pinned, Plan, Recommendation, ReplayCheck, pool_utilization
 from planner.prompt_times import (admits_longest, aggregated_prefill_s, instance_context, output_lengths, prefill_s,
@@ -142,8 +145,24 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
                 if not mem.fits:
                     continue
                 perf = prefill_performance(ctx, tokens, w.input_tokens, s.hbm_utilization)
-                out.append(Candidate(Role.PREFILL, size, layout, tokens, perf, *scored))
+                out += [Candidate(Role.PREFILL, size, x, tokens, perf, *scored)
+                        for x in ([layout] if pinned else context_parallel_layouts(d, layout))]
     return out
+
+
+CONTEXT_PARALLEL = (2, 4, 8)  # prompts split over this many attention groups (SGLang's prefill CP runs 2 to 8)
+CONTEXT_PARALLEL_ENGINES = (None, "sglang")  # the engines whose pinned flags say prefill CP (catalogs/engine_flags.yaml)
+
+
+def context_parallel_layouts(d: Deployment, layout: Layout) -> list[Layout]:
+    """A prefill layout and its context-parallel variants: cp of its attention groups prefill each prompt together
+    (planner.prompt_times.context_parallel_s). The step is the same (a device takes the same tokens per step at the
+    same contexts), so the variants share its score; only a prompt's time and the ranks it queues for change. Where
+    the engine has prefill CP: SGLang's --enable-prefill-cp; vLLM's is under development upstream and TensorRT-LLM's
+    context parallelism serves decode (Helix), so neither is searched."""
+    if d.serving.engine not in CONTEXT_PARALLEL_ENGINES:
+        return [layout]
+    return [layout] + [replace(layout, cp=cp) for cp in CONTEXT_PARALLEL if layout.dp % cp == 0]
 
 
 def pareto_frontier(candidates: list[Candidate]) -> tuple[Candidate, ...]:
@@ -186,7 +205,7 @@ def _max_utilisation_for_ttft(d: Deployment, c: Candidate, prefill_s: np.ndarray
     spread of lengths included; a prompt waits for a rank, M^X/G/c over the prompts' prefill times)."""
     if queueing.ttft_tail(d.slo.ttft_s, prefill_s) > _allowed_tail(d):
         return 0.0
-    ranks, service = c.instance_devices // c.layout.tp, queueing.Service.of(service_s)
+    ranks, service = c.instance_devices // c.layout.rank_devices, queueing.Service.of(service_s)
     clump = _clump_per_rank(d, ranks)
     return _largest_accepted(lambda u: queueing.ttft_tail(d.slo.ttft_s, prefill_s, _regimes(
         d, u, lambda level_u, scv: (queueing.mgc_wait(service, level_u, ranks, scv, clump, c.step_s),)))
@@ -242,7 +261,7 @@ def _size_disaggregated(d: Deployment, dc: Candidate, dc_rate: float, pc: Candid
     def regimes(req_rate: float, n_decode: int) -> tuple[queueing.Regime, ...]:
         n_prefill = prefill_instances(req_rate)
         capacity = pc.tokens_per_s_per_device * pc.instance_devices * n_prefill / w.input_tokens  # requests/s
-        ranks = pc.instance_devices // pc.layout.tp * n_prefill
+        ranks = pc.instance_devices // pc.layout.rank_devices * n_prefill
         return _regimes(d, req_rate, lambda rate, scv: (
             queueing.mgc_wait(service, rate / capacity, ranks, scv, _clump_per_rank(d, ranks), pc.step_s),
             _decode_slot_wait(d, dc, n_decode, rate, scv)))
@@ -428,7 +447,7 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
         tpot_refusal(d, *nearest) if nearest else explain_infeasible(d, decode, prefill, sizes)
     # the recommendation keeps its per-device loads and placement maps; the other options keep their predictions
     frontier = tuple(c.summarised() for c in pareto_frontier(decode))
-    assumptions += pipeline_assumptions(d, decode, frontier)
+    assumptions += pipeline_assumptions(d, decode, frontier) + context_parallel_assumptions(d, prefill, best)
     alternatives = tuple(r.summarised() for r in options[1:6])
     return Plan(d, best, frontier, scored, reason, tuple(assumptions), time.perf_counter() - start, alternatives, field_name,
                 replays=replays)

@@ -60,6 +60,7 @@ from hwmodels.ingest.routing import RoutingTrace
 from hwmodels.roles import Phase, Role
 from hwmodels.step import StepContext
 from planner.plan import Plan, Pool
+from planner.prompt_times import cp_gather_s_per_token
 from sim.config import MIN_TIMELINE_BIN_S, KVPolicy, Priority, Router, SimConfig
 from sim.kv import RankKV
 from sim.loads import IMBALANCE_DECIMALS, RoleLoads, role_loads
@@ -106,7 +107,7 @@ class _Instance:
     def __init__(self, sim: "_Sim", pool: "_Pool"):
         self.sim, self.pool = sim, pool
         lay = pool.planned.layout
-        self.ranks = [_Rank(self, pool.capacity, pool.state_tokens) for _ in range(lay.dp * lay.pp)]
+        self.ranks = [_Rank(self, pool.capacity, pool.state_tokens) for _ in range(lay.dp // lay.cp * lay.pp)]
         self.wake: simpy.Event | None = None
 
     def poke(self) -> None:
@@ -160,7 +161,7 @@ class _Pool:
         self.state_tokens = math.ceil(fixed / per_token)
         # running sequences per rank; None for a prefill pool, which runs no sequences
         self.cap = None if planned.role == Role.PREFILL else (config.max_batch_per_device or planned.batch_per_device) * lay.tp
-        self.chunk = planned.chunk_tokens_per_device * lay.tp  # prompt tokens per rank per step
+        self.chunk = planned.chunk_tokens_per_device * lay.rank_devices  # prompt tokens per rank per step
         self.instances = [_Instance(sim, self) for _ in range(planned.instances)]
         self.ranks = [r for inst in self.instances for r in inst.ranks]
         self.rr = 0
@@ -181,6 +182,9 @@ class _Sim:
         self.front = self.prefill or self.decode  # where requests arrive
         self.disaggregated = self.prefill is not None
         self.transfer_s_per_token = kv_bytes_per_token(d.model, d.precision) / d.kv_link_bytes_per_s if self.disaggregated else 0.0
+        # a context-parallel prefill rank all-gathers each prompt's KV over its groups before it moves on
+        # (planner.prompt_times.context_parallel_s prices the same)
+        self.gather_s_per_token = 0.0 if self.prefill is None else cp_gather_s_per_token(d, self.prefill.planned.layout)
         self.span_s = max(trace.duration_s, 1e-9)  # routing windows are spread evenly over the arrival span
         # the timeline splits the arrival span into timeline_bins (of at least MIN_TIMELINE_BIN_S); the drain after
         # the last arrival adds bins of the same width
@@ -450,7 +454,7 @@ class _Sim:
         """Move r's prompt KV from its prefill rank to `dest` over the prefill rank's NIC."""
         src = self.req.prefill_rank[r]
         now = self.env.now
-        begin = max(now, src.nic_free_at)
+        begin = max(now + self.req.inp[r] * self.gather_s_per_token, src.nic_free_at)
         src.nic_free_at = begin + self.req.inp[r] * self.transfer_s_per_token
         self.req.state[r] = State.TRANSFER
         done = _Timed(self.env, src.nic_free_at - now, Priority.TRANSFER_DONE)

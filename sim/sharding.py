@@ -143,7 +143,7 @@ def _instance_cuts(plan: Plan, requests: int, shards: int) -> list[_Cut]:
     # Request k goes to rank k mod R, i.e. instance (k mod R) // dp; a shard holds a contiguous group of
     # instances, so its own round-robin over its ranks gives each of its requests the same rank.
     lay = plan.recommendation.decode.layout
-    instances, dp = plan.recommendation.decode_instances, lay.dp * lay.pp  # ranks per instance (sim.engine._Instance)
+    instances, dp = plan.recommendation.decode_instances, lay.dp // lay.cp * lay.pp  # ranks per instance (sim.engine._Instance)
     groups = np.array_split(np.arange(instances), min(shards, instances))
     instance_of = (np.arange(requests) % (instances * dp)) // dp
     cuts = [_Cut(np.nonzero((instance_of >= g[0]) & (instance_of <= g[-1]))[0], len(g), None) for g in groups]

@@ -71,13 +71,13 @@ class StepTimes:
     def exact(self, phase: str, work: float, context: float, window: int) -> StepCost:
         """The step of `work` sequences (decode) or prompt tokens (prefill) on every DP attention group."""
         ctx = self.contexts[window]
-        return ctx.step(phase, work / ctx.layout.tp, context, self.draft if phase == Phase.DECODE else 0)
+        return ctx.step(phase, work / ctx.layout.rank_devices, context, self.draft if phase == Phase.DECODE else 0)
 
     def exact_s(self, phase: str, work: float, context: float, window: int, mean_work: float | None = None) -> float:
         """time_s evaluated without the grid: the lockstep step of a group whose busiest rank has `work` and whose
         ranks have `mean_work` on average (None: all equal)."""
         ctx = self.contexts[window]
-        tp, decode = ctx.layout.tp, phase == Phase.DECODE
+        tp, decode = ctx.layout.rank_devices, phase == Phase.DECODE
         return ctx.lockstep_s(phase, work / tp, work / tp if mean_work is None else mean_work / tp, context,
                               self.draft if decode else 0) / (self.advance if decode else 1.0)
 

@@ -82,6 +82,7 @@ def test_every_pool_carries_the_plans_parallel_sizes(launched):
         assert (pool["redundant_experts"], pool["two_batch_overlap"]) == (layout["redundant_experts"], layout["two_batch_overlap"])
         assert pool["batch_per_device"] == (c["batch_per_device"] if pool["role"] != "prefill" else None)
         assert pool["pipeline_stages"] == layout["pipeline_stages"]
+        assert pool["context_parallel"] == layout["context_parallel"]
         assert argv_of(files[pool["script"]]) == pool["argv"]  # the script runs what launch.json says
 
 
@@ -91,13 +92,14 @@ def test_engine_flags_are_documented_and_say_the_plans_sizes(launched):
     for pool in doc["pools"]:
         flags = _check_flags(pool["argv"], table["flags"], table.get("choices", {}))
         tp, dp, devices = pool["attention_tp"], pool["attention_dp"], pool["instance_devices"]
-        pp = pool["pipeline_stages"]
+        pp, cp = pool["pipeline_stages"], pool["context_parallel"]
         devices //= pp  # one pipeline stage's: the engines' TP world size
-        if engine == "sglang":
+        if engine == "sglang":  # its world is dp x attn_cp x attn_tp: --dp-size counts the ranks of cp groups
             assert int(flags.get("--pp-size") or 1) == pp
-            assert int(flags["--tp-size"]) == devices and int(flags.get("--dp-size") or 1) == dp
+            assert int(flags["--tp-size"]) == devices and int(flags.get("--dp-size") or 1) == dp // cp
+            assert int(flags.get("--attn-cp-size") or 1) == cp and ("--enable-prefill-cp" in flags) == (cp > 1)
             assert int(flags["--ep-size"]) == pool["expert_parallel"]
-            assert ("--enable-dp-attention" in flags) == (dp > 1)
+            assert ("--enable-dp-attention" in flags) == (dp // cp > 1)
             if pool["batch_per_device"]:
                 assert int(flags["--max-running-requests"]) == pool["batch_per_device"] * devices
                 assert int(flags["--cuda-graph-max-bs"]) == pool["batch_per_device"] * tp

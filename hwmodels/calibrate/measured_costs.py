@@ -73,9 +73,15 @@ class MeasuredSource:
                             (("batch_size", "step"), "batch_size"), (batch, context_tokens))
 
     def mla_prefill(self, prompts: float, prompt_tokens: float, heads_per_device: int, kv_quant: str) -> Measured:
+        """`prompts` below 1 is a chunk of one prompt (chunked prefill of a long prompt): its share of the whole
+        prompt's attention, not the table's launch floor at one prompt (rule 2 of measured_grid would charge the
+        chunk the whole prompt)."""
         dtype = KV_DTYPES.get(kv_quant)
-        return self._lookup("context_mla_perf", dtype, (("kv_cache_dtype", dtype), ("num_heads", heads_per_device)),
-                            (("batch_size", "isl"), "batch_size"), (prompts, prompt_tokens))
+        hit = self._lookup("context_mla_perf", dtype, (("kv_cache_dtype", dtype), ("num_heads", heads_per_device)),
+                           (("batch_size", "isl"), "batch_size"), (max(prompts, 1.0), prompt_tokens))
+        if prompts >= 1.0 or hit.latency_s is None:
+            return hit
+        return Measured(hit.latency_s * prompts, f"{hit.label}, {prompts:.2g} of one prompt", hit.beyond)
 
     def allreduce(self, num_gpus: int, elements: float) -> Measured:
         return self._lookup("custom_allreduce_perf", "bfloat16", (("allreduce_dtype", "bfloat16"),),

@@ -135,8 +135,26 @@ class OperatorCosts:
         if not (self.measured is None or not mla or tokens < 1):
             prompt = max(2.0 * context_tokens - 1.0, 1.0)
             # the table's bf16-cache rows: prefill attention reads the fresh keys, not the cache
-            cost = _priced(fitted, self.measured.mla_prefill(tokens / prompt, prompt, num_heads, "bf16"))
+            hit = self.measured.mla_prefill(tokens / prompt, prompt, num_heads, "bf16")
+            if hit.latency_s is None and hit.beyond > 1.0:  # a prompt past the table's longest
+                hit = self._longer_prompt(device, tokens, prompt, prompt / hit.beyond, num_heads, qk_head_dim,
+                                          v_head_dim, fitted, hit)
+            cost = _priced(fitted, hit)
         return cost if self.profile is None else _profiled(cost, Measured(None, self.profile.missing("prefill attention")))
+
+    def _longer_prompt(self, device: Device, tokens: int, prompt: float, longest: float, num_heads: int,
+                       qk_head_dim: int, v_head_dim: int, fitted: OpCost, miss: Measured) -> Measured:
+        """Prefill attention of a prompt longer than the table's longest: the measured time at the longest, grown
+        as the fitted model grows from there to this prompt (the fitted model alone jumps at the table's edge,
+        as far as the two disagree there)."""
+        edge = self.measured.mla_prefill(tokens / longest, longest, num_heads, "bf16")
+        if edge.latency_s is None:
+            return miss
+        at_edge = efficiency.attention_prefill_cost(device, tokens, (longest + 1.0) / 2.0, num_heads, qk_head_dim,
+                                                    v_head_dim, self.attention, self.gemm_fit.launch_overhead_s)
+        grown = fitted.total_s / at_edge.total_s if at_edge.total_s > 0 else prompt / longest
+        return Measured(edge.latency_s * grown, f"{edge.label}, its longest prompt ({longest:,.0f}) grown by the "
+                        "fitted model", prompt / longest)
 
     def allreduce(self, cluster: Cluster, group_devices: int, bytes_per_device: float) -> CommCost:
         return _cached_allreduce(self, cluster, group_devices, bytes_per_device)

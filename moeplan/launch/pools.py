@@ -8,7 +8,9 @@ Sizes follow plan.json exactly (tests/test_launch_files.py compares them). Per-r
 - an instance runs `batch_per_device x devices` (SGLang's --max-running-requests is the instance's, split over
   its DP ranks);
 - a prefill step takes `chunk_tokens_per_device` prompt tokens per device: `x attention_tp` per rank,
-  `x devices` per instance (SGLang's --chunked-prefill-size is the instance's, divided over DP ranks).
+  `x devices` per instance (SGLang's --chunked-prefill-size is the instance's, divided over DP ranks);
+- context parallel (`context_parallel` > 1, prefill pools): a rank is that many attention groups prefilling each
+  prompt together, so an instance has attention_dp / context_parallel ranks.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class PoolLaunch:
     port: int
     draft_tokens: int = 0  # MTP speculative decoding's drafts per step (0: none)
     pipeline_stages: int = 1  # each of devices / pipeline_stages devices: attention_dp ranks, EP expert_parallel
+    context_parallel: int = 1  # a prefill rank: this many attention groups prefilling each prompt together
 
     @property
     def stage_devices(self) -> int:
@@ -59,7 +62,7 @@ class PoolLaunch:
 
     @property
     def chunk_tokens_per_rank(self) -> int:
-        return self.chunk_tokens_per_device * self.attention_tp
+        return self.chunk_tokens_per_device * self.attention_tp * self.context_parallel
 
     @property
     def chunk_tokens_per_instance(self) -> int:
@@ -105,7 +108,8 @@ def launch_of(plan: Plan, engine: str, version: str, version_note: str, model_pa
             batch_per_device=pool.batch_per_device, chunk_tokens_per_device=pool.chunk_tokens_per_device,
             kv_free_fraction=max(0.01, min(1.0, mem.kv_capacity_bytes / left)) if left > 0 else 0.01,
             placement=pool.placement, port=BASE_PORT + 10 * i,
-            draft_tokens=option.speculation.draft_tokens if option.speculation else 0, pipeline_stages=layout.pp))
+            draft_tokens=option.speculation.draft_tokens if option.speculation else 0, pipeline_stages=layout.pp,
+            context_parallel=layout.cp))
     w = d.workload
     context = w.max_input_tokens + w.output_tokens if w.max_input_tokens else None
     moe = d.model.moe
@@ -120,4 +124,5 @@ def pool_json(p: PoolLaunch) -> dict:
             "attention_tp": p.attention_tp, "attention_dp": p.attention_dp, "expert_parallel": p.expert_parallel,
             "moe_tp": p.moe_tp, "redundant_experts": p.redundant_experts, "two_batch_overlap": p.two_batch_overlap,
             "batch_per_device": p.batch_per_device, "chunk_tokens_per_device": p.chunk_tokens_per_device,
-            "mtp_draft_tokens": p.draft_tokens, "pipeline_stages": p.pipeline_stages, "port": p.port}
+            "mtp_draft_tokens": p.draft_tokens, "pipeline_stages": p.pipeline_stages,
+            "context_parallel": p.context_parallel, "port": p.port}

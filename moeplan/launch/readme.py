@@ -15,7 +15,9 @@ def _pool_lines(p: PoolLaunch) -> list[str]:
              + (f", {p.redundant_experts} redundant expert slots" if p.redundant_experts else "")
              + (", two-batch overlap" if p.two_batch_overlap else "")
              + (f"; {p.pipeline_stages} pipeline stages of {p.stage_devices} devices, each with that layout"
-                if p.pipeline_stages > 1 else "")]
+                if p.pipeline_stages > 1 else "")
+             + (f"; context parallel: each prompt prefilled by {p.context_parallel} attention groups together "
+                f"({p.attention_tp * p.context_parallel} devices per rank)" if p.context_parallel > 1 else "")]
     if p.batch_per_device is not None:
         lines.append(f"  - {p.batch_per_device} sequences per device: {p.sequences_per_rank} per attention rank, "
                      f"{p.sequences_per_instance} per instance (plan.json `batch_per_device`)")

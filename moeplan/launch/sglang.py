@@ -14,6 +14,10 @@ the DeepSeek / Kimi K2 large-scale EP recipes, lmsys.org 2025-05-05 and 2025-07-
 - `--max-running-requests` is the instance's sequences (SGLang divides it over DP ranks), `--cuda-graph-max-bs`
   one rank's, `--chunked-prefill-size` the instance's prompt tokens per step (divided over DP ranks too);
 - `--mem-fraction-static` is serving.hbm_utilization: the share of HBM for weights and KV cache;
+- context parallel (a prefill pool the plan split prompts over attention groups): `--enable-prefill-cp
+  --attn-cp-size C --cp-strategy zigzag`, SGLang's world dp x attn_cp x attn_tp, so `--dp-size` counts the
+  attention_dp / C ranks that take prompts apart (SGLang server arguments at the pinned commit, and its Prefill
+  Context Parallelism doc, docs.sglang.io/docs/advanced_features/prefill_cp);
 - MTP speculative decoding (a decode pool the plan scored with it): `--speculative-algorithm EAGLE` with the
   model's own NextN module, `--speculative-num-steps` drafts, top-1 (docs.sglang.ai, DeepSeek usage: MTP).
 """
@@ -26,6 +30,7 @@ from planner.plan import Mode
 
 ENGINE = "sglang"
 TRANSFER_BACKEND = "mooncake"  # the KV transfer of the LMSYS PD recipes (nixl is the other choice)
+CP_STRATEGY = "zigzag"  # each CP rank takes a chunk from each end of the prompt, balancing the causal mask
 DIST_PORT = 5757  # any free port for torch.distributed between an instance's nodes (SGLang's multi-node examples use 5000)
 
 
@@ -34,8 +39,11 @@ def server_argv(launch: Launch, p: PoolLaunch) -> list[str]:
             "--tp-size", str(p.stage_devices)]
     if p.pipeline_stages > 1:
         argv += ["--pp-size", str(p.pipeline_stages)]
-    if p.attention_dp > 1:
-        argv += ["--dp-size", str(p.attention_dp), "--enable-dp-attention"]
+    ranks = p.attention_dp // p.context_parallel  # SGLang splits its world into dp x attn_cp x attn_tp
+    if ranks > 1:
+        argv += ["--dp-size", str(ranks), "--enable-dp-attention"]
+    if p.context_parallel > 1:
+        argv += ["--enable-prefill-cp", "--attn-cp-size", str(p.context_parallel), "--cp-strategy", CP_STRATEGY]
     if launch.is_moe and p.expert_parallel > 1:
         argv += ["--ep-size", str(p.expert_parallel), "--moe-a2a-backend", "deepep",
                  "--deepep-mode", {"decode": "low_latency", "prefill": "normal"}.get(str(p.role), "auto")]
