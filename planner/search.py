@@ -145,7 +145,7 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
                 if not mem.fits:
                     continue
                 perf = prefill_performance(ctx, tokens, w.input_tokens, s.hbm_utilization)
-                out += [Candidate(Role.PREFILL, size, x, tokens, perf, *scored)
+                out += [Candidate(Role.PREFILL, size, x, tokens, perf if x is layout else replace(perf, layout=x), *scored)
                         for x in ([layout] if pinned else context_parallel_layouts(d, layout))]
     return out
 

@@ -117,3 +117,13 @@ def test_the_replay_prefills_a_long_prompt_on_every_group_of_its_rank(tight):
     assert prompts.max() > 16 * tight.recommendation.prefill.work_per_device
     replay = tight.replays[-1]
     assert replay.completed == replay.requests
+
+
+def test_the_readme_quotes_the_plan(tight):
+    from pathlib import Path
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    r = tight.recommendation
+    why = next(a for a in tight.assumptions if a.startswith("the recommended prefill pool splits each prompt"))
+    for text in (f"the recommended prefill pool is {r.prefill.describe(True)}", why.split(" (prompts up to")[0],
+                 f"The replay holds at {tight.replays[-1].replayed_ttft_s:.2f} s at p99"):
+        assert " ".join(text.split()) in readme, f"README no longer says: {text}"

@@ -241,12 +241,11 @@ def test_the_sentences_around_the_replay(replay):
     _quoted(f"TTFT p99 {ttft:.2f} s (the planner is on the safe side by {r.ttft_s / ttft - 1:.0%}), TPOT p99 "
             f"{tpot * 1e3:.1f} ms against the planned {r.tpot_s * 1e3:.1f} ms, {sim.meets_slo.sum() / sim.completed:.1%} of requests "
             "within both SLOs")
-    at_2_s = api.plan(replace(plan.deployment, slo=replace(plan.deployment.slo, ttft_s=2.0)))
-    tokens, seconds = re.search(r"prompt \(([\d,]+) tokens.*at least ([\d.]+) s", at_2_s.infeasible).groups()
-    _quoted(f"At TTFT 2 s the planner now refuses this spec: the trace's p99 prompt alone ({tokens} tokens, prompts up "
-            f"to {trace.input_tokens.max() / trace.input_tokens.mean():.0f}x the mean) takes {seconds} s to prefill")
-    context_parallel = re.search(r"context parallel would reach about (.*?) \(an estimate", at_2_s.infeasible).group(1)
-    _quoted(f"on one attention rank; context parallel would reach about {context_parallel} (an estimate")
+    why = next(a for a in plan.assumptions if a.startswith("the recommended prefill pool splits each prompt"))
+    alone = re.search(r"against ([\d.]+) s on one group", why).group(1)
+    _quoted(f"The prefill pool splits each prompt over {r.prefill.layout.cp} of its {r.prefill.layout.dp} DP attention "
+            f"groups")
+    _quoted(f"one group alone prefills the p99 prompt in {alone} s")
     _quoted(f"recommended 16 H200 for the trace's {len(trace) / trace.duration_s:.1f} requests/s")
     _quoted(f"# Kimi traffic; the trace runs {len(trace) / trace.duration_s:.1f}/s")
     _quoted(f"(`workload.max_input_tokens`; {trace.input_tokens.max():,} for the Mooncake conversation trace)")

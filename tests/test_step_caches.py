@@ -36,7 +36,7 @@ RECORDED = [
     (("kimi-k2", "trtllm", 8, False, 0, 8, "decode", 48, 4096, 0, None), 0.09452623654466874),
     (("deepseek-v3", "vllm", 1, False, 0, 1, "prefill", 8192, 2048, 0, None), 1.9305577907296363),
     (("qwen3-235b-a22b", "sglang", 4, False, 0, 1, "decode", 100, 3000, 0, None), 0.06223939415354855),
-    (("deepseek-v3.2", "sglang", 1, True, 0, 1, "prefill", 2048, 8192, 0, 1.2), 0.9720633008112336),
+    (("deepseek-v3.2", "sglang", 1, True, 0, 1, "prefill", 2048, 8192, 0, 1.2), 0.5529317702728461),
 ]
 
 
