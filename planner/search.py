@@ -39,8 +39,8 @@ from hwmodels.layout import Layout
 from hwmodels.layouts import LIMITS, layout_space
 from hwmodels.memory import device_memory
 from hwmodels.roles import Phase, Role
-from hwmodels.serving import (aggregated_performance, decode_performance, largest_batch_that_fits, prefill_performance,
-                              usd_per_million_tokens)
+from hwmodels.serving import (Performance, aggregated_performance, decode_performance, largest_batch_that_fits,
+                              prefill_performance, usd_per_million_tokens)
 from hwmodels.step import StepContext
 from planner import queueing
 from planner.expert_loads import ExpertLoads
@@ -145,13 +145,18 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
                 if not mem.fits:
                     continue
                 perf = prefill_performance(ctx, tokens, w.input_tokens, s.hbm_utilization)
-                out += [Candidate(Role.PREFILL, size, x, tokens, perf if x is layout else replace(perf, layout=x), *scored)
+                out += [Candidate(Role.PREFILL, size, x, tokens, perf if x is layout else _with_layout(d, perf, x), *scored)
                         for x in ([layout] if pinned else context_parallel_layouts(d, layout))]
     return out
 
 
 CONTEXT_PARALLEL = (2, 4, 8)  # prompts split over this many attention groups (SGLang's prefill CP runs 2 to 8)
 CONTEXT_PARALLEL_ENGINES = (None, "sglang")  # the engines whose pinned flags say prefill CP (catalogs/engine_flags.yaml)
+
+
+def _with_layout(d: Deployment, perf: Performance, layout: Layout) -> Performance:
+    """A context-parallel variant's scores: its layout's (the steps and memory are the same)."""
+    return replace(perf, layout=layout, memory=replace(perf.memory, layout=layout, layout_name=layout.name(d.model.is_moe)))
 
 
 def context_parallel_layouts(d: Deployment, layout: Layout) -> list[Layout]:
