@@ -8,7 +8,8 @@ keeps the fastest. A candidate whose inputs a real call reads from memory (an ex
 step streams hundreds of megabytes, far more than any cache) is timed on a cold cache (`before` evicts the
 last-level cache before each timed call): timed hot, a one-expert tuning input of 29 MB sat in the Xeon's
 300 MB L3, so the choice rewarded arithmetic the benchmark's streaming shapes never got to use (at 2 tokens
-per expert it picked an AMX variant that streamed from memory 1.5x slower than the AVX-512 kernel).
+per expert it picked an AMX variant that streamed the weights from memory 1.2-1.4x slower than the AVX-512
+kernel).
 Choices are cached in memory and in a
 JSON file per machine under the per-user cache directory (native_cpu.cache_dir()), keyed by the CPU
 model, its ISA level and flags, the thread count, torch's version and the kernel sources, so a

@@ -80,6 +80,9 @@ INLINE void row_dot(const int8_t* q, const uint16_t* x, int64_t k, int64_t k_pad
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
   int64_t k0 = 0;
   for (; k0 + 128 <= k; k0 += 128) {
+    /* the next row, as tile() asks for it: the weight streams from memory */
+    _mm_prefetch((const char*)(q + k + k0), _MM_HINT_T0);
+    _mm_prefetch((const char*)(q + k + k0 + 64), _MM_HINT_T0);
     for (int u = 0; u < 4; u++) {
       const __m512i codes = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)(q + k0 + 32 * u)));
       const __m512i w = _mm512_and_si512(_mm512_slli_epi16(codes, 4), keep);
