@@ -12,11 +12,12 @@
 #define AMAX_FLOOR 1e-4f
 #define GROUP 128
 /* below this many bytes of work a call runs on one thread. One thread streams 6 to 10 GB/s, two nearly twice
-   that, and waking the second costs tens of microseconds: two pay off from about a megabyte (128 Kimi K2
-   tokens are 1.8 MB of bf16). On a shared 2-core machine whose other core is busy, a parallel region can wait
-   for that core's time slice (quantising 128 tokens took 8 ms on two threads against 0.49 on one while
-   another process held it), so timings on such a machine mean something only while it is quiet. */
-#define PARALLEL_BYTES (1 << 20)
+   that, but on a shared 2-core machine whose other core is busy a parallel region waits for that core's time
+   slice: quantising 128 tokens took 8 ms on two threads against 0.49 on one while another process held it,
+   and with the threshold at 1 MB a benchmark run under load 5 to 7 put the decode rows of 128 to 256 tokens
+   (quantisation, dispatch, combine) at 0.04 to 0.25 of the roofline. So only calls of several milliseconds on
+   one thread take two (Kimi K2: quantising over 585 tokens, gathering over 146 x 8 rows, combining over 73). */
+#define PARALLEL_BYTES (1 << 23)
 
 static inline uint32_t bits_of(float v) { uint32_t b; memcpy(&b, &v, 4); return b; }
 static inline float float_of(uint32_t b) { float v; memcpy(&v, &b, 4); return v; }
