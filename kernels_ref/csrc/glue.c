@@ -11,11 +11,13 @@
 #define FP8_MAX 448.0f
 #define AMAX_FLOOR 1e-4f
 #define GROUP 128
-/* below this many bytes of work a call runs on one thread. A parallel region on a shared 2-core
-   machine waits for the other thread's time slice: quantising 128 Kimi K2 tokens (2.8 MB) took
-   0.49 ms on one thread and 8 ms on two while another process held the second core; one thread
-   streams 6 to 10 GB/s, so two pay off only for work of tens of megabytes. */
-#define PARALLEL_BYTES (1 << 25)
+/* below this many bytes of work a call runs on one thread. One thread streams 6 to 10 GB/s, two nearly twice
+   that, but on a shared 2-core machine whose other core is busy a parallel region waits for that core's time
+   slice: quantising 128 tokens took 8 ms on two threads against 0.49 on one while another process held it,
+   and with the threshold at 1 MB a benchmark run under load 5 to 7 put the decode rows of 128 to 256 tokens
+   (quantisation, dispatch, combine) at 0.04 to 0.25 of the roofline. So only calls of several milliseconds on
+   one thread take two (Kimi K2: quantising over 585 tokens, gathering over 146 x 8 rows, combining over 73). */
+#define PARALLEL_BYTES (1 << 23)
 
 static inline uint32_t bits_of(float v) { uint32_t b; memcpy(&b, &v, 4); return b; }
 static inline float float_of(uint32_t b) { float v; memcpy(&v, &b, 4); return v; }
@@ -58,8 +60,29 @@ static void quantize_group_scalar(const void* x, int x_is_bf16, int64_t g0, int6
 
 #ifdef __AVX512F__
 #include <immintrin.h>
-/* A whole group of 128 in eight AVX-512 registers: the same arithmetic as quantize_group_scalar
-   (GCC vectorises the scalar form only partly: 0.9 ns per element against 0.1 here). */
+/* 16 values (fp32 bits, already times 448 / amax' as quantize_group_scalar computes them) -> their e4m3 codes
+   in 16 int32 lanes: the arithmetic of e4m3_of, in fewer instructions (a multiply-add for the subnormal
+   rounding, the normal exponent's rebias folded into the rounding add, the sign merged in one ternary logic op). */
+static inline __m512i e4m3_codes(__m512 f) {
+  f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(-FP8_MAX)), _mm512_set1_ps(FP8_MAX));
+  const __m512i b = _mm512_castps_si512(f), a = _mm512_and_si512(b, _mm512_set1_epi32(0x7FFFFFFF));
+  /* a * 512 is exact, so the fused multiply-add rounds a * 512 + 2^23 once, as the product then the sum did */
+  const __m512 shifted = _mm512_fmadd_ps(_mm512_castsi512_ps(a), _mm512_set1_ps(512.0f), _mm512_set1_ps(8388608.0f));
+  const __m512i code_subnormal = _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(0x4B000000));
+  /* ((a + 0x7FFFF + lsb) >> 20) - (120 << 3), with the subtraction moved before the shift (exact for normal a) */
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(a, 20), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_add_epi32(_mm512_add_epi32(a, lsb), _mm512_set1_epi32(0x7FFFF - (120 << 23)));
+  const __m512i code_normal = _mm512_srli_epi32(rounded, 20);
+  const __mmask16 subnormal = _mm512_cmplt_epu32_mask(a, _mm512_set1_epi32(0x3C800000));
+  const __m512i code = _mm512_mask_blend_epi32(subnormal, code_normal, code_subnormal);
+  /* code | ((b >> 24) & 0x80): the sign */
+  return _mm512_ternarylogic_epi32(code, _mm512_srli_epi32(b, 24), _mm512_set1_epi32(0x80), 0xF8);
+}
+
+/* A whole group of 128 in eight AVX-512 registers: the same arithmetic as quantize_group_scalar, bit for bit
+   (GCC vectorises the scalar form only partly: 0.9 ns per element against 0.1 here). bf16 values widen by
+   interleaving them with zeros (no shift), and the codes of four registers pack to bytes in three packs and
+   one permute (not four two-instruction narrowings): the lanes' order those leave is undone by the permute. */
 static void quantize_group(const void* x, int x_is_bf16, int64_t g0, int64_t len, uint8_t* q, float* scale) {
   if (len != GROUP) {
     quantize_group_scalar(x, x_is_bf16, g0, len, q, scale);
@@ -67,27 +90,30 @@ static void quantize_group(const void* x, int x_is_bf16, int64_t g0, int64_t len
   }
   __m512i v[8], vmax = _mm512_setzero_si512();
   const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
-  for (int j = 0; j < 8; j++) {
-    v[j] = x_is_bf16 ? _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)((const uint16_t*)x + g0 + 16 * j))), 16)
-                     : _mm512_loadu_si512((const float*)x + g0 + 16 * j);
-    vmax = _mm512_max_epu32(vmax, _mm512_and_si512(v[j], abs_mask));
+  if (x_is_bf16) {
+    /* v[2h] holds elements {0-3, 8-11, 16-19, 24-27} + 32h, v[2h + 1] the others of those 32 */
+    for (int h = 0; h < 4; h++) {
+      const __m512i w = _mm512_loadu_si512((const uint16_t*)x + g0 + 32 * h);
+      v[2 * h] = _mm512_unpacklo_epi16(_mm512_setzero_si512(), w);
+      v[2 * h + 1] = _mm512_unpackhi_epi16(_mm512_setzero_si512(), w);
+    }
+  } else {
+    for (int j = 0; j < 8; j++) v[j] = _mm512_loadu_si512((const float*)x + g0 + 16 * j);
   }
+  for (int j = 0; j < 8; j++) vmax = _mm512_max_epu32(vmax, _mm512_and_si512(v[j], abs_mask));
   const uint32_t amax_bits = _mm512_reduce_max_epu32(vmax);
   const float amax = float_of(amax_bits) > AMAX_FLOOR ? float_of(amax_bits) : AMAX_FLOOR;
   const __m512 inverse = _mm512_set1_ps((1.0f / amax) * FP8_MAX);
-  for (int j = 0; j < 8; j++) {
-    __m512 f = _mm512_mul_ps(_mm512_castsi512_ps(v[j]), inverse);
-    f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(-FP8_MAX)), _mm512_set1_ps(FP8_MAX));
-    const __m512i b = _mm512_castps_si512(f), a = _mm512_and_si512(b, abs_mask);
-    const __m512i sign = _mm512_and_si512(_mm512_srli_epi32(b, 24), _mm512_set1_epi32(0x80));
-    const __m512 shifted = _mm512_add_ps(_mm512_mul_ps(_mm512_castsi512_ps(a), _mm512_set1_ps(512.0f)), _mm512_set1_ps(8388608.0f));
-    const __m512i code_subnormal = _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(0x4B000000));
-    const __m512i rounded = _mm512_add_epi32(_mm512_add_epi32(a, _mm512_set1_epi32(0x7FFFF)),
-                                             _mm512_and_si512(_mm512_srli_epi32(a, 20), _mm512_set1_epi32(1)));
-    const __m512i code_normal = _mm512_sub_epi32(_mm512_srli_epi32(rounded, 20), _mm512_set1_epi32(120 << 3));
-    const __mmask16 subnormal = _mm512_cmplt_epu32_mask(a, _mm512_set1_epi32(0x3C800000));
-    const __m512i code = _mm512_or_si512(_mm512_mask_blend_epi32(subnormal, code_normal, code_subnormal), sign);
-    _mm_storeu_si128((__m128i*)(q + g0 + 16 * j), _mm512_cvtepi32_epi8(code));
+  /* packus over 128-bit lanes: bf16's interleaved halves come out as ordered 8-byte runs (q words 0, 2, 4, 6
+     hold elements 0-31, 1, 3, 5, 7 hold 32-63), fp32's registers as 4-byte runs of each register in turn */
+  const __m512i order = x_is_bf16 ? _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7)
+                                  : _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  for (int h = 0; h < 2; h++) {
+    __m512i c[4];
+    for (int j = 0; j < 4; j++) c[j] = e4m3_codes(_mm512_mul_ps(_mm512_castsi512_ps(v[4 * h + j]), inverse));
+    const __m512i bytes = _mm512_packus_epi16(_mm512_packus_epi32(c[0], c[1]), _mm512_packus_epi32(c[2], c[3]));
+    const __m512i out = x_is_bf16 ? _mm512_permutexvar_epi64(order, bytes) : _mm512_permutexvar_epi32(order, bytes);
+    _mm512_storeu_si512(q + g0 + 64 * h, out);
   }
   *scale = amax / FP8_MAX;
 }
@@ -165,69 +191,103 @@ void gather_rows(const void* src, int64_t row_bytes, const int64_t* index, int64
     memcpy((char*)dst + r * row_bytes, (const char*)src + index[r] * row_bytes, row_bytes);
 }
 
+/* 16 fp32 lanes in GCC's vector extension: one AVX-512 register, two AVX2 ones, or scalar code. */
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+#define ROUTER_TOKENS 8
+
+typedef uint16_t u16x16 __attribute__((vector_size(32), aligned(2)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+#define COMBINE_COLUMNS 64
+
+/* 16 bf16 values (or fp32 ones) at p as 16 fp32 lanes. */
+static inline v16 load16(const void* p, int is_bf16) {
+  if (!is_bf16) return *(const v16*)p;
+  const u32x16 bits = __builtin_convertvector(*(const u16x16*)p, u32x16) << 16;
+  v16 f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
 /* out[i][:] = sum over j < top_k of weights[i][j] * y[row_of_slot[i][j]][:], in fp32, j in order.
-   y: [rows][d] bf16 (y_is_bf16) or fp32; out: [t][d] fp32. */
+   y: [rows][d] bf16 (y_is_bf16) or fp32; out: [t][d] fp32. Each 64 columns of a token sum all top_k rows in
+   registers before one store (adding row by row into `out` read and wrote it top_k times: 8 passes over a
+   token's 28 KB); the same products in the same order, so the same sums. */
 void combine_rows(const void* y, int y_is_bf16, const int64_t* row_of_slot, const float* weights, int64_t t,
                   int64_t top_k, int64_t d, float* out, int threads) {
+  const int64_t elem = y_is_bf16 ? 2 : 4, dv = d / COMBINE_COLUMNS * COMBINE_COLUMNS;
   #pragma omp parallel for num_threads(threads) if (t * top_k * d * 2 > PARALLEL_BYTES)
   for (int64_t i = 0; i < t; i++) {
     float* o = out + i * d;
-    memset(o, 0, d * sizeof(float));
-    for (int64_t j = 0; j < top_k; j++) {
-      const float w = weights[i * top_k + j];
-      const int64_t row = row_of_slot[i * top_k + j];
-      if (y_is_bf16) {
-        const uint16_t* h = (const uint16_t*)y + row * d;
-        for (int64_t c = 0; c < d; c++) o[c] += float_of((uint32_t)h[c] << 16) * w;
-      } else {
-        const float* f = (const float*)y + row * d;
-        for (int64_t c = 0; c < d; c++) o[c] += f[c] * w;
+    for (int64_t c0 = 0; c0 < dv; c0 += COMBINE_COLUMNS) {
+      v16 acc[COMBINE_COLUMNS / 16] = {{0}};
+      for (int64_t j = 0; j < top_k; j++) {
+        const float w = weights[i * top_k + j];
+        const char* row = (const char*)y + row_of_slot[i * top_k + j] * d * elem;
+        for (int u = 0; u < COMBINE_COLUMNS / 16; u++) acc[u] += load16(row + (c0 + 16 * u) * elem, y_is_bf16) * w;
+      }
+      for (int u = 0; u < COMBINE_COLUMNS / 16; u++) memcpy(o + c0 + 16 * u, &acc[u], sizeof(v16));
+    }
+    if (dv < d) {  /* the last d % 64 columns, one at a time */
+      memset(o + dv, 0, (d - dv) * sizeof(float));
+      for (int64_t j = 0; j < top_k; j++) {
+        const float w = weights[i * top_k + j];
+        const int64_t row = row_of_slot[i * top_k + j];
+        for (int64_t c = dv; c < d; c++) o[c] += float_at(y, y_is_bf16, row * d + c) * w;
       }
     }
   }
 }
 
-/* 16 fp32 lanes in GCC's vector extension: one AVX-512 register, two AVX2 ones, or scalar code. */
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
-#define ROUTER_TOKENS 8
-
-/* logits[i][j] = x[i] . w[j] for a block of ROUTER_TOKENS tokens (fp32; rows past the real tokens
-   are zeros). Two experts at a time, so each load of x feeds two products, with constant loop
-   bounds so the 16 accumulators stay in registers; over slices of ROUTER_COLUMNS columns, so the
-   block's slice of x stays in L1 while the experts' rows stream from L2. acc: scratch of
-   e x ROUTER_TOKENS v16 (the partial sums between slices). */
+/* logits[i][j] = x[i] . w[j] for a block of NT tokens (fp32; NT = 1, 2, 4 or ROUTER_TOKENS, a constant at each
+   call site, so the loops unroll and the 2 x NT accumulators stay in registers). Two experts at a time, so each
+   load of x feeds two products; over slices of `columns` columns, so the block's slice of x stays in L1 while
+   the experts' rows stream from L2. A block of one or two tokens (decode) takes whole rows instead: its x fits
+   L1 as it is, and each expert's row then streams from memory in one sequential pass, where 32 rows read a
+   slice at a time are 32 short streams (the cold 1-token router ran at 2.5 GB/s). acc: scratch of e x NT v16
+   (the partial sums between slices). */
 #define ROUTER_COLUMNS 512
-static void router_logits(const float* x, int64_t x_stride, const float* w, int64_t e, int64_t d, v16* acc,
-                          float* logits) {
-  const int64_t dv = d / 16 * 16;
-  for (int64_t j = 0; j < e * ROUTER_TOKENS; j++) acc[j] = (v16){0};
-  for (int64_t c0 = 0; c0 < dv; c0 += ROUTER_COLUMNS) {
-    const int64_t c1 = c0 + ROUTER_COLUMNS < dv ? c0 + ROUTER_COLUMNS : dv;
+static inline __attribute__((always_inline)) void router_logits_n(const float* x, int64_t x_stride, const float* w,
+                                                                 int64_t e, int64_t d, v16* acc, float* logits,
+                                                                 const int nt) {
+  const int64_t dv = d / 16 * 16, columns = nt <= 2 ? (dv > 0 ? dv : 16) : ROUTER_COLUMNS;
+  for (int64_t j = 0; j < e * nt; j++) acc[j] = (v16){0};
+  for (int64_t c0 = 0; c0 < dv; c0 += columns) {
+    const int64_t c1 = c0 + columns < dv ? c0 + columns : dv;
     for (int64_t j = 0; j < e; j += 2) {
       const float* w0 = w + j * d;
       const float* w1 = j + 1 < e ? w0 + d : w0;  /* an odd last expert is computed twice */
-      v16* a0 = acc + j * ROUTER_TOKENS;
-      v16* a1 = j + 1 < e ? a0 + ROUTER_TOKENS : a0;
+      v16* a0 = acc + j * nt;
+      v16* a1 = j + 1 < e ? a0 + nt : a0;
       v16 r0[ROUTER_TOKENS], r1[ROUTER_TOKENS];
-      for (int i = 0; i < ROUTER_TOKENS; i++) { r0[i] = a0[i]; r1[i] = a1[i]; }
+      for (int i = 0; i < nt; i++) { r0[i] = a0[i]; r1[i] = a1[i]; }
       for (int64_t c = c0; c < c1; c += 16) {
         const v16 p = *(const v16*)(w0 + c), q = *(const v16*)(w1 + c);
-        for (int i = 0; i < ROUTER_TOKENS; i++) {
+        for (int i = 0; i < nt; i++) {
           const v16 xv = *(const v16*)(x + i * x_stride + c);
           r0[i] += xv * p;
           r1[i] += xv * q;
         }
       }
-      for (int i = 0; i < ROUTER_TOKENS; i++) { a1[i] = r1[i]; a0[i] = r0[i]; }
+      for (int i = 0; i < nt; i++) { a1[i] = r1[i]; a0[i] = r0[i]; }
     }
   }
   for (int64_t j = 0; j < e; j++)
-    for (int i = 0; i < ROUTER_TOKENS; i++) {
+    for (int i = 0; i < nt; i++) {
       float sum = 0.0f;
-      for (int l = 0; l < 16; l++) sum += acc[j * ROUTER_TOKENS + i][l];
+      for (int l = 0; l < 16; l++) sum += acc[j * nt + i][l];
       for (int64_t c = dv; c < d; c++) sum += x[i * x_stride + c] * w[j * d + c];
       logits[i * e + j] = sum;
     }
+}
+
+/* router_logits_n for the first `tokens` (1..ROUTER_TOKENS) rows of x, rounded up to 1, 2, 4 or ROUTER_TOKENS:
+   a block of one decode token multiplies one row of x, not ROUTER_TOKENS (the rows past `tokens` are zeros). */
+static void router_logits(const float* x, int64_t x_stride, const float* w, int64_t e, int64_t d, v16* acc,
+                          float* logits, int64_t tokens) {
+  if (tokens <= 1) router_logits_n(x, x_stride, w, e, d, acc, logits, 1);
+  else if (tokens <= 2) router_logits_n(x, x_stride, w, e, d, acc, logits, 2);
+  else if (tokens <= 4) router_logits_n(x, x_stride, w, e, d, acc, logits, 4);
+  else router_logits_n(x, x_stride, w, e, d, acc, logits, ROUTER_TOKENS);
 }
 
 /* DeepSeek-V3's noaux_tc routing in fp32: logits = x . w (x: [t][d] bf16 bits if x_is_bf16, else
@@ -250,7 +310,9 @@ int route_noaux_tc(const void* x, int x_is_bf16, const float* w, const float* bi
       if (xf == NULL || acc == NULL) continue;
       float *logits = xf + ROUTER_TOKENS * x_stride, *score = logits + ROUTER_TOKENS * e, *biased = score + ROUTER_TOKENS * e;
       const int64_t t0 = b * ROUTER_TOKENS, tokens = t - t0 < ROUTER_TOKENS ? t - t0 : ROUTER_TOKENS;
-      memset(xf + tokens * x_stride, 0, (ROUTER_TOKENS - tokens) * x_stride * sizeof(float));
+      /* zeros up to the block size router_logits rounds to (not a whole ROUTER_TOKENS rows of 28 KB each) */
+      const int64_t rounded = tokens <= 1 ? 1 : tokens <= 2 ? 2 : tokens <= 4 ? 4 : ROUTER_TOKENS;
+      memset(xf + tokens * x_stride, 0, (rounded - tokens) * x_stride * sizeof(float));
       for (int64_t i = 0; i < tokens; i++) {
         if (x_is_bf16) {
           const uint16_t* h = (const uint16_t*)x + (t0 + i) * d;
@@ -260,7 +322,7 @@ int route_noaux_tc(const void* x, int x_is_bf16, const float* w, const float* bi
           memcpy(xf + i * x_stride, (const float*)x + (t0 + i) * d, d * sizeof(float));
         }
       }
-      router_logits(xf, x_stride, w, e, d, acc, logits);
+      router_logits(xf, x_stride, w, e, d, acc, logits, tokens);
       for (int64_t i = 0; i < tokens; i++) {
         for (int64_t j = 0; j < e; j++) {
           score[i * e + j] = 1.0f / (1.0f + expf(-logits[i * e + j]));

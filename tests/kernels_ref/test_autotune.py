@@ -38,4 +38,15 @@ def test_a_single_candidate_is_not_timed():
 
 
 def test_the_file_is_per_machine_and_thread_count():
-    assert set(autotune.machine()) == {"cpu", "flags", "torch", "kernels", "isa", "threads"}
+    assert set(autotune.machine()) == {"cpu", "flags", "torch", "kernels", "timing", "isa", "threads"}
+
+
+def test_a_cold_tuning_evicts_the_caches_before_every_timed_call(monkeypatch):
+    evictions = []
+    monkeypatch.setattr(autotune, "cache_evictor", lambda: lambda: evictions.append(1))
+    assert autotune.choose("test:class-cold", lambda: {"a": lambda: None, "b": lambda: time.sleep(0.002)}, cold=True) == "a"
+    assert len(evictions) == 2 * autotune.ROUNDS
+
+
+def test_the_last_level_cache_size_is_read_or_defaulted():
+    assert autotune.last_level_cache_bytes() >= 2**20
