@@ -132,6 +132,7 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
                   pinned: Pinned | None = None) -> list[Candidate]:
     w, s, out, loads = d.workload, d.serving, [], loads or ExpertLoads(d)
     chunks = (pinned.prefill_tokens_per_device,) if pinned and pinned.prefill_tokens_per_device else PREFILL_TOKENS_PER_DEVICE
+    longest = float(prompt_lengths(d).max())
     for size in sizes:
         cluster = sub_cluster(d, size, Role.PREFILL)
         for layout in _layouts(d, cluster, Role.PREFILL, pinned):
@@ -146,7 +147,7 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
                     continue
                 perf = prefill_performance(ctx, tokens, w.input_tokens, s.hbm_utilization)
                 out += [Candidate(Role.PREFILL, size, x, tokens, perf if x is layout else _with_layout(d, perf, x), *scored)
-                        for x in ([layout] if pinned else context_parallel_layouts(d, layout))]
+                        for x in ([layout] if pinned else context_parallel_layouts(d, layout, longest > tokens * layout.tp))]
     return out
 
 
@@ -159,13 +160,14 @@ def _with_layout(d: Deployment, perf: Performance, layout: Layout) -> Performanc
     return replace(perf, layout=layout, memory=replace(perf.memory, layout=layout, layout_name=layout.name(d.model.is_moe)))
 
 
-def context_parallel_layouts(d: Deployment, layout: Layout) -> list[Layout]:
+def context_parallel_layouts(d: Deployment, layout: Layout, spans_steps: bool = True) -> list[Layout]:
     """A prefill layout and its context-parallel variants: cp of its attention groups prefill each prompt together
     (planner.prompt_times.context_parallel_s). The step is the same (a device takes the same tokens per step at the
     same contexts), so the variants share its score; only a prompt's time and the ranks it queues for change. Where
     the engine has prefill CP: SGLang's --enable-prefill-cp; vLLM's is under development upstream and TensorRT-LLM's
-    context parallelism serves decode (Helix), so neither is searched."""
-    if d.serving.engine not in CONTEXT_PARALLEL_ENGINES:
+    context parallelism serves decode (Helix), so neither is searched. Nor where no prompt spans more than one group's
+    step (`spans_steps` False): every prompt would take as long, plus the gather, on fewer ranks."""
+    if d.serving.engine not in CONTEXT_PARALLEL_ENGINES or not spans_steps:
         return [layout]
     return [layout] + [replace(layout, cp=cp) for cp in CONTEXT_PARALLEL if layout.dp % cp == 0]
 
