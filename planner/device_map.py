@@ -5,7 +5,8 @@ Placement page draws.
 An instance's devices in the layout's order: pipeline stage s holds the s-th block of devices and the layers of
 the stage split (hwmodels.memory.stage_layers); inside a stage, attention data-parallel rank r holds `tp` devices in
 a row, each with 1 / tp of the attention heads; with context parallelism (a prefill pool's cp > 1) cp consecutive
-DP ranks prefill each prompt together (`cp_rank_of_device` names the rank they form). Every device also holds its expert slots (placement.experts,
+DP ranks prefill each prompt together (`cp_rank_of_device` names the rank they form). Every device also holds its
+expert slots (placement.experts,
 phy2log's slot p on device p // slots_per_device): attention-FFN disaggregation (separate attention and expert
 devices) is not among the layouts moeplan prices, so each device has both roles.
 

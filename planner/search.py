@@ -151,7 +151,7 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
     return out
 
 
-CONTEXT_PARALLEL = (2, 4, 8)  # prompts split over this many attention groups (SGLang's prefill CP runs 2 to 8)
+CONTEXT_PARALLEL = (2, 4, 8)  # prompts split over this many attention groups (the sizes SGLang's prefill-CP tests run)
 CONTEXT_PARALLEL_ENGINES = (None, "sglang")  # the engines whose pinned flags say prefill CP (catalogs/engine_flags.yaml)
 
 
