@@ -21,6 +21,9 @@ any of these layouts. Each engine takes pipeline stages (`--pp-size`, `--pipelin
 `pipeline_parallel_size`); SGLang's with any stage layout (its PP composes with DP attention and EP, lmsys.org
 2026-01-15), vLLM's and TensorRT-LLM's only with TP attention inside a stage (dp = 1): the pipeline-parallel recipes
 they document run TP x PP, and neither says its data-parallel attention runs under PP, so the space leaves it out.
+Context parallelism (a prefill pool's prompts split over cp attention groups, cp > 1) only where the engine's pinned
+flags say prefill CP: SGLang's --enable-prefill-cp; vLLM's is under development upstream and TensorRT-LLM's context
+parallelism serves decode (Helix).
 """
 
 from __future__ import annotations
@@ -33,8 +36,13 @@ ATTENTION_TP = (1, 2, 4, 8, 16)
 PIPELINE_STAGES = (1, 2, 4)
 
 
+PREFILL_CP_ENGINES = (None, "sglang")  # the engines whose pinned flags say prefill CP (catalogs/engine_flags.yaml)
+
+
 def expressible(layout: Layout, engine: str | None) -> bool:
     """Whether `engine` (sglang, trtllm, vllm; None: any) can run `layout` (module docstring)."""
+    if layout.cp > 1 and engine not in PREFILL_CP_ENGINES:
+        return False
     if engine in ("trtllm", "vllm") and layout.pp > 1 and layout.dp > 1:
         return False
     if engine == "trtllm":
@@ -45,9 +53,9 @@ def expressible(layout: Layout, engine: str | None) -> bool:
 
 
 LIMITS = {"trtllm": "TensorRT-LLM's attention is DP over every rank or TP over all of them: no TP x DP attention; "
-                    "pipeline stages only with TP attention",
+                    "pipeline stages only with TP attention; no prefill context parallelism",
           "vllm": "vLLM's experts are EP or MoE TP over all of an instance's ranks: no mixed MoE TP x EP; "
-                  "pipeline stages only with TP attention"}
+                  "pipeline stages only with TP attention; no prefill context parallelism"}
 
 
 def layout_space(arch: ModelArch, cluster: Cluster, engine: str | None = None) -> list[Layout]:

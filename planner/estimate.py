@@ -20,7 +20,7 @@ from hwmodels.roles import Role
 from planner import queueing
 from planner.plan import Pinned, Plan, Recommendation
 from planner.prompt_times import aggregated_prefill_s, prefill_s, prompt_lengths, rank_prefill_s
-from planner.search import CONTEXT_PARALLEL_ENGINES, plan
+from planner.search import plan
 
 UNBOUNDED_SLO_S = 1e6  # an SLO no prediction reaches: the estimate without that SLO
 MAX_ESTIMATE_DEVICES = 100_000  # the cluster the traffic may grow a fixed layout to (spec's MAX_DEVICES)
@@ -96,7 +96,7 @@ def _check_fits(d: Deployment, pinned: Pinned) -> None:
         if layout.cp > 1 and role != Role.PREFILL:
             raise InputError(option, f"context parallelism (cp={layout.cp}) splits a prefill pool's prompts",
                              "give cp=1 here, or pin it on --prefill of a disaggregated estimate")
-        if layout.cp > 1 and d.serving.engine not in CONTEXT_PARALLEL_ENGINES:
+        if layout.cp > 1 and not expressible(layout, d.serving.engine):
             raise InputError(option, f"{d.serving.engine} has no prefill context parallelism at its pinned flags "
                              "(catalogs/engine_flags.yaml)", "give cp=1, or --backend sglang")
         if layout.pp > d.model.num_layers:

@@ -36,7 +36,7 @@ from hwmodels.calibrate.operator_costs import costs_of, describe_costs
 from hwmodels.deployment import POISSON, Deployment
 from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
-from hwmodels.layouts import LIMITS, layout_space
+from hwmodels.layouts import LIMITS, expressible, layout_space
 from hwmodels.memory import device_memory
 from hwmodels.roles import Phase, Role
 from hwmodels.serving import (Performance, aggregated_performance, decode_performance, largest_batch_that_fits,
@@ -152,7 +152,6 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
 
 
 CONTEXT_PARALLEL = (2, 4, 8)  # prompts split over this many attention groups (the sizes SGLang's prefill-CP tests run)
-CONTEXT_PARALLEL_ENGINES = (None, "sglang")  # the engines whose pinned flags say prefill CP (catalogs/engine_flags.yaml)
 
 
 def _with_layout(d: Deployment, perf: Performance, layout: Layout) -> Performance:
@@ -163,13 +162,13 @@ def _with_layout(d: Deployment, perf: Performance, layout: Layout) -> Performanc
 def context_parallel_layouts(d: Deployment, layout: Layout, spans_steps: bool = True) -> list[Layout]:
     """A prefill layout and its context-parallel variants: cp of its attention groups prefill each prompt together
     (planner.prompt_times.context_parallel_s). The step is the same (a device takes the same tokens per step at the
-    same contexts), so the variants share its score; only a prompt's time and the ranks it queues for change. Where
-    the engine has prefill CP: SGLang's --enable-prefill-cp; vLLM's is under development upstream and TensorRT-LLM's
-    context parallelism serves decode (Helix), so neither is searched. Nor where no prompt spans more than one group's
+    same contexts), so the variants share its score; only a prompt's time and the ranks it queues for change. Only
+    those the engine can run (hwmodels.layouts.expressible), and none where no prompt spans more than one group's
     step (`spans_steps` False): every prompt would take as long, plus the gather, on fewer ranks."""
-    if d.serving.engine not in CONTEXT_PARALLEL_ENGINES or not spans_steps:
+    if not spans_steps:
         return [layout]
-    return [layout] + [replace(layout, cp=cp) for cp in CONTEXT_PARALLEL if layout.dp % cp == 0]
+    variants = (replace(layout, cp=cp) for cp in CONTEXT_PARALLEL if layout.dp % cp == 0)
+    return [layout] + [x for x in variants if expressible(x, d.serving.engine)]
 
 
 def pareto_frontier(candidates: list[Candidate]) -> tuple[Candidate, ...]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 
 from hwmodels.errors import InputError
+from hwmodels.layouts import PREFILL_CP_ENGINES
 from moeplan.launch import dynamo, sglang, trtllm, vllm
 from moeplan.launch.pools import Launch, launch_of, pool_json
 from moeplan.launch.readme import readme
 from planner.placement import expert_location_json
 from planner.plan import Plan
-from planner.search import CONTEXT_PARALLEL_ENGINES
 
 ENGINES = {"sglang": sglang, "vllm": vllm, "trtllm": trtllm}
 
@@ -25,7 +25,7 @@ ENGINES = {"sglang": sglang, "vllm": vllm, "trtllm": trtllm}
 def launch_files(plan: Plan, engine: str, version: str, version_note: str, model_path: str) -> dict[str, str]:
     """name -> text of every file of the launch folder for `plan`'s recommendation on `engine` at `version`."""
     launch = launch_of(plan, engine, version, version_note, model_path)
-    if engine not in CONTEXT_PARALLEL_ENGINES and any(p.context_parallel > 1 for p in launch.pools):
+    if engine not in PREFILL_CP_ENGINES and any(p.context_parallel > 1 for p in launch.pools):
         raise InputError("--backend", f"the plan's prefill pool splits prompts over attention groups (context "
                          f"parallel), which {engine} has no flag for at its pinned version (catalogs/engine_flags.yaml)",
                          f"write it for sglang, or plan with serving.engine: {engine} (its search leaves context "
