@@ -4,7 +4,9 @@
 On an instance of `devices` devices: attention tensor-parallel over 1, 2, 4, 8 or 16 devices inside one scale-up
 domain, dividing the attention heads; the remaining devices as data-parallel attention groups, over which an MoE's
 routed experts are expert-parallel; for an MoE, redundant expert slots that spread the experts evenly (the fewest,
-and one more slot per device) and two-batch overlap off and on. Pipeline stages (hwmodels.pipeline): pp in (2, 4)
+and one more slot per device: the search weighs a slot's better balance against the KV cache it takes HBM from; or
+the count the user fixed, serving.redundant_experts, where the EP size divides experts + it) and two-batch overlap
+off and on. Pipeline stages (hwmodels.pipeline): pp in (2, 4)
 where each stage is whole nodes (at least one) and the instance spans more than one scale-up domain, the layouts
 above on each stage's devices. PP wins two ways: a stage of one scale-up domain keeps its attention and all-to-all
 on the scale-up links, only the stage-to-stage activations crossing the scale-out fabric; and a device holds 1 / pp
@@ -58,9 +60,11 @@ LIMITS = {"trtllm": "TensorRT-LLM's attention is DP over every rank or TP over a
                   "pipeline stages only with TP attention; no prefill context parallelism"}
 
 
-def layout_space(arch: ModelArch, cluster: Cluster, engine: str | None = None) -> list[Layout]:
-    """Every layout of `arch` on all of `cluster`'s devices that `engine` can run (module docstring)."""
-    return [x for x in _all_layouts(arch, cluster) if expressible(x, engine)]
+def layout_space(arch: ModelArch, cluster: Cluster, engine: str | None = None,
+                 redundant_experts: int | None = None) -> list[Layout]:
+    """Every layout of `arch` on all of `cluster`'s devices that `engine` can run (module docstring); with
+    `redundant_experts`, an MoE's layouts hold that many redundant slots, where their EP size divides experts + it."""
+    return [x for x in _all_layouts(arch, cluster, redundant_experts) if expressible(x, engine)]
 
 
 def pipeline_stages(arch: ModelArch, cluster: Cluster) -> list[int]:
@@ -71,7 +75,7 @@ def pipeline_stages(arch: ModelArch, cluster: Cluster) -> list[int]:
                                                        and pp <= arch.num_layers)]
 
 
-def _all_layouts(arch: ModelArch, cluster: Cluster) -> list[Layout]:
+def _all_layouts(arch: ModelArch, cluster: Cluster, redundant_experts: int | None) -> list[Layout]:
     domain = cluster.scaleup_domain_devices
     out = []
     for pp in pipeline_stages(arch, cluster):
@@ -81,7 +85,11 @@ def _all_layouts(arch: ModelArch, cluster: Cluster) -> list[Layout]:
                 out.append(Layout(tp=tp, dp=devices // tp, pp=pp))
                 continue
             fewest = -arch.moe.num_experts % devices
-            for redundant in sorted({fewest, fewest + devices}):
+            if redundant_experts is None:
+                options = sorted({fewest, fewest + devices})
+            else:
+                options = [redundant_experts] if (arch.moe.num_experts + redundant_experts) % devices == 0 else []
+            for redundant in options:
                 for overlap in (False, True):
                     out.append(Layout(tp=tp, dp=devices // tp, pp=pp, redundant_experts=redundant,
                                       two_batch_overlap=overlap))

@@ -26,6 +26,7 @@ from hwmodels.deployment import SLO, Deployment, PhaseRouting, Price, Routing, S
 from hwmodels.errors import InputError, excerpt, nearest_names, validation_error
 from hwmodels.hardware import Cluster, make_cluster
 from hwmodels.speculation import DEFAULT_ACCEPTANCE, MAX_DRAFT_TOKENS, Speculation, model_speculation
+from hwmodels.ingest.bounds import MAX_EXPERTS
 from hwmodels.ingest.requests import MAX_LENGTH_CV, RequestTrace, load_trace
 from hwmodels.ingest.traffic import traffic
 from hwmodels.ingest.routing import fit_to_model, read_routing
@@ -173,6 +174,10 @@ class ServingSpec(_Strict):
     )
     tokens_per_step: Whole = Field(8192, gt=0, le=MAX_TOKENS_PER_STEP,
                                    description="tokens one forward step processes (chunked-prefill size)")
+    redundant_experts: Whole | None = Field(None, ge=0, le=MAX_EXPERTS, description="redundant expert slots of every "
+                                            "layout (the engine's --ep-num-redundant-experts, e.g. 32 as LMSYS deployed "
+                                            "DeepSeek-V3); layouts whose EP size does not divide experts + it are not "
+                                            "scored; none: searched with the KV cache the slots take HBM from")
     speculative: SpeculativeSpec | None = Field(None, description="MTP speculative decoding of a model with MTP modules "
                                                 "(DeepSeek, GLM-5, Qwen3.5, MiniMax): decode pools are scored with and "
                                                 "without it; default: one draft token per MTP module")
@@ -297,11 +302,19 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
                         *((spec.serving.engine.name, spec.serving.engine.version) if spec.serving.engine else (None, None)),
                         _speculation(spec.serving.speculative, arch),
                         device_profile=_device_profile(spec.cluster.device_profile, base_dir),
-                        request_overhead_s=catalog.request_overhead_s(spec.serving.engine.name) if spec.serving.engine else 0.0),
+                        request_overhead_s=catalog.request_overhead_s(spec.serving.engine.name) if spec.serving.engine else 0.0,
+                        redundant_experts=_redundant_experts(spec.serving.redundant_experts, arch)),
         routing=_routing(spec.routing, arch, base_dir),
         prefill_cluster=prefill,
         prefill_price=None if prefill is None else _price(prefill.device.name, spec.prices, base_dir),
     )
+
+
+def _redundant_experts(given: int | None, arch: ModelArch) -> int | None:
+    if given is not None and not arch.is_moe:
+        raise InputError("serving.redundant_experts", f"{arch.name} has no experts to replicate",
+                         "leave serving.redundant_experts out")
+    return given
 
 
 def _speculation(given: SpeculativeSpec | None, arch: ModelArch) -> Speculation | None:

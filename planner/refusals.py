@@ -30,9 +30,18 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
     c = d.cluster
     where = f"on {c.num_devices} x {c.device.name}"
     if not sizes or not decode:
+        if sizes and d.model.is_moe and d.serving.redundant_experts is not None and not any(
+                layout_space(d.model, sub_cluster(d, n), d.serving.engine, d.serving.redundant_experts) for n in sizes):
+            experts, fixed = d.model.moe.num_experts, d.serving.redundant_experts
+            nearest = sorted({fixed + (-(experts + fixed) % n) for n in sizes})[:3]
+            return "serving.redundant_experts", (
+                f"no instance size scored {where} ({', '.join(map(str, sizes))} devices) has an EP group dividing "
+                f"{experts} experts + {fixed} redundant slots; use {' or '.join(map(str, nearest))}, or leave "
+                "serving.redundant_experts out to search it with the KV cache")
         longest = d.workload.max_input_tokens
+        space = (layout_space(d.model, sub_cluster(d, n), d.serving.engine, d.serving.redundant_experts) for n in sizes)
         if sizes and longest and not any(admits_longest(d, sub_cluster(d, n), layout, 0)
-                                         for n in sizes for layout in layout_space(d.model, sub_cluster(d, n), d.serving.engine)):
+                                         for n, layouts in zip(sizes, space) for layout in layouts):
             return "workload.max_input_tokens", (
                 f"no layout {where} holds the longest prompt ({longest:,} tokens) in one attention group's KV cache; "
                 "lower workload.max_input_tokens, store the KV cache in fewer bytes (precision.kv_cache: fp8) or use "

@@ -78,7 +78,8 @@ def instance_sizes(d: Deployment, role: str = Role.DECODE) -> list[int]:
 def _layouts(d: Deployment, cluster: Cluster, role: Role, pinned: Pinned | None) -> list[Layout]:
     """The layouts of `role` scored on `cluster`: the whole space, or the one the user pinned where it is this size."""
     if pinned is None:  # pipeline stages in decode pools only (module docstring)
-        return [x for x in layout_space(d.model, cluster, d.serving.engine) if x.pp == 1 or role == Role.DECODE]
+        return [x for x in layout_space(d.model, cluster, d.serving.engine, d.serving.redundant_experts)
+                if x.pp == 1 or role == Role.DECODE]
     layout = pinned.layout(role)
     return [layout] if layout is not None and layout.devices == cluster.num_devices else []
 
@@ -420,6 +421,7 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
                            "fitted to measured closed loops, catalogs/fits/closed-loop-ttft.yaml)")
     if d.model.is_moe:
         assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in Phase]
+        assumptions.append(_redundant_assumption(d))
     if d.workload.requests_per_s is None:
         assumptions.append("no traffic volume (workload.requests_per_s): recommends the instance with the lowest cost per "
                            "request, sized as one decode instance and the prefill it needs")
@@ -488,6 +490,16 @@ def _at_offered_tpot(d: Deployment, options: list[Recommendation]) -> list[Recom
         elif nearest is None or tpot_at(most) < nearest[0]:
             nearest = (tpot_at(most), r)
     return sorted(out, key=lambda r: (_cost_per_request(r), r.ttft_s)), nearest
+
+
+def _redundant_assumption(d: Deployment) -> str:
+    experts, fixed = d.model.moe.num_experts, d.serving.redundant_experts
+    if fixed is not None:
+        return (f"redundant expert slots fixed at {fixed} (serving.redundant_experts): only layouts whose EP size divides "
+                f"{experts} + {fixed} slots are scored")
+    return ("redundant expert slots searched with the KV cache: the fewest that spread the experts evenly and one more "
+            "per device, each scored at the batch its remaining HBM holds, so a slot's better balance is weighed against "
+            "the KV cache it takes")
 
 
 def _load_assumption(d: Deployment, phase: str) -> str:

@@ -175,6 +175,7 @@ ABSURD = {  # name: (change to the example spec, the field the error names, word
                                         "workload.max_input_tokens", "at most 131,072"),
     "tokens per step 10^9": (lambda r: r["serving"].update(tokens_per_step=10**9), "serving.tokens_per_step",
                              "to 10,000,000"),
+    "negative redundant slots": (lambda r: r["serving"].update(redundant_experts=-1), "serving.redundant_experts", "from 0 to 1,048,576"),
     "a workload list": (lambda r: r.update(workload=[1, 2]), "workload", "mapping of its fields"),
 }
 
