@@ -19,7 +19,10 @@ The routing model, and what it assumes where no per-token routing data exists:
     per-expert load shares. Where a device holds share r of S's pairs it is treated as holding r x |S|
     equally likely experts of S (hwmodels.collectives.destination_hits' approximation, exact for uniform
     routing), so P(token hits it | S) = 1 - C(|S| - r |S|, k) / C(|S|, k).
-Per-token co-activation data (../shared/data/routing/mixtral-8x7b-per-token) is not used yet.
+Where per-token routing exists (../shared/data/routing/mixtral-8x7b-per-token, SGLang's per-token dumps),
+`token_hits` replaces the last two assumptions with the tokens' own expert sets: a token reaches a device or
+domain unless none of its experts' replicas drawn there (each replica in proportion to the even split), averaged
+over the observed tokens, so experts that are chosen together and sit together cost one copy.
 
 Outputs per layer: the device share p [D] (what ExpertLoad.shares holds), the probability that a token
 reaches each device [D] and each domain [G]; hwmodels.collectives turns them into bytes per link class.
@@ -140,6 +143,29 @@ def layer_hits(expert_share: np.ndarray, expert_device: np.ndarray, domains: np.
             np.einsum("s,sg->g", prob, hit_domain))
 
 
+def token_hits(tokens: np.ndarray, expert_device: np.ndarray, domains: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One layer from per-token routing: (P(token reaches device) [D], P(token reaches domain) [G]), the mean over
+    the tokens that chose experts here.
+
+    tokens: [T, E] 0/1, the experts each token chose (a token with no decision in this layer is an all-zero
+    row, left out); expert_device: [E, D] (rows sum to 1); domains: [D] domain id 0..G-1. Each chosen expert
+    sends the token to one of its replicas, drawn in proportion to expert_device, independently of the others.
+    """
+    chosen = np.asarray(tokens, dtype=float)
+    chosen = chosen[chosen.sum(axis=1) > 0]
+    onehot = np.zeros((len(domains), int(domains.max()) + 1))
+    onehot[np.arange(len(domains)), domains] = 1.0
+    expert_domain = np.einsum("ed,dg->eg", expert_device, onehot)
+    if not len(chosen):
+        return np.zeros(expert_device.shape[1]), np.zeros(expert_domain.shape[1])
+
+    def reached(share: np.ndarray) -> np.ndarray:  # share [E, X] -> P(reach x) [X]
+        log_miss = np.log(np.clip(1.0 - share, 1e-300, None))  # an expert held whole there misses with probability 0
+        return 1.0 - np.exp(np.einsum("te,ex->tx", chosen, log_miss)).mean(axis=0)
+
+    return reached(expert_device), reached(expert_domain)
+
+
 @dataclass(frozen=True, eq=False)
 class PlacedHits:
     """Every MoE layer's destinations: p [L, D], device_hit [L, D], domain_hit [L, G] (D: ranks)."""
@@ -151,13 +177,20 @@ class PlacedHits:
 
 
 def placed_hits(routing: PlacedRouting, domains: np.ndarray, top_k: int, num_groups: int = 1,
-                groups_per_token: int = 1, ranks_per_device: int = 1) -> PlacedHits:
-    """layer_hits of every layer of `routing`; domains: [D x ranks_per_device], the domain of each rank."""
+                groups_per_token: int = 1, ranks_per_device: int = 1, tokens: np.ndarray | None = None) -> PlacedHits:
+    """layer_hits of every layer of `routing`; domains: [D x ranks_per_device], the domain of each rank.
+    tokens: [T, L, E] 0/1 per-token routing of the same layers, whose token_hits replace the drawn hits."""
     expert_device = routing.with_ranks(ranks_per_device) if ranks_per_device > 1 else routing.expert_device
     if expert_device.shape[2] != len(domains):
         raise InputError("domains", f"{len(domains)} ranks, the placement has {expert_device.shape[2]}",
                          "price the placement on the EP group it was made for")
+    if tokens is not None and np.shape(tokens)[1:] != routing.expert_share.shape:
+        raise InputError("tokens", f"per-token routing of shape {np.shape(tokens)[1:]} (layers, experts), the "
+                         f"statistics {routing.expert_share.shape}", "pass per-token routing of the same MoE layers")
     rows = [layer_hits(routing.expert_share[i], expert_device[i], domains, top_k, num_groups, groups_per_token)
+            if tokens is None else
+            (np.einsum("e,ed->d", routing.expert_share[i], expert_device[i]),
+             *token_hits(tokens[:, i], expert_device[i], domains))
             for i in range(len(routing.expert_share))]
     share, device_hit, domain_hit = (np.stack(x) for x in zip(*rows))
     return PlacedHits(share, device_hit, domain_hit, np.asarray(domains))

@@ -24,7 +24,7 @@ from hwmodels.calibrate.gemm_fit import fit_report_table
 from hwmodels.fit import FitReport, fit
 from hwmodels.ingest.requests import RequestTrace, load_trace
 from hwmodels.layout_text import parse_layout
-from hwmodels.ingest.routing import RoutingTrace, read_counts
+from hwmodels.ingest.routing import RoutingTrace, read_counts, read_counts_and_tokens
 from hwmodels.ingest.source import SourceLike
 from hwmodels.precision import default_plan
 from hwmodels.roles import Phase
@@ -339,6 +339,14 @@ def read_routing_counts(source: SourceLike, *, name: str | None = None, max_byte
     return read_counts(source, name=name, max_bytes=max_bytes)
 
 
+def read_routing_tokens(source: SourceLike, *, name: str | None = None,
+                        max_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """read_routing_counts' [L, E] and, for per-token files, [T, L, E] bool: the experts each token chose per
+    layer (what `moeplan place` places co-activated experts by); None for aggregated counts
+    (hwmodels.ingest.routing.read_counts_and_tokens)."""
+    return read_counts_and_tokens(source, name=name, max_bytes=max_bytes)
+
+
 def placement_alltoall(model: str, field: str = "model") -> AllToAll:
     """The all-to-all of a catalog model or config.json as placements price it: top-k, node-limited groups, and
     the bytes of one token copy there and back, as the step model sends them (DeepEP normal mode: the dispatch in
@@ -379,7 +387,8 @@ def placement_scaleout_weight(model: str, device: str) -> float:
 def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_loads: np.ndarray, ep: int, redundant: int,
                        nodes: int = 1, time_limit_s: float = 60.0, workers: int | None = None,
                        progress: Callable[[str], None] | None = None, model: str | None = None,
-                       scaleout_weight: float = 0.0) -> dict:
+                       scaleout_weight: float = 0.0, fit_tokens: Sequence[np.ndarray | None] | np.ndarray | None = None,
+                       eval_tokens: np.ndarray | None = None) -> dict:
     """Contiguous, EPLB (global policy) and the robust ILP placed on `fit_windows` ([L, E] counts, one or several)
     over `ep` devices with `redundant` extra slots on `nodes` nodes, each scored on `eval_loads` ([L, E]) under
     the runtime even split (planner.compare_placements). Returns what `moeplan place --json` prints, with the
@@ -391,13 +400,20 @@ def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_load
     within planner.compare_placements.MAX_PLACEMENT_BYTES; anything else is an InputError naming the argument.
     model: the catalog model or config.json whose statistics these are; with it every method reports
     cross_node_bytes_per_token (placement_alltoall; None without). scaleout_weight > 0 gives the ILP its
-    scale-out term (a model with expert groups needed)."""
+    scale-out term (a model with expert groups needed). fit_tokens, eval_tokens: per-token routing behind the fit
+    windows (read_routing_tokens; one array, or one per fit file, used where every file has them) and eval_loads:
+    with the first, on several nodes, a "coactivation" method moves co-activated experts together; with the
+    second, cross-node bytes count the evaluated tokens' own expert sets."""
+    if isinstance(fit_tokens, (list, tuple)):
+        fit_tokens = np.concatenate(fit_tokens) if fit_tokens and all(
+            t is not None and np.shape(t)[1:] == np.shape(eval_loads) for t in fit_tokens) else None
     alltoall = None if model is None else placement_alltoall(model)
     if alltoall is not None and np.shape(eval_loads)[-1] != _experts_of(model):
         raise InputError("model", f"{model} has {_experts_of(model)} routed experts, the statistics "
                          f"{np.shape(eval_loads)[-1]}", "name the model whose routing the statistics record")
     return _compare_placements(fit_windows, eval_loads, ep, redundant, nodes, time_limit_s=time_limit_s, workers=workers,
-                               progress=progress, alltoall=alltoall, scaleout_weight=scaleout_weight)
+                               progress=progress, alltoall=alltoall, scaleout_weight=scaleout_weight,
+                               fit_tokens=fit_tokens, eval_tokens=eval_tokens)
 
 
 def _experts_of(model: str) -> int:

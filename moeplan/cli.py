@@ -441,9 +441,10 @@ class _TimeLimitText(ProgressColumn):
 def _place(args) -> int:
     started = time.perf_counter()  # --time-limit bounds the whole command, reading included
     output = output_files.output_file(args.output) if args.output is not None else None
-    eval_loads = api.read_routing_counts(args.loads)  # each file's windows summed, in its own shape
+    eval_loads, eval_tokens = api.read_routing_tokens(args.loads)  # windows summed, in its own shape; per-token sets
     api.check_placement_args(*eval_loads.shape, args.ep, args.redundant, args.nodes, args.time_limit, names=_PLACE_OPTIONS)
-    windows = [api.read_routing_counts(f) for f in args.fit_loads] if args.fit_loads else [eval_loads]
+    fit = [api.read_routing_tokens(f) for f in args.fit_loads] if args.fit_loads else [(eval_loads, eval_tokens)]
+    windows, fit_tokens = [counts for counts, _ in fit], [tokens for _, tokens in fit]
     if args.device is not None and args.model is None:
         raise InputError("--device", "derives the ILP's scale-out weight for a model", "add --model (e.g. deepseek-v3)")
     weight = args.scaleout_weight if args.scaleout_weight is not None else \
@@ -456,7 +457,8 @@ def _place(args) -> int:
             result = api.compare_placements(windows, eval_loads, args.ep, args.redundant, args.nodes,
                                             time_limit_s=max(1e-3, args.time_limit - (time.perf_counter() - started)),
                                             progress=lambda step: bar.update(task, description=step),
-                                            model=args.model, scaleout_weight=weight)
+                                            model=args.model, scaleout_weight=weight, fit_tokens=fit_tokens,
+                                            eval_tokens=eval_tokens)
         except InputError as e:  # the API names its parameters; say the options
             raise InputError(_PLACE_OPTIONS.get(e.field, e.field), e.problem, e.fix) from None
     location = result.pop("expert_location")
@@ -477,6 +479,8 @@ def _place(args) -> int:
     c.print(t)
     c.print(f"ILP ({result['solver']}, robust rule '{result['robust']}'): proven lower bound {result['lp_bound']:.4f}, "
             f"gap {result['gap']:.2%}" if result["lp_bound"] is not None else f"ILP ({result['solver']})")
+    if result["cross_node_from"] is not None:
+        c.print(f"cross-node bytes from {result['cross_node_from']}")
     if output is not None:
         c.print(f"wrote {output} (SGLang --init-expert-location)")
     return 0

@@ -1,5 +1,6 @@
-"""The three placement methods side by side (`moeplan place`): contiguous, EPLB and the robust ILP, fitted on
-earlier windows of routing statistics and evaluated on the next, under the runtime even split.
+"""The placement methods side by side (`moeplan place`): contiguous, EPLB and the robust ILP (and, with per-token
+routing on several nodes, the ILP's placement with co-activated experts moved together: planner.coactivation),
+fitted on earlier windows of routing statistics and evaluated on the next, under the runtime even split.
 
 With the model's routing (`AllToAll`: top-k, the bytes of one token there and back, node-limited groups) each
 method also reports `cross_node_bytes_per_token`: the bytes one token sends across node boundaries through
@@ -22,6 +23,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from hwmodels.errors import InputError, excerpt
+from planner.coactivation import coactivation_placement
 from planner.eplb import Policy, contiguous_placement, eplb_placement
 from planner.ilp import ilp_placement, windows_of
 from planner.placement import cross_node_bytes_per_token, evaluate, expert_location_json
@@ -89,7 +91,8 @@ def check_arguments(num_layers: int, num_experts: int, ep, redundant, nodes, tim
 def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_loads: np.ndarray, ep: int, redundant: int,
             nodes: int = 1, policy: Policy = Policy.GLOBAL, num_groups: int | None = None, time_limit_s: float = 60.0,
             robust: str = "mean", workers: int | None = None, progress: Callable[[str], None] | None = None,
-            alltoall: AllToAll | None = None, scaleout_weight: float = 0.0) -> dict:
+            alltoall: AllToAll | None = None, scaleout_weight: float = 0.0, fit_tokens: np.ndarray | None = None,
+            eval_tokens: np.ndarray | None = None) -> dict:
     """Place with each method on `fit_windows` (one [L, E] array or several) and evaluate on `eval_loads`
     ([L, E]; the same data for an in-sample figure, the next window for an honest one), all under the
     runtime even split. EPLB is fitted on the windows' summed counts, as a deployment aggregates them.
@@ -99,7 +102,11 @@ def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_load
     mapping under `expert_location`. progress, if given, is called with each step's name as it starts.
     alltoall: the model's all-to-all; with it each method reports cross_node_bytes_per_token (else None).
     scaleout_weight: the ILP's scale-out term (planner.ilp_placement), in units of the mean device's load per
-      unit of group-share-weighted (group, node) pairs; > 0 needs alltoall with the model's expert groups."""
+      unit of group-share-weighted (group, node) pairs; > 0 needs alltoall with the model's expert groups.
+    fit_tokens, eval_tokens: [T, L, E] 0/1 per-token routing behind the fit windows and eval_loads, where the files
+      hold it. With fit_tokens on several nodes a fourth method, "coactivation", moves the ILP's slots between nodes
+      where the tokens' co-activation saves copies (planner.coactivation; the ILP then gets 80% of the time left);
+      with eval_tokens every method's cross_node_bytes_per_token counts the evaluated tokens' own expert sets."""
     started = time.perf_counter()
     step = progress or (lambda name: None)
     windows = windows_of(fit_windows)
@@ -122,21 +129,32 @@ def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_load
     if scaleout_weight and (alltoall is None or alltoall.num_groups < 2):
         raise InputError("scaleout_weight", "needs a model whose experts route in groups (n_group > 1)",
                          "pass the model (DeepSeek-V3: n_group 8) or a weight of 0")
-    placements["ilp"] = ilp_placement(list(windows), num_slots, ep, nodes, time_limit_s=max(1e-3, deadline - time.perf_counter()),
+    coactivation = fit_tokens is not None and nodes > 1
+    ilp_share = 0.8 if coactivation else 1.0
+    placements["ilp"] = ilp_placement(list(windows), num_slots, ep, nodes,
+                                      time_limit_s=max(1e-3, ilp_share * (deadline - time.perf_counter())),
                                       robust=robust, workers=workers, start=placements["eplb"].phy2log,
                                       scaleout_weight=scaleout_weight,
                                       num_groups=alltoall.num_groups if scaleout_weight else None)
+    if coactivation:
+        step("moving co-activated experts together")
+        placements["coactivation"] = coactivation_placement(placements["ilp"], windows.sum(axis=0), fit_tokens, nodes,
+                                                            time_limit_s=max(1e-3, deadline - time.perf_counter()))
     step("scoring the placements")
     methods = {}
     for name, p in placements.items():
         result = evaluate(p, eval_loads)
         cross = None if alltoall is None else cross_node_bytes_per_token(
-            p, eval_loads, nodes, alltoall.top_k, alltoall.token_bytes, alltoall.num_groups, alltoall.groups_per_token)
+            p, eval_loads, nodes, alltoall.top_k, alltoall.token_bytes, alltoall.num_groups, alltoall.groups_per_token,
+            tokens=eval_tokens)
         methods[name] = {k: result[k] for k in ("mean_imbalance", "worst_layer_imbalance", "step_cost")} | {
             "cross_node_bytes_per_token": cross, "seconds": p.seconds, "method": p.method}
     ilp = placements["ilp"]
     return {"ep": ep, "redundant": redundant, "slots_per_device": num_slots // ep, "nodes": nodes,
             "fit_windows": num_windows, "eplb_policy": policy.value, "robust": robust, "scaleout_weight": scaleout_weight,
+            "cross_node_from": None if alltoall is None else
+            "the evaluated tokens' own expert sets (per-token routing)" if eval_tokens is not None else
+            "independent draws given each expert's share (no per-token routing)",
             "methods": methods,
             "objective": ilp.objective, "lp_bound": ilp.lp_bound, "gap": ilp.gap, "solver": ilp.solver,
             "notes": ilp.notes, "expert_location": expert_location_json(ilp)}

@@ -141,12 +141,15 @@ def placed_routing(placement: Placement, loads: np.ndarray, source: str = "") ->
 
 
 def cross_node_bytes_per_token(placement: Placement, loads: np.ndarray, nodes: int, top_k: int, token_bytes: float,
-                               num_groups: int = 1, groups_per_token: int = 1) -> float:
+                               num_groups: int = 1, groups_per_token: int = 1, tokens: np.ndarray | None = None) -> float:
     """Bytes one token sends across node boundaries in DeepEP's normal mode (one copy per remote node its
     experts reach), summed over the MoE layers of `loads`, its attention rank spread evenly over the devices.
     token_bytes: what one copy of a token carries there and back (dispatch + combine). The assumptions are
-    hwmodels.alltoall_placement's (ASSUMPTION)."""
+    hwmodels.alltoall_placement's (ASSUMPTION); tokens ([T, L, E] 0/1 per-token routing of the same statistics)
+    replaces its independent draws by the tokens' own expert sets."""
     routing = placed_routing(placement, loads)
     domains = np.arange(placement.num_devices) // (placement.num_devices // nodes)
-    hits = placed_hits(routing, domains, top_k, num_groups, groups_per_token)
+    moe = np.asarray(loads).sum(axis=1) > 0
+    hits = placed_hits(routing, domains, top_k, num_groups, groups_per_token,
+                       tokens=None if tokens is None else np.asarray(tokens)[:, moe])
     return float(cross_domain_copies_per_token(hits, "normal", top_k).sum() * token_bytes)

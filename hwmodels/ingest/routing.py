@@ -7,7 +7,7 @@ folders, per-token JSON lines, OLMoE Counter pickles), from a path, bytes or an 
 - `read_routing`: one file (or folder) in its own shape, a `RoutingFile` (windows, recorded top-k, kind,
   coverage note);
 - `read_counts`: its windows summed, [L, E] in its own shape: what a placement is fitted on (`moeplan place`,
-  the dashboard's placement page);
+  the dashboard's placement page); `read_counts_and_tokens` adds a per-token file's expert sets (co-activation);
 - `load_routing`: a `RoutingTrace` in the shape of the model being simulated (`fit_to_model` maps another
   model's statistics and the note says how); the spec's routing statistics are `read_counts` mapped the same way;
 - `save_counts` writes [L, E] counts in moeplan's own JSON; `layer_cv` measures per-layer skew.
@@ -28,7 +28,7 @@ from hwmodels.ingest.routing_formats import JSONL_TOKENS_PER_WINDOW, LOADS_SCHEM
 from hwmodels.ingest.source import Source, SourceLike
 
 __all__ = ["JSONL_TOKENS_PER_WINDOW", "LOADS_SCHEMA_VERSION", "RoutingFile", "RoutingTrace", "fit_to_model", "layer_cv",
-           "load_routing", "read_counts", "read_routing", "save_counts", "synthetic_routing"]
+           "load_routing", "read_counts", "read_counts_and_tokens", "read_routing", "save_counts", "synthetic_routing"]
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,25 @@ def read_counts(source: SourceLike | Source, *, name: str | None = None, max_byt
     read_routing for the arguments). num_experts: for formats whose experts with no tokens have no entry
     (the SGLang CSV dump, per-token decisions, pickles; default: highest id + 1)."""
     return read_routing(source, name=name, max_bytes=max_bytes, num_experts=num_experts).loads
+
+
+MAX_TOKEN_CELLS = 2**26  # tokens x layers x experts of per-token sets built for co-activation: 0.5 GB while counted
+
+
+def read_counts_and_tokens(source: SourceLike | Source, *, name: str | None = None, max_bytes: int | None = None,
+                           num_experts: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(read_counts' [L, E], [T, L, E] bool: the experts each token chose in each layer, in time order), the second
+    None where the file holds aggregated counts or its tokens x layers x experts pass MAX_TOKEN_CELLS (co-activation
+    is then not read, and the counts alone serve). Per-token files are read twice: once counted, once per token."""
+    routing = read_routing(source, name=name, max_bytes=max_bytes, num_experts=num_experts)
+    if not routing.per_token:
+        return routing.loads, None
+    tokens_at_most = routing.loads.sum() / max(routing.top_k or 1, 1)  # every decision a token of its own
+    if tokens_at_most * routing.windows[0].size > MAX_TOKEN_CELLS:
+        return routing.loads, None
+    tokens = read_routing(source, name=name, max_bytes=max_bytes, num_experts=routing.windows.shape[2],
+                          tokens_per_window=1).windows
+    return routing.loads, tokens > 0
 
 
 def save_counts(loads: np.ndarray, path, model: str) -> None:
