@@ -5,11 +5,15 @@ Bars (moeplan issue 5), step cost = sum over layers of the busiest device / sum 
 method evaluated under the runtime even split of a replicated expert's tokens:
   (a) in sample (fitted and evaluated on the same file): the ILP is never worse than EPLB; its gap to a
       proven lower bound is reported;
-  (b) out of sample (each file held out in turn, fitted on the other files of its phase): the ILP's step
-      cost is on average at least 10% lower than EPLB's fitted on the same files (their summed counts);
+  (b) out of sample (moeplan issue 19), each file held out in turn and the placement fitted on one window (the
+      file before it in its phase) and on several (the other files of its phase): the ILP's step cost is on
+      average at least 10% below the stronger EPLB baseline and never above it, case by case. The baselines are
+      EPLB fitted on the same windows' summed counts and on their per-window normalised counts. Fitting on the
+      other phase's files (another workload) is reported beside the bar, and so is each held-out file's own
+      lower bound: the most any placement with those slots could gain there, even one fitted on that file.
   (c) EP144 with 58 layers solves within 60 s on 2 cores (the largest case: 3 slots per GPU, 6 windows).
   (d) (moeplan issue 19) cross-node bytes per token at EP72 + 32 slots on 9 nodes of 8 GPUs, each file held out
-      as in (b): the node-aware ILP (its scale-out term weighted for DeepSeek-V3 on H800,
+      and fitted on several windows as in (b): the node-aware ILP (its scale-out term weighted for DeepSeek-V3 on H800,
       moeplan.api.placement_scaleout_weight) sends no more than EPLB and less than contiguous placement in
       every case. Bytes: DeepEP normal mode, one copy per remote node a token's experts reach, dispatch plus
       combine, summed over the MoE layers (hwmodels.alltoall_placement states the assumptions). The step model's
@@ -19,8 +23,8 @@ Configurations: EP72 and EP144 (8 GPUs per node: 9 and 18 nodes) with 32 redunda
 the nearest count above it that the EP size divides: 256 + 104 = 72 x 5 and 256 + 176 = 144 x 3 (64 divides
 neither: 320 slots). Below it, 256 + 32 already is the 32-slot case.
 
-Run: python benchmarks/bench_placement.py [--in-sample-s 5] [--out-of-sample-s 15] [--workers 2]
-Takes about 25 minutes on 2 cores; exits 1 when a bar is missed. Writes its figures to
+Run: python benchmarks/bench_placement.py [--in-sample-s 5] [--out-of-sample-s 10] [--workers 2]
+Takes about 35 minutes on 2 cores; exits 1 when a bar is missed. Writes its figures to
 benchmarks/results/bench_placement.json (the README quotes them from there).
 """
 
@@ -43,6 +47,7 @@ from moeplan.api import placement_alltoall, placement_scaleout_weight
 from planner.eplb import Policy, contiguous_placement, eplb_placement
 from planner.ilp import ilp_placement
 from planner.placement import cross_node_bytes_per_token, device_loads, evaluate, placed_routing
+from planner.placement_bound import layer_bound
 from record import run_context, write_results
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "deepseek-v3-sglang-eplb"
@@ -84,33 +89,71 @@ def in_sample(files, limit_s, workers) -> dict:
             "median_gap": float(np.median(gaps)), "max_gap": float(max(gaps))}
 
 
+FIT_MODES = {
+    "one": "fitted on one window: the file before it in its phase (cyclically)",
+    "several": "fitted on every other file of its phase",
+    "other_workload": "fitted on every file of the other phase (prefill for decode, decode for prefill)",
+}
+BAR_FIT_MODES = ("one", "several")  # the issue's bar; other_workload is reported beside it
+
+
+def _fit_windows(files: dict, name: str, mode: str) -> list:
+    phase = name.split("_")[0]
+    if mode == "one":
+        same = [other for other in files if other.startswith(phase)]
+        return [files[same[same.index(name) - 1]]]
+    if mode == "several":
+        return [loads for other, loads in files.items() if other != name and other.startswith(phase)]
+    return [loads for other, loads in files.items() if not other.startswith(phase)]
+
+
+def _own_bound(loads, num_slots: int, ep: int) -> float:
+    """A proven lower bound on the step cost of any placement with these slots serving `loads`, even one
+    fitted on `loads` itself: how much any method could gain over EPLB on this held-out file."""
+    unit = loads * ep / loads.sum(axis=1, keepdims=True)
+    return float(np.mean([layer_bound(layer, num_slots, ep, upper=float(unit.max())) for layer in unit]))
+
+
 def out_of_sample(files, limit_s, workers) -> dict:
-    print("(b) out of sample: each file held out, fitted on the other files of its phase")
-    print(f"{'config':>10} {'held out':<26} {'eplb':>7} {'eplb*':>7} {'ilp':>7} {'ilp/eplb':>9}")
-    ratios, by_config = [], {}
-    for ep, redundant in CONFIGS:
-        nodes = ep // GPUS_PER_NODE
-        for name, held_out in files.items():
-            phase = name.split("_")[0]
-            fit = [loads for other, loads in files.items() if other != name and other.startswith(phase)]
-            eplb = step_cost(eplb_placement(sum(fit), 256 + redundant, ep, nodes, Policy.GLOBAL), held_out)
-            # reference only: EPLB on the windows' counts normalised per layer first (each window weighs the same)
-            normalised = sum(f / f.sum(axis=1, keepdims=True).clip(min=1) for f in fit)
-            eplb_n = step_cost(eplb_placement(normalised, 256 + redundant, ep, nodes, Policy.GLOBAL), held_out)
-            ilp = step_cost(ilp_placement(fit, 256 + redundant, ep, nodes, time_limit_s=limit_s, workers=workers),
-                            held_out)
-            ratios.append(ilp / eplb)
-            by_config.setdefault((ep, redundant, phase), []).append(ilp / eplb)
-            print(f"{f'EP{ep}+{redundant}':>10} {name:<26} {eplb:7.4f} {eplb_n:7.4f} {ilp:7.4f} {ilp / eplb:9.3f}")
-    print("    eplb* = EPLB on per-window normalised counts (a reference, not the bar)")
-    for (ep, redundant, phase), r in by_config.items():
-        print(f"    EP{ep}+{redundant} {phase:<8} mean step cost vs EPLB: {np.mean(r):.3f} "
-              f"({1 - np.mean(r):.1%} lower)")
-    improvement = 1 - float(np.mean(ratios))
-    print(f"    average over the {len(ratios)} cases: step cost {improvement:.1%} lower than EPLB "
-          f"(bar {BAR_IMPROVEMENT:.0%}): {'met' if improvement >= BAR_IMPROVEMENT else 'MISSED'}\n")
-    return {"cases": len(ratios), "mean_improvement_over_eplb": improvement, "bar": BAR_IMPROVEMENT,
-            "met": improvement >= BAR_IMPROVEMENT}
+    print("(b) out of sample: each file held out; the ILP against the stronger of EPLB on the fit windows' summed "
+          "counts (eplb) and on their per-window normalised counts (eplb*), case by case; 'own' is a proven lower "
+          "bound for any placement, even one fitted on the held-out file itself")
+    print(f"{'config':>10} {'fit':<15} {'held out':<26} {'eplb':>7} {'eplb*':>7} {'ilp':>7} {'own':>7} {'ilp/strong':>10}")
+    modes, ok = {}, True
+    for mode, what in FIT_MODES.items():
+        rows = []
+        for ep, redundant in CONFIGS:
+            nodes, slots = ep // GPUS_PER_NODE, 256 + redundant
+            for name, held_out in files.items():
+                fit = _fit_windows(files, name, mode)
+                eplb = step_cost(eplb_placement(sum(fit), slots, ep, nodes, Policy.GLOBAL), held_out)
+                normalised = sum(f / f.sum(axis=1, keepdims=True).clip(min=1) for f in fit)
+                eplb_n = step_cost(eplb_placement(normalised, slots, ep, nodes, Policy.GLOBAL), held_out)
+                ilp = step_cost(ilp_placement(fit, slots, ep, nodes, time_limit_s=limit_s, workers=workers), held_out)
+                strong, own = min(eplb, eplb_n), _own_bound(held_out, slots, ep)
+                rows.append({"config": f"EP{ep}+{redundant}", "held_out": name, "eplb": eplb, "eplb_normalised": eplb_n,
+                             "ilp": ilp, "own_bound": own, "ratio": ilp / strong})
+                print(f"{f'EP{ep}+{redundant}':>10} {mode:<15} {name:<26} {eplb:7.4f} {eplb_n:7.4f} {ilp:7.4f} {own:7.4f} "
+                      f"{ilp / strong:10.3f}{'  ABOVE EPLB' if ilp > strong + 1e-9 else ''}")
+        ratios = [r["ratio"] for r in rows]
+        headroom = [r["own_bound"] / min(r["eplb"], r["eplb_normalised"]) for r in rows]
+        summary = {"fit": what, "cases": len(rows), "mean_ratio_to_stronger_eplb": float(np.mean(ratios)),
+                   "max_ratio_to_stronger_eplb": float(max(ratios)),
+                   "cases_above_stronger_eplb": sum(r > 1 + 1e-9 for r in ratios),
+                   "mean_ratio_to_summed_eplb": float(np.mean([r["ilp"] / r["eplb"] for r in rows])),
+                   "mean_own_bound_ratio": float(np.mean(headroom)), "rows": rows}
+        summary["met"] = bool(1 - summary["mean_ratio_to_stronger_eplb"] >= BAR_IMPROVEMENT
+                              and summary["cases_above_stronger_eplb"] == 0)
+        modes[mode] = summary
+        if mode in BAR_FIT_MODES:
+            ok &= summary["met"]
+        print(f"    {mode}: ILP / stronger EPLB {summary['mean_ratio_to_stronger_eplb']:.3f} on average (max "
+              f"{summary['max_ratio_to_stronger_eplb']:.3f}, {summary['cases_above_stronger_eplb']} of {len(rows)} above), "
+              f"/ summed-count EPLB {summary['mean_ratio_to_summed_eplb']:.3f}; the held-out files' own bound / stronger "
+              f"EPLB {summary['mean_own_bound_ratio']:.3f}" + ("" if mode not in BAR_FIT_MODES else
+              f"; bar (>= {BAR_IMPROVEMENT:.0%} lower, never above): {'met' if summary['met'] else 'MISSED'}"))
+    print()
+    return {"bar": BAR_IMPROVEMENT, "met": bool(ok), "modes": modes}
 
 
 def solve_time(files, workers) -> dict:
@@ -187,7 +230,7 @@ def cross_node(files, limit_s, workers) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--in-sample-s", type=float, default=5.0, help="ILP time limit per in-sample case, seconds")
-    parser.add_argument("--out-of-sample-s", type=float, default=15.0, help="ILP time limit per held-out case, seconds")
+    parser.add_argument("--out-of-sample-s", type=float, default=10.0, help="ILP time limit per held-out case, seconds")
     parser.add_argument("--workers", type=int, default=2, help="processes per ILP solve")
     parser.add_argument("--cross-node-s", type=float, default=15.0, help="ILP time limit per cross-node case, seconds")
     parser.add_argument("--only", choices=("in_sample", "out_of_sample", "solve_time", "cross_node"),
@@ -207,7 +250,7 @@ def main() -> int:
                 "cross_node": lambda: cross_node(files, args.cross_node_s, args.workers)}
     figures = {name: run() for name, run in sections.items() if args.only in (None, name)}
     bars = {"(a) in sample never worse than EPLB": ("in_sample", "never_worse_than_eplb"),
-            "(b) out of sample >= 10% lower step cost": ("out_of_sample", "met"),
+            "(b) out of sample, one window and several: >= 10% below the stronger EPLB, never above": ("out_of_sample", "met"),
             "(c) EP144 x 58 layers within 60 s": ("solve_time", "met"),
             "(d) cross-node bytes: ILP-node <= EPLB and < contiguous": ("cross_node", "met")}
     bars = {bar: figures[section][key] for bar, (section, key) in bars.items() if section in figures}

@@ -530,13 +530,27 @@ def test_the_placement_benchmark():
     f = record["figures"]
     inside, held_out, solve = f["in_sample"], f["out_of_sample"], f["solve_time"]
     ep72 = inside["mean_step_cost_by_config"]["EP72+32"]
-    assert inside["never_worse_than_eplb"] and held_out["met"] and solve["met"]
+    assert inside["never_worse_than_eplb"] and solve["met"]
+    modes = held_out["modes"]
     _quoted(f"(`python benchmarks/bench_placement.py`, {f['wall_s'] / 60:.0f} minutes on a {record['on']}; "
             f"`benchmarks/results/bench_placement.json`): in-sample never worse than EPLB (EP72 + 32 slots, mean over "
-            f"the {inside['files']} files: {ep72['ilp_step_cost']:.3f} vs {ep72['eplb_step_cost']:.3f}); each file held "
-            f"out and the placement fitted on the others, {held_out['mean_improvement_over_eplb']:.1%} lower step cost "
-            f"than EPLB on average over {held_out['cases']} cases; EP144 x {solve['layers']} layers within its "
-            f"{solve['bar_s']:.0f} s limit on {record['machine']['cpus']} cores.")
+            f"the {inside['files']} files: {ep72['ilp_step_cost']:.3f} vs {ep72['eplb_step_cost']:.3f}); EP144 x "
+            f"{solve['layers']} layers within its {solve['bar_s']:.0f} s limit on {record['machine']['cpus']} cores.")
+    # (b) the README states the robustness bar as measured, met or not
+    words = []
+    for mode, fitted in (("several", "fitted on the other files of its phase"), ("one", "fitted on one other file"),
+                         ("other_workload", "fitted on the other phase's files")):
+        m = modes[mode]
+        r = m["mean_ratio_to_stronger_eplb"]
+        words.append(f"{fitted}, {abs(1 - r):.1%} {'lower' if r <= 1 else 'higher'} on average "
+                     f"({m['cases_above_stronger_eplb']} of {m['cases']} cases above it, worst "
+                     f"{m['max_ratio_to_stronger_eplb']:.3f}x)")
+    _quoted("; ".join(words))
+    _quoted(f"at most {1 - modes['several']['mean_own_bound_ratio']:.1%} lower than that EPLB fitted on several "
+            f"windows, {1 - modes['one']['mean_own_bound_ratio']:.1%} on one")
+    _quoted(f"bar, {held_out['bar']:.0%} lower on average and never above, fitted on one window and on several, is "
+            + ("met" if held_out["met"] else "not met"))
+    assert held_out["met"] == all(modes[m]["met"] for m in ("one", "several"))
     # (d) moeplan issue 19: cross-node bytes per token by placement, and what the step model says they cost
     cross = f["cross_node"]
     mean = cross["mean_by_method"]
