@@ -341,9 +341,8 @@ def read_routing_counts(source: SourceLike, *, name: str | None = None, max_byte
 
 def read_routing_tokens(source: SourceLike, *, name: str | None = None,
                         max_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """read_routing_counts' [L, E] and, for per-token files, [T, L, E] bool: the experts each token chose per
-    layer (what `moeplan place` places co-activated experts by); None for aggregated counts
-    (hwmodels.ingest.routing.read_counts_and_tokens)."""
+    """read_routing_counts' [L, E] and, for a per-token file, [T, L, E] bool, the experts each token chose per layer
+    (None for aggregated counts): hwmodels.ingest.routing.read_counts_and_tokens."""
     return read_counts_and_tokens(source, name=name, max_bytes=max_bytes)
 
 
@@ -401,12 +400,7 @@ def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_load
     model: the catalog model or config.json whose statistics these are; with it every method reports
     cross_node_bytes_per_token (placement_alltoall; None without). scaleout_weight > 0 gives the ILP its
     scale-out term (a model with expert groups needed). fit_tokens, eval_tokens: per-token routing behind the fit
-    windows (read_routing_tokens; one array, or one per fit file, used where every file has them) and eval_loads:
-    with the first, on several nodes, a "coactivation" method moves co-activated experts together; with the
-    second, cross-node bytes count the evaluated tokens' own expert sets."""
-    if isinstance(fit_tokens, (list, tuple)):
-        fit_tokens = np.concatenate(fit_tokens) if fit_tokens and all(
-            t is not None and np.shape(t)[1:] == np.shape(eval_loads) for t in fit_tokens) else None
+    windows and eval_loads (read_routing_tokens), as planner.compare_placements takes them."""
     alltoall = None if model is None else placement_alltoall(model)
     if alltoall is not None and np.shape(eval_loads)[-1] != _experts_of(model):
         raise InputError("model", f"{model} has {_experts_of(model)} routed experts, the statistics "

@@ -91,8 +91,8 @@ def check_arguments(num_layers: int, num_experts: int, ep, redundant, nodes, tim
 def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_loads: np.ndarray, ep: int, redundant: int,
             nodes: int = 1, policy: Policy = Policy.GLOBAL, num_groups: int | None = None, time_limit_s: float = 60.0,
             robust: str = "mean", workers: int | None = None, progress: Callable[[str], None] | None = None,
-            alltoall: AllToAll | None = None, scaleout_weight: float = 0.0, fit_tokens: np.ndarray | None = None,
-            eval_tokens: np.ndarray | None = None) -> dict:
+            alltoall: AllToAll | None = None, scaleout_weight: float = 0.0,
+            fit_tokens: Sequence[np.ndarray | None] | np.ndarray | None = None, eval_tokens: np.ndarray | None = None) -> dict:
     """Place with each method on `fit_windows` (one [L, E] array or several) and evaluate on `eval_loads`
     ([L, E]; the same data for an in-sample figure, the next window for an honest one), all under the
     runtime even split. EPLB is fitted on the windows' summed counts, as a deployment aggregates them.
@@ -103,10 +103,11 @@ def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_load
     alltoall: the model's all-to-all; with it each method reports cross_node_bytes_per_token (else None).
     scaleout_weight: the ILP's scale-out term (planner.ilp_placement), in units of the mean device's load per
       unit of group-share-weighted (group, node) pairs; > 0 needs alltoall with the model's expert groups.
-    fit_tokens, eval_tokens: [T, L, E] 0/1 per-token routing behind the fit windows and eval_loads, where the files
-      hold it. With fit_tokens on several nodes a fourth method, "coactivation", moves the ILP's slots between nodes
-      where the tokens' co-activation saves copies (planner.coactivation; the ILP then gets 80% of the time left);
-      with eval_tokens every method's cross_node_bytes_per_token counts the evaluated tokens' own expert sets."""
+    fit_tokens, eval_tokens: [T, L, E] 0/1 per-token routing behind the fit windows (one array, or one per fit
+      window, used where every window has them) and eval_loads, where the files hold it. With fit_tokens on
+      several nodes a fourth method, "coactivation", moves the ILP's slots between nodes where the tokens'
+      co-activation saves copies (planner.coactivation; the ILP then gets 80% of the time left); with eval_tokens
+      every method's cross_node_bytes_per_token counts the evaluated tokens' own expert sets."""
     started = time.perf_counter()
     step = progress or (lambda name: None)
     windows = windows_of(fit_windows)
@@ -129,6 +130,9 @@ def compare_placements(fit_windows: Sequence[np.ndarray] | np.ndarray, eval_load
     if scaleout_weight and (alltoall is None or alltoall.num_groups < 2):
         raise InputError("scaleout_weight", "needs a model whose experts route in groups (n_group > 1)",
                          "pass the model (DeepSeek-V3: n_group 8) or a weight of 0")
+    if isinstance(fit_tokens, (list, tuple)):
+        fit_tokens = np.concatenate(fit_tokens) if fit_tokens and all(
+            t is not None and np.shape(t)[1:] == eval_loads.shape for t in fit_tokens) else None
     coactivation = fit_tokens is not None and nodes > 1
     ilp_share = 0.8 if coactivation else 1.0
     placements["ilp"] = ilp_placement(list(windows), num_slots, ep, nodes,
