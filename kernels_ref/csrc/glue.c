@@ -7,6 +7,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else
+#define omp_get_num_threads() 1
+#endif
 
 #define FP8_MAX 448.0f
 #define AMAX_FLOOR 1e-4f
@@ -193,7 +198,7 @@ void gather_rows(const void* src, int64_t row_bytes, const int64_t* index, int64
 
 /* 16 fp32 lanes in GCC's vector extension: one AVX-512 register, two AVX2 ones, or scalar code. */
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
-#define ROUTER_TOKENS 8
+
 
 typedef uint16_t u16x16 __attribute__((vector_size(32), aligned(2)));
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
@@ -238,112 +243,154 @@ void combine_rows(const void* y, int y_is_bf16, const int64_t* row_of_slot, cons
   }
 }
 
-/* logits[i][j] = x[i] . w[j] for a block of NT tokens (fp32; NT = 1, 2, 4 or ROUTER_TOKENS, a constant at each
-   call site, so the loops unroll and the 2 x NT accumulators stay in registers). Two experts at a time, so each
-   load of x feeds two products; over slices of `columns` columns, so the block's slice of x stays in L1 while
-   the experts' rows stream from L2. A block of one or two tokens (decode) takes whole rows instead: its x fits
-   L1 as it is, and each expert's row then streams from memory in one sequential pass, where 32 rows read a
-   slice at a time are 32 short streams (the cold 1-token router ran at 2.5 GB/s). acc: scratch of e x NT v16
-   (the partial sums between slices). */
+/* The router GEMM's register tile: ROUTER_TILE_TOKENS tokens x ROUTER_TILE_EXPERTS experts, 24 accumulators of
+   16 lanes plus 4 weight registers and one token register, within AVX-512's 32 (AVX2 and scalar builds spill,
+   and stay correct). Each weight load feeds 6 products and each token load 4, so the loads (10 per 24
+   multiply-adds) stay within the two load ports while both FMA ports run: the old 8 x 2 tile, whose arrays GCC
+   kept partly on the stack, ran at a third of one core's fp32 rate. */
+#define ROUTER_TILE_TOKENS 6
+#define ROUTER_TILE_EXPERTS 4
+/* Columns per pass over the experts: the tile's token slice (6 x 2 KB) stays in L1 while all experts' slices
+   stream from L2 (the fp32 router weight of one device, 32 x 7168 x 4 B = 0.9 MB, fits one core's L2). */
 #define ROUTER_COLUMNS 512
-static inline __attribute__((always_inline)) void router_logits_n(const float* x, int64_t x_stride, const float* w,
-                                                                 int64_t e, int64_t d, v16* acc, float* logits,
-                                                                 const int nt) {
-  const int64_t dv = d / 16 * 16, columns = nt <= 2 ? (dv > 0 ? dv : 16) : ROUTER_COLUMNS;
-  for (int64_t j = 0; j < e * nt; j++) acc[j] = (v16){0};
-  for (int64_t c0 = 0; c0 < dv; c0 += columns) {
-    const int64_t c1 = c0 + columns < dv ? c0 + columns : dv;
-    for (int64_t j = 0; j < e; j += 2) {
-      const float* w0 = w + j * d;
-      const float* w1 = j + 1 < e ? w0 + d : w0;  /* an odd last expert is computed twice */
-      v16* a0 = acc + j * nt;
-      v16* a1 = j + 1 < e ? a0 + nt : a0;
-      v16 r0[ROUTER_TOKENS], r1[ROUTER_TOKENS];
-      for (int i = 0; i < nt; i++) { r0[i] = a0[i]; r1[i] = a1[i]; }
-      for (int64_t c = c0; c < c1; c += 16) {
-        const v16 p = *(const v16*)(w0 + c), q = *(const v16*)(w1 + c);
-        for (int i = 0; i < nt; i++) {
-          const v16 xv = *(const v16*)(x + i * x_stride + c);
-          r0[i] += xv * p;
-          r1[i] += xv * q;
-        }
-      }
-      for (int i = 0; i < nt; i++) { a1[i] = r1[i]; a0[i] = r0[i]; }
+/* Routers of up to this many tokens split the experts between the threads, larger ones the token tiles (see
+   route_noaux_tc): at 64 tokens one thread's tiles already take 3 times as long as reading the weight. */
+#define ROUTER_SPLIT_TOKENS 64
+/* Below this many bytes of weight reads (t x the weight's bytes) a router runs on one thread. Unlike the glue's
+   PARALLEL_BYTES, a router of one Kimi K2 token (0.9 MB of weight, about 100 us on one thread, 0.3 of the roofline
+   of a quiet machine's bandwidth) takes both threads: compute-bound from 128 tokens, it needs both cores to reach
+   a useful fraction of the 2-thread fp32 matmul rate, and a decode step's weight read splits in two streams. On a
+   machine whose other core is busy its parallel region waits for a time slice (16 ms seen under load 4), as
+   every parallel region there does. */
+#define ROUTER_PARALLEL_BYTES (1 << 19)
+
+/* acc[j][i] += w[j][c0:c1] . x[i][c0:c1] in 16 lanes, for nt tokens (rows of x, fp32) and ROUTER_TILE_EXPERTS
+   experts (w[j] for j < ROUTER_TILE_EXPERTS: rows of the fp32 weight). nt is a constant at each call site, so the
+   loops unroll and the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void router_tile(const float* x, int64_t x_stride,
+                                                              const float* const* w, int64_t c0, int64_t c1,
+                                                              v16 (*acc)[ROUTER_TILE_TOKENS], const int nt) {
+  v16 r[ROUTER_TILE_EXPERTS][ROUTER_TILE_TOKENS];
+  for (int j = 0; j < ROUTER_TILE_EXPERTS; j++)
+    for (int i = 0; i < nt; i++) r[j][i] = acc[j][i];
+  for (int64_t c = c0; c < c1; c += 16) {
+    v16 wv[ROUTER_TILE_EXPERTS];
+    for (int j = 0; j < ROUTER_TILE_EXPERTS; j++) wv[j] = *(const v16*)(w[j] + c);
+    for (int i = 0; i < nt; i++) {
+      const v16 xv = *(const v16*)(x + i * x_stride + c);
+      for (int j = 0; j < ROUTER_TILE_EXPERTS; j++) r[j][i] += xv * wv[j];
     }
   }
-  for (int64_t j = 0; j < e; j++)
-    for (int i = 0; i < nt; i++) {
-      float sum = 0.0f;
-      for (int l = 0; l < 16; l++) sum += acc[j * nt + i][l];
-      for (int64_t c = dv; c < d; c++) sum += x[i * x_stride + c] * w[j * d + c];
-      logits[i * e + j] = sum;
+  for (int j = 0; j < ROUTER_TILE_EXPERTS; j++)
+    for (int i = 0; i < nt; i++) acc[j][i] = r[j][i];
+}
+
+/* logits[i][j - e0] = x[i] . w[j] for the nt (1..ROUTER_TILE_TOKENS) rows of x (fp32, rows x_stride apart) and
+   the experts e0 <= j < e1 of w ([e][d] fp32). A tile of one or two tokens (decode) reads whole rows: its x fits
+   L1 as it is, and each expert's row then streams from memory in one sequential pass (32 rows read a slice at a
+   time are 32 short streams: the cold 1-token router ran at 2.5 GB/s). acc: scratch of ROUTER_TILE_EXPERTS x
+   ROUTER_TILE_TOKENS v16. */
+static void router_logits(const float* x, int64_t x_stride, int64_t nt, const float* w, int64_t d, int64_t e0,
+                          int64_t e1, v16 (*acc)[ROUTER_TILE_TOKENS], float* logits, int64_t logits_stride) {
+  const int64_t dv = d / 16 * 16, columns = nt <= 2 ? (dv > 0 ? dv : 16) : ROUTER_COLUMNS;
+  for (int64_t g = e0; g < e1; g += ROUTER_TILE_EXPERTS) {
+    const float* rows[ROUTER_TILE_EXPERTS];
+    for (int j = 0; j < ROUTER_TILE_EXPERTS; j++)  /* past e1: the last expert again, its sums discarded */
+      rows[j] = w + (g + j < e1 ? g + j : e1 - 1) * d;
+    memset(acc, 0, ROUTER_TILE_EXPERTS * sizeof *acc);
+    for (int64_t c0 = 0; c0 < dv; c0 += columns) {
+      const int64_t c1 = c0 + columns < dv ? c0 + columns : dv;
+      switch (nt) {
+        case 1: router_tile(x, x_stride, rows, c0, c1, acc, 1); break;
+        case 2: router_tile(x, x_stride, rows, c0, c1, acc, 2); break;
+        case 3: router_tile(x, x_stride, rows, c0, c1, acc, 3); break;
+        case 4: router_tile(x, x_stride, rows, c0, c1, acc, 4); break;
+        case 5: router_tile(x, x_stride, rows, c0, c1, acc, 5); break;
+        default: router_tile(x, x_stride, rows, c0, c1, acc, ROUTER_TILE_TOKENS); break;
+      }
     }
+    for (int j = 0; j < ROUTER_TILE_EXPERTS && g + j < e1; j++)
+      for (int64_t i = 0; i < nt; i++) {
+        float sum = 0.0f;
+        for (int l = 0; l < 16; l++) sum += acc[j][i][l];
+        for (int64_t c = dv; c < d; c++) sum += x[i * x_stride + c] * rows[j][c];
+        logits[i * logits_stride + g + j - e0] = sum;
+      }
+  }
 }
 
-/* router_logits_n for the first `tokens` (1..ROUTER_TOKENS) rows of x, rounded up to 1, 2, 4 or ROUTER_TOKENS:
-   a block of one decode token multiplies one row of x, not ROUTER_TOKENS (the rows past `tokens` are zeros). */
-static void router_logits(const float* x, int64_t x_stride, const float* w, int64_t e, int64_t d, v16* acc,
-                          float* logits, int64_t tokens) {
-  if (tokens <= 1) router_logits_n(x, x_stride, w, e, d, acc, logits, 1);
-  else if (tokens <= 2) router_logits_n(x, x_stride, w, e, d, acc, logits, 2);
-  else if (tokens <= 4) router_logits_n(x, x_stride, w, e, d, acc, logits, 4);
-  else router_logits_n(x, x_stride, w, e, d, acc, logits, ROUTER_TOKENS);
+/* sigmoid, then the top_k experts by score + bias (the lowest index first among equals), gates = their scores
+   normalised to sum to 1, times scaling. logits: [e] (overwritten: the biased scores); score: [e] scratch. */
+static void route_token(float* logits, float* score, const float* bias, int64_t e, int64_t top_k, float scaling,
+                        float* gate, int64_t* id) {
+  for (int64_t j = 0; j < e; j++) {
+    score[j] = 1.0f / (1.0f + expf(-logits[j]));
+    logits[j] = score[j] + bias[j];
+  }
+  float sum = 0.0f;
+  for (int64_t k = 0; k < top_k; k++) {
+    int64_t best = -1;
+    for (int64_t c = 0; c < e; c++)
+      if (logits[c] != -INFINITY && (best < 0 || logits[c] > logits[best])) best = c;
+    logits[best] = -INFINITY;
+    id[k] = best;
+    gate[k] = score[best];
+    sum += gate[k];
+  }
+  for (int64_t k = 0; k < top_k; k++) gate[k] = gate[k] / sum * scaling;
 }
 
-/* DeepSeek-V3's noaux_tc routing in fp32: logits = x . w (x: [t][d] bf16 bits if x_is_bf16, else
-   fp32; w: [e][d] fp32), scores = sigmoid(logits), the top_k experts by score + bias (the lowest
-   index first among equals), gates = their scores normalised to sum to 1, times scaling.
-   weights: [t][top_k] fp32, ids: [t][top_k] int64, best first. Returns 0, or 1 if out of memory. */
+/* The tokens t0 <= i < t1 (at most ROUTER_TILE_TOKENS) of x ([t][d] bf16 bits or fp32) as fp32 rows x_stride apart. */
+static void widen_tokens(const void* x, int x_is_bf16, int64_t t0, int64_t t1, int64_t d, float* xf, int64_t x_stride) {
+  for (int64_t i = t0; i < t1; i++) {
+    if (x_is_bf16) {
+      const uint16_t* h = (const uint16_t*)x + i * d;
+      uint32_t* out = (uint32_t*)(xf + (i - t0) * x_stride);
+      for (int64_t c = 0; c < d; c++) out[c] = (uint32_t)h[c] << 16;
+    } else {
+      memcpy(xf + (i - t0) * x_stride, (const float*)x + i * d, d * sizeof(float));
+    }
+  }
+}
+
+/* DeepSeek-V3's noaux_tc routing in fp32: logits = x . w (x: [t][d] bf16 bits if x_is_bf16, else fp32; w: [e][d]
+   fp32), then route_token per token. weights: [t][top_k] fp32, ids: [t][top_k] int64, best first. Returns 0, or
+   1 if out of memory.
+   The threads split the experts up to ROUTER_SPLIT_TOKENS tokens (decode: each weight byte is read once, by one
+   thread, where one core streams 6 to 10 GB/s and two nearly twice that; later tiles find the thread's part in
+   its L2), the token tiles above (prefill: compute-bound, and each thread's copy of the weight stays in its L2).
+   Either way the logits go to one [t][e] fp32 buffer, then the tokens are routed in parallel. */
 int route_noaux_tc(const void* x, int x_is_bf16, const float* w, const float* bias, int64_t t, int64_t d, int64_t e,
                    int64_t top_k, float scaling, float* weights, int64_t* ids, int threads) {
-  const int64_t blocks = (t + ROUTER_TOKENS - 1) / ROUTER_TOKENS;
+  const int64_t tiles = (t + ROUTER_TILE_TOKENS - 1) / ROUTER_TILE_TOKENS;
+  const int64_t x_stride = d + 16;  /* rows 4 KiB apart (d = 7168) would share L1 sets */
+  const int64_t groups = (e + ROUTER_TILE_EXPERTS - 1) / ROUTER_TILE_EXPERTS;
+  float* logits = malloc(t * e * sizeof(float));
+  if (logits == NULL) return 1;
   int failed = 0;
-  #pragma omp parallel num_threads(threads) if (t * e * d * 2 > PARALLEL_BYTES * 16)
+  #pragma omp parallel num_threads(threads) if (t * e * d * 4 > ROUTER_PARALLEL_BYTES)
   {
-    v16* acc = malloc(e * ROUTER_TOKENS * sizeof(v16));
-    const int64_t x_stride = d + 16;  /* rows 4 KiB apart (d = 7168) would share L1 sets */
-    float* xf = malloc((ROUTER_TOKENS * x_stride + 3 * ROUTER_TOKENS * e) * sizeof(float));
-    if (acc == NULL) failed = 1;
-    if (xf == NULL) failed = 1;
+    const int64_t split = t <= ROUTER_SPLIT_TOKENS ? omp_get_num_threads() : 1;  /* expert parts */
+    float* xf = malloc((ROUTER_TILE_TOKENS * x_stride + e) * sizeof(float));
+    v16 (*acc)[ROUTER_TILE_TOKENS] = malloc(ROUTER_TILE_EXPERTS * sizeof *acc);
+    if (xf == NULL || acc == NULL) failed = 1;
     #pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
+    for (int64_t item = 0; item < tiles * split; item++) {
       if (xf == NULL || acc == NULL) continue;
-      float *logits = xf + ROUTER_TOKENS * x_stride, *score = logits + ROUTER_TOKENS * e, *biased = score + ROUTER_TOKENS * e;
-      const int64_t t0 = b * ROUTER_TOKENS, tokens = t - t0 < ROUTER_TOKENS ? t - t0 : ROUTER_TOKENS;
-      /* zeros up to the block size router_logits rounds to (not a whole ROUTER_TOKENS rows of 28 KB each) */
-      const int64_t rounded = tokens <= 1 ? 1 : tokens <= 2 ? 2 : tokens <= 4 ? 4 : ROUTER_TOKENS;
-      memset(xf + tokens * x_stride, 0, (rounded - tokens) * x_stride * sizeof(float));
-      for (int64_t i = 0; i < tokens; i++) {
-        if (x_is_bf16) {
-          const uint16_t* h = (const uint16_t*)x + (t0 + i) * d;
-          uint32_t* out = (uint32_t*)(xf + i * x_stride);
-          for (int64_t c = 0; c < d; c++) out[c] = (uint32_t)h[c] << 16;
-        } else {
-          memcpy(xf + i * x_stride, (const float*)x + (t0 + i) * d, d * sizeof(float));
-        }
-      }
-      router_logits(xf, x_stride, w, e, d, acc, logits, tokens);
-      for (int64_t i = 0; i < tokens; i++) {
-        for (int64_t j = 0; j < e; j++) {
-          score[i * e + j] = 1.0f / (1.0f + expf(-logits[i * e + j]));
-          biased[i * e + j] = score[i * e + j] + bias[j];
-        }
-        float sum = 0.0f, *gate = weights + (t0 + i) * top_k;
-        int64_t* id = ids + (t0 + i) * top_k;
-        for (int64_t j = 0; j < top_k; j++) {
-          int64_t best = -1;
-          for (int64_t c = 0; c < e; c++)
-            if (biased[i * e + c] != -INFINITY && (best < 0 || biased[i * e + c] > biased[i * e + best])) best = c;
-          biased[i * e + best] = -INFINITY;
-          id[j] = best;
-          gate[j] = score[i * e + best];
-          sum += gate[j];
-        }
-        for (int64_t j = 0; j < top_k; j++) gate[j] = gate[j] / sum * scaling;
-      }
+      /* part-major: the static schedule gives each thread one part of the experts, for every tile */
+      const int64_t part = item / tiles, t0 = item % tiles * ROUTER_TILE_TOKENS;
+      const int64_t t1 = t0 + ROUTER_TILE_TOKENS < t ? t0 + ROUTER_TILE_TOKENS : t;
+      const int64_t e0 = groups * part / split * ROUTER_TILE_EXPERTS, e1m = groups * (part + 1) / split * ROUTER_TILE_EXPERTS;
+      const int64_t e1 = e1m < e ? e1m : e;
+      widen_tokens(x, x_is_bf16, t0, t1, d, xf, x_stride);
+      if (e0 < e1) router_logits(xf, x_stride, t1 - t0, w, d, e0, e1, acc, logits + t0 * e + e0, e);
     }
-    free(xf);
+    #pragma omp for schedule(static)
+    for (int64_t i = 0; i < t; i++)
+      if (xf != NULL) route_token(logits + i * e, xf, bias, e, top_k, scaling, weights + i * top_k, ids + i * top_k);
     free(acc);
+    free(xf);
   }
+  free(logits);
   return failed;
 }
