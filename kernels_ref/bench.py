@@ -130,8 +130,9 @@ def _glue_impl(device: str) -> str:
 
 def _glue_tuning(impl: str) -> str | None:
     """A native glue row times a prepared call (kernels_ref.glue_calls): outputs sized and arguments bound once per
-    shape, as an engine's static buffers run it; the eager call's allocation and torch dispatch are not timed."""
-    return "prepared buffers" if impl == "native" else None
+    shape, as an engine's static buffers run it, and timed inside the kernel (kernels_ref.timing): the eager call's
+    allocation and the Python dispatch are not timed."""
+    return "prepared buffers, kernel-timed" if impl == "native" else None
 
 
 # (FLOPs, bytes) of each kernel, shared by its own rows and the layer's parts.

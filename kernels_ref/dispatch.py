@@ -84,7 +84,7 @@ def combine(
         y, weights, row_of_slot = y.contiguous(), topk_weights.float().contiguous(), plan.row_of_slot.contiguous()
         out = torch.empty(tokens, y.shape[1], dtype=torch.float32)
         glue.combine_rows(y.data_ptr(), int(y.dtype == torch.bfloat16), row_of_slot.data_ptr(), weights.data_ptr(),
-                          tokens, top_k, y.shape[1], out.data_ptr(), torch.get_num_threads())
+                          tokens, top_k, y.shape[1], out.data_ptr(), torch.get_num_threads(), None)
         return out.to(out_dtype or y.dtype)
     out = torch.empty(tokens, y.shape[1], dtype=torch.float32, device=y.device)
     # Chunks of tokens and one k at a time keep the temporaries small: on a CPU a fresh

@@ -80,7 +80,7 @@ def _route_native(x: torch.Tensor, router: Router) -> tuple[torch.Tensor, torch.
     topk_ids = torch.empty(tokens, top_k, dtype=torch.int64)
     status = glue.route_noaux_tc(x.data_ptr(), int(x.dtype == torch.bfloat16), weight.data_ptr(), bias.data_ptr(),
                                  tokens, x.shape[1], weight.shape[0], top_k, router.routed_scaling_factor,
-                                 topk_weights.data_ptr(), topk_ids.data_ptr(), torch.get_num_threads())
+                                 topk_weights.data_ptr(), topk_ids.data_ptr(), torch.get_num_threads(), None)
     if status:
         raise MemoryError("the native router could not allocate its buffers")
     return topk_weights, topk_ids

@@ -1,6 +1,8 @@
 """Prepared glue calls (kernels_ref.glue_calls): bit for bit the eager kernels, at every ISA build, on buffers sized
 once; e4m3 bit-identical to PyTorch's rounding and the combine within the fp32 bar of its fp32 reference."""
 
+import time
+
 import pytest
 import torch
 
@@ -66,6 +68,21 @@ def test_prepared_router_is_the_eager(native_glue, tokens):
     assert torch.equal(weights, eager_weights) and torch.equal(ids, eager_ids)
     torch_weights, torch_ids = route_noaux_tc_torch(x, router)
     assert calc_diff(weights, torch_weights) < 1e-3
+
+
+def test_prepared_calls_time_their_kernels(native_glue):
+    x, topk_ids, weights, y = _inputs(16)
+    x_q, x_scale = quantize_activation_groups(x)
+    plan = plan_dispatch(topk_ids, EXPERTS)
+    router = random_router(32, HIDDEN, TOP_K, torch.Generator().manual_seed(2))
+    for run in (prepare_quantize(x), prepare_dispatch(x_q, x_scale, topk_ids, EXPERTS), prepare_combine(y, plan, weights),
+                prepare_router(x, router)):
+        if not hasattr(run, "kernel_seconds"):  # the router of this shape may be PyTorch's (router_choice)
+            continue
+        start = time.perf_counter()
+        run()
+        wall_s = time.perf_counter() - start
+        assert 0 < run.kernel_seconds() <= wall_s
 
 
 def test_an_expert_id_out_of_range_is_refused_by_the_prepared_dispatch(native_glue):
