@@ -19,12 +19,27 @@
 #define AMAX_FLOOR 1e-4f
 #define GROUP 128
 /* below this many bytes of work a call runs on one thread. One thread streams 6 to 10 GB/s, two nearly twice
-   that, but on a shared 2-core machine whose other core is busy a parallel region waits for that core's time
-   slice: quantising 128 tokens took 8 ms on two threads against 0.49 on one while another process held it,
-   and with the threshold at 1 MB a benchmark run under load 5 to 7 put the decode rows of 128 to 256 tokens
-   (quantisation, dispatch, combine) at 0.04 to 0.25 of the roofline. So only calls of several milliseconds on
-   one thread take two (Kimi K2: quantising over 585 tokens, gathering over 146 x 8 rows, combining over 73). */
-#define PARALLEL_BYTES (1 << 23)
+   that (the 2-core Xeon's roofline, 22 GB/s, is a 2-thread copy's rate), so a decode-sized call on one thread
+   cannot reach half of it: quantising 128 to 256 Kimi K2 tokens on one thread ran at 0.23-0.26 of the roofline on
+   a quiet machine, 1024 tokens on two at 0.46. Waking the second thread costs microseconds where its core is
+   idle, against the 100 us or more a megabyte takes on one thread. Where that core is busy a parallel region
+   waits for its time slice (quantising 128 tokens: 8 ms on two threads against 0.49 on one, and at this
+   threshold a benchmark run under load 5 to 7 put the decode rows of 128 to 256 tokens at 0.04 to 0.25 of the
+   roofline), as every parallel kernel's does there (the expert GEMMs, the roofline probes): benchmark on an
+   idle machine. Kimi K2: quantising from 74 tokens, gathering from 147 rows (19 tokens), combining from 10 tokens. */
+#define PARALLEL_BYTES (1 << 20)
+/* `for (int64_t i = 0; i < n; i++) body` on `threads` threads where `parallel`, else a plain loop that never
+   enters the OpenMP runtime: after the benchmark's cache flush, entering it for a one-thread region cost 4.6 us,
+   more than quantising a token takes once its data arrive. */
+#define FOR_EACH(parallel, i, n, ...)                   \
+  do {                                                  \
+    if (parallel) {                                     \
+      _Pragma("omp parallel for num_threads(threads)")  \
+      for (int64_t i = 0; i < (n); i++) __VA_ARGS__     \
+    } else {                                            \
+      for (int64_t i = 0; i < (n); i++) __VA_ARGS__     \
+    }                                                   \
+  } while (0)
 
 /* The monotonic clock in nanoseconds. A kernel that takes `elapsed_ns` reads it on entry and on return, so the
    time it reports is its own, from its first instruction to its last (cold caches and thread wake-ups
@@ -147,9 +162,8 @@ static void quantize_row(const void* x, int x_is_bf16, int64_t k, uint8_t* q, fl
 int quantize_fp8(const void* x, int x_is_bf16, int64_t t, int64_t k, uint8_t* q, float* scale, int threads,
                  int64_t* elapsed_ns) {
   const int64_t start = now_ns(), k_groups = (k + GROUP - 1) / GROUP, elem = x_is_bf16 ? 2 : 4;
-  #pragma omp parallel for num_threads(threads) if (t * k * elem > PARALLEL_BYTES)
-  for (int64_t i = 0; i < t; i++)
-    quantize_row((const char*)x + i * k * elem, x_is_bf16, k, q + i * k, scale + i * k_groups);
+  FOR_EACH(t * k * elem > PARALLEL_BYTES, i, t,
+           { quantize_row((const char*)x + i * k * elem, x_is_bf16, k, q + i * k, scale + i * k_groups); });
   if (elapsed_ns != NULL) *elapsed_ns = now_ns() - start;
   return 0;
 }
@@ -205,9 +219,8 @@ int plan_dispatch(const int64_t* topk_ids, int64_t t, int64_t top_k, int64_t exp
 
 /* dst[r] = src[index[r]] for rows of row_bytes bytes. */
 void gather_rows(const void* src, int64_t row_bytes, const int64_t* index, int64_t rows, void* dst, int threads) {
-  #pragma omp parallel for num_threads(threads) if (rows * row_bytes > PARALLEL_BYTES)
-  for (int64_t r = 0; r < rows; r++)
-    memcpy((char*)dst + r * row_bytes, (const char*)src + index[r] * row_bytes, row_bytes);
+  FOR_EACH(rows * row_bytes > PARALLEL_BYTES, r, rows,
+           { memcpy((char*)dst + r * row_bytes, (const char*)src + index[r] * row_bytes, row_bytes); });
 }
 
 /* A layer's dispatch of fp8 tokens in one call: plan_dispatch, then gather_rows of the codes (q: [t][q_row_bytes])
@@ -251,8 +264,7 @@ static inline v16 load16(const void* p, int is_bf16) {
 void combine_rows(const void* y, int y_is_bf16, const int64_t* row_of_slot, const float* weights, int64_t t,
                   int64_t top_k, int64_t d, float* out, int threads, int64_t* elapsed_ns) {
   const int64_t start = now_ns(), elem = y_is_bf16 ? 2 : 4, dv = d / COMBINE_COLUMNS * COMBINE_COLUMNS;
-  #pragma omp parallel for num_threads(threads) if (t * top_k * d * 2 > PARALLEL_BYTES)
-  for (int64_t i = 0; i < t; i++) {
+  FOR_EACH(t * top_k * d * 2 > PARALLEL_BYTES, i, t, {
     float* o = out + i * d;
     for (int64_t c0 = 0; c0 < dv; c0 += COMBINE_COLUMNS) {
       v16 acc[COMBINE_COLUMNS / 16] = {{0}};
@@ -271,7 +283,7 @@ void combine_rows(const void* y, int y_is_bf16, const int64_t* row_of_slot, cons
         for (int64_t c = dv; c < d; c++) o[c] += float_at(y, y_is_bf16, row * d + c) * w;
       }
     }
-  }
+  });
   if (elapsed_ns != NULL) *elapsed_ns = now_ns() - start;
 }
 
@@ -288,12 +300,10 @@ void combine_rows(const void* y, int y_is_bf16, const int64_t* row_of_slot, cons
 /* Routers of up to this many tokens split the experts between the threads, larger ones the token tiles (see
    route_noaux_tc): at 64 tokens one thread's tiles already take 3 times as long as reading the weight. */
 #define ROUTER_SPLIT_TOKENS 64
-/* Below this many bytes of weight reads (t x the weight's bytes) a router runs on one thread. Unlike the glue's
-   PARALLEL_BYTES, a router of one Kimi K2 token (0.9 MB of weight, about 100 us on one thread, 0.3 of the roofline
-   of a quiet machine's bandwidth) takes both threads: compute-bound from 128 tokens, it needs both cores to reach
-   a useful fraction of the 2-thread fp32 matmul rate, and a decode step's weight read splits in two streams. On a
-   machine whose other core is busy its parallel region waits for a time slice (16 ms seen under load 4), as
-   every parallel region there does. */
+/* Below this many bytes of weight reads (t x the weight's bytes) a router runs on one thread: as PARALLEL_BYTES,
+   but a router of one Kimi K2 token (0.9 MB of weight, about 100 us on one thread, 0.3 of the roofline of a quiet
+   machine's bandwidth) takes both threads, its weight read split in two streams. Compute-bound from 128 tokens,
+   it needs both cores to reach 0.4 of the 2-thread fp32 matmul rate. (Under load 4, a region waited 16 ms.) */
 #define ROUTER_PARALLEL_BYTES (1 << 19)
 
 /* acc[j][i] += w[j][c0:c1] . x[i][c0:c1] in 16 lanes, for nt tokens (rows of x, fp32) and ROUTER_TILE_EXPERTS
