@@ -19,15 +19,16 @@
 #define AMAX_FLOOR 1e-4f
 #define GROUP 128
 /* below this many bytes of work a call runs on one thread. One thread streams 6 to 10 GB/s, two nearly twice
-   that (the 2-core Xeon's roofline, 22 GB/s, is a 2-thread copy's rate), so a decode-sized call on one thread
-   cannot reach half of it: quantising 128 to 256 Kimi K2 tokens on one thread ran at 0.23-0.26 of the roofline on
-   a quiet machine, 1024 tokens on two at 0.46. Waking the second thread costs microseconds where its core is
-   idle, against the 100 us or more a megabyte takes on one thread. Where that core is busy a parallel region
-   waits for its time slice (quantising 128 tokens: 8 ms on two threads against 0.49 on one, and at this
-   threshold a benchmark run under load 5 to 7 put the decode rows of 128 to 256 tokens at 0.04 to 0.25 of the
-   roofline), as every parallel kernel's does there (the expert GEMMs, the roofline probes): benchmark on an
-   idle machine. Kimi K2: quantising from 74 tokens, gathering from 147 rows (19 tokens), combining from 10 tokens. */
-#define PARALLEL_BYTES (1 << 20)
+   that (the 2-core Xeon's roofline, 22 GB/s, is a 2-thread copy's rate), so a call on one thread cannot reach
+   half of it: quantising 16 to 256 Kimi K2 tokens on one thread ran at 0.16-0.26 of the roofline on a quiet
+   machine, 1024 tokens on two at 0.46. Where the second core is idle, its OpenMP thread (libgomp's idle threads
+   spin a while before they sleep) should join within microseconds, against the 13 us that 64 KB takes on one
+   thread from cold memory: not measured on an idle machine yet (this threshold was set under load). Where that core is busy a parallel region waits for its time slice (quantising 128 tokens: 8 ms
+   on two threads against 0.49 on one, and at a 1 MB threshold a benchmark run under load 5 to 7 put the decode
+   rows of 128 to 256 tokens at 0.04 to 0.25 of the roofline), as every parallel kernel's does there (the expert
+   GEMMs, the roofline probes): benchmark on an idle machine. Kimi K2: quantising from 5 tokens, gathering from
+   10 rows (2 tokens), combining from 1 token (split by columns: combine_rows). */
+#define PARALLEL_BYTES (1 << 16)
 /* `for (int64_t i = 0; i < n; i++) body` on `threads` threads where `parallel`, else a plain loop that never
    enters the OpenMP runtime: after the benchmark's cache flush, entering it for a one-thread region cost 4.6 us,
    more than quantising a token takes once its data arrive. */
@@ -247,6 +248,8 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
 typedef uint16_t u16x16 __attribute__((vector_size(32), aligned(2)));
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
 #define COMBINE_COLUMNS 64
+/* Columns of a token per work item: a token's 28 KB of output in 7 items, so two threads share even one token. */
+#define COMBINE_PART_COLUMNS 1024
 
 /* 16 bf16 values (or fp32 ones) at p as 16 fp32 lanes. */
 static inline v16 load16(const void* p, int is_bf16) {
@@ -264,9 +267,13 @@ static inline v16 load16(const void* p, int is_bf16) {
 void combine_rows(const void* y, int y_is_bf16, const int64_t* row_of_slot, const float* weights, int64_t t,
                   int64_t top_k, int64_t d, float* out, int threads, int64_t* elapsed_ns) {
   const int64_t start = now_ns(), elem = y_is_bf16 ? 2 : 4, dv = d / COMBINE_COLUMNS * COMBINE_COLUMNS;
-  FOR_EACH(t * top_k * d * 2 > PARALLEL_BYTES, i, t, {
+  /* parts of a token, for the threads; the last also takes the d % 64 columns */
+  const int64_t parts = dv > 0 ? (dv + COMBINE_PART_COLUMNS - 1) / COMBINE_PART_COLUMNS : 1;
+  FOR_EACH(t * top_k * d * 2 > PARALLEL_BYTES, item, t * parts, {
+    const int64_t i = item / parts, part = item % parts;
+    const int64_t c_end = (part + 1) * COMBINE_PART_COLUMNS < dv ? (part + 1) * COMBINE_PART_COLUMNS : dv;
     float* o = out + i * d;
-    for (int64_t c0 = 0; c0 < dv; c0 += COMBINE_COLUMNS) {
+    for (int64_t c0 = part * COMBINE_PART_COLUMNS; c0 < c_end; c0 += COMBINE_COLUMNS) {
       v16 acc[COMBINE_COLUMNS / 16] = {{0}};
       for (int64_t j = 0; j < top_k; j++) {
         const float w = weights[i * top_k + j];
@@ -275,7 +282,7 @@ void combine_rows(const void* y, int y_is_bf16, const int64_t* row_of_slot, cons
       }
       for (int u = 0; u < COMBINE_COLUMNS / 16; u++) memcpy(o + c0 + 16 * u, &acc[u], sizeof(v16));
     }
-    if (dv < d) {  /* the last d % 64 columns, one at a time */
+    if (dv < d && part == parts - 1) {  /* the last d % 64 columns, one at a time */
       memset(o + dv, 0, (d - dv) * sizeof(float));
       for (int64_t j = 0; j < top_k; j++) {
         const float w = weights[i * top_k + j];
