@@ -39,9 +39,10 @@ ROUTER_MAX_CLASS_TOKENS = 8192
 def router_choice(tokens: int, experts: int, hidden: int, dtype: torch.dtype) -> str:
     """"native" (the glue's fused C router) or "torch" (PyTorch's fp32 GEMM, then sigmoid and top-k) for a CPU
     router of this shape class, timed at first use and cached (kernels_ref.autotune). At decode sizes the fused
-    call wins (one pass over the weight, no per-op overhead); at prefill sizes the GEMM is compute-bound and
-    PyTorch's GEMM ran 2-3x faster than the C loop on the 2-core Xeon (0.18-0.26 of the fp32 matmul rate):
-    which wins where is measured per machine, not assumed."""
+    call wins (one pass over the weight, no per-op overhead); at prefill sizes the GEMM is compute-bound, and
+    PyTorch's fp32 GEMM once ran 2-3x faster than the C loop on the 2-core Xeon, while the C router's register tile
+    (glue.c) ran 1.6-1.9x faster than PyTorch's path there at 16 to 1024 tokens (one thread, cold cache, under
+    load): which wins where is measured per machine, not assumed."""
     if native_cpu.library("glue") is None or dtype not in (torch.bfloat16, torch.float32):
         return "torch"
     m = min(ROUTER_MAX_CLASS_TOKENS, 1 << max(0, tokens - 1).bit_length())
