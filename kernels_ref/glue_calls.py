@@ -16,7 +16,9 @@ A prepared call reads its inputs where they were when prepared and overwrites th
 every call: fill the inputs in place (`x.copy_(...)`) between calls and copy out an output that must
 outlive the next call. Its `kernel_seconds()` is the time its last call spent inside the C kernel, as the
 kernel measured it (a GPU's events around the kernel, not the host's dispatch: kernels_ref.timing).
-Where the native glue does not build (no compiler, not a CPU tensor, another dtype), `prepare_*` returns
+Each runs on one thread or on all of torch's, whichever ran faster for its shape on this machine
+(kernels_ref.autotune, on cold caches): whether the second thread pays depends on the machine and on what
+else runs there (native_cpu.EAGER_PARALLEL_BYTES says how much). Where the native glue does not build (no compiler, not a CPU tensor, another dtype), `prepare_*` returns
 the eager call on the same inputs, which allocates as before and has no kernel_seconds.
 Results are bit for bit those of the eager functions (tests/kernels_ref/test_glue_calls.py).
 """
@@ -28,7 +30,7 @@ from collections.abc import Callable
 
 import torch
 
-from kernels_ref import native_cpu
+from kernels_ref import autotune, native_cpu
 from kernels_ref.dispatch import DispatchPlan, combine, dispatch, plan_dispatch
 from kernels_ref.fp8 import BLOCK, ceil_div, quantize_activation_groups
 from kernels_ref.moe_layer import Router, route_noaux_tc, router_choice
@@ -47,12 +49,13 @@ def _bound(glue: ctypes.CDLL, name: str, *args) -> Callable[[], int]:
 
 
 class PreparedCall:
-    """A prepared native call: calling it runs the kernel and returns `outputs`; `check` reads the kernel's
-    status (raising on an error); kernel_seconds() is the last call's time inside the kernel."""
+    """A prepared native call on `threads` threads: calling it runs the kernel and returns `outputs`; `check`
+    reads the kernel's status (raising on an error); kernel_seconds() is the last call's time inside the kernel."""
 
-    def __init__(self, call: Callable[[], int], outputs, elapsed_ns: ctypes.c_int64,
+    def __init__(self, call: Callable[[], int], outputs, elapsed_ns: ctypes.c_int64, threads: int,
                  check: Callable[[int], None] = lambda status: None, held: tuple = ()):
         self._call, self._outputs, self._elapsed_ns, self._check = call, outputs, elapsed_ns, check
+        self.threads = threads
         self._held = held  # tensors the bound pointers read that no caller holds (converted router weights)
 
     def __call__(self):
@@ -69,6 +72,15 @@ def _elapsed() -> tuple[ctypes.c_int64, tuple]:
     return elapsed_ns, (_P, ctypes.addressof(elapsed_ns))
 
 
+def _tuned(shape_class: str, prepare: Callable[[int], PreparedCall]) -> PreparedCall:
+    """prepare(threads) on one thread or on all of torch's, whichever autotune timed faster for the shape class."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return prepare(1)
+    calls = {"1 thread": prepare(1), f"{threads} threads": prepare(threads)}
+    return calls[autotune.choose(f"glue:{shape_class}", lambda: calls, cold=True)]
+
+
 def _glue(*tensors: torch.Tensor) -> ctypes.CDLL | None:
     return native_cpu.library("glue") if all(t.device.type == "cpu" for t in tensors) else None
 
@@ -83,10 +95,13 @@ def prepare_quantize(x: torch.Tensor) -> Callable[[], tuple[torch.Tensor, torch.
     rows = x.numel() // k if k else 0
     q = torch.empty(x.shape, dtype=torch.float8_e4m3fn)
     scale = torch.empty(*lead, ceil_div(k, BLOCK), dtype=torch.float32)
-    elapsed_ns, elapsed_arg = _elapsed()
-    call = _bound(glue, "quantize_fp8", (_P, x.data_ptr()), (_INT, int(x.dtype == torch.bfloat16)), (_I64, rows),
-                  (_I64, k), (_P, q.data_ptr()), (_P, scale.data_ptr()), (_INT, torch.get_num_threads()), elapsed_arg)
-    return PreparedCall(call, (q, scale), elapsed_ns)
+
+    def prepare(threads: int) -> PreparedCall:
+        elapsed_ns, elapsed_arg = _elapsed()
+        call = _bound(glue, "quantize_fp8", (_P, x.data_ptr()), (_INT, int(x.dtype == torch.bfloat16)), (_I64, rows),
+                      (_I64, k), (_P, q.data_ptr()), (_P, scale.data_ptr()), (_INT, threads), elapsed_arg)
+        return PreparedCall(call, (q, scale), elapsed_ns, threads)
+    return _tuned(f"quantize:{rows}x{k}:{str(x.dtype).removeprefix('torch.')}", prepare)
 
 
 def prepare_dispatch(x_q: torch.Tensor, x_scale: torch.Tensor, topk_ids: torch.Tensor,
@@ -106,17 +121,21 @@ def prepare_dispatch(x_q: torch.Tensor, x_scale: torch.Tensor, topk_ids: torch.T
                         torch.empty(num_experts, dtype=torch.int64), torch.empty(num_experts + 1, dtype=torch.int64))
     q_out = torch.empty((tokens * top_k, *x_q.shape[1:]), dtype=x_q.dtype)
     s_out = torch.empty((tokens * top_k, *x_scale.shape[1:]), dtype=x_scale.dtype)
-    elapsed_ns, elapsed_arg = _elapsed()
-    call = _bound(glue, "dispatch_fp8", (_P, topk_ids.data_ptr()), (_I64, tokens), (_I64, top_k), (_I64, num_experts),
-                  (_P, x_q.data_ptr()), (_I64, x_q[0].numel() * x_q.element_size()), (_P, x_scale.data_ptr()),
-                  (_I64, x_scale[0].numel() * x_scale.element_size()), (_P, plan.token_of_row.data_ptr()),
-                  (_P, plan.row_of_slot.data_ptr()), (_P, plan.counts.data_ptr()), (_P, plan.offsets.data_ptr()),
-                  (_P, q_out.data_ptr()), (_P, s_out.data_ptr()), (_INT, torch.get_num_threads()), elapsed_arg)
+    q_row_bytes, s_row_bytes = x_q[0].numel() * x_q.element_size(), x_scale[0].numel() * x_scale.element_size()
 
     def check(status: int) -> None:
         if status:
             raise ValueError("an expert id is out of range") if status == 1 else MemoryError("plan_dispatch could not allocate")
-    return PreparedCall(call, (q_out, s_out, plan), elapsed_ns, check)
+
+    def prepare(threads: int) -> PreparedCall:
+        elapsed_ns, elapsed_arg = _elapsed()
+        call = _bound(glue, "dispatch_fp8", (_P, topk_ids.data_ptr()), (_I64, tokens), (_I64, top_k),
+                      (_I64, num_experts), (_P, x_q.data_ptr()), (_I64, q_row_bytes), (_P, x_scale.data_ptr()),
+                      (_I64, s_row_bytes), (_P, plan.token_of_row.data_ptr()), (_P, plan.row_of_slot.data_ptr()),
+                      (_P, plan.counts.data_ptr()), (_P, plan.offsets.data_ptr()), (_P, q_out.data_ptr()),
+                      (_P, s_out.data_ptr()), (_INT, threads), elapsed_arg)
+        return PreparedCall(call, (q_out, s_out, plan), elapsed_ns, threads, check)
+    return _tuned(f"dispatch:{tokens}x{top_k}:{q_row_bytes}+{s_row_bytes}B", prepare)
 
 
 def prepare_combine(y: torch.Tensor, plan: DispatchPlan, topk_weights: torch.Tensor) -> Callable[[], torch.Tensor]:
@@ -129,11 +148,14 @@ def prepare_combine(y: torch.Tensor, plan: DispatchPlan, topk_weights: torch.Ten
         return lambda: combine(y, plan, topk_weights, torch.float32)
     tokens, top_k = plan.row_of_slot.shape
     out = torch.empty(tokens, y.shape[1], dtype=torch.float32)
-    elapsed_ns, elapsed_arg = _elapsed()
-    call = _bound(glue, "combine_rows", (_P, y.data_ptr()), (_INT, int(y.dtype == torch.bfloat16)),
-                  (_P, plan.row_of_slot.data_ptr()), (_P, topk_weights.data_ptr()), (_I64, tokens), (_I64, top_k),
-                  (_I64, y.shape[1]), (_P, out.data_ptr()), (_INT, torch.get_num_threads()), elapsed_arg)
-    return PreparedCall(call, out, elapsed_ns)
+
+    def prepare(threads: int) -> PreparedCall:
+        elapsed_ns, elapsed_arg = _elapsed()
+        call = _bound(glue, "combine_rows", (_P, y.data_ptr()), (_INT, int(y.dtype == torch.bfloat16)),
+                      (_P, plan.row_of_slot.data_ptr()), (_P, topk_weights.data_ptr()), (_I64, tokens), (_I64, top_k),
+                      (_I64, y.shape[1]), (_P, out.data_ptr()), (_INT, threads), elapsed_arg)
+        return PreparedCall(call, out, elapsed_ns, threads)
+    return _tuned(f"combine:{tokens}x{top_k}x{y.shape[1]}:{str(y.dtype).removeprefix('torch.')}", prepare)
 
 
 def prepare_router(x: torch.Tensor, router: Router) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
@@ -148,13 +170,16 @@ def prepare_router(x: torch.Tensor, router: Router) -> Callable[[], tuple[torch.
     weight, bias = router.weight.float().contiguous(), router.e_score_correction_bias.float().contiguous()
     topk_weights = torch.empty(tokens, top_k, dtype=torch.float32)
     topk_ids = torch.empty(tokens, top_k, dtype=torch.int64)
-    elapsed_ns, elapsed_arg = _elapsed()
-    call = _bound(glue, "route_noaux_tc", (_P, x.data_ptr()), (_INT, int(x.dtype == torch.bfloat16)),
-                  (_P, weight.data_ptr()), (_P, bias.data_ptr()), (_I64, tokens), (_I64, x.shape[1]),
-                  (_I64, weight.shape[0]), (_I64, top_k), (_F32, router.routed_scaling_factor),
-                  (_P, topk_weights.data_ptr()), (_P, topk_ids.data_ptr()), (_INT, torch.get_num_threads()), elapsed_arg)
 
     def check(status: int) -> None:
         if status:
             raise MemoryError("the native router could not allocate its buffers")
-    return PreparedCall(call, (topk_weights, topk_ids), elapsed_ns, check, held=(weight, bias))
+
+    def prepare(threads: int) -> PreparedCall:
+        elapsed_ns, elapsed_arg = _elapsed()
+        call = _bound(glue, "route_noaux_tc", (_P, x.data_ptr()), (_INT, int(x.dtype == torch.bfloat16)),
+                      (_P, weight.data_ptr()), (_P, bias.data_ptr()), (_I64, tokens), (_I64, x.shape[1]),
+                      (_I64, weight.shape[0]), (_I64, top_k), (_F32, router.routed_scaling_factor),
+                      (_P, topk_weights.data_ptr()), (_P, topk_ids.data_ptr()), (_INT, threads), elapsed_arg)
+        return PreparedCall(call, (topk_weights, topk_ids), elapsed_ns, threads, check, held=(weight, bias))
+    return _tuned(f"router:{tokens}x{x.shape[1]}x{weight.shape[0]}:{str(x.dtype).removeprefix('torch.')}", prepare)

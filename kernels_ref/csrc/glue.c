@@ -1,8 +1,9 @@
 /* The glue around the expert GEMMs, in plain C that the compiler vectorises for whatever ISA it is
    built for (AVX2, AVX-512, or none). See kernels_ref/native_cpu.py for how it is built and called.
    Every function takes pre-sized output buffers: allocating per call cost more than the work at
-   decode sizes. `threads` > 1 parallelises over tokens or rows where the work is large enough to
-   pay for waking the threads. `elapsed_ns`, where a kernel takes one and it is not NULL, receives the kernel's
+   decode sizes. `threads`: how many threads a call runs on; 1 runs on the caller's alone, without entering the
+   OpenMP runtime. Where more pay is the caller's choice, measured or by size (kernels_ref.native_cpu.glue_threads,
+   kernels_ref.glue_calls). `elapsed_ns`, where a kernel takes one and it is not NULL, receives the kernel's
    own time: see now_ns. */
 #include <math.h>
 #include <stdint.h>
@@ -18,23 +19,12 @@
 #define FP8_MAX 448.0f
 #define AMAX_FLOOR 1e-4f
 #define GROUP 128
-/* below this many bytes of work a call runs on one thread. One thread streams 6 to 10 GB/s, two nearly twice
-   that (the 2-core Xeon's roofline, 22 GB/s, is a 2-thread copy's rate), so a call on one thread cannot reach
-   half of it: quantising 16 to 256 Kimi K2 tokens on one thread ran at 0.16-0.26 of the roofline on a quiet
-   machine, 1024 tokens on two at 0.46. Where the second core is idle, its OpenMP thread (libgomp's idle threads
-   spin a while before they sleep) should join within microseconds, against the 13 us that 64 KB takes on one
-   thread from cold memory: not measured on an idle machine yet (this threshold was set under load). Where that core is busy a parallel region waits for its time slice (quantising 128 tokens: 8 ms
-   on two threads against 0.49 on one, and at a 1 MB threshold a benchmark run under load 5 to 7 put the decode
-   rows of 128 to 256 tokens at 0.04 to 0.25 of the roofline), as every parallel kernel's does there (the expert
-   GEMMs, the roofline probes): benchmark on an idle machine. Kimi K2: quantising from 5 tokens, gathering from
-   10 rows (2 tokens), combining from 1 token (split by columns: combine_rows). */
-#define PARALLEL_BYTES (1 << 16)
-/* `for (int64_t i = 0; i < n; i++) body` on `threads` threads where `parallel`, else a plain loop that never
-   enters the OpenMP runtime: after the benchmark's cache flush, entering it for a one-thread region cost 4.6 us,
-   more than quantising a token takes once its data arrive. */
-#define FOR_EACH(parallel, i, n, ...)                   \
+/* `for (int64_t i = 0; i < n; i++) body` on `threads` threads, or on one as a plain loop that never enters the
+   OpenMP runtime: after the benchmark's cache flush, entering it for a one-thread region cost 4.6 us, more than
+   quantising a token takes once its data arrive. */
+#define FOR_EACH(i, n, ...)                             \
   do {                                                  \
-    if (parallel) {                                     \
+    if (threads > 1) {                                  \
       _Pragma("omp parallel for num_threads(threads)")  \
       for (int64_t i = 0; i < (n); i++) __VA_ARGS__     \
     } else {                                            \
@@ -163,7 +153,7 @@ static void quantize_row(const void* x, int x_is_bf16, int64_t k, uint8_t* q, fl
 int quantize_fp8(const void* x, int x_is_bf16, int64_t t, int64_t k, uint8_t* q, float* scale, int threads,
                  int64_t* elapsed_ns) {
   const int64_t start = now_ns(), k_groups = (k + GROUP - 1) / GROUP, elem = x_is_bf16 ? 2 : 4;
-  FOR_EACH(t * k * elem > PARALLEL_BYTES, i, t,
+  FOR_EACH(i, t,
            { quantize_row((const char*)x + i * k * elem, x_is_bf16, k, q + i * k, scale + i * k_groups); });
   if (elapsed_ns != NULL) *elapsed_ns = now_ns() - start;
   return 0;
@@ -176,7 +166,7 @@ int quantize_fp8(const void* x, int x_is_bf16, int64_t t, int64_t k, uint8_t* q,
 int swiglu_quantize_fp8(const float* gate_up, int64_t t, int64_t inter, uint8_t* q, float* scale, int threads) {
   const int64_t k_groups = (inter + GROUP - 1) / GROUP;
   int failed = 0;
-  #pragma omp parallel num_threads(threads) if (t * inter * 8 > PARALLEL_BYTES)
+  #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     float* h = malloc(inter * sizeof(float));
     if (h == NULL) failed = 1;
@@ -220,7 +210,7 @@ int plan_dispatch(const int64_t* topk_ids, int64_t t, int64_t top_k, int64_t exp
 
 /* dst[r] = src[index[r]] for rows of row_bytes bytes. */
 void gather_rows(const void* src, int64_t row_bytes, const int64_t* index, int64_t rows, void* dst, int threads) {
-  FOR_EACH(rows * row_bytes > PARALLEL_BYTES, r, rows,
+  FOR_EACH(r, rows,
            { memcpy((char*)dst + r * row_bytes, (const char*)src + index[r] * row_bytes, row_bytes); });
 }
 
@@ -269,7 +259,7 @@ void combine_rows(const void* y, int y_is_bf16, const int64_t* row_of_slot, cons
   const int64_t start = now_ns(), elem = y_is_bf16 ? 2 : 4, dv = d / COMBINE_COLUMNS * COMBINE_COLUMNS;
   /* parts of a token, for the threads; the last also takes the d % 64 columns */
   const int64_t parts = dv > 0 ? (dv + COMBINE_PART_COLUMNS - 1) / COMBINE_PART_COLUMNS : 1;
-  FOR_EACH(t * top_k * d * 2 > PARALLEL_BYTES, item, t * parts, {
+  FOR_EACH(item, t * parts, {
     const int64_t i = item / parts, part = item % parts;
     const int64_t c_end = (part + 1) * COMBINE_PART_COLUMNS < dv ? (part + 1) * COMBINE_PART_COLUMNS : dv;
     float* o = out + i * d;
@@ -307,11 +297,6 @@ void combine_rows(const void* y, int y_is_bf16, const int64_t* row_of_slot, cons
 /* Routers of up to this many tokens split the experts between the threads, larger ones the token tiles (see
    route_noaux_tc): at 64 tokens one thread's tiles already take 3 times as long as reading the weight. */
 #define ROUTER_SPLIT_TOKENS 64
-/* Below this many bytes of weight reads (t x the weight's bytes) a router runs on one thread: as PARALLEL_BYTES,
-   but a router of one Kimi K2 token (0.9 MB of weight, about 100 us on one thread, 0.3 of the roofline of a quiet
-   machine's bandwidth) takes both threads, its weight read split in two streams. Compute-bound from 128 tokens,
-   it needs both cores to reach 0.4 of the 2-thread fp32 matmul rate. (Under load 4, a region waited 16 ms.) */
-#define ROUTER_PARALLEL_BYTES (1 << 19)
 
 /* acc[j][i] += w[j][c0:c1] . x[i][c0:c1] in 16 lanes, for nt tokens (rows of x, fp32) and ROUTER_TILE_EXPERTS
    experts (w[j] for j < ROUTER_TILE_EXPERTS: rows of the fp32 weight). nt is a constant at each call site, so the
@@ -417,7 +402,7 @@ int route_noaux_tc(const void* x, int x_is_bf16, const float* w, const float* bi
   float* logits = malloc(t * e * sizeof(float));
   if (logits == NULL) return 1;
   int failed = 0;
-  #pragma omp parallel num_threads(threads) if (t * e * d * 4 > ROUTER_PARALLEL_BYTES)
+  #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     const int64_t split = t <= ROUTER_SPLIT_TOKENS ? omp_get_num_threads() : 1;  /* expert parts */
     float* xf = malloc((ROUTER_TILE_TOKENS * x_stride + e) * sizeof(float));

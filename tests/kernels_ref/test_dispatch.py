@@ -60,8 +60,8 @@ def test_combine_sums_expert_outputs_times_gates():
 @pytest.mark.parametrize("tokens, hidden", [(1, 7168), (3, 3000), (5, 1100), (40, 50)])
 def test_combine_over_column_parts_is_the_sum(monkeypatch, threads, tokens, hidden):
     # one token, several 1024-column parts of a token, a last part with a d % 64 tail, and d < 64 (no part):
-    # on one thread and, above the glue's parallel threshold, split between two; the same sums either way
-    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    # on one thread and split between two; the same sums either way
+    monkeypatch.setattr(native_cpu, "glue_threads", lambda work_bytes: threads)
     top_k = 4
     topk_ids = random_topk(tokens, 8, top_k, seed=2)
     plan = plan_dispatch(topk_ids, 8)

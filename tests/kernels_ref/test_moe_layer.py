@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels_ref import TOLERANCE, Router, calc_diff, moe_layer, moe_layer_fp8, route_noaux_tc
+from kernels_ref import TOLERANCE, Router, calc_diff, moe_layer, moe_layer_fp8, native_cpu, route_noaux_tc
 from kernels_ref.generators import generate_moe_layer, random_router
 from kernels_ref.moe_layer import route_noaux_tc_torch
 
@@ -58,7 +58,7 @@ def test_native_router_chooses_as_the_torch_router(native_glue, dtype, threads, 
     # Shapes: one token and a partial tile of 6; the experts split between threads (up to 64 tokens) or the token
     # tiles (above); experts not a multiple of the tile's 4; hidden not a multiple of 16; and one thread only.
     monkeypatch.setattr(moe_layer, "router_choice", lambda *shape: "native")
-    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(native_cpu, "glue_threads", lambda work_bytes: threads)
     generator = torch.Generator().manual_seed(1)
     for tokens, experts, hidden, top_k in [(1, 32, 7168, 8), (37, 32, 7168, 8), (70, 32, 7168, 8), (20, 7, 1000, 3),
                                            (130, 7, 300, 3), (5, 16, 256, 4), (9, 7, 100, 3)]:
