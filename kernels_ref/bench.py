@@ -150,7 +150,10 @@ def _grouped_swiglu_cost(counts: Sequence[int], hidden: int, intermediate: int) 
 
 
 def _router_cost(tokens: int, hidden: int, experts: int, top_k: int) -> tuple[float, float]:
-    """bf16 tokens, fp32 router weight and scores, int64 ids and fp32 gates out."""
+    """bf16 tokens, fp32 router weight and scores, int64 ids and fp32 gates out. The weight is read once per call
+    (the native router keeps a thread's part of it in L2 across its token tiles). Its rows are held to the fp32
+    matmul rate ("fp32" in their cases): the router multiplies the fp32 weight in fp32, as the fp32 routing of
+    moe_layer does, and a bf16 GEMM would be a different kernel (a rounded weight moves near-tied experts)."""
     bytes_moved = 2.0 * tokens * hidden + 4.0 * (experts * hidden + tokens * experts) + 12.0 * tokens * top_k
     return 2.0 * tokens * hidden * experts, bytes_moved
 
