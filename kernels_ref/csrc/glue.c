@@ -394,38 +394,61 @@ static void widen_tokens(const void* x, int x_is_bf16, int64_t t0, int64_t t1, i
    thread, where one core streams 6 to 10 GB/s and two nearly twice that; later tiles find the thread's part in
    its L2), the token tiles above (prefill: compute-bound, and each thread's copy of the weight stays in its L2).
    Either way the logits go to one [t][e] fp32 buffer, then the tokens are routed in parallel. */
+/* route_noaux_tc's arguments, and its [t][e] logits buffer. */
+struct route_call {
+  const void* x;
+  int x_is_bf16;
+  const float *w, *bias;
+  int64_t t, d, e, top_k;
+  float scaling;
+  float* weights;
+  int64_t* ids;
+  float* logits;
+};
+
+/* One thread's share of a route_noaux_tc call: its GEMM work items, then its tokens (all of them outside a parallel
+   region, which a one-thread call never enters: entering OpenMP's runtime cold cost 4.6 us). Returns 1 if out of
+   memory. */
+static int route_share(const struct route_call* c) {
+  const int64_t t = c->t, d = c->d, e = c->e, x_stride = d + 16;  /* rows 4 KiB apart (d = 7168) would share L1 sets */
+  const int64_t tiles = (t + ROUTER_TILE_TOKENS - 1) / ROUTER_TILE_TOKENS, groups = (e + ROUTER_TILE_EXPERTS - 1) / ROUTER_TILE_EXPERTS;
+  const int64_t split = t <= ROUTER_SPLIT_TOKENS ? omp_get_num_threads() : 1;  /* expert parts */
+  float* xf = malloc((ROUTER_TILE_TOKENS * x_stride + e) * sizeof(float));
+  v16 (*acc)[ROUTER_TILE_TOKENS] = malloc(ROUTER_TILE_EXPERTS * sizeof *acc);
+  #pragma omp for schedule(static)
+  for (int64_t item = 0; item < tiles * split; item++) {
+    if (xf == NULL || acc == NULL) continue;
+    /* part-major: the static schedule gives each thread one part of the experts, for every tile */
+    const int64_t part = item / tiles, t0 = item % tiles * ROUTER_TILE_TOKENS;
+    const int64_t t1 = t0 + ROUTER_TILE_TOKENS < t ? t0 + ROUTER_TILE_TOKENS : t;
+    const int64_t e0 = groups * part / split * ROUTER_TILE_EXPERTS, e1m = groups * (part + 1) / split * ROUTER_TILE_EXPERTS;
+    const int64_t e1 = e1m < e ? e1m : e;
+    widen_tokens(c->x, c->x_is_bf16, t0, t1, d, xf, x_stride);
+    if (e0 < e1) router_logits(xf, x_stride, t1 - t0, c->w, d, e0, e1, acc, c->logits + t0 * e + e0, e);
+  }
+  #pragma omp for schedule(static)
+  for (int64_t i = 0; i < t; i++)
+    if (xf != NULL)
+      route_token(c->logits + i * e, xf, c->bias, e, c->top_k, c->scaling, c->weights + i * c->top_k, c->ids + i * c->top_k);
+  const int failed = xf == NULL || acc == NULL;
+  free(acc);
+  free(xf);
+  return failed;
+}
+
 int route_noaux_tc(const void* x, int x_is_bf16, const float* w, const float* bias, int64_t t, int64_t d, int64_t e,
                    int64_t top_k, float scaling, float* weights, int64_t* ids, int threads, int64_t* elapsed_ns) {
-  const int64_t start = now_ns(), tiles = (t + ROUTER_TILE_TOKENS - 1) / ROUTER_TILE_TOKENS;
-  const int64_t x_stride = d + 16;  /* rows 4 KiB apart (d = 7168) would share L1 sets */
-  const int64_t groups = (e + ROUTER_TILE_EXPERTS - 1) / ROUTER_TILE_EXPERTS;
-  float* logits = malloc(t * e * sizeof(float));
-  if (logits == NULL) return 1;
+  const int64_t start = now_ns();
+  const struct route_call call = {x, x_is_bf16, w, bias, t, d, e, top_k, scaling, weights, ids, malloc(t * e * sizeof(float))};
+  if (call.logits == NULL) return 1;
   int failed = 0;
-  #pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-    const int64_t split = t <= ROUTER_SPLIT_TOKENS ? omp_get_num_threads() : 1;  /* expert parts */
-    float* xf = malloc((ROUTER_TILE_TOKENS * x_stride + e) * sizeof(float));
-    v16 (*acc)[ROUTER_TILE_TOKENS] = malloc(ROUTER_TILE_EXPERTS * sizeof *acc);
-    if (xf == NULL || acc == NULL) failed = 1;
-    #pragma omp for schedule(static)
-    for (int64_t item = 0; item < tiles * split; item++) {
-      if (xf == NULL || acc == NULL) continue;
-      /* part-major: the static schedule gives each thread one part of the experts, for every tile */
-      const int64_t part = item / tiles, t0 = item % tiles * ROUTER_TILE_TOKENS;
-      const int64_t t1 = t0 + ROUTER_TILE_TOKENS < t ? t0 + ROUTER_TILE_TOKENS : t;
-      const int64_t e0 = groups * part / split * ROUTER_TILE_EXPERTS, e1m = groups * (part + 1) / split * ROUTER_TILE_EXPERTS;
-      const int64_t e1 = e1m < e ? e1m : e;
-      widen_tokens(x, x_is_bf16, t0, t1, d, xf, x_stride);
-      if (e0 < e1) router_logits(xf, x_stride, t1 - t0, w, d, e0, e1, acc, logits + t0 * e + e0, e);
-    }
-    #pragma omp for schedule(static)
-    for (int64_t i = 0; i < t; i++)
-      if (xf != NULL) route_token(logits + i * e, xf, bias, e, top_k, scaling, weights + i * top_k, ids + i * top_k);
-    free(acc);
-    free(xf);
+  if (threads > 1) {
+    #pragma omp parallel num_threads(threads) reduction(|| : failed)
+    failed = route_share(&call);
+  } else {
+    failed = route_share(&call);
   }
-  free(logits);
+  free(call.logits);
   if (elapsed_ns != NULL) *elapsed_ns = now_ns() - start;
   return failed;
 }
