@@ -387,13 +387,6 @@ static void widen_tokens(const void* x, int x_is_bf16, int64_t t0, int64_t t1, i
   }
 }
 
-/* DeepSeek-V3's noaux_tc routing in fp32: logits = x . w (x: [t][d] bf16 bits if x_is_bf16, else fp32; w: [e][d]
-   fp32), then route_token per token. weights: [t][top_k] fp32, ids: [t][top_k] int64, best first. Returns 0, or
-   1 if out of memory.
-   The threads split the experts up to ROUTER_SPLIT_TOKENS tokens (decode: each weight byte is read once, by one
-   thread, where one core streams 6 to 10 GB/s and two nearly twice that; later tiles find the thread's part in
-   its L2), the token tiles above (prefill: compute-bound, and each thread's copy of the weight stays in its L2).
-   Either way the logits go to one [t][e] fp32 buffer, then the tokens are routed in parallel. */
 /* route_noaux_tc's arguments, and its [t][e] logits buffer. */
 struct route_call {
   const void* x;
@@ -436,6 +429,13 @@ static int route_share(const struct route_call* c) {
   return failed;
 }
 
+/* DeepSeek-V3's noaux_tc routing in fp32: logits = x . w (x: [t][d] bf16 bits if x_is_bf16, else fp32; w: [e][d]
+   fp32), then route_token per token. weights: [t][top_k] fp32, ids: [t][top_k] int64, best first. Returns 0, or
+   1 if out of memory.
+   The threads split the experts up to ROUTER_SPLIT_TOKENS tokens (decode: each weight byte is read once, by one
+   thread, where one core streams 6 to 10 GB/s and two nearly twice that; later tiles find the thread's part in
+   its L2), the token tiles above (prefill: compute-bound, and each thread's copy of the weight stays in its L2).
+   Either way the logits go to one [t][e] fp32 buffer, then the tokens are routed in parallel. */
 int route_noaux_tc(const void* x, int x_is_bf16, const float* w, const float* bias, int64_t t, int64_t d, int64_t e,
                    int64_t top_k, float scaling, float* weights, int64_t* ids, int threads, int64_t* elapsed_ns) {
   const int64_t start = now_ns();
