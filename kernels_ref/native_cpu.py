@@ -18,9 +18,9 @@ into a per-user cache directory and called through ctypes. `library(name)` retur
 is not possible (no compiler, not x86, an ISA the CPU lacks); callers then take a PyTorch path and
 record which path they used.
 
-The glue's kernels run on the threads they are given. An eager call (kernels_ref.fp8, dispatch, moe_layer,
-grouped_gemm) takes them from glue_threads, by the size of its work; a prepared one (kernels_ref.glue_calls)
-from a measurement on this machine.
+The glue's kernels run on the threads they are given. An eager call (kernels_ref.fp8, dispatch, grouped_gemm)
+takes them from glue_threads, by the size of its work; the router (kernels_ref.moe_layer) and a prepared call
+(kernels_ref.glue_calls) from a measurement on this machine.
 """
 
 import ctypes
