@@ -32,7 +32,7 @@ from kernels_ref import native_cpu
 # Rounds of timing per candidate (after one warm-up call); the least time decides.
 ROUNDS = 5
 # How candidates are timed; in the cache key, so choices timed another way are timed again.
-TIMING = "least of rounds; memory-fed kernels on a cold cache"
+TIMING = "least of rounds; memory-fed kernels on a cold cache; a call's kernel_seconds() where it has one"
 _choices: dict[tuple, str] = {}  # (ISA level, threads, shape class) -> choice
 
 
@@ -103,7 +103,8 @@ def cache_evictor() -> Callable[[], None]:
 
 def time_candidates(candidates: Mapping[str, Callable[[], object]], rounds: int = ROUNDS,
                     before: Callable[[], object] | None = None) -> dict[str, float]:
-    """The least seconds of each candidate over the rounds, timed round-robin after one warm-up call each.
+    """The least seconds of each candidate over the rounds, timed round-robin after one warm-up call each: a call's
+    kernel_seconds() where it has one (as kernels_ref.timing times it), else the wall time around it.
     before: run (untimed) before every timed call, e.g. a cache_evictor()."""
     for fn in candidates.values():
         fn()
@@ -114,7 +115,9 @@ def time_candidates(candidates: Mapping[str, Callable[[], object]], rounds: int 
                 before()
             start = time.perf_counter()
             fn()
-            samples[name].append(time.perf_counter() - start)
+            wall_s = time.perf_counter() - start
+            kernel_seconds = getattr(fn, "kernel_seconds", None)
+            samples[name].append(kernel_seconds() if kernel_seconds is not None else wall_s)
     return {name: min(s) for name, s in samples.items()}
 
 

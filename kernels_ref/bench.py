@@ -128,10 +128,12 @@ def _glue_impl(device: str) -> str:
     return "native" if torch.device(device).type == "cpu" and native_cpu.library("glue") is not None else "torch"
 
 
-def _glue_tuning(impl: str) -> str | None:
+def _glue_tuning(fn: Callable[[], object]) -> str | None:
     """A native glue row times a prepared call (kernels_ref.glue_calls): outputs sized and arguments bound once per
-    shape, as an engine's static buffers run it; the eager call's allocation and torch dispatch are not timed."""
-    return "prepared buffers" if impl == "native" else None
+    shape, as an engine's static buffers run it, on the threads tuned for the shape, and timed inside the kernel
+    (kernels_ref.timing): the eager call's allocation and the Python dispatch are not timed."""
+    threads = getattr(fn, "threads", None)
+    return None if threads is None else f"prepared buffers, {threads} thread{'s' * (threads != 1)}, kernel-timed"
 
 
 # (FLOPs, bytes) of each kernel, shared by its own rows and the layer's parts.
@@ -148,7 +150,10 @@ def _grouped_swiglu_cost(counts: Sequence[int], hidden: int, intermediate: int) 
 
 
 def _router_cost(tokens: int, hidden: int, experts: int, top_k: int) -> tuple[float, float]:
-    """bf16 tokens, fp32 router weight and scores, int64 ids and fp32 gates out."""
+    """bf16 tokens, fp32 router weight and scores, int64 ids and fp32 gates out. The weight is read once per call
+    (the native router keeps a thread's part of it in L2 across its token tiles). Its rows are held to the fp32
+    matmul rate ("fp32" in their cases): the router multiplies the fp32 weight in fp32, as the fp32 routing of
+    moe_layer does, and a bf16 GEMM would be a different kernel (a rounded weight moves near-tied experts)."""
     bytes_moved = 2.0 * tokens * hidden + 4.0 * (experts * hidden + tokens * experts) + 12.0 * tokens * top_k
     return 2.0 * tokens * hidden * experts, bytes_moved
 
@@ -215,11 +220,13 @@ def _dispatch_cases(config: dict, device: str, phase: str, token_counts: Sequenc
         y = torch.randn(tokens * top_k, hidden, generator=generator).to(device, torch.bfloat16)
         shape = {"tokens": tokens, "hidden": hidden, "top_k": top_k, "experts": experts}
         impl = _glue_impl(device)
-        yield BenchCase("dispatch_fp8", phase, impl, None, shape, *_dispatch_cost(tokens, hidden, top_k),
-                        fn=prepare_dispatch(x_q, x_scale, topk_ids, experts), tuning=_glue_tuning(impl))
+        run = prepare_dispatch(x_q, x_scale, topk_ids, experts)
+        yield BenchCase("dispatch_fp8", phase, impl, None, shape, *_dispatch_cost(tokens, hidden, top_k), fn=run,
+                        tuning=_glue_tuning(run))
         # fp32 out, as the layer adds the shared expert to it
-        yield BenchCase("combine_bf16", phase, impl, "fp32", shape, *_combine_cost(tokens, hidden, top_k),
-                        fn=prepare_combine(y, plan, topk_weights), tuning=_glue_tuning(impl))
+        run = prepare_combine(y, plan, topk_weights)
+        yield BenchCase("combine_bf16", phase, impl, "fp32", shape, *_combine_cost(tokens, hidden, top_k), fn=run,
+                        tuning=_glue_tuning(run))
 
 
 def _layer_experts(config: dict) -> int:
@@ -237,12 +244,13 @@ def _router_quantize_cases(config: dict, device: str, phase: str, token_counts: 
         x = torch.randn(tokens, hidden, generator=generator).to(device, torch.bfloat16)
         # the router's path is measured per shape class (moe_layer.router_choice): native or torch
         router_impl = "torch" if impl == "torch" else router_choice(tokens, experts, hidden, x.dtype)
+        run = prepare_router(x, router)
         yield BenchCase("router_noaux_tc", phase, router_impl, "fp32",
                         {"tokens": tokens, "hidden": hidden, "top_k": top_k, "experts": experts},
-                        *_router_cost(tokens, hidden, experts, top_k), fn=prepare_router(x, router),
-                        tuning=_glue_tuning(router_impl))
+                        *_router_cost(tokens, hidden, experts, top_k), fn=run, tuning=_glue_tuning(run))
+        run = prepare_quantize(x)
         yield BenchCase("quantize_fp8", phase, impl, None, {"tokens": tokens, "hidden": hidden},
-                        *_quantize_cost(tokens, hidden), fn=prepare_quantize(x), tuning=_glue_tuning(impl))
+                        *_quantize_cost(tokens, hidden), fn=run, tuning=_glue_tuning(run))
 
 
 def _moe_layer_parts(

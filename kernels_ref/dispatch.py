@@ -66,7 +66,7 @@ def dispatch(x: torch.Tensor, plan: DispatchPlan) -> torch.Tensor:
         row_bytes = x[0].numel() * x.element_size() if x.shape[0] else 0
         token_of_row = plan.token_of_row.contiguous()
         glue.gather_rows(x.data_ptr(), row_bytes, token_of_row.data_ptr(), out.shape[0], out.data_ptr(),
-                         torch.get_num_threads())
+                         native_cpu.glue_threads(out.shape[0] * row_bytes))
         return out
     if x.dtype == torch.float8_e4m3fn:  # index kernels do not cover fp8; its bytes suffice
         return x.view(torch.uint8).index_select(0, plan.token_of_row).view(x.dtype)
@@ -84,7 +84,8 @@ def combine(
         y, weights, row_of_slot = y.contiguous(), topk_weights.float().contiguous(), plan.row_of_slot.contiguous()
         out = torch.empty(tokens, y.shape[1], dtype=torch.float32)
         glue.combine_rows(y.data_ptr(), int(y.dtype == torch.bfloat16), row_of_slot.data_ptr(), weights.data_ptr(),
-                          tokens, top_k, y.shape[1], out.data_ptr(), torch.get_num_threads())
+                          tokens, top_k, y.shape[1], out.data_ptr(),
+                          native_cpu.glue_threads(2 * tokens * top_k * y.shape[1]), None)
         return out.to(out_dtype or y.dtype)
     out = torch.empty(tokens, y.shape[1], dtype=torch.float32, device=y.device)
     # Chunks of tokens and one k at a time keep the temporaries small: on a CPU a fresh

@@ -75,7 +75,7 @@ def quantize_activation_groups(x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     q = torch.empty(rows.shape, dtype=torch.float8_e4m3fn)
     scale = torch.empty(rows.shape[0], kb, dtype=torch.float32)
     glue.quantize_fp8(rows.data_ptr(), int(x.dtype == torch.bfloat16), rows.shape[0], k, q.data_ptr(),
-                      scale.data_ptr(), torch.get_num_threads())
+                      scale.data_ptr(), native_cpu.glue_threads(rows.numel() * rows.element_size()), None)
     return q.view(*lead, k), scale.view(*lead, kb)
 
 

@@ -14,8 +14,12 @@ through a prototype without argtypes, so no torch op and no argument conversion 
 
 A prepared call reads its inputs where they were when prepared and overwrites the same outputs on
 every call: fill the inputs in place (`x.copy_(...)`) between calls and copy out an output that must
-outlive the next call. Where the native glue does not build (no compiler, not a CPU tensor, another
-dtype), `prepare_*` returns the eager call on the same inputs, which allocates as before.
+outlive the next call. Its `kernel_seconds()` is the time its last call spent inside the C kernel, as the
+kernel measured it (a GPU's events around the kernel, not the host's dispatch: kernels_ref.timing).
+Each runs on one thread or on all of torch's, whichever ran faster for its shape on this machine
+(kernels_ref.autotune, on cold caches): whether the second thread pays depends on the machine and on what
+else runs there (native_cpu.EAGER_PARALLEL_BYTES says how much). Where the native glue does not build (no compiler, not a CPU tensor, another dtype), `prepare_*` returns
+the eager call on the same inputs, which allocates as before and has no kernel_seconds.
 Results are bit for bit those of the eager functions (tests/kernels_ref/test_glue_calls.py).
 """
 
@@ -26,7 +30,7 @@ from collections.abc import Callable
 
 import torch
 
-from kernels_ref import native_cpu
+from kernels_ref import autotune, native_cpu
 from kernels_ref.dispatch import DispatchPlan, combine, dispatch, plan_dispatch
 from kernels_ref.fp8 import BLOCK, ceil_div, quantize_activation_groups
 from kernels_ref.moe_layer import Router, route_noaux_tc, router_choice
@@ -44,6 +48,39 @@ def _bound(glue: ctypes.CDLL, name: str, *args) -> Callable[[], int]:
     return lambda: function(*values)
 
 
+class PreparedCall:
+    """A prepared native call on `threads` threads: calling it runs the kernel and returns `outputs`; `check`
+    reads the kernel's status (raising on an error); kernel_seconds() is the last call's time inside the kernel."""
+
+    def __init__(self, call: Callable[[], int], outputs, elapsed_ns: ctypes.c_int64, threads: int,
+                 check: Callable[[int], None] = lambda status: None, held: tuple = ()):
+        self._call, self._outputs, self._elapsed_ns, self._check = call, outputs, elapsed_ns, check
+        self.threads = threads
+        self._held = held  # tensors the bound pointers read that no caller holds (converted router weights)
+
+    def __call__(self):
+        self._check(self._call())
+        return self._outputs
+
+    def kernel_seconds(self) -> float:
+        return self._elapsed_ns.value * 1e-9
+
+
+def _elapsed() -> tuple[ctypes.c_int64, tuple]:
+    """A counter a kernel writes its nanoseconds to, and the argument that points the kernel to it."""
+    elapsed_ns = ctypes.c_int64()
+    return elapsed_ns, (_P, ctypes.addressof(elapsed_ns))
+
+
+def _tuned(shape_class: str, prepare: Callable[[int], PreparedCall]) -> PreparedCall:
+    """prepare(threads) on one thread or on all of torch's, whichever autotune timed faster for the shape class."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return prepare(1)
+    calls = {"1 thread": prepare(1), f"{threads} threads": prepare(threads)}
+    return calls[autotune.choose(f"glue:{shape_class}", lambda: calls, cold=True)]
+
+
 def _glue(*tensors: torch.Tensor) -> ctypes.CDLL | None:
     return native_cpu.library("glue") if all(t.device.type == "cpu" for t in tensors) else None
 
@@ -58,14 +95,13 @@ def prepare_quantize(x: torch.Tensor) -> Callable[[], tuple[torch.Tensor, torch.
     rows = x.numel() // k if k else 0
     q = torch.empty(x.shape, dtype=torch.float8_e4m3fn)
     scale = torch.empty(*lead, ceil_div(k, BLOCK), dtype=torch.float32)
-    call = _bound(glue, "quantize_fp8", (_P, x.data_ptr()), (_INT, int(x.dtype == torch.bfloat16)), (_I64, rows),
-                  (_I64, k), (_P, q.data_ptr()), (_P, scale.data_ptr()), (_INT, torch.get_num_threads()))
-    out = (q, scale)
 
-    def run() -> tuple[torch.Tensor, torch.Tensor]:
-        call()
-        return out
-    return run
+    def prepare(threads: int) -> PreparedCall:
+        elapsed_ns, elapsed_arg = _elapsed()
+        call = _bound(glue, "quantize_fp8", (_P, x.data_ptr()), (_INT, int(x.dtype == torch.bfloat16)), (_I64, rows),
+                      (_I64, k), (_P, q.data_ptr()), (_P, scale.data_ptr()), (_INT, threads), elapsed_arg)
+        return PreparedCall(call, (q, scale), elapsed_ns, threads)
+    return _tuned(f"quantize:{rows}x{k}:{str(x.dtype).removeprefix('torch.')}", prepare)
 
 
 def prepare_dispatch(x_q: torch.Tensor, x_scale: torch.Tensor, topk_ids: torch.Tensor,
@@ -85,24 +121,21 @@ def prepare_dispatch(x_q: torch.Tensor, x_scale: torch.Tensor, topk_ids: torch.T
                         torch.empty(num_experts, dtype=torch.int64), torch.empty(num_experts + 1, dtype=torch.int64))
     q_out = torch.empty((tokens * top_k, *x_q.shape[1:]), dtype=x_q.dtype)
     s_out = torch.empty((tokens * top_k, *x_scale.shape[1:]), dtype=x_scale.dtype)
-    threads = torch.get_num_threads()
-    plan_call = _bound(glue, "plan_dispatch", (_P, topk_ids.data_ptr()), (_I64, tokens), (_I64, top_k),
-                       (_I64, num_experts), (_P, plan.token_of_row.data_ptr()), (_P, plan.row_of_slot.data_ptr()),
-                       (_P, plan.counts.data_ptr()), (_P, plan.offsets.data_ptr()))
-    gathers = [_bound(glue, "gather_rows", (_P, src.data_ptr()), (_I64, src[0].numel() * src.element_size()),
-                      (_P, plan.token_of_row.data_ptr()), (_I64, tokens * top_k), (_P, dst.data_ptr()), (_INT, threads))
-               for src, dst in ((x_q, q_out), (x_scale, s_out))]
-    gather_q, gather_scale = gathers
-    out = (q_out, s_out, plan)
+    q_row_bytes, s_row_bytes = x_q[0].numel() * x_q.element_size(), x_scale[0].numel() * x_scale.element_size()
 
-    def run() -> tuple[torch.Tensor, torch.Tensor, DispatchPlan]:
-        status = plan_call()
+    def check(status: int) -> None:
         if status:
             raise ValueError("an expert id is out of range") if status == 1 else MemoryError("plan_dispatch could not allocate")
-        gather_q()
-        gather_scale()
-        return out
-    return run
+
+    def prepare(threads: int) -> PreparedCall:
+        elapsed_ns, elapsed_arg = _elapsed()
+        call = _bound(glue, "dispatch_fp8", (_P, topk_ids.data_ptr()), (_I64, tokens), (_I64, top_k),
+                      (_I64, num_experts), (_P, x_q.data_ptr()), (_I64, q_row_bytes), (_P, x_scale.data_ptr()),
+                      (_I64, s_row_bytes), (_P, plan.token_of_row.data_ptr()), (_P, plan.row_of_slot.data_ptr()),
+                      (_P, plan.counts.data_ptr()), (_P, plan.offsets.data_ptr()), (_P, q_out.data_ptr()),
+                      (_P, s_out.data_ptr()), (_INT, threads), elapsed_arg)
+        return PreparedCall(call, (q_out, s_out, plan), elapsed_ns, threads, check)
+    return _tuned(f"dispatch:{tokens}x{top_k}:{q_row_bytes}+{s_row_bytes}B", prepare)
 
 
 def prepare_combine(y: torch.Tensor, plan: DispatchPlan, topk_weights: torch.Tensor) -> Callable[[], torch.Tensor]:
@@ -115,14 +148,14 @@ def prepare_combine(y: torch.Tensor, plan: DispatchPlan, topk_weights: torch.Ten
         return lambda: combine(y, plan, topk_weights, torch.float32)
     tokens, top_k = plan.row_of_slot.shape
     out = torch.empty(tokens, y.shape[1], dtype=torch.float32)
-    call = _bound(glue, "combine_rows", (_P, y.data_ptr()), (_INT, int(y.dtype == torch.bfloat16)),
-                  (_P, plan.row_of_slot.data_ptr()), (_P, topk_weights.data_ptr()), (_I64, tokens), (_I64, top_k),
-                  (_I64, y.shape[1]), (_P, out.data_ptr()), (_INT, torch.get_num_threads()))
 
-    def run() -> torch.Tensor:
-        call()
-        return out
-    return run
+    def prepare(threads: int) -> PreparedCall:
+        elapsed_ns, elapsed_arg = _elapsed()
+        call = _bound(glue, "combine_rows", (_P, y.data_ptr()), (_INT, int(y.dtype == torch.bfloat16)),
+                      (_P, plan.row_of_slot.data_ptr()), (_P, topk_weights.data_ptr()), (_I64, tokens), (_I64, top_k),
+                      (_I64, y.shape[1]), (_P, out.data_ptr()), (_INT, threads), elapsed_arg)
+        return PreparedCall(call, out, elapsed_ns, threads)
+    return _tuned(f"combine:{tokens}x{top_k}x{y.shape[1]}:{str(y.dtype).removeprefix('torch.')}", prepare)
 
 
 def prepare_router(x: torch.Tensor, router: Router) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
@@ -137,16 +170,16 @@ def prepare_router(x: torch.Tensor, router: Router) -> Callable[[], tuple[torch.
     weight, bias = router.weight.float().contiguous(), router.e_score_correction_bias.float().contiguous()
     topk_weights = torch.empty(tokens, top_k, dtype=torch.float32)
     topk_ids = torch.empty(tokens, top_k, dtype=torch.int64)
-    call = _bound(glue, "route_noaux_tc", (_P, x.data_ptr()), (_INT, int(x.dtype == torch.bfloat16)),
-                  (_P, weight.data_ptr()), (_P, bias.data_ptr()), (_I64, tokens), (_I64, x.shape[1]),
-                  (_I64, weight.shape[0]), (_I64, top_k), (_F32, router.routed_scaling_factor),
-                  (_P, topk_weights.data_ptr()), (_P, topk_ids.data_ptr()), (_INT, torch.get_num_threads()))
-    out = (topk_weights, topk_ids)
-    held = (weight, bias)  # the converted router weights the bound pointers read
 
-    def run() -> tuple[torch.Tensor, torch.Tensor]:
-        if call():
+    def check(status: int) -> None:
+        if status:
             raise MemoryError("the native router could not allocate its buffers")
-        assert held
-        return out
-    return run
+
+    def prepare(threads: int) -> PreparedCall:
+        elapsed_ns, elapsed_arg = _elapsed()
+        call = _bound(glue, "route_noaux_tc", (_P, x.data_ptr()), (_INT, int(x.dtype == torch.bfloat16)),
+                      (_P, weight.data_ptr()), (_P, bias.data_ptr()), (_I64, tokens), (_I64, x.shape[1]),
+                      (_I64, weight.shape[0]), (_I64, top_k), (_F32, router.routed_scaling_factor),
+                      (_P, topk_weights.data_ptr()), (_P, topk_ids.data_ptr()), (_INT, threads), elapsed_arg)
+        return PreparedCall(call, (topk_weights, topk_ids), elapsed_ns, threads, check, held=(weight, bias))
+    return _tuned(f"router:{tokens}x{x.shape[1]}x{weight.shape[0]}:{str(x.dtype).removeprefix('torch.')}", prepare)

@@ -94,7 +94,8 @@ def swiglu_quantize(gate_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     gate_up = gate_up.contiguous()
     h_q = torch.empty(tokens, inter, dtype=torch.float8_e4m3fn)
     h_scale = torch.empty(tokens, ceil_div(inter, BLOCK), dtype=torch.float32)
-    if glue.swiglu_quantize_fp8(gate_up.data_ptr(), tokens, inter, h_q.data_ptr(), h_scale.data_ptr(), torch.get_num_threads()):
+    threads = native_cpu.glue_threads(gate_up.numel() * gate_up.element_size())
+    if glue.swiglu_quantize_fp8(gate_up.data_ptr(), tokens, inter, h_q.data_ptr(), h_scale.data_ptr(), threads):
         raise MemoryError("swiglu_quantize_fp8 could not allocate its row buffers")
     return h_q, h_scale
 

@@ -7,6 +7,7 @@ scores, top-k on the scores plus the load-balancing bias, gates = the chosen (bi
 normalised to sum to 1, times routed_scaling_factor.
 """
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -38,15 +39,24 @@ ROUTER_MAX_CLASS_TOKENS = 8192
 
 def router_choice(tokens: int, experts: int, hidden: int, dtype: torch.dtype) -> str:
     """"native" (the glue's fused C router) or "torch" (PyTorch's fp32 GEMM, then sigmoid and top-k) for a CPU
-    router of this shape class, timed at first use and cached (kernels_ref.autotune). At decode sizes the fused
-    call wins (one pass over the weight, no per-op overhead); at prefill sizes the GEMM is compute-bound and
-    PyTorch's GEMM ran 2-3x faster than the C loop on the 2-core Xeon (0.18-0.26 of the fp32 matmul rate):
-    which wins where is measured per machine, not assumed."""
+    router of this shape class: see _router_tuned."""
+    return _router_tuned(tokens, experts, hidden, dtype).split(":")[0]
+
+
+def _router_tuned(tokens: int, experts: int, hidden: int, dtype: torch.dtype) -> str:
+    """"native:<threads>" or "torch" for a CPU router of this shape class, timed at first use and cached
+    (kernels_ref.autotune): the native router on one thread and on all of torch's are candidates of their own, so
+    neither a busy second core nor a single thread's rate decides for the other; timed on cold caches, as a decode
+    step reads the router weight from memory. At decode sizes the fused call wins (one pass over the weight, no
+    per-op overhead); at prefill sizes the GEMM is compute-bound, and PyTorch's fp32 GEMM once ran 2-3x faster than
+    the C loop on the 2-core Xeon, while the C router's register tile (glue.c) ran 1.6-1.9x faster than PyTorch's
+    path there at 16 to 1024 tokens (one thread, cold cache, under load): which wins where is measured per
+    machine, not assumed."""
     if native_cpu.library("glue") is None or dtype not in (torch.bfloat16, torch.float32):
         return "torch"
     m = min(ROUTER_MAX_CLASS_TOKENS, 1 << max(0, tokens - 1).bit_length())
     return autotune.choose(f"router:{experts}x{hidden}:{str(dtype).removeprefix('torch.')}:m{m}",
-                           lambda: _router_tuning_calls(m, experts, hidden, dtype))
+                           lambda: _router_tuning_calls(m, experts, hidden, dtype), cold=True)
 
 
 def _router_tuning_calls(tokens: int, experts: int, hidden: int, dtype: torch.dtype) -> dict:
@@ -54,7 +64,9 @@ def _router_tuning_calls(tokens: int, experts: int, hidden: int, dtype: torch.dt
     router = Router(torch.randn(experts, hidden, generator=generator) / hidden**0.5,
                     torch.randn(experts, generator=generator) * 1e-2, min(8, experts), 2.5)
     x = torch.randn(tokens, hidden, generator=generator).to(dtype)
-    return {"native": lambda: _route_native(x, router), "torch": lambda: route_noaux_tc_torch(x, router)}
+    thread_counts = sorted({1, torch.get_num_threads()})
+    return {**{f"native:{n}": functools.partial(_route_native, x, router, n) for n in thread_counts},
+            "torch": lambda: route_noaux_tc_torch(x, router)}
 
 
 def route_noaux_tc(x: torch.Tensor, router: Router) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,13 +78,16 @@ def route_noaux_tc(x: torch.Tensor, router: Router) -> tuple[torch.Tensor, torch
     router weight (decode sizes: on a shared 2-core VM, a 1-token fp32 GEMM took 8 ms on 2 threads, 32 us on
     one), or route_noaux_tc_torch, whose GEMM is faster where the router is compute-bound. Elsewhere
     route_noaux_tc_torch."""
-    if x.device.type != "cpu" or router_choice(x.shape[0], router.weight.shape[0], x.shape[1], x.dtype) == "torch":
+    if x.device.type != "cpu":
         return route_noaux_tc_torch(x, router)
-    return _route_native(x, router)
+    path, _, threads = _router_tuned(x.shape[0], router.weight.shape[0], x.shape[1], x.dtype).partition(":")
+    if path == "torch":
+        return route_noaux_tc_torch(x, router)
+    return _route_native(x, router, int(threads))
 
 
-def _route_native(x: torch.Tensor, router: Router) -> tuple[torch.Tensor, torch.Tensor]:
-    """route_noaux_tc in one call of the glue's C router (x on the CPU, bf16 or fp32)."""
+def _route_native(x: torch.Tensor, router: Router, threads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """route_noaux_tc in one call of the glue's C router on `threads` threads (x on the CPU, bf16 or fp32)."""
     glue = native_cpu.library("glue")
     tokens, top_k = x.shape[0], router.top_k
     x, weight, bias = x.contiguous(), router.weight.float().contiguous(), router.e_score_correction_bias.float().contiguous()
@@ -80,7 +95,7 @@ def _route_native(x: torch.Tensor, router: Router) -> tuple[torch.Tensor, torch.
     topk_ids = torch.empty(tokens, top_k, dtype=torch.int64)
     status = glue.route_noaux_tc(x.data_ptr(), int(x.dtype == torch.bfloat16), weight.data_ptr(), bias.data_ptr(),
                                  tokens, x.shape[1], weight.shape[0], top_k, router.routed_scaling_factor,
-                                 topk_weights.data_ptr(), topk_ids.data_ptr(), torch.get_num_threads())
+                                 topk_weights.data_ptr(), topk_ids.data_ptr(), threads, None)
     if status:
         raise MemoryError("the native router could not allocate its buffers")
     return topk_weights, topk_ids

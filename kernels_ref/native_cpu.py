@@ -17,6 +17,10 @@ fallback on a machine that has more. Each library is compiled once per source, f
 into a per-user cache directory and called through ctypes. `library(name)` returns None where that
 is not possible (no compiler, not x86, an ISA the CPU lacks); callers then take a PyTorch path and
 record which path they used.
+
+The glue's kernels run on the threads they are given. An eager call (kernels_ref.fp8, dispatch, grouped_gemm)
+takes them from glue_threads, by the size of its work; the router (kernels_ref.moe_layer) and a prepared call
+(kernels_ref.glue_calls) from a measurement on this machine.
 """
 
 import ctypes
@@ -28,6 +32,8 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+import torch
 
 ISA_ENV = "KERNELS_REF_ISA"
 # From least to most capable; each level's compiler flags add to the previous one's.
@@ -50,12 +56,13 @@ _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 # name -> (source, the lowest level it builds for, {function: (restype, argtypes)})
 _LIBRARIES = {
     "glue": ("glue.c", "none", {
-        "quantize_fp8": (_INT, [_P, _INT, _I64, _I64, _P, _P, _INT]),
+        "quantize_fp8": (_INT, [_P, _INT, _I64, _I64, _P, _P, _INT, _P]),
         "swiglu_quantize_fp8": (_INT, [_P, _I64, _I64, _P, _P, _INT]),
         "plan_dispatch": (_INT, [_P, _I64, _I64, _I64, _P, _P, _P, _P]),
         "gather_rows": (None, [_P, _I64, _P, _I64, _P, _INT]),
-        "combine_rows": (None, [_P, _INT, _P, _P, _I64, _I64, _I64, _P, _INT]),
-        "route_noaux_tc": (_INT, [_P, _INT, _P, _P, _I64, _I64, _I64, _I64, ctypes.c_float, _P, _P, _INT]),
+        "dispatch_fp8": (_INT, [_P, _I64, _I64, _I64, _P, _I64, _P, _I64] + [_P] * 6 + [_INT, _P]),
+        "combine_rows": (None, [_P, _INT, _P, _P, _I64, _I64, _I64, _P, _INT, _P]),
+        "route_noaux_tc": (_INT, [_P, _INT, _P, _P, _I64, _I64, _I64, _I64, ctypes.c_float, _P, _P, _INT, _P]),
     }),
     "gemm_avx512": ("fp8_gemm_avx512.c", "avx512bf16", {
         "fp8_grouped_gemm": (_INT, [_P] * 4 + [_I64] + [_P] * 3 + [_I64] * 3 + [_INT]),
@@ -65,6 +72,20 @@ _LIBRARIES = {
         "fp8_grouped_gemm_amx": (_INT, [_P] * 4 + [_I64] + [_P] * 3 + [_I64] * 3 + [_INT, _I64, _INT]),
     }),
 }  # fmt: skip
+
+
+# Bytes of work below which an eager glue call runs on one thread. One thread streams 6 to 10 GB/s, two nearly
+# twice that, but on a shared 2-core machine whose other core is busy a parallel region waits for that core's
+# time slice: quantising 128 tokens took 8 ms on two threads against 0.49 on one while another process held it,
+# and with the threshold at 1 MB a benchmark run under load 5 to 7 put the decode rows of 128 to 256 tokens
+# (quantisation, dispatch, combine) at 0.04 to 0.25 of the roofline. So only calls of several milliseconds on
+# one thread take two (Kimi K2: quantising over 585 tokens, gathering over 146 x 8 rows, combining over 73).
+EAGER_PARALLEL_BYTES = 1 << 23
+
+
+def glue_threads(work_bytes: float) -> int:
+    """Threads for an eager glue call that moves `work_bytes`: all of torch's above EAGER_PARALLEL_BYTES, else 1."""
+    return torch.get_num_threads() if work_bytes > EAGER_PARALLEL_BYTES else 1
 
 
 @functools.cache

@@ -1,4 +1,16 @@
-"""Wall-clock timing: warm up, then the median of repeats, with several functions interleaved."""
+"""Timing: warm up, then the median of repeats, with several functions interleaved.
+
+What is timed is the kernel, as a GPU benchmark times it with events on the kernel's stream: from the
+kernel's start to its end, after whatever ran before it (here the cache-flushing copy of the benchmark
+harness), so its cold caches, page walks and thread wake-ups count, the host's dispatch of the call does not.
+A call that can say how long its kernel ran (a `kernel_seconds()` method: the prepared native glue calls of
+kernels_ref.glue_calls, whose C reads the monotonic clock on entry and on return) is timed by that; any other
+call (PyTorch operations, Python around several kernels) by the wall clock around the call, which includes its
+dispatch: charged more, never less. Why: after the harness's flush, the Python and ctypes dispatch of one call
+cost 18 us on the 2-core Xeon before the C code began (an empty ctypes call: 18 us cold, 1 us warm), more than a
+decode-sized glue kernel's roofline time (quantising 1 Kimi K2 token: 1 us at 22 GB/s), while a serving
+engine calls its kernels from compiled code or a CUDA graph.
+"""
 
 import ctypes
 import ctypes.util
@@ -49,7 +61,8 @@ def interleaved_median_seconds(
     conditions: shared and burstable machines change speed by 2x within seconds (a 2-core VM
     measured 400 GFLOP/s for 12 s of load, then 190). At least `repeats` rounds, and more (up to
     `max_repeats`) until the rounds span `min_seconds`: a stall of a few hundred milliseconds
-    (seen there) moves the median of five one-millisecond calls, not of a second's worth.
+    (seen there) moves the median of five one-millisecond calls, not of a second's worth. Each sample is the
+    call's kernel_seconds() where it has one, else the wall time around it (see the module docstring).
     """
     for _ in range(warmup):
         for fn in fns:
@@ -64,5 +77,7 @@ def interleaved_median_seconds(
             start = time.perf_counter()
             fn()
             synchronize(device)
-            fn_samples.append(time.perf_counter() - start)
+            wall_s = time.perf_counter() - start
+            kernel_seconds = getattr(fn, "kernel_seconds", None)
+            fn_samples.append(kernel_seconds() if kernel_seconds is not None else wall_s)
     return [statistics.median(s) for s in samples]

@@ -1,23 +1,46 @@
 /* The glue around the expert GEMMs, in plain C that the compiler vectorises for whatever ISA it is
    built for (AVX2, AVX-512, or none). See kernels_ref/native_cpu.py for how it is built and called.
    Every function takes pre-sized output buffers: allocating per call cost more than the work at
-   decode sizes. `threads` > 1 parallelises over tokens or rows where the work is large enough to
-   pay for waking the threads. */
+   decode sizes. `threads`: how many threads a call runs on; 1 runs on the caller's alone, without entering the
+   OpenMP runtime. Where more pay is the caller's choice, measured or by size (kernels_ref.native_cpu.glue_threads,
+   kernels_ref.glue_calls). `elapsed_ns`, where a kernel takes one and it is not NULL, receives the kernel's
+   own time: see now_ns. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else
+#define omp_get_num_threads() 1
+#endif
 
 #define FP8_MAX 448.0f
 #define AMAX_FLOOR 1e-4f
 #define GROUP 128
-/* below this many bytes of work a call runs on one thread. One thread streams 6 to 10 GB/s, two nearly twice
-   that, but on a shared 2-core machine whose other core is busy a parallel region waits for that core's time
-   slice: quantising 128 tokens took 8 ms on two threads against 0.49 on one while another process held it,
-   and with the threshold at 1 MB a benchmark run under load 5 to 7 put the decode rows of 128 to 256 tokens
-   (quantisation, dispatch, combine) at 0.04 to 0.25 of the roofline. So only calls of several milliseconds on
-   one thread take two (Kimi K2: quantising over 585 tokens, gathering over 146 x 8 rows, combining over 73). */
-#define PARALLEL_BYTES (1 << 23)
+/* `for (int64_t i = 0; i < n; i++) body` on `threads` threads, or on one as a plain loop that never enters the
+   OpenMP runtime: after the benchmark's cache flush, entering it for a one-thread region cost 4.6 us, more than
+   quantising a token takes once its data arrive. */
+#define FOR_EACH(i, n, ...)                             \
+  do {                                                  \
+    if (threads > 1) {                                  \
+      _Pragma("omp parallel for num_threads(threads)")  \
+      for (int64_t i = 0; i < (n); i++) __VA_ARGS__     \
+    } else {                                            \
+      for (int64_t i = 0; i < (n); i++) __VA_ARGS__     \
+    }                                                   \
+  } while (0)
+
+/* The monotonic clock in nanoseconds. A kernel that takes `elapsed_ns` reads it on entry and on return, so the
+   time it reports is its own, from its first instruction to its last (cold caches and thread wake-ups
+   included), as a GPU's events time a kernel on its stream: without the host's dispatch, which from Python
+   cost more than the kernel at decode sizes (kernels_ref/timing.py). */
+static int64_t now_ns(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
 
 static inline uint32_t bits_of(float v) { uint32_t b; memcpy(&b, &v, 4); return b; }
 static inline float float_of(uint32_t b) { float v; memcpy(&v, &b, 4); return v; }
@@ -127,11 +150,12 @@ static void quantize_row(const void* x, int x_is_bf16, int64_t k, uint8_t* q, fl
 }
 
 /* x: [t][k] bf16 (x_is_bf16) or fp32 -> q: [t][k] e4m3 codes, scale: [t][ceil(k/128)] fp32. */
-int quantize_fp8(const void* x, int x_is_bf16, int64_t t, int64_t k, uint8_t* q, float* scale, int threads) {
-  const int64_t k_groups = (k + GROUP - 1) / GROUP, elem = x_is_bf16 ? 2 : 4;
-  #pragma omp parallel for num_threads(threads) if (t * k * elem > PARALLEL_BYTES)
-  for (int64_t i = 0; i < t; i++)
-    quantize_row((const char*)x + i * k * elem, x_is_bf16, k, q + i * k, scale + i * k_groups);
+int quantize_fp8(const void* x, int x_is_bf16, int64_t t, int64_t k, uint8_t* q, float* scale, int threads,
+                 int64_t* elapsed_ns) {
+  const int64_t start = now_ns(), k_groups = (k + GROUP - 1) / GROUP, elem = x_is_bf16 ? 2 : 4;
+  FOR_EACH(i, t,
+           { quantize_row((const char*)x + i * k * elem, x_is_bf16, k, q + i * k, scale + i * k_groups); });
+  if (elapsed_ns != NULL) *elapsed_ns = now_ns() - start;
   return 0;
 }
 
@@ -142,7 +166,7 @@ int quantize_fp8(const void* x, int x_is_bf16, int64_t t, int64_t k, uint8_t* q,
 int swiglu_quantize_fp8(const float* gate_up, int64_t t, int64_t inter, uint8_t* q, float* scale, int threads) {
   const int64_t k_groups = (inter + GROUP - 1) / GROUP;
   int failed = 0;
-  #pragma omp parallel num_threads(threads) if (t * inter * 8 > PARALLEL_BYTES)
+  #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     float* h = malloc(inter * sizeof(float));
     if (h == NULL) failed = 1;
@@ -186,18 +210,36 @@ int plan_dispatch(const int64_t* topk_ids, int64_t t, int64_t top_k, int64_t exp
 
 /* dst[r] = src[index[r]] for rows of row_bytes bytes. */
 void gather_rows(const void* src, int64_t row_bytes, const int64_t* index, int64_t rows, void* dst, int threads) {
-  #pragma omp parallel for num_threads(threads) if (rows * row_bytes > PARALLEL_BYTES)
-  for (int64_t r = 0; r < rows; r++)
-    memcpy((char*)dst + r * row_bytes, (const char*)src + index[r] * row_bytes, row_bytes);
+  FOR_EACH(r, rows,
+           { memcpy((char*)dst + r * row_bytes, (const char*)src + index[r] * row_bytes, row_bytes); });
+}
+
+/* A layer's dispatch of fp8 tokens in one call: plan_dispatch, then gather_rows of the codes (q: [t][q_row_bytes])
+   and of their scales (scale: [t][scale_row_bytes]) into q_out and scale_out ([t * top_k][...] each). Returns
+   plan_dispatch's status (the gathers run only on 0). */
+int dispatch_fp8(const int64_t* topk_ids, int64_t t, int64_t top_k, int64_t experts, const void* q,
+                 int64_t q_row_bytes, const void* scale, int64_t scale_row_bytes, int64_t* token_of_row,
+                 int64_t* row_of_slot, int64_t* counts, int64_t* offsets, void* q_out, void* scale_out, int threads,
+                 int64_t* elapsed_ns) {
+  const int64_t start = now_ns();
+  const int status = plan_dispatch(topk_ids, t, top_k, experts, token_of_row, row_of_slot, counts, offsets);
+  if (status == 0) {
+    gather_rows(q, q_row_bytes, token_of_row, t * top_k, q_out, threads);
+    gather_rows(scale, scale_row_bytes, token_of_row, t * top_k, scale_out, threads);
+  }
+  if (elapsed_ns != NULL) *elapsed_ns = now_ns() - start;
+  return status;
 }
 
 /* 16 fp32 lanes in GCC's vector extension: one AVX-512 register, two AVX2 ones, or scalar code. */
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
-#define ROUTER_TOKENS 8
+
 
 typedef uint16_t u16x16 __attribute__((vector_size(32), aligned(2)));
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
 #define COMBINE_COLUMNS 64
+/* Columns of a token per work item: a token's 28 KB of output in 7 items, so two threads share even one token. */
+#define COMBINE_PART_COLUMNS 1024
 
 /* 16 bf16 values (or fp32 ones) at p as 16 fp32 lanes. */
 static inline v16 load16(const void* p, int is_bf16) {
@@ -213,12 +255,15 @@ static inline v16 load16(const void* p, int is_bf16) {
    registers before one store (adding row by row into `out` read and wrote it top_k times: 8 passes over a
    token's 28 KB); the same products in the same order, so the same sums. */
 void combine_rows(const void* y, int y_is_bf16, const int64_t* row_of_slot, const float* weights, int64_t t,
-                  int64_t top_k, int64_t d, float* out, int threads) {
-  const int64_t elem = y_is_bf16 ? 2 : 4, dv = d / COMBINE_COLUMNS * COMBINE_COLUMNS;
-  #pragma omp parallel for num_threads(threads) if (t * top_k * d * 2 > PARALLEL_BYTES)
-  for (int64_t i = 0; i < t; i++) {
+                  int64_t top_k, int64_t d, float* out, int threads, int64_t* elapsed_ns) {
+  const int64_t start = now_ns(), elem = y_is_bf16 ? 2 : 4, dv = d / COMBINE_COLUMNS * COMBINE_COLUMNS;
+  /* parts of a token, for the threads; the last also takes the d % 64 columns */
+  const int64_t parts = dv > 0 ? (dv + COMBINE_PART_COLUMNS - 1) / COMBINE_PART_COLUMNS : 1;
+  FOR_EACH(item, t * parts, {
+    const int64_t i = item / parts, part = item % parts;
+    const int64_t c_end = (part + 1) * COMBINE_PART_COLUMNS < dv ? (part + 1) * COMBINE_PART_COLUMNS : dv;
     float* o = out + i * d;
-    for (int64_t c0 = 0; c0 < dv; c0 += COMBINE_COLUMNS) {
+    for (int64_t c0 = part * COMBINE_PART_COLUMNS; c0 < c_end; c0 += COMBINE_COLUMNS) {
       v16 acc[COMBINE_COLUMNS / 16] = {{0}};
       for (int64_t j = 0; j < top_k; j++) {
         const float w = weights[i * top_k + j];
@@ -227,7 +272,7 @@ void combine_rows(const void* y, int y_is_bf16, const int64_t* row_of_slot, cons
       }
       for (int u = 0; u < COMBINE_COLUMNS / 16; u++) memcpy(o + c0 + 16 * u, &acc[u], sizeof(v16));
     }
-    if (dv < d) {  /* the last d % 64 columns, one at a time */
+    if (dv < d && part == parts - 1) {  /* the last d % 64 columns, one at a time */
       memset(o + dv, 0, (d - dv) * sizeof(float));
       for (int64_t j = 0; j < top_k; j++) {
         const float w = weights[i * top_k + j];
@@ -235,115 +280,175 @@ void combine_rows(const void* y, int y_is_bf16, const int64_t* row_of_slot, cons
         for (int64_t c = dv; c < d; c++) o[c] += float_at(y, y_is_bf16, row * d + c) * w;
       }
     }
-  }
+  });
+  if (elapsed_ns != NULL) *elapsed_ns = now_ns() - start;
 }
 
-/* logits[i][j] = x[i] . w[j] for a block of NT tokens (fp32; NT = 1, 2, 4 or ROUTER_TOKENS, a constant at each
-   call site, so the loops unroll and the 2 x NT accumulators stay in registers). Two experts at a time, so each
-   load of x feeds two products; over slices of `columns` columns, so the block's slice of x stays in L1 while
-   the experts' rows stream from L2. A block of one or two tokens (decode) takes whole rows instead: its x fits
-   L1 as it is, and each expert's row then streams from memory in one sequential pass, where 32 rows read a
-   slice at a time are 32 short streams (the cold 1-token router ran at 2.5 GB/s). acc: scratch of e x NT v16
-   (the partial sums between slices). */
+/* The router GEMM's register tile: ROUTER_TILE_TOKENS tokens x ROUTER_TILE_EXPERTS experts, 24 accumulators of
+   16 lanes plus 4 weight registers and one token register, within AVX-512's 32 (AVX2 and scalar builds spill,
+   and stay correct). Each weight load feeds 6 products and each token load 4, so the loads (10 per 24
+   multiply-adds) stay within the two load ports while both FMA ports run. On one core of the Xeon, warm, 16 and
+   128 Kimi K2 tokens ran at 74-85 GFLOP/s against 63-69 for the old 8 x 2 tile (PyTorch's fp32 matmul: 120). */
+#define ROUTER_TILE_TOKENS 6
+#define ROUTER_TILE_EXPERTS 4
+/* Columns per pass over the experts: the tile's token slice (6 x 2 KB) stays in L1 while all experts' slices
+   stream from L2 (the fp32 router weight of one device, 32 x 7168 x 4 B = 0.9 MB, fits one core's L2). */
 #define ROUTER_COLUMNS 512
-static inline __attribute__((always_inline)) void router_logits_n(const float* x, int64_t x_stride, const float* w,
-                                                                 int64_t e, int64_t d, v16* acc, float* logits,
-                                                                 const int nt) {
-  const int64_t dv = d / 16 * 16, columns = nt <= 2 ? (dv > 0 ? dv : 16) : ROUTER_COLUMNS;
-  for (int64_t j = 0; j < e * nt; j++) acc[j] = (v16){0};
-  for (int64_t c0 = 0; c0 < dv; c0 += columns) {
-    const int64_t c1 = c0 + columns < dv ? c0 + columns : dv;
-    for (int64_t j = 0; j < e; j += 2) {
-      const float* w0 = w + j * d;
-      const float* w1 = j + 1 < e ? w0 + d : w0;  /* an odd last expert is computed twice */
-      v16* a0 = acc + j * nt;
-      v16* a1 = j + 1 < e ? a0 + nt : a0;
-      v16 r0[ROUTER_TOKENS], r1[ROUTER_TOKENS];
-      for (int i = 0; i < nt; i++) { r0[i] = a0[i]; r1[i] = a1[i]; }
-      for (int64_t c = c0; c < c1; c += 16) {
-        const v16 p = *(const v16*)(w0 + c), q = *(const v16*)(w1 + c);
-        for (int i = 0; i < nt; i++) {
-          const v16 xv = *(const v16*)(x + i * x_stride + c);
-          r0[i] += xv * p;
-          r1[i] += xv * q;
-        }
-      }
-      for (int i = 0; i < nt; i++) { a1[i] = r1[i]; a0[i] = r0[i]; }
-    }
-  }
-  for (int64_t j = 0; j < e; j++)
+/* Routers of up to this many tokens split the experts between the threads, larger ones the token tiles (see
+   route_noaux_tc): at 64 tokens one thread's tiles already take 3 times as long as reading the weight. */
+#define ROUTER_SPLIT_TOKENS 64
+
+/* acc[j][i] += w[j][c0:c1] . x[i][c0:c1] in 16 lanes, for nt tokens (rows of x, fp32) and ROUTER_TILE_EXPERTS
+   experts (w[j] for j < ROUTER_TILE_EXPERTS: rows of the fp32 weight). nt is a constant at each call site, so the
+   loops unroll and the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void router_tile(const float* x, int64_t x_stride,
+                                                              const float* const* w, int64_t c0, int64_t c1,
+                                                              v16 (*acc)[ROUTER_TILE_TOKENS], const int nt) {
+  v16 r[ROUTER_TILE_EXPERTS][ROUTER_TILE_TOKENS];
+  for (int j = 0; j < ROUTER_TILE_EXPERTS; j++)
+    for (int i = 0; i < nt; i++) r[j][i] = acc[j][i];
+  for (int64_t c = c0; c < c1; c += 16) {
+    v16 wv[ROUTER_TILE_EXPERTS];
+    for (int j = 0; j < ROUTER_TILE_EXPERTS; j++) wv[j] = *(const v16*)(w[j] + c);
     for (int i = 0; i < nt; i++) {
-      float sum = 0.0f;
-      for (int l = 0; l < 16; l++) sum += acc[j * nt + i][l];
-      for (int64_t c = dv; c < d; c++) sum += x[i * x_stride + c] * w[j * d + c];
-      logits[i * e + j] = sum;
+      const v16 xv = *(const v16*)(x + i * x_stride + c);
+      for (int j = 0; j < ROUTER_TILE_EXPERTS; j++) r[j][i] += xv * wv[j];
     }
-}
-
-/* router_logits_n for the first `tokens` (1..ROUTER_TOKENS) rows of x, rounded up to 1, 2, 4 or ROUTER_TOKENS:
-   a block of one decode token multiplies one row of x, not ROUTER_TOKENS (the rows past `tokens` are zeros). */
-static void router_logits(const float* x, int64_t x_stride, const float* w, int64_t e, int64_t d, v16* acc,
-                          float* logits, int64_t tokens) {
-  if (tokens <= 1) router_logits_n(x, x_stride, w, e, d, acc, logits, 1);
-  else if (tokens <= 2) router_logits_n(x, x_stride, w, e, d, acc, logits, 2);
-  else if (tokens <= 4) router_logits_n(x, x_stride, w, e, d, acc, logits, 4);
-  else router_logits_n(x, x_stride, w, e, d, acc, logits, ROUTER_TOKENS);
-}
-
-/* DeepSeek-V3's noaux_tc routing in fp32: logits = x . w (x: [t][d] bf16 bits if x_is_bf16, else
-   fp32; w: [e][d] fp32), scores = sigmoid(logits), the top_k experts by score + bias (the lowest
-   index first among equals), gates = their scores normalised to sum to 1, times scaling.
-   weights: [t][top_k] fp32, ids: [t][top_k] int64, best first. Returns 0, or 1 if out of memory. */
-int route_noaux_tc(const void* x, int x_is_bf16, const float* w, const float* bias, int64_t t, int64_t d, int64_t e,
-                   int64_t top_k, float scaling, float* weights, int64_t* ids, int threads) {
-  const int64_t blocks = (t + ROUTER_TOKENS - 1) / ROUTER_TOKENS;
-  int failed = 0;
-  #pragma omp parallel num_threads(threads) if (t * e * d * 2 > PARALLEL_BYTES * 16)
-  {
-    v16* acc = malloc(e * ROUTER_TOKENS * sizeof(v16));
-    const int64_t x_stride = d + 16;  /* rows 4 KiB apart (d = 7168) would share L1 sets */
-    float* xf = malloc((ROUTER_TOKENS * x_stride + 3 * ROUTER_TOKENS * e) * sizeof(float));
-    if (acc == NULL) failed = 1;
-    if (xf == NULL) failed = 1;
-    #pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
-      if (xf == NULL || acc == NULL) continue;
-      float *logits = xf + ROUTER_TOKENS * x_stride, *score = logits + ROUTER_TOKENS * e, *biased = score + ROUTER_TOKENS * e;
-      const int64_t t0 = b * ROUTER_TOKENS, tokens = t - t0 < ROUTER_TOKENS ? t - t0 : ROUTER_TOKENS;
-      /* zeros up to the block size router_logits rounds to (not a whole ROUTER_TOKENS rows of 28 KB each) */
-      const int64_t rounded = tokens <= 1 ? 1 : tokens <= 2 ? 2 : tokens <= 4 ? 4 : ROUTER_TOKENS;
-      memset(xf + tokens * x_stride, 0, (rounded - tokens) * x_stride * sizeof(float));
-      for (int64_t i = 0; i < tokens; i++) {
-        if (x_is_bf16) {
-          const uint16_t* h = (const uint16_t*)x + (t0 + i) * d;
-          uint32_t* out = (uint32_t*)(xf + i * x_stride);
-          for (int64_t c = 0; c < d; c++) out[c] = (uint32_t)h[c] << 16;
-        } else {
-          memcpy(xf + i * x_stride, (const float*)x + (t0 + i) * d, d * sizeof(float));
-        }
-      }
-      router_logits(xf, x_stride, w, e, d, acc, logits, tokens);
-      for (int64_t i = 0; i < tokens; i++) {
-        for (int64_t j = 0; j < e; j++) {
-          score[i * e + j] = 1.0f / (1.0f + expf(-logits[i * e + j]));
-          biased[i * e + j] = score[i * e + j] + bias[j];
-        }
-        float sum = 0.0f, *gate = weights + (t0 + i) * top_k;
-        int64_t* id = ids + (t0 + i) * top_k;
-        for (int64_t j = 0; j < top_k; j++) {
-          int64_t best = -1;
-          for (int64_t c = 0; c < e; c++)
-            if (biased[i * e + c] != -INFINITY && (best < 0 || biased[i * e + c] > biased[i * e + best])) best = c;
-          biased[i * e + best] = -INFINITY;
-          id[j] = best;
-          gate[j] = score[i * e + best];
-          sum += gate[j];
-        }
-        for (int64_t j = 0; j < top_k; j++) gate[j] = gate[j] / sum * scaling;
-      }
-    }
-    free(xf);
-    free(acc);
   }
+  for (int j = 0; j < ROUTER_TILE_EXPERTS; j++)
+    for (int i = 0; i < nt; i++) acc[j][i] = r[j][i];
+}
+
+/* logits[i][j - e0] = x[i] . w[j] for the nt (1..ROUTER_TILE_TOKENS) rows of x (fp32, rows x_stride apart) and
+   the experts e0 <= j < e1 of w ([e][d] fp32). A tile of one or two tokens (decode) reads whole rows: its x fits
+   L1 as it is, and each expert's row then streams from memory in one sequential pass (32 rows read a slice at a
+   time are 32 short streams: the cold 1-token router ran at 2.5 GB/s). acc: scratch of ROUTER_TILE_EXPERTS x
+   ROUTER_TILE_TOKENS v16. */
+static void router_logits(const float* x, int64_t x_stride, int64_t nt, const float* w, int64_t d, int64_t e0,
+                          int64_t e1, v16 (*acc)[ROUTER_TILE_TOKENS], float* logits, int64_t logits_stride) {
+  const int64_t dv = d / 16 * 16, columns = nt <= 2 ? (dv > 0 ? dv : 16) : ROUTER_COLUMNS;
+  for (int64_t g = e0; g < e1; g += ROUTER_TILE_EXPERTS) {
+    const float* rows[ROUTER_TILE_EXPERTS];
+    for (int j = 0; j < ROUTER_TILE_EXPERTS; j++)  /* past e1: the last expert again, its sums discarded */
+      rows[j] = w + (g + j < e1 ? g + j : e1 - 1) * d;
+    memset(acc, 0, ROUTER_TILE_EXPERTS * sizeof *acc);
+    for (int64_t c0 = 0; c0 < dv; c0 += columns) {
+      const int64_t c1 = c0 + columns < dv ? c0 + columns : dv;
+      switch (nt) {
+        case 1: router_tile(x, x_stride, rows, c0, c1, acc, 1); break;
+        case 2: router_tile(x, x_stride, rows, c0, c1, acc, 2); break;
+        case 3: router_tile(x, x_stride, rows, c0, c1, acc, 3); break;
+        case 4: router_tile(x, x_stride, rows, c0, c1, acc, 4); break;
+        case 5: router_tile(x, x_stride, rows, c0, c1, acc, 5); break;
+        default: router_tile(x, x_stride, rows, c0, c1, acc, ROUTER_TILE_TOKENS); break;
+      }
+    }
+    for (int j = 0; j < ROUTER_TILE_EXPERTS && g + j < e1; j++)
+      for (int64_t i = 0; i < nt; i++) {
+        float sum = 0.0f;
+        for (int l = 0; l < 16; l++) sum += acc[j][i][l];
+        for (int64_t c = dv; c < d; c++) sum += x[i * x_stride + c] * rows[j][c];
+        logits[i * logits_stride + g + j - e0] = sum;
+      }
+  }
+}
+
+/* sigmoid, then the top_k experts by score + bias (the lowest index first among equals), gates = their scores
+   normalised to sum to 1, times scaling. logits: [e] (overwritten: the biased scores); score: [e] scratch. */
+static void route_token(float* logits, float* score, const float* bias, int64_t e, int64_t top_k, float scaling,
+                        float* gate, int64_t* id) {
+  for (int64_t j = 0; j < e; j++) {
+    score[j] = 1.0f / (1.0f + expf(-logits[j]));
+    logits[j] = score[j] + bias[j];
+  }
+  float sum = 0.0f;
+  for (int64_t k = 0; k < top_k; k++) {
+    int64_t best = -1;
+    for (int64_t c = 0; c < e; c++)
+      if (logits[c] != -INFINITY && (best < 0 || logits[c] > logits[best])) best = c;
+    logits[best] = -INFINITY;
+    id[k] = best;
+    gate[k] = score[best];
+    sum += gate[k];
+  }
+  for (int64_t k = 0; k < top_k; k++) gate[k] = gate[k] / sum * scaling;
+}
+
+/* The tokens t0 <= i < t1 (at most ROUTER_TILE_TOKENS) of x ([t][d] bf16 bits or fp32) as fp32 rows x_stride apart. */
+static void widen_tokens(const void* x, int x_is_bf16, int64_t t0, int64_t t1, int64_t d, float* xf, int64_t x_stride) {
+  for (int64_t i = t0; i < t1; i++) {
+    if (x_is_bf16) {
+      const uint16_t* h = (const uint16_t*)x + i * d;
+      uint32_t* out = (uint32_t*)(xf + (i - t0) * x_stride);
+      for (int64_t c = 0; c < d; c++) out[c] = (uint32_t)h[c] << 16;
+    } else {
+      memcpy(xf + (i - t0) * x_stride, (const float*)x + i * d, d * sizeof(float));
+    }
+  }
+}
+
+/* route_noaux_tc's arguments, and its [t][e] logits buffer. */
+struct route_call {
+  const void* x;
+  int x_is_bf16;
+  const float *w, *bias;
+  int64_t t, d, e, top_k;
+  float scaling;
+  float* weights;
+  int64_t* ids;
+  float* logits;
+};
+
+/* One thread's share of a route_noaux_tc call: its GEMM work items, then its tokens (all of them outside a parallel
+   region, which a one-thread call never enters: entering OpenMP's runtime cold cost 4.6 us). Returns 1 if out of
+   memory. */
+static int route_share(const struct route_call* c) {
+  const int64_t t = c->t, d = c->d, e = c->e, x_stride = d + 16;  /* rows 4 KiB apart (d = 7168) would share L1 sets */
+  const int64_t tiles = (t + ROUTER_TILE_TOKENS - 1) / ROUTER_TILE_TOKENS, groups = (e + ROUTER_TILE_EXPERTS - 1) / ROUTER_TILE_EXPERTS;
+  const int64_t split = t <= ROUTER_SPLIT_TOKENS ? omp_get_num_threads() : 1;  /* expert parts */
+  float* xf = malloc((ROUTER_TILE_TOKENS * x_stride + e) * sizeof(float));
+  v16 (*acc)[ROUTER_TILE_TOKENS] = malloc(ROUTER_TILE_EXPERTS * sizeof *acc);
+  #pragma omp for schedule(static)
+  for (int64_t item = 0; item < tiles * split; item++) {
+    if (xf == NULL || acc == NULL) continue;
+    /* part-major: the static schedule gives each thread one part of the experts, for every tile */
+    const int64_t part = item / tiles, t0 = item % tiles * ROUTER_TILE_TOKENS;
+    const int64_t t1 = t0 + ROUTER_TILE_TOKENS < t ? t0 + ROUTER_TILE_TOKENS : t;
+    const int64_t e0 = groups * part / split * ROUTER_TILE_EXPERTS, e1m = groups * (part + 1) / split * ROUTER_TILE_EXPERTS;
+    const int64_t e1 = e1m < e ? e1m : e;
+    widen_tokens(c->x, c->x_is_bf16, t0, t1, d, xf, x_stride);
+    if (e0 < e1) router_logits(xf, x_stride, t1 - t0, c->w, d, e0, e1, acc, c->logits + t0 * e + e0, e);
+  }
+  #pragma omp for schedule(static)
+  for (int64_t i = 0; i < t; i++)
+    if (xf != NULL)
+      route_token(c->logits + i * e, xf, c->bias, e, c->top_k, c->scaling, c->weights + i * c->top_k, c->ids + i * c->top_k);
+  const int failed = xf == NULL || acc == NULL;
+  free(acc);
+  free(xf);
+  return failed;
+}
+
+/* DeepSeek-V3's noaux_tc routing in fp32: logits = x . w (x: [t][d] bf16 bits if x_is_bf16, else fp32; w: [e][d]
+   fp32), then route_token per token. weights: [t][top_k] fp32, ids: [t][top_k] int64, best first. Returns 0, or
+   1 if out of memory.
+   The threads split the experts up to ROUTER_SPLIT_TOKENS tokens (decode: each weight byte is read once, by one
+   thread, where one core streams 6 to 10 GB/s and two nearly twice that; later tiles find the thread's part in
+   its L2), the token tiles above (prefill: compute-bound, and each thread's copy of the weight stays in its L2).
+   Either way the logits go to one [t][e] fp32 buffer, then the tokens are routed in parallel. */
+int route_noaux_tc(const void* x, int x_is_bf16, const float* w, const float* bias, int64_t t, int64_t d, int64_t e,
+                   int64_t top_k, float scaling, float* weights, int64_t* ids, int threads, int64_t* elapsed_ns) {
+  const int64_t start = now_ns();
+  const struct route_call call = {x, x_is_bf16, w, bias, t, d, e, top_k, scaling, weights, ids, malloc(t * e * sizeof(float))};
+  if (call.logits == NULL) return 1;
+  int failed = 0;
+  if (threads > 1) {
+    #pragma omp parallel num_threads(threads) reduction(|| : failed)
+    failed = route_share(&call);
+  } else {
+    failed = route_share(&call);
+  }
+  free(call.logits);
+  if (elapsed_ns != NULL) *elapsed_ns = now_ns() - start;
   return failed;
 }

@@ -50,3 +50,18 @@ def test_a_cold_tuning_evicts_the_caches_before_every_timed_call(monkeypatch):
 
 def test_the_last_level_cache_size_is_read_or_defaulted():
     assert autotune.last_level_cache_bytes() >= 2**20
+
+
+def test_a_call_that_times_its_kernel_is_tuned_by_that_time():
+    class SelfTimed:  # slower by the wall clock (its "dispatch"), faster inside its kernel
+        def __init__(self, kernel_s):
+            self.kernel_s = kernel_s
+
+        def __call__(self):
+            time.sleep(self.kernel_s + 0.002)
+
+        def kernel_seconds(self):
+            return self.kernel_s
+
+    seconds = autotune.time_candidates({"a": SelfTimed(0.001), "b": SelfTimed(0.0)}, rounds=2)
+    assert seconds == {"a": 0.001, "b": 0.0}

@@ -56,6 +56,22 @@ def test_combine_sums_expert_outputs_times_gates():
     assert combine(y.bfloat16(), plan, gates).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("tokens, hidden", [(1, 7168), (3, 3000), (5, 1100), (40, 50)])
+def test_combine_over_column_parts_is_the_sum(monkeypatch, threads, tokens, hidden):
+    # one token, several 1024-column parts of a token, a last part with a d % 64 tail, and d < 64 (no part):
+    # on one thread and split between two; the same sums either way
+    monkeypatch.setattr(native_cpu, "glue_threads", lambda work_bytes: threads)
+    top_k = 4
+    topk_ids = random_topk(tokens, 8, top_k, seed=2)
+    plan = plan_dispatch(topk_ids, 8)
+    generator = torch.Generator().manual_seed(3)
+    y = torch.randn(tokens * top_k, hidden, generator=generator).to(torch.bfloat16)
+    gates = torch.rand(tokens, top_k, generator=generator)
+    expected = (y.float()[plan.row_of_slot] * gates[..., None]).sum(dim=1)  # [T, K, D] -> [T, D]
+    assert torch.allclose(combine(y, plan, gates, torch.float32), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_dispatch_moves_fp8_codes_and_scales_with_empty_experts():
     topk_ids = torch.tensor([[0, 3], [3, 0], [3, 5]])  # experts 1, 2, 4 empty
     plan = plan_dispatch(topk_ids, num_experts=6)

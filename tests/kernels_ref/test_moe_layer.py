@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels_ref import TOLERANCE, Router, calc_diff, moe_layer_fp8, route_noaux_tc
+from kernels_ref import TOLERANCE, Router, calc_diff, moe_layer, moe_layer_fp8, route_noaux_tc
 from kernels_ref.generators import generate_moe_layer, random_router
 from kernels_ref.moe_layer import route_noaux_tc_torch
 
@@ -51,12 +51,27 @@ def test_fp8_layer_against_unrounded_weights():
     assert calc_diff(out, reference) < TOLERANCE["fp8_swiglu_with_weight_rounding"]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_native_router_chooses_as_the_torch_router(native_glue, dtype):
-    # the native router (native_cpu's glue) sums in another order: the same experts, gates within fp32 rounding
+def test_native_router_chooses_as_the_torch_router(native_glue, dtype, threads, monkeypatch):
+    # the native router (native_cpu's glue) sums in another order: the same experts, gates within fp32 rounding.
+    # Shapes: one token and a partial tile of 6; the experts split between threads (up to 64 tokens) or the token
+    # tiles (above); experts not a multiple of the tile's 4; hidden not a multiple of 16; and one thread only.
+    monkeypatch.setattr(moe_layer, "_router_tuned", lambda *shape: f"native:{threads}")
     generator = torch.Generator().manual_seed(1)
-    for tokens, experts, hidden, top_k in [(37, 32, 7168, 8), (5, 16, 256, 4), (9, 7, 100, 3)]:
+    for tokens, experts, hidden, top_k in [(1, 32, 7168, 8), (37, 32, 7168, 8), (70, 32, 7168, 8), (20, 7, 1000, 3),
+                                           (130, 7, 300, 3), (5, 16, 256, 4), (9, 7, 100, 3)]:
         router = random_router(experts, hidden, top_k, generator)
         x = torch.randn(tokens, hidden, generator=generator).to(dtype)
         (gates, ids), (gates_torch, ids_torch) = route_noaux_tc(x, router), route_noaux_tc_torch(x, router)
         assert torch.equal(ids, ids_torch) and torch.allclose(gates, gates_torch, rtol=1e-5, atol=1e-6)
+
+
+def test_the_router_is_tuned_between_torch_and_the_native_router_on_each_thread_count(native_glue, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    calls = moe_layer._router_tuning_calls(4, 8, 64, torch.bfloat16)
+    assert sorted(calls) == ["native:1", "native:2", "torch"]
+    (gates_1, ids_1), (gates_2, ids_2) = calls["native:1"](), calls["native:2"]()
+    assert torch.equal(ids_1, ids_2) and torch.equal(gates_1, gates_2)  # the same sums, split differently
+    monkeypatch.setattr(moe_layer.autotune, "choose", lambda shape_class, candidates, cold: "native:2")
+    assert moe_layer.router_choice(4, 8, 64, torch.bfloat16) == "native"

@@ -30,3 +30,18 @@ def test_max_repeats_bounds_the_rounds(monkeypatch):
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_keep_freed_memory_takes_on_glibc():
     assert timing.keep_freed_memory() is True
+
+
+def test_a_call_that_times_its_kernel_is_timed_by_it(monkeypatch):
+    clock = itertools.count(0.0, 0.1)
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+
+    class SelfTimed:
+        def __call__(self):
+            return None
+
+        def kernel_seconds(self):
+            return 0.003
+
+    seconds = timing.interleaved_median_seconds([SelfTimed(), lambda: None], "cpu", warmup=0, repeats=3)
+    assert seconds == pytest.approx([0.003, 0.1])  # the kernel's own time; the plain call's wall time
