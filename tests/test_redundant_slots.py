@@ -3,7 +3,7 @@ balance first (serving.redundant_experts, the engine's --ep-num-redundant-expert
 
 The case (README "Redundant slots against the KV cache"): DeepSeek-V3 on 4 x HGX H100 at 8K-token prompts, its
 own routing statistics (SGLang's, fitted on two windows, scored on a third), placed by EPLB. Every redundant slot
-holds one more expert per device in each of 58 MoE layers, about 2.5 GB of an 80 GB H100: at 24 devices the 8 slots
+holds one more expert per device in each of 58 MoE layers, about 2.6 GB of an H100's 80 GiB: at 24 devices the 8 slots
 that spread 256 experts evenly leave KV room for 8 sequences per device, the 32 that LMSYS deployed for 4.
 """
 
@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from hwmodels.catalog import load_device, load_model
 from hwmodels.errors import InputError
+from hwmodels.layout import Layout
+from hwmodels.memory import weights_per_device
+from hwmodels.precision import default_plan
 from moeplan import api
 
 SLOTS_FOR_BALANCE = 32  # LMSYS's DeepSeek-V3 deployment (lmsys.org 2025-05-05): --ep-num-redundant-experts 32
@@ -74,6 +78,16 @@ def test_the_saving_is_the_kv_cache(spec, plans):
     assert fewer.decode.work_per_device < joint.decode.work_per_device
     assert fewer.decode.layout.redundant_experts == SLOTS_FOR_BALANCE
     assert f"with {SLOTS_FOR_BALANCE} slots holds {fewer.decode.work_per_device} sequences per device" in _readme()
+
+
+def test_a_slot_costs_what_the_readme_says():
+    arch = load_model("deepseek-v3")
+    plan = default_plan(arch.quantization_config, arch.torch_dtype)
+    experts = [weights_per_device(arch, plan, Layout(tp=8, dp=3, redundant_experts=r))["routed_experts"] for r in (8, 32)]
+    one_slot = experts[1] - experts[0]  # 12 slots per device against 11, in each MoE layer
+    hbm_gib = load_device("h100-sxm").hbm_bytes / 2**30
+    assert f"each slot holds one more expert per device in each of {len(arch.moe_layers)} MoE layers, about " \
+           f"{one_slot / 1e9:.1f} GB of an H100's {hbm_gib:.0f} GiB" in _readme()
 
 
 def test_a_count_no_ep_size_divides_is_refused(spec):
