@@ -18,8 +18,9 @@ outlive the next call. Its `kernel_seconds()` is the time its last call spent in
 kernel measured it (a GPU's events around the kernel, not the host's dispatch: kernels_ref.timing).
 Each runs on one thread or on all of torch's, whichever ran faster for its shape on this machine
 (kernels_ref.autotune, on cold caches): whether the second thread pays depends on the machine and on what
-else runs there (native_cpu.EAGER_PARALLEL_BYTES says how much). Where the native glue does not build (no compiler, not a CPU tensor, another dtype), `prepare_*` returns
-the eager call on the same inputs, which allocates as before and has no kernel_seconds.
+else runs there (native_cpu.EAGER_PARALLEL_BYTES says how much). Where the native glue does not build (no
+compiler, not a CPU tensor, another dtype), `prepare_*` returns the eager call on the same inputs, which
+allocates as before and has no kernel_seconds.
 Results are bit for bit those of the eager functions (tests/kernels_ref/test_glue_calls.py).
 """
 
