@@ -421,7 +421,8 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
                            "fitted to measured closed loops, catalogs/fits/closed-loop-ttft.yaml)")
     if d.model.is_moe:
         assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in Phase]
-        assumptions.append(_redundant_assumption(d))
+        if pinned is None:  # an estimate scores the slots its layout names
+            assumptions.append(_redundant_assumption(d))
     if d.workload.requests_per_s is None:
         assumptions.append("no traffic volume (workload.requests_per_s): recommends the instance with the lowest cost per "
                            "request, sized as one decode instance and the prefill it needs")

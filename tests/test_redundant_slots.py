@@ -77,6 +77,8 @@ def test_the_saving_is_the_kv_cache(spec, plans):
     fewer = api.estimate(spec, layout=f"{text},redundant={SLOTS_FOR_BALANCE}").plan.recommendation
     assert fewer.decode.work_per_device < joint.decode.work_per_device
     assert fewer.decode.layout.redundant_experts == SLOTS_FOR_BALANCE
+    # the estimate scores the slots its layout names: no line about searching or fixing them
+    assert not any("redundant expert slots" in a for a in api.estimate(spec, layout=text).plan.assumptions)
     assert f"with {SLOTS_FOR_BALANCE} slots holds {fewer.decode.work_per_device} sequences per device" in _readme()
 
 
