@@ -252,9 +252,16 @@ def stored_fit(name: str) -> Mapping[str, Any]:
 
 @lru_cache(maxsize=None)  # read once per engine, not at every spec a sweep resolves
 def request_overhead_s(engine: str) -> float:
-    """A serving engine's per-request TTFT overhead fitted to measured closed loops (catalogs/fits/closed-loop-ttft.yaml,
+    """A serving engine's per-request TTFT overhead fitted to measured closed loops (catalogs/fits/closed-loop.yaml,
     hwmodels.calibrate.closed_loop_fit); 0 for an engine the fit lacks."""
-    return float(stored_fit("closed-loop-ttft")["parameters"]["request_overhead_s"].get(engine, 0.0))
+    return float(stored_fit("closed-loop")["parameters"]["request_overhead_s"].get(engine, 0.0))
+
+
+@lru_cache(maxsize=None)
+def step_overhead_s(engine: str) -> float:
+    """A serving engine's host time per forward step outside its kernels, fitted to measured closed loops' TPOT
+    (catalogs/fits/closed-loop.yaml, hwmodels.calibrate.closed_loop_fit); 0 for an engine the fit lacks."""
+    return float(stored_fit("closed-loop")["parameters"]["step_overhead_s"].get(engine, 0.0))
 
 
 @lru_cache(maxsize=None)

@@ -120,6 +120,9 @@ class StepContext:
     costs: OperatorCosts = field(default_factory=fitted_costs)
     imbalance_decimals: int = 3
     images: ImageInputs | None = None  # each prompt's images: a prefill step also runs the vision encoder on them
+    # the serving engine's host time per forward step that no kernel table holds (scheduling, sampling, output
+    # handling, launch gaps): Serving.step_overhead_s, fitted per engine to measured closed loops; 0 without an engine
+    step_overhead_s: float = 0.0
 
     @cached_property
     def expert_load(self) -> ExpertLoad | None:
@@ -219,6 +222,13 @@ class _MoETerms:
     operators: dict
 
 
+def _experts_read(slots: int, pairs: float) -> int:
+    """Experts of a device's `slots` that some of its `pairs` (token, expert) pairs chose: the grouped GEMM reads
+    only those (a group with no rows exits before loading its weights). Pairs land on the slots independently
+    (Poisson), so an expert is idle with probability exp(-pairs / slots)."""
+    return max(1, min(slots, math.ceil(slots * -math.expm1(-pairs / slots) - 1e-9)))
+
+
 def _moe(ctx: StepContext, tokens_per_device: float, phase: Phase) -> _MoETerms:
     """MoE of one layer on every device; the routed part priced per layer at its busiest device's load."""
     arch, plan, cluster, dev, layout = ctx.arch, ctx.precision, ctx.cluster, ctx.cluster.device, ctx.layout
@@ -263,9 +273,10 @@ def _moe(ctx: StepContext, tokens_per_device: float, phase: Phase) -> _MoETerms:
             expert_s[f] = measured.total_s
             fixed.note(measured)
             continue
-        m = pairs * f / slots
-        gate_up = _gemm(ctx, m, 2 * width, d, we, "experts_gate_up", groups=slots, layout=grouped)
-        down = _gemm(ctx, m, d, width, we, "experts_down", groups=slots, layout=grouped)
+        read = _experts_read(slots, pairs * f)
+        m = pairs * f / read
+        gate_up = _gemm(ctx, m, 2 * width, d, we, "experts_gate_up", groups=read, layout=grouped)
+        down = _gemm(ctx, m, d, width, we, "experts_down", groups=read, layout=grouped)
         swiglu = _memory_op(ctx.costs, dev, pairs * f * 3 * width * act, "swiglu")
         permutes_s = 0.0
         if grouped == "contiguous":
@@ -378,6 +389,9 @@ def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_toke
         breakdown["other"] += sum(pipeline.transfer_s)
         by_type["pipeline_transfers"] = sum(pipeline.transfer_s)
         by_type["pipeline_bubble"] = pipeline.cycle_s - pipeline.latency_s  # the slowest stage's wait, if any
+    if ctx.step_overhead_s:
+        by_type["engine_step_overhead"] = ctx.step_overhead_s
+        breakdown["other"] += ctx.step_overhead_s
     time_s = sum(by_type.values())
     return StepCost(
         phase=phase,

@@ -303,6 +303,7 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
                         _speculation(spec.serving.speculative, arch),
                         device_profile=_device_profile(spec.cluster.device_profile, base_dir),
                         request_overhead_s=catalog.request_overhead_s(spec.serving.engine.name) if spec.serving.engine else 0.0,
+                        step_overhead_s=catalog.step_overhead_s(spec.serving.engine.name) if spec.serving.engine else 0.0,
                         redundant_experts=_redundant_experts(spec.serving.redundant_experts, arch)),
         routing=_routing(spec.routing, arch, base_dir),
         prefill_cluster=prefill,

@@ -31,7 +31,7 @@ def sub_cluster(d: Deployment, devices: int, role: str = "decode") -> Cluster:
 def instance_context(d: Deployment, c: Candidate) -> StepContext:
     """The step model of one instance of the candidate, with the load it was scored at."""
     return StepContext(d.model, d.precision, sub_cluster(d, c.instance_devices, c.role), c.layout, c.load,
-                       costs_of(d, c.role), images=d.workload.images)
+                       costs_of(d, c.role), images=d.workload.images, step_overhead_s=d.serving.step_overhead_s)
 
 
 def prompt_lengths(d: Deployment) -> np.ndarray:
@@ -110,11 +110,10 @@ def prefill_s(d: Deployment, prompts: np.ndarray, rank_prefill_s: np.ndarray) ->
 
 
 def prefill_stalls_s(d: Deployment, c: Candidate, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """An aggregated instance's prefill, per prompt: (the time its rank spends prefilling it, decoding nothing;
-    what that adds to the other ranks' lockstep steps, each chunk's step over a decode step)."""
-    busy_s = aggregated_prefill_s(d, c, prompts)
-    steps = np.ceil(prompts / (d.serving.tokens_per_step * c.layout.tp))
-    return busy_s, np.maximum(busy_s - steps * c.perf.steps[0].time_s, 0.0)
+    """An aggregated instance's prefill, per prompt: (the time its rank spends prefilling it, decoding nothing; the
+    chunk steps it takes, each of which the other ranks of its group wait out instead of a decode step of theirs:
+    planner.tpot prices that against the decode step at the load the instance carries)."""
+    return aggregated_prefill_s(d, c, prompts), np.ceil(prompts / (d.serving.tokens_per_step * c.layout.tp))
 
 
 PARTIAL_CHUNK_POINTS = 10  # token counts (log-spaced, per device) a partial chunk's step is interpolated between

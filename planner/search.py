@@ -95,7 +95,8 @@ def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoa
             if not admits_longest(d, cluster, layout, w.output_tokens):
                 continue
             scored = loads(layout, Phase.DECODE)
-            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d), images=d.workload.images)
+            ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d), images=d.workload.images,
+                              step_overhead_s=d.serving.step_overhead_s)
             limit = largest_batch_that_fits(ctx, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
             batches = (pinned.batch_per_device,) if pinned and pinned.batch_per_device else DECODE_BATCHES
             for batch in (b for b in batches if b <= limit and not (pinned and pinned.mtp and role == Role.DECODE)):
@@ -141,7 +142,7 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
                 continue
             scored = loads(layout, Phase.PREFILL)
             ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d, Role.PREFILL),
-                              images=d.workload.images)
+                              images=d.workload.images, step_overhead_s=d.serving.step_overhead_s)
             for tokens in chunks:
                 mem = device_memory(d.model, d.precision, cluster, layout, w.input_tokens, s.hbm_utilization, tokens)
                 if not mem.fits:
@@ -418,7 +419,11 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
     if d.serving.request_overhead_s:
         assumptions.append(f"every TTFT includes {d.serving.engine}'s per-request overhead, "
                            f"{d.serving.request_overhead_s * 1e3:.0f} ms (HTTP, tokenisation, scheduling, KV hand-off; "
-                           "fitted to measured closed loops, catalogs/fits/closed-loop-ttft.yaml)")
+                           "fitted to measured closed loops, catalogs/fits/closed-loop.yaml)")
+    if d.serving.step_overhead_s:
+        assumptions.append(f"every step includes {d.serving.engine}'s host time per step, "
+                           f"{d.serving.step_overhead_s * 1e3:.2f} ms (scheduling, sampling, output handling, launch "
+                           "gaps; fitted to measured closed loops' TPOT, catalogs/fits/closed-loop.yaml)")
     if d.model.is_moe:
         assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in Phase]
         if pinned is None:  # an estimate scores the slots its layout names

@@ -114,3 +114,35 @@ def test_a_bad_row_becomes_a_reason(tmp_path):
     assert rows[0].predicted_tpot_s is None and "isl" in rows[0].reason
     if measured_tables.database_root() is not None:
         assert rows[1].predicted_tpot_s is not None and np.isfinite(rows[1].predicted_ttft_s)
+
+
+def test_a_row_of_the_packages_own_silicon_sample_reads_in_the_files_columns():
+    """aiconfigurator-core's systems/silicon_sample.csv names the model `model_path` and puts the concurrency in the
+    id and in silicon_data_source; a bf16 row may leave its quant modes empty."""
+    from hwmodels.calibrate.measured_deployments import _in_file_columns
+    row = _in_file_columns({"id": "kimik2_5_gb200_trtllm_fp4_disagg_1024x1024_c668_cfg759", "model_path": "a/b",
+                            "silicon_data_source": "db-dump; silicon_concurrency=7", "precision": "bf16",
+                            "gemm_quant_mode": "", "moe_quant_mode": ""})
+    assert (row["model"], row["concurrency"]) == ("a/b", "668")
+    assert row["gemm_quant_mode"] == row["moe_quant_mode"] == "bfloat16"
+    no_id = _in_file_columns({"id": "x", "model_path": "a/b", "silicon_data_source": "silicon_concurrency=7"})
+    assert no_id["concurrency"] == "7"
+    assert _in_file_columns({"id": "x", "model": "m", "concurrency": "3"}) == {"id": "x", "model": "m", "concurrency": "3"}
+
+
+@needs_package
+def test_the_packages_own_silicon_sample_is_validated_row_by_row():
+    """Every row of the package's 5,221 measured deployments becomes a prediction or a reason (none aborts the run);
+    the rows of catalog models with complete layouts are modelled, and on those the file it never fitted (the
+    rows not in aic-silicon-moe.csv) TPOT stays within the error it had when the step overhead was fitted (19.8%
+    median), with a margin for model changes."""
+    from hwmodels.calibrate.measured_deployments import predict_file, summarize
+    path = measured_tables.database_root().parent / "silicon_sample.csv"
+    rows = predict_file(path)
+    assert len(rows) == len(pd.read_csv(path))
+    assert sum(r.predicted_tpot_s is not None for r in rows) >= 2000
+    assert all(r.reason for r in rows if r.predicted_tpot_s is None)
+    if MEASURED_CSV.is_file():
+        fitted = set(pd.read_csv(MEASURED_CSV).id)
+        held_out = summarize([r for r in rows if r.id not in fitted])[0]
+        assert held_out["modelled"] >= 1500 and held_out["moeplan_tpot_median"] < 0.25

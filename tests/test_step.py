@@ -5,7 +5,7 @@ import pytest
 
 from hwmodels.catalog import load_model, load_unit
 from hwmodels.errors import InputError
-from hwmodels.hardware import make_cluster
+from hwmodels.hardware import instance_cluster, make_cluster
 from hwmodels.layout import Layout
 from hwmodels.precision import default_plan
 from dataclasses import replace
@@ -218,3 +218,31 @@ def test_layers_that_agree_share_one_evaluation(kimi_128_h200):
         "decode", 64, 4096).time_s
     assert at(a, 3) == at(b, 3) and at(a, 4) != at(b, 4)
     assert StepContext(arch, plan, cluster, layout, a, imbalance_decimals=2).layer_factors == (1.23,) * n_moe
+
+
+def test_a_grouped_gemm_reads_only_the_experts_some_token_chose():
+    """At a few tokens most of a device's experts are idle and their weights are never loaded: gpt-oss-120b (128
+    experts, top 4) on one H200 decodes 4 sequences far faster than 128, and the experts read follow
+    1 - exp(-pairs / slots)."""
+    from hwmodels.step import _experts_read
+
+    assert _experts_read(128, 16) == 16  # 128 x (1 - exp(-1/8)) = 15.04, rounded up
+    assert _experts_read(128, 128) == 81
+    assert _experts_read(32, 10_000) == 32 and _experts_read(32, 0.01) == 1
+    arch = load_model("gpt-oss-120b")
+    ctx = StepContext(arch, default_plan(arch.quantization_config, arch.torch_dtype),
+                      instance_cluster(load_unit("hgx-h200"), 1), Layout(tp=1, dp=1))
+    few, many = (ctx.step("decode", b, 2048).breakdown_s["expert_gemm"] for b in (4, 128))
+    assert few < many / 4
+
+
+def test_the_engine_step_overhead_adds_to_every_step_once():
+    arch = load_model("deepseek-v3")
+    plan = default_plan(arch.quantization_config, arch.torch_dtype)
+    cluster = instance_cluster(load_unit("hgx-h200"), 8)
+    bare = StepContext(arch, plan, cluster, Layout(tp=1, dp=8))
+    slow = StepContext(arch, plan, cluster, Layout(tp=1, dp=8), step_overhead_s=0.001)
+    for phase, tokens in (("decode", 32), ("prefill", 4096)):
+        a, b = bare.step(phase, tokens, 4096), slow.step(phase, tokens, 4096)
+        assert b.time_s - a.time_s == pytest.approx(0.001)
+        assert b.by_layer_type_s["engine_step_overhead"] == 0.001 and "engine_step_overhead" not in a.by_layer_type_s

@@ -1,14 +1,19 @@
-"""Fit what kernel tables cannot say about a measured closed loop: a per-request TTFT overhead per serving engine and
-the share of a benchmark's measured requests that met its start-up burst (hwmodels/calibrate/measured_deployments.py
-says how they enter TTFT), on ../shared/data/measured/aic-silicon-moe.csv only, as issue 17 allows.
+"""Fit what kernel tables cannot say about a measured closed loop, on ../shared/data/measured/aic-silicon-moe.csv only,
+as issue 17 allows: per serving engine a host time per forward step (scheduling, sampling, output handling, launch
+gaps: every step of the engine takes that much longer) and a per-request TTFT overhead, and one share of a benchmark's
+measured requests that met its start-up burst (hwmodels/calibrate/measured_deployments.py says how they enter TTFT
+and TPOT).
 
-Method: a grid search (overhead 0 to 0.5 s by 5 ms per engine, share 0 to 1 by 0.025, one for all engines) minimising
-the median |predicted / measured - 1| of TTFT over the rows; k-fold cross-validation split by configuration (a row's
-id without its `_cN_` concurrency, so no configuration is both fitted and scored) gives the held-out error, which is
-what the stored record reports. TPOT takes no fitted constant.
+Method: the step overhead first, per engine, on TPOT alone: a grid search (0 to 3 ms by 0.25 ms) minimising the median
+|predicted / measured - 1| of the engine's rows' TPOT, each row's closed loop re-priced at every grid value (the
+overhead also moves the disaggregated decode batch the loop leaves). Then, at those step overheads, TTFT's constants:
+a grid search (request overhead 0 to 0.5 s by 5 ms per engine, share 0 to 1 by 0.025, one for all engines) minimising
+the median |error| of TTFT. k-fold cross-validation split by configuration (a row's id without its `_cN_` concurrency,
+so no configuration is both fitted and scored) refits both on the other folds and gives the held-out errors, which
+are what the stored record reports.
 
 `python -m hwmodels.calibrate.closed_loop_fit [FILE] [--write]` prints the fitted values and their held-out error;
---write stores them in catalogs/fits/closed-loop-ttft.yaml (a recalibration, to be committed as one).
+--write stores them in catalogs/fits/closed-loop.yaml (a recalibration, to be committed as one).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from hwmodels.calibrate import measured_deployments as md
 
 DEFAULT_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "measured" / "aic-silicon-moe.csv"
 OVERHEADS_S = np.round(np.arange(0.0, 0.5 + 1e-9, 0.005), 3)
+STEP_OVERHEADS_S = np.round(np.arange(0.0, 0.003 + 1e-9, 0.00025), 5)
 SHARES = np.round(np.arange(0.0, 1.0 + 1e-9, 0.025), 3)
 FOLDS = 5
 SEED = 0
@@ -33,106 +39,155 @@ SEED = 0
 
 @dataclass(frozen=True)
 class Observed:
-    """The rows a fit sees: each modelled row's loop times and its measured TTFT, with its configuration."""
+    """The rows a fit sees: each modelled row's configuration and engine, its measured TTFT and TPOT, and its loop
+    times priced at every STEP_OVERHEADS_S value (columns)."""
 
     configuration: np.ndarray
     engine: np.ndarray
-    startup_s: np.ndarray
+    measured_ttft_s: np.ndarray
+    measured_tpot_s: np.ndarray
+    startup_s: np.ndarray  # [rows, step overheads]
     steady_s: np.ndarray
-    measured_s: np.ndarray
+    tpot_s: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> Observed:
+        return Observed(*(a[keep] for a in vars(self).values()))
+
+    def at(self, step_overhead_s: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(start-up TTFT, steady TTFT, TPOT) of each row at its engine's step overhead."""
+        column = np.array([_column(step_overhead_s.get(e, 0.0)) for e in self.engine], dtype=int)
+        rows = np.arange(len(column))
+        return self.startup_s[rows, column], self.steady_s[rows, column], self.tpot_s[rows, column]
+
+
+def _column(step_overhead_s: float) -> int:
+    return int(np.argmin(np.abs(STEP_OVERHEADS_S - step_overhead_s)))
 
 
 def observed(path: str | Path = DEFAULT_CSV) -> Observed:
     keep = []
     for row in md.read_rows(path):
-        measured = md.number(row, "silicon_ttft_ms")
+        ttft, tpot = md.number(row, "silicon_ttft_ms"), md.number(row, "silicon_tpot_ms")
+        if not (ttft and ttft > 0 and tpot and tpot > 0):
+            continue
         try:
-            loop = md.loop_times(row)
+            loops = [md.loop_times(row, float(o)) for o in STEP_OVERHEADS_S]
         except (md.NotModelled, ValueError):
             continue
-        if measured and measured > 0:
-            keep.append((re.sub(r"_c\d+_", "_", row.get("id", "")), loop.engine, loop.startup_ttft_s, loop.steady_ttft_s,
-                         measured * 1e-3))
-    columns = list(zip(*keep)) if keep else [()] * 5
-    return Observed(*(np.array(c) for c in columns))
+        keep.append((re.sub(r"_c\d+_", "_", row.get("id", "")), loops[0].engine, ttft * 1e-3, tpot * 1e-3,
+                     [t.startup_ttft_s for t in loops], [t.steady_ttft_s for t in loops], [t.tpot_s for t in loops]))
+    if not keep:
+        empty = np.zeros((0, len(STEP_OVERHEADS_S)))
+        return Observed(np.array([]), np.array([]), np.array([]), np.array([]), empty, empty, empty)
+    return Observed(*(np.array(c) for c in zip(*keep)))
 
 
-def _errors(obs: Observed, share: float, overhead_s: dict[str, float]) -> np.ndarray:
-    predicted = (np.array([overhead_s.get(e, 0.0) for e in obs.engine]) + share * obs.startup_s
-                 + (1 - share) * obs.steady_s)
-    return np.abs(predicted / obs.measured_s - 1)
+def _tpot_errors(obs: Observed, step_overhead_s: dict[str, float]) -> np.ndarray:
+    return np.abs(obs.at(step_overhead_s)[2] / obs.measured_tpot_s - 1)
+
+
+def fit_step_overhead(obs: Observed) -> dict[str, float]:
+    """Each engine's step overhead minimising the median |error| of its rows' TPOT."""
+    fitted = {}
+    for engine in sorted(set(obs.engine)):
+        mine = obs.engine == engine
+        medians = np.median(np.abs(obs.tpot_s[mine] / obs.measured_tpot_s[mine, None] - 1), axis=0)
+        fitted[str(engine)] = float(STEP_OVERHEADS_S[int(np.argmin(medians))])
+    return fitted
+
+
+def _errors(obs: Observed, share: float, overhead_s: dict[str, float], step_overhead_s: dict[str, float]) -> np.ndarray:
+    startup, steady, _ = obs.at(step_overhead_s)
+    predicted = np.array([overhead_s.get(e, 0.0) for e in obs.engine]) + share * startup + (1 - share) * steady
+    return np.abs(predicted / obs.measured_ttft_s - 1)
 
 
 def fit(obs: Observed) -> md.ClosedLoopFit:
-    """The share, and for it each engine's overhead, minimising the median |error| of TTFT over `obs`."""
+    """The step overheads (on TPOT), then the share and for it each engine's request overhead minimising the median
+    |error| of TTFT over `obs`."""
+    steps = fit_step_overhead(obs)
+    startup, steady, _ = obs.at(steps)
     best = None
     engines = sorted(set(obs.engine))
     for share in SHARES:
-        base = share * obs.startup_s + (1 - share) * obs.steady_s
+        base = share * startup + (1 - share) * steady
         overheads = {}
         for engine in engines:
             mine = obs.engine == engine
-            medians = [np.median(np.abs((o + base[mine]) / obs.measured_s[mine] - 1)) for o in OVERHEADS_S]
+            medians = [np.median(np.abs((o + base[mine]) / obs.measured_ttft_s[mine] - 1)) for o in OVERHEADS_S]
             overheads[str(engine)] = float(OVERHEADS_S[int(np.argmin(medians))])
-        score = float(np.median(_errors(obs, share, overheads)))
+        score = float(np.median(_errors(obs, share, overheads, steps)))
         if best is None or score < best[0]:
-            best = (score, md.ClosedLoopFit(overheads, float(share)))
+            best = (score, md.ClosedLoopFit(overheads, float(share), steps))
     return best[1]
 
 
 def cross_validate(obs: Observed, folds: int = FOLDS, seed: int = SEED) -> dict[str, float]:
-    """Held-out median |error| of TTFT, overall and per engine, folds split by configuration."""
+    """Held-out median |error| of TTFT and TPOT, overall and per engine, folds split by configuration."""
     configurations = np.array(sorted(set(obs.configuration)))
     configurations = configurations[np.random.default_rng(seed).permutation(len(configurations))]
-    errors, engines = [], []
+    ttft, tpot, engines = [], [], []
     for held in np.array_split(configurations, folds):
         test = np.isin(obs.configuration, held)
-        train = Observed(*(a[~test] for a in vars(obs).values()))
-        scored = Observed(*(a[test] for a in vars(obs).values()))
+        train, scored = obs.subset(~test), obs.subset(test)
         f = fit(train)
-        errors.append(_errors(scored, f.startup_share, dict(f.request_overhead_s)))
+        ttft.append(_errors(scored, f.startup_share, dict(f.request_overhead_s), dict(f.step_overhead_s)))
+        tpot.append(_tpot_errors(scored, dict(f.step_overhead_s)))
         engines.append(scored.engine)
-    errors, engines = np.concatenate(errors), np.concatenate(engines)
-    report = {"ttft_median_abs_error": float(np.median(errors))}
+    ttft, tpot, engines = np.concatenate(ttft), np.concatenate(tpot), np.concatenate(engines)
+    report = {"ttft_median_abs_error": float(np.median(ttft)), "tpot_median_abs_error": float(np.median(tpot))}
     for engine in sorted(set(engines)):
-        report[f"{engine}_ttft_median_abs_error"] = float(np.median(errors[engines == engine]))
+        report[f"{engine}_ttft_median_abs_error"] = float(np.median(ttft[engines == engine]))
+    for engine in sorted(set(engines)):
+        report[f"{engine}_tpot_median_abs_error"] = float(np.median(tpot[engines == engine]))
     return report
 
 
 def record(obs: Observed, source: str) -> dict:
     f = fit(obs)
-    in_sample = float(np.median(_errors(obs, f.startup_share, dict(f.request_overhead_s))))
+    steps = dict(f.step_overhead_s)
+    in_sample = float(np.median(_errors(obs, f.startup_share, dict(f.request_overhead_s), steps)))
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "fitted_by": "hwmodels.calibrate.closed_loop_fit.fit (python -m hwmodels.calibrate.closed_loop_fit)",
-        "fitted_on": f"{source}: {len(obs.measured_s)} modelled rows, {len(set(obs.configuration))} configurations",
-        "parameters": {"request_overhead_s": dict(f.request_overhead_s), "startup_share": f.startup_share},
-        "report": {"rows": len(obs.measured_s), "fitted_ttft_median_abs_error": in_sample,
-                   # either regime alone, with no constant: what the fit adds
-                   "startup_only_ttft_median_abs_error": float(np.median(_errors(obs, 1.0, {}))),
-                   "steady_only_ttft_median_abs_error": float(np.median(_errors(obs, 0.0, {}))),
+        "fitted_on": f"{source}: {len(obs.measured_ttft_s)} modelled rows, {len(set(obs.configuration))} configurations",
+        "parameters": {"request_overhead_s": dict(f.request_overhead_s), "startup_share": f.startup_share,
+                       "step_overhead_s": steps},
+        "report": {"rows": len(obs.measured_ttft_s), "fitted_ttft_median_abs_error": in_sample,
+                   "fitted_tpot_median_abs_error": float(np.median(_tpot_errors(obs, steps))),
+                   # without the constants: what the fit adds
+                   "no_step_overhead_tpot_median_abs_error": float(np.median(_tpot_errors(obs, {}))),
+                   "startup_only_ttft_median_abs_error": float(np.median(_errors(obs, 1.0, {}, steps))),
+                   "steady_only_ttft_median_abs_error": float(np.median(_errors(obs, 0.0, {}, steps))),
                    "cross_validation": {"folds": FOLDS, "split_by": "configuration (row id without _cN_)", "seed": SEED,
                                         **cross_validate(obs)}},
     }
 
 
+def _by_engine(cv: dict, metric: str) -> str:
+    return ", ".join(f"{k.split('_')[0]} {v:.1%}" for k, v in cv.items()
+                     if k.endswith(f"_{metric}_median_abs_error") and k != f"{metric}_median_abs_error")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hwmodels.calibrate.closed_loop_fit", description=__doc__.splitlines()[0])
     parser.add_argument("csv", nargs="?", default=str(DEFAULT_CSV), help="measured deployments (default: aic-silicon-moe.csv)")
-    parser.add_argument("--write", action="store_true", help="store the fit in catalogs/fits/closed-loop-ttft.yaml")
+    parser.add_argument("--write", action="store_true", help="store the fit in catalogs/fits/closed-loop.yaml")
     args = parser.parse_args(argv)
     rec = record(observed(args.csv), "../shared/data/measured/aic-silicon-moe.csv" if args.csv == str(DEFAULT_CSV) else args.csv)
-    params, cv = rec["parameters"], rec["report"]["cross_validation"]
+    params, cv, report = rec["parameters"], rec["report"]["cross_validation"], rec["report"]
+    print("step overhead per engine: " + ", ".join(f"{e} {v * 1e3:.2f} ms" for e, v in params["step_overhead_s"].items()))
+    print(f"TPOT median |error| on the {report['rows']} rows fitted: {report['fitted_tpot_median_abs_error']:.1%} "
+          f"(without it {report['no_step_overhead_tpot_median_abs_error']:.1%}); held out ({cv['folds']}-fold by "
+          f"configuration): {cv['tpot_median_abs_error']:.1%} ({_by_engine(cv, 'tpot')})")
     print(f"start-up share {params['startup_share']:.3f}; request overhead per engine: "
           + ", ".join(f"{e} {v * 1e3:.0f} ms" for e, v in params["request_overhead_s"].items()))
-    print(f"TTFT median |error| on the {rec['report']['rows']} rows fitted: {rec['report']['fitted_ttft_median_abs_error']:.1%}; "
-          f"held out ({cv['folds']}-fold by configuration): {cv['ttft_median_abs_error']:.1%} ("
-          + ", ".join(f"{k.split('_')[0]} {v:.1%}" for k, v in cv.items() if k.endswith("_error") and k != "ttft_median_abs_error")
-          + ")")
+    print(f"TTFT median |error| on the {report['rows']} rows fitted: {report['fitted_ttft_median_abs_error']:.1%}; "
+          f"held out ({cv['folds']}-fold by configuration): {cv['ttft_median_abs_error']:.1%} ({_by_engine(cv, 'ttft')})")
     if args.write:
-        path = CATALOG_DIR / "fits" / "closed-loop-ttft.yaml"
-        header = ("# TTFT constants of measured closed loops that kernel tables cannot give (issue 17, item 3): per engine a\n"
-                  "# per-request overhead, and the share of a benchmark's requests that met its start-up burst.\n"
+        path = CATALOG_DIR / "fits" / "closed-loop.yaml"
+        header = ("# Constants of measured closed loops that kernel tables cannot give (issue 17, item 3): per engine a host\n"
+                  "# time per step and a per-request overhead, and the share of a benchmark's requests that met its start-up burst.\n"
                   "# Written by `python -m hwmodels.calibrate.closed_loop_fit --write`; tests/test_closed_loop_fit.py refits and compares.\n")
         path.write_text(header + yaml.safe_dump(rec, sort_keys=False, width=200), encoding="utf-8")
         print(f"wrote {path}")

@@ -23,17 +23,19 @@ disaggregated, the decode ranks only decode, at the batch Little's law leaves th
 first token). The KV transfer between the pools is not priced from its bytes: it is part of the request overhead.
 
 What kernel tables cannot say is fitted, as issue 17 allows, on this file only and with k-fold cross-validation
-split by configuration (hwmodels/calibrate/closed_loop_fit.py; catalogs/fits/closed-loop-ttft.yaml stores the values
-and their held-out error): per engine, a per-request overhead added to every TTFT (HTTP, tokenisation, scheduling
-and, disaggregated, the KV hand-off), and one share of a benchmark's measured requests that met the start-up burst,
-       TTFT = overhead(engine) + share x TTFT_start-up + (1 - share) x TTFT_steady.
-TPOT takes no fitted constant. """
+split by configuration (hwmodels/calibrate/closed_loop_fit.py; catalogs/fits/closed-loop.yaml stores the values
+and their held-out error): per engine, a host time added to every forward step (scheduling, sampling, output
+handling and launch gaps, which no kernel table holds; it enters TPOT through every decode step and TTFT through
+every prefill step), a per-request overhead added to every TTFT (HTTP, tokenisation, scheduling and, disaggregated,
+the KV hand-off), and one share of a benchmark's measured requests that met the start-up burst,
+       TTFT = overhead(engine) + share x TTFT_start-up + (1 - share) x TTFT_steady. """
 
 from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from functools import lru_cache
 from typing import Any, Mapping
@@ -89,7 +91,7 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
         with path.open(newline="", encoding="utf-8") as f:
             rows = []
             for row in csv.DictReader(f):
-                rows.append(row)
+                rows.append(_in_file_columns(row))
                 if len(rows) > MAX_ROWS:
                     raise InputError("--measured", f"{path} has more than {MAX_ROWS:,} rows", "split it")
     except (UnicodeDecodeError, csv.Error) as e:
@@ -97,6 +99,23 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
     if not rows or "id" not in rows[0]:
         raise InputError("--measured", f"{path} has no rows or no 'id' column", "use the columns of aic-silicon-moe.csv")
     return rows
+
+
+def _in_file_columns(row: dict) -> dict:
+    """A row of aiconfigurator-core's own systems/silicon_sample.csv in the columns of aic-silicon-moe.csv: its
+    `model_path` is the model, its concurrency is in the id (`_c<N>_`) and in `silicon_data_source`
+    (`silicon_concurrency=<N>`), and a bf16 row may leave both quant modes empty."""
+    if "model" in row and "concurrency" in row:
+        return row
+    row = dict(row)
+    if row.get("precision") in ("bf16", "fp16") and not row.get("gemm_quant_mode") and not row.get("moe_quant_mode"):
+        row["gemm_quant_mode"] = row["moe_quant_mode"] = "bfloat16"
+    row.setdefault("model", row.get("model_path") or "")
+    if "concurrency" not in row:
+        found = re.search(r"_c(\d+)_", row.get("id") or "") or \
+            re.search(r"silicon_concurrency=(\d+)", row.get("silicon_data_source") or "")
+        row["concurrency"] = found.group(1) if found else ""
+    return row
 
 
 def predict_file(path: str | Path, engine: str | None = None, version: str | None = None) -> list[MeasuredPrediction]:
@@ -145,16 +164,17 @@ def predict_row(row: dict, index: int = 0) -> MeasuredPrediction:
 
 @dataclass(frozen=True)
 class ClosedLoopFit:
-    """The constants fitted to measured closed loops (module docstring): catalogs/fits/closed-loop-ttft.yaml."""
+    """The constants fitted to measured closed loops (module docstring): catalogs/fits/closed-loop.yaml."""
 
     request_overhead_s: Mapping[str, float]  # per engine
     startup_share: float
+    step_overhead_s: Mapping[str, float] = field(default_factory=dict)  # per engine: host time per forward step
 
 
 @lru_cache(maxsize=1)
 def closed_loop_fit() -> ClosedLoopFit:
-    params = catalog.stored_fit("closed-loop-ttft")["parameters"]
-    return ClosedLoopFit(dict(params["request_overhead_s"]), float(params["startup_share"]))
+    params = catalog.stored_fit("closed-loop")["parameters"]
+    return ClosedLoopFit(dict(params["request_overhead_s"]), float(params["startup_share"]), dict(params["step_overhead_s"]))
 
 
 @dataclass(frozen=True)
@@ -215,7 +235,7 @@ def _setup(row: dict) -> _Setup:
                   _whole(row, "concurrency"))
 
 
-def _context(s: _Setup, row: dict, prefix: str) -> tuple[StepContext, int]:
+def _context(s: _Setup, row: dict, prefix: str, step_overhead_s: float) -> tuple[StepContext, int]:
     """The step context of one worker (prefix '' for aggregated, 'prefill_' or 'decode_') and its batch per rank."""
     tp, dp, pp = _whole(row, f"{prefix}tp_size"), _whole(row, f"{prefix}attention_dp_size"), _whole(row, f"{prefix}pp_size")
     moe_tp, moe_ep = _whole(row, f"{prefix}moe_tp_size"), _whole(row, f"{prefix}moe_ep_size")
@@ -224,6 +244,8 @@ def _context(s: _Setup, row: dict, prefix: str) -> tuple[StepContext, int]:
     if tp * dp != moe_tp * moe_ep:
         raise NotModelled(f"{prefix}tp x attention_dp = {tp * dp} devices but moe_tp x moe_ep = {moe_tp * moe_ep}")
     arch = catalog.load_model(s.model)
+    if arch.attention.num_heads % tp:
+        raise NotModelled(f"{prefix}tp_size {tp} does not divide {s.model}'s {arch.attention.num_heads} attention heads")
     formats = dict(s.formats)
     if formats["attention"] == "nvfp4" and arch.is_mla:
         # NVIDIA's NVFP4 checkpoints of DeepSeek-R1 and Kimi-K2.5 leave the whole self_attn block unquantized, so
@@ -234,7 +256,8 @@ def _context(s: _Setup, row: dict, prefix: str) -> tuple[StepContext, int]:
     unit = catalog.load_unit(catalog.units_for_device(s.device)[0])
     cluster = instance_cluster(unit, tp * dp)
     layout = Layout(tp=tp, dp=dp, moe_tp=moe_tp)
-    return StepContext(arch, plan, cluster, layout, costs=costs_for(s.device, s.engine, s.version)), _whole(row, f"{prefix}batch_size")
+    costs = costs_for(s.device, s.engine, s.version)
+    return StepContext(arch, plan, cluster, layout, costs=costs, step_overhead_s=step_overhead_s), _whole(row, f"{prefix}batch_size")
 
 
 def _prefill_s(ctx: StepContext, isl: int, prompts: int = 1) -> float:
@@ -271,12 +294,14 @@ def _md1_wait_s(service_s: float, utilization: float) -> float:
     return utilization * service_s / (2 * (1 - utilization))
 
 
-def loop_times(row: dict) -> LoopTimes:
-    """A row's start-up and steady-state TTFT and its TPOT (module docstring); NotModelled where it cannot be built."""
+def loop_times(row: dict, step_overhead_s: float | None = None) -> LoopTimes:
+    """A row's start-up and steady-state TTFT and its TPOT (module docstring); NotModelled where it cannot be built.
+    step_overhead_s: the engine's host time per step (None: the stored fit's, catalog.step_overhead_s)."""
     s = _setup(row)
+    overhead_s = catalog.step_overhead_s(s.engine) if step_overhead_s is None else step_overhead_s
     context = s.isl + s.osl / 2  # a decoding sequence is halfway through its output on average
     if row.get("mode") == "agg":
-        ctx, _ = _context(s, row, "")
+        ctx, _ = _context(s, row, "", overhead_s)
         # sequences per rank: the row's batch_size is not a cap (rows at 8x batch_size x DP concurrency measured
         # no wait for a slot, so the engine admitted them all)
         n = s.concurrency / ctx.layout.dp
@@ -287,8 +312,8 @@ def loop_times(row: dict) -> LoopTimes:
         steady = min(startup, alone + t_decode / 2 + _md1_wait_s(alone, utilization)) if utilization < 1 else startup
         return LoopTimes(s.engine, startup, steady, tpot)
     if row.get("mode") == "disagg":
-        pctx, pbatch = _context(s, row, "prefill_")
-        dctx, dbatch = _context(s, row, "decode_")
+        pctx, pbatch = _context(s, row, "prefill_", overhead_s)
+        dctx, dbatch = _context(s, row, "decode_", overhead_s)
         prefill_workers, decode_workers = _whole(row, "prefill_num_workers"), _whole(row, "decode_num_workers")
         decode_ranks = decode_workers * dctx.layout.dp
         t_p = _prefill_s(pctx, s.isl, pbatch)
