@@ -32,9 +32,10 @@ FIXED_POINT_ROUNDS = 4  # holding time <-> step time; converges in two or three 
 # the decode step is affine in the busiest rank's KV at a given batch: evaluated at these two mean contexts (tokens)
 # and interpolated, extrapolated past them
 CONTEXT_POINTS = (1024.0, 131_072.0)
-DRAWS = 8  # requests drawn per snapshot (their output lengths and when they join)
+DRAWS = 32  # requests drawn per snapshot (their output lengths and when they join)
 SEED = 0
-STALL_ROUNDS = 3  # arrivals during a stall, during the stall they add, ...: the third round adds well under 1%
+STALL_ROUNDS = 6  # arrivals during a stall, during the stall they add, ...: at a third of a rank stalled the sixth adds 0.14%
+MAX_STALLED = 0.9  # the share of a rank's time prefill stalls its decode, at most (beyond it the rank cannot keep up)
 
 
 def decode_tpot_s(d: Deployment, ctx: StepContext, dc: Candidate, instances: int, requests_per_s: float,
@@ -42,24 +43,32 @@ def decode_tpot_s(d: Deployment, ctx: StepContext, dc: Candidate, instances: int
                   prefill_stalls: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """The TPOT at `percentile` of a decode pool of `instances` x `dc` carrying `requests_per_s` (see the module's
     docstring). prompts, outputs: the workload's equally likely prompt and output lengths (planner.prompt_times).
-    prefill_stalls: aggregated instances' (time a rank spends prefilling each prompt, time that adds to the steps of
-    the other ranks of its group), per prompt of `prompts`."""
+    prefill_stalls: aggregated instances' (time a rank spends prefilling each prompt, the chunk steps it takes), per
+    prompt of `prompts`; each chunk step lengthens the other ranks' step from their decode step at the load."""
     ranks = dc.instance_devices // dc.layout.tp
     rng = np.random.default_rng(SEED)
     several = outputs[outputs >= 2]  # a one-token request has no TPOT
     several = several if len(several) else np.array([2.0])
     steps, weights = [], []
     for share, multiplier in d.workload.arrivals.levels:
-        snapshot_s, held = _snapshots(ctx, dc, requests_per_s * multiplier / (ranks * instances), prompts,
-                                      d.workload.output_tokens, rng)
+        per_rank_per_s = requests_per_s * multiplier / (ranks * instances)
+        snapshot_s, held = _snapshots(ctx, dc, per_rank_per_s, prompts, d.workload.output_tokens, rng)
+        if prefill_stalls is not None:
+            busy_s, chunks = prefill_stalls
+            lengthen_s = _lengthen_s(dc, snapshot_s, held, busy_s, chunks)
+            # a sequence holds its slot through the stalls too (Little's law): a rank's prefill takes this share of
+            # its time and its group's other ranks' prefills lengthen its steps, so it holds more sequences
+            stalled = min(per_rank_per_s * (float(busy_s.mean()) + (ranks - 1) * float(lengthen_s.mean())), MAX_STALLED)
+            snapshot_s, held = _snapshots(ctx, dc, per_rank_per_s, prompts, d.workload.output_tokens, rng,
+                                          1.0 / (1.0 - stalled))
+            lengthen_s = _lengthen_s(dc, snapshot_s, held, busy_s, chunks)
         # each snapshot's step as requests of the workload's output lengths see it: a sequence joins its rank's batch
         # when the step under way ends, a wait its few steps share when it generates few tokens
         generated = rng.choice(several, (len(snapshot_s), DRAWS)) - 1
         # snapshot_s is per output token; the step under way that a joining sequence waits out is a whole step
         span_s = snapshot_s[:, None] * (generated + _advance(dc) * rng.uniform(0.0, 1.0, generated.shape))
         if prefill_stalls is not None:
-            span_s = span_s + _stalls_s(rng, span_s, requests_per_s * multiplier / (ranks * instances), ranks,
-                                        *prefill_stalls)
+            span_s = span_s + _stalls_s(rng, span_s, per_rank_per_s, ranks, busy_s, lengthen_s)
         steps.append((span_s / generated).ravel())
         weights.append(np.repeat(share * held / held.sum() / DRAWS, DRAWS))
     steps_s, w = np.concatenate(steps), np.concatenate(weights)
@@ -68,11 +77,24 @@ def decode_tpot_s(d: Deployment, ctx: StepContext, dc: Candidate, instances: int
     return float(steps_s[order][min(np.searchsorted(cumulative, percentile / 100.0), len(order) - 1)])
 
 
+def _lengthen_s(dc: Candidate, snapshot_s: np.ndarray, held: np.ndarray, busy_s: np.ndarray,
+                chunks: np.ndarray) -> np.ndarray:
+    """What each prompt's prefill adds to the other ranks of its group: its chunk steps over the decode steps they
+    would have run meanwhile, at the load the snapshots hold (a light load's step is far shorter than the full
+    batch's where the step reads only the experts its tokens chose)."""
+    decode_s = float((snapshot_s * held).sum() / max(held.sum(), 1)) * _advance(dc)
+    return np.maximum(busy_s - chunks * decode_s, 0.0)
+
+
 def _stalls_s(rng: np.random.Generator, span_s: np.ndarray, per_rank_per_s: float, ranks: int, busy_s: np.ndarray,
               lengthen_s: np.ndarray) -> np.ndarray:
     """The prefill stalls of sequences decoding for `span_s` (see the module's docstring): the prompts queued behind
     each one's own (those that arrived while its own prefilled), then those that arrive while it decodes and stalls."""
-    own = rng.poisson(per_rank_per_s * rng.choice(busy_s, span_s.shape))
+    rho = min(per_rank_per_s * float(busy_s.mean()), 0.95)
+    mean_wait_s = per_rank_per_s * float(np.mean(busy_s ** 2)) / (2 * (1 - rho))
+    waiting = rng.uniform(size=span_s.shape) < rho
+    wait_s = np.where(waiting, rng.exponential(mean_wait_s / max(rho, 1e-9), span_s.shape), 0.0)
+    own = rng.poisson(per_rank_per_s * (wait_s + rng.choice(busy_s, span_s.shape)))
     window_s, total_s = span_s, np.zeros_like(span_s)
     for _ in range(STALL_ROUNDS):
         own = own + rng.poisson(per_rank_per_s * window_s)
@@ -100,14 +122,15 @@ def _compound(rng: np.random.Generator, counts: np.ndarray, values: np.ndarray) 
 
 
 def _snapshots(ctx: StepContext, dc: Candidate, per_rank_per_s: float, prompts: np.ndarray, output: int,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+               rng: np.random.Generator, stretch: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """(each snapshot's step, the sequences it holds) of an instance whose ranks each take `per_rank_per_s`
-    requests, the holding time solved with the step it makes."""
+    requests, the holding time solved with the step it makes; `stretch`: the holding time over the decode steps
+    alone (prefill stalls lengthen it)."""
     tp, slots = dc.layout.tp, dc.work_per_device * dc.layout.tp
     ranks = dc.instance_devices // tp
     step_s = dc.tpot_s
     for _ in range(FIXED_POINT_ROUNDS):
-        offered = min(per_rank_per_s * output * step_s, slots)
+        offered = min(per_rank_per_s * output * step_s * stretch, slots)
         sequences = np.minimum(rng.poisson(offered, (SNAPSHOTS, ranks)), slots)
         held = sequences.sum(axis=1)
         if held.sum() == 0:  # so light a load that no snapshot holds a sequence: one alone on its rank

