@@ -35,6 +35,7 @@ from hwmodels.step import StepContext, StepCost, lockstep_time_s
 
 X_SEGMENT = 32  # work exact up to here, then interpolated over segments of this many
 Y_RATIO = 2 ** (1 / 4)  # context grid every 19%
+MEAN_STEPS = 64  # a group's mean work per rank is kept to 1/64 of a token for its routed experts
 _LOG_Y = math.log(Y_RATIO)
 
 
@@ -105,13 +106,24 @@ class StepTimes:
         a, b = self._at(phase, x1, j, window), self._at(phase, x1, j + 1, window)
         return tuple(low[i] + fx * (a[i] + fy * (b[i] - a[i]) - low[i]) for i in range(3))
 
-    def _expert_s(self, phase: str, work: int, window: int) -> float:
-        """Routed-expert GEMM time at `work` per rank; it does not depend on the context, so it is read on the
-        context grid's first row and kept per work."""
-        key = (phase, work, window)
+    def _expert_s(self, phase: str, work: float, window: int) -> float:
+        """Routed-expert GEMM time at `work` per rank, the mean over a group's ranks: a fraction of a token where
+        most ranks are idle (a step reads only the experts its tokens chose, so one sequence among 24 ranks is
+        far cheaper than one on each), kept per 1 / MEAN_STEPS of a token. It does not depend on the context,
+        so it is read on the context grid's first row: exactly below X_SEGMENT, linear between grid points."""
+        steps = max(round(work * MEAN_STEPS), 1)
+        key = (phase, steps, window)
         t = self._expert.get(key)
         if t is None:
-            t = self._expert[key] = self._interpolate(phase, work, 1.0, window)[1]
+            x = steps / MEAN_STEPS
+            if x < X_SEGMENT:
+                per = self.advance if phase == Phase.DECODE else 1.0
+                t = self.exact(phase, x, 1.0, window).breakdown_s["expert_gemm"] / per
+            else:
+                lo = math.floor(x)
+                a, b = (self._interpolate(phase, w, 1.0, window)[1] for w in (lo, lo + 1))
+                t = a + (x - lo) * (b - a)
+            self._expert[key] = t
         return t
 
     def time_s(self, phase: str, work: int, context: float, window: int, mean_work: float | None = None) -> float:
@@ -121,4 +133,4 @@ class StepTimes:
         time, expert, ratio = self._interpolate(phase, work, context, window)
         if mean_work is None or mean_work >= work:
             return time
-        return lockstep_time_s(time, expert, ratio, self._expert_s(phase, max(round(mean_work), 1), window))
+        return lockstep_time_s(time, expert, ratio, self._expert_s(phase, mean_work, window))
