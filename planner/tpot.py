@@ -9,7 +9,8 @@ each with a prompt drawn from the workload's lengths and part of its output gene
 instance (SNAPSHOTS per rate level of the traffic, seeded), the step lasts the step model's time at the busiest
 rank's sequences and KV tokens, the routed experts at the mean rank's tokens; a request sees the snapshots
 weighted by the sequences in them (a busy instance holds more of the requests), and the holding time is solved
-with the step it makes (a fixed point). A request's TPOT is a mean over its steps, which this takes as one
+with the step it makes (a fixed point) and, in aggregated instances, the prefill stalls a sequence sits through
+(Little's law: a rank that prefills holds more sequences). A request's TPOT is a mean over its steps, which this takes as one
 snapshot (the instance's state changes about as slowly as the request lives: the tail is on the safe side), plus
 the wait to join its rank's batch when the step under way ends (uniform over a step), which a request that
 generates few tokens shares over few steps: the short answers of a real trace make the TPOT tail. The TPOT at
@@ -89,8 +90,10 @@ def _lengthen_s(dc: Candidate, snapshot_s: np.ndarray, held: np.ndarray, busy_s:
 def _stalls_s(rng: np.random.Generator, span_s: np.ndarray, per_rank_per_s: float, ranks: int, busy_s: np.ndarray,
               lengthen_s: np.ndarray) -> np.ndarray:
     """The prefill stalls of sequences decoding for `span_s` (see the module's docstring): the prompts queued behind
-    each one's own (those that arrived while its own prefilled), then those that arrive while it decodes and stalls."""
-    rho = min(per_rank_per_s * float(busy_s.mean()), 0.95)
+    each one's own (those that arrived while it waited for its rank and while its own prefilled), then those that
+    arrive while it decodes and stalls. The wait is M/G/1's at the rank's prefill load: none with probability
+    1 - rho, else exponential with the mean that makes Pollaczek-Khinchine's overall mean."""
+    rho = min(per_rank_per_s * float(busy_s.mean()), MAX_STALLED)
     mean_wait_s = per_rank_per_s * float(np.mean(busy_s ** 2)) / (2 * (1 - rho))
     waiting = rng.uniform(size=span_s.shape) < rho
     wait_s = np.where(waiting, rng.exponential(mean_wait_s / max(rho, 1e-9), span_s.shape), 0.0)
