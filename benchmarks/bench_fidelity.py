@@ -85,8 +85,8 @@ def main() -> int:
           + f"; TPOT median |error| {fit['report']['no_step_overhead_tpot_median_abs_error']:.1%} without it, held out "
           f"{cv['tpot_median_abs_error']:.1%}")
     # the package's own measured deployments, less the rows of the file above: rows no constant was fitted on
-    sample = [r for r in predict_file(measured_tables.database_root().parent / "silicon_sample.csv")
-              if r.id not in {p.id for p in rows}]
+    fitted = {p.id for p in rows}
+    sample = [r for r in predict_file(measured_tables.database_root().parent / "silicon_sample.csv") if r.id not in fitted]
     held = summarize(sample)[0]
     figures["package_sample_held_out"] = {k: held[k] for k in ("rows", "modelled", "moeplan_ttft_median", "moeplan_tpot_median")}
     print(f"     aiconfigurator-core's silicon_sample.csv, its {held['rows']:,} rows not in this file (never fitted): "
