@@ -8,7 +8,8 @@ implementations, named by `GemmPath`:
   in cache. The fp8 -> bf16 step is the bit move of `fp8.fp8_e4m3_to_bf16` (three vectorised
   integer passes) and one bf16 multiply by the block scale: never the element-by-element `.to()`.
 - NATIVE_CPU (AVX-512 BF16 CPUs): a fused matrix-vector kernel that reads each fp8 weight byte
-  once, all experts in one call (csrc/fp8_gemm_avx512.c).
+  once, all experts in one call (csrc/fp8_gemm_avx512.c), with one tunable: weight rows per tile
+  ("r1" or "r4").
 - NATIVE_AMX (AMX BF16 CPUs): 16 x 32 tiles of converted weights times packed tokens
   (csrc/fp8_gemm_amx.c), with two tunables: chunk (token blocks of 16 per work item) and where
   the weight's block scale goes ("weights", "tokens" or "sums").
@@ -16,7 +17,7 @@ implementations, named by `GemmPath`:
 Which one runs is measured, not assumed: `gemm_choice` times the candidates this machine can run
 on the first call of each shape class (N, K and tokens per expert rounded up to a power of two)
 and caches the fastest (kernels_ref.autotune). A choice names the path and its tunables, e.g.
-"native_amx:tokens:c2". On a GPU the candidates are SCALED_MM (torch's blockwise fp8 scaled_mm, where the GPU
+"native_amx:tokens:c2" or "native_cpu:r4". On a GPU the candidates are SCALED_MM (torch's blockwise fp8 scaled_mm, where the GPU
 and PyTorch have it; kernels_ref.gpu_gemm) and TILES, timed the same way.
 """
 
@@ -32,8 +33,13 @@ from kernels_ref.fp8 import BF16_BITS_UNSCALE, BLOCK, FP8_E4M3_MAX, ceil_div, fp
 # Rows of weight dequantised per tile: 512 x 7168 bf16 is 7 MiB, in a server's last-level cache,
 # and wide enough for an efficient GEMM.
 TILE_ROWS = 512
+# The AVX-512 kernel's weight rows per tile: one row streams the weight sequentially with the tokens in L1, four
+# feed each loaded activation to four rows and stream four rows at once. Which is faster depends on the CPU and the
+# shape (one row was the rule for a few tokens, set on a Xeon; on a Zen 4 four rows read one token's expert 1.3x
+# faster), so both are timed.
+_NATIVE_TILE_ROWS = (1, 4)
 # Where the AMX kernel applies the weights' block scales (its scale_mode argument).
-_AMX_SCALE_MODES = {"weights": 0, "tokens": 1, "sums": 2}
+AMX_SCALE_MODES = {"weights": 0, "tokens": 1, "sums": 2}
 # Shape classes round tokens per expert up to a power of two, up to this many.
 MAX_CLASS_TOKENS = 2048
 # The native kernels' fixed exponents: activations carry 2**100 and weights 2**-120 in the
@@ -59,10 +65,10 @@ def candidates(tokens: int) -> list[str]:
     The AVX-512 matrix-vector kernel recomputes its weights per 4 tokens, so it is tried up to 64;
     the tile path pays a dequantised copy of the weight per call, so it is tried from 128."""
     m = shape_class_tokens(tokens)
-    names = ["native_cpu"] if m <= 64 and native_cpu.library("gemm_avx512") is not None else []
+    names = [f"native_cpu:r{rows}" for rows in _NATIVE_TILE_ROWS] if m <= 64 and native_cpu.library("gemm_avx512") is not None else []
     if native_cpu.library("gemm_amx") is not None:
         chunks = (2,) if m <= 32 else (2, 4, 8) if m <= 128 else (4, 8)
-        names += [f"native_amx:{scale}:c{c}" for scale in _AMX_SCALE_MODES for c in chunks]
+        names += [f"native_amx:{scale}:c{c}" for scale in AMX_SCALE_MODES for c in chunks]
     return names + ["tiles"] if m >= 128 or not names else names
 
 
@@ -208,9 +214,10 @@ def _native(choice, x_q, x_scale, w_q, w_scale, expert_ids, starts) -> torch.Ten
                 x_q.data_ptr(), x_scale.data_ptr(), y.data_ptr(), t, n, k, torch.get_num_threads())
     if path == GemmPath.NATIVE_AMX.value:
         scale, chunk = tunables
-        status = native_cpu.library("gemm_amx").fp8_grouped_gemm_amx(*pointers, int(chunk[1:]), _AMX_SCALE_MODES[scale])
+        status = native_cpu.library("gemm_amx").fp8_grouped_gemm_amx(*pointers, int(chunk[1:]), AMX_SCALE_MODES[scale])
     else:
-        status = native_cpu.library("gemm_avx512").fp8_grouped_gemm(*pointers)
+        (rows,) = tunables or ["r4"]
+        status = native_cpu.library("gemm_avx512").fp8_grouped_gemm(*pointers, int(rows[1:]))
     if status:
         raise MemoryError("the native fp8 kernel could not allocate its buffers")
     return y
@@ -239,7 +246,7 @@ def _run_choice(choice, x_q, x_scale, bounds, experts, w_q, w_scale, out_dtype):
     return rows, y
 
 
-_DEFAULT_CHOICE = {GemmPath.TILES: "tiles", GemmPath.NATIVE_CPU: "native_cpu", GemmPath.NATIVE_AMX: "native_amx:weights:c4",
+_DEFAULT_CHOICE = {GemmPath.TILES: "tiles", GemmPath.NATIVE_CPU: "native_cpu:r4", GemmPath.NATIVE_AMX: "native_amx:weights:c4",
                    GemmPath.SCALED_MM: gpu_gemm.SCALED_MM}
 
 

@@ -27,9 +27,9 @@ from kernels_ref.grouped_gemm import quantize_expert_weights
 
 needs_avx512 = pytest.mark.skipif(native_cpu.library("gemm_avx512") is None, reason="no AVX-512 BF16 CPU or no C compiler")
 needs_amx = pytest.mark.skipif(native_cpu.library("gemm_amx") is None, reason="no AMX BF16 CPU or no C compiler")
-# Every implementation, and the AMX kernel's tunables: the weight scale in the tokens, the weights
+# Every implementation, the AVX-512 kernel's rows per tile (4 by default, and 1), and the AMX kernel's tunables: the weight scale in the tokens, the weights
 # or the sums, and chunks of 1 or 3 token blocks (odd, so a chunk ends on a lone block).
-NATIVE = [pytest.param(GemmPath.NATIVE_CPU, marks=needs_avx512)] + [
+NATIVE = [pytest.param(GemmPath.NATIVE_CPU, marks=needs_avx512), pytest.param("native_cpu:r1", marks=needs_avx512)] + [
     pytest.param(f"native_amx:{scale}:c{chunk}", marks=needs_amx) for scale in ("tokens", "weights", "sums") for chunk in (1, 3)
 ]
 PATHS = [GemmPath.TILES, *NATIVE]
