@@ -4,7 +4,8 @@ and a benchmark harness. Standalone: imports nothing from the rest of the projec
 Modules: fp8 (block-scaled e4m3 quantisation), fp8_gemm (block-scaled grouped GEMM: PyTorch
 tiles, or native CPU kernels), native_cpu (builds the C kernels of csrc/ for this CPU's ISA),
 autotune (picks an implementation per shape class by timing it, cached per machine),
-grouped_gemm (SwiGLU experts), dispatch (permute and combine), mla_decode (absorbed MLA),
+grouped_gemm (SwiGLU experts), glue_calls and expert_calls (the glue kernels and the experts' MLP as
+prepared calls: native kernels bound once on buffers sized once), dispatch (permute and combine), mla_decode (absorbed MLA),
 moe_layer (router and the full layer), accuracy (calc_diff and tolerances), generators (inputs
 and fp32 references), roofline and timing, and bench (`kernels_ref.bench.run_benchmarks`,
 `write_csv`, `python -m kernels_ref.bench`).

@@ -43,6 +43,7 @@ import torch
 from kernels_ref.dispatch import plan_dispatch
 from kernels_ref.fp8 import BLOCK, ceil_div, quantize_activation_groups
 from kernels_ref import native_cpu
+from kernels_ref.expert_calls import prepare_grouped_swiglu
 from kernels_ref.fp8_gemm import gemm_choice
 from kernels_ref.glue_calls import prepare_combine, prepare_dispatch, prepare_quantize, prepare_router
 from kernels_ref.generators import (
@@ -139,14 +140,15 @@ def _glue_tuning(fn: Callable[[], object]) -> str | None:
 # (FLOPs, bytes) of each kernel, shared by its own rows and the layer's parts.
 
 
-def _grouped_swiglu_cost(counts: Sequence[int], hidden: int, intermediate: int) -> tuple[float, float]:
-    """counts: tokens per expert; an empty expert reads no weights."""
+def _grouped_swiglu_cost(counts: Sequence[int], hidden: int, intermediate: int,
+                         out_bytes: int = 2) -> tuple[float, float]:
+    """counts: tokens per expert; an empty expert reads no weights. out_bytes: per output element (bf16 or fp32)."""
     tokens, groups = sum(counts), sum(1 for c in counts if c)
     weight_bytes = 3 * intermediate * hidden + 4 * ceil_div(hidden, BLOCK) * (
         ceil_div(2 * intermediate, BLOCK) + ceil_div(intermediate, BLOCK)
     )  # fp8 w13 and w2, and their fp32 block scales
     flops = 6.0 * tokens * hidden * intermediate  # gate/up: 2 x 2I x D, down: 2 x D x I per token
-    return flops, groups * weight_bytes + _fp8_activation_bytes(tokens, hidden) + 2.0 * tokens * hidden
+    return flops, groups * weight_bytes + _fp8_activation_bytes(tokens, hidden) + out_bytes * tokens * hidden
 
 
 def _router_cost(tokens: int, hidden: int, experts: int, top_k: int) -> tuple[float, float]:
@@ -174,21 +176,27 @@ def _combine_cost(tokens: int, hidden: int, top_k: int) -> tuple[float, float]:
 def _grouped_swiglu_cases(
     config: dict, device: str, phase: str, groups: int, m_values: Sequence[int], masked: bool = False
 ) -> Iterator[BenchCase]:
-    """The routed experts of one device: groups experts, m_per_group tokens each."""
+    """The routed experts of one device: groups experts, m_per_group tokens each. The contiguous layout runs as a
+    prepared call (kernels_ref.expert_calls: the native kernels bound once, fp32 out), the masked one eagerly."""
     hidden, intermediate = config["hidden_size"], config["moe_intermediate_size"]
     generator = torch.Generator().manual_seed(0)
     weights = random_fp8_expert_weights(groups, hidden, intermediate, generator, device)
     for m in m_values:
         tokens = groups * m
         x_q, x_scale = quantize_activation_groups(torch.randn(tokens, hidden, generator=generator).to(device))
+        impl, tuning = _swiglu_impl(m, hidden, intermediate, device)
         if masked:
             counts = torch.full((groups,), m, dtype=torch.int64)
             x_q, x_scale = x_q.view(groups, m, hidden), x_scale.view(groups, m, -1)
             fn = functools.partial(masked_swiglu_fp8, x_q, x_scale, counts, weights)
+        elif torch.device(device).type == "cpu":
+            fn = prepare_grouped_swiglu(x_q, x_scale, [m] * groups, weights)
+            if hasattr(fn, "choices"):
+                tuning = f"{fn.choices}; prepared buffers, wall-timed"
         else:
-            fn = functools.partial(grouped_swiglu_fp8, x_q, x_scale, offsets_from_counts([m] * groups), weights)
-        flops, bytes_moved = _grouped_swiglu_cost([m] * groups, hidden, intermediate)
-        impl, tuning = _swiglu_impl(m, hidden, intermediate, device)
+            fn = functools.partial(grouped_swiglu_fp8, x_q, x_scale, offsets_from_counts([m] * groups), weights,
+                                   torch.float32)
+        flops, bytes_moved = _grouped_swiglu_cost([m] * groups, hidden, intermediate, out_bytes=2 if masked else 4)
         yield BenchCase(
             kernel="masked_swiglu_fp8" if masked else "grouped_swiglu_fp8",
             phase=phase,

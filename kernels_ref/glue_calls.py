@@ -39,11 +39,11 @@ from kernels_ref.moe_layer import Router, route_noaux_tc, router_choice
 _P, _I64, _INT, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 
 
-def _bound(glue: ctypes.CDLL, name: str, *args) -> Callable[[], int]:
-    """The C function `name` with `args` converted to ctypes values now: a call converts nothing. Each
-    arg is (ctypes type, value); the pointers' tensors must outlive the call (the caller holds them)."""
-    restype = getattr(glue, name).restype
-    function = ctypes.CFUNCTYPE(restype)(ctypes.cast(getattr(glue, name), ctypes.c_void_p).value)
+def bind(library: ctypes.CDLL, name: str, *args) -> Callable[[], int]:
+    """The C function `name` of a native_cpu library with `args` converted to ctypes values now: a call converts
+    nothing. Each arg is (ctypes type, value); the pointers' tensors must outlive the call (the caller holds them)."""
+    restype = getattr(library, name).restype
+    function = ctypes.CFUNCTYPE(restype)(ctypes.cast(getattr(library, name), ctypes.c_void_p).value)
     function.argtypes = None  # a prototype without argtypes passes ctypes instances as they are
     values = tuple(kind(value) for kind, value in args)
     return lambda: function(*values)
@@ -99,7 +99,7 @@ def prepare_quantize(x: torch.Tensor) -> Callable[[], tuple[torch.Tensor, torch.
 
     def prepare(threads: int) -> PreparedCall:
         elapsed_ns, elapsed_arg = _elapsed()
-        call = _bound(glue, "quantize_fp8", (_P, x.data_ptr()), (_INT, int(x.dtype == torch.bfloat16)), (_I64, rows),
+        call = bind(glue, "quantize_fp8", (_P, x.data_ptr()), (_INT, int(x.dtype == torch.bfloat16)), (_I64, rows),
                       (_I64, k), (_P, q.data_ptr()), (_P, scale.data_ptr()), (_INT, threads), elapsed_arg)
         return PreparedCall(call, (q, scale), elapsed_ns, threads)
     return _tuned(f"quantize:{rows}x{k}:{str(x.dtype).removeprefix('torch.')}", prepare)
@@ -130,7 +130,7 @@ def prepare_dispatch(x_q: torch.Tensor, x_scale: torch.Tensor, topk_ids: torch.T
 
     def prepare(threads: int) -> PreparedCall:
         elapsed_ns, elapsed_arg = _elapsed()
-        call = _bound(glue, "dispatch_fp8", (_P, topk_ids.data_ptr()), (_I64, tokens), (_I64, top_k),
+        call = bind(glue, "dispatch_fp8", (_P, topk_ids.data_ptr()), (_I64, tokens), (_I64, top_k),
                       (_I64, num_experts), (_P, x_q.data_ptr()), (_I64, q_row_bytes), (_P, x_scale.data_ptr()),
                       (_I64, s_row_bytes), (_P, plan.token_of_row.data_ptr()), (_P, plan.row_of_slot.data_ptr()),
                       (_P, plan.counts.data_ptr()), (_P, plan.offsets.data_ptr()), (_P, q_out.data_ptr()),
@@ -152,7 +152,7 @@ def prepare_combine(y: torch.Tensor, plan: DispatchPlan, topk_weights: torch.Ten
 
     def prepare(threads: int) -> PreparedCall:
         elapsed_ns, elapsed_arg = _elapsed()
-        call = _bound(glue, "combine_rows", (_P, y.data_ptr()), (_INT, int(y.dtype == torch.bfloat16)),
+        call = bind(glue, "combine_rows", (_P, y.data_ptr()), (_INT, int(y.dtype == torch.bfloat16)),
                       (_P, plan.row_of_slot.data_ptr()), (_P, topk_weights.data_ptr()), (_I64, tokens), (_I64, top_k),
                       (_I64, y.shape[1]), (_P, out.data_ptr()), (_INT, threads), elapsed_arg)
         return PreparedCall(call, out, elapsed_ns, threads)
@@ -178,7 +178,7 @@ def prepare_router(x: torch.Tensor, router: Router) -> Callable[[], tuple[torch.
 
     def prepare(threads: int) -> PreparedCall:
         elapsed_ns, elapsed_arg = _elapsed()
-        call = _bound(glue, "route_noaux_tc", (_P, x.data_ptr()), (_INT, int(x.dtype == torch.bfloat16)),
+        call = bind(glue, "route_noaux_tc", (_P, x.data_ptr()), (_INT, int(x.dtype == torch.bfloat16)),
                       (_P, weight.data_ptr()), (_P, bias.data_ptr()), (_I64, tokens), (_I64, x.shape[1]),
                       (_I64, weight.shape[0]), (_I64, top_k), (_F32, router.routed_scaling_factor),
                       (_P, topk_weights.data_ptr()), (_P, topk_ids.data_ptr()), (_INT, threads), elapsed_arg)

@@ -1,0 +1,119 @@
+"""The routed experts' SwiGLU MLP as one prepared call: the three native kernels bound once, run back to back.
+
+# T = token rows sorted by expert, E = experts, D = hidden, I = expert intermediate size
+
+Why: grouped_swiglu_fp8 reaches its two GEMMs and the SwiGLU quantisation through some twenty PyTorch operations
+(argument checks, scale ranges, slices, outputs), and after the benchmark's cache-flushing copy each cost 20 to 30
+us on a 2-CPU Zen 4: 0.5 ms of host dispatch around the 1.1 ms the up projection of one Kimi K2 token takes in C.
+A serving engine calls these kernels from compiled code or a CUDA graph on buffers sized once per batch shape, so
+`prepare_grouped_swiglu` does once what an engine does once per shape (the path of each GEMM from the tuned choices,
+the scale-range check, the outputs, every ctypes argument) and returns a call that runs only the three C kernels.
+It is timed by the wall clock around the call (kernels_ref.timing): the three ctypes calls' dispatch is charged,
+about 20 us each cold, where a GPU's events would charge the launch gaps between its kernels.
+
+The call reads its inputs where they were when prepared and overwrites the same fp32 output on every call (the
+kernels write fp32; grouped_swiglu_fp8 converts to bf16 in one more pass). Where a GEMM's tuned choice is not a
+native kernel (the tile path of many tokens per expert) or the scales are outside the native kernels' range, the
+eager grouped_swiglu_fp8 in fp32 is returned instead. Results are bit for bit those of the eager kernels with the
+same choices (tests/kernels_ref/test_expert_calls.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+
+import torch
+
+from kernels_ref import native_cpu
+from kernels_ref.fp8 import BLOCK, ceil_div
+from kernels_ref.fp8_gemm import AMX_SCALE_MODES, GemmPath, fits_exponent_range, gemm_choice
+from kernels_ref.glue_calls import bind
+from kernels_ref.grouped_gemm import Fp8ExpertWeights, grouped_swiglu_fp8
+
+_P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+
+
+def _gemm_call(choice: str, x_q, x_scale, w_q, w_scale, expert_ids, starts, y) -> Callable[[], int] | None:
+    """One native GEMM of fp8_grouped_gemm's, bound: y = (x_q * x_scale) @ (w_q[e] * w_scale[e]).T per group."""
+    path, *tunables = choice.split(":")
+    (t, k), (n, threads) = x_q.shape, (w_q.shape[1], torch.get_num_threads())
+    args = [(_P, w_q.data_ptr()), (_P, w_scale.data_ptr()), (_P, expert_ids.data_ptr()), (_P, starts.data_ptr()),
+            (_I64, expert_ids.numel()), (_P, x_q.data_ptr()), (_P, x_scale.data_ptr()), (_P, y.data_ptr()),
+            (_I64, t), (_I64, n), (_I64, k), (_INT, threads)]
+    if path == GemmPath.NATIVE_CPU.value:
+        (rows,) = tunables
+        return bind(native_cpu.library("gemm_avx512"), "fp8_grouped_gemm", *args, (_INT, int(rows[1:])))
+    if path == GemmPath.NATIVE_AMX.value:
+        scale, chunk = tunables
+        return bind(native_cpu.library("gemm_amx"), "fp8_grouped_gemm_amx", *args, (_I64, int(chunk[1:])),
+                    (_INT, AMX_SCALE_MODES[scale]))
+    return None
+
+
+def _native_choice(counts: list[int], n: int, k: int) -> str | None:
+    """The tuned choice for the largest expert's tokens x an [N, K] weight, or None where it is not a native kernel.
+    One choice serves every expert, as one grouped-GEMM launch of an engine has one configuration (grouped_swiglu_fp8
+    tunes each expert: the two agree where the experts' token counts share a shape class)."""
+    choice = gemm_choice(max(counts), n, k, "cpu")
+    return choice if choice.split(":")[0] in (GemmPath.NATIVE_CPU.value, GemmPath.NATIVE_AMX.value) else None
+
+
+def prepare_grouped_swiglu(x_q: torch.Tensor, x_scale: torch.Tensor, counts: list[int],
+                           weights: Fp8ExpertWeights) -> Callable[[], torch.Tensor]:
+    """x_q: [T, D] fp8 sorted by expert, x_scale: [T, ceil(D/128)] fp32, counts: tokens of each of the E experts
+    -> a call returning [T, D] fp32: the values of fp8_grouped_gemm, swiglu_quantize and fp8_grouped_gemm in fp32, each
+    GEMM with the choice named in the call's `choices`."""
+    offsets = [0]
+    for count in counts:
+        offsets.append(offsets[-1] + count)
+
+    def eager() -> torch.Tensor:
+        return grouped_swiglu_fp8(x_q, x_scale, offsets, weights, torch.float32)
+
+    (t, hidden), (experts, two_inter, _) = x_q.shape, weights.w13.shape
+    glue = native_cpu.library("glue")
+    if (x_q.device.type != "cpu" or glue is None or t == 0 or len(counts) != experts
+            or not all(a.is_contiguous() for a in (x_q, x_scale, *vars(weights).values()))):
+        return eager
+    inter = two_inter // 2
+    up, down = _native_choice(counts, two_inter, hidden), _native_choice(counts, hidden, inter)
+    # the activations' group scales: the input's, and the SwiGLU output's after quantisation (at most 1 / 448 of
+    # each group's largest |value|, which the eager path checks on every call; here it is checked on this input)
+    w_amax = max(float(weights.w13_scale.amax()), float(weights.w2_scale.amax()))
+    if up is None or down is None or not fits_exponent_range(float(x_scale.amax()), w_amax):
+        return eager
+    chosen = [e for e, count in enumerate(counts) if count]
+    expert_ids = torch.tensor(chosen, dtype=torch.int64)
+    starts = torch.tensor([0] + [offsets[e + 1] for e in chosen], dtype=torch.int64)
+    gate_up = torch.empty(t, two_inter, dtype=torch.float32)
+    h_q = torch.empty(t, inter, dtype=torch.float8_e4m3fn)
+    h_scale = torch.empty(t, ceil_div(inter, BLOCK), dtype=torch.float32)
+    y = torch.empty(t, hidden, dtype=torch.float32)
+    calls = [_gemm_call(up, x_q, x_scale, weights.w13, weights.w13_scale, expert_ids, starts, gate_up),
+             bind(glue, "swiglu_quantize_fp8", (_P, gate_up.data_ptr()), (_I64, t), (_I64, inter),
+                  (_P, h_q.data_ptr()), (_P, h_scale.data_ptr()), (_INT, native_cpu.glue_threads(gate_up.nbytes))),
+             _gemm_call(down, h_q, h_scale, weights.w2, weights.w2_scale, expert_ids, starts, y)]
+    if None in calls:
+        return eager
+    return PreparedExperts(*calls, eager, h_scale, w_amax, y, f"w13={up} w2={down}",
+                           held=(expert_ids, starts, gate_up, h_q))
+
+
+class PreparedExperts:
+    """The three bound kernels; `choices` names each GEMM's tuned choice, as the benchmark's `tuning` column does."""
+
+    def __init__(self, up_gemm, swiglu, down_gemm, eager, h_scale, w_amax: float, y, choices: str, held: tuple):
+        self._up_gemm, self._swiglu, self._down_gemm, self._eager = up_gemm, swiglu, down_gemm, eager
+        self._h_scale, self._w_amax, self._y, self.choices = h_scale, w_amax, y, choices
+        self._held = held  # the tensors the bound pointers read or write that nothing else holds
+
+    def __call__(self) -> torch.Tensor:
+        if self._up_gemm() or self._swiglu():
+            raise MemoryError("a native expert kernel could not allocate its buffers")
+        # the SwiGLU output's scales are known only now: outside the down GEMM's range, the eager path
+        if not fits_exponent_range(float(self._h_scale.amax()), self._w_amax):
+            return self._eager()
+        if self._down_gemm():
+            raise MemoryError("a native expert kernel could not allocate its buffers")
+        return self._y
