@@ -93,6 +93,15 @@ SCHEMES: Mapping[str, QuantScheme] = {
             "nvfp4", DTYPES["fp4"], 1, 16, 1.0,
             "fp4 e2m1 with one fp8 e4m3 scale per group of 16 (NVIDIA NVFP4)",
         ),
+        # 4-bit floats where the device has no fp4 math (Hopper): the kernel dequantises the weights to bf16
+        QuantScheme(
+            "mxfp4_w4a16", DTYPES["fp4"], 1, 32, 1.0,
+            "MXFP4 weights dequantised to bf16 in the kernel (weight-only)", compute="bf16",
+        ),
+        QuantScheme(
+            "nvfp4_w4a16", DTYPES["fp4"], 1, 16, 1.0,
+            "NVFP4 weights dequantised to bf16 in the kernel (weight-only)", compute="bf16",
+        ),
     )
 }
 

@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from hwmodels.calibrate.operator_costs import OperatorCosts
-from hwmodels.precision import DTYPES, QuantScheme
+from hwmodels.precision import DTYPES, SCHEMES, QuantScheme
 from hwmodels.roofline import OpCost
 
 COMPONENTS = ("attention", "dense_mlp", "expert_gemm", "shared_expert", "dispatch", "combine", "other")
@@ -29,6 +29,16 @@ def _compute_dtype(scheme: QuantScheme) -> str:
     return "bf16" if scheme.dtype.name == "int4" else scheme.dtype.name
 
 
+def served(scheme: QuantScheme, device) -> QuantScheme:
+    """The format a weight runs in on `device`: 4-bit floats on a device without fp4 math run weight-only, dequantised
+    to bf16 in the kernel, as every engine serves gpt-oss's MXFP4 experts on Hopper (TensorRT-LLM's and vLLM's Triton
+    and Marlin MoE kernels; aiconfigurator-core measures TensorRT-LLM's as w4a16_mxfp4), not at the next wider peak
+    with fp8 activations (on the measured H200 rows that priced gpt-oss's decode step 2.4x too fast)."""
+    if scheme.dtype.name == "fp4" and not scheme.compute and "fp4" not in device.peak_flops_per_s:
+        return SCHEMES[f"{scheme.name}_w4a16"]
+    return scheme
+
+
 def _gemm(ctx: Any, m, n, k, scheme: QuantScheme, name, groups=1, layout="dense") -> OpCost:
     return _gemm_cached(ctx.costs, ctx.cluster.device, max(int(math.ceil(m)), 1), n, k, scheme, name, groups, layout)
 
@@ -37,6 +47,7 @@ def _gemm(ctx: Any, m, n, k, scheme: QuantScheme, name, groups=1, layout="dense"
 def _gemm_cached(costs: OperatorCosts, device, m: int, n: int, k: int, scheme: QuantScheme, name: str, groups: int,
                  layout: str) -> OpCost:
     # a layout search evaluates the same GEMM shapes across many layouts and batch sizes
+    scheme = served(scheme, device)
     return costs.gemm(device, m, n, k, _compute_dtype(scheme), groups, layout,
                       weight_bytes_per_element=_weight_bytes_per_element(scheme, n, k), name=name, quant=scheme.name)
 
@@ -44,6 +55,7 @@ def _gemm_cached(costs: OperatorCosts, device, m: int, n: int, k: int, scheme: Q
 @lru_cache(maxsize=1 << 14)
 def _moe_experts_op(costs: OperatorCosts, device, num_tokens: float, hidden: int, inter: int, top_k: int,
                     num_experts: int, moe_tp: int, moe_ep: int, scheme: QuantScheme) -> OpCost | None:
+    scheme = served(scheme, device)
     return costs.moe_experts(device, num_tokens, hidden, inter, top_k, num_experts, moe_tp, moe_ep, scheme.name,
                              _weight_bytes_per_element(scheme, inter, hidden))
 

@@ -62,6 +62,33 @@ def test_measured_costs_are_labelled_and_never_below_the_roofline():
         assert (cost.beyond_coverage > 1.0) == (m > 32768)
 
 
+@needs_package
+def test_fp4_experts_on_hopper_run_weight_only_and_take_the_measured_w4a16_kernel():
+    # gpt-oss's MXFP4 experts: Hopper has no fp4 math, so every engine dequantises them to bf16 in the kernel
+    from hwmodels.catalog import load_device, load_model, load_unit
+    from hwmodels.calibrate.operator_costs import costs_for, fitted_costs
+    from hwmodels.hardware import make_cluster
+    from hwmodels.layout import Layout
+    from hwmodels.precision import SCHEMES, default_plan
+    from hwmodels.step import StepContext
+    from hwmodels.step_ops import served
+    assert served(SCHEMES["mxfp4"], load_device("h200-sxm")).compute == "bf16"
+    assert served(SCHEMES["nvfp4"], load_device("h100-sxm")).name == "nvfp4_w4a16"
+    assert served(SCHEMES["nvfp4"], load_device("b200-sxm")) is SCHEMES["nvfp4"]  # fp4 math: as stored
+    assert served(SCHEMES["fp8"], load_device("h200-sxm")) is SCHEMES["fp8"]
+    arch = load_model("gpt-oss-120b")
+    plan = default_plan(arch.quantization_config, arch.torch_dtype)
+    cluster = make_cluster(load_unit("hgx-h200"), units=1)
+    measured = StepContext(arch, plan, cluster, Layout(tp=1, dp=1), costs=costs_for("h200-sxm", "trtllm", "1.3.0rc20"))
+    labels = {name: source for name, source, _ in measured.step("decode", 8, 2048).operator_sources}
+    assert "moe_perf w4a16_mxfp4" in labels["routed_experts"]
+    # the fitted model prices the weight-only experts at the bf16 peak: slower than at the fp8 one it used to take
+    fitted = StepContext(arch, plan, cluster, Layout(tp=1, dp=1), costs=fitted_costs())
+    step = fitted.step("prefill", 8192, 8192)
+    labels = {name: source for name, source, _ in step.operator_sources}
+    assert "ran at its fp8 peak" not in labels["experts_gate_up"]
+
+
 def test_without_an_engine_the_fitted_costs_are_used():
     from hwmodels.calibrate.operator_costs import costs_for, fitted_costs
     assert costs_for("h200-sxm", None) is fitted_costs()

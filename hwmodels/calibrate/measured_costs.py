@@ -32,7 +32,9 @@ from hwmodels.units import ms
 # no measured table
 GEMM_DTYPES = {"fp8": "fp8_block", "fp8_tensor": "fp8", "bf16": "bfloat16", "fp16": "bfloat16", "nvfp4": "nvfp4"}
 MOE_DTYPES = {"fp8": "fp8_block", "fp8_tensor": "fp8", "bf16": "bfloat16", "fp16": "bfloat16", "nvfp4": "nvfp4",
-              "int4": "int4_wo", "mxfp4": "w4a16_mxfp4"}
+              "int4": "int4_wo", "mxfp4": "w4a16_mxfp4", "mxfp4_w4a16": "w4a16_mxfp4",
+              # no table measures NVFP4 weight-only; MXFP4's runs the same dequantise-to-bf16 kernel class
+              "nvfp4_w4a16": "w4a16_mxfp4"}
 KV_DTYPES = {"bf16": "bfloat16", "fp16": "bfloat16", "fp8": "fp8"}
 BALANCED = ("balanced", "uniform")  # the package's two names for every expert equally loaded
 

@@ -219,10 +219,11 @@ def _alltoall_cost(costs: OperatorCosts, cost_of, question: tuple, dest_probabil
 
 
 def quant_dtype(quant: str) -> str:
-    """The compute dtype of a number format: int4 runs weight-only in bf16, a block-scaled format in its element."""
+    """The compute dtype of a number format: its own where it names one (W4A8, weight-only fp4), int4 runs weight-only
+    in bf16, a block-scaled format in its element."""
     from hwmodels.precision import scheme
     s = scheme(quant)
-    return "bf16" if s.dtype.name == "int4" else s.dtype.name
+    return s.compute or ("bf16" if s.dtype.name == "int4" else s.dtype.name)
 
 
 def _profiled(cost: OpCost, hit: Measured) -> OpCost:
