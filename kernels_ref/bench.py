@@ -43,7 +43,7 @@ import torch
 from kernels_ref.dispatch import plan_dispatch
 from kernels_ref.fp8 import BLOCK, ceil_div, quantize_activation_groups
 from kernels_ref import native_cpu
-from kernels_ref.expert_calls import prepare_grouped_swiglu
+from kernels_ref.expert_calls import prepare_grouped_swiglu, prepare_moe_layer
 from kernels_ref.fp8_gemm import gemm_choice
 from kernels_ref.glue_calls import prepare_combine, prepare_dispatch, prepare_quantize, prepare_router
 from kernels_ref.generators import (
@@ -262,14 +262,19 @@ def _router_quantize_cases(config: dict, device: str, phase: str, token_counts: 
 
 
 def _moe_layer_parts(
-    tokens: int, counts: Sequence[int], hidden: int, intermediate: int, top_k: int, device: str
+    tokens: int, counts: Sequence[int], hidden: int, intermediate: int, top_k: int, device: str, prepared: bool = False
 ) -> list[dict]:
-    """What moe_layer_fp8 runs, in order, each named as its own rows name it."""
+    """What moe_layer_fp8 runs, in order, each named as its own rows name it. prepared: the layer runs as
+    expert_calls.prepare_moe_layer, whose routed experts all take the path of the busiest expert where it is native."""
     experts = len(counts)
+    busiest = _swiglu_impl(max(counts), hidden, intermediate, device)[0]
+    one_path = prepared and busiest in ("native_cpu", "native_amx")
+    out_bytes = 4 if prepared else 2  # the prepared experts write fp32, the eager ones bf16
     by_path: dict[str, list[int]] = {}
     for count in counts:  # fp8_grouped_gemm picks each expert's path from its own token count
         if count:
-            by_path.setdefault(_swiglu_impl(count, hidden, intermediate, device)[0], []).append(count)
+            path = busiest if one_path else _swiglu_impl(count, hidden, intermediate, device)[0]
+            by_path.setdefault(path, []).append(count)
     glue = _glue_impl(device)
 
     def part(name: str, kernel: str, impl: str, dtype: str | None, shape: dict, cost: tuple[float, float]) -> dict:
@@ -285,13 +290,13 @@ def _moe_layer_parts(
     parts += [
         part(f"routed experts ({path})", "grouped_swiglu_fp8", path, "bf16",
              {"groups": len(path_counts), "tokens": sum(path_counts)},
-             _grouped_swiglu_cost(path_counts, hidden, intermediate))
+             _grouped_swiglu_cost(path_counts, hidden, intermediate, out_bytes))
         for path, path_counts in sorted(by_path.items())
     ]  # fmt: skip
     parts += [
         part("combine", "combine_bf16", glue, "fp32", {"tokens": tokens}, _combine_cost(tokens, hidden, top_k)),
         part("shared expert", "grouped_swiglu_fp8", _swiglu_impl(tokens, hidden, intermediate, device)[0], "bf16",
-             {"groups": 1, "tokens": tokens}, _grouped_swiglu_cost([tokens], hidden, intermediate)),
+             {"groups": 1, "tokens": tokens}, _grouped_swiglu_cost([tokens], hidden, intermediate, out_bytes)),
     ]  # fmt: skip
     return parts
 
@@ -311,19 +316,25 @@ def _moe_layer_cases(
     for phase, tokens in ((phase, tokens) for phase, token_counts in phases for tokens in token_counts):
         x = torch.randn(tokens, hidden, generator=generator).to(device, torch.bfloat16)
         counts = torch.bincount(route_noaux_tc(x, router)[1].view(-1), minlength=experts).tolist()
-        parts = _moe_layer_parts(tokens, counts, hidden, intermediate, top_k, device)
+        prepared = torch.device(device).type == "cpu"
+        parts = _moe_layer_parts(tokens, counts, hidden, intermediate, top_k, device, prepared)
         gemm_paths = sorted({path for p in parts if p["kernel"] == "grouped_swiglu_fp8" for path in p["impl"].split("+")})
-        choices = sorted({_swiglu_impl(c, hidden, intermediate, device)[1] for c in [*counts, tokens] if c})
+        if prepared:
+            fn = prepare_moe_layer(x, router, routed, shared)
+            tuning = f"{fn.choices}; prepared buffers, wall-timed"
+        else:
+            fn = functools.partial(moe_layer_fp8, x, router, routed, shared)
+            tuning = "; ".join(sorted({_swiglu_impl(c, hidden, intermediate, device)[1] for c in [*counts, tokens] if c}))
         yield BenchCase(
             kernel="moe_layer",
             phase=phase,
             impl="+".join(gemm_paths),
-            tuning="; ".join(choices),
+            tuning=tuning,
             dtype="bf16",
             shape={"tokens": tokens, "hidden": hidden, "intermediate": intermediate, "top_k": top_k, "experts": experts},
             flops=sum(p["flops"] for p in parts),
             bytes_moved=sum(p["bytes"] for p in parts),
-            fn=functools.partial(moe_layer_fp8, x, router, routed, shared),
+            fn=fn,
             composition={"experts_of_model": config["n_routed_experts"], "tokens_per_expert": counts, "parts": parts},
         )
 

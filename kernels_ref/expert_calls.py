@@ -1,4 +1,5 @@
-"""The routed experts' SwiGLU MLP as one prepared call: the three native kernels bound once, run back to back.
+"""The routed experts' SwiGLU MLP, and the whole MoE layer, as prepared calls: the native kernels bound once on
+buffers sized once, run back to back.
 
 # T = token rows sorted by expert, E = experts, D = hidden, I = expert intermediate size
 
@@ -15,12 +16,14 @@ The call reads its inputs where they were when prepared and overwrites the same 
 kernels write fp32; grouped_swiglu_fp8 converts to bf16 in one more pass). Where a GEMM's tuned choice is not a
 native kernel (the tile path of many tokens per expert) or the scales are outside the native kernels' range, the
 eager grouped_swiglu_fp8 in fp32 is returned instead. Results are bit for bit those of the eager kernels with the
-same choices (tests/kernels_ref/test_expert_calls.py).
+same choices (tests/kernels_ref/test_expert_calls.py). `prepare_moe_layer` chains the glue's prepared calls with these
+into moe_layer_fp8's layer, so the benchmark's whole-layer rows time what its parts' rows time.
 """
 
 from __future__ import annotations
 
 import ctypes
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -28,8 +31,9 @@ import torch
 from kernels_ref import native_cpu
 from kernels_ref.fp8 import BLOCK, ceil_div
 from kernels_ref.fp8_gemm import AMX_SCALE_MODES, GemmPath, fits_exponent_range, gemm_choice
-from kernels_ref.glue_calls import bind
+from kernels_ref.glue_calls import PreparedCall, bind, prepare_combine, prepare_dispatch, prepare_quantize, prepare_router
 from kernels_ref.grouped_gemm import Fp8ExpertWeights, grouped_swiglu_fp8
+from kernels_ref.moe_layer import Router
 
 _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 
@@ -51,11 +55,11 @@ def _gemm_call(choice: str, x_q, x_scale, w_q, w_scale, expert_ids, starts, y) -
     return None
 
 
-def _native_choice(counts: list[int], n: int, k: int) -> str | None:
+def _native_choice(tokens_per_expert: int, n: int, k: int) -> str | None:
     """The tuned choice for the largest expert's tokens x an [N, K] weight, or None where it is not a native kernel.
     One choice serves every expert, as one grouped-GEMM launch of an engine has one configuration (grouped_swiglu_fp8
     tunes each expert: the two agree where the experts' token counts share a shape class)."""
-    choice = gemm_choice(max(counts), n, k, "cpu")
+    choice = gemm_choice(max(tokens_per_expert, 1), n, k, "cpu")
     return choice if choice.split(":")[0] in (GemmPath.NATIVE_CPU.value, GemmPath.NATIVE_AMX.value) else None
 
 
@@ -64,40 +68,44 @@ def prepare_grouped_swiglu(x_q: torch.Tensor, x_scale: torch.Tensor, counts: lis
     """x_q: [T, D] fp8 sorted by expert, x_scale: [T, ceil(D/128)] fp32, counts: tokens of each of the E experts
     -> a call returning [T, D] fp32: the values of fp8_grouped_gemm, swiglu_quantize and fp8_grouped_gemm in fp32, each
     GEMM with the choice named in the call's `choices`."""
-    offsets = [0]
-    for count in counts:
-        offsets.append(offsets[-1] + count)
+    return _prepare_experts(x_q, x_scale, torch.tensor([0, *itertools.accumulate(counts)], dtype=torch.int64),
+                            weights, max(counts, default=0))
+
+
+def _prepare_experts(x_q: torch.Tensor, x_scale: torch.Tensor, offsets: torch.Tensor, weights: Fp8ExpertWeights,
+                     tokens_per_expert: int) -> Callable[[], torch.Tensor]:
+    """The experts over rows sorted by expert, expert e owning rows offsets[e]:offsets[e + 1] as the offsets hold
+    when called (a dispatch writes them in place), each GEMM with the choice tuned for `tokens_per_expert`."""
 
     def eager() -> torch.Tensor:
         return grouped_swiglu_fp8(x_q, x_scale, offsets, weights, torch.float32)
 
     (t, hidden), (experts, two_inter, _) = x_q.shape, weights.w13.shape
     glue = native_cpu.library("glue")
-    if (x_q.device.type != "cpu" or glue is None or t == 0 or len(counts) != experts
-            or not all(a.is_contiguous() for a in (x_q, x_scale, *vars(weights).values()))):
+    if (x_q.device.type != "cpu" or glue is None or t == 0 or offsets.numel() != experts + 1
+            or not all(a.is_contiguous() for a in (x_q, x_scale, offsets, *vars(weights).values()))):
         return eager
     inter = two_inter // 2
-    up, down = _native_choice(counts, two_inter, hidden), _native_choice(counts, hidden, inter)
+    up = _native_choice(tokens_per_expert, two_inter, hidden)
+    down = _native_choice(tokens_per_expert, hidden, inter)
     # the activations' group scales: the input's, and the SwiGLU output's after quantisation (at most 1 / 448 of
     # each group's largest |value|, which the eager path checks on every call; here it is checked on this input)
     w_amax = max(float(weights.w13_scale.amax()), float(weights.w2_scale.amax()))
     if up is None or down is None or not fits_exponent_range(float(x_scale.amax()), w_amax):
         return eager
-    chosen = [e for e, count in enumerate(counts) if count]
-    expert_ids = torch.tensor(chosen, dtype=torch.int64)
-    starts = torch.tensor([0] + [offsets[e + 1] for e in chosen], dtype=torch.int64)
+    expert_ids = torch.arange(experts, dtype=torch.int64)  # an empty group costs its work items nothing
     gate_up = torch.empty(t, two_inter, dtype=torch.float32)
     h_q = torch.empty(t, inter, dtype=torch.float8_e4m3fn)
     h_scale = torch.empty(t, ceil_div(inter, BLOCK), dtype=torch.float32)
     y = torch.empty(t, hidden, dtype=torch.float32)
-    calls = [_gemm_call(up, x_q, x_scale, weights.w13, weights.w13_scale, expert_ids, starts, gate_up),
+    calls = [_gemm_call(up, x_q, x_scale, weights.w13, weights.w13_scale, expert_ids, offsets, gate_up),
              bind(glue, "swiglu_quantize_fp8", (_P, gate_up.data_ptr()), (_I64, t), (_I64, inter),
                   (_P, h_q.data_ptr()), (_P, h_scale.data_ptr()), (_INT, native_cpu.glue_threads(gate_up.nbytes))),
-             _gemm_call(down, h_q, h_scale, weights.w2, weights.w2_scale, expert_ids, starts, y)]
+             _gemm_call(down, h_q, h_scale, weights.w2, weights.w2_scale, expert_ids, offsets, y)]
     if None in calls:
         return eager
     return PreparedExperts(*calls, eager, h_scale, w_amax, y, f"w13={up} w2={down}",
-                           held=(expert_ids, starts, gate_up, h_q))
+                           held=(expert_ids, offsets, gate_up, h_q))
 
 
 class PreparedExperts:
@@ -117,3 +125,42 @@ class PreparedExperts:
         if self._down_gemm():
             raise MemoryError("a native expert kernel could not allocate its buffers")
         return self._y
+
+
+def _in_place(call: Callable[[], object]) -> tuple[Callable[[], object], object]:
+    """(a call writing into the same output tensors every time, those outputs). A prepared call already does; an eager
+    fallback (a shape its native kernel does not serve) has its fresh results copied into the first call's."""
+    outputs = call()
+    if isinstance(call, (PreparedCall, PreparedExperts)):
+        return call, outputs
+    flat = [o for o in (outputs if isinstance(outputs, tuple) else (outputs,)) if isinstance(o, torch.Tensor)]
+
+    def copy() -> None:
+        fresh = call()
+        for kept, new in zip(flat, [o for o in (fresh if isinstance(fresh, tuple) else (fresh,))
+                                    if isinstance(o, torch.Tensor)], strict=True):
+            kept.copy_(new)
+    return copy, outputs
+
+
+def prepare_moe_layer(x: torch.Tensor, router: Router, experts: Fp8ExpertWeights,
+                      shared: Fp8ExpertWeights) -> Callable[[], torch.Tensor]:
+    """x: [T, D] bf16 -> a call returning [T, D] in x's dtype = moe_layer_fp8(x, router, experts, shared), each part
+    a prepared call: the router, quantisation, dispatch and combine of kernels_ref.glue_calls and the routed and shared
+    experts above, the routed experts reading the dispatch's expert offsets when called. Their GEMMs take the choice
+    tuned for the most tokens an expert gets from this input (moe_layer_fp8 tunes each expert); `choices` names
+    them. A part its native kernel does not serve runs eagerly into the same buffers."""
+    route, (topk_weights, topk_ids) = _in_place(prepare_router(x, router))
+    quantize, (x_q, x_scale) = _in_place(prepare_quantize(x))
+    dispatched, (q_rows, s_rows, plan) = _in_place(prepare_dispatch(x_q, x_scale, topk_ids, experts.w13.shape[0]))
+    routed, y = _in_place(_prepare_experts(q_rows, s_rows, plan.offsets, experts, int(plan.counts.max())))
+    combined, out = _in_place(prepare_combine(y, plan, topk_weights))
+    shared_expert = prepare_grouped_swiglu(x_q, x_scale, [x.shape[0]], shared)
+
+    def run() -> torch.Tensor:
+        for part in (route, quantize, dispatched, routed, combined):
+            part()
+        return out.add_(shared_expert()).to(x.dtype)
+
+    run.choices = "; ".join(sorted({getattr(call, "choices", "eager") for call in (routed, shared_expert)}))
+    return run
