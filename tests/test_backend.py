@@ -74,8 +74,10 @@ def test_sweep_takes_a_backend_for_every_point(tmp_path):
 def test_validate_prices_each_published_deployment_by_its_engine_or_the_backend(shared_data):
     trtllm = api.validate(shared_data / "published" / "deployments-trtllm-perf-overview.yaml")
     assert trtllm and all(any(a.startswith("served by trtllm") for a in r.assumptions) for r in trtllm)
-    default = api.validate()  # the catalog's entries name no engine: the fits price them
-    assert not any(a.startswith("served by") for r in default for a in r.assumptions)
+    default = api.validate()  # the catalog's entries name the engine their source ran, where it ran one
+    served = {r.id: next((a.split(":")[0] for a in r.assumptions if a.startswith("served by")), None) for r in default}
+    assert served["sglang-h100-decode"] == "served by sglang" and served["trtllm-h200-max-throughput"] == "served by trtllm"
+    assert served["deepseek-profile-decode-h800"] is None  # DeepSeek's own engine: the fits price it
     sglang = api.validate(backend="sglang")
     assert [r.id for r in sglang] == [r.id for r in default]
     assert all(any(a.startswith("served by sglang") for a in r.assumptions) for r in sglang)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from hwmodels.errors import InputError
+from hwmodels.calibrate import measured_tables
 from hwmodels.calibrate.deployments import DEFAULT_DEPLOYMENTS, summary, validate
 
 
@@ -26,16 +27,18 @@ def test_every_scenario_is_reported(rows):
         assert r.predicted is not None or r.reason
 
 
-# Where the model stands today (moeplan validate): DeepSeek's two H800 profiles and SGLang's H100 decode within
-# 10%; SGLang's H100 prefill runs (EPLB on, as their source states) within 25%. Two runs are outside the
-# issue's 30%, each on an engine's kernels of its day rather than the hardware: TensorRT-LLM's H200
-# aggregated run (+60%: its decode step, 88 ms by the published per-user rate, is 1.9x moeplan's 47 ms)
-# and SGLang's first GB200 decode (+66%: "many kernels have yet to fully saturate the GB200's memory
-# bandwidth or computational capabilities", the source). These guard against regressions either way;
-# the issue's bar is the strict xfail below. Each bound guards against a regression; an improvement passes.
+# Where the model stands today (moeplan validate, each entry priced by the engine it names, on that engine's measured
+# tables where moeplan[measured] is installed): DeepSeek's two H800 profiles and SGLang's H100 decode within 10%;
+# SGLang's H100 prefill runs (EPLB on, as their source states) within 11% on SGLang's tables, 25% on the fitted
+# models. Two runs are outside the issue's 30%, each on an engine's kernels of its day rather than the hardware:
+# TensorRT-LLM's H200 aggregated run (+61%: its decode step, 88 ms by the published per-user rate, is 1.8x
+# moeplan's 49 ms) and SGLang's first GB200 decode (+48%, +66% fitted: "many kernels have yet to fully saturate the
+# GB200's memory bandwidth or computational capabilities", the source). Each bound guards against a regression; an
+# improvement passes. The issue's bar is the strict xfail below.
+TABLES = measured_tables.database_root() is not None
 WITHIN_10_PERCENT = ("sglang-h100-decode", "deepseek-profile-prefill-h800", "deepseek-profile-decode-h800")
 WITHIN_25_PERCENT = ("sglang-h100-prefill-1k", "sglang-h100-prefill-2k", "sglang-h100-prefill-4k")
-EARLY_ENGINE_KERNELS_WITHIN = {"trtllm-h200-max-throughput": 0.70, "sglang-gb200-decode": 0.75}
+EARLY_ENGINE_KERNELS_WITHIN = {"trtllm-h200-max-throughput": 0.70, "sglang-gb200-decode": 0.55 if TABLES else 0.75}
 
 
 def test_error_today(rows):
@@ -46,9 +49,12 @@ def test_error_today(rows):
         assert abs(by_id[rid].error) <= 0.25, f"{rid}: {by_id[rid].error:+.1%}"
     for rid, bound in EARLY_ENGINE_KERNELS_WITHIN.items():
         assert abs(by_id[rid].error) <= bound, f"{rid}: {by_id[rid].error:+.1%}"
-    # 20.7% before MLA's q_a and kv_a became one GEMM, as the engines run them: it speeds up SGLang's H100 prefill,
-    # which the model already over-predicts (+20-23%), while the measured deployments' TPOT improved (issue 17)
-    assert summary(rows)["median_abs_error"] <= 0.215
+    # on the engines' tables 7.8%; on the fitted models 21.3% (20.7% before MLA's q_a and kv_a became one GEMM, as the
+    # engines run them: it speeds up SGLang's H100 prefill, which the fitted models over-predict by 20-23%)
+    assert summary(rows)["median_abs_error"] <= (0.08 if TABLES else 0.215)
+    if TABLES:
+        for rid in WITHIN_25_PERCENT:
+            assert abs(by_id[rid].error) <= 0.11, f"{rid}: {by_id[rid].error:+.1%}"
     # DeepSeek's profiles were taken with perfectly balanced routing (deepseek-ai/profile-data README)
     for rid in ("deepseek-profile-prefill-h800", "deepseek-profile-decode-h800"):
         assert "every expert equally loaded, as the source measured" in by_id[rid].assumptions
@@ -59,8 +65,8 @@ def test_error_today(rows):
     assert any("closed loop" in a for a in by_id["trtllm-h200-max-throughput"].assumptions)
 
 
-@pytest.mark.xfail(strict=True, reason="issue bar not met: TensorRT-LLM H200 +60% and GB200 decode +66% (early "
-                   "kernels of their engines); median 21.3% (bar 12%), set by SGLang's H100 prefill at +20-23% with EPLB")
+@pytest.mark.xfail(strict=True, reason="issue bar not met: TensorRT-LLM H200 +61% and SGLang GB200 decode +48% (early "
+                   "kernels of their engines; bar 30%), though the median, 7.8% on the engines' tables, meets its 12%")
 def test_issue_error_bars(rows):
     for r in rows:
         if r.error is not None:
