@@ -23,6 +23,7 @@ into moe_layer_fp8's layer, so the benchmark's whole-layer rows time what its pa
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import itertools
 from collections.abc import Callable
 
@@ -133,14 +134,21 @@ def _in_place(call: Callable[[], object]) -> tuple[Callable[[], object], object]
     outputs = call()
     if isinstance(call, (PreparedCall, PreparedExperts)):
         return call, outputs
-    flat = [o for o in (outputs if isinstance(outputs, tuple) else (outputs,)) if isinstance(o, torch.Tensor)]
+    kept = _tensors(outputs)
 
     def copy() -> None:
-        fresh = call()
-        for kept, new in zip(flat, [o for o in (fresh if isinstance(fresh, tuple) else (fresh,))
-                                    if isinstance(o, torch.Tensor)], strict=True):
-            kept.copy_(new)
+        for tensor, fresh in zip(kept, _tensors(call()), strict=True):
+            tensor.copy_(fresh)
     return copy, outputs
+
+
+def _tensors(outputs) -> list[torch.Tensor]:
+    """The tensors of a call's outputs: a tensor, a tuple of them, or dataclasses of them (a DispatchPlan)."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    if dataclasses.is_dataclass(outputs):
+        return _tensors(tuple(getattr(outputs, f.name) for f in dataclasses.fields(outputs)))
+    return [t for o in outputs for t in _tensors(o)] if isinstance(outputs, tuple) else []
 
 
 def prepare_moe_layer(x: torch.Tensor, router: Router, experts: Fp8ExpertWeights,

@@ -90,3 +90,13 @@ def test_a_layer_whose_experts_have_no_native_kernel_runs_them_eagerly_into_the_
     assert torch.equal(run(), moe_layer_fp8(x, router, routed, shared))
     x.copy_(torch.randn(x.shape, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16))
     assert torch.equal(run(), moe_layer_fp8(x, router, routed, shared))
+
+
+def test_a_layer_without_any_native_kernel_routes_anew_on_every_call(monkeypatch, tuning_file):
+    # no native library at all: every part eager, its fresh outputs (the dispatch plan's offsets too) copied in place
+    monkeypatch.setattr(native_cpu, "library", lambda name: None)
+    x, router, routed, shared = _layer(6)
+    run = prepare_moe_layer(x, router, routed, shared)
+    assert torch.equal(run(), moe_layer_fp8(x, router, routed, shared))
+    x.copy_(torch.randn(x.shape, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16))
+    assert torch.equal(run(), moe_layer_fp8(x, router, routed, shared))
