@@ -157,6 +157,25 @@ def test_a_row_of_the_packages_own_silicon_sample_reads_in_the_files_columns():
     assert _in_file_columns({"id": "x", "model": "m", "concurrency": "3"}) == {"id": "x", "model": "m", "concurrency": "3"}
 
 
+def test_a_package_row_labelled_with_products_of_its_layout_is_rebuilt_from_its_id():
+    """Some aggregated rows of the package label tp/adp/moe_tp/moe_ep as products of the real sizes (tp64/moe_tp8/
+    moe_ep8 for an 8-GPU tp8 ep8 run); ../shared/data/SOURCES.md corrected the measured file's rows so, and a package
+    row read in place is rebuilt from the `_tp<T>_ep<E>_` its id names: 64/1/8/8 -> 8/1/1/8, 1/64/8/8 -> 1/8/1/8,
+    4/4/1/16 -> 4/1/1/4 (the file's corrections of the same rows). A label that counts T devices is kept."""
+    from hwmodels.calibrate.measured_deployments import _in_file_columns
+
+    def layout(row_id, *sizes, mode="agg"):
+        row = _in_file_columns({"id": row_id, "model_path": "a/b", "mode": mode, **dict(zip(
+            ("tp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size"), map(str, sizes)))})
+        return tuple(int(row[k]) for k in ("tp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size"))
+
+    assert layout("ds_b200_sglang_agg_1024x1024_c4_tp8_ep8_12", 64, 1, 8, 8) == (8, 1, 1, 8)
+    assert layout("ds_b200_trtllm_agg_1024x1024_c4_tp8_ep8_12", 1, 64, 8, 8) == (1, 8, 1, 8)
+    assert layout("mm_h100_vllm_agg_1024x1024_c4_tp4_ep4_12", 4, 4, 1, 16) == (4, 1, 1, 4)
+    assert layout("q_b200_sglang_agg_1024x1024_c4_tp8_ep1_12", 8, 1, 8, 1) == (8, 1, 8, 1)  # consistent: kept
+    assert layout("no_layout_in_id_c4_cfg7", 64, 1, 8, 8) == (64, 1, 8, 8)  # nothing to rebuild it from
+
+
 @needs_package
 def test_the_packages_own_silicon_sample_is_validated_row_by_row():
     """Every row of the package's 5,221 measured deployments becomes a prediction or a reason (none aborts the run);

@@ -115,7 +115,25 @@ def _in_file_columns(row: dict) -> dict:
         found = re.search(r"_c(\d+)_", row.get("id") or "") or \
             re.search(r"silicon_concurrency=(\d+)", row.get("silicon_data_source") or "")
         row["concurrency"] = found.group(1) if found else ""
-    return row
+    return _layout_from_id(row)
+
+
+def _layout_from_id(row: dict) -> dict:
+    """An aggregated row whose id names its instance (`_tp<T>_ep<E>_`: T devices, experts over E of them) but whose
+    labelled sizes count more devices (tp x attention DP > T) carries products of the real sizes: tp64/adp1/moe_tp8/
+    moe_ep8 for an 8-device tp8 ep8 run. Its layout is rebuilt from the id, as ../shared/data/SOURCES.md says the
+    measured file's rows were: moe_ep E, moe_tp T / E, attention over the T devices by DP where the label has
+    attention DP without TP (tp 1), else by TP. A label that counts T devices is kept as it is."""
+    found = re.search(r"_tp(\d+)_ep(\d+)_", row.get("id") or "")
+    tp, dp = number(row, "tp_size"), number(row, "attention_dp_size")
+    if row.get("mode") != "agg" or not found or tp is None or dp is None:
+        return row
+    devices, ep = int(found.group(1)), int(found.group(2))
+    if tp * dp <= devices or devices % ep:
+        return row
+    by_dp = tp == 1 and dp > 1
+    return row | {"tp_size": "1" if by_dp else str(devices), "attention_dp_size": str(devices) if by_dp else "1",
+                  "moe_tp_size": str(devices // ep), "moe_ep_size": str(ep)}
 
 
 def predict_file(path: str | Path, engine: str | None = None, version: str | None = None) -> list[MeasuredPrediction]:
