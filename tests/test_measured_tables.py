@@ -176,6 +176,27 @@ def test_a_package_row_labelled_with_products_of_its_layout_is_rebuilt_from_its_
     assert layout("no_layout_in_id_c4_cfg7", 64, 1, 8, 8) == (64, 1, 8, 8)  # nothing to rebuild it from
 
 
+def test_a_package_row_takes_the_layout_of_its_twin_that_names_one(tmp_path):
+    """The package lists some measurements twice, under an id naming the layout (`_tp2_ep2_`) and a `_cfg<N>` one
+    with product labels (tp2/adp2/moe_tp1/moe_ep4 for a 2-GPU run); the cfg row takes its twin's layout. A row of
+    the measured file's own columns is never touched."""
+    from hwmodels.calibrate.measured_deployments import read_rows
+    head = ("id,model_path,backend,backend_version,system,mode,isl,osl,silicon_ttft_ms,silicon_tpot_ms,"
+            "tp_size,attention_dp_size,moe_tp_size,moe_ep_size\n")
+    same = "a/b,vllm,0.19.0,b200_sxm,agg,1024,1024,132.26,18.18"
+    path = tmp_path / "sample.csv"
+    path.write_text(head + f"m_b200_vllm_agg_1024x1024_c32_cfg690,{same},2,2,1,4\n"
+                    f"m_b200_vllm_agg_1024x1024_c32_tp2_ep2_1384,{same},2,2,1,4\n"
+                    f"m_b200_vllm_agg_1024x1024_c64_cfg691,a/b,vllm,0.19.0,b200_sxm,agg,1024,1024,150.0,20.0,2,2,1,4\n")
+    cfg, named, alone = read_rows(path)
+    assert [named[k] for k in LAYOUT] == ["2", "1", "1", "2"]
+    assert [cfg[k] for k in LAYOUT] == ["2", "1", "1", "2"]
+    assert [alone[k] for k in LAYOUT] == ["2", "2", "1", "4"]  # no twin: nothing to rebuild it from
+
+
+LAYOUT = ("tp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
+
+
 @needs_package
 def test_the_packages_own_silicon_sample_is_validated_row_by_row():
     """Every row of the package's 5,221 measured deployments becomes a prediction or a reason (none aborts the run);
