@@ -32,6 +32,57 @@ def test_grid_interpolates_log_log_and_extrapolates_tokens_linearly():
     assert grid.lookup((10, 1000)) == (None, 10.0)  # another axis outside: not covered
 
 
+def test_a_balanced_moe_table_time_is_priced_for_randomly_routed_pairs():
+    """The package's `balanced` MoE rows read min(experts, pairs) experts; pairs routed at random leave
+    exp(-pairs / experts) of them idle, and the table's own time for those experts comes off (its time at the tokens
+    whose balanced pairs read as many, less at the tokens whose pairs read as many as random routing does)."""
+    import math
+    from hwmodels.calibrate.measured_costs import Measured
+    from hwmodels.calibrate.operator_costs import _randomly_routed
+
+    experts, top_k = 256, 8
+
+    def table_s(tokens):  # a weight-streaming kernel: 10 us + 1 us per expert read, balanced
+        return 10e-6 + 1e-6 * min(experts, tokens * top_k)
+
+    read_s = 0.9e-6  # one expert's weights at the HBM peak: the table reads slower, so it did read them all
+    at = Measured(table_s(32), "measured")
+    random_read = experts * -math.expm1(-1.0)  # 32 tokens x 8 = 256 pairs on 256 experts: 162 read
+    priced = _randomly_routed(at, table_s, 32 * top_k, experts, top_k, read_s)
+    assert priced.latency_s == pytest.approx(10e-6 + 1e-6 * random_read)
+    assert "random routing" in priced.label
+    prefill = Measured(table_s(8192), "measured")  # 65,536 pairs: both read every expert
+    assert _randomly_routed(prefill, table_s, 8192 * top_k, experts, top_k, read_s).latency_s == \
+        pytest.approx(prefill.latency_s)
+    one = Measured(table_s(1), "measured")  # 8 pairs on 256 experts: both read about 8
+    assert _randomly_routed(one, table_s, top_k, experts, top_k, read_s).latency_s == \
+        pytest.approx(one.latency_s, rel=0.01)
+    # a table faster than reading every expert at the HBM peak did not read them all: kept as measured
+    assert _randomly_routed(at, table_s, 32 * top_k, experts, top_k, 2e-6).latency_s == at.latency_s
+
+
+@needs_package
+def test_the_measured_moe_experts_of_a_decode_step_are_priced_for_random_routing():
+    """DeepSeek-V3's experts on one B200 of a TP8 group at 32 tokens (256 pairs on 256 experts): TensorRT-LLM's fp8
+    table (DeepGEMM, 421 us, above the 183 us of reading every expert) comes down for the experts random routing leaves
+    idle; SGLang's (136 us, below it: its kernel did not read them all) is not corrected; in prefill (8192 tokens)
+    both are the tables' times."""
+    from hwmodels import catalog
+    from hwmodels.calibrate.operator_costs import costs_for
+
+    device = catalog.load_device("b200-sxm")
+    for engine, corrected in (("trtllm", True), ("sglang", False)):
+        costs = costs_for("b200-sxm", engine)
+        for tokens in (32, 8192):
+            table = costs.measured.moe(tokens, 7168, 2048, 8, 256, 8, 1, "fp8").latency_s
+            priced = costs.moe_experts(device, tokens, 7168, 2048, 8, 256, 8, 1, "fp8", 1.0)
+            assert table is not None and priced is not None
+            if corrected and tokens == 32:
+                assert priced.total_s < 0.8 * table and "random routing" in priced.source
+            else:
+                assert "random routing" not in priced.source and priced.total_s >= table
+
+
 def test_nearest_version():
     assert measured_tables.nearest_version(["0.5.10", "0.5.14"], "0.5.12") == "0.5.10"
     assert measured_tables.nearest_version(["1.3.0rc20"], "1.2.0rc6.post2") == "1.3.0rc20"
