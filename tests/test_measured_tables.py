@@ -32,6 +32,57 @@ def test_grid_interpolates_log_log_and_extrapolates_tokens_linearly():
     assert grid.lookup((10, 1000)) == (None, 10.0)  # another axis outside: not covered
 
 
+def test_a_balanced_moe_table_time_is_priced_for_randomly_routed_pairs():
+    """The package's `balanced` MoE rows read min(experts, pairs) experts; pairs routed at random leave
+    exp(-pairs / experts) of them idle, and the table's own time for those experts comes off (its time at the tokens
+    whose balanced pairs read as many, less at the tokens whose pairs read as many as random routing does)."""
+    import math
+    from hwmodels.calibrate.measured_costs import Measured
+    from hwmodels.calibrate.operator_costs import _randomly_routed
+
+    experts, top_k = 256, 8
+
+    def table_s(tokens):  # a weight-streaming kernel: 10 us + 1 us per expert read, balanced
+        return 10e-6 + 1e-6 * min(experts, tokens * top_k)
+
+    read_s = 0.9e-6  # one expert's weights at the HBM peak: the table reads slower, so it did read them all
+    at = Measured(table_s(32), "measured")
+    random_read = experts * -math.expm1(-1.0)  # 32 tokens x 8 = 256 pairs on 256 experts: 162 read
+    priced = _randomly_routed(at, table_s, 32 * top_k, experts, top_k, read_s)
+    assert priced.latency_s == pytest.approx(10e-6 + 1e-6 * random_read)
+    assert "random routing" in priced.label
+    prefill = Measured(table_s(8192), "measured")  # 65,536 pairs: both read every expert
+    assert _randomly_routed(prefill, table_s, 8192 * top_k, experts, top_k, read_s).latency_s == \
+        pytest.approx(prefill.latency_s)
+    one = Measured(table_s(1), "measured")  # 8 pairs on 256 experts: both read about 8
+    assert _randomly_routed(one, table_s, top_k, experts, top_k, read_s).latency_s == \
+        pytest.approx(one.latency_s, rel=0.01)
+    # a table faster than reading every expert at the HBM peak did not read them all: kept as measured
+    assert _randomly_routed(at, table_s, 32 * top_k, experts, top_k, 2e-6).latency_s == at.latency_s
+
+
+@needs_package
+def test_the_measured_moe_experts_of_a_decode_step_are_priced_for_random_routing():
+    """DeepSeek-V3's experts on one B200 of a TP8 group at 32 tokens (256 pairs on 256 experts): TensorRT-LLM's fp8
+    table (DeepGEMM, 421 us, above the 183 us of reading every expert) comes down for the experts random routing leaves
+    idle; SGLang's (136 us, below it: its kernel did not read them all) is not corrected; in prefill (8192 tokens)
+    both are the tables' times."""
+    from hwmodels import catalog
+    from hwmodels.calibrate.operator_costs import costs_for
+
+    device = catalog.load_device("b200-sxm")
+    for engine, corrected in (("trtllm", True), ("sglang", False)):
+        costs = costs_for("b200-sxm", engine)
+        for tokens in (32, 8192):
+            table = costs.measured.moe(tokens, 7168, 2048, 8, 256, 8, 1, "fp8").latency_s
+            priced = costs.moe_experts(device, tokens, 7168, 2048, 8, 256, 8, 1, "fp8", 1.0)
+            assert table is not None and priced is not None
+            if corrected and tokens == 32:
+                assert priced.total_s < 0.8 * table and "random routing" in priced.source
+            else:
+                assert "random routing" not in priced.source and priced.total_s >= table
+
+
 def test_nearest_version():
     assert measured_tables.nearest_version(["0.5.10", "0.5.14"], "0.5.12") == "0.5.10"
     assert measured_tables.nearest_version(["1.3.0rc20"], "1.2.0rc6.post2") == "1.3.0rc20"
@@ -155,6 +206,46 @@ def test_a_row_of_the_packages_own_silicon_sample_reads_in_the_files_columns():
     no_id = _in_file_columns({"id": "x", "model_path": "a/b", "silicon_data_source": "silicon_concurrency=7"})
     assert no_id["concurrency"] == "7"
     assert _in_file_columns({"id": "x", "model": "m", "concurrency": "3"}) == {"id": "x", "model": "m", "concurrency": "3"}
+
+
+def test_a_package_row_labelled_with_products_of_its_layout_is_rebuilt_from_its_id():
+    """Some aggregated rows of the package label tp/adp/moe_tp/moe_ep as products of the real sizes (tp64/moe_tp8/
+    moe_ep8 for an 8-GPU tp8 ep8 run); ../shared/data/SOURCES.md corrected the measured file's rows so, and a package
+    row read in place is rebuilt from the `_tp<T>_ep<E>_` its id names: 64/1/8/8 -> 8/1/1/8, 1/64/8/8 -> 1/8/1/8,
+    4/4/1/16 -> 4/1/1/4 (the file's corrections of the same rows). A label that counts T devices is kept."""
+    from hwmodels.calibrate.measured_deployments import _in_file_columns
+
+    def layout(row_id, *sizes, mode="agg"):
+        row = _in_file_columns({"id": row_id, "model_path": "a/b", "mode": mode, **dict(zip(
+            ("tp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size"), map(str, sizes)))})
+        return tuple(int(row[k]) for k in ("tp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size"))
+
+    assert layout("ds_b200_sglang_agg_1024x1024_c4_tp8_ep8_12", 64, 1, 8, 8) == (8, 1, 1, 8)
+    assert layout("ds_b200_trtllm_agg_1024x1024_c4_tp8_ep8_12", 1, 64, 8, 8) == (1, 8, 1, 8)
+    assert layout("mm_h100_vllm_agg_1024x1024_c4_tp4_ep4_12", 4, 4, 1, 16) == (4, 1, 1, 4)
+    assert layout("q_b200_sglang_agg_1024x1024_c4_tp8_ep1_12", 8, 1, 8, 1) == (8, 1, 8, 1)  # consistent: kept
+    assert layout("no_layout_in_id_c4_cfg7", 64, 1, 8, 8) == (64, 1, 8, 8)  # nothing to rebuild it from
+
+
+def test_a_package_row_takes_the_layout_of_its_twin_that_names_one(tmp_path):
+    """The package lists some measurements twice, under an id naming the layout (`_tp2_ep2_`) and a `_cfg<N>` one
+    with product labels (tp2/adp2/moe_tp1/moe_ep4 for a 2-GPU run); the cfg row takes its twin's layout. A row of
+    the measured file's own columns is never touched."""
+    from hwmodels.calibrate.measured_deployments import read_rows
+    head = ("id,model_path,backend,backend_version,system,mode,isl,osl,silicon_ttft_ms,silicon_tpot_ms,"
+            "tp_size,attention_dp_size,moe_tp_size,moe_ep_size\n")
+    same = "a/b,vllm,0.19.0,b200_sxm,agg,1024,1024,132.26,18.18"
+    path = tmp_path / "sample.csv"
+    path.write_text(head + f"m_b200_vllm_agg_1024x1024_c32_cfg690,{same},2,2,1,4\n"
+                    f"m_b200_vllm_agg_1024x1024_c32_tp2_ep2_1384,{same},2,2,1,4\n"
+                    f"m_b200_vllm_agg_1024x1024_c64_cfg691,a/b,vllm,0.19.0,b200_sxm,agg,1024,1024,150.0,20.0,2,2,1,4\n")
+    cfg, named, alone = read_rows(path)
+    assert [named[k] for k in LAYOUT] == ["2", "1", "1", "2"]
+    assert [cfg[k] for k in LAYOUT] == ["2", "1", "1", "2"]
+    assert [alone[k] for k in LAYOUT] == ["2", "2", "1", "4"]  # no twin: nothing to rebuild it from
+
+
+LAYOUT = ("tp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
 
 
 @needs_package

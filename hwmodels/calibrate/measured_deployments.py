@@ -98,7 +98,7 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
         raise InputError("--measured", f"{path} is not a readable CSV ({e})", "give a UTF-8 CSV with a header row") from None
     if not rows or "id" not in rows[0]:
         raise InputError("--measured", f"{path} has no rows or no 'id' column", "use the columns of aic-silicon-moe.csv")
-    return rows
+    return _layouts_from_twins(rows)
 
 
 def _in_file_columns(row: dict) -> dict:
@@ -115,7 +115,51 @@ def _in_file_columns(row: dict) -> dict:
         found = re.search(r"_c(\d+)_", row.get("id") or "") or \
             re.search(r"silicon_concurrency=(\d+)", row.get("silicon_data_source") or "")
         row["concurrency"] = found.group(1) if found else ""
-    return row
+    return _layout_from_id(row)
+
+
+LAYOUT_COLUMNS = ("tp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
+_NAMED_LAYOUT = re.compile(r"_tp(\d+)_ep(\d+)_")
+
+
+def _twin_key(row: dict) -> tuple:
+    """What one measurement is: the package lists some twice, under two ids (one naming its layout, one `_cfg<N>`)."""
+    return tuple(row.get(k) for k in ("backend", "backend_version", "system", "model", "mode", "isl", "osl", "concurrency",
+                                      "silicon_ttft_ms", "silicon_tpot_ms"))
+
+
+def _layouts_from_twins(rows: list[dict]) -> list[dict]:
+    """A package row (`model_path` column) whose id names no layout takes the layout of its twin, the same measurement
+    under an id that names one (_layout_from_id), where the twin counts fewer devices: its labels are products of
+    the real sizes, as ../shared/data/SOURCES.md corrected the measured file's rows "from the id and twin rows"."""
+    def devices(row):
+        return (number(row, "tp_size") or 0) * (number(row, "attention_dp_size") or 0)
+    named = {_twin_key(r): r for r in rows if "model_path" in r and _NAMED_LAYOUT.search(r.get("id") or "")}
+    out = []
+    for row in rows:
+        twin = named.get(_twin_key(row)) if "model_path" in row and not _NAMED_LAYOUT.search(row.get("id") or "") else None
+        if twin is not None and 0 < devices(twin) < devices(row):
+            row = row | {k: twin[k] for k in LAYOUT_COLUMNS}
+        out.append(row)
+    return out
+
+
+def _layout_from_id(row: dict) -> dict:
+    """An aggregated row whose id names its instance (`_tp<T>_ep<E>_`: T devices, experts over E of them) but whose
+    labelled sizes count more devices (tp x attention DP > T) carries products of the real sizes: tp64/adp1/moe_tp8/
+    moe_ep8 for an 8-device tp8 ep8 run. Its layout is rebuilt from the id, as ../shared/data/SOURCES.md says the
+    measured file's rows were: moe_ep E, moe_tp T / E, attention over the T devices by DP where the label has
+    attention DP without TP (tp 1), else by TP. A label that counts T devices is kept as it is."""
+    found = _NAMED_LAYOUT.search(row.get("id") or "")
+    tp, dp = number(row, "tp_size"), number(row, "attention_dp_size")
+    if row.get("mode") != "agg" or not found or tp is None or dp is None:
+        return row
+    devices, ep = int(found.group(1)), int(found.group(2))
+    if tp * dp <= devices or devices % ep:
+        return row
+    by_dp = tp == 1 and dp > 1
+    return row | {"tp_size": "1" if by_dp else str(devices), "attention_dp_size": str(devices) if by_dp else "1",
+                  "moe_tp_size": str(devices // ep), "moe_ep_size": str(ep)}
 
 
 def predict_file(path: str | Path, engine: str | None = None, version: str | None = None) -> list[MeasuredPrediction]:

@@ -25,6 +25,7 @@ fitted price, and its label says the profile does not measure it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -98,6 +99,10 @@ class OperatorCosts:
         hit = self.measured.moe(num_tokens, hidden, inter, top_k, num_experts, moe_tp, moe_ep, quant)
         if hit.latency_s is None:
             return None
+        hit = _randomly_routed(hit, lambda tokens: self.measured.moe(tokens, hidden, inter, top_k, num_experts, moe_tp,
+                                                                      moe_ep, quant).latency_s,
+                               num_tokens * top_k, num_experts / moe_ep, top_k,
+                               3 * hidden * width * weight_bytes_per_element / device.hbm_bytes_per_s)
         cost = _priced(floor, hit)
         return cost if missed is None else replace(cost, source=f"{cost.source} [{missed.label}]")
 
@@ -232,6 +237,36 @@ def _profiled(cost: OpCost, hit: Measured) -> OpCost:
     if hit.latency_s is None:
         return replace(cost, source=f"{cost.source} [{hit.label}]", beyond_coverage=max(cost.beyond_coverage, hit.beyond))
     return _priced(cost, hit)
+
+
+def _randomly_routed(hit: Measured, table_s, pairs: float, experts: float, top_k: int, expert_read_s: float) -> Measured:
+    """A measured MoE time for pairs that land on a device's experts at random, as a router's choices for the
+    benchmark's random prompts do, from the package's `balanced` rows, which spread the table's num_tokens x top_k
+    pairs evenly (ai-dynamo/aiconfigurator collector, `balanced_logits`: token i takes the experts
+    (i + j x ceil(experts / top_k)) mod experts, j < top_k), so min(experts, pairs) of them are read. Random routing
+    leaves each idle with probability exp(-pairs / experts), and the grouped GEMM skips an idle expert's weights
+    (hwmodels.step._experts_read). The time the extra experts take is the table's own: its time at the tokens whose
+    balanced pairs read as many experts as balanced routing does, less its time at the tokens whose pairs read as
+    many as random routing does (both where balanced pairs each read an expert of their own). Most where pairs ~
+    experts (balanced reads all, random 63%), nothing where either is far larger. A table whose time with a pair for
+    every expert is below the time to read them all at the HBM peak did not read them all (SGLang's B200 table of
+    DeepSeek-V3, whose flashinfer trtllm-gen kernel takes the router logits and likely routes by groups): it is kept.
+    table_s(num_tokens): the table's seconds (None outside it); pairs: the table's pairs on one device
+    (num_tokens x top_k); experts: the device's; expert_read_s: one expert's weights read at the HBM peak."""
+    if hit.latency_s is None or pairs <= 0 or experts <= 0:
+        return hit
+    every = table_s(experts / top_k)
+    if every is None or every < experts * expert_read_s:
+        return hit
+    balanced, random = min(experts, pairs), experts * -math.expm1(-pairs / experts)
+    if balanced - random < 1e-6 * experts:
+        return hit
+    more, fewer = table_s(balanced / top_k), table_s(random / top_k)
+    if more is None or fewer is None or more <= fewer:
+        return hit
+    idle_s = min(more - fewer, hit.latency_s)
+    return replace(hit, latency_s=hit.latency_s - idle_s,
+                   label=f"{hit.label}, less {idle_s * 1e6:.0f} us for the experts random routing leaves idle")
 
 
 def _priced(fitted: OpCost, hit: Measured) -> OpCost:
