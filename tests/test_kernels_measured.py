@@ -12,6 +12,7 @@ from hwmodels.calibrate.kernels_measured import (
     layer_report,
     load_measured,
     measured_csvs,
+    predict_composite,
     report,
     report_table,
     summary,
@@ -174,3 +175,14 @@ def test_validate_kernels_prints_the_measured_calibration(capsys):
     devices = {m["summary"]["source"].split(" on ")[1].split(",")[0] for m in measured}
     assert {"AMD EPYC (2 threads)", "Intel(R) Xeon(R) Processor (2 threads)"} <= devices
     assert all(isinstance(m["summary"]["rows_within_bar"], bool) for m in measured)
+
+
+@pytest.mark.parametrize("path", CALIBRATED, ids=lambda p: p.name)
+def test_a_layer_part_is_priced_by_the_fit_whose_rows_cover_its_tokens_per_expert(path):
+    # 1,024 prefill tokens give each of the layer's 32 experts about 256, the shape of the decode tile rows: those
+    # price the routed experts, not the prefill rows of 384 to 2,048 tokens per expert
+    table = load_measured(path)
+    layer = next(r for r in table.composites() if r.kernel.startswith("moe_layer:prefill") and r.shape["tokens"] == 1024)
+    parts = {p["part"]: p["kernel"] for p in predict_composite(layer, table)}
+    assert parts["routed experts (tiles)"] == "grouped_swiglu_fp8:decode:tiles"
+    assert parts["shared expert"] == "grouped_swiglu_fp8:prefill:tiles"  # 1,024 tokens on one expert

@@ -232,16 +232,24 @@ def report(table: MeasuredTable) -> list[dict]:
     return out
 
 
-def _fit_for(fitted: dict[str, KernelFit], kernel: str, phase: str, impl: str, where: str) -> KernelFit:
-    """The fit of kernel:phase:impl, else of the same kernel and implementation in another phase
-    (the GEMM paths are chosen per expert by tokens, not by phase), the one with the most rows."""
-    if f"{kernel}:{phase}:{impl}" in fitted:
-        return fitted[f"{kernel}:{phase}:{impl}"]
-    same = [f for key, f in fitted.items() if key.split(":")[0] == kernel and key.split(":")[2] == impl]
+def _fit_for(fitted: dict[str, KernelFit], table: MeasuredTable, part: dict, phase: str, where: str) -> KernelFit:
+    """The fit that prices a part of a layer: of its kernel and implementation, the one whose rows' tokens per expert
+    cover the part's best (a grouped GEMM's path and speed follow the tokens each expert gets, not the phase: a
+    1,024-token prefill layer gives 32 experts 256 tokens each, the shape of the decode rows), then the layer's own
+    phase, then the most rows."""
+    kernel, impl = part["kernel"], part["impl"]
+    same = {key: f for key, f in fitted.items() if key.split(":")[0] == kernel and key.split(":")[2] == impl}
     if not same:
         raise InputError(where, f"no measured rows of {kernel} ({impl}) to predict the layer from",
                          "regenerate the CSV with moeplan bench-kernels")
-    return max(same, key=lambda f: f.rows)
+    asked = part["tokens"] / part["groups"] if part.get("groups") and part.get("tokens") else None
+
+    def beyond(key: str) -> float:
+        measured = [r.shape["m_per_group"] for r in table.of(key) if r.shape.get("m_per_group")]
+        if asked is None or not measured:
+            return 1.0
+        return max(asked / max(measured), min(measured) / asked, 1.0)
+    return same[min(same, key=lambda key: (beyond(key), key.split(":")[1] != phase, -same[key].rows))]
 
 
 def predict_composite(row: MeasuredRow, table: MeasuredTable, fitted: dict[str, KernelFit] | None = None) -> list[dict]:
@@ -252,7 +260,7 @@ def predict_composite(row: MeasuredRow, table: MeasuredTable, fitted: dict[str, 
     phase = row.kernel.split(":")[1]
     out = []
     for part in row.composition["parts"]:
-        fit = _fit_for(fitted, part["kernel"], phase, part["impl"], table.source)
+        fit = _fit_for(fitted, table, part, phase, table.source)
         dtype = part.get("dtype")
         if dtype is None:
             peak = None
