@@ -58,7 +58,7 @@ def test_a_row_priced_at_a_larger_step_overhead_decodes_slower_by_about_it(measu
     the wave gain it too), and the observed table holds one column per grid value, rising."""
     row = next(r for r in md.read_rows(measured) if r["mode"] == "agg" and r["backend"] == "vllm")
     bare, slow = md.loop_times(row, 0.0), md.loop_times(row, 0.002)
-    assert slow.tpot_s - bare.tpot_s == pytest.approx(0.002, rel=0.05)
+    assert 0.002 <= slow.tpot_s - bare.tpot_s <= 0.002 * 1.15  # a few prefill steps per wave gain it too
     assert slow.startup_ttft_s > bare.startup_ttft_s
 
 

@@ -264,3 +264,14 @@ def test_the_packages_own_silicon_sample_is_validated_row_by_row():
         fitted = set(pd.read_csv(MEASURED_CSV).id)
         held_out = summarize([r for r in rows if r.id not in fitted])[0]
         assert held_out["modelled"] >= 1500 and held_out["moeplan_tpot_median"] < 0.25
+
+
+def test_the_loop_prefills_in_the_token_budget_the_benchmark_configured():
+    # ai-dynamo/aiconfigurator generator/rule_plugin/benchmark/*.rule: a prefill worker isl + 1500 tokens a step, an
+    # aggregated TensorRT-LLM or vLLM worker max_batch_size + isl + 1500 (its decode tokens share the budget), an
+    # aggregated SGLang worker isl + 1500 prompt tokens beside its decode batch
+    from hwmodels.calibrate.measured_deployments import step_token_budget
+    assert step_token_budget("trtllm", True, 1024, 32) == 2556
+    assert step_token_budget("vllm", True, 1024, 32) == 2556
+    assert step_token_budget("sglang", True, 1024, 32) == 2524
+    assert {step_token_budget(e, False, 4096, 8) for e in ("trtllm", "vllm", "sglang")} == {5596}

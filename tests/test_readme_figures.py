@@ -721,7 +721,8 @@ def test_the_2026_models_table_and_claims():
 def test_the_measured_deployments_figures():
     f = _results("bench_fidelity")["figures"]
     _quoted(f"coverage {f['coverage']:.0%} of its {f['rows']} rows")
-    _quoted(f"missed by a median {f['moeplan_tpot_median']:.1%} on TPOT (the bar is 12%)")
+    _quoted(f"predicted within a median {f['moeplan_tpot_median']:.1%} on TPOT and {f['moeplan_ttft_median']:.1%} on TTFT "
+            f"(the\nbars are 12% and 25%)")
     _quoted(f"TPOT median |error| {f['moeplan_tpot_median']:.1%} (peer {f['peer_tpot_median']:.1%} on the 334 rows it "
             f"estimated), TTFT {f['moeplan_ttft_median']:.1%} (peer {f['peer_ttft_median']:.1%})")
     fit = f["closed_loop_fit"]
@@ -741,8 +742,7 @@ def test_the_measured_deployments_figures():
     sample = f["package_sample_held_out"]
     _quoted(f"which no constant was fitted on ({sample['rows']:,} rows, {sample['modelled']:,} of them modelled), TPOT "
             f"is missed by a median {sample['moeplan_tpot_median']:.1%}\nand TTFT by {sample['moeplan_ttft_median']:.1%}")
-    _quoted(f"package's rows never fitted from 17.5% to {sample['moeplan_tpot_median']:.1%} on TPOT, and on TTFT from "
-            f"31.07% to {sample['moeplan_ttft_median']:.2%}")
+    _quoted(f"the package's rows never fitted\n  from 31.14% to {sample['moeplan_ttft_median']:.2%} on TTFT")
 
 
 def test_estimate_figures():

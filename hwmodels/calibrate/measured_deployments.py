@@ -11,7 +11,7 @@ tables price the operators, hwmodels.calibrate.operator_costs.costs_for), with e
 
 A closed loop of identical requests has two regimes, and a benchmark's mean TTFT mixes them:
 - start-up: the loop's `concurrency` requests arrive at once. Aggregated, each attention rank prefills its n of them
-  in steps of STEP_TOKEN_BUDGET tokens, every rank at once, a prompt's first token coming with the step that holds its
+  in steps of its step token budget (step_token_budget), every rank at once, a prompt's first token coming with the step that holds its
   last token; disaggregated, the prefill pool drains the burst at its rate (workers x DP x batch per prefill).
 - steady state: a request finishing is replaced at once, and the first wave's spread of finishing times staggers the
   replacements, so a prompt meets the queue of a Poisson-like arrival stream: aggregated, the prompt waits for the
@@ -51,9 +51,17 @@ from hwmodels.roles import Phase
 from hwmodels.serving import one_rank_prefill_step
 from hwmodels.step import StepContext
 
-# Chunked-prefill budget per step, per attention rank: TensorRT-LLM's default max_num_tokens (8192), SGLang's
-# chunked_prefill_size on large GPUs (8192) and vLLM's max_num_batched_tokens for its serving default (8192).
-STEP_TOKEN_BUDGET = 8192
+# Tokens one attention rank schedules per step, as aiconfigurator's generator configures the engines it benchmarks
+# (ai-dynamo/aiconfigurator src/aiconfigurator/generator/rule_plugin/benchmark/{trtllm,vllm,sglang}.rule): a prefill
+# worker isl + 1,500 (TensorRT-LLM's and vLLM's max_num_tokens, SGLang's max_prefill_tokens); an aggregated worker
+# max_batch_size + isl + 1,500 in TensorRT-LLM and vLLM, whose budget holds the decode tokens too, and isl + 1,500 of
+# prompt tokens in SGLang (mixed chunks beside its decode batch).
+BUDGET_MARGIN_TOKENS = 1500
+
+
+def step_token_budget(engine: str, aggregated: bool, isl: int, batch: int) -> int:
+    """Prompt tokens an attention rank takes per step under the benchmark's configuration (above)."""
+    return isl + BUDGET_MARGIN_TOKENS + (batch if aggregated and engine != "sglang" else 0)
 MAX_ROWS = 100_000
 # the package's quant-mode names -> moeplan's number formats (hwmodels.precision.SCHEMES)
 FORMATS = {"fp8_block": "fp8", "fp8": "fp8_tensor", "nvfp4": "nvfp4", "bfloat16": "bf16", "float16": "fp16",
@@ -304,11 +312,11 @@ def _context(s: _Setup, row: dict, prefix: str, step_overhead_s: float) -> tuple
     return StepContext(arch, plan, cluster, layout, costs=costs, step_overhead_s=step_overhead_s), _whole(row, f"{prefix}batch_size")
 
 
-def _prefill_s(ctx: StepContext, isl: int, prompts: int = 1) -> float:
-    """`prompts` prompts of `isl` tokens on one attention rank, in steps of at most STEP_TOKEN_BUDGET tokens, while
+def _prefill_s(ctx: StepContext, isl: int, budget: int, prompts: int = 1) -> float:
+    """`prompts` prompts of `isl` tokens on one attention rank, in steps of at most `budget` tokens, while
     the other DP ranks have none (the lockstep cost of one rank's prefill)."""
     tokens = prompts * isl
-    steps = math.ceil(tokens / STEP_TOKEN_BUDGET)
+    steps = math.ceil(tokens / budget)
     chunk = tokens / steps
     return steps * one_rank_prefill_step(ctx, max(1, round(chunk / ctx.layout.tp)), isl).time_s
 
@@ -317,14 +325,14 @@ def _decode_s(ctx: StepContext, sequences_per_rank: float, context_tokens: float
     return ctx.step(Phase.DECODE, max(sequences_per_rank, 1.0) / ctx.layout.tp, context_tokens).time_s
 
 
-def _wave(ctx: StepContext, n: float, isl: int, osl: int, t_decode: float) -> tuple[float, float]:
+def _wave(ctx: StepContext, n: float, isl: int, osl: int, t_decode: float, budget: int) -> tuple[float, float]:
     """(mean TTFT, mean TPOT) of a closed loop of identical requests, `n` per attention rank: they start together,
     finish together and are replaced together, so the loop runs in waves. Each wave prefills its n prompts per rank
-    in steps of STEP_TOKEN_BUDGET tokens (every rank at once), prompt j finishing with the step that holds its last
+    in steps of `budget` tokens (every rank at once), prompt j finishing with the step that holds its last
     token; the steps after a prompt's first token delay its decode (prefill first, or mixed into the decode
     batch: either way a step as long as the chunk's), over its osl - 1 tokens."""
     tokens = max(n, 1.0) * isl
-    steps = math.ceil(tokens / STEP_TOKEN_BUDGET)
+    steps = math.ceil(tokens / budget)
     step_s = ctx.step(Phase.PREFILL, max(1, round(tokens / steps / ctx.layout.tp)), isl).time_s
     members = max(int(round(n)), 1)
     done = [math.ceil((j + 1) * isl / (tokens / steps)) for j in range(members)]  # the step each prompt ends with
@@ -345,13 +353,14 @@ def loop_times(row: dict, step_overhead_s: float | None = None) -> LoopTimes:
     overhead_s = catalog.step_overhead_s(s.engine) if step_overhead_s is None else step_overhead_s
     context = s.isl + s.osl / 2  # a decoding sequence is halfway through its output on average
     if row.get("mode") == "agg":
-        ctx, _ = _context(s, row, "", overhead_s)
+        ctx, batch = _context(s, row, "", overhead_s)
+        budget = step_token_budget(s.engine, True, s.isl, batch)
         # sequences per rank: the row's batch_size is not a cap (rows at 8x batch_size x DP concurrency measured
         # no wait for a slot, so the engine admitted them all)
         n = s.concurrency / ctx.layout.dp
         t_decode = _decode_s(ctx, n, context)
-        startup, tpot = _wave(ctx, n, s.isl, s.osl, t_decode)
-        alone, _ = _wave(ctx, 1, s.isl, s.osl, t_decode)  # one prompt's prefill on its rank
+        startup, tpot = _wave(ctx, n, s.isl, s.osl, t_decode, budget)
+        alone, _ = _wave(ctx, 1, s.isl, s.osl, t_decode, budget)  # one prompt's prefill on its rank
         utilization = n / (startup + (s.osl - 1) * tpot) * alone  # prompts per second per rank x prefill time
         steady = min(startup, alone + t_decode / 2 + _md1_wait_s(alone, utilization)) if utilization < 1 else startup
         return LoopTimes(s.engine, startup, steady, tpot)
@@ -360,7 +369,8 @@ def loop_times(row: dict, step_overhead_s: float | None = None) -> LoopTimes:
         dctx, dbatch = _context(s, row, "decode_", overhead_s)
         prefill_workers, decode_workers = _whole(row, "prefill_num_workers"), _whole(row, "decode_num_workers")
         decode_ranks = decode_workers * dctx.layout.dp
-        t_p = _prefill_s(pctx, s.isl, pbatch)
+        budget = step_token_budget(s.engine, False, s.isl, pbatch)
+        t_p = _prefill_s(pctx, s.isl, budget, pbatch)
         rate_per_s = prefill_workers * pctx.layout.dp * pbatch / t_p  # prompts the prefill pool serves per second
         ttft, tpot = t_p, _decode_s(dctx, min(dbatch, s.concurrency / decode_ranks), context)
         for _ in range(50):  # the closed loop's cycle, its arrival rate and the decode batch it leaves: a fixed point
@@ -374,7 +384,7 @@ def loop_times(row: dict, step_overhead_s: float | None = None) -> LoopTimes:
             if abs(new - ttft) < 1e-6:
                 break
             ttft = new
-        startup = _prefill_s(pctx, s.isl) + s.concurrency / (2 * rate_per_s)  # the burst drains at the pool's rate
+        startup = _prefill_s(pctx, s.isl, budget) + s.concurrency / (2 * rate_per_s)  # the burst drains at the pool's rate
         return LoopTimes(s.engine, startup, ttft, tpot)
     raise NotModelled(f"mode {row.get('mode')!r} is neither agg nor disagg")
 
