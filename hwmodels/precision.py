@@ -49,6 +49,12 @@ class QuantScheme:
     description: str = ""
     compute: str = ""  # the dtype its GEMMs run in, where not the stored one (W4A8: int4 weights, fp8 math)
 
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype its GEMMs run in: its own where it names one (W4A8, weight-only fp4), bf16 for int4 (weight-only,
+        dequantised in the kernel), else its element's."""
+        return self.compute or ("bf16" if self.dtype.name == "int4" else self.dtype.name)
+
     def matrix_bytes(self, rows: int, cols: int) -> float:
         """Bytes of a [rows, cols] matrix including its scales (partial blocks get a full scale)."""
         data = rows * cols * self.dtype.bytes_per_element

@@ -21,14 +21,6 @@ def _weight_bytes_per_element(scheme: QuantScheme, rows: int, cols: int) -> floa
     return scheme.matrix_bytes(rows, cols) / (rows * cols)
 
 
-def _compute_dtype(scheme: QuantScheme) -> str:
-    """int4 checkpoints run weight-only (dequantised to bf16 in the kernel), W4A8 in fp8; the rest compute in their
-    own dtype."""
-    if scheme.compute:
-        return scheme.compute
-    return "bf16" if scheme.dtype.name == "int4" else scheme.dtype.name
-
-
 def served(scheme: QuantScheme, device) -> QuantScheme:
     """The format a weight runs in on `device`: 4-bit floats on a device without fp4 math run weight-only, dequantised
     to bf16 in the kernel, as every engine serves gpt-oss's MXFP4 experts on Hopper (TensorRT-LLM's and vLLM's Triton
@@ -48,7 +40,7 @@ def _gemm_cached(costs: OperatorCosts, device, m: int, n: int, k: int, scheme: Q
                  layout: str) -> OpCost:
     # a layout search evaluates the same GEMM shapes across many layouts and batch sizes
     scheme = served(scheme, device)
-    return costs.gemm(device, m, n, k, _compute_dtype(scheme), groups, layout,
+    return costs.gemm(device, m, n, k, scheme.compute_dtype, groups, layout,
                       weight_bytes_per_element=_weight_bytes_per_element(scheme, n, k), name=name, quant=scheme.name)
 
 
@@ -98,7 +90,7 @@ class _Layer:
     def quantize_input(self, component: str, rows: float, cols: int, scheme: QuantScheme) -> None:
         """A GEMM computing in a narrower dtype than the activations first quantises its input (a kernel of its own)."""
         act = self.ctx.precision.combine.bytes_per_element
-        narrow = DTYPES[_compute_dtype(scheme)].bytes_per_element
+        narrow = DTYPES[scheme.compute_dtype].bytes_per_element
         if narrow < act:
             self.op(component, _quantize_op(self.ctx.costs, self.ctx.cluster.device, rows, cols, act, narrow))
 

@@ -68,7 +68,6 @@ def test_2026_checkpoint_formats_are_read_from_quantization_config():
     groups of 32) with its ignore list, NVIDIA ModelOpt NVFP4 (4-bit float, groups of 16) with glob ignores, and W4A8
     (int4 weights, 8-bit activations, whose GEMMs run in fp8)."""
     from hwmodels import catalog
-    from hwmodels.step_ops import _compute_dtype
 
     def plan(name):
         arch = catalog.load_model(name)
@@ -82,8 +81,8 @@ def test_2026_checkpoint_formats_are_read_from_quantization_config():
     assert (k26.of("routed_experts").name, k26.of("attention").name, k26.of("dense_mlp").name) == ("nvfp4", "bf16", "bf16")
     w4a8 = default_plan({"quant_method": "compressed-tensors", "config_groups": {"g": {
         "weights": {"num_bits": 4, "type": "int", "group_size": 128}, "input_activations": {"num_bits": 8, "type": "float"}}}})
-    assert w4a8.of("routed_experts").name == "w4a8" and _compute_dtype(w4a8.of("routed_experts")) == "fp8"
-    assert _compute_dtype(SCHEMES["int4"]) == "bf16"  # K2.5 / K2-Thinking int4 QAT: weight-only
+    assert w4a8.of("routed_experts").name == "w4a8" and w4a8.of("routed_experts").compute_dtype == "fp8"
+    assert SCHEMES["int4"].compute_dtype == "bf16"  # K2.5 / K2-Thinking int4 QAT: weight-only
     v4 = plan("deepseek-v4-pro")  # expert_dtype fp4 beside an fp8 quantization_config
     assert (v4.of("routed_experts").name, v4.of("attention").name) == ("mxfp4", "fp8")
     assert SCHEMES["w4a8"].matrix_bytes(128, 128) == 128 * 128 / 2 + 128 * 2  # one bf16 scale per 128 weights

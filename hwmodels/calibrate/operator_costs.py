@@ -224,11 +224,9 @@ def _alltoall_cost(costs: OperatorCosts, cost_of, question: tuple, dest_probabil
 
 
 def quant_dtype(quant: str) -> str:
-    """The compute dtype of a number format: its own where it names one (W4A8, weight-only fp4), int4 runs weight-only
-    in bf16, a block-scaled format in its element."""
+    """The compute dtype of a number format, by name (QuantScheme.compute_dtype)."""
     from hwmodels.precision import scheme
-    s = scheme(quant)
-    return s.compute or ("bf16" if s.dtype.name == "int4" else s.dtype.name)
+    return scheme(quant).compute_dtype
 
 
 def _profiled(cost: OpCost, hit: Measured) -> OpCost:
