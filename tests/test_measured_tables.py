@@ -275,3 +275,14 @@ def test_the_loop_prefills_in_the_token_budget_the_benchmark_configured():
     assert step_token_budget("vllm", True, 1024, 32) == 2556
     assert step_token_budget("sglang", True, 1024, 32) == 2524
     assert {step_token_budget(e, False, 4096, 8) for e in ("trtllm", "vllm", "sglang")} == {5596}
+
+
+@needs_package
+def test_mxfp4_experts_take_the_native_kernel_where_the_device_has_fp4_math():
+    # Blackwell multiplies MXFP4 weights by MXFP8 activations; only Hopper's weight-only path is w4a16
+    from hwmodels.catalog import load_device
+    from hwmodels.calibrate.operator_costs import costs_for
+    device, costs = load_device("b200-sxm"), costs_for("b200-sxm", "trtllm")
+    native = costs.moe_experts(device, 64, 2880, 2880, 4, 128, 1, 1, "mxfp4", 0.53)
+    weight_only = costs.moe_experts(device, 64, 2880, 2880, 4, 128, 1, 1, "mxfp4_w4a16", 0.53)
+    assert "w4a8_mxfp4_mxfp8" in native.source and "w4a16_mxfp4" in weight_only.source

@@ -32,7 +32,9 @@ from hwmodels.units import ms
 # no measured table
 GEMM_DTYPES = {"fp8": "fp8_block", "fp8_tensor": "fp8", "bf16": "bfloat16", "fp16": "bfloat16", "nvfp4": "nvfp4"}
 MOE_DTYPES = {"fp8": "fp8_block", "fp8_tensor": "fp8", "bf16": "bfloat16", "fp16": "bfloat16", "nvfp4": "nvfp4",
-              "int4": "int4_wo", "mxfp4": "w4a16_mxfp4", "mxfp4_w4a16": "w4a16_mxfp4",
+              # MXFP4 where the device has fp4 math runs its MXFP4 x MXFP8 kernel; weight-only (step_ops.served) the
+              # dequantise-to-bf16 one
+              "int4": "int4_wo", "mxfp4": "w4a8_mxfp4_mxfp8", "mxfp4_w4a16": "w4a16_mxfp4",
               # no table measures NVFP4 weight-only; MXFP4's runs the same dequantise-to-bf16 kernel class
               "nvfp4_w4a16": "w4a16_mxfp4"}
 KV_DTYPES = {"bf16": "bfloat16", "fp16": "bfloat16", "fp8": "fp8"}
