@@ -107,6 +107,8 @@ class Serving:
     # redundant expert slots every layout is scored with (the engine's --ep-num-redundant-experts, fixed by the user);
     # None: searched together with the KV cache they take HBM from (hwmodels.layouts)
     redundant_experts: int | None = None
+    # why `engine` prices the operators where the spec named none (hwmodels.calibrate.engine_choice); "": it was named
+    engine_note: str = ""
 
 
 @dataclass(frozen=True, eq=False)

@@ -134,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--models", type=names, default=[], metavar="A,B,...", help="catalog models, e.g. kimi-k2,deepseek-v3")
     s.add_argument("--backends", type=names, default=[], metavar="A,B,...",
                    help="serving engines NAME[@VERSION] whose measured kernel tables price the operators, e.g. "
-                        "sglang,trtllm,vllm: which engine (needs moeplan[measured])")
+                        "sglang,trtllm,vllm: which engine (needs moeplan[measured]); fitted: the fitted kernel models")
     s.add_argument("--keep-devices", action="store_true",
                    help="plan every device on the spec's device count only (by default a device with too few is "
                         "sized: planned on as many whole nodes as the workload needs)")
@@ -197,7 +197,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(columns of ../shared/data/measured/aic-silicon-moe.csv) instead, beside the peer's predictions")
     s.add_argument("--backend", metavar="NAME[@VERSION]",
                    help="price every published deployment with this serving engine's measured kernel tables (by default "
-                        "each by its own engine, where it names one); with --measured, only the rows it served")
+                        "each by its own engine, where it names one; fitted: the fitted kernel models); with "
+                        "--measured, only the rows it served")
     s.add_argument("-o", "--output", metavar="DIR", help="with --measured: write report.html (predicted against measured, "
                    "by engine and mode, beside the peer's), summary.md and rows.csv into DIR (checked first; refused "
                    "if not empty, unless --force)")
@@ -277,7 +278,9 @@ def _device_profile_arg(parser) -> None:
 def _backend_arg(parser) -> None:
     parser.add_argument("--backend", metavar="NAME[@VERSION]",
                         help="the serving engine (sglang, trtllm, vllm; a version, e.g. sglang@0.5.6) whose measured kernel "
-                             "tables price the operators, replacing the spec's serving.engine (needs moeplan[measured])")
+                             "tables price the operators, replacing the spec's serving.engine (needs moeplan[measured]); "
+                             "fitted: the fitted kernel models alone; default: the spec's, else the engine whose tables "
+                             "cover the model best on the device (the assumptions say which)")
 
 
 def _plan(args) -> int:

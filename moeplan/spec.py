@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from hwmodels import catalog, safe_yaml
+from hwmodels.calibrate.engine_choice import FITTED, default_engine, engine_coverage
 from hwmodels.calibrate.kernel_profile import KernelProfile, load_profile
 from hwmodels.deployment import SLO, Deployment, PhaseRouting, Price, Routing, Serving, Workload
 from hwmodels.errors import InputError, excerpt, nearest_names, validation_error
@@ -31,7 +32,7 @@ from hwmodels.ingest.requests import MAX_LENGTH_CV, RequestTrace, load_trace
 from hwmodels.ingest.traffic import traffic
 from hwmodels.ingest.routing import fit_to_model, read_routing
 from hwmodels.model_arch import ModelArch
-from hwmodels.precision import default_plan
+from hwmodels.precision import PrecisionPlan, default_plan
 from hwmodels.roles import Phase
 from hwmodels.vision import ImageInputs
 
@@ -144,18 +145,31 @@ class SLOSpec(_Strict):
     percentile: Number = Field(99.0, gt=0, le=100, description="percentile the SLOs apply to")
 
 
+# NAME[@VERSION] of the engine for specs that name none, as --backend would give it (unset: the best covered)
+BACKEND_ENV = "MOEPLAN_BACKEND"
+
+
 class EngineSpec(_Strict):
-    name: Literal["sglang", "trtllm", "vllm"] = Field(description="the serving engine: sglang, trtllm or vllm")
+    name: Literal["sglang", "trtllm", "vllm", "fitted"] = Field(
+        description="the serving engine: sglang, trtllm or vllm; fitted: no engine, the fitted kernel models")
     version: Name | None = Field(None, description="its version, e.g. 0.5.6 (default: the newest measured)")
 
+    @model_validator(mode="after")
+    def _fitted_has_no_version(self):
+        if self.name == FITTED and self.version is not None:
+            raise ValueError("the fitted kernel models have no version: leave it out, or name sglang, trtllm or vllm")
+        return self
 
-def engine_spec(backend: str) -> EngineSpec:
-    """`NAME[@VERSION]` (--backend) as a serving.engine."""
+
+def engine_spec(backend: str, field: str = "--backend") -> EngineSpec:
+    """`NAME[@VERSION]` (--backend, or the MOEPLAN_BACKEND variable: `field`) as a serving.engine."""
     name, _, version = str(backend).partition("@")
+    if name == FITTED and version:
+        raise InputError(field, "the fitted kernel models have no version", f"give {field} fitted")
     try:
         return EngineSpec(name=name, version=version or None)
     except ValidationError as e:
-        raise validation_error(e, "--backend", EngineSpec, "give sglang, trtllm or vllm, e.g. sglang@0.5.6") from None
+        raise validation_error(e, field, EngineSpec, "give sglang, trtllm, vllm or fitted, e.g. sglang@0.5.6") from None
 
 
 class SpeculativeSpec(_Strict):
@@ -167,7 +181,8 @@ class SpeculativeSpec(_Strict):
 
 class ServingSpec(_Strict):
     engine: EngineSpec | None = Field(None, description="the engine whose measured kernel tables price the operators "
-                                      "(the moeplan[measured] extra); none: the fitted kernel models")
+                                      "(the moeplan[measured] extra); none: the engine whose tables cover the model "
+                                      "best on the device, or the fitted kernel models where none does")
     hbm_utilization: Number = Field(
         0.90, gt=0, le=1,
         description="fraction of HBM the engine uses for weights, activations and KV (vLLM's default gpu_memory_utilization is 0.9)",
@@ -289,6 +304,7 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
     plan = default_plan(arch.quantization_config, arch.torch_dtype).with_overrides(spec.precision)
     cluster = _cluster(spec.cluster, "cluster")
     prefill = None if spec.cluster.prefill is None else _cluster(spec.cluster.prefill, "cluster.prefill")
+    engine, version, note = _engine(spec.serving.engine, cluster, arch, plan)
     return Deployment(
         name=spec.name or f"{spec.model} on {cluster.describe()}",
         model=arch,
@@ -299,16 +315,37 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
         slo=SLO(spec.slo.ttft_s, spec.slo.tpot_s, spec.slo.percentile),
         price=_price(cluster.device.name, spec.prices, base_dir),
         serving=Serving(spec.serving.hbm_utilization, spec.serving.tokens_per_step,
-                        *((spec.serving.engine.name, spec.serving.engine.version) if spec.serving.engine else (None, None)),
-                        _speculation(spec.serving.speculative, arch),
+                        engine, version, _speculation(spec.serving.speculative, arch),
                         device_profile=_device_profile(spec.cluster.device_profile, base_dir),
-                        request_overhead_s=catalog.request_overhead_s(spec.serving.engine.name) if spec.serving.engine else 0.0,
-                        step_overhead_s=catalog.step_overhead_s(spec.serving.engine.name) if spec.serving.engine else 0.0,
+                        request_overhead_s=catalog.request_overhead_s(engine) if engine else 0.0,
+                        step_overhead_s=catalog.step_overhead_s(engine) if engine else 0.0,
+                        engine_note=note,
                         redundant_experts=_redundant_experts(spec.serving.redundant_experts, arch)),
         routing=_routing(spec.routing, arch, base_dir),
         prefill_cluster=prefill,
         prefill_price=None if prefill is None else _price(prefill.device.name, spec.prices, base_dir),
     )
+
+
+def _engine(given: EngineSpec | None, cluster: Cluster, arch: ModelArch, plan: PrecisionPlan) -> tuple[str | None, str | None, str]:
+    """(engine, version, why it was chosen where the spec names none): the engine named, none for `fitted`, else the
+    one MOEPLAN_BACKEND names, else the one whose measured tables cover the model best on the device
+    (hwmodels.calibrate.engine_choice)."""
+    note = ""
+    if given is None and os.environ.get(BACKEND_ENV):
+        given = engine_spec(os.environ[BACKEND_ENV], BACKEND_ENV)
+        note = f"no serving engine named: {BACKEND_ENV}={os.environ[BACKEND_ENV]}"
+    if given is not None:
+        return (None, None, note) if given.name == FITTED else (given.name, given.version, note)
+    coverage = engine_coverage(cluster.device, arch, plan)
+    best = default_engine(cluster.device, arch, plan)
+    if best is None:
+        return None, None, ""
+    others = ", ".join(c.phrase() for c in coverage if c.engine != best.engine)
+    return best.engine, None, (f"no serving engine named: {best.engine}, whose measured tables cover the most of "
+                               f"{arch.name}'s operator families on {cluster.device.name} ({best.phrase()}: "
+                               f"{', '.join(best.measured)}; {others}; ties go to sglang, then trtllm); "
+                               "--backend NAME or serving.engine picks another, --backend fitted the fitted models")
 
 
 def _redundant_experts(given: int | None, arch: ModelArch) -> int | None:

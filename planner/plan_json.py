@@ -68,6 +68,10 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
                      "arrivals": {"rate_levels": [{"share": share, "rate_multiplier": m} for share, m in d.workload.arrivals.levels],
                                   "burstiness": d.workload.arrivals.scv, "source": d.workload.arrivals.source}},
         "slo": {"ttft_s": d.slo.ttft_s, "tpot_s": d.slo.tpot_s, "percentile": d.slo.percentile},
+        # the engine whose measured tables priced the operators (null: the fitted models) and why, where not named
+        "serving": {"engine": d.serving.engine, "engine_version": d.serving.engine_version,
+                    "engine_chosen": d.serving.engine_note or None,
+                    "request_overhead_s": d.serving.request_overhead_s, "step_overhead_s": d.serving.step_overhead_s},
         "routing": None if d.routing is None else {
             "placement": d.routing.placement, "time_limit_s": d.routing.time_limit_s,
             "phases": {r.phase: {"fit_on": list(r.fit_on), "evaluated_on": r.evaluated_on, "in_sample": r.in_sample,
@@ -249,6 +253,8 @@ def plan_from_json(doc: Any, deployment: Deployment, source: str = "plan.json") 
         raise InputError(f"{source}: schema_version", f"is {version!r}, this moeplan reads {PLAN_SCHEMA_VERSION}", _REPLAN)
     expected = {"model.name": d.model.name, "model.precision": d.precision.label(), "cluster.unit": d.cluster.unit.name,
                 "cluster.device": d.cluster.device.name, "cluster.devices": d.cluster.num_devices}
+    if r.at("serving", required=False) is not None:  # plans before the engine was written down have none
+        expected |= {"serving.engine": d.serving.engine}
     if d.prefill_cluster is not None:
         expected |= {"cluster.prefill.unit": d.prefill_cluster.unit.name, "cluster.prefill.devices": d.prefill_cluster.num_devices}
     elif r.at("cluster.prefill", required=False) is not None:

@@ -119,6 +119,27 @@ def test_planner_bad_values_show_an_error_not_a_traceback():
     assert any("slo.tpot_s" in e for e in _errors(at))
 
 
+def test_planner_engine_picker_names_the_engine_that_prices_the_plan():
+    at = _app()
+    assert at.selectbox(key="planner_engine").value == "best covered"  # the example names no engine
+    at.selectbox(key="planner_engine").set_value("sglang")
+    at.button(key="planner_plan").click().run()
+    assert not at.exception and not _errors(at)
+    assert at.session_state["spec"]["serving"]["engine"] == {"name": "sglang"}
+    said = " ".join(m.value for m in at.markdown)
+    assert "sglang tables measured on h200-sxm" in said or "no measured sglang tables for h200-sxm" in said
+    at.selectbox(key="planner_engine").set_value("best covered")
+    at.button(key="planner_plan").click().run()
+    assert "engine" not in at.session_state["spec"]["serving"]
+    spec = example_path("qwen3-235b-h100.yaml")
+    text = spec.read_text().replace("serving:", "serving:\n  engine: {name: vllm, version: 0.24.0}", 1) \
+        if "serving:" in spec.read_text() else spec.read_text() + "\nserving: {engine: {name: vllm, version: 0.24.0}}\n"
+    at.file_uploader(key="planner_spec_upload").set_value((spec.name, text.encode(), "application/yaml")).run()
+    assert not at.exception and not _errors(at)
+    assert at.selectbox(key="planner_engine").value == "vllm"
+    assert at.session_state["spec"]["serving"]["engine"] == {"name": "vllm", "version": "0.24.0"}  # its version kept
+
+
 def test_planner_infeasible_slo_says_why():
     at = _app()
     at.number_input(key="planner_tpot_ms").set_value(1.0)

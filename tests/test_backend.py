@@ -1,6 +1,7 @@
 """The serving engine as part of the question: serving.engine in the spec, --backend on plan and simulate."""
 
 import os
+import subprocess
 
 import pytest
 import yaml
@@ -23,8 +24,8 @@ def test_a_backend_names_an_engine_and_its_version():
 
 
 def test_the_plan_says_which_source_priced_its_operators():
-    fitted = api.plan(example_path())
-    assert any("fitted kernel models" in a and "no serving engine named" in a for a in fitted.plan.assumptions)
+    fitted = api.plan(example_path(), backend="fitted")
+    assert any("fitted kernel models" in a and "no serving engine's measured tables" in a for a in fitted.plan.assumptions)
     spec = {"model": "kimi-k2", "cluster": {"unit": "hgx-h200", "units": 2}, "workload": {"name": "mooncake-conversation"},
             "slo": {"ttft_s": 5.0, "tpot_s": 0.05}, "serving": {"engine": {"name": "sglang"}}}
     d = api.deployment(spec)
@@ -38,7 +39,55 @@ def test_the_plan_says_which_source_priced_its_operators():
     assert any("sglang tables measured on h200-sxm" in a for a in plan.plan.assumptions)
     sources = dict((name, source) for name, source, _ in plan.plan.frontier[0].perf.steps[0].operator_sources)
     assert sources["dense_gate_up"].startswith("measured: h200_sxm sglang")
-    assert api.plan(spec | {"serving": {}}).plan.frontier[0].perf.steps[0].time_s != plan.plan.frontier[0].perf.steps[0].time_s
+    fitted_spec = spec | {"serving": {"engine": {"name": "fitted"}}}
+    assert api.plan(fitted_spec).plan.frontier[0].perf.steps[0].time_s != plan.plan.frontier[0].perf.steps[0].time_s
+
+
+def test_fitted_asks_for_no_engine_and_takes_no_version(tmp_path):
+    d = api.deployment(example_path(), backend="fitted")
+    assert (d.serving.engine, d.serving.request_overhead_s, d.serving.step_overhead_s) == (None, 0.0, 0.0)
+    with pytest.raises(InputError) as e:
+        engine_spec("fitted@1")
+    assert e.value.field == "--backend" and e.value.fix == "give --backend fitted"
+    spec = tmp_path / "fitted.yaml"
+    raw = yaml.safe_load(example_path().read_text())
+    spec.write_text(yaml.safe_dump(raw | {"serving": {"engine": {"name": "fitted", "version": "1"}}}))
+    r = checkout_cli.run("check", str(spec), cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {spec}: serving.engine: the fitted kernel models have no "
+                                                     "version") and "Traceback" not in r.stderr
+
+
+def _engine_choice(spec: dict) -> tuple:
+    d = api.deployment(spec)
+    return d.serving.engine, d.serving.engine_note
+
+
+def test_without_an_engine_the_plan_takes_the_one_whose_tables_cover_the_model_best(monkeypatch):
+    monkeypatch.delenv("MOEPLAN_BACKEND")  # tests/conftest.py sets it for the rest of the suite
+    spec = {"model": "kimi-k2", "cluster": {"unit": "hgx-h200", "units": 2}, "workload": {"name": "mooncake-conversation"},
+            "slo": {"ttft_s": 5.0, "tpot_s": 0.05}}
+    if not MEASURED:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI installs moeplan[measured], but aiconfigurator-core's tables were not found")
+        assert _engine_choice(spec) == (None, "")  # no tables: the fitted models, as --backend fitted
+        return
+    # SGLang and TensorRT-LLM both measure Kimi K2's five families on H200 (vLLM has no MLA tables): the tie goes to
+    # SGLang, and the plan says so, with its overheads
+    engine, note = _engine_choice(spec)
+    assert engine == "sglang" and "sglang 5 of 5" in note and "trtllm 5 of 5" in note and "vllm 3 of 5" in note
+    d = api.deployment(spec)
+    assert d.serving.request_overhead_s > 0
+    assumptions = api.estimate(d, layout="attention=dp16,experts=ep16", batch=4).plan.assumptions
+    assert any(a.startswith("no serving engine named: sglang") and "sglang tables measured on h200-sxm" in a
+               for a in assumptions)
+    # per-tensor fp8 experts: only TensorRT-LLM measured Kimi K2's MoE in it, so it covers more
+    engine, note = _engine_choice(spec | {"precision": {"routed_experts": "fp8_tensor"}})
+    assert engine == "trtllm" and "trtllm 5 of 5" in note and "sglang 4 of 5" in note
+    # a device NVIDIA did not measure: the fitted models, and no engine's overheads
+    h20 = spec | {"cluster": {"unit": "hgx-h20-96gb", "units": 2}}
+    assert _engine_choice(h20) == (None, "") and api.deployment(h20).serving.request_overhead_s == 0.0
+    # a named engine stays named
+    assert _engine_choice(spec | {"serving": {"engine": {"name": "vllm"}}}) == ("vllm", "")
 
 
 def test_backend_on_the_command_line(tmp_path):
@@ -63,7 +112,7 @@ def test_sweep_takes_a_backend_for_every_point(tmp_path):
     spec = yaml.safe_load(example_path().read_text())
     spec["cluster"]["units"] = 4  # SGLang's measured MLA prefill of Mooncake's long prompts needs more than 16 H200
     priced = api.sweep(spec, vary, processes=1, backend="sglang").to_frame()
-    fitted = api.sweep(spec, vary, processes=1).to_frame()
+    fitted = api.sweep(spec, vary, processes=1, backend="fitted").to_frame()
     assert len(priced) == 2 and list(priced["feasible"]) == [True, True]
     assert (priced["tpot_s"] != fitted["tpot_s"]).all()  # sglang's measured tables price the steps, not the fits
     (tmp_path / "sweep.yaml").write_text(f"spec: {example_path()}\nvary: {{slo.tpot_s: [0.1]}}\n")
@@ -81,6 +130,9 @@ def test_validate_prices_each_published_deployment_by_its_engine_or_the_backend(
     sglang = api.validate(backend="sglang")
     assert [r.id for r in sglang] == [r.id for r in default]
     assert all(any(a.startswith("served by sglang") for a in r.assumptions) for r in sglang)
+    fitted = api.validate(backend="fitted")  # every entry on the fitted kernel models: what moeplan says without tables
+    assert [r.id for r in fitted] == [r.id for r in default]
+    assert not any(a.startswith("served by") for r in fitted for a in r.assumptions)
     with pytest.raises(InputError, match="--backend"):
         api.validate(backend="nope")
 
@@ -88,3 +140,46 @@ def test_validate_prices_each_published_deployment_by_its_engine_or_the_backend(
 def test_validate_measured_keeps_the_rows_of_one_backend(shared_data):
     rows = api.validate_measured(shared_data / "measured" / "aic-silicon-moe.csv", backend="vllm")
     assert rows and {r.engine for r in rows} == {"vllm"}
+    with pytest.raises(InputError) as e:  # the rows name the engine that served them; no row ran on "fitted"
+        api.validate_measured(shared_data / "measured" / "aic-silicon-moe.csv", backend="fitted")
+    assert e.value.field == "--backend" and "sglang, trtllm or vllm" in e.value.fix
+
+
+def test_moeplan_backend_names_the_engine_of_specs_that_name_none(monkeypatch, tmp_path):
+    spec = {"model": "kimi-k2", "cluster": {"unit": "hgx-h200", "units": 2}, "workload": {"name": "mooncake-conversation"},
+            "slo": {"ttft_s": 5.0, "tpot_s": 0.05}}
+    monkeypatch.setenv("MOEPLAN_BACKEND", "vllm@0.24.0")
+    d = api.deployment(spec)
+    assert (d.serving.engine, d.serving.engine_version) == ("vllm", "0.24.0")
+    assert d.serving.engine_note == "no serving engine named: MOEPLAN_BACKEND=vllm@0.24.0"
+    assert api.deployment(spec | {"serving": {"engine": {"name": "trtllm"}}}).serving.engine == "trtllm"  # the spec wins
+    assert api.deployment(spec, backend="sglang").serving.engine == "sglang"  # and --backend
+    monkeypatch.setenv("MOEPLAN_BACKEND", "fitted")
+    assert api.deployment(spec).serving.engine is None
+    monkeypatch.setenv("MOEPLAN_BACKEND", "tensorrt")
+    with pytest.raises(InputError) as e:
+        api.deployment(spec)
+    assert e.value.field.startswith("MOEPLAN_BACKEND") and "sglang" in e.value.fix
+    r = subprocess.run([*checkout_cli.COMMAND, "check"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env=checkout_cli.env(MOEPLAN_BACKEND="nope"))
+    assert r.returncode == 2 and r.stderr.startswith("error: MOEPLAN_BACKEND") and "Traceback" not in r.stderr
+    if not MEASURED:
+        return
+    r = subprocess.run([*checkout_cli.COMMAND, "plan"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={k: v for k, v in checkout_cli.env().items() if k != "MOEPLAN_BACKEND"})
+    assert "no serving engine named: sglang, whose measured tables cover the most of kimi-k2's operator families on " \
+           "h200-sxm" in " ".join(r.stdout.split())
+
+
+def test_plan_json_says_which_engine_priced_it_and_a_replay_must_use_the_same(tmp_path):
+    spec = yaml.safe_load(example_path().read_text()) | {"serving": {"engine": {"name": "vllm"}}}
+    doc = api.plan(spec, replay=0).to_json()
+    assert doc["serving"]["engine"] == "vllm" and doc["serving"]["engine_chosen"] is None
+    assert doc["serving"]["request_overhead_s"] == api.deployment(spec).serving.request_overhead_s
+    assert api.load_plan(doc, spec).plan.deployment.serving.engine == "vllm"
+    with pytest.raises(InputError) as e:  # priced by vLLM, replayed on the fitted models: refused, not mixed
+        api.load_plan(doc, example_path())
+    assert e.value.field.endswith("serving.engine") and "'vllm'" in e.value.problem
+    old = {k: v for k, v in doc.items() if k != "serving"}  # a plan.json written before the engine was recorded
+    assert api.load_plan(old, example_path()).plan.recommendation.devices == doc["recommendation"]["devices"]

@@ -13,6 +13,7 @@ from dataclasses import replace
 import glob
 import io
 import json
+import os
 import math
 import re
 import shlex
@@ -751,6 +752,29 @@ def test_estimate_figures():
     _quoted(f"gives its TTFT {pinned.ttft_s:.2f} s and TPOT {pinned.tpot_s * 1e3:.1f} ms again")
     dp16 = api.estimate(str(example_path()), layout="attention=dp16,experts=ep16")
     _quoted(f"its p99 prompt alone takes {dp16.unqueued_ttft_s:.1f} s against the 5 s TTFT SLO")
+
+
+def test_the_default_engine_on_the_built_in_example(monkeypatch):
+    """Without MOEPLAN_BACKEND (tests/conftest.py sets it to fitted), the built-in example is priced by SGLang."""
+    from hwmodels.calibrate.measured_costs import source_for
+    if source_for("h200-sxm", "sglang", None) is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI installs moeplan[measured], but aiconfigurator-core's tables were not found")
+        pytest.skip("aiconfigurator-core is not installed (pip install 'moeplan[measured]')")
+    monkeypatch.delenv("MOEPLAN_BACKEND")
+    note = api.deployment(example_path()).serving.engine_note
+    assert "sglang 5 of 5" in note and "trtllm 5 of 5" in note and "vllm 3 of 5" in note
+    plan = api.plan(example_path())
+    assert plan.recommendation is None
+    _quoted(plan.plan.infeasible)
+    heads = 64 // 8
+    flops = {e: 32768**2 / 2 * heads * (192 + 128) * 2 / source_for("h200-sxm", e, None).mla_prefill(1, 32768, heads, "bf16").latency_s
+             for e in ("sglang", "trtllm")}
+    _quoted(f"32,768-token prompt at {flops['sglang'] / 1e12:.0f} TFLOP/s on Kimi K2's {heads} heads per device "
+            f"(TensorRT-LLM's table: {flops['trtllm'] / 1e12:.0f})")
+    unqueued = {b: api.estimate(example_path(), layout="attention=tp8xdp2,experts=ep16", batch=2, backend=b).unqueued_ttft_s
+                for b in (None, "fitted")}
+    _quoted(f"prefills the p99 prompt in\n{unqueued[None]:.2f} s before any queue, against {unqueued['fitted']:.2f} s fitted")
 
 
 def test_mixed_hardware_figures():

@@ -2,8 +2,8 @@
 request trace), SLOs, price and optional routing statistics -> moeplan.plan: the recommendation, the Pareto
 frontier with the chosen point, the step-time breakdown, memory per device and the cost with its inputs.
 
-A spec YAML upload fills the inputs (and plans it); fields without an input here (serving, other precision
-parts) are carried over from it. What this page plans becomes the session's spec, which the other pages study.
+A spec YAML upload fills the inputs (and plans it); fields without an input here (the rest of serving, other
+precision parts) are carried over from it. What this page plans becomes the session's spec, which the other pages study.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from moeplan.api import InputError
 from moeplan.spec import parse_spec
 
 CHECKPOINT = "as the checkpoint"
+BEST_COVERED = "best covered"  # no serving.engine: the engine whose measured tables cover the model best
+ENGINES = (BEST_COVERED, "sglang", "trtllm", "vllm", "fitted")
 SOURCES = ("Catalog workload", "Custom", "Trace file")
 DEVICES = common.planned_devices()
 BASE_KEY = "planner_base"  # an uploaded spec not planned yet: the fields without an input come from it
@@ -41,6 +43,7 @@ def _inputs_from_spec(raw: dict) -> None:
     precision = raw.get("precision") or {}
     s.planner_experts = precision.get("routed_experts", CHECKPOINT)
     s.planner_kv = precision.get("kv_cache", CHECKPOINT)
+    s.planner_engine = ((raw.get("serving") or {}).get("engine") or {}).get("name", BEST_COVERED)
     w = raw["workload"]
     named = common.catalog_lists()["workloads"].get(w.get("name"), {})
     shape_overridden = any(w.get(k) is not None for k in ("input_tokens", "output_tokens"))
@@ -90,6 +93,11 @@ def _spec_from_inputs(base: dict, workload: dict, routing: dict | None, files: c
         if s[key] != CHECKPOINT:
             precision[part] = s[key]
     raw["precision"] = precision
+    serving = dict(raw.get("serving") or {})
+    engine = serving.pop("engine", None) or {}
+    if s.planner_engine != BEST_COVERED:  # the uploaded spec's version stays with its engine
+        serving["engine"] = engine if engine.get("name") == s.planner_engine else {"name": s.planner_engine}
+    raw["serving"] = serving
     raw["workload"] = workload
     raw["slo"] = {"ttft_s": s.planner_ttft_s, "tpot_s": s.planner_tpot_ms / 1e3, "percentile": s.planner_percentile}
     prices = {k: v for k, v in (raw.get("prices") or {}).items() if k not in (s.planner_device, "cloud")}
@@ -199,6 +207,10 @@ def _inputs(base: dict) -> tuple[dict, common.Files] | None:
     st.selectbox("Routed experts", [CHECKPOINT, *lists["formats"]["weights"]], key="planner_experts",
                  help="the number format of the routed experts' weights")
     st.selectbox("KV cache", [CHECKPOINT, *lists["formats"]["kv_cache"]], key="planner_kv")
+    st.selectbox("Serving engine", ENGINES, key="planner_engine",
+                 help="whose measured kernel tables price the operators (the moeplan[measured] extra): best covered "
+                      "picks the engine whose tables measure the most of the model on the device; fitted: the "
+                      "fitted kernel models, no engine's tables or overheads")
     workload, workload_error = None, None
     try:
         workload = _workload_inputs()

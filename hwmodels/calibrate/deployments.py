@@ -28,6 +28,7 @@ from hwmodels.serving import (Performance, Speculation, aggregated_performance, 
                               largest_batch_that_fits, lockstep_aggregated_performance, prefill_performance)
 from hwmodels.roles import Phase, Role
 from hwmodels.step import StepContext
+from hwmodels.calibrate.engine_choice import FITTED
 from hwmodels.calibrate.operator_costs import costs_for, fitted_costs
 
 DEFAULT_DEPLOYMENTS = CATALOG_DIR / "published" / "deployments.yaml"
@@ -243,7 +244,7 @@ def validate_one(d: DeploymentEntry, backend: EngineEntry | None = None) -> Vali
     """The entry's published metric against the prediction, priced by `backend`, else the entry's own engine."""
     metric, published, w = d.metric.name, d.metric.value, d.workload
     base = dict(id=d.id, metric=metric, published=published, source=d.source)
-    sc = build_scenario(d, backend or d.engine)
+    sc = build_scenario(d, None if backend and backend.name == FITTED else backend or d.engine)
     ctx, assumptions = sc.context, list(sc.assumptions)
     layout = ctx.layout
     per = ctx.cluster.unit.devices_per_node if metric.endswith("_per_node") else 1

@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import pandas as pd
+
 from hwmodels.calibrate import measured_tables as tables
 from hwmodels.calibrate.measured_grid import Grid
 from hwmodels.units import ms
@@ -169,10 +171,19 @@ def source_for(device_name: str, engine: str, version: str | None) -> MeasuredSo
     return MeasuredSource(system, engine, version)
 
 
-def best_covered_engine(device_name: str) -> str | None:
-    """The engine whose tables cover the most of what moeplan reads on this device (ties: ENGINES order)."""
+@lru_cache(maxsize=4096)
+def measured_anywhere(device_name: str, engine: str, table: str, select: tuple) -> bool:
+    """Some measured version of `engine` on the device holds rows of `table` with every (column, value) of
+    `select`: what the lookups above can answer at some coordinate (they try every version, nearest first)."""
     system = tables.SYSTEMS.get(device_name)
-    if system is None or tables.database_root() is None:
-        return None
-    best = max(tables.ENGINES, key=lambda e: tables.coverage(system, e))
-    return best if tables.coverage(system, best) else None
+    if system is None:
+        return False
+    for version in tables.table_versions(system, engine, table):
+        rows = tables.load_table(tables.table_path(system, engine, table, version))
+        if all(column in rows.columns for column, _ in select):
+            mask = pd.Series(True, index=rows.index)
+            for column, value in select:
+                mask &= rows[column] == value
+            if mask.any():
+                return True
+    return False

@@ -42,6 +42,7 @@ from typing import Any, Mapping
 
 from hwmodels import catalog
 from hwmodels.calibrate import measured_tables
+from hwmodels.calibrate.engine_choice import FITTED
 from hwmodels.calibrate.operator_costs import costs_for
 from hwmodels.errors import InputError
 from hwmodels.hardware import instance_cluster
@@ -172,6 +173,9 @@ def _layout_from_id(row: dict) -> dict:
 
 def predict_file(path: str | Path, engine: str | None = None, version: str | None = None) -> list[MeasuredPrediction]:
     """Every row of the file, or only those an engine (and version) served."""
+    if engine == FITTED:
+        raise InputError("--backend", "each measured row is priced on the engine that served it, and no row was "
+                         "served by the fitted models", "give sglang, trtllm or vllm to keep that engine's rows")
     rows = [r for r in read_rows(path)
             if engine is None or (r.get("backend") == engine and version in (None, r.get("backend_version")))]
     return [predict_row(row, i) for i, row in enumerate(rows)]

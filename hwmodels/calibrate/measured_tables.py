@@ -106,8 +106,3 @@ def table_path(system: str, engine: str, table: str, version: str) -> Path | Non
 def load_table(path: Path) -> pd.DataFrame:
     """A table's rows as the package stores them (latency in ms); cached per process, read only."""
     return pd.read_parquet(path)
-
-
-def coverage(system: str, engine: str) -> int:
-    """How many of the tables moeplan reads are measured for this system and engine (to pick a default engine)."""
-    return sum(bool(table_versions(system, engine, t)) for t in TABLE_FOLDERS)

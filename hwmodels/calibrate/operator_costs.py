@@ -33,7 +33,7 @@ import numpy as np
 
 from hwmodels import catalog, collectives, efficiency
 from hwmodels.calibrate.kernel_profile import KernelProfile
-from hwmodels.calibrate.measured_costs import Measured, MeasuredSource, best_covered_engine, source_for
+from hwmodels.calibrate.measured_costs import Measured, MeasuredSource, source_for
 from hwmodels.collectives import CollectiveFit, CommCost
 from hwmodels.efficiency import AttentionRates, GemmEfficiency
 from hwmodels.hardware import Cluster, Device
@@ -316,19 +316,16 @@ def describe_costs(d) -> str:
 def _describe_engine_costs(d) -> str:
     s, device = d.serving, d.cluster.device.name
     if s.engine is None:
-        return ("operators priced by the fitted kernel models (DeepGEMM, FlashMLA, DeepEP fits; no serving engine "
-                "named: serving.engine or --backend picks NVIDIA's measured tables)")
+        return ("operators priced by the fitted kernel models (DeepGEMM, FlashMLA, DeepEP fits; no serving engine's "
+                "measured tables: serving.engine or --backend names one, which needs the moeplan[measured] extra and "
+                "a device NVIDIA measured: H100, H200, B200, B300, GB200, GB300)")
     asked = f"{s.engine}" + (f" {s.engine_version}" if s.engine_version else "")
     if source_for(device, s.engine, s.engine_version) is None:
         return (f"operators priced by the fitted kernel models: no measured {asked} tables for {device} (the "
                 "moeplan[measured] extra holds NVIDIA's for H100, H200, B200, B300, GB200 and GB300)")
-    return (f"operators priced by {asked} tables measured on {device} (aiconfigurator-core, the nearest measured "
-            "version), the fitted models outside them; each step names each operator's source")
-
-
-def default_engine(device_name: str) -> str | None:
-    """The engine the measured tables cover best on this device (None: no measured tables for it)."""
-    return best_covered_engine(device_name)
+    chosen = f"{s.engine_note}: " if s.engine_note else ""
+    return (f"{chosen}operators priced by {asked} tables measured on {device} (aiconfigurator-core, the nearest "
+            "measured version), the fitted models outside them; each step names each operator's source")
 
 
 @lru_cache(maxsize=1)
