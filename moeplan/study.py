@@ -24,6 +24,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from hwmodels import catalog
+from hwmodels.calibrate.measured_costs import source_for
 from hwmodels.errors import InputError, excerpt, nearest_names
 from moeplan import display, engines, figures, tables
 from moeplan.simulation import Simulation
@@ -145,7 +146,8 @@ def evaluate_point(raw: dict, base_dir: Path | None) -> dict[str, Any]:
                            "device": d.cluster.device.name, "cluster_devices": d.cluster.num_devices,
                            "usd_per_device_hour": price.usd_per_device_hour if price else None,
                            "price_basis": price.basis if price else None, "price_date": price.date if price else None,
-                           "price_source": price.source if price else f"no price: set prices.{d.cluster.device.name}"}
+                           "price_source": price.source if price else f"no price: set prices.{d.cluster.device.name}",
+                           "priced_by": _priced_by(d)}
     if r is not None:
         row |= {"mode": r.mode, "devices": r.devices, "decode_layout": r.decode.layout.name(d.model.is_moe),
                 "batch_per_device": r.decode.work_per_device, "ttft_s": r.ttft_s, "tpot_s": r.tpot_s,
@@ -154,6 +156,13 @@ def evaluate_point(raw: dict, base_dir: Path | None) -> dict[str, Any]:
                 "usd_per_million_output_tokens": r.usd_per_million_output, "utilization": r.utilization,
                 "usd_per_million_output_tokens_at_capacity": r.usd_per_million_output_at_capacity}
     return row
+
+
+def _priced_by(d) -> str:
+    """The source of the point's operator costs: an engine's measured tables where it has them, else the fits."""
+    if d.serving.engine is None or source_for(d.cluster.device.name, d.serving.engine, d.serving.engine_version) is None:
+        return "fitted"
+    return d.serving.engine + (f"@{d.serving.engine_version}" if d.serving.engine_version else "")
 
 
 def _plan_point(spec: tuple[dict, Path | None], point: dict[str, Any]) -> dict[str, Any]:
@@ -237,7 +246,8 @@ def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engin
                                 progress=progress)
     rows = [{"feasible": False, "reason": f"failed: {r.error}"} if isinstance(r, engines.Failed) else r for r in results]
     rows = tuple(p | r for p, r in zip(grid, rows))
-    return Sweep(tuple(grid[0]), rows, price_warnings(rows))
+    engines_varied = "backend" in vary or "serving.engine" in vary  # then the sources differ on purpose
+    return Sweep(tuple(grid[0]), rows, price_warnings(rows) + (() if engines_varied else source_warnings(rows)))
 
 
 def price_warnings(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -253,6 +263,21 @@ def price_warnings(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
     if unpriced:
         out.append(f"no price for {', '.join(unpriced)}: their cost is missing, not zero; set prices.<device> in the spec")
     return tuple(out)
+
+
+def source_warnings(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """Where points that name no engine each took their own (the best-covered engine per device, or the fits): part
+    of each difference is then the operator-cost source."""
+    by_source: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("priced_by") and r.get("device") and r["device"] not in by_source.get(r["priced_by"], []):
+            by_source.setdefault(r["priced_by"], []).append(r["device"])
+    if len(by_source) < 2:
+        return ()
+    listed = "; ".join(f"{', '.join(devices)}: " + ("the fitted kernel models" if source == "fitted" else
+                                                    f"{source}'s measured tables") for source, devices in by_source.items())
+    return (f"operators are priced by different sources ({listed}): part of each difference is the source; name one "
+            "engine (--backend, --backends or MOEPLAN_BACKEND; fitted: the fitted models) to price every point alike",)
 
 
 def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), models: Sequence[str] = (),

@@ -183,3 +183,22 @@ def test_plan_json_says_which_engine_priced_it_and_a_replay_must_use_the_same(tm
     assert e.value.field.endswith("serving.engine") and "'vllm'" in e.value.problem
     old = {k: v for k, v in doc.items() if k != "serving"}  # a plan.json written before the engine was recorded
     assert api.load_plan(old, example_path()).plan.recommendation.devices == doc["recommendation"]["devices"]
+
+
+def test_a_comparison_says_when_its_devices_are_priced_by_different_sources(monkeypatch):
+    monkeypatch.delenv("MOEPLAN_BACKEND")  # each device takes its own: the best-covered engine, or the fits
+    sweep = api.compare(example_path(), devices=["h200-sxm", "ascend-910c"], processes=1, size=False)
+    sources = dict(zip(sweep.to_frame()["device"], sweep.to_frame()["priced_by"]))
+    assert sources["ascend-910c"] == "fitted"  # NVIDIA measured no Ascend
+    said = [w for w in sweep.warnings if w.startswith("operators are priced by different sources")]
+    if not MEASURED:
+        assert sources["h200-sxm"] == "fitted" and not said
+        return
+    assert sources["h200-sxm"] == "sglang"
+    assert said == ["operators are priced by different sources (h200-sxm: sglang's measured tables; ascend-910c: the "
+                    "fitted kernel models): part of each difference is the source; name one engine (--backend, "
+                    "--backends or MOEPLAN_BACKEND; fitted: the fitted models) to price every point alike"]
+    monkeypatch.setenv("MOEPLAN_BACKEND", "fitted")
+    alike = api.compare(example_path(), devices=["h200-sxm", "ascend-910c"], processes=1, size=False)
+    assert set(alike.to_frame()["priced_by"]) == {"fitted"}
+    assert not any(w.startswith("operators are priced") for w in alike.warnings)
