@@ -245,6 +245,12 @@ def published_kernels() -> Mapping[str, Any]:
 
 
 @lru_cache(maxsize=None)
+def published_amendments() -> Mapping[str, Any]:
+    """catalogs/published/amendments.yaml: per published entry id, the fields it leaves out that its source states."""
+    return _read_yaml("published/amendments.yaml")["amendments"]
+
+
+@lru_cache(maxsize=None)
 def stored_fit(name: str) -> Mapping[str, Any]:
     """catalogs/fits/<name>.yaml: a fit hwmodels.calibrate made, its parameters and its report."""
     return _read_yaml(f"fits/{name}.yaml")

@@ -151,3 +151,21 @@ def test_a_layout_the_step_model_cannot_price_is_one_line(tmp_path, change, fiel
         return
     assert rows[0].predicted is None and f"{entry['id']}.{field}" in rows[0].reason and "\n" not in rows[0].reason
     assert rows[1].predicted is not None
+
+
+def test_what_an_entry_leaves_out_its_source_fills_in(shared_data, tmp_path):
+    """catalogs/published/amendments.yaml: TensorRT-LLM's perf overview ran its Qwen3-235B Hopper rows on the FP8
+    checkpoint, which those entries do not state; priced as the catalog's bf16 checkpoint they missed by -84..-90%."""
+    path = shared_data / "published" / "deployments-trtllm-perf-overview.yaml"
+    by_id = {r.id: r for r in validate(path)}
+    for name in ("h200-1024-1024", "h200-8192-1024", "h100-1024-1024"):
+        row = by_id[f"trtllm-perf-overview-qwen3-235b-{name}"]
+        assert row.assumptions[0].startswith("precision not stated in the entry: routed_experts fp8_tensor")
+        assert "perf-overview.md" in row.assumptions[0] and abs(row.error) < 0.5
+    assert not any(a.startswith("precision not stated") for a in by_id["trtllm-perf-overview-qwen3-235b-b200-1024-1024"].assumptions)
+    entry = next(d for d in yaml.safe_load(path.read_text())["deployments"] if d["id"].endswith("qwen3-235b-h200-1024-1024"))
+    own = tmp_path / "own.yaml"  # an entry that states its precision keeps it
+    own.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [entry | {"precision": {"routed_experts": "bf16"}}]}))
+    (row,) = validate(own)
+    assert not any(a.startswith("precision not stated") for a in row.assumptions)
+    assert row.predicted < by_id[entry["id"]].predicted  # bf16 weights leave the KV cache less room

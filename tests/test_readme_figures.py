@@ -428,6 +428,25 @@ def test_the_validation_table(tmp_path):
     _quoted("TensorRT-LLM's H200 run is outside 30%")
 
 
+def test_the_tensorrt_llm_perf_overview_figures(shared_data, tmp_path):
+    path = shared_data / "published" / "deployments-trtllm-perf-overview.yaml"
+    rows = api.validate(str(path))
+    summary = api.validation_summary(rows)
+    worst = max(rows, key=lambda r: abs(r.error))
+    assert worst.id == "trtllm-perf-overview-gpt-oss-120b-h100-1024-1024"
+    _quoted(f"is predicted within a median\n{summary['median_abs_error']:.1%} (max {summary['max_abs_error']:.1%}, "
+            "gpt-oss-120b on H100")
+    error = {r.id: r.error for r in rows}
+    h200 = "trtllm-perf-overview-qwen3-235b-h200-1024-1024"
+    entry = next(d for d in yaml.safe_load(path.read_text())["deployments"] if d["id"] == h200)
+    bf16 = tmp_path / "bf16.yaml"  # the entry as the file states it, priced as the catalog's checkpoint
+    bf16.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [entry | {"precision": {"routed_experts": "bf16"}}]}))
+    (unamended,) = api.validate(str(bf16))
+    _quoted(f"on H200 at 1,024/1,024, {unamended.error:+.1%} without it and {error[h200]:+.1%} with it")
+    long = [e for i, e in error.items() if i.endswith("8192-1024") and ("dsr1" in i or "qwen3-235b" in i)]
+    _quoted(f"8,192/1,024 rows are {-max(long):.0%} to {-min(long):.0%} low")
+
+
 def test_the_tensorrt_llm_runs_arithmetic():
     from hwmodels.calibrate.deployments import build_scenario, load_entries
     from hwmodels.roles import Phase

@@ -10,7 +10,7 @@ is reported with the reason, never dropped. These are end-to-end measurements: v
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import median
 from typing import Any, Literal
@@ -147,11 +147,24 @@ def validate(path: str | Path | None = None, backend: EngineEntry | None = None)
     that cannot be built (a layout the step model does not price) is a row with the reason, never an aborted run."""
     rows = []
     for d in load_entries(path):
+        d, noted = _amended(d)
         try:
-            rows.append(validate_one(d, backend))
+            row = validate_one(d, backend)
+            rows.append(replace(row, assumptions=noted + row.assumptions))
         except InputError as e:
-            rows.append(ValidationRow(d.id, d.metric.name, d.metric.value, None, reason=str(e), source=d.source))
+            rows.append(ValidationRow(d.id, d.metric.name, d.metric.value, None, noted, reason=str(e), source=d.source))
     return rows
+
+
+def _amended(d: DeploymentEntry) -> tuple[DeploymentEntry, tuple[str, ...]]:
+    """The entry with what it leaves out and its source states (catalogs/published/amendments.yaml), and a note
+    saying so; an entry that states the field keeps its own."""
+    amendment = catalog.published_amendments().get(d.id)
+    if amendment is None or d.precision:
+        return d, ()
+    formats = ", ".join(f"{part} {name}" for part, name in amendment["precision"].items())
+    return (d.model_copy(update={"precision": dict(amendment["precision"])}),
+            (f"precision not stated in the entry: {formats}, as its source states ({amendment['source']})",))
 
 
 def summary(rows: list[ValidationRow]) -> dict[str, Any]:
