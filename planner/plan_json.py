@@ -263,8 +263,9 @@ def plan_from_json(doc: Any, deployment: Deployment, source: str = "plan.json") 
     for key, want in expected.items():
         got = r.at(key)
         if got != want:
-            raise InputError(f"{source}: {key}", f"is {got!r} but the spec has {want!r}",
-                             f"use the spec this plan was made for, or {_REPLAN}")
+            fix = f"pass --backend {got or 'fitted'}, the engine that priced it" if key == "serving.engine" else \
+                "use the spec this plan was made for"
+            raise InputError(f"{source}: {key}", f"is {got!r} but the spec has {want!r}", f"{fix}, or {_REPLAN}")
     rec = None if r.at("recommendation", required=False) is None else _read_recommendation(r, "recommendation", d, True)
     if rec is not None and not d.holds(rec.decode_devices, rec.prefill_devices):
         raise InputError(f"{source}: recommendation", f"uses {rec.devices} devices, more than the spec's cluster has "

@@ -180,7 +180,7 @@ def test_plan_json_says_which_engine_priced_it_and_a_replay_must_use_the_same(tm
     assert api.load_plan(doc, spec).plan.deployment.serving.engine == "vllm"
     with pytest.raises(InputError) as e:  # priced by vLLM, replayed on the fitted models: refused, not mixed
         api.load_plan(doc, example_path())
-    assert e.value.field.endswith("serving.engine") and "'vllm'" in e.value.problem
+    assert e.value.field.endswith("serving.engine") and "'vllm'" in e.value.problem and "--backend vllm" in e.value.fix
     old = {k: v for k, v in doc.items() if k != "serving"}  # a plan.json written before the engine was recorded
     assert api.load_plan(old, example_path()).plan.recommendation.devices == doc["recommendation"]["devices"]
 

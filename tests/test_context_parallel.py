@@ -106,9 +106,12 @@ def test_launch_files_say_sglangs_prefill_cp_and_other_engines_refuse(tight):
     cp = tight.recommendation.prefill.layout.cp
     argv = files["prefill.sh"]
     assert f"--attn-cp-size {cp}" in argv and "--enable-prefill-cp" in argv and "--cp-strategy zigzag" in argv
-    as_vllm = api.load_plan(json.loads(json.dumps(plan_to_json(tight.plan))), _spec(engine={"name": "vllm"}))  # the plan.json of another engine
+    doc = json.loads(json.dumps(plan_to_json(tight.plan)))
+    with pytest.raises(InputError, match="serving.engine"):  # the plan.json of another engine: refused as it loads
+        api.load_plan(doc, _spec(engine={"name": "vllm"}))
+    older = {k: v for k, v in doc.items() if k != "serving"}  # one written before plan.json recorded its engine
     with pytest.raises(InputError, match="--backend"):
-        api.launch_files(as_vllm)
+        api.launch_files(api.load_plan(older, _spec(engine={"name": "vllm"})))
 
 
 def test_the_replay_prefills_a_long_prompt_on_every_group_of_its_rank(tight):
