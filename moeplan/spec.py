@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from hwmodels import catalog, safe_yaml
-from hwmodels.calibrate.engine_choice import FITTED, default_engine, engine_coverage
+from hwmodels.calibrate.engine_choice import FITTED, best_covered, engine_coverage
 from hwmodels.calibrate.kernel_profile import KernelProfile, load_profile
 from hwmodels.deployment import SLO, Deployment, PhaseRouting, Price, Routing, Serving, Workload
 from hwmodels.errors import InputError, excerpt, nearest_names, validation_error
@@ -338,7 +338,7 @@ def _engine(given: EngineSpec | None, cluster: Cluster, arch: ModelArch, plan: P
     if given is not None:
         return (None, None, note) if given.name == FITTED else (given.name, given.version, note)
     coverage = engine_coverage(cluster.device, arch, plan)
-    best = default_engine(cluster.device, arch, plan)
+    best = best_covered(coverage)
     if best is None:
         return None, None, ""
     others = ", ".join(c.phrase() for c in coverage if c.engine != best.engine)

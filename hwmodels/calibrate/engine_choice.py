@@ -75,8 +75,8 @@ def engine_coverage(device: Device, arch: ModelArch, plan: PrecisionPlan) -> tup
     return tuple(out)
 
 
-def default_engine(device: Device, arch: ModelArch, plan: PrecisionPlan) -> EngineCoverage | None:
-    """The engine whose tables measure most of the model on the device (ties: ENGINES order); None: none measures
-    any of it."""
-    covered = [c for c in engine_coverage(device, arch, plan) if c.measured]
+def best_covered(coverage: tuple[EngineCoverage, ...]) -> EngineCoverage | None:
+    """Of engine_coverage's answer, the engine that measures most of the model (ties: ENGINES order); None: none
+    measures any of it."""
+    covered = [c for c in coverage if c.measured]
     return max(covered, key=lambda c: len(c.measured)) if covered else None
