@@ -24,7 +24,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from hwmodels import catalog
-from hwmodels.calibrate.measured_costs import source_for
+from hwmodels.calibrate.operator_costs import pricing_source
 from hwmodels.errors import InputError, excerpt, nearest_names
 from moeplan import display, engines, figures, tables
 from moeplan.simulation import Simulation
@@ -147,7 +147,7 @@ def evaluate_point(raw: dict, base_dir: Path | None) -> dict[str, Any]:
                            "usd_per_device_hour": price.usd_per_device_hour if price else None,
                            "price_basis": price.basis if price else None, "price_date": price.date if price else None,
                            "price_source": price.source if price else f"no price: set prices.{d.cluster.device.name}",
-                           "priced_by": _priced_by(d)}
+                           "priced_by": pricing_source(d)}
     if r is not None:
         row |= {"mode": r.mode, "devices": r.devices, "decode_layout": r.decode.layout.name(d.model.is_moe),
                 "batch_per_device": r.decode.work_per_device, "ttft_s": r.ttft_s, "tpot_s": r.tpot_s,
@@ -156,13 +156,6 @@ def evaluate_point(raw: dict, base_dir: Path | None) -> dict[str, Any]:
                 "usd_per_million_output_tokens": r.usd_per_million_output, "utilization": r.utilization,
                 "usd_per_million_output_tokens_at_capacity": r.usd_per_million_output_at_capacity}
     return row
-
-
-def _priced_by(d) -> str:
-    """The source of the point's operator costs: an engine's measured tables where it has them, else the fits."""
-    if d.serving.engine is None or source_for(d.cluster.device.name, d.serving.engine, d.serving.engine_version) is None:
-        return "fitted"
-    return d.serving.engine + (f"@{d.serving.engine_version}" if d.serving.engine_version else "")
 
 
 def _plan_point(spec: tuple[dict, Path | None], point: dict[str, Any]) -> dict[str, Any]:

@@ -24,8 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import pandas as pd
-
 from hwmodels.calibrate import measured_tables as tables
 from hwmodels.calibrate.measured_grid import Grid
 from hwmodels.units import ms
@@ -149,6 +147,16 @@ def _grid(system: str, engine: str, table: str, version: str, select: tuple, axe
     if path is None:
         return None
     rows = tables.load_table(path)
+    mask = _matching(rows, select)
+    if mask is None:
+        return None
+    names, token_axis = axes
+    return Grid.from_frame(rows[mask], names, token_axis)
+
+
+def _matching(rows, select: tuple):
+    """The mask of a table's rows with every (column, value) of `select`, every expert equally loaded where the table
+    says how they were loaded; None: the table lacks a selected column."""
     mask = None
     for column, value in select:
         if column not in rows.columns:
@@ -157,8 +165,7 @@ def _grid(system: str, engine: str, table: str, version: str, select: tuple, axe
         mask = hit if mask is None else mask & hit
     if "distribution" in rows.columns:
         mask = mask & rows["distribution"].isin(BALANCED)
-    names, token_axis = axes
-    return Grid.from_frame(rows[mask], names, token_axis)
+    return mask
 
 
 @lru_cache(maxsize=64)
@@ -179,11 +186,7 @@ def measured_anywhere(device_name: str, engine: str, table: str, select: tuple) 
     if system is None:
         return False
     for version in tables.table_versions(system, engine, table):
-        rows = tables.load_table(tables.table_path(system, engine, table, version))
-        if all(column in rows.columns for column, _ in select):
-            mask = pd.Series(True, index=rows.index)
-            for column, value in select:
-                mask &= rows[column] == value
-            if mask.any():
-                return True
+        mask = _matching(tables.load_table(tables.table_path(system, engine, table, version)), select)
+        if mask is not None and mask.any():
+            return True
     return False

@@ -313,6 +313,15 @@ def describe_costs(d) -> str:
             f"measure are priced as without it (each labelled): {_describe_engine_costs(d)}")
 
 
+def pricing_source(d) -> str:
+    """What priced a Deployment's operators: "ENGINE[@VERSION]" where that engine's tables measure its device, else
+    "fitted"."""
+    s = d.serving
+    if s.engine is None or source_for(d.cluster.device.name, s.engine, s.engine_version) is None:
+        return "fitted"
+    return s.engine + (f"@{s.engine_version}" if s.engine_version else "")
+
+
 def _describe_engine_costs(d) -> str:
     s, device = d.serving, d.cluster.device.name
     if s.engine is None:
