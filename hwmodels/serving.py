@@ -15,12 +15,15 @@
   A closed-loop benchmark of equal-length requests that keeps every rank's batch full (trtllm-bench,
   bench_serving at a fixed concurrency) is the opposite case: every slot frees in the same step on every
   rank, so all ranks prefill in the same steps (`lockstep_aggregated_performance`).
+  An offline benchmark (trtllm-bench throughput: a fixed number of equal-length requests, all queued at the
+  start) runs the same schedule from an empty engine to its last request (`offline_performance`).
 Cost per million tokens = price per device-hour / (tokens/s per device x 3600) x 1e6.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -146,6 +149,67 @@ def lockstep_aggregated_performance(ctx: StepContext, batch_per_device: int, inp
     mem = _memory(ctx, input_tokens + output_tokens, hbm_utilization, budget)
     return Performance(Role.AGGREGATED, ctx.layout, batch * output_tokens / cycle_s, output_tokens / cycle_s, (decode, prefill),
                        mem, mixed * prefill.time_s / cycle_s)
+
+
+def offline_performance(ctx: StepContext, requests_per_rank: int, batch_per_rank: int, input_tokens: int,
+                        output_tokens: int, hbm_utilization: float, max_num_tokens: int, chunked: bool = False) -> Performance:
+    """Output tokens per second per device over an offline run: `requests_per_rank` equal-length requests queued at
+    the start on every attention rank, the whole run from the first step to the last token (trtllm-bench's "per
+    GPU output throughput": total output tokens over total latency).
+
+    Step by step, on every rank alike (their slots fill and free in the same steps): a step carries the decode
+    token of each running sequence and, in the `max_num_tokens` left beside them, prompts in arrival order while
+    a slot of `batch_per_rank` is free: whole prompts only, unless `chunked`. A prompt's last prefill step makes
+    its first token; it decodes the rest one per step. A step that prefills is priced as a prefill step plus a
+    decode step of the sequences running beside it, as in `lockstep_aggregated_performance`. Its ramp-up and
+    drain count: a run of about one batch per rank spends a large share of its steps at part batch."""
+    if batch_per_rank < 1 or requests_per_rank < 1:
+        raise InputError("workload.requests", "no request or no slot to run", "give at least one request and one slot")
+    if not chunked and input_tokens > max_num_tokens:
+        raise InputError("tokens_per_device_per_step", f"{max_num_tokens} tokens per step cannot hold a whole "
+                         f"{input_tokens}-token prompt with chunked prefill off", f"allow at least {input_tokens}")
+    tp, context = ctx.layout.tp, input_tokens + output_tokens / 2
+
+    @lru_cache(maxsize=None)
+    def step_s(prefill_tokens: int, running: int) -> float:
+        t = ctx.step(Phase.PREFILL, prefill_tokens / tp, input_tokens).time_s if prefill_tokens else 0.0
+        return t + (ctx.step(Phase.DECODE, running / tp, context).time_s if running else 0.0)
+
+    def priced(running: int) -> int:  # within 1.6% above 64 sequences: one step price per 1/64 of an octave
+        return running if running <= 64 else running >> (running.bit_length() - 7) << (running.bit_length() - 7)
+
+    queued, partial, running, step = requests_per_rank, 0, 0, 0
+    finishing: deque[tuple[int, int]] = deque()  # (the step its last token comes out of, sequences)
+    elapsed_s = prefill_s = held = 0.0
+    tokens = 0
+    while queued or partial or running:
+        room, prefilled, started = max_num_tokens - running, 0, 0
+        free = batch_per_rank - running - (1 if partial else 0)
+        while room > 0 and (partial or (queued and free > 0)):
+            if not partial:
+                if not chunked and room < input_tokens:
+                    break
+                queued, free, partial = queued - 1, free - 1, input_tokens
+            take = min(room, partial)
+            room, prefilled, partial = room - take, prefilled + take, partial - take
+            started += partial == 0
+        if not (prefilled or running):  # no prompt fits and nothing runs: cannot happen with the checks above
+            raise InputError("tokens_per_device_per_step", "no step can make progress", "allow more tokens per step")
+        s = step_s(prefilled, priced(running))
+        elapsed_s += s
+        prefill_s += s - (step_s(0, priced(running)) if running else 0.0)
+        held += s * (running + started + (1 if partial else 0))
+        tokens += running + started
+        if started and output_tokens > 1:
+            finishing.append((step + output_tokens - 1, started))
+            running += started
+        step += 1
+        while finishing and finishing[0][0] < step:
+            running -= finishing.popleft()[1]
+    rate = tokens / elapsed_s  # output tokens per second per rank
+    mem = _memory(ctx, input_tokens + output_tokens, hbm_utilization, max(1, max_num_tokens // tp))
+    steps = (ctx.step(Phase.DECODE, batch_per_rank / tp, context), ctx.step(Phase.PREFILL, input_tokens / tp, input_tokens))
+    return Performance(Role.AGGREGATED, ctx.layout, rate / tp, rate / (held / elapsed_s), steps, mem, prefill_s / elapsed_s)
 
 
 def largest_batch_that_fits(ctx: StepContext, context_tokens: int, hbm_utilization: float, tokens_per_step: int,

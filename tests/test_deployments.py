@@ -155,17 +155,31 @@ def test_a_layout_the_step_model_cannot_price_is_one_line(tmp_path, change, fiel
 
 def test_what_an_entry_leaves_out_its_source_fills_in(shared_data, tmp_path):
     """catalogs/published/amendments.yaml: TensorRT-LLM's perf overview ran its Qwen3-235B Hopper rows on the FP8
-    checkpoint, which those entries do not state; priced as the catalog's bf16 checkpoint they missed by -84..-90%."""
+    checkpoint, which those entries do not state (priced as the catalog's bf16 checkpoint they missed by -84..-90%),
+    and every run of it was an offline trtllm-bench run of a stated number of requests."""
     path = shared_data / "published" / "deployments-trtllm-perf-overview.yaml"
     by_id = {r.id: r for r in validate(path)}
     for name in ("h200-1024-1024", "h200-8192-1024", "h100-1024-1024"):
         row = by_id[f"trtllm-perf-overview-qwen3-235b-{name}"]
-        assert row.assumptions[0].startswith("precision not stated in the entry: routed_experts fp8_tensor")
+        assert row.assumptions[0].startswith("not stated in the entry: precision routed_experts fp8_tensor")
         assert "perf-overview.md" in row.assumptions[0] and abs(row.error) < 0.5
-    assert not any(a.startswith("precision not stated") for a in by_id["trtllm-perf-overview-qwen3-235b-b200-1024-1024"].assumptions)
+    assert "precision" not in by_id["trtllm-perf-overview-qwen3-235b-b200-1024-1024"].assumptions[0]
+    requests = {"1024-1024": 3000, "8192-1024": 1500, "1024-8192": 1500}
+    for row in by_id.values():
+        n = requests[row.id.rsplit("-", 2)[1] + "-" + row.id.rsplit("-", 1)[1]]
+        assert f"requests {n}, as its source states" in row.assumptions[0]
+        assert any(a.startswith(f"offline benchmark: {n} requests queued at the start") for a in row.assumptions)
+        assert any(a.startswith("max batch and tokens per step not stated") and "trtllm-bench" in a for a in row.assumptions)
     entry = next(d for d in yaml.safe_load(path.read_text())["deployments"] if d["id"].endswith("qwen3-235b-h200-1024-1024"))
-    own = tmp_path / "own.yaml"  # an entry that states its precision keeps it
-    own.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [entry | {"precision": {"routed_experts": "bf16"}}]}))
+    own = tmp_path / "own.yaml"  # an entry that states its precision and requests keeps them
+    own.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [
+        entry | {"precision": {"routed_experts": "bf16"}, "workload": entry["workload"] | {"requests": 100}}]}))
     (row,) = validate(own)
-    assert not any(a.startswith("precision not stated") for a in row.assumptions)
-    assert row.predicted < by_id[entry["id"]].predicted  # bf16 weights leave the KV cache less room
+    assert not any(a.startswith("not stated in the entry") for a in row.assumptions)
+    assert any(a.startswith("offline benchmark: 100 requests") for a in row.assumptions)
+    unamended = tmp_path / "unamended.yaml"  # the same run, read as a steady state rather than its whole run
+    unamended.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [entry | {"id": "not-in-amendments"}]}))
+    (steady,) = validate(unamended)
+    assert not any(a.startswith("offline benchmark") for a in steady.assumptions) and steady.error != row.error
+
+

@@ -428,23 +428,75 @@ def test_the_validation_table(tmp_path):
     _quoted("TensorRT-LLM's H200 run is outside 30%")
 
 
-def test_the_tensorrt_llm_perf_overview_figures(shared_data, tmp_path):
+def test_the_tensorrt_llm_perf_overview_figures(shared_data, tmp_path, monkeypatch):
+    from hwmodels import catalog
+    from hwmodels.calibrate import trtllm_bench
+    from hwmodels.calibrate.deployments import EngineEntry, build_scenario, load_entries, summary, validate
+    from hwmodels.serving import largest_batch_that_fits
+
     path = shared_data / "published" / "deployments-trtllm-perf-overview.yaml"
     rows = api.validate(str(path))
-    summary = api.validation_summary(rows)
+    median = {None: summary(rows)["median_abs_error"]}
     worst = max(rows, key=lambda r: abs(r.error))
     assert worst.id == "trtllm-perf-overview-gpt-oss-120b-h100-1024-1024"
-    _quoted(f"is predicted within a median\n{summary['median_abs_error']:.1%} (max {summary['max_abs_error']:.1%}, "
-            "gpt-oss-120b on H100")
+    _quoted(f"is predicted within a median\n{median[None]:.1%} (max {abs(worst.error):.1%}, gpt-oss-120b on H100")
     error = {r.id: r.error for r in rows}
+    requests = {(e.workload.input_tokens, e.workload.output_tokens): a["workload"]["requests"]
+                for e in load_entries(path) if (a := catalog.published_amendments().get(e.id))}
+    _quoted(f"({requests[1024, 1024]:,} at\n1,024/1,024 tokens, {requests[8192, 1024]:,} at 8,192/1,024 and 1,024/8,192")
+    assert requests[1024, 8192] == requests[8192, 1024]
+    dsr1 = next(e for e in load_entries(path) if e.id == "trtllm-perf-overview-dsr1-b200-1024-1024")
+    ctx = build_scenario(dsr1, dsr1.engine).context
+    s = trtllm_bench.engine_settings(ctx.arch, catalog.model_config("deepseek-r1"), ctx.precision,
+                                     ctx.cluster.device.hbm_bytes, 4, 1, 1024, 1024)
+    fits = largest_batch_that_fits(ctx, 2048, 0.9, s.max_num_tokens)
+    _quoted(f"caps DeepSeek-R1 on four\nB200 at {s.max_batch_size} requests per rank at 1,024/1,024, where the KV memory holds {fits}")
+    assert "128 KV heads of 56" in s.rule
+    for backend in ("fitted", "sglang"):
+        median[backend] = summary(validate(path, EngineEntry(name=backend)))["median_abs_error"]
     h200 = "trtllm-perf-overview-qwen3-235b-h200-1024-1024"
     entry = next(d for d in yaml.safe_load(path.read_text())["deployments"] if d["id"] == h200)
     bf16 = tmp_path / "bf16.yaml"  # the entry as the file states it, priced as the catalog's checkpoint
     bf16.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [entry | {"precision": {"routed_experts": "bf16"}}]}))
     (unamended,) = api.validate(str(bf16))
-    _quoted(f"on H200 at 1,024/1,024, {unamended.error:+.1%} without it and {error[h200]:+.1%} with it")
-    long = [e for i, e in error.items() if i.endswith("8192-1024") and ("dsr1" in i or "qwen3-235b" in i)]
-    _quoted(f"8,192/1,024 rows are {-max(long):.0%} to {-min(long):.0%} low")
+    _quoted(f"on H200 at 1,024/1,024, {unamended.error:+.1%}\nwithout it and {error[h200]:+.1%} with it")
+    gpt_oss = {i: e for i, e in error.items() if "gpt-oss" in i}
+    out_gpt_oss = [e for e in gpt_oss.values() if abs(e) > 0.30]
+    _quoted(f"four of the five gpt-oss-120b rows ({min(out_gpt_oss):+.0%} to {max(out_gpt_oss):+.0%}; GB200's is "
+            f"{gpt_oss['trtllm-perf-overview-gpt-oss-120b-gb200-1024-1024']:+.0%})")
+    published = {e.id: e.metric.value for e in load_entries(path)}
+    q30 = "trtllm-perf-overview-qwen3-30b-{}-1024-1024"
+    _quoted(f"Qwen3-30B on\nGB200 at 1,024/1,024 ({error[q30.format('gb200')]:+.1%}: the source measured GB200 below B200 "
+            f"there, {published[q30.format('gb200')]:,.0f} against {published[q30.format('b200')]:,.0f} tokens/s, and "
+            f"B200's\nrow is {error[q30.format('b200')]:+.1%})")
+    _quoted(f"DeepSeek-R1 on H200 at\n1,024/1,024 ({error['trtllm-perf-overview-dsr1-h200-1024-1024']:+.1%}")
+    _quoted(f"DeepSeek-R1 on B200 at 1,024/8,192 ({error['trtllm-perf-overview-dsr1-b200-1024-8192']:+.1%})")
+    outside = {i for i, e in error.items() if abs(e) > 0.30}
+    assert len(out_gpt_oss) == 4 and outside == {i for i, e in gpt_oss.items() if abs(e) > 0.30} | {
+        q30.format("gb200"), "trtllm-perf-overview-dsr1-h200-1024-1024", "trtllm-perf-overview-dsr1-b200-1024-8192"}
+    # the steady-state reading: the same entries without their request counts
+    amendments = catalog.published_amendments()
+    monkeypatch.setattr(catalog, "published_amendments", lambda: {
+        k: {f: v for f, v in a.items() if f != "workload"} for k, a in amendments.items()})
+    steady = {b: summary(validate(path, b and EngineEntry(name=b))) for b in (None, "fitted", "sglang")}
+    _quoted(f"the median is {steady[None]['median_abs_error']:.1%} (max {steady[None]['max_abs_error']:.1%})")
+    long = [r.error for r in validate(path) if r.id.endswith("8192-1024") and ("dsr1" in r.id or "qwen3-235b" in r.id)]
+    _quoted(f"Qwen3-235B are {-max(long):.0%} to {-min(long):.0%} low")
+    _quoted(f"on the fitted models alone the median goes from {steady['fitted']['median_abs_error']:.1%} to "
+            f"{median['fitted']:.1%}, on SGLang's tables from {steady['sglang']['median_abs_error']:.1%} to\n"
+            f"{median['sglang']:.1%}")
+    assert all(median[b] < steady[b]["median_abs_error"] for b in median)
+
+
+def test_the_published_bars_bench_fidelity_prints(shared_data):
+    from hwmodels.calibrate.deployments import summary, validate
+
+    catalog_file = summary(validate(None))
+    overview = summary(validate(shared_data / "published" / "deployments-trtllm-perf-overview.yaml"))
+    _quoted(f"the catalog's, {catalog_file['modelled']} of {catalog_file['scenarios']} modelled, median\n"
+            f"{catalog_file['median_abs_error']:.1%}, max {catalog_file['max_abs_error']:.1%}; TensorRT-LLM's perf overview, "
+            f"{overview['modelled']} of {overview['scenarios']}, median {overview['median_abs_error']:.1%}, "
+            f"max {overview['max_abs_error']:.1%}")
 
 
 def test_the_tensorrt_llm_runs_arithmetic():

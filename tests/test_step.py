@@ -14,8 +14,8 @@ from hwmodels.calibrate.operator_costs import fitted_costs
 from hwmodels.expert_load import ExpertLoad
 from hwmodels.speculation import Speculation
 from hwmodels.serving import (aggregated_performance, decode_performance, largest_batch_that_fits,
-                              lockstep_aggregated_performance, one_rank_prefill_step, prefill_performance,
-                              usd_per_million_tokens)
+                              lockstep_aggregated_performance, offline_performance, one_rank_prefill_step,
+                              prefill_performance, usd_per_million_tokens)
 from hwmodels.step import COMPONENTS, StepContext, lockstep_time_s
 
 
@@ -116,6 +116,37 @@ def test_lockstep_closed_loop_by_hand(kimi_128_h200):
     assert chunked.tokens_per_s_per_device < a.tokens_per_s_per_device
     with pytest.raises(InputError, match="tokens_per_device_per_step"):
         lockstep_aggregated_performance(ctx, 128, 1024, 2048, 0.9, 128)
+
+
+def test_offline_run_by_hand(kimi_128_h200):
+    """trtllm-bench's offline run from an empty engine to its last token: ramp-up and drain count."""
+    arch, plan, cluster = kimi_128_h200
+    ctx = StepContext(arch, plan, cluster, Layout(1, 128))
+    context = 1024 + 2048 / 2
+    prefill = ctx.step("prefill", 1024, 1024).time_s
+    decode = {b: ctx.step("decode", b, context).time_s for b in (1, 2, 3)}
+    alone = offline_performance(ctx, 1, 128, 1024, 2048, 0.9, 1151)
+    total_s = prefill + 2047 * decode[1]  # its prompt, then 2,047 decode steps of one sequence
+    assert alone.tokens_per_s_per_device == pytest.approx(2048 / total_s)
+    assert alone.tokens_per_s_per_user == pytest.approx(2048 / total_s)
+    assert alone.prefill_share == pytest.approx(prefill / total_s)
+    # three requests, one prompt per step (1,151 tokens hold one beside the decodes): they start one step apart
+    # and finish one step apart
+    three = offline_performance(ctx, 3, 128, 1024, 2048, 0.9, 1151)
+    total_s = (3 * prefill + decode[1] + decode[2] + 2045 * decode[3] + decode[2] + decode[1])
+    assert three.tokens_per_s_per_device == pytest.approx(3 * 2048 / total_s)
+    # many waves approach the closed loop's steady state, which never ramps up or drains
+    steady = lockstep_aggregated_performance(ctx, 128, 1024, 2048, 0.9, 1151).tokens_per_s_per_device
+    one_wave = offline_performance(ctx, 128, 128, 1024, 2048, 0.9, 1151).tokens_per_s_per_device
+    waves = offline_performance(ctx, 2048, 128, 1024, 2048, 0.9, 1151).tokens_per_s_per_device
+    assert one_wave < waves == pytest.approx(steady, rel=0.05)
+    # whole prompts only (trtllm-bench's default) cannot run a prompt longer than the step; chunked prefill can
+    with pytest.raises(InputError, match="tokens_per_device_per_step"):
+        offline_performance(ctx, 8, 128, 1024, 2048, 0.9, 512)
+    chunked = offline_performance(ctx, 8, 128, 1024, 2048, 0.9, 512, chunked=True).tokens_per_s_per_device
+    assert 0 < chunked < offline_performance(ctx, 8, 128, 1024, 2048, 0.9, 1151).tokens_per_s_per_device
+    with pytest.raises(InputError, match="workload.requests"):
+        offline_performance(ctx, 0, 128, 1024, 2048, 0.9, 1151)
 
 
 def test_cost_per_million_tokens_by_hand():

@@ -9,6 +9,7 @@ is reported with the reason, never dropped. These are end-to-end measurements: v
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,9 +26,11 @@ from hwmodels.hardware import Cluster, instance_cluster
 from hwmodels.layout import Layout
 from hwmodels.precision import default_plan
 from hwmodels.serving import (Performance, Speculation, aggregated_performance, decode_performance,
-                              largest_batch_that_fits, lockstep_aggregated_performance, prefill_performance)
+                              largest_batch_that_fits, lockstep_aggregated_performance, offline_performance,
+                              prefill_performance)
 from hwmodels.roles import Phase, Role
 from hwmodels.step import StepContext
+from hwmodels.calibrate import trtllm_bench
 from hwmodels.calibrate.engine_choice import FITTED
 from hwmodels.calibrate.operator_costs import costs_for, fitted_costs
 
@@ -77,6 +80,8 @@ class WorkloadEntry(_Strict):
     kv_tokens_per_sequence: int | None = Field(None, gt=0)
     tokens_per_device_per_step: int | None = Field(None, gt=0)
     concurrency: int | None = Field(None, gt=0)
+    requests: int | None = Field(None, gt=0, le=10_000_000, description="an offline benchmark (trtllm-bench throughput): this many "
+                                 "equal-length requests queued at the start, throughput over the whole run")
     speculative: SpeculativeEntry | None = None
 
 
@@ -158,13 +163,23 @@ def validate(path: str | Path | None = None, backend: EngineEntry | None = None)
 
 def _amended(d: DeploymentEntry) -> tuple[DeploymentEntry, tuple[str, ...]]:
     """The entry with what it leaves out and its source states (catalogs/published/amendments.yaml), and a note
-    saying so; an entry that states the field keeps its own."""
+    saying so; an entry keeps what it states (its precision map, each of its workload fields)."""
     amendment = catalog.published_amendments().get(d.id)
-    if amendment is None or d.precision:
+    if amendment is None:
         return d, ()
-    formats = ", ".join(f"{part} {name}" for part, name in amendment["precision"].items())
-    return (d.model_copy(update={"precision": dict(amendment["precision"])}),
-            (f"precision not stated in the entry: {formats}, as its source states ({amendment['source']})",))
+    sources = amendment["source"] if isinstance(amendment["source"], list) else [amendment["source"]]
+    cited = f"as its source states ({'; '.join(sources)})"
+    update, filled = {}, []
+    if amendment.get("precision") and not d.precision:
+        update["precision"] = dict(amendment["precision"])
+        filled.append("precision " + ", ".join(f"{part} {name}" for part, name in amendment["precision"].items()))
+    workload = {k: v for k, v in amendment.get("workload", {}).items() if getattr(d.workload, k) is None}
+    if workload:
+        update["workload"] = d.workload.model_copy(update=workload)
+        filled += [f"{k} {v}" for k, v in workload.items()]
+    if not filled:
+        return d, ()
+    return d.model_copy(update=update), (f"not stated in the entry: {'; '.join(filled)}, {cited}",)
 
 
 def summary(rows: list[ValidationRow]) -> dict[str, Any]:
@@ -259,7 +274,6 @@ def validate_one(d: DeploymentEntry, backend: EngineEntry | None = None) -> Vali
     base = dict(id=d.id, metric=metric, published=published, source=d.source)
     sc = build_scenario(d, None if backend and backend.name == FITTED else backend or d.engine)
     ctx, assumptions = sc.context, list(sc.assumptions)
-    layout = ctx.layout
     per = ctx.cluster.unit.devices_per_node if metric.endswith("_per_node") else 1
 
     if d.phase == Role.PREFILL:
@@ -300,28 +314,63 @@ def validate_one(d: DeploymentEntry, backend: EngineEntry | None = None) -> Vali
         if w.input_tokens is None or w.output_tokens is None:
             return ValidationRow(**base, predicted=None, assumptions=tuple(assumptions),
                                  reason="the input and output lengths are not both stated")
-        batch = w.max_batch_per_device or w.batch_per_device
-        if w.concurrency:
-            batch = min(batch or 1 << 30, w.concurrency // layout.devices)
-        tokens = w.tokens_per_device_per_step
-        if tokens is None:
-            tokens = TRTLLM_MAX_NUM_TOKENS
-            assumptions.append(f"tokens per step not stated: {tokens} (TensorRT-LLM's default max_num_tokens)")
-        lengths = w.input_tokens, w.output_tokens
-        if batch is None:
-            batch = largest_batch_that_fits(ctx, sum(lengths), HBM_UTILIZATION, tokens)
-            assumptions.append(f"batch not stated: {batch} per device, the largest that fits in KV memory")
-        if w.concurrency and w.concurrency >= batch * layout.dp:
-            assumptions.append(f"closed loop of {w.concurrency} equal-length requests keeps every rank's {batch} slots full: "
-                               "all ranks admit and prefill in the same steps")
-            perf = lockstep_aggregated_performance(ctx, batch, *lengths, HBM_UTILIZATION, tokens)
-        else:
-            perf = aggregated_performance(ctx, batch, *lengths, HBM_UTILIZATION, tokens)
+        perf = (_offline if w.requests else _in_flight)(ctx, d, assumptions)
     else:
         return ValidationRow(**base, predicted=None, assumptions=tuple(assumptions), reason=f"phase '{d.phase}' is not modelled")
     if not perf.memory.fits:
         assumptions.append("the stated batch does not fit moeplan's memory model")
     return ValidationRow(**base, predicted=perf.tokens_per_s_per_device * per, assumptions=tuple(assumptions))
+
+
+def _in_flight(ctx: StepContext, d: DeploymentEntry, assumptions: list[str]) -> Performance:
+    """An aggregated deployment at its steady state: a closed loop that fills every rank (all ranks prefill in the
+    same steps), else prefills that arrive at random (each rank's own)."""
+    w, layout = d.workload, ctx.layout
+    batch = w.max_batch_per_device or w.batch_per_device
+    if w.concurrency:
+        batch = min(batch or 1 << 30, w.concurrency // layout.devices)
+    tokens = w.tokens_per_device_per_step
+    if tokens is None:
+        tokens = TRTLLM_MAX_NUM_TOKENS
+        assumptions.append(f"tokens per step not stated: {tokens} (TensorRT-LLM's default max_num_tokens)")
+    lengths = w.input_tokens, w.output_tokens
+    if batch is None:
+        batch = largest_batch_that_fits(ctx, sum(lengths), HBM_UTILIZATION, tokens)
+        assumptions.append(f"batch not stated: {batch} per device, the largest that fits in KV memory")
+    if w.concurrency and w.concurrency >= batch * layout.dp:
+        assumptions.append(f"closed loop of {w.concurrency} equal-length requests keeps every rank's {batch} slots full: "
+                           "all ranks admit and prefill in the same steps")
+        return lockstep_aggregated_performance(ctx, batch, *lengths, HBM_UTILIZATION, tokens)
+    return aggregated_performance(ctx, batch, *lengths, HBM_UTILIZATION, tokens)
+
+
+def _offline(ctx: StepContext, d: DeploymentEntry, assumptions: list[str]) -> Performance:
+    """An offline benchmark's whole run (hwmodels.serving.offline_performance). A TensorRT-LLM run that states no
+    batch or step budget had trtllm-bench's own (hwmodels/calibrate/trtllm_bench.py), within what KV memory holds."""
+    w, layout = d.workload, ctx.layout
+    trtllm = d.engine is not None and d.engine.name == "trtllm"
+    isl, osl = w.input_tokens, w.output_tokens
+    batch = w.max_batch_per_device or w.batch_per_device
+    tokens = w.tokens_per_device_per_step
+    batch, tokens = batch and batch * layout.tp, tokens and tokens * layout.tp  # per attention rank
+    if batch is None or tokens is None:
+        if trtllm:
+            s = trtllm_bench.engine_settings(ctx.arch, catalog.model_config(d.model), ctx.precision,
+                                             ctx.cluster.device.hbm_bytes, layout.devices // layout.pp, layout.pp, isl, osl)
+            tokens = tokens or max(s.max_num_tokens, isl + (batch or s.max_batch_size))  # whole prompts beside the batch
+            batch = batch or s.max_batch_size
+            assumptions.append(f"max batch and tokens per step not stated: {batch} and {tokens} per attention rank ({s.rule})")
+        else:
+            tokens = tokens or TRTLLM_MAX_NUM_TOKENS * layout.tp
+            assumptions.append(f"tokens per step not stated: {tokens} per attention rank")
+    fits = largest_batch_that_fits(ctx, isl + osl, HBM_UTILIZATION, max(1, tokens // layout.tp)) * layout.tp
+    if batch is None or fits < batch:
+        assumptions.append(f"KV memory holds {fits} requests of {isl + osl} tokens per attention rank: the batch")
+        batch = fits
+    per_rank = math.ceil(w.requests / layout.dp)
+    assumptions.append(f"offline benchmark: {w.requests} requests queued at the start ({per_rank} per attention rank), "
+                       "throughput from the first step to the last token" + ("; whole prompts only (trtllm-bench's default)" if trtllm else ""))
+    return offline_performance(ctx, per_rank, batch, isl, osl, HBM_UTILIZATION, tokens, chunked=not trtllm)
 
 
 def _largest_batch_meeting_tpot(ctx: StepContext, context: int, tpot_s: float,
