@@ -114,6 +114,29 @@ def test_measured_costs_are_labelled_and_never_below_the_roofline():
 
 
 @needs_package
+def test_an_all_reduce_takes_the_nearest_version_that_measured_its_gpu_count():
+    """GB300's TensorRT-LLM tables measure 8 and 16 GPUs (over the NVL72's 4-GPU trays) only from 1.3.0rc20 on; a
+    run of an earlier version takes that measurement, not the ring model, and no GPU count is invented."""
+    from hwmodels.calibrate.measured_costs import MeasuredSource
+    from hwmodels.calibrate.operator_costs import costs_for
+    from hwmodels.catalog import load_unit
+    from hwmodels.hardware import instance_cluster
+
+    older = MeasuredSource("gb300", "trtllm", "1.3.0rc10")
+    eight = older.allreduce(8, 7168)
+    assert eight.latency_s is not None and "gb300 trtllm 1.3.0rc20 custom_allreduce_perf" in eight.label
+    assert "1.3.0rc10" in older.allreduce(4, 7168).label  # its own version where it measured the count
+    assert older.allreduce(32, 7168).latency_s is None  # no version measured 32
+    tray = load_unit("gb300-nvl72")
+    assert tray.devices_per_node == 4
+    cost = costs_for("gb300", "trtllm", "1.3.0rc10").allreduce(instance_cluster(tray, 8), 8, 7168 * 2)
+    assert cost.source.startswith("measured: gb300 trtllm 1.3.0rc20") and cost.time_s < 10e-6
+    # GB200's tables stop at 4 GPUs: 8 are priced by the fitted model, and the source says the table was outside
+    gb200 = costs_for("gb200", "trtllm").allreduce(instance_cluster(load_unit("gb200-nvl72"), 8), 8, 7168 * 2)
+    assert gb200.source.startswith("ring alpha-beta") and "outside measured: gb200 trtllm" in gb200.source
+
+
+@needs_package
 def test_fp4_experts_on_hopper_run_weight_only_and_take_the_measured_w4a16_kernel():
     # gpt-oss's MXFP4 experts: Hopper has no fp4 math, so every engine dequantises them to bf16 in the kernel
     from hwmodels.catalog import load_device, load_model, load_unit

@@ -16,7 +16,8 @@ What each table's coordinates mean (NVIDIA's collectors, aiconfigurator_core/sdk
 - generation_mla_perf / context_mla_perf: the MLA attention core of one layer on one device, `num_heads`
   heads on that device, `batch_size` sequences, KV length `step` (decode) or prompt length `isl` (prefill).
 - custom_allreduce_perf: the engine's all-reduce of `message_size` bf16 elements over `num_gpus` GPUs
-  (several kernels per point: the fastest, as CUDA graphs run it, is kept).
+  (several kernels per point: the fastest, as CUDA graphs run it, is kept). A GPU count is a shape: the nearest
+  version that measured it answers; inside one NVLink domain (GB300's NVL72 measured 16 GPUs over 4 trays).
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ class MeasuredSource:
         return Measured(hit.latency_s * prompts, f"{hit.label}, {prompts:.2g} of one prompt", hit.beyond)
 
     def allreduce(self, num_gpus: int, elements: float) -> Measured:
+        """The nearest version that measured this many GPUs (GB300's 8 and 16 are measured only from 1.3.0rc20
+        on), else the nearest version's table across GPU counts."""
+        exact = self._lookup("custom_allreduce_perf", "bfloat16", (("allreduce_dtype", "bfloat16"), ("num_gpus", num_gpus)),
+                             (("message_size",), "message_size"), (elements,))
+        if exact.latency_s is not None:
+            return exact
         return self._lookup("custom_allreduce_perf", "bfloat16", (("allreduce_dtype", "bfloat16"),),
                             (("num_gpus", "message_size"), "message_size"), (num_gpus, elements))
 

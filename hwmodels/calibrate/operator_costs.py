@@ -166,8 +166,8 @@ class OperatorCosts:
 
     def _allreduce(self, cluster: Cluster, group_devices: int, bytes_per_device: float) -> CommCost:
         fitted = collectives.allreduce_cost(cluster, group_devices, bytes_per_device, fit=self.collective_fit(cluster.device))
-        if self.measured is None or group_devices > cluster.unit.devices_per_node or bytes_per_device <= 0:
-            return fitted  # the measured all-reduce ran inside one node
+        if self.measured is None or group_devices > cluster.scaleup_domain_devices or bytes_per_device <= 0:
+            return fitted  # the measured all-reduce ran inside one NVLink domain (GB300's: 16 GPUs, over 4 trays)
         hit = self.measured.allreduce(group_devices, bytes_per_device / DTYPES["bf16"].bytes_per_element)
         if hit.latency_s is None:
             return replace(fitted, source=f"{fitted.source} [{hit.label}, {hit.beyond:.2g}x outside]")
