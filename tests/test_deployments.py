@@ -49,9 +49,11 @@ def test_error_today(rows):
         assert abs(by_id[rid].error) <= 0.25, f"{rid}: {by_id[rid].error:+.1%}"
     for rid, bound in EARLY_ENGINE_KERNELS_WITHIN.items():
         assert abs(by_id[rid].error) <= bound, f"{rid}: {by_id[rid].error:+.1%}"
-    # on the engines' tables 7.8%; on the fitted models 21.3% (20.7% before MLA's q_a and kv_a became one GEMM, as the
-    # engines run them: it speeds up SGLang's H100 prefill, which the fitted models over-predict by 20-23%)
-    assert summary(rows)["median_abs_error"] <= (0.08 if TABLES else 0.215)
+    # on the engines' tables 8.5%; on the fitted models 22.4% (20.7% before MLA's q_a and kv_a became one GEMM, as the
+    # engines run them: it speeds up SGLang's H100 prefill, which the fitted models over-predict by 20-23%; 7.8% and
+    # 21.3% before CloudMatrix384's decode run was modelled, at -35.6%)
+    assert summary(rows)["median_abs_error"] <= (0.09 if TABLES else 0.23)
+    assert not summary(rows)["not_modelled"]
     if TABLES:
         for rid in WITHIN_25_PERCENT:
             assert abs(by_id[rid].error) <= 0.11, f"{rid}: {by_id[rid].error:+.1%}"
@@ -66,7 +68,7 @@ def test_error_today(rows):
 
 
 @pytest.mark.xfail(strict=True, reason="issue bar not met: TensorRT-LLM H200 +61% and SGLang GB200 decode +48% (early "
-                   "kernels of their engines; bar 30%), though the median, 7.8% on the engines' tables, meets its 12%")
+                   "kernels of their engines; bar 30%) and CloudMatrix384 decode -36% (its expert balancing not stated), though the median, 8.5% on the engines' tables, meets its 12%")
 def test_issue_error_bars(rows):
     for r in rows:
         if r.error is not None:
