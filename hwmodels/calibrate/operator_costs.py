@@ -132,27 +132,46 @@ class OperatorCosts:
         return _profiled(cost, self.profile.mla_decode(cost.flops, cost.bytes, batch * context_tokens, kv_bytes_per_element))
 
     def attention_prefill(self, device: Device, tokens: int, context_tokens: float, num_heads: int, qk_head_dim: int,
-                          v_head_dim: int, mla: bool = False) -> OpCost:
-        """context_tokens: the causal average, (prompt + 1) / 2; mla: the MLA kernel (the measured table's)."""
+                          v_head_dim: int, mla: bool = False, kv_heads: int | None = None) -> OpCost:
+        """context_tokens: the causal average, (prompt + 1) / 2; mla: the MLA kernel (the measured table's);
+        kv_heads: grouped-query attention over the whole context with this many KV heads per device (the measured
+        table's); neither: the fitted model alone (a sliding window, a vision tower)."""
         fitted = efficiency.attention_prefill_cost(device, tokens, context_tokens, num_heads, qk_head_dim, v_head_dim,
                                                    self.attention, self.gemm_fit.launch_overhead_s)
         cost = fitted
-        if not (self.measured is None or not mla or tokens < 1):
+        if not (self.measured is None or not (mla or kv_heads) or tokens < 1):
+            def lookup(prompts: float, prompt_tokens: float) -> Measured:
+                if mla:  # the table's bf16-cache rows: prefill attention reads the fresh keys, not the cache
+                    return self.measured.mla_prefill(prompts, prompt_tokens, num_heads, "bf16")
+                return self.measured.gqa_prefill(prompts, prompt_tokens, num_heads, kv_heads, qk_head_dim)
+
             prompt = max(2.0 * context_tokens - 1.0, 1.0)
-            # the table's bf16-cache rows: prefill attention reads the fresh keys, not the cache
-            hit = self.measured.mla_prefill(tokens / prompt, prompt, num_heads, "bf16")
+            hit = lookup(tokens / prompt, prompt)
             if hit.latency_s is None and hit.beyond > 1.0:  # a prompt past the table's longest
                 hit = self._longer_prompt(device, tokens, prompt, prompt / hit.beyond, num_heads, qk_head_dim,
-                                          v_head_dim, fitted, hit)
+                                          v_head_dim, fitted, hit, lookup)
             cost = _priced(fitted, hit)
         return cost if self.profile is None else _profiled(cost, Measured(None, self.profile.missing("prefill attention")))
 
+    def gqa_decode(self, device: Device, batch: float, keys: float, num_heads: int, kv_heads: int, head_dim: int,
+                   kv_bytes_per_element: float, name: str = "gqa_decode_kv_read") -> OpCost:
+        """Decode attention of `batch` sequences over `keys` cached tokens each (a sliding layer's window at most):
+        the read of their K and V at the fitted HBM efficiency, or the engine's measured kernel where its table holds
+        the layer's heads per device."""
+        kv_bytes = batch * keys * 2 * kv_heads * head_dim * kv_bytes_per_element
+        kv = _KV_FORMATS.get(kv_bytes_per_element)
+        if self.measured is None or kv is None or batch < 1 or keys < 1:
+            return self.elementwise(device, kv_bytes, name)
+        fitted = efficiency.elementwise_cost(device, kv_bytes, self.gemm_fit, name)
+        cost = _priced(fitted, self.measured.gqa_decode(batch, keys, num_heads, kv_heads, head_dim, kv))
+        return cost if self.profile is None else _profiled(cost, Measured(None, self.profile.missing("decode attention")))
+
     def _longer_prompt(self, device: Device, tokens: int, prompt: float, longest: float, num_heads: int,
-                       qk_head_dim: int, v_head_dim: int, fitted: OpCost, miss: Measured) -> Measured:
+                       qk_head_dim: int, v_head_dim: int, fitted: OpCost, miss: Measured, lookup) -> Measured:
         """Prefill attention of a prompt longer than the table's longest: the measured time at the longest, grown
         as the fitted model grows from there to this prompt (the fitted model alone jumps at the table's edge,
-        as far as the two disagree there)."""
-        edge = self.measured.mla_prefill(tokens / longest, longest, num_heads, "bf16")
+        as far as the two disagree there). lookup(prompts, prompt_tokens): the table's."""
+        edge = lookup(tokens / longest, longest)
         if edge.latency_s is None:
             return miss
         at_edge = efficiency.attention_prefill_cost(device, tokens, (longest + 1.0) / 2.0, num_heads, qk_head_dim,
