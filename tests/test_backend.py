@@ -88,6 +88,10 @@ def test_without_an_engine_the_plan_takes_the_one_whose_tables_cover_the_model_b
     assert _engine_choice(h20) == (None, "") and api.deployment(h20).serving.request_overhead_s == 0.0
     # a named engine stays named
     assert _engine_choice(spec | {"serving": {"engine": {"name": "vllm"}}}) == ("vllm", "")
+    # grouped-query attention is a family too: gpt-oss-120b's 64-wide heads on B200, whose MXFP4 MoE vLLM's tables lack
+    gpt_oss = spec | {"model": "gpt-oss-120b", "cluster": {"unit": "hgx-b200", "units": 1}}
+    engine, note = _engine_choice(gpt_oss)
+    assert engine == "sglang" and "sglang 5 of 5" in note and "vllm 4 of 5" in note
 
 
 def test_backend_on_the_command_line(tmp_path):

@@ -3,7 +3,8 @@
 The engine whose tables measure the most of the model's operator families on its device, at the model's own
 shapes and number formats in some measured version (the lookups try every version, nearest first): the dense
 GEMMs in the attention's format, the routed experts at the model's expert count, widths and top-k in their
-served format, MLA decode and prefill (MLA models), and the tensor-parallel all-reduce. Ties go to the order of
+served format, MLA decode and prefill (MLA models) or grouped-query attention's (at the model's head size), and the
+tensor-parallel all-reduce. Ties go to the order of
 measured_tables.ENGINES (SGLang, TensorRT-LLM, vLLM). Without the `moeplan[measured]` extra, or on a device
 NVIDIA did not measure, there is none and the fitted kernel models price everything, as they do everything an
 engine's tables leave out.
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from hwmodels.calibrate import measured_tables as tables
 from hwmodels.calibrate.measured_costs import GEMM_DTYPES, KV_DTYPES, MOE_DTYPES, measured_anywhere
 from hwmodels.hardware import Device
-from hwmodels.model_arch import ModelArch
+from hwmodels.attention_kinds import Kind
+from hwmodels.model_arch import GQAAttention, ModelArch
 from hwmodels.precision import PrecisionPlan
 from hwmodels.step_ops import served
 
@@ -53,10 +55,15 @@ def families(device: Device, arch: ModelArch, plan: PrecisionPlan) -> tuple[Fami
                             (("moe_dtype", dtype), ("hidden_size", moe.latent_size or arch.hidden_size),
                              ("inter_size", moe.expert_intermediate_size), ("topk", moe.top_k),
                              ("num_experts", moe.num_experts))))
+    kv = KV_DTYPES.get(plan.kv_cache.name)
     if arch.is_mla:
-        kv = KV_DTYPES.get(plan.kv_cache.name)
         found.append(Family(f"MLA decode {kv or plan.kv_cache.name}", "generation_mla_perf", (("kv_cache_dtype", kv),)))
         found.append(Family("MLA prefill", "context_mla_perf", (("kv_cache_dtype", "bfloat16"),)))
+    elif isinstance(arch.attention, GQAAttention) and arch.layers_of(Kind.FULL):
+        head = (("head_dim", arch.attention.head_dim),)
+        found.append(Family(f"attention decode {kv or plan.kv_cache.name}", "generation_attention_perf",
+                            (("kv_cache_dtype", kv),) + head))
+        found.append(Family("attention prefill", "context_attention_perf", (("kv_cache_dtype", "bfloat16"),) + head))
     found.append(Family("all-reduce", "custom_allreduce_perf", (("allreduce_dtype", "bfloat16"),)))
     return tuple(found)
 
