@@ -195,15 +195,17 @@ def offline_performance(ctx: StepContext, requests_per_rank: int, batch_per_rank
             started += partial == 0
         if not (prefilled or running):  # no prompt fits and nothing runs: cannot happen with the checks above
             raise InputError("tokens_per_device_per_step", "no step can make progress", "allow more tokens per step")
+        # a step that admits nothing repeats, unchanged, until the next sequences finish: take those steps at once
+        repeats = finishing[0][0] - step + 1 if not prefilled else 1
         s = step_s(prefilled, priced(running))
-        elapsed_s += s
-        prefill_s += s - (step_s(0, priced(running)) if running else 0.0)
-        held += s * (running + started + (1 if partial else 0))
-        tokens += running + started
+        elapsed_s += repeats * s
+        prefill_s += s - (step_s(0, priced(running)) if running else 0.0) if prefilled else 0.0
+        held += repeats * s * (running + started + (1 if partial else 0))
+        tokens += repeats * running + started
         if started and output_tokens > 1:
             finishing.append((step + output_tokens - 1, started))
             running += started
-        step += 1
+        step += repeats
         while finishing and finishing[0][0] < step:
             running -= finishing.popleft()[1]
     rate = tokens / elapsed_s  # output tokens per second per rank

@@ -76,6 +76,24 @@ def test_issue_error_bars(rows):
     assert summary(rows)["median_abs_error"] <= 0.12
 
 
+def test_an_offline_run_of_many_requests_replays_in_bounded_time_and_a_larger_one_is_refused(tmp_path):
+    """The replay takes a run of steps that admit nothing at once (hwmodels.serving.offline_performance), so a million
+    requests of 100,000 output tokens (10^11 steps one by one) finish; more requests than a million are one error."""
+    entry = {"id": "offline", "model": "qwen3-30b-a3b", "precision": {"routed_experts": "nvfp4"}, "hardware": "b200-sxm",
+             "phase": "aggregated", "devices": 1, "engine": {"name": "trtllm"},
+             "workload": {"input_tokens": 1, "output_tokens": 100_000, "requests": 1_000_000},
+             "metric": {"name": "output_tokens_per_s_per_device", "value": 1000}}
+    path = tmp_path / "offline.yaml"
+    path.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [entry]}))
+    (row,) = validate(path)
+    assert row.predicted > 0 and any(a.startswith("offline benchmark: 1000000 requests") for a in row.assumptions)
+    path.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [
+        entry | {"workload": entry["workload"] | {"requests": 1_000_001}}]}))
+    with pytest.raises(InputError) as e:
+        validate(path)
+    assert "workload.requests" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_bad_speculation_is_refused(tmp_path):
     entry = next(d for d in yaml.safe_load(DEFAULT_DEPLOYMENTS.read_text())["deployments"] if d["phase"] == "decode")
     entry = dict(entry, workload=dict(entry["workload"], speculative={"draft_tokens": 0, "acceptance": 0.6}))

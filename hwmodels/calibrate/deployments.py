@@ -80,7 +80,7 @@ class WorkloadEntry(_Strict):
     kv_tokens_per_sequence: int | None = Field(None, gt=0)
     tokens_per_device_per_step: int | None = Field(None, gt=0)
     concurrency: int | None = Field(None, gt=0)
-    requests: int | None = Field(None, gt=0, le=10_000_000, description="an offline benchmark (trtllm-bench throughput): this many "
+    requests: int | None = Field(None, gt=0, le=1_000_000, description="an offline benchmark (trtllm-bench throughput): this many "
                                  "equal-length requests queued at the start, throughput over the whole run")
     speculative: SpeculativeEntry | None = None
 
