@@ -62,22 +62,19 @@ def checkpoint_elements(arch: ModelArch, plan: PrecisionPlan) -> float:
     return total
 
 
+# finetune_setting's rounding: (below this, up to a multiple of this, at least this)
+BATCH_STEPS = ((256, 32, 64), (1024, 128, 0), (math.inf, 256, 0))
+TOKEN_STEPS = ((4096, 256, 2048), (8192, 512, 0), (math.inf, 1024, 0))
+
+
+def _rounded(x: float, steps: tuple) -> int:
+    _, multiple, least = next(step for step in steps if x < step[0])
+    return max(least, multiple * math.ceil(x / multiple))
+
+
 def _finetune(requests: float, isl: int, osl: int, pp: int) -> tuple[int, int]:
     raw_bs = min(requests, 4096) / pp
-    raw_tokens = min(raw_bs * (1 + isl / osl), 32768)
-    if raw_bs < 256:
-        batch = max(64, 32 * math.ceil(raw_bs / 32))
-    elif raw_bs < 1024:
-        batch = 128 * math.ceil(raw_bs / 128)
-    else:
-        batch = 256 * math.ceil(raw_bs / 256)
-    if raw_tokens < 4096:
-        tokens = max(2048, 256 * math.ceil(raw_tokens / 256))
-    elif raw_tokens < 8192:
-        tokens = 512 * math.ceil(raw_tokens / 512)
-    else:
-        tokens = 1024 * math.ceil(raw_tokens / 1024)
-    return batch, tokens
+    return _rounded(raw_bs, BATCH_STEPS), _rounded(min(raw_bs * (1 + isl / osl), 32768), TOKEN_STEPS)
 
 
 def _config_int(config: Mapping[str, Any], *keys: str) -> int | None:
