@@ -173,9 +173,10 @@ def _amended(d: DeploymentEntry) -> tuple[DeploymentEntry, tuple[str, ...]]:
     if amendment.get("precision") and not d.precision:
         update["precision"] = dict(amendment["precision"])
         filled.append("precision " + ", ".join(f"{part} {name}" for part, name in amendment["precision"].items()))
-    workload = {k: v for k, v in amendment.get("workload", {}).items() if getattr(d.workload, k) is None}
-    if workload:
-        update["workload"] = d.workload.model_copy(update=workload)
+    stated = d.workload.model_dump(exclude_none=True)
+    workload = {k: v for k, v in amendment.get("workload", {}).items() if k not in stated}
+    if workload:  # validated as the entry's own fields are
+        update["workload"] = WorkloadEntry.model_validate(stated | workload)
         filled += [f"{k} {v}" for k, v in workload.items()]
     if not filled:
         return d, ()
