@@ -88,9 +88,7 @@ class MeasuredSource:
         dtype = KV_DTYPES.get(kv_quant)
         hit = self._lookup("context_mla_perf", dtype, (("kv_cache_dtype", dtype), ("num_heads", heads_per_device)),
                            (("batch_size", "isl"), "batch_size"), (max(prompts, 1.0), prompt_tokens))
-        if prompts >= 1.0 or hit.latency_s is None:
-            return hit
-        return Measured(hit.latency_s * prompts, f"{hit.label}, {prompts:.2g} of one prompt", hit.beyond)
+        return _share_of_one_prompt(hit, prompts)
 
     def gqa_decode(self, batch: float, keys: float, heads: int, kv_heads: int, head_dim: int, kv_quant: str) -> Measured:
         dtype = KV_DTYPES.get(kv_quant)
@@ -101,9 +99,7 @@ class MeasuredSource:
         """`prompts` below 1: a chunk of one prompt, its share of the whole prompt's attention (as mla_prefill)."""
         hit = self._lookup("context_attention_perf", "bfloat16", _gqa_shape("bfloat16", heads, kv_heads, head_dim),
                            (("batch_size", "isl"), "batch_size"), (max(prompts, 1.0), prompt_tokens))
-        if prompts >= 1.0 or hit.latency_s is None:
-            return hit
-        return Measured(hit.latency_s * prompts, f"{hit.label}, {prompts:.2g} of one prompt", hit.beyond)
+        return _share_of_one_prompt(hit, prompts)
 
     def allreduce(self, num_gpus: int, elements: float) -> Measured:
         """The nearest version that measured this many GPUs (GB300's 8 and 16 are measured only from 1.3.0rc20
@@ -133,6 +129,13 @@ class MeasuredSource:
         if latency_ms is None:
             return Measured(None, f"outside {label}", beyond)
         return Measured(latency_ms * ms, label, beyond)
+
+
+def _share_of_one_prompt(hit: Measured, prompts: float) -> Measured:
+    """A prefill table's time for `prompts` below 1 (a chunk of one prompt): that share of the whole prompt's."""
+    if prompts >= 1.0 or hit.latency_s is None:
+        return hit
+    return Measured(hit.latency_s * prompts, f"{hit.label}, {prompts:.2g} of one prompt", hit.beyond)
 
 
 def _gqa_shape(dtype: str | None, heads: int, kv_heads: int, head_dim: int) -> tuple:
