@@ -50,6 +50,7 @@ def test_kimi_k2_matches_hand_count_and_published_figures():
         ("deepseek-v3", 671e9, 37e9, 0.01),
         ("deepseek-r1", 671e9, 37e9, 0.01),
         ("qwen3-235b-a22b", 235e9, 22e9, 0.01),
+        ("qwen3-235b-a22b-fp8", 235e9, 22e9, 0.01),
         ("qwen3-30b-a3b", 30.5e9, 3.3e9, 0.01),
         ("mixtral-8x7b", 46.7e9, 12.9e9, 0.01),
     ],

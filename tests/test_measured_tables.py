@@ -301,6 +301,37 @@ def test_a_package_row_takes_the_layout_of_its_twin_that_names_one(tmp_path):
 LAYOUT = ("tp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
 
 
+def test_a_package_row_without_an_attention_dp_size_takes_the_one_its_sizes_leave():
+    """tp x attention DP = moe_tp x moe_ep on an aggregated instance: an empty DP size is what the other sizes leave
+    (tp4 with moe_ep4: 1; vLLM's tp1 with moe_tp2, DP ranks sharding the MoE by TP: 2). A size that cannot come out
+    whole, a stated one, or a disaggregated row is left alone."""
+    from hwmodels.calibrate.measured_deployments import _in_file_columns
+
+    def dp(tp, moe_tp, moe_ep, stated="", mode="agg"):
+        return _in_file_columns({"id": "q_c4_tp4_epnone_1", "model_path": "a/b", "mode": mode, "tp_size": str(tp),
+                                 "attention_dp_size": stated, "moe_tp_size": str(moe_tp), "moe_ep_size": str(moe_ep)}
+                                )["attention_dp_size"]
+
+    assert dp(4, 1, 4) == "1"
+    assert dp(1, 2, 1) == "2"
+    assert dp(4, 1, 2) == ""  # half a rank: the row stays unmodelled, with its reason
+    assert dp(4, 1, 4, stated="2") == "2"
+    assert dp(4, 1, 4, mode="disagg") == ""
+
+
+def test_a_row_model_name_fixes_the_architecture_and_its_quant_modes_the_formats():
+    """The package's `zhipuai/GLM-5` rows are GLM-5 (zai-org/GLM-5's architecture), in the formats their quant
+    modes name; Qwen's own FP8 checkpoint is a catalog model of its own, with its 128x128 fp8 blocks."""
+    from hwmodels import catalog
+    from hwmodels.calibrate.measured_deployments import _catalog_model, _setup
+    assert _catalog_model("zhipuai/GLM-5") == "glm-5"
+    assert _catalog_model("Qwen/Qwen3-235B-A22B-FP8") == catalog.model_by_hf_id("qwen/qwen3-235b-a22b-fp8") \
+        == "qwen3-235b-a22b-fp8"
+    s = _setup({"backend": "sglang", "model": "zhipuai/GLM-5", "system": "b200_sxm", "gemm_quant_mode": "fp8",
+                "moe_quant_mode": "fp8_block", "isl": "1024", "osl": "1024", "concurrency": "4"})
+    assert (s.model, s.formats["routed_experts"], s.formats["attention"]) == ("glm-5", "fp8", "fp8_tensor")
+
+
 @needs_package
 def test_the_packages_own_silicon_sample_is_validated_row_by_row():
     """Every row of the package's 5,221 measured deployments becomes a prediction or a reason (none aborts the run);

@@ -316,7 +316,7 @@ def test_the_model_arithmetic_table():
     from hwmodels.units import format_bytes, format_count
 
     rows = {"Kimi K2": "kimi-k2", "DeepSeek-V3 / R1": "deepseek-v3", "Qwen3-235B-A22B": "qwen3-235b-a22b",
-            "Mixtral-8x7B": "mixtral-8x7b"}
+            "Qwen3-235B-A22B (FP8)": "qwen3-235b-a22b-fp8", "Mixtral-8x7B": "mixtral-8x7b"}
     for label, name in rows.items():
         s = moeplan.model_summary(name)
         total = format_count(s["total_params"])

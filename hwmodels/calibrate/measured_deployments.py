@@ -113,12 +113,14 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
 def _in_file_columns(row: dict) -> dict:
     """A row of aiconfigurator-core's own systems/silicon_sample.csv in the columns of aic-silicon-moe.csv: its
     `model_path` is the model, its concurrency is in the id (`_c<N>_`) and in `silicon_data_source`
-    (`silicon_concurrency=<N>`), and a bf16 row may leave both quant modes empty."""
+    (`silicon_concurrency=<N>`), a bf16 row may leave both quant modes empty, and an aggregated row may leave its
+    attention DP size empty where its other sizes fix it (`_attention_dp_from_sizes`)."""
     if "model" in row and "concurrency" in row:
         return row
     row = dict(row)
     if row.get("precision") in ("bf16", "fp16") and not row.get("gemm_quant_mode") and not row.get("moe_quant_mode"):
         row["gemm_quant_mode"] = row["moe_quant_mode"] = "bfloat16"
+    row = _attention_dp_from_sizes(row)
     row.setdefault("model", row.get("model_path") or "")
     if "concurrency" not in row:
         found = re.search(r"_c(\d+)_", row.get("id") or "") or \
@@ -128,6 +130,18 @@ def _in_file_columns(row: dict) -> dict:
 
 
 LAYOUT_COLUMNS = ("tp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
+
+
+def _attention_dp_from_sizes(row: dict) -> dict:
+    """An aggregated row with no attention DP size: the one its sizes leave, as an instance's attention and MoE span
+    the same devices (tp x attention DP = moe_tp x moe_ep). The package's rows that omit it (e.g. Qwen3-235B-A22B-FP8
+    on TensorRT-LLM 1.0.0rc3, SGLang 0.5.6.post2 and vLLM 0.12.0, ids `_tp<T>_epnone_`) all come out at 1: attention
+    TP over the instance, the engines' default without attention DP."""
+    tp, moe_tp, moe_ep = (number(row, k) for k in ("tp_size", "moe_tp_size", "moe_ep_size"))
+    if row.get("mode") != "agg" or number(row, "attention_dp_size") is not None or not (tp and moe_tp and moe_ep):
+        return row
+    dp = moe_tp * moe_ep / tp
+    return row | {"attention_dp_size": str(int(dp))} if dp >= 1 and dp == int(dp) else row
 _NAMED_LAYOUT = re.compile(r"_tp(\d+)_ep(\d+)_")
 
 
@@ -250,8 +264,14 @@ class LoopTimes:
 # ------------------------------------------------------------------------------------------------ the rows
 
 
+# Models the package's silicon rows name by something other than a HuggingFace repository. A row's quant modes give
+# its number formats, so the name need only fix the architecture: the package's "zhipuai/GLM-5" rows (their
+# silicon_data_source says model=GLM-5) run fp8 and nvfp4 checkpoints of the architecture published as zai-org/GLM-5.
+ROW_MODEL_NAMES = {"zhipuai/glm-5": "glm-5"}
+
+
 def _catalog_model(hf_repo: str) -> str:
-    name = catalog.model_by_hf_id(hf_repo)
+    name = catalog.model_by_hf_id(hf_repo) or ROW_MODEL_NAMES.get(hf_repo.strip().lower())
     if name is None:
         raise NotModelled(f"model {hf_repo} is not in the catalog")
     return name
