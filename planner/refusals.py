@@ -10,8 +10,10 @@ from hwmodels.deployment import Deployment
 from hwmodels.fit import fit
 from hwmodels.layouts import layout_space
 from planner import queueing
-from planner.plan import Candidate, Mode, Recommendation
+from planner.plan import Candidate, Mode, Plan, Recommendation
 from planner.prompt_times import admits_longest, prefill_s, prompt_lengths, rank_prefill_s, sub_cluster
+
+GROWTH_LIMIT = 8  # how far past the spec's cluster planner.search.devices_needed looks: 8 x its nodes
 
 
 def tpot_refusal(d: Deployment, tpot_s: float, r: Recommendation) -> tuple[str, str]:
@@ -87,3 +89,21 @@ def explain_infeasible(d: Deployment, decode: list[Candidate], prefill: list[Can
     return "workload.requests_per_s", (
         f"the traffic ({d.workload.requests_per_s:g} requests/s) needs more than the cluster's {c.num_devices} devices "
         f"at these SLOs; grow the cluster (cluster.units or cluster.devices)")
+
+
+def grown_refusal(d: Deployment, grown: Plan | None) -> str:
+    """The traffic refusal with what "grow the cluster" means in figures (planner.search.devices_needed's plan)."""
+    c, w = d.cluster, d.workload
+    head = f"the traffic ({w.requests_per_s:g} requests/s) needs more than the cluster's {c.num_devices} devices at these SLOs"
+    if grown is None:
+        return (f"{head}, and the search meets them on no cluster of up to {GROWTH_LIMIT} times its nodes; relax the "
+                "SLOs or serve less traffic per cluster")
+    r, g = grown.recommendation, grown.deployment.cluster
+    units = g.num_devices // c.unit.devices if g.num_devices % c.unit.devices == 0 else None
+    field = f"cluster.units: {units}" if units else f"cluster.devices: {g.num_devices}"
+    pools = (f"{r.prefill_devices} prefill + {r.decode_devices} decode" if r.prefill is not None else
+             f"{r.decode_instances} x {r.decode.instance_devices}-device aggregated instance{'s' * (r.decode_instances > 1)}")
+    return (f"{head}: the search first meets them on {g.num_devices} x {c.device.name} ({g.num_nodes} nodes): "
+            f"{r.mode}, {pools} devices ({r.decode.layout.name(d.model.is_moe)}), p{d.slo.percentile:g} TTFT "
+            f"{r.ttft_s:,.2f} s, TPOT {r.tpot_s * 1e3:,.0f} ms, as ranked before any replay; set {field} "
+            "(moeplan plan then replays it)")

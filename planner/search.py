@@ -49,7 +49,7 @@ from planner.pipeline_notes import pipeline_assumptions
 from planner.plan import Candidate, Mode, Pinned, Plan, Recommendation, ReplayCheck, pool_utilization
 from planner.prompt_times import (admits_longest, aggregated_prefill_s, instance_context, output_lengths, prefill_s,
                                   prefill_stalls_s, prompt_lengths, rank_prefill_s, sub_cluster)
-from planner.refusals import explain_infeasible, tpot_refusal
+from planner.refusals import GROWTH_LIMIT, explain_infeasible, tpot_refusal
 from planner.replay_check import REPLAYED_OPTIONS, Check, checked, refusal
 from planner.tpot import decode_tpot_s, instances_for_tpot
 
@@ -465,6 +465,36 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
     alternatives = tuple(r.summarised() for r in options[1:6])
     return Plan(d, best, frontier, scored, reason, tuple(assumptions), time.perf_counter() - start, alternatives, field_name,
                 replays=replays)
+
+
+def devices_needed(d: Deployment, limit: int = GROWTH_LIMIT) -> Plan | None:
+    """Where the traffic needs more devices than the cluster has: the plan on the smallest cluster of the same unit,
+    in whole nodes up to `limit` x the spec's, on which the search meets the SLOs at the workload's traffic (the node
+    count doubled until one does, then bisected); None where none does, or the question has no traffic or a prefill
+    cluster of its own. The analytic ranking alone: what a replay would say at that size is `moeplan plan`'s there."""
+    if d.mixed or d.workload.requests_per_s is None:
+        return None
+    per_node = d.cluster.unit.devices_per_node
+    nodes = d.cluster.num_devices // per_node
+
+    def at(n: int) -> Plan:
+        return plan(replace(d, cluster=Cluster(d.cluster.unit, n * per_node)))
+
+    low, high, found = nodes, 2 * nodes, None
+    while found is None and high <= limit * nodes:
+        grown = at(high)
+        if grown.recommendation is not None:
+            found = grown
+        else:
+            low, high = high, 2 * high
+    while found is not None and high - low > 1:  # more devices only add options: the smallest that meets them
+        mid = (low + high) // 2
+        grown = at(mid)
+        if grown.recommendation is not None:
+            high, found = mid, grown
+        else:
+            low = mid
+    return found
 
 
 REFINED_OPTIONS = 6  # the recommendation and the alternatives a plan shows

@@ -310,6 +310,12 @@ def test_the_context_studys_costs(context_study):
     _quoted(f"it now decodes in PP2 (see *Pipeline stages*), at ${at_2k['b200-sxm']:.2f}.")
 
 
+def test_the_traffic_refusal_says_how_many_devices_it_takes():
+    spec = yaml.safe_load(example_path().read_text())
+    spec["workload"]["requests_per_s"] = 3.4  # the trace's own rate
+    _quoted(f"`{api.plan(spec, replay=0).infeasible}`")
+
+
 # --- model arithmetic ---------------------------------------------------------------------------------------
 
 def test_the_model_arithmetic_table():

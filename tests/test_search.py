@@ -101,6 +101,27 @@ def test_traffic_beyond_the_cluster_is_explained(kimi_16):
     assert result.recommendation is None and "needs more than the cluster's 16 devices" in result.infeasible
 
 
+def test_traffic_beyond_the_cluster_says_how_many_devices_it_takes(kimi_16):
+    """`moeplan plan` (api.plan) grows the cluster by whole nodes, doubling then bisecting, to the smallest on which the
+    search meets the SLOs, and says so with the spec field to set; one node fewer does not. Sweeps (planner.search.plan
+    alone) do not pay for it."""
+    heavy = replace(kimi_16, workload=replace(kimi_16.workload, requests_per_s=3.4))
+    assert "needs more than the cluster's 16 devices" in plan(heavy).infeasible
+    grown = search.devices_needed(heavy)
+    devices = grown.deployment.cluster.num_devices
+    assert grown.recommendation is not None and 16 < devices <= 16 * search.GROWTH_LIMIT and devices % 8 == 0
+    assert grown.recommendation.devices <= devices
+    one_node_less = replace(heavy, cluster=replace(heavy.cluster, num_devices=devices - 8))
+    assert plan(one_node_less).recommendation is None
+    spec = yaml.safe_load(example_path().read_text())
+    spec["workload"]["requests_per_s"] = 3.4
+    view = api.plan(spec, replay=0)
+    assert view.infeasible_field == "workload.requests_per_s"
+    assert f"the search first meets them on {devices} x h200-sxm ({devices // 8} nodes)" in view.infeasible
+    assert f"set cluster.units: {devices // 8}" in view.infeasible
+    assert search.devices_needed(replace(heavy, workload=replace(heavy.workload, requests_per_s=None))) is None
+
+
 def test_a_model_that_does_not_fit_says_so_and_what_would():
     small = api.deployment({"model": "kimi-k2", "cluster": {"unit": "hgx-h100", "devices": 8},
                             "workload": {"name": "mooncake-conversation"}, "slo": {"ttft_s": 2.0, "tpot_s": 0.05}})
