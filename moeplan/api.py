@@ -46,8 +46,7 @@ from planner.estimate import estimate as _estimate
 from planner.plan import Pinned, Plan, ReplayCheck
 from planner.replay_check import REPLAYED_OPTIONS
 from planner.plan_json import estimate_to_json, plan_from_json, read_plan
-from planner.refusals import grown_refusal
-from planner.search import devices_needed, plan as _plan
+from planner.search import plan as _plan, with_devices_needed
 from sim.config import KVPolicy, Router, SimConfig
 
 __all__ = ["InputError", "KVPolicy", "Plan", "PlanView", "RequestTrace", "Router", "SimConfig", "Simulation", "Spec", "Sweep",
@@ -223,10 +222,7 @@ def plan(spec: SpecLike, trace: str | Path | None = None, backend: str | None = 
         raise InputError("replay", f"is {replay!r}", f"a whole number from 0 to {MAX_REPLAYED_OPTIONS}")
     d = deployment(spec, trace=trace, backend=backend, cloud=cloud, prices=prices, device_profile=device_profile)
     view = _checked_plan(d, replay, requests, seed, shards, shard_by, engine, address)
-    if view.plan.infeasible_field == "workload.requests_per_s":  # say how many devices it takes (not in sweeps: costly)
-        grown = grown_refusal(d, devices_needed(d))
-        view = PlanView(replace(view.plan, infeasible=grown), view.replay)
-    return view
+    return PlanView(with_devices_needed(view.plan), view.replay)
 
 
 def _checked_plan(d: Deployment, replay: int = REPLAYED_OPTIONS, requests: int | None = None, seed: int = 0,

@@ -49,7 +49,7 @@ from planner.pipeline_notes import pipeline_assumptions
 from planner.plan import Candidate, Mode, Pinned, Plan, Recommendation, ReplayCheck, pool_utilization
 from planner.prompt_times import (admits_longest, aggregated_prefill_s, instance_context, output_lengths, prefill_s,
                                   prefill_stalls_s, prompt_lengths, rank_prefill_s, sub_cluster)
-from planner.refusals import GROWTH_LIMIT, explain_infeasible, tpot_refusal
+from planner.refusals import GROWTH_LIMIT, explain_infeasible, grown_refusal, tpot_refusal
 from planner.replay_check import REPLAYED_OPTIONS, Check, checked, refusal
 from planner.tpot import decode_tpot_s, instances_for_tpot
 
@@ -495,6 +495,14 @@ def devices_needed(d: Deployment, limit: int = GROWTH_LIMIT) -> Plan | None:
         else:
             low = mid
     return found
+
+
+def with_devices_needed(p: Plan) -> Plan:
+    """`p`, a traffic refusal saying how many devices the traffic takes (devices_needed). `moeplan plan` asks it;
+    sweeps and comparisons do not, as it costs a few more searches."""
+    if p.infeasible_field != "workload.requests_per_s":
+        return p
+    return replace(p, infeasible=grown_refusal(p.deployment, devices_needed(p.deployment)))
 
 
 REFINED_OPTIONS = 6  # the recommendation and the alternatives a plan shows
