@@ -825,7 +825,6 @@ def test_the_measured_deployments_figures():
     sample = f["package_sample_held_out"]
     _quoted(f"which no constant was fitted on ({sample['rows']:,} rows, {sample['modelled']:,} of them modelled), TPOT "
             f"is missed by a median {sample['moeplan_tpot_median']:.1%}\nand TTFT by {sample['moeplan_ttft_median']:.1%}")
-    _quoted(f"the package's rows never fitted\n  from 31.14% to {sample['moeplan_ttft_median']:.2%} on TTFT")
 
 
 def test_estimate_figures():
