@@ -2,18 +2,23 @@
 (what each layout costs), so every layout either names is one the step model and the simulator can price.
 
 On an instance of `devices` devices: attention tensor-parallel over 1, 2, 4, 8 or 16 devices inside one scale-up
-domain, dividing the attention heads; the remaining devices as data-parallel attention groups, over which an MoE's
-routed experts are expert-parallel; for an MoE, redundant expert slots that spread the experts evenly (the fewest,
-and one more slot per device: the search weighs a slot's better balance against the KV cache it takes HBM from; or
-the count the user fixed, serving.redundant_experts, where the EP size divides experts + it) and two-batch overlap
-off and on. Pipeline stages (hwmodels.pipeline): pp in (2, 4)
-where each stage is whole nodes (at least one) and the instance spans more than one scale-up domain, the layouts
-above on each stage's devices. PP wins two ways: a stage of one scale-up domain keeps its attention and all-to-all
-on the scale-up links, only the stage-to-stage activations crossing the scale-out fabric; and a device holds 1 / pp
-of the layers, so its attention weights (replicated by DP attention) and each sequence's KV cache shrink by pp and
-more sequences fit (the routed experts per device stay as many: a stage's EP group is 1 / pp of the devices). Inside
-one scale-up domain the all-to-all is on the scale-up links already, and splitting a node would put a stage's
-all-to-all on fewer devices while its transfers stay on them too, so neither is in the space.
+domain, or over all of an instance's (a pipeline stage's) up to 16 devices across domains, its all-reduce then paced
+by the scale-out fabric (the engines' documented two-node recipes: SGLang's `--tp 16 --nnodes 2` for DeepSeek-V3 on
+two H20 or H200 nodes, sgl-project/sglang benchmark/deepseek_v3/README.md, TensorRT-LLM's `trtllm-llmapi-launch
+trtllm-serve deepseek-ai/DeepSeek-V3 ... --tp_size 16 --ep_size 4` on two nodes in its trtllm-serve docs; for
+TensorRT-LLM, whose attention is DP or TP over all ranks, the only way to split a long prompt over more than one GPU
+of a multi-node instance), dividing the attention heads; the remaining devices as data-parallel attention groups,
+over which an MoE's routed experts are expert-parallel; for an MoE, redundant expert slots that spread the experts
+evenly (the fewest, and one more slot per device: the search weighs a slot's better balance against the KV cache it
+takes HBM from; or the count the user fixed, serving.redundant_experts, where the EP size divides experts + it) and
+two-batch overlap off and on. Pipeline stages (hwmodels.pipeline): pp in (2, 4) where each stage is whole nodes (at
+least one) and the instance spans more than one scale-up domain, the layouts above on each stage's devices. PP wins
+two ways: a stage of one scale-up domain keeps its attention and all-to-all on the scale-up links, only the
+stage-to-stage activations crossing the scale-out fabric; and a device holds 1 / pp of the layers, so its attention
+weights (replicated by DP attention) and each sequence's KV cache shrink by pp and more sequences fit (the routed
+experts per device stay as many: a stage's EP group is 1 / pp of the devices). Inside one scale-up domain the
+all-to-all is on the scale-up links already, and splitting a node would put a stage's all-to-all on fewer devices
+while its transfers stay on them too, so neither is in the space.
 
 A serving engine runs only the layouts its flags can say (`expressible`): TensorRT-LLM's attention is either
 data-parallel over every rank (`enable_attention_dp`) or tensor-parallel over all of them, so TP x DP attention
@@ -80,7 +85,8 @@ def _all_layouts(arch: ModelArch, cluster: Cluster, redundant_experts: int | Non
     out = []
     for pp in pipeline_stages(arch, cluster):
         devices = cluster.num_devices // pp  # one stage's
-        for tp in (t for t in ATTENTION_TP if devices % t == 0 and t <= domain and arch.attention.num_heads % t == 0):
+        for tp in (t for t in ATTENTION_TP if devices % t == 0 and (t <= domain or t == devices)
+                   and arch.attention.num_heads % t == 0):
             if not arch.is_moe:
                 out.append(Layout(tp=tp, dp=devices // tp, pp=pp))
                 continue

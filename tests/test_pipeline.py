@@ -95,6 +95,23 @@ def test_the_space_has_stages_of_whole_nodes_across_domains(kimi):
     assert any(x.pp == 2 and x.dp == 8 for x in layout_space(arch, instance_cluster(unit, 16), "sglang"))
 
 
+def test_attention_tp_spans_domains_only_over_a_whole_instance(kimi):
+    """TP16 over two HGX nodes (the engines' two-node recipes) is in the space, with no DP beside it; on four nodes
+    only over a PP2 stage's two. Its all-reduce crosses the NICs: a TP16 rank prefills a prompt slower than a TP8 rank of
+    TP8 x DP2 (which TensorRT-LLM cannot run) and faster than a one-GPU rank of DP16."""
+    arch, plan = kimi
+    unit = load_unit("hgx-h200")
+    two_nodes = layout_space(arch, instance_cluster(unit, 16), "trtllm")
+    assert {x.dp for x in two_nodes if x.tp == 16} == {1} and {x.tp for x in two_nodes if x.pp == 1} == {1, 16}
+    four_nodes = layout_space(arch, instance_cluster(unit, 32))
+    assert max(x.tp for x in four_nodes if x.pp == 1) == 8 and max(x.tp for x in four_nodes if x.pp == 2) == 16
+
+    def prompt_s(layout: Layout) -> float:  # one 8,192-token chunk of a 4,096-token-context prompt on one rank
+        step = StepContext(arch, plan, instance_cluster(unit, 16), layout).step(Phase.PREFILL, 8192 / layout.tp, 4096)
+        return step.time_s
+    assert prompt_s(Layout(8, 2)) < prompt_s(Layout(16, 1)) < prompt_s(Layout(1, 16))
+
+
 def test_pp_beats_ep_across_nodes_on_a_weak_fabric(kimi):
     """At a quarter of the H200 node's NIC (100 Gb/s per GPU) EP16's all-to-all crossing the nodes costs more than
     PP2's two one-node stages at 64 sequences per device; at the full NIC it does not."""
