@@ -331,8 +331,10 @@ def _run_study(args, run, title: str, y: str = "usd_per_million_output_tokens") 
         print_json(json.loads(frame.to_json(orient="records")))
         return 0
     t = Table(title=title)
+    # the whole bill beside the output tokens' share: pools that differ in prefill devices differ there first
     shown = [c for c in list(result.varied) + ["feasible", "devices", "decode_layout", "tpot_s", "ttft_s", "utilization",
-                                                 "usd_per_million_output_tokens", "usd_per_device_hour", "sized", "reason"]
+                                                 "usd_per_hour", "usd_per_million_output_tokens", "usd_per_device_hour",
+                                                 "sized", "reason"]
              if c in frame.columns and frame[c].notna().any()]
     for col in shown:
         t.add_column(col, justify="left" if frame[col].dtype == object else "right")

@@ -120,6 +120,7 @@ def test_cli_compare_and_sweep_write_reports(tmp_path):
     r = run("compare", str(small), "--devices", "h100-sxm,h200-sxm", "-o", str(tmp_path / "cmp"), "--processes", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "h200-sxm" in r.stdout and (tmp_path / "cmp" / "report.html").exists()
+    assert "usd_per_hour" in r.stdout  # the whole bill beside the output tokens' share
     # prices of different kinds and dates: said below the table and in the report
     assert "warning: prices come from different sources" in r.stdout
     assert "prices come from different sources" in (tmp_path / "cmp" / "summary.md").read_text()
