@@ -191,12 +191,17 @@ def test_what_an_entry_leaves_out_its_source_fills_in(shared_data, tmp_path):
         assert any(a.startswith(f"offline benchmark: {n} requests queued at the start") for a in row.assumptions)
         assert any(a.startswith("max batch and tokens per step not stated") and "trtllm-bench" in a for a in row.assumptions)
     entry = next(d for d in yaml.safe_load(path.read_text())["deployments"] if d["id"].endswith("qwen3-235b-h200-1024-1024"))
-    own = tmp_path / "own.yaml"  # an entry that states its precision and requests keeps them
+    own = tmp_path / "own.yaml"  # an entry that states its precision and requests keeps them, part by part
+    every_part = dict.fromkeys(("routed_experts", "shared_experts", "dense_mlp", "attention"), "bf16")
+    partly = {"routed_experts": "bf16"}
     own.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [
-        entry | {"precision": {"routed_experts": "bf16"}, "workload": entry["workload"] | {"requests": 100}}]}))
-    (row,) = validate(own)
+        entry | {"id": entry["id"], "precision": p, "workload": entry["workload"] | {"requests": 100}}
+        for p in (every_part, partly)]}))
+    row, partial = validate(own)
     assert not any(a.startswith("not stated in the entry") for a in row.assumptions)
     assert any(a.startswith("offline benchmark: 100 requests") for a in row.assumptions)
+    assert partial.assumptions[0].startswith("not stated in the entry: precision shared_experts fp8_tensor, dense_mlp "
+                                             "fp8_tensor, attention fp8_tensor, as its source states")
     unamended = tmp_path / "unamended.yaml"  # the same run, read as a steady state rather than its whole run
     unamended.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [entry | {"id": "not-in-amendments"}]}))
     (steady,) = validate(unamended)

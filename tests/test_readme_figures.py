@@ -474,16 +474,19 @@ def test_the_tensorrt_llm_perf_overview_figures(shared_data, tmp_path, monkeypat
     h200 = "trtllm-perf-overview-qwen3-235b-h200-1024-1024"
     entry = next(d for d in yaml.safe_load(path.read_text())["deployments"] if d["id"] == h200)
     bf16 = tmp_path / "bf16.yaml"  # the entry as the file states it, priced as the catalog's checkpoint
-    bf16.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [entry | {"precision": {"routed_experts": "bf16"}}]}))
+    every_part = dict.fromkeys(("routed_experts", "shared_experts", "dense_mlp", "attention"), "bf16")  # none to fill
+    bf16.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [entry | {"precision": every_part}]}))
     (unamended,) = api.validate(str(bf16))
     _quoted(f"on H200 at 1,024/1,024, {unamended.error:+.1%}\nwithout it and {error[h200]:+.1%} with it")
     gpt_oss = {i: e for i, e in error.items() if "gpt-oss" in i}
     out_gpt_oss = [e for e in gpt_oss.values() if abs(e) > 0.30]
-    _quoted(f"three of the five gpt-oss-120b rows ({min(out_gpt_oss):+.0%} to {max(out_gpt_oss):+.0%})")
+    _quoted(f"all five gpt-oss-120b rows ({min(out_gpt_oss):+.0%} to {max(out_gpt_oss):+.0%})")
+    blackwell = [e for i, e in gpt_oss.items() if "b200" in i]
+    _quoted(f"the three on Blackwell at {min(blackwell):+.0%} to {max(blackwell):+.0%} with that FP8 KV cache")
     _quoted(f"DeepSeek-R1 on H200 at 1,024/1,024 ({error['trtllm-perf-overview-dsr1-h200-1024-1024']:+.1%}")
     _quoted(f"DeepSeek-R1 on B200 at 1,024/8,192 ({error['trtllm-perf-overview-dsr1-b200-1024-8192']:+.1%})")
     outside = {i for i, e in error.items() if abs(e) > 0.30}
-    assert len(out_gpt_oss) == 3 and outside == {i for i, e in gpt_oss.items() if abs(e) > 0.30} | {
+    assert len(out_gpt_oss) == 5 and outside == {i for i, e in gpt_oss.items() if abs(e) > 0.30} | {
         "trtllm-perf-overview-dsr1-h200-1024-1024", "trtllm-perf-overview-dsr1-b200-1024-8192"}
     # the steady-state reading: the same entries without their request counts
     amendments = catalog.published_amendments()

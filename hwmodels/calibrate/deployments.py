@@ -163,16 +163,17 @@ def validate(path: str | Path | None = None, backend: EngineEntry | None = None)
 
 def _amended(d: DeploymentEntry) -> tuple[DeploymentEntry, tuple[str, ...]]:
     """The entry with what it leaves out and its source states (catalogs/published/amendments.yaml), and a note
-    saying so; an entry keeps what it states (its precision map, each of its workload fields)."""
+    saying so; an entry keeps what it states (each part of its precision map, each of its workload fields)."""
     amendment = catalog.published_amendments().get(d.id)
     if amendment is None:
         return d, ()
     sources = amendment["source"] if isinstance(amendment["source"], list) else [amendment["source"]]
     cited = f"as its source states ({'; '.join(sources)})"
     update, filled = {}, []
-    if amendment.get("precision") and not d.precision:
-        update["precision"] = dict(amendment["precision"])
-        filled.append("precision " + ", ".join(f"{part} {name}" for part, name in amendment["precision"].items()))
+    precision = {part: name for part, name in amendment.get("precision", {}).items() if part not in (d.precision or {})}
+    if precision:
+        update["precision"] = dict(d.precision or {}) | precision
+        filled.append("precision " + ", ".join(f"{part} {name}" for part, name in precision.items()))
     stated = d.workload.model_dump(exclude_none=True)
     workload = {k: v for k, v in amendment.get("workload", {}).items() if k not in stated}
     if workload:  # validated as the entry's own fields are
