@@ -101,9 +101,9 @@ def grown_refusal(d: Deployment, grown: Plan | None) -> str:
     r, g = grown.recommendation, grown.deployment.cluster
     units = g.num_devices // c.unit.devices if g.num_devices % c.unit.devices == 0 else None
     field = f"cluster.units: {units}" if units else f"cluster.devices: {g.num_devices}"
-    pools = (f"{r.prefill_devices} prefill + {r.decode_devices} decode" if r.prefill is not None else
-             f"{r.decode_instances} x {r.decode.instance_devices}-device aggregated instance{'s' * (r.decode_instances > 1)}")
+    pools = (f"{r.prefill_devices} prefill + {r.decode_devices} decode devices" if r.prefill is not None else
+             f"{r.decode_instances} instance{'s' * (r.decode_instances > 1)} of {r.decode.instance_devices} devices")
     return (f"{head}: the search first meets them on {g.num_devices} x {c.device.name} ({g.num_nodes} nodes): "
-            f"{r.mode}, {pools} devices ({r.decode.layout.name(d.model.is_moe)}), p{d.slo.percentile:g} TTFT "
+            f"{r.mode}, {pools} ({r.decode.layout.name(d.model.is_moe)}), p{d.slo.percentile:g} TTFT "
             f"{r.ttft_s:,.2f} s, TPOT {r.tpot_s * 1e3:,.0f} ms, as ranked before any replay; set {field} "
             "(moeplan plan then replays it)")
