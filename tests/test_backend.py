@@ -206,3 +206,15 @@ def test_a_comparison_says_when_its_devices_are_priced_by_different_sources(monk
     alike = api.compare(example_path(), devices=["h200-sxm", "ascend-910c"], processes=1, size=False)
     assert set(alike.to_frame()["priced_by"]) == {"fitted"}
     assert not any(w.startswith("operators are priced") for w in alike.warnings)
+
+
+@pytest.mark.skipif(not MEASURED and os.environ.get("CI") != "true", reason="aiconfigurator-core is not installed")
+def test_tensorrt_llm_splits_a_long_prompt_over_two_nodes_by_tp16():
+    """TensorRT-LLM's attention is DP or TP over all ranks, so on multi-node Kimi K2 its only multi-GPU attention rank
+    is TP16 across two HGX nodes (hwmodels.layouts): with it the default example's long prompts meet TTFT 10 s, and the
+    refusal on 48 H200 says how many devices that takes, in instances of 16."""
+    spec = yaml.safe_load(example_path().read_text())
+    spec["cluster"]["units"], spec["slo"]["ttft_s"] = 6, 10.0
+    refused = api.plan(spec, backend="trtllm", replay=0)
+    assert refused.recommendation is None and refused.infeasible_field == "workload.requests_per_s"
+    assert "instances of 16 devices (TP16 attention + EP16)" in refused.infeasible
