@@ -500,7 +500,7 @@ def devices_needed(d: Deployment, limit: int = GROWTH_LIMIT) -> Plan | None:
 def with_devices_needed(p: Plan) -> Plan:
     """`p`, a traffic refusal saying how many devices the traffic takes (devices_needed). `moeplan plan` asks it;
     sweeps and comparisons do not, as it costs a few more searches."""
-    if p.infeasible_field != "workload.requests_per_s":
+    if p.infeasible_field != "workload.requests_per_s" or p.deployment.mixed:  # mixed: which cluster to grow is a choice
         return p
     return replace(p, infeasible=grown_refusal(p.deployment, devices_needed(p.deployment)))
 

@@ -120,6 +120,9 @@ def test_traffic_beyond_the_cluster_says_how_many_devices_it_takes(kimi_16):
     assert f"the search first meets them on {devices} x h200-sxm ({devices // 8} nodes)" in view.infeasible
     assert f"set cluster.units: {devices // 8}" in view.infeasible
     assert search.devices_needed(replace(heavy, workload=replace(heavy.workload, requests_per_s=None))) is None
+    mixed = api.deployment(example_path().parent / "kimi-k2-h200-prefill-b200-decode.yaml")
+    refused = plan(replace(mixed, workload=replace(mixed.workload, requests_per_s=500.0)))
+    assert refused.infeasible_field == "workload.requests_per_s" and search.with_devices_needed(refused) is refused
 
 
 def test_a_model_that_does_not_fit_says_so_and_what_would():
