@@ -303,8 +303,8 @@ def compare(spec: str | Path | Spec | Mapping, devices: Sequence[str] = (), mode
             size: bool = True, backends: Sequence[str] = (), cloud: str | None = None,
             prices: str | Path | None = None) -> Sweep:
     """The same workload and SLOs across devices and/or models: each device on the spec's device count in whole
-    nodes of its unit or, with `size` and where those are too few, on as many as the workload needs (doubling up to
-    study.SIZING_MAX_DEVICES). `.warnings` says where prices differ in kind or date, or are missing.
+    nodes of its unit or, with `size` and where those are too few, on the fewest whole nodes the workload needs
+    (planner.search.devices_needed, up to planner.refusals.MOST_DEVICES). `.warnings` says where prices differ in kind or date, or are missing.
     engine="ray" runs the points on Ray (address: an existing cluster, e.g. ray://head:10001). backends: serving
     engines NAME[@VERSION] whose measured kernel tables price the operators, compared side by side. cloud: the cloud
     whose price rows cost every device (one provider's prices: a comparison of hardware, not of price sources);

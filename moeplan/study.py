@@ -31,7 +31,7 @@ from moeplan.simulation import Simulation
 from moeplan.spec import SCHEMA_VERSION, Spec, engine_spec, load_spec, parse_spec, resolve, spec_yaml
 from planner.plan import Plan
 from planner.plan_json import plan_to_json
-from planner.search import plan as _search
+from planner.search import devices_needed, plan as _search
 
 
 @dataclass(frozen=True)
@@ -133,13 +133,24 @@ def _set_device(raw: dict, device: str) -> None:
     raw["cluster"] = {"unit": unit.name, "devices": math.ceil(devices / unit.devices_per_node) * unit.devices_per_node}
 
 
-def evaluate_point(raw: dict, base_dir: Path | None) -> dict[str, Any]:
-    """Plan one spec dict; bad input or no feasible layout is a row saying why, not an exception."""
+# the refusals a bigger cluster of the same device answers (weights that do not fit, traffic beyond the devices)
+TOO_FEW_DEVICES = frozenset({"cluster", "cluster.units", "workload.requests_per_s"})
+
+
+def evaluate_point(raw: dict, base_dir: Path | None, size: bool = False) -> dict[str, Any]:
+    """Plan one spec dict; bad input or no feasible layout is a row saying why, not an exception. With `size`, a
+    point whose cluster is too small is planned on the fewest whole nodes of its device that carry it, up to
+    planner.refusals.MOST_DEVICES (planner.search.devices_needed): how many of each device the question needs."""
     try:
         d = resolve(parse_spec(raw), base_dir)
         result = _search(d)
     except InputError as e:
         return {"feasible": False, "reason": str(e)}
+    asked = d.cluster.num_devices
+    if size and result.recommendation is None and result.infeasible_field in TOO_FEW_DEVICES:
+        grown = devices_needed(d)
+        if grown is not None:
+            d, result = grown.deployment, grown
     r, price = result.recommendation, d.price
     row: dict[str, Any] = {"feasible": r is not None, "reason": result.infeasible or None,
                            "infeasible_field": result.infeasible_field or None,
@@ -155,6 +166,9 @@ def evaluate_point(raw: dict, base_dir: Path | None) -> dict[str, Any]:
                 "usd_per_million_input_tokens": r.usd_per_million_input,
                 "usd_per_million_output_tokens": r.usd_per_million_output, "utilization": r.utilization,
                 "usd_per_million_output_tokens_at_capacity": r.usd_per_million_output_at_capacity}
+    if size:
+        row |= {"spec_devices": asked,
+                "sized": f"grown from {asked} devices" if d.cluster.num_devices > asked else None}
     return row
 
 
@@ -164,25 +178,10 @@ def _plan_point(spec: tuple[dict, Path | None], point: dict[str, Any]) -> dict[s
     return evaluate_point(apply(raw, point), base_dir)
 
 
-# the reasons a bigger cluster of the same device answers (weights that do not fit, traffic beyond the devices)
-TOO_FEW_DEVICES = frozenset({"cluster", "cluster.units", "workload.requests_per_s"})
-SIZING_MAX_DEVICES = 1024
-
-
 def _sized_point(spec: tuple[dict, Path | None], point: dict[str, Any]) -> dict[str, Any]:
-    """A point planned on the spec's device count or, where that is too few, on the fewest whole nodes (doubling
-    up to SIZING_MAX_DEVICES) of its device that carry the workload: how many of each device the question needs."""
+    """A point planned on the spec's device count or, where that is too few, on the fewest that carry it."""
     raw, base_dir = spec
-    raw = apply(raw, point)
-    row = evaluate_point(raw, base_dir)
-    asked = row.get("cluster_devices")
-    while not row["feasible"] and row.get("infeasible_field") in TOO_FEW_DEVICES \
-            and 2 * row["cluster_devices"] <= SIZING_MAX_DEVICES:
-        raw["cluster"] = {"unit": raw["cluster"]["unit"], "devices": 2 * row["cluster_devices"]}
-        row = evaluate_point(raw, base_dir)
-    grown = asked is not None and row.get("cluster_devices", asked) > asked
-    return row | {"spec_devices": asked,
-                  "sized": f"grown from {asked} devices" if grown else None}
+    return evaluate_point(apply(raw, point), base_dir, size=True)
 
 
 MAX_POINTS = 10_000  # plans per sweep: each takes about a second, so 10,000 is hours of CPU already

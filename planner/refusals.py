@@ -13,7 +13,7 @@ from planner import queueing
 from planner.plan import Candidate, Mode, Plan, Recommendation
 from planner.prompt_times import admits_longest, prefill_s, prompt_lengths, rank_prefill_s, sub_cluster
 
-GROWTH_LIMIT = 8  # how far past the spec's cluster planner.search.devices_needed looks: 8 x its nodes
+MOST_DEVICES = 1024  # the largest cluster planner.search.devices_needed grows a question's to
 
 
 def tpot_refusal(d: Deployment, tpot_s: float, r: Recommendation) -> tuple[str, str]:
@@ -96,8 +96,8 @@ def grown_refusal(d: Deployment, grown: Plan | None) -> str:
     c, w = d.cluster, d.workload
     head = f"the traffic ({w.requests_per_s:g} requests/s) needs more than the cluster's {c.num_devices} devices at these SLOs"
     if grown is None:
-        return (f"{head}, and the search meets them on no cluster of up to {GROWTH_LIMIT} times its nodes; relax the "
-                "SLOs or serve less traffic per cluster")
+        return (f"{head}, and the search meets them on no cluster of its unit up to {MOST_DEVICES:,} devices; relax "
+                "the SLOs or serve less traffic per cluster")
     r, g = grown.recommendation, grown.deployment.cluster
     units = g.num_devices // c.unit.devices if g.num_devices % c.unit.devices == 0 else None
     field = f"cluster.units: {units}" if units else f"cluster.devices: {g.num_devices}"

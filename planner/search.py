@@ -49,7 +49,7 @@ from planner.pipeline_notes import pipeline_assumptions
 from planner.plan import Candidate, Mode, Pinned, Plan, Recommendation, ReplayCheck, pool_utilization
 from planner.prompt_times import (admits_longest, aggregated_prefill_s, instance_context, output_lengths, prefill_s,
                                   prefill_stalls_s, prompt_lengths, rank_prefill_s, sub_cluster)
-from planner.refusals import GROWTH_LIMIT, explain_infeasible, grown_refusal, tpot_refusal
+from planner.refusals import MOST_DEVICES, explain_infeasible, grown_refusal, tpot_refusal
 from planner.replay_check import REPLAYED_OPTIONS, Check, checked, refusal
 from planner.tpot import decode_tpot_s, instances_for_tpot
 
@@ -467,27 +467,28 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
                 replays=replays)
 
 
-def devices_needed(d: Deployment, limit: int = GROWTH_LIMIT) -> Plan | None:
-    """Where the traffic needs more devices than the cluster has: the plan on the smallest cluster of the same unit,
-    in whole nodes up to `limit` x the spec's, on which the search meets the SLOs at the workload's traffic (the node
-    count doubled until one does, then bisected); None where none does, or the question has no traffic or a prefill
-    cluster of its own. The analytic ranking alone: what a replay would say at that size is `moeplan plan`'s there."""
-    if d.mixed or d.workload.requests_per_s is None:
+def devices_needed(d: Deployment, most_devices: int = MOST_DEVICES) -> Plan | None:
+    """Where the cluster is too small for the question: the plan on the smallest cluster of the same unit, in whole
+    nodes up to `most_devices`, on which the search recommends a deployment (the node count doubled until it does,
+    then bisected, as more devices only add options); None where none does, or where prefill has a cluster of its
+    own (which of the two to grow is the user's choice). The analytic ranking alone: what a replay would say at that
+    size is `moeplan plan`'s there. `moeplan plan`'s traffic refusal and `moeplan compare`'s sizing both use it."""
+    if d.mixed:
         return None
     per_node = d.cluster.unit.devices_per_node
-    nodes = d.cluster.num_devices // per_node
+    nodes, most = d.cluster.num_devices // per_node, most_devices // per_node
 
     def at(n: int) -> Plan:
         return plan(replace(d, cluster=Cluster(d.cluster.unit, n * per_node)))
 
     low, high, found = nodes, 2 * nodes, None
-    while found is None and high <= limit * nodes:
+    while found is None and high <= most:
         grown = at(high)
         if grown.recommendation is not None:
             found = grown
         else:
             low, high = high, 2 * high
-    while found is not None and high - low > 1:  # more devices only add options: the smallest that meets them
+    while found is not None and high - low > 1:
         mid = (low + high) // 2
         grown = at(mid)
         if grown.recommendation is not None:
@@ -500,7 +501,7 @@ def devices_needed(d: Deployment, limit: int = GROWTH_LIMIT) -> Plan | None:
 def with_devices_needed(p: Plan) -> Plan:
     """`p`, a traffic refusal saying how many devices the traffic takes (devices_needed). `moeplan plan` asks it;
     sweeps and comparisons do not, as it costs a few more searches."""
-    if p.infeasible_field != "workload.requests_per_s" or p.deployment.mixed:  # mixed: which cluster to grow is a choice
+    if p.infeasible_field != "workload.requests_per_s" or p.deployment.mixed:
         return p
     return replace(p, infeasible=grown_refusal(p.deployment, devices_needed(p.deployment)))
 

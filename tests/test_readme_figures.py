@@ -77,13 +77,13 @@ def test_limits_and_defaults_are_the_codes():
     from hwmodels.layouts import ATTENTION_TP
     from hwmodels.units import GiB
     from moeplan import engines
-    from moeplan.study import SIZING_MAX_DEVICES
+    from planner.refusals import MOST_DEVICES
     from planner.plan_json import PLAN_SCHEMA_VERSION
 
     _quoted(f"up to a size limit per file ({MAX_FILE_BYTES / GiB:.0f} GiB; {MAX_UPLOAD_MB} MB in the dashboard)")
     _quoted(f"Uploads are limited to {MAX_UPLOAD_MB} MB")
     _quoted(f"attention TP of {min(ATTENTION_TP)} to {max(ATTENTION_TP)} devices inside a scale-up domain")
-    _quoted(f"up to {SIZING_MAX_DEVICES:,} devices")
+    _quoted(f"then bisected, up to {MOST_DEVICES:,} devices")
     _quoted(f"(`--requests N`, default {api.SYNTHETIC_REQUESTS:,})")
     _quoted(f"Mooncake's {PREFIX_BLOCK_TOKENS}-token block hashes")
     _quoted(f"at least {engines.TASKS_PER_WORKER} tasks per CPU, at most {engines.MAX_CHUNK_ITEMS} points")
