@@ -134,14 +134,17 @@ LAYOUT_COLUMNS = ("tp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
 
 def _attention_dp_from_sizes(row: dict) -> dict:
     """An aggregated row with no attention DP size: the one its sizes leave, as an instance's attention and MoE span
-    the same devices (tp x attention DP = moe_tp x moe_ep). The package's rows that omit it (e.g. Qwen3-235B-A22B-FP8
-    on TensorRT-LLM 1.0.0rc3, SGLang 0.5.6.post2 and vLLM 0.12.0, ids `_tp<T>_epnone_`) all come out at 1: attention
-    TP over the instance, the engines' default without attention DP."""
+    the same devices (tp x attention DP = moe_tp x moe_ep). Among the package's rows that omit it (Qwen3-235B-A22B-FP8,
+    ids `_tp<T>_epnone_`), TensorRT-LLM 1.0.0rc3's and SGLang 0.5.6.post2's come out at 1 (attention TP over the
+    instance, the engines' default without attention DP); vLLM 0.12.0's tp1 or tp2 rows with a larger moe_tp at 2 or
+    4 (vLLM's DP ranks without --enable-expert-parallel shard the MoE by TP over all of them)."""
     tp, moe_tp, moe_ep = (number(row, k) for k in ("tp_size", "moe_tp_size", "moe_ep_size"))
     if row.get("mode") != "agg" or number(row, "attention_dp_size") is not None or not (tp and moe_tp and moe_ep):
         return row
     dp = moe_tp * moe_ep / tp
     return row | {"attention_dp_size": str(int(dp))} if dp >= 1 and dp == int(dp) else row
+
+
 _NAMED_LAYOUT = re.compile(r"_tp(\d+)_ep(\d+)_")
 
 
