@@ -483,6 +483,12 @@ def test_the_tensorrt_llm_perf_overview_figures(shared_data, tmp_path, monkeypat
     _quoted(f"all five gpt-oss-120b rows ({min(out_gpt_oss):+.0%} to {max(out_gpt_oss):+.0%})")
     blackwell = [e for i, e in gpt_oss.items() if "b200" in i]
     _quoted(f"the three on Blackwell at {min(blackwell):+.0%} to {max(blackwell):+.0%} with that FP8 KV cache")
+    bf16_kv = tmp_path / "bf16_kv.yaml"  # the same three with a bf16 KV cache stated: no amendment fills it
+    bf16_kv.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [
+        d | {"precision": d["precision"] | {"kv_cache": "bf16"}} for d in yaml.safe_load(path.read_text())["deployments"]
+        if "gpt-oss" in d["id"] and "b200" in d["id"]]}))
+    bf16_errors = [r.error for r in api.validate(str(bf16_kv))]
+    _quoted(f"({min(bf16_errors):+.0%} to {max(bf16_errors):+.0%} with a bf16 one)")
     _quoted(f"DeepSeek-R1 on H200 at 1,024/1,024 ({error['trtllm-perf-overview-dsr1-h200-1024-1024']:+.1%}")
     _quoted(f"DeepSeek-R1 on B200 at 1,024/8,192 ({error['trtllm-perf-overview-dsr1-b200-1024-8192']:+.1%})")
     outside = {i for i, e in error.items() if abs(e) > 0.30}
