@@ -17,6 +17,9 @@ class Layout:
     two_batch_overlap: split each step into two micro-batches so one computes while the other communicates.
     cp: context parallelism of a prefill pool: each prompt's tokens split over `cp` of a stage's attention groups,
     which prefill it together (SGLang's --enable-prefill-cp); the `dp / cp` such ranks each take prompts apart.
+    ffn_devices: attention-FFN disaggregation (decode pools; hwmodels.afd): the routed experts on `ffn_devices`
+    devices of their own, expert-parallel over them, while the `tp * dp` attention devices hold attention, the dense
+    layers, the shared experts and every sequence's KV cache (MegaScale-Infer, Step-3, xDeepServe). 0: none.
     """
 
     tp: int
@@ -26,6 +29,7 @@ class Layout:
     two_batch_overlap: bool = False
     moe_tp: int = 1
     cp: int = 1
+    ffn_devices: int = 0
 
     def __post_init__(self):
         if min(self.tp, self.dp, self.pp, self.moe_tp, self.cp) < 1 or self.redundant_experts < 0:
@@ -34,6 +38,9 @@ class Layout:
             raise ValueError(f"invalid layout {self}: moe_tp must divide tp x dp")
         if self.dp % self.cp:
             raise ValueError(f"invalid layout {self}: cp must divide dp")
+        if self.ffn_devices < 0 or self.ffn_devices and (self.pp, self.moe_tp, self.cp, self.two_batch_overlap) != (1, 1, 1, False):
+            raise ValueError(f"invalid layout {self}: attention-FFN disaggregation runs one stage, EP experts, no CP, "
+                             "and its own micro-batches in place of two-batch overlap")
 
     @property
     def rank_devices(self) -> int:
@@ -41,21 +48,28 @@ class Layout:
         return self.tp * self.cp
 
     @property
-    def devices(self) -> int:
+    def attention_devices(self) -> int:
+        """The devices that run attention and hold the KV cache: all of them unless attention-FFN disaggregated."""
         return self.tp * self.dp * self.pp
 
     @property
+    def devices(self) -> int:
+        return self.attention_devices + self.ffn_devices
+
+    @property
     def ep(self) -> int:
-        return self.tp * self.dp // self.moe_tp
+        return self.ffn_devices or self.tp * self.dp // self.moe_tp
 
     def name(self, is_moe: bool = True) -> str:
         parts = [f"TP{self.tp}" if self.tp > 1 or self.dp == 1 else "", f"DP{self.dp}" if self.dp > 1 else ""]
         attention = " x ".join(p for p in parts if p) + " attention"
         experts = ""
-        if is_moe and self.ep > 1:
+        if is_moe and (self.ep > 1 or self.ffn_devices):
             experts = f" + EP{self.ep}" + (f" (+{self.redundant_experts} redundant)" if self.redundant_experts else "")
         if is_moe and self.moe_tp > 1:
             experts += f" + MoE TP{self.moe_tp}"
+        if is_moe and self.ffn_devices:
+            experts += f" on {self.ffn_devices} FFN devices"
         stages = f", PP{self.pp}" if self.pp > 1 else ""
         stages += f", CP{self.cp}" if self.cp > 1 else ""
         overlap = ", two-batch overlap" if self.two_batch_overlap else ""

@@ -5,13 +5,15 @@
     attention=tp2xdp8,experts=ep16,redundant=32,overlap=on
     attention=dp8,experts=ep8,pp=2          16 devices: two pipeline stages, each DP8 attention + EP8 on 8 devices
     attention=dp16,experts=ep16,cp=4        a prefill pool whose prompts are each split over 4 DP attention groups
+    attention=dp8,experts=ep8,afd=on        16 devices: DP8 attention on 8, the routed experts EP8 on 8 others
 
 Keys: `attention` (tpN, dpN or tpNxdpM: one pipeline stage's devices are their product), `experts` (epN, tpN, or
 tpNxepM, over the same devices; default: EP over all of them), `redundant` (extra expert slots per MoE layer; default
 the fewest that spread the experts evenly, as the search uses), `overlap` (two-batch overlap: on or off, default off),
 `pp` (pipeline stages, default 1, also written ppN: the layout spans pp times a stage's devices, hwmodels.pipeline)
 and `cp` (context parallel, default 1: each prompt split over cp of the DP attention groups, which it must divide;
-prefill pools only). Names are as plan.json and the report print them.
+prefill pools only) and `afd` (attention-FFN disaggregation, decode pools only: on puts the experts' EP group on
+devices of its own, after the attention devices; default off). Names are as plan.json and the report print them.
 """
 
 from __future__ import annotations
@@ -39,8 +41,19 @@ def parse_layout(text: str, arch: ModelArch, option: str = "--layout") -> Layout
     tp, dp = _axes(attention, "dp", f"{option} attention", default_first=1)
     devices = tp * dp
     experts = fields.pop("experts", None)
-    moe_tp = 1
-    if experts is not None:
+    afd_text = fields.pop("afd", "off").lower()
+    if afd_text not in _SWITCH:
+        raise InputError(f"{option} afd", f"is {excerpt(afd_text)}", "give on or off")
+    moe_tp, ffn = 1, 0
+    if _SWITCH[afd_text]:
+        if not arch.is_moe or experts is None:
+            raise InputError(f"{option} afd", "attention-FFN disaggregation needs an MoE and experts=epN",
+                             "give experts=epN (its N devices run the routed experts), or afd=off")
+        moe_tp, ffn = _axes(experts, "ep", f"{option} experts", default_first=1)
+        if moe_tp > 1 or any(k in fields for k in ("pp", "cp", "overlap")):
+            raise InputError(f"{option} afd", "attention-FFN disaggregation runs EP experts on one stage, without "
+                             "context parallelism or two-batch overlap", "leave MoE TP, pp, cp and overlap out")
+    elif experts is not None:
         if not arch.is_moe:
             raise InputError(f"{option} experts", f"{arch.name} has no routed experts", "leave experts= out")
         moe_tp, ep = _axes(experts, "ep", f"{option} experts", default_first=1)  # tpN alone: pure MoE TP
@@ -58,12 +71,12 @@ def parse_layout(text: str, arch: ModelArch, option: str = "--layout") -> Layout
     overlap_text = fields.pop("overlap", "off").lower()
     if overlap_text not in _SWITCH:
         raise InputError(f"{option} overlap", f"is {excerpt(overlap_text)}", "give on or off")
-    ep = devices // moe_tp
+    ep = ffn or devices // moe_tp
     fewest = -arch.moe.num_experts % ep if arch.is_moe else 0
     redundant = _whole(fields.pop("redundant", str(fewest)), f"{option} redundant", low=0)
     if fields:
         raise InputError(f"{option} {next(iter(fields))}", "is not a layout key",
-                         "use attention, experts, redundant, overlap, pp, cp")
+                         "use attention, experts, redundant, overlap, pp, cp, afd")
     if arch.attention.num_heads % tp:
         raise InputError(f"{option} attention", f"TP{tp} does not divide {arch.name}'s {arch.attention.num_heads} "
                          "attention heads", "use an attention TP that divides them")
@@ -71,7 +84,7 @@ def parse_layout(text: str, arch: ModelArch, option: str = "--layout") -> Layout
         raise InputError(f"{option} redundant", f"{arch.moe.num_experts} experts + {redundant} redundant slots do not "
                          f"spread evenly over EP{ep}", f"give redundant={fewest} or that plus a multiple of {ep}")
     return Layout(tp=tp, dp=dp, pp=pp, redundant_experts=redundant if arch.is_moe else 0,
-                  two_batch_overlap=_SWITCH[overlap_text], moe_tp=moe_tp, cp=cp)
+                  two_batch_overlap=_SWITCH[overlap_text], moe_tp=moe_tp, cp=cp, ffn_devices=ffn)
 
 
 def layout_text(layout: Layout, is_moe: bool = True) -> str:
@@ -89,6 +102,8 @@ def layout_text(layout: Layout, is_moe: bool = True) -> str:
         parts.append(f"pp={layout.pp}")
     if layout.cp > 1:
         parts.append(f"cp={layout.cp}")
+    if layout.ffn_devices:
+        parts.append("afd=on")
     return ",".join(parts)
 
 

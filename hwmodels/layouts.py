@@ -31,6 +31,10 @@ they document run TP x PP, and neither says its data-parallel attention runs und
 Context parallelism (a prefill pool's prompts split over cp attention groups, cp > 1) only where the engine's pinned
 flags say prefill CP: SGLang's --enable-prefill-cp; vLLM's is under development upstream and TensorRT-LLM's context
 parallelism serves decode (Helix).
+
+Attention-FFN disaggregation (hwmodels.afd; decode pools, planner.search): an MoE instance's devices split into
+attention devices and FFN devices (`_disaggregated_layouts`). No engine's pinned flags say it, so the space holds it
+only when asked (`afd`), which the search does where the user named no engine.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ PREFILL_CP_ENGINES = (None, "sglang")  # the engines whose pinned flags say pref
 
 def expressible(layout: Layout, engine: str | None) -> bool:
     """Whether `engine` (sglang, trtllm, vllm; None: any) can run `layout` (module docstring)."""
+    if layout.ffn_devices:
+        return engine is None
     if layout.cp > 1 and engine not in PREFILL_CP_ENGINES:
         return False
     if engine in ("trtllm", "vllm") and layout.pp > 1 and layout.dp > 1:
@@ -59,6 +65,8 @@ def expressible(layout: Layout, engine: str | None) -> bool:
     return True
 
 
+AFD_LIMIT = ("no engine moeplan writes launch files for serves attention-FFN disaggregation at its pinned version "
+             "(catalogs/engine_flags.yaml)")
 LIMITS = {"trtllm": "TensorRT-LLM's attention is DP over every rank or TP over all of them: no TP x DP attention; "
                     "pipeline stages only with TP attention; no prefill context parallelism",
           "vllm": "vLLM's experts are EP or MoE TP over all of an instance's ranks: no mixed MoE TP x EP; "
@@ -66,10 +74,13 @@ LIMITS = {"trtllm": "TensorRT-LLM's attention is DP over every rank or TP over a
 
 
 def layout_space(arch: ModelArch, cluster: Cluster, engine: str | None = None,
-                 redundant_experts: int | None = None) -> list[Layout]:
+                 redundant_experts: int | None = None, afd: bool = False) -> list[Layout]:
     """Every layout of `arch` on all of `cluster`'s devices that `engine` can run (module docstring); with
-    `redundant_experts`, an MoE's layouts hold that many redundant slots, where their EP size divides experts + it."""
-    return [x for x in _all_layouts(arch, cluster, redundant_experts) if expressible(x, engine)]
+    `redundant_experts`, an MoE's layouts hold that many redundant slots, where their EP size divides experts + it;
+    with `afd`, the attention-FFN disaggregated layouts too, which no engine runs (the search asks for them where
+    the user named no engine: `engine` then only says whose tables price the operators)."""
+    out = [x for x in _all_layouts(arch, cluster, redundant_experts) if expressible(x, engine)]
+    return out + _disaggregated_layouts(arch, cluster, redundant_experts) if afd else out
 
 
 def pipeline_stages(arch: ModelArch, cluster: Cluster) -> list[int]:
@@ -99,4 +110,30 @@ def _all_layouts(arch: ModelArch, cluster: Cluster, redundant_experts: int | Non
                 for overlap in (False, True):
                     out.append(Layout(tp=tp, dp=devices // tp, pp=pp, redundant_experts=redundant,
                                       two_batch_overlap=overlap))
+    return out
+
+
+AFD_FFN_SHARES = (1, 2, 3)  # quarters of an instance's devices that run the routed experts (hwmodels.afd)
+
+
+def _disaggregated_layouts(arch: ModelArch, cluster: Cluster, redundant_experts: int | None) -> list[Layout]:
+    """Attention-FFN disaggregated layouts (hwmodels.afd): a quarter, half or three quarters of the devices run the
+    routed experts, whole nodes each where the instance spans nodes, the rest attention (TP inside a scale-up domain,
+    DP over the rest); the fewest redundant slots and one more per FFN device, or the user's count."""
+    devices, node, domain = cluster.num_devices, cluster.unit.devices_per_node, cluster.scaleup_domain_devices
+    if not arch.is_moe or devices < 2 or devices % 4:
+        return []
+    out = []
+    for share in AFD_FFN_SHARES:
+        ffn = devices * share // 4
+        attention = devices - ffn
+        if devices > node and (ffn % node or attention % node):
+            continue
+        if redundant_experts is None:
+            fewest = -arch.moe.num_experts % ffn
+            options = sorted({fewest, fewest + ffn})
+        else:
+            options = [redundant_experts] if (arch.moe.num_experts + redundant_experts) % ffn == 0 else []
+        for tp in (t for t in ATTENTION_TP if attention % t == 0 and t <= domain and arch.attention.num_heads % t == 0):
+            out += [Layout(tp=tp, dp=attention // tp, redundant_experts=r, ffn_devices=ffn) for r in options]
     return out

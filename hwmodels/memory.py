@@ -5,6 +5,10 @@ A layout spreads one model over `tp * dp * pp` devices:
   and replicated over `dp` data-parallel attention groups;
 - routed experts are expert-parallel over all `tp * dp` devices of a pipeline stage, each device
   holding ceil((experts + redundant) / ep) expert slots per MoE layer;
+- attention-FFN disaggregated (`ffn_devices` > 0, hwmodels.afd): the routed experts sit on the FFN devices alone,
+  ceil((experts + redundant) / ffn_devices) slots per MoE layer each, with their tokens' workspace; the attention
+  devices hold the rest and every KV cache, so the layout's figures (weights, KV capacity) are an attention device's,
+  and it fits only where an FFN device's experts fit too;
 - `pp` pipeline stages split the layers as the engines do (hwmodels.pipeline.stage_layers); the embedding sits on
   the first stage, the LM head on the last; a device holds its stage's weights and the KV cache of its stage's
   layers for every sequence of its attention group (all pp micro-batches), so the instance holds as many sequences
@@ -45,6 +49,7 @@ class DeviceMemory:
     context_tokens: int
     concurrent_sequences: int  # whole layout (all DP groups)
     linear_state_bytes_per_sequence: float = 0.0  # on one device: the linear-attention state, whatever the context
+    ffn_device_bytes: float = 0.0  # attention-FFN disaggregated: an FFN device's experts and workspace (0 otherwise)
 
     @property
     def fits(self) -> bool:
@@ -59,8 +64,10 @@ def weights_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout, mtp
     u = unit_sizes(arch, plan)
     moe_layers = set(arch.moe_layers)
     n_experts = arch.moe.num_experts if arch.moe else 0
-    # each slot holds 1 / moe_tp of an expert's width
+    # each slot holds 1 / moe_tp of an expert's width; attention-FFN disaggregated, the attention devices hold none
     slots = math.ceil((n_experts + layout.redundant_experts) / layout.ep) / layout.moe_tp if n_experts else 0
+    if layout.ffn_devices:
+        slots = 0
     best: dict[str, float] = {}
     for s, layers in enumerate(stage_layers(arch.num_layers, layout.pp)):
         n_moe = sum(1 for i in layers if i in moe_layers)
@@ -83,6 +90,19 @@ def weights_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout, mtp
         if sum(parts.values()) > sum(best.values()):
             best = parts
     return best
+
+
+def ffn_device_bytes(arch: ModelArch, plan: PrecisionPlan, layout: Layout, tokens_per_step: int) -> float:
+    """An FFN device's bytes, attention-FFN disaggregated: its expert slots of every MoE layer, and the rows the
+    attention devices send it per step (their `tokens_per_step` each, top_k copies spread over the FFN devices) in
+    the dispatch dtype, their gate/up outputs and combine inputs. 0 for other layouts."""
+    if not layout.ffn_devices or arch.moe is None:
+        return 0.0
+    slots = math.ceil((arch.moe.num_experts + layout.redundant_experts) / layout.ffn_devices)
+    expert = unit_sizes(arch, plan).expert * slots * len(arch.moe_layers)
+    d, width, act = arch.hidden_size, arch.moe.expert_intermediate_size, plan.combine.bytes_per_element
+    rows = tokens_per_step * layout.attention_devices / layout.tp * arch.moe.top_k / layout.ffn_devices
+    return expert + rows * (d * plan.dispatch.bytes_per_element + 2 * width * act + d * act)
 
 
 def workspace_bytes(arch: ModelArch, plan: PrecisionPlan, layout: Layout, tokens_per_step: int) -> float:
@@ -154,6 +174,9 @@ def device_memory(
     workspace = workspace_bytes(arch, plan, layout, tokens_per_step)
     usable = cluster.device.hbm_bytes * hbm_utilization
     kv_capacity = usable - weights - workspace
+    ffn_bytes = ffn_device_bytes(arch, plan, layout, tokens_per_step)
+    if ffn_bytes > usable:  # the FFN devices' experts do not fit: neither does the layout
+        kv_capacity = min(kv_capacity, usable - ffn_bytes)
     per_sequence = (kv_bytes_per_token_per_device(arch, plan, layout, mtp_module) * context_tokens
                     + window_bytes_per_sequence_per_device(arch, plan, layout, context_tokens))
     state = linear_state_bytes_per_sequence_per_device(arch, layout)
@@ -170,4 +193,5 @@ def device_memory(
         context_tokens=context_tokens,
         concurrent_sequences=per_group * layout.dp,
         linear_state_bytes_per_sequence=state,
+        ffn_device_bytes=ffn_bytes,
     )

@@ -216,7 +216,7 @@ def offline_performance(ctx: StepContext, requests_per_rank: int, batch_per_rank
 
 def largest_batch_that_fits(ctx: StepContext, context_tokens: int, hbm_utilization: float, tokens_per_step: int,
                             mtp_module: bool = False) -> int:
-    """Sequences per device the KV cache holds at `context_tokens` each (what an engine admits at most); with
+    """Sequences per (attention) device the KV cache holds at `context_tokens` each (what an engine admits at most); with
     `mtp_module` the MTP weights and their KV layer are held too."""
     mem = _memory(ctx, context_tokens, hbm_utilization, tokens_per_step, mtp_module=mtp_module)
-    return mem.concurrent_sequences // ctx.layout.devices if mem.fits else 0
+    return mem.concurrent_sequences // ctx.layout.attention_devices if mem.fits else 0

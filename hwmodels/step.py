@@ -37,13 +37,17 @@ Pipeline stages (layout.pp > 1; hwmodels.pipeline, which states each rule and it
 once as above, summed over each stage's layers (the embedding and a vision encoder on the first stage, the LM head
 and MTP module on the last), the point-to-point transfers between stages added, and the step is their cycle.
 
+Attention-FFN disaggregation (layout.ffn_devices > 0, decode only; hwmodels.afd, which states the pipeline and its
+source): the attention side (attention, router, shared experts) priced on an attention device, the routed experts on
+the busiest FFN device at every attention device's tokens, the dispatch and combine between the two sets per link
+class, and the step their ping-pong pipeline over the fastest of 1, 2 and 3 micro-batches.
+
 Shape legend: B = sequences (decode) or tokens (prefill) of one attention group, D = hidden,
 H = heads on this device, E = routed experts, K = top-k, I = expert intermediate width.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
@@ -52,20 +56,20 @@ import numpy as np
 from hwmodels.alltoall_placement import copies_by_mode
 from hwmodels.calibrate.operator_costs import OperatorCosts, fitted_costs
 from hwmodels.collectives import ep_group_domains
-from hwmodels.efficiency import HOPPER_NUM_SMS, SCALE_BLOCK
+from hwmodels.efficiency import HOPPER_NUM_SMS
 from hwmodels.expert_load import ExpertLoad
 from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
-from hwmodels import step_attention
+from hwmodels import afd, step_attention
 from hwmodels.model_arch import ModelArch
 from hwmodels.pipeline import TOKEN_ID_BYTES, PipelineTimes, stage_layers
-from hwmodels.precision import DTYPES, SCHEMES, PrecisionPlan
+from hwmodels.precision import SCHEMES, PrecisionPlan
 from hwmodels.roles import Phase
-from hwmodels.step_ops import COMPONENTS, _gemm, _Layer, _memory_op, _moe_experts_op
+from hwmodels.step_moe import afd_moe, moe_terms
+from hwmodels.step_ops import COMPONENTS, _gemm, _Layer, _memory_op
 from hwmodels.vision import ImageInputs
 
 DEEPEP_NORMAL_SMS = 20  # deepseek-ai/DeepEP deep_ep/buffer.py: Buffer.num_sms, SMs its normal kernels occupy
-_SCALE_BYTES = DTYPES["fp32"].bytes_per_element  # fp8 activations carry one fp32 scale per SCALE_BLOCK channels
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class StepCost:
     # per operator: (name, the source that priced it, how far outside measured coverage it lay; 1.0 inside)
     operator_sources: tuple[tuple[str, str, float], ...] = field(default=())
     pipeline: PipelineTimes | None = None  # pp > 1: each stage's time and the transfers (time_s is their cycle)
+    micro_batches: int = 1  # the batch split in turns: 2 with two-batch overlap, attention-FFN disaggregation's count
 
     @property
     def tokens_per_s_per_device(self) -> float:
@@ -211,133 +216,6 @@ def _dense_mlp(layer: _Layer, b: float) -> None:
         layer.allreduce("dense_mlp", ctx.layout.tp, b * d * act)
 
 
-@dataclass(frozen=True)
-class _MoETerms:
-    router_s: float  # on this device's own tokens
-    shared_expert_s: float
-    expert_gemm_s: np.ndarray  # per MoE layer, on the busiest device
-    dispatch_s: np.ndarray
-    combine_s: np.ndarray
-    sources: frozenset
-    operators: dict
-
-
-def _experts_read(slots: int, pairs: float) -> int:
-    """Experts of a device's `slots` that some of its `pairs` (token, expert) pairs chose: the grouped GEMM reads
-    only those (a group with no rows exits before loading its weights). Pairs land on the slots independently
-    (Poisson), so an expert is idle with probability exp(-pairs / slots)."""
-    return max(1, min(slots, math.ceil(slots * -math.expm1(-pairs / slots) - 1e-9)))
-
-
-def _moe(ctx: StepContext, tokens_per_device: float, phase: Phase) -> _MoETerms:
-    """MoE of one layer on every device; the routed part priced per layer at its busiest device's load."""
-    arch, plan, cluster, dev, layout = ctx.arch, ctx.precision, ctx.cluster, ctx.cluster.device, ctx.layout
-    moe, d, ep = arch.moe, arch.hidden_size, layout.ep
-    slots = math.ceil((moe.num_experts + layout.redundant_experts) / ep)
-    pairs = tokens_per_device * moe.top_k * layout.moe_tp  # pairs each device's experts receive on average
-    group_tokens = tokens_per_device * layout.tp * layout.dp  # tokens entering the expert group (every DP rank's)
-    fixed = _Layer(ctx)
-    fixed.gemm("other", tokens_per_device, moe.num_experts, d, plan.of("router"), "router")
-    router_s = fixed.compute_s
-    if moe.latent_size:  # latent MoE: into the experts' width before the dispatch, back after the combine
-        wl = plan.of("shared_experts")
-        fixed.gemm("shared_expert", tokens_per_device, moe.latent_size, d, wl, "latent_down_proj")
-        fixed.gemm("shared_expert", tokens_per_device, d, moe.latent_size, wl, "latent_up_proj")
-    if moe.shared_intermediate_size:
-        ws, width, act = plan.of("shared_experts"), moe.shared_intermediate_size, plan.combine.bytes_per_element
-        rows = tokens_per_device
-        if layout.dp == 1 and layout.tp > 1:  # sharded like a dense MLP over the TP group, summed by the MoE all-reduce
-            rows, width = group_tokens, width // layout.tp
-        fixed.quantize_input("shared_expert", rows, d, ws)
-        fixed.gemm("shared_expert", rows, 2 * width, d, ws, "shared_gate_up")
-        fixed.memory("shared_expert", rows * 3 * width * act, "shared_swiglu")
-        fixed.quantize_input("shared_expert", rows, width, ws)
-        fixed.gemm("shared_expert", rows, d, width, ws, "shared_down")
-    d = moe.latent_size or d  # from here on: the width the experts and the all-to-all carry
-    # routed experts on the busiest device: `slots` experts sharing its pairs; layers of one factor share an evaluation
-    we, width = plan.of("routed_experts"), moe.expert_intermediate_size // layout.moe_tp
-    grouped = "masked" if phase == Phase.DECODE else "contiguous"
-    act = plan.combine.bytes_per_element
-    factors = sorted(set(ctx.layer_factors))
-    expert_s = {}
-    # the measured MoE tables key a kernel by the tokens one device's MoE group brings (its attention rank's, or
-    # its MoE-TP group's where that spans ranks), every EP rank bringing as many: a device computes num_tokens x top_k
-    # pairs whatever the EP size (aiconfigurator-core's EP1 and EP32 rows at equal num_tokens take about the same
-    # time on one GB200), not the whole group's tokens
-    kernel_tokens = tokens_per_device * max(layout.tp, layout.moe_tp)
-    for f in factors:
-        # a measured table of the whole routed-expert kernel, at the busiest device's share of the tokens
-        measured = _moe_experts_op(ctx.costs, dev, kernel_tokens * f, d, moe.expert_intermediate_size, moe.top_k,
-                                   moe.num_experts, layout.moe_tp, ep, we)
-        if measured is not None:
-            expert_s[f] = measured.total_s
-            fixed.note(measured)
-            continue
-        read = _experts_read(slots, pairs * f)
-        m = pairs * f / read
-        gate_up = _gemm(ctx, m, 2 * width, d, we, "experts_gate_up", groups=read, layout=grouped)
-        down = _gemm(ctx, m, d, width, we, "experts_down", groups=read, layout=grouped)
-        swiglu = _memory_op(ctx.costs, dev, pairs * f * 3 * width * act, "swiglu")
-        permutes_s = 0.0
-        if grouped == "contiguous":
-            # DeepEP's normal dispatch delivers tokens in arrival order: a permute into expert-major rows
-            # for the contiguous grouped GEMM, then a gather that sums each token's expert outputs before
-            # the combine (the LMSYS 2025-05-05 blog's Triton permutation kernel; DeepEP README)
-            permute = _memory_op(ctx.costs, dev, 2 * pairs * f * (d * plan.dispatch.bytes_per_element
-                                                                  + d / SCALE_BLOCK * _SCALE_BYTES), "expert_permute")
-            gather = _memory_op(ctx.costs, dev, 2 * pairs * f * d * act, "expert_gather")
-            permutes_s = permute.total_s + gather.total_s
-        expert_s[f] = gate_up.total_s + down.total_s + swiglu.total_s + permutes_s
-        fixed.note(gate_up)
-        fixed.note(down)
-
-    mode = "low_latency" if phase == Phase.DECODE else "normal"
-    scale_bytes = d / SCALE_BLOCK * _SCALE_BYTES if plan.dispatch.name == "fp8" else 0.0  # fp32 scale per 128 channels
-    dispatch, combine, comm_sources = {}, {}, set()
-    # MoE TP: every device of the group computes part of every token's experts, and the partial outputs are summed
-    # (an all-reduce of the group's tokens; with attention DP, an all-gather before and a reduce-scatter after,
-    # which move the same bytes)
-    tp_reduce_s = 0.0
-    if layout.dp == 1 and layout.tp > 1:
-        # attention tensor-parallel over the whole group: after its all-reduce every device holds every token, runs
-        # its own experts (or expert slices) on them and one all-reduce sums the outputs, with no all-to-all
-        # (TensorRT-LLM's MoE without enable_attention_dp, vLLM's and SGLang's expert parallelism without DP
-        # attention); the shared experts' partial sums ride on the same all-reduce
-        reduce = ctx.costs.allreduce(cluster, layout.tp, group_tokens * d * act)
-        fixed.operators["moe_allreduce"] = (reduce.source, 1.0)
-        n = len(ctx.layer_factors)
-        return _MoETerms(router_s, fixed.compute_s - router_s, np.array([expert_s[f] for f in ctx.layer_factors]),
-                         np.zeros(n), np.full(n, reduce.time_s), frozenset(fixed.sources | {reduce.source}),
-                         dict(fixed.operators))
-    if layout.moe_tp > 1:
-        reduce = ctx.costs.allreduce(cluster, layout.moe_tp, group_tokens / ep * d * act)
-        tp_reduce_s = reduce.time_s
-        comm_sources.add(reduce.source)
-        fixed.operators["moe_tp_allreduce"] = (reduce.source, 1.0)
-    # a layer's all-to-all key: its busiest device's factor, and its placed copies per token where the load has them
-    placed = ctx.placed_copies
-    comm_keys = list(ctx.layer_factors) if placed is None else list(zip(ctx.layer_factors, placed[mode]))
-    for key in sorted(set(comm_keys)):
-        f, copies = (key, None) if placed is None else (key[0], dict(key[1]))
-        if ep == 1:
-            dispatch[key], combine[key] = 0.0, tp_reduce_s
-            continue
-        # the busiest device draws f / ep of the routed pairs; DeepEP dedups a token per destination device
-        dest = None if f == 1.0 or copies else ExpertLoad.from_imbalance(float(f), ep, 1, "").shares[0]
-        disp = ctx.costs.dispatch(cluster, ep, tokens_per_device * layout.moe_tp, d, moe.top_k, moe.num_experts,
-                                  plan.dispatch.bytes_per_element, scale_bytes, dest, mode, rank_copies=copies)
-        comb = ctx.costs.combine(cluster, ep, tokens_per_device * layout.moe_tp, d, moe.top_k, moe.num_experts,
-                                 plan.combine.bytes_per_element, dest, mode, rank_copies=copies)
-        dispatch[key], combine[key] = disp.time_s, comb.time_s + tp_reduce_s
-        comm_sources |= {disp.source, comb.source}
-        fixed.operators["dispatch"] = (disp.source, 1.0)
-        fixed.operators["combine"] = (comb.source, 1.0)
-    per_layer = ctx.layer_factors
-    return _MoETerms(router_s, fixed.compute_s - router_s, np.array([expert_s[f] for f in per_layer]),
-                     np.array([dispatch[k] for k in comm_keys]), np.array([combine[k] for k in comm_keys]),
-                     frozenset(fixed.sources | comm_sources), dict(fixed.operators))
-
-
 # ---------------------------------------------------------------------------------------------------- the step
 
 def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_tokens: float, draft_tokens: int) -> StepCost:
@@ -396,7 +274,8 @@ def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_toke
     return StepCost(
         phase=phase,
         time_s=time_s,
-        tokens_per_device=tokens_per_device,
+        # attention-FFN disaggregated, the FFN devices complete no sequence of their own: the mean over every device
+        tokens_per_device=tokens_per_device * layout.attention_devices / layout.devices,
         breakdown_s=breakdown,
         overlap_hidden_s=max(0.0, sum(breakdown.values()) - time_s),
         by_layer_type_s=by_type,
@@ -404,6 +283,7 @@ def _step(ctx: StepContext, phase: Phase, tokens_per_device: float, context_toke
         sources=tuple(sorted(sources)),
         operator_sources=tuple([(name, source, beyond) for name, (source, beyond) in sorted(operators.items())]),
         pipeline=pipeline,
+        micro_batches=layers.micro_batches,
     )
 
 
@@ -438,12 +318,22 @@ class _Layers:
     layer_s: np.ndarray  # [num_layers]: each layer's time, in model order
     sources: frozenset
     operators: dict  # operator name -> (source, beyond coverage)
+    micro_batches: int
 
 
 def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_tokens: float, queries: int) -> _Layers:
+    if not ctx.layout.ffn_devices:
+        return _layers_of(ctx, phase, rows_per_device, context_tokens, queries, 2 if ctx.layout.two_batch_overlap else 1)
+    # attention-FFN disaggregated: the micro-batches of its ping-pong pipeline (hwmodels.afd) take the halves' place
+    return min((_layers_of(ctx, phase, rows_per_device, context_tokens, queries, m) for m in afd.MICRO_BATCHES),
+               key=lambda x: sum(x.by_type_s.values()))
+
+
+def _layers_of(ctx: StepContext, phase: Phase, rows_per_device: float, context_tokens: float, queries: int,
+               halves: int) -> _Layers:
+    """The layers at `halves` micro-batches (two-batch overlap's 2, or attention-FFN disaggregation's count)."""
     arch, layout = ctx.arch, ctx.layout
     overlap = layout.two_batch_overlap
-    halves = 2 if overlap else 1
     b_group = rows_per_device * layout.tp / halves  # per micro-batch, per attention group
     b_dev = rows_per_device / halves
     attn_context = context_tokens if phase == Phase.DECODE else (context_tokens + 1) / 2
@@ -459,8 +349,25 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
     n_moe = len(shared.moe_groups)
     layer_s = shared.dense_layer_s.copy()  # [num_layers] in model order; the MoE layers' filled in below
     moe_layer_s = 0.0
-    if n_moe:
-        m = _moe(ctx, b_dev, phase)
+    if n_moe and layout.ffn_devices:
+        m = afd_moe(ctx, b_dev, phase)
+        sources |= m.sources
+        operators |= m.operators
+        attention_stage = np.array([c + x + m.router_s + m.shared_expert_s for c, x in shared.stage_s])[shared.moe_groups]
+        moe_s, fill_s = afd.ping_pong_s(attention_stage, m.dispatch_s, m.expert_gemm_s, m.combine_s, halves)
+        by_type["moe_layers"] = float(np.sum(moe_s)) + fill_s
+        moe_layer_s = by_type["moe_layers"] / n_moe
+        layer_s[list(arch.moe_layers)] = moe_s
+        moe_breakdown = dict(shared.moe_attention_s)
+        moe_breakdown["expert_gemm"] += halves * float(m.expert_gemm_s.sum())
+        moe_breakdown["dispatch"] += halves * float(m.dispatch_s.sum())
+        moe_breakdown["combine"] += halves * float(m.combine_s.sum())
+        moe_breakdown["shared_expert"] += m.shared_expert_s * n_moe * halves
+        moe_breakdown["other"] += m.router_s * n_moe * halves
+        for c in COMPONENTS:
+            breakdown[c] += moe_breakdown[c]
+    elif n_moe:
+        m = moe_terms(ctx, b_dev, phase)
         sources |= m.sources
         operators |= m.operators
         attention_stage = np.array([(c + m.router_s) * slowdown + x for c, x in shared.stage_s])[shared.moe_groups]
@@ -484,7 +391,7 @@ def _layers(ctx: StepContext, phase: Phase, rows_per_device: float, context_toke
         moe_breakdown["other"] += m.router_s * n_moe * halves * slowdown
         for c in COMPONENTS:
             breakdown[c] += moe_breakdown[c]
-    return _Layers(by_type, breakdown, moe_breakdown, moe_layer_s, layer_s, frozenset(sources), operators)
+    return _Layers(by_type, breakdown, moe_breakdown, moe_layer_s, layer_s, frozenset(sources), operators, halves)
 
 
 @dataclass(frozen=True)

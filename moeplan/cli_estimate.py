@@ -9,8 +9,10 @@ from moeplan import api, report
 from moeplan.cli_args import bounds_help, int_in
 from moeplan.cli_show import EXIT_NO, console, print_json
 
-LAYOUT_HELP = ("attention=tpNxdpM,experts=epN[,redundant=R][,overlap=on][,pp=P]: e.g. attention=dp16,experts=ep16 "
-               "(experts=tpN: each expert split N ways; pp=P: P pipeline stages of that layout, decode only)")
+LAYOUT_HELP = ("attention=tpNxdpM,experts=epN[,redundant=R][,overlap=on][,pp=P][,cp=C][,afd=on]: e.g. "
+               "attention=dp16,experts=ep16 (experts=tpN: each expert split N ways; pp=P: P pipeline stages of that "
+               "layout, decode only; cp=C: each prompt split over C attention groups, prefill only; afd=on: the "
+               "experts' EP group on devices of their own, decode only)")
 
 
 def add_arguments(s) -> None:

@@ -116,17 +116,21 @@ def device_map_figure(result: Plan, role: str | None = None) -> go.Figure:
         return go.Figure().update_layout(title="No recommendation to map", **_LAYOUT)
     z = f.assign(z=f["dp_rank"].where(f["runs_layer"])).pivot(index="device", columns="layer", values="z")
     hover = f.assign(text=[
-        f"stage {r.stage}, DP rank {r.dp_rank}, TP rank {r.tp_rank}"
-        + ("" if r.runs_layer else " (another stage runs this layer)")
+        ("FFN device: the routed experts, no attention or KV" if r.device_role == "experts" else
+         f"stage {r.stage}, DP rank {r.dp_rank}, TP rank {r.tp_rank}"
+         + ("" if r.runs_layer else " (another stage runs this layer)"))
         + ("" if pd.isna(r.relative_expert_load) else f"<br>expert load {r.relative_expert_load:.2f} x the mean")
         + f"<br>KV: {r.kv_sequences:,.1f} sequences, {r.kv_bytes / GB:,.1f} of {r.kv_capacity_bytes / GB:,.1f} GB"
         for r in f.itertuples()]).pivot(index="device", columns="layer", values="text")
     fig = go.Figure(go.Heatmap(z=z.values, x=z.columns, y=z.index, text=hover.values, hoverinfo="text",
                                colorscale="Turbo", colorbar=dict(title="attention<br>DP rank")))
     first = f.iloc[0]
+    ffn = f.loc[f["device_role"] == "experts", "device"].unique()
+    experts = (f"devices {ffn.min()}-{ffn.max()} (blank) hold the routed experts alone (attention-FFN disaggregated)"
+               if len(ffn) else "every device also holds its expert slots")
     fig.update_layout(title=f"Where attention, experts and KV sit ({role}): {int(f['stage'].max()) + 1} stage(s), "
-                            f"{int(f['dp_rank'].max()) + 1} DP rank(s) per stage<br><sup>every device also holds its "
-                            f"expert slots; KV per device {first.kv_bytes / GB:,.1f} of {first.kv_capacity_bytes / GB:,.1f} GB "
+                            f"{int(f['dp_rank'].max()) + 1} DP rank(s) per stage<br><sup>{experts}; KV per attention "
+                            f"device {first.kv_bytes / GB:,.1f} of {first.kv_capacity_bytes / GB:,.1f} GB "
                             f"({first.kv_sequences:,.1f} sequences)</sup>",
                       xaxis_title="layer", yaxis_title="device", **_LAYOUT)
     return fig

@@ -91,26 +91,32 @@ def placement_frame(result: Plan) -> pd.DataFrame:
 
 
 def device_map_frame(result: Plan) -> pd.DataFrame:
-    """Per (role, device, layer): the device's pipeline stage, attention DP and TP rank, whether its stage runs the
-    layer, its expert load there relative to the mean device (MoE layers), and the KV its rank holds
+    """Per (role, device, layer): the device's role (attention, experts or both), pipeline stage, attention DP and TP
+    rank, whether its stage runs the layer, its expert load there relative to the mean device (MoE layers), and the KV its rank holds
     (planner.device_map)."""
     d, rows = result.deployment, []
     moe_index = {layer: i for i, layer in enumerate(d.model.moe_layers)} if d.model.is_moe else {}
     for role, c in _roles(result.recommendation):
         att, kv = attention_map(c, d.model), kv_map(c)
         ep = c.load.shares.shape[1] if c.load is not None else 1
+        first_expert_device = c.layout.attention_devices if c.layout.ffn_devices else 0
         for device in range(c.instance_devices):
-            stage = att["stage_of_device"][device]
+            stage, holds_kv = att["stage_of_device"][device], device < c.layout.attention_devices
             for layer, layer_stage in enumerate(att["stage_of_layer"]):
                 i = moe_index.get(layer)
-                load = float(c.load.shares[i, device % ep] * ep) if c.load is not None and i is not None else None
-                rows.append({"role": role, "device": device, "layer": layer, "stage": stage,
+                load = None
+                if c.load is not None and i is not None and device >= first_expert_device:
+                    load = float(c.load.shares[i, (device - first_expert_device) % ep] * ep)
+                rows.append({"role": role, "device": device, "device_role": att["role_of_device"][device],
+                             "layer": layer, "stage": stage,
                              "dp_rank": att["dp_rank_of_device"][device], "tp_rank": att["tp_rank_of_device"][device],
                              "runs_layer": layer_stage == stage, "relative_expert_load": load,
-                             "kv_sequences": kv["sequences_per_device"], "kv_bytes": kv["bytes_per_device"],
-                             "kv_capacity_bytes": kv["capacity_bytes_per_device"]})
-    return pd.DataFrame(rows, columns=["role", "device", "layer", "stage", "dp_rank", "tp_rank", "runs_layer",
-                                       "relative_expert_load", "kv_sequences", "kv_bytes", "kv_capacity_bytes"])
+                             "kv_sequences": kv["sequences_per_device"] if holds_kv else 0.0,
+                             "kv_bytes": kv["bytes_per_device"] if holds_kv else 0.0,
+                             "kv_capacity_bytes": kv["capacity_bytes_per_device"] if holds_kv else 0.0})
+    return pd.DataFrame(rows, columns=["role", "device", "device_role", "layer", "stage", "dp_rank", "tp_rank",
+                                       "runs_layer", "relative_expert_load", "kv_sequences", "kv_bytes",
+                                       "kv_capacity_bytes"])
 
 
 def cost_frame(result: Plan) -> pd.DataFrame:

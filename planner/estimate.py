@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from hwmodels.deployment import SLO, Deployment
 from hwmodels.errors import InputError
 from hwmodels.hardware import instance_cluster, make_cluster
-from hwmodels.layouts import LIMITS, expressible
+from hwmodels.layouts import AFD_LIMIT, LIMITS, expressible
 from hwmodels.memory import device_memory
 from hwmodels.roles import Role
 from planner import queueing
@@ -93,6 +93,9 @@ def _check_fits(d: Deployment, pinned: Pinned) -> None:
         if layout.pp > 1 and role != Role.DECODE:
             raise InputError(option, f"pipeline stages (pp={layout.pp}) are planned for decode pools only",
                              "give pp=1 here, or pin the stages on --decode of a disaggregated estimate")
+        if layout.ffn_devices and role != Role.DECODE:
+            raise InputError(option, "attention-FFN disaggregation (afd=on) is planned for decode pools only",
+                             "give afd=off here, or pin it on --decode of a disaggregated estimate")
         if layout.cp > 1 and role != Role.PREFILL:
             raise InputError(option, f"context parallelism (cp={layout.cp}) splits a prefill pool's prompts",
                              "give cp=1 here, or pin it on --prefill of a disaggregated estimate")
@@ -102,6 +105,9 @@ def _check_fits(d: Deployment, pinned: Pinned) -> None:
         if layout.pp > d.model.num_layers:
             raise InputError(option, f"{layout.pp} pipeline stages exceed {d.model_display_name}'s "
                              f"{d.model.num_layers} layers", "give fewer stages")
+        if layout.ffn_devices and d.serving.engine is not None:
+            raise InputError(option, f"{AFD_LIMIT}, {d.serving.engine} included", "give afd=off, or estimate "
+                             "without an engine (no serving.engine, no --backend) to price it engine-agnostically")
         if not expressible(layout, d.serving.engine):
             raise InputError(option, f"{d.serving.engine} cannot run {layout.name(d.model.is_moe)}: "
                              + LIMITS[d.serving.engine], "give a layout it can run, or another --backend")
@@ -112,16 +118,19 @@ def _check_fits(d: Deployment, pinned: Pinned) -> None:
         context = d.workload.context_tokens if role != Role.PREFILL else d.workload.input_tokens
         mem = device_memory(d.model, d.precision, cluster, layout, context, d.serving.hbm_utilization,
                             d.serving.tokens_per_step)
-        if not mem.fits or (role != Role.PREFILL and mem.concurrent_sequences < layout.devices):
+        if not mem.fits or (role != Role.PREFILL and mem.concurrent_sequences < layout.attention_devices):
             gb = 1e9
-            problem = (f"weights and workspace take {(mem.weight_bytes + mem.workspace_bytes) / gb:,.1f} of its "
+            problem = (f"its routed experts and their workspace take {mem.ffn_device_bytes / gb:,.1f} of the "
+                       f"{mem.usable_bytes / gb:,.1f} usable GB of each of its {layout.ffn_devices} FFN devices"
+                       if mem.ffn_device_bytes > mem.usable_bytes else
+                       f"weights and workspace take {(mem.weight_bytes + mem.workspace_bytes) / gb:,.1f} of its "
                        f"{mem.usable_bytes / gb:,.1f} usable GB per device" if mem.kv_capacity_bytes <= 0 else
                        f"its KV cache holds {mem.concurrent_sequences} sequences of {context:,} tokens, fewer than "
                        f"one per device")
             raise InputError(option, f"{d.model_display_name} does not fit {layout.devices} x {unit.device.name} "
                              f"in {layout.name(d.model.is_moe)}: {problem}",
                              "use more devices, or store weights or KV in fewer bytes (precision)")
-        most = mem.concurrent_sequences // layout.devices
+        most = mem.concurrent_sequences // layout.attention_devices
         if role != Role.PREFILL and pinned.batch_per_device is not None and pinned.batch_per_device > most:
             raise InputError("--batch", f"{pinned.batch_per_device} sequences per device do not fit the KV cache of "
                              f"{layout.name(d.model.is_moe)} at {context:,}-token contexts (at most {most})",

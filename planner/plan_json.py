@@ -156,7 +156,7 @@ def _candidate(c: Candidate, arch: ModelArch) -> dict[str, Any]:
         "instance_devices": c.instance_devices,
         "layout": {"attention_tp": lay.tp, "attention_dp": lay.dp, "expert_parallel": lay.ep, "pipeline_stages": lay.pp,
                    "redundant_experts": lay.redundant_experts, "two_batch_overlap": lay.two_batch_overlap,
-                   "context_parallel": lay.cp, "name": lay.name(is_moe)},
+                   "context_parallel": lay.cp, "ffn_devices": lay.ffn_devices, "name": lay.name(is_moe)},
         work: c.work_per_device,
         "step_s": step.time_s,
         "tokens_per_s_per_device": c.tokens_per_s_per_device,
@@ -175,6 +175,7 @@ def _candidate(c: Candidate, arch: ModelArch) -> dict[str, Any]:
             "kv_capacity_bytes": mem.kv_capacity_bytes,
             "kv_bytes_per_sequence": mem.kv_bytes_per_sequence,
             "linear_state_bytes_per_sequence": mem.linear_state_bytes_per_sequence,
+            "ffn_device_bytes": mem.ffn_device_bytes,
             "context_tokens": mem.context_tokens,
             "concurrent_sequences": mem.concurrent_sequences,
         },
@@ -202,7 +203,9 @@ def _step(s: StepCost) -> dict[str, Any]:
             "pipeline": None if s.pipeline is None else {"stage_s": list(s.pipeline.stage_s),
                                                          "transfer_s": list(s.pipeline.transfer_s),
                                                          "latency_s": s.pipeline.latency_s,
-                                                         "cycle_s": s.pipeline.cycle_s}}
+                                                         "cycle_s": s.pipeline.cycle_s},
+            # the batch split in turns: 2 with two-batch overlap; attention-FFN disaggregated, its ping-pong count
+            "micro_batches": s.micro_batches}
 
 
 def _placement(summary: PlacementSummary, placement: Placement | None) -> dict[str, Any]:
@@ -321,14 +324,20 @@ def _read_candidate(r: _Reader, key: str, d: Deployment, full: bool, role: Role 
     if dp % cp or (cp > 1 and got != Role.PREFILL):
         raise InputError(f"{r.source}: {lay}.context_parallel", f"is {cp}: context parallelism splits a prefill "
                          f"pool's prompts over attention groups that divide its attention_dp ({dp})", _REPLAN)
+    # nor ffn_devices, written since attention-FFN disaggregation: theirs is 0
+    ffn = 0 if r.at(f"{lay}.ffn_devices", required=False) is None else r.int(f"{lay}.ffn_devices", minimum=0)
+    if ffn and (got != Role.DECODE or cp > 1 or r.int(f"{lay}.pipeline_stages") > 1 or r.flag(f"{lay}.two_batch_overlap")):
+        raise InputError(f"{r.source}: {lay}.ffn_devices", f"is {ffn}: attention-FFN disaggregation serves decode pools "
+                         "of one pipeline stage, without two-batch overlap or context parallelism", _REPLAN)
     layout = Layout(tp=r.int(f"{lay}.attention_tp"), dp=dp, pp=r.int(f"{lay}.pipeline_stages"),
                     redundant_experts=r.int(f"{lay}.redundant_experts", minimum=0),
-                    two_batch_overlap=r.flag(f"{lay}.two_batch_overlap"), cp=cp)
+                    two_batch_overlap=r.flag(f"{lay}.two_batch_overlap"), cp=cp, ffn_devices=ffn)
     if layout.pp > d.model.num_layers:
         raise InputError(f"{r.source}: {lay}.pipeline_stages", f"is {layout.pp}, more than the model's "
                          f"{d.model.num_layers} layers", _REPLAN)
     if r.int(f"{lay}.expert_parallel") != layout.ep:
-        raise InputError(f"{r.source}: {lay}.expert_parallel", f"is not attention_tp x attention_dp = {layout.ep}", _REPLAN)
+        raise InputError(f"{r.source}: {lay}.expert_parallel", f"is not {layout.ep} (attention_tp x attention_dp, or "
+                         "ffn_devices where attention-FFN disaggregated)", _REPLAN)
     devices = r.int(f"{key}.instance_devices")
     if devices != layout.devices:
         raise InputError(f"{r.source}: {key}.instance_devices", f"is not the layout's {layout.devices} devices", _REPLAN)
@@ -357,7 +366,9 @@ def _read_step(r: _Reader, key: str) -> StepCost:
     return StepCost(r.choice(f"{key}.phase", Phase), r.number(f"{key}.time_s", positive=True),
                     r.number(f"{key}.tokens_per_device"), breakdown, r.number(f"{key}.overlap_hidden_s", signed=True),
                     r.numbers(f"{key}.by_layer_type_s"), r.text(f"{key}.load_source"), r.strings(f"{key}.sources"),
-                    _read_operator_sources(r, f"{key}.operator_sources"), _read_pipeline(r, f"{key}.pipeline"))
+                    _read_operator_sources(r, f"{key}.operator_sources"), _read_pipeline(r, f"{key}.pipeline"),
+                    # plans written before it have none: read as 1 (it describes the step; nothing is recomputed from it)
+                    r.int(f"{key}.micro_batches") if r.at(f"{key}.micro_batches", required=False) is not None else 1)
 
 
 def _read_pipeline(r: _Reader, key: str) -> PipelineTimes | None:
@@ -383,7 +394,8 @@ def _read_memory(r: _Reader, key: str, layout: Layout, d: Deployment) -> DeviceM
                         r.number(f"{m}.weight_bytes"), r.number(f"{m}.workspace_bytes"), r.number(f"{m}.usable_bytes"),
                         r.number(f"{m}.kv_capacity_bytes", signed=True), r.number(f"{m}.kv_bytes_per_sequence"),
                         r.int(f"{m}.context_tokens"), r.int(f"{m}.concurrent_sequences", minimum=0),
-                        _optional_number(r, f"{m}.linear_state_bytes_per_sequence"))
+                        _optional_number(r, f"{m}.linear_state_bytes_per_sequence"),
+                        _optional_number(r, f"{m}.ffn_device_bytes"))
 
 
 def _optional_number(r: _Reader, key: str) -> float:

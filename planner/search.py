@@ -3,7 +3,8 @@ apply the SLOs and recommend the cheapest deployment that carries the traffic.
 
 Roles are scored independently and combined:
 - decode pools: instance size x pipeline stages x attention TP x redundant slots x two-batch overlap x batch per
-  device (a pipeline's step is the cycle of its pp micro-batches, hwmodels.pipeline; prefill pools and aggregated
+  device, and, where the user named no engine, attention-FFN disaggregation (hwmodels.afd: the batch is then per attention
+  device, the throughput per device over all of them) (a pipeline's step is the cycle of its pp micro-batches, hwmodels.pipeline; prefill pools and aggregated
   instances stay pp = 1: the queueing of a prompt's pipelined chunks and their mixing with decode are not modelled);
   TPOT = the decode step time at that batch, then, for the cheapest options, at the SLO percentile of the load the
   pool carries (planner.tpot);
@@ -77,11 +78,17 @@ def instance_sizes(d: Deployment, role: str = Role.DECODE) -> list[int]:
 
 def _layouts(d: Deployment, cluster: Cluster, role: Role, pinned: Pinned | None) -> list[Layout]:
     """The layouts of `role` scored on `cluster`: the whole space, or the one the user pinned where it is this size."""
-    if pinned is None:  # pipeline stages in decode pools only (module docstring)
-        return [x for x in layout_space(d.model, cluster, d.serving.engine, d.serving.redundant_experts)
-                if x.pp == 1 or role == Role.DECODE]
+    if pinned is None:  # pipeline stages and attention-FFN disaggregation in decode pools only (module docstring)
+        return [x for x in layout_space(d.model, cluster, d.serving.engine, d.serving.redundant_experts, afd_searched(d))
+                if (x.pp == 1 and not x.ffn_devices) or role == Role.DECODE]
     layout = pinned.layout(role)
     return [layout] if layout is not None and layout.devices == cluster.num_devices else []
+
+
+def afd_searched(d: Deployment) -> bool:
+    """Whether the search weighs attention-FFN disaggregated decode pools: where the user named no engine (none, or
+    one picked only for its tables, `serving.engine_note`), since no engine serves them (hwmodels.afd)."""
+    return d.model.is_moe and (d.serving.engine is None or bool(d.serving.engine_note))
 
 
 def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoads,
@@ -106,7 +113,9 @@ def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoa
                     perf = aggregated_performance(ctx, batch, w.input_tokens, w.output_tokens, s.hbm_utilization,
                                                   s.tokens_per_step)
                 out.append(Candidate(role, size, layout, batch, perf, *scored))
-            if role == Role.DECODE and s.speculation is not None and not (pinned and pinned.mtp is False):  # MTP too
+            # MTP too (not attention-FFN disaggregated: where its module's experts would sit is not modelled)
+            if role == Role.DECODE and s.speculation is not None and not (pinned and pinned.mtp is False) \
+                    and not layout.ffn_devices:
                 out += _speculative(d, ctx, size, layout, scored, batches, context)
     return out
 
@@ -213,7 +222,7 @@ def _max_utilisation_for_ttft(d: Deployment, c: Candidate, prefill_s: np.ndarray
     spread of lengths included; a prompt waits for a rank, M^X/G/c over the prompts' prefill times)."""
     if queueing.ttft_tail(d.slo.ttft_s, prefill_s) > _allowed_tail(d):
         return 0.0
-    ranks, service = c.instance_devices // c.layout.rank_devices, queueing.Service.of(service_s)
+    ranks, service = c.layout.attention_devices // c.layout.rank_devices, queueing.Service.of(service_s)
     clump = _clump_per_rank(d, ranks)
     return _largest_accepted(lambda u: queueing.ttft_tail(d.slo.ttft_s, prefill_s, _regimes(
         d, u, lambda level_u, scv: (queueing.mgc_wait(service, level_u, ranks, scv, clump, c.step_s),)))
@@ -230,7 +239,7 @@ def _decode_slot_wait(d: Deployment, dc: Candidate, n_decode: int, req_rate: flo
     """A prefilled prompt's wait for a decode slot. Each DP attention rank of the decode pool is an M/M/c queue of
     its sequence slots (batch per device x TP), the router spreading requests evenly over the ranks; a sequence
     holds its slot for its output tokens' decode steps."""
-    ranks = dc.instance_devices // dc.layout.tp * n_decode
+    ranks = dc.layout.attention_devices // dc.layout.tp * n_decode
     holding_s = d.workload.output_tokens * dc.tpot_s
     return queueing.slot_wait(dc.work_per_device * dc.layout.tp, holding_s, req_rate / ranks, _thinned(arrival_scv, ranks))
 
@@ -269,7 +278,7 @@ def _size_disaggregated(d: Deployment, dc: Candidate, dc_rate: float, pc: Candid
     def regimes(req_rate: float, n_decode: int) -> tuple[queueing.Regime, ...]:
         n_prefill = prefill_instances(req_rate)
         capacity = pc.tokens_per_s_per_device * pc.instance_devices * n_prefill / w.input_tokens  # requests/s
-        ranks = pc.instance_devices // pc.layout.rank_devices * n_prefill
+        ranks = pc.layout.attention_devices // pc.layout.rank_devices * n_prefill
         return _regimes(d, req_rate, lambda rate, scv: (
             queueing.mgc_wait(service, rate / capacity, ranks, scv, _clump_per_rank(d, ranks), pc.step_s),
             _decode_slot_wait(d, dc, n_decode, rate, scv)))
@@ -328,7 +337,7 @@ def _aggregated(d: Deployment, aggregated: list[Candidate]) -> list[Recommendati
         if tpot > d.slo.tpot_s or queueing.ttft_tail(d.slo.ttft_s, unqueued_s) > _allowed_tail(d):
             continue
         # each DP attention rank admits into its own slots (batch per device x TP) the prompts routed to it
-        ranks = c.instance_devices // c.layout.tp
+        ranks = c.layout.attention_devices // c.layout.tp
         slots, holding_s = c.work_per_device * c.layout.tp, float(prefill_s.mean()) + w.output_tokens * tpot
         capacity = c.tokens_per_s_per_device * c.instance_devices / w.output_tokens  # requests/s at full load
 

@@ -46,7 +46,7 @@ def decode_tpot_s(d: Deployment, ctx: StepContext, dc: Candidate, instances: int
     docstring). prompts, outputs: the workload's equally likely prompt and output lengths (planner.prompt_times).
     prefill_stalls: aggregated instances' (time a rank spends prefilling each prompt, the chunk steps it takes), per
     prompt of `prompts`; each chunk step lengthens the other ranks' step from their decode step at the load."""
-    ranks = dc.instance_devices // dc.layout.tp
+    ranks = dc.layout.attention_devices // dc.layout.tp
     rng = np.random.default_rng(SEED)
     several = outputs[outputs >= 2]  # a one-token request has no TPOT
     several = several if len(several) else np.array([2.0])
@@ -130,7 +130,7 @@ def _snapshots(ctx: StepContext, dc: Candidate, per_rank_per_s: float, prompts: 
     requests, the holding time solved with the step it makes; `stretch`: the holding time over the decode steps
     alone (prefill stalls lengthen it)."""
     tp, slots = dc.layout.tp, dc.work_per_device * dc.layout.tp
-    ranks = dc.instance_devices // tp
+    ranks = dc.layout.attention_devices // tp
     step_s = dc.tpot_s
     for _ in range(FIXED_POINT_ROUNDS):
         offered = min(per_rank_per_s * output * step_s * stretch, slots)

@@ -26,6 +26,7 @@ import yaml
 
 import moeplan
 from moeplan import api, cli, example_path
+from planner import search
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -890,9 +891,9 @@ def test_the_price_pickers_example_costs(default_plan):
 
 # --- pipeline stages ----------------------------------------------------------------------------------------
 
-def _pipeline_sentences(default_plan) -> list[str]:
-    """The Pipeline stages section's figures, recomputed: the default example's note, Kimi K2 on 16 H200 at a
-    quarter of the NIC, and the 128-H200 example's frontier."""
+def _pipeline_sentences() -> list[str]:
+    """The Pipeline stages section's figures, recomputed: Kimi K2 on 16 H200 at a quarter of the NIC, the 128-H200
+    example's frontier, and the B200 what-if's decode pool."""
     from hwmodels import layouts
     from hwmodels.catalog import load_unit
     from hwmodels.hardware import instance_cluster
@@ -903,7 +904,6 @@ def _pipeline_sentences(default_plan) -> list[str]:
     from planner.expert_loads import ExpertLoads
     from planner.prompt_times import sub_cluster
 
-    note = next(a for a in default_plan.plan.assumptions if a.startswith("on the frontier with pipeline stages"))
     d = api.deployment(example_path())
     unit = load_unit("hgx-h200")
     weak = replace(unit, device=replace(unit.device, scaleout_bytes_per_s=unit.device.scaleout_bytes_per_s / 4))
@@ -954,7 +954,7 @@ def _pipeline_sentences(default_plan) -> list[str]:
                  + why.split(": ", 1)[1])
     scored = (f"The stages add {view.candidates_scored - flat_view.candidates_scored:,} decode candidates to the "
               f"128-H200 plan's {flat_view.candidates_scored:,}")
-    return [note, weak_text, frontier_text, b200_text, scored]
+    return [weak_text, frontier_text, b200_text, scored]
 
 
 def instance_context_of(d, c):
@@ -963,5 +963,59 @@ def instance_context_of(d, c):
 
 
 def test_the_pipeline_stage_figures(default_plan):
-    for sentence in _pipeline_sentences(default_plan):
+    note = next(a for a in default_plan.plan.assumptions if a.startswith("on the frontier with pipeline stages"))
+    _quoted(note)
+    with pytest.MonkeyPatch.context() as patch:  # the section weighs stages against single-stage layouts
+        patch.setattr(search, "afd_searched", lambda d: False)
+        for sentence in _pipeline_sentences():
+            _quoted(sentence)
+
+
+# --- attention-FFN disaggregation -----------------------------------------------------------------------------
+
+def _afd_sentences() -> list[str]:
+    """The Attention-FFN disaggregation section's figures: the 128-H200 example's frontier with and without it."""
+    example = str(example_path("kimi-k2-h200-128.yaml"))
+    view = api.plan(example, replay=0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(search, "afd_searched", lambda d: False)
+        flat = api.plan(example, replay=0)
+
+    def text(c) -> str:
+        return (f"{c.layout.name()} on {c.instance_devices} devices at {c.work_per_device} sequences per attention "
+                f"device: {c.tokens_per_s_per_device:,.0f} output tokens/s per device at {c.tokens_per_s_per_user:.1f} "
+                f"tokens/s per user")
+
+    def flat_text(c) -> str:
+        return (f"{c.layout.name()} on {c.instance_devices} devices at {c.work_per_device} "
+                f"({c.tokens_per_s_per_device:,.0f} at {c.tokens_per_s_per_user:.1f})")
+    fast, flat_fast = (max(v.frontier, key=lambda c: c.tokens_per_s_per_user) for v in (view, flat))
+    wide, flat_wide = (max(v.frontier, key=lambda c: c.tokens_per_s_per_device) for v in (view, flat))
+    assert fast.layout.ffn_devices and wide.layout.ffn_devices
+    r, flat_r = view.recommendation, flat.recommendation
+    assert (r.mode, r.devices, r.decode.layout) == (flat_r.mode, flat_r.devices, flat_r.decode.layout)
+    ends = (f"Its fastest end is {text(fast)}, against {flat_text(flat_fast)} without it; its throughput end is "
+            f"{text(wide)}, against {flat_text(flat_wide)}.")
+    step, mem = wide.perf.steps[0], wide.perf.memory
+    ms = {k: v * 1e3 for k, v in step.breakdown_s.items()}
+    assert step.micro_batches == 3 and step.time_s * 1e3 < ms["attention"] + ms["expert_gemm"]
+    why = (f"There the three micro-batches keep both sides busy: the attention devices' {ms['attention']:.0f} ms of "
+           f"work per step and the FFN devices' {ms['expert_gemm']:.0f} ms overlap into a {step.time_s * 1e3:.0f} ms "
+           f"step, the combine's {ms['combine']:.0f} ms hidden behind them. It adds "
+           f"{view.candidates_scored - flat.candidates_scored:,} decode candidates to the 128-H200 plan's "
+           f"{flat.candidates_scored:,}; the recommendation at the example's traffic, {r.devices} devices, is the "
+           "same with it.")
+    spare = f"the FFN devices' spare HBM ({mem.ffn_device_bytes / 1e9:.1f} of {view.deployment.cluster.device.hbm_bytes / 1e9:.0f} GB used"
+    return [ends, why, spare]
+
+
+def test_the_afd_figures(monkeypatch):
+    for sentence in _afd_sentences():
         _quoted(sentence)
+    pytest.importorskip("aiconfigurator_core", reason="priced by SGLang's tables: the moeplan[measured] extra")
+    monkeypatch.delenv("MOEPLAN_BACKEND")  # the engine moeplan picks by itself: SGLang's tables on H200
+    view = api.plan(str(example_path("kimi-k2-h200-128.yaml")), replay=0)
+    assert view.deployment.serving.engine == "sglang"
+    assert max(view.frontier, key=lambda c: c.tokens_per_s_per_user).layout.ffn_devices
+    assert not max(view.frontier, key=lambda c: c.tokens_per_s_per_device).layout.ffn_devices
+    _quoted("priced by SGLang's tables, the fastest end is)")

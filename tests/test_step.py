@@ -255,7 +255,7 @@ def test_a_grouped_gemm_reads_only_the_experts_some_token_chose():
     """At a few tokens most of a device's experts are idle and their weights are never loaded: gpt-oss-120b (128
     experts, top 4) on one H200 decodes 4 sequences far faster than 128, and the experts read follow
     1 - exp(-pairs / slots)."""
-    from hwmodels.step import _experts_read
+    from hwmodels.step_moe import _experts_read
 
     assert _experts_read(128, 16) == 16  # 128 x (1 - exp(-1/8)) = 15.04, rounded up
     assert _experts_read(128, 128) == 81

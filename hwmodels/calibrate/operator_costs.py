@@ -262,7 +262,7 @@ def _randomly_routed(hit: Measured, table_s, pairs: float, experts: float, top_k
     pairs evenly (ai-dynamo/aiconfigurator collector, `balanced_logits`: token i takes the experts
     (i + j x ceil(experts / top_k)) mod experts, j < top_k), so min(experts, pairs) of them are read. Random routing
     leaves each idle with probability exp(-pairs / experts), and the grouped GEMM skips an idle expert's weights
-    (hwmodels.step._experts_read). The time the extra experts take is the table's own: its time at the tokens whose
+    (hwmodels.step_moe._experts_read). The time the extra experts take is the table's own: its time at the tokens whose
     balanced pairs read as many experts as balanced routing does, less its time at the tokens whose pairs read as
     many as random routing does (both where balanced pairs each read an expert of their own). Most where pairs ~
     experts (balanced reads all, random 63%), nothing where either is far larger. A table whose time with a pair for

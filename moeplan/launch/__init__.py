@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from hwmodels.errors import InputError
-from hwmodels.layouts import PREFILL_CP_ENGINES
+from hwmodels.layouts import AFD_LIMIT, PREFILL_CP_ENGINES
 from moeplan.launch import dynamo, sglang, trtllm, vllm
 from moeplan.launch.pools import Launch, launch_of, pool_json
 from moeplan.launch.readme import readme
@@ -24,6 +24,10 @@ ENGINES = {"sglang": sglang, "vllm": vllm, "trtllm": trtllm}
 
 def launch_files(plan: Plan, engine: str, version: str, version_note: str, model_path: str) -> dict[str, str]:
     """name -> text of every file of the launch folder for `plan`'s recommendation on `engine` at `version`."""
+    if any(pool.layout.ffn_devices for pool in plan.pools):
+        raise InputError("--backend", f"the plan's decode pool is attention-FFN disaggregated (separate attention and "
+                         f"expert devices): {AFD_LIMIT}, {engine} included",
+                         "plan with serving.engine set (its search leaves attention-FFN disaggregation out)")
     launch = launch_of(plan, engine, version, version_note, model_path)
     if engine not in PREFILL_CP_ENGINES and any(p.context_parallel > 1 for p in launch.pools):
         raise InputError("--backend", f"the plan's prefill pool splits prompts over attention groups (context "
