@@ -55,9 +55,12 @@ def link_copies(cluster: Cluster, layout: Layout, top_k: int, busiest_factor: fl
     ffn_in = np.bincount(ffn, minlength=domains.max() + 1)  # FFN devices per domain
     attention_in = np.bincount(attention, minlength=domains.max() + 1)
     send_up = top_k * ffn_in[attention] / f  # an attention device's copies to FFN devices in its domain
-    receive_up = top_k * busiest_factor * attention_in[ffn] / f  # an FFN device's, per attention-device token
+    # an FFN device receives a / f times an attention device's sends (per attention-device token), from its domain's
+    # attention devices over the scale-up links and the rest over the scale-out fabric
+    receive = top_k * busiest_factor * a / f
+    receive_up = receive * attention_in[ffn] / a
     up = max(send_up.max(), receive_up.max())
-    out = max((top_k - send_up).max(), (top_k * busiest_factor - receive_up).max())
+    out = max((top_k - send_up).max(), (receive - receive_up).max())
     return {"device": 0.0, "scaleup": float(up), "scaleout": float(out)}
 
 

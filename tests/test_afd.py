@@ -78,9 +78,10 @@ def test_token_copies_cross_between_the_attention_and_ffn_devices(kimi):
     assert afd.link_copies(one_node, Layout(tp=1, dp=4, ffn_devices=4), 8) == {"device": 0.0, "scaleup": 8.0, "scaleout": 0.0}
     assert afd.link_copies(two_nodes, Layout(tp=1, dp=8, ffn_devices=8), 8) == {"device": 0.0, "scaleup": 0.0, "scaleout": 8.0}
     # 12 attention devices and 4 FFN devices on two nodes: the second node's 4 attention devices reach every FFN
-    # device on their own node, the first node's reach none; an FFN device's receives are 4 of 12 local
+    # device on their own node, the first node's reach none; an FFN device receives three attention devices' worth
+    # (24 copies per attention-device token), 4 of the 12 senders local
     mixed = afd.link_copies(two_nodes, Layout(tp=1, dp=12, ffn_devices=4), 8)
-    assert mixed["scaleup"] == pytest.approx(8.0 * 4 / 4) and mixed["scaleout"] == pytest.approx(8.0)
+    assert mixed["scaleup"] == pytest.approx(8.0) and mixed["scaleout"] == pytest.approx(24.0 * 8 / 12)
     assert afd.link_copies(two_nodes, Layout(tp=1, dp=8, ffn_devices=8), 8, busiest_factor=1.5)["scaleout"] == 12.0
 
 
