@@ -68,9 +68,8 @@ class Layout:
             experts = f" + EP{self.ep}" + (f" (+{self.redundant_experts} redundant)" if self.redundant_experts else "")
         if is_moe and self.moe_tp > 1:
             experts += f" + MoE TP{self.moe_tp}"
-        if is_moe and self.ffn_devices:
-            experts += f" on {self.ffn_devices} FFN devices"
-        stages = f", PP{self.pp}" if self.pp > 1 else ""
+        stages = ", AFD" if self.ffn_devices else ""  # the experts' EP group on devices of its own
+        stages += f", PP{self.pp}" if self.pp > 1 else ""
         stages += f", CP{self.cp}" if self.cp > 1 else ""
         overlap = ", two-batch overlap" if self.two_batch_overlap else ""
         return attention + experts + stages + overlap

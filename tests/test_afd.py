@@ -44,7 +44,7 @@ def _cluster(d, devices):
 def test_the_layout_counts_attention_and_ffn_devices_apart():
     lay = Layout(tp=2, dp=4, ffn_devices=8, redundant_experts=8)
     assert (lay.attention_devices, lay.devices, lay.ep) == (8, 16, 8)
-    assert lay.name() == "TP2 x DP4 attention + EP8 (+8 redundant) on 8 FFN devices"
+    assert lay.name() == "TP2 x DP4 attention + EP8 (+8 redundant), AFD"
     for bad in (dict(pp=2), dict(moe_tp=2), dict(two_batch_overlap=True), dict(ffn_devices=-1)):
         with pytest.raises(ValueError):
             Layout(tp=2, dp=4, **{"ffn_devices": 8, **bad})
