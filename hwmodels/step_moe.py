@@ -173,7 +173,13 @@ def afd_moe(ctx, tokens_per_device: float, phase: Phase) -> MoETerms:
         operators |= {"afd_dispatch": (disp.source, 1.0), "afd_combine": (comb.source, 1.0)}
     per_layer = ctx.layer_factors
     attention_ops = {k: v for k, v in attention_side.operators.items() if k not in ("dispatch", "combine", "moe_allreduce")}
-    return MoETerms(attention_side.router_s, attention_side.shared_expert_s, experts.expert_gemm_s,
+    shared_s = attention_side.shared_expert_s
+    if layout.dp == 1 and layout.tp > 1 and moe.shared_intermediate_size:
+        # TP attention shards the shared experts like a dense MLP: their partial sums take the all-reduce that the
+        # routed experts' outputs would have ridden on
+        shared_s += float(attention_side.combine_s[0])
+        attention_ops["shared_expert_allreduce"] = attention_side.operators["moe_allreduce"]
+    return MoETerms(attention_side.router_s, shared_s, experts.expert_gemm_s,
                      np.array([dispatch[f] for f in per_layer]), np.array([combine[f] for f in per_layer]),
                      frozenset(sources | experts.sources | attention_side.sources),
                      {k: v for k, v in experts.operators.items() if k not in ("dispatch", "combine")} | attention_ops

@@ -108,6 +108,10 @@ def test_an_afd_step_prices_both_sides_and_spreads_its_tokens_over_every_device(
     assert inside.step("decode", 64, context).breakdown_s["dispatch"] < step.breakdown_s["dispatch"]
     with pytest.raises(ValueError, match="decode"):
         ctx.step("prefill", 1024, context)
+    # TP attention shards the shared expert: its partial sums cost an all-reduce that DP attention does not pay
+    tp8 = StepContext(d.model, d.precision, _cluster(d, 16), Layout(tp=8, dp=1, ffn_devices=8), None, fitted_costs())
+    assert "shared_expert_allreduce" in {name for name, _, _ in tp8.step("decode", 8, context).operator_sources}
+    assert "shared_expert_allreduce" not in {name for name, _, _ in step.operator_sources}
 
 
 def test_the_search_weighs_afd_for_decode_only_and_only_without_a_named_engine(kimi):
