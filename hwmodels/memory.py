@@ -65,9 +65,8 @@ def weights_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout, mtp
     moe_layers = set(arch.moe_layers)
     n_experts = arch.moe.num_experts if arch.moe else 0
     # each slot holds 1 / moe_tp of an expert's width; attention-FFN disaggregated, the attention devices hold none
-    slots = math.ceil((n_experts + layout.redundant_experts) / layout.ep) / layout.moe_tp if n_experts else 0
-    if layout.ffn_devices:
-        slots = 0
+    slots = math.ceil((n_experts + layout.redundant_experts) / layout.ep) / layout.moe_tp \
+        if n_experts and not layout.ffn_devices else 0
     best: dict[str, float] = {}
     for s, layers in enumerate(stage_layers(arch.num_layers, layout.pp)):
         n_moe = sum(1 for i in layers if i in moe_layers)

@@ -3,9 +3,10 @@ apply the SLOs and recommend the cheapest deployment that carries the traffic.
 
 Roles are scored independently and combined:
 - decode pools: instance size x pipeline stages x attention TP x redundant slots x two-batch overlap x batch per
-  device, and, where the user named no engine, attention-FFN disaggregation (hwmodels.afd: the batch is then per attention
-  device, the throughput per device over all of them) (a pipeline's step is the cycle of its pp micro-batches, hwmodels.pipeline; prefill pools and aggregated
-  instances stay pp = 1: the queueing of a prompt's pipelined chunks and their mixing with decode are not modelled);
+  device (a pipeline's step is the cycle of its pp micro-batches, hwmodels.pipeline; prefill pools and aggregated
+  instances stay pp = 1: the queueing of a prompt's pipelined chunks and their mixing with decode are not modelled),
+  and, where the user named no engine, attention-FFN disaggregation (hwmodels.afd: the batch is then per attention
+  device, the throughput per device over all of them);
   TPOT = the decode step time at that batch, then, for the cheapest options, at the SLO percentile of the load the
   pool carries (planner.tpot);
 - prefill pools: instance size x attention TP x redundant slots x overlap x tokens per step x context parallel (a

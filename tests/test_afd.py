@@ -103,6 +103,16 @@ def test_an_afd_step_prices_both_sides_and_spreads_its_tokens_over_every_device(
     assert min(step.breakdown_s[c] for c in ("attention", "expert_gemm", "dispatch", "combine")) > 0
     assert {"afd_dispatch", "afd_combine"} <= {name for name, _, _ in step.operator_sources}
     assert step.time_s < sum(step.breakdown_s.values())  # the pipeline overlaps the two sides
+    # the fastest micro-batch count: no other count is faster
+    each = {}
+    for m in afd.MICRO_BATCHES:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(afd, "MICRO_BATCHES", (m,))
+            each[m] = StepContext(d.model, d.precision, _cluster(d, 16), Layout(tp=1, dp=8, ffn_devices=8), None,
+                                  fitted_costs()).step("decode", 64, context).time_s
+    assert step.time_s == min(each.values()) == each[step.micro_batches] and len(set(each.values())) == 3
+    overlap = StepContext(d.model, d.precision, _cluster(d, 16), Layout(tp=1, dp=16, two_batch_overlap=True))
+    assert overlap.step("decode", 64, context).micro_batches == 2
     # the same split inside one node keeps every copy on NVLink: cheaper transfers per token
     inside = StepContext(d.model, d.precision, _cluster(d, 8), Layout(tp=1, dp=4, ffn_devices=4), None, fitted_costs())
     assert inside.step("decode", 64, context).breakdown_s["dispatch"] < step.breakdown_s["dispatch"]
@@ -132,7 +142,9 @@ def test_an_afd_plan_round_trips_through_plan_json_and_replays(estimated):
     att, kv = decode["placement"]["attention"], decode["placement"]["kv"]
     assert att["role_of_device"] == ["attention"] * 8 + ["experts"] * 8
     assert att["dp_rank_of_device"] == list(range(8)) + [None] * 8 and kv["devices"] == 8
-    assert plan_from_json(doc, p.deployment).recommendation.decode.layout == p.recommendation.decode.layout
+    back = plan_from_json(doc, p.deployment).recommendation.decode
+    assert back.layout == p.recommendation.decode.layout
+    assert decode["steps"][0]["micro_batches"] == back.perf.steps[0].micro_batches in afd.MICRO_BATCHES
     bad = json.loads(json.dumps(doc))
     bad["recommendation"]["prefill"]["layout"]["ffn_devices"] = 4
     with pytest.raises(InputError, match="ffn_devices"):
