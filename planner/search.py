@@ -472,9 +472,22 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
     # the recommendation keeps its per-device loads and placement maps; the other options keep their predictions
     frontier = tuple(c.summarised() for c in pareto_frontier(decode))
     assumptions += pipeline_assumptions(d, decode, frontier) + context_parallel_assumptions(d, prefill, best)
+    if pinned is None and afd_searched(d):
+        assumptions.append(_afd_assumption(frontier, best))
     alternatives = tuple(r.summarised() for r in options[1:6])
     return Plan(d, best, frontier, scored, reason, tuple(assumptions), time.perf_counter() - start, alternatives, field_name,
                 replays=replays)
+
+
+def _afd_assumption(frontier: tuple[Candidate, ...], best: Recommendation | None) -> str:
+    """What the plan says of attention-FFN disaggregation where the search weighed it (`afd_searched`)."""
+    on_frontier = sum(1 for c in frontier if c.layout.ffn_devices)
+    where = f"on the decode frontier: {on_frontier} of {len(frontier)} points"
+    if best is not None and best.decode.layout.ffn_devices:
+        where += "; the recommendation's decode pool is one, which `moeplan launch` refuses"
+    return ("attention-FFN disaggregated decode pools weighed too (hwmodels.afd: the routed experts on devices of "
+            "their own, MegaScale-Infer's ping-pong pipeline), which no engine moeplan writes launch files for serves; "
+            f"{where}; name an engine (serving.engine or --backend) to leave them out")
 
 
 def devices_needed(d: Deployment, most_devices: int = MOST_DEVICES) -> Plan | None:

@@ -180,3 +180,13 @@ def test_afd_is_refused_where_no_engine_serves_it(kimi, estimated):
         api.estimate(example_path(), decode=AFD, prefill=PLAIN, backend="sglang")
     with pytest.raises(InputError, match="attention-FFN disaggregated"):
         launch_files(estimated.plan, "sglang", "0.5.6", "", "moonshotai/Kimi-K2-Instruct")
+
+
+def test_the_plan_says_it_weighed_afd_and_where_it_landed():
+    weighed = api.plan(example_path(), replay=0)
+    line = next(a for a in weighed.plan.assumptions if a.startswith("attention-FFN disaggregated decode pools"))
+    afd_points = sum(1 for c in weighed.frontier if c.layout.ffn_devices)
+    assert f"on the decode frontier: {afd_points} of {len(weighed.frontier)} points" in line and afd_points
+    named = api.plan(example_path(), replay=0, backend="sglang")
+    assert not any("attention-FFN" in a for a in named.plan.assumptions)
+    assert not any(c.layout.ffn_devices for c in named.frontier)
