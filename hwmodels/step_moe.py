@@ -39,13 +39,11 @@ def _experts_read(slots: int, pairs: float) -> int:
     return max(1, min(slots, math.ceil(slots * -math.expm1(-pairs / slots) - 1e-9)))
 
 
-def moe_terms(ctx, tokens_per_device: float, phase: Phase) -> MoETerms:
-    """MoE of one layer on every device; the routed part priced per layer at its busiest device's load."""
-    arch, plan, cluster, dev, layout = ctx.arch, ctx.precision, ctx.cluster, ctx.cluster.device, ctx.layout
-    moe, d, ep = arch.moe, arch.hidden_size, layout.ep
-    slots = math.ceil((moe.num_experts + layout.redundant_experts) / ep)
-    pairs = tokens_per_device * moe.top_k * layout.moe_tp  # pairs each device's experts receive on average
-    group_tokens = tokens_per_device * layout.tp * layout.dp  # tokens entering the expert group (every DP rank's)
+def _router_and_shared(ctx, tokens_per_device: float) -> tuple[_Layer, float]:
+    """(a layer holding the router, a latent MoE's projections and the shared experts on a device's own tokens, the
+    router's share of its time)."""
+    arch, plan, layout = ctx.arch, ctx.precision, ctx.layout
+    moe, d = arch.moe, arch.hidden_size
     fixed = _Layer(ctx)
     fixed.gemm("other", tokens_per_device, moe.num_experts, d, plan.of("router"), "router")
     router_s = fixed.compute_s
@@ -57,31 +55,40 @@ def moe_terms(ctx, tokens_per_device: float, phase: Phase) -> MoETerms:
         ws, width, act = plan.of("shared_experts"), moe.shared_intermediate_size, plan.combine.bytes_per_element
         rows = tokens_per_device
         if layout.dp == 1 and layout.tp > 1:  # sharded like a dense MLP over the TP group, summed by the MoE all-reduce
-            rows, width = group_tokens, width // layout.tp
+            rows, width = tokens_per_device * layout.tp, width // layout.tp
         fixed.quantize_input("shared_expert", rows, d, ws)
         fixed.gemm("shared_expert", rows, 2 * width, d, ws, "shared_gate_up")
         fixed.memory("shared_expert", rows * 3 * width * act, "shared_swiglu")
         fixed.quantize_input("shared_expert", rows, width, ws)
         fixed.gemm("shared_expert", rows, d, width, ws, "shared_down")
-    d = moe.latent_size or d  # from here on: the width the experts and the all-to-all carry
-    # routed experts on the busiest device: `slots` experts sharing its pairs; layers of one factor share an evaluation
+    return fixed, router_s
+
+
+def _routed_experts_s(ctx, tokens_per_device: float, phase: Phase, notes: _Layer) -> dict[float, float]:
+    """Per busiest-device load factor of `ctx.layer_factors`: the routed experts' time on that device (layers of one
+    factor share an evaluation); the operators used are noted in `notes`."""
+    arch, plan, dev, layout = ctx.arch, ctx.precision, ctx.cluster.device, ctx.layout
+    moe, ep = arch.moe, layout.ep
+    d = moe.latent_size or arch.hidden_size  # the width the experts carry
+    slots = math.ceil((moe.num_experts + layout.redundant_experts) / ep)
+    pairs = tokens_per_device * moe.top_k * layout.moe_tp  # pairs each device's experts receive on average
+    # routed experts on the busiest device: `slots` experts sharing its pairs
     we, width = plan.of("routed_experts"), moe.expert_intermediate_size // layout.moe_tp
     grouped = "masked" if phase == Phase.DECODE else "contiguous"
     act = plan.combine.bytes_per_element
-    factors = sorted(set(ctx.layer_factors))
     expert_s = {}
     # the measured MoE tables key a kernel by the tokens one device's MoE group brings (its attention rank's, or
     # its MoE-TP group's where that spans ranks), every EP rank bringing as many: a device computes num_tokens x top_k
     # pairs whatever the EP size (aiconfigurator-core's EP1 and EP32 rows at equal num_tokens take about the same
     # time on one GB200), not the whole group's tokens
     kernel_tokens = tokens_per_device * max(layout.tp, layout.moe_tp)
-    for f in factors:
+    for f in sorted(set(ctx.layer_factors)):
         # a measured table of the whole routed-expert kernel, at the busiest device's share of the tokens
         measured = _moe_experts_op(ctx.costs, dev, kernel_tokens * f, d, moe.expert_intermediate_size, moe.top_k,
                                    moe.num_experts, layout.moe_tp, ep, we)
         if measured is not None:
             expert_s[f] = measured.total_s
-            fixed.note(measured)
+            notes.note(measured)
             continue
         read = _experts_read(slots, pairs * f)
         m = pairs * f / read
@@ -98,9 +105,20 @@ def moe_terms(ctx, tokens_per_device: float, phase: Phase) -> MoETerms:
             gather = _memory_op(ctx.costs, dev, 2 * pairs * f * d * act, "expert_gather")
             permutes_s = permute.total_s + gather.total_s
         expert_s[f] = gate_up.total_s + down.total_s + swiglu.total_s + permutes_s
-        fixed.note(gate_up)
-        fixed.note(down)
+        notes.note(gate_up)
+        notes.note(down)
+    return expert_s
 
+
+def moe_terms(ctx, tokens_per_device: float, phase: Phase) -> MoETerms:
+    """MoE of one layer on every device; the routed part priced per layer at its busiest device's load."""
+    arch, plan, cluster, layout = ctx.arch, ctx.precision, ctx.cluster, ctx.layout
+    moe, ep = arch.moe, layout.ep
+    group_tokens = tokens_per_device * layout.tp * layout.dp  # tokens entering the expert group (every DP rank's)
+    fixed, router_s = _router_and_shared(ctx, tokens_per_device)
+    expert_s = _routed_experts_s(ctx, tokens_per_device, phase, fixed)
+    d = moe.latent_size or arch.hidden_size  # the width the experts and the all-to-all carry
+    act = plan.combine.bytes_per_element
     mode = "low_latency" if phase == Phase.DECODE else "normal"
     scale_bytes = d / SCALE_BLOCK * SCALE_BYTES if plan.dispatch.name == "fp8" else 0.0  # fp32 scale per 128 channels
     dispatch, combine, comm_sources = {}, {}, set()
@@ -152,35 +170,34 @@ def afd_moe(ctx, tokens_per_device: float, phase: Phase) -> MoETerms:
     """One micro-batch's MoE terms attention-FFN disaggregated (hwmodels.afd): the router and shared experts at an
     attention device's `tokens_per_device`, the routed experts on the busiest FFN device, which sees every attention
     device's tokens (an EP group of the FFN devices alone), and the dispatch and combine between the two sets."""
-    layout, moe, plan = ctx.layout, ctx.arch.moe, ctx.precision
+    layout, moe, plan, cluster = ctx.layout, ctx.arch.moe, ctx.precision, ctx.cluster
     if phase != Phase.DECODE:
         raise ValueError("attention-FFN disaggregation serves decode pools")
-    attention_side = moe_terms(replace(ctx, layout=replace(layout, ffn_devices=0), load=None), tokens_per_device, phase)
+    fixed, router_s = _router_and_shared(replace(ctx, layout=replace(layout, ffn_devices=0), load=None), tokens_per_device)
     ffn_layout = Layout(tp=1, dp=layout.ffn_devices, redundant_experts=layout.redundant_experts)
     ffn_tokens = tokens_per_device * layout.attention_devices / layout.ffn_devices
-    experts = moe_terms(replace(ctx, layout=ffn_layout), ffn_tokens, phase)
+    expert_s = _routed_experts_s(replace(ctx, layout=ffn_layout), ffn_tokens, phase, fixed)
+    shared_s, sources = fixed.compute_s - router_s, set(fixed.sources)
+    if layout.dp == 1 and layout.tp > 1 and moe.shared_intermediate_size:
+        # TP attention shards the shared experts like a dense MLP: their partial sums take an all-reduce
+        reduce = ctx.costs.allreduce(cluster, layout.tp, tokens_per_device * layout.tp * ctx.arch.hidden_size
+                                     * plan.combine.bytes_per_element)
+        shared_s += reduce.time_s
+        sources.add(reduce.source)
+        fixed.operators["shared_expert_allreduce"] = (reduce.source, 1.0)
     d = moe.latent_size or ctx.arch.hidden_size
     scale_bytes = d / SCALE_BLOCK * SCALE_BYTES if plan.dispatch.name == "fp8" else 0.0
-    dispatch, combine, sources, operators = {}, {}, set(), {}
+    dispatch, combine = {}, {}
     for f in sorted(set(ctx.layer_factors)):
-        copies = afd.link_copies(ctx.cluster, layout, moe.top_k, f)
-        disp = ctx.costs.dispatch(ctx.cluster, layout.ffn_devices, tokens_per_device, d, moe.top_k, moe.num_experts,
+        copies = afd.link_copies(cluster, layout, moe.top_k, f)
+        disp = ctx.costs.dispatch(cluster, layout.ffn_devices, tokens_per_device, d, moe.top_k, moe.num_experts,
                                   plan.dispatch.bytes_per_element, scale_bytes, None, "low_latency", rank_copies=copies)
-        comb = ctx.costs.combine(ctx.cluster, layout.ffn_devices, tokens_per_device, d, moe.top_k, moe.num_experts,
+        comb = ctx.costs.combine(cluster, layout.ffn_devices, tokens_per_device, d, moe.top_k, moe.num_experts,
                                  plan.combine.bytes_per_element, None, "low_latency", rank_copies=copies)
         dispatch[f], combine[f] = disp.time_s, comb.time_s
         sources |= {disp.source, comb.source}
-        operators |= {"afd_dispatch": (disp.source, 1.0), "afd_combine": (comb.source, 1.0)}
+        fixed.operators |= {"afd_dispatch": (disp.source, 1.0), "afd_combine": (comb.source, 1.0)}
     per_layer = ctx.layer_factors
-    attention_ops = {k: v for k, v in attention_side.operators.items() if k not in ("dispatch", "combine", "moe_allreduce")}
-    shared_s = attention_side.shared_expert_s
-    if layout.dp == 1 and layout.tp > 1 and moe.shared_intermediate_size:
-        # TP attention shards the shared experts like a dense MLP: their partial sums take the all-reduce that the
-        # routed experts' outputs would have ridden on
-        shared_s += float(attention_side.combine_s[0])
-        attention_ops["shared_expert_allreduce"] = attention_side.operators["moe_allreduce"]
-    return MoETerms(attention_side.router_s, shared_s, experts.expert_gemm_s,
-                     np.array([dispatch[f] for f in per_layer]), np.array([combine[f] for f in per_layer]),
-                     frozenset(sources | experts.sources | attention_side.sources),
-                     {k: v for k, v in experts.operators.items() if k not in ("dispatch", "combine")} | attention_ops
-                     | operators)
+    return MoETerms(router_s, shared_s, np.array([expert_s[f] for f in per_layer]),
+                    np.array([dispatch[f] for f in per_layer]), np.array([combine[f] for f in per_layer]),
+                    frozenset(sources), dict(fixed.operators))
