@@ -31,7 +31,9 @@ attention device's sends and an FFN device's receives (`link_copies`). Low-laten
 (token, expert) pair, as DeepEP's low-latency kernels do; the all-to-all's fitted per-token and copy terms apply.
 
 No engine moeplan writes launch files for serves AFD at its pinned version (catalogs/engine_flags.yaml), so the
-search considers it only where no engine is named (hwmodels.layouts.expressible), and `moeplan launch` refuses it.
+search considers it only where the user named no engine (planner.search.afd_searched; an engine picked only for its
+tables prices it), a named engine's layout space leaves it out (hwmodels.layouts.expressible), and `moeplan launch`
+refuses it.
 """
 
 from __future__ import annotations

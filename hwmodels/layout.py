@@ -57,6 +57,11 @@ class Layout:
         return self.attention_devices + self.ffn_devices
 
     @property
+    def batch_device(self) -> str:
+        """What a batch "per device" counts per: the devices that hold sequences."""
+        return "attention device" if self.ffn_devices else "device"
+
+    @property
     def ep(self) -> int:
         return self.ffn_devices or self.tp * self.dp // self.moe_tp
 

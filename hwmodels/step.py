@@ -349,38 +349,27 @@ def _layers_of(ctx: StepContext, phase: Phase, rows_per_device: float, context_t
     n_moe = len(shared.moe_groups)
     layer_s = shared.dense_layer_s.copy()  # [num_layers] in model order; the MoE layers' filled in below
     moe_layer_s = 0.0
-    if n_moe and layout.ffn_devices:
-        m = afd_moe(ctx, b_dev, phase)
+    if n_moe:
+        m = (afd_moe if layout.ffn_devices else moe_terms)(ctx, b_dev, phase)
         sources |= m.sources
         operators |= m.operators
-        attention_stage = np.array([c + x + m.router_s + m.shared_expert_s for c, x in shared.stage_s])[shared.moe_groups]
-        moe_s, fill_s = afd.ping_pong_s(attention_stage, m.dispatch_s, m.expert_gemm_s, m.combine_s, halves)
-        by_type["moe_layers"] = float(np.sum(moe_s)) + fill_s
-        moe_layer_s = by_type["moe_layers"] / n_moe
-        layer_s[list(arch.moe_layers)] = moe_s
-        moe_breakdown = dict(shared.moe_attention_s)
-        moe_breakdown["expert_gemm"] += halves * float(m.expert_gemm_s.sum())
-        moe_breakdown["dispatch"] += halves * float(m.dispatch_s.sum())
-        moe_breakdown["combine"] += halves * float(m.combine_s.sum())
-        moe_breakdown["shared_expert"] += m.shared_expert_s * n_moe * halves
-        moe_breakdown["other"] += m.router_s * n_moe * halves
-        for c in COMPONENTS:
-            breakdown[c] += moe_breakdown[c]
-    elif n_moe:
-        m = moe_terms(ctx, b_dev, phase)
-        sources |= m.sources
-        operators |= m.operators
-        attention_stage = np.array([(c + m.router_s) * slowdown + x for c, x in shared.stage_s])[shared.moe_groups]
-        expert_stage = (m.shared_expert_s + m.expert_gemm_s) * slowdown
-        if overlap:
-            efficiency = ctx.costs.overlap_efficiency
-
-            def overlapped(a, b):
-                return np.maximum(a, b) + (1.0 - efficiency) * np.minimum(a, b)
-            moe_s = halves * (overlapped(attention_stage, m.dispatch_s) + overlapped(expert_stage, m.combine_s))
+        fill_s = 0.0
+        if layout.ffn_devices:  # the two sides on their own devices, in the ping-pong pipeline (slowdown is 1)
+            attention_stage = np.array([c + x + m.router_s + m.shared_expert_s
+                                        for c, x in shared.stage_s])[shared.moe_groups]
+            moe_s, fill_s = afd.ping_pong_s(attention_stage, m.dispatch_s, m.expert_gemm_s, m.combine_s, halves)
         else:
-            moe_s = attention_stage + m.dispatch_s + expert_stage + m.combine_s
-        by_type["moe_layers"] = float(np.sum(moe_s))
+            attention_stage = np.array([(c + m.router_s) * slowdown + x for c, x in shared.stage_s])[shared.moe_groups]
+            expert_stage = (m.shared_expert_s + m.expert_gemm_s) * slowdown
+            if overlap:
+                efficiency = ctx.costs.overlap_efficiency
+
+                def overlapped(a, b):
+                    return np.maximum(a, b) + (1.0 - efficiency) * np.minimum(a, b)
+                moe_s = halves * (overlapped(attention_stage, m.dispatch_s) + overlapped(expert_stage, m.combine_s))
+            else:
+                moe_s = attention_stage + m.dispatch_s + expert_stage + m.combine_s
+        by_type["moe_layers"] = float(np.sum(moe_s)) + fill_s
         moe_layer_s = by_type["moe_layers"] / n_moe
         layer_s[list(arch.moe_layers)] = moe_s
         moe_breakdown = dict(shared.moe_attention_s)

@@ -145,7 +145,7 @@ def summary_points(plan: Plan) -> list[tuple[str, str]]:
         checked = [("Checked", _replays_sentence(plan))] if plan.replays else []
         return [("Answer", f"{verdict(plan)}: {plan.infeasible}."), *checked, ("Assumed", "; ".join(plan.assumptions) + ".")]
     pools = "; ".join(f"{p.instances} x {p.role} instance{'s' * (p.instances > 1)} of {p.instance_devices} devices "
-                      f"({p.layout.name(d.model.is_moe)}" + (f", batch {p.batch_per_device} per {'attention ' * bool(p.layout.ffn_devices)}device)" if p.batch_per_device
+                      f"({p.layout.name(d.model.is_moe)}" + (f", batch {p.batch_per_device} per {p.layout.batch_device})" if p.batch_per_device
                                                               else ")") for p in plan.pools)
     points = [("Answer", f"serve {d.model_display_name} {r.mode} on {devices_text(d, r)}: {pools}. "
                          f"It meets the SLOs at p{slo.percentile:g}: TPOT {r.tpot_s * 1e3:.1f} ms (SLO {slo.tpot_s * 1e3:g} ms), "

@@ -101,7 +101,7 @@ def device_map_frame(result: Plan) -> pd.DataFrame:
         ep = c.load.shares.shape[1] if c.load is not None else 1
         first_expert_device = c.layout.attention_devices if c.layout.ffn_devices else 0
         for device in range(c.instance_devices):
-            stage, holds_kv = att["stage_of_device"][device], device < c.layout.attention_devices
+            stage, holds_kv = att["stage_of_device"][device], att["role_of_device"][device] != "experts"
             for layer, layer_stage in enumerate(att["stage_of_layer"]):
                 i = moe_index.get(layer)
                 load = None

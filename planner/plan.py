@@ -91,8 +91,8 @@ class Candidate:
     def describe(self, is_moe: bool) -> str:
         unit = "sequences" if self.role != Role.PREFILL else "tokens per step"
         mtp = f", MTP ({self.speculation.draft_tokens} draft)" if self.speculation else ""
-        per = "attention device" if self.layout.ffn_devices else "device"
-        return f"{self.instance_devices} devices, {self.layout.name(is_moe)}, {self.work_per_device} {unit} per {per}{mtp}"
+        return (f"{self.instance_devices} devices, {self.layout.name(is_moe)}, {self.work_per_device} {unit} per "
+                f"{self.layout.batch_device}{mtp}")
 
     def summarised(self) -> Candidate:
         """The candidate as its predictions, without its per-device load and placement maps."""
@@ -322,8 +322,7 @@ class Plan:
             return f"no deployment: {self.infeasible}"
         is_moe = self.deployment.model.is_moe
         parts = [f"{p.instances} x {p.role} [{p.instance_devices} devices, {p.layout.name(is_moe)}"
-                 + (f", batch {p.batch_per_device}/{'attention ' * bool(p.layout.ffn_devices)}device"
-                    if p.batch_per_device else "")
+                 + (f", batch {p.batch_per_device}/{p.layout.batch_device}" if p.batch_per_device else "")
                  + (f", {p.chunk_tokens_per_device} prompt tokens/device/step" if p.role != Role.DECODE else "") + "]"
                  for p in self.pools]
         d = self.deployment

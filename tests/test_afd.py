@@ -3,12 +3,11 @@ by the ping-pong pipeline, held by the attention devices' KV, weighed by the eng
 read from plan.json, refused where no engine can launch it."""
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from hwmodels import afd, catalog
+from hwmodels import afd
 from hwmodels.calibrate.operator_costs import fitted_costs
 from hwmodels.errors import InputError
 from hwmodels.hardware import instance_cluster
