@@ -173,12 +173,35 @@ def layer_kinds(config: Mapping[str, Any], layers: int, where: str) -> tuple[Kin
         return tuple(Kind.LINEAR if i + 1 in kda else Kind.FULL for i in range(layers))
     types = config.get("layer_types")
     if types is None:
-        return (Kind.FULL,) * layers
-    names = {"full_attention": Kind.FULL, "sliding_attention": Kind.SLIDING, "linear_attention": Kind.LINEAR}
+        return _derived_kinds(config, layers, where)
+    # Llama 4's chunked layers attend within fixed chunks: priced as a window of the chunk (model_arch._window)
+    names = {"full_attention": Kind.FULL, "sliding_attention": Kind.SLIDING, "linear_attention": Kind.LINEAR,
+             "chunked_attention": Kind.SLIDING}
     if not isinstance(types, list) or len(types) != layers or not all(isinstance(t, str) and t in names for t in types):
         raise InputError(f"{where} layer_types", f"must list one of {', '.join(names)} for each of the {layers} layers, "
                          f"got {excerpt(types)}", "copy layer_types from the checkpoint's config.json")
     return tuple(names[t] for t in types)
+
+
+def _derived_kinds(config: Mapping[str, Any], layers: int, where: str) -> tuple[Kind, ...]:
+    """The kinds a config without `layer_types` implies, as transformers derives them: Qwen3-Next's
+    `full_attention_interval` (every n-th layer full, the others Gated DeltaNet) and Llama 4's
+    `attention_chunk_size` (chunked attention where `no_rope_layers` is 1; by default every layer but each
+    fourth, whose global attention has no RoPE); otherwise every layer FULL."""
+    interval = config.get("full_attention_interval")
+    if interval is not None and config.get("linear_num_value_heads") is not None:
+        if isinstance(interval, bool) or not isinstance(interval, int) or not 1 <= interval <= layers:
+            raise InputError(f"{where} full_attention_interval", f"must be a whole number in [1, {layers}], got "
+                             f"{excerpt(interval)}", "copy full_attention_interval from the checkpoint's config.json")
+        return tuple(Kind.FULL if (i + 1) % interval == 0 else Kind.LINEAR for i in range(layers))
+    if config.get("attention_chunk_size") is not None:
+        rope = config.get("no_rope_layers") or [int((i + 1) % 4 != 0) for i in range(layers)]
+        if not isinstance(rope, list) or len(rope) != layers or not all(r in (0, 1) and not isinstance(r, bool)
+                                                                        for r in rope):
+            raise InputError(f"{where} no_rope_layers", f"must list 0 or 1 for each of the {layers} layers, got "
+                             f"{excerpt(rope)}", "copy no_rope_layers from the checkpoint's config.json")
+        return tuple(Kind.SLIDING if r else Kind.FULL for r in rope)
+    return (Kind.FULL,) * layers
 
 
 def _layer_numbers(value: Any, layers: int, field: str) -> set[int]:

@@ -6,7 +6,12 @@ Understood families, recognised by their fields, not by name:
   and `head_dim` (default hidden_size / num_attention_heads).
 - MoE: `n_routed_experts` (DeepSeek style, with `first_k_dense_replace`, `moe_layer_freq`,
   `n_shared_experts`), `num_experts` (Qwen-MoE, with `decoder_sparse_step`, `mlp_only_layers`,
-  `shared_expert_intermediate_size`) or `num_local_experts` (Mixtral); otherwise a dense model.
+  `shared_expert_intermediate_size`), `num_local_experts` (Mixtral; Llama 4 with `interleave_moe_layer_step` or
+  `moe_layers`, a shared expert of `intermediate_size` in every MoE layer and dense layers of
+  `intermediate_size_mlp`) or `moe_num_experts` (ERNIE 4.5: `moe_k`, `moe_layer_start_index`,
+  `moe_layer_end_index`, `moe_layer_interval`, `moe_num_shared_experts`); otherwise a dense model. A config that
+  names an expert count under any other field, or a layer pattern of a family moeplan does not read (Jamba,
+  Nemotron-H, Step-3, Hunyuan), is refused (`_refuse_unread`), never read as dense or as another family.
 - A multimodal wrapper with `text_config` (Kimi K2.5 / K3, Qwen3.5) is read through its text model; its
   `vision_config` becomes `ModelArch.vision` (hwmodels.vision), priced only for requests with images and not
   counted in the text model's parameters.
@@ -16,7 +21,7 @@ Understood families, recognised by their fields, not by name:
 Refused, each as one InputError naming `config.json <field>` and the fix:
 - encoder-decoder models (`is_encoder_decoder: true`, T5, BART, Whisper, Switch Transformers, ...) and known
   encoder-only families (BERT, RoBERTa, DeBERTa, ...): moeplan serves decoder-only causal LMs;
-- an expert count of 0 (`n_routed_experts`, `num_experts`, `num_local_experts`): the config names an MoE with no
+- an expert count of 0 (`n_routed_experts`, `num_experts`, `num_local_experts`, `moe_num_experts`): the config names an MoE with no
   experts, which no serving engine loads (Qwen2-MoE's own code would build dense layers, DeepSeek's and
   Mixtral's break); the fix is to drop the field (or set it to null) for a dense model, never a silent guess;
 - a value of the wrong type (`quantization_config: "fp8"`, `num_hidden_layers: "61"`, `tie_word_embeddings:
@@ -152,6 +157,9 @@ MAX_SIZES = {
     "decoder_sparse_step": 10_000,
     "num_attention_heads": 65_536, "num_key_value_heads": 65_536,  # 512 x the most heads (128)
     "n_routed_experts": 100_000, "num_experts": 100_000, "num_local_experts": 100_000,  # 260 x Kimi K2's 384
+    "moe_num_experts": 100_000, "moe_k": 100_000, "moe_num_shared_experts": 100_000,
+    "interleave_moe_layer_step": 10_000, "moe_layer_interval": 10_000, "moe_layer_start_index": 10_000,
+    "moe_layer_end_index": 10_000, "intermediate_size_mlp": _WIDTH,
     "n_shared_experts": 100_000, "num_experts_per_tok": 100_000,
     "vocab_size": 10**8,  # 380 x the largest vocabulary (262,144)
     "routed_expert_hidden_size": _WIDTH, "o_lora_rank": _WIDTH, "index_head_dim": _WIDTH,
@@ -173,7 +181,16 @@ ENCODER_ONLY = frozenset({
     "deberta-v2", "mpnet", "ernie", "modernbert", "nomic_bert", "convbert", "mobilebert", "squeezebert", "rembert",
     "roformer", "funnel", "longformer", "layoutlm", "esm", "xlm", "flaubert", "megatron-bert", "nystromformer",
 })
-_EXPERT_COUNTS = ("n_routed_experts", "num_experts", "num_local_experts")
+_EXPERT_COUNTS = ("n_routed_experts", "num_experts", "num_local_experts", "moe_num_experts")
+# An integer field whose name says it counts experts (DBRX's moe_num_experts nests in ffn_config, Step-3's
+# moe_num_experts, Jamba's num_experts beside expert_layer_period): read only through the families above
+_EXPERT_COUNT_NAME = re.compile(r"(^|_)(n|num)_?(local_|routed_)?experts?$|^moe_(num_)?experts?$|^num_experts_per_layer$")
+# Fields that change which layers route, or add experts, in families moeplan does not read: Jamba's periods (and
+# its Mamba layers), Nemotron-H's and Falcon-H1's block patterns, Step-3's MoE layer list and shared expert,
+# Hunyuan-MoE's per-layer top-k and shared experts
+_UNREAD_STRUCTURE_FIELDS = ("expert_layer_period", "expert_layer_offset", "attn_layer_period", "layers_block_type",
+                            "hybrid_override_pattern", "moe_layers_enum", "share_expert_dim", "moe_topk",
+                            "num_shared_expert")
 MAX_IGNORE_PATTERNS = 10_000  # quantization_config.ignore entries (real lists name a few hundred modules)
 
 
@@ -211,10 +228,12 @@ def arch_from_config(config: Mapping[str, Any], name: str, where: str = "config.
         if isinstance(attention, CompressedAttention):
             attention = CompressedAttention(**{**attention.__dict__, "indexer": indexer})
     linear = linear_attention(config, get, where) if Kind.LINEAR in kinds else None
-    window = get("sliding_window") if Kind.SLIDING in kinds else 0
+    window = _window(config, get) if Kind.SLIDING in kinds else 0
 
-    moe, moe_layers = _moe(config, get, layers, where)
-    dense_width = get("intermediate_size", 0, allow_zero=True)
+    moe, moe_layers = _moe(config, get, layers, model_type, where)
+    # Llama 4's dense layers are wider than its experts and its shared expert (intermediate_size)
+    dense_key = "intermediate_size_mlp" if config.get("intermediate_size_mlp") is not None else "intermediate_size"
+    dense_width = get(dense_key, 0, allow_zero=True)
     if dense_width == 0 and len(moe_layers) < layers:
         raise InputError(f"{where} intermediate_size", "missing or 0, but the model has dense layers",
                          "give the dense MLP's width (intermediate_size in the checkpoint's config.json)")
@@ -332,7 +351,18 @@ def _flag(config: Mapping[str, Any], key: str, where: str) -> bool:
     return bool(value)
 
 
-def _moe(config: Mapping[str, Any], get, layers: int, where: str) -> tuple[MoE | None, tuple[int, ...]]:
+def _window(config: Mapping[str, Any], get) -> int:
+    """Tokens a SLIDING layer holds and reads: its `sliding_window`, or Llama 4's `attention_chunk_size` (a chunked
+    layer attends within its chunk of that many tokens: at most the chunk, half of it on average past the first,
+    so pricing the whole chunk bounds its time from above and its KV exactly)."""
+    if config.get("sliding_window") is None and config.get("attention_chunk_size") is not None:
+        return get("attention_chunk_size")
+    return get("sliding_window")
+
+
+def _moe(config: Mapping[str, Any], get, layers: int, model_type: str,
+         where: str) -> tuple[MoE | None, tuple[int, ...]]:
+    _refuse_unread(config, model_type, where, structure=True)
     for key in _EXPERT_COUNTS:
         if config.get(key) == 0 and not isinstance(config.get(key), bool):
             raise InputError(f"{where} {key}", "is 0: an MoE without experts",
@@ -359,10 +389,62 @@ def _moe(config: Mapping[str, Any], get, layers: int, where: str) -> tuple[MoE |
         moe = MoE(get("num_experts"), _top_k(get, "num_experts", where), get("moe_intermediate_size"),
                   1 if shared_width else 0, shared_width, bool(shared_width))
         return moe, tuple(i for i in range(layers) if i not in dense_only and (i + 1) % step == 0)
-    if config.get("num_local_experts") is not None:  # Mixtral
-        moe = MoE(get("num_local_experts"), _top_k(get, "num_local_experts", where), get("intermediate_size"), 0, 0, False)
+    if config.get("num_local_experts") is not None:
+        width = get("intermediate_size")
+        if model_type.startswith("llama4"):  # every Llama 4 MoE layer adds a shared expert of the experts' width
+            moe = MoE(get("num_local_experts"), _top_k(get, "num_local_experts", where), width, 1, width, False)
+            if config.get("moe_layers"):
+                return moe, tuple(sorted(_layer_list(config, "moe_layers", layers, where)))
+            step = get("interleave_moe_layer_step", 1)
+            return moe, tuple(i for i in range(layers) if (i + 1) % step == 0)
+        moe = MoE(get("num_local_experts"), _top_k(get, "num_local_experts", where), width, 0, 0, False)  # Mixtral
         return moe, tuple(range(layers))
+    if config.get("moe_num_experts") is not None:  # ERNIE 4.5
+        return _ernie_moe(config, get, layers, where)
+    _refuse_unread(config, model_type, where, structure=False)
     return None, ()
+
+
+def _ernie_moe(config: Mapping[str, Any], get, layers: int, where: str) -> tuple[MoE, tuple[int, ...]]:
+    """ERNIE 4.5's MoE (vLLM's and transformers' Ernie4_5_Moe): layer i routes where (i + 1) % moe_layer_interval
+    is 0 and moe_layer_start_index <= i <= moe_layer_end_index (default the last layer); its shared experts form
+    one MLP of moe_num_shared_experts x moe_intermediate_size. The VL models' per-modality lists are refused."""
+    for key in ("moe_num_experts", "moe_layer_start_index", "moe_layer_end_index", "moe_intermediate_size"):
+        if isinstance(config.get(key), list):
+            raise InputError(f"{where} {key}", f"is a per-modality list {excerpt(config[key])} (ERNIE 4.5 VL): "
+                             "moeplan reads the text model's experts only",
+                             f"give the text experts' {key} as one number")
+    experts, width = get("moe_num_experts"), get("moe_intermediate_size")
+    top_k = get("moe_k")
+    if top_k > experts:
+        raise InputError(f"{where} moe_k", f"{top_k} is more than the {experts} experts (moe_num_experts)",
+                         f"give at most {experts} experts per token")
+    shared = get("moe_num_shared_experts", 0, allow_zero=True)
+    first, interval = get("moe_layer_start_index", 0, allow_zero=True), get("moe_layer_interval", 1)
+    end = config.get("moe_layer_end_index")
+    last = layers - 1 if end is None or end == -1 else get("moe_layer_end_index", 0, allow_zero=True)
+    moe = MoE(experts, top_k, width, shared, shared * width, False)
+    return moe, tuple(i for i in range(layers) if (i + 1) % interval == 0 and first <= i <= last)
+
+
+def _refuse_unread(config: Mapping[str, Any], model_type: str, where: str, structure: bool) -> None:
+    """A layer pattern or shared experts in a field moeplan does not read (`structure`), or, for a config about to
+    be read as dense, an expert count under another name: priced without them, a model's weights, FLOPs and step
+    would all be wrong without a word."""
+    if structure:
+        found = [(k, config[k]) for k in _UNREAD_STRUCTURE_FIELDS if config.get(k) not in (None, 0, "", [])]
+    else:
+        found = [(k, v) for k, v in config.items() if isinstance(k, str) and _EXPERT_COUNT_NAME.search(k)
+                 and isinstance(v, int) and not isinstance(v, bool) and v > 1]
+    if found:
+        key, value = found[0]
+        kind = f"model_type {excerpt(model_type)}" if model_type else "this config"
+        what = ("a layer pattern or shared experts" if structure else "an expert count")
+        raise InputError(f"{where} {key}", f"{excerpt(value)}: {kind} gives {what} in a field moeplan does not "
+                         "read, so it cannot tell which layers route to which experts",
+                         "restate the model in a family moeplan reads (hwmodels/model_arch.py's docstring: e.g. "
+                         "n_routed_experts with first_k_dense_replace, n_shared_experts and moe_intermediate_size) "
+                         "in a copy of the config.json, or drop the field if the model is dense")
 
 
 def _groups(get, experts: int, where: str) -> tuple[int, int]:

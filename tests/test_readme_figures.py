@@ -812,6 +812,22 @@ def test_the_2026_models_table_and_claims():
     _quoted(f"a 1024 x 1024 image adds {k3['image_tokens_per_1024px_image']:,} prompt tokens to Kimi K3")
 
 
+def test_the_config_families_table():
+    """README's rows for config.json files outside the catalog: the counts recomputed from test_model_families's
+    configs; the published ones are the model cards' (cited there)."""
+    from hwmodels.arithmetic import active_params, total_params
+    from hwmodels.model_arch import arch_from_config
+    from hwmodels.units import format_count
+    from test_model_families import ERNIE_300B, MAVERICK
+
+    scout = {**MAVERICK, "text_config": {**MAVERICK["text_config"], "num_local_experts": 16, "interleave_moe_layer_step": 1}}
+    rows = {"Llama-4-Maverick-17B-128E": (MAVERICK, "400 B, 17 B active"), "Llama-4-Scout-17B-16E": (scout, "109 B, 17 B active"),
+            "ERNIE-4.5-300B-A47B": (ERNIE_300B, "300 B, 47 B active")}
+    for label, (config, published) in rows.items():
+        arch = arch_from_config(config, label)
+        _quoted(f"| {label} | {format_count(total_params(arch))} | {format_count(active_params(arch))} | {published} |")
+
+
 def test_the_measured_deployments_figures():
     f = _results("bench_fidelity")["figures"]
     _quoted(f"coverage {f['coverage']:.0%} of its {f['rows']} rows")
