@@ -8,10 +8,10 @@ Understood families, recognised by their fields, not by name:
   `n_shared_experts`), `num_experts` (Qwen-MoE, with `decoder_sparse_step`, `mlp_only_layers`,
   `shared_expert_intermediate_size`), `num_local_experts` (Mixtral; Llama 4 with `interleave_moe_layer_step` or
   `moe_layers`, a shared expert of `intermediate_size` in every MoE layer and dense layers of
-  `intermediate_size_mlp`) or `moe_num_experts` (ERNIE 4.5: `moe_k`, `moe_layer_start_index`,
+  `intermediate_size_mlp`; Granite-MoE-Shared with `shared_intermediate_size`) or `moe_num_experts` (ERNIE 4.5: `moe_k`, `moe_layer_start_index`,
   `moe_layer_end_index`, `moe_layer_interval`, `moe_num_shared_experts`); otherwise a dense model. A config that
   names an expert count under any other field, or a layer pattern of a family moeplan does not read (Jamba,
-  Nemotron-H, Step-3, Hunyuan), is refused (`_refuse_unread`), never read as dense or as another family.
+  Nemotron-H, Step-3, Hunyuan, MiniMax-Text-01's lightning attention), is refused (`_refuse_unread`), never read as dense or as another family.
 - A multimodal wrapper with `text_config` (Kimi K2.5 / K3, Qwen3.5) is read through its text model; its
   `vision_config` becomes `ModelArch.vision` (hwmodels.vision), priced only for requests with images and not
   counted in the text model's parameters.
@@ -159,7 +159,7 @@ MAX_SIZES = {
     "n_routed_experts": 100_000, "num_experts": 100_000, "num_local_experts": 100_000,  # 260 x Kimi K2's 384
     "moe_num_experts": 100_000, "moe_k": 100_000, "moe_num_shared_experts": 100_000,
     "interleave_moe_layer_step": 10_000, "moe_layer_interval": 10_000, "moe_layer_start_index": 10_000,
-    "moe_layer_end_index": 10_000, "intermediate_size_mlp": _WIDTH,
+    "moe_layer_end_index": 10_000, "intermediate_size_mlp": _WIDTH, "shared_intermediate_size": _WIDTH,
     "n_shared_experts": 100_000, "num_experts_per_tok": 100_000,
     "vocab_size": 10**8,  # 380 x the largest vocabulary (262,144)
     "routed_expert_hidden_size": _WIDTH, "o_lora_rank": _WIDTH, "index_head_dim": _WIDTH,
@@ -187,10 +187,10 @@ _EXPERT_COUNTS = ("n_routed_experts", "num_experts", "num_local_experts", "moe_n
 _EXPERT_COUNT_NAME = re.compile(r"(^|_)(n|num)_?(local_|routed_)?experts?$|^moe_(num_)?experts?$|^num_experts_per_layer$")
 # Fields that change which layers route, or add experts, in families moeplan does not read: Jamba's periods (and
 # its Mamba layers), Nemotron-H's and Falcon-H1's block patterns, Step-3's MoE layer list and shared expert,
-# Hunyuan-MoE's per-layer top-k and shared experts
+# Hunyuan-MoE's per-layer top-k and shared experts, MiniMax-Text-01's lightning (linear) attention layers
 _UNREAD_STRUCTURE_FIELDS = ("expert_layer_period", "expert_layer_offset", "attn_layer_period", "layers_block_type",
                             "hybrid_override_pattern", "moe_layers_enum", "share_expert_dim", "moe_topk",
-                            "num_shared_expert")
+                            "num_shared_expert", "attn_type_list")
 MAX_IGNORE_PATTERNS = 10_000  # quantization_config.ignore entries (real lists name a few hundred modules)
 
 
@@ -397,7 +397,9 @@ def _moe(config: Mapping[str, Any], get, layers: int, model_type: str,
                 return moe, tuple(sorted(_layer_list(config, "moe_layers", layers, where)))
             step = get("interleave_moe_layer_step", 1)
             return moe, tuple(i for i in range(layers) if (i + 1) % step == 0)
-        moe = MoE(get("num_local_experts"), _top_k(get, "num_local_experts", where), width, 0, 0, False)  # Mixtral
+        # Mixtral; Granite-MoE-Shared adds one shared MLP of shared_intermediate_size
+        shared = get("shared_intermediate_size", 0, allow_zero=True)
+        moe = MoE(get("num_local_experts"), _top_k(get, "num_local_experts", where), width, int(shared > 0), shared, False)
         return moe, tuple(range(layers))
     if config.get("moe_num_experts") is not None:  # ERNIE 4.5
         return _ernie_moe(config, get, layers, where)

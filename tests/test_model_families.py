@@ -88,6 +88,9 @@ def test_qwen3_next_without_layer_types_takes_its_interval():
     # Hunyuan-MoE: top-k and shared experts per layer
     (DENSE | {"num_experts": 64, "num_experts_per_tok": 8, "moe_intermediate_size": 3072, "moe_topk": [8]},
      "moe_topk"),
+    # MiniMax-Text-01: lightning (linear) attention in seven layers of eight
+    (DENSE | {"num_local_experts": 32, "num_experts_per_tok": 2, "attn_type_list": [0] * 7 + [1] * 25},
+     "attn_type_list"),
     # an expert count under a name no family reads: never a dense model
     (DENSE | {"n_experts": 16}, "n_experts"),
     (DENSE | {"num_routed_expert": 64}, "num_routed_expert"),
@@ -103,3 +106,12 @@ def test_harmless_expert_fields_do_not_refuse_a_dense_model():
     arch = arch_from_config(DENSE | {"num_experts_per_tok": 2, "router_aux_loss_coef": 0.01,
                                      "output_router_logits": False, "num_experts": None}, "dense")
     assert not arch.is_moe
+
+
+def test_granite_moe_shared_expert():
+    """ibm-granite GraniteMoeShared: Mixtral-style experts plus one shared MLP of shared_intermediate_size."""
+    granite = DENSE | {"model_type": "granitemoeshared", "intermediate_size": 512, "num_local_experts": 40,
+                       "num_experts_per_tok": 8, "shared_intermediate_size": 1024}
+    arch = arch_from_config(granite, "granite")
+    assert arch.moe.shared_intermediate_size == 1024 and arch.moe.num_shared_experts == 1
+    assert active_params(arch) > active_params(arch_from_config(granite | {"shared_intermediate_size": 0}, "g"))
