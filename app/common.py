@@ -282,7 +282,7 @@ def trace(files: Files, rate_per_s: float | None = None) -> RequestTrace:
     chunk-N-trace.csv and chunk-N-dataset.json files of a ServeGen folder. rate_per_s: arrivals for a
     length-only CSV. Each file is refused over MAX_UPLOAD_MB."""
     if not files:
-        raise InputError("trace", "no file uploaded", "upload a Mooncake JSONL, Azure CSV, length CSV or ServeGen chunk")
+        raise InputError("trace", "no file uploaded", "upload a Mooncake JSONL, Azure CSV, BurstGPT CSV, length CSV or ServeGen chunk")
     name, data = files[0] if len(files) == 1 else (UPLOADED_FOLDER, dict(files))
     return moeplan.api.read_trace(data, name=name, rate_per_s=rate_per_s or None, max_bytes=MAX_UPLOAD_BYTES)
 

@@ -324,7 +324,7 @@ def sweep(spec: str | Path | Spec | Mapping, vary: Mapping[str, Sequence], engin
 def read_trace(source: SourceLike, *, name: str | None = None, rate_per_s: float | None = None,
                max_bytes: int | None = None, arrival: str = "poisson", cv: float = 1.0, seed: int = 0,
                limit: int | None = None) -> RequestTrace:
-    """The requests of a trace (hwmodels.ingest.requests.load_trace: Mooncake JSONL, Azure CSV, length CSV,
+    """The requests of a trace (hwmodels.ingest.requests.load_trace: Mooncake JSONL, Azure CSV, BurstGPT CSV, length CSV,
     ServeGen chunk or folder) from a path, the bytes of one file (name: its file name), or {file name: bytes}
     (a ServeGen chunk's two files). rate_per_s, arrival, cv: arrivals for a length-only CSV; max_bytes: the
     most bytes read from one file (default hwmodels.ingest.source.MAX_FILE_BYTES); seed, limit: as load_trace."""
@@ -452,7 +452,7 @@ def simulate(spec: SpecLike, plan=None, trace=None, routing=None, *, prefill_rou
 
     plan: a Plan (or the PlanView `plan` returns), a plan.json path or its parsed dict, or None (plan the spec now,
       as `plan` does: its cheapest options checked by replays of the workload).
-    trace: a request trace file (Mooncake JSONL, Azure CSV, length CSV, ServeGen chunk or folder), a
+    trace: a request trace file (Mooncake JSONL, Azure CSV, BurstGPT CSV, length CSV, ServeGen chunk or folder), a
       RequestTrace (hwmodels.ingest.requests), or None: the spec's workload.trace where it has one, else synthetic
       Poisson arrivals at the workload's requests_per_s,
       lengths lognormal around its means with its input_cv and output_cv, prompts cut at its max_input_tokens

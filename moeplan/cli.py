@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="write into a non-empty DIR, replacing the report files")
     s.add_argument("--json", action="store_true", help="print plan.json to stdout")
     s.add_argument("--trace", metavar="FILE",
-                   help="size for a request trace (Mooncake JSONL, Azure CSV, ServeGen chunk or folder): its rate, its "
+                   help="size for a request trace (Mooncake JSONL, Azure CSV, BurstGPT CSV, ServeGen chunk or folder): its rate, its "
                         "swings from minute to minute, its burstiness and its prompt lengths replace the spec's workload "
                         "(as workload.trace: FILE would); the report's simulation replays it")
     _backend_arg(s)
@@ -208,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="replay a request trace through a plan: TTFT/TPOT percentiles, goodput, cost")
     s.add_argument("spec", nargs="?", default=str(example_path()), help=f"spec YAML (default: the built-in {example_path().name})")
     s.add_argument("--plan", metavar="plan.json", help="a plan of this spec (moeplan plan SPEC -o DIR); default: plan the spec now")
-    s.add_argument("--trace", metavar="FILE", help="request trace: Mooncake JSONL, Azure CSV, length CSV (with --rate), ServeGen "
+    s.add_argument("--trace", metavar="FILE", help="request trace: Mooncake JSONL, Azure CSV, BurstGPT CSV, length CSV (with --rate), ServeGen "
                    "chunk or folder; default: the spec's workload.trace, else Poisson arrivals at the spec's requests_per_s, "
                    "lengths lognormal around its means (its input_cv, output_cv)")
     _backend_arg(s)

@@ -127,7 +127,7 @@ class WorkloadSpec(_Strict):
                                       "its encoder work to prefill")
     image_width_px: Whole = Field(1024, gt=0, le=MAX_IMAGE_PX, description="width of each image in pixels")
     image_height_px: Whole = Field(1024, gt=0, le=MAX_IMAGE_PX, description="height of each image in pixels")
-    trace: PathText | None = Field(None, description="a request trace to size for (Mooncake JSONL, Azure CSV, ServeGen "
+    trace: PathText | None = Field(None, description="a request trace to size for (Mooncake JSONL, Azure CSV, BurstGPT CSV, ServeGen "
                                    "chunk or folder, or a length CSV with requests_per_s): its rate, its swings from "
                                    "minute to minute, its burstiness and its prompt lengths as measured; the fields "
                                    "above override it; relative to the spec's folder")

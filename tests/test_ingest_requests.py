@@ -158,6 +158,38 @@ def test_azure_timestamps_with_zones_and_any_fraction(tmp_path):
     assert trace.output_tokens.tolist() == [1, 4, 3] and "1 zero-token lengths counted as 1" in trace.source
 
 
+BURSTGPT_HEADER = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+
+
+def test_burstgpt_trace_leaves_out_failed_requests(tmp_path):
+    """HPMLL/BurstGPT's CSV (its README's rows): seconds from the start, a 0-token response is a failed request."""
+    path = tmp_path / "BurstGPT_1.csv"
+    path.write_text(BURSTGPT_HEADER + "5,ChatGPT,472,18,490,Conversation log\n45,ChatGPT,1087,230,1317,Conversation log\n"
+                    "118,GPT-4,417,276,693,Conversation log\n120,GPT-4,300,0,300,API log\n")
+    trace = load_trace(path)
+    assert trace.arrival_s.tolist() == [0.0, 40.0, 113.0]
+    assert trace.input_tokens.tolist() == [472, 1087, 417] and trace.output_tokens.tolist() == [18, 230, 276]
+    assert "BurstGPT CSV; 1 failed requests" in trace.source
+    path.write_text(BURSTGPT_HEADER + "7,ChatGPT,1,1,2,API log\n7,ChatGPT,2,1,3,API log\n7,GPT-4,3,1,4,API log\n"
+                    "8,ChatGPT,4,1,5,API log\n")
+    spread = load_trace(path)  # whole seconds: the file cannot say when within one its requests came
+    assert spread.arrival_s.tolist() == pytest.approx([0, 1 / 3, 2 / 3, 1]) and "spread evenly" in spread.source
+    assert spread.input_tokens.tolist() == [1, 2, 3, 4]
+    path.write_text(BURSTGPT_HEADER + "7,ChatGPT,1,0,1,API log\n")
+    with pytest.raises(InputError, match="no served requests \\(1 failed\\)"):
+        load_trace(path)
+    with pytest.raises(InputError, match="own arrival times"):
+        load_trace(path, rate_per_s=2.0)
+
+
+def test_burstgpt_release_3_columns_with_sessions(tmp_path):
+    path = tmp_path / "BurstGPT_3.csv"
+    path.write_text("Timestamp,Session ID,Elapsed time,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                    "0.5,a1,2.0,ChatGPT,100,20,120,Conversation log\n0.25,b2,1.0,ChatGPT,50,10,60,API log\n")
+    trace = load_trace(path)
+    assert trace.arrival_s.tolist() == [0.0, 0.25] and trace.input_tokens.tolist() == [50, 100]
+
+
 MOONCAKE_ROW = '{"timestamp": 0, "input_length": 600, "output_length": 2, "hash_ids": [0, 1]}'
 
 
@@ -172,6 +204,9 @@ MOONCAKE_ROW = '{"timestamp": 0, "input_length": 600, "output_length": 2, "hash_
      "line 3"),
     ("azure_cut.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,3,4\n2023-11-16 18:15:4\n",
      "line 3"),
+    ("burst.csv", BURSTGPT_HEADER + "5,ChatGPT,472,18,490,Conversation log\n6,ChatGPT,12,-1,11,API log\n", "line 3"),
+    ("burst_cut.csv", BURSTGPT_HEADER + "5,ChatGPT,472,18,490,Conversation log\n6,ChatGPT,1\n", "line 3"),
+    ("burst_time.csv", BURSTGPT_HEADER + "soon,ChatGPT,472,18,490,Conversation log\n", "line 2"),
     ("lengths.csv", "num_prefill_tokens,num_decode_tokens\n10,3\n10,3.5\n", "line 3"),
     ("lengths_cut.csv", "num_prefill_tokens,num_decode_tokens,num_total_tokens\n10,3,13\n10\n", "line 3"),
     ("other.csv", "prompt,answer\nhi,there\n", "line 1"),

@@ -10,6 +10,12 @@ apart by content:
 - Azure LLM inference CSV (Azure/AzurePublicDataset `data/AzureLLMInferenceTrace_*.csv`, Patel et al.,
   "Splitwise", ISCA 2024): `TIMESTAMP,ContextTokens,GeneratedTokens`, TIMESTAMP an absolute datetime
   with up to 7 fractional digits (100 ns);
+- BurstGPT CSV (HPMLL/BurstGPT `data/BurstGPT_*.csv`, Wang et al., arXiv:2401.17644): `Timestamp,Model,Request
+  tokens,Response tokens,Total tokens,Log Type` (release 3 adds `Session ID,Elapsed time` after Timestamp),
+  Timestamp in seconds from the trace's start; a request with 0 response tokens failed (the release's
+  `_without_fails` files drop them) and is left out, the source says how many. Where every Timestamp is a whole
+  second (the released files), the n requests of one second arrive 1 / n s apart from its start: the file cannot say when
+  within the second they came, and read as simultaneous they would be clumps the traffic model queues together;
 - length-only CSV (microsoft/sarathi-serve and microsoft/vidur `data/processed_traces/`):
   `num_prefill_tokens,num_decode_tokens,...` without times; arrivals come from a chosen process;
 - ServeGen (alibaba/ServeGen `data/<category>/<model>/`, arXiv:2505.09999): `chunk-N-trace.csv` (no
@@ -47,6 +53,7 @@ PREFIX_BLOCK_TOKENS = 512  # Mooncake's hash_ids: one id per 512-token prompt bl
 ARRIVAL_PROCESSES = ("poisson", "gamma", "weibull")
 
 _AZURE_HEADER = ["timestamp", "contexttokens", "generatedtokens"]
+_BURSTGPT_COLUMNS = ("timestamp", "request tokens", "response tokens")
 _SERVEGEN_FILE = re.compile(r"chunk-(\d+)-(trace\.csv|dataset\.json)")
 _SERVEGEN_FAMILIES = ("gamma", "weibull", "exponential")
 # Shape (param1) bounds per family: below them a window's gaps are so bursty that reaching its end takes unbounded
@@ -138,11 +145,14 @@ def load_trace(source: SourceLike | Source, *, name: str | None = None, max_byte
     if header == _AZURE_HEADER:
         _own_times(src, "Azure CSV", arrival, rate_per_s, cv)
         return _cut(_azure(src, text), limit)
+    if all(column in header for column in _BURSTGPT_COLUMNS):
+        _own_times(src, "BurstGPT CSV", arrival, rate_per_s, cv)
+        return _cut(_burstgpt(src, text, header), limit)
     if "num_prefill_tokens" in header and "num_decode_tokens" in header:
         return _lengths_csv(src, text, arrival, rate_per_s, cv, seed, limit)
     raise InputError(f"{src.name} line 1", f"is not a known request trace (starts {excerpt(first[:60])})",
                      "pass Mooncake JSONL, an Azure LLM inference CSV (TIMESTAMP,ContextTokens,GeneratedTokens), "
-                     "a length CSV (num_prefill_tokens,num_decode_tokens,...) or a ServeGen chunk or folder")
+                     "a BurstGPT CSV (Timestamp,Model,Request tokens,Response tokens,...), a length CSV (num_prefill_tokens,num_decode_tokens,...) or a ServeGen chunk or folder")
 
 
 def synthetic_trace(num_requests: int, rate_per_s: float, input_tokens: float, output_tokens: float, *,
@@ -323,6 +333,41 @@ def _azure(src: Source, text: str) -> RequestTrace:
     whole = np.asarray(whole_s, dtype=np.int64)
     arrival_s = (whole - whole.min()).astype(float) + np.asarray(fraction_s)
     return _trace(arrival_s, inputs, outputs, None, f"{src.name} (Azure LLM inference CSV)")
+
+
+def _burstgpt(src: Source, text: str, header: list[str]) -> RequestTrace:
+    at = {column: header.index(column) for column in _BURSTGPT_COLUMNS}
+    times_s, inputs, outputs, failed = [], [], [], 0
+    rows = csv_rows(src.name, text)
+    next(rows)
+    for line_no, fields in rows:
+        if not fields or not "".join(fields).strip():
+            continue
+        where = f"{src.name} line {line_no}"
+        if len(fields) != len(header):
+            raise InputError(where, f"has {len(fields)} fields, expected the header's {len(header)}",
+                             "the file is corrupt or truncated; fetch it again")
+        response = _count(fields[at["response tokens"]], where, "Response tokens")
+        if response == 0:
+            failed += 1
+            continue
+        times_s.append(bounded_text(fields[at["timestamp"]], where, "Timestamp", MAX_TIME_S,
+                                    f"seconds since the trace start, in 0..{MAX_TIME_S:.0e}"))
+        inputs.append(_count(fields[at["request tokens"]], where, "Request tokens"))
+        outputs.append(response)
+    if not times_s:
+        raise InputError(src.name, "holds no served requests" + (f" ({failed} failed)" if failed else ""),
+                         "pass a trace with at least one request that has response tokens")
+    times = np.asarray(times_s, dtype=float)
+    note = ""
+    if np.all(times == np.floor(times)):
+        order = np.argsort(times, kind="stable")
+        _, first, count = np.unique(times[order], return_index=True, return_counts=True)
+        rank = np.arange(len(times)) - np.repeat(first, count)  # place within its second, in file order
+        times[order] += rank / np.repeat(count, count)  # the k-th of n at k / n s past the second
+        note = "; whole-second timestamps: each second's requests spread evenly over it"
+    return _trace(times, inputs, outputs, None, f"{src.name} (BurstGPT CSV"
+                  + (f"; {failed} failed requests, 0 response tokens, left out" if failed else "") + note + ")")
 
 
 def _parse_datetime(text: str, where: str) -> tuple[int, float]:
