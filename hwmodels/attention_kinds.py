@@ -175,8 +175,9 @@ def layer_kinds(config: Mapping[str, Any], layers: int, where: str) -> tuple[Kin
     if types is None:
         return _derived_kinds(config, layers, where)
     # Llama 4's chunked layers attend within fixed chunks: priced as a window of the chunk (model_arch._window)
+    # GLM-5.2's deepseek_sparse_attention layers are full layers reading the DSA indexer's keys (index_topk)
     names = {"full_attention": Kind.FULL, "sliding_attention": Kind.SLIDING, "linear_attention": Kind.LINEAR,
-             "chunked_attention": Kind.SLIDING}
+             "chunked_attention": Kind.SLIDING, "deepseek_sparse_attention": Kind.FULL}
     if not isinstance(types, list) or len(types) != layers or not all(isinstance(t, str) and t in names for t in types):
         raise InputError(f"{where} layer_types", f"must list one of {', '.join(names)} for each of the {layers} layers, "
                          f"got {excerpt(types)}", "copy layer_types from the checkpoint's config.json")

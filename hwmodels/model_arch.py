@@ -8,10 +8,10 @@ Understood families, recognised by their fields, not by name:
   `n_shared_experts`), `num_experts` (Qwen-MoE, with `decoder_sparse_step`, `mlp_only_layers`,
   `shared_expert_intermediate_size`), `num_local_experts` (Mixtral; Llama 4 with `interleave_moe_layer_step` or
   `moe_layers`, a shared expert of `intermediate_size` in every MoE layer and dense layers of
-  `intermediate_size_mlp`; Granite-MoE-Shared with `shared_intermediate_size`) or `moe_num_experts` (ERNIE 4.5: `moe_k`, `moe_layer_start_index`,
+  `intermediate_size_mlp`; Granite-MoE-Shared with `shared_intermediate_size`; Step-3.x's `share_expert_dim`) or `moe_num_experts` (ERNIE 4.5: `moe_k`, `moe_layer_start_index`,
   `moe_layer_end_index`, `moe_layer_interval`, `moe_num_shared_experts`); otherwise a dense model. A config that
   names an expert count under any other field, or a layer pattern of a family moeplan does not read (Jamba,
-  Nemotron-H, Step-3, Hunyuan, MiniMax-Text-01's lightning attention), is refused (`_refuse_unread`), never read as dense or as another family.
+  Nemotron-H, Step-3, Hunyuan, MiMo-V2-Flash, Gemma 4, MiniMax-Text-01's lightning attention), is refused (`_refuse_unread`), never read as dense or as another family.
 - A multimodal wrapper with `text_config` (Kimi K2.5 / K3, Qwen3.5) is read through its text model; its
   `vision_config` becomes `ModelArch.vision` (hwmodels.vision), priced only for requests with images and not
   counted in the text model's parameters.
@@ -187,10 +187,11 @@ _EXPERT_COUNTS = ("n_routed_experts", "num_experts", "num_local_experts", "moe_n
 _EXPERT_COUNT_NAME = re.compile(r"(^|_)(n|num)_?(local_|routed_)?experts?$|^moe_(num_)?experts?$|^num_experts_per_layer$")
 # Fields that change which layers route, or add experts, in families moeplan does not read: Jamba's periods (and
 # its Mamba layers), Nemotron-H's and Falcon-H1's block patterns, Step-3's MoE layer list and shared expert,
-# Hunyuan-MoE's per-layer top-k and shared experts, MiniMax-Text-01's lightning (linear) attention layers
+# Hunyuan-MoE's per-layer top-k and shared experts, MiMo-V2-Flash's sliding layers (their own heads), Gemma 4's
+# MoE block beside a dense MLP
 _UNREAD_STRUCTURE_FIELDS = ("expert_layer_period", "expert_layer_offset", "attn_layer_period", "layers_block_type",
-                            "hybrid_override_pattern", "moe_layers_enum", "share_expert_dim", "moe_topk",
-                            "num_shared_expert", "attn_type_list")
+                            "hybrid_override_pattern", "moe_layers_enum", "moe_topk", "num_shared_expert",
+                            "hybrid_layer_pattern", "enable_moe_block", "top_k_experts")
 MAX_IGNORE_PATTERNS = 10_000  # quantization_config.ignore entries (real lists name a few hundred modules)
 
 
@@ -372,16 +373,19 @@ def _moe(config: Mapping[str, Any], get, layers: int, model_type: str,
     if deepseek_style:  # DeepSeek-V2/V3/V4, Kimi K2/K3, GLM-5
         key = "n_routed_experts" if config.get("n_routed_experts") is not None else "num_experts"
         first_dense = get("first_k_dense_replace", 0, allow_zero=True)
-        freq = get("moe_layer_freq", 1)
+        routed = _moe_layer_flags(config, layers, where)
+        freq = 1 if routed is not None else get("moe_layer_freq", 1)
         width = get("moe_intermediate_size")
         shared_key = "n_shared_experts" if config.get("n_shared_experts") is not None else "num_shared_experts"
         shared = get(shared_key, 0, allow_zero=True)
+        # Step-3.x names its shared expert's width apart from the routed experts'
+        shared_width = get("share_expert_dim", width) if shared else 0
         latent = get("routed_expert_hidden_size", 0, allow_zero=True)
         groups, per_token = _groups(get, get(key), where)
-        moe = MoE(get(key), _top_k(get, key, where, config), width, shared, shared * width, False,
+        moe = MoE(get(key), _top_k(get, key, where, config), width, shared, shared * shared_width, False,
                   latent_size=latent, hash_layers=get("num_hash_layers", 0, allow_zero=True),
                   num_groups=groups, groups_per_token=per_token)
-        return moe, tuple(i for i in range(layers) if i >= first_dense and i % freq == 0)
+        return moe, tuple(i for i in range(layers) if i >= first_dense and i % freq == 0 and (routed is None or routed[i]))
     if config.get("num_experts") is not None:  # Qwen2/Qwen3-MoE
         step = get("decoder_sparse_step", 1)
         dense_only = _layer_list(config, "mlp_only_layers", layers, where)
@@ -405,6 +409,17 @@ def _moe(config: Mapping[str, Any], get, layers: int, model_type: str,
         return _ernie_moe(config, get, layers, where)
     _refuse_unread(config, model_type, where, structure=False)
     return None, ()
+
+
+def _moe_layer_flags(config: Mapping[str, Any], layers: int, where: str) -> list[int] | None:
+    """`moe_layer_freq` given per layer (MiMo-V2-Flash: 1 where the layer routes), or None where it is a period."""
+    flags = config.get("moe_layer_freq")
+    if not isinstance(flags, list):
+        return None
+    if len(flags) != layers or not all(f in (0, 1) and not isinstance(f, bool) for f in flags):
+        raise InputError(f"{where} moe_layer_freq", f"a list must give 0 or 1 for each of the {layers} layers, got "
+                         f"{excerpt(flags)}", "copy moe_layer_freq from the checkpoint's config.json")
+    return flags
 
 
 def _ernie_moe(config: Mapping[str, Any], get, layers: int, where: str) -> tuple[MoE, tuple[int, ...]]:
@@ -434,7 +449,11 @@ def _refuse_unread(config: Mapping[str, Any], model_type: str, where: str, struc
     be read as dense, an expert count under another name: priced without them, a model's weights, FLOPs and step
     would all be wrong without a word."""
     if structure:
-        found = [(k, config[k]) for k in _UNREAD_STRUCTURE_FIELDS if config.get(k) not in (None, 0, "", [])]
+        found = [(k, config[k]) for k in _UNREAD_STRUCTURE_FIELDS if config.get(k) not in (None, 0, "", [], False)]
+        # MiniMax's attn_type_list: 1 softmax attention, 0 lightning (linear) attention, which moeplan does not read
+        kinds = config.get("attn_type_list")
+        if kinds is not None and (not isinstance(kinds, list) or any(k != 1 or isinstance(k, bool) for k in kinds)):
+            found.append(("attn_type_list", kinds))
     else:
         found = [(k, v) for k, v in config.items() if isinstance(k, str) and _EXPERT_COUNT_NAME.search(k)
                  and isinstance(v, int) and not isinstance(v, bool) and v > 1]
@@ -509,7 +528,9 @@ def _quantization(qc: Any, where: str) -> Mapping[str, Any] | None:
         if not isinstance(ignore, list) or len(ignore) > MAX_IGNORE_PATTERNS or not all(isinstance(i, str) for i in ignore):
             raise InputError(f"{field}.ignore", f"must be a list of at most {MAX_IGNORE_PATTERNS:,} module names or "
                              f"re: patterns, got {excerpt(ignore)}", 'e.g. ["lm_head", "re:.*self_attn.*"]')
-        if qc.get("quant_method") != "modelopt":  # ModelOpt's ignore entries are shell globs, not expressions
+        producer = qc.get("producer")
+        modelopt = qc.get("quant_method") == "modelopt" or (isinstance(producer, Mapping) and producer.get("name") == "modelopt")
+        if not modelopt:  # ModelOpt's ignore entries are shell globs, not expressions
             for i, pattern in enumerate(ignore):
                 _bounded_pattern(pattern.removeprefix("re:"), f"{field}.ignore[{i}]")
     return qc

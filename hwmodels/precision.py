@@ -200,7 +200,10 @@ def default_plan(quantization_config: Mapping | None, torch_dtype: str = "bfloat
         for p in linear_parts:
             weights[p] = SCHEMES["fp8"]
         source = "config.json quantization_config: fp8 e4m3, 128x128 blocks"
-        if quantization_config.get("expert_dtype") == "fp4":  # DeepSeek-V4: routed experts in fp4, groups of 32
+        if quantization_config.get("moe_quant_algo") == "NVFP4":  # ModelOpt's mixed checkpoints (DeepSeek-V4-*-NVFP4)
+            weights["routed_experts"] = SCHEMES["nvfp4"]
+            source += "; moe_quant_algo NVFP4: nvfp4 routed experts"
+        elif quantization_config.get("expert_dtype") == "fp4":  # DeepSeek-V4: routed experts in fp4, groups of 32
             weights["routed_experts"] = SCHEMES["mxfp4"]
             source += "; expert_dtype fp4: mxfp4 routed experts"
         dispatch = DTYPES["fp8"]

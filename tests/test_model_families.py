@@ -1,12 +1,16 @@
 """Model families read from their config.json fields, checked against the parameter counts their makers publish,
 and families moeplan does not read, refused instead of read as something else."""
 
+import json
+import os
+
 import pytest
 
 from hwmodels.arithmetic import active_params, total_params
 from hwmodels.attention_kinds import Kind
 from hwmodels.errors import InputError
 from hwmodels.model_arch import arch_from_config
+from hwmodels.precision import default_plan
 
 # meta-llama/Llama-4-Maverick-17B-128E-Instruct config.json's text_config (the fields moeplan reads)
 MAVERICK = {"model_type": "llama4", "torch_dtype": "bfloat16", "text_config": {
@@ -115,3 +119,49 @@ def test_granite_moe_shared_expert():
     arch = arch_from_config(granite, "granite")
     assert arch.moe.shared_intermediate_size == 1024 and arch.moe.num_shared_experts == 1
     assert active_params(arch) > active_params(arch_from_config(granite | {"shared_intermediate_size": 0}, "g"))
+
+
+def _package_configs():
+    """NVIDIA aiconfigurator-core's model_configs/: the config.json files of 80-odd published models (the extra)."""
+    from hwmodels.calibrate import measured_tables
+    root = measured_tables.database_root()
+    if root is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI installs moeplan[measured], but aiconfigurator-core is missing")
+        pytest.skip("aiconfigurator-core is not installed (pip install '.[measured]')")
+    folder = root.parents[1] / "model_configs"
+    return {p.name.removesuffix("_config.json"): json.loads(p.read_text()) for p in sorted(folder.glob("*_config.json"))
+            if not p.name.endswith("_hf_quant_config.json")}
+
+
+def test_every_published_config_is_read_or_refused_naming_a_field():
+    """Each model config NVIDIA's package ships: read, or one InputError naming the field moeplan cannot read,
+    never another exception; the families this module reads are read, those it refuses are refused."""
+    read, refused = {}, {}
+    for name, config in _package_configs().items():
+        try:
+            read[name] = arch_from_config(config, name)
+        except InputError as e:
+            refused[name] = str(e)
+    assert len(read) >= 60
+    maverick = read["meta-llama--Llama-4-Maverick-17B-128E-Instruct"]
+    assert _within(total_params(maverick), 400e9, 0.01) and _within(active_params(maverick), 17e9, 0.03)
+    assert _within(total_params(read["meta-llama--Llama-4-Scout-17B-16E-Instruct"]), 109e9, 0.02)
+    step = read["stepfun-ai--Step-3.7-Flash"]  # share_expert_dim: its shared expert's own width
+    assert step.moe.shared_intermediate_size == 1280 and len(step.layers_of(Kind.SLIDING)) > 0
+    assert read["MiniMaxAI--MiniMax-M2.7"].layer_kinds == ()  # attn_type_list all 1: softmax attention throughout
+    assert read["nvidia--GLM-5.2-NVFP4"].indexer is not None  # deepseek_sparse_attention layers
+    v4 = read["nvidia--DeepSeek-V4-Flash-NVFP4"]  # ModelOpt's globs, NVFP4 routed experts
+    assert default_plan(v4.quantization_config, v4.torch_dtype).weights["routed_experts"].name == "nvfp4"
+    assert "hybrid_layer_pattern" in refused["XiaomiMiMo--MiMo-V2-Flash"]
+    assert all("hybrid_override_pattern" in m or "layers_block_type" in m or "num_hidden_layers" in m
+               for n, m in refused.items() if "Nemotron-H" in n or "Nemotron-3" in n)
+
+
+def test_moe_layer_freq_per_layer():
+    """MiMo-V2-Flash gives moe_layer_freq as one flag per layer (1: the layer routes)."""
+    deepseek_style = DENSE | {"n_routed_experts": 64, "num_experts_per_tok": 4, "moe_intermediate_size": 1024,
+                              "num_hidden_layers": 4, "moe_layer_freq": [0, 1, 1, 0]}
+    assert arch_from_config(deepseek_style, "x").moe_layers == (1, 2)
+    with pytest.raises(InputError, match="moe_layer_freq: a list must give 0 or 1 for each of the 4 layers"):
+        arch_from_config(deepseek_style | {"moe_layer_freq": [0, 1]}, "x")
