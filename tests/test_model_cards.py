@@ -52,6 +52,12 @@ CARDS = [
      "activated per token; the card rounds to 230B / 10B"),
     ("Qwen/Qwen3-235B-A22B", "235B", "22B", "all", False,
      "huggingface.co/Qwen/Qwen3-235B-A22B card (b-lab.team mirror): 235B total, 22B activated, 234B non-embedding"),
+    ("meta-llama/Llama-4-Maverick-17B-128E-Instruct", "400B", "17B", "all", False,
+     "Meta's Llama 4 announcement (ai.meta.com/blog/llama-4-multimodal-intelligence), restated by IBM "
+     "(ibm.com/new/announcements/Meta-llama-4-maverick-and-llama-4-scout-now-available-in-watsonx-ai): 128 experts, "
+     "400B total, 17B active; the vision tower is not in the config and not counted"),
+    ("meta-llama/Llama-4-Scout-17B-16E-Instruct", "109B", "17B", "all", False,
+     "the same announcement and IBM's: 16 experts, 109B total, 17B active; the count lands 1.1% under the card"),
 ]
 
 _UNITS = {"B": 1e9, "T": 1e12}
