@@ -47,6 +47,8 @@ MOONCAKE = b"".join(json.dumps({"timestamp": t, "input_length": n, "output_lengt
                     for t, n, ids in ((0, 1200, [0, 1, 2]), (15, 700, [0, 3]), (40, 300, [4])))
 AZURE = (b"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n"
          b"2023-11-16 18:15:50.9951690,396,109\n2023-11-16 18:15:51.0,1200,3\n")
+BURSTGPT = (b"Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,ChatGPT,472,18,490,Conversation log\n"
+            b"5,GPT-4,1087,230,1317,API log\n118,GPT-4,417,0,417,Conversation log\n120.5,ChatGPT,3,4,7,API log\n")
 LENGTHS = b"num_prefill_tokens,num_decode_tokens,num_total_tokens,pd_ratio\n74,918,992,0.08\n290,905,1195,0.32\n3,1,4,3.0\n"
 SERVEGEN = {"chunk-0-trace.csv": b"0,0.02,1.0,Gamma,1.0,1.0\n600,0.01,2.0,Weibull,0.8,50.0\n1200,0,0,,0,0\n",
             "chunk-0-dataset.json": json.dumps({"0": {"input_tokens": "{45: 0.25, 46: 0.5, 900: 0.25}",
@@ -187,7 +189,8 @@ def _labelled(read, kind: str, name: str | None, source):
 
 
 def test_the_seeds_are_valid():
-    for read in (_trace(MOONCAKE, "t.jsonl"), _trace(AZURE, "a.csv"), _trace(LENGTHS, "l.csv", rate_per_s=1.0),
+    for read in (_trace(MOONCAKE, "t.jsonl"), _trace(AZURE, "a.csv"), _trace(BURSTGPT, "b.csv"),
+                 _trace(LENGTHS, "l.csv", rate_per_s=1.0),
                  _trace(SERVEGEN, "sg"), _routing(LOGICAL_COUNT, "s.json"), _routing(LOADS, "w.json"),
                  _routing(SGLANG_CSV, "d.csv"), _routing(PER_TOKEN, "p.jsonl"), _routing(OLMOE, "c.pkl"),
                  _routing(TRTLLM, "trt")):
@@ -207,6 +210,12 @@ def test_mooncake_jsonl(data):
 @given(mutated(AZURE))
 def test_azure_csv(data):
     _read_checked(_trace(data, "AzureLLMInferenceTrace_conv.csv"))
+
+
+@FUZZ
+@given(mutated(BURSTGPT))
+def test_burstgpt_csv(data):
+    _read_checked(_trace(data, "BurstGPT_1.csv"))
 
 
 @FUZZ
