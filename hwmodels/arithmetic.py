@@ -119,7 +119,8 @@ def _attention_matrices(att: MLAAttention | GQAAttention, d: int) -> list[tuple[
     else:
         q, kv = att.num_heads * att.head_dim, att.num_kv_heads * att.head_dim
         m += [("self_attn.q_proj", "attention", q, d), ("self_attn.k_proj", "attention", kv, d),
-              ("self_attn.v_proj", "attention", kv, d), ("self_attn.o_proj", "attention", d, q)]
+              ("self_attn.v_proj", "attention", att.num_kv_heads * att.value_dim, d),
+              ("self_attn.o_proj", "attention", d, att.num_heads * att.value_dim)]
         if att.qk_norm:
             m += [("self_attn.q_norm", "norms", 1, att.head_dim), ("self_attn.k_norm", "norms", 1, att.head_dim)]
         gate_width = q
@@ -291,7 +292,7 @@ def attention_core_flops_per_token_per_layer(arch: ModelArch, context_tokens: fl
         else:
             per_key = 2 * att.kv_lora_rank + att.qk_rope_head_dim
     else:
-        per_key = 2 * att.head_dim
+        per_key = att.head_dim + att.value_dim
     return 2.0 * att.num_heads * per_key * keys + indexer
 
 

@@ -185,10 +185,19 @@ def layer_kinds(config: Mapping[str, Any], layers: int, where: str) -> tuple[Kin
 
 
 def _derived_kinds(config: Mapping[str, Any], layers: int, where: str) -> tuple[Kind, ...]:
-    """The kinds a config without `layer_types` implies, as transformers derives them: Qwen3-Next's
+    """The kinds a config without `layer_types` implies, as its modelling code derives them: MiMo-V2-Flash's
+    `hybrid_layer_pattern` (its sliding layers' own head counts, `swa_num_key_value_heads`, are not read: they
+    hold 128 tokens, and their wider K and V projections are 0.07% of its weights), Qwen3-Next's
     `full_attention_interval` (every n-th layer full, the others Gated DeltaNet) and Llama 4's
     `attention_chunk_size` (chunked attention where `no_rope_layers` is 1; by default every layer but each
     fourth, whose global attention has no RoPE); otherwise every layer FULL."""
+    pattern = config.get("hybrid_layer_pattern")
+    if pattern is not None:  # MiMo-V2-Flash: 1 a sliding-window layer, 0 a full one
+        if not isinstance(pattern, list) or len(pattern) != layers or not all(
+                p in (0, 1) and not isinstance(p, bool) for p in pattern):
+            raise InputError(f"{where} hybrid_layer_pattern", f"must list 0 or 1 for each of the {layers} layers, got "
+                             f"{excerpt(pattern)}", "copy hybrid_layer_pattern from the checkpoint's config.json")
+        return tuple(Kind.SLIDING if p else Kind.FULL for p in pattern)
     interval = config.get("full_attention_interval")
     if interval is not None and config.get("linear_num_value_heads") is not None:
         if isinstance(interval, bool) or not isinstance(interval, int) or not 1 <= interval <= layers:

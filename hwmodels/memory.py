@@ -126,7 +126,7 @@ def workspace_bytes(arch: ModelArch, plan: PrecisionPlan, layout: Layout, tokens
         per_head = 2 * (att.qk_nope_head_dim + att.qk_rope_head_dim) + att.v_head_dim
         attention = att.num_heads / layout.tp * per_head * act
     else:
-        attention = (att.num_heads + 2 * att.num_kv_heads) / layout.tp * att.head_dim * act
+        attention = (att.num_heads * att.head_dim + att.num_kv_heads * (att.head_dim + att.value_dim)) / layout.tp * act
     return tokens_per_step * (residual + max(mlp, attention))
 
 

@@ -11,7 +11,7 @@ Understood families, recognised by their fields, not by name:
   `intermediate_size_mlp`; Granite-MoE-Shared with `shared_intermediate_size`; Step-3.x's `share_expert_dim`) or `moe_num_experts` (ERNIE 4.5: `moe_k`, `moe_layer_start_index`,
   `moe_layer_end_index`, `moe_layer_interval`, `moe_num_shared_experts`); otherwise a dense model. A config that
   names an expert count under any other field, or a layer pattern of a family moeplan does not read (Jamba,
-  Nemotron-H, Step-3, Hunyuan, MiMo-V2-Flash, Gemma 4, MiniMax-Text-01's lightning attention), is refused (`_refuse_unread`), never read as dense or as another family.
+  Nemotron-H, Step-3, Hunyuan, Gemma 4, MiniMax-Text-01's lightning attention), is refused (`_refuse_unread`), never read as dense or as another family.
 - A multimodal wrapper with `text_config` (Kimi K2.5 / K3, Qwen3.5) is read through its text model; its
   `vision_config` becomes `ModelArch.vision` (hwmodels.vision), priced only for requests with images and not
   counted in the text model's parameters.
@@ -64,13 +64,18 @@ class MLAAttention:
 class GQAAttention:
     num_heads: int
     num_kv_heads: int
-    head_dim: int
+    head_dim: int  # of the queries and keys
     qk_norm: bool  # Qwen3 normalises q and k per head
     output_gate: bool = False  # Qwen3.5 `attn_output_gate`: q_proj also yields a [H head_dim] sigmoid gate
+    v_head_dim: int = 0  # of the values where it differs (MiMo-V2-Flash: keys 192, values 128); 0: head_dim
+
+    @property
+    def value_dim(self) -> int:
+        return self.v_head_dim or self.head_dim
 
     @property
     def kv_elements_per_token_per_layer(self) -> int:
-        return 2 * self.num_kv_heads * self.head_dim
+        return self.num_kv_heads * (self.head_dim + self.value_dim)
 
 
 @dataclass(frozen=True)
@@ -187,11 +192,10 @@ _EXPERT_COUNTS = ("n_routed_experts", "num_experts", "num_local_experts", "moe_n
 _EXPERT_COUNT_NAME = re.compile(r"(^|_)(n|num)_?(local_|routed_)?experts?$|^moe_(num_)?experts?$|^num_experts_per_layer$")
 # Fields that change which layers route, or add experts, in families moeplan does not read: Jamba's periods (and
 # its Mamba layers), Nemotron-H's and Falcon-H1's block patterns, Step-3's MoE layer list and shared expert,
-# Hunyuan-MoE's per-layer top-k and shared experts, MiMo-V2-Flash's sliding layers (their own heads), Gemma 4's
-# MoE block beside a dense MLP
+# Hunyuan-MoE's per-layer top-k and shared experts, Gemma 4's MoE block beside a dense MLP
 _UNREAD_STRUCTURE_FIELDS = ("expert_layer_period", "expert_layer_offset", "attn_layer_period", "layers_block_type",
                             "hybrid_override_pattern", "moe_layers_enum", "moe_topk", "num_shared_expert",
-                            "hybrid_layer_pattern", "enable_moe_block", "top_k_experts")
+                            "enable_moe_block", "top_k_experts")
 MAX_IGNORE_PATTERNS = 10_000  # quantization_config.ignore entries (real lists name a few hundred modules)
 
 
@@ -287,12 +291,14 @@ def _attention(config: Mapping[str, Any], get, heads: int, hidden: int, layers: 
     if kv_heads > heads:
         raise InputError(f"{where} num_key_value_heads", f"{kv_heads} is more than the {heads} query heads",
                          "give at most num_attention_heads (grouped-query attention shares a KV head among query heads)")
+    head_dim = get("head_dim", hidden // heads)
     return GQAAttention(
         num_heads=heads,
         num_kv_heads=kv_heads,
-        head_dim=get("head_dim", hidden // heads),
+        head_dim=head_dim,
         qk_norm=model_type.startswith("qwen3") or _flag(config, "use_qk_norm", where),
         output_gate=_flag(config, "attn_output_gate", where),
+        v_head_dim=0 if get("v_head_dim", head_dim) == head_dim else get("v_head_dim"),
     )
 
 

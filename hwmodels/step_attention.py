@@ -120,15 +120,17 @@ def _full(layer, b: float, context: float, phase: Phase, queries_per_sequence: i
     else:
         h, kv = att.num_heads // t, max(att.num_kv_heads // t, 1)
         gate = h if att.output_gate else 0  # Qwen3.5's gated attention: q_proj also yields the gate
-        layer.gemm("attention", b, (h + gate + 2 * kv) * att.head_dim, d, w, "qkv_proj")
+        v = att.value_dim
+        layer.gemm("attention", b, (h + gate + kv) * att.head_dim + kv * v, d, w, "qkv_proj")
         if phase == Phase.DECODE:  # the queries of a sequence (its MTP drafts) share its K and V reads
+            # keys and values of unequal widths read as many bytes as both at their mean (no table holds such a shape)
             layer.op("attention", ctx.costs.gqa_decode(dev, b / queries_per_sequence, context, h * queries_per_sequence,
-                                                       kv, att.head_dim, plan.kv_cache.bytes_per_element))
+                                                       kv, (att.head_dim + v) // 2, plan.kv_cache.bytes_per_element))
         else:  # a sliding window's prefill reads only its window: the fitted model's, as no table's rows slide
-            layer.op("attention", ctx.costs.attention_prefill(dev, int(b), context, h, att.head_dim, att.head_dim,
+            layer.op("attention", ctx.costs.attention_prefill(dev, int(b), context, h, att.head_dim, v,
                                                               kv_heads=None if sliding else kv))
-        layer.quantize_input("attention", b, h * att.head_dim, w)
-        layer.gemm("attention", b, d, h * att.head_dim, w, "o_proj")
+        layer.quantize_input("attention", b, h * v, w)
+        layer.gemm("attention", b, d, h * v, w, "o_proj")
 
 
 def _score_keys(layer, name: str, b: float, keys: float, phase: Phase, queries_per_sequence: int, heads: int,

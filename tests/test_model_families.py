@@ -137,8 +137,8 @@ def _package_configs():
 def test_every_published_config_is_read_or_refused_naming_a_field():
     """Each model config NVIDIA's package ships: read, or one InputError naming the field moeplan cannot read,
     never another exception; the families this module reads are read, those it refuses are refused."""
-    read, refused = {}, {}
-    for name, config in _package_configs().items():
+    read, refused, configs = {}, {}, _package_configs()
+    for name, config in configs.items():
         try:
             read[name] = arch_from_config(config, name)
         except InputError as e:
@@ -153,7 +153,13 @@ def test_every_published_config_is_read_or_refused_naming_a_field():
     assert read["nvidia--GLM-5.2-NVFP4"].indexer is not None  # deepseek_sparse_attention layers
     v4 = read["nvidia--DeepSeek-V4-Flash-NVFP4"]  # ModelOpt's globs, NVFP4 routed experts
     assert default_plan(v4.quantization_config, v4.torch_dtype).weights["routed_experts"].name == "nvfp4"
-    assert "hybrid_layer_pattern" in refused["XiaomiMiMo--MiMo-V2-Flash"]
+    mimo = read["XiaomiMiMo--MiMo-V2-Flash"]  # keys of 192, values of 128; 39 of 48 layers slide over 128 tokens
+    assert mimo.attention.value_dim == 128 and len(mimo.layers_of(Kind.SLIDING)) == 39 and mimo.sliding_window == 128
+    # github.com/XiaomiMiMo/MiMo-V2-Flash README: 309B total, 15B active, sliding and global layers 5:1
+    assert _within(total_params(mimo), 309e9, 0.01) and _within(active_params(mimo), 15e9, 0.02)
+    assert "gemma" not in " ".join(read).lower()  # its MoE block beside a dense MLP is not read, text model or not
+    with pytest.raises(InputError, match="enable_moe_block"):
+        arch_from_config(configs["google--gemma-4-26B-A4B"]["text_config"], "gemma")
     assert all("hybrid_override_pattern" in m or "layers_block_type" in m or "num_hidden_layers" in m
                for n, m in refused.items() if "Nemotron-H" in n or "Nemotron-3" in n)
 

@@ -135,11 +135,13 @@ class OperatorCosts:
                           v_head_dim: int, mla: bool = False, kv_heads: int | None = None) -> OpCost:
         """context_tokens: the causal average, (prompt + 1) / 2; mla: the MLA kernel (the measured table's);
         kv_heads: grouped-query attention over the whole context with this many KV heads per device (the measured
-        table's); neither: the fitted model alone (a sliding window, a vision tower)."""
+        table's, whose heads have equal key and value widths); neither: the fitted model alone (a sliding window, a
+        vision tower)."""
         fitted = efficiency.attention_prefill_cost(device, tokens, context_tokens, num_heads, qk_head_dim, v_head_dim,
                                                    self.attention, self.gemm_fit.launch_overhead_s)
         cost = fitted
-        if not (self.measured is None or not (mla or kv_heads) or tokens < 1):
+        if not (self.measured is None or not (mla or kv_heads) or tokens < 1
+                or (kv_heads and qk_head_dim != v_head_dim)):
             def lookup(prompts: float, prompt_tokens: float) -> Measured:
                 if mla:  # the table's bf16-cache rows: prefill attention reads the fresh keys, not the cache
                     return self.measured.mla_prefill(prompts, prompt_tokens, num_heads, "bf16")
