@@ -239,3 +239,43 @@ def test_a_pipelined_decode_pool_launches_with_its_stages(engine, decode, batch,
     else:
         options = yaml.safe_load(files[flags["--extra_llm_api_options"]])
         assert options["tensor_parallel_size"] == 8 and options["pipeline_parallel_size"] == 2
+
+
+def _requantized_plan(tmp_path, precision: dict, engine: str):
+    spec = yaml.safe_load((EXAMPLES / "qwen3-235b-h100.yaml").read_text()) | {"precision": precision}
+    path = tmp_path / f"{engine}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    view = api.plan(str(path), backend=engine, replay=0)
+    assert view.recommendation is not None, view.infeasible
+    return api.launch_files(view)
+
+
+@pytest.mark.parametrize("engine", ["sglang", "vllm", "trtllm"])
+def test_weights_the_plan_prices_in_fp8_load_as_fp8(tmp_path, engine):
+    """Qwen3-235B's checkpoint is bf16; a plan that prices every linear layer in fp8 launches SGLang and vLLM with
+    their load-time fp8 quantisation, and TensorRT-LLM (which has none) with a README saying which checkpoint."""
+    files = _requantized_plan(tmp_path, {"routed_experts": "fp8_tensor", "attention": "fp8_tensor", "kv_cache": "fp8"},
+                              engine)
+    doc = json.loads(files["launch.json"])
+    assert {(r["part"], r["planned"], r["checkpoint"]) for r in doc["weights"]["requantized"]} == {
+        ("routed_experts", "fp8_tensor", "bf16"), ("attention", "fp8_tensor", "bf16")}
+    table = FLAGS[engine]
+    for pool in doc["pools"]:
+        flags = _check_flags(pool["argv"], table["flags"], table.get("choices", {}))
+        assert flags.get("--quantization") == ("fp8" if engine != "trtllm" else None)
+    assert doc["weights"]["load_time_quantization"] == ("fp8" if engine != "trtllm" else None)
+    assert ("checkpoint already in fp8" in files["README.md"]) == (engine == "trtllm")
+
+
+def test_weights_no_flag_quantises_are_the_checkpoints_to_bring(tmp_path):
+    """Experts priced in NVFP4 (and attention left bf16): no engine quantises so at load, so no flag, and the README
+    says to bring such a checkpoint."""
+    files = _requantized_plan(tmp_path, {"routed_experts": "nvfp4"}, "sglang")
+    doc = json.loads(files["launch.json"])
+    assert doc["weights"] == {"requantized": [{"part": "routed_experts", "planned": "nvfp4", "checkpoint": "bf16"}],
+                              "load_time_quantization": None}
+    assert all("--quantization" not in p["argv"] for p in doc["pools"])
+    assert "no engine flag quantises" in files["README.md"]
+    plain = _requantized_plan(tmp_path, {"kv_cache": "fp8"}, "sglang")
+    assert json.loads(plain["launch.json"])["weights"]["requantized"] == []
+    assert "the checkpoint's own (its config.json)" in plain["README.md"]

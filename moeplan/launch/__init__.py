@@ -14,7 +14,7 @@ import json
 from hwmodels.errors import InputError
 from hwmodels.layouts import AFD_LIMIT, PREFILL_CP_ENGINES
 from moeplan.launch import dynamo, sglang, trtllm, vllm
-from moeplan.launch.pools import Launch, launch_of, pool_json
+from moeplan.launch.pools import Launch, launch_of, pool_json, weights_json
 from moeplan.launch.readme import readme
 from planner.placement import expert_location_json
 from planner.plan import Plan
@@ -42,7 +42,7 @@ def launch_files(plan: Plan, engine: str, version: str, version_note: str, model
             files[p.placement_file] = json.dumps(expert_location_json(p.placement))
     files["dynamo.yaml"] = dynamo.manifest_text(launch, argvs)
     doc = {"engine": engine, "version": version, "version_note": version_note, "model_path": model_path,
-           "mode": str(launch.mode), "devices": plan.devices,
+           "mode": str(launch.mode), "devices": plan.devices, "weights": weights_json(launch),
            "pools": [pool_json(p) | {"argv": argvs[str(p.role)], "script": f"{p.role}.sh"} for p in launch.pools],
            "router": {"argv": rendered["router.sh"][0], "script": "router.sh"} if "router.sh" in rendered else None,
            "configs": {name: value for name, (value, _) in rendered.items() if name.endswith(".yaml")}}

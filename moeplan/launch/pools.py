@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hwmodels.precision import default_plan
 from hwmodels.roles import Role
 from planner.placement import Placement
 from planner.plan import Mode, Plan
@@ -88,6 +89,22 @@ class Launch:
     input_tokens: int  # the workload's mean prompt
     pools: tuple[PoolLaunch, ...]  # prefill first when disaggregated
     deployment_name: str
+    # (part, the plan's format, the checkpoint's) where the spec's precision differs from the config.json's
+    requantized: tuple[tuple[str, str, str], ...] = ()
+    linear_parts: tuple[str, ...] = ()  # the linear parts the model has (online fp8 covers all of them or none)
+
+    @property
+    def online_fp8(self) -> bool:
+        """The plan prices every linear layer in fp8 that the checkpoint ships unquantised: what SGLang's and vLLM's
+        `--quantization fp8` does as they load it (weights to fp8 with per-tensor scales, every linear layer)."""
+        planned = {part: (to, shipped) for part, to, shipped in self.requantized}
+        return bool(planned) and all(to in ONLINE_FP8 and shipped in UNQUANTISED for to, shipped in planned.values()) \
+            and len(planned) == len(self.linear_parts)
+
+
+ONLINE_FP8 = ("fp8", "fp8_tensor")  # the plan's formats an fp8 load-time quantisation stands for
+UNQUANTISED = ("bf16", "fp16", "fp32")
+LINEAR_PARTS = ("routed_experts", "shared_experts", "dense_mlp", "attention")
 
 
 def launch_of(plan: Plan, engine: str, version: str, version_note: str, model_path: str) -> Launch:
@@ -113,9 +130,20 @@ def launch_of(plan: Plan, engine: str, version: str, version_note: str, model_pa
     w = d.workload
     context = w.max_input_tokens + w.output_tokens if w.max_input_tokens else None
     moe = d.model.moe
+    parts = _linear_parts(d.model)
+    shipped = default_plan(d.model.quantization_config, d.model.torch_dtype).weights
+    requantized = tuple((part, d.precision.weights[part].name, shipped[part].name) for part in parts
+                        if d.precision.weights[part].name != shipped[part].name)
     return Launch(engine, version, version_note, model_path, d.model.is_moe, moe.num_experts if moe else 0,
                   plan.recommendation.mode, d.serving.hbm_utilization, d.precision.kv_cache.name == "fp8", context,
-                  w.input_tokens, tuple(pools), d.name)
+                  w.input_tokens, tuple(pools), d.name, requantized, parts)
+
+
+def _linear_parts(arch) -> tuple[str, ...]:
+    """The weight parts (hwmodels.precision) of linear layers the model has."""
+    has = {"routed_experts": arch.is_moe, "shared_experts": bool(arch.moe and arch.moe.shared_intermediate_size),
+           "dense_mlp": arch.num_dense_layers > 0, "attention": True}
+    return tuple(part for part in LINEAR_PARTS if has[part])
 
 
 def pool_json(p: PoolLaunch) -> dict:
@@ -126,3 +154,13 @@ def pool_json(p: PoolLaunch) -> dict:
             "batch_per_device": p.batch_per_device, "chunk_tokens_per_device": p.chunk_tokens_per_device,
             "mtp_draft_tokens": p.draft_tokens, "pipeline_stages": p.pipeline_stages,
             "context_parallel": p.context_parallel, "port": p.port}
+
+
+def weights_json(launch: Launch) -> dict:
+    """What launch.json says of the weight formats: the parts the plan prices in another format than the
+    checkpoint ships, and the load-time quantisation the files ask for (None: MODEL must already be in them)."""
+    return {"requantized": [{"part": part, "planned": to, "checkpoint": shipped} for part, to, shipped in launch.requantized],
+            "load_time_quantization": "fp8" if launch.online_fp8 and launch.engine in ONLINE_FP8_ENGINES else None}
+
+
+ONLINE_FP8_ENGINES = ("sglang", "vllm")  # TensorRT-LLM's PyTorch flow loads pre-quantised (ModelOpt) checkpoints

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from moeplan.launch.pools import Launch, PoolLaunch
+from moeplan.launch.pools import Launch, PoolLaunch, weights_json
 from planner.plan import Mode
 
 _NAMES = {"sglang": "SGLang", "vllm": "vLLM", "trtllm": "TensorRT-LLM"}
@@ -26,6 +26,25 @@ def _pool_lines(p: PoolLaunch) -> list[str]:
     if p.placement_file:
         lines.append(f"  - expert placement: `{p.placement_file}` (the plan's; SGLang's --init-expert-location)")
     return lines
+
+
+def _weight_lines(launch: Launch) -> list[str]:
+    """The weight formats: the checkpoint's as it ships, or what the plan priced instead and how the files get it."""
+    if not launch.requantized:
+        return ["- the weight formats: the checkpoint's own (its config.json), as the plan priced them;"]
+    parts = ", ".join(f"{part} in {to} (the checkpoint: {shipped})" for part, to, shipped in launch.requantized)
+    if weights_json(launch)["load_time_quantization"]:
+        blocks = any(to == "fp8" for _, to, _ in launch.requantized)
+        how = ("the server quantises every linear layer to fp8 as it loads the checkpoint (`--quantization fp8`: "
+               "per-tensor scales" + (", where the plan priced 128 x 128 blocks" if blocks else "") + ")")
+    elif launch.online_fp8:
+        how = ("TensorRT-LLM does not quantise at load: set `MODEL` to a checkpoint already in fp8 (NVIDIA's ModelOpt "
+               "FP8 checkpoints, nvidia/*-FP8)")
+    else:
+        how = ("no engine flag quantises a checkpoint to those formats as it loads: set `MODEL` to a checkpoint already "
+               "in them (e.g. NVIDIA's ModelOpt NVFP4 or FP8 checkpoints), or the servers load other weights than the "
+               "plan priced, and may not fit")
+    return [f"- the weight formats: the spec's precision prices {parts}; {how};"]
 
 
 def readme(launch: Launch, doc: dict, names: list[str]) -> str:
@@ -67,6 +86,7 @@ def readme(launch: Launch, doc: dict, names: list[str]) -> str:
            "KV bytes over that)" if launch.engine == "trtllm" else "") + ";",
         "- the KV cache format: the spec's precision.kv_cache; the context length: the workload's longest prompt plus "
         "its output (left to the model's own when the workload gives no longest prompt);",
+        *_weight_lines(launch),
         f"- the all-to-all backend, the KV transfer and how sizes map onto {engine}'s flags: moeplan/launch/"
         f"{launch.engine}.py's docstring, with its sources;",
         "- the flags exist at the pinned version moeplan checks them against: catalogs/engine_flags.yaml (tests).",

@@ -59,6 +59,8 @@ def server_argv(launch: Launch, p: PoolLaunch) -> list[str]:
     if p.sequences_per_instance is not None:
         argv += ["--max-running-requests", str(p.sequences_per_instance), "--cuda-graph-max-bs", str(p.sequences_per_rank)]
     argv += ["--chunked-prefill-size", str(p.chunk_tokens_per_instance), "--mem-fraction-static", f"{launch.hbm_utilization:g}"]
+    if launch.online_fp8:  # "fp8: MOE + linear online quantization" (server_args.py QUANTIZATION_CHOICES)
+        argv += ["--quantization", "fp8"]
     if launch.kv_cache_fp8:
         argv += ["--kv-cache-dtype", "fp8_e4m3"]
     if launch.context_tokens:

@@ -56,6 +56,8 @@ def server_argv(launch: Launch, p: PoolLaunch) -> list[str]:
     if p.sequences_per_rank is not None:
         argv += ["--max-num-seqs", str(p.sequences_per_rank)]
     argv += ["--max-num-batched-tokens", str(p.chunk_tokens_per_rank), "--gpu-memory-utilization", f"{launch.hbm_utilization:g}"]
+    if launch.online_fp8:  # vLLM's online dynamic fp8: bf16 weights to fp8 with per-tensor scales as they load
+        argv += ["--quantization", "fp8"]
     if launch.kv_cache_fp8:
         argv += ["--kv-cache-dtype", "fp8"]
     if launch.context_tokens:
