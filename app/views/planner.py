@@ -138,7 +138,7 @@ def _workload_inputs() -> dict:
         return {"input_tokens": int(s.planner_input_tokens), "output_tokens": int(s.planner_output_tokens)} | (
             {"requests_per_s": s.planner_requests_per_s} if s.planner_requests_per_s else {})
     uploads = st.file_uploader(
-        "Request trace: Mooncake JSONL, Azure CSV, length CSV, or a ServeGen chunk's two files", accept_multiple_files=True,
+        "Request trace: Mooncake JSONL, Azure or BurstGPT CSV, length CSV, or a ServeGen chunk's two files", accept_multiple_files=True,
         type=["jsonl", "json", "csv"], max_upload_size=common.MAX_UPLOAD_MB, key="planner_trace")
     rate = st.number_input("Requests/s for a length-only CSV (traces with times keep theirs)", min_value=0.0, value=None,
                            key="planner_trace_rate", format="%.3f")

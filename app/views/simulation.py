@@ -100,7 +100,7 @@ st.caption(common.spec_caption(raw) + ". The replay runs the plan's layout and b
            "request by request (SimPy).")
 with st.form("sim_form"):
     source = st.radio("Requests", SOURCES, horizontal=True, key="sim_source")
-    uploads = st.file_uploader("Request trace: Mooncake JSONL, Azure CSV, length CSV, or a ServeGen chunk's two files",
+    uploads = st.file_uploader("Request trace: Mooncake JSONL, Azure or BurstGPT CSV, length CSV, or a ServeGen chunk's two files",
                                type=["jsonl", "json", "csv"], accept_multiple_files=True,
                                max_upload_size=common.MAX_UPLOAD_MB, key="sim_trace")
     c = st.columns(5)
