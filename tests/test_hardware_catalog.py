@@ -104,3 +104,24 @@ def test_a_910b_cluster_plans_across_servers_over_roce(tmp_path):
     assert rec is not None and rec["tpot_s"] <= d.slo.tpot_s
     # DeepSeek-V3 in int8 (~671 GB) does not fit one 8 x 64 GB server: the instance spans servers, over RoCE
     assert rec["devices"] > 8
+
+
+@pytest.mark.parametrize("name, system, unit", [("a100-sxm", "a100_sxm", "hgx-a100"), ("l40s", "l40s", "l40s-8")])
+def test_a100_and_l40s_restate_nvidias_system_files(name, system, unit):
+    """A100 SXM and the PCIe L40S (MegaScale-Infer's expert device): every figure as aiconfigurator-core's own
+    systems/<gpu>.yaml states it (read from the installed package where it is), and their kernels measured there
+    price them (hwmodels.calibrate.measured_tables.SYSTEMS)."""
+    from hwmodels.calibrate import measured_tables
+    from hwmodels.safe_yaml import load
+
+    d, u = catalog.load_device(name), catalog.load_unit(unit)
+    assert measured_tables.SYSTEMS[name] == system and u.device.name == name and u.devices_per_node == 8
+    root = measured_tables.database_root()
+    if root is None:
+        pytest.skip("aiconfigurator-core is not installed (pip install '.[measured]')")
+    spec = load((root.parent / f"{system}.yaml").read_text(), f"{system}.yaml")
+    gpu, node = spec["gpu"], spec["node"]
+    assert d.hbm_bytes == gpu["mem_capacity"] and d.hbm_bytes_per_s == gpu["mem_bw"]
+    assert d.peak_flops_per_s["bf16"] == gpu["bfloat16_tc_flops"] and d.peak_flops_per_s.get("fp8") == gpu.get("fp8_tc_flops")
+    assert d.scaleup_bytes_per_s == node["intra_node_bw"] and d.scaleout_bytes_per_s == node["inter_node_bw"]
+    assert measured_tables.table_versions(system, "sglang", "gemm_perf")  # measured kernels to price it
