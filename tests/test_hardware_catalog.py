@@ -125,3 +125,16 @@ def test_a100_and_l40s_restate_nvidias_system_files(name, system, unit):
     assert d.peak_flops_per_s["bf16"] == gpu["bfloat16_tc_flops"] and d.peak_flops_per_s.get("fp8") == gpu.get("fp8_tc_flops")
     assert d.scaleup_bytes_per_s == node["intra_node_bw"] and d.scaleout_bytes_per_s == node["inter_node_bw"]
     assert measured_tables.table_versions(system, "sglang", "gemm_perf")  # measured kernels to price it
+
+
+def test_gpt_oss_on_l40s_is_priced_by_measured_tables():
+    """README: gpt-oss-120b on an 8 x L40S server is priced by SGLang's tables, all five of its families."""
+    from hwmodels.calibrate import measured_tables
+    from hwmodels.calibrate.engine_choice import best_covered, engine_coverage
+    from hwmodels.precision import default_plan
+
+    if measured_tables.database_root() is None:
+        pytest.skip("aiconfigurator-core is not installed (pip install '.[measured]')")
+    arch = catalog.load_model("gpt-oss-120b")
+    best = best_covered(engine_coverage(catalog.load_device("l40s"), arch, default_plan(arch.quantization_config)))
+    assert best.engine == "sglang" and best.phrase() == "sglang 5 of 5"

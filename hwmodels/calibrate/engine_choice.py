@@ -60,7 +60,8 @@ def families(device: Device, arch: ModelArch, plan: PrecisionPlan) -> tuple[Fami
         found.append(Family(f"MLA decode {kv or plan.kv_cache.name}", "generation_mla_perf", (("kv_cache_dtype", kv),)))
         found.append(Family("MLA prefill", "context_mla_perf", (("kv_cache_dtype", "bfloat16"),)))
     elif isinstance(arch.attention, GQAAttention) and arch.layers_of(Kind.FULL):
-        head = (("head_dim", arch.attention.head_dim),)
+        att = arch.attention  # no table measures keys and values of unequal widths (step_attention prices them fitted)
+        head = (("head_dim", att.head_dim if att.value_dim == att.head_dim else None),)
         found.append(Family(f"attention decode {kv or plan.kv_cache.name}", "generation_attention_perf",
                             (("kv_cache_dtype", kv),) + head))
         found.append(Family("attention prefill", "context_attention_perf", (("kv_cache_dtype", "bfloat16"),) + head))
