@@ -106,7 +106,8 @@ def test_a_910b_cluster_plans_across_servers_over_roce(tmp_path):
     assert rec["devices"] > 8
 
 
-@pytest.mark.parametrize("name, system, unit", [("a100-sxm", "a100_sxm", "hgx-a100"), ("l40s", "l40s", "l40s-8")])
+@pytest.mark.parametrize("name, system, unit", [("a100-sxm", "a100_sxm", "hgx-a100"), ("l40s", "l40s", "l40s-8"),
+                                                ("rtx-pro-6000", "rtx_pro_6000_server", "rtx-pro-6000-8")])
 def test_a100_and_l40s_restate_nvidias_system_files(name, system, unit):
     """A100 SXM and the PCIe L40S (MegaScale-Infer's expert device): every figure as aiconfigurator-core's own
     systems/<gpu>.yaml states it (read from the installed package where it is), and their kernels measured there
@@ -123,6 +124,7 @@ def test_a100_and_l40s_restate_nvidias_system_files(name, system, unit):
     gpu, node = spec["gpu"], spec["node"]
     assert d.hbm_bytes == gpu["mem_capacity"] and d.hbm_bytes_per_s == gpu["mem_bw"]
     assert d.peak_flops_per_s["bf16"] == gpu["bfloat16_tc_flops"] and d.peak_flops_per_s.get("fp8") == gpu.get("fp8_tc_flops")
+    assert d.peak_flops_per_s.get("fp4") == gpu.get("fp4_tc_flops")
     assert d.scaleup_bytes_per_s == node["intra_node_bw"] and d.scaleout_bytes_per_s == node["inter_node_bw"]
     assert measured_tables.table_versions(system, "sglang", "gemm_perf")  # measured kernels to price it
 

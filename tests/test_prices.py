@@ -146,7 +146,7 @@ def test_the_prices_found_in_the_issue_20_search_are_sourced_and_dated():
     assert {d: p.usd_per_device_hour for d, p in step3.items()} == {"h800-sxm": 2.0, "h20-96gb": 0.8}
     # the 910B figure of that table is scaled from A800's by FLOPs (the report says so): recorded, not used
     assert "ascend-910b" not in step3 and "0.67" in table.unpriced["ascend-910b"].searched
-    assert set(table.unpriced) == {"h20-141gb", "ascend-910b", "ascend-910c"}
+    assert set(table.unpriced) == {"h20-141gb", "ascend-910b", "ascend-910c", "rtx-pro-6000"}
 
 
 def test_devices_cli_lists_each_price_with_its_source_and_refuses_an_unknown_cloud(tmp_path):

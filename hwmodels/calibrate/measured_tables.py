@@ -26,9 +26,10 @@ from hwmodels import safe_yaml
 
 PACKAGE = "aiconfigurator_core"
 ENGINES = ("sglang", "trtllm", "vllm")
-# catalog device -> the package's system folder (the SXM boards, the Grace-Blackwell GPUs and the PCIe L40S it measured)
+# catalog device -> the package's system folder (the SXM boards, the Grace-Blackwell GPUs and the PCIe boards it measured)
 SYSTEMS = {"h100-sxm": "h100_sxm", "h200-sxm": "h200_sxm", "b200-sxm": "b200_sxm", "b300-sxm": "b300_sxm",
-           "gb200": "gb200", "gb300": "gb300", "a100-sxm": "a100_sxm", "l40s": "l40s"}
+           "gb200": "gb200", "gb300": "gb300", "a100-sxm": "a100_sxm", "l40s": "l40s",
+           "rtx-pro-6000": "rtx_pro_6000_server"}
 # table -> the op folder it lives in
 TABLE_FOLDERS = {"gemm_perf": "gemm", "moe_perf": "moe", "generation_mla_perf": "mla", "context_mla_perf": "mla",
                  "generation_attention_perf": "attention", "context_attention_perf": "attention",
