@@ -142,9 +142,13 @@ def test_synthetic_trace_processes_lengths_and_seeds():
         synthetic_trace(10, 0.0, 100, 10)
 
 
-def test_timestamped_traces_refuse_an_arrival_process(tmp_path):
-    path = tmp_path / "t.jsonl"
-    path.write_text('{"timestamp": 0, "input_length": 5, "output_length": 2, "hash_ids": [0]}\n')
+@pytest.mark.parametrize("name, text", [
+    ("t.jsonl", '{"timestamp": 0, "input_length": 5, "output_length": 2, "hash_ids": [0]}\n'),
+    ("b.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,ChatGPT,472,18,490,API log\n"),
+])
+def test_timestamped_traces_refuse_an_arrival_process(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
     with pytest.raises(InputError, match="own arrival times"):
         load_trace(path, rate_per_s=2.0)
 
@@ -178,8 +182,6 @@ def test_burstgpt_trace_leaves_out_failed_requests(tmp_path):
     path.write_text(BURSTGPT_HEADER + "7,ChatGPT,1,0,1,API log\n")
     with pytest.raises(InputError, match="no served requests \\(1 failed\\)"):
         load_trace(path)
-    with pytest.raises(InputError, match="own arrival times"):
-        load_trace(path, rate_per_s=2.0)
 
 
 def test_burstgpt_release_3_columns_with_sessions(tmp_path):

@@ -254,13 +254,7 @@ def _azure(src: Source, text: str) -> RequestTrace:
     whole_s, fraction_s, inputs, outputs = [], [], [], []
     rows = csv_rows(src.name, text)
     next(rows)
-    for line_no, fields in rows:
-        if not fields or not "".join(fields).strip():
-            continue
-        where = f"{src.name} line {line_no}"
-        if len(fields) != 3:
-            raise InputError(where, f"has {len(fields)} fields, expected TIMESTAMP,ContextTokens,GeneratedTokens",
-                             "the file is corrupt or truncated; fetch it again")
+    for where, fields in _records(src, rows, 3, "expected TIMESTAMP,ContextTokens,GeneratedTokens"):
         whole, fraction = _parse_datetime(fields[0], where)
         whole_s.append(whole)
         fraction_s.append(fraction)
@@ -279,13 +273,7 @@ def _burstgpt(src: Source, text: str, header: list[str]) -> RequestTrace:
     times_s, inputs, outputs, failed = [], [], [], 0
     rows = csv_rows(src.name, text)
     next(rows)
-    for line_no, fields in rows:
-        if not fields or not "".join(fields).strip():
-            continue
-        where = f"{src.name} line {line_no}"
-        if len(fields) != len(header):
-            raise InputError(where, f"has {len(fields)} fields, expected the header's {len(header)}",
-                             "the file is corrupt or truncated; fetch it again")
+    for where, fields in _records(src, rows, len(header), f"expected the header's {len(header)}"):
         response = _count(fields[at["response tokens"]], where, "Response tokens")
         if response == 0:
             failed += 1
@@ -307,6 +295,17 @@ def _burstgpt(src: Source, text: str, header: list[str]) -> RequestTrace:
         note = "; whole-second timestamps: each second's requests spread evenly over it"
     return _trace(times, inputs, outputs, None, f"{src.name} (BurstGPT CSV"
                   + (f"; {failed} failed requests, 0 response tokens, left out" if failed else "") + note + ")")
+
+
+def _records(src: Source, rows, width: int, expected: str):
+    """(where, fields) of each non-blank CSV row, every one `width` fields wide (else the file is cut or corrupt)."""
+    for line_no, fields in rows:
+        if not fields or not "".join(fields).strip():
+            continue
+        where = f"{src.name} line {line_no}"
+        if len(fields) != width:
+            raise InputError(where, f"has {len(fields)} fields, {expected}", "the file is corrupt or truncated; fetch it again")
+        yield where, fields
 
 
 def _parse_datetime(text: str, where: str) -> tuple[int, float]:
@@ -331,13 +330,7 @@ def _lengths_csv(src: Source, text: str, arrival: str, rate_per_s, cv: float, se
     header = [h.strip().lower() for h in next(rows)[1]]
     prefill, decode = header.index("num_prefill_tokens"), header.index("num_decode_tokens")
     inputs, outputs = [], []
-    for line_no, fields in rows:
-        if not fields or not "".join(fields).strip():
-            continue
-        where = f"{src.name} line {line_no}"
-        if len(fields) != len(header):
-            raise InputError(where, f"has {len(fields)} fields, the header {len(header)}",
-                             "the file is corrupt or truncated; fetch it again")
+    for where, fields in _records(src, rows, len(header), f"the header {len(header)}"):
         inputs.append(_count(fields[prefill], where, "num_prefill_tokens"))
         outputs.append(_count(fields[decode], where, "num_decode_tokens"))
         if limit is not None and len(inputs) >= limit:
