@@ -165,6 +165,7 @@ MAX_SIZES = {
     "moe_num_experts": 100_000, "moe_k": 100_000, "moe_num_shared_experts": 100_000,
     "interleave_moe_layer_step": 10_000, "moe_layer_interval": 10_000, "moe_layer_start_index": 10_000,
     "moe_layer_end_index": 10_000, "intermediate_size_mlp": _WIDTH, "shared_intermediate_size": _WIDTH,
+    "share_expert_dim": _WIDTH, "attention_chunk_size": 10**9,
     "n_shared_experts": 100_000, "num_experts_per_tok": 100_000,
     "vocab_size": 10**8,  # 380 x the largest vocabulary (262,144)
     "routed_expert_hidden_size": _WIDTH, "o_lora_rank": _WIDTH, "index_head_dim": _WIDTH,
