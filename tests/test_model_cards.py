@@ -58,6 +58,15 @@ CARDS = [
      "400B total, 17B active; the vision tower is not in the config and not counted"),
     ("meta-llama/Llama-4-Scout-17B-16E-Instruct", "109B", "17B", "all", False,
      "the same announcement and IBM's: 16 experts, 109B total, 17B active; the count lands 1.1% under the card"),
+    ("XiaomiMiMo/MiMo-V2-Flash", "309B", "15B", "all", False,
+     "github.com/XiaomiMiMo/MiMo-V2-Flash README: 309B total and 15B active parameters; its 3-layer MTP module (0.33B "
+     "per block) is not in the config and not counted"),
+    ("Qwen/Qwen3-Coder-480B-A35B-Instruct", "480B", "35B", "all", False,
+     "NVIDIA's NIM model card of Qwen/Qwen3-Coder-480B-A35B-Instruct (docs.api.nvidia.com/nim/reference/"
+     "qwen-qwen3-coder-480b-a35b-instruct): '480B total parameters and 35B activated parameters'"),
+    ("mistralai/Mixtral-8x22B-v0.1", "141B", "39B", "all", False,
+     "Mistral AI's Mixtral 8x22B announcement (2024-04-17), as restated by the DAIR.AI prompt-engineering guide: "
+     "'39B active parameters out of a total of 141B'"),
 ]
 
 _UNITS = {"B": 1e9, "T": 1e12}
