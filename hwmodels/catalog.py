@@ -146,7 +146,8 @@ def model_entry(name: str) -> Mapping[str, str]:
 
 
 def load_model(name_or_path: str, field: str = "model", base_dir: Path | None = None) -> ModelArch:
-    """A catalog model by name, or any HuggingFace config.json on disk (a file or a folder holding one)."""
+    """A catalog model by name, or any HuggingFace config.json on disk (a file or a folder holding one), or, with the
+    measured extra installed, a HuggingFace id whose config.json aiconfigurator-core ships (read in place)."""
     config, name, where = _config_of(name_or_path, field, base_dir)
     return arch_from_config(config, name, where)
 
@@ -187,8 +188,29 @@ def _config_of(name_or_path: str, field: str, base_dir: Path | None) -> tuple[An
     except (OSError, ValueError, RuntimeError) as e:  # a name too long, a NUL character, ~nobody/
         raise InputError(field, f"cannot use '{excerpt(name_or_path)[1:-1]}' as a path ({e.__class__.__name__})", fix) from None
     if not found:
-        raise InputError(field, f"no config.json at '{excerpt(name_or_path)[1:-1]}'", fix)
+        from hwmodels.calibrate.measured_tables import model_config_path  # the optional extra's configs, in place
+        shipped = None if name_or_path.endswith(".json") else model_config_path(name_or_path)
+        if shipped is None:
+            raise InputError(field, f"no config.json at '{excerpt(name_or_path)[1:-1]}'", fix + " (or, with "
+                             "moeplan[measured], a HuggingFace id whose config.json aiconfigurator-core ships)")
+        return _with_hf_quant(_read_config(shipped, field), shipped, field), name_or_path.strip().split("/")[-1].lower(), str(shipped)
     return _read_config(path, field), path.parent.name if path.name == "config.json" else path.stem, str(path)
+
+
+def _with_hf_quant(config: Any, path: Path, field: str) -> Any:
+    """A ModelOpt checkpoint's format from its hf_quant_config.json beside the config.json (as aiconfigurator-core
+    ships NVIDIA's nvidia/*-NVFP4 and *-FP8 checkpoints), where config.json states none: NVFP4 (groups of 16) or FP8
+    (per tensor) on every linear layer but its `exclude_modules` globs."""
+    side = path.with_name(path.name.replace("_config.json", "_hf_quant_config.json"))
+    if not isinstance(config, dict) or config.get("quantization_config") or not side.is_file():
+        return config
+    quant = _read_config(side, field).get("quantization") or {}
+    bits = {"NVFP4": (4, quant.get("group_size") or 16), "FP8": (8, None)}.get(quant.get("quant_algo"))
+    if bits is None:  # a mixed-precision recipe names its formats per layer: not read, the config's own dtype stays
+        return config
+    weights = {"num_bits": bits[0], "type": "float"} | ({"group_size": bits[1]} if bits[1] else {"strategy": "tensor"})
+    return config | {"quantization_config": {"quant_method": "modelopt", "config_groups": {"group_0": {"weights": weights}},
+                                             "ignore": list(quant.get("exclude_modules") or [])}}
 
 
 def _exists(name_or_path: str, base_dir: Path | None) -> bool:

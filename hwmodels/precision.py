@@ -269,6 +269,8 @@ def _compressed_tensors_scheme(qc: Mapping) -> QuantScheme:
         return SCHEMES["nvfp4"]
     if (bits, kind) == (8, "int"):
         return SCHEMES["int8"]
+    if (bits, kind) == (8, "float"):  # ModelOpt FP8: one scale per tensor; compressed-tensors' block strategy: 128 x 128
+        return SCHEMES["fp8" if weights.get("strategy") == "block" else "fp8_tensor"]
     raise InputError("config.json quantization_config.config_groups", f"weights {bits}-bit {kind} group {group} not supported",
                      "set the precision of each part explicitly in the spec")
 

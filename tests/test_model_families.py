@@ -171,3 +171,20 @@ def test_moe_layer_freq_per_layer():
     assert arch_from_config(deepseek_style, "x").moe_layers == (1, 2)
     with pytest.raises(InputError, match="moe_layer_freq: a list must give 0 or 1 for each of the 4 layers"):
         arch_from_config(deepseek_style | {"moe_layer_freq": [0, 1]}, "x")
+
+
+def test_a_hugging_face_id_the_package_ships_is_read_in_place():
+    """With moeplan[measured], a HuggingFace id outside the catalog is read from aiconfigurator-core's model_configs/,
+    and a ModelOpt checkpoint's format from the hf_quant_config.json beside it (NVFP4 in groups of 16, FP8 per
+    tensor, its exclude_modules kept in their own format)."""
+    from hwmodels import catalog
+
+    _package_configs()  # skips without the package
+    qwen = catalog.load_model("nvidia/Qwen3-235B-A22B-NVFP4")
+    plan = default_plan(qwen.quantization_config, qwen.torch_dtype)
+    assert plan.weights["routed_experts"].name == "nvfp4" and plan.weights["router"].name == "bf16"
+    llama = catalog.load_model("NVIDIA/Llama-3.1-70B-Instruct-FP8")  # the id's case does not matter
+    assert default_plan(llama.quantization_config, llama.torch_dtype).weights["dense_mlp"].name == "fp8_tensor"
+    assert catalog.load_model("MiniMaxAI/MiniMax-M2.7").moe.num_experts == 256
+    with pytest.raises(InputError, match="whose config.json aiconfigurator-core ships"):
+        catalog.load_model("example-org/not-a-model")

@@ -46,6 +46,17 @@ def database_root() -> Path | None:
     return root if root.is_dir() else None
 
 
+def model_config_path(hf_id: str) -> Path | None:
+    """The config.json the installed package ships for a HuggingFace id (`model_configs/<owner>--<name>_config.json`,
+    the case ignored), or None: not installed, not an owner/name id, or a model it does not hold."""
+    root = database_root()
+    owner, _, name = hf_id.strip().partition("/")
+    if root is None or not owner or not name or "/" in name:
+        return None
+    wanted = f"{owner}--{name}_config.json".lower()
+    return next((p for p in (root.parents[1] / "model_configs").glob("*_config.json") if p.name.lower() == wanted), None)
+
+
 @lru_cache(maxsize=1)
 def package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
