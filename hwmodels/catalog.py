@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from catalogs import CATALOG_DIR
 from hwmodels import prices as price_tables, safe_yaml
 from hwmodels.deployment import Price
+from hwmodels.calibrate.measured_tables import model_config_path
 from hwmodels.errors import InputError, excerpt, nearest_names
 from hwmodels.hardware import ClusterUnit, Device, Figure
 from hwmodels.model_arch import ModelArch, arch_from_config
@@ -188,7 +189,6 @@ def _config_of(name_or_path: str, field: str, base_dir: Path | None) -> tuple[An
     except (OSError, ValueError, RuntimeError) as e:  # a name too long, a NUL character, ~nobody/
         raise InputError(field, f"cannot use '{excerpt(name_or_path)[1:-1]}' as a path ({e.__class__.__name__})", fix) from None
     if not found:
-        from hwmodels.calibrate.measured_tables import model_config_path  # the optional extra's configs, in place
         shipped = None if name_or_path.endswith(".json") else model_config_path(name_or_path)
         if shipped is None:
             raise InputError(field, f"no config.json at '{excerpt(name_or_path)[1:-1]}'", fix + " (or, with "

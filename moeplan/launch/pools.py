@@ -22,6 +22,10 @@ from hwmodels.roles import Role
 from planner.placement import Placement
 from planner.plan import Mode, Plan
 
+ONLINE_FP8 = ("fp8", "fp8_tensor")  # the plan's formats an fp8 load-time quantisation stands for
+UNQUANTISED = ("bf16", "fp16", "fp32")
+LINEAR_PARTS = ("routed_experts", "shared_experts", "dense_mlp", "attention")
+ONLINE_FP8_ENGINES = ("sglang", "vllm")  # TensorRT-LLM's PyTorch flow loads pre-quantised (ModelOpt) checkpoints
 BASE_PORT = 30000  # SGLang's default server port: a pool's first instance; its instances count up from it (pools 10 apart)
 ROUTER_PORT = 8000  # the front end's (TensorRT-LLM's disaggregated server defaults to 8000)
 
@@ -102,10 +106,6 @@ class Launch:
             and len(planned) == len(self.linear_parts)
 
 
-ONLINE_FP8 = ("fp8", "fp8_tensor")  # the plan's formats an fp8 load-time quantisation stands for
-UNQUANTISED = ("bf16", "fp16", "fp32")
-LINEAR_PARTS = ("routed_experts", "shared_experts", "dense_mlp", "attention")
-
 
 def launch_of(plan: Plan, engine: str, version: str, version_note: str, model_path: str) -> Launch:
     """The launch facts of `plan`'s recommendation (module docstring)."""
@@ -162,5 +162,3 @@ def weights_json(launch: Launch) -> dict:
     return {"requantized": [{"part": part, "planned": to, "checkpoint": shipped} for part, to, shipped in launch.requantized],
             "load_time_quantization": "fp8" if launch.online_fp8 and launch.engine in ONLINE_FP8_ENGINES else None}
 
-
-ONLINE_FP8_ENGINES = ("sglang", "vllm")  # TensorRT-LLM's PyTorch flow loads pre-quantised (ModelOpt) checkpoints
