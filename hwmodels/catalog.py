@@ -193,7 +193,8 @@ def _config_of(name_or_path: str, field: str, base_dir: Path | None) -> tuple[An
         if shipped is None:
             raise InputError(field, f"no config.json at '{excerpt(name_or_path)[1:-1]}'", fix + " (or, with "
                              "moeplan[measured], a HuggingFace id whose config.json aiconfigurator-core ships)")
-        return _with_hf_quant(_read_config(shipped, field), shipped, field), name_or_path.strip().split("/")[-1].lower(), str(shipped)
+        name = name_or_path.strip().split("/")[-1].lower()
+        return _with_hf_quant(_read_config(shipped, field), shipped, field), name, str(shipped)
     return _read_config(path, field), path.parent.name if path.name == "config.json" else path.stem, str(path)
 
 
@@ -204,10 +205,13 @@ def _with_hf_quant(config: Any, path: Path, field: str) -> Any:
     side = path.with_name(path.name.replace("_config.json", "_hf_quant_config.json"))
     if not isinstance(config, dict) or config.get("quantization_config") or not side.is_file():
         return config
-    quant = _read_config(side, field).get("quantization") or {}
+    side_config = _read_config(side, field)
+    quant = (side_config.get("quantization") if isinstance(side_config, dict) else None) or {}
     bits = {"NVFP4": (4, quant.get("group_size") or 16), "FP8": (8, None)}.get(quant.get("quant_algo"))
-    if bits is None:  # a mixed-precision recipe names its formats per layer: not read, the config's own dtype stays
-        return config
+    if bits is None:  # a mixed-precision recipe names its formats per layer: read as bf16 it would be priced wrong
+        raise InputError(f"{side.name} quantization.quant_algo", f"{excerpt(quant.get('quant_algo'))} is not a format "
+                         "moeplan reads from an hf_quant_config.json (NVFP4, FP8)",
+                         "set the precision of each part in the spec (precision.routed_experts: nvfp4, ...)")
     weights = {"num_bits": bits[0], "type": "float"} | ({"group_size": bits[1]} if bits[1] else {"strategy": "tensor"})
     return config | {"quantization_config": {"quant_method": "modelopt", "config_groups": {"group_0": {"weights": weights}},
                                              "ignore": list(quant.get("exclude_modules") or [])}}

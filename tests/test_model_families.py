@@ -186,5 +186,7 @@ def test_a_hugging_face_id_the_package_ships_is_read_in_place():
     llama = catalog.load_model("NVIDIA/Llama-3.1-70B-Instruct-FP8")  # the id's case does not matter
     assert default_plan(llama.quantization_config, llama.torch_dtype).weights["dense_mlp"].name == "fp8_tensor"
     assert catalog.load_model("MiniMaxAI/MiniMax-M2.7").moe.num_experts == 256
+    with pytest.raises(InputError, match="MIXED_PRECISION.* is not a format moeplan reads"):  # per-layer formats
+        catalog.load_model("nvidia/NVIDIA-Nemotron-3.5-Lightning-30B-A3B-NVFP4")
     with pytest.raises(InputError, match="whose config.json aiconfigurator-core ships"):
         catalog.load_model("example-org/not-a-model")
