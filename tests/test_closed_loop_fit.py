@@ -37,7 +37,7 @@ def test_the_stored_fit_is_what_fitting_gives_today(observed):
     assert set(stored["parameters"]["step_overhead_s"]) <= {"sglang", "trtllm", "vllm"}
     # the step overhead is what brings TPOT closer: fitted below the error without it, held out reported (each
     # engine's overhead minimises its own rows' median, not the pooled one, so the pooled held-out median can come
-    # out on either side of the fitted one: 11.6% held out against 11.9% fitted since GQA attention is measured)
+    # out on either side of the fitted one)
     report = stored["report"]
     assert report["fitted_tpot_median_abs_error"] < report["no_step_overhead_tpot_median_abs_error"]
     assert report["cross_validation"]["tpot_median_abs_error"] < report["no_step_overhead_tpot_median_abs_error"]

@@ -89,6 +89,27 @@ def test_nearest_version():
     assert measured_tables.nearest_version(["0.5.10", "0.5.14"], None) == "0.5.14"
 
 
+def test_a_query_starts_at_the_queryable_version_nearest_the_asked_one_and_fills_backward():
+    """The package's rule (systems/query_versions.yaml): older folders are backward-fill sources, never the answer
+    while a queryable version holds the table; a newer folder is the last resort."""
+    measured = ["0.19.0", "0.22.0", "0.24.0", "0.26.0"]
+    assert measured_tables.versions_to_try(measured, "0.16.0", "0.24.0", ("0.24.0",)) == [
+        "0.24.0", "0.22.0", "0.19.0", "0.26.0"]
+    assert measured_tables.versions_to_try(measured, None, "0.24.0", ("0.24.0", "0.26.0"))[0] == "0.24.0"
+    assert measured_tables.versions_to_try(measured, "0.26.0", "0.24.0", ("0.24.0", "0.26.0"))[:2] == ["0.26.0", "0.24.0"]
+    # a table the current version lacks: the newest older folder that has it
+    assert measured_tables.versions_to_try(["0.19.0"], "0.24.0", "0.24.0", ("0.24.0",)) == ["0.19.0"]
+    # without the slots file every folder is queryable: the nearest measured one first
+    assert measured_tables.versions_to_try(measured, "0.20.0", None, ())[0] == "0.19.0"
+
+
+@needs_package
+def test_the_package_declares_its_queryable_versions():
+    current, queryable = measured_tables.queryable_versions("h200_sxm", "vllm")
+    assert current in queryable and current in measured_tables.table_versions("h200_sxm", "vllm", "moe_perf")
+    assert measured_tables.queryable_versions("a100_sxm", "vllm")[0] != current  # a system with its own slots
+
+
 @needs_package
 def test_measured_costs_are_labelled_and_never_below_the_roofline():
     from hwmodels.catalog import load_model, load_unit
@@ -144,9 +165,10 @@ def test_grouped_query_attention_takes_the_engines_measured_attention_tables():
 
 
 @needs_package
-def test_an_all_reduce_takes_the_nearest_version_that_measured_its_gpu_count():
-    """GB300's TensorRT-LLM tables measure 8 and 16 GPUs (over the NVL72's 4-GPU trays) only from 1.3.0rc20 on; a
-    run of an earlier version takes that measurement, not the ring model, and no GPU count is invented."""
+def test_an_all_reduce_takes_the_queryable_version_that_measured_its_gpu_count():
+    """GB300's TensorRT-LLM tables measure 8 and 16 GPUs (over the NVL72's 4-GPU trays) only from 1.3.0rc20 on, the
+    package's current version; a run of an earlier version takes that measurement, not the ring model, and no GPU
+    count is invented."""
     from hwmodels.calibrate.measured_costs import MeasuredSource
     from hwmodels.calibrate.operator_costs import costs_for
     from hwmodels.catalog import load_unit
@@ -155,7 +177,7 @@ def test_an_all_reduce_takes_the_nearest_version_that_measured_its_gpu_count():
     older = MeasuredSource("gb300", "trtllm", "1.3.0rc10")
     eight = older.allreduce(8, 7168)
     assert eight.latency_s is not None and "gb300 trtllm 1.3.0rc20 custom_allreduce_perf" in eight.label
-    assert "1.3.0rc10" in older.allreduce(4, 7168).label  # its own version where it measured the count
+    assert "1.3.0rc20" in older.allreduce(4, 7168).label  # rc10 is a backfill folder, not a queryable version
     assert older.allreduce(32, 7168).latency_s is None  # no version measured 32
     tray = load_unit("gb300-nvl72")
     assert tray.devices_per_node == 4

@@ -4,9 +4,9 @@
 hwmodels.calibrate.measured_tables reads in place, interpolated by hwmodels.calibrate.measured_grid's rule.
 Every answer is a `Measured`: the latency in seconds, or None where the tables do not cover the shape, with
 its label (package version, GPU, engine, the engine version whose table answered, table and dtype) and how
-far outside the measured range it extrapolated. The engine version is the nearest measured one
-(measured_tables.nearest_version); if that version lacks the dtype or model shape asked, the next nearest is
-tried, and the label names the version that answered.
+far outside the measured range it extrapolated. The engine version is the package's queryable version nearest the
+asked one, and a table that version lacks the dtype or model shape of is read from older versions, newest first
+(measured_tables.versions_to_try); the label names the version that answered.
 
 What each table's coordinates mean (NVIDIA's collectors, aiconfigurator_core/sdk/operations):
 - gemm_perf: one dense GEMM [m, k] x [k, n] per device, per `gemm_dtype`.
@@ -153,7 +153,7 @@ def _cached_lookup(source: MeasuredSource, table: str, dtype: str | None, select
 @lru_cache(maxsize=4096)
 def _nearest_grid(source: MeasuredSource, table: str, select: tuple, axes: tuple, what: str) -> tuple[Grid, str] | None:
     """The grid of the nearest measured version whose table holds the selection, with its label; None: none does."""
-    for version in _versions_by_nearness(source.system, source.engine, table, source.version):
+    for version in _versions_in_order(source.system, source.engine, table, source.version):
         grid = _grid(source.system, source.engine, table, version, select, axes)
         if grid is not None:
             return grid, (f"measured: {source.system} {source.engine} {version} {what} "
@@ -162,15 +162,10 @@ def _nearest_grid(source: MeasuredSource, table: str, select: tuple, axes: tuple
 
 
 @lru_cache(maxsize=1024)
-def _versions_by_nearness(system: str, engine: str, table: str, asked: str | None) -> tuple[str, ...]:
-    """Measured versions in the order they are tried: the nearest first (measured_tables.nearest_version's rule)."""
-    remaining = list(tables.table_versions(system, engine, table))
-    ordered = []
-    while remaining:
-        pick = tables.nearest_version(remaining, asked)
-        ordered.append(pick)
-        remaining.remove(pick)
-    return tuple(ordered)
+def _versions_in_order(system: str, engine: str, table: str, asked: str | None) -> tuple[str, ...]:
+    """Measured versions in the order they are tried (measured_tables.versions_to_try)."""
+    current, queryable = tables.queryable_versions(system, engine)
+    return tuple(tables.versions_to_try(list(tables.table_versions(system, engine, table)), asked, current, queryable))
 
 
 @lru_cache(maxsize=4096)

@@ -9,8 +9,16 @@ the package (its Rust extension is not needed to read data), lists what is measu
 Nothing is copied into this repository. Without the package, `database_root()` is None and every caller falls
 back to the fitted model.
 
-Version rule (`nearest_version`): the asked version if measured, else the newest measured version older than
-it, else the oldest newer one; versions compare by their numeric parts (1.2.0rc6.post2 -> 1, 2, 0, 6, 2).
+Version rule (`versions_to_try`), the package's own (systems/query_versions.yaml): each system and engine exposes at
+most three queryable versions, `current` (the newest complete collection), `previous`, and `next` (the newest data
+folder newer than current, where new models' single ops land); the other folders are backward-fill sources only.
+A query takes the queryable version nearest the asked one (`nearest_version`: the asked version if queryable, else
+the newest older, else the oldest newer; none asked: current), and an op that version lacks is read from the
+newest older folder that has it, then, as a last resort, the oldest newer one. Versions compare by their numeric
+parts (1.2.0rc6.post2 -> 1, 2, 0, 6, 2). Without the slots file every folder is queryable. Why not the folder
+nearest the asked version: the package's older folders hold bridging collections it keeps for backfill, e.g.
+H200 vLLM 0.19.0's int4 MoE (a legacy Marlin path 2.6x slower at 64 tokens than vLLM 0.24.0's, where Kimi-K2.5
+served by vLLM 0.16 measured the faster).
 """
 
 from __future__ import annotations
@@ -82,6 +90,39 @@ def nearest_version(measured: list[str], asked: str | None) -> str | None:
         return asked
     older = [v for v in ordered if version_key(v) < version_key(asked)]
     return older[-1] if older else ordered[0]
+
+
+@lru_cache(maxsize=64)
+def queryable_versions(system: str, engine: str) -> tuple[str | None, tuple[str, ...]]:
+    """(current, every queryable version) of an engine on a system from the package's query_versions.yaml; (None, ())
+    without it, or where it names no current version."""
+    root = database_root()
+    path = root.parent / "query_versions.yaml" if root is not None else None
+    if path is None or not path.is_file():
+        return None, ()
+    record = safe_yaml.load(path.read_text(), str(path)) or {}
+    overrides = (record.get("overrides") or {}).get(system) or {}
+    slots = overrides.get(engine) or (record.get("defaults") or {}).get(engine) or {}
+    current = slots.get("current")
+    if not current:
+        return None, ()
+    declared = [v.name for v in (root / system).glob(f"*/{engine}/*") if v.is_dir()]
+    newer = [v for v in declared if version_key(v) > version_key(str(current))]
+    # systems with an override stay out of the `next` derivation (query_versions.yaml's comment)
+    next_ = [max(newer, key=version_key)] if newer and engine not in overrides else []
+    return str(current), tuple(str(v) for v in (current, slots.get("previous"), *next_) if v)
+
+
+def versions_to_try(measured: list[str], asked: str | None, current: str | None, queryable: tuple[str, ...]) -> list[str]:
+    """The measured versions of one table in the order a query tries them (module docstring)."""
+    if not measured:
+        return []
+    if not queryable:
+        start = nearest_version(measured, asked)
+    else:
+        start = current if asked is None else nearest_version(list(queryable), asked)
+    older = sorted((v for v in measured if version_key(v) <= version_key(start)), key=version_key, reverse=True)
+    return older + sorted((v for v in measured if version_key(v) > version_key(start)), key=version_key)
 
 
 @lru_cache(maxsize=512)
