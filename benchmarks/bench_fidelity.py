@@ -87,7 +87,7 @@ def main() -> int:
                                   "held_out_by_engine": {k.split("_")[0]: v for k, v in cv.items()
                                                          if k.endswith("_ttft_median_abs_error") and k != "ttft_median_abs_error"},
                                   "fitted_tpot_median": fit["report"]["fitted_tpot_median_abs_error"],
-                                  "no_step_overhead_tpot_median": fit["report"]["no_step_overhead_tpot_median_abs_error"],
+                                  "no_layer_overhead_tpot_median": fit["report"]["no_layer_overhead_tpot_median_abs_error"],
                                   "held_out_tpot_median": cv["tpot_median_abs_error"],
                                   "held_out_tpot_by_engine": {k.split("_")[0]: v for k, v in cv.items()
                                                               if k.endswith("_tpot_median_abs_error") and k != "tpot_median_abs_error"},
@@ -95,8 +95,8 @@ def main() -> int:
     print(f"     fitted on this file: start-up share {fit['parameters']['startup_share']:.3f}, request overhead "
           + ", ".join(f"{e} {v * 1e3:.0f} ms" for e, v in fit["parameters"]["request_overhead_s"].items())
           + f"; TTFT median |error| held out ({cv['folds']}-fold by configuration) {cv['ttft_median_abs_error']:.1%}")
-    print("     step overhead " + ", ".join(f"{e} {v * 1e3:.2f} ms" for e, v in fit["parameters"]["step_overhead_s"].items())
-          + f"; TPOT median |error| {fit['report']['no_step_overhead_tpot_median_abs_error']:.1%} without it, held out "
+    print("     host time per layer " + ", ".join(f"{e} {v * 1e6:.1f} us" for e, v in fit["parameters"]["layer_overhead_s"].items())
+          + f"; TPOT median |error| {fit['report']['no_layer_overhead_tpot_median_abs_error']:.1%} without it, held out "
           f"{cv['tpot_median_abs_error']:.1%}")
     # the package's own measured deployments, less the rows of the file above: rows no constant was fitted on
     fitted = {p.id for p in rows}

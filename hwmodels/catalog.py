@@ -290,10 +290,11 @@ def request_overhead_s(engine: str) -> float:
 
 
 @lru_cache(maxsize=None)
-def step_overhead_s(engine: str) -> float:
-    """A serving engine's host time per forward step outside its kernels, fitted to measured closed loops' TPOT
-    (catalogs/fits/closed-loop.yaml, hwmodels.calibrate.closed_loop_fit); 0 for an engine the fit lacks."""
-    return float(stored_fit("closed-loop")["parameters"]["step_overhead_s"].get(engine, 0.0))
+def layer_overhead_s(engine: str) -> float:
+    """A serving engine's host time per layer of a forward step outside its kernels (a step of L layers takes L times
+    it), fitted to measured closed loops' TPOT (catalogs/fits/closed-loop.yaml, hwmodels.calibrate.closed_loop_fit);
+    0 for an engine the fit lacks."""
+    return float(stored_fit("closed-loop")["parameters"]["layer_overhead_s"].get(engine, 0.0))
 
 
 @lru_cache(maxsize=None)

@@ -101,8 +101,8 @@ class Serving:
     # the engine's per-request latency outside the devices' steps (HTTP, tokenisation, scheduling and, disaggregated,
     # the KV hand-off): it adds to every TTFT and occupies no device (catalog.request_overhead_s; 0 without an engine)
     request_overhead_s: float = 0.0
-    # the engine's host time per forward step outside its kernels (catalog.step_overhead_s; 0 without an engine):
-    # every step of its instances takes this much longer (hwmodels.step.StepContext.step_overhead_s)
+    # the engine's host time per forward step outside its kernels (catalog.layer_overhead_s x the model's layers; 0
+    # without an engine): every step of its instances takes this much longer (hwmodels.step.StepContext.step_overhead_s)
     step_overhead_s: float = 0.0
     # redundant expert slots every layout is scored with (the engine's --ep-num-redundant-experts, fixed by the user);
     # None: searched together with the KV cache they take HBM from (hwmodels.layouts)

@@ -431,9 +431,10 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
                            f"{d.serving.request_overhead_s * 1e3:.0f} ms (HTTP, tokenisation, scheduling, KV hand-off; "
                            "fitted to measured closed loops, catalogs/fits/closed-loop.yaml)")
     if d.serving.step_overhead_s:
-        assumptions.append(f"every step includes {d.serving.engine}'s host time per step, "
-                           f"{d.serving.step_overhead_s * 1e3:.2f} ms (scheduling, sampling, output handling, launch "
-                           "gaps; fitted to measured closed loops' TPOT, catalogs/fits/closed-loop.yaml)")
+        assumptions.append(f"every step includes {d.serving.engine}'s host time, "
+                           f"{d.serving.step_overhead_s * 1e3:.2f} ms ({d.model.num_layers} layers at "
+                           f"{d.serving.step_overhead_s / d.model.num_layers * 1e6:.1f} us: launch gaps, scheduling, "
+                           "sampling, output handling; fitted to measured closed loops' TPOT, catalogs/fits/closed-loop.yaml)")
     if d.model.is_moe:
         assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in Phase]
         if pinned is None:  # an estimate scores the slots its layout names

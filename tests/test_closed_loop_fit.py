@@ -32,15 +32,15 @@ def test_the_stored_fit_is_what_fitting_gives_today(observed):
     for key, value in stored["report"]["cross_validation"].items():
         assert record["report"]["cross_validation"][key] == (pytest.approx(value) if isinstance(value, float) else value)
     # at most a few constants: two overheads per engine, one share for all
-    assert set(stored["parameters"]) == {"request_overhead_s", "startup_share", "step_overhead_s"}
+    assert set(stored["parameters"]) == {"request_overhead_s", "startup_share", "layer_overhead_s"}
     assert set(stored["parameters"]["request_overhead_s"]) <= {"sglang", "trtllm", "vllm"}
-    assert set(stored["parameters"]["step_overhead_s"]) <= {"sglang", "trtllm", "vllm"}
-    # the step overhead is what brings TPOT closer: fitted below the error without it, held out reported (each
+    assert set(stored["parameters"]["layer_overhead_s"]) <= {"sglang", "trtllm", "vllm"}
+    # the layer overhead is what brings TPOT closer: fitted below the error without it, held out reported (each
     # engine's overhead minimises its own rows' median, not the pooled one, so the pooled held-out median can come
     # out on either side of the fitted one)
     report = stored["report"]
-    assert report["fitted_tpot_median_abs_error"] < report["no_step_overhead_tpot_median_abs_error"]
-    assert report["cross_validation"]["tpot_median_abs_error"] < report["no_step_overhead_tpot_median_abs_error"]
+    assert report["fitted_tpot_median_abs_error"] < report["no_layer_overhead_tpot_median_abs_error"]
+    assert report["cross_validation"]["tpot_median_abs_error"] < report["no_layer_overhead_tpot_median_abs_error"]
 
 
 def test_held_out_configurations_are_never_fitted(observed):
@@ -48,20 +48,25 @@ def test_held_out_configurations_are_never_fitted(observed):
     the held-out TTFT error is reported above the in-sample one (the honest figure)."""
     report = closed_loop_fit.cross_validate(observed, folds=5, seed=0)
     fit = closed_loop_fit.fit(observed)
-    steps = dict(fit.step_overhead_s)
+    steps = dict(fit.layer_overhead_s)
     in_sample = float(np.median(closed_loop_fit._errors(observed, fit.startup_share, dict(fit.request_overhead_s), steps)))
     assert report["ttft_median_abs_error"] >= in_sample
     assert report["tpot_median_abs_error"] < float(np.median(closed_loop_fit._tpot_errors(observed, {e: 0.0 for e in steps})))
     assert {f"{e}_{m}_median_abs_error" for e in ("sglang", "trtllm", "vllm") for m in ("ttft", "tpot")} <= set(report)
 
 
-def test_a_row_priced_at_a_larger_step_overhead_decodes_slower_by_about_it(measured):
-    """Every decode step gains the overhead: an aggregated row's TPOT by at least it (the prefill steps mixed into
-    the wave gain it too), and the observed table holds one column per grid value, rising."""
-    row = next(r for r in md.read_rows(measured) if r["mode"] == "agg" and r["backend"] == "vllm")
-    bare, slow = md.loop_times(row, 0.0), md.loop_times(row, 0.002)
-    assert 0.002 <= slow.tpot_s - bare.tpot_s <= 0.002 * 1.15  # a few prefill steps per wave gain it too
-    assert slow.startup_ttft_s > bare.startup_ttft_s
+def test_a_row_priced_at_a_larger_layer_overhead_decodes_slower_by_it_times_its_layers(measured):
+    """Every decode step gains the overhead once per layer: an aggregated row's TPOT by at least that (the prefill
+    steps mixed into the wave gain it too), and a model with more layers gains more."""
+    rows = [r for r in md.read_rows(measured) if r["mode"] == "agg" and r["backend"] == "vllm"]
+    gained = {}
+    for row in rows:
+        layers = catalog.load_model(md._setup(row).model).num_layers
+        bare, slow = md.loop_times(row, 0.0), md.loop_times(row, 20e-6)
+        assert layers * 20e-6 <= slow.tpot_s - bare.tpot_s <= layers * 20e-6 * 1.5  # the prefill steps in a wave gain it too
+        assert slow.startup_ttft_s > bare.startup_ttft_s
+        gained[layers] = slow.tpot_s - bare.tpot_s
+    assert len(gained) > 1 and gained[max(gained)] > gained[min(gained)]
 
 
 def test_the_step_overhead_reaches_every_step_the_planner_and_the_simulator_price():
@@ -69,7 +74,7 @@ def test_the_step_overhead_reaches_every_step_the_planner_and_the_simulator_pric
 
     spec = yaml.safe_load(example_path().read_text())
     d = api.deployment(spec, backend="vllm")
-    assert d.serving.step_overhead_s == catalog.step_overhead_s("vllm") > 0
+    assert d.serving.step_overhead_s == catalog.layer_overhead_s("vllm") * d.model.num_layers > 0
     assert api.deployment(spec).serving.step_overhead_s == 0.0  # no engine named: none
 
 

@@ -843,10 +843,10 @@ def test_the_measured_deployments_figures():
     held = fit["held_out_by_engine"]
     _quoted(f"TTFT median |error| {fit['held_out_ttft_median']:.1%}\n  held out (SGLang {held['sglang']:.1%}, "
             f"TensorRT-LLM {held['trtllm']:.1%}, vLLM {held['vllm']:.1%}), {fit['fitted_ttft_median']:.1%} fitted")
-    step_ms = {e: v * 1e3 for e, v in fit["step_overhead_s"].items()}
+    layer_us = {e: v * 1e6 for e, v in fit["layer_overhead_s"].items()}
     held = fit["held_out_tpot_by_engine"]
-    _quoted(f"SGLang {step_ms['sglang']:.2f} ms, TensorRT-LLM {step_ms['trtllm']:.2f} ms, vLLM {step_ms['vllm']:.2f} ms "
-            f"({fit['no_step_overhead_tpot_median']:.1%} -> {fit['fitted_tpot_median']:.1%} fitted;\n    "
+    _quoted(f"SGLang {layer_us['sglang']:.1f} us, TensorRT-LLM {layer_us['trtllm']:.1f} us, vLLM {layer_us['vllm']:.1f} us "
+            f"a layer ({fit['no_layer_overhead_tpot_median']:.1%} -> {fit['fitted_tpot_median']:.1%} fitted;\n    "
             f"{fit['held_out_tpot_median']:.1%} held out by the same 5-fold split: SGLang {held['sglang']:.1%}, "
             f"TensorRT-LLM {held['trtllm']:.1%}, vLLM {held['vllm']:.1%})")
     sample = f["package_sample_held_out"]

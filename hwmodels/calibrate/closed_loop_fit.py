@@ -1,12 +1,13 @@
 """Fit what kernel tables cannot say about a measured closed loop, on ../shared/data/measured/aic-silicon-moe.csv only,
-as issue 17 allows: per serving engine a host time per forward step (scheduling, sampling, output handling, launch
-gaps: every step of the engine takes that much longer) and a per-request TTFT overhead, and one share of a benchmark's
+as issue 17 allows: per serving engine a host time per layer of a forward step (launch gaps between a layer's kernels
+and the scheduling, sampling and output handling around them: every step of L layers takes L times that longer) and
+a per-request TTFT overhead, and one share of a benchmark's
 measured requests that met its start-up burst (hwmodels/calibrate/measured_deployments.py says how they enter TTFT
 and TPOT).
 
-Method: the step overhead first, per engine, on TPOT alone: a grid search (0 to 3 ms by 0.25 ms) minimising the median
-|predicted / measured - 1| of the engine's rows' TPOT, each row's closed loop re-priced at every grid value (the
-overhead also moves the disaggregated decode batch the loop leaves). Then, at those step overheads, TTFT's constants:
+Method: the layer overhead first, per engine, on TPOT alone: a grid search (0 to 50 us by 2.5 us) minimising the
+median |predicted / measured - 1| of the engine's rows' TPOT, each row's closed loop re-priced at every grid value (the
+overhead also moves the disaggregated decode batch the loop leaves). Then, at those layer overheads, TTFT's constants:
 a grid search (request overhead 0 to 0.5 s by 5 ms per engine, share 0 to 1 by 0.025, one for all engines) minimising
 the median |error| of TTFT. k-fold cross-validation split by configuration (a row's id without its `_cN_` concurrency,
 so no configuration is both fitted and scored) refits both on the other folds and gives the held-out errors, which
@@ -31,7 +32,7 @@ from hwmodels.calibrate import measured_deployments as md
 
 DEFAULT_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "measured" / "aic-silicon-moe.csv"
 OVERHEADS_S = np.round(np.arange(0.0, 0.5 + 1e-9, 0.005), 3)
-STEP_OVERHEADS_S = np.round(np.arange(0.0, 0.003 + 1e-9, 0.00025), 5)
+LAYER_OVERHEADS_S = np.round(np.arange(0.0, 50e-6 + 1e-12, 2.5e-6), 8)
 SHARES = np.round(np.arange(0.0, 1.0 + 1e-9, 0.025), 3)
 FOLDS = 5
 SEED = 0
@@ -40,28 +41,28 @@ SEED = 0
 @dataclass(frozen=True)
 class Observed:
     """The rows a fit sees: each modelled row's configuration and engine, its measured TTFT and TPOT, and its loop
-    times priced at every STEP_OVERHEADS_S value (columns)."""
+    times priced at every LAYER_OVERHEADS_S value (columns)."""
 
     configuration: np.ndarray
     engine: np.ndarray
     measured_ttft_s: np.ndarray
     measured_tpot_s: np.ndarray
-    startup_s: np.ndarray  # [rows, step overheads]
+    startup_s: np.ndarray  # [rows, layer overheads]
     steady_s: np.ndarray
     tpot_s: np.ndarray
 
     def subset(self, keep: np.ndarray) -> Observed:
         return Observed(*(a[keep] for a in vars(self).values()))
 
-    def at(self, step_overhead_s: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(start-up TTFT, steady TTFT, TPOT) of each row at its engine's step overhead."""
-        column = np.array([_column(step_overhead_s.get(e, 0.0)) for e in self.engine], dtype=int)
+    def at(self, layer_overhead_s: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(start-up TTFT, steady TTFT, TPOT) of each row at its engine's layer overhead."""
+        column = np.array([_column(layer_overhead_s.get(e, 0.0)) for e in self.engine], dtype=int)
         rows = np.arange(len(column))
         return self.startup_s[rows, column], self.steady_s[rows, column], self.tpot_s[rows, column]
 
 
-def _column(step_overhead_s: float) -> int:
-    return int(np.argmin(np.abs(STEP_OVERHEADS_S - step_overhead_s)))
+def _column(layer_overhead_s: float) -> int:
+    return int(np.argmin(np.abs(LAYER_OVERHEADS_S - layer_overhead_s)))
 
 
 def observed(path: str | Path = DEFAULT_CSV) -> Observed:
@@ -71,41 +72,41 @@ def observed(path: str | Path = DEFAULT_CSV) -> Observed:
         if not (ttft and ttft > 0 and tpot and tpot > 0):
             continue
         try:
-            loops = [md.loop_times(row, float(o)) for o in STEP_OVERHEADS_S]
+            loops = [md.loop_times(row, float(o)) for o in LAYER_OVERHEADS_S]
         except (md.NotModelled, ValueError):
             continue
         keep.append((re.sub(r"_c\d+_", "_", row.get("id", "")), loops[0].engine, ttft * 1e-3, tpot * 1e-3,
                      [t.startup_ttft_s for t in loops], [t.steady_ttft_s for t in loops], [t.tpot_s for t in loops]))
     if not keep:
-        empty = np.zeros((0, len(STEP_OVERHEADS_S)))
+        empty = np.zeros((0, len(LAYER_OVERHEADS_S)))
         return Observed(np.array([]), np.array([]), np.array([]), np.array([]), empty, empty, empty)
     return Observed(*(np.array(c) for c in zip(*keep)))
 
 
-def _tpot_errors(obs: Observed, step_overhead_s: dict[str, float]) -> np.ndarray:
-    return np.abs(obs.at(step_overhead_s)[2] / obs.measured_tpot_s - 1)
+def _tpot_errors(obs: Observed, layer_overhead_s: dict[str, float]) -> np.ndarray:
+    return np.abs(obs.at(layer_overhead_s)[2] / obs.measured_tpot_s - 1)
 
 
-def fit_step_overhead(obs: Observed) -> dict[str, float]:
-    """Each engine's step overhead minimising the median |error| of its rows' TPOT."""
+def fit_layer_overhead(obs: Observed) -> dict[str, float]:
+    """Each engine's layer overhead minimising the median |error| of its rows' TPOT."""
     fitted = {}
     for engine in sorted(set(obs.engine)):
         mine = obs.engine == engine
         medians = np.median(np.abs(obs.tpot_s[mine] / obs.measured_tpot_s[mine, None] - 1), axis=0)
-        fitted[str(engine)] = float(STEP_OVERHEADS_S[int(np.argmin(medians))])
+        fitted[str(engine)] = float(LAYER_OVERHEADS_S[int(np.argmin(medians))])
     return fitted
 
 
-def _errors(obs: Observed, share: float, overhead_s: dict[str, float], step_overhead_s: dict[str, float]) -> np.ndarray:
-    startup, steady, _ = obs.at(step_overhead_s)
+def _errors(obs: Observed, share: float, overhead_s: dict[str, float], layer_overhead_s: dict[str, float]) -> np.ndarray:
+    startup, steady, _ = obs.at(layer_overhead_s)
     predicted = np.array([overhead_s.get(e, 0.0) for e in obs.engine]) + share * startup + (1 - share) * steady
     return np.abs(predicted / obs.measured_ttft_s - 1)
 
 
 def fit(obs: Observed) -> md.ClosedLoopFit:
-    """The step overheads (on TPOT), then the share and for it each engine's request overhead minimising the median
+    """The layer overheads (on TPOT), then the share and for it each engine's request overhead minimising the median
     |error| of TTFT over `obs`."""
-    steps = fit_step_overhead(obs)
+    steps = fit_layer_overhead(obs)
     startup, steady, _ = obs.at(steps)
     best = None
     engines = sorted(set(obs.engine))
@@ -131,8 +132,8 @@ def cross_validate(obs: Observed, folds: int = FOLDS, seed: int = SEED) -> dict[
         test = np.isin(obs.configuration, held)
         train, scored = obs.subset(~test), obs.subset(test)
         f = fit(train)
-        ttft.append(_errors(scored, f.startup_share, dict(f.request_overhead_s), dict(f.step_overhead_s)))
-        tpot.append(_tpot_errors(scored, dict(f.step_overhead_s)))
+        ttft.append(_errors(scored, f.startup_share, dict(f.request_overhead_s), dict(f.layer_overhead_s)))
+        tpot.append(_tpot_errors(scored, dict(f.layer_overhead_s)))
         engines.append(scored.engine)
     ttft, tpot, engines = np.concatenate(ttft), np.concatenate(tpot), np.concatenate(engines)
     report = {"ttft_median_abs_error": float(np.median(ttft)), "tpot_median_abs_error": float(np.median(tpot))}
@@ -145,18 +146,18 @@ def cross_validate(obs: Observed, folds: int = FOLDS, seed: int = SEED) -> dict[
 
 def record(obs: Observed, source: str) -> dict:
     f = fit(obs)
-    steps = dict(f.step_overhead_s)
+    steps = dict(f.layer_overhead_s)
     in_sample = float(np.median(_errors(obs, f.startup_share, dict(f.request_overhead_s), steps)))
     return {
-        "schema_version": 2,
+        "schema_version": 3,
         "fitted_by": "hwmodels.calibrate.closed_loop_fit.fit (python -m hwmodels.calibrate.closed_loop_fit)",
         "fitted_on": f"{source}: {len(obs.measured_ttft_s)} modelled rows, {len(set(obs.configuration))} configurations",
         "parameters": {"request_overhead_s": dict(f.request_overhead_s), "startup_share": f.startup_share,
-                       "step_overhead_s": steps},
+                       "layer_overhead_s": steps},
         "report": {"rows": len(obs.measured_ttft_s), "fitted_ttft_median_abs_error": in_sample,
                    "fitted_tpot_median_abs_error": float(np.median(_tpot_errors(obs, steps))),
                    # without the constants: what the fit adds
-                   "no_step_overhead_tpot_median_abs_error": float(np.median(_tpot_errors(obs, {}))),
+                   "no_layer_overhead_tpot_median_abs_error": float(np.median(_tpot_errors(obs, {}))),
                    "startup_only_ttft_median_abs_error": float(np.median(_errors(obs, 1.0, {}, steps))),
                    "steady_only_ttft_median_abs_error": float(np.median(_errors(obs, 0.0, {}, steps))),
                    "cross_validation": {"folds": FOLDS, "split_by": "configuration (row id without _cN_)", "seed": SEED,
@@ -176,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rec = record(observed(args.csv), "../shared/data/measured/aic-silicon-moe.csv" if args.csv == str(DEFAULT_CSV) else args.csv)
     params, cv, report = rec["parameters"], rec["report"]["cross_validation"], rec["report"]
-    print("step overhead per engine: " + ", ".join(f"{e} {v * 1e3:.2f} ms" for e, v in params["step_overhead_s"].items()))
+    print("host time per layer per engine: " + ", ".join(f"{e} {v * 1e6:.1f} us" for e, v in params["layer_overhead_s"].items()))
     print(f"TPOT median |error| on the {report['rows']} rows fitted: {report['fitted_tpot_median_abs_error']:.1%} "
-          f"(without it {report['no_step_overhead_tpot_median_abs_error']:.1%}); held out ({cv['folds']}-fold by "
+          f"(without it {report['no_layer_overhead_tpot_median_abs_error']:.1%}); held out ({cv['folds']}-fold by "
           f"configuration): {cv['tpot_median_abs_error']:.1%} ({_by_engine(cv, 'tpot')})")
     print(f"start-up share {params['startup_share']:.3f}; request overhead per engine: "
           + ", ".join(f"{e} {v * 1e3:.0f} ms" for e, v in params["request_overhead_s"].items()))
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         path = CATALOG_DIR / "fits" / "closed-loop.yaml"
         header = ("# Constants of measured closed loops that kernel tables cannot give (issue 17, item 3): per engine a host\n"
-                  "# time per step and a per-request overhead, and the share of a benchmark's requests that met its start-up burst.\n"
+                  "# time per layer of a step and a per-request overhead, and the share of a benchmark's requests that met its start-up burst.\n"
                   "# Written by `python -m hwmodels.calibrate.closed_loop_fit --write`; tests/test_closed_loop_fit.py refits and compares.\n")
         path.write_text(header + yaml.safe_dump(rec, sort_keys=False, width=200), encoding="utf-8")
         print(f"wrote {path}")

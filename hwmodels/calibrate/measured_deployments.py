@@ -24,9 +24,9 @@ first token). The KV transfer between the pools is not priced from its bytes: it
 
 What kernel tables cannot say is fitted, as issue 17 allows, on this file only and with k-fold cross-validation
 split by configuration (hwmodels/calibrate/closed_loop_fit.py; catalogs/fits/closed-loop.yaml stores the values
-and their held-out error): per engine, a host time added to every forward step (scheduling, sampling, output
-handling and launch gaps, which no kernel table holds; it enters TPOT through every decode step and TTFT through
-every prefill step), a per-request overhead added to every TTFT (HTTP, tokenisation, scheduling and, disaggregated,
+and their held-out error): per engine, a host time per layer added to every forward step (launch gaps between the
+layer's kernels, and the scheduling, sampling and output handling around them, which no kernel table holds; a step
+of L layers takes L times it longer, entering TPOT through every decode step and TTFT through every prefill step), a per-request overhead added to every TTFT (HTTP, tokenisation, scheduling and, disaggregated,
 the KV hand-off), and one share of a benchmark's measured requests that met the start-up burst,
        TTFT = overhead(engine) + share x TTFT_start-up + (1 - share) x TTFT_steady. """
 
@@ -241,13 +241,13 @@ class ClosedLoopFit:
 
     request_overhead_s: Mapping[str, float]  # per engine
     startup_share: float
-    step_overhead_s: Mapping[str, float] = field(default_factory=dict)  # per engine: host time per forward step
+    layer_overhead_s: Mapping[str, float] = field(default_factory=dict)  # per engine: host time per layer of a step
 
 
 @lru_cache(maxsize=1)
 def closed_loop_fit() -> ClosedLoopFit:
     params = catalog.stored_fit("closed-loop")["parameters"]
-    return ClosedLoopFit(dict(params["request_overhead_s"]), float(params["startup_share"]), dict(params["step_overhead_s"]))
+    return ClosedLoopFit(dict(params["request_overhead_s"]), float(params["startup_share"]), dict(params["layer_overhead_s"]))
 
 
 @dataclass(frozen=True)
@@ -314,7 +314,7 @@ def _setup(row: dict) -> _Setup:
                   _whole(row, "concurrency"))
 
 
-def _context(s: _Setup, row: dict, prefix: str, step_overhead_s: float) -> tuple[StepContext, int]:
+def _context(s: _Setup, row: dict, prefix: str, layer_overhead_s: float) -> tuple[StepContext, int]:
     """The step context of one worker (prefix '' for aggregated, 'prefill_' or 'decode_') and its batch per rank."""
     tp, dp, pp = _whole(row, f"{prefix}tp_size"), _whole(row, f"{prefix}attention_dp_size"), _whole(row, f"{prefix}pp_size")
     moe_tp, moe_ep = _whole(row, f"{prefix}moe_tp_size"), _whole(row, f"{prefix}moe_ep_size")
@@ -336,7 +336,8 @@ def _context(s: _Setup, row: dict, prefix: str, step_overhead_s: float) -> tuple
     cluster = instance_cluster(unit, tp * dp)
     layout = Layout(tp=tp, dp=dp, moe_tp=moe_tp)
     costs = costs_for(s.device, s.engine, s.version)
-    return StepContext(arch, plan, cluster, layout, costs=costs, step_overhead_s=step_overhead_s), _whole(row, f"{prefix}batch_size")
+    return (StepContext(arch, plan, cluster, layout, costs=costs, step_overhead_s=layer_overhead_s * arch.num_layers),
+            _whole(row, f"{prefix}batch_size"))
 
 
 def _prefill_s(ctx: StepContext, isl: int, budget: int, prompts: int = 1) -> float:
@@ -373,11 +374,11 @@ def _md1_wait_s(service_s: float, utilization: float) -> float:
     return utilization * service_s / (2 * (1 - utilization))
 
 
-def loop_times(row: dict, step_overhead_s: float | None = None) -> LoopTimes:
+def loop_times(row: dict, layer_overhead_s: float | None = None) -> LoopTimes:
     """A row's start-up and steady-state TTFT and its TPOT (module docstring); NotModelled where it cannot be built.
-    step_overhead_s: the engine's host time per step (None: the stored fit's, catalog.step_overhead_s)."""
+    layer_overhead_s: the engine's host time per layer of a step (None: the stored fit's, catalog.layer_overhead_s)."""
     s = _setup(row)
-    overhead_s = catalog.step_overhead_s(s.engine) if step_overhead_s is None else step_overhead_s
+    overhead_s = catalog.layer_overhead_s(s.engine) if layer_overhead_s is None else layer_overhead_s
     context = s.isl + s.osl / 2  # a decoding sequence is halfway through its output on average
     if row.get("mode") == "agg":
         ctx, batch = _context(s, row, "", overhead_s)
