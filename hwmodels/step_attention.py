@@ -65,7 +65,7 @@ def price(layer, b: float, context: float, phase: Phase, queries_per_sequence: i
     kind = arch.kind(index)
     layer.quantize_input("attention", b, d, w)  # the normed hidden state, shared by the input projections
     if kind == Kind.LINEAR:
-        _linear(layer, b, phase, queries_per_sequence)
+        _linear(layer, b, context, phase, queries_per_sequence)
     elif isinstance(arch.attention, CompressedAttention):
         _compressed(layer, b, context, phase, queries_per_sequence, index)
     else:
@@ -160,7 +160,7 @@ def _indexer(layer, b: float, context: float, phase: Phase, queries_per_sequence
                 INDEXER_KEY_BYTES_PER_ELEMENT)
 
 
-def _linear(layer, b: float, phase: Phase, queries_per_sequence: int) -> None:
+def _linear(layer, b: float, context: float, phase: Phase, queries_per_sequence: int) -> None:
     ctx = layer.ctx
     arch, plan, dev, t = ctx.arch, ctx.precision, ctx.cluster.device, ctx.layout.tp
     lin, d, w, act = arch.linear, arch.hidden_size, plan.of("attention"), plan.combine.bytes_per_element
@@ -170,18 +170,27 @@ def _linear(layer, b: float, phase: Phase, queries_per_sequence: int) -> None:
     low_rank = [(r, c) for r, c in projections if c != d]  # KDA's f_b (and g_b) from their low-rank inputs
     for r, c in low_rank:
         layer.gemm("attention", b, r // shard, c, w, "linear_gate_up")
-    layer.memory("attention", b * lin.conv_kernel * lin.conv_channels / shard * act, "linear_short_conv")
     heads = lin.num_value_heads // shard
+    conv = ctx.costs.elementwise(dev, b * lin.conv_kernel * lin.conv_channels / shard * act, "linear_short_conv")
     if phase == Phase.DECODE:  # the state of every sequence: read once, written once per step
         state = lin.num_value_heads * lin.key_head_dim * lin.value_head_dim / shard * LINEAR_STATE_BYTES_PER_ELEMENT
-        layer.memory("attention", 2 * b / queries_per_sequence * state, "linear_state_update")
+        rule = ctx.costs.elementwise(dev, 2 * b / queries_per_sequence * state, "linear_state_update")
+        prompts, prompt_tokens = b / queries_per_sequence, 0.0
     else:
         # chunked delta rule (flash-linear-attention, chunks of LINEAR_CHUNK_TOKENS): per token, attention over
         # half a chunk plus two [dk, dv] state products, i.e. 2 dk dv / (dk + dv) keys more
         keys = LINEAR_CHUNK_TOKENS / 2 + 2 * lin.key_head_dim * lin.value_head_dim / (lin.key_head_dim + lin.value_head_dim)
-        layer.op("attention", efficiency.attention_prefill_cost(
+        rule = efficiency.attention_prefill_cost(
             dev, max(int(b), 1), keys, heads, lin.key_head_dim, lin.value_head_dim, ctx.costs.attention,
-            ctx.costs.gemm_fit.launch_overhead_s, name="linear_chunked_delta_rule"))
+            ctx.costs.gemm_fit.launch_overhead_s, name="linear_chunked_delta_rule")
+        prompt_tokens = max(2.0 * context - 1.0, 1.0)  # context: the causal average of the prompt's keys
+        prompts = b / prompt_tokens
+    measured = None
+    if lin.family == "gated_deltanet":  # the engine's measured kernels, where its table holds the heads per device
+        measured = ctx.costs.gated_deltanet(conv, rule, prompts, prompt_tokens, max(lin.num_key_heads // shard, 1),
+                                            heads, lin.key_head_dim, lin.value_head_dim)
+    for op in (measured,) if measured is not None else (conv, rule):
+        layer.op("attention", op)
     layer.quantize_input("attention", b, lin.num_value_heads * lin.value_head_dim // shard, w)
     layer.gemm("attention", b, d, lin.num_value_heads * lin.value_head_dim // shard, w, "o_proj")
 

@@ -392,3 +392,36 @@ def test_mxfp4_experts_take_the_native_kernel_where_the_device_has_fp4_math():
     native = costs.moe_experts(device, 64, 2880, 2880, 4, 128, 1, 1, "mxfp4", 0.53)
     weight_only = costs.moe_experts(device, 64, 2880, 2880, 4, 128, 1, 1, "mxfp4_w4a16", 0.53)
     assert "w4a8_mxfp4_mxfp8" in native.source and "w4a16_mxfp4" in weight_only.source
+
+
+@needs_package
+def test_a_gated_deltanet_layer_is_priced_by_the_engines_measured_kernels():
+    """Qwen3.5's linear attention: the convolution and the delta rule from the engine's gdn_perf table where it holds
+    the heads per device (SGLang's B200 table: 2 key and 8 value heads at TP8), else the fitted ops."""
+    from hwmodels.calibrate.measured_costs import MeasuredSource
+    from hwmodels.catalog import load_model, load_unit
+    from hwmodels.calibrate.operator_costs import costs_for
+    from hwmodels.hardware import instance_cluster
+    from hwmodels.layout import Layout
+    from hwmodels.precision import default_plan
+    from hwmodels.roles import Phase
+    from hwmodels.step import StepContext
+
+    sglang = MeasuredSource("b200_sxm", "sglang")
+    decode = sglang.gated_deltanet(8, 0, 2, 8, 128, 128)
+    assert "gdn_perf" in decode.label and 5e-6 < decode.latency_s < 10e-6  # 2.1 us convolution + 5.0 us delta rule
+    assert sglang.gated_deltanet(64, 0, 2, 8, 128, 128).latency_s > decode.latency_s
+    prefill = sglang.gated_deltanet(1, 4096, 2, 8, 128, 128)
+    assert prefill.latency_s > decode.latency_s
+    assert sglang.gated_deltanet(0.5, 4096, 2, 8, 128, 128).latency_s == pytest.approx(prefill.latency_s / 2)
+    assert sglang.gated_deltanet(8, 0, 3, 8, 128, 128).latency_s is None  # heads the table never measured
+
+    arch = load_model("qwen3.5-397b-a17b")
+    plan = default_plan(arch.quantization_config, arch.torch_dtype)
+    cluster = instance_cluster(load_unit("hgx-b200"), 8)
+    sources = {}
+    for engine in ("sglang", "trtllm"):  # TensorRT-LLM's table measures 16 key heads only (TP1)
+        ctx = StepContext(arch, plan, cluster, Layout(tp=8, dp=1), costs=costs_for("b200-sxm", engine))
+        sources[engine] = dict((n, s) for n, s, _ in ctx.step(Phase.DECODE, 1.0, 2048).operator_sources)
+    assert "gdn_perf" in sources["sglang"]["linear_gated_deltanet"] and "linear_state_update" not in sources["sglang"]
+    assert "linear_gated_deltanet" not in sources["trtllm"] and "linear_state_update" in sources["trtllm"]

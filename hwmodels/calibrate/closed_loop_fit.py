@@ -6,10 +6,13 @@ measured requests that met its start-up burst (hwmodels/calibrate/measured_deplo
 and TPOT).
 
 Method: the layer overhead first, per engine, on TPOT alone: a grid search (0 to 50 us by 2.5 us) minimising the
-median |predicted / measured - 1| of the engine's rows' TPOT, each row's closed loop re-priced at every grid value (the
+median |log(predicted / measured)| of the engine's rows' TPOT, each row's closed loop re-priced at every grid value (the
 overhead also moves the disaggregated decode batch the loop leaves). Then, at those layer overheads, TTFT's constants:
 a grid search (request overhead 0 to 0.5 s by 5 ms per engine, share 0 to 1 by 0.025, one for all engines) minimising
-the median |error| of TTFT. k-fold cross-validation split by configuration (a row's id without its `_cN_` concurrency,
+the median |log(predicted / measured)| of TTFT. The loss is symmetric in the ratio: a fit to |predicted / measured - 1|
+leans low, as an under-prediction costs at most 100% and an over-prediction without bound (fitted that way the
+TTFT constants held out 24.7% on this file, 27.2% on the package's rows never fitted; this way 23.2% and 26.7%).
+The errors reported are |predicted / measured - 1|, as the bars are. k-fold cross-validation split by configuration (a row's id without its `_cN_` concurrency,
 so no configuration is both fitted and scored) refits both on the other folds and gives the held-out errors, which
 are what the stored record reports.
 
@@ -87,12 +90,17 @@ def _tpot_errors(obs: Observed, layer_overhead_s: dict[str, float]) -> np.ndarra
     return np.abs(obs.at(layer_overhead_s)[2] / obs.measured_tpot_s - 1)
 
 
+def _loss(predicted: np.ndarray, measured: np.ndarray, axis: int | None = None):
+    """What the fit minimises: the median |log(predicted / measured)| (module docstring)."""
+    return np.median(np.abs(np.log(predicted / measured)), axis=axis)
+
+
 def fit_layer_overhead(obs: Observed) -> dict[str, float]:
-    """Each engine's layer overhead minimising the median |error| of its rows' TPOT."""
+    """Each engine's layer overhead minimising the loss of its rows' TPOT."""
     fitted = {}
     for engine in sorted(set(obs.engine)):
         mine = obs.engine == engine
-        medians = np.median(np.abs(obs.tpot_s[mine] / obs.measured_tpot_s[mine, None] - 1), axis=0)
+        medians = _loss(obs.tpot_s[mine], obs.measured_tpot_s[mine, None], axis=0)
         fitted[str(engine)] = float(LAYER_OVERHEADS_S[int(np.argmin(medians))])
     return fitted
 
@@ -104,8 +112,8 @@ def _errors(obs: Observed, share: float, overhead_s: dict[str, float], layer_ove
 
 
 def fit(obs: Observed) -> md.ClosedLoopFit:
-    """The layer overheads (on TPOT), then the share and for it each engine's request overhead minimising the median
-    |error| of TTFT over `obs`."""
+    """The layer overheads (on TPOT), then the share and for it each engine's request overhead minimising the loss of
+    TTFT over `obs`."""
     steps = fit_layer_overhead(obs)
     startup, steady, _ = obs.at(steps)
     best = None
@@ -115,9 +123,10 @@ def fit(obs: Observed) -> md.ClosedLoopFit:
         overheads = {}
         for engine in engines:
             mine = obs.engine == engine
-            medians = [np.median(np.abs((o + base[mine]) / obs.measured_ttft_s[mine] - 1)) for o in OVERHEADS_S]
+            medians = [_loss(o + base[mine], obs.measured_ttft_s[mine]) for o in OVERHEADS_S]
             overheads[str(engine)] = float(OVERHEADS_S[int(np.argmin(medians))])
-        score = float(np.median(_errors(obs, share, overheads, steps)))
+        predicted = np.array([overheads[e] for e in obs.engine]) + base
+        score = float(_loss(predicted, obs.measured_ttft_s))
         if best is None or score < best[0]:
             best = (score, md.ClosedLoopFit(overheads, float(share), steps))
     return best[1]
