@@ -185,12 +185,11 @@ def _linear(layer, b: float, context: float, phase: Phase, queries_per_sequence:
             ctx.costs.gemm_fit.launch_overhead_s, name="linear_chunked_delta_rule")
         prompt_tokens = max(2.0 * context - 1.0, 1.0)  # context: the causal average of the prompt's keys
         prompts = b / prompt_tokens
-    measured = None
-    if lin.family == "gated_deltanet":  # the engine's measured kernels, where its table holds the heads per device
-        measured = ctx.costs.gated_deltanet(conv, rule, prompts, prompt_tokens, max(lin.num_key_heads // shard, 1),
-                                            heads, lin.key_head_dim, lin.value_head_dim)
-    for op in (measured,) if measured is not None else (conv, rule):
-        layer.op("attention", op)
+    # each part by the engine's measured kernel, where its table holds the family and the heads per device
+    for part, fitted in enumerate((conv, rule)):
+        layer.op("attention", ctx.costs.delta_rule(lin.family, part, fitted, prompts, prompt_tokens,
+                                                   max(lin.num_key_heads // shard, 1), heads, lin.key_head_dim,
+                                                   lin.value_head_dim))
     layer.quantize_input("attention", b, lin.num_value_heads * lin.value_head_dim // shard, w)
     layer.gemm("attention", b, d, lin.num_value_heads * lin.value_head_dim // shard, w, "o_proj")
 

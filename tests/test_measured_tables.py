@@ -395,9 +395,9 @@ def test_mxfp4_experts_take_the_native_kernel_where_the_device_has_fp4_math():
 
 
 @needs_package
-def test_a_gated_deltanet_layer_is_priced_by_the_engines_measured_kernels():
-    """Qwen3.5's linear attention: the convolution and the delta rule from the engine's gdn_perf table where it holds
-    the heads per device (SGLang's B200 table: 2 key and 8 value heads at TP8), else the fitted ops."""
+def test_a_linear_attention_layer_is_priced_by_the_engines_measured_kernels():
+    """Qwen3.5's gated DeltaNet and Kimi K3's KDA: the convolution and the delta rule each from the engine's table
+    (gdn_perf, kda_perf) where it holds the heads per device, else the fitted op, labelled with the miss."""
     from hwmodels.calibrate.measured_costs import MeasuredSource
     from hwmodels.catalog import load_model, load_unit
     from hwmodels.calibrate.operator_costs import costs_for
@@ -408,20 +408,25 @@ def test_a_gated_deltanet_layer_is_priced_by_the_engines_measured_kernels():
     from hwmodels.step import StepContext
 
     sglang = MeasuredSource("b200_sxm", "sglang")
-    decode = sglang.gated_deltanet(8, 0, 2, 8, 128, 128)
-    assert "gdn_perf" in decode.label and 5e-6 < decode.latency_s < 10e-6  # 2.1 us convolution + 5.0 us delta rule
-    assert sglang.gated_deltanet(64, 0, 2, 8, 128, 128).latency_s > decode.latency_s
-    prefill = sglang.gated_deltanet(1, 4096, 2, 8, 128, 128)
-    assert prefill.latency_s > decode.latency_s
-    assert sglang.gated_deltanet(0.5, 4096, 2, 8, 128, 128).latency_s == pytest.approx(prefill.latency_s / 2)
-    assert sglang.gated_deltanet(8, 0, 3, 8, 128, 128).latency_s is None  # heads the table never measured
+    conv, rule = (sglang.delta_rule("gated_deltanet", part, 8, 0, 2, 8, 128, 128) for part in (0, 1))
+    assert "gdn_perf" in rule.label and 1e-6 < conv.latency_s < 4e-6 and 3e-6 < rule.latency_s < 7e-6
+    assert sglang.delta_rule("gated_deltanet", 1, 64, 0, 2, 8, 128, 128).latency_s > rule.latency_s
+    prefill = sglang.delta_rule("gated_deltanet", 1, 1, 4096, 2, 8, 128, 128)
+    assert prefill.latency_s > rule.latency_s
+    assert sglang.delta_rule("gated_deltanet", 1, 0.5, 4096, 2, 8, 128, 128).latency_s == pytest.approx(prefill.latency_s / 2)
+    assert sglang.delta_rule("gated_deltanet", 1, 8, 0, 3, 8, 128, 128).latency_s is None  # heads never measured
+    # KDA: of the decode kernels vLLM measured (packed recurrent, fused), the fastest
+    vllm = MeasuredSource("b200_sxm", "vllm")
+    kda = vllm.delta_rule("kda", 1, 8, 0, 12, 12, 128, 128)
+    assert "kda_perf" in kda.label and kda.latency_s == pytest.approx(6.394e-6, rel=0.01)
 
-    arch = load_model("qwen3.5-397b-a17b")
-    plan = default_plan(arch.quantization_config, arch.torch_dtype)
     cluster = instance_cluster(load_unit("hgx-b200"), 8)
-    sources = {}
-    for engine in ("sglang", "trtllm"):  # TensorRT-LLM's table measures 16 key heads only (TP1)
-        ctx = StepContext(arch, plan, cluster, Layout(tp=8, dp=1), costs=costs_for("b200-sxm", engine))
-        sources[engine] = dict((n, s) for n, s, _ in ctx.step(Phase.DECODE, 1.0, 2048).operator_sources)
-    assert "gdn_perf" in sources["sglang"]["linear_gated_deltanet"] and "linear_state_update" not in sources["sglang"]
-    assert "linear_gated_deltanet" not in sources["trtllm"] and "linear_state_update" in sources["trtllm"]
+    for model, measured_by, missed_by in (("qwen3.5-397b-a17b", "sglang", "trtllm"), ("kimi-k3", "vllm", "trtllm")):
+        arch = load_model(model)
+        plan = default_plan(arch.quantization_config, arch.torch_dtype)
+        sources = {}
+        for engine in (measured_by, missed_by):  # TensorRT-LLM's gdn table holds 16 key heads only (TP1), and no KDA
+            ctx = StepContext(arch, plan, cluster, Layout(tp=8, dp=1), costs=costs_for("b200-sxm", engine))
+            sources[engine] = dict((n, s) for n, s, _ in ctx.step(Phase.DECODE, 1.0, 2048).operator_sources)
+        assert sources[measured_by]["linear_state_update"].startswith("measured:")
+        assert "[fitted:" in sources[missed_by]["linear_state_update"]

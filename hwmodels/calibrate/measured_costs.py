@@ -43,11 +43,19 @@ MOE_DTYPES = {"fp8": "fp8_block", "fp8_tensor": "fp8", "bf16": "bfloat16", "fp16
               # no table measures NVFP4 weight-only; MXFP4's runs the same dequantise-to-bf16 kernel class
               "nvfp4_w4a16": "w4a16_mxfp4"}
 KV_DTYPES = {"bf16": "bfloat16", "fp16": "bfloat16", "fp8": "fp8"}
-# a gated-DeltaNet layer's two kernels per phase, by the names the engines' gdn_perf tables give them (the first an
-# engine measured of each pair): the short convolution, then the delta rule
-GDN_KERNELS = {"generation": (("causal_conv1d_update",),
-                              ("fused_recurrent_gated_delta_rule_packed_decode", "fused_recurrent_gated_delta_rule")),
-               "context": (("causal_conv1d_fn",), ("chunk_gated_delta_rule", "chunk_gated_delta_rule_flashinfer"))}
+# a delta-rule linear-attention layer's table per family, and its two parts per phase, the short convolution and the
+# delta rule, each by the names the engines' tables give its kernels (of those an engine measured, the fastest, as for
+# duplicate points of any table; KDA's MTP-verify kernel is left out)
+DELTA_RULE_KERNELS = {
+    "gated_deltanet": ("gdn_perf", {
+        "generation": (("causal_conv1d_update",),
+                       ("fused_recurrent_gated_delta_rule_packed_decode", "fused_recurrent_gated_delta_rule")),
+        "context": (("causal_conv1d_fn",), ("chunk_gated_delta_rule", "chunk_gated_delta_rule_flashinfer"))}),
+    "kda": ("kda_perf", {
+        "generation": (("causal_conv1d_update",),
+                       ("fused_recurrent_kda_packed_decode", "kda_fused_decode", "fused_kda_decode", "fused_recurrent_kda")),
+        "context": (("causal_conv1d_fn_qkv3",), ("chunk_kda", "flashkda_fwd"))}),
+}
 BALANCED = ("balanced", "uniform")  # the package's two names for every expert equally loaded
 
 
@@ -106,29 +114,27 @@ class MeasuredSource:
                            (("batch_size", "isl"), "batch_size"), (max(prompts, 1.0), prompt_tokens))
         return _share_of_one_prompt(hit, prompts)
 
-    def gated_deltanet(self, prompts: float, prompt_tokens: float, k_heads: int, v_heads: int, key_dim: int,
-                       value_dim: int) -> Measured:
-        """One gated-DeltaNet layer's convolution and delta-rule kernels on one device, `k_heads` and `v_heads` of it
-        there: decode of `prompts` sequences (prompt_tokens 0), or prefill of `prompts` prompts of `prompt_tokens`
-        (below 1: a chunk of one prompt, its share, as mla_prefill). None unless the table holds both kernels."""
+    def delta_rule(self, family: str, part: int, prompts: float, prompt_tokens: float, k_heads: int, v_heads: int,
+                   key_dim: int, value_dim: int) -> Measured:
+        """One part of a linear-attention layer on one device (`family`: gated_deltanet or kda; `part` 0: the short
+        convolution, 1: the delta rule), `k_heads` and `v_heads` of it there: decode of `prompts` sequences
+        (prompt_tokens 0), or prefill of `prompts` prompts of `prompt_tokens` (below 1: a chunk of one prompt, its
+        share, as mla_prefill)."""
+        if family not in DELTA_RULE_KERNELS:
+            return Measured(None, f"no measured table for {family} linear attention")
+        table, kernels = DELTA_RULE_KERNELS[family]
         phase = "generation" if prompt_tokens == 0 else "context"
         axes, point = ((("batch_size",), "batch_size"), (prompts,)) if phase == "generation" else \
             ((("batch_size", "seq_len"), "batch_size"), (max(prompts, 1.0), prompt_tokens))
         shape = (("phase", phase), ("num_k_heads", k_heads), ("num_v_heads", v_heads), ("head_k_dim", key_dim),
                  ("head_v_dim", value_dim))
-        hits = []
-        for names in GDN_KERNELS[phase]:
-            hit = Measured(None, "no measured gdn_perf kernel")
-            for name in names:
-                hit = self._lookup("gdn_perf", "bfloat16", (("kernel_source", name), *shape), axes, point)
-                if hit.latency_s is not None:
-                    break
-            if hit.latency_s is None:
-                return hit
-            hits.append(hit)
-        total = Measured(sum(h.latency_s for h in hits), f"{hits[0].label}, convolution and delta rule",
-                         max(h.beyond for h in hits))
-        return _share_of_one_prompt(total, prompts) if phase == "context" else total
+        found = [self._lookup(table, "bfloat16", (("kernel_source", name), *shape), axes, point)
+                 for name in kernels[phase][part]]
+        measured = [h for h in found if h.latency_s is not None]
+        if not measured:
+            return found[0]
+        hit = min(measured, key=lambda h: h.latency_s)
+        return _share_of_one_prompt(hit, prompts) if phase == "context" else hit
 
     def allreduce(self, num_gpus: int, elements: float) -> Measured:
         """The nearest version that measured this many GPUs (GB300's 8 and 16 are measured only from 1.3.0rc20

@@ -41,7 +41,8 @@ SYSTEMS = {"h100-sxm": "h100_sxm", "h200-sxm": "h200_sxm", "b200-sxm": "b200_sxm
 # table -> the op folder it lives in
 TABLE_FOLDERS = {"gemm_perf": "gemm", "moe_perf": "moe", "generation_mla_perf": "mla", "context_mla_perf": "mla",
                  "generation_attention_perf": "attention", "context_attention_perf": "attention",
-                 "custom_allreduce_perf": "comm", "gdn_perf": "linear_attention"}
+                 "custom_allreduce_perf": "comm", "gdn_perf": "linear_attention",
+                 "kda_perf": "kda"}
 
 
 @lru_cache(maxsize=1)

@@ -118,20 +118,15 @@ class OperatorCosts:
             return cost
         return _profiled(cost, self.profile.quantize(cost.bytes, rows, in_bytes_per_element, out_bytes_per_element))
 
-    def gated_deltanet(self, conv: OpCost, rule: OpCost, prompts: float, prompt_tokens: float, k_heads: int,
-                       v_heads: int, key_dim: int, value_dim: int) -> OpCost | None:
-        """A gated-DeltaNet layer's short convolution and delta rule (`conv`, `rule`: the fitted model's) as one
-        operator priced by the engine's measured kernels (MeasuredSource.gated_deltanet: decode of `prompts`
-        sequences with prompt_tokens 0, else prefill), or None where its tables do not hold the shape."""
+    def delta_rule(self, family: str, part: int, fitted: OpCost, prompts: float, prompt_tokens: float, k_heads: int,
+                   v_heads: int, key_dim: int, value_dim: int) -> OpCost:
+        """A linear-attention layer's short convolution (`part` 0) or delta rule (1), `fitted` the fitted model's: the
+        engine's measured kernel where its table holds the family and the heads per device (MeasuredSource.delta_rule:
+        decode of `prompts` sequences with prompt_tokens 0, else prefill), else `fitted` labelled with the miss."""
         if self.measured is None or prompts <= 0:
-            return None
-        hit = self.measured.gated_deltanet(prompts, prompt_tokens, k_heads, v_heads, key_dim, value_dim)
-        if hit.latency_s is None:
-            return None
-        both = OpCost("linear_gated_deltanet", conv.flops + rule.flops, conv.bytes + rule.bytes,
-                      conv.compute_s + rule.compute_s, conv.memory_s + rule.memory_s, conv.overhead_s + rule.overhead_s,
-                      conv.roofline_s + rule.roofline_s, f"{conv.source}; {rule.source}")
-        cost = _priced(both, hit)
+            return fitted
+        cost = _priced(fitted, self.measured.delta_rule(family, part, prompts, prompt_tokens, k_heads, v_heads, key_dim,
+                                                         value_dim))
         return cost if self.profile is None else _profiled(cost, Measured(None, self.profile.missing("linear attention")))
 
     def mla_decode(self, device: Device, batch: int, context_tokens: float, num_heads: int, kv_lora_rank: int,
