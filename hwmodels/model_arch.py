@@ -70,6 +70,9 @@ class GQAAttention:
     qk_norm: bool  # Qwen3 normalises q and k per head
     output_gate: bool = False  # Qwen3.5 `attn_output_gate`: q_proj also yields a [H head_dim] sigmoid gate
     v_head_dim: int = 0  # of the values where it differs (MiMo-V2-Flash: keys 192, values 128); 0: head_dim
+    # MiniMax-M2 `qk_norm_type: per_layer`: one RMSNorm over every head's q (and k), so a TP group sums the squares
+    # of its shards with an all-reduce before it can normalise (MiniMaxText01RMSNormTP in vLLM, SGLang, TensorRT-LLM)
+    qk_norm_across_heads: bool = False
 
     @property
     def value_dim(self) -> int:
@@ -273,6 +276,7 @@ def _attention(config: Mapping[str, Any], get, heads: int, hidden: int, layers: 
         qk_norm=model_type.startswith("qwen3") or _flag(config, "use_qk_norm", where),
         output_gate=_flag(config, "attn_output_gate", where),
         v_head_dim=0 if get("v_head_dim", head_dim) == head_dim else get("v_head_dim"),
+        qk_norm_across_heads=_flag(config, "use_qk_norm", where) and config.get("qk_norm_type") == "per_layer",
     )
 
 

@@ -26,6 +26,7 @@ from hwmodels.model_arch import MLAAttention
 from hwmodels.roles import Phase
 
 
+QK_NORM_STATISTIC_BYTES = 4  # MiniMaxText01RMSNormTP reduces its variance in fp32
 _GROUPS_CACHE: dict[int, tuple] = {}  # id(arch) -> (arch, its groups): the arch held, so its id is never reused
 _GROUPS_CACHE_SIZE = 64
 
@@ -122,6 +123,8 @@ def _full(layer, b: float, context: float, phase: Phase, queries_per_sequence: i
         gate = h if att.output_gate else 0  # Qwen3.5's gated attention: q_proj also yields the gate
         v = att.value_dim
         layer.gemm("attention", b, (h + gate + kv) * att.head_dim + kv * v, d, w, "qkv_proj")
+        if att.qk_norm_across_heads and t > 1:  # each token's q and k sums of squares, fp32, over the TP group
+            layer.allreduce("attention", t, b * 2 * QK_NORM_STATISTIC_BYTES, "qk_norm_allreduce")
         if phase == Phase.DECODE:  # the queries of a sequence (its MTP drafts) share its K and V reads
             # keys and values of unequal widths read as many bytes as both at their mean (no table holds such a shape)
             layer.op("attention", ctx.costs.gqa_decode(dev, b / queries_per_sequence, context, h * queries_per_sequence,

@@ -94,11 +94,11 @@ class _Layer:
         if narrow < act:
             self.op(component, _quantize_op(self.ctx.costs, self.ctx.cluster.device, rows, cols, act, narrow))
 
-    def allreduce(self, component: str, group_devices: int, bytes_per_device: float) -> None:
+    def allreduce(self, component: str, group_devices: int, bytes_per_device: float, name: str = "") -> None:
         cost = self.ctx.costs.allreduce(self.ctx.cluster, group_devices, bytes_per_device)
         self.comm[component] += cost.time_s
         self.sources.add(cost.source)
-        self.operators[f"{component}_allreduce"] = (cost.source, 1.0)
+        self.operators[name or f"{component}_allreduce"] = (cost.source, 1.0)
 
     @property
     def compute_s(self) -> float:

@@ -277,3 +277,26 @@ def test_the_engine_step_overhead_adds_to_every_step_once():
         a, b = bare.step(phase, tokens, 4096), slow.step(phase, tokens, 4096)
         assert b.time_s - a.time_s == pytest.approx(0.001)
         assert b.by_layer_type_s["engine_step_overhead"] == 0.001 and "engine_step_overhead" not in a.by_layer_type_s
+
+
+def test_minimax_normalises_q_and_k_across_heads_with_an_all_reduce_under_tp():
+    """MiniMax-M2's `qk_norm_type: per_layer` RMSNorm spans every head, so a TP group sums its shards' squares with
+    one all-reduce per layer (MiniMaxText01RMSNormTP); Qwen3's per-head norm needs none."""
+    from hwmodels.catalog import load_model, load_unit
+    from hwmodels.hardware import instance_cluster
+    from hwmodels.layout import Layout
+    from hwmodels.precision import default_plan
+    from hwmodels.roles import Phase
+    from hwmodels.step import StepContext
+
+    cluster = instance_cluster(load_unit("hgx-h200"), 4)
+    names = {}
+    for model in ("minimax-m2.5", "qwen3-235b-a22b-fp8"):
+        arch = load_model(model)
+        plan = default_plan(arch.quantization_config, arch.torch_dtype)
+        for tp in (1, 4):
+            step = StepContext(arch, plan, cluster, Layout(tp=tp, dp=4 // tp)).step(Phase.DECODE, 4.0, 2048)
+            names[model, tp] = {n for n, _, _ in step.operator_sources}
+    assert load_model("minimax-m2.5").attention.qk_norm_across_heads
+    assert "qk_norm_allreduce" in names["minimax-m2.5", 4] and "qk_norm_allreduce" not in names["minimax-m2.5", 1]
+    assert not any("qk_norm" in n for n in names["qwen3-235b-a22b-fp8", 4])
