@@ -106,6 +106,12 @@ def main() -> int:
     print(f"     aiconfigurator-core's silicon_sample.csv, its {held['rows']:,} rows not in this file (never fitted): "
           f"{held['modelled']:,} modelled, TPOT median |error| {held['moeplan_tpot_median']:.1%}, "
           f"TTFT {held['moeplan_ttft_median']:.1%}")
+    keys = ("rows", "modelled", "moeplan_tpot_median", "moeplan_ttft_median")
+    for by in ("model", "engine"):  # where the rows never fitted miss: the next calibration's leads
+        groups = [g for g in summarize(sample, by) if g["modelled"]]
+        figures[f"package_sample_held_out_by_{by}"] = {g["group"]: {k: g[k] for k in keys} for g in groups}
+        print(f"       by {by}: " + "; ".join(f"{g['group']} TPOT {g['moeplan_tpot_median']:.1%} TTFT "
+                                            f"{g['moeplan_ttft_median']:.1%} ({g['modelled']:,})" for g in groups))
     write_results("bench_fidelity", figures, started)
     return 0 if met_all else 1
 
