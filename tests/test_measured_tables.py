@@ -108,6 +108,19 @@ def test_the_package_declares_its_queryable_versions():
     current, queryable = measured_tables.queryable_versions("h200_sxm", "vllm")
     assert current in queryable and current in measured_tables.table_versions("h200_sxm", "vllm", "moe_perf")
     assert measured_tables.queryable_versions("a100_sxm", "vllm")[0] != current  # a system with its own slots
+    assert measured_tables.query_version("h200_sxm", "vllm", None) == current
+    assert measured_tables.query_version("h200_sxm", "vllm", "0.16.0") == current  # older than every slot
+
+
+@needs_package
+def test_the_plan_says_which_version_priced_it_when_another_was_asked():
+    from hwmodels.calibrate.operator_costs import describe_costs
+    from moeplan import api, example_path
+
+    current = measured_tables.queryable_versions("h200_sxm", "vllm")[0]
+    said = describe_costs(api.deployment(example_path(), backend="vllm@0.16.0"))
+    assert f"{current}, the queryable version nearest 0.16.0" in said
+    assert "l40s" in describe_costs(api.deployment(example_path(), backend="fitted"))  # every device measured
 
 
 @needs_package

@@ -114,6 +114,14 @@ def queryable_versions(system: str, engine: str) -> tuple[str | None, tuple[str,
     return str(current), tuple(str(v) for v in (current, slots.get("previous"), *next_) if v)
 
 
+def query_version(system: str, engine: str, asked: str | None) -> str | None:
+    """The version a query of `asked` starts from (module docstring); None where the package declares no slots."""
+    current, queryable = queryable_versions(system, engine)
+    if not queryable:
+        return None
+    return current if asked is None else nearest_version(list(queryable), asked)
+
+
 def versions_to_try(measured: list[str], asked: str | None, current: str | None, queryable: tuple[str, ...]) -> list[str]:
     """The measured versions of one table in the order a query tries them (module docstring)."""
     if not measured:

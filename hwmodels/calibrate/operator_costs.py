@@ -32,6 +32,7 @@ from functools import lru_cache
 import numpy as np
 
 from hwmodels import catalog, collectives, efficiency
+from hwmodels.calibrate import measured_tables as tables
 from hwmodels.calibrate.kernel_profile import KernelProfile
 from hwmodels.calibrate.measured_costs import Measured, MeasuredSource, source_for
 from hwmodels.collectives import CollectiveFit, CommCost
@@ -356,17 +357,22 @@ def pricing_source(d) -> str:
 
 def _describe_engine_costs(d) -> str:
     s, device = d.serving, d.cluster.device.name
+    measured_devices = ", ".join(tables.SYSTEMS)
     if s.engine is None:
         return ("operators priced by the fitted kernel models (DeepGEMM, FlashMLA, DeepEP fits; no serving engine's "
                 "measured tables: serving.engine or --backend names one, which needs the moeplan[measured] extra and "
-                "a device NVIDIA measured: H100, H200, B200, B300, GB200, GB300)")
+                f"a device NVIDIA measured: {measured_devices})")
     asked = f"{s.engine}" + (f" {s.engine_version}" if s.engine_version else "")
     if source_for(device, s.engine, s.engine_version) is None:
         return (f"operators priced by the fitted kernel models: no measured {asked} tables for {device} (the "
-                "moeplan[measured] extra holds NVIDIA's for H100, H200, B200, B300, GB200 and GB300)")
+                f"moeplan[measured] extra holds NVIDIA's for {measured_devices})")
     chosen = f"{s.engine_note}: " if s.engine_note else ""
-    return (f"{chosen}operators priced by {asked} tables measured on {device} (aiconfigurator-core, the nearest "
-            "measured version), the fitted models outside them; each step names each operator's source")
+    start = tables.query_version(tables.SYSTEMS[device], s.engine, s.engine_version)
+    version = (f"{start}, the queryable version" + (f" nearest {s.engine_version}" if s.engine_version
+                                                     and s.engine_version != start else "")
+               + ", older collections filling what it lacks") if start else "the nearest measured version"
+    return (f"{chosen}operators priced by {s.engine} tables measured on {device} (aiconfigurator-core: {version}), "
+            "the fitted models outside them; each step names each operator's source")
 
 
 @lru_cache(maxsize=1)
