@@ -12,9 +12,9 @@ a grid search (request overhead 0 to 0.5 s by 5 ms per engine, share 0 to 1 by 0
 the median |log(predicted / measured)| of TTFT. The loss is symmetric in the ratio: a fit to |predicted / measured - 1|
 leans low, as an under-prediction costs at most 100% and an over-prediction without bound (fitted that way the
 TTFT constants held out 24.7% on this file, 27.2% on the package's rows never fitted; this way 23.2% and 26.7%).
-The errors reported are |predicted / measured - 1|, as the bars are. k-fold cross-validation split by configuration (a row's id without its `_cN_` concurrency,
-so no configuration is both fitted and scored) refits both on the other folds and gives the held-out errors, which
-are what the stored record reports.
+The errors reported are |predicted / measured - 1|, as the bars are. k-fold cross-validation split by configuration
+(a row's id without its `_cN_` concurrency, so no configuration is both fitted and scored) refits both on the other
+folds and gives the held-out errors, which are what the stored record reports.
 
 `python -m hwmodels.calibrate.closed_loop_fit [FILE] [--write]` prints the fitted values and their held-out error;
 --write stores them in catalogs/fits/closed-loop.yaml (a recalibration, to be committed as one).

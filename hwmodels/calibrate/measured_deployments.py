@@ -26,7 +26,8 @@ What kernel tables cannot say is fitted, as issue 17 allows, on this file only a
 split by configuration (hwmodels/calibrate/closed_loop_fit.py; catalogs/fits/closed-loop.yaml stores the values
 and their held-out error): per engine, a host time per layer added to every forward step (launch gaps between the
 layer's kernels, and the scheduling, sampling and output handling around them, which no kernel table holds; a step
-of L layers takes L times it longer, entering TPOT through every decode step and TTFT through every prefill step), a per-request overhead added to every TTFT (HTTP, tokenisation, scheduling and, disaggregated,
+of L layers takes L times it longer, entering TPOT through every decode step and TTFT through every prefill step),
+a per-request overhead added to every TTFT (HTTP, tokenisation, scheduling and, disaggregated,
 the KV hand-off), and one share of a benchmark's measured requests that met the start-up burst,
        TTFT = overhead(engine) + share x TTFT_start-up + (1 - share) x TTFT_steady. """
 
