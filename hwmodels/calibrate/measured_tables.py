@@ -114,22 +114,23 @@ def queryable_versions(system: str, engine: str) -> tuple[str | None, tuple[str,
     return str(current), tuple(str(v) for v in (current, slots.get("previous"), *next_) if v)
 
 
-def query_version(system: str, engine: str, asked: str | None) -> str | None:
-    """The version a query of `asked` starts from (module docstring); None where the package declares no slots."""
-    current, queryable = queryable_versions(system, engine)
+def _start(asked: str | None, current: str | None, queryable: tuple[str, ...]) -> str | None:
+    """The queryable version a query of `asked` starts from: current where none is asked, else the nearest."""
     if not queryable:
         return None
     return current if asked is None else nearest_version(list(queryable), asked)
+
+
+def query_version(system: str, engine: str, asked: str | None) -> str | None:
+    """The version a query of `asked` starts from (module docstring); None where the package declares no slots."""
+    return _start(asked, *queryable_versions(system, engine))
 
 
 def versions_to_try(measured: list[str], asked: str | None, current: str | None, queryable: tuple[str, ...]) -> list[str]:
     """The measured versions of one table in the order a query tries them (module docstring)."""
     if not measured:
         return []
-    if not queryable:
-        start = nearest_version(measured, asked)
-    else:
-        start = current if asked is None else nearest_version(list(queryable), asked)
+    start = _start(asked, current, queryable) or nearest_version(measured, asked)
     older = sorted((v for v in measured if version_key(v) <= version_key(start)), key=version_key, reverse=True)
     return older + sorted((v for v in measured if version_key(v) > version_key(start)), key=version_key)
 
