@@ -126,7 +126,7 @@ def prepare_dispatch(x_q: torch.Tensor, x_scale: torch.Tensor, topk_ids: torch.T
 
     def check(status: int) -> None:
         if status:
-            raise ValueError("an expert id is out of range") if status == 1 else MemoryError("plan_dispatch could not allocate")
+            raise ValueError("an expert id is out of range")
 
     def prepare(threads: int) -> PreparedCall:
         elapsed_ns, elapsed_arg = _elapsed()
@@ -169,6 +169,7 @@ def prepare_router(x: torch.Tensor, router: Router) -> Callable[[], tuple[torch.
         return lambda: route_noaux_tc(x, router)  # the path route_noaux_tc takes for this shape here
     tokens, top_k = x.shape[0], router.top_k
     weight, bias = router.weight.float().contiguous(), router.e_score_correction_bias.float().contiguous()
+    packed = router.packed_weight
     topk_weights = torch.empty(tokens, top_k, dtype=torch.float32)
     topk_ids = torch.empty(tokens, top_k, dtype=torch.int64)
 
@@ -179,8 +180,9 @@ def prepare_router(x: torch.Tensor, router: Router) -> Callable[[], tuple[torch.
     def prepare(threads: int) -> PreparedCall:
         elapsed_ns, elapsed_arg = _elapsed()
         call = bind(glue, "route_noaux_tc", (_P, x.data_ptr()), (_INT, int(x.dtype == torch.bfloat16)),
-                      (_P, weight.data_ptr()), (_P, bias.data_ptr()), (_I64, tokens), (_I64, x.shape[1]),
+                      (_P, weight.data_ptr()), (_P, packed.data_ptr()), (_P, bias.data_ptr()), (_I64, tokens),
+                      (_I64, x.shape[1]),
                       (_I64, weight.shape[0]), (_I64, top_k), (_F32, router.routed_scaling_factor),
                       (_P, topk_weights.data_ptr()), (_P, topk_ids.data_ptr()), (_INT, threads), elapsed_arg)
-        return PreparedCall(call, (topk_weights, topk_ids), elapsed_ns, threads, check, held=(weight, bias))
+        return PreparedCall(call, (topk_weights, topk_ids), elapsed_ns, threads, check, held=(weight, packed, bias))
     return _tuned(f"router:{tokens}x{x.shape[1]}x{weight.shape[0]}:{str(x.dtype).removeprefix('torch.')}", prepare)

@@ -14,7 +14,7 @@ import torch
 
 from kernels_ref import autotune, native_cpu
 from kernels_ref.dispatch import combine, dispatch, plan_dispatch
-from kernels_ref.fp8 import quantize_activation_groups
+from kernels_ref.fp8 import ceil_div, quantize_activation_groups
 from kernels_ref.grouped_gemm import (
     ExpertWeights,
     Fp8ExpertWeights,
@@ -30,7 +30,19 @@ class Router:
     top_k: int
     routed_scaling_factor: float
 
+    @functools.cached_property
+    def packed_weight(self) -> torch.Tensor:
+        """The fp32 weight as the native router's GEMM reads it, [ceil(E/16), D, 16] (16 experts' weights of each
+        column side by side, experts past E zero): laid out once, as an engine lays out its weights at load (a
+        router's weights are not changed after it is built)."""
+        experts, hidden = self.weight.shape
+        padded = torch.zeros(ceil_div(experts, ROUTER_LANES) * ROUTER_LANES, hidden, dtype=torch.float32)
+        padded[:experts] = self.weight
+        return padded.view(-1, ROUTER_LANES, hidden).transpose(1, 2).contiguous()
 
+
+# Experts side by side in the native router's packed weight (one AVX-512 register of fp32).
+ROUTER_LANES = 16
 # Tokens routed at a time: see route_noaux_tc.
 ROUTER_CHUNK_TOKENS = 256
 # Router shape classes round tokens up to a power of two, up to this many.
@@ -93,7 +105,8 @@ def _route_native(x: torch.Tensor, router: Router, threads: int) -> tuple[torch.
     x, weight, bias = x.contiguous(), router.weight.float().contiguous(), router.e_score_correction_bias.float().contiguous()
     topk_weights = torch.empty(tokens, top_k, dtype=torch.float32)
     topk_ids = torch.empty(tokens, top_k, dtype=torch.int64)
-    status = glue.route_noaux_tc(x.data_ptr(), int(x.dtype == torch.bfloat16), weight.data_ptr(), bias.data_ptr(),
+    status = glue.route_noaux_tc(x.data_ptr(), int(x.dtype == torch.bfloat16), weight.data_ptr(),
+                                 router.packed_weight.data_ptr(), bias.data_ptr(),
                                  tokens, x.shape[1], weight.shape[0], top_k, router.routed_scaling_factor,
                                  topk_weights.data_ptr(), topk_ids.data_ptr(), threads, None)
     if status:

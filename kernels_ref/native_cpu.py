@@ -62,7 +62,7 @@ _LIBRARIES = {
         "gather_rows": (None, [_P, _I64, _P, _I64, _P, _INT]),
         "dispatch_fp8": (_INT, [_P, _I64, _I64, _I64, _P, _I64, _P, _I64] + [_P] * 6 + [_INT, _P]),
         "combine_rows": (None, [_P, _INT, _P, _P, _I64, _I64, _I64, _P, _INT, _P]),
-        "route_noaux_tc": (_INT, [_P, _INT, _P, _P, _I64, _I64, _I64, _I64, ctypes.c_float, _P, _P, _INT, _P]),
+        "route_noaux_tc": (_INT, [_P, _INT, _P, _P, _P, _I64, _I64, _I64, _I64, ctypes.c_float, _P, _P, _INT, _P]),
     }),
     "gemm_avx512": ("fp8_gemm_avx512.c", "avx512bf16", {
         "fp8_grouped_gemm": (_INT, [_P] * 4 + [_I64] + [_P] * 3 + [_I64] * 3 + [_INT, _INT]),

@@ -598,7 +598,7 @@ def test_the_kernel_calibration_figures():
             f"{f['date']} by `python benchmarks/bench_kernels.py`): the whole layer within {c['layer_max_abs_error']:.1%} "
             f"of its prediction at {_words(f['layer_tokens']['decode'])} (decode) and "
             f"{_words(f['layer_tokens']['prefill'])} (prefill) tokens, and every one of the {c['rows']} kernel rows "
-            f"within {c['max_abs_error']:.1%} of its fit (the worst: {worst} of {f['worst_row']['tokens']} tokens), "
+            f"within {c['max_abs_error']:.1%} of its fit (the worst: {worst} of {f['worst_row']['tokens']} token{'s' * (f['worst_row']['tokens'] != 1)}), "
             f"bar {c['bar']:.0%}; fp8 experts at {f['prefill_ratio_range'][0]:.2f} to {f['prefill_ratio_range'][1]:.2f} "
             f"of the measured bf16 matmul rate at prefill and {f['decode_memory_bound_ratio_range'][0]:.2f} to "
             f"{f['decode_memory_bound_ratio_range'][1]:.2f} of the measured memory bandwidth at memory-bound decode "
@@ -615,17 +615,16 @@ def _roofline_bar_words(bar: dict) -> str:
 
 
 def test_the_kernel_roofline_bar_figures():
-    # issue 24's bar, computed from the committed CSVs of both CPUs
+    # issue 24's bar, computed from the committed CSVs of the three machines
     pytest.importorskip("torch")
     kernels_bench = _benchmark("bench_kernels")
-    amd = ROOT / "catalogs" / "measured" / "kernels-amd-epyc-2-threads.csv"
-    xeon = ROOT / "catalogs" / "measured" / "kernels-intel-xeon-2-threads.csv"
-    xeon_rows = kernels_bench._read_rows(xeon)
-    _quoted(f"On the 2-thread Intel Xeon (`catalogs/measured/{xeon.name}`, measured {xeon_rows[0]['date']}): "
-            + _roofline_bar_words(kernels_bench.bar_report(xeon_rows)) + ".")
-    amd_rows = kernels_bench._read_rows(amd)
-    _quoted(f"On the 2-thread AMD EPYC (`catalogs/measured/{amd.name}`, measured {amd_rows[0]['date']}): "
-            + _roofline_bar_words(kernels_bench.bar_report(amd_rows)) + ".")
+    measured = ROOT / "catalogs" / "measured"
+    for name, machine in (("kernels-intel-xeon-avx512-2-threads.csv", "Intel Xeon without AMX"),
+                          ("kernels-amd-epyc-2-threads.csv", "AMD EPYC"),
+                          ("kernels-intel-xeon-2-threads.csv", "AMX Intel Xeon")):
+        rows = kernels_bench._read_rows(measured / name)
+        _quoted(f"On the 2-thread {machine} (`catalogs/measured/{name}`, measured {rows[0]['date']}): "
+                + _roofline_bar_words(kernels_bench.bar_report(rows)) + ".")
 
 
 # --- benchmarks: the figures their last run recorded --------------------------------------------------------
@@ -729,9 +728,10 @@ def test_the_device_profile_section_says_which_committed_csv_meets_the_calibrati
     def where(name: str) -> str:
         s = summary(load_measured(measured / name))
         return "within" if s["rows_within_bar"] and s["layers_within_bar"] else "outside"
-    _quoted(f"`moeplan validate --kernels` reports both: the AMD EPYC's {where('kernels-amd-epyc-2-threads.csv')} the "
-            f"{CALIBRATION_BAR:.0%} calibration bar, the Xeon's (run on a shared VM) "
-            f"{where('kernels-intel-xeon-2-threads.csv')} it.")
+    _quoted(f"`moeplan validate --kernels` reports all three: the AMD EPYC's {where('kernels-amd-epyc-2-threads.csv')} "
+            f"the {CALIBRATION_BAR:.0%} calibration bar, the AMX Xeon's (run on a shared VM) "
+            f"{where('kernels-intel-xeon-2-threads.csv')} it, the other Xeon's "
+            f"{where('kernels-intel-xeon-avx512-2-threads.csv')} it.")
 
 
 def test_the_glue_calls_benchmark():

@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #else
@@ -184,34 +187,57 @@ int swiglu_quantize_fp8(const float* gate_up, int64_t t, int64_t inter, uint8_t*
 
 /* The dispatch permutation by a stable counting sort of the t * top_k slots by expert (slot =
    token * top_k + k): token_of_row [t * top_k], row_of_slot [t * top_k], counts [experts],
-   offsets [experts + 1]. Returns 0, 1 if an expert id is out of range, 2 if out of memory. */
+   offsets [experts + 1]. Returns 0, or 1 if an expert id is out of range.
+   `counts` is the sort's cursor (no scratch to allocate): the second pass counts each expert's slots again as it
+   places them, so it ends holding the counts. A decode step's plan is a few slots over hundreds of experts, and
+   after the benchmark's cache flush its cost is the cold lines of counts and offsets: they are requested all at
+   once, not one miss after another (on the 2-thread Xeon VM a cold miss cost 120-420 ns). */
 int plan_dispatch(const int64_t* topk_ids, int64_t t, int64_t top_k, int64_t experts, int64_t* token_of_row,
                   int64_t* row_of_slot, int64_t* counts, int64_t* offsets) {
   const int64_t slots = t * top_k;
+  for (int64_t b = 0; b < (experts + 1) * (int64_t)sizeof(int64_t); b += 64) {
+    __builtin_prefetch((char*)offsets + b, 1, 3);
+    if (b < experts * (int64_t)sizeof(int64_t)) __builtin_prefetch((char*)counts + b, 1, 3);
+  }
   memset(counts, 0, experts * sizeof(int64_t));
   for (int64_t s = 0; s < slots; s++) {
     const int64_t e = topk_ids[s];
     if (e < 0 || e >= experts) return 1;
     counts[e]++;
   }
-  int64_t* cursor = malloc(experts * sizeof(int64_t));
-  if (cursor == NULL) return 2;
   offsets[0] = 0;
-  for (int64_t e = 0; e < experts; e++) cursor[e] = offsets[e + 1] = offsets[e] + counts[e];
-  for (int64_t e = 0; e < experts; e++) cursor[e] = offsets[e];
+  for (int64_t e = 0; e < experts; e++) {
+    offsets[e + 1] = offsets[e] + counts[e];
+    counts[e] = 0;
+  }
   for (int64_t s = 0; s < slots; s++) {
-    const int64_t row = cursor[topk_ids[s]]++;
+    const int64_t e = topk_ids[s], row = offsets[e] + counts[e]++;
     row_of_slot[s] = row;
     token_of_row[row] = s / top_k;
   }
-  free(cursor);
   return 0;
+}
+
+/* bytes from src to dst; where dst and bytes are whole cache lines (and the build has SSE2), by non-temporal stores:
+   they write whole lines without first reading them, where a plain store reads each cold line before writing it (a
+   dispatch writes top_k copies of every token, so its writes are most of its traffic). */
+static inline void copy_streaming(void* dst, const void* src, int64_t bytes) {
+#ifdef __SSE2__
+  if (((uintptr_t)dst | (uintptr_t)bytes) % 64 == 0) {
+    for (int64_t b = 0; b < bytes; b += 64)
+      for (int u = 0; u < 4; u++)
+        _mm_stream_si128((__m128i*)((char*)dst + b) + u, _mm_loadu_si128((const __m128i*)((const char*)src + b) + u));
+    _mm_sfence();  /* the streamed lines are visible to whoever reads dst next, on any thread */
+    return;
+  }
+#endif
+  memcpy(dst, src, bytes);
 }
 
 /* dst[r] = src[index[r]] for rows of row_bytes bytes. */
 void gather_rows(const void* src, int64_t row_bytes, const int64_t* index, int64_t rows, void* dst, int threads) {
   FOR_EACH(r, rows,
-           { memcpy((char*)dst + r * row_bytes, (const char*)src + index[r] * row_bytes, row_bytes); });
+           { copy_streaming((char*)dst + r * row_bytes, (const char*)src + index[r] * row_bytes, row_bytes); });
 }
 
 /* A layer's dispatch of fp8 tokens in one call: plan_dispatch, then gather_rows of the codes (q: [t][q_row_bytes])
@@ -284,11 +310,11 @@ void combine_rows(const void* y, int y_is_bf16, const int64_t* row_of_slot, cons
   if (elapsed_ns != NULL) *elapsed_ns = now_ns() - start;
 }
 
-/* The router GEMM's register tile: ROUTER_TILE_TOKENS tokens x ROUTER_TILE_EXPERTS experts, 24 accumulators of
-   16 lanes plus 4 weight registers and one token register, within AVX-512's 32 (AVX2 and scalar builds spill,
-   and stay correct). Each weight load feeds 6 products and each token load 4, so the loads (10 per 24
-   multiply-adds) stay within the two load ports while both FMA ports run. On one core of the Xeon, warm, 16 and
-   128 Kimi K2 tokens ran at 74-85 GFLOP/s against 63-69 for the old 8 x 2 tile (PyTorch's fp32 matmul: 120). */
+/* The router GEMM on the weight as stored ([e][d]), for one or two tokens (a decode step's router reads each
+   expert's row in one sequential pass) or where no packed weight is given (router_logits_packed below is the GEMM
+   for more): a register tile of ROUTER_TILE_TOKENS tokens x ROUTER_TILE_EXPERTS experts, 24 accumulators of 16
+   lanes plus 4 weight registers and one token register, within AVX-512's 32 (AVX2 and scalar builds spill, and
+   stay correct), each accumulator's lanes summed at the end. */
 #define ROUTER_TILE_TOKENS 6
 #define ROUTER_TILE_EXPERTS 4
 /* Columns per pass over the experts: the tile's token slice (6 x 2 KB) stays in L1 while all experts' slices
@@ -353,22 +379,130 @@ static void router_logits(const float* x, int64_t x_stride, int64_t nt, const fl
   }
 }
 
+/* e^x in fp32 for any x (clamped to [-87, 88], where e^x is a normal float), in code that vectorises: 2^n times
+   Cephes' expf polynomial of x - n ln 2 (within 2 ulp of the exact value). The C library's expf is a call per
+   element, which cost the router as much as its GEMM on the Xeon at 128 tokens and more (32 experts a token). */
+static inline float exp_fast(float x) {
+  x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  /* round to nearest: 1.5 * 2^23 */
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;              /* Cody-Waite: ln 2 in two parts */
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * float_of((uint32_t)((int32_t)n + 127) << 23);
+}
+
+/* The router GEMM on the weight packed as [ceil(e/16)][d][16] (16 experts' weights of one column side by side,
+   experts past e zero: kernels_ref.moe_layer.Router.packed_weight, laid out once as an engine lays out its weights
+   at load). A tile of up to ROUTER_PACKED_TOKENS tokens x 32 experts keeps 24 accumulators whose lanes are
+   experts: each column loads two weight registers and broadcasts each token's value into two multiply-adds, with
+   no horizontal sums. The row-major tile above reads 4 weight rows and 6 token rows per 24 multiply-adds and sums
+   every accumulator's lanes at the end; on the 2-thread Xeon without AMX it ran 77-87 GFLOP/s against PyTorch's
+   fp32 matmul at 214-272. The columns go ROUTER_PACKED_COLUMNS at a time: the tile's tokens are widened to fp32 one
+   slice at a time (24 KB, in L1 while every expert block reads it), not whole (a decode step's 16 tokens widened
+   whole wrote as many bytes as a thread's part of the weight), and the accumulators wait in memory between slices. */
+#define ROUTER_PACKED_TOKENS 12
+#define ROUTER_PACKED_COLUMNS 512
+#define ROUTER_LANES 16
+#define ROUTER_PREFETCH_COLUMNS 32
+
+/* acc[b][i] += x[i][0:columns] . wp[b][0:columns] for the nt (1..ROUTER_PACKED_TOKENS) tokens of x (fp32 rows
+   ROUTER_PACKED_COLUMNS apart) and nb (1 or 2) blocks of 16 experts, wp pointing at the first block's first column
+   and the second block block_stride floats on. nt and nb are constants at each call site. */
+static inline __attribute__((always_inline)) void router_packed_tile(const float* x, const float* wp,
+                                                                     int64_t block_stride, int64_t columns,
+                                                                     const int nt, const int nb,
+                                                                     v16 (*acc)[ROUTER_PACKED_TOKENS]) {
+  v16 r[2][ROUTER_PACKED_TOKENS];
+  for (int b = 0; b < nb; b++)
+    for (int i = 0; i < nt; i++) r[b][i] = acc[b][i];
+  const float* wp1 = wp + block_stride;
+  for (int64_t c = 0; c < columns; c++) {
+    /* the weight streams from memory in a decode step: asked for 2 KB ahead (cold, 16 tokens on the Xeon: 139 us
+       without, 113 with; 0.5 or 8 KB ahead: 131 and 118) */
+    __builtin_prefetch(wp + (c + ROUTER_PREFETCH_COLUMNS) * ROUTER_LANES, 0, 3);
+    if (nb == 2) __builtin_prefetch(wp1 + (c + ROUTER_PREFETCH_COLUMNS) * ROUTER_LANES, 0, 3);
+    const v16 w0 = *(const v16*)(wp + c * ROUTER_LANES);
+    const v16 w1 = nb == 2 ? *(const v16*)(wp1 + c * ROUTER_LANES) : w0;
+    for (int i = 0; i < nt; i++) {
+      const float xv = x[i * ROUTER_PACKED_COLUMNS + c];
+      r[0][i] += w0 * xv;
+      if (nb == 2) r[1][i] += w1 * xv;
+    }
+  }
+  for (int b = 0; b < nb; b++)
+    for (int i = 0; i < nt; i++) acc[b][i] = r[b][i];
+}
+
+#define ROUTER_PACKED_CASE(NT)                                                               \
+  case NT:                                                                                   \
+    if (nb == 2) router_packed_tile(xf, wp, d * ROUTER_LANES, columns, NT, 2, acc + b - b0);  \
+    else router_packed_tile(xf, wp, d * ROUTER_LANES, columns, NT, 1, acc + b - b0);          \
+    break;
+
+/* logits[i][j - 16 b0] = x[t0 + i] . w[j] for the nt (1..ROUTER_PACKED_TOKENS) tokens from t0 of x ([t][d] bf16 bits
+   or fp32) and the experts j < e of the blocks b0 <= b < b1 of the packed weight, two blocks at a time. xf: scratch
+   of ROUTER_PACKED_TOKENS x ROUTER_PACKED_COLUMNS floats; acc: of (b1 - b0) x ROUTER_PACKED_TOKENS v16. */
+static void router_logits_packed(const void* x, int x_is_bf16, int64_t t0, int64_t nt, const float* packed,
+                                 int64_t d, int64_t e, int64_t b0, int64_t b1, float* xf,
+                                 v16 (*acc)[ROUTER_PACKED_TOKENS], float* logits, int64_t logits_stride) {
+  memset(acc, 0, (b1 - b0) * sizeof *acc);
+  for (int64_t c0 = 0; c0 < d; c0 += ROUTER_PACKED_COLUMNS) {
+    const int64_t columns = d - c0 < ROUTER_PACKED_COLUMNS ? d - c0 : ROUTER_PACKED_COLUMNS;
+    for (int64_t i = 0; i < nt; i++) {
+      float* row = xf + i * ROUTER_PACKED_COLUMNS;
+      if (x_is_bf16) {
+        const uint16_t* h = (const uint16_t*)x + (t0 + i) * d + c0;
+        for (int64_t c = 0; c < columns; c++) ((uint32_t*)row)[c] = (uint32_t)h[c] << 16;
+      } else {
+        memcpy(row, (const float*)x + (t0 + i) * d + c0, columns * sizeof(float));
+      }
+    }
+    for (int64_t b = b0; b < b1; b += 2) {
+      const int nb = b1 - b < 2 ? 1 : 2;
+      const float* wp = packed + (b * d + c0) * ROUTER_LANES;
+      switch (nt) {
+        ROUTER_PACKED_CASE(1) ROUTER_PACKED_CASE(2) ROUTER_PACKED_CASE(3) ROUTER_PACKED_CASE(4)
+        ROUTER_PACKED_CASE(5) ROUTER_PACKED_CASE(6) ROUTER_PACKED_CASE(7) ROUTER_PACKED_CASE(8)
+        ROUTER_PACKED_CASE(9) ROUTER_PACKED_CASE(10) ROUTER_PACKED_CASE(11)
+        default:
+          if (nb == 2) router_packed_tile(xf, wp, d * ROUTER_LANES, columns, ROUTER_PACKED_TOKENS, 2, acc + b - b0);
+          else router_packed_tile(xf, wp, d * ROUTER_LANES, columns, ROUTER_PACKED_TOKENS, 1, acc + b - b0);
+      }
+    }
+  }
+  for (int64_t b = b0; b < b1; b++)
+    for (int64_t i = 0; i < nt; i++)
+      for (int l = 0; l < ROUTER_LANES && b * ROUTER_LANES + l < e; l++)
+        logits[i * logits_stride + (b - b0) * ROUTER_LANES + l] = acc[b - b0][i][l];
+}
+
 /* sigmoid, then the top_k experts by score + bias (the lowest index first among equals), gates = their scores
-   normalised to sum to 1, times scaling. logits: [e] (overwritten: the biased scores); score: [e] scratch. */
+   normalised to sum to 1, times scaling. logits: [e] (overwritten: the biased scores); score: [e] scratch.
+   The top_k are kept sorted as the experts are read in order: most experts lose to the k-th best in one
+   comparison (picking the best top_k times read all e experts each time); an expert enters after those it
+   equals, so among equals the lower index stays first. */
 static void route_token(float* logits, float* score, const float* bias, int64_t e, int64_t top_k, float scaling,
                         float* gate, int64_t* id) {
   for (int64_t j = 0; j < e; j++) {
-    score[j] = 1.0f / (1.0f + expf(-logits[j]));
+    score[j] = 1.0f / (1.0f + exp_fast(-logits[j]));
     logits[j] = score[j] + bias[j];
+  }
+  int64_t kept = 0;
+  for (int64_t c = 0; c < e; c++) {
+    const float v = logits[c];
+    if (kept == top_k && !(v > logits[id[top_k - 1]])) continue;
+    int64_t p = kept < top_k ? kept++ : top_k - 1;
+    for (; p > 0 && v > logits[id[p - 1]]; p--) id[p] = id[p - 1];
+    id[p] = c;
   }
   float sum = 0.0f;
   for (int64_t k = 0; k < top_k; k++) {
-    int64_t best = -1;
-    for (int64_t c = 0; c < e; c++)
-      if (logits[c] != -INFINITY && (best < 0 || logits[c] > logits[best])) best = c;
-    logits[best] = -INFINITY;
-    id[k] = best;
-    gate[k] = score[best];
+    gate[k] = score[id[k]];
     sum += gate[k];
   }
   for (int64_t k = 0; k < top_k; k++) gate[k] = gate[k] / sum * scaling;
@@ -391,7 +525,7 @@ static void widen_tokens(const void* x, int x_is_bf16, int64_t t0, int64_t t1, i
 struct route_call {
   const void* x;
   int x_is_bf16;
-  const float *w, *bias;
+  const float *w, *w_packed, *bias;
   int64_t t, d, e, top_k;
   float scaling;
   float* weights;
@@ -404,20 +538,32 @@ struct route_call {
    memory. */
 static int route_share(const struct route_call* c) {
   const int64_t t = c->t, d = c->d, e = c->e, x_stride = d + 16;  /* rows 4 KiB apart (d = 7168) would share L1 sets */
-  const int64_t tiles = (t + ROUTER_TILE_TOKENS - 1) / ROUTER_TILE_TOKENS, groups = (e + ROUTER_TILE_EXPERTS - 1) / ROUTER_TILE_EXPERTS;
+  /* a tile of one or two tokens streams the weight row by row (router_logits); larger ones take the packed GEMM */
+  const int packed = c->w_packed != NULL && t > 2;
+  const int64_t tile_tokens = packed ? ROUTER_PACKED_TOKENS : ROUTER_TILE_TOKENS;
+  const int64_t unit = packed ? ROUTER_LANES : ROUTER_TILE_EXPERTS, units = (e + unit - 1) / unit;
+  const int64_t tiles = (t + tile_tokens - 1) / tile_tokens;
   const int64_t split = t <= ROUTER_SPLIT_TOKENS ? omp_get_num_threads() : 1;  /* expert parts */
-  float* xf = malloc((ROUTER_TILE_TOKENS * x_stride + e) * sizeof(float));
-  v16 (*acc)[ROUTER_TILE_TOKENS] = malloc(ROUTER_TILE_EXPERTS * sizeof *acc);
+  /* scratch: the widened tokens (then route_token's scores) and the accumulators of either GEMM */
+  const int64_t xf_floats = packed ? ROUTER_PACKED_TOKENS * ROUTER_PACKED_COLUMNS : ROUTER_TILE_TOKENS * x_stride;
+  float* xf = malloc((xf_floats > e ? xf_floats : e) * sizeof(float));
+  v16 (*acc)[ROUTER_PACKED_TOKENS] = malloc((units > ROUTER_TILE_EXPERTS ? units : ROUTER_TILE_EXPERTS) * sizeof *acc);
   #pragma omp for schedule(static)
   for (int64_t item = 0; item < tiles * split; item++) {
     if (xf == NULL || acc == NULL) continue;
     /* part-major: the static schedule gives each thread one part of the experts, for every tile */
-    const int64_t part = item / tiles, t0 = item % tiles * ROUTER_TILE_TOKENS;
-    const int64_t t1 = t0 + ROUTER_TILE_TOKENS < t ? t0 + ROUTER_TILE_TOKENS : t;
-    const int64_t e0 = groups * part / split * ROUTER_TILE_EXPERTS, e1m = groups * (part + 1) / split * ROUTER_TILE_EXPERTS;
-    const int64_t e1 = e1m < e ? e1m : e;
-    widen_tokens(c->x, c->x_is_bf16, t0, t1, d, xf, x_stride);
-    if (e0 < e1) router_logits(xf, x_stride, t1 - t0, c->w, d, e0, e1, acc, c->logits + t0 * e + e0, e);
+    const int64_t part = item / tiles, t0 = item % tiles * tile_tokens;
+    const int64_t t1 = t0 + tile_tokens < t ? t0 + tile_tokens : t;
+    const int64_t u0 = units * part / split, u1 = units * (part + 1) / split;
+    const int64_t e0 = u0 * unit, e1 = u1 * unit < e ? u1 * unit : e;
+    if (e0 >= e1) continue;
+    if (packed) {
+      router_logits_packed(c->x, c->x_is_bf16, t0, t1 - t0, c->w_packed, d, e, u0, u1, xf, acc,
+                           c->logits + t0 * e + e0, e);
+    } else {
+      widen_tokens(c->x, c->x_is_bf16, t0, t1, d, xf, x_stride);
+      router_logits(xf, x_stride, t1 - t0, c->w, d, e0, e1, (v16 (*)[ROUTER_TILE_TOKENS])acc, c->logits + t0 * e + e0, e);
+    }
   }
   #pragma omp for schedule(static)
   for (int64_t i = 0; i < t; i++)
@@ -430,16 +576,17 @@ static int route_share(const struct route_call* c) {
 }
 
 /* DeepSeek-V3's noaux_tc routing in fp32: logits = x . w (x: [t][d] bf16 bits if x_is_bf16, else fp32; w: [e][d]
-   fp32), then route_token per token. weights: [t][top_k] fp32, ids: [t][top_k] int64, best first. Returns 0, or
+   fp32; w_packed: the same weight packed for router_logits_packed, or NULL), then route_token per token. weights: [t][top_k] fp32, ids: [t][top_k] int64, best first. Returns 0, or
    1 if out of memory.
    The threads split the experts up to ROUTER_SPLIT_TOKENS tokens (decode: each weight byte is read once, by one
    thread, where one core streams 6 to 10 GB/s and two nearly twice that; later tiles find the thread's part in
    its L2), the token tiles above (prefill: compute-bound, and each thread's copy of the weight stays in its L2).
    Either way the logits go to one [t][e] fp32 buffer, then the tokens are routed in parallel. */
-int route_noaux_tc(const void* x, int x_is_bf16, const float* w, const float* bias, int64_t t, int64_t d, int64_t e,
-                   int64_t top_k, float scaling, float* weights, int64_t* ids, int threads, int64_t* elapsed_ns) {
+int route_noaux_tc(const void* x, int x_is_bf16, const float* w, const float* w_packed, const float* bias, int64_t t,
+                   int64_t d, int64_t e, int64_t top_k, float scaling, float* weights, int64_t* ids, int threads,
+                   int64_t* elapsed_ns) {
   const int64_t start = now_ns();
-  const struct route_call call = {x, x_is_bf16, w, bias, t, d, e, top_k, scaling, weights, ids, malloc(t * e * sizeof(float))};
+  const struct route_call call = {x, x_is_bf16, w, w_packed, bias, t, d, e, top_k, scaling, weights, ids, malloc(t * e * sizeof(float))};
   if (call.logits == NULL) return 1;
   int failed = 0;
   if (threads > 1) {

@@ -23,6 +23,15 @@ def test_router_gates_sum_to_the_scaling_factor_and_the_bias_only_picks():
     assert torch.allclose(gates, 2.5 * chosen / chosen.sum(-1, keepdim=True))  # the bias never weighs
 
 
+def test_the_packed_router_weight_sets_sixteen_experts_of_a_column_side_by_side():
+    # the native router's GEMM reads [ceil(E/16), D, 16]: packed[b, c, l] = weight[16 b + l, c], zero past E
+    weight = torch.randn(20, 9, generator=torch.Generator().manual_seed(0))
+    packed = Router(weight, torch.zeros(20), top_k=2, routed_scaling_factor=1.0).packed_weight
+    assert packed.shape == (2, 9, 16) and packed.is_contiguous()
+    assert torch.equal(packed[1, 4, 3], weight[19, 4]) and torch.equal(packed[0, :, 5], weight[5])
+    assert torch.equal(packed[1, :, 4:], torch.zeros(9, 12))
+
+
 # Kimi K2's hidden and expert sizes (the 1e-3 bar is an expectation: see test_grouped_gemm), few experts
 HIDDEN, INTERMEDIATE = 7168, 2048
 
