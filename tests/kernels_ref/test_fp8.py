@@ -84,3 +84,14 @@ def test_native_quantisation_is_bit_for_bit_torchs(native_glue, dtype):
     x[:, 0] = FP8_E4M3_MAX
     q, q_torch = quantize_activation_groups(x.to(dtype))[0], quantize_activation_groups_torch(x.to(dtype))[0]
     assert torch.equal(q.view(torch.uint8), q_torch.view(torch.uint8))
+    # values a few fp32 ulps from the midpoints between e4m3 codes, where rounding twice (to float16, then to e4m3)
+    # would differ from rounding once unless the first rounding is to odd (the AVX-512 kernel's)
+    codes = torch.arange(0, 0x7F, dtype=torch.uint8).view(torch.float8_e4m3fn).float()
+    ties = (codes[:-1] + codes[1:]) / 2
+    ulps = torch.tensor([-3, -2, -1, 0, 1, 2, 3], dtype=torch.float32) * 2.0**-23
+    near = (ties[:, None] * (1 + ulps)).reshape(-1)
+    near = torch.cat([near, -near])
+    near = torch.cat([near, torch.ones(-near.numel() % 127)]).reshape(-1, 127)
+    x = torch.cat([torch.full((near.shape[0], 1), FP8_E4M3_MAX), near], dim=1)
+    q, q_torch = quantize_activation_groups(x.to(dtype))[0], quantize_activation_groups_torch(x.to(dtype))[0]
+    assert torch.equal(q.view(torch.uint8), q_torch.view(torch.uint8))
