@@ -60,6 +60,7 @@ _LIBRARIES = {
         "swiglu_quantize_fp8": (_INT, [_P, _I64, _I64, _P, _P, _INT]),
         "plan_dispatch": (_INT, [_P, _I64, _I64, _I64, _P, _P, _P, _P]),
         "gather_rows": (None, [_P, _I64, _P, _I64, _P, _INT]),
+        "touch_bytes": (ctypes.c_uint64, [_P, _I64, _P, _I64, _P]),
         "dispatch_fp8": (_INT, [_P, _I64, _I64, _I64, _P, _I64, _P, _I64] + [_P] * 6 + [_INT, _P]),
         "combine_rows": (None, [_P, _INT, _P, _P, _I64, _I64, _I64, _P, _INT, _P]),
         "route_noaux_tc": (_INT, [_P, _INT, _P, _P, _P, _I64, _I64, _I64, _I64, ctypes.c_float, _P, _P, _INT, _P]),

@@ -734,6 +734,21 @@ def test_the_device_profile_section_says_which_committed_csv_meets_the_calibrati
             f"{where('kernels-intel-xeon-avx512-2-threads.csv')} it.")
 
 
+def test_the_cold_floor_benchmark():
+    record = _results("bench_cold_floor")
+    f = record["figures"]
+    k = f["kernels"]
+
+    def row(name: str) -> str:
+        r = k[name]
+        return (f"{(r['read_bytes'] + r['write_bytes']) / 1e3:.1f} kB: roofline {r['roofline_us']:.1f} us, floor "
+                f"{r['floor_us']:.1f} us ({r['floor_fraction']:.2f}), kernel {r['kernel_us']:.1f} us "
+                f"({r['kernel_fraction']:.2f})")
+    _quoted(f"(`python benchmarks/bench_cold_floor.py`, on a {record['on']}, {f['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s): "
+            f"quantisation {row('quantize_fp8')}; dispatch {row('dispatch_fp8')}; combine {row('combine_bf16')}; "
+            f"router {row('router_noaux_tc')}.")
+
+
 def test_the_glue_calls_benchmark():
     record = _results("bench_glue_calls")
     f, load = record["figures"], record["load_average_1m"]

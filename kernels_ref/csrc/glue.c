@@ -287,6 +287,32 @@ static inline void copy_streaming(void* dst, const void* src, int64_t bytes) {
   memcpy(dst, src, bytes);
 }
 
+/* The least any glue kernel that reads read_bytes at src and writes write_bytes at dst can take: one pass over each and
+   nothing computed (the input summed 8 bytes at a time, the output written with the sum's low byte by non-temporal
+   stores, as the dispatch writes its rows). benchmarks/bench_cold_floor.py times it after the cache flush at the one-token glue shapes, where
+   the cold lines, not the arithmetic, set the time. Returns the sum. */
+uint64_t touch_bytes(const void* src, int64_t read_bytes, void* dst, int64_t write_bytes, int64_t* elapsed_ns) {
+  const int64_t start = now_ns();
+  uint64_t sum = 0;
+  for (int64_t b = 0; b + 8 <= read_bytes; b += 8) {
+    uint64_t word;
+    memcpy(&word, (const char*)src + b, 8);
+    sum += word;
+  }
+  int64_t b = 0;
+#ifdef __SSE2__
+  if ((uintptr_t)dst % 64 == 0) {
+    const __m128i value = _mm_set1_epi8((char)(sum & 0xFF));
+    for (; b + 64 <= write_bytes; b += 64)
+      for (int u = 0; u < 4; u++) _mm_stream_si128((__m128i*)((char*)dst + b) + u, value);
+    _mm_sfence();
+  }
+#endif
+  memset((char*)dst + b, (int)(sum & 0xFF), write_bytes - b);
+  if (elapsed_ns != NULL) *elapsed_ns = now_ns() - start;
+  return sum;
+}
+
 /* dst[r] = src[index[r]] for rows of row_bytes bytes. */
 void gather_rows(const void* src, int64_t row_bytes, const int64_t* index, int64_t rows, void* dst, int threads) {
   FOR_EACH(r, rows,

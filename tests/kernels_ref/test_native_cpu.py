@@ -28,3 +28,19 @@ def test_flags_come_from_cpuinfo():
     assert isinstance(flags, frozenset)
     if native_cpu.isa_level() == "amx":
         assert {"amx_bf16", "avx512_bf16"} <= flags
+
+
+@pytest.mark.parametrize("offset", [0, 3])  # a whole-line destination (streamed) and one that is not
+def test_touch_bytes_reads_its_input_and_writes_every_output_byte(native_glue, offset):
+    # the floor benchmarks/bench_cold_floor.py times: the input summed as 8-byte words, the output set to its low byte
+    import torch
+
+    src = torch.arange(1000, dtype=torch.uint8)
+    dst = torch.zeros(300 + 128, dtype=torch.uint8)
+    start = dst.data_ptr() + (-dst.data_ptr() % 64) + offset
+    total = native_cpu.library("glue").touch_bytes(src.data_ptr(), 1000, start, 300, None)
+    expected = int(src[:1000 // 8 * 8].numpy().view("<u8").sum(dtype="uint64"))
+    assert total == expected
+    written = dst[start - dst.data_ptr():][:300]
+    assert torch.equal(written, torch.full((300,), expected & 0xFF, dtype=torch.uint8))
+    assert int(dst.sum()) == 300 * (expected & 0xFF)  # nothing outside the 300 bytes
