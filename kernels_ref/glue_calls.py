@@ -181,8 +181,7 @@ def prepare_router(x: torch.Tensor, router: Router) -> Callable[[], tuple[torch.
         elapsed_ns, elapsed_arg = _elapsed()
         call = bind(glue, "route_noaux_tc", (_P, x.data_ptr()), (_INT, int(x.dtype == torch.bfloat16)),
                       (_P, weight.data_ptr()), (_P, packed.data_ptr()), (_P, bias.data_ptr()), (_I64, tokens),
-                      (_I64, x.shape[1]),
-                      (_I64, weight.shape[0]), (_I64, top_k), (_F32, router.routed_scaling_factor),
+                      (_I64, x.shape[1]), (_I64, weight.shape[0]), (_I64, top_k), (_F32, router.routed_scaling_factor),
                       (_P, topk_weights.data_ptr()), (_P, topk_ids.data_ptr()), (_INT, threads), elapsed_arg)
         return PreparedCall(call, (topk_weights, topk_ids), elapsed_ns, threads, check, held=(weight, packed, bias))
     return _tuned(f"router:{tokens}x{x.shape[1]}x{weight.shape[0]}:{str(x.dtype).removeprefix('torch.')}", prepare)

@@ -23,6 +23,10 @@ from kernels_ref.grouped_gemm import (
 )
 
 
+# Experts side by side in the native router's packed weight: one AVX-512 register of fp32 (glue.c's ROUTER_LANES).
+ROUTER_LANES = 16
+
+
 @dataclass(frozen=True)
 class Router:
     weight: torch.Tensor  # [E, D]
@@ -41,8 +45,6 @@ class Router:
         return padded.view(-1, ROUTER_LANES, hidden).transpose(1, 2).contiguous()
 
 
-# Experts side by side in the native router's packed weight (one AVX-512 register of fp32).
-ROUTER_LANES = 16
 # Tokens routed at a time: see route_noaux_tc.
 ROUTER_CHUNK_TOKENS = 256
 # Router shape classes round tokens up to a power of two, up to this many.
