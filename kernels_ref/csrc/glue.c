@@ -121,7 +121,8 @@ static inline __m512i e4m3_codes32(__m512 f0, __m512 f1) {
   const __mmask32 inexact = _mm512_kunpackw(_mm512_test_epi32_mask(_mm512_castps_si512(f1), dropped_bits),
                                             _mm512_test_epi32_mask(_mm512_castps_si512(f0), dropped_bits));
   const __m512i odd = _mm512_mask_mov_epi16(h, inexact, _mm512_or_si512(h, _mm512_set1_epi16(1)));
-  /* |value| at most 448 (448 * amax' / amax' may round a hair above it; NaN becomes 448, as e4m3_codes clamps it) */
+  /* |value| at most 448 (448 * amax' / amax' may round a hair above it); a NaN becomes 448 with its sign, where
+     e4m3_codes' clamp makes it -448 and torch's conversion NaN: no path is held to NaN inputs */
   const __m512i a = _mm512_min_epu16(_mm512_and_si512(odd, _mm512_set1_epi16(0x7FFF)), _mm512_set1_epi16(0x5F00));
   if (_mm512_cmplt_epu16_mask(a, _mm512_set1_epi16(0x2400)))
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(e4m3_codes(f0))),
@@ -179,8 +180,8 @@ static inline void group_codes(const void* x, int x_is_bf16, int64_t g0, float i
 /* A row, the arithmetic of quantize_group_scalar bit for bit (GCC vectorises the scalar form only partly: 0.9 ns per
    element against 0.1 here). The whole groups go ROW_GROUPS at a time: first every group's amax and scales, then
    every group's codes. A group's codes wait on its amax's reduction and two divisions, a chain of tens of cycles;
-   group by group (amax, then codes) that chain set the pace, 38 ns a group on the Xeon, where the amaxes alone
-   overlap one another (21 ns a group with the amax taken as given). */
+   group by group (amax, then codes) that chain set the pace, 38 ns a group on the Xeon (21 with the amax taken as
+   given), where the amaxes alone overlap one another: 30 ns a group this way, warm. */
 #define ROW_GROUPS 64
 static void quantize_row(const void* x, int x_is_bf16, int64_t k, uint8_t* q, float* scale) {
   float inverse[ROW_GROUPS];
