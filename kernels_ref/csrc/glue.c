@@ -476,6 +476,21 @@ static inline float exp_fast(float x) {
   return p * float_of((uint32_t)((int32_t)n + 127) << 23);
 }
 
+/* Columns c0 <= c < c0 + columns of the tokens t0 <= i < t1 of x ([t][d] bf16 bits or fp32) as fp32 rows x_stride
+   apart. */
+static void widen_tokens(const void* x, int x_is_bf16, int64_t t0, int64_t t1, int64_t d, int64_t c0, int64_t columns,
+                         float* xf, int64_t x_stride) {
+  for (int64_t i = t0; i < t1; i++) {
+    if (x_is_bf16) {
+      const uint16_t* h = (const uint16_t*)x + i * d + c0;
+      uint32_t* out = (uint32_t*)(xf + (i - t0) * x_stride);
+      for (int64_t c = 0; c < columns; c++) out[c] = (uint32_t)h[c] << 16;
+    } else {
+      memcpy(xf + (i - t0) * x_stride, (const float*)x + i * d + c0, columns * sizeof(float));
+    }
+  }
+}
+
 /* The router GEMM on the weight packed as [ceil(e/16)][d][16] (16 experts' weights of one column side by side,
    experts past e zero: kernels_ref.moe_layer.Router.packed_weight, laid out once as an engine lays out its weights
    at load). A tile of up to ROUTER_PACKED_TOKENS tokens x 32 experts keeps 24 accumulators whose lanes are
@@ -533,15 +548,7 @@ static void router_logits_packed(const void* x, int x_is_bf16, int64_t t0, int64
   memset(acc, 0, (b1 - b0) * sizeof *acc);
   for (int64_t c0 = 0; c0 < d; c0 += ROUTER_PACKED_COLUMNS) {
     const int64_t columns = d - c0 < ROUTER_PACKED_COLUMNS ? d - c0 : ROUTER_PACKED_COLUMNS;
-    for (int64_t i = 0; i < nt; i++) {
-      float* row = xf + i * ROUTER_PACKED_COLUMNS;
-      if (x_is_bf16) {
-        const uint16_t* h = (const uint16_t*)x + (t0 + i) * d + c0;
-        for (int64_t c = 0; c < columns; c++) ((uint32_t*)row)[c] = (uint32_t)h[c] << 16;
-      } else {
-        memcpy(row, (const float*)x + (t0 + i) * d + c0, columns * sizeof(float));
-      }
-    }
+    widen_tokens(x, x_is_bf16, t0, t0 + nt, d, c0, columns, xf, ROUTER_PACKED_COLUMNS);
     for (int64_t b = b0; b < b1; b += 2) {
       const int nb = b1 - b < 2 ? 1 : 2;
       const float* wp = packed + (b * d + c0) * ROUTER_LANES;
@@ -588,19 +595,6 @@ static void route_token(float* logits, float* score, const float* bias, int64_t 
   for (int64_t k = 0; k < top_k; k++) gate[k] = gate[k] / sum * scaling;
 }
 
-/* The tokens t0 <= i < t1 (at most ROUTER_TILE_TOKENS) of x ([t][d] bf16 bits or fp32) as fp32 rows x_stride apart. */
-static void widen_tokens(const void* x, int x_is_bf16, int64_t t0, int64_t t1, int64_t d, float* xf, int64_t x_stride) {
-  for (int64_t i = t0; i < t1; i++) {
-    if (x_is_bf16) {
-      const uint16_t* h = (const uint16_t*)x + i * d;
-      uint32_t* out = (uint32_t*)(xf + (i - t0) * x_stride);
-      for (int64_t c = 0; c < d; c++) out[c] = (uint32_t)h[c] << 16;
-    } else {
-      memcpy(xf + (i - t0) * x_stride, (const float*)x + i * d, d * sizeof(float));
-    }
-  }
-}
-
 /* route_noaux_tc's arguments, and its [t][e] logits buffer. */
 struct route_call {
   const void* x;
@@ -641,7 +635,7 @@ static int route_share(const struct route_call* c) {
       router_logits_packed(c->x, c->x_is_bf16, t0, t1 - t0, c->w_packed, d, e, u0, u1, xf, acc,
                            c->logits + t0 * e + e0, e);
     } else {
-      widen_tokens(c->x, c->x_is_bf16, t0, t1, d, xf, x_stride);
+      widen_tokens(c->x, c->x_is_bf16, t0, t1, d, 0, d, xf, x_stride);
       router_logits(xf, x_stride, t1 - t0, c->w, d, e0, e1, (v16 (*)[ROUTER_TILE_TOKENS])acc, c->logits + t0 * e + e0, e);
     }
   }
