@@ -181,7 +181,7 @@ def test_grouped_query_attention_takes_the_engines_measured_attention_tables():
 def test_an_all_reduce_takes_the_queryable_version_that_measured_its_gpu_count():
     """GB300's TensorRT-LLM tables measure 8 and 16 GPUs (over the NVL72's 4-GPU trays) only from 1.3.0rc20 on, the
     package's current version; a run of an earlier version takes that measurement, not the ring model, and no GPU
-    count is invented."""
+    count is invented; a count a system never measured comes from its NVLink twin where their tables agree."""
     from hwmodels.calibrate.measured_costs import MeasuredSource
     from hwmodels.calibrate.operator_costs import costs_for
     from hwmodels.catalog import load_unit
@@ -196,9 +196,18 @@ def test_an_all_reduce_takes_the_queryable_version_that_measured_its_gpu_count()
     assert tray.devices_per_node == 4
     cost = costs_for("gb300", "trtllm", "1.3.0rc10").allreduce(instance_cluster(tray, 8), 8, 7168 * 2)
     assert cost.source.startswith("measured: gb300 trtllm 1.3.0rc20") and cost.time_s < 10e-6
-    # GB200's tables stop at 4 GPUs: 8 are priced by the fitted model, and the source says the table was outside
-    gb200 = costs_for("gb200", "trtllm").allreduce(instance_cluster(load_unit("gb200-nvl72"), 8), 8, 7168 * 2)
-    assert gb200.source.startswith("ring alpha-beta") and "outside measured: gb200 trtllm" in gb200.source
+    # GB200's tables stop at 4 GPUs (one tray): 8 are read from its NVLink twin's, GB300's, over the same two trays,
+    # each engine its own (TensorRT-LLM's all-reduce across trays as fast as on one, SGLang's several times slower)
+    nvl72 = instance_cluster(load_unit("gb200-nvl72"), 8)
+    gb200 = {engine: costs_for("gb200", engine).allreduce(nvl72, 8, 7168 * 2) for engine in ("trtllm", "sglang")}
+    for engine, cost in gb200.items():
+        assert cost.time_s == MeasuredSource("gb300", engine).allreduce(8, 7168).latency_s
+        assert cost.source.startswith(f"measured: gb300 {engine}") and "for gb200 (its NVLink twin" in cost.source
+    assert gb200["sglang"].time_s > 3 * gb200["trtllm"].time_s
+    assert costs_for("gb200", "trtllm").allreduce(nvl72, 4, 7168 * 2).source.startswith("measured: gb200 trtllm")
+    # vLLM's GB200 and GB300 tables disagree where both measured (2 and 4 GPUs): no twin, the fitted model prices 8
+    vllm = costs_for("gb200", "vllm").allreduce(nvl72, 8, 7168 * 2)
+    assert vllm.source.startswith("ring alpha-beta") and "outside measured: gb200 vllm" in vllm.source
 
 
 @needs_package

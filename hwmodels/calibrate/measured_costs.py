@@ -21,13 +21,16 @@ What each table's coordinates mean (NVIDIA's collectors, aiconfigurator_core/sdk
   context (`window_size` 0: a sliding layer reads at most its window, so its decode is asked at that many keys).
 - custom_allreduce_perf: the engine's all-reduce of `message_size` bf16 elements over `num_gpus` GPUs
   (several kernels per point: the fastest, as CUDA graphs run it, is kept). A GPU count is a shape: the nearest
-  version that measured it answers; inside one NVLink domain (GB300's NVL72 measured 16 GPUs over 4 trays).
+  version that measured it answers, else the NVLink twin's table where the two agree (measured_tables.NVLINK_TWINS:
+  GB200's 8 GPUs from GB300's); inside one NVLink domain (GB300's NVL72 measured 16 GPUs over 4 trays).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+
+import pandas as pd
 
 from hwmodels.calibrate import measured_tables as tables
 from hwmodels.calibrate.measured_grid import Grid
@@ -138,13 +141,25 @@ class MeasuredSource:
 
     def allreduce(self, num_gpus: int, elements: float) -> Measured:
         """The nearest version that measured this many GPUs (GB300's 8 and 16 are measured only from 1.3.0rc20
-        on), else the nearest version's table across GPU counts."""
-        exact = self._lookup("custom_allreduce_perf", "bfloat16", (("allreduce_dtype", "bfloat16"), ("num_gpus", num_gpus)),
-                             (("message_size",), "message_size"), (elements,))
+        on), else the nearest version's table across GPU counts, else the same engine's on the NVLink twin
+        (measured_tables.NVLINK_TWINS) that measured this many GPUs."""
+        exact = self._exact_allreduce(num_gpus, elements)
         if exact.latency_s is not None:
             return exact
-        return self._lookup("custom_allreduce_perf", "bfloat16", (("allreduce_dtype", "bfloat16"),),
-                            (("num_gpus", "message_size"), "message_size"), (num_gpus, elements))
+        across = self._lookup("custom_allreduce_perf", "bfloat16", (("allreduce_dtype", "bfloat16"),),
+                              (("num_gpus", "message_size"), "message_size"), (num_gpus, elements))
+        twin = tables.NVLINK_TWINS.get(self.system)
+        if across.latency_s is not None or twin is None or not _twins_agree(self, twin):
+            return across
+        hit = MeasuredSource(twin, self.engine, self.version)._exact_allreduce(num_gpus, elements)
+        if hit.latency_s is None:
+            return across
+        return Measured(hit.latency_s, f"{hit.label}, for {self.system} (its NVLink twin; {self.system} measured "
+                                       f"no {num_gpus}-GPU all-reduce)", hit.beyond)
+
+    def _exact_allreduce(self, num_gpus: int, elements: float) -> Measured:
+        return self._lookup("custom_allreduce_perf", "bfloat16", (("allreduce_dtype", "bfloat16"), ("num_gpus", num_gpus)),
+                            (("message_size",), "message_size"), (elements,))
 
     def _lookup(self, table: str, dtype: str | None, select: tuple, axes: tuple, point: tuple) -> Measured:
         if isinstance(select[0], str):
@@ -177,6 +192,33 @@ def _gqa_shape(dtype: str | None, heads: int, kv_heads: int, head_dim: int) -> t
     """The rows of one layer shape: bf16 attention math (fp8 context FMHA is an engine option), the whole context."""
     return (("kv_cache_dtype", dtype), ("attn_dtype", "bfloat16"), ("num_heads", heads), ("num_key_value_heads", kv_heads),
             ("head_dim", head_dim), ("window_size", 0))
+
+
+TWIN_TOLERANCE = 1.25  # the most two twins' all-reduce times may differ by, at every point both measured
+
+
+@lru_cache(maxsize=64)
+def _twins_agree(source: MeasuredSource, twin: str) -> bool:
+    """Whether `source`'s engine all-reduce and its twin's agree within TWIN_TOLERANCE at every GPU count and
+    message size both measured (in the version each answers with): TensorRT-LLM's and SGLang's on GB200 and GB300
+    do (0.86-1.06x, 0.98-1.16x), vLLM's do not (0.59-2.8x)."""
+    mine, theirs = _allreduce_points(source), _allreduce_points(MeasuredSource(twin, source.engine, source.version))
+    shared = mine.index.intersection(theirs.index)
+    ratio = mine[shared] / theirs[shared]
+    return len(shared) > 0 and bool(ratio.between(1 / TWIN_TOLERANCE, TWIN_TOLERANCE).all())
+
+
+def _allreduce_points(source: MeasuredSource):
+    """The fastest bf16 all-reduce per (GPU count, message size) of the version the source answers with."""
+    table = "custom_allreduce_perf"
+    for version in _versions_in_order(source.system, source.engine, table, source.version):
+        path = tables.table_path(source.system, source.engine, table, version)
+        if path is not None:
+            rows = tables.load_table(path)
+            if "allreduce_dtype" in rows.columns:
+                rows = rows[rows["allreduce_dtype"] == "bfloat16"]
+            return rows.groupby(["num_gpus", "message_size"])["latency"].min()
+    return pd.Series(dtype=float)
 
 
 @lru_cache(maxsize=1 << 16)

@@ -38,6 +38,13 @@ ENGINES = ("sglang", "trtllm", "vllm")
 SYSTEMS = {"h100-sxm": "h100_sxm", "h200-sxm": "h200_sxm", "b200-sxm": "b200_sxm", "b300-sxm": "b300_sxm",
            "gb200": "gb200", "gb300": "gb300", "a100-sxm": "a100_sxm", "l40s": "l40s",
            "rtx-pro-6000": "rtx_pro_6000_server"}
+# a system -> its NVLink twin: the same NVLink topology (the NVL72's 4-GPU trays; an 8-GPU HGX board) one GPU
+# generation apart. An engine's all-reduce over a GPU count a system did not measure is read from the twin's table
+# where the two agree at every point both measured (measured_costs.TWIN_TOLERANCE): across trays the engine's
+# algorithm sets the time, not the GPU (GB300, 8 GPUs over 2 trays, 1 Ki elements: TensorRT-LLM 4.4 us, as on one
+# tray; SGLang 28 us, 7x its 4-GPU time; vLLM 14 us).
+NVLINK_TWINS = {"gb200": "gb300", "gb300": "gb200", "b200_sxm": "b300_sxm", "b300_sxm": "b200_sxm",
+                "h100_sxm": "h200_sxm", "h200_sxm": "h100_sxm"}
 # table -> the op folder it lives in
 TABLE_FOLDERS = {"gemm_perf": "gemm", "moe_perf": "moe", "generation_mla_perf": "mla", "context_mla_perf": "mla",
                  "generation_attention_perf": "attention", "context_attention_perf": "attention",
