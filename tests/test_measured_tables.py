@@ -211,6 +211,21 @@ def test_an_all_reduce_takes_the_queryable_version_that_measured_its_gpu_count()
 
 
 @needs_package
+def test_mxfp4_experts_an_engine_measured_only_weight_only_take_that_kernel():
+    """vLLM's B200 tables hold gpt-oss's MXFP4 experts as w4a16_mxfp4 alone: where the format's own kernel class
+    (MXFP8 activations) is missing, the engine's measured weight-only kernel answers, labelled, not the fitted model;
+    an engine that measured both keeps its own."""
+    from hwmodels.calibrate.measured_costs import MeasuredSource
+    shape = (64, 2880, 2880, 4, 128, 1, 1)
+    vllm = MeasuredSource("b200_sxm", "vllm").moe(*shape, "mxfp4")
+    assert vllm.latency_s == MeasuredSource("b200_sxm", "vllm").moe(*shape, "mxfp4_w4a16").latency_s is not None
+    assert "moe_perf w4a16_mxfp4" in vllm.label
+    sglang = MeasuredSource("b200_sxm", "sglang").moe(*shape, "mxfp4")
+    assert "moe_perf w4a8_mxfp4_mxfp8" in sglang.label
+    assert MeasuredSource("b200_sxm", "vllm").moe(64, 2880, 2880, 4, 128, 1, 3, "mxfp4").latency_s is None  # no EP3
+
+
+@needs_package
 def test_fp4_experts_on_hopper_run_weight_only_and_take_the_measured_w4a16_kernel():
     # gpt-oss's MXFP4 experts: Hopper has no fp4 math, so every engine dequantises them to bf16 in the kernel
     from hwmodels.catalog import load_device, load_model, load_unit

@@ -45,6 +45,9 @@ MOE_DTYPES = {"fp8": "fp8_block", "fp8_tensor": "fp8", "bf16": "bfloat16", "fp16
               "int4": "int4_wo", "mxfp4": "w4a8_mxfp4_mxfp8", "mxfp4_w4a16": "w4a16_mxfp4",
               # no table measures NVFP4 weight-only; MXFP4's runs the same dequantise-to-bf16 kernel class
               "nvfp4_w4a16": "w4a16_mxfp4"}
+# a format whose kernel class an engine's tables may lack -> the other kernel class of the same weights, which answers
+# then (MXFP4 weights with MXFP8 activations, else with bf16)
+MOE_ONLY_KERNEL = {"mxfp4": "mxfp4_w4a16"}
 KV_DTYPES = {"bf16": "bfloat16", "fp16": "bfloat16", "fp8": "fp8"}
 # a delta-rule linear-attention layer's table per family, and its two parts per phase, the short convolution and the
 # delta rule, each by the names the engines' tables give its kernels (of those an engine measured, the fastest, as for
@@ -90,7 +93,13 @@ class MeasuredSource:
         dtype = MOE_DTYPES.get(quant)
         shape = (("moe_dtype", dtype), ("hidden_size", hidden), ("inter_size", inter), ("topk", topk),
                  ("num_experts", num_experts), ("moe_tp_size", moe_tp), ("moe_ep_size", moe_ep))
-        return self._lookup("moe_perf", dtype, shape, (("num_tokens",), "num_tokens"), (num_tokens,))
+        hit = self._lookup("moe_perf", dtype, shape, (("num_tokens",), "num_tokens"), (num_tokens,))
+        if hit.latency_s is None and quant in MOE_ONLY_KERNEL:
+            # the engine measured the same weights' other kernel class only (vLLM's Blackwell tables hold MXFP4
+            # experts as w4a16_mxfp4 alone): a measurement of its kernels, labelled so, before the fitted model
+            other = self.moe(num_tokens, hidden, inter, topk, num_experts, moe_tp, moe_ep, MOE_ONLY_KERNEL[quant])
+            return other if other.latency_s is not None else hit
+        return hit
 
     def mla_decode(self, batch: float, context_tokens: float, heads_per_device: int, kv_quant: str) -> Measured:
         dtype = KV_DTYPES.get(kv_quant)
