@@ -88,6 +88,7 @@ def main() -> int:
                                                          if k.endswith("_ttft_median_abs_error") and k != "ttft_median_abs_error"},
                                   "fitted_tpot_median": fit["report"]["fitted_tpot_median_abs_error"],
                                   "no_layer_overhead_tpot_median": fit["report"]["no_layer_overhead_tpot_median_abs_error"],
+                                  "no_overlap_tpot_median": fit["report"]["no_overlap_tpot_median_abs_error"],
                                   "held_out_tpot_median": cv["tpot_median_abs_error"],
                                   "held_out_tpot_by_engine": {k.split("_")[0]: v for k, v in cv.items()
                                                               if k.endswith("_tpot_median_abs_error") and k != "tpot_median_abs_error"},
@@ -96,7 +97,11 @@ def main() -> int:
           + ", ".join(f"{e} {v * 1e3:.0f} ms" for e, v in fit["parameters"]["request_overhead_s"].items())
           + f"; TTFT median |error| held out ({cv['folds']}-fold by configuration) {cv['ttft_median_abs_error']:.1%}")
     print("     host time per layer " + ", ".join(f"{e} {v * 1e6:.1f} us" for e, v in fit["parameters"]["layer_overhead_s"].items())
-          + f"; TPOT median |error| {fit['report']['no_layer_overhead_tpot_median_abs_error']:.1%} without it, held out "
+          + "; shared experts hidden in decode " + "; ".join(
+              f"{e} " + ", ".join(f"{g} {v:.2f}" for g, v in by.items())
+              for e, by in fit["parameters"]["shared_expert_overlap"].items())
+          + f"; TPOT median |error| {fit['report']['no_layer_overhead_tpot_median_abs_error']:.1%} without them, "
+          f"{fit['report']['no_overlap_tpot_median_abs_error']:.1%} without the overlap, held out "
           f"{cv['tpot_median_abs_error']:.1%}")
     # the package's own measured deployments, less the rows of the file above: rows no constant was fitted on
     fitted = {p.id for p in rows}

@@ -289,6 +289,21 @@ def request_overhead_s(engine: str) -> float:
     return float(stored_fit("closed-loop")["parameters"]["request_overhead_s"].get(engine, 0.0))
 
 
+def gpu_generation(device: Device) -> str:
+    """The generation key of the engine constants fitted per GPU generation: "blackwell" for an NVIDIA device with fp4
+    tensor cores (B200, B300, GB200, GB300, RTX PRO 6000), "earlier" for any other (H100, H200, H20, A100, ...)."""
+    return "blackwell" if device.vendor == "nvidia" and "fp4" in device.peak_flops_per_s else "earlier"
+
+
+@lru_cache(maxsize=None)
+def shared_expert_overlap(engine: str, generation: str) -> float:
+    """The share of the shorter of a decode step's shared and routed experts a serving engine hides by running them
+    side by side, on a GPU generation (gpu_generation), fitted to measured closed loops' TPOT
+    (catalogs/fits/closed-loop.yaml, hwmodels.calibrate.closed_loop_fit); 0 for an engine or generation the fit lacks."""
+    fitted = stored_fit("closed-loop")["parameters"].get("shared_expert_overlap", {})
+    return float(fitted.get(engine, {}).get(generation, 0.0))
+
+
 @lru_cache(maxsize=None)
 def layer_overhead_s(engine: str) -> float:
     """A serving engine's host time per layer of a forward step outside its kernels (a step of L layers takes L times

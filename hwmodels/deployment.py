@@ -104,6 +104,9 @@ class Serving:
     # the engine's host time per forward step outside its kernels (catalog.layer_overhead_s x the model's layers; 0
     # without an engine): every step of its instances takes this much longer (hwmodels.step.StepContext.step_overhead_s)
     step_overhead_s: float = 0.0
+    # the share of the shorter of a decode step's shared and routed experts the engine hides by running them side by
+    # side on the decode device (catalog.shared_expert_overlap; 0 without an engine): StepContext.shared_expert_overlap
+    shared_expert_overlap: float = 0.0
     # redundant expert slots every layout is scored with (the engine's --ep-num-redundant-experts, fixed by the user);
     # None: searched together with the KV cache they take HBM from (hwmodels.layouts)
     redundant_experts: int | None = None

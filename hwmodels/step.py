@@ -128,6 +128,11 @@ class StepContext:
     # the serving engine's host time per forward step that no kernel table holds (scheduling, sampling, output
     # handling, launch gaps): Serving.step_overhead_s, fitted per engine to measured closed loops; 0 without an engine
     step_overhead_s: float = 0.0
+    # the share of the shorter of a decode step's shared experts and routed experts that runs hidden beside the other:
+    # an engine may launch the shared experts on a second CUDA stream (TensorRT-LLM's DeepSeek-V3 MoE, in CUDA-graph
+    # decode), and how much that hides depends on the SMs the routed kernel leaves (Serving.shared_expert_overlap,
+    # fitted per engine and GPU generation to measured closed loops; 0: one after the other)
+    shared_expert_overlap: float = 0.0
 
     @cached_property
     def expert_load(self) -> ExpertLoad | None:
@@ -360,7 +365,10 @@ def _layers_of(ctx: StepContext, phase: Phase, rows_per_device: float, context_t
             moe_s, fill_s = afd.ping_pong_s(attention_stage, m.dispatch_s, m.expert_gemm_s, m.combine_s, halves)
         else:
             attention_stage = np.array([(c + m.router_s) * slowdown + x for c, x in shared.stage_s])[shared.moe_groups]
-            expert_stage = (m.shared_expert_s + m.expert_gemm_s) * slowdown
+            expert_stage = m.shared_expert_s + m.expert_gemm_s
+            if phase == Phase.DECODE and ctx.shared_expert_overlap:
+                expert_stage = expert_stage - ctx.shared_expert_overlap * np.minimum(m.shared_expert_s, m.expert_gemm_s)
+            expert_stage = expert_stage * slowdown
             if overlap:
                 efficiency = ctx.costs.overlap_efficiency
 

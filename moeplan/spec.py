@@ -319,6 +319,8 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
                         device_profile=_device_profile(spec.cluster.device_profile, base_dir),
                         request_overhead_s=catalog.request_overhead_s(engine) if engine else 0.0,
                         step_overhead_s=catalog.layer_overhead_s(engine) * arch.num_layers if engine else 0.0,
+                        shared_expert_overlap=catalog.shared_expert_overlap(engine, catalog.gpu_generation(cluster.device))
+                        if engine else 0.0,
                         engine_note=note,
                         redundant_experts=_redundant_experts(spec.serving.redundant_experts, arch)),
         routing=_routing(spec.routing, arch, base_dir),

@@ -31,7 +31,8 @@ def sub_cluster(d: Deployment, devices: int, role: str = "decode") -> Cluster:
 def instance_context(d: Deployment, c: Candidate) -> StepContext:
     """The step model of one instance of the candidate, with the load it was scored at."""
     return StepContext(d.model, d.precision, sub_cluster(d, c.instance_devices, c.role), c.layout, c.load,
-                       costs_of(d, c.role), images=d.workload.images, step_overhead_s=d.serving.step_overhead_s)
+                       costs_of(d, c.role), images=d.workload.images, step_overhead_s=d.serving.step_overhead_s,
+                       shared_expert_overlap=d.serving.shared_expert_overlap)
 
 
 def prompt_lengths(d: Deployment) -> np.ndarray:

@@ -104,7 +104,8 @@ def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoa
                 continue
             scored = loads(layout, Phase.DECODE)
             ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d), images=d.workload.images,
-                              step_overhead_s=d.serving.step_overhead_s)
+                              step_overhead_s=d.serving.step_overhead_s,
+                              shared_expert_overlap=d.serving.shared_expert_overlap)
             limit = largest_batch_that_fits(ctx, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
             batches = (pinned.batch_per_device,) if pinned and pinned.batch_per_device else DECODE_BATCHES
             for batch in (b for b in batches if b <= limit and not (pinned and pinned.mtp and role == Role.DECODE)):
@@ -152,7 +153,8 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
                 continue
             scored = loads(layout, Phase.PREFILL)
             ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d, Role.PREFILL),
-                              images=d.workload.images, step_overhead_s=d.serving.step_overhead_s)
+                              images=d.workload.images, step_overhead_s=d.serving.step_overhead_s,
+                              shared_expert_overlap=d.serving.shared_expert_overlap)
             for tokens in chunks:
                 mem = device_memory(d.model, d.precision, cluster, layout, w.input_tokens, s.hbm_utilization, tokens)
                 if not mem.fits:
@@ -435,6 +437,10 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
                            f"{d.serving.step_overhead_s * 1e3:.2f} ms ({d.model.num_layers} layers at "
                            f"{d.serving.step_overhead_s / d.model.num_layers * 1e6:.1f} us: launch gaps, scheduling, "
                            "sampling, output handling; fitted to measured closed loops' TPOT, catalogs/fits/closed-loop.yaml)")
+    if d.serving.shared_expert_overlap and d.model.moe is not None and d.model.moe.shared_intermediate_size:
+        assumptions.append(f"{d.serving.engine} runs the shared experts beside the routed ones in decode: "
+                           f"{d.serving.shared_expert_overlap:.0%} of the shorter of the two is hidden "
+                           f"(fitted per engine and GPU generation to measured closed loops' TPOT, catalogs/fits/closed-loop.yaml)")
     if d.model.is_moe:
         assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in Phase]
         if pinned is None:  # an estimate scores the slots its layout names

@@ -143,7 +143,8 @@ class _Pool:
         costs = costs_of(d, planned.role)
         self.steps = StepTimes(tuple(StepContext(d.model, d.precision, cluster, lay, load, costs,
                                                  imbalance_decimals=IMBALANCE_DECIMALS, images=d.workload.images,
-                                                 step_overhead_s=d.serving.step_overhead_s)
+                                                 step_overhead_s=d.serving.step_overhead_s,
+                                                 shared_expert_overlap=d.serving.shared_expert_overlap)
                                      for load in loads.loads), planned.option.speculation)
         workspace_tokens = planned.chunk_tokens_per_device if planned.role == Role.PREFILL else d.serving.tokens_per_step
         mem = device_memory(d.model, d.precision, cluster, lay, d.workload.context_tokens, d.serving.hbm_utilization,

@@ -31,16 +31,21 @@ def test_the_stored_fit_is_what_fitting_gives_today(observed):
     assert record["report"]["rows"] == stored["report"]["rows"]
     for key, value in stored["report"]["cross_validation"].items():
         assert record["report"]["cross_validation"][key] == (pytest.approx(value) if isinstance(value, float) else value)
-    # at most a few constants: two overheads per engine, one share for all
-    assert set(stored["parameters"]) == {"request_overhead_s", "startup_share", "layer_overhead_s"}
+    # at most a few constants: two overheads per engine, an overlap per engine and GPU generation, one share for all
+    assert set(stored["parameters"]) == {"request_overhead_s", "startup_share", "layer_overhead_s", "shared_expert_overlap"}
     assert set(stored["parameters"]["request_overhead_s"]) <= {"sglang", "trtllm", "vllm"}
     assert set(stored["parameters"]["layer_overhead_s"]) <= {"sglang", "trtllm", "vllm"}
+    overlap = stored["parameters"]["shared_expert_overlap"]
+    assert set(overlap) <= {"sglang", "trtllm", "vllm"}
+    assert all(set(by) <= {"blackwell", "earlier"} and all(v in closed_loop_fit.OVERLAPS for v in by.values())
+               for by in overlap.values())
     # the layer overhead is what brings TPOT closer: fitted below the error without it, held out reported (each
     # engine's overhead minimises its own rows' median, not the pooled one, so the pooled held-out median can come
     # out on either side of the fitted one)
     report = stored["report"]
     assert report["fitted_tpot_median_abs_error"] < report["no_layer_overhead_tpot_median_abs_error"]
     assert report["cross_validation"]["tpot_median_abs_error"] < report["no_layer_overhead_tpot_median_abs_error"]
+    assert report["fitted_tpot_median_abs_error"] <= report["no_overlap_tpot_median_abs_error"]
 
 
 def test_held_out_configurations_are_never_fitted(observed):
@@ -48,10 +53,11 @@ def test_held_out_configurations_are_never_fitted(observed):
     the held-out TTFT error is reported above the in-sample one (the honest figure)."""
     report = closed_loop_fit.cross_validate(observed, folds=5, seed=0)
     fit = closed_loop_fit.fit(observed)
-    steps = dict(fit.layer_overhead_s)
+    steps = closed_loop_fit.step_constants(fit)
     in_sample = float(np.median(closed_loop_fit._errors(observed, fit.startup_share, dict(fit.request_overhead_s), steps)))
     assert report["ttft_median_abs_error"] >= in_sample
-    assert report["tpot_median_abs_error"] < float(np.median(closed_loop_fit._tpot_errors(observed, {e: 0.0 for e in steps})))
+    assert report["tpot_median_abs_error"] < float(np.median(closed_loop_fit._tpot_errors(observed,
+                                                                                          closed_loop_fit.NO_STEP_CONSTANTS)))
     assert {f"{e}_{m}_median_abs_error" for e in ("sglang", "trtllm", "vllm") for m in ("ttft", "tpot")} <= set(report)
 
 
@@ -114,3 +120,49 @@ def test_the_engine_overhead_adds_to_every_ttft_the_planner_and_the_simulator_gi
     without = api.simulate(bare, plan=replace(plan.plan, deployment=bare), requests=40, seed=1)  # same kernels
     assert np.allclose(replayed.ttft_s - without.ttft_s, overhead, equal_nan=True)
     assert np.allclose(replayed.tpot_s, without.tpot_s, equal_nan=True)
+
+
+def test_the_gpu_generations_the_overlap_is_fitted_per():
+    assert {catalog.gpu_generation(catalog.load_device(d)) for d in ("b200-sxm", "gb200", "b300-sxm", "gb300")} == {"blackwell"}
+    assert {catalog.gpu_generation(catalog.load_device(d)) for d in ("h100-sxm", "h200-sxm", "a100-sxm")} == {"earlier"}
+    assert catalog.gpu_generation(catalog.load_device("mi355x")) == "earlier"  # fp4 math, but no NVIDIA engine kernels
+
+
+def _moe_context(overlap: float):
+    from hwmodels.hardware import instance_cluster
+    from hwmodels.layout import Layout
+    from hwmodels.precision import default_plan
+    from hwmodels.step import StepContext
+
+    arch = catalog.load_model("deepseek-v3")
+    cluster = instance_cluster(catalog.load_unit("hgx-b200"), 8)
+    return StepContext(arch, default_plan(arch.quantization_config, arch.torch_dtype), cluster, Layout(tp=1, dp=8),
+                       shared_expert_overlap=overlap)
+
+
+def test_the_overlap_hides_the_shorter_of_the_shared_and_routed_experts_in_decode_only():
+    from hwmodels.roles import Phase
+    from hwmodels.step_moe import moe_terms
+
+    apart, beside, half = _moe_context(0.0), _moe_context(1.0), _moe_context(0.5)
+    m = moe_terms(apart, 64.0, Phase.DECODE)
+    hidden = float(np.minimum(m.shared_expert_s, m.expert_gemm_s).sum())
+    assert hidden > 0
+    t = {name: ctx.step(Phase.DECODE, 64, 2048).time_s for name, ctx in (("apart", apart), ("beside", beside), ("half", half))}
+    assert t["apart"] - t["beside"] == pytest.approx(hidden, rel=1e-9)
+    assert t["apart"] - t["half"] == pytest.approx(hidden / 2, rel=1e-9)
+    assert beside.step(Phase.PREFILL, 4096, 4096).time_s == apart.step(Phase.PREFILL, 4096, 4096).time_s
+
+
+def test_the_fitted_overlap_reaches_the_plan_of_an_engine_on_its_generation():
+    from moeplan import api, example_path
+
+    spec = yaml.safe_load(example_path().read_text())
+    h200 = api.deployment(spec, backend="trtllm")
+    assert h200.serving.shared_expert_overlap == catalog.shared_expert_overlap("trtllm", "earlier")
+    spec["cluster"]["unit"] = "hgx-b200"
+    b200 = api.deployment(spec, backend="trtllm")
+    assert b200.serving.shared_expert_overlap == catalog.shared_expert_overlap("trtllm", "blackwell") > 0
+    plan = api.plan(b200, replay=0)
+    assert any("runs the shared experts beside the routed ones" in a for a in plan.plan.assumptions)
+    assert plan.to_json()["serving"]["shared_expert_overlap"] == b200.serving.shared_expert_overlap

@@ -243,12 +243,16 @@ class ClosedLoopFit:
     request_overhead_s: Mapping[str, float]  # per engine
     startup_share: float
     layer_overhead_s: Mapping[str, float] = field(default_factory=dict)  # per engine: host time per layer of a step
+    # per engine and GPU generation (catalog.gpu_generation): the share of the shorter of a decode step's shared and
+    # routed experts hidden by running them side by side
+    shared_expert_overlap: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=1)
 def closed_loop_fit() -> ClosedLoopFit:
     params = catalog.stored_fit("closed-loop")["parameters"]
-    return ClosedLoopFit(dict(params["request_overhead_s"]), float(params["startup_share"]), dict(params["layer_overhead_s"]))
+    return ClosedLoopFit(dict(params["request_overhead_s"]), float(params["startup_share"]), dict(params["layer_overhead_s"]),
+                         {e: dict(g) for e, g in params.get("shared_expert_overlap", {}).items()})
 
 
 @dataclass(frozen=True)
@@ -315,7 +319,12 @@ def _setup(row: dict) -> _Setup:
                   _whole(row, "concurrency"))
 
 
-def _context(s: _Setup, row: dict, prefix: str, layer_overhead_s: float) -> tuple[StepContext, int]:
+def generation(row: dict) -> str:
+    """The GPU generation of a row's system (catalog.gpu_generation); NotModelled where the system is no catalog device."""
+    return catalog.gpu_generation(catalog.load_device(_device(row.get("system", ""))))
+
+
+def _context(s: _Setup, row: dict, prefix: str, layer_overhead_s: float, overlap: float) -> tuple[StepContext, int]:
     """The step context of one worker (prefix '' for aggregated, 'prefill_' or 'decode_') and its batch per rank."""
     tp, dp, pp = _whole(row, f"{prefix}tp_size"), _whole(row, f"{prefix}attention_dp_size"), _whole(row, f"{prefix}pp_size")
     moe_tp, moe_ep = _whole(row, f"{prefix}moe_tp_size"), _whole(row, f"{prefix}moe_ep_size")
@@ -337,7 +346,8 @@ def _context(s: _Setup, row: dict, prefix: str, layer_overhead_s: float) -> tupl
     cluster = instance_cluster(unit, tp * dp)
     layout = Layout(tp=tp, dp=dp, moe_tp=moe_tp)
     costs = costs_for(s.device, s.engine, s.version)
-    return (StepContext(arch, plan, cluster, layout, costs=costs, step_overhead_s=layer_overhead_s * arch.num_layers),
+    return (StepContext(arch, plan, cluster, layout, costs=costs, step_overhead_s=layer_overhead_s * arch.num_layers,
+                        shared_expert_overlap=overlap),
             _whole(row, f"{prefix}batch_size"))
 
 
@@ -375,14 +385,18 @@ def _md1_wait_s(service_s: float, utilization: float) -> float:
     return utilization * service_s / (2 * (1 - utilization))
 
 
-def loop_times(row: dict, layer_overhead_s: float | None = None) -> LoopTimes:
+def loop_times(row: dict, layer_overhead_s: float | None = None, shared_expert_overlap: float | None = None) -> LoopTimes:
     """A row's start-up and steady-state TTFT and its TPOT (module docstring); NotModelled where it cannot be built.
-    layer_overhead_s: the engine's host time per layer of a step (None: the stored fit's, catalog.layer_overhead_s)."""
+    layer_overhead_s: the engine's host time per layer of a step (None: the stored fit's, catalog.layer_overhead_s);
+    shared_expert_overlap: the engine's on the row's GPU generation (None: the stored fit's,
+    catalog.shared_expert_overlap)."""
     s = _setup(row)
     overhead_s = catalog.layer_overhead_s(s.engine) if layer_overhead_s is None else layer_overhead_s
+    overlap = (catalog.shared_expert_overlap(s.engine, generation(row)) if shared_expert_overlap is None
+               else shared_expert_overlap)
     context = s.isl + s.osl / 2  # a decoding sequence is halfway through its output on average
     if row.get("mode") == "agg":
-        ctx, batch = _context(s, row, "", overhead_s)
+        ctx, batch = _context(s, row, "", overhead_s, overlap)
         budget = step_token_budget(s.engine, True, s.isl, batch)
         # sequences per rank: the row's batch_size is not a cap (rows at 8x batch_size x DP concurrency measured
         # no wait for a slot, so the engine admitted them all)
@@ -394,8 +408,8 @@ def loop_times(row: dict, layer_overhead_s: float | None = None) -> LoopTimes:
         steady = min(startup, alone + t_decode / 2 + _md1_wait_s(alone, utilization)) if utilization < 1 else startup
         return LoopTimes(s.engine, startup, steady, tpot)
     if row.get("mode") == "disagg":
-        pctx, pbatch = _context(s, row, "prefill_", overhead_s)
-        dctx, dbatch = _context(s, row, "decode_", overhead_s)
+        pctx, pbatch = _context(s, row, "prefill_", overhead_s, overlap)
+        dctx, dbatch = _context(s, row, "decode_", overhead_s, overlap)
         prefill_workers, decode_workers = _whole(row, "prefill_num_workers"), _whole(row, "decode_num_workers")
         decode_ranks = decode_workers * dctx.layout.dp
         budget = step_token_budget(s.engine, False, s.isl, pbatch)
