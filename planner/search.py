@@ -440,7 +440,7 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
     if d.serving.shared_expert_overlap and d.model.moe is not None and d.model.moe.shared_intermediate_size:
         assumptions.append(f"{d.serving.engine} runs the shared experts beside the routed ones in decode: "
                            f"{d.serving.shared_expert_overlap:.0%} of the shorter of the two is hidden "
-                           f"(fitted per engine and GPU generation to measured closed loops' TPOT, catalogs/fits/closed-loop.yaml)")
+                           "(fitted per engine and GPU generation to measured closed loops' TPOT, catalogs/fits/closed-loop.yaml)")
     if d.model.is_moe:
         assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in Phase]
         if pinned is None:  # an estimate scores the slots its layout names

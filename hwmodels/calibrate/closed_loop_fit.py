@@ -94,6 +94,11 @@ class StepConstants:
 NO_STEP_CONSTANTS = StepConstants({}, {})
 
 
+def step_constants(f: md.ClosedLoopFit) -> StepConstants:
+    """The step constants of a stored or fitted ClosedLoopFit."""
+    return StepConstants(dict(f.layer_overhead_s), {e: dict(g) for e, g in f.shared_expert_overlap.items()})
+
+
 def _nearest(grid, value: float) -> int:
     return int(np.argmin(np.abs(np.asarray(grid) - value)))
 
@@ -155,7 +160,7 @@ def _errors(obs: Observed, share: float, overhead_s: dict[str, float], steps: St
 
 
 def fit(obs: Observed) -> md.ClosedLoopFit:
-    """The layer overheads (on TPOT), then the share and for it each engine's request overhead minimising the loss of
+    """The step constants (on TPOT), then the share and for it each engine's request overhead minimising the loss of
     TTFT over `obs`."""
     steps = fit_step_constants(obs)
     startup, steady, _ = obs.at(steps)
@@ -195,10 +200,6 @@ def cross_validate(obs: Observed, folds: int = FOLDS, seed: int = SEED) -> dict[
     for engine in sorted(set(engines)):
         report[f"{engine}_tpot_median_abs_error"] = float(np.median(tpot[engines == engine]))
     return report
-
-
-def step_constants(f: md.ClosedLoopFit) -> StepConstants:
-    return StepConstants(dict(f.layer_overhead_s), {e: dict(g) for e, g in f.shared_expert_overlap.items()})
 
 
 def record(obs: Observed, source: str) -> dict:
