@@ -304,6 +304,15 @@ def shared_expert_overlap(engine: str, generation: str) -> float:
     return float(fitted.get(engine, {}).get(generation, 0.0))
 
 
+def closed_loop_held_out(engine: str) -> tuple[float, float] | None:
+    """(TPOT, TTFT) median |predicted / measured - 1| of moeplan on the measured closed loops an engine served, each
+    held out of the fit that priced it (catalogs/fits/closed-loop.yaml's 5-fold cross-validation by configuration);
+    None for an engine the file lacks."""
+    cv = stored_fit("closed-loop")["report"]["cross_validation"]
+    keys = (f"{engine}_tpot_median_abs_error", f"{engine}_ttft_median_abs_error")
+    return (float(cv[keys[0]]), float(cv[keys[1]])) if all(k in cv for k in keys) else None
+
+
 @lru_cache(maxsize=None)
 def layer_overhead_s(engine: str) -> float:
     """A serving engine's host time per layer of a forward step outside its kernels (a step of L layers takes L times

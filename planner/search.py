@@ -437,6 +437,12 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
                            f"{d.serving.step_overhead_s * 1e3:.2f} ms ({d.model.num_layers} layers at "
                            f"{d.serving.step_overhead_s / d.model.num_layers * 1e6:.1f} us: launch gaps, scheduling, "
                            "sampling, output handling; fitted to measured closed loops' TPOT, catalogs/fits/closed-loop.yaml)")
+    held_out = catalog.closed_loop_held_out(d.serving.engine) if d.serving.engine else None
+    if held_out:
+        assumptions.append(f"how far to trust it: on the measured closed loops {d.serving.engine} served "
+                           f"(aic-silicon-moe.csv), moeplan's TPOT misses by a median {held_out[0]:.1%} and its TTFT "
+                           f"by {held_out[1]:.1%}, each row held out of the fit that priced it (5-fold by configuration, "
+                           "catalogs/fits/closed-loop.yaml)")
     if d.serving.shared_expert_overlap and d.model.moe is not None and d.model.moe.shared_intermediate_size:
         assumptions.append(f"{d.serving.engine} runs the shared experts beside the routed ones in decode: "
                            f"{d.serving.shared_expert_overlap:.0%} of the shorter of the two is hidden "

@@ -166,3 +166,9 @@ def test_the_fitted_overlap_reaches_the_plan_of_an_engine_on_its_generation():
     plan = api.plan(b200, replay=0)
     assert any("runs the shared experts beside the routed ones" in a for a in plan.plan.assumptions)
     assert plan.to_json()["serving"]["shared_expert_overlap"] == b200.serving.shared_expert_overlap
+    # and the plan says how far to trust it: the engine's held-out errors on the measured closed loops
+    cv = catalog.stored_fit("closed-loop")["report"]["cross_validation"]
+    trust = next(a for a in plan.plan.assumptions if a.startswith("how far to trust it"))
+    assert f"TPOT misses by a median {cv['trtllm_tpot_median_abs_error']:.1%}" in trust
+    assert f"TTFT by {cv['trtllm_ttft_median_abs_error']:.1%}" in trust
+    assert catalog.closed_loop_held_out("no-such-engine") is None
