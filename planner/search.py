@@ -38,7 +38,7 @@ from hwmodels.calibrate.operator_costs import costs_of, describe_costs
 from hwmodels.deployment import POISSON, Deployment
 from hwmodels.hardware import Cluster
 from hwmodels.layout import Layout
-from hwmodels.layouts import LIMITS, expressible, layout_space
+from hwmodels.layouts import expressible, layout_space
 from hwmodels.memory import device_memory
 from hwmodels.roles import Phase, Role
 from hwmodels.serving import (Performance, aggregated_performance, decode_performance, largest_batch_that_fits,
@@ -47,6 +47,7 @@ from hwmodels.step import StepContext
 from planner import queueing
 from planner.expert_loads import ExpertLoads
 from planner.context_parallel_notes import context_parallel_assumptions
+from planner.engine_notes import engine_assumptions
 from planner.pipeline_notes import pipeline_assumptions
 from planner.plan import Candidate, Mode, Pinned, Plan, Recommendation, ReplayCheck, pool_utilization
 from planner.prompt_times import (admits_longest, aggregated_prefill_s, instance_context, output_lengths, prefill_s,
@@ -426,27 +427,7 @@ def plan(d: Deployment, check: Check | None = None, replayed: int = REPLAYED_OPT
         "slot of its rank (M/M/c: the decode pool's, disaggregated); the simulator gives the distributions",
         describe_costs(d),
     ]
-    if d.serving.engine in LIMITS:
-        assumptions.append(f"only layouts {d.serving.engine} can run: {LIMITS[d.serving.engine]}")
-    if d.serving.request_overhead_s:
-        assumptions.append(f"every TTFT includes {d.serving.engine}'s per-request overhead, "
-                           f"{d.serving.request_overhead_s * 1e3:.0f} ms (HTTP, tokenisation, scheduling, KV hand-off; "
-                           "fitted to measured closed loops, catalogs/fits/closed-loop.yaml)")
-    if d.serving.step_overhead_s:
-        assumptions.append(f"every step includes {d.serving.engine}'s host time, "
-                           f"{d.serving.step_overhead_s * 1e3:.2f} ms ({d.model.num_layers} layers at "
-                           f"{d.serving.step_overhead_s / d.model.num_layers * 1e6:.1f} us: launch gaps, scheduling, "
-                           "sampling, output handling; fitted to measured closed loops' TPOT, catalogs/fits/closed-loop.yaml)")
-    held_out = catalog.closed_loop_held_out(d.serving.engine) if d.serving.engine else None
-    if held_out:
-        assumptions.append(f"how far to trust it: on the measured closed loops {d.serving.engine} served "
-                           f"(aic-silicon-moe.csv), moeplan's TPOT misses by a median {held_out[0]:.1%} and its TTFT "
-                           f"by {held_out[1]:.1%}, each row held out of the fit that priced it (5-fold by configuration, "
-                           "catalogs/fits/closed-loop.yaml)")
-    if d.serving.shared_expert_overlap and d.model.moe is not None and d.model.moe.shared_intermediate_size:
-        assumptions.append(f"{d.serving.engine} runs the shared experts beside the routed ones in decode: "
-                           f"{d.serving.shared_expert_overlap:.0%} of the shorter of the two is hidden "
-                           "(fitted per engine and GPU generation to measured closed loops' TPOT, catalogs/fits/closed-loop.yaml)")
+    assumptions += engine_assumptions(d)
     if d.model.is_moe:
         assumptions += [f"{phase} expert load: {_load_assumption(d, phase)}" for phase in Phase]
         if pinned is None:  # an estimate scores the slots its layout names

@@ -1,0 +1,35 @@
+"""What a plan says about its serving engine: the layouts it can run, and the constants fitted to the measured closed
+loops it served (catalogs/fits/closed-loop.yaml) that price every TTFT and step, with how far those loops say to trust
+the plan."""
+
+from __future__ import annotations
+
+from hwmodels import catalog
+from hwmodels.deployment import Deployment
+from hwmodels.layouts import LIMITS
+
+FIT = "catalogs/fits/closed-loop.yaml"
+
+
+def engine_assumptions(d: Deployment) -> list[str]:
+    """One line per engine constant the plan applies (none without an engine)."""
+    s, out = d.serving, []
+    if s.engine in LIMITS:
+        out.append(f"only layouts {s.engine} can run: {LIMITS[s.engine]}")
+    if s.request_overhead_s:
+        out.append(f"every TTFT includes {s.engine}'s per-request overhead, {s.request_overhead_s * 1e3:.0f} ms (HTTP, "
+                   f"tokenisation, scheduling, KV hand-off; fitted to measured closed loops, {FIT})")
+    if s.step_overhead_s:
+        out.append(f"every step includes {s.engine}'s host time, {s.step_overhead_s * 1e3:.2f} ms "
+                   f"({d.model.num_layers} layers at {s.step_overhead_s / d.model.num_layers * 1e6:.1f} us: launch gaps, "
+                   f"scheduling, sampling, output handling; fitted to measured closed loops' TPOT, {FIT})")
+    held_out = catalog.closed_loop_held_out(s.engine) if s.engine else None
+    if held_out:
+        out.append(f"how far to trust it: on the measured closed loops {s.engine} served (aic-silicon-moe.csv), "
+                   f"moeplan's TPOT misses by a median {held_out[0]:.1%} and its TTFT by {held_out[1]:.1%}, each row "
+                   f"held out of the fit that priced it (5-fold by configuration, {FIT})")
+    if s.shared_expert_overlap and d.model.moe is not None and d.model.moe.shared_intermediate_size:
+        out.append(f"{s.engine} runs the shared experts beside the routed ones in decode: {s.shared_expert_overlap:.0%} "
+                   f"of the shorter of the two is hidden (fitted per engine and GPU generation to measured closed "
+                   f"loops' TPOT, {FIT})")
+    return out
