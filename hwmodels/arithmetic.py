@@ -179,7 +179,7 @@ def weight_bytes(arch: ModelArch, plan: PrecisionPlan) -> float:
     return sum(weight_bytes_by_part(arch, plan).values())
 
 
-def kv_bytes_per_token(arch: ModelArch, plan: PrecisionPlan) -> float:
+def kv_bytes_per_token(arch: ModelArch, plan: PrecisionPlan, sliding_kv_share: float = 0.0) -> float:
     """Cache bytes that grow with each token of context, summed over the layers that keep them.
 
     MLA caches the compressed latent plus the shared rope key: (kv_lora_rank + qk_rope_head_dim)
@@ -187,23 +187,31 @@ def kv_bytes_per_token(arch: ModelArch, plan: PrecisionPlan) -> float:
     Only FULL layers grow (a DSA indexer adds its fp8 key per token); SLIDING and LINEAR layers keep a bounded
     cache (`window_bytes_per_sequence`, `linear_state_bytes_per_sequence`); DeepSeek-V4 keeps one 512-wide
     entry per `ratio` tokens (and, on ratio-4 layers, the indexer's key per entry).
+    `sliding_kv_share` > 0: the serving engine's pool reserves that share of a full layer's cache per token for each
+    SLIDING layer instead of its window (catalog.sliding_kv_share: TensorRT-LLM's one pool at the longest window, 1;
+    SGLang's swa_full_tokens_ratio, 0.8).
     """
     att, kv = arch.attention, plan.kv_cache.bytes_per_element
     if isinstance(att, CompressedAttention):
         return sum(att.head_dim * kv / r + (att.indexer.key_bytes_per_token / r if r == 4 else 0.0)
                    for r in att.ratios if r)
     per_layer = att.kv_elements_per_token_per_layer * kv
+    sliding = sliding_kv_share * per_layer * len(arch.layers_of(Kind.SLIDING))
     if arch.indexer is not None:
         per_layer += arch.indexer.key_bytes_per_token
-    return per_layer * len(arch.layers_of(Kind.FULL))
+    return per_layer * len(arch.layers_of(Kind.FULL)) + sliding
 
 
-def window_bytes_per_sequence(arch: ModelArch, plan: PrecisionPlan, context_tokens: float) -> float:
+def window_bytes_per_sequence(arch: ModelArch, plan: PrecisionPlan, context_tokens: float,
+                              sliding_kv_share: float = 0.0) -> float:
     """The sliding windows' cache of one sequence: min(context, window) tokens in each SLIDING layer (gpt-oss: 128)
-    or, for DeepSeek-V4, in every layer."""
+    or, for DeepSeek-V4, in every layer; none where the engine holds the SLIDING layers per token
+    (`kv_bytes_per_token`'s `sliding_kv_share`)."""
     att, kv = arch.attention, plan.kv_cache.bytes_per_element
     if isinstance(att, CompressedAttention):
         return min(context_tokens, att.window_tokens) * att.head_dim * kv * arch.num_layers
+    if sliding_kv_share:
+        return 0.0
     sliding = len(arch.layers_of(Kind.SLIDING))
     return min(context_tokens, arch.sliding_window) * att.kv_elements_per_token_per_layer * kv * sliding
 

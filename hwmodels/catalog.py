@@ -322,6 +322,14 @@ def layer_overhead_s(engine: str) -> float:
 
 
 @lru_cache(maxsize=None)
+def sliding_kv_share(engine: str) -> float:
+    """The share of a full layer's KV per token of context a serving engine reserves for each sliding-window layer
+    (catalogs/engine_kv.yaml: TensorRT-LLM 1, SGLang 0.8, vLLM 0); 0, the window only, for an engine it lacks."""
+    entry = _read_yaml("engine_kv.yaml")["engines"].get(engine)
+    return float(entry["sliding_kv_share"]) if entry else 0.0
+
+
+@lru_cache(maxsize=None)
 def workloads() -> Mapping[str, Mapping[str, Any]]:
     return _read_yaml("workloads.yaml")["workloads"]
 

@@ -107,11 +107,20 @@ class Serving:
     # the share of the shorter of a decode step's shared and routed experts the engine hides by running them side by
     # side on the decode device (catalog.shared_expert_overlap; 0 without an engine): StepContext.shared_expert_overlap
     shared_expert_overlap: float = 0.0
+    # the share of a full layer's KV per token of context the engine's pool reserves for each sliding-window layer
+    # (catalog.sliding_kv_share: TensorRT-LLM 1, SGLang 0.8, vLLM 0; 0 without an engine: each its window)
+    sliding_kv_share: float = 0.0
     # redundant expert slots every layout is scored with (the engine's --ep-num-redundant-experts, fixed by the user);
     # None: searched together with the KV cache they take HBM from (hwmodels.layouts)
     redundant_experts: int | None = None
     # why `engine` prices the operators where the spec named none (hwmodels.calibrate.engine_choice); "": it was named
     engine_note: str = ""
+
+
+    def engine_terms(self) -> dict[str, float]:
+        """What the engine sets in a StepContext beyond its operator costs (hwmodels.step.StepContext's fields)."""
+        return dict(step_overhead_s=self.step_overhead_s, shared_expert_overlap=self.shared_expert_overlap,
+                    sliding_kv_share=self.sliding_kv_share)
 
 
 @dataclass(frozen=True, eq=False)

@@ -77,7 +77,7 @@ def _rank(d: Deployment, cluster: Cluster) -> tuple[DeviceMemory, ...]:
     """The memory of each layout the planner prices on `cluster` (overlap changes no memory: one of each)."""
     rows = [
         device_memory(d.model, d.precision, cluster, layout, d.workload.context_tokens,
-                      d.serving.hbm_utilization, d.serving.tokens_per_step)
+                      d.serving.hbm_utilization, d.serving.tokens_per_step, sliding_kv_share=d.serving.sliding_kv_share)
         for layout in layout_space(d.model, cluster, d.serving.engine) if not layout.two_batch_overlap
     ]
     return tuple(sorted(rows, key=lambda m: (-m.concurrent_sequences, -m.kv_capacity_bytes)))

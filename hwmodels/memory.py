@@ -17,7 +17,8 @@ MLA caches one latent per token that every tensor-parallel rank needs, so attent
 shard the KV cache (the reason large MLA deployments use data-parallel attention); GQA shards it
 over min(tp, kv_heads). A sequence also keeps a bounded cache that does not grow with its context: the sliding
 windows (gpt-oss, DeepSeek-V4) and the fp32 recurrent state of linear-attention layers (Kimi K3's KDA, Qwen3.5's
-Gated DeltaNet), which TP shards by heads like GQA.
+Gated DeltaNet), which TP shards by heads like GQA. An engine whose KV pool keeps no per-window pool reserves a
+share of the context for each sliding layer instead (`sliding_kv_share`, catalogs/engine_kv.yaml).
 """
 
 from __future__ import annotations
@@ -130,11 +131,12 @@ def workspace_bytes(arch: ModelArch, plan: PrecisionPlan, layout: Layout, tokens
     return tokens_per_step * (residual + max(mlp, attention))
 
 
-def kv_bytes_per_token_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout, mtp_module: bool = False) -> float:
+def kv_bytes_per_token_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout, mtp_module: bool = False,
+                                  sliding_kv_share: float = 0.0) -> float:
     heaviest_stage_layers = max(map(len, stage_layers(arch.num_layers, layout.pp)))
     if mtp_module:  # each MTP module's layer caches its own keys and values
         heaviest_stage_layers += arch.num_mtp_layers
-    per_token = kv_bytes_per_token(arch, plan) * heaviest_stage_layers / arch.num_layers
+    per_token = kv_bytes_per_token(arch, plan, sliding_kv_share) * heaviest_stage_layers / arch.num_layers
     if isinstance(arch.attention, GQAAttention):
         per_token /= min(layout.tp, arch.attention.num_kv_heads)
     return per_token
@@ -144,11 +146,18 @@ def _stage_share(arch: ModelArch, layout: Layout) -> float:
     return max(map(len, stage_layers(arch.num_layers, layout.pp))) / arch.num_layers
 
 
-def window_bytes_per_sequence_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout, context_tokens: float) -> float:
-    per_sequence = window_bytes_per_sequence(arch, plan, context_tokens) * _stage_share(arch, layout)
+def window_bytes_per_sequence_per_device(arch: ModelArch, plan: PrecisionPlan, layout: Layout, context_tokens: float,
+                                         sliding_kv_share: float = 0.0) -> float:
+    per_sequence = window_bytes_per_sequence(arch, plan, context_tokens, sliding_kv_share) * _stage_share(arch, layout)
     if isinstance(arch.attention, GQAAttention):
         per_sequence /= min(layout.tp, arch.attention.num_kv_heads)
     return per_sequence
+
+
+def sliding_kv_note(engine: str, sliding_kv_share: float) -> str:
+    """The assumption line of an engine that holds sliding-window layers beyond their window."""
+    return (f"{engine}'s KV pool holds each sliding-window layer at {sliding_kv_share:.0%} of the context, not its "
+            "window, so fewer sequences fit than the windows alone would allow (catalogs/engine_kv.yaml)")
 
 
 def linear_state_bytes_per_sequence_per_device(arch: ModelArch, layout: Layout) -> float:
@@ -167,6 +176,7 @@ def device_memory(
     hbm_utilization: float,
     tokens_per_step: int,
     mtp_module: bool = False,
+    sliding_kv_share: float = 0.0,  # catalog.sliding_kv_share of the serving engine (0: each sliding layer its window)
 ) -> DeviceMemory:
     by_part = weights_per_device(arch, plan, layout, mtp_module)
     weights = sum(by_part.values())
@@ -176,8 +186,8 @@ def device_memory(
     ffn_bytes = ffn_device_bytes(arch, plan, layout, tokens_per_step)
     if ffn_bytes > usable:  # the FFN devices' experts do not fit: neither does the layout
         kv_capacity = min(kv_capacity, usable - ffn_bytes)
-    per_sequence = (kv_bytes_per_token_per_device(arch, plan, layout, mtp_module) * context_tokens
-                    + window_bytes_per_sequence_per_device(arch, plan, layout, context_tokens))
+    per_sequence = (kv_bytes_per_token_per_device(arch, plan, layout, mtp_module, sliding_kv_share) * context_tokens
+                    + window_bytes_per_sequence_per_device(arch, plan, layout, context_tokens, sliding_kv_share))
     state = linear_state_bytes_per_sequence_per_device(arch, layout)
     per_group = max(0, math.floor(kv_capacity / (per_sequence + state))) if kv_capacity > 0 else 0
     return DeviceMemory(

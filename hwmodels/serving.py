@@ -56,7 +56,7 @@ class Performance:
 def _memory(ctx: StepContext, context_tokens: int, hbm_utilization: float, tokens_per_step: int,
             mtp_module: bool = False) -> DeviceMemory:
     return device_memory(ctx.arch, ctx.precision, ctx.cluster, ctx.layout, context_tokens, hbm_utilization, tokens_per_step,
-                         mtp_module=mtp_module)
+                         mtp_module=mtp_module, sliding_kv_share=ctx.sliding_kv_share)
 
 
 def decode_performance(ctx: StepContext, batch_per_device: int, context_tokens: float, hbm_utilization: float,

@@ -133,6 +133,9 @@ class StepContext:
     # decode), and how much that hides depends on the SMs the routed kernel leaves (Serving.shared_expert_overlap,
     # fitted per engine and GPU generation to measured closed loops; 0: one after the other)
     shared_expert_overlap: float = 0.0
+    # the share of a full layer's KV per token the engine's pool reserves for each sliding-window layer
+    # (Serving.sliding_kv_share; 0: its window): what a batch's memory holds, not what a step reads
+    sliding_kv_share: float = 0.0
 
     @cached_property
     def expert_load(self) -> ExpertLoad | None:

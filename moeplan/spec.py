@@ -321,6 +321,7 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
                         step_overhead_s=catalog.layer_overhead_s(engine) * arch.num_layers if engine else 0.0,
                         shared_expert_overlap=catalog.shared_expert_overlap(engine, catalog.gpu_generation(cluster.device))
                         if engine else 0.0,
+                        sliding_kv_share=catalog.sliding_kv_share(engine) if engine else 0.0,
                         engine_note=note,
                         redundant_experts=_redundant_experts(spec.serving.redundant_experts, arch)),
         routing=_routing(spec.routing, arch, base_dir),

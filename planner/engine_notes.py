@@ -5,8 +5,10 @@ the plan."""
 from __future__ import annotations
 
 from hwmodels import catalog
+from hwmodels.attention_kinds import Kind
 from hwmodels.deployment import Deployment
 from hwmodels.layouts import LIMITS
+from hwmodels.memory import sliding_kv_note
 
 FIT = "catalogs/fits/closed-loop.yaml"
 
@@ -32,4 +34,6 @@ def engine_assumptions(d: Deployment) -> list[str]:
         out.append(f"{s.engine} runs the shared experts beside the routed ones in decode: {s.shared_expert_overlap:.0%} "
                    f"of the shorter of the two is hidden (fitted per engine and GPU generation to measured closed "
                    f"loops' TPOT, {FIT})")
+    if s.sliding_kv_share and d.model.layers_of(Kind.SLIDING):
+        out.append(sliding_kv_note(s.engine, s.sliding_kv_share))
     return out

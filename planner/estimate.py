@@ -117,7 +117,7 @@ def _check_fits(d: Deployment, pinned: Pinned) -> None:
                              f"{cluster.scaleup_domain_devices} devices", "use a smaller attention TP and more DP")
         context = d.workload.context_tokens if role != Role.PREFILL else d.workload.input_tokens
         mem = device_memory(d.model, d.precision, cluster, layout, context, d.serving.hbm_utilization,
-                            d.serving.tokens_per_step)
+                            d.serving.tokens_per_step, sliding_kv_share=d.serving.sliding_kv_share)
         if not mem.fits or (role != Role.PREFILL and mem.concurrent_sequences < layout.attention_devices):
             gb = 1e9
             problem = (f"its routed experts and their workspace take {mem.ffn_device_bytes / gb:,.1f} of the "

@@ -72,7 +72,8 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "serving": {"engine": d.serving.engine, "engine_version": d.serving.engine_version,
                     "engine_chosen": d.serving.engine_note or None,
                     "request_overhead_s": d.serving.request_overhead_s, "step_overhead_s": d.serving.step_overhead_s,
-                    "shared_expert_overlap": d.serving.shared_expert_overlap},
+                    "shared_expert_overlap": d.serving.shared_expert_overlap,
+                    "sliding_kv_share": d.serving.sliding_kv_share},
         "routing": None if d.routing is None else {
             "placement": d.routing.placement, "time_limit_s": d.routing.time_limit_s,
             "phases": {r.phase: {"fit_on": list(r.fit_on), "evaluated_on": r.evaluated_on, "in_sample": r.in_sample,

@@ -31,8 +31,7 @@ def sub_cluster(d: Deployment, devices: int, role: str = "decode") -> Cluster:
 def instance_context(d: Deployment, c: Candidate) -> StepContext:
     """The step model of one instance of the candidate, with the load it was scored at."""
     return StepContext(d.model, d.precision, sub_cluster(d, c.instance_devices, c.role), c.layout, c.load,
-                       costs_of(d, c.role), images=d.workload.images, step_overhead_s=d.serving.step_overhead_s,
-                       shared_expert_overlap=d.serving.shared_expert_overlap)
+                       costs_of(d, c.role), images=d.workload.images, **d.serving.engine_terms())
 
 
 def prompt_lengths(d: Deployment) -> np.ndarray:
@@ -141,5 +140,5 @@ def admits_longest(d: Deployment, cluster: Cluster, layout: Layout, output_token
     if longest is None:
         return True
     mem = device_memory(d.model, d.precision, cluster, layout, longest + output_tokens, d.serving.hbm_utilization,
-                        d.serving.tokens_per_step)
+                        d.serving.tokens_per_step, sliding_kv_share=d.serving.sliding_kv_share)
     return mem.concurrent_sequences >= layout.dp

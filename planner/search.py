@@ -105,8 +105,7 @@ def _score_batched(d: Deployment, sizes: list[int], role: Role, loads: ExpertLoa
                 continue
             scored = loads(layout, Phase.DECODE)
             ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d), images=d.workload.images,
-                              step_overhead_s=d.serving.step_overhead_s,
-                              shared_expert_overlap=d.serving.shared_expert_overlap)
+                              **d.serving.engine_terms())
             limit = largest_batch_that_fits(ctx, w.context_tokens, s.hbm_utilization, s.tokens_per_step)
             batches = (pinned.batch_per_device,) if pinned and pinned.batch_per_device else DECODE_BATCHES
             for batch in (b for b in batches if b <= limit and not (pinned and pinned.mtp and role == Role.DECODE)):
@@ -154,10 +153,10 @@ def score_prefill(d: Deployment, sizes: list[int], loads: ExpertLoads | None = N
                 continue
             scored = loads(layout, Phase.PREFILL)
             ctx = StepContext(d.model, d.precision, cluster, layout, scored.load, costs_of(d, Role.PREFILL),
-                              images=d.workload.images, step_overhead_s=d.serving.step_overhead_s,
-                              shared_expert_overlap=d.serving.shared_expert_overlap)
+                              images=d.workload.images, **d.serving.engine_terms())
             for tokens in chunks:
-                mem = device_memory(d.model, d.precision, cluster, layout, w.input_tokens, s.hbm_utilization, tokens)
+                mem = device_memory(d.model, d.precision, cluster, layout, w.input_tokens, s.hbm_utilization, tokens,
+                                    sliding_kv_share=s.sliding_kv_share)
                 if not mem.fits:
                     continue
                 perf = prefill_performance(ctx, tokens, w.input_tokens, s.hbm_utilization)

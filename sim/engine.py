@@ -143,23 +143,23 @@ class _Pool:
         costs = costs_of(d, planned.role)
         self.steps = StepTimes(tuple(StepContext(d.model, d.precision, cluster, lay, load, costs,
                                                  imbalance_decimals=IMBALANCE_DECIMALS, images=d.workload.images,
-                                                 step_overhead_s=d.serving.step_overhead_s,
-                                                 shared_expert_overlap=d.serving.shared_expert_overlap)
+                                                 **d.serving.engine_terms())
                                      for load in loads.loads), planned.option.speculation)
         workspace_tokens = planned.chunk_tokens_per_device if planned.role == Role.PREFILL else d.serving.tokens_per_step
+        share = d.serving.sliding_kv_share
         mem = device_memory(d.model, d.precision, cluster, lay, d.workload.context_tokens, d.serving.hbm_utilization,
-                            workspace_tokens, mtp_module=planned.option.speculation is not None)
+                            workspace_tokens, mtp_module=planned.option.speculation is not None, sliding_kv_share=share)
         if not mem.fits:
             raise InputError(f"{p.source}: recommendation.{'prefill' if planned.role == Role.PREFILL else 'decode'}.layout",
                              f"{lay.name(d.model.is_moe)} on {planned.instance_devices} x {cluster.device.name} leaves no KV cache",
                              "plan again for this spec")
         # every device of a TP group holds its share of each token (MLA: the whole latent), so a group holds
         # as many tokens as one device
-        per_token = kv_bytes_per_token_per_device(d.model, d.precision, lay)
+        per_token = kv_bytes_per_token_per_device(d.model, d.precision, lay, sliding_kv_share=share)
         self.capacity = int(mem.kv_capacity_bytes // per_token) // lay.pp  # per rank: pp micro-batches share a group's
         # a hybrid model's fixed cache per sequence (linear-attention state, sliding windows), in tokens of KV
         fixed = mem.linear_state_bytes_per_sequence + window_bytes_per_sequence_per_device(
-            d.model, d.precision, lay, d.workload.context_tokens)
+            d.model, d.precision, lay, d.workload.context_tokens, share)
         self.state_tokens = math.ceil(fixed / per_token)
         # running sequences per rank; None for a prefill pool, which runs no sequences
         self.cap = None if planned.role == Role.PREFILL else (config.max_batch_per_device or planned.batch_per_device) * lay.tp

@@ -11,7 +11,7 @@ from hwmodels.arithmetic import (cache_bytes_per_sequence, flops_per_token, kv_b
                                  linear_state_bytes_per_sequence, window_bytes_per_sequence)
 from hwmodels.attention_kinds import Kind
 from hwmodels.errors import InputError
-from hwmodels.hardware import make_cluster
+from hwmodels.hardware import instance_cluster, make_cluster
 from hwmodels.layout import Layout
 from hwmodels.memory import device_memory
 from hwmodels.model_arch import arch_from_config
@@ -145,3 +145,57 @@ def test_one_hgx_b200_node_cannot_hold_kimi_k3_and_says_by_how_much():
                             "workload": {"input_tokens": 16384, "output_tokens": 1024}, "slo": {"ttft_s": 3, "tpot_s": 0.05}})
     assert not report.fits and report.model_weight_bytes > 8 * 180 * 2**30
     assert report.smallest_fitting_cluster is not None and report.smallest_fitting_cluster.num_devices > 8
+
+
+def test_each_engine_holds_sliding_layers_as_its_kv_pool_does():
+    """catalogs/engine_kv.yaml: TensorRT-LLM's one pool at the longest window holds a sliding layer for the whole
+    context, SGLang's hybrid pool 0.8 of it, vLLM's the window; what the step reads is the window either way."""
+    oss, plan = _model("gpt-oss-120b")
+    full, sliding = len(oss.layers_of(Kind.FULL)), len(oss.layers_of(Kind.SLIDING))
+    shares = {e: catalog.sliding_kv_share(e) for e in ("trtllm", "sglang", "vllm", "no-such-engine")}
+    assert shares == {"trtllm": 1.0, "sglang": 0.8, "vllm": 0.0, "no-such-engine": 0.0}
+    assert all(entry["source"] for entry in catalog._read_yaml("engine_kv.yaml")["engines"].values())
+    per_layer = kv_bytes_per_token(oss, plan) / full
+    assert kv_bytes_per_token(oss, plan, 0.8) == pytest.approx(per_layer * (full + 0.8 * sliding))
+    assert window_bytes_per_sequence(oss, plan, 4096, 0.8) == 0  # held per token instead
+    cluster = instance_cluster(catalog.load_unit("hgx-h200"), 1)
+    held = {e: device_memory(oss, plan, cluster, Layout(tp=1, dp=1), 2048, 0.9, 8192, sliding_kv_share=s)
+            for e, s in shares.items()}
+    fit = {e: m.concurrent_sequences for e, m in held.items()}
+    assert fit["trtllm"] < fit["sglang"] < fit["vllm"] == fit["no-such-engine"]
+    window = oss.sliding_window
+    assert fit["trtllm"] == pytest.approx(fit["vllm"] * (full * 2048 + sliding * window) / ((full + sliding) * 2048), abs=1)
+    assert held["trtllm"].kv_bytes_per_sequence == pytest.approx(kv_bytes_per_token(oss, plan, 1.0) * 2048)
+    # a step reads the same keys whatever the pool holds
+    ctx = StepContext(oss, plan, cluster, Layout(tp=1, dp=1))
+    step = ctx.step(Phase.DECODE, 64, 2048).time_s
+    assert replace(ctx, sliding_kv_share=1.0).step(Phase.DECODE, 64, 2048).time_s == step
+    # models without sliding layers, and DeepSeek-V4's compressed windows, are held alike by every engine
+    for name in ("kimi-k2", "deepseek-v4-flash"):
+        arch, p = _model(name)
+        assert kv_bytes_per_token(arch, p, 1.0) == kv_bytes_per_token(arch, p)
+        assert window_bytes_per_sequence(arch, p, 4096, 1.0) == window_bytes_per_sequence(arch, p, 4096)
+
+
+def test_a_plan_served_by_an_engine_holds_its_sliding_layers_and_says_so():
+    spec = {"model": "gpt-oss-120b", "cluster": {"unit": "hgx-h200", "devices": 8},
+            "workload": {"input_tokens": 2048, "output_tokens": 512, "requests_per_s": 20},
+            "slo": {"ttft_s": 5.0, "tpot_s": 0.05}}
+    fitted = {e: moeplan.api.deployment(spec, backend=e) for e in ("trtllm", "vllm")}
+    assert fitted["trtllm"].serving.sliding_kv_share == 1.0 and fitted["vllm"].serving.sliding_kv_share == 0.0
+    held = {e: moeplan.api.check(d).layouts[0].concurrent_sequences for e, d in fitted.items()}
+    assert held["trtllm"] < held["vllm"]
+    plan = moeplan.api.plan(fitted["trtllm"], replay=0)
+    assert any("holds each sliding-window layer at 100% of the context" in a for a in plan.plan.assumptions)
+    assert plan.to_json()["serving"]["sliding_kv_share"] == 1.0
+    # the simulator's pools hold the same: per token, both kinds of layer, where the window alone holds per sequence
+    from hwmodels.ingest.requests import synthetic_trace
+    from sim import SimConfig, simulate
+
+    trace = synthetic_trace(20, 2.0, 2048, 64, seed=1)
+    windows = replace(plan.plan, deployment=replace(fitted["trtllm"], serving=replace(fitted["trtllm"].serving,
+                                                                                       sliding_kv_share=0.0)))
+    tokens = {share: simulate(p, trace, SimConfig()).roles[-1].kv_capacity_tokens_per_group
+              for share, p in ((1.0, plan.plan), (0.0, windows))}
+    full, sliding = len(fitted["trtllm"].model.layers_of(Kind.FULL)), len(fitted["trtllm"].model.layers_of(Kind.SLIDING))
+    assert tokens[1.0] == pytest.approx(tokens[0.0] * full / (full + sliding), rel=1e-3)

@@ -3,6 +3,7 @@ measured-deployments validation (../shared/data/measured/aic-silicon-moe.csv, NV
 Skipped where the package is absent, except under CI=true, which installs the extra and must run them."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -30,6 +31,24 @@ def test_grid_interpolates_log_log_and_extrapolates_tokens_linearly():
     assert grid.lookup((400, 100)) == (pytest.approx(32.0), 4.0)  # rule 2: linear past the largest m
     assert grid.lookup((0.5, 10)) == (pytest.approx(1.0), 2.0)  # the launch floor below the smallest
     assert grid.lookup((10, 1000)) == (None, 10.0)  # another axis outside: not covered
+
+
+def test_a_slice_measured_to_fewer_tokens_extrapolates_linearly_past_its_own_largest():
+    """NVIDIA's attention tables stop at about 2^18 batch x KV tokens: many sequences only at short contexts. Past a
+    slice's largest measured batch, its time grows linearly in the batch, as past the table's (rule 2)."""
+    rows = pd.DataFrame({"batch": [1, 100, 1000, 1, 100], "step": [10, 10, 10, 1000, 1000],
+                         "latency": [1.0, 2.0, 20.0, 3.0, 30.0]})
+    grid = Grid.from_frame(rows, ("batch", "step"), "batch")
+    assert grid.lookup((100, 1000)) == (pytest.approx(30.0), 1.0)  # measured
+    assert grid.lookup((1000, 1000)) == (pytest.approx(300.0), 10.0)  # 10x the slice's largest batch
+    assert grid.lookup((1000, 100))[0] == pytest.approx(math.sqrt(20.0 * 300.0))  # log-log between the two slices
+    assert grid.lookup((1000, 100))[1] == 10.0
+    holed = Grid.from_frame(rows[rows.batch != 100], ("batch", "step"), "batch")
+    assert holed.lookup((100, 10)) == (pytest.approx(20.0 ** (2 / 3)), 1.0)  # inside a slice: interpolated as before
+    assert holed.lookup((100, 1000))[0] == pytest.approx(300.0)  # past the slice's largest (1): linear from it
+    empty = Grid.from_frame(pd.DataFrame({"batch": [1, 10], "step": [10, 10], "latency": [1.0, 2.0]})
+                            .assign(k=[1, 2]), ("batch", "k"), "batch")
+    assert empty.lookup((10, 1))[0] == pytest.approx(10.0) and empty.lookup((1, 2))[0] is None  # nothing to fill from
 
 
 def test_a_balanced_moe_table_time_is_priced_for_randomly_routed_pairs():

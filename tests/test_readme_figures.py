@@ -482,7 +482,8 @@ def test_the_tensorrt_llm_perf_overview_figures(shared_data, tmp_path, monkeypat
     _quoted(f"on H200 at 1,024/1,024, {unamended.error:+.1%}\nwithout it and {error[h200]:+.1%} with it")
     gpt_oss = {i: e for i, e in error.items() if "gpt-oss" in i}
     out_gpt_oss = [e for e in gpt_oss.values() if abs(e) > 0.30]
-    _quoted(f"all five gpt-oss-120b rows ({min(out_gpt_oss):+.0%} to {max(out_gpt_oss):+.0%})")
+    _quoted(f"four of the five gpt-oss-120b rows ({min(out_gpt_oss):+.0%} to {max(out_gpt_oss):+.0%})")
+    _quoted(f"its H200 row from +32.6% to {gpt_oss['trtllm-perf-overview-gpt-oss-120b-h200-1024-1024']:+.1%}")
     blackwell = [e for i, e in gpt_oss.items() if "b200" in i]
     _quoted(f"the three on Blackwell at {min(blackwell):+.0%} to {max(blackwell):+.0%} with that FP8 KV cache")
     bf16_kv = tmp_path / "bf16_kv.yaml"  # the same three with a bf16 KV cache stated: no amendment fills it
@@ -494,7 +495,7 @@ def test_the_tensorrt_llm_perf_overview_figures(shared_data, tmp_path, monkeypat
     _quoted(f"DeepSeek-R1 on H200 at 1,024/1,024 ({error['trtllm-perf-overview-dsr1-h200-1024-1024']:+.1%}")
     _quoted(f"DeepSeek-R1 on B200 at 1,024/8,192 ({error['trtllm-perf-overview-dsr1-b200-1024-8192']:+.1%})")
     outside = {i for i, e in error.items() if abs(e) > 0.30}
-    assert len(out_gpt_oss) == 5 and outside == {i for i, e in gpt_oss.items() if abs(e) > 0.30} | {
+    assert len(out_gpt_oss) == 4 and outside == {i for i, e in gpt_oss.items() if abs(e) > 0.30} | {
         "trtllm-perf-overview-dsr1-h200-1024-1024", "trtllm-perf-overview-dsr1-b200-1024-8192"}
     # the steady-state reading: the same entries without their request counts
     amendments = catalog.published_amendments()

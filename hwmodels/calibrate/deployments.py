@@ -21,9 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from catalogs import CATALOG_DIR
 from hwmodels import catalog, safe_yaml
 from hwmodels.errors import InputError, validation_error
+from hwmodels.attention_kinds import Kind
 from hwmodels.expert_load import ExpertLoad
 from hwmodels.hardware import Cluster, instance_cluster
 from hwmodels.layout import Layout
+from hwmodels.memory import sliding_kv_note
 from hwmodels.precision import default_plan
 from hwmodels.serving import (Performance, Speculation, aggregated_performance, decode_performance,
                               largest_batch_that_fits, lockstep_aggregated_performance, offline_performance,
@@ -264,10 +266,14 @@ def build_scenario(d: ScenarioEntry, engine: EngineEntry | None = None) -> Scena
         load = (ExpertLoad.measured_eplb if lay.eplb else ExpertLoad.measured_contiguous)(skew, load_phase, layout.ep, len(arch.moe_layers))
         assumptions.append(load.source)
     costs = fitted_costs() if engine is None else costs_for(cluster.device.name, engine.name, engine.version)
+    share = 0.0
     if engine is not None:
         priced = "its measured kernel tables" if costs.measured is not None else "the fits (no measured tables of it here)"
         assumptions.append(f"served by {engine.name}" + (f" {engine.version}" if engine.version else "") + f": {priced}")
-    return Scenario(StepContext(arch, plan, cluster, layout, load, costs), tuple(assumptions))
+        share = catalog.sliding_kv_share(engine.name) if arch.layers_of(Kind.SLIDING) else 0.0
+        if share:
+            assumptions.append(sliding_kv_note(engine.name, share))
+    return Scenario(StepContext(arch, plan, cluster, layout, load, costs, sliding_kv_share=share), tuple(assumptions))
 
 
 def validate_one(d: DeploymentEntry, backend: EngineEntry | None = None) -> ValidationRow:

@@ -11,6 +11,10 @@ measured). The rule, the same for every table:
 2. The token axis (GEMM m, MoE tokens, attention batch) past its largest measured value: the latency at the
    largest value scaled linearly in tokens (the work-bound limit, where time is proportional to tokens);
    below its smallest: the latency at the smallest (the launch-bound floor). `beyond` records the ratio.
+   The same holds within each slice of the other axes: a table measured only up to a token count that falls
+   with another axis (NVIDIA's attention tables stop at about 2^18 batch x KV tokens, so 2,048 sequences only at
+   short contexts) has its unmeasured points past a slice's largest measured token count filled from that
+   largest point, linearly in tokens, and `beyond` records that ratio where a lookup uses such a point.
 3. Any other axis outside its measured range, or a surrounding grid point that was not measured: not
    covered (`lookup` returns None with `beyond`), and the caller falls back to the fitted model, labelled.
 """
@@ -57,7 +61,7 @@ class Grid:
         """(latency in the table's unit or None where not covered, beyond): beyond is how far the point lies
         outside the measured range, as the largest ratio of asked to nearest measured coordinate (1.0 inside).
         Plain Python over lists (`_flat`): a point is a handful of scalars, where numpy's per-call cost dominates."""
-        axes, log_axes, strides, values = self._flat
+        axes, log_axes, strides, values, filled_beyond = self._flat
         corners = [(0, 1.0)]  # (flat index, weight) of the surrounding grid points, the last axis varying fastest
         scale, beyond = 1.0, 1.0
         for i, x in enumerate(point):
@@ -84,12 +88,34 @@ class Grid:
             if v != v:  # NaN: a surrounding point not measured
                 return None, float(beyond)
             total += weight * v
+            if filled_beyond[f] > beyond:
+                beyond = filled_beyond[f]
         return math.exp(total) * scale, float(beyond)
 
     @cached_property
-    def _flat(self) -> tuple[tuple[list[float], ...], tuple[list[float], ...], tuple[int, ...], list[float]]:
-        """(each axis, its logs, its stride in the flattened table, the flattened log latencies) as Python lists."""
+    def _flat(self) -> tuple[tuple[list[float], ...], tuple[list[float], ...], tuple[int, ...], list[float], list[float]]:
+        """(each axis, its logs, its stride in the flattened table, the flattened log latencies with each slice
+        filled past its largest measured token count (rule 2), how far each filled point lies past it (1.0 where
+        measured)) as Python lists."""
         shape = self.log_latency.shape
         strides = tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))  # C order, as ravel() flattens
+        filled, beyond = self._filled()
         return (tuple(a.tolist() for a in self.axes), tuple([math.log(v) for v in a.tolist()] for a in self.axes),
-                strides, self.log_latency.ravel().tolist())
+                strides, filled.ravel().tolist(), beyond.ravel().tolist())
+
+    def _filled(self) -> tuple[np.ndarray, np.ndarray]:
+        table, beyond = self.log_latency.copy(), np.ones_like(self.log_latency)
+        if self.token_axis is None:
+            return table, beyond
+        t = np.moveaxis(table, self.token_axis, -1)  # views: writing them fills `table` and `beyond`
+        b = np.moveaxis(beyond, self.token_axis, -1)
+        tokens = self.axes[self.token_axis]
+        for index in np.ndindex(t.shape[:-1]):
+            measured = np.flatnonzero(~np.isnan(t[index]))
+            if not len(measured):
+                continue
+            last = measured[-1]
+            past = np.arange(last + 1, len(tokens))
+            t[index][past] = t[index][last] + np.log(tokens[past] / tokens[last])
+            b[index][past] = tokens[past] / tokens[last]
+        return table, beyond
