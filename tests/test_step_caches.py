@@ -35,7 +35,10 @@ RECORDED = [
     (("kimi-k2", "sglang", 8, False, 0, 1, "decode", 32, 8192, 0, 1.4), 0.06221608072043527),
     (("kimi-k2", "trtllm", 8, False, 0, 8, "decode", 48, 4096, 0, None), 0.09452623654466874),
     (("deepseek-v3", "vllm", 1, False, 0, 1, "prefill", 8192, 2048, 0, None), 1.9305577907296363),
-    (("qwen3-235b-a22b", "sglang", 4, False, 0, 1, "decode", 100, 3000, 0, None), 0.06223939415354855),
+    # its grouped-query attention of 400 sequences of 3,000 keys lies past the largest batch the table measured at
+    # that context: since measured_grid's rule 2 holds within each slice, the table's time there (0.0622 s before,
+    # priced by the fitted model)
+    (("qwen3-235b-a22b", "sglang", 4, False, 0, 1, "decode", 100, 3000, 0, None), 0.06430500495794393),
     (("deepseek-v3.2", "sglang", 1, True, 0, 1, "prefill", 2048, 8192, 0, 1.2), 0.5529317702728461),
 ]
 
@@ -82,18 +85,17 @@ def test_grid_lookup_agrees_with_numpy_interpolation():
     """The plain-Python lookup against the rule written with numpy: inside, on grid points, past the token axis."""
     m, n = np.array([1.0, 4.0, 16.0, 64.0]), np.array([8.0, 32.0, 128.0])
     log_latency = np.log(np.outer(m ** 0.7, n ** 0.4) + 1.0)
-    log_latency[3, 2] = np.nan
+    log_latency[3, 2] = np.nan  # filled from m = 16 in its slice, linearly in m (rule 2 within a slice)
     grid = Grid(("m", "n"), (m, n), log_latency, 0)
+    log_latency = log_latency.copy()
+    log_latency[3, 2] = log_latency[2, 2] + np.log(64.0 / 16.0)
     for x, y in itertools.product((1.0, 3.0, 4.0, 50.0, 200.0, 0.5), (8.0, 20.0, 128.0, 100.0)):
         i, j = min(np.searchsorted(m, min(max(x, 1.0), 64.0)), 3), np.searchsorted(n, y)
         wx = 0.0 if m[i] == min(max(x, 1.0), 64.0) else np.log(m[i] / min(max(x, 1.0), 64.0)) / np.log(m[i] / m[i - 1])
         wy = 0.0 if n[j] == y else np.log(n[j] / y) / np.log(n[j] / n[j - 1])
         corners = [(i - (k > 0), j - (l > 0), (wx if k else 1 - wx) * (wy if l else 1 - wy)) for k in (0, 1) for l in (0, 1)]
-        values = [log_latency[a, b] for a, b, w in corners if w > 0]
         latency, beyond = grid.lookup((x, y))
-        if any(np.isnan(values)):
-            assert latency is None
-            continue
         expected = np.exp(sum(w * log_latency[a, b] for a, b, w in corners if w > 0)) * max(x / 64.0, 1.0)
         assert latency == pytest.approx(expected, rel=1e-12)
-        assert beyond == max(x / 64.0, 1.0 / x, 1.0)
+        filled = 4.0 if any(w > 0 and (a, b) == (3, 2) for a, b, w in corners) else 1.0
+        assert beyond == max(x / 64.0, 1.0 / x, filled, 1.0)
