@@ -116,7 +116,6 @@ class Serving:
     # why `engine` prices the operators where the spec named none (hwmodels.calibrate.engine_choice); "": it was named
     engine_note: str = ""
 
-
     def engine_terms(self) -> dict[str, float]:
         """What the engine sets in a StepContext beyond its operator costs (hwmodels.step.StepContext's fields)."""
         return dict(step_overhead_s=self.step_overhead_s, shared_expert_overlap=self.shared_expert_overlap,

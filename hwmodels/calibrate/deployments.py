@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from catalogs import CATALOG_DIR
 from hwmodels import catalog, safe_yaml
-from hwmodels.errors import InputError, validation_error
 from hwmodels.attention_kinds import Kind
+from hwmodels.errors import InputError, validation_error
 from hwmodels.expert_load import ExpertLoad
 from hwmodels.hardware import Cluster, instance_cluster
 from hwmodels.layout import Layout
