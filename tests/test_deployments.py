@@ -208,3 +208,22 @@ def test_what_an_entry_leaves_out_its_source_fills_in(shared_data, tmp_path):
     assert not any(a.startswith("offline benchmark") for a in steady.assumptions) and steady.error != row.error
 
 
+
+
+def test_tensorrt_llm_runs_hold_gpt_oss_sliding_layers_at_full_length(shared_data):
+    """TensorRT-LLM's KV pool keeps every layer at one window, the longest (catalogs/engine_kv.yaml): its perf
+    overview's gpt-oss rows say so and hold fewer sequences than the windows alone would; no other model's row does."""
+    from dataclasses import replace
+
+    from hwmodels.calibrate.deployments import build_scenario, load_entries
+    from hwmodels.serving import largest_batch_that_fits
+
+    path = shared_data / "published" / "deployments-trtllm-perf-overview.yaml"
+    for row in validate(path):
+        said = any("holds each sliding-window layer at 100% of the context" in a for a in row.assumptions)
+        assert said == ("gpt-oss" in row.id), row.id
+    entry = next(e for e in load_entries(path) if e.id == "trtllm-perf-overview-gpt-oss-120b-h200-1024-1024")
+    ctx = build_scenario(entry, entry.engine).context
+    assert ctx.sliding_kv_share == 1.0
+    held = {s: largest_batch_that_fits(replace(ctx, sliding_kv_share=s), 2048, 0.9, 2048) for s in (1.0, 0.0)}
+    assert held[1.0] < held[0.0]
