@@ -270,8 +270,8 @@ def build_scenario(d: ScenarioEntry, engine: EngineEntry | None = None) -> Scena
     if engine is not None:
         priced = "its measured kernel tables" if costs.measured is not None else "the fits (no measured tables of it here)"
         assumptions.append(f"served by {engine.name}" + (f" {engine.version}" if engine.version else "") + f": {priced}")
-        share = catalog.sliding_kv_share(engine.name) if arch.layers_of(Kind.SLIDING) else 0.0
-        if share:
+        share = catalog.sliding_kv_share(engine.name)  # as moeplan.spec sets Serving's, whatever the model
+        if share and arch.layers_of(Kind.SLIDING):
             assumptions.append(sliding_kv_note(engine.name, share))
     return Scenario(StepContext(arch, plan, cluster, layout, load, costs, sliding_kv_share=share), tuple(assumptions))
 
