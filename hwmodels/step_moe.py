@@ -77,15 +77,15 @@ def _routed_experts_s(ctx, tokens_per_device: float, phase: Phase, notes: _Layer
     grouped = "masked" if phase == Phase.DECODE else "contiguous"
     act = plan.combine.bytes_per_element
     expert_s = {}
-    # the measured MoE tables key a kernel by the tokens one device's MoE group brings (its attention rank's, or
-    # its MoE-TP group's where that spans ranks), every EP rank bringing as many: a device computes num_tokens x top_k
-    # pairs whatever the EP size (aiconfigurator-core's EP1 and EP32 rows at equal num_tokens take about the same
-    # time on one GB200), not the whole group's tokens
-    kernel_tokens = tokens_per_device * max(layout.tp, layout.moe_tp)
+    # the measured MoE tables key a kernel by the tokens entering the whole expert group (every attention rank's),
+    # of which one device computes num_tokens x top_k / ep pairs (hwmodels.calibrate.measured_costs, moe_perf);
+    # where the tokens arrive by DeepEP's all-to-all, the engine's DeepEP MoE table answers first
+    group_tokens = tokens_per_device * layout.tp * layout.dp
+    deepep = None if ep == 1 or (layout.dp == 1 and layout.tp > 1) else phase == Phase.DECODE
     for f in sorted(set(ctx.layer_factors)):
         # a measured table of the whole routed-expert kernel, at the busiest device's share of the tokens
-        measured = _moe_experts_op(ctx.costs, dev, kernel_tokens * f, d, moe.expert_intermediate_size, moe.top_k,
-                                   moe.num_experts, layout.moe_tp, ep, we)
+        measured = _moe_experts_op(ctx.costs, dev, group_tokens * f, d, moe.expert_intermediate_size, moe.top_k,
+                                   moe.num_experts, layout.moe_tp, ep, we, deepep)
         if measured is not None:
             expert_s[f] = measured.total_s
             notes.note(measured)

@@ -29,16 +29,18 @@ def test_every_scenario_is_reported(rows):
 
 # Where the model stands today (moeplan validate, each entry priced by the engine it names, on that engine's measured
 # tables where moeplan[measured] is installed): DeepSeek's two H800 profiles and SGLang's H100 decode within 10%;
-# SGLang's H100 prefill runs (EPLB on, as their source states) within 11% on SGLang's tables, 25% on the fitted
-# models. Two runs are outside the issue's 30%, each on an engine's kernels of its day rather than the hardware:
-# TensorRT-LLM's H200 aggregated run (+61%: its decode step, 88 ms by the published per-user rate, is 1.8x
-# moeplan's 49 ms) and SGLang's first GB200 decode (+48%, +66% fitted: "many kernels have yet to fully saturate the
-# GB200's memory bandwidth or computational capabilities", the source). Each bound guards against a regression; an
-# improvement passes. The issue's bar is the strict xfail below.
+# SGLang's H100 prefill runs (EPLB on, as their source states) within 20% on SGLang's tables (its DeepEP MoE table of
+# SGLang 0.5.10 at 32 ranks' tokens: the 4k run -19%, slower than the blog's SGLang of May 2025 measured), 25% on the
+# fitted models. Two runs are outside the issue's 30%, each on an engine's kernels of its day rather than the
+# hardware: TensorRT-LLM's H200 aggregated run (+26% on its tables, +61% fitted: its decode step, 88 ms by the
+# published per-user rate) and SGLang's first GB200 decode (+48%, +66% fitted: "many kernels have yet to fully
+# saturate the GB200's memory bandwidth or computational capabilities", the source). Each bound guards against a
+# regression; an improvement passes. The issue's bar is the strict xfail below.
 TABLES = measured_tables.database_root() is not None
 WITHIN_10_PERCENT = ("sglang-h100-decode", "deepseek-profile-prefill-h800", "deepseek-profile-decode-h800")
 WITHIN_25_PERCENT = ("sglang-h100-prefill-1k", "sglang-h100-prefill-2k", "sglang-h100-prefill-4k")
-EARLY_ENGINE_KERNELS_WITHIN = {"trtllm-h200-max-throughput": 0.70, "sglang-gb200-decode": 0.55 if TABLES else 0.75}
+EARLY_ENGINE_KERNELS_WITHIN = {"trtllm-h200-max-throughput": 0.30 if TABLES else 0.70,
+                               "sglang-gb200-decode": 0.55 if TABLES else 0.75}
 
 
 def test_error_today(rows):
@@ -49,14 +51,15 @@ def test_error_today(rows):
         assert abs(by_id[rid].error) <= 0.25, f"{rid}: {by_id[rid].error:+.1%}"
     for rid, bound in EARLY_ENGINE_KERNELS_WITHIN.items():
         assert abs(by_id[rid].error) <= bound, f"{rid}: {by_id[rid].error:+.1%}"
-    # on the engines' tables 8.5%; on the fitted models 22.4% (20.7% before MLA's q_a and kv_a became one GEMM, as the
-    # engines run them: it speeds up SGLang's H100 prefill, which the fitted models over-predict by 20-23%; 7.8% and
-    # 21.3% before CloudMatrix384's decode run was modelled, at -35.6%)
-    assert summary(rows)["median_abs_error"] <= (0.09 if TABLES else 0.23)
+    # on the engines' tables 10.1% (8.5% while the measured MoE tables were keyed by one rank's tokens); on the fitted
+    # models 22.4% (20.7% before MLA's q_a and kv_a became one GEMM, as the engines run them: it speeds up SGLang's
+    # H100 prefill, which the fitted models over-predict by 20-23%; 7.8% and 21.3% before CloudMatrix384's decode run
+    # was modelled, at -35.6%)
+    assert summary(rows)["median_abs_error"] <= (0.11 if TABLES else 0.23)
     assert not summary(rows)["not_modelled"]
     if TABLES:
         for rid in WITHIN_25_PERCENT:
-            assert abs(by_id[rid].error) <= 0.11, f"{rid}: {by_id[rid].error:+.1%}"
+            assert abs(by_id[rid].error) <= 0.20, f"{rid}: {by_id[rid].error:+.1%}"
     # DeepSeek's profiles were taken with perfectly balanced routing (deepseek-ai/profile-data README)
     for rid in ("deepseek-profile-prefill-h800", "deepseek-profile-decode-h800"):
         assert "every expert equally loaded, as the source measured" in by_id[rid].assumptions
@@ -67,8 +70,8 @@ def test_error_today(rows):
     assert any("closed loop" in a for a in by_id["trtllm-h200-max-throughput"].assumptions)
 
 
-@pytest.mark.xfail(strict=True, reason="issue bar not met: TensorRT-LLM H200 +61% and SGLang GB200 decode +48% (early "
-                   "kernels of their engines; bar 30%) and CloudMatrix384 decode -36% (its expert balancing not stated), though the median, 8.5% on the engines' tables, meets its 12%")
+@pytest.mark.xfail(strict=True, reason="issue bar not met: SGLang GB200 decode +48% (early kernels of its engine; bar 30%) "
+                   "and CloudMatrix384 decode -36% (its expert balancing not stated), though the median, 10.1% on the engines' tables, meets its 12%")
 def test_issue_error_bars(rows):
     for r in rows:
         if r.error is not None:

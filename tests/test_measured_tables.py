@@ -59,25 +59,23 @@ def test_a_balanced_moe_table_time_is_priced_for_randomly_routed_pairs():
     from hwmodels.calibrate.measured_costs import Measured
     from hwmodels.calibrate.operator_costs import _randomly_routed
 
-    experts, top_k = 256, 8
+    experts = 256
 
-    def table_s(tokens):  # a weight-streaming kernel: 10 us + 1 us per expert read, balanced
-        return 10e-6 + 1e-6 * min(experts, tokens * top_k)
+    def table_s(pairs):  # a weight-streaming kernel: 10 us + 1 us per expert read, balanced
+        return 10e-6 + 1e-6 * min(experts, pairs)
 
     read_s = 0.9e-6  # one expert's weights at the HBM peak: the table reads slower, so it did read them all
-    at = Measured(table_s(32), "measured")
-    random_read = experts * -math.expm1(-1.0)  # 32 tokens x 8 = 256 pairs on 256 experts: 162 read
-    priced = _randomly_routed(at, table_s, 32 * top_k, experts, top_k, read_s)
+    at = Measured(table_s(256), "measured")
+    random_read = experts * -math.expm1(-1.0)  # 256 pairs on 256 experts: 162 read
+    priced = _randomly_routed(at, table_s, 256, experts, read_s)
     assert priced.latency_s == pytest.approx(10e-6 + 1e-6 * random_read)
     assert "random routing" in priced.label
-    prefill = Measured(table_s(8192), "measured")  # 65,536 pairs: both read every expert
-    assert _randomly_routed(prefill, table_s, 8192 * top_k, experts, top_k, read_s).latency_s == \
-        pytest.approx(prefill.latency_s)
-    one = Measured(table_s(1), "measured")  # 8 pairs on 256 experts: both read about 8
-    assert _randomly_routed(one, table_s, top_k, experts, top_k, read_s).latency_s == \
-        pytest.approx(one.latency_s, rel=0.01)
+    prefill = Measured(table_s(65536), "measured")  # 65,536 pairs: both read every expert
+    assert _randomly_routed(prefill, table_s, 65536, experts, read_s).latency_s == pytest.approx(prefill.latency_s)
+    one = Measured(table_s(8), "measured")  # 8 pairs on 256 experts: both read about 8
+    assert _randomly_routed(one, table_s, 8, experts, read_s).latency_s == pytest.approx(one.latency_s, rel=0.01)
     # a table faster than reading every expert at the HBM peak did not read them all: kept as measured
-    assert _randomly_routed(at, table_s, 32 * top_k, experts, top_k, 2e-6).latency_s == at.latency_s
+    assert _randomly_routed(at, table_s, 256, experts, 2e-6).latency_s == at.latency_s
 
 
 @needs_package
@@ -486,3 +484,63 @@ def test_a_linear_attention_layer_is_priced_by_the_engines_measured_kernels():
             sources[engine] = dict((n, s) for n, s, _ in ctx.step(Phase.DECODE, 1.0, 2048).operator_sources)
         assert sources[measured_by]["linear_state_update"].startswith("measured:")
         assert "[fitted:" in sources[missed_by]["linear_state_update"]
+
+
+@needs_package
+def test_an_attention_dp_step_prices_its_experts_at_the_tokens_of_the_whole_expert_group():
+    """NVIDIA's collectors route a moe_perf row's num_tokens over every expert and time one rank's share, and the
+    package's own query scales an attention-DP rank's tokens by the DP size: DeepSeek-V3 decoding 512 sequences on
+    each of 8 H200s (attention DP8, EP8) costs every device TensorRT-LLM's table at 4,096 tokens, nearly twice its
+    time at 512; attention TP8 at the tokens of its one group (512: 64 per device in moeplan's count) at 512."""
+    from hwmodels import catalog
+    from hwmodels.calibrate.operator_costs import costs_for
+    from hwmodels.hardware import make_cluster
+    from hwmodels.layout import Layout
+    from hwmodels.precision import default_plan
+    from hwmodels.step import StepContext
+
+    arch, device = catalog.load_model("deepseek-v3"), catalog.load_device("h200-sxm")
+    costs = costs_for("h200-sxm", "trtllm")
+    moe = arch.moe
+    table = {n: costs.moe_experts(device, n, arch.hidden_size, moe.expert_intermediate_size, moe.top_k,
+                                  moe.num_experts, 1, 8, "fp8", 1.0).total_s for n in (512, 4096)}
+    assert table[4096] > 1.5 * table[512]
+    for tp, per_device, tokens in ((1, 512, 4096), (8, 64, 512)):
+        ctx = StepContext(arch, default_plan(arch.quantization_config, arch.torch_dtype),
+                          make_cluster(catalog.load_unit("hgx-h200"), units=1), Layout(tp=tp, dp=8 // tp), costs=costs)
+        step = ctx.step("decode", per_device, 2048)
+        assert step.breakdown_s["expert_gemm"] == pytest.approx(len(arch.moe_layers) * table[tokens], rel=1e-9)
+
+
+@needs_package
+def test_sglang_experts_behind_deepep_are_priced_by_its_deepep_moe_tables():
+    """SGLang measured its DeepEP MoE layer (DeepGEMM's masked grouped GEMM at decode, the contiguous one at prefill)
+    apart from its fused MoE kernel: an attention-DP layout's experts, whose tokens arrive by DeepEP, read those
+    tables; attention TP (no all-to-all) and TensorRT-LLM read moe_perf. vLLM measured no DeepEP MoE layer: its
+    experts behind DeepEP take the fitted DeepGEMM model's grouped GEMMs; Kimi K2's 384 experts, a shape SGLang's
+    DeepEP tables lack, too."""
+    from hwmodels import catalog
+    from hwmodels.calibrate.operator_costs import costs_for
+    from hwmodels.hardware import make_cluster
+    from hwmodels.layout import Layout
+    from hwmodels.precision import default_plan
+    from hwmodels.step import StepContext
+
+    cluster = make_cluster(catalog.load_unit("hgx-h200"), units=1)
+
+    def experts_source(engine, tp, phase, tokens, model="deepseek-v3"):
+        arch = catalog.load_model(model)
+        ctx = StepContext(arch, default_plan(arch.quantization_config, arch.torch_dtype), cluster,
+                          Layout(tp=tp, dp=8 // tp), costs=costs_for("h200-sxm", engine))
+        step = ctx.step(phase, tokens, 2048)
+        sources = {name: source for name, source, _ in step.operator_sources}
+        return sources["routed_experts"] if "routed_experts" in sources else "fitted: " + sources["experts_gate_up"]
+
+    assert "sglang" in experts_source("sglang", 1, "decode", 64) and \
+        "wideep_generation_moe_perf" in experts_source("sglang", 1, "decode", 64)
+    assert "wideep_context_moe_perf" in experts_source("sglang", 1, "prefill", 4096)
+    for engine, tp in (("sglang", 8), ("trtllm", 1)):
+        source = experts_source(engine, tp, "decode", 64)
+        assert source.startswith("measured:") and "moe_perf" in source and "wideep" not in source
+    for engine, model in (("vllm", "deepseek-v3"), ("sglang", "kimi-k2")):
+        assert experts_source(engine, 1, "decode", 64, model).startswith("fitted: DeepGEMM")

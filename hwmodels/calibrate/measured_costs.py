@@ -12,7 +12,14 @@ What each table's coordinates mean (NVIDIA's collectors, aiconfigurator_core/sdk
 - gemm_perf: one dense GEMM [m, k] x [k, n] per device, per `gemm_dtype`.
 - moe_perf: the routed experts of one MoE layer on one device (grouped GEMMs, activation, local permute),
   for `num_tokens` tokens entering the layer's expert-parallel group (each attention-DP rank's tokens,
-  summed), with `moe_tp_size` x `moe_ep_size` devices sharing the experts; `distribution` balanced.
+  summed), with `moe_tp_size` x `moe_ep_size` devices sharing the experts; `distribution` balanced. The
+  collectors (collector/trtllm/collect_moe.py, collector/sglang/collect_moe.py) route num_tokens over all the
+  experts and time rank 0's share, num_tokens x topk / moe_ep_size pairs, and the package's own query scales an
+  attention-DP rank's tokens by attention_dp_size (sdk/operations/moe_comm.py), so at equal num_tokens EP8 takes
+  about an eighth of EP1's time where the kernel is compute-bound (H200 TensorRT-LLM fp8_block, DeepSeek's shape,
+  16,384 tokens: 22.0 ms at EP1, 2.50 at EP8).
+- wideep_generation_moe_perf / wideep_context_moe_perf (SGLang): the same, for the DeepEP MoE layer (DeepGEMM's
+  masked grouped GEMM at decode, its contiguous one at prefill) that SGLang runs behind a DeepEP all-to-all.
 - generation_mla_perf / context_mla_perf: the MLA attention core of one layer on one device, `num_heads`
   heads on that device, `batch_size` sequences, KV length `step` (decode) or prompt length `isl` (prefill).
 - generation_attention_perf / context_attention_perf: the attention core of one layer of grouped-query (or
@@ -100,6 +107,18 @@ class MeasuredSource:
             other = self.moe(num_tokens, hidden, inter, topk, num_experts, moe_tp, moe_ep, MOE_ONLY_KERNEL[quant])
             return other if other.latency_s is not None else hit
         return hit
+
+    def deepep_moe(self, num_tokens: float, hidden: int, inter: int, topk: int, num_experts: int, moe_ep: int,
+                   quant: str, decode: bool) -> Measured:
+        """The routed experts of one layer behind DeepEP's all-to-all, as `moe` keys them: SGLang's DeepEP MoE
+        tables (measured for DeepSeek's expert shape alone); vLLM and TensorRT-LLM measured none."""
+        table = "wideep_generation_moe_perf" if decode else "wideep_context_moe_perf"
+        if self.engine != "sglang":
+            return Measured(None, f"no measured {table} for {self.engine}")
+        dtype = MOE_DTYPES.get(quant)
+        shape = (("moe_dtype", dtype), ("hidden_size", hidden), ("inter_size", inter), ("topk", topk),
+                 ("num_experts", num_experts), ("moe_tp_size", 1), ("moe_ep_size", moe_ep))
+        return self._lookup(table, dtype, shape, (("num_tokens",), "num_tokens"), (num_tokens,))
 
     def mla_decode(self, batch: float, context_tokens: float, heads_per_device: int, kv_quant: str) -> Measured:
         dtype = KV_DTYPES.get(kv_quant)

@@ -46,7 +46,8 @@ SYSTEMS = {"h100-sxm": "h100_sxm", "h200-sxm": "h200_sxm", "b200-sxm": "b200_sxm
 NVLINK_TWINS = {"gb200": "gb300", "gb300": "gb200", "b200_sxm": "b300_sxm", "b300_sxm": "b200_sxm",
                 "h100_sxm": "h200_sxm", "h200_sxm": "h100_sxm"}
 # table -> the op folder it lives in
-TABLE_FOLDERS = {"gemm_perf": "gemm", "moe_perf": "moe", "generation_mla_perf": "mla", "context_mla_perf": "mla",
+TABLE_FOLDERS = {"gemm_perf": "gemm", "moe_perf": "moe", "wideep_generation_moe_perf": "moe",
+                 "wideep_context_moe_perf": "moe", "generation_mla_perf": "mla", "context_mla_perf": "mla",
                  "generation_attention_perf": "attention", "context_attention_perf": "attention",
                  "custom_allreduce_perf": "comm", "gdn_perf": "linear_attention",
                  "kda_perf": "kda"}

@@ -43,6 +43,9 @@ from hwmodels.roofline import OpCost, roofline_cost
 from hwmodels.units import GB, TB, TFLOPS
 
 _KV_FORMATS = {DTYPES[name].bytes_per_element: name for name in ("fp8", "bf16")}  # KV cache bytes -> format
+# engines whose experts behind a DeepEP all-to-all are DeepGEMM's grouped GEMMs (SGLang --moe-a2a-backend deepep,
+# vLLM VLLM_ALL2ALL_BACKEND=deepep_*), not the fused kernel their moe_perf tables measured
+DEEPGEMM_BEHIND_DEEPEP = ("sglang", "vllm")
 
 
 @dataclass(frozen=True, eq=False)  # identity equality: it keys the step model's operator caches cheaply
@@ -76,10 +79,13 @@ class OperatorCosts:
 
     def moe_experts(self, device: Device, num_tokens: float, hidden: int, inter: int, top_k: int, num_experts: int,
                     moe_tp: int, moe_ep: int, quant: str, weight_bytes_per_element: float,
-                    name: str = "routed_experts") -> OpCost | None:
+                    name: str = "routed_experts", deepep_decode: bool | None = None) -> OpCost | None:
         """The routed experts of one MoE layer on one device from a measured table, or None where no table covers
         them (the step model then prices its grouped GEMMs with the fitted model). num_tokens: tokens entering
-        the layer's expert group; the device holds num_experts / moe_ep experts, each 1 / moe_tp of its width."""
+        the layer's expert group; the device holds num_experts / moe_ep experts, each 1 / moe_tp of its width.
+        deepep_decode: the tokens arrive by DeepEP's all-to-all (True at decode, False at prefill; None: they do
+        not); SGLang's and vLLM's experts then are their DeepEP MoE layer (MeasuredSource.deepep_moe),
+        TensorRT-LLM's the CUTLASS kernel its moe_perf table measured, which computes only a rank's own pairs."""
         if self.measured is None and self.profile is None:
             return None
         pairs = num_tokens * top_k / moe_ep  # (token, expert) pairs on this device's experts
@@ -97,12 +103,18 @@ class OperatorCosts:
             missed = hit
         if self.measured is None:
             return None  # the step model prices the grouped GEMMs, labelled as the profile's miss
-        hit = self.measured.moe(num_tokens, hidden, inter, top_k, num_experts, moe_tp, moe_ep, quant)
+        def table(tokens: float) -> Measured:
+            if deepep_decode is not None and moe_tp == 1 and self.measured.engine in DEEPGEMM_BEHIND_DEEPEP:
+                # their moe_perf kernel runs on every gathered token (the masked pairs cost it time: vLLM's EP128 row
+                # at 8,192 tokens takes 1/8 of its EP1 row, not 1/128); behind DeepEP they run DeepGEMM's grouped
+                # GEMMs on the pairs a rank receives: SGLang's DeepEP MoE table, else the fitted DeepGEMM model
+                return self.measured.deepep_moe(tokens, hidden, inter, top_k, num_experts, moe_ep, quant, deepep_decode)
+            return self.measured.moe(tokens, hidden, inter, top_k, num_experts, moe_tp, moe_ep, quant)
+
+        hit = table(num_tokens)
         if hit.latency_s is None:
             return None
-        hit = _randomly_routed(hit, lambda tokens: self.measured.moe(tokens, hidden, inter, top_k, num_experts, moe_tp,
-                                                                      moe_ep, quant).latency_s,
-                               num_tokens * top_k, num_experts / moe_ep, top_k,
+        hit = _randomly_routed(hit, lambda pairs: table(pairs * moe_ep / top_k).latency_s, pairs, num_experts / moe_ep,
                                3 * hidden * width * weight_bytes_per_element / device.hbm_bytes_per_s)
         cost = _priced(floor, hit)
         return cost if missed is None else replace(cost, source=f"{cost.source} [{missed.label}]")
@@ -270,7 +282,7 @@ def _profiled(cost: OpCost, hit: Measured) -> OpCost:
     return _priced(cost, hit)
 
 
-def _randomly_routed(hit: Measured, table_s, pairs: float, experts: float, top_k: int, expert_read_s: float) -> Measured:
+def _randomly_routed(hit: Measured, table_s, pairs: float, experts: float, expert_read_s: float) -> Measured:
     """A measured MoE time for pairs that land on a device's experts at random, as a router's choices for the
     benchmark's random prompts do, from the package's `balanced` rows, which spread the table's num_tokens x top_k
     pairs evenly (ai-dynamo/aiconfigurator collector, `balanced_logits`: token i takes the experts
@@ -282,17 +294,18 @@ def _randomly_routed(hit: Measured, table_s, pairs: float, experts: float, top_k
     experts (balanced reads all, random 63%), nothing where either is far larger. A table whose time with a pair for
     every expert is below the time to read them all at the HBM peak did not read them all (SGLang's B200 table of
     DeepSeek-V3, whose flashinfer trtllm-gen kernel takes the router logits and likely routes by groups): it is kept.
-    table_s(num_tokens): the table's seconds (None outside it); pairs: the table's pairs on one device
-    (num_tokens x top_k); experts: the device's; expert_read_s: one expert's weights read at the HBM peak."""
+    table_s(pairs): the table's seconds where one device's experts take that many pairs (None outside it); pairs:
+    the table's pairs on one device (num_tokens x top_k / moe_ep); experts: the device's; expert_read_s: one
+    expert's weights read at the HBM peak."""
     if hit.latency_s is None or pairs <= 0 or experts <= 0:
         return hit
-    every = table_s(experts / top_k)
+    every = table_s(experts)
     if every is None or every < experts * expert_read_s:
         return hit
     balanced, random = min(experts, pairs), experts * -math.expm1(-pairs / experts)
     if balanced - random < 1e-6 * experts:
         return hit
-    more, fewer = table_s(balanced / top_k), table_s(random / top_k)
+    more, fewer = table_s(balanced), table_s(random)
     if more is None or fewer is None or more <= fewer:
         return hit
     idle_s = min(more - fewer, hit.latency_s)
