@@ -48,14 +48,17 @@ def test_the_stored_fit_is_what_fitting_gives_today(observed):
     assert report["fitted_tpot_median_abs_error"] <= report["no_overlap_tpot_median_abs_error"]
 
 
-def test_held_out_configurations_are_never_fitted(observed):
-    """The folds split by configuration: a fit on the rows of some configurations, scored on the others, and
-    the held-out TTFT error is reported above the in-sample one (the honest figure)."""
+def test_held_out_configurations_are_never_fitted(observed, monkeypatch):
+    """The folds split by configuration: each fit sees the rows of some configurations and is scored on the others,
+    every configuration scored once. (The pooled held-out median may still come out below the in-sample one: each
+    engine's constants minimise its own rows' median, not the pooled one.)"""
+    fitted_on, fit_of = [], closed_loop_fit.fit
+    monkeypatch.setattr(closed_loop_fit, "fit", lambda obs: fitted_on.append(set(obs.configuration)) or fit_of(obs))
     report = closed_loop_fit.cross_validate(observed, folds=5, seed=0)
-    fit = closed_loop_fit.fit(observed)
-    steps = closed_loop_fit.step_constants(fit)
-    in_sample = float(np.median(closed_loop_fit._errors(observed, fit.startup_share, dict(fit.request_overhead_s), steps)))
-    assert report["ttft_median_abs_error"] >= in_sample
+    everything = set(observed.configuration)
+    held_out = [everything - seen for seen in fitted_on]
+    assert len(fitted_on) == 5 and all(held_out) and set().union(*held_out) == everything
+    assert sum(len(h) for h in held_out) == len(everything)  # disjoint: every configuration held out once
     assert report["tpot_median_abs_error"] < float(np.median(closed_loop_fit._tpot_errors(observed,
                                                                                           closed_loop_fit.NO_STEP_CONSTANTS)))
     assert {f"{e}_{m}_median_abs_error" for e in ("sglang", "trtllm", "vllm") for m in ("ttft", "tpot")} <= set(report)

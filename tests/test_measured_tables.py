@@ -544,3 +544,26 @@ def test_sglang_experts_behind_deepep_are_priced_by_its_deepep_moe_tables():
         assert source.startswith("measured:") and "moe_perf" in source and "wideep" not in source
     for engine, model in (("vllm", "deepseek-v3"), ("sglang", "kimi-k2")):
         assert experts_source(engine, 1, "decode", 64, model).startswith("fitted: DeepGEMM")
+
+
+@needs_package
+def test_sglangs_deepep_moe_tables_interpolate_over_the_ep_size():
+    """At equal tokens a rank's pairs and experts both go as 1 / EP: SGLang's B200 DeepEP table, which measured EP4
+    and EP16 but not EP8, answers EP8 by log-linear interpolation between them (exactly their geometric mean at the
+    same tokens), and nothing outside the EP sizes it measured."""
+    import math
+
+    from hwmodels.calibrate.measured_costs import MeasuredSource
+
+    source = MeasuredSource("b200_sxm", "sglang")
+    table = measured_tables.table_path("b200_sxm", "sglang", "wideep_generation_moe_perf", "0.5.10")
+    assert 8 not in set(measured_tables.load_table(table)["moe_ep_size"])
+
+    def at(ep):
+        return source.deepep_moe(512, 7168, 2048, 8, 256, ep, "fp8", True)
+
+    four, eight, sixteen = at(4), at(8), at(16)
+    assert eight.label.startswith("measured:") and "wideep_generation_moe_perf" in eight.label
+    assert eight.latency_s == pytest.approx(math.sqrt(four.latency_s * sixteen.latency_s), rel=1e-9)
+    assert sixteen.latency_s < eight.latency_s < four.latency_s
+    assert at(1).latency_s is None and at(512).latency_s is None

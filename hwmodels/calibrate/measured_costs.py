@@ -111,14 +111,17 @@ class MeasuredSource:
     def deepep_moe(self, num_tokens: float, hidden: int, inter: int, topk: int, num_experts: int, moe_ep: int,
                    quant: str, decode: bool) -> Measured:
         """The routed experts of one layer behind DeepEP's all-to-all, as `moe` keys them: SGLang's DeepEP MoE
-        tables (measured for DeepSeek's expert shape alone); vLLM and TensorRT-LLM measured none."""
+        tables (measured for DeepSeek's expert shape alone); vLLM and TensorRT-LLM measured none. The EP size is an
+        axis of the interpolation, not a selection (the tables measured EP 2 to 256 but not every size, GB200 and
+        B200 no EP8): at equal num_tokens a rank's pairs and its experts both go as 1 / EP, so the time is a power
+        of EP whichever bounds the kernel, and log-linear interpolation between measured sizes is exact for it."""
         table = "wideep_generation_moe_perf" if decode else "wideep_context_moe_perf"
         if self.engine != "sglang":
             return Measured(None, f"no measured {table} for {self.engine}")
         dtype = MOE_DTYPES.get(quant)
         shape = (("moe_dtype", dtype), ("hidden_size", hidden), ("inter_size", inter), ("topk", topk),
-                 ("num_experts", num_experts), ("moe_tp_size", 1), ("moe_ep_size", moe_ep))
-        return self._lookup(table, dtype, shape, (("num_tokens",), "num_tokens"), (num_tokens,))
+                 ("num_experts", num_experts), ("moe_tp_size", 1))
+        return self._lookup(table, dtype, shape, (("moe_ep_size", "num_tokens"), "num_tokens"), (moe_ep, num_tokens))
 
     def mla_decode(self, batch: float, context_tokens: float, heads_per_device: int, kv_quant: str) -> Measured:
         dtype = KV_DTYPES.get(kv_quant)
