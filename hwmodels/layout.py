@@ -65,6 +65,12 @@ class Layout:
     def ep(self) -> int:
         return self.ffn_devices or self.tp * self.dp // self.moe_tp
 
+    @property
+    def tp_over_group(self) -> bool:
+        """Attention tensor-parallel over the whole group, no attention DP: every device holds every token after the
+        attention's all-reduce, so the experts take no all-to-all (their outputs are summed by one more all-reduce)."""
+        return self.dp == 1 and self.tp > 1
+
     def name(self, is_moe: bool = True) -> str:
         parts = [f"TP{self.tp}" if self.tp > 1 or self.dp == 1 else "", f"DP{self.dp}" if self.dp > 1 else ""]
         attention = " x ".join(p for p in parts if p) + " attention"

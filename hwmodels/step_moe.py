@@ -54,7 +54,7 @@ def _router_and_shared(ctx, tokens_per_device: float) -> tuple[_Layer, float]:
     if moe.shared_intermediate_size:
         ws, width, act = plan.of("shared_experts"), moe.shared_intermediate_size, plan.combine.bytes_per_element
         rows = tokens_per_device
-        if layout.dp == 1 and layout.tp > 1:  # sharded like a dense MLP over the TP group, summed by the MoE all-reduce
+        if layout.tp_over_group:  # sharded like a dense MLP over the TP group, summed by the MoE all-reduce
             rows, width = tokens_per_device * layout.tp, width // layout.tp
         fixed.quantize_input("shared_expert", rows, d, ws)
         fixed.gemm("shared_expert", rows, 2 * width, d, ws, "shared_gate_up")
@@ -81,7 +81,7 @@ def _routed_experts_s(ctx, tokens_per_device: float, phase: Phase, notes: _Layer
     # of which one device computes num_tokens x top_k / ep pairs (hwmodels.calibrate.measured_costs, moe_perf);
     # where the tokens arrive by DeepEP's all-to-all, the engine's DeepEP MoE table answers first
     group_tokens = tokens_per_device * layout.tp * layout.dp
-    deepep = None if ep == 1 or (layout.dp == 1 and layout.tp > 1) else phase == Phase.DECODE
+    deepep = None if ep == 1 or layout.tp_over_group else "generation" if phase == Phase.DECODE else "context"
     for f in sorted(set(ctx.layer_factors)):
         # a measured table of the whole routed-expert kernel, at the busiest device's share of the tokens
         measured = _moe_experts_op(ctx.costs, dev, group_tokens * f, d, moe.expert_intermediate_size, moe.top_k,
@@ -126,7 +126,7 @@ def moe_terms(ctx, tokens_per_device: float, phase: Phase) -> MoETerms:
     # (an all-reduce of the group's tokens; with attention DP, an all-gather before and a reduce-scatter after,
     # which move the same bytes)
     tp_reduce_s = 0.0
-    if layout.dp == 1 and layout.tp > 1:
+    if layout.tp_over_group:
         # attention tensor-parallel over the whole group: after its all-reduce every device holds every token, runs
         # its own experts (or expert slices) on them and one all-reduce sums the outputs, with no all-to-all
         # (TensorRT-LLM's MoE without enable_attention_dp, vLLM's and SGLang's expert parallelism without DP
@@ -178,7 +178,7 @@ def afd_moe(ctx, tokens_per_device: float, phase: Phase) -> MoETerms:
     ffn_tokens = tokens_per_device * layout.attention_devices / layout.ffn_devices
     expert_s = _routed_experts_s(replace(ctx, layout=ffn_layout), ffn_tokens, phase, fixed)
     shared_s, sources = fixed.compute_s - router_s, set(fixed.sources)
-    if layout.dp == 1 and layout.tp > 1 and moe.shared_intermediate_size:
+    if layout.tp_over_group and moe.shared_intermediate_size:
         # TP attention shards the shared experts like a dense MLP: their partial sums take an all-reduce
         reduce = ctx.costs.allreduce(cluster, layout.tp, tokens_per_device * layout.tp * ctx.arch.hidden_size
                                      * plan.combine.bytes_per_element)

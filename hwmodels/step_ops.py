@@ -47,10 +47,10 @@ def _gemm_cached(costs: OperatorCosts, device, m: int, n: int, k: int, scheme: Q
 @lru_cache(maxsize=1 << 14)
 def _moe_experts_op(costs: OperatorCosts, device, num_tokens: float, hidden: int, inter: int, top_k: int,
                     num_experts: int, moe_tp: int, moe_ep: int, scheme: QuantScheme,
-                    deepep_decode: bool | None = None) -> OpCost | None:
+                    deepep_phase: str | None = None) -> OpCost | None:
     scheme = served(scheme, device)
     return costs.moe_experts(device, num_tokens, hidden, inter, top_k, num_experts, moe_tp, moe_ep, scheme.name,
-                             _weight_bytes_per_element(scheme, inter, hidden), deepep_decode=deepep_decode)
+                             _weight_bytes_per_element(scheme, inter, hidden), deepep_phase=deepep_phase)
 
 
 # memory-bound kernels recur with the same sizes across the layouts a search scores, like the GEMM shapes

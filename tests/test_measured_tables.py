@@ -560,7 +560,7 @@ def test_sglangs_deepep_moe_tables_interpolate_over_the_ep_size():
     assert 8 not in set(measured_tables.load_table(table)["moe_ep_size"])
 
     def at(ep):
-        return source.deepep_moe(512, 7168, 2048, 8, 256, ep, "fp8", True)
+        return source.deepep_moe(512, 7168, 2048, 8, 256, ep, "fp8", "generation")
 
     four, eight, sixteen = at(4), at(8), at(16)
     assert eight.label.startswith("measured:") and "wideep_generation_moe_perf" in eight.label

@@ -109,13 +109,14 @@ class MeasuredSource:
         return hit
 
     def deepep_moe(self, num_tokens: float, hidden: int, inter: int, topk: int, num_experts: int, moe_ep: int,
-                   quant: str, decode: bool) -> Measured:
-        """The routed experts of one layer behind DeepEP's all-to-all, as `moe` keys them: SGLang's DeepEP MoE
-        tables (measured for DeepSeek's expert shape alone); vLLM and TensorRT-LLM measured none. The EP size is an
-        axis of the interpolation, not a selection (the tables measured EP 2 to 256 but not every size, GB200 and
-        B200 no EP8): at equal num_tokens a rank's pairs and its experts both go as 1 / EP, so the time is a power
-        of EP whichever bounds the kernel, and log-linear interpolation between measured sizes is exact for it."""
-        table = "wideep_generation_moe_perf" if decode else "wideep_context_moe_perf"
+                   quant: str, phase: str) -> Measured:
+        """The routed experts of one layer behind DeepEP's all-to-all in `phase` (generation or context), as `moe` keys
+        them: SGLang's DeepEP MoE tables (measured for DeepSeek's expert shape alone); vLLM and TensorRT-LLM measured
+        none. The EP size is an axis of the interpolation, not a selection (the tables measured EP 2 to 256 but not
+        every size, GB200 and B200 no EP8): at equal num_tokens a rank's pairs and its experts both go as 1 / EP, so
+        the time is a power of EP whichever bounds the kernel, and log-linear interpolation between measured sizes is
+        exact for it."""
+        table = f"wideep_{phase}_moe_perf"
         if self.engine != "sglang":
             return Measured(None, f"no measured {table} for {self.engine}")
         dtype = MOE_DTYPES.get(quant)

@@ -79,11 +79,11 @@ class OperatorCosts:
 
     def moe_experts(self, device: Device, num_tokens: float, hidden: int, inter: int, top_k: int, num_experts: int,
                     moe_tp: int, moe_ep: int, quant: str, weight_bytes_per_element: float,
-                    name: str = "routed_experts", deepep_decode: bool | None = None) -> OpCost | None:
+                    name: str = "routed_experts", deepep_phase: str | None = None) -> OpCost | None:
         """The routed experts of one MoE layer on one device from a measured table, or None where no table covers
         them (the step model then prices its grouped GEMMs with the fitted model). num_tokens: tokens entering
         the layer's expert group; the device holds num_experts / moe_ep experts, each 1 / moe_tp of its width.
-        deepep_decode: the tokens arrive by DeepEP's all-to-all (True at decode, False at prefill; None: they do
+        deepep_phase: "generation" or "context" where the tokens arrive by DeepEP's all-to-all (None: they do
         not); SGLang's and vLLM's experts then are their DeepEP MoE layer (MeasuredSource.deepep_moe),
         TensorRT-LLM's the CUTLASS kernel its moe_perf table measured, which computes only a rank's own pairs."""
         if self.measured is None and self.profile is None:
@@ -104,11 +104,11 @@ class OperatorCosts:
         if self.measured is None:
             return None  # the step model prices the grouped GEMMs, labelled as the profile's miss
         def table(tokens: float) -> Measured:
-            if deepep_decode is not None and moe_tp == 1 and self.measured.engine in DEEPGEMM_BEHIND_DEEPEP:
+            if deepep_phase and moe_tp == 1 and self.measured.engine in DEEPGEMM_BEHIND_DEEPEP:
                 # their moe_perf kernel runs on every gathered token (the masked pairs cost it time: vLLM's EP128 row
                 # at 8,192 tokens takes 1/8 of its EP1 row, not 1/128); behind DeepEP they run DeepGEMM's grouped
                 # GEMMs on the pairs a rank receives: SGLang's DeepEP MoE table, else the fitted DeepGEMM model
-                return self.measured.deepep_moe(tokens, hidden, inter, top_k, num_experts, moe_ep, quant, deepep_decode)
+                return self.measured.deepep_moe(tokens, hidden, inter, top_k, num_experts, moe_ep, quant, deepep_phase)
             return self.measured.moe(tokens, hidden, inter, top_k, num_experts, moe_tp, moe_ep, quant)
 
         hit = table(num_tokens)
