@@ -17,6 +17,8 @@
   rank, so all ranks prefill in the same steps (`lockstep_aggregated_performance`).
   An offline benchmark (trtllm-bench throughput: a fixed number of equal-length requests, all queued at the
   start) runs the same schedule from an empty engine to its last request (`offline_performance`).
+  Both take the engine's captured CUDA-graph batch sizes where a run states them: a step that only decodes runs
+  at the smallest that holds its batch, the rest dummy requests of one token (`padded_decode_step`).
 Cost per million tokens = price per device-hour / (tokens/s per device x 3600) x 1e6.
 """
 
@@ -112,8 +114,26 @@ def aggregated_performance(ctx: StepContext, batch_per_device: int, input_tokens
                        prefill_s / per_output_token_s)
 
 
+DUMMY_CONTEXT_TOKENS = 1  # a padding request's KV length (TensorRT-LLM's CUDA-graph dummy: one token, no drafts)
+
+
+def padded_decode_step(ctx: StepContext, sequences: float, context_tokens: float,
+                       graph_batches: tuple[int, ...] = ()) -> StepCost:
+    """A step in which every rank only decodes `sequences` (per device), each with `context_tokens` of KV, run as the
+    CUDA graph of the smallest of `graph_batches` (per rank) that holds them: the padding requests cost every
+    operator their rows and attention one token each (hwmodels/calibrate/trtllm_bench.py says when an engine pads).
+    No captured size holds them, or none given: the step as it is."""
+    tp = ctx.layout.tp
+    padded = next((b / tp for b in graph_batches if b >= sequences * tp), sequences)
+    if padded <= sequences:
+        return ctx.step(Phase.DECODE, sequences, context_tokens)
+    mean_context = (sequences * context_tokens + (padded - sequences) * DUMMY_CONTEXT_TOKENS) / padded
+    return ctx.step(Phase.DECODE, padded, mean_context)
+
+
 def lockstep_aggregated_performance(ctx: StepContext, batch_per_device: int, input_tokens: int, output_tokens: int,
-                                    hbm_utilization: float, step_token_budget: int) -> Performance:
+                                    hbm_utilization: float, step_token_budget: int,
+                                    graph_batches: tuple[int, ...] = ()) -> Performance:
     """Steady state of a closed loop of equal-length requests with every rank's batch full.
 
     A rank admits a request when a slot frees; a step carries at most `step_token_budget` tokens per rank,
@@ -124,7 +144,8 @@ def lockstep_aggregated_performance(ctx: StepContext, batch_per_device: int, inp
     the same step finish in the same step, and every rank runs the same schedule: per slot lifetime
     (prefill steps + output - 1 steps) the group makes `mixed` steps that prefill on every rank while the
     other sequences decode, and plain decode steps otherwise. A mixed step is priced as a prefill step
-    plus a decode step of the sequences still decoding: an upper bound, as both read the expert weights.
+    plus a decode step of the sequences still decoding: an upper bound, as both read the expert weights. A plain
+    decode step runs at the CUDA-graph batch that holds it (`graph_batches`, per attention rank; none: unpadded).
     """
     batch, budget = batch_per_device, step_token_budget
     if budget <= batch:
@@ -141,7 +162,7 @@ def lockstep_aggregated_performance(ctx: StepContext, batch_per_device: int, inp
     lifetime = steps_per_prompt + output_tokens - 1  # steps a slot is held
     mixed = min(prefill_steps, lifetime)
     context = input_tokens + output_tokens / 2
-    decode = ctx.step(Phase.DECODE, batch, context)
+    decode = padded_decode_step(ctx, batch, context, graph_batches)
     prefill = ctx.step(Phase.PREFILL, chunk, input_tokens)
     decode_beside = ctx.step(Phase.DECODE, batch - prompts, context) if batch > prompts else None
     mixed_s = prefill.time_s + (decode_beside.time_s if decode_beside else 0.0)
@@ -152,7 +173,8 @@ def lockstep_aggregated_performance(ctx: StepContext, batch_per_device: int, inp
 
 
 def offline_performance(ctx: StepContext, requests_per_rank: int, batch_per_rank: int, input_tokens: int,
-                        output_tokens: int, hbm_utilization: float, max_num_tokens: int, chunked: bool = False) -> Performance:
+                        output_tokens: int, hbm_utilization: float, max_num_tokens: int, chunked: bool = False,
+                        graph_batches: tuple[int, ...] = ()) -> Performance:
     """Output tokens per second per device over an offline run: `requests_per_rank` equal-length requests queued at
     the start on every attention rank, the whole run from the first step to the last token (trtllm-bench's "per
     GPU output throughput": total output tokens over total latency).
@@ -161,8 +183,9 @@ def offline_performance(ctx: StepContext, requests_per_rank: int, batch_per_rank
     token of each running sequence and, in the `max_num_tokens` left beside them, prompts in arrival order while
     a slot of `batch_per_rank` is free: whole prompts only, unless `chunked`. A prompt's last prefill step makes
     its first token; it decodes the rest one per step. A step that prefills is priced as a prefill step plus a
-    decode step of the sequences running beside it, as in `lockstep_aggregated_performance`. Its ramp-up and
-    drain count: a run of about one batch per rank spends a large share of its steps at part batch."""
+    decode step of the sequences running beside it, as in `lockstep_aggregated_performance`; a step that only
+    decodes, at the CUDA-graph batch that holds it (`graph_batches`, per rank). Its ramp-up and drain count: a run
+    of about one batch per rank spends a large share of its steps at part batch."""
     if batch_per_rank < 1 or requests_per_rank < 1:
         raise InputError("workload.requests", "no request or no slot to run", "give at least one request and one slot")
     if not chunked and input_tokens > max_num_tokens:
@@ -171,9 +194,14 @@ def offline_performance(ctx: StepContext, requests_per_rank: int, batch_per_rank
     tp, context = ctx.layout.tp, input_tokens + output_tokens / 2
 
     @lru_cache(maxsize=None)
+    def beside_s(running: int) -> float:  # the decode half of a step that also prefills: eager, unpadded
+        return ctx.step(Phase.DECODE, running / tp, context).time_s if running else 0.0
+
+    @lru_cache(maxsize=None)
     def step_s(prefill_tokens: int, running: int) -> float:
-        t = ctx.step(Phase.PREFILL, prefill_tokens / tp, input_tokens).time_s if prefill_tokens else 0.0
-        return t + (ctx.step(Phase.DECODE, running / tp, context).time_s if running else 0.0)
+        if not prefill_tokens:
+            return padded_decode_step(ctx, running / tp, context, graph_batches).time_s
+        return ctx.step(Phase.PREFILL, prefill_tokens / tp, input_tokens).time_s + beside_s(running)
 
     def priced(running: int) -> int:  # within 1.6% above 64 sequences: one step price per 1/64 of an octave
         return running if running <= 64 else running >> (running.bit_length() - 7) << (running.bit_length() - 7)
@@ -199,7 +227,7 @@ def offline_performance(ctx: StepContext, requests_per_rank: int, batch_per_rank
         repeats = finishing[0][0] - step + 1 if not prefilled else 1
         s = step_s(prefilled, priced(running))
         elapsed_s += repeats * s
-        prefill_s += s - (step_s(0, priced(running)) if running else 0.0) if prefilled else 0.0
+        prefill_s += s - beside_s(priced(running)) if prefilled else 0.0
         held += repeats * s * (running + started + (1 if partial else 0))
         tokens += repeats * running + started
         if started and output_tokens > 1:

@@ -191,19 +191,23 @@ def test_what_an_entry_leaves_out_its_source_fills_in(shared_data, tmp_path):
     requests = {"1024-1024": 3000, "8192-1024": 1500, "1024-8192": 1500}
     for row in by_id.values():
         n = requests[row.id.rsplit("-", 2)[1] + "-" + row.id.rsplit("-", 1)[1]]
-        assert f"requests {n}, as its source states" in row.assumptions[0]
+        assert f"requests {n}; cuda_graph_batch_sizes [1, 2, 4" in row.assumptions[0]
+        assert "as its source states" in row.assumptions[0]
+        assert any(a.startswith("a step that only decodes runs as the CUDA graph") for a in row.assumptions)
         assert any(a.startswith(f"offline benchmark: {n} requests queued at the start") for a in row.assumptions)
         assert any(a.startswith("max batch and tokens per step not stated") and "trtllm-bench" in a for a in row.assumptions)
     entry = next(d for d in yaml.safe_load(path.read_text())["deployments"] if d["id"].endswith("qwen3-235b-h200-1024-1024"))
-    own = tmp_path / "own.yaml"  # an entry that states its precision and requests keeps them, part by part
+    own = tmp_path / "own.yaml"  # an entry that states its precision, requests and graphs keeps them, part by part
     every_part = dict.fromkeys(("routed_experts", "shared_experts", "dense_mlp", "attention"), "bf16")
     partly = {"routed_experts": "bf16"}
     own.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [
-        entry | {"id": entry["id"], "precision": p, "workload": entry["workload"] | {"requests": 100}}
+        entry | {"id": entry["id"], "precision": p,
+                 "workload": entry["workload"] | {"requests": 100, "cuda_graph_batch_sizes": [8, 16, 8192]}}
         for p in (every_part, partly)]}))
     row, partial = validate(own)
     assert not any(a.startswith("not stated in the entry") for a in row.assumptions)
     assert any(a.startswith("offline benchmark: 100 requests") for a in row.assumptions)
+    assert any("(8, 16, 384 per attention rank)" in a for a in row.assumptions)  # the largest: the max batch
     assert partial.assumptions[0].startswith("not stated in the entry: precision shared_experts fp8_tensor, dense_mlp "
                                              "fp8_tensor, attention fp8_tensor, as its source states")
     unamended = tmp_path / "unamended.yaml"  # the same run, read as a steady state rather than its whole run

@@ -15,7 +15,7 @@ from hwmodels.expert_load import ExpertLoad
 from hwmodels.speculation import Speculation
 from hwmodels.serving import (aggregated_performance, decode_performance, largest_batch_that_fits,
                               lockstep_aggregated_performance, offline_performance, one_rank_prefill_step,
-                              prefill_performance, usd_per_million_tokens)
+                              padded_decode_step, prefill_performance, usd_per_million_tokens)
 from hwmodels.step import COMPONENTS, StepContext, lockstep_time_s
 
 
@@ -147,6 +147,30 @@ def test_offline_run_by_hand(kimi_128_h200):
     assert 0 < chunked < offline_performance(ctx, 8, 128, 1024, 2048, 0.9, 1151).tokens_per_s_per_device
     with pytest.raises(InputError, match="workload.requests"):
         offline_performance(ctx, 0, 128, 1024, 2048, 0.9, 1151)
+
+
+def test_a_decode_step_runs_as_the_cuda_graph_that_holds_it(kimi_128_h200):
+    """Padding requests of one token each fill a decode step up to the captured batch size: every operator runs
+    their rows, attention reads one token of KV for each."""
+    arch, plan, cluster = kimi_128_h200
+    ctx = StepContext(arch, plan, cluster, Layout(1, 128))
+    graphs = (64, 128, 256)
+    padded = padded_decode_step(ctx, 100, 2048, graphs)
+    assert padded.tokens_per_device == 128
+    assert padded.time_s == pytest.approx(ctx.step("decode", 128, (100 * 2048 + 28 * 1) / 128).time_s)
+    assert ctx.step("decode", 100, 2048).time_s < padded.time_s < ctx.step("decode", 128, 2048).time_s
+    for unpadded in ((), (64,), (100, 128)):  # none captured, none holds it, or one fits exactly
+        assert padded_decode_step(ctx, 100, 2048, unpadded).time_s == ctx.step("decode", 100, 2048).time_s
+    # an offline run's decode-only steps pay the padding (its ramp-up and drain run part batches too); a graph
+    # captured at every batch size pads nothing
+    args = (ctx, 300, 100, 1024, 2048, 0.9, 1151)
+    assert offline_performance(*args, graph_batches=graphs).tokens_per_s_per_device < \
+        offline_performance(*args).tokens_per_s_per_device
+    assert offline_performance(*args, graph_batches=tuple(range(1, 101))).tokens_per_s_per_device == \
+        pytest.approx(offline_performance(*args).tokens_per_s_per_device)
+    closed = (ctx, 100, 1024, 2048, 0.9, 1151)
+    assert lockstep_aggregated_performance(*closed, graph_batches=graphs).tokens_per_s_per_device < \
+        lockstep_aggregated_performance(*closed).tokens_per_s_per_device
 
 
 def test_cost_per_million_tokens_by_hand():

@@ -4,7 +4,7 @@ import pytest
 
 from hwmodels import catalog
 from hwmodels.arithmetic import params_by_part, total_params
-from hwmodels.calibrate.trtllm_bench import _finetune, checkpoint_elements, engine_settings
+from hwmodels.calibrate.trtllm_bench import _finetune, captured_graph_batches, checkpoint_elements, engine_settings
 from hwmodels.precision import default_plan
 
 GIB = 1024 ** 3
@@ -22,6 +22,19 @@ GIB = 1024 ** 3
 ])
 def test_the_heuristic_rounds_as_trtllm_bench_does(requests, isl, osl, pp, expected):
     assert _finetune(requests, isl, osl, pp) == expected
+
+
+GRAPHS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 1024, 2048, 4096, 8192)  # perf-overview.md's llm_options
+
+
+@pytest.mark.parametrize("max_batch, max_tokens, expected", [
+    (384, 2048, GRAPHS[:10]),  # up to the batch limit, which is a stated size
+    (2048, 8192, GRAPHS[:13]),
+    (300, 2048, GRAPHS[:9] + (300,)),  # a larger stated size captures the limit instead, padding on
+    (2048, 1000, GRAPHS[:10] + (512, 1000)),  # a pure decode step holds at most max_num_tokens sequences
+])
+def test_the_engine_captures_graphs_up_to_its_largest_decode_batch(max_batch, max_tokens, expected):
+    assert captured_graph_batches(GRAPHS, max_batch, max_tokens) == tuple(sorted(set(expected)))
 
 
 def test_a_checkpoint_counts_packed_elements_and_scales():

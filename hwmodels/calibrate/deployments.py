@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import median
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -85,6 +85,9 @@ class WorkloadEntry(_Strict):
     requests: int | None = Field(None, gt=0, le=1_000_000, description="an offline benchmark (trtllm-bench throughput): this many "
                                  "equal-length requests queued at the start, throughput over the whole run")
     speculative: SpeculativeEntry | None = None
+    cuda_graph_batch_sizes: list[Annotated[int, Field(gt=0, le=1 << 20)]] | None = Field(
+        None, max_length=256, description="the engine's CUDA-graph batch sizes per attention rank, padding on "
+                                          "(TensorRT-LLM cuda_graph_config batch_sizes with enable_padding)")
 
 
 class MetricEntry(_Strict):
@@ -348,7 +351,8 @@ def _in_flight(ctx: StepContext, d: DeploymentEntry, assumptions: list[str]) -> 
     if w.concurrency and w.concurrency >= batch * layout.dp:
         assumptions.append(f"closed loop of {w.concurrency} equal-length requests keeps every rank's {batch} slots full: "
                            "all ranks admit and prefill in the same steps")
-        return lockstep_aggregated_performance(ctx, batch, *lengths, HBM_UTILIZATION, tokens)
+        graphs = _graph_batches(w, batch * layout.tp, tokens * layout.tp, assumptions)
+        return lockstep_aggregated_performance(ctx, batch, *lengths, HBM_UTILIZATION, tokens, graphs)
     return aggregated_performance(ctx, batch, *lengths, HBM_UTILIZATION, tokens)
 
 
@@ -372,13 +376,26 @@ def _offline(ctx: StepContext, d: DeploymentEntry, assumptions: list[str]) -> Pe
             tokens = tokens or TRTLLM_MAX_NUM_TOKENS * layout.tp
             assumptions.append(f"tokens per step not stated: {tokens} per attention rank")
     fits = largest_batch_that_fits(ctx, isl + osl, HBM_UTILIZATION, max(1, tokens // layout.tp)) * layout.tp
+    graphs = _graph_batches(w, batch or fits, tokens, assumptions)  # captured at the engine's batch, not KV's
     if batch is None or fits < batch:
         assumptions.append(f"KV memory holds {fits} requests of {isl + osl} tokens per attention rank: the batch")
         batch = fits
     per_rank = math.ceil(w.requests / layout.dp)
     assumptions.append(f"offline benchmark: {w.requests} requests queued at the start ({per_rank} per attention rank), "
                        "throughput from the first step to the last token" + ("; whole prompts only (trtllm-bench's default)" if trtllm else ""))
-    return offline_performance(ctx, per_rank, batch, isl, osl, HBM_UTILIZATION, tokens, chunked=not trtllm)
+    return offline_performance(ctx, per_rank, batch, isl, osl, HBM_UTILIZATION, tokens, chunked=not trtllm,
+                               graph_batches=graphs)
+
+
+def _graph_batches(w: WorkloadEntry, max_batch_per_rank: int, max_tokens_per_rank: int,
+                   assumptions: list[str]) -> tuple[int, ...]:
+    """The CUDA-graph batch sizes the run's engine captured, per attention rank, where the entry states them."""
+    if not w.cuda_graph_batch_sizes:
+        return ()
+    graphs = trtllm_bench.captured_graph_batches(tuple(w.cuda_graph_batch_sizes), max_batch_per_rank, max_tokens_per_rank)
+    assumptions.append(f"a step that only decodes runs as the CUDA graph of the smallest captured batch that holds it "
+                       f"({', '.join(map(str, graphs))} per attention rank), padded with one-token dummy requests")
+    return graphs
 
 
 def _largest_batch_meeting_tpot(ctx: StepContext, context: int, tpot_s: float,

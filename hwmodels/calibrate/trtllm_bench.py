@@ -20,6 +20,14 @@ Without --max_batch_size and --max_num_tokens, trtllm-bench sizes both from the 
 
 Under attention DP every rank admits up to max_batch_size requests (the executor's request queue caps the group
 at tp x max_num_active_requests) and runs at most max_num_tokens tokens per step.
+
+CUDA graphs (`captured_graph_batches`): the engine captures a decode graph for each of the run's
+`cuda_graph_config.batch_sizes` up to min(max_batch_size, max_num_tokens) (a pure decode step's largest batch),
+and with `enable_padding` a larger stated size captures that limit instead (tensorrt_llm/_torch/pyexecutor/
+model_engine.py `_filter_cuda_graph_batch_sizes`). A step whose every rank only decodes runs the graph of the
+smallest captured size that holds the largest rank's batch, padded with a dummy request of one token
+(pyexecutor/cuda_graph_runner.py: `_round_up_to_closest` over the batch gathered from all attention-DP ranks,
+`padding_dummy_request`); a step that prefills anything runs eagerly, unpadded.
 """
 
 from __future__ import annotations
@@ -75,6 +83,15 @@ def _rounded(x: float, steps: tuple) -> int:
 def _finetune(requests: float, isl: int, osl: int, pp: int) -> tuple[int, int]:
     raw_bs = min(requests, 4096) / pp
     return _rounded(raw_bs, BATCH_STEPS), _rounded(min(raw_bs * (1 + isl / osl), 32768), TOKEN_STEPS)
+
+
+def captured_graph_batches(stated: tuple[int, ...], max_batch_size: int, max_num_tokens: int) -> tuple[int, ...]:
+    """The decode batch sizes the engine captures a CUDA graph for, with padding on (module docstring)."""
+    limit = min(max_batch_size, max_num_tokens)
+    kept = sorted({b for b in stated if b <= limit})
+    if any(b > limit for b in stated) and (not kept or kept[-1] != limit):
+        kept.append(limit)
+    return tuple(kept)
 
 
 def _config_int(config: Mapping[str, Any], *keys: str) -> int | None:
