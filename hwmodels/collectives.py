@@ -369,6 +369,7 @@ def send_recv_cost(cluster: Cluster, first_device: int, peer_device: int, bytes_
 
 def allgather_cost(cluster: Cluster, group_devices: int, bytes_per_device: float, name: str = "allgather", *,
                    fit: CollectiveFit) -> CommCost:
-    """Ring all-gather of one `bytes_per_device` shard per device: n-1 steps, (n-1) x shard sent per device."""
+    """Ring all-gather of one `bytes_per_device` shard per device: n-1 steps, (n-1) x shard sent per device. A ring
+    reduce-scatter of n such shards per device sends the same (n-1 steps of one shard each)."""
     n = group_devices
     return _ring_cost(cluster, n, n - 1, (n - 1) * float(bytes_per_device), name, fit)

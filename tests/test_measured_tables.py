@@ -567,3 +567,51 @@ def test_sglangs_deepep_moe_tables_interpolate_over_the_ep_size():
     assert eight.latency_s == pytest.approx(math.sqrt(four.latency_s * sixteen.latency_s), rel=1e-9)
     assert sixteen.latency_s < eight.latency_s < four.latency_s
     assert at(1).latency_s is None and at(512).latency_s is None
+
+
+@needs_package
+def test_nccl_tables_are_keyed_by_the_whole_message():
+    """nccl_perf's message_size is the whole buffer (nccl-tests' size): the 8-GPU all-gather of 268 Mi half elements
+    on B200 takes well under four times the 2-GPU one (each GPU receives 7/8 of the buffer, not 7 buffers), and a GPU
+    count the table did not measure is no answer."""
+    from hwmodels.calibrate.measured_costs import nccl
+
+    big = 268435456
+    two, eight = (nccl("b200_sxm", "all_gather", "half", n, big) for n in (2, 8))
+    assert two.label.startswith("measured: b200_sxm NCCL") and eight.latency_s < 2 * two.latency_s
+    assert big * 2 * 7 / 8 / eight.latency_s < 1e12  # under 1 TB/s received per GPU, as NVLink 5 allows
+    small = nccl("b200_sxm", "reduce_scatter", "half", 4, 1.0)
+    assert small.latency_s > 0 and small.beyond > 1.0  # below the smallest message: its launch-bound floor
+    assert nccl("b200_sxm", "all_gather", "int8", 16, 4096).latency_s is None
+    assert nccl("gb200", "all_gather", "int8", 8, 4096).latency_s is None  # GB200 measured 2 and 4 GPUs
+
+
+@needs_package
+def test_tensorrt_llm_exchanges_attention_dp_tokens_by_all_gather_and_reduce_scatter():
+    """TensorRT-LLM's CUTLASS MoE under attention DP gathers every rank's tokens and reduce-scatters the outputs where
+    the group is no wider than a token's experts or the system has no multi-node NVLink, inside one NVLink domain:
+    priced from NCCL's measured tables, the same on every rank whatever the routing skew. On GB200 NVL72 a group wider
+    than top_k, a group wider than a node of H200, and SGLang everywhere keep the all-to-all."""
+    from hwmodels import catalog
+    from hwmodels.calibrate.operator_costs import costs_for
+    from hwmodels.hardware import make_cluster
+
+    def exchange(engine, unit, units, ep, skew=None):
+        costs, cluster = costs_for(catalog.load_unit(unit).device.name, engine), make_cluster(catalog.load_unit(unit), units=units)
+        disp = costs.dispatch(cluster, ep, 64, 7168, 8, 256, 1.0, 224.0, skew, "low_latency")
+        comb = costs.combine(cluster, ep, 64, 7168, 8, 256, 2.0, skew, "low_latency")
+        return disp, comb
+
+    disp, comb = exchange("trtllm", "hgx-b200", 1, 4)
+    assert "NCCL" in disp.source and "all_gather int8 over 4 GPUs" in disp.source
+    assert "reduce_scatter half over 4 GPUs" in comb.source
+    from hwmodels.calibrate.measured_costs import nccl
+    assert disp.time_s == pytest.approx(nccl("b200_sxm", "all_gather", "int8", 4, 4 * 64 * (7168 + 224)).latency_s)
+    skewed = exchange("trtllm", "hgx-b200", 1, 4, np.array([0.7, 0.1, 0.1, 0.1]))
+    assert skewed[0].time_s == disp.time_s and skewed[1].time_s == comb.time_s
+    for engine, unit, units, ep in (("sglang", "hgx-b200", 1, 8), ("trtllm", "hgx-h200", 2, 16)):
+        assert "DeepEP" in exchange(engine, unit, units, ep)[0].source
+    gb200 = catalog.load_unit("gb200-nvl72")
+    assert gb200.scaleup_domain_devices > gb200.devices_per_node
+    assert "NCCL" in exchange("trtllm", "gb200-nvl72", 1, 4)[0].source  # EP4 <= top-8: gathered
+    assert "DeepEP" in exchange("trtllm", "gb200-nvl72", 1, 16)[0].source  # EP16 on MNNVL: the all-to-all

@@ -428,7 +428,7 @@ def test_the_validation_table(tmp_path):
     _quoted(f"without the `engine:` fields) it is {fitted['median_abs_error']:.1%}")
     fitted_prefill = [r.error for r in api.validate(str(fitted_only)) if r.id.startswith("sglang-h100-prefill")]
     _quoted(f"where the fitted models were {min(fitted_prefill):.0%}-{max(fitted_prefill):.0%} over".replace("%-", "-"))
-    outside = ("cloudmatrix384-decode-50ms",)
+    outside = ("cloudmatrix384-decode-50ms", "trtllm-h200-max-throughput")
     assert all(abs(error[i]) > 0.30 for i in outside)
     assert all(abs(e) <= 0.30 for i, e in error.items() if i not in outside)
     cloudmatrix = next(e for e in entries["deployments"] if e["id"] == "cloudmatrix384-decode-50ms")
@@ -444,7 +444,7 @@ def test_the_validation_table(tmp_path):
     mtp = next(e for e in load_entries(None) if e.id == "deepseek-profile-decode-h800").workload.speculative
     _quoted(f"converted to tokens at the {mtp.acceptance:.0%} acceptance LMSYS assumes")
     _quoted("GB200 decode is inside 30%")
-    _quoted("TensorRT-LLM's H200 run is inside 30%")
+    _quoted(f"TensorRT-LLM's H200 run is just outside 30% ({error['trtllm-h200-max-throughput']:+.1%})")
 
 
 def test_the_tensorrt_llm_perf_overview_figures(shared_data, tmp_path, monkeypatch):

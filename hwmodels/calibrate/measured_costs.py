@@ -26,6 +26,10 @@ What each table's coordinates mean (NVIDIA's collectors, aiconfigurator_core/sdk
   multi-head) attention on one device, `num_heads` query and `num_key_value_heads` KV heads of `head_dim` on that
   device, `batch_size` sequences, KV length `step` (decode) or prompt length `isl` (prefill), over the whole
   context (`window_size` 0: a sliding layer reads at most its window, so its decode is asked at that many keys).
+- nccl_perf (under comm/nccl/<NCCL version>/, one per system, not per engine): NCCL's `op_name` (all_gather,
+  reduce_scatter, ...) of `message_size` elements of `nccl_dtype` in all, nccl-tests' size (the 8-GPU all-gather of
+  B200 moves 268 Mi half elements in 0.76 ms, 2 GPUs in 0.61: the whole buffer, not one GPU's share), over `num_gpus`
+  GPUs of one node (`nccl`).
 - custom_allreduce_perf: the engine's all-reduce of `message_size` bf16 elements over `num_gpus` GPUs
   (several kernels per point: the fastest, as CUDA graphs run it, is kept). A GPU count is a shape: the nearest
   version that measured it answers, else the NVLink twin's table where the two agree (measured_tables.NVLINK_TWINS:
@@ -303,6 +307,26 @@ def _matching(rows, select: tuple):
     if "distribution" in rows.columns:
         mask = mask & rows["distribution"].isin(BALANCED)
     return mask
+
+
+NCCL = "nccl"  # the nccl_perf tables' engine folder
+
+
+@lru_cache(maxsize=4096)
+def nccl(system: str, op: str, dtype: str, num_gpus: int, elements: float) -> Measured:
+    """NCCL's `op` of `elements` of `dtype` (int8 or half) in all over `num_gpus` GPUs of `system`: the newest NCCL
+    version that measured that many GPUs, interpolated over the message size (measured_grid's rule)."""
+    select, axes = (("op_name", op), ("nccl_dtype", dtype), ("num_gpus", num_gpus)), (("message_size",), "message_size")
+    for version in reversed(tables.table_versions(system, NCCL, "nccl_perf")):
+        grid = _grid(system, NCCL, "nccl_perf", version, select, axes)
+        if grid is not None:
+            latency_ms, beyond = grid.lookup((max(float(elements), 1.0),))
+            label = (f"measured: {system} NCCL {version} nccl_perf {op} {dtype} over {num_gpus} GPUs "
+                     f"(aiconfigurator-core {tables.package_version()})")
+            if latency_ms is None:
+                return Measured(None, f"outside {label}", beyond)
+            return Measured(latency_ms * ms, label, beyond)
+    return Measured(None, f"no measured NCCL {op} over {num_gpus} GPUs on {system}")
 
 
 @lru_cache(maxsize=64)

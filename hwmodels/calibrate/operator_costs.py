@@ -34,7 +34,7 @@ import numpy as np
 from hwmodels import catalog, collectives, efficiency
 from hwmodels.calibrate import measured_tables as tables
 from hwmodels.calibrate.kernel_profile import KernelProfile
-from hwmodels.calibrate.measured_costs import Measured, MeasuredSource, source_for
+from hwmodels.calibrate.measured_costs import Measured, MeasuredSource, nccl, source_for
 from hwmodels.collectives import CollectiveFit, CommCost
 from hwmodels.efficiency import AttentionRates, GemmEfficiency
 from hwmodels.hardware import Cluster, Device
@@ -46,6 +46,14 @@ _KV_FORMATS = {DTYPES[name].bytes_per_element: name for name in ("fp8", "bf16")}
 # engines whose experts behind a DeepEP all-to-all are DeepGEMM's grouped GEMMs (SGLang --moe-a2a-backend deepep,
 # vLLM VLLM_ALL2ALL_BACKEND=deepep_*), not the fused kernel their moe_perf tables measured
 DEEPGEMM_BEHIND_DEEPEP = ("sglang", "vllm")
+# engines whose MoE under attention DP gathers every rank's tokens to every rank and reduce-scatters the outputs, with
+# no all-to-all, unless the group outnumbers a token's experts on a multi-node NVLink system: TensorRT-LLM's CUTLASS
+# MoE (tensorrt_llm/_torch/modules/fused_moe/fused_moe_cutlass.py, `select_alltoall_method_type`: NotEnabled where
+# moe_ep_size <= top_k, MNNVL where MnnvlMemory.supports_mnnvl(), DeepEP only where TRTLLM_CAN_USE_DEEP_EP is set,
+# else NotEnabled; NotEnabled runs `allgather` before the experts and `reducescatter` after). A group wider than one
+# NVLink domain is priced as an all-to-all still: there a deployment sets TRTLLM_CAN_USE_DEEP_EP or the wide-EP
+# backend rather than gather every token over the NICs
+GATHER_EXCHANGE_ENGINES = ("trtllm",)
 
 
 @dataclass(frozen=True, eq=False)  # identity equality: it keys the step model's operator caches cheaply
@@ -226,14 +234,43 @@ class OperatorCosts:
     def dispatch(self, cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int,
                  num_experts: int, bytes_per_element: float, scale_bytes_per_token: float,
                  dest_probability: np.ndarray | None, mode: str, rank_copies=None) -> CommCost:
+        if self.gathers(cluster, ep_devices, top_k):
+            token_bytes = hidden * bytes_per_element + scale_bytes_per_token
+            return _cached_gather(self, cluster, ep_devices, "all_gather", "dispatch", tokens_per_device * token_bytes, 1.0)
         return self._alltoall(collectives.dispatch_cost, (cluster, ep_devices, tokens_per_device, hidden, top_k,
                               num_experts, bytes_per_element, scale_bytes_per_token, mode), dest_probability, rank_copies)
 
     def combine(self, cluster: Cluster, ep_devices: int, tokens_per_device: float, hidden: int, top_k: int,
                 num_experts: int, bytes_per_element: float, dest_probability: np.ndarray | None, mode: str,
                 rank_copies=None) -> CommCost:
+        if self.gathers(cluster, ep_devices, top_k):
+            return _cached_gather(self, cluster, ep_devices, "reduce_scatter", "combine",
+                                  tokens_per_device * hidden * bytes_per_element, bytes_per_element)
         return self._alltoall(collectives.combine_cost, (cluster, ep_devices, tokens_per_device, hidden, top_k,
                               num_experts, bytes_per_element, 0.0, mode), dest_probability, rank_copies)
+
+    def gathers(self, cluster: Cluster, ep_devices: int, top_k: int) -> bool:
+        """Whether the engine priced exchanges an attention-DP group's tokens by all-gather and reduce-scatter rather
+        than an all-to-all (GATHER_EXCHANGE_ENGINES); a multi-node NVLink system is one whose NVLink domain spans
+        more than one node (GB200 NVL72's trays)."""
+        if (self.measured is None or self.measured.engine not in GATHER_EXCHANGE_ENGINES or ep_devices < 2
+                or ep_devices > cluster.scaleup_domain_devices):
+            return False
+        multi_node_nvlink = cluster.unit.scaleup_domain_devices > cluster.unit.devices_per_node
+        return ep_devices <= top_k or not multi_node_nvlink
+
+    def _gather(self, cluster: Cluster, ep_devices: int, op: str, name: str, bytes_per_device: float,
+                bytes_per_element: float) -> CommCost:
+        """NCCL's all-gather (dispatch: each device's tokens to every device) or reduce-scatter (combine: every
+        device's partial outputs summed onto the device that owns the tokens) of `bytes_per_device` per device, from
+        the system's measured NCCL table (its message: the whole buffer, every device's share), else a ring."""
+        fitted = collectives.allgather_cost(cluster, ep_devices, bytes_per_device, name, fit=self.collective_fit(cluster.device))
+        dtype = "half" if op == "reduce_scatter" and bytes_per_element == 2 else "int8"
+        elements = ep_devices * bytes_per_device / (2.0 if dtype == "half" else 1.0)
+        hit = nccl(self.measured.system, op, dtype, ep_devices, elements)
+        if hit.latency_s is None:
+            return self._unprofiled(replace(fitted, source=f"{fitted.source} [{hit.label}]"))
+        return self._unprofiled(replace(fitted, time_s=hit.latency_s, latency_s=0.0, source=hit.label))
 
     def _alltoall(self, cost_of, question: tuple, dest_probability: np.ndarray | None, rank_copies) -> CommCost:
         """cost_of: collectives' dispatch_cost or combine_cost; question: (cluster, ep_devices, tokens_per_device,
@@ -255,6 +292,12 @@ class OperatorCosts:
 @lru_cache(maxsize=1 << 14)
 def _cached_allreduce(costs: OperatorCosts, cluster: Cluster, group_devices: int, bytes_per_device: float) -> CommCost:
     return costs._unprofiled(costs._allreduce(cluster, group_devices, bytes_per_device))
+
+
+@lru_cache(maxsize=1 << 14)
+def _cached_gather(costs: OperatorCosts, cluster: Cluster, ep_devices: int, op: str, name: str, bytes_per_device: float,
+                   bytes_per_element: float) -> CommCost:
+    return costs._gather(cluster, ep_devices, op, name, bytes_per_device, bytes_per_element)
 
 
 @lru_cache(maxsize=1 << 14)
