@@ -124,7 +124,7 @@ def padded_decode_step(ctx: StepContext, sequences: float, context_tokens: float
     operator their rows and attention one token each (hwmodels/calibrate/trtllm_bench.py says when an engine pads).
     No captured size holds them, or none given: the step as it is."""
     tp = ctx.layout.tp
-    padded = next((b / tp for b in graph_batches if b >= sequences * tp), sequences)
+    padded = next((b / tp for b in sorted(graph_batches) if b >= sequences * tp), sequences)
     if padded <= sequences:
         return ctx.step(Phase.DECODE, sequences, context_tokens)
     mean_context = (sequences * context_tokens + (padded - sequences) * DUMMY_CONTEXT_TOKENS) / padded
