@@ -243,6 +243,23 @@ def test_mxfp4_experts_an_engine_measured_only_weight_only_take_that_kernel():
 
 
 @needs_package
+def test_moe_tensor_parallelism_a_table_never_measured_takes_the_ep_table_of_as_many_devices():
+    """The engines measured gpt-oss's experts under expert parallelism only: MoE TP 4 x EP 1 (TensorRT-LLM's --tp 4
+    --ep 1) is priced by the EP 4 table (the same weight bytes and flops per device), labelled so, not the fitted
+    model; a shape the tables measured under MoE TP keeps its own rows."""
+    from hwmodels.calibrate.measured_costs import MeasuredSource
+    h200 = MeasuredSource("h200_sxm", "trtllm")
+    tp4 = h200.moe(16, 2880, 2880, 4, 128, 4, 1, "mxfp4_w4a16")
+    ep4 = h200.moe(16, 2880, 2880, 4, 128, 1, 4, "mxfp4_w4a16")
+    assert tp4.latency_s == ep4.latency_s is not None
+    assert "at EP 4 standing in for MoE TP 4 x EP 1" in tp4.label
+    assert h200.moe(16, 2880, 2880, 4, 128, 2, 2, "mxfp4_w4a16").latency_s == ep4.latency_s
+    assert h200.moe(16, 2880, 2880, 4, 128, 3, 1, "mxfp4_w4a16").latency_s is None  # no EP 3 either
+    deepseek = h200.moe(256, 7168, 2048, 8, 256, 4, 1, "fp8")  # DeepSeek's shape: measured at MoE TP 4 itself
+    assert deepseek.latency_s is not None and "standing in" not in deepseek.label
+
+
+@needs_package
 def test_fp4_experts_on_hopper_run_weight_only_and_take_the_measured_w4a16_kernel():
     # gpt-oss's MXFP4 experts: Hopper has no fp4 math, so every engine dequantises them to bf16 in the kernel
     from hwmodels.catalog import load_device, load_model, load_unit

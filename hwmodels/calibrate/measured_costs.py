@@ -17,7 +17,9 @@ What each table's coordinates mean (NVIDIA's collectors, aiconfigurator_core/sdk
   experts and time rank 0's share, num_tokens x topk / moe_ep_size pairs, and the package's own query scales an
   attention-DP rank's tokens by attention_dp_size (sdk/operations/moe_comm.py), so at equal num_tokens EP8 takes
   about an eighth of EP1's time where the kernel is compute-bound (H200 TensorRT-LLM fp8_block, DeepSeek's shape,
-  16,384 tokens: 22.0 ms at EP1, 2.50 at EP8).
+  16,384 tokens: 22.0 ms at EP1, 2.50 at EP8). A MoE TP x EP the tables never measured for the shape (gpt-oss's
+  experts were measured under EP alone) is read from the EP table of as many devices: the same weight bytes and
+  flops per device.
 - wideep_generation_moe_perf / wideep_context_moe_perf (SGLang): the same, for the DeepEP MoE layer (DeepGEMM's
   masked grouped GEMM at decode, its contiguous one at prefill) that SGLang runs behind a DeepEP all-to-all.
 - generation_mla_perf / context_mla_perf: the MLA attention core of one layer on one device, `num_heads`
@@ -105,6 +107,14 @@ class MeasuredSource:
         shape = (("moe_dtype", dtype), ("hidden_size", hidden), ("inter_size", inter), ("topk", topk),
                  ("num_experts", num_experts), ("moe_tp_size", moe_tp), ("moe_ep_size", moe_ep))
         hit = self._lookup("moe_perf", dtype, shape, (("num_tokens",), "num_tokens"), (num_tokens,))
+        if hit.latency_s is None and moe_tp > 1:
+            # a model whose tables measured expert parallelism only (gpt-oss: moe_tp 1 at EP 1 to 128): the EP table
+            # of as many devices holds the same weight bytes and flops per device, one narrow slice of every expert
+            # traded for whole experts; a lower bound where slices that narrow run less efficiently
+            other = self.moe(num_tokens, hidden, inter, topk, num_experts, 1, moe_tp * moe_ep, quant)
+            if other.latency_s is not None:
+                return Measured(other.latency_s, f"{other.label} at EP {moe_tp * moe_ep} standing in for MoE TP "
+                                f"{moe_tp} x EP {moe_ep}", other.beyond)
         if hit.latency_s is None and quant in MOE_ONLY_KERNEL:
             # the engine measured the same weights' other kernel class only (vLLM's Blackwell tables hold MXFP4
             # experts as w4a16_mxfp4 alone): a measurement of its kernels, labelled so, before the fitted model
