@@ -38,11 +38,14 @@ def test_every_scenario_is_reported(rows):
 # on the engines' tables, and SGLang's first GB200 decode (+18% at EP48, interpolated between the EP sizes
 # SGLang's DeepEP MoE table measured; +48% while the fitted model priced its experts, +66% fitted throughout: "many
 # kernels have yet to fully saturate the GB200's memory bandwidth or computational capabilities", the source). Each
-# bound guards against a regression; an improvement passes. The issue's bar is the strict xfail below.
+# TensorRT-LLM's two B200 runs, whose source states every setting, are within 15% on its tables. Each bound guards
+# against a regression; an improvement passes. The issue's bar is the strict xfail below.
 TABLES = measured_tables.database_root() is not None
 WITHIN_10_PERCENT = ("sglang-h100-decode", "deepseek-profile-prefill-h800", "deepseek-profile-decode-h800")
 WITHIN_25_PERCENT = ("sglang-h100-prefill-1k", "sglang-h100-prefill-2k", "sglang-h100-prefill-4k")
 EARLY_ENGINE_KERNELS_WITHIN = {"trtllm-h200-max-throughput": 0.35 if TABLES else 0.70,
+                               "trtllm-b200-max-throughput-fp8-kv": 0.20 if TABLES else 0.60,
+                               "trtllm-b200-max-throughput-fp16-kv": 0.10 if TABLES else 0.65,
                                "sglang-gb200-decode": 0.25 if TABLES else 0.75}
 
 
@@ -57,8 +60,9 @@ def test_error_today(rows):
     # on the engines' tables 10.1% (8.5% while the measured MoE tables were keyed by one rank's tokens); on the fitted
     # models 22.4% (20.7% before MLA's q_a and kv_a became one GEMM, as the engines run them: it speeds up SGLang's
     # H100 prefill, which the fitted models over-predict by 20-23%; 7.8% and 21.3% before CloudMatrix384's decode run
-    # was modelled, at -35.6%)
-    assert summary(rows)["median_abs_error"] <= (0.11 if TABLES else 0.23)
+    # was modelled, at -35.6%; 23.4% since TensorRT-LLM's two B200 runs joined, +51% and +56% fitted, -0.4% and +13.4%
+    # on TensorRT-LLM's tables)
+    assert summary(rows)["median_abs_error"] <= (0.11 if TABLES else 0.24)
     assert not summary(rows)["not_modelled"]
     if TABLES:
         for rid in WITHIN_25_PERCENT:
@@ -117,8 +121,12 @@ def test_assumptions_are_stated(rows):
 
 
 def test_shared_published_file_reads_the_same(shared_data, rows):
+    """The catalog restates every entry of the shared published file, in its order, and adds runs of its own with
+    their sources (TensorRT-LLM's two B200 max-throughput runs from the blog the H200 run comes from)."""
     shared = validate(shared_data / "published" / "deployments.yaml")
-    assert [r.id for r in shared] == [r.id for r in rows]
+    assert [r.id for r in shared] == [r.id for r in rows if r.id in {s.id for s in shared}]
+    assert {r.id for r in rows} - {r.id for r in shared} == {"trtllm-b200-max-throughput-fp8-kv",
+                                                             "trtllm-b200-max-throughput-fp16-kv"}
 
 
 def test_unknown_routing_is_refused(tmp_path):
