@@ -428,7 +428,7 @@ def test_the_validation_table(tmp_path):
     _quoted(f"without the `engine:` fields) it is {fitted['median_abs_error']:.1%}")
     fitted_prefill = [r.error for r in api.validate(str(fitted_only)) if r.id.startswith("sglang-h100-prefill")]
     _quoted(f"where the fitted models were {min(fitted_prefill):.0%}-{max(fitted_prefill):.0%} over".replace("%-", "-"))
-    outside = ("cloudmatrix384-decode-50ms", "trtllm-h200-max-throughput")
+    outside = ("cloudmatrix384-decode-50ms",)
     assert all(abs(error[i]) > 0.30 for i in outside)
     assert all(abs(e) <= 0.30 for i, e in error.items() if i not in outside)
     cloudmatrix = next(e for e in entries["deployments"] if e["id"] == "cloudmatrix384-decode-50ms")
@@ -444,7 +444,27 @@ def test_the_validation_table(tmp_path):
     mtp = next(e for e in load_entries(None) if e.id == "deepseek-profile-decode-h800").workload.speculative
     _quoted(f"converted to tokens at the {mtp.acceptance:.0%} acceptance LMSYS assumes")
     _quoted("GB200 decode is inside 30%")
-    _quoted(f"TensorRT-LLM's H200 run is just outside 30% ({error['trtllm-h200-max-throughput']:+.1%})")
+    _quoted(f"TensorRT-LLM's H200 run is inside 30% ({error['trtllm-h200-max-throughput']:+.1%})")
+
+
+def test_the_low_deepseek_rows_come_within_five_percent_at_the_batch_their_kv_memory_holds(shared_data, tmp_path):
+    """DeepSeek-R1 on four B200 at 1,024/8,192: the heuristic's 96 sequences a rank leave it 36% low; at the 192 its KV
+    memory holds (trtllm-bench's newer, MLA-aware sizing would allow them) the same replay is within 5%."""
+    from hwmodels.calibrate.deployments import build_scenario, load_entries
+    from hwmodels.serving import largest_batch_that_fits
+
+    path = shared_data / "published" / "deployments-trtllm-perf-overview.yaml"
+    rid = "trtllm-perf-overview-dsr1-b200-1024-8192"
+    entry = next(d for d in yaml.safe_load(path.read_text())["deployments"] if d["id"] == rid)
+    ctx = build_scenario(next(e for e in load_entries(path) if e.id == rid), None).context
+    fits = largest_batch_that_fits(ctx, 1024 + 8192, 0.9, 2048)
+    assert 192 <= fits < 256  # 192 runs as a captured graph of its own size; 256 would pad every step past what fits
+    held = tmp_path / "held.yaml"
+    held.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [entry | {
+        "id": "held", "workload": entry["workload"] | {"max_batch_per_device": 192, "tokens_per_device_per_step": 2048}}]}))
+    (row,) = api.validate(str(held))
+    assert abs(row.error) < 0.05, row.error
+    _quoted("192 sequences a rank its KV memory allows rather than the heuristic's 96")
 
 
 def test_the_tensorrt_llm_perf_overview_figures(shared_data, tmp_path, monkeypatch):
@@ -514,9 +534,9 @@ def test_the_tensorrt_llm_perf_overview_figures(shared_data, tmp_path, monkeypat
     _quoted(f"DeepSeek-R1 on H200 at 1,024/1,024 ({error['trtllm-perf-overview-dsr1-h200-1024-1024']:+.1%} now")
     _quoted(f"DeepSeek-R1 on B200 at 1,024/8,192 ({error['trtllm-perf-overview-dsr1-b200-1024-8192']:+.1%})")
     outside = {i for i, e in error.items() if abs(e) > 0.30}
-    dsr1_blackwell = {f"trtllm-perf-overview-dsr1-{r}" for r in ("b200-1024-1024", "b200-1024-8192", "gb200-1024-1024")}
+    dsr1_blackwell = {f"trtllm-perf-overview-dsr1-{r}" for r in ("b200-1024-1024", "b200-1024-8192")}
     assert len(out_gpt_oss) == 1 and outside == {i for i, e in gpt_oss.items() if abs(e) > 0.30} | dsr1_blackwell
-    _quoted(f"DeepSeek-R1's three 1,024-token-prompt rows on four Blackwell GPUs ({min(error[i] for i in dsr1_blackwell):+.0%} "
+    _quoted(f"DeepSeek-R1's two 1,024-token-prompt rows on four B200 ({min(error[i] for i in dsr1_blackwell):+.0%} "
             f"to {max(error[i] for i in dsr1_blackwell):+.0%})")
     # the steady-state reading: the same entries without their request counts
     monkeypatch.setattr(catalog, "published_amendments", lambda: {

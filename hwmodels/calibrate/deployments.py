@@ -269,14 +269,24 @@ def build_scenario(d: ScenarioEntry, engine: EngineEntry | None = None) -> Scena
         load = (ExpertLoad.measured_eplb if lay.eplb else ExpertLoad.measured_contiguous)(skew, load_phase, layout.ep, len(arch.moe_layers))
         assumptions.append(load.source)
     costs = fitted_costs() if engine is None else costs_for(cluster.device.name, engine.name, engine.version)
-    share = 0.0
+    share = overhead_s = overlap = 0.0
     if engine is not None:
         priced = "its measured kernel tables" if costs.measured is not None else "the fits (no measured tables of it here)"
         assumptions.append(f"served by {engine.name}" + (f" {engine.version}" if engine.version else "") + f": {priced}")
         share = catalog.sliding_kv_share(engine.name)  # as moeplan.spec sets Serving's, whatever the model
         if share and arch.layers_of(Kind.SLIDING):
             assumptions.append(sliding_kv_note(engine.name, share))
-    return Scenario(StepContext(arch, plan, cluster, layout, load, costs, sliding_kv_share=share), tuple(assumptions))
+        # the engine's step constants as moeplan.spec sets a plan's, fitted on the measured closed loops alone
+        overhead_s = catalog.layer_overhead_s(engine.name) * arch.num_layers
+        overlap = catalog.shared_expert_overlap(engine.name, catalog.gpu_generation(cluster.device))
+        if overhead_s:
+            assumptions.append(f"every step includes {engine.name}'s host time, {overhead_s * 1e3:.2f} ms ({arch.num_layers} "
+                               f"layers at {overhead_s / arch.num_layers * 1e6:.1f} us, fitted on measured closed loops)")
+        if overlap and arch.moe is not None and arch.moe.shared_intermediate_size:
+            assumptions.append(f"{engine.name} runs the shared experts beside the routed ones in decode: {overlap:.0%} of "
+                               "the shorter hidden (fitted on measured closed loops)")
+    return Scenario(StepContext(arch, plan, cluster, layout, load, costs, sliding_kv_share=share,
+                                step_overhead_s=overhead_s, shared_expert_overlap=overlap), tuple(assumptions))
 
 
 def validate_one(d: DeploymentEntry, backend: EngineEntry | None = None) -> ValidationRow:
