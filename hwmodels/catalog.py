@@ -321,6 +321,12 @@ def layer_overhead_s(engine: str) -> float:
     return float(stored_fit("closed-loop")["parameters"]["layer_overhead_s"].get(engine, 0.0))
 
 
+def step_constants(engine: str, device: Device, num_layers: int) -> tuple[float, float]:
+    """A serving engine's fitted step constants for a model of `num_layers` layers on `device`: (the host time every
+    step adds, layer_overhead_s x num_layers; the shared-expert overlap on the device's GPU generation)."""
+    return layer_overhead_s(engine) * num_layers, shared_expert_overlap(engine, gpu_generation(device))
+
+
 @lru_cache(maxsize=None)
 def sliding_kv_share(engine: str) -> float:
     """The share of a full layer's KV per token of context a serving engine reserves for each sliding-window layer

@@ -305,6 +305,7 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
     cluster = _cluster(spec.cluster, "cluster")
     prefill = None if spec.cluster.prefill is None else _cluster(spec.cluster.prefill, "cluster.prefill")
     engine, version, note = _engine(spec.serving.engine, cluster, arch, plan)
+    step_overhead_s, overlap = catalog.step_constants(engine, cluster.device, arch.num_layers) if engine else (0.0, 0.0)
     return Deployment(
         name=spec.name or f"{spec.model} on {cluster.describe()}",
         model=arch,
@@ -318,9 +319,7 @@ def resolve(spec: Spec, base_dir: Path | None = None) -> Deployment:
                         engine, version, _speculation(spec.serving.speculative, arch),
                         device_profile=_device_profile(spec.cluster.device_profile, base_dir),
                         request_overhead_s=catalog.request_overhead_s(engine) if engine else 0.0,
-                        step_overhead_s=catalog.layer_overhead_s(engine) * arch.num_layers if engine else 0.0,
-                        shared_expert_overlap=catalog.shared_expert_overlap(engine, catalog.gpu_generation(cluster.device))
-                        if engine else 0.0,
+                        step_overhead_s=step_overhead_s, shared_expert_overlap=overlap,
                         sliding_kv_share=catalog.sliding_kv_share(engine) if engine else 0.0,
                         engine_note=note,
                         redundant_experts=_redundant_experts(spec.serving.redundant_experts, arch)),

@@ -276,9 +276,8 @@ def build_scenario(d: ScenarioEntry, engine: EngineEntry | None = None) -> Scena
         share = catalog.sliding_kv_share(engine.name)  # as moeplan.spec sets Serving's, whatever the model
         if share and arch.layers_of(Kind.SLIDING):
             assumptions.append(sliding_kv_note(engine.name, share))
-        # the engine's step constants as moeplan.spec sets a plan's, fitted on the measured closed loops alone
-        overhead_s = catalog.layer_overhead_s(engine.name) * arch.num_layers
-        overlap = catalog.shared_expert_overlap(engine.name, catalog.gpu_generation(cluster.device))
+        # the engine's step constants, as a plan's (moeplan.spec), fitted on the measured closed loops alone
+        overhead_s, overlap = catalog.step_constants(engine.name, cluster.device, arch.num_layers)
         if overhead_s:
             assumptions.append(f"every step includes {engine.name}'s host time, {overhead_s * 1e3:.2f} ms ({arch.num_layers} "
                                f"layers at {overhead_s / arch.num_layers * 1e6:.1f} us, fitted on measured closed loops)")
