@@ -327,6 +327,20 @@ def step_constants(engine: str, device: Device, num_layers: int) -> tuple[float,
     return layer_overhead_s(engine) * num_layers, shared_expert_overlap(engine, gpu_generation(device))
 
 
+def step_constant_notes(engine: str, arch, step_overhead_s: float, overlap: float) -> list[str]:
+    """The assumption lines for an engine's step constants (step_constants) on `arch` (a ModelArch), one per constant
+    that applies: a plan's (planner.engine_notes) and a validated run's (hwmodels.calibrate.deployments) alike."""
+    fit, out = "catalogs/fits/closed-loop.yaml", []
+    if step_overhead_s:
+        out.append(f"every step includes {engine}'s host time, {step_overhead_s * 1e3:.2f} ms ({arch.num_layers} layers "
+                   f"at {step_overhead_s / arch.num_layers * 1e6:.1f} us: launch gaps, scheduling, sampling, output "
+                   f"handling; fitted to measured closed loops' TPOT, {fit})")
+    if overlap and arch.moe is not None and arch.moe.shared_intermediate_size:
+        out.append(f"{engine} runs the shared experts beside the routed ones in decode: {overlap:.0%} of the shorter of "
+                   f"the two is hidden (fitted per engine and GPU generation to measured closed loops' TPOT, {fit})")
+    return out
+
+
 @lru_cache(maxsize=None)
 def sliding_kv_share(engine: str) -> float:
     """The share of a full layer's KV per token of context a serving engine reserves for each sliding-window layer

@@ -21,19 +21,12 @@ def engine_assumptions(d: Deployment) -> list[str]:
     if s.request_overhead_s:
         out.append(f"every TTFT includes {s.engine}'s per-request overhead, {s.request_overhead_s * 1e3:.0f} ms (HTTP, "
                    f"tokenisation, scheduling, KV hand-off; fitted to measured closed loops, {FIT})")
-    if s.step_overhead_s:
-        out.append(f"every step includes {s.engine}'s host time, {s.step_overhead_s * 1e3:.2f} ms "
-                   f"({d.model.num_layers} layers at {s.step_overhead_s / d.model.num_layers * 1e6:.1f} us: launch gaps, "
-                   f"scheduling, sampling, output handling; fitted to measured closed loops' TPOT, {FIT})")
+    out += catalog.step_constant_notes(s.engine, d.model, s.step_overhead_s, s.shared_expert_overlap)
     held_out = catalog.closed_loop_held_out(s.engine) if s.engine else None
     if held_out:
         out.append(f"how far to trust it: on the measured closed loops {s.engine} served (aic-silicon-moe.csv), "
                    f"moeplan's TPOT misses by a median {held_out[0]:.1%} and its TTFT by {held_out[1]:.1%}, each row "
                    f"held out of the fit that priced it (5-fold by configuration, {FIT})")
-    if s.shared_expert_overlap and d.model.moe is not None and d.model.moe.shared_intermediate_size:
-        out.append(f"{s.engine} runs the shared experts beside the routed ones in decode: {s.shared_expert_overlap:.0%} "
-                   f"of the shorter of the two is hidden (fitted per engine and GPU generation to measured closed "
-                   f"loops' TPOT, {FIT})")
     if s.sliding_kv_share and d.model.layers_of(Kind.SLIDING):
         out.append(sliding_kv_note(s.engine, s.sliding_kv_share))
     return out

@@ -278,12 +278,7 @@ def build_scenario(d: ScenarioEntry, engine: EngineEntry | None = None) -> Scena
             assumptions.append(sliding_kv_note(engine.name, share))
         # the engine's step constants, as a plan's (moeplan.spec), fitted on the measured closed loops alone
         overhead_s, overlap = catalog.step_constants(engine.name, cluster.device, arch.num_layers)
-        if overhead_s:
-            assumptions.append(f"every step includes {engine.name}'s host time, {overhead_s * 1e3:.2f} ms ({arch.num_layers} "
-                               f"layers at {overhead_s / arch.num_layers * 1e6:.1f} us, fitted on measured closed loops)")
-        if overlap and arch.moe is not None and arch.moe.shared_intermediate_size:
-            assumptions.append(f"{engine.name} runs the shared experts beside the routed ones in decode: {overlap:.0%} of "
-                               "the shorter hidden (fitted on measured closed loops)")
+        assumptions += catalog.step_constant_notes(engine.name, arch, overhead_s, overlap)
     return Scenario(StepContext(arch, plan, cluster, layout, load, costs, sliding_kv_share=share,
                                 step_overhead_s=overhead_s, shared_expert_overlap=overlap), tuple(assumptions))
 
