@@ -52,6 +52,7 @@ MODES = ("normal", "low_latency")
 NCCL_SOURCE = "NVIDIA/nccl src/graph/tuning.cc: hwLat and baseLat, Ring algorithm, LL protocol"
 HOP_LATENCY_S: Mapping[str, float] = {"scaleup": 0.6 * us, "scaleout": 2.7 * us}  # NVLink, NET
 RING_BASE_LATENCY_S = 6.6 * us
+DEEPEP_NORMAL_SMS = 20  # deepseek-ai/DeepEP deep_ep/buffer.py: Buffer.num_sms, SMs its normal kernels occupy
 _FP8_BYTES, _BF16_BYTES = DTYPES["fp8"].bytes_per_element, DTYPES["bf16"].bytes_per_element
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ import numpy as np
 
 from hwmodels.alltoall_placement import copies_by_mode
 from hwmodels.calibrate.operator_costs import OperatorCosts, fitted_costs
-from hwmodels.collectives import ep_group_domains
+from hwmodels.collectives import DEEPEP_NORMAL_SMS, ep_group_domains
 from hwmodels.efficiency import HOPPER_NUM_SMS
 from hwmodels.expert_load import ExpertLoad
 from hwmodels.hardware import Cluster
@@ -69,7 +69,6 @@ from hwmodels.step_moe import afd_moe, moe_terms
 from hwmodels.step_ops import COMPONENTS, _gemm, _Layer, _memory_op
 from hwmodels.vision import ImageInputs
 
-DEEPEP_NORMAL_SMS = 20  # deepseek-ai/DeepEP deep_ep/buffer.py: Buffer.num_sms, SMs its normal kernels occupy
 
 
 @dataclass(frozen=True)

@@ -627,8 +627,62 @@ def test_tensorrt_llm_exchanges_attention_dp_tokens_by_all_gather_and_reduce_sca
     skewed = exchange("trtllm", "hgx-b200", 1, 4, np.array([0.7, 0.1, 0.1, 0.1]))
     assert skewed[0].time_s == disp.time_s and skewed[1].time_s == comb.time_s
     for engine, unit, units, ep in (("sglang", "hgx-b200", 1, 8), ("trtllm", "hgx-h200", 2, 16)):
-        assert "DeepEP" in exchange(engine, unit, units, ep)[0].source
+        assert "deepep" in exchange(engine, unit, units, ep)[0].source.lower()
     gb200 = catalog.load_unit("gb200-nvl72")
     assert gb200.scaleup_domain_devices > gb200.devices_per_node
     assert "NCCL" in exchange("trtllm", "gb200-nvl72", 1, 4)[0].source  # EP4 <= top-8: gathered
     assert "DeepEP" in exchange("trtllm", "gb200-nvl72", 1, 16)[0].source  # EP16 on MNNVL: the all-to-all
+
+
+@needs_package
+def test_sglangs_deepep_all_to_all_is_priced_by_its_measured_deepep_kernels():
+    """SGLang's DeepEP dispatch and combine take the kernels its collector timed (wideep_deepep_*_perf: tokens per rank
+    over node_num x 8 GPUs, uniform routing): low-latency at decode, normal (20 SMs, transmit + notify) at prefill, the
+    nearest version that measured that many nodes (0.5.12 one node, 0.5.6.post2 up to eight), only the system's own
+    GPU's rows; a skewed load scales the measured time by the fitted model's ratio; a group the tables never measured
+    (EP72) keeps the fit and says why; an engine without DeepEP tables keeps the fit."""
+    import pandas as pd
+    from hwmodels import catalog
+    from hwmodels.calibrate import measured_tables as tables
+    from hwmodels.calibrate.operator_costs import costs_for, fitted_costs
+    from hwmodels.hardware import make_cluster
+
+    unit = catalog.load_unit("hgx-h200")
+    costs = costs_for(unit.device.name, "sglang")
+
+    def exchange(costs, units, ep, tokens, mode, skew=None):
+        cluster = make_cluster(unit, units=units)
+        return (costs.dispatch(cluster, ep, tokens, 7168, 8, 256, 1.0, 224.0, skew, mode),
+                costs.combine(cluster, ep, tokens, 7168, 8, 256, 2.0, skew, mode))
+
+    def row(version, table, nodes, tokens, **extra):
+        rows = pd.read_parquet(tables.table_path("h200_sxm", "sglang", table, version))
+        mask = ((rows.node_num == nodes) & (rows.hidden_size == 7168) & (rows.num_topk == 8) & (rows.num_experts == 256)
+                & (rows.num_token == tokens) & rows.device.str.contains("H200"))
+        for column, value in extra.items():
+            mask &= rows[column] == value
+        assert mask.sum() == 1
+        return rows[mask].iloc[0]
+
+    disp, comb = exchange(costs, 1, 8, 128, "low_latency")
+    ll = row("0.5.12", "wideep_deepep_ll_perf", 1, 128)
+    assert disp.time_s == pytest.approx(ll.dispatch_avg_t_us * 1e-6) and comb.time_s == pytest.approx(ll.combine_avg_t_us * 1e-6)
+    assert disp.source.startswith("measured: h200_sxm sglang 0.5.12 wideep_deepep_ll_perf dispatch_avg_t_us over 1 x 8")
+    disp, comb = exchange(costs, 2, 16, 4096, "normal")
+    normal = row("0.5.6.post2", "wideep_deepep_normal_perf", 2, 4096, dispatch_sms=20, combine_sms=20)
+    assert disp.time_s == pytest.approx((normal.dispatch_transmit_us + normal.dispatch_notify_us) * 1e-6)
+    assert comb.time_s == pytest.approx((normal.combine_transmit_us + normal.combine_notify_us) * 1e-6)
+    assert "0.5.6.post2 wideep_deepep_normal_perf" in comb.source and "over 2 x 8 GPUs" in comb.source
+
+    skew = np.array([0.3] + [0.7 / 7] * 7)
+    measured, fitted = exchange(costs, 1, 8, 128, "low_latency", skew), exchange(fitted_costs(), 1, 8, 128, "low_latency", skew)
+    uniform_measured, uniform_fitted = exchange(costs, 1, 8, 128, "low_latency"), exchange(fitted_costs(), 1, 8, 128, "low_latency")
+    for m, f, um, uf in zip(measured, fitted, uniform_measured, uniform_fitted):
+        assert m.time_s / um.time_s == pytest.approx(f.time_s / uf.time_s) and m.time_s > um.time_s
+        assert "for the load (the fitted model's ratio)" in m.source
+
+    wide = exchange(costs, 9, 72, 128, "low_latency")[0]
+    assert wide.source.startswith("alpha-beta, DeepEP low_latency") and "no measured wideep_deepep_ll_perf" in wide.source
+    assert wide.time_s == exchange(fitted_costs(), 9, 72, 128, "low_latency")[0].time_s
+    trtllm = exchange(costs_for(unit.device.name, "trtllm"), 2, 16, 128, "low_latency")[0]
+    assert trtllm.source.startswith("alpha-beta") and "wideep" not in trtllm.source

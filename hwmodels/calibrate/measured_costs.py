@@ -32,6 +32,12 @@ What each table's coordinates mean (NVIDIA's collectors, aiconfigurator_core/sdk
   reduce_scatter, ...) of `message_size` elements of `nccl_dtype` in all, nccl-tests' size (the 8-GPU all-gather of
   B200 moves 268 Mi half elements in 0.76 ms, 2 GPUs in 0.61: the whole buffer, not one GPU's share), over `num_gpus`
   GPUs of one node (`nccl`).
+- wideep_deepep_ll_perf / wideep_deepep_normal_perf (SGLang, under comm/): DeepEP's low-latency and normal
+  all-to-all kernels, each phase (dispatch, combine) timed alone, for `num_token` tokens per rank routed uniformly
+  at random over `node_num` x 8 GPUs (the package reads ep_size = node_num x 8: HGX nodes of 8 GPUs), per model
+  shape (`hidden_size`, `num_topk`, `num_experts`); normal mode at each SM budget (`dispatch_sms`, `combine_sms`), its
+  time transmit + notify; low-latency mode the kernels' average (`dispatch_avg_t_us`, `combine_avg_t_us`). Times in
+  microseconds. One table (H200's 0.5.6.post2 normal) also holds another GPU's rows: only the system's own are read.
 - custom_allreduce_perf: the engine's all-reduce of `message_size` bf16 elements over `num_gpus` GPUs
   (several kernels per point: the fastest, as CUDA graphs run it, is kept). A GPU count is a shape: the nearest
   version that measured it answers, else the NVLink twin's table where the two agree (measured_tables.NVLINK_TWINS:
@@ -76,6 +82,12 @@ DELTA_RULE_KERNELS = {
         "context": (("causal_conv1d_fn_qkv3",), ("chunk_kda", "flashkda_fwd"))}),
 }
 BALANCED = ("balanced", "uniform")  # the package's two names for every expert equally loaded
+DEEPEP_TABLES = {"low_latency": "wideep_deepep_ll_perf", "normal": "wideep_deepep_normal_perf"}  # by DeepEP mode
+# (mode, phase) -> the columns whose sum, in microseconds, is that kernel's time
+DEEPEP_COLUMNS = {("low_latency", "dispatch"): ("dispatch_avg_t_us",), ("low_latency", "combine"): ("combine_avg_t_us",),
+                  ("normal", "dispatch"): ("dispatch_transmit_us", "dispatch_notify_us"),
+                  ("normal", "combine"): ("combine_transmit_us", "combine_notify_us")}
+DEEPEP_GPUS_PER_NODE = 8  # the DeepEP tables' node: ep_size = node_num x 8 (the package's reading)
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,24 @@ class MeasuredSource:
         shape = (("moe_dtype", dtype), ("hidden_size", hidden), ("inter_size", inter), ("topk", topk),
                  ("num_experts", num_experts), ("moe_tp_size", 1))
         return self._lookup(table, dtype, shape, (("moe_ep_size", "num_tokens"), "num_tokens"), (moe_ep, num_tokens))
+
+    def deepep(self, mode: str, phase: str, ep_devices: int, hidden: int, top_k: int, num_experts: int,
+               tokens_per_rank: float, sms: int) -> Measured | None:
+        """DeepEP's `phase` (dispatch or combine) kernel in `mode` (low_latency or normal, on `sms` SMs) over
+        `ep_devices` GPUs, `tokens_per_rank` tokens each routed uniformly: the nearest version of the engine's tables
+        that measured that many nodes of the shape, interpolated over tokens (measured_grid's rule). None where the
+        engine measured no DeepEP table on this system (only SGLang's collector runs DeepEP)."""
+        table = DEEPEP_TABLES[mode]
+        if not tables.table_versions(self.system, self.engine, table):
+            return None
+        if ep_devices % DEEPEP_GPUS_PER_NODE:
+            return Measured(None, f"no measured {table} over {ep_devices} GPUs (measured over nodes of "
+                                  f"{DEEPEP_GPUS_PER_NODE})")
+        select = (("node_num", ep_devices // DEEPEP_GPUS_PER_NODE), ("hidden_size", hidden), ("num_topk", top_k),
+                  ("num_experts", num_experts))
+        if mode == "normal":
+            select += (("dispatch_sms", sms), ("combine_sms", sms))
+        return _deepep_lookup(self, table, DEEPEP_COLUMNS[mode, phase], select, float(tokens_per_rank))
 
     def mla_decode(self, batch: float, context_tokens: float, heads_per_device: int, kv_quant: str) -> Measured:
         dtype = KV_DTYPES.get(kv_quant)
@@ -317,6 +347,41 @@ def _matching(rows, select: tuple):
     if "distribution" in rows.columns:
         mask = mask & rows["distribution"].isin(BALANCED)
     return mask
+
+
+@lru_cache(maxsize=1 << 14)
+def _deepep_lookup(source: MeasuredSource, table: str, columns: tuple[str, ...], select: tuple,
+                   tokens_per_rank: float) -> Measured:
+    for version in _versions_in_order(source.system, source.engine, table, source.version):
+        grid = _deepep_grid(source.system, source.engine, table, version, columns, select)
+        if grid is not None:
+            latency_ms, beyond = grid.lookup((tokens_per_rank,))
+            nodes = dict(select)["node_num"]
+            label = (f"measured: {source.system} {source.engine} {version} {table} {'+'.join(columns)} over {nodes} x "
+                     f"{DEEPEP_GPUS_PER_NODE} GPUs (aiconfigurator-core {tables.package_version()})")
+            if latency_ms is None:
+                return Measured(None, f"outside {label}", beyond)
+            return Measured(latency_ms * ms, label, beyond)
+    return Measured(None, f"no measured {table} on {source.system} {source.engine} for this shape and node count")
+
+
+@lru_cache(maxsize=1024)
+def _deepep_grid(system: str, engine: str, table: str, version: str, columns: tuple[str, ...],
+                 select: tuple) -> Grid | None:
+    """The rows of the system's own GPU (a table may hold another's) matching `select`, their `columns` summed in
+    ms, as a grid over tokens per rank."""
+    path = tables.table_path(system, engine, table, version)
+    if path is None:
+        return None
+    rows = tables.load_table(path)
+    gpu = system.split("_")[0].upper()  # h200_sxm -> H200, gb200 -> GB200: the GPU the table's device names
+    if "device" in rows.columns:
+        rows = rows[rows["device"].str.upper().str.contains(rf"\b{gpu}\b", regex=True)]
+    mask = _matching(rows, select)
+    if mask is None or not mask.any() or not set(columns) <= set(rows.columns):
+        return None
+    frame = rows[mask].assign(latency=rows[mask][list(columns)].sum(axis=1) / 1000.0)
+    return Grid.from_frame(frame, ("num_token",), "num_token")
 
 
 NCCL = "nccl"  # the nccl_perf tables' engine folder

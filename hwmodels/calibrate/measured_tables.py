@@ -50,7 +50,8 @@ TABLE_FOLDERS = {"gemm_perf": "gemm", "moe_perf": "moe", "wideep_generation_moe_
                  "wideep_context_moe_perf": "moe", "generation_mla_perf": "mla", "context_mla_perf": "mla",
                  "generation_attention_perf": "attention", "context_attention_perf": "attention",
                  "custom_allreduce_perf": "comm", "gdn_perf": "linear_attention",
-                 "kda_perf": "kda", "nccl_perf": "comm"}  # nccl_perf: the "engine" is NCCL, the versions NCCL's
+                 "kda_perf": "kda", "nccl_perf": "comm",  # nccl_perf: the "engine" is NCCL, the versions NCCL's
+                 "wideep_deepep_ll_perf": "comm", "wideep_deepep_normal_perf": "comm"}
 
 
 @lru_cache(maxsize=1)

@@ -307,8 +307,23 @@ def _cached_alltoall(costs: OperatorCosts, cost_of, question: tuple, rank_copies
 
 def _alltoall_cost(costs: OperatorCosts, cost_of, question: tuple, dest_probability, rank_copies) -> CommCost:
     *sizes, mode = question
-    return costs._unprofiled(cost_of(*sizes, dest_probability, mode=mode, fit=costs.collective_fit(question[0].device),
-                                     rank_copies=rank_copies))
+    fit = costs.collective_fit(question[0].device)
+    fitted = cost_of(*sizes, dest_probability, mode=mode, fit=fit, rank_copies=rank_copies)
+    if costs.measured is None:
+        return costs._unprofiled(fitted)
+    cluster, ep_devices, tokens_per_device, hidden, top_k, num_experts = sizes[:6]
+    phase = "dispatch" if cost_of is collectives.dispatch_cost else "combine"
+    hit = costs.measured.deepep(mode, phase, ep_devices, hidden, top_k, num_experts, tokens_per_device,
+                                collectives.DEEPEP_NORMAL_SMS)
+    if hit is None:  # the engine measured no DeepEP kernel on this GPU
+        return costs._unprofiled(fitted)
+    if hit.latency_s is None:
+        return costs._unprofiled(replace(fitted, source=f"{fitted.source} [{hit.label}]"))
+    # the tables routed uniformly: a skewed load or a placement scales the measured time as it scales the fitted one
+    uniform = fitted if dest_probability is None and rank_copies is None else cost_of(*sizes, None, mode=mode, fit=fit)
+    skew = fitted.time_s / uniform.time_s if uniform.time_s > 0 else 1.0
+    source = hit.label if skew == 1.0 else f"{hit.label}, x {skew:.3g} for the load (the fitted model's ratio)"
+    return costs._unprofiled(replace(fitted, time_s=hit.latency_s * skew, latency_s=0.0, source=source))
 
 
 def quant_dtype(quant: str) -> str:
