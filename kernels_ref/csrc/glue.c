@@ -274,18 +274,26 @@ int plan_dispatch(const int64_t* topk_ids, int64_t t, int64_t top_k, int64_t exp
 
 /* bytes from src to dst; where dst and bytes are whole cache lines (and the build has SSE2), by non-temporal stores:
    they write whole lines without first reading them, where a plain store reads each cold line before writing it (a
-   dispatch writes top_k copies of every token, so its writes are most of its traffic). */
+   dispatch writes top_k copies of every token, so its writes are most of its traffic). The caller fences them
+   (stream_fence) once it has issued all its rows: a fence per row waits for each row's lines to drain before the next
+   row starts (a one-token dispatch of 8 rows took 7 us so against 5 us fenced once, cold, on the EPYC). */
 static inline void copy_streaming(void* dst, const void* src, int64_t bytes) {
 #ifdef __SSE2__
   if (((uintptr_t)dst | (uintptr_t)bytes) % 64 == 0) {
     for (int64_t b = 0; b < bytes; b += 64)
       for (int u = 0; u < 4; u++)
         _mm_stream_si128((__m128i*)((char*)dst + b) + u, _mm_loadu_si128((const __m128i*)((const char*)src + b) + u));
-    _mm_sfence();  /* the streamed lines are visible to whoever reads dst next, on any thread */
     return;
   }
 #endif
   memcpy(dst, src, bytes);
+}
+
+/* The streamed lines of this thread are visible to whoever reads them next, on any thread. */
+static inline void stream_fence(void) {
+#ifdef __SSE2__
+  _mm_sfence();
+#endif
 }
 
 /* The least any glue kernel that reads read_bytes at src and writes write_bytes at dst can take: one pass over each and
@@ -316,8 +324,19 @@ uint64_t touch_bytes(const void* src, int64_t read_bytes, void* dst, int64_t wri
 
 /* dst[r] = src[index[r]] for rows of row_bytes bytes. */
 void gather_rows(const void* src, int64_t row_bytes, const int64_t* index, int64_t rows, void* dst, int threads) {
-  FOR_EACH(r, rows,
-           { copy_streaming((char*)dst + r * row_bytes, (const char*)src + index[r] * row_bytes, row_bytes); });
+  if (threads > 1) {
+    #pragma omp parallel num_threads(threads)
+    {
+      #pragma omp for
+      for (int64_t r = 0; r < rows; r++)
+        copy_streaming((char*)dst + r * row_bytes, (const char*)src + index[r] * row_bytes, row_bytes);
+      stream_fence();  /* each thread its own stores */
+    }
+    return;
+  }
+  for (int64_t r = 0; r < rows; r++)
+    copy_streaming((char*)dst + r * row_bytes, (const char*)src + index[r] * row_bytes, row_bytes);
+  stream_fence();
 }
 
 /* A layer's dispatch of fp8 tokens in one call: plan_dispatch, then gather_rows of the codes (q: [t][q_row_bytes])
