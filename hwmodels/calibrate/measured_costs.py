@@ -250,11 +250,15 @@ class MeasuredSource:
         found = _nearest_grid(self, table, select, axes, what)
         if found is None:
             return Measured(None, f"no measured {what} on {self.system} {self.engine} for this shape")
-        grid, label = found
-        latency_ms, beyond = grid.lookup(point)
-        if latency_ms is None:
-            return Measured(None, f"outside {label}", beyond)
-        return Measured(latency_ms * ms, label, beyond)
+        return _read(*found, point)
+
+
+def _read(grid: Grid, label: str, point: tuple) -> Measured:
+    """The grid's latency at `point`, labelled; outside what it covers, None with how far (measured_grid's rule)."""
+    latency_ms, beyond = grid.lookup(point)
+    if latency_ms is None:
+        return Measured(None, f"outside {label}", beyond)
+    return Measured(latency_ms * ms, label, beyond)
 
 
 def _share_of_one_prompt(hit: Measured, prompts: float) -> Measured:
@@ -355,13 +359,10 @@ def _deepep_lookup(source: MeasuredSource, table: str, columns: tuple[str, ...],
     for version in _versions_in_order(source.system, source.engine, table, source.version):
         grid = _deepep_grid(source.system, source.engine, table, version, columns, select)
         if grid is not None:
-            latency_ms, beyond = grid.lookup((tokens_per_rank,))
             nodes = dict(select)["node_num"]
-            label = (f"measured: {source.system} {source.engine} {version} {table} {'+'.join(columns)} over {nodes} x "
-                     f"{DEEPEP_GPUS_PER_NODE} GPUs (aiconfigurator-core {tables.package_version()})")
-            if latency_ms is None:
-                return Measured(None, f"outside {label}", beyond)
-            return Measured(latency_ms * ms, label, beyond)
+            return _read(grid, f"measured: {source.system} {source.engine} {version} {table} {'+'.join(columns)} over "
+                               f"{nodes} x {DEEPEP_GPUS_PER_NODE} GPUs (aiconfigurator-core {tables.package_version()})",
+                         (tokens_per_rank,))
     return Measured(None, f"no measured {table} on {source.system} {source.engine} for this shape and node count")
 
 
@@ -395,12 +396,8 @@ def nccl(system: str, op: str, dtype: str, num_gpus: int, elements: float) -> Me
     for version in reversed(tables.table_versions(system, NCCL, "nccl_perf")):
         grid = _grid(system, NCCL, "nccl_perf", version, select, axes)
         if grid is not None:
-            latency_ms, beyond = grid.lookup((max(float(elements), 1.0),))
-            label = (f"measured: {system} NCCL {version} nccl_perf {op} {dtype} over {num_gpus} GPUs "
-                     f"(aiconfigurator-core {tables.package_version()})")
-            if latency_ms is None:
-                return Measured(None, f"outside {label}", beyond)
-            return Measured(latency_ms * ms, label, beyond)
+            return _read(grid, f"measured: {system} NCCL {version} nccl_perf {op} {dtype} over {num_gpus} GPUs "
+                               f"(aiconfigurator-core {tables.package_version()})", (max(float(elements), 1.0),))
     return Measured(None, f"no measured NCCL {op} over {num_gpus} GPUs on {system}")
 
 
