@@ -70,7 +70,6 @@ from hwmodels.step_ops import COMPONENTS, _gemm, _Layer, _memory_op
 from hwmodels.vision import ImageInputs
 
 
-
 @dataclass(frozen=True)
 class StepCost:
     phase: Phase
