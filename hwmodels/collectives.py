@@ -94,6 +94,7 @@ class CommCost:
     latency_s: float  # the fixed part of time_s
     bottleneck: str  # the link class that sets time_s ('device' when nothing leaves the device)
     source: str
+    beyond: float = 1.0  # a measured table's asked over nearest measured coordinate (1.0: inside it, or fitted)
 
 
 @lru_cache(maxsize=256)

@@ -307,7 +307,7 @@ def _pipeline(ctx: StepContext, phase: Phase, layer_s: np.ndarray, first_s: floa
     for s in range(layout.pp - 1):
         cost = ctx.costs.send_recv(ctx.cluster, s * stage_devices, (s + 1) * stage_devices, activations)
         transfers.append(cost.time_s)
-        operators["pp_send_recv"] = (cost.source, 1.0)
+        operators["pp_send_recv"] = (cost.source, cost.beyond)
     if phase == Phase.DECODE:  # the sampled tokens go back to the first stage, which embeds them next step
         transfers.append(ctx.costs.send_recv(ctx.cluster, (layout.pp - 1) * stage_devices, 0, rows * TOKEN_ID_BYTES).time_s)
     return PipelineTimes(tuple(stages), tuple(transfers))

@@ -132,7 +132,7 @@ def moe_terms(ctx, tokens_per_device: float, phase: Phase) -> MoETerms:
         # (TensorRT-LLM's MoE without enable_attention_dp, vLLM's and SGLang's expert parallelism without DP
         # attention); the shared experts' partial sums ride on the same all-reduce
         reduce = ctx.costs.allreduce(cluster, layout.tp, group_tokens * d * act)
-        fixed.operators["moe_allreduce"] = (reduce.source, 1.0)
+        fixed.operators["moe_allreduce"] = (reduce.source, reduce.beyond)
         n = len(ctx.layer_factors)
         return MoETerms(router_s, fixed.compute_s - router_s, np.array([expert_s[f] for f in ctx.layer_factors]),
                          np.zeros(n), np.full(n, reduce.time_s), frozenset(fixed.sources | {reduce.source}),
@@ -141,7 +141,7 @@ def moe_terms(ctx, tokens_per_device: float, phase: Phase) -> MoETerms:
         reduce = ctx.costs.allreduce(cluster, layout.moe_tp, group_tokens / ep * d * act)
         tp_reduce_s = reduce.time_s
         comm_sources.add(reduce.source)
-        fixed.operators["moe_tp_allreduce"] = (reduce.source, 1.0)
+        fixed.operators["moe_tp_allreduce"] = (reduce.source, reduce.beyond)
     # a layer's all-to-all key: its busiest device's factor, and its placed copies per token where the load has them
     placed = ctx.placed_copies
     comm_keys = list(ctx.layer_factors) if placed is None else list(zip(ctx.layer_factors, placed[mode]))
@@ -158,8 +158,8 @@ def moe_terms(ctx, tokens_per_device: float, phase: Phase) -> MoETerms:
                                  plan.combine.bytes_per_element, dest, mode, rank_copies=copies)
         dispatch[key], combine[key] = disp.time_s, comb.time_s + tp_reduce_s
         comm_sources |= {disp.source, comb.source}
-        fixed.operators["dispatch"] = (disp.source, 1.0)
-        fixed.operators["combine"] = (comb.source, 1.0)
+        fixed.operators["dispatch"] = (disp.source, disp.beyond)
+        fixed.operators["combine"] = (comb.source, comb.beyond)
     per_layer = ctx.layer_factors
     return MoETerms(router_s, fixed.compute_s - router_s, np.array([expert_s[f] for f in per_layer]),
                      np.array([dispatch[k] for k in comm_keys]), np.array([combine[k] for k in comm_keys]),
@@ -184,7 +184,7 @@ def afd_moe(ctx, tokens_per_device: float, phase: Phase) -> MoETerms:
                                      * plan.combine.bytes_per_element)
         shared_s += reduce.time_s
         sources.add(reduce.source)
-        fixed.operators["shared_expert_allreduce"] = (reduce.source, 1.0)
+        fixed.operators["shared_expert_allreduce"] = (reduce.source, reduce.beyond)
     d = moe.latent_size or ctx.arch.hidden_size
     scale_bytes = d / SCALE_BLOCK * SCALE_BYTES if plan.dispatch.name == "fp8" else 0.0
     dispatch, combine = {}, {}
@@ -196,7 +196,7 @@ def afd_moe(ctx, tokens_per_device: float, phase: Phase) -> MoETerms:
                                  plan.combine.bytes_per_element, None, "low_latency", rank_copies=copies)
         dispatch[f], combine[f] = disp.time_s, comb.time_s
         sources |= {disp.source, comb.source}
-        fixed.operators |= {"afd_dispatch": (disp.source, 1.0), "afd_combine": (comb.source, 1.0)}
+        fixed.operators |= {"afd_dispatch": (disp.source, disp.beyond), "afd_combine": (comb.source, comb.beyond)}
     per_layer = ctx.layer_factors
     return MoETerms(router_s, shared_s, np.array([expert_s[f] for f in per_layer]),
                     np.array([dispatch[f] for f in per_layer]), np.array([combine[f] for f in per_layer]),

@@ -99,7 +99,7 @@ class _Layer:
         cost = self.ctx.costs.allreduce(self.ctx.cluster, group_devices, bytes_per_device)
         self.comm[component] += cost.time_s
         self.sources.add(cost.source)
-        self.operators[name or f"{component}_allreduce"] = (cost.source, 1.0)
+        self.operators[name or f"{component}_allreduce"] = (cost.source, cost.beyond)
 
     @property
     def compute_s(self) -> float:

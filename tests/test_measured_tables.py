@@ -686,3 +686,15 @@ def test_sglangs_deepep_all_to_all_is_priced_by_its_measured_deepep_kernels():
     assert wide.time_s == exchange(fitted_costs(), 9, 72, 128, "low_latency")[0].time_s
     trtllm = exchange(costs_for(unit.device.name, "trtllm"), 2, 16, 128, "low_latency")[0]
     assert trtllm.source.startswith("alpha-beta") and "wideep" not in trtllm.source
+
+    # past the table's largest token count (1,024 a rank at 0.5.12): linear in tokens, and the step says how far
+    assert exchange(costs, 1, 8, 4096, "low_latency")[0].beyond == pytest.approx(4.0)
+    from hwmodels.hardware import instance_cluster
+    from hwmodels.layout import Layout
+    from hwmodels.precision import default_plan
+    from hwmodels.step import StepContext
+    arch = catalog.load_model("deepseek-v3")
+    ctx = StepContext(arch, default_plan(arch.quantization_config, arch.torch_dtype), instance_cluster(unit, 8),
+                      Layout(tp=1, dp=8), costs=costs)
+    priced = {name: beyond for name, _, beyond in ctx.step("decode", 2048, 2048).operator_sources}
+    assert priced["dispatch"] == pytest.approx(2.0) and priced["combine"] == pytest.approx(2.0)

@@ -224,7 +224,7 @@ class OperatorCosts:
         hit = self.measured.allreduce(group_devices, bytes_per_device / DTYPES["bf16"].bytes_per_element)
         if hit.latency_s is None:
             return replace(fitted, source=f"{fitted.source} [{hit.label}, {hit.beyond:.2g}x outside]")
-        return replace(fitted, time_s=hit.latency_s, latency_s=0.0, source=hit.label)
+        return replace(fitted, time_s=hit.latency_s, latency_s=0.0, source=hit.label, beyond=hit.beyond)
 
     def send_recv(self, cluster: Cluster, first_device: int, peer_device: int, bytes_per_device: float) -> CommCost:
         """A pipeline stage's activations to the next stage (collectives.send_recv_cost)."""
@@ -270,7 +270,7 @@ class OperatorCosts:
         hit = nccl(self.measured.system, op, dtype, ep_devices, elements)
         if hit.latency_s is None:
             return self._unprofiled(replace(fitted, source=f"{fitted.source} [{hit.label}]"))
-        return self._unprofiled(replace(fitted, time_s=hit.latency_s, latency_s=0.0, source=hit.label))
+        return self._unprofiled(replace(fitted, time_s=hit.latency_s, latency_s=0.0, source=hit.label, beyond=hit.beyond))
 
     def _alltoall(self, cost_of, question: tuple, dest_probability: np.ndarray | None, rank_copies) -> CommCost:
         """cost_of: collectives' dispatch_cost or combine_cost; question: (cluster, ep_devices, tokens_per_device,
@@ -323,7 +323,7 @@ def _alltoall_cost(costs: OperatorCosts, cost_of, question: tuple, dest_probabil
     uniform = fitted if dest_probability is None and rank_copies is None else cost_of(*sizes, None, mode=mode, fit=fit)
     skew = fitted.time_s / uniform.time_s if uniform.time_s > 0 else 1.0
     source = hit.label if skew == 1.0 else f"{hit.label}, x {skew:.3g} for the load (the fitted model's ratio)"
-    return costs._unprofiled(replace(fitted, time_s=hit.latency_s * skew, latency_s=0.0, source=source))
+    return costs._unprofiled(replace(fitted, time_s=hit.latency_s * skew, latency_s=0.0, source=source, beyond=hit.beyond))
 
 
 def quant_dtype(quant: str) -> str:
