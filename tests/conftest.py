@@ -39,6 +39,31 @@ def measured(shared_data) -> Path:
     return path
 
 
+# Workers the suite runs on by default (pytest-xdist): each loads the catalogs and tables again, so more than this
+# adds memory rather than speed on the machines the suite runs on (2 cores: 14 minutes, 25 in one process).
+MAX_WORKERS = 4
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """Run on this machine's cores (at most MAX_WORKERS) where pytest-xdist is installed and no `-n` was given; `-n 0`
+    runs in one process, as --pdb and --collect-only do. Tests sharing an expensive session fixture name its
+    `xdist_group`, so one worker computes it."""
+    option = config.option
+    if (not config.pluginmanager.hasplugin("xdist") or os.environ.get("PYTEST_XDIST_WORKER")
+            or option.numprocesses is not None or option.usepdb or option.collectonly):
+        return
+    option.numprocesses = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+                              MAX_WORKERS)
+    if option.dist == "no":
+        option.dist = "loadgroup"
+
+
+def pytest_configure(config):
+    # declared here too, so the mark is known where pytest-xdist is not installed
+    config.addinivalue_line("markers", "xdist_group(name): run on the same pytest-xdist worker as the group's other tests")
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -78,7 +103,7 @@ def artifacts() -> Path:
 @pytest.fixture(scope="session")
 def context_study(tmp_path_factory) -> Path:
     """The folder docs/whatif_kimi_k2_context.py wrote its CSV and chart to, run once as a script for every test
-    that reads it (it plans 16 points: half a minute on 2 cores)."""
+    that reads it (it plans 16 points: half a minute on 2 cores; its tests share the xdist_group "context_study")."""
     out = tmp_path_factory.mktemp("whatif")
     script = Path(__file__).resolve().parents[1] / "docs" / "whatif_kimi_k2_context.py"
     argv = sys.argv

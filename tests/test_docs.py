@@ -1,8 +1,10 @@
 """The worked what-if study in docs/ runs as written and its numbers behave as the text says."""
 
 import pandas as pd
+import pytest
 
 
+@pytest.mark.xdist_group("context_study")
 def test_context_study_runs_and_cost_grows_with_context(context_study):
     frame = pd.read_csv(context_study / "whatif_kimi_k2_context.csv")
     assert (context_study / "whatif_kimi_k2_context.html").stat().st_size > 100_000

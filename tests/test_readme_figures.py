@@ -290,6 +290,7 @@ def test_the_notebook_examples_active_parameters():
     _quoted(f'moeplan.model_summary("deepseek-v3")["active_params"]       # {active}')
 
 
+@pytest.mark.xdist_group("context_study")
 def test_the_context_studys_costs(context_study):
     import pandas as pd
 
