@@ -40,6 +40,7 @@ except ImportError:  # PyYAML without libyaml: the pure-Python parser
 
 _MERGE = "tag:yaml.org,2002:merge"
 _FLATTEN = "flatten it: a spec is at most 4 levels deep (routing.decode.fit[0])"
+_PARSER_DEPTH_LIMIT = "exceeded maximum nesting depth"  # libyaml's own refusal (PyYAML 6.0.4's wheels)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,11 @@ def load(text: str, name: str, limits: Limits = USER, loader_class: type = Loade
                          "remove the tag: moeplan reads plain YAML values only") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
+        if _PARSER_DEPTH_LIMIT in str(getattr(e, "problem", "")):
+            # the libyaml of PyYAML 6.0.4's wheels refuses the 1,000th open bracket while it scans ahead, before the
+            # composer sees the 33rd: the same refusal as the composer's
+            raise InputError(f"{name} line {mark.line + 1}" if mark else name,
+                             f"nested deeper than {limits.depth} levels", _FLATTEN) from None
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise InputError(name, f"malformed YAML{where}: {getattr(e, 'problem', None) or e}", "fix the YAML syntax") from None
     except InputError:
