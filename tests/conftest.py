@@ -39,8 +39,8 @@ def measured(shared_data) -> Path:
     return path
 
 
-# Workers the suite runs on by default (pytest-xdist): each loads the catalogs and tables again, so more than this
-# adds memory rather than speed on the machines the suite runs on (2 cores: 14 minutes, 25 in one process).
+# Workers the suite runs on by default (pytest-xdist). Each loads the catalogs and tables again: two workers on 2 cores
+# took the suite from 25 to 14-15 minutes, their processes' summed RSS peaking at 11 GB, so a big machine is capped.
 MAX_WORKERS = 4
 
 

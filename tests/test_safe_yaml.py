@@ -139,6 +139,24 @@ def test_both_parsers_bound_the_work(loader):
                   f"more than {limits.nodes:,} values")
 
 
+def test_the_parsers_own_depth_refusal_reads_as_the_composers(monkeypatch):
+    """The libyaml of PyYAML 6.0.4's wheels refuses the 1,000th open bracket while it scans ahead, before the composer
+    counts the 33rd level: whichever refuses, the user reads the same line (raised here as that libyaml raises it, so
+    the check holds under every PyYAML)."""
+    mark = yaml.Mark("f.yaml", 0, 6, 1005, None, None)
+
+    def refuse(self):
+        raise yaml.scanner.ScannerError("while increasing flow level", mark, "exceeded maximum nesting depth", mark)
+
+    monkeypatch.setattr(safe_yaml.Loader, "get_single_data", refuse)
+    try:
+        safe_yaml.load("deep: [[]]\n", "f.yaml")
+    except InputError as error:
+        check_refusal(error, "f.yaml line 7", r"line 7: nested deeper than 32 levels")
+    else:
+        pytest.fail("the parser's refusal was not raised")
+
+
 def test_file_errors_name_the_file(tmp_path):
     big = tmp_path / "big.yaml"
     big.write_text("a: " + "x" * (2**20))
