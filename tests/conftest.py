@@ -40,7 +40,7 @@ def measured(shared_data) -> Path:
 
 
 # Workers the suite runs on by default (pytest-xdist). Each loads the catalogs and tables again: two workers on 2 cores
-# took the suite from 25 to 14-15 minutes, their processes' summed RSS peaking at 11 GB, so a big machine is capped.
+# took the suite from 25 to 14-16 minutes, their processes' summed RSS peaking at 11 GB, so a big machine is capped.
 MAX_WORKERS = 4
 
 
