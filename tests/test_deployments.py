@@ -63,7 +63,7 @@ def test_error_today(rows):
     # H100 prefill, which the fitted models over-predict by 20-23%; 7.8% and 21.3% before CloudMatrix384's decode run
     # was modelled, at -35.6%; 23.4% since TensorRT-LLM's two B200 runs joined, +51% and +56% fitted, +14.9% and +1.3%
     # on TensorRT-LLM's tables; 10.2% on the engines' tables since an engine's run takes its step constants, 9.6% since
-    # SGLang's DeepEP all-to-all is its measured DeepEP kernels')
+    # SGLang's DeepEP all-to-all is its measured DeepEP kernels)
     assert summary(rows)["median_abs_error"] <= (0.11 if TABLES else 0.24)
     assert not summary(rows)["not_modelled"]
     if TABLES:
