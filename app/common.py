@@ -304,9 +304,10 @@ def validate_measured(data: bytes, name: str = "measured.csv") -> tuple[list, di
 
 @st.cache_data(show_spinner=False)
 def validate(data: bytes | None = None, name: str = "deployments.yaml") -> list:
-    """moeplan.validate on the published set, or on an uploaded deployments YAML (read with yaml.safe_load)."""
+    """moeplan.validate on an uploaded deployments YAML (read with yaml.safe_load), or without one on the catalog's
+    published set of that name (moeplan.api.PUBLISHED_SETS)."""
     if data is None:
-        return moeplan.validate()
+        return moeplan.validate(next(p for p in moeplan.api.PUBLISHED_SETS if p.name == name))
     with temp_files({name: data}) as folder:
         try:
             return moeplan.validate(folder / safe_name(name))

@@ -181,6 +181,7 @@ def validation_summary(rows: Sequence[ValidationRow]) -> dict:
 
 
 DEFAULT_DEPLOYMENTS = deployments.DEFAULT_DEPLOYMENTS
+PUBLISHED_SETS = deployments.PUBLISHED_SETS
 
 
 def kernel_fits() -> dict:

@@ -12,7 +12,7 @@ import yaml
 
 from hwmodels.errors import InputError
 from hwmodels.calibrate import measured_tables
-from hwmodels.calibrate.deployments import DEFAULT_DEPLOYMENTS, summary, validate
+from hwmodels.calibrate.deployments import DEFAULT_DEPLOYMENTS, load_entries, summary, validate
 
 
 @pytest.fixture(scope="module")
@@ -193,14 +193,19 @@ def test_a_layout_the_step_model_cannot_price_is_one_line(tmp_path, change, fiel
 def test_what_an_entry_leaves_out_its_source_fills_in(shared_data, tmp_path):
     """catalogs/published/amendments.yaml: TensorRT-LLM's perf overview ran its Qwen3-235B Hopper rows on the FP8
     checkpoint, which those entries do not state (priced as the catalog's bf16 checkpoint they missed by -84..-90%),
-    and every run of it was an offline trtllm-bench run of a stated number of requests."""
+    its Qwen3 runs kept their ModelOpt checkpoints' FP8 KV cache (and the NVFP4 ones their NVFP4 attention), and every
+    run of it was an offline trtllm-bench run of a stated number of requests."""
     path = shared_data / "published" / "deployments-trtllm-perf-overview.yaml"
     by_id = {r.id: r for r in validate(path)}
     for name in ("h200-1024-1024", "h200-8192-1024", "h100-1024-1024"):
         row = by_id[f"trtllm-perf-overview-qwen3-235b-{name}"]
         assert row.assumptions[0].startswith("not stated in the entry: precision routed_experts fp8_tensor")
         assert "perf-overview.md" in row.assumptions[0] and abs(row.error) < 0.5
-    assert "precision" not in by_id["trtllm-perf-overview-qwen3-235b-b200-1024-1024"].assumptions[0]
+    for rid, row in by_id.items():  # the ModelOpt checkpoints' FP8 KV cache: the Qwen3 rows' (GPT-OSS's its options')
+        filled, blackwell = row.assumptions[0].split(", as its source states")[0], "-h" not in rid
+        assert ("kv_cache fp8" in filled) == ("qwen3" in rid or ("gpt-oss" in rid and blackwell)), rid
+        assert ("attention nvfp4" in filled) == ("qwen3" in rid and blackwell), rid
+        assert ("kv_cache_quant_algo FP8" in row.assumptions[0]) == ("qwen3" in rid), rid
     requests = {"1024-1024": 3000, "8192-1024": 1500, "1024-8192": 1500}
     for row in by_id.values():
         n = requests[row.id.rsplit("-", 2)[1] + "-" + row.id.rsplit("-", 1)[1]]
@@ -211,7 +216,7 @@ def test_what_an_entry_leaves_out_its_source_fills_in(shared_data, tmp_path):
         assert any(a.startswith("max batch and tokens per step not stated") and "trtllm-bench" in a for a in row.assumptions)
     entry = next(d for d in yaml.safe_load(path.read_text())["deployments"] if d["id"].endswith("qwen3-235b-h200-1024-1024"))
     own = tmp_path / "own.yaml"  # an entry that states its precision, requests and graphs keeps them, part by part
-    every_part = dict.fromkeys(("routed_experts", "shared_experts", "dense_mlp", "attention"), "bf16")
+    every_part = dict.fromkeys(("routed_experts", "shared_experts", "dense_mlp", "attention", "kv_cache"), "bf16")
     partly = {"routed_experts": "bf16"}
     own.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [
         entry | {"id": entry["id"], "precision": p,
@@ -222,13 +227,38 @@ def test_what_an_entry_leaves_out_its_source_fills_in(shared_data, tmp_path):
     assert any(a.startswith("offline benchmark: 100 requests") for a in row.assumptions)
     assert any("(8, 16, 384 per attention rank)" in a for a in row.assumptions)  # the largest: the max batch
     assert partial.assumptions[0].startswith("not stated in the entry: precision shared_experts fp8_tensor, dense_mlp "
-                                             "fp8_tensor, attention fp8_tensor, as its source states")
+                                             "fp8_tensor, attention fp8_tensor, kv_cache fp8, as its source states")
     unamended = tmp_path / "unamended.yaml"  # the same run, read as a steady state rather than its whole run
     unamended.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [entry | {"id": "not-in-amendments"}]}))
     (steady,) = validate(unamended)
     assert not any(a.startswith("offline benchmark") for a in steady.assumptions) and steady.error != row.error
 
 
+
+
+def test_the_perf_overviews_other_lengths_restate_rows_the_shared_file_leaves_out(shared_data):
+    """catalogs/published/deployments-trtllm-perf-overview-other-lengths.yaml: the same doc's runs of the same models,
+    GPUs and layouts at the sequence lengths the shared file leaves out, each stating what the amendments fill in for
+    the shared file's (requests, CUDA graphs, formats), so no amendment touches them; every one is modelled."""
+    from hwmodels import catalog
+
+    path = DEFAULT_DEPLOYMENTS.parent / "deployments-trtllm-perf-overview-other-lengths.yaml"
+    shared = {(e.model, e.hardware, e.devices, e.workload.input_tokens, e.workload.output_tokens): e
+              for e in load_entries(shared_data / "published" / "deployments-trtllm-perf-overview.yaml")}
+    entries = load_entries(path)
+    assert len({e.id for e in entries}) == len(entries) == 33
+    assert not {e.id for e in entries} & set(catalog.published_amendments())
+    layouts = {(m, h, n): (s.layout, s.engine) for (m, h, n, _, _), s in shared.items()}
+    for e in entries:
+        key = (e.model, e.hardware, e.devices)
+        assert key + (e.workload.input_tokens, e.workload.output_tokens) not in shared, e.id
+        assert layouts[key] == (e.layout, e.engine), e.id  # a column of the doc the shared file has too
+        assert e.workload.requests and e.workload.cuda_graph_batch_sizes and "perf-overview.md" in e.source
+        hopper_gpt_oss = e.model == "gpt-oss-120b" and e.hardware.startswith("h")  # "Hopper: use auto", a bf16 KV
+        assert (e.precision or {}).get("kv_cache") == (None if hopper_gpt_oss else "fp8"), e.id
+    rows = validate(path)
+    assert all(r.predicted is not None for r in rows)
+    assert not any(a.startswith("not stated in the entry") for r in rows for a in r.assumptions)
 
 
 def test_tensorrt_llm_runs_hold_gpt_oss_sliding_layers_at_full_length(shared_data):

@@ -28,14 +28,18 @@ def _frame(rows) -> pd.DataFrame:
 
 
 st.title("Validation: predicted vs published")
-st.caption(f"Published deployments ({api.DEFAULT_DEPLOYMENTS.name}, each with its source) rebuilt from moeplan's catalogs; "
+st.caption("Published deployments (each with its source) rebuilt from moeplan's catalogs; "
            "inputs a source does not state are completed as a serving engine would run them and listed. "
            "No constant is tuned to these rows.")
 with common.shown_errors():
+    published = st.selectbox("Published set", [p.name for p in api.PUBLISHED_SETS], key="validation_set",
+                             help=f"{api.PUBLISHED_SETS[0].name}: moeplan's validation set; "
+                                  f"{api.PUBLISHED_SETS[1].name}: TensorRT-LLM's perf-overview runs at the sequence "
+                                  "lengths ../shared/data's copy leaves out")
     upload = st.file_uploader("Your own deployments YAML (same schema; blank: the published set)", type=["yaml", "yml"],
                               max_upload_size=common.MAX_UPLOAD_MB, key="validation_upload")
     with st.spinner("Rebuilding the deployments..."):
-        rows = common.validate(common.upload_bytes(upload), upload.name) if upload else common.validate()
+        rows = common.validate(common.upload_bytes(upload), upload.name) if upload else common.validate(name=published)
     s = api.validation_summary(rows)
     c = st.columns(4)
     c[0].metric("Scenarios", s["scenarios"])
