@@ -334,9 +334,9 @@ def test_validation_page_shows_predicted_vs_published():
     assert "sglang-h100-decode" in set(table["Scenario"])
     assert table.set_index("Scenario").loc["sglang-h100-decode", "Predicted"].replace(",", "").isdigit()  # 21,707, not 21707.387
     assert at.metric[0].label == "Scenarios"
-    at.selectbox(key="validation_set").set_value("deployments-trtllm-perf-overview-other-lengths.yaml").run()
+    at.selectbox(key="validation_set").set_value("deployments-trtllm-perf-overview-rest.yaml").run()
     table = at.table[0].value
-    assert "trtllm-perf-overview-qwen3-235b-b200-1024-8192" in set(table["Scenario"]) and at.metric[0].value == "33"
+    assert "trtllm-perf-overview-qwen3-235b-b200-1024-8192" in set(table["Scenario"]) and at.metric[0].value == "47"
     at.file_uploader(key="validation_upload").set_value(
         ("mine.yaml", b"deployments:\n  - id: x\n    model: deepseek-v3\n", "application/yaml")).run()
     assert not at.exception

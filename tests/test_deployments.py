@@ -236,26 +236,29 @@ def test_what_an_entry_leaves_out_its_source_fills_in(shared_data, tmp_path):
 
 
 
-def test_the_perf_overviews_other_lengths_restate_rows_the_shared_file_leaves_out(shared_data):
-    """catalogs/published/deployments-trtllm-perf-overview-other-lengths.yaml: the same doc's runs of the same models,
-    GPUs and layouts at the sequence lengths the shared file leaves out, each stating what the amendments fill in for
-    the shared file's (requests, CUDA graphs, formats), so no amendment touches them; every one is modelled."""
+def test_the_perf_overviews_rest_restates_runs_the_shared_file_leaves_out(shared_data):
+    """catalogs/published/deployments-trtllm-perf-overview-rest.yaml: the same doc's runs the shared file leaves out
+    (its models, GPUs and layouts at the other sequence lengths, and Llama 4 Maverick), each stating what the
+    amendments fill in for the shared file's (requests, CUDA graphs, formats), so no amendment touches them; every one
+    is modelled."""
     from hwmodels import catalog
 
-    path = DEFAULT_DEPLOYMENTS.parent / "deployments-trtllm-perf-overview-other-lengths.yaml"
+    path = DEFAULT_DEPLOYMENTS.parent / "deployments-trtllm-perf-overview-rest.yaml"
     shared = {(e.model, e.hardware, e.devices, e.workload.input_tokens, e.workload.output_tokens): e
               for e in load_entries(shared_data / "published" / "deployments-trtllm-perf-overview.yaml")}
     entries = load_entries(path)
-    assert len({e.id for e in entries}) == len(entries) == 33
+    assert len({e.id for e in entries}) == len(entries) == 47
     assert not {e.id for e in entries} & set(catalog.published_amendments())
     layouts = {(m, h, n): (s.layout, s.engine) for (m, h, n, _, _), s in shared.items()}
     for e in entries:
         key = (e.model, e.hardware, e.devices)
         assert key + (e.workload.input_tokens, e.workload.output_tokens) not in shared, e.id
-        assert layouts[key] == (e.layout, e.engine), e.id  # a column of the doc the shared file has too
+        assert layouts.get(key, (e.layout, e.engine)) == (e.layout, e.engine), e.id  # the doc's column, as shared states it
+        assert e.engine.name == "trtllm" and e.layout.attention == f"dp{e.devices}" == e.layout.experts.replace("ep", "dp")
         assert e.workload.requests and e.workload.cuda_graph_batch_sizes and "perf-overview.md" in e.source
         hopper_gpt_oss = e.model == "gpt-oss-120b" and e.hardware.startswith("h")  # "Hopper: use auto", a bf16 KV
         assert (e.precision or {}).get("kv_cache") == (None if hopper_gpt_oss else "fp8"), e.id
+    assert {e.model for e in entries} - {m for m, *_ in shared} == {"llama-4-maverick"}
     rows = validate(path)
     assert all(r.predicted is not None for r in rows)
     assert not any(a.startswith("not stated in the entry") for r in rows for a in r.assumptions)

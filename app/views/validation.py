@@ -34,8 +34,8 @@ st.caption("Published deployments (each with its source) rebuilt from moeplan's 
 with common.shown_errors():
     published = st.selectbox("Published set", [p.name for p in api.PUBLISHED_SETS], key="validation_set",
                              help=f"{api.PUBLISHED_SETS[0].name}: moeplan's validation set; "
-                                  f"{api.PUBLISHED_SETS[1].name}: TensorRT-LLM's perf-overview runs at the sequence "
-                                  "lengths ../shared/data's copy leaves out")
+                                  f"{api.PUBLISHED_SETS[1].name}: TensorRT-LLM's perf-overview runs "
+                                  "../shared/data's copy leaves out")
     upload = st.file_uploader("Your own deployments YAML (same schema; blank: the published set)", type=["yaml", "yml"],
                               max_upload_size=common.MAX_UPLOAD_MB, key="validation_upload")
     with st.spinner("Rebuilding the deployments..."):

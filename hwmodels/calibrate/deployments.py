@@ -37,9 +37,9 @@ from hwmodels.calibrate.engine_choice import FITTED
 from hwmodels.calibrate.operator_costs import costs_for, fitted_costs
 
 DEFAULT_DEPLOYMENTS = CATALOG_DIR / "published" / "deployments.yaml"
-# every published set the catalog restates: the validation set, and TensorRT-LLM's perf-overview rows that
+# every published set the catalog restates: the validation set, and TensorRT-LLM's perf-overview runs that
 # ../shared/data/published/deployments-trtllm-perf-overview.yaml leaves out
-PUBLISHED_SETS = (DEFAULT_DEPLOYMENTS, CATALOG_DIR / "published" / "deployments-trtllm-perf-overview-other-lengths.yaml")
+PUBLISHED_SETS = (DEFAULT_DEPLOYMENTS, CATALOG_DIR / "published" / "deployments-trtllm-perf-overview-rest.yaml")
 # SGLang's default --max-prefill-tokens: the most prompt tokens one prefill step takes per device.
 SGLANG_MAX_PREFILL_TOKENS = 16384
 HBM_UTILIZATION = 0.90  # vLLM's default gpu_memory_utilization (the spec default too)
