@@ -253,6 +253,40 @@ def attention_prefill_cost(device: Device, tokens: int, context_tokens: float, n
                                 f"{_scaled(device, rates.hardware)}{note}")
 
 
+@dataclass(frozen=True)
+class GqaDecodeTerms:
+    """One KV dtype's grouped-query decode attention: a kernel's launch, a cost per sequence, the KV read's fraction
+    of HBM bandwidth (hwmodels.calibrate.gqa_decode_fit)."""
+
+    launch_s: float
+    per_sequence_s: float
+    memory_efficiency: float
+
+
+@dataclass(frozen=True)
+class GqaDecodeFit:
+    """GQA decode attention fitted to measured kernels, per KV bytes per element (2: bf16/fp16, 1: fp8); a narrower
+    cache takes the narrowest fitted one's terms."""
+
+    by_kv_bytes: tuple[tuple[float, GqaDecodeTerms], ...]
+    source: str
+
+    def terms(self, kv_bytes_per_element: float) -> GqaDecodeTerms:
+        fitted = dict(self.by_kv_bytes)
+        return fitted.get(kv_bytes_per_element) or fitted[min(fitted)]
+
+
+def gqa_decode_cost(device: Device, batch: float, kv_bytes: float, kv_bytes_per_element: float, fit: GqaDecodeFit,
+                    name: str = "gqa_decode_kv_read") -> OpCost:
+    """Grouped-query decode attention of `batch` sequences reading `kv_bytes` of cache: its launch and a cost per
+    sequence, plus the read at the fitted fraction of HBM bandwidth."""
+    t = fit.terms(kv_bytes_per_element)
+    return roofline_cost(name, 0.0, kv_bytes, 1.0, device.hbm_bytes_per_s, memory_efficiency=t.memory_efficiency,
+                         overhead_s=t.launch_s + t.per_sequence_s * batch,
+                         source=f"{fit.source}: HBM efficiency {t.memory_efficiency:.2f}, {t.launch_s * 1e6:.1f} us + "
+                                f"{t.per_sequence_s * 1e9:.0f} ns a sequence")
+
+
 def quantize_activations_cost(device: Device, rows: float, cols: int, in_bytes_per_element: float,
                               out_bytes_per_element: float, fit: GemmEfficiency,
                               name: str = "quantize_activations") -> OpCost:

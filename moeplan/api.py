@@ -187,8 +187,8 @@ PUBLISHED_SETS = deployments.PUBLISHED_SETS
 def kernel_fits() -> dict:
     """The kernel-level fits and how well each reproduces what was published or measured: the DeepGEMM fit's
     stored report (with leave-one-out errors), every published DeepEP and DeepEP-Ascend number against the stored
-    all-to-all fits, the two-batch-overlap ablations, and each committed kernels_ref CSV fitted kernel by kernel
-    and composed into the whole MoE layer."""
+    all-to-all fits, the two-batch-overlap ablations, the GQA decode fit's parameters and errors (each GPU held out),
+    and each committed kernels_ref CSV fitted kernel by kernel and composed into the whole MoE layer."""
     measured = []
     for path in kernels_measured.measured_csvs():
         table = kernels_measured.load_measured(path)
@@ -196,8 +196,9 @@ def kernel_fits() -> dict:
         measured.append({"summary": kernels_measured.summary(table, rows, layers), "rows": rows, "layers": layers,
                          "text": kernels_measured.report_table(table, rows, layers)})
     deepgemm = list(catalog.stored_fit("deepgemm-h800")["report"])
-    return {"deepgemm": deepgemm, "deepgemm_text": fit_report_table(deepgemm), "deepep": deepep_report(),
-            "overlap": list(catalog.stored_fit("overlap")["report"]), "measured": measured}
+    gqa = catalog.stored_fit("gqa-decode")
+    return {"deepgemm": deepgemm, "deepgemm_text": fit_report_table(deepgemm), "deepep": deepep_report(), "measured": measured,
+            "overlap": list(catalog.stored_fit("overlap")["report"]), "gqa_decode": dict(gqa)}
 
 
 def plan(spec: SpecLike, trace: str | Path | None = None, backend: str | None = None, cloud: str | None = None,

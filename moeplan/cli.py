@@ -192,7 +192,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--deployments", metavar="PATH", help="a deployments YAML (default: the project's copy of the published set)")
     s.add_argument("--json", action="store_true", help="print a JSON list of {id, predicted, published, error, ...}")
     s.add_argument("--kernels", action="store_true",
-                   help="also print the kernel-level fits: DeepGEMM rows (with leave-one-out error) and DeepEP rows")
+                   help="also print the kernel-level fits: DeepGEMM rows (with leave-one-out error), DeepEP rows, the GQA "
+                        "decode fit (each GPU held out) and the committed kernels_ref CSVs")
     s.add_argument("--measured", metavar="FILE.csv", help="predict TTFT and TPOT of every row of a measured-deployments CSV "
                    "(columns of ../shared/data/measured/aic-silicon-moe.csv) instead, beside the peer's predictions")
     s.add_argument("--backend", metavar="NAME[@VERSION]",
@@ -511,7 +512,8 @@ def _validate(args) -> int:
         out = [r.to_json() for r in rows]
         if fits is not None:
             measured = [{k: v for k, v in m.items() if k != "text"} for m in fits["measured"]]
-            out = {"deployments": out, "deepgemm": fits["deepgemm"], "deepep": fits["deepep"], "measured": measured}
+            out = {"deployments": out, "deepgemm": fits["deepgemm"], "deepep": fits["deepep"], "measured": measured,
+                   "gqa_decode": fits["gqa_decode"]}
         print_json(out)
         return 0
     if fits is not None:
@@ -522,6 +524,16 @@ def _validate(args) -> int:
             t.add_column(col, justify="left" if col in ("table", "metric") else "right")
         for r in fits["deepep"]:
             t.add_row(r["table"], str(r["ep"]), r["metric"], f"{r['published']:,.0f}", f"{r['predicted']:,.0f}", f"{r['error']:+.1%}")
+        console().print(t)
+        gqa = fits["gqa_decode"]
+        t = Table(title=f"GQA decode attention where no engine table prices it ({gqa['fitted_on']})")
+        for col in ("KV", "launch us", "ns a sequence", "of HBM", "rows", "median |error|", "each GPU held out", "KV read alone"):
+            t.add_column(col, justify="left" if col in ("KV", "each GPU held out") else "right")
+        for kv, p in gqa["parameters"].items():
+            r = gqa["report"][kv]
+            t.add_row(kv, f"{p['launch_s'] * 1e6:.2f}", f"{p['per_sequence_s'] * 1e9:.1f}", f"{p['memory_efficiency']:.3f}",
+                      f"{r['rows']:,}", f"{r['median_abs_error']:.1%}",
+                      ", ".join(f"{g} {e:.1%}" for g, e in r["held_out_by_gpu"].items()), f"{r['kv_read_model_median_abs_error']:.1%}")
         console().print(t)
         for m in fits["measured"]:
             print(f"Measured kernels and the whole MoE layer ({m['summary']['source']}): measured vs fitted, with leave-one-out error")

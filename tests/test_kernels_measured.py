@@ -172,8 +172,11 @@ def test_validate_kernels_prints_the_measured_calibration(capsys):
     assert "Measured kernels and the whole MoE layer" in out and "whole-layer rows: |error| max" in out
     assert out.count("Measured kernels and the whole MoE layer") == len(COMMITTED)
     assert "on AMD EPYC (2 threads)" in out and "on Intel(R) Xeon(R) Processor (2 threads)" in out
+    assert "GQA decode attention where no engine table prices it" in out and "h200-sxm" in out
     assert main(["validate", "--kernels", "--json"]) == 0
-    measured = json.loads(capsys.readouterr().out)["measured"]
+    printed = json.loads(capsys.readouterr().out)
+    measured = printed["measured"]
+    assert set(printed["gqa_decode"]["parameters"]) == {"bfloat16", "fp8"}
     assert len(measured) == len(COMMITTED) and all(m["layers"] for m in measured)
     devices = {m["summary"]["source"].split(" on ")[1].split(",")[0] for m in measured}
     assert {"AMD EPYC (2 threads)", "Intel(R) Xeon(R) Processor (2 threads)"} <= devices

@@ -168,7 +168,7 @@ def test_measured_costs_are_labelled_and_never_below_the_roofline():
 def test_grouped_query_attention_takes_the_engines_measured_attention_tables():
     """gpt-oss-120b on one H200 under TensorRT-LLM: decode attention from generation_attention_perf at its 64 query and
     8 KV heads of 64 (a sliding layer asked at its 128-key window), prefill attention of its full layers from
-    context_attention_perf; without an engine the read of K and V at the fitted HBM efficiency, as before."""
+    context_attention_perf; without an engine the GQA decode model fitted to such tables (catalogs/fits/gqa-decode.yaml)."""
     from hwmodels.catalog import load_model, load_unit
     from hwmodels.calibrate.measured_costs import MeasuredSource
     from hwmodels.calibrate.operator_costs import costs_for
@@ -184,7 +184,7 @@ def test_grouped_query_attention_takes_the_engines_measured_attention_tables():
     fitted = StepContext(arch, plan, cluster, Layout(tp=1, dp=8))
     decode = {name: source for name, source, _ in measured.step("decode", 64, 2048).operator_sources}
     assert decode["gqa_decode_kv_read"].startswith("measured: h200_sxm trtllm") and "generation_attention_perf" in decode["gqa_decode_kv_read"]
-    assert {n: s for n, s, _ in fitted.step("decode", 64, 2048).operator_sources}["gqa_decode_kv_read"].startswith("HBM efficiency")
+    assert {n: s for n, s, _ in fitted.step("decode", 64, 2048).operator_sources}["gqa_decode_kv_read"].startswith("GQA decode fit")
     prefill = measured.step("prefill", 4096, 4096)
     assert any("context_attention_perf" in source for _, source, _ in prefill.operator_sources)
     # the table's time at a window of keys is its time over that many keys: a sliding layer reads no more

@@ -36,7 +36,7 @@ from hwmodels.calibrate import measured_tables as tables
 from hwmodels.calibrate.kernel_profile import KernelProfile
 from hwmodels.calibrate.measured_costs import Measured, MeasuredSource, nccl, source_for
 from hwmodels.collectives import CollectiveFit, CommCost
-from hwmodels.efficiency import AttentionRates, GemmEfficiency
+from hwmodels.efficiency import AttentionRates, GemmEfficiency, GqaDecodeFit, GqaDecodeTerms
 from hwmodels.hardware import Cluster, Device
 from hwmodels.precision import DTYPES
 from hwmodels.roofline import OpCost, roofline_cost
@@ -65,6 +65,7 @@ class OperatorCosts:
     overlap_efficiency: float  # two-batch overlap hides this fraction of the shorter of each overlapped pair
     overlap_source: str
     measured: MeasuredSource | None = None  # NVIDIA's measured tables for one GPU and engine; None: fits only
+    gqa_decode_fit: GqaDecodeFit | None = None  # grouped-query decode attention (None: the KV read, as elementwise)
     profile: KernelProfile | None = None  # a kernels_ref CSV pricing the kernels it measured, before the above
 
     def collective_fit(self, device: Device) -> CollectiveFit:
@@ -194,9 +195,10 @@ class OperatorCosts:
         the layer's heads per device."""
         kv_bytes = batch * keys * 2 * kv_heads * head_dim * kv_bytes_per_element
         kv = _KV_FORMATS.get(kv_bytes_per_element)
+        fitted = (self.elementwise(device, kv_bytes, name) if self.gqa_decode_fit is None else
+                  efficiency.gqa_decode_cost(device, batch, kv_bytes, kv_bytes_per_element, self.gqa_decode_fit, name))
         if self.measured is None or kv is None or batch < 1 or keys < 1:
-            return self.elementwise(device, kv_bytes, name)
-        fitted = efficiency.elementwise_cost(device, kv_bytes, self.gemm_fit, name)
+            return fitted
         cost = _priced(fitted, self.measured.gqa_decode(batch, keys, num_heads, kv_heads, head_dim, kv))
         return cost if self.profile is None else _profiled(cost, Measured(None, self.profile.missing("decode attention")))
 
@@ -452,7 +454,14 @@ def fitted_costs() -> OperatorCosts:
     overlap = catalog.stored_fit("overlap")
     return OperatorCosts(stored_gemm_fit(), flashmla_rates(), stored_collective_fit("deepep-h800"),
                          stored_collective_fit("deepep-ascend"), float(overlap["parameters"]["overlap_efficiency"]),
-                         overlap["source"])
+                         overlap["source"], gqa_decode_fit=stored_gqa_decode_fit())
+
+
+def stored_gqa_decode_fit() -> GqaDecodeFit:
+    record = catalog.stored_fit("gqa-decode")
+    kv_bytes = {"bfloat16": 2.0, "fp8": 1.0}  # the fit's KV dtypes (hwmodels.calibrate.gqa_decode_fit.KV_DTYPES)
+    return GqaDecodeFit(tuple((kv_bytes[name], GqaDecodeTerms(**{k: float(v) for k, v in p.items()}))
+                              for name, p in record["parameters"].items()), record["source"])
 
 
 def stored_gemm_fit(name: str = "deepgemm-h800") -> GemmEfficiency:
