@@ -33,7 +33,6 @@ from hwmodels.calibrate.operator_costs import stored_gemm_fit
 ENGINE, TABLE, KERNEL = "trtllm", "generation_attention_perf", "torch_flow"  # TensorRT-LLM's own attention kernel
 KV_DTYPES = {"bfloat16": 2.0, "fp8": 1.0}  # the tables' KV dtypes -> bytes per element
 MIN_SEQUENCES, MIN_KV_BYTES, MAX_HEAD_RATIO = 8, 20e6, 16  # the decode-sized rows
-PARAMETERS = ("launch_s", "per_sequence_s", "memory_efficiency")
 
 
 def observed() -> pd.DataFrame:
