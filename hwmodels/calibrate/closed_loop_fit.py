@@ -39,10 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from catalogs import CATALOG_DIR
-from hwmodels.calibrate import measured_deployments as md
+from hwmodels.calibrate import measured_deployments as md, store_fit
 
 DEFAULT_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "measured" / "aic-silicon-moe.csv"
 OVERHEADS_S = np.round(np.arange(0.0, 0.5 + 1e-9, 0.005), 3)
@@ -249,13 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"TTFT median |error| on the {report['rows']} rows fitted: {report['fitted_ttft_median_abs_error']:.1%}; "
           f"held out ({cv['folds']}-fold by configuration): {cv['ttft_median_abs_error']:.1%} ({_by_engine(cv, 'ttft')})")
     if args.write:
-        path = CATALOG_DIR / "fits" / "closed-loop.yaml"
         header = ("# Constants of measured closed loops that kernel tables cannot give (issue 17, item 3): per engine a host\n"
                   "# time per layer of a step, per engine and GPU generation the share of the shared experts hidden beside the routed ones\n"
                   "# in decode, per engine a per-request overhead, and the share of a benchmark's requests that met its start-up burst.\n"
                   "# Written by `python -m hwmodels.calibrate.closed_loop_fit --write`; tests/test_closed_loop_fit.py refits and compares.\n")
-        path.write_text(header + yaml.safe_dump(rec, sort_keys=False, width=200), encoding="utf-8")
-        print(f"wrote {path}")
+        print(f"wrote {store_fit('closed-loop', header, rec)}")
     return 0
 
 

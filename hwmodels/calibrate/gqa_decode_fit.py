@@ -22,12 +22,10 @@ import argparse
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy.optimize import least_squares
 
-from catalogs import CATALOG_DIR
 from hwmodels import catalog
-from hwmodels.calibrate import measured_tables as tables
+from hwmodels.calibrate import measured_tables as tables, store_fit
 from hwmodels.calibrate.operator_costs import stored_gemm_fit
 
 ENGINE, TABLE, KERNEL = "trtllm", "generation_attention_perf", "torch_flow"  # TensorRT-LLM's own attention kernel
@@ -114,13 +112,11 @@ def main(argv: list[str] | None = None) -> int:
               f"(the KV read alone: {r['kv_read_model_median_abs_error']:.1%}); each GPU held out: "
               + ", ".join(f"{g} {e:.1%}" for g, e in r["held_out_by_gpu"].items()))
     if args.write:
-        path = CATALOG_DIR / "fits" / "gqa-decode.yaml"
         header = ("# Grouped-query decode attention for the fitted models, per KV dtype, fitted to NVIDIA's measured kernels\n"
                   "# (hwmodels/calibrate/gqa_decode_fit.py says how); report: in-sample, each GPU held out, and the KV\n"
                   "# read model it replaces. Written by `python -m hwmodels.calibrate.gqa_decode_fit --write`;\n"
                   "# tests/test_gqa_decode_fit.py refits and compares.\n")
-        path.write_text(header + yaml.safe_dump(rec, sort_keys=False, width=200), encoding="utf-8")
-        print(f"wrote {path}")
+        print(f"wrote {store_fit('gqa-decode', header, rec)}")
     return 0
 
 
