@@ -29,6 +29,7 @@ and eta <= 1, and T_hbm_s >= bytes / HBM because eta_m <= 1.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Sequence
@@ -253,6 +254,9 @@ def attention_prefill_cost(device: Device, tokens: int, context_tokens: float, n
                                 f"{_scaled(device, rates.hardware)}{note}")
 
 
+GQA_KV_DTYPES = {"bfloat16": 2.0, "fp8": 1.0}  # the KV dtypes the GQA decode fit is made for -> bytes per element
+
+
 @dataclass(frozen=True)
 class GqaDecodeTerms:
     """One KV dtype's grouped-query decode attention: a kernel's launch, a cost per sequence, the KV read's fraction
@@ -265,15 +269,15 @@ class GqaDecodeTerms:
 
 @dataclass(frozen=True)
 class GqaDecodeFit:
-    """GQA decode attention fitted to measured kernels, per KV bytes per element (2: bf16/fp16, 1: fp8); a narrower
-    cache takes the narrowest fitted one's terms."""
+    """GQA decode attention fitted to measured kernels, per KV bytes per element (2: bf16/fp16, 1: fp8); another
+    width takes the terms of the fitted width nearest it (an NVFP4 cache FP8's)."""
 
     by_kv_bytes: tuple[tuple[float, GqaDecodeTerms], ...]
     source: str
 
     def terms(self, kv_bytes_per_element: float) -> GqaDecodeTerms:
         fitted = dict(self.by_kv_bytes)
-        return fitted.get(kv_bytes_per_element) or fitted[min(fitted)]
+        return fitted[min(fitted, key=lambda width: abs(math.log(width / kv_bytes_per_element)))]
 
 
 def gqa_decode_cost(device: Device, batch: float, kv_bytes: float, kv_bytes_per_element: float, fit: GqaDecodeFit,

@@ -27,9 +27,9 @@ from scipy.optimize import least_squares
 from hwmodels import catalog
 from hwmodels.calibrate import measured_tables as tables, store_fit
 from hwmodels.calibrate.operator_costs import stored_gemm_fit
+from hwmodels.efficiency import GQA_KV_DTYPES
 
 ENGINE, TABLE, KERNEL = "trtllm", "generation_attention_perf", "torch_flow"  # TensorRT-LLM's own attention kernel
-KV_DTYPES = {"bfloat16": 2.0, "fp8": 1.0}  # the tables' KV dtypes -> bytes per element
 MIN_SEQUENCES, MIN_KV_BYTES, MAX_HEAD_RATIO = 8, 20e6, 16  # the decode-sized rows
 
 
@@ -42,9 +42,9 @@ def observed() -> pd.DataFrame:
         if not versions:
             continue
         t = tables.load_table(tables.table_path(system, ENGINE, TABLE, versions[-1]))
-        t = t[(t.window_size == 0) & (t.kernel_source == KERNEL) & t.kv_cache_dtype.isin(KV_DTYPES)
+        t = t[(t.window_size == 0) & (t.kernel_source == KERNEL) & t.kv_cache_dtype.isin(GQA_KV_DTYPES)
               & (t.batch_size >= MIN_SEQUENCES) & (t.num_heads <= MAX_HEAD_RATIO * t.num_key_value_heads)]
-        kv_bytes = t.kv_cache_dtype.map(KV_DTYPES).to_numpy(float)
+        kv_bytes = t.kv_cache_dtype.map(GQA_KV_DTYPES).to_numpy(float)
         frame = pd.DataFrame({"gpu": device, "kv_bytes": kv_bytes, "batch": t.batch_size.to_numpy(float),
                               "bytes": (t.batch_size * t.step * 2 * t.num_key_value_heads * t.head_dim).to_numpy(float) * kv_bytes,
                               "bw": catalog.load_device(device).hbm_bytes_per_s, "seconds": t.latency.to_numpy(float) * 1e-3})
@@ -77,7 +77,7 @@ def record(frame: pd.DataFrame) -> dict:
     gemm = stored_gemm_fit()
     before = {"launch_s": gemm.launch_overhead_s, "per_sequence_s": 0.0, "memory_efficiency": gemm.memory_efficiency}
     parameters, report = {}, {}
-    for name, kv_bytes in KV_DTYPES.items():
+    for name, kv_bytes in GQA_KV_DTYPES.items():
         rows = frame[frame.kv_bytes == kv_bytes]
         rounded = {k: float(f"{v:.3g}") for k, v in fit(rows).items()}
         held_out = {gpu: round(median_error(fit(rows[rows.gpu != gpu]), rows[rows.gpu == gpu]), 4)

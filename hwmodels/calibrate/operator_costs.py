@@ -36,7 +36,7 @@ from hwmodels.calibrate import measured_tables as tables
 from hwmodels.calibrate.kernel_profile import KernelProfile
 from hwmodels.calibrate.measured_costs import Measured, MeasuredSource, nccl, source_for
 from hwmodels.collectives import CollectiveFit, CommCost
-from hwmodels.efficiency import AttentionRates, GemmEfficiency, GqaDecodeFit, GqaDecodeTerms
+from hwmodels.efficiency import GQA_KV_DTYPES, AttentionRates, GemmEfficiency, GqaDecodeFit, GqaDecodeTerms
 from hwmodels.hardware import Cluster, Device
 from hwmodels.precision import DTYPES
 from hwmodels.roofline import OpCost, roofline_cost
@@ -459,8 +459,7 @@ def fitted_costs() -> OperatorCosts:
 
 def stored_gqa_decode_fit() -> GqaDecodeFit:
     record = catalog.stored_fit("gqa-decode")
-    kv_bytes = {"bfloat16": 2.0, "fp8": 1.0}  # the fit's KV dtypes (hwmodels.calibrate.gqa_decode_fit.KV_DTYPES)
-    return GqaDecodeFit(tuple((kv_bytes[name], GqaDecodeTerms(**{k: float(v) for k, v in p.items()}))
+    return GqaDecodeFit(tuple((GQA_KV_DTYPES[name], GqaDecodeTerms(**{k: float(v) for k, v in p.items()}))
                               for name, p in record["parameters"].items()), record["source"])
 
 
