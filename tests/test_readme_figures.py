@@ -471,11 +471,9 @@ def test_the_low_deepseek_rows_come_within_five_percent_at_the_batch_their_kv_me
 PERF_OVERVIEW_REST = ROOT / "catalogs" / "published" / "deployments-trtllm-perf-overview-rest.yaml"
 
 
-def _without_modelopt_formats(amendments: dict) -> dict:
-    """The amendments less what the Qwen3 rows' ModelOpt checkpoints add: their FP8 KV cache, their NVFP4 attention."""
-    def strip(precision: dict) -> dict:
-        return {p: n for p, n in precision.items() if p != "kv_cache" and not (p == "attention" and n == "nvfp4")}
-    return {k: a | {"precision": strip(a.get("precision", {}))} if "qwen3" in k else a for k, a in amendments.items()}
+def _without_modelopt_formats(precision: dict) -> dict:
+    """A Qwen3 row's precision less what its ModelOpt checkpoint adds: the FP8 KV cache, the NVFP4 attention."""
+    return {p: n for p, n in precision.items() if p != "kv_cache" and not (p == "attention" and n == "nvfp4")}
 
 
 def test_the_tensorrt_llm_perf_overview_figures(shared_data, tmp_path, monkeypatch):
@@ -520,13 +518,15 @@ def test_the_tensorrt_llm_perf_overview_figures(shared_data, tmp_path, monkeypat
         median[backend] = summary(validate(path, EngineEntry(name=backend)))["median_abs_error"]
     # the Qwen3 rows without their checkpoints' FP8 KV cache and NVFP4 attention
     amendments = catalog.published_amendments()
-    monkeypatch.setattr(catalog, "published_amendments", lambda: _without_modelopt_formats(amendments))
+    monkeypatch.setattr(catalog, "published_amendments", lambda: {
+        k: a | {"precision": _without_modelopt_formats(a.get("precision", {}))} if "qwen3" in k else a
+        for k, a in amendments.items()})
     plain = validate(path)
     monkeypatch.setattr(catalog, "published_amendments", lambda: amendments)
     plain_other_file = tmp_path / "plain_other.yaml"
     entries = yaml.safe_load(PERF_OVERVIEW_REST.read_text())["deployments"]
     plain_other_file.write_text(yaml.safe_dump({"schema_version": 1, "deployments": [
-        e | {"precision": _without_modelopt_formats({"qwen3": {"precision": e["precision"]}})["qwen3"]["precision"]}
+        e | {"precision": _without_modelopt_formats(e["precision"])}
         if "qwen3" in e["id"] else e for e in entries]}))
     plain_other = validate(plain_other_file)
     p, po, pb = summary(plain), summary(plain_other), summary(plain + plain_other)
